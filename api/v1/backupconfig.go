@@ -1,0 +1,150 @@
+package v1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DefaultKeep is how many completed backups are kept when spec.keep is unset.
+const DefaultKeep = 20
+
+// DeleteAllBackupsFinalizer holds an EtcdBackupConfig until all its backups are deleted.
+const DeleteAllBackupsFinalizer = "kubermatic.k8c.io/delete-all-backups"
+
+// Backup and delete phases of status.lastBackups entries.
+const (
+	PhaseRunning   = "Running"
+	PhaseCompleted = "Completed"
+	PhaseFailed    = "Failed"
+)
+
+// Condition types and reasons of EtcdBackupConfig.
+const (
+	// ConditionSchedulingActive is True while the scheduler takes backups for the config.
+	ConditionSchedulingActive = "SchedulingActive"
+
+	ReasonScheduled           = "Scheduled"
+	ReasonOneTimeBackup       = "OneTimeBackup"
+	ReasonInvalidSchedule     = "InvalidSchedule"
+	ReasonDestinationNotFound = "DestinationNotFound"
+	ReasonNoDestinations      = "NoDestinations"
+	ReasonClusterNotFound     = "ClusterNotFound"
+	ReasonClusterPaused       = "ClusterPaused"
+	ReasonTooManyBackups      = "TooManyBackups"
+)
+
+// EtcdBackupConfig schedules backups of a user cluster's etcd.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=kubermatic
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster.name`
+// +kubebuilder:printcolumn:name="Schedule",type=string,JSONPath=`.spec.schedule`
+// +kubebuilder:printcolumn:name="Keep",type=integer,JSONPath=`.spec.keep`
+// +kubebuilder:printcolumn:name="Destination",type=string,JSONPath=`.spec.destination`
+// +kubebuilder:printcolumn:name="Last Backup",type=string,JSONPath=`.status.lastBackupName`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.lastBackupPhase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type EtcdBackupConfig struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   EtcdBackupConfigSpec   `json:"spec"`
+	Status EtcdBackupConfigStatus `json:"status,omitempty"`
+}
+
+// EtcdBackupConfigSpec says which cluster to back up, when, how many backups to keep and where.
+type EtcdBackupConfigSpec struct {
+	// Name is an optional display name.
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Cluster references the Cluster whose etcd is backed up.
+	Cluster corev1.ObjectReference `json:"cluster"`
+	// Schedule is a cron expression (5 fields, or @every/@hourly/@daily/@weekly/@monthly).
+	// Omitted: one backup, taken once.
+	// +optional
+	Schedule string `json:"schedule,omitempty"`
+	// Keep is how many completed backups are kept (default 20). Ignored for one-time backups.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Keep *int `json:"keep,omitempty"`
+	// Destination names a backup destination of the Seed; omitted: the Seed's default.
+	// +optional
+	Destination string `json:"destination,omitempty"`
+}
+
+// EtcdBackupConfigStatus lists the config's backups and whether scheduling is active.
+type EtcdBackupConfigStatus struct {
+	// LastBackups lists the backups of this config, oldest first.
+	// +optional
+	LastBackups []BackupStatus `json:"lastBackups,omitempty"`
+	// LastBackupName and LastBackupPhase summarise the newest entry of LastBackups.
+	// +optional
+	LastBackupName string `json:"lastBackupName,omitempty"`
+	// +optional
+	LastBackupPhase string `json:"lastBackupPhase,omitempty"`
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// BackupStatus is one backup of a config and, once retention removes it, its deletion.
+type BackupStatus struct {
+	ScheduledTime metav1.Time `json:"scheduledTime,omitempty"`
+	BackupName    string      `json:"backupName,omitempty"`
+	JobName       string      `json:"jobName,omitempty"`
+	// +optional
+	BackupStartTime metav1.Time `json:"backupStartTime,omitempty"`
+	// +optional
+	BackupFinishedTime metav1.Time `json:"backupFinishedTime,omitempty"`
+	// +kubebuilder:validation:Enum=Running;Completed;Failed
+	// +optional
+	BackupPhase string `json:"backupPhase,omitempty"`
+	// +optional
+	BackupMessage string `json:"backupMessage,omitempty"`
+	// +optional
+	DeleteJobName string `json:"deleteJobName,omitempty"`
+	// +optional
+	DeleteStartTime metav1.Time `json:"deleteStartTime,omitempty"`
+	// +optional
+	DeleteFinishedTime metav1.Time `json:"deleteFinishedTime,omitempty"`
+	// +kubebuilder:validation:Enum=Running;Completed;Failed
+	// +optional
+	DeletePhase string `json:"deletePhase,omitempty"`
+	// +optional
+	DeleteMessage string `json:"deleteMessage,omitempty"`
+
+	// Destination is the Seed destination the backup is stored in.
+	// +optional
+	Destination string `json:"destination,omitempty"`
+	// ObjectKey is the backup's key in the destination bucket.
+	// +optional
+	ObjectKey string `json:"objectKey,omitempty"`
+	// Size is the stored (compressed) object's size in bytes.
+	// +optional
+	Size int64 `json:"size,omitempty"`
+	// SHA256 is the stored object's sha256, hex.
+	// +optional
+	SHA256 string `json:"sha256,omitempty"`
+	// EtcdRevision is the etcd revision the snapshot holds.
+	// +optional
+	EtcdRevision int64 `json:"etcdRevision,omitempty"`
+}
+
+// EtcdBackupConfigList is a list of EtcdBackupConfigs.
+//
+// +kubebuilder:object:root=true
+type EtcdBackupConfigList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []EtcdBackupConfig `json:"items"`
+}
+
+// KeepCount is spec.keep, defaulted.
+func (c *EtcdBackupConfig) KeepCount() int {
+	if c.Spec.Keep == nil {
+		return DefaultKeep
+	}
+	return *c.Spec.Keep
+}

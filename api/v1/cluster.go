@@ -1,0 +1,67 @@
+package v1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// Annotations on a Cluster.
+const (
+	// AnnotationActiveRestore locks a Cluster for one restore: "<namespace>/<name>".
+	AnnotationActiveRestore = "kubermatic.k8c.io/active-restore"
+	// AnnotationLastRestart rolls the control plane after a restore.
+	AnnotationLastRestart = "kubermatic.k8c.io/last-restart"
+	// AnnotationEtcdEndpoints overrides KKP's etcd naming convention for this cluster: a
+	// comma-separated list of client URLs (for non-KKP clusters and tests).
+	AnnotationEtcdEndpoints = "etcdbackup.k8c.io/etcd-endpoints"
+	// AnnotationEtcdClientSecret overrides the Secret (in the cluster namespace) that holds the
+	// etcd client TLS material: keys ca.crt, tls.crt, tls.key. "none" means plain HTTP.
+	AnnotationEtcdClientSecret = "etcdbackup.k8c.io/etcd-client-secret"
+)
+
+// FeatureEtcdLauncher is the Cluster feature a restore requires.
+const FeatureEtcdLauncher = "etcdLauncher"
+
+// Cluster is the subset of KKP's Cluster this system reads and patches. The CRD keeps unknown
+// fields, and the services only ever patch the fields they own.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster
+// +kubebuilder:pruning:PreserveUnknownFields
+// +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.pause`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type Cluster struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec ClusterSpec `json:"spec,omitempty"`
+	// Status is KKP's; this system neither reads nor writes it, and keeps it as it is.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Status *runtime.RawExtension `json:"status,omitempty"`
+}
+
+// ClusterSpec holds the Cluster fields this system reads.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type ClusterSpec struct {
+	// Pause stops all controllers from acting on the cluster; paused clusters are not backed up.
+	// +optional
+	Pause bool `json:"pause,omitempty"`
+	// Features toggles cluster features; etcdLauncher is required for restores.
+	// +optional
+	Features map[string]bool `json:"features,omitempty"`
+}
+
+// NamespaceName is the namespace KKP keeps the cluster's control plane in.
+func (c *Cluster) NamespaceName() string { return "cluster-" + c.Name }
+
+// ClusterList is a list of Clusters.
+//
+// +kubebuilder:object:root=true
+type ClusterList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Cluster `json:"items"`
+}

@@ -1,0 +1,70 @@
+package v1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Phases of an EtcdRestore.
+const (
+	RestorePhaseStarted                = "Started"
+	RestorePhaseStsRebuilding          = "StsRebuilding"
+	RestorePhaseCompleted              = "Completed"
+	RestorePhaseEtcdLauncherNotEnabled = "EtcdLauncherNotEnabled"
+	RestorePhaseFailed                 = "Failed"
+)
+
+// EtcdRestore restores a cluster's etcd from a backup.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:categories=kubermatic
+// +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster.name`
+// +kubebuilder:printcolumn:name="Backup",type=string,JSONPath=`.spec.backupName`
+// +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type EtcdRestore struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   EtcdRestoreSpec   `json:"spec"`
+	Status EtcdRestoreStatus `json:"status,omitempty"`
+}
+
+// EtcdRestoreSpec names the cluster and the backup to restore it from.
+type EtcdRestoreSpec struct {
+	// +optional
+	Name string `json:"name,omitempty"`
+	// Cluster references the Cluster whose etcd is restored.
+	Cluster corev1.ObjectReference `json:"cluster"`
+	// BackupName is a backup's name as listed in EtcdBackupConfig status.lastBackups.
+	// +kubebuilder:validation:MinLength=1
+	BackupName string `json:"backupName"`
+	// Destination names a Seed backup destination; omitted: the Seed's default.
+	// +optional
+	Destination string `json:"destination,omitempty"`
+	// BackupDownloadCredentialsSecret names a Secret with read-only credentials for the download.
+	// +optional
+	BackupDownloadCredentialsSecret string `json:"backupDownloadCredentialsSecret,omitempty"`
+}
+
+// EtcdRestoreStatus is the restore's progress.
+type EtcdRestoreStatus struct {
+	// +kubebuilder:validation:Enum=Started;StsRebuilding;Completed;EtcdLauncherNotEnabled;Failed
+	// +optional
+	Phase string `json:"phase,omitempty"`
+	// +optional
+	RestoreTime metav1.Time `json:"restoreTime,omitempty"`
+	// Message says why a restore failed, and what to do next.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// EtcdRestoreList is a list of EtcdRestores.
+//
+// +kubebuilder:object:root=true
+type EtcdRestoreList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []EtcdRestore `json:"items"`
+}

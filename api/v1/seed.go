@@ -1,0 +1,68 @@
+package v1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// Keys of a destination's credentials Secret.
+const (
+	SecretAccessKeyID     = "ACCESS_KEY_ID"
+	SecretSecretAccessKey = "SECRET_ACCESS_KEY"
+)
+
+// Seed is the subset of KKP's Seed this system reads: its backup destinations.
+// The CRD keeps unknown fields.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:pruning:PreserveUnknownFields
+type Seed struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec SeedSpec `json:"spec,omitempty"`
+	// Status is KKP's; this system neither reads nor writes it, and keeps it as it is.
+	// +kubebuilder:pruning:PreserveUnknownFields
+	// +kubebuilder:validation:Type=object
+	// +optional
+	Status *runtime.RawExtension `json:"status,omitempty"`
+}
+
+// SeedSpec holds the Seed fields this system reads.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type SeedSpec struct {
+	// +optional
+	EtcdBackupRestore *EtcdBackupRestore `json:"etcdBackupRestore,omitempty"`
+}
+
+// EtcdBackupRestore configures where backups are stored.
+type EtcdBackupRestore struct {
+	// Destinations by name.
+	// +optional
+	Destinations map[string]*BackupDestination `json:"destinations,omitempty"`
+	// DefaultDestination is used by configs and restores that name none.
+	// +optional
+	DefaultDestination string `json:"defaultDestination,omitempty"`
+}
+
+// BackupDestination is an S3-compatible bucket.
+type BackupDestination struct {
+	// Endpoint is the S3 endpoint: host[:port], or a URL (http:// for no TLS).
+	Endpoint string `json:"endpoint"`
+	// BucketName is the bucket backups are stored in.
+	BucketName string `json:"bucketName"`
+	// Credentials names a Secret with ACCESS_KEY_ID and SECRET_ACCESS_KEY.
+	// +optional
+	Credentials *corev1.SecretReference `json:"credentials,omitempty"`
+}
+
+// SeedList is a list of Seeds.
+//
+// +kubebuilder:object:root=true
+type SeedList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []Seed `json:"items"`
+}

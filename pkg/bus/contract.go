@@ -1,0 +1,173 @@
+// Package bus is the message contract of the etcd backup services: every JetStream stream,
+// subject, durable consumer, header and staging bucket is defined here, once, and listed in
+// docs/bus.md. Services import it; none of them names a subject of its own.
+package bus
+
+import (
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Subjects.
+const (
+	// SubjectBackupRequested carries etcdbackupv1.BackupRequested (protobuf), scheduler → snapshotter.
+	SubjectBackupRequested = "etcdbackup.backup.requested"
+	// SubjectSnapshotReady carries etcdbackupv1.SnapshotReady (protobuf), snapshotter → uploader.
+	SubjectSnapshotReady = "etcdbackup.snapshot.ready"
+	// SubjectBackupStored carries etcdbackupv1.BackupStored (protobuf), uploader → pruner.
+	SubjectBackupStored = "etcdbackup.backup.stored"
+	// SubjectStatusPrefix prefixes etcdbackupv1.StatusEvent (protojson), every stage → status
+	// writer and any subscriber: etcdbackup.status.<stage>.
+	SubjectStatusPrefix = "etcdbackup.status"
+	// SubjectStatusAll matches every status event.
+	SubjectStatusAll = SubjectStatusPrefix + ".>"
+	// SubjectTriggerBackup is the manual trigger, a core NATS request served by the scheduler:
+	// etcdbackupv1.TriggerBackupRequest in, etcdbackupv1.TriggerBackupReply out.
+	SubjectTriggerBackup = "etcdbackup.trigger.backup"
+)
+
+// Streams.
+const (
+	StreamRequests  = "ETCDBACKUP_REQUESTS"
+	StreamSnapshots = "ETCDBACKUP_SNAPSHOTS"
+	StreamStored    = "ETCDBACKUP_STORED"
+	StreamStatus    = "ETCDBACKUP_STATUS"
+	// StagingBucket is the JetStream object store bucket snapshots wait in for the uploader.
+	StagingBucket = "ETCDBACKUP_STAGING"
+)
+
+// Durable consumers, each shared by all replicas of its service.
+const (
+	ConsumerSnapshotter  = "snapshotter"
+	ConsumerUploader     = "uploader"
+	ConsumerPruner       = "pruner"
+	ConsumerStatusWriter = "status-writer"
+)
+
+// TriggerQueueGroup is the queue group the scheduler replicas serve the manual trigger in.
+const TriggerQueueGroup = "scheduler"
+
+// Headers.
+const (
+	// HeaderContentType is "application/protobuf" or "application/json".
+	HeaderContentType = "Content-Type"
+	// HeaderMsgID is JetStream's deduplication header; set to "<namespace>/<backup name>".
+	HeaderMsgID = jetstream.MsgIDHeader
+)
+
+// Content types.
+const (
+	ContentTypeProtobuf = "application/protobuf"
+	ContentTypeJSON     = "application/json"
+)
+
+// RequestsDuplicateWindow is how long a backup request's Nats-Msg-Id is remembered: several
+// schedulers that publish the same slot within it produce one request.
+const RequestsDuplicateWindow = time.Hour
+
+// Topology is the set of streams and the staging bucket, with the settings a deployment picks.
+type Topology struct {
+	// Replicas of every stream and of the staging bucket (1 or 3).
+	Replicas int
+	// Storage of every stream; file unless a test wants memory.
+	Storage jetstream.StorageType
+	// StagingTTL is how long an unclaimed staged snapshot lives.
+	StagingTTL time.Duration
+	// StatusMaxAge is how long status events are kept for late subscribers.
+	StatusMaxAge time.Duration
+	// StoredMaxAge is how long backup-stored announcements are kept for the pruner.
+	StoredMaxAge time.Duration
+}
+
+// DefaultTopology is what the services create when nothing else is configured.
+func DefaultTopology() Topology {
+	return Topology{
+		Replicas:     1,
+		Storage:      jetstream.FileStorage,
+		StagingTTL:   24 * time.Hour,
+		StatusMaxAge: 24 * time.Hour,
+		StoredMaxAge: 7 * 24 * time.Hour,
+	}
+}
+
+// StreamConfigs returns the configuration of every stream of the topology.
+func (t Topology) StreamConfigs() []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{
+		{
+			Name:        StreamRequests,
+			Description: "backup requests, scheduler to snapshotter; deleted when acked",
+			Subjects:    []string{SubjectBackupRequested},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     t.Storage,
+			Replicas:    t.Replicas,
+			Duplicates:  RequestsDuplicateWindow,
+		},
+		{
+			Name:        StreamSnapshots,
+			Description: "staged snapshots, snapshotter to uploader; deleted when acked",
+			Subjects:    []string{SubjectSnapshotReady},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     t.Storage,
+			Replicas:    t.Replicas,
+			Duplicates:  RequestsDuplicateWindow,
+		},
+		{
+			Name:        StreamStored,
+			Description: "stored backups, uploader to pruner",
+			Subjects:    []string{SubjectBackupStored},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     t.Storage,
+			Replicas:    t.Replicas,
+			MaxAge:      t.StoredMaxAge,
+			Duplicates:  RequestsDuplicateWindow,
+		},
+		{
+			Name:        StreamStatus,
+			Description: "status events of every stage (protojson)",
+			Subjects:    []string{SubjectStatusAll},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     t.Storage,
+			Replicas:    t.Replicas,
+			MaxAge:      t.StatusMaxAge,
+		},
+	}
+}
+
+// StagingConfig returns the configuration of the staging object store.
+func (t Topology) StagingConfig() jetstream.ObjectStoreConfig {
+	return jetstream.ObjectStoreConfig{
+		Bucket:      StagingBucket,
+		Description: "verified etcd snapshots waiting for the uploader",
+		TTL:         t.StagingTTL,
+		Storage:     t.Storage,
+		Replicas:    t.Replicas,
+	}
+}
+
+// ConsumerConfig returns the durable pull consumer configuration of a service.
+// AckWait is short; workers extend it with InProgress while a job runs.
+func ConsumerConfig(durable string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       durable,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 1000,
+	}
+}
+
+// StreamOf returns the stream a service's durable consumer reads.
+func StreamOf(durable string) string {
+	switch durable {
+	case ConsumerSnapshotter:
+		return StreamRequests
+	case ConsumerUploader:
+		return StreamSnapshots
+	case ConsumerPruner:
+		return StreamStored
+	case ConsumerStatusWriter:
+		return StreamStatus
+	}
+	return ""
+}

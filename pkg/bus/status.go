@@ -1,0 +1,47 @@
+package bus
+
+import (
+	"context"
+	"strings"
+
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// StatusSubject is the subject a stage publishes its status events on.
+func StatusSubject(stage etcdbackupv1.Stage) string {
+	name := strings.ToLower(strings.TrimPrefix(stage.String(), "STAGE_"))
+	return SubjectStatusPrefix + "." + name
+}
+
+// PublishStatus publishes ev as protojson on its stage's status subject, stamping its time
+// when unset. Status events are readable with `nats sub 'etcdbackup.status.>'`.
+func PublishStatus(ctx context.Context, js jetstream.JetStream, ev *etcdbackupv1.StatusEvent) error {
+	if ev.GetTime() == nil {
+		ev.Time = timestamppb.Now()
+	}
+	_, err := publish(ctx, js, StatusSubject(ev.GetStage()), "", ev, true)
+	return err
+}
+
+// StatusFor starts a status event about the backup req asks for.
+func StatusFor(req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, message string) *etcdbackupv1.StatusEvent {
+	return &etcdbackupv1.StatusEvent{
+		Config:        req.GetConfig(),
+		Cluster:       req.GetCluster(),
+		BackupName:    req.GetBackupName(),
+		JobName:       req.GetJobName(),
+		ScheduledTime: req.GetScheduledTime(),
+		Stage:         stage,
+		Phase:         phase,
+		Message:       message,
+		Destination:   req.GetDestination(),
+		ObjectKey:     req.GetObjectKey(),
+	}
+}
+
+// MsgID is the Nats-Msg-Id of every message about one backup: "<namespace>/<backup name>".
+func MsgID(req *etcdbackupv1.BackupRequested) string {
+	return req.GetConfig().GetNamespace() + "/" + req.GetBackupName()
+}

@@ -1,0 +1,42 @@
+// Package natstest runs a real nats-server with JetStream inside the test process.
+package natstest
+
+import (
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// RunJetStream starts an embedded nats-server with JetStream on a random loopback port,
+// storing in a temporary directory, and stops it when the test ends. It returns the server.
+func RunJetStream(t testing.TB) *server.Server {
+	t.Helper()
+	return RunJetStreamIn(t, t.TempDir(), -1)
+}
+
+// RunJetStreamIn starts a server storing in dir on port (-1: random). Restarting a server
+// on the same dir and port brings back its streams, as after an outage.
+func RunJetStreamIn(t testing.TB, dir string, port int) *server.Server {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      port,
+		JetStream: true,
+		StoreDir:  dir,
+		NoSigs:    true,
+		NoLog:     true,
+	})
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready within 10s")
+	}
+	t.Cleanup(func() {
+		s.Shutdown()
+		s.WaitForShutdown()
+	})
+	return s
+}

@@ -1,0 +1,170 @@
+// Package service holds what every etcd backup service does the same way: flags shared by
+// all, the root context and exit code, logging, the NATS connection, and the HTTP endpoint
+// for metrics and health.
+package service
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Common is the configuration every service takes.
+type Common struct {
+	NATSURL        string
+	Kubeconfig     string
+	MetricsAddr    string
+	LogLevel       string
+	LogFormat      string
+	SeedNamespace  string
+	SeedName       string
+	StreamReplicas int
+}
+
+// Register adds the common flags to fs. Every flag also reads an environment variable:
+// ETCDBACKUP_ and the flag's name in upper case with '-' as '_' (ETCDBACKUP_NATS_URL).
+func (c *Common) Register(fs *flag.FlagSet) {
+	StringVar(fs, &c.NATSURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	StringVar(fs, &c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
+	StringVar(fs, &c.MetricsAddr, "metrics-addr", ":8080", "address of the /metrics, /healthz and /readyz endpoint; empty disables it")
+	StringVar(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	StringVar(fs, &c.LogFormat, "log-format", "json", "json or text")
+	StringVar(fs, &c.SeedNamespace, "seed-namespace", "kubermatic", "namespace of the Seed that configures backup destinations")
+	StringVar(fs, &c.SeedName, "seed-name", "kubermatic", "name of the Seed that configures backup destinations")
+	IntVar(fs, &c.StreamReplicas, "stream-replicas", 1, "replicas of the JetStream streams and staging bucket (1 or 3)")
+}
+
+// Seed is the Seed's namespaced name.
+func (c *Common) Seed() types.NamespacedName {
+	return types.NamespacedName{Namespace: c.SeedNamespace, Name: c.SeedName}
+}
+
+// Topology is the bus topology for these settings.
+func (c *Common) Topology() bus.Topology {
+	t := bus.DefaultTopology()
+	t.Replicas = c.StreamReplicas
+	return t
+}
+
+// Logger builds the logger from LogLevel and LogFormat.
+func (c *Common) Logger(service string) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", c.LogLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler
+	switch c.LogFormat {
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, opts)
+	default:
+		return nil, fmt.Errorf("log format %q: want json or text", c.LogFormat)
+	}
+	return slog.New(h).With("service", service), nil
+}
+
+func envName(flagName string) string {
+	return "ETCDBACKUP_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// StringVar defines a string flag whose default comes from its environment variable if set.
+func StringVar(fs *flag.FlagSet, p *string, name, def, usage string) {
+	if v, ok := os.LookupEnv(envName(name)); ok {
+		def = v
+	}
+	fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
+}
+
+// IntVar defines an int flag whose default comes from its environment variable if set.
+func IntVar(fs *flag.FlagSet, p *int, name string, def int, usage string) {
+	if v, ok := os.LookupEnv(envName(name)); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			def = n
+		}
+	}
+	fs.IntVar(p, name, def, usage+" (env "+envName(name)+")")
+}
+
+// DurationVar defines a duration flag whose default comes from its environment variable if set.
+func DurationVar(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
+	if v, ok := os.LookupEnv(envName(name)); ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			def = d
+		}
+	}
+	fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
+}
+
+// Main runs run with a context cancelled by SIGINT or SIGTERM and exits: 0 when run returns
+// nil or the context was cancelled, 2 for flag errors, 1 otherwise.
+func Main(run func(ctx context.Context, args []string) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	switch {
+	case err == nil, errors.Is(err, context.Canceled):
+		os.Exit(0)
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	default:
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+// ConnectNATS connects to NATS, retrying until ctx is done, reconnecting forever after.
+func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return nc, js, nil
+}
+
+// EnsureBus creates the streams, staging bucket and the given durable consumer, retrying
+// while NATS is unreachable until ctx is done.
+func EnsureBus(ctx context.Context, js jetstream.JetStream, t bus.Topology, log *slog.Logger) error {
+	for {
+		err := bus.Ensure(ctx, js, t)
+		if err == nil {
+			return nil
+		}
+		log.Warn("jetstream not ready, retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}

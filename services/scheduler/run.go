@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/service"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/scheduler/scheduling"
+	"github.com/etcd-backup/etcdbackup/services/scheduler/statuswriter"
+	"github.com/etcd-backup/etcdbackup/services/scheduler/trigger"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"github.com/go-logr/logr"
+)
+
+func run(ctx context.Context, args []string) error {
+	cfg, err := parseConfig(args)
+	if err != nil {
+		return err
+	}
+	log, err := cfg.Logger("scheduler")
+	if err != nil {
+		return err
+	}
+	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+
+	restCfg, err := kube.Config(cfg.Kubeconfig, "etcdbackup-scheduler")
+	if err != nil {
+		return err
+	}
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return fmt.Errorf("controller manager: %w", err)
+	}
+
+	endpoint := service.NewEndpoint(cfg.MetricsAddr)
+	m := newMetrics(endpoint.Registry())
+
+	nc, js, err := service.ConnectNATS(ctx, cfg.NATSURL, "etcdbackup-scheduler", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := service.EnsureBus(ctx, js, cfg.Topology(), log); err != nil {
+		return err
+	}
+	consumer, err := bus.Consumer(ctx, js, bus.ConsumerStatusWriter)
+	if err != nil {
+		return err
+	}
+
+	queue := scheduling.JetStreamQueue{JS: js, Queued: func(req *etcdbackupv1.BackupRequested) {
+		m.queued.WithLabelValues(req.GetTrigger().String()).Inc()
+	}}
+	planner := &scheduling.Planner{
+		Reader:       mgr.GetClient(),
+		Destinations: destination.NewResolver(mgr.GetClient(), cfg.Seed()),
+		Queue:        queue,
+	}
+	rec := &scheduling.Reconciler{
+		Client:   mgr.GetClient(),
+		Planner:  planner,
+		Recorder: mgr.GetEventRecorder("etcdbackup-scheduler"),
+		Now:      time.Now,
+		Log:      log,
+	}
+	allConfigs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		return configsFor(ctx, mgr.GetClient(), obj)
+	})
+	if err := ctrl.NewControllerManagedBy(mgr).
+		Named("etcdbackupconfig-scheduler").
+		For(&kubermaticv1.EtcdBackupConfig{}).
+		Watches(&kubermaticv1.Cluster{}, allConfigs).
+		Watches(&kubermaticv1.Seed{}, allConfigs).
+		Complete(rec); err != nil {
+		return fmt.Errorf("scheduler controller: %w", err)
+	}
+
+	direct, err := kube.NewClient(restCfg)
+	if err != nil {
+		return err
+	}
+	writer := statuswriter.New(direct, log)
+	writer.Applied = func(phase string) { m.statusApplied.WithLabelValues(phase).Inc() }
+	worker, err := bus.NewWorker(consumer, writer.Handle, bus.WithLogger(log), bus.WithConcurrency(cfg.StatusWriters),
+		bus.WithBackoff(bus.ExponentialBackoff(500*time.Millisecond, 30*time.Second)))
+	if err != nil {
+		return err
+	}
+	triggers := trigger.New(nc, planner, time.Now, log)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mgr.Start(gctx) })
+	g.Go(func() error {
+		if !mgr.GetCache().WaitForCacheSync(gctx) {
+			return gctx.Err()
+		}
+		endpoint.SetReady(true)
+		log.Info("scheduler ready", "nats", nc.ConnectedUrlRedacted())
+		return nil
+	})
+	g.Go(func() error { return worker.Start(gctx) })
+	g.Go(func() error { return triggers.Start(gctx) })
+	g.Go(func() error { return endpoint.Start(gctx) })
+	err = g.Wait()
+	endpoint.SetReady(false)
+	return err
+}
+
+// configsFor maps a Cluster to the configs that back it up, and a Seed to every config.
+func configsFor(ctx context.Context, c client.Reader, obj client.Object) []reconcile.Request {
+	var list kubermaticv1.EtcdBackupConfigList
+	if err := c.List(ctx, &list); err != nil {
+		return nil
+	}
+	_, isCluster := obj.(*kubermaticv1.Cluster)
+	var reqs []reconcile.Request
+	for _, cfg := range list.Items {
+		if isCluster && cfg.Spec.Cluster.Name != obj.GetName() {
+			continue
+		}
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cfg)})
+	}
+	return reqs
+}
+
+type metrics struct {
+	queued        *prometheus.CounterVec
+	statusApplied *prometheus.CounterVec
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	m := &metrics{
+		queued: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_scheduler_backups_queued_total",
+			Help: "Backup requests this replica queued that the stream accepted as new, by trigger.",
+		}, []string{"trigger"}),
+		statusApplied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_status_events_applied_total",
+			Help: "Status events that changed an EtcdBackupConfig's status, by backup phase.",
+		}, []string{"phase"}),
+	}
+	r.MustRegister(m.queued, m.statusApplied)
+	return m
+}

@@ -1,0 +1,127 @@
+package scheduling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Reconciler queues each EtcdBackupConfig's due backup and keeps its SchedulingActive
+// condition true to what is happening. Any number of replicas may run it at once: slots are
+// derived from the schedule alone and the queue drops a request it already holds.
+type Reconciler struct {
+	Client   client.Client
+	Planner  *Planner
+	Recorder events.EventRecorder
+	Now      func() time.Time
+	Log      *slog.Logger
+	// Scheduled counts backups queued by the schedule (nil: not counted).
+	Scheduled func(namespace, config string)
+}
+
+// retryBlocked is how often a config blocked by missing configuration is looked at again,
+// besides the watches on Clusters and the Seed that wake it up at once.
+const retryBlocked = 5 * time.Minute
+
+// Reconcile implements reconcile.Reconciler.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := r.Client.Get(ctx, req.NamespacedName, &cfg); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if cfg.DeletionTimestamp != nil {
+		return ctrl.Result{}, nil
+	}
+	now := r.Now()
+	log := r.Log.With("config", req.String(), "cluster", cfg.Spec.Cluster.Name)
+
+	slot, due, next, err := Due(&cfg, now)
+	if err != nil {
+		return ctrl.Result{}, r.block(ctx, &cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(), Warning: true})
+	}
+	target, err := r.Planner.Check(ctx, &cfg)
+	var blocked *Blocked
+	if errors.As(err, &blocked) {
+		if err := r.block(ctx, &cfg, blocked); err != nil {
+			return ctrl.Result{}, err
+		}
+		if blocked.Reason == kubermaticv1.ReasonClusterPaused && !next.IsZero() {
+			return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
+		}
+		return ctrl.Result{RequeueAfter: retryBlocked}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	if due {
+		trigger := etcdbackupv1.Trigger_TRIGGER_SCHEDULE
+		if cfg.Spec.Schedule == "" {
+			trigger = etcdbackupv1.Trigger_TRIGGER_ONE_TIME
+		}
+		br := Request(&cfg, target, slot, trigger)
+		if err := r.Planner.Queue.Enqueue(ctx, br); err != nil {
+			return ctrl.Result{}, fmt.Errorf("queue backup %s: %w", br.GetBackupName(), err)
+		}
+		log.Info("backup queued", "backup", br.GetBackupName(), "job", br.GetJobName(), "scheduled", slot)
+		if r.Scheduled != nil {
+			r.Scheduled(cfg.Namespace, cfg.Name)
+		}
+	}
+
+	reason, msg := kubermaticv1.ReasonScheduled, fmt.Sprintf("backups run on schedule %q to destination %q", cfg.Spec.Schedule, target.Destination.Name)
+	if cfg.Spec.Schedule == "" {
+		reason, msg = kubermaticv1.ReasonOneTimeBackup, fmt.Sprintf("one-time backup to destination %q", target.Destination.Name)
+	}
+	if err := r.setCondition(ctx, &cfg, condition(&cfg, true, reason, msg)); err != nil {
+		return ctrl.Result{}, err
+	}
+	if next.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	return ctrl.Result{RequeueAfter: max(next.Sub(now), 10*time.Millisecond)}, nil
+}
+
+// block records why a config takes no backups: condition False and, when the condition
+// changes, an Event (Warning for problems a person must fix).
+func (r *Reconciler) block(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b *Blocked) error {
+	prev := meta.FindStatusCondition(cfg.Status.Conditions, kubermaticv1.ConditionSchedulingActive)
+	changed := prev == nil || prev.Status != "False" || prev.Reason != b.Reason || prev.Message != b.Message
+	if err := r.setCondition(ctx, cfg, condition(cfg, false, b.Reason, b.Message)); err != nil {
+		return err
+	}
+	if changed {
+		kind := corev1.EventTypeNormal
+		if b.Warning {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(cfg, nil, kind, b.Reason, "Schedule", "%s", b.Message)
+		r.Log.Info("scheduling blocked", "config", cfg.Namespace+"/"+cfg.Name, "reason", b.Reason, "message", b.Message)
+	}
+	return nil
+}
+
+// setCondition patches the condition into status if it changed, with an optimistic lock so a
+// concurrent status writer's update is never overwritten.
+func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, c metav1.Condition) error {
+	patched := cfg.DeepCopy()
+	if !meta.SetStatusCondition(&patched.Status.Conditions, c) {
+		return nil
+	}
+	if err := r.Client.Status().Patch(ctx, patched, client.MergeFromWithOptions(cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("set condition %s on %s/%s: %w", c.Type, cfg.Namespace, cfg.Name, err)
+	}
+	*cfg = *patched
+	return nil
+}

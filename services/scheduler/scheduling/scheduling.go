@@ -1,0 +1,176 @@
+// Package scheduling decides when a config's backups are due and queues them: the
+// EtcdBackupConfig reconciler and the manual trigger both go through Planner.
+package scheduling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/scheduler/schedule"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Destinations looks up a Seed backup destination by name ("" for the default).
+type Destinations interface {
+	Lookup(ctx context.Context, name string) (destination.Destination, error)
+}
+
+// Queue publishes a backup request. Publishing the same backup twice must queue it once.
+type Queue interface {
+	Enqueue(ctx context.Context, req *etcdbackupv1.BackupRequested) error
+}
+
+// Blocked explains why a config takes no backups now: the reason and message of its
+// SchedulingActive condition.
+type Blocked struct {
+	Reason  string
+	Message string
+	// Warning marks a problem a person must fix (as opposed to a paused cluster).
+	Warning bool
+}
+
+func (b *Blocked) Error() string { return b.Message }
+
+// Planner checks a config's preconditions and builds its backup requests.
+type Planner struct {
+	Reader       client.Reader
+	Destinations Destinations
+	Queue        Queue
+}
+
+// Target is what a config's backups need, once its preconditions hold.
+type Target struct {
+	Cluster     *kubermaticv1.Cluster
+	Destination destination.Destination
+}
+
+// Check verifies that the config's cluster exists and is not paused and that its
+// destination is configured. It returns a *Blocked error for each of those, and other
+// errors (API unreachable) as they are.
+func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Target, error) {
+	if cfg.Spec.Cluster.Name == "" {
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound, Message: "spec.cluster.name is empty", Warning: true}
+	}
+	var cluster kubermaticv1.Cluster
+	if err := p.Reader.Get(ctx, types.NamespacedName{Name: cfg.Spec.Cluster.Name}, &cluster); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound, Message: fmt.Sprintf("cluster %q does not exist", cfg.Spec.Cluster.Name), Warning: true}
+		}
+		return Target{}, fmt.Errorf("get cluster %s: %w", cfg.Spec.Cluster.Name, err)
+	}
+	dest, err := p.Destinations.Lookup(ctx, cfg.Spec.Destination)
+	if err != nil {
+		switch {
+		case errors.Is(err, destination.ErrNoDestinations):
+			return Target{}, &Blocked{Reason: kubermaticv1.ReasonNoDestinations, Message: err.Error(), Warning: true}
+		case destination.IsConfigError(err):
+			return Target{}, &Blocked{Reason: kubermaticv1.ReasonDestinationNotFound, Message: err.Error(), Warning: true}
+		}
+		return Target{}, fmt.Errorf("look up destination: %w", err)
+	}
+	if cluster.Spec.Pause {
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterPaused, Message: fmt.Sprintf("cluster %q is paused; no backups are taken while it is", cluster.Name)}
+	}
+	return Target{Cluster: &cluster, Destination: dest}, nil
+}
+
+// Request builds the request for the backup of cfg scheduled at slot.
+func Request(cfg *kubermaticv1.EtcdBackupConfig, t Target, slot time.Time, trigger etcdbackupv1.Trigger) *etcdbackupv1.BackupRequested {
+	slot = slot.UTC().Truncate(time.Second)
+	cluster := t.Cluster.Name
+	name := backupname.Backup(cfg.Name, slot)
+	return &etcdbackupv1.BackupRequested{
+		Config:        &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)},
+		Cluster:       cluster,
+		BackupName:    name,
+		JobName:       backupname.Job(cluster, cfg.Name, name),
+		Destination:   t.Destination.Name,
+		ObjectKey:     backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, name),
+		ScheduledTime: timestamppb.New(slot),
+		Trigger:       trigger,
+	}
+}
+
+// Manual queues a backup of the config now, as the manual trigger asks.
+func (p *Planner) Manual(ctx context.Context, namespace, name string, now time.Time) (*etcdbackupv1.BackupRequested, error) {
+	if namespace == "" || name == "" {
+		return nil, errors.New("namespace and config are required")
+	}
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := p.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &cfg); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return nil, fmt.Errorf("etcdbackupconfig %s/%s does not exist", namespace, name)
+		}
+		return nil, fmt.Errorf("get etcdbackupconfig %s/%s: %w", namespace, name, err)
+	}
+	if cfg.DeletionTimestamp != nil {
+		return nil, fmt.Errorf("etcdbackupconfig %s/%s is being deleted", namespace, name)
+	}
+	t, err := p.Check(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	req := Request(&cfg, t, now, etcdbackupv1.Trigger_TRIGGER_MANUAL)
+	if err := p.Queue.Enqueue(ctx, req); err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// Known reports whether status already lists the backup.
+func Known(cfg *kubermaticv1.EtcdBackupConfig, backup string) bool {
+	for _, b := range cfg.Status.LastBackups {
+		if b.BackupName == backup {
+			return true
+		}
+	}
+	return false
+}
+
+// Anchor is the time a config's slots count from: its creation.
+func Anchor(cfg *kubermaticv1.EtcdBackupConfig) time.Time {
+	return cfg.CreationTimestamp.Time.UTC()
+}
+
+// Due returns the slot whose backup should be queued now, if any, and when to look again
+// (zero: only when the object changes).
+func Due(cfg *kubermaticv1.EtcdBackupConfig, now time.Time) (slot time.Time, due bool, next time.Time, err error) {
+	if cfg.Spec.Schedule == "" {
+		slot = Anchor(cfg)
+		return slot, !Known(cfg, backupname.Backup(cfg.Name, slot)), time.Time{}, nil
+	}
+	s, err := schedule.Parse(cfg.Spec.Schedule)
+	if err != nil {
+		return time.Time{}, false, time.Time{}, err
+	}
+	next = s.Next(Anchor(cfg), now)
+	latest, ok := s.Latest(Anchor(cfg), now)
+	if !ok {
+		return time.Time{}, false, next, nil
+	}
+	return latest, !Known(cfg, backupname.Backup(cfg.Name, latest)), next, nil
+}
+
+// condition returns the SchedulingActive condition for a config.
+func condition(cfg *kubermaticv1.EtcdBackupConfig, active bool, reason, message string) metav1.Condition {
+	status := metav1.ConditionFalse
+	if active {
+		status = metav1.ConditionTrue
+	}
+	return metav1.Condition{
+		Type:               kubermaticv1.ConditionSchedulingActive,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: cfg.Generation,
+	}
+}

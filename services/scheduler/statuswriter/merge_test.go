@@ -1,0 +1,132 @@
+package statuswriter
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+var t0 = time.Date(2021, 3, 16, 1, 48, 0, 0, time.UTC)
+
+func ev(backup string, slot time.Time, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, at time.Duration, msg string) *etcdbackupv1.StatusEvent {
+	return &etcdbackupv1.StatusEvent{
+		BackupName: backup, JobName: "job-" + backup, ScheduledTime: timestamppb.New(slot),
+		Stage: stage, Phase: phase, Message: msg, Time: timestamppb.New(slot.Add(at)),
+		ObjectKey: "key/" + backup, Size: 42, Sha256: "abc", Revision: 7,
+	}
+}
+
+const (
+	sched = etcdbackupv1.Stage_STAGE_SCHEDULER
+	snap  = etcdbackupv1.Stage_STAGE_SNAPSHOTTER
+	up    = etcdbackupv1.Stage_STAGE_UPLOADER
+	run   = etcdbackupv1.Phase_PHASE_RUNNING
+	done  = etcdbackupv1.Phase_PHASE_COMPLETED
+	fail  = etcdbackupv1.Phase_PHASE_FAILED
+)
+
+func TestMerge(t *testing.T) {
+	b1, b2 := "cfg-2021-03-16T01:48:00", "cfg-2021-03-16T01:51:00"
+	t1 := t0.Add(3 * time.Minute)
+	tests := []struct {
+		name   string
+		events []*etcdbackupv1.StatusEvent
+		check  func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus)
+	}{
+		{
+			name:   "full lifecycle",
+			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second, "taking snapshot"), ev(b1, t0, up, done, 5*time.Second, "stored")},
+			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				e := s.LastBackups[0]
+				if len(s.LastBackups) != 1 || e.BackupPhase != "Completed" || e.BackupMessage != "stored" || e.JobName != "job-"+b1 {
+					t.Fatalf("entry %+v", e)
+				}
+				if !e.ScheduledTime.Time.Equal(t0) || !e.BackupStartTime.Time.Equal(t0.Add(time.Second)) || !e.BackupFinishedTime.Time.Equal(t0.Add(5*time.Second)) {
+					t.Fatalf("times %v %v %v", e.ScheduledTime, e.BackupStartTime, e.BackupFinishedTime)
+				}
+				if e.Size != 42 || e.SHA256 != "abc" || e.EtcdRevision != 7 || e.ObjectKey != "key/"+b1 {
+					t.Fatalf("object fields %+v", e)
+				}
+				if s.LastBackupName != b1 || s.LastBackupPhase != "Completed" {
+					t.Fatalf("summary %s %s", s.LastBackupName, s.LastBackupPhase)
+				}
+			},
+		},
+		{
+			name:   "late running event does not undo completion",
+			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, up, done, 5*time.Second, "stored"), ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second, "taking snapshot")},
+			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				if e := s.LastBackups[0]; e.BackupPhase != "Completed" || e.BackupMessage != "stored" {
+					t.Fatalf("entry %+v", e)
+				}
+			},
+		},
+		{
+			name:   "failure keeps its cause",
+			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, fail, 2*time.Second, "etcd unreachable: connection refused")},
+			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				if e := s.LastBackups[0]; e.BackupPhase != "Failed" || e.BackupMessage != "etcd unreachable: connection refused" || e.BackupFinishedTime.IsZero() {
+					t.Fatalf("entry %+v", e)
+				}
+			},
+		},
+		{
+			name:   "entries sorted by scheduled time whatever the arrival order",
+			events: []*etcdbackupv1.StatusEvent{ev(b2, t1, sched, run, 0, "queued"), ev(b1, t0, sched, run, 0, "queued")},
+			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				if len(s.LastBackups) != 2 || s.LastBackups[0].BackupName != b1 || s.LastBackups[1].BackupName != b2 || s.LastBackupName != b2 {
+					t.Fatalf("entries %+v", s.LastBackups)
+				}
+			},
+		},
+		{
+			name:   "event without phase is ignored",
+			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, etcdbackupv1.Phase_PHASE_UNSPECIFIED, 0, "")},
+			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				if len(s.LastBackups) != 0 {
+					t.Fatalf("entries %+v", s.LastBackups)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var s kubermaticv1.EtcdBackupConfigStatus
+			for _, e := range tc.events {
+				Merge(&s, e)
+			}
+			tc.check(t, s)
+		})
+	}
+}
+
+// Applying the same events in any order, with duplicates, gives the same status.
+func TestMergeIsOrderIndependent(t *testing.T) {
+	b1, b2 := "cfg-a", "cfg-b"
+	events := []*etcdbackupv1.StatusEvent{
+		ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second, "taking"), ev(b1, t0, up, done, 3*time.Second, "stored"),
+		ev(b2, t0.Add(time.Minute), sched, run, 0, "queued"), ev(b2, t0.Add(time.Minute), snap, fail, time.Second, "etcd down"),
+	}
+	var want kubermaticv1.EtcdBackupConfigStatus
+	for _, e := range events {
+		Merge(&want, e)
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 200 {
+		var got kubermaticv1.EtcdBackupConfigStatus
+		for _, j := range r.Perm(len(events)) {
+			Merge(&got, events[j])
+			if r.IntN(2) == 0 {
+				Merge(&got, events[j])
+			}
+		}
+		if !apiequality.Semantic.DeepEqual(got, want) {
+			t.Fatalf("permutation %d: got %+v, want %+v", i, got, want)
+		}
+	}
+}

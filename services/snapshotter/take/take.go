@@ -1,0 +1,210 @@
+// Package take takes an etcd snapshot for a backup request, verifies it while it streams, and
+// stages it in the JetStream object store for the uploader. etcd's read transaction stays
+// open only while the snapshot streams into the local NATS server, never while S3 is slow.
+package take
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/snapshotter/endpoints"
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Staging is where verified snapshots wait for the uploader.
+type Staging interface {
+	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
+}
+
+// Metrics observes snapshots; any field may be nil.
+type Metrics struct {
+	Taken    func(result string)
+	Bytes    func(n int64)
+	Duration func(d time.Duration)
+}
+
+// Handler handles backup requests.
+type Handler struct {
+	Reader  client.Reader
+	JS      jetstream.JetStream
+	Staging Staging
+	// MaxAttempts is how many deliveries a request gets before its backup is Failed.
+	MaxAttempts uint64
+	// MemberTimeout bounds the health check of one etcd member.
+	MemberTimeout time.Duration
+	Log           *slog.Logger
+	Metrics       Metrics
+}
+
+// Handle is the bus.Handler of the snapshotter consumer.
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
+	var req etcdbackupv1.BackupRequested
+	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &req); err != nil {
+		return bus.Permanent(err)
+	}
+	attempt := uint64(1)
+	if md, err := msg.Metadata(); err == nil {
+		attempt = md.NumDelivered
+	}
+	log := h.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "attempt", attempt)
+
+	current, err := h.configCurrent(ctx, &req)
+	if err != nil {
+		return err
+	}
+	if !current {
+		log.Info("config deleted or re-created, dropping request")
+		return nil
+	}
+	h.status(ctx, &req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("taking snapshot (attempt %d of %d)", attempt, h.MaxAttempts))
+
+	start := time.Now()
+	ready, err := h.take(ctx, &req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err // shutting down: another replica takes it
+		}
+		h.count("failed")
+		if !errors.Is(err, endpoints.ErrConfig) && attempt < h.MaxAttempts {
+			log.Warn("snapshot failed, will retry", "err", err)
+			h.status(ctx, &req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot attempt %d of %d failed, retrying: %v", attempt, h.MaxAttempts, err))
+			return err
+		}
+		log.Error("snapshot failed", "err", err)
+		// The Failed event must not be lost: if it cannot be published, the request is
+		// delivered again and fails again.
+		if perr := bus.PublishStatus(ctx, h.JS, bus.StatusFor(&req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED, "snapshot: "+err.Error())); perr != nil {
+			return perr
+		}
+		return bus.Permanent(err)
+	}
+	ready.StartedTime = timestamppb.New(start)
+	if _, err := bus.Publish(ctx, h.JS, bus.SubjectSnapshotReady, bus.MsgID(&req), ready); err != nil {
+		return err
+	}
+	h.count("ok")
+	if h.Metrics.Bytes != nil {
+		h.Metrics.Bytes(int64(ready.GetSnapshotSize()))
+	}
+	if h.Metrics.Duration != nil {
+		h.Metrics.Duration(time.Since(start))
+	}
+	log.Info("snapshot staged", "bytes", ready.GetSnapshotSize(), "revision", ready.GetRevision(), "member", ready.GetMemberEndpoint(), "seconds", time.Since(start).Seconds())
+	h.status(ctx, &req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot of %d bytes at revision %d staged from %s", ready.GetSnapshotSize(), ready.GetRevision(), ready.GetMemberEndpoint()))
+	return nil
+}
+
+// configCurrent reports whether the request's config still exists under the same uid.
+func (h *Handler) configCurrent(ctx context.Context, req *etcdbackupv1.BackupRequested) (bool, error) {
+	var cfg kubermaticv1.EtcdBackupConfig
+	key := types.NamespacedName{Namespace: req.GetConfig().GetNamespace(), Name: req.GetConfig().GetName()}
+	if err := h.Reader.Get(ctx, key, &cfg); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return false, nil
+		}
+		return false, fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+	}
+	return req.GetConfig().GetUid() == "" || req.GetConfig().GetUid() == string(cfg.UID), nil
+}
+
+func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (*etcdbackupv1.SnapshotReady, error) {
+	var cluster kubermaticv1.Cluster
+	if err := h.Reader.Get(ctx, types.NamespacedName{Name: req.GetCluster()}, &cluster); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return nil, fmt.Errorf("%w: cluster %q does not exist", endpoints.ErrConfig, req.GetCluster())
+		}
+		return nil, fmt.Errorf("get cluster %s: %w", req.GetCluster(), err)
+	}
+	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, req.GetConfig().GetNamespace())
+	if err != nil {
+		return nil, err
+	}
+	cli, member, err := h.healthyMember(ctx, target)
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+
+	resp, err := cli.SnapshotWithVersion(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("start snapshot from %s: %w", member, err)
+	}
+	defer resp.Snapshot.Close()
+	v := snapshot.NewVerifier(resp.Snapshot)
+	name := bus.MsgID(req)
+	if _, err := h.Staging.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "etcd snapshot of " + req.GetCluster()}, v); err != nil {
+		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
+	}
+	if !v.Verified() {
+		return nil, fmt.Errorf("snapshot from %s ended before etcd's trailing hash was checked", member)
+	}
+	var rev int64
+	if resp.Header != nil {
+		rev = resp.Header.Revision
+	}
+	return &etcdbackupv1.SnapshotReady{
+		Request:        req,
+		StagedObject:   name,
+		SnapshotSize:   uint64(v.Size()),
+		SnapshotSha256: v.SHA256(),
+		Revision:       rev,
+		EtcdVersion:    resp.Version,
+		MemberEndpoint: member,
+	}, nil
+}
+
+// healthyMember returns a client of the first member that answers a status request; a
+// snapshot is taken from exactly one member.
+func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, error) {
+	var errs []string
+	for _, ep := range t.Endpoints {
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:   []string{ep},
+			TLS:         t.TLS,
+			DialTimeout: h.MemberTimeout,
+			Logger:      zap.NewNop(),
+		})
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, h.MemberTimeout)
+		st, err := cli.Status(sctx, ep)
+		cancel()
+		if err == nil && len(st.Errors) == 0 {
+			return cli, ep, nil
+		}
+		if err == nil {
+			err = errors.New(strings.Join(st.Errors, "; "))
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
+		_ = cli.Close()
+	}
+	return nil, "", fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
+}
+
+func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, message string) {
+	if err := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, phase, message)); err != nil {
+		h.Log.Warn("publish status", "backup", req.GetBackupName(), "err", err)
+	}
+}
+
+func (h *Handler) count(result string) {
+	if h.Metrics.Taken != nil {
+		h.Metrics.Taken(result)
+	}
+}

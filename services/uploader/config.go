@@ -1,0 +1,54 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/service"
+	"github.com/klauspost/compress/zstd"
+)
+
+// Config is the uploader's configuration.
+type Config struct {
+	service.Common
+	Concurrency   int
+	WorkDir       string
+	PartSizeMiB   int
+	Threads       int
+	Level         string
+	RetryDelay    time.Duration
+	RetryMaxDelay time.Duration
+}
+
+func parseConfig(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("uploader", flag.ContinueOnError)
+	c.Register(fs)
+	service.IntVar(fs, &c.Concurrency, "concurrency", 1, "uploads one replica runs at once")
+	service.StringVar(fs, &c.WorkDir, "work-dir", os.TempDir(), "directory for the compressed file while it uploads (needs the compressed size free)")
+	service.IntVar(fs, &c.PartSizeMiB, "part-size-mib", 16, "multipart upload part size in MiB")
+	service.IntVar(fs, &c.Threads, "upload-threads", 4, "parts uploaded at once")
+	service.StringVar(fs, &c.Level, "zstd-level", "default", "zstd level: fastest, default, better or best")
+	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second, "first delay before a failed upload is retried (doubles per attempt)")
+	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between upload retries")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if c.PartSizeMiB < 5 {
+		return Config{}, fmt.Errorf("part-size-mib must be at least 5 (S3's minimum part size), got %d", c.PartSizeMiB)
+	}
+	if c.Threads < 1 {
+		return Config{}, fmt.Errorf("upload-threads must be at least 1, got %d", c.Threads)
+	}
+	if ok, _ := zstd.EncoderLevelFromString(c.Level); !ok {
+		return Config{}, fmt.Errorf("zstd-level %q: want fastest, default, better or best", c.Level)
+	}
+	return c, nil
+}
+
+func (c Config) level() zstd.EncoderLevel {
+	_, l := zstd.EncoderLevelFromString(c.Level)
+	return l
+}

@@ -1,0 +1,264 @@
+// Package upload stores staged snapshots in their S3 destination, zstd-compressed.
+//
+// The staged snapshot is compressed into a temporary file while its sha256 is computed, then
+// put with a known size: memory stays flat whatever the snapshot's size, the object's size
+// and sha256 travel as object metadata, and a retry (S3 down) starts from the staged copy, not
+// from a second etcd snapshot. Keys are deterministic, so a retry overwrites, never duplicates;
+// a failed multipart upload is aborted and leaves no object.
+package upload
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/klauspost/compress/zstd"
+	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Object metadata keys (S3 user metadata, sent as X-Amz-Meta-*).
+const (
+	MetaSHA256         = "Sha256"
+	MetaSnapshotSHA256 = "Snapshot-Sha256"
+	MetaSnapshotSize   = "Snapshot-Size"
+	MetaRevision       = "Etcd-Revision"
+	MetaBackupName     = "Backup-Name"
+	MetaCluster        = "Cluster"
+)
+
+// ContentType of a stored backup.
+const ContentType = "application/zstd"
+
+// Staging is the staging object store, as the uploader uses it.
+type Staging interface {
+	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
+	Delete(ctx context.Context, name string) error
+}
+
+// Destinations resolves Seed destinations and their S3 clients.
+type Destinations interface {
+	Lookup(ctx context.Context, name string) (destination.Destination, error)
+	Client(ctx context.Context, d destination.Destination) (*minio.Client, error)
+}
+
+// Metrics observes uploads; any field may be nil.
+type Metrics struct {
+	Uploaded func(result string)
+	Bytes    func(n int64)
+	Duration func(d time.Duration)
+}
+
+// Handler handles snapshot-ready messages.
+type Handler struct {
+	JS           jetstream.JetStream
+	Staging      Staging
+	Destinations Destinations
+	// WorkDir holds the compressed file while it uploads.
+	WorkDir string
+	// PartSize and Threads bound the multipart upload: memory is about PartSize*Threads.
+	PartSize uint64
+	Threads  uint
+	Level    zstd.EncoderLevel
+	Log      *slog.Logger
+	Metrics  Metrics
+}
+
+// Handle is the bus.Handler of the uploader consumer.
+func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
+	var ready etcdbackupv1.SnapshotReady
+	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &ready); err != nil {
+		return bus.Permanent(err)
+	}
+	req := ready.GetRequest()
+	log := h.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "key", req.GetObjectKey())
+	start := time.Now()
+
+	stored, err := h.store(ctx, &ready, log)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		h.count("failed")
+		if bus.IsPermanent(err) {
+			log.Error("upload failed", "err", err)
+			if perr := h.status(ctx, req, etcdbackupv1.Phase_PHASE_FAILED, "upload: "+err.Error(), nil); perr != nil {
+				return perr
+			}
+			_ = h.Staging.Delete(ctx, ready.GetStagedObject())
+			return err
+		}
+		log.Warn("upload failed, will retry", "err", err)
+		_ = h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, "upload failed, retrying: "+err.Error(), nil)
+		return err
+	}
+	if _, err := bus.Publish(ctx, h.JS, bus.SubjectBackupStored, bus.MsgID(req), stored); err != nil {
+		return err
+	}
+	msg2 := fmt.Sprintf("stored %d bytes (snapshot %d bytes, revision %d) at %s/%s", stored.GetSize(), stored.GetSnapshotSize(), stored.GetRevision(), stored.GetBucket(), stored.GetObjectKey())
+	if err := h.status(ctx, req, etcdbackupv1.Phase_PHASE_COMPLETED, msg2, stored); err != nil {
+		return err
+	}
+	if err := h.Staging.Delete(ctx, ready.GetStagedObject()); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+		log.Warn("delete staged snapshot", "err", err)
+	}
+	h.count("ok")
+	if h.Metrics.Duration != nil {
+		h.Metrics.Duration(time.Since(start))
+	}
+	log.Info("backup stored", "bytes", stored.GetSize(), "sha256", stored.GetSha256(), "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+// store puts the staged snapshot into its destination, or finds it already there.
+func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, log *slog.Logger) (*etcdbackupv1.BackupStored, error) {
+	req := ready.GetRequest()
+	dest, err := h.Destinations.Lookup(ctx, req.GetDestination())
+	if err != nil {
+		if destination.IsConfigError(err) {
+			return nil, bus.Permanent(err)
+		}
+		return nil, err
+	}
+	s3, err := h.Destinations.Client(ctx, dest)
+	if err != nil {
+		if destination.IsConfigError(err) {
+			return nil, bus.Permanent(err)
+		}
+		return nil, err
+	}
+	key := req.GetObjectKey()
+	stored := &etcdbackupv1.BackupStored{
+		Request:        req,
+		Bucket:         dest.BucketName,
+		ObjectKey:      key,
+		SnapshotSize:   ready.GetSnapshotSize(),
+		SnapshotSha256: ready.GetSnapshotSha256(),
+		Revision:       ready.GetRevision(),
+	}
+
+	// Already stored by an earlier delivery whose ack was lost?
+	if info, err := s3.StatObject(ctx, dest.BucketName, key, minio.StatObjectOptions{}); err == nil {
+		if info.UserMetadata[MetaSnapshotSHA256] == ready.GetSnapshotSha256() && info.UserMetadata[MetaSHA256] != "" {
+			log.Info("backup already stored, not uploading again")
+			stored.Size, stored.Sha256 = uint64(info.Size), info.UserMetadata[MetaSHA256]
+			stored.FinishedTime = timestamppb.New(info.LastModified)
+			return stored, nil
+		}
+	} else if code := minio.ToErrorResponse(err).Code; code == "NoSuchBucket" {
+		return nil, bus.Permanent(fmt.Errorf("bucket %q of destination %q does not exist", dest.BucketName, dest.Name))
+	} else if code != "NoSuchKey" && code != "NotFound" {
+		return nil, fmt.Errorf("check %s in destination %q: %w", key, dest.Name, err)
+	}
+
+	file, size, sum, err := h.compress(ctx, ready)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(file.Name())
+	defer file.Close()
+
+	_, err = s3.PutObject(ctx, dest.BucketName, key, file, size, minio.PutObjectOptions{
+		ContentType: ContentType,
+		PartSize:    h.PartSize,
+		NumThreads:  h.Threads,
+		UserMetadata: map[string]string{
+			MetaSHA256:         sum,
+			MetaSnapshotSHA256: ready.GetSnapshotSha256(),
+			MetaSnapshotSize:   strconv.FormatUint(ready.GetSnapshotSize(), 10),
+			MetaRevision:       strconv.FormatInt(ready.GetRevision(), 10),
+			MetaBackupName:     req.GetBackupName(),
+			MetaCluster:        req.GetCluster(),
+		},
+	})
+	if err != nil {
+		if code := minio.ToErrorResponse(err).Code; code == "NoSuchBucket" {
+			return nil, bus.Permanent(fmt.Errorf("bucket %q of destination %q does not exist", dest.BucketName, dest.Name))
+		}
+		return nil, fmt.Errorf("put %s to destination %q: %w", key, dest.Name, err)
+	}
+	if h.Metrics.Bytes != nil {
+		h.Metrics.Bytes(size)
+	}
+	stored.Size, stored.Sha256, stored.FinishedTime = uint64(size), sum, timestamppb.Now()
+	return stored, nil
+}
+
+// compress reads the staged snapshot into a zstd-compressed temporary file and returns it
+// rewound, with its size and sha256 (hex). The object store checks the staged object's own
+// digest as it is read, so a damaged staged copy fails here.
+func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady) (*os.File, int64, string, error) {
+	obj, err := h.Staging.Get(ctx, ready.GetStagedObject())
+	if err != nil {
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, 0, "", bus.Permanent(fmt.Errorf("staged snapshot %s is gone (expired or deleted)", ready.GetStagedObject()))
+		}
+		return nil, 0, "", fmt.Errorf("open staged snapshot: %w", err)
+	}
+	defer obj.Close()
+
+	f, err := os.CreateTemp(h.WorkDir, "backup-*.db.zst")
+	if err != nil {
+		return nil, 0, "", fmt.Errorf("temporary file: %w", err)
+	}
+	fail := func(err error) (*os.File, int64, string, error) {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, 0, "", err
+	}
+	hash := sha256.New()
+	enc, err := zstd.NewWriter(io.MultiWriter(f, hash), zstd.WithEncoderLevel(h.Level))
+	if err != nil {
+		return fail(err)
+	}
+	n, err := io.Copy(enc, obj)
+	if err != nil {
+		enc.Close()
+		return fail(fmt.Errorf("compress staged snapshot: %w", err))
+	}
+	if uint64(n) != ready.GetSnapshotSize() {
+		enc.Close()
+		return fail(fmt.Errorf("staged snapshot has %d bytes, the snapshotter staged %d", n, ready.GetSnapshotSize()))
+	}
+	if err := enc.Close(); err != nil {
+		return fail(fmt.Errorf("compress staged snapshot: %w", err))
+	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	return f, size, hex.EncodeToString(hash.Sum(nil)), nil
+}
+
+func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, message string, stored *etcdbackupv1.BackupStored) error {
+	ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_UPLOADER, phase, message)
+	if stored != nil {
+		ev.Size, ev.Sha256, ev.Revision, ev.ObjectKey = stored.GetSize(), stored.GetSha256(), stored.GetRevision(), stored.GetObjectKey()
+		ev.Time = stored.GetFinishedTime()
+	}
+	err := bus.PublishStatus(ctx, h.JS, ev)
+	if err != nil {
+		h.Log.Warn("publish status", "backup", req.GetBackupName(), "err", err)
+	}
+	return err
+}
+
+func (h *Handler) count(result string) {
+	if h.Metrics.Uploaded != nil {
+		h.Metrics.Uploaded(result)
+	}
+}

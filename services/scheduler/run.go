@@ -14,6 +14,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/services/scheduler/scheduling"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/statuswriter"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/trigger"
+	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -21,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"github.com/go-logr/logr"
 )
 
 func run(ctx context.Context, args []string) error {

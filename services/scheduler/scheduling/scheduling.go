@@ -13,10 +13,10 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/schedule"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Destinations looks up a Seed backup destination by name ("" for the default).

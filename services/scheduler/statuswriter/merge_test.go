@@ -7,8 +7,8 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
 )
 
 var t0 = time.Date(2021, 3, 16, 1, 48, 0, 0, time.UTC)

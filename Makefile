@@ -9,7 +9,7 @@ BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
 SERVICES := scheduler snapshotter uploader
-MODULES := api pkg proto $(addprefix services/,$(SERVICES))
+MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/versitygw $(BIN)/nats
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 

@@ -378,9 +378,10 @@ type SnapshotReady struct {
 	SnapshotSize uint64 `protobuf:"varint,3,opt,name=snapshot_size,json=snapshotSize,proto3" json:"snapshot_size,omitempty"`
 	// etcd's trailing sha256 of the snapshot data, hex.
 	SnapshotSha256 string `protobuf:"bytes,4,opt,name=snapshot_sha256,json=snapshotSha256,proto3" json:"snapshot_sha256,omitempty"`
-	// Revision of the etcd member when the snapshot was taken.
+	// Revision of the member just before the snapshot started; the snapshot holds at least
+	// this revision (etcd's snapshot stream itself carries none).
 	Revision int64 `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
-	// Version of the etcd server that produced the snapshot.
+	// Storage version of the etcd that produced the snapshot, as its snapshot stream reports it.
 	EtcdVersion string `protobuf:"bytes,6,opt,name=etcd_version,json=etcdVersion,proto3" json:"etcd_version,omitempty"`
 	// Client URL of the member the snapshot was taken from.
 	MemberEndpoint string                 `protobuf:"bytes,7,opt,name=member_endpoint,json=memberEndpoint,proto3" json:"member_endpoint,omitempty"`

@@ -133,7 +133,7 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	if err != nil {
 		return nil, err
 	}
-	cli, member, err := h.healthyMember(ctx, target)
+	cli, member, rev, err := h.healthyMember(ctx, target)
 	if err != nil {
 		return nil, err
 	}
@@ -152,10 +152,6 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	if !v.Verified() {
 		return nil, fmt.Errorf("snapshot from %s ended before etcd's trailing hash was checked", member)
 	}
-	var rev int64
-	if resp.Header != nil {
-		rev = resp.Header.Revision
-	}
 	return &etcdbackupv1.SnapshotReady{
 		Request:        req,
 		StagedObject:   name,
@@ -167,9 +163,10 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	}, nil
 }
 
-// healthyMember returns a client of the first member that answers a status request; a
-// snapshot is taken from exactly one member.
-func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, error) {
+// healthyMember returns a client of the first member that answers a status request, and the
+// member's revision then: etcd's snapshot stream carries no revision, and the snapshot, which
+// starts right after, holds at least this one. A snapshot is taken from exactly one member.
+func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, int64, error) {
 	var errs []string
 	for _, ep := range t.Endpoints {
 		cli, err := clientv3.New(clientv3.Config{
@@ -186,7 +183,7 @@ func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clien
 		st, err := cli.Status(sctx, ep)
 		cancel()
 		if err == nil && len(st.Errors) == 0 {
-			return cli, ep, nil
+			return cli, ep, st.Header.GetRevision(), nil
 		}
 		if err == nil {
 			err = errors.New(strings.Join(st.Errors, "; "))
@@ -194,7 +191,7 @@ func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clien
 		errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
 		_ = cli.Close()
 	}
-	return nil, "", fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
+	return nil, "", 0, fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
 }
 
 func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, message string) {

@@ -1,0 +1,206 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// etcd unreachable: that backup ends Failed with the cause; once etcd is reachable again the
+// next slot completes.
+func TestEtcdUnreachableFailsThatBackupOnly(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	const cluster = "unreachable1"
+	port, err := sandbox.FreePort() // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.AddCluster(ctx, cluster, fmt.Sprintf("http://127.0.0.1:%d", port)); err != nil {
+		t.Fatal(err)
+	}
+	newConfig(t, ctx, cluster, "flaky", "@every 2s", "")
+	cfg := waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a failed backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		return len(entries(c, kubermaticv1.PhaseFailed)) > 0
+	})
+	failed := entries(cfg, kubermaticv1.PhaseFailed)[0]
+	if !strings.Contains(failed.BackupMessage, "no healthy etcd member") || !strings.Contains(failed.BackupMessage, fmt.Sprint(port)) {
+		t.Fatalf("failure message does not name the cause: %q", failed.BackupMessage)
+	}
+	if failed.BackupFinishedTime.IsZero() {
+		t.Fatalf("failed entry has no finish time: %+v", failed)
+	}
+
+	var c kubermaticv1.Cluster
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(c.DeepCopy())
+	c.Annotations[kubermaticv1.AnnotationEtcdEndpoints] = env.DemoEtcd.Endpoint
+	if err := env.Client.Patch(ctx, &c, patch); err != nil {
+		t.Fatal(err)
+	}
+	waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a later backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		for _, b := range entries(c, kubermaticv1.PhaseCompleted) {
+			if b.ScheduledTime.After(failed.ScheduledTime.Time) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// S3 down: the upload is retried from the staged snapshot and completes once S3 is back,
+// without a second snapshot.
+func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	const cluster = "s3outage1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	newConfig(t, ctx, cluster, "outage", "@every 1h", "")
+	waitConfig(t, ctx, "cluster-"+cluster, "outage", 30*time.Second, "scheduling active", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		cond := condition(c)
+		return cond != nil && cond.Status == metav1.ConditionTrue
+	})
+
+	env.S3.Stop()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = env.S3.Start(context.Background())
+		}
+	})
+	nc, err := nats.Connect(env.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	data, ct, err := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: "cluster-" + cluster, Config: "outage"}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(bus.SubjectTriggerBackup)
+	msg.Data = data
+	msg.Header.Set(bus.HeaderContentType, ct)
+	resp, err := nc.RequestMsg(msg, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply etcdbackupv1.TriggerBackupReply
+	if err := bus.Decode(resp.Data, resp.Header.Get(bus.HeaderContentType), &reply); err != nil || reply.GetError() != "" {
+		t.Fatalf("trigger reply %+v, %v", &reply, err)
+	}
+	backup := reply.GetBackupName()
+
+	waitConfig(t, ctx, "cluster-"+cluster, "outage", 60*time.Second, "the upload retrying", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		b, ok := entry(c, backup)
+		return ok && b.BackupPhase == kubermaticv1.PhaseRunning && strings.Contains(b.BackupMessage, "upload failed, retrying")
+	})
+	if err := env.S3.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	cfg := waitConfig(t, ctx, "cluster-"+cluster, "outage", 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		b, ok := entry(c, backup)
+		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+	})
+	b, _ := entry(cfg, backup)
+	if _, err := env.S3.Client().StatObject(ctx, sandbox.Bucket, b.ObjectKey, minio.StatObjectOptions{}); err != nil {
+		t.Fatalf("stored object: %v", err)
+	}
+	staged := 0
+	for _, ev := range statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {
+		return ev.GetBackupName() == backup && ev.GetStage() == etcdbackupv1.Stage_STAGE_SNAPSHOTTER
+	}) {
+		if strings.HasPrefix(ev.GetMessage(), "snapshot of ") {
+			staged++
+		}
+	}
+	if staged != 1 {
+		t.Fatalf("%d snapshots staged for %s, want exactly 1", staged, backup)
+	}
+	retries := statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {
+		return ev.GetBackupName() == backup && ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER && ev.GetPhase() == etcdbackupv1.Phase_PHASE_RUNNING
+	})
+	if len(retries) == 0 {
+		t.Fatal("no upload retry was reported")
+	}
+}
+
+// Bad input never crashes or silently stops the scheduler: the condition says why, with a
+// Warning Event.
+func TestBadConfigShowsConditionAndEvent(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 2*time.Minute)
+	const cluster = "badconfig1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, cluster, schedule, destination, reason, message string
+	}{
+		{"bad-schedule", cluster, "every tuesday", "", kubermaticv1.ReasonInvalidSchedule, `schedule "every tuesday"`},
+		{"bad-destination", cluster, "@every 1m", "nowhere", kubermaticv1.ReasonDestinationNotFound, `"nowhere" is not configured`},
+		{"no-cluster", "missing-cluster", "@every 1m", "", kubermaticv1.ReasonClusterNotFound, `cluster "missing-cluster" does not exist`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := &kubermaticv1.EtcdBackupConfig{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: tc.name},
+				Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1Ref(tc.cluster), Schedule: tc.schedule, Destination: tc.destination},
+			}
+			if err := env.Client.Create(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), cfg) })
+			got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition "+tc.reason, func(c *kubermaticv1.EtcdBackupConfig) bool {
+				cond := condition(c)
+				return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == tc.reason
+			})
+			if msg := condition(got).Message; !strings.Contains(msg, tc.message) {
+				t.Fatalf("condition message %q lacks %q", msg, tc.message)
+			}
+			if len(got.Status.LastBackups) != 0 {
+				t.Fatalf("a blocked config took backups: %+v", got.Status.LastBackups)
+			}
+			ev := waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeWarning, tc.reason)
+			if !strings.Contains(ev.Note, tc.message) {
+				t.Fatalf("event note %q lacks %q", ev.Note, tc.message)
+			}
+		})
+	}
+}
+
+// The seed document's YAML applies unchanged, and the schema refuses keep < 1.
+func TestSeedYAMLAppliesUnchanged(t *testing.T) {
+	for _, f := range []string{"seed-etcdbackupconfig.yaml", "seed-etcdrestore.yaml"} {
+		t.Run(f, func(t *testing.T) {
+			out := mustKubectl(t, readTestdata(t, f), "apply", "--dry-run=server", "-f", "-")
+			if !strings.Contains(out, "(server dry run)") {
+				t.Fatalf("kubectl: %s", out)
+			}
+		})
+	}
+	t.Run("keep 0 is refused", func(t *testing.T) {
+		yaml := strings.Replace(string(readTestdata(t, "seed-etcdbackupconfig.yaml")), "keep: 20", "keep: 0", 1)
+		out, err := kubectl(t, []byte(yaml), "apply", "--dry-run=server", "-f", "-")
+		if err == nil || !strings.Contains(out, "spec.keep") {
+			t.Fatalf("keep: 0 accepted or refused for another reason: %v\n%s", err, out)
+		}
+	})
+}

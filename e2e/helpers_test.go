@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+func testContext(t *testing.T, d time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// dumpLogsOnFailure prints the tail of every service log when the test fails.
+func dumpLogsOnFailure(t *testing.T) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, s := range env.Services {
+			t.Logf("---- %s (last 40 lines of %s)\n%s", s.Name, s.LogPath, s.LogTail(40))
+		}
+	})
+}
+
+// kubectl runs the real kubectl against the sandbox and returns its combined output.
+func kubectl(t *testing.T, stdin []byte, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "kubectl"), append([]string{"--kubeconfig", env.API.Kubeconfig}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func mustKubectl(t *testing.T, stdin []byte, args ...string) string {
+	t.Helper()
+	out, err := kubectl(t, stdin, args...)
+	if err != nil {
+		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+func readTestdata(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// waitConfig polls the config until cond holds and returns it.
+func waitConfig(t *testing.T, ctx context.Context, ns, name string, timeout time.Duration, what string, cond func(*kubermaticv1.EtcdBackupConfig) bool) *kubermaticv1.EtcdBackupConfig {
+	t.Helper()
+	var cfg kubermaticv1.EtcdBackupConfig
+	err := sandbox.Poll(ctx, timeout, 100*time.Millisecond, func() (bool, error) {
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &cfg); err != nil {
+			return false, err
+		}
+		return cond(&cfg), nil
+	})
+	if err != nil {
+		t.Fatalf("config %s/%s: waiting for %s: %v\nstatus: %+v", ns, name, what, err, cfg.Status)
+	}
+	return &cfg
+}
+
+func entries(cfg *kubermaticv1.EtcdBackupConfig, phase string) []kubermaticv1.BackupStatus {
+	var out []kubermaticv1.BackupStatus
+	for _, b := range cfg.Status.LastBackups {
+		if b.BackupPhase == phase {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func entry(cfg *kubermaticv1.EtcdBackupConfig, backup string) (kubermaticv1.BackupStatus, bool) {
+	for _, b := range cfg.Status.LastBackups {
+		if b.BackupName == backup {
+			return b, true
+		}
+	}
+	return kubermaticv1.BackupStatus{}, false
+}
+
+func condition(cfg *kubermaticv1.EtcdBackupConfig) *metav1.Condition {
+	return meta.FindStatusCondition(cfg.Status.Conditions, kubermaticv1.ConditionSchedulingActive)
+}
+
+// newConfig creates an EtcdBackupConfig in the cluster's namespace and deletes it when the
+// test ends, so its schedule stops.
+func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, destination string) *kubermaticv1.EtcdBackupConfig {
+	t.Helper()
+	keep := 5
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{
+			Cluster:     corev1Ref(cluster),
+			Schedule:    schedule,
+			Keep:        &keep,
+			Destination: destination,
+		},
+	}
+	if err := env.Client.Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), cfg) })
+	return cfg
+}
+
+// statusEvents returns every status event on the bus that match keeps, oldest first.
+func statusEvents(t *testing.T, ctx context.Context, keep func(*etcdbackupv1.StatusEvent) bool) []*etcdbackupv1.StatusEvent {
+	t.Helper()
+	nc, err := nats.Connect(env.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, bus.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*etcdbackupv1.StatusEvent
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get status event %d: %v", seq, err)
+		}
+		var ev etcdbackupv1.StatusEvent
+		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
+			t.Fatalf("status event %d is not readable: %v", seq, err)
+		}
+		if keep(&ev) {
+			out = append(out, &ev)
+		}
+	}
+	return out
+}
+
+// waitEvent waits for a Kubernetes Event about the named object with the given type and reason.
+func waitEvent(t *testing.T, ctx context.Context, ns, name, eventType, reason string) eventsv1.Event {
+	t.Helper()
+	var found eventsv1.Event
+	err := sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		var list eventsv1.EventList
+		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == name && e.Type == eventType && e.Reason == reason {
+				found = e
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("no %s event %s about %s/%s: %v", eventType, reason, ns, name, err)
+	}
+	return found
+}

@@ -1,0 +1,258 @@
+package sandbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/nats-io/nats-server/v2/server"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Fixture names.
+const (
+	Bucket            = "etcd-backups"
+	Destination       = "s3"
+	SeedNamespace     = "kubermatic"
+	SeedName          = "kubermatic"
+	CredentialsSecret = "s3-credentials"
+	// DemoCluster is the cluster of the seed document's examples; its etcd is DemoEtcd.
+	DemoCluster = "zvc78xnnz7"
+)
+
+// Options configures a sandbox.
+type Options struct {
+	// Dir holds all state and logs (Dir/logs).
+	Dir string
+	// ToolDir holds kube-apiserver, kubectl, versitygw and nats.
+	ToolDir string
+	// ServiceDir holds the service binaries.
+	ServiceDir string
+	// Replicas of each service (default 1).
+	Replicas map[string]int
+	// Args adds flags to a service.
+	Args map[string][]string
+}
+
+// Env is a running sandbox.
+type Env struct {
+	Opts     Options
+	API      *APIServer
+	NATS     *server.Server
+	NATSURL  string
+	S3       *S3
+	DemoEtcd *etcdtest.Etcd
+	Client   client.Client
+	Services []*Service
+}
+
+// Service is a running service process.
+type Service struct {
+	*Process
+	// MetricsURL is its /metrics URL.
+	MetricsURL string
+	Kind       string
+}
+
+// Start starts every component and the services, with the Seed destination, its credentials
+// and the demo Cluster in place.
+func Start(ctx context.Context, opts Options) (_ *Env, err error) {
+	e := &Env{Opts: opts}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	if e.API, err = StartAPIServer(ctx, opts.Dir, opts.ToolDir); err != nil {
+		return nil, err
+	}
+	if e.Client, err = kube.NewClient(e.API.Config); err != nil {
+		return nil, err
+	}
+	if err := InstallCRDs(ctx, e.Client, filepath.Join(root, "deploy", "k8s", "crds")); err != nil {
+		return nil, err
+	}
+	if err := e.startNATS(); err != nil {
+		return nil, err
+	}
+	if e.S3, err = StartS3(ctx, opts.Dir, opts.ToolDir); err != nil {
+		return nil, err
+	}
+	if err := e.S3.MakeBucket(ctx, Bucket); err != nil {
+		return nil, fmt.Errorf("make bucket: %w", err)
+	}
+	if e.DemoEtcd, err = etcdtest.StartIn(filepath.Join(opts.Dir, "demo-etcd"), "demo", nil); err != nil {
+		return nil, err
+	}
+	if err := e.seedFixtures(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.AddCluster(ctx, DemoCluster, e.DemoEtcd.Endpoint); err != nil {
+		return nil, err
+	}
+	for _, name := range Services {
+		n := opts.Replicas[name]
+		if n == 0 {
+			n = 1
+		}
+		for range n {
+			if _, err := e.StartService(ctx, name); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return e, nil
+}
+
+func (e *Env) startNATS() error {
+	port, err := FreePort()
+	if err != nil {
+		return err
+	}
+	s, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: port, JetStream: true,
+		StoreDir: filepath.Join(e.Opts.Dir, "nats"), NoSigs: true, NoLog: true,
+	})
+	if err != nil {
+		return fmt.Errorf("nats server: %w", err)
+	}
+	s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		return errors.New("nats server not ready within 10s")
+	}
+	e.NATS, e.NATSURL = s, s.ClientURL()
+	return nil
+}
+
+func (e *Env) seedFixtures(ctx context.Context) error {
+	objs := []client.Object{
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SeedNamespace}},
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: CredentialsSecret},
+			Data: map[string][]byte{
+				kubermaticv1.SecretAccessKeyID:     []byte(e.S3.AccessKey),
+				kubermaticv1.SecretSecretAccessKey: []byte(e.S3.SecretKey),
+			},
+		},
+		&kubermaticv1.Seed{
+			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: SeedName},
+			Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+				DefaultDestination: Destination,
+				Destinations: map[string]*kubermaticv1.BackupDestination{Destination: {
+					Endpoint:    e.S3.Endpoint,
+					BucketName:  Bucket,
+					Credentials: &corev1.SecretReference{Namespace: SeedNamespace, Name: CredentialsSecret},
+				}},
+			}},
+		},
+	}
+	for _, o := range objs {
+		if err := e.Client.Create(ctx, o); err != nil {
+			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// AddCluster creates a Cluster whose etcd is at endpoints (comma-separated, plain HTTP) and its
+// namespace cluster-<name>.
+func (e *Env) AddCluster(ctx context.Context, name, endpoints string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cluster-" + name}}
+	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	c := &kubermaticv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
+			kubermaticv1.AnnotationEtcdEndpoints:    endpoints,
+			kubermaticv1.AnnotationEtcdClientSecret: "none",
+		}},
+		Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
+	}
+	if err := e.Client.Create(ctx, c); err != nil {
+		return fmt.Errorf("create cluster %s: %w", name, err)
+	}
+	return nil
+}
+
+// StartService starts one more replica of a service, wired to the sandbox.
+func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	replica := 0
+	for _, s := range e.Services {
+		if s.Kind == kind {
+			replica++
+		}
+	}
+	args := append([]string{
+		"--kubeconfig=" + e.API.Kubeconfig,
+		"--nats-url=" + e.NATSURL,
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", port),
+		"--log-format=text",
+		"--seed-namespace=" + SeedNamespace,
+		"--seed-name=" + SeedName,
+	}, e.Opts.Args[kind]...)
+	p, err := StartProcess(fmt.Sprintf("%s-%d", kind, replica), filepath.Join(e.Opts.ServiceDir, kind), args, nil, filepath.Join(e.Opts.Dir, "logs"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{Process: p, Kind: kind, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	e.Services = append(e.Services, s)
+	readyz := strings.TrimSuffix(s.MetricsURL, "/metrics") + "/readyz"
+	err = Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		if p.Exited() {
+			return false, Abort(fmt.Errorf("%s exited:\n%s", p.Name, p.LogTail(20)))
+		}
+		return httpOK(ctx, readyz)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s not ready: %w", p.Name, err)
+	}
+	return s, nil
+}
+
+// ServicesOf returns the running replicas of a service.
+func (e *Env) ServicesOf(kind string) []*Service {
+	var out []*Service
+	for _, s := range e.Services {
+		if s.Kind == kind && !s.Exited() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Close stops everything, services first.
+func (e *Env) Close() {
+	for _, s := range e.Services {
+		_ = s.Stop()
+	}
+	if e.S3 != nil {
+		e.S3.Stop()
+	}
+	if e.DemoEtcd != nil {
+		e.DemoEtcd.Stop()
+	}
+	if e.NATS != nil {
+		e.NATS.Shutdown()
+		e.NATS.WaitForShutdown()
+	}
+	if e.API != nil {
+		e.API.Stop()
+	}
+}

@@ -100,6 +100,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := e.seedFixtures(ctx); err != nil {
 		return nil, err
 	}
+	if err := e.ApplyRBAC(ctx, root); err != nil {
+		return nil, err
+	}
 	if err := e.AddCluster(ctx, DemoCluster, e.DemoEtcd.Endpoint); err != nil {
 		return nil, err
 	}
@@ -199,8 +202,12 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 			replica++
 		}
 	}
+	kubeconfig, err := e.ServiceKubeconfig(ctx, kind)
+	if err != nil {
+		return nil, err
+	}
 	args := append([]string{
-		"--kubeconfig=" + e.API.Kubeconfig,
+		"--kubeconfig=" + kubeconfig,
 		"--nats-url=" + e.NATSURL,
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", port),
 		"--log-format=text",

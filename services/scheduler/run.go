@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -44,8 +45,12 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		// Only the Seed's namespace: RBAC grants Seed access there alone.
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&kubermaticv1.Seed{}: {Namespaces: map[string]cache.Config{cfg.SeedNamespace: {}}},
+		}},
 		HealthProbeBindAddress: "0",
 	})
 	if err != nil {

@@ -1,0 +1,50 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+// ServiceAccountPrefix names each service's ServiceAccount in deploy/k8s/rbac.yaml.
+const ServiceAccountPrefix = "etcdbackup-"
+
+// ApplyRBAC creates the ServiceAccounts, Roles and bindings of deploy/k8s/rbac.yaml in the
+// Seed's namespace, as the kustomize base deploys them.
+func (e *Env) ApplyRBAC(ctx context.Context, root string) error {
+	objs, err := ReadObjects(filepath.Join(root, "deploy", "k8s", "rbac.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		switch o.GetKind() {
+		case "ClusterRole", "ClusterRoleBinding":
+		default:
+			o.SetNamespace(SeedNamespace)
+		}
+		if err := e.Client.Create(ctx, o); err != nil {
+			return fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// ServiceKubeconfig writes a kubeconfig that authenticates as the service's ServiceAccount,
+// so the service runs with exactly the permissions the deployment grants it.
+func (e *Env) ServiceKubeconfig(ctx context.Context, service string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: ServiceAccountPrefix + service}}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
+	if err := e.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("token for service account %s: %w", sa.Name, err)
+	}
+	path := filepath.Join(e.Opts.Dir, "kubeconfig-"+service)
+	if err := writeKubeconfig(path, e.API.URL, tr.Status.Token); err != nil {
+		return "", err
+	}
+	return path, nil
+}

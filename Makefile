@@ -64,7 +64,9 @@ test-e2e: $(TOOLS)
 
 # The sandbox: NATS, kube-apiserver and its etcd, an S3 server, a demo etcd, all services.
 run: $(TOOLS)
-	cd e2e && go run ./cmd/sandbox
+	@mkdir -p bin
+	cd e2e && go build -o ../bin/sandbox ./cmd/sandbox
+	./bin/sandbox
 
 bench:
 	cd e2e && go test -run '^$$' -bench . -benchtime 1x ./bench/...

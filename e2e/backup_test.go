@@ -23,6 +23,7 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats-server/v2/server"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -271,6 +272,23 @@ func triggerWithCLI(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackup
 	return &etcdbackupv1.TriggerBackupReply{BackupName: reply.BackupName, JobName: reply.JobName, Error: reply.Error}
 }
 
+// subscribed reports whether a client connection (not JetStream's own stream capture)
+// subscribes to every status subject: the nats CLI's sub is live.
+func subscribed(t *testing.T) bool {
+	connz, err := env.NATS.Connz(&server.ConnzOptions{Subscriptions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range connz.Conns {
+		for _, s := range c.Subs {
+			if s == "etcdbackup.status.>" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // A manual trigger sent with the real nats CLI queues a backup and answers with its name.
 func TestManualTriggerWithNatsCLI(t *testing.T) {
 	dumpLogsOnFailure(t)
@@ -285,6 +303,22 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 		return cond != nil && cond.Status == metav1.ConditionTrue
 	})
 
+	// A person watching with `nats sub` reads the status events as JSON.
+	var subOut bytes.Buffer
+	sub := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), "--server", env.NATSURL, "sub", "etcdbackup.status.>", "--raw", "--count", "3")
+	sub.Stdout = &subOut
+	if err := sub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Process.Kill() })
+	// The subscription is live once the server counts it.
+	err := sandbox.Poll(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
+		return subscribed(t), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	reply := triggerWithCLI(t, "cluster-"+cluster, "manual")
 	if reply.GetError() != "" || !strings.HasPrefix(reply.GetBackupName(), "manual-") {
 		t.Fatalf("reply %+v", reply)
@@ -295,6 +329,19 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 	})
 	if b, _ := entry(cfg, reply.GetBackupName()); b.JobName != reply.GetJobName() {
 		t.Fatalf("job name in status %q, reply %q", b.JobName, reply.GetJobName())
+	}
+	if err := sub.Wait(); err != nil {
+		t.Fatalf("nats sub: %v\n%s", err, subOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(subOut.String()), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("nats sub printed %d lines, want 3:\n%s", len(lines), subOut.String())
+	}
+	for _, l := range lines {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev["backupName"] != reply.GetBackupName() || ev["phase"] == nil {
+			t.Fatalf("status event not readable JSON about %s: %q (%v)", reply.GetBackupName(), l, err)
+		}
 	}
 
 	t.Run("unknown config is refused with the reason", func(t *testing.T) {

@@ -12,6 +12,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/nats-io/nats-server/v2/server"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -262,4 +264,9 @@ func (e *Env) Close() {
 	if e.API != nil {
 		e.API.Stop()
 	}
+}
+
+// DemoEtcdClient returns a client of the demo etcd; the caller closes it.
+func (e *Env) DemoEtcdClient() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: []string{e.DemoEtcd.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/nats-io/nats-server/v2/server"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -96,7 +97,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := e.S3.MakeBucket(ctx, Bucket); err != nil {
 		return nil, fmt.Errorf("make bucket: %w", err)
 	}
-	if e.DemoEtcd, err = etcdtest.StartIn(filepath.Join(opts.Dir, "demo-etcd"), "demo", nil); err != nil {
+	// The demo etcd may grow past etcd's default 2 GiB quota in benchmarks.
+	demoQuota := func(c *embed.Config) { c.QuotaBackendBytes = 16 << 30 }
+	if e.DemoEtcd, err = etcdtest.StartIn(filepath.Join(opts.Dir, "demo-etcd"), "demo", demoQuota); err != nil {
 		return nil, err
 	}
 	if err := e.seedFixtures(ctx); err != nil {

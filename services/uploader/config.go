@@ -20,6 +20,8 @@ type Config struct {
 	Level         string
 	RetryDelay    time.Duration
 	RetryMaxDelay time.Duration
+	StagingMiB    int
+	StagingIdle   time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -33,6 +35,8 @@ func parseConfig(args []string) (Config, error) {
 	service.StringVar(fs, &c.Level, "zstd-level", "default", "zstd level: fastest, default, better or best")
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second, "first delay before a failed upload is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between upload retries")
+	service.IntVar(fs, &c.StagingMiB, "staging-read-mib", 8, "MiB of staged snapshot chunks in flight to one upload")
+	service.DurationVar(fs, &c.StagingIdle, "staging-idle-timeout", time.Minute, "how long a staged chunk may take to arrive before the upload is retried")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
 	}

@@ -49,15 +49,17 @@ func run(ctx context.Context, args []string) error {
 	}
 	endpoint := service.NewEndpoint(cfg.MetricsAddr)
 	h := &upload.Handler{
-		JS:           js,
-		Staging:      staging,
-		Destinations: destination.NewResolver(kc, cfg.Seed()),
-		WorkDir:      cfg.WorkDir,
-		PartSize:     uint64(cfg.PartSizeMiB) << 20,
-		Threads:      uint(cfg.Threads),
-		Level:        cfg.level(),
-		Log:          log,
-		Metrics:      newMetrics(endpoint.Registry()),
+		JS:               js,
+		Staging:          staging,
+		Destinations:     destination.NewResolver(kc, cfg.Seed()),
+		WorkDir:          cfg.WorkDir,
+		StagingReadBytes: cfg.StagingMiB << 20,
+		StagingIdle:      cfg.StagingIdle,
+		PartSize:         uint64(cfg.PartSizeMiB) << 20,
+		Threads:          uint(cfg.Threads),
+		Level:            cfg.level(),
+		Log:              log,
+		Metrics:          newMetrics(endpoint.Registry()),
 	}
 	worker, err := bus.NewWorker(consumer, h.Handle, bus.WithLogger(log), bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay)))

@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
+	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/snapshotter/endpoints"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,11 +25,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Staging is where verified snapshots wait for the uploader.
-type Staging interface {
-	Put(ctx context.Context, meta jetstream.ObjectMeta, r io.Reader) (*jetstream.ObjectInfo, error)
-}
-
 // Metrics observes snapshots; any field may be nil.
 type Metrics struct {
 	Taken    func(result string)
@@ -39,9 +34,10 @@ type Metrics struct {
 
 // Handler handles backup requests.
 type Handler struct {
-	Reader  client.Reader
-	JS      jetstream.JetStream
-	Staging Staging
+	Reader client.Reader
+	JS     jetstream.JetStream
+	// Staging is the bucket verified snapshots wait in for the uploader.
+	Staging jetstream.ObjectStore
 	// MaxAttempts is how many deliveries a request gets before its backup is Failed.
 	MaxAttempts uint64
 	// MemberTimeout bounds the health check of one etcd member.
@@ -146,7 +142,7 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	defer resp.Snapshot.Close()
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
-	if _, err := h.Staging.Put(ctx, jetstream.ObjectMeta{Name: name, Description: "etcd snapshot of " + req.GetCluster()}, v); err != nil {
+	if _, err := staging.Put(ctx, h.Staging, name, "etcd snapshot of "+req.GetCluster(), v); err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
 	if !v.Verified() {

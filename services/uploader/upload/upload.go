@@ -21,6 +21,7 @@ import (
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
@@ -41,9 +42,8 @@ const (
 // ContentType of a stored backup.
 const ContentType = "application/zstd"
 
-// Staging is the staging object store, as the uploader uses it.
+// Staging is the staging object store, as the uploader uses it besides reading.
 type Staging interface {
-	Get(ctx context.Context, name string, opts ...jetstream.GetObjectOpt) (jetstream.ObjectResult, error)
 	Delete(ctx context.Context, name string) error
 }
 
@@ -67,6 +67,10 @@ type Handler struct {
 	Destinations Destinations
 	// WorkDir holds the compressed file while it uploads.
 	WorkDir string
+	// StagingReadBytes bounds the staged chunks in flight to this process.
+	StagingReadBytes int
+	// StagingIdle is how long a staged chunk may take to arrive.
+	StagingIdle time.Duration
 	// PartSize and Threads bound the multipart upload: memory is about PartSize*Threads.
 	PartSize uint64
 	Threads  uint
@@ -196,10 +200,10 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 }
 
 // compress reads the staged snapshot into a zstd-compressed temporary file and returns it
-// rewound, with its size and sha256 (hex). The object store checks the staged object's own
-// digest as it is read, so a damaged staged copy fails here.
+// rewound, with its size and sha256 (hex). The staged object's own size and digest are
+// checked as it is read, so a damaged staged copy fails here.
 func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady) (*os.File, int64, string, error) {
-	obj, err := h.Staging.Get(ctx, ready.GetStagedObject())
+	obj, err := staging.Open(ctx, h.JS, bus.StagingBucket, ready.GetStagedObject(), h.StagingReadBytes, h.StagingIdle)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
 			return nil, 0, "", bus.Permanent(fmt.Errorf("staged snapshot %s is gone (expired or deleted)", ready.GetStagedObject()))

@@ -1,0 +1,252 @@
+// Package bench measures the backup pipeline against real components: `make bench`.
+//
+// ETCDBACKUP_BENCH_MIB sets the etcd database size to back up (default 256). Reported per
+// run: etcd's raw snapshot stream rate (read to /dev/null, the ceiling), the pipeline's
+// snapshot and upload times, and the peak RSS of the snapshotter and uploader processes.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+func BenchmarkBackup(b *testing.B) {
+	mib := 256
+	if v := os.Getenv("ETCDBACKUP_BENCH_MIB"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mib = n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
+	defer cancel()
+	tools := sandbox.ToolDir()
+	if err := sandbox.CheckTools(tools); err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	root, err := sandbox.RepoRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := sandbox.BuildServices(ctx, root, filepath.Join(dir, "bin")); err != nil {
+		b.Fatal(err)
+	}
+	env, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, ToolDir: tools, ServiceDir: filepath.Join(dir, "bin")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer env.Close()
+
+	dbSize := fill(b, ctx, env, mib)
+	raw := rawStream(b, ctx, env)
+
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + sandbox.DemoCluster, Name: "bench"},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{
+			Cluster:  corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: sandbox.DemoCluster},
+			Schedule: "@every 24h",
+		},
+	}
+	if err := env.Client.Create(ctx, cfg); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		entry := backupOnce(b, ctx, env)
+		total := entry.BackupFinishedTime.Sub(entry.BackupStartTime.Time)
+		b.ReportMetric(float64(dbSize)/(1<<20), "db-MiB")
+		b.ReportMetric(float64(entry.Size)/(1<<20), "stored-MiB")
+		b.ReportMetric(raw.Seconds(), "etcd-raw-stream-s")
+		b.ReportMetric(float64(dbSize)/(1<<20)/raw.Seconds(), "etcd-raw-MiB/s")
+		b.ReportMetric(total.Seconds(), "backup-s")
+		for _, svc := range []string{"snapshotter", "uploader"} {
+			rss, err := env.ServicesOf(svc)[0].PeakRSS()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(rss)/(1<<20), svc+"-peak-RSS-MiB")
+		}
+		lines, snap, upload := stageTimes(b, ctx, env, entry.BackupName)
+		b.ReportMetric(snap.Seconds(), "snapshot-s")
+		b.ReportMetric(float64(dbSize)/(1<<20)/snap.Seconds(), "snapshot-MiB/s")
+		b.ReportMetric(upload.Seconds(), "upload-s")
+		for _, l := range lines {
+			b.Logf("%s", l)
+		}
+	}
+}
+
+// fill writes about mib MiB of Kubernetes-like objects into the demo etcd and returns the
+// database size. Each value is a 32 KiB JSON ConfigMap: metadata with a random uid, 8 KiB of
+// random base64 (incompressible, like secrets and certificates) and 24 KiB of structured
+// lines (repetitive, like most of what the API server stores).
+func fill(b *testing.B, ctx context.Context, env *sandbox.Env, mib int) int64 {
+	cli, err := env.DemoEtcdClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	const valueSize = 32 << 10
+	n := mib << 20 / valueSize
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for i := range n {
+		g.Go(func() error {
+			_, err := cli.Put(gctx, fmt.Sprintf("/registry/configmaps/ns-%03d/cm-%06d", i%100, i), configMap(i))
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	st, err := cli.Status(ctx, env.DemoEtcd.Endpoint)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st.DbSize
+}
+
+func configMap(i int) string {
+	uid := make([]byte, 16)
+	secret := make([]byte, 6<<10)
+	_, _ = rand.Read(uid)
+	_, _ = rand.Read(secret)
+	var lines strings.Builder
+	for j := 0; lines.Len() < 24<<10; j++ {
+		fmt.Fprintf(&lines, "setting-%d=value-%d-of-configmap-%d\\n", j, j*7%13, i%50)
+	}
+	return fmt.Sprintf(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm-%06d","namespace":"ns-%03d","uid":"%s","resourceVersion":"%d","labels":{"app.kubernetes.io/name":"bench","app.kubernetes.io/part-of":"etcdbackup"}},"data":{"config":"%s","certificate":"%s"}}`,
+		i, i%100, hex.EncodeToString(uid), 1000+i, lines.String(), base64.StdEncoding.EncodeToString(secret))
+}
+
+// rawStream times etcd's snapshot stream read straight to io.Discard: the rate etcd serves at.
+func rawStream(b *testing.B, ctx context.Context, env *sandbox.Env) time.Duration {
+	cli, err := env.DemoEtcdClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	start := time.Now()
+	resp, err := cli.SnapshotWithVersion(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Snapshot.Close()
+	if _, err := io.Copy(io.Discard, resp.Snapshot); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
+}
+
+func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env) kubermaticv1.BackupStatus {
+	nc, err := nats.Connect(env.NATSURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	data, ct, _ := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: "cluster-" + sandbox.DemoCluster, Config: "bench"}, true)
+	msg := nats.NewMsg(bus.SubjectTriggerBackup)
+	msg.Data = data
+	msg.Header.Set(bus.HeaderContentType, ct)
+	var reply etcdbackupv1.TriggerBackupReply
+	err = sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		resp, err := nc.RequestMsg(msg, 10*time.Second)
+		if err != nil {
+			return false, err
+		}
+		if err := bus.Decode(resp.Data, resp.Header.Get(bus.HeaderContentType), &reply); err != nil {
+			return false, err
+		}
+		return reply.GetError() == "", fmt.Errorf("trigger: %s", reply.GetError())
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var out kubermaticv1.BackupStatus
+	err = sandbox.Poll(ctx, 30*time.Minute, 250*time.Millisecond, func() (bool, error) {
+		var cfg kubermaticv1.EtcdBackupConfig
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + sandbox.DemoCluster, Name: "bench"}, &cfg); err != nil {
+			return false, err
+		}
+		for _, e := range cfg.Status.LastBackups {
+			if e.BackupName == reply.GetBackupName() {
+				out = e
+				if e.BackupPhase == kubermaticv1.PhaseFailed {
+					return false, sandbox.Abort(fmt.Errorf("backup failed: %s", e.BackupMessage))
+				}
+				return e.BackupPhase == kubermaticv1.PhaseCompleted, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return out
+}
+
+// stageTimes lists each status event of the backup with its offset from the first, and
+// returns how long the snapshot (taking to staged) and the upload (staged to stored) took.
+func stageTimes(b *testing.B, ctx context.Context, env *sandbox.Env, backup string) (out []string, snapshot, upload time.Duration) {
+	nc, err := nats.Connect(env.NATSURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstreamNew(nc)
+	s, err := js.Stream(ctx, bus.StreamStatus)
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var first, taking, staged, stored time.Time
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var ev etcdbackupv1.StatusEvent
+		if bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev) != nil || ev.GetBackupName() != backup {
+			continue
+		}
+		at := ev.GetTime().AsTime()
+		if first.IsZero() {
+			first = at
+		}
+		switch msg := ev.GetMessage(); {
+		case strings.HasPrefix(msg, "taking snapshot"):
+			taking = at
+		case strings.HasPrefix(msg, "snapshot of "):
+			staged = at
+		case ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED:
+			stored = at
+		}
+		out = append(out, fmt.Sprintf("+%6.2fs %-18s %-15s %s", at.Sub(first).Seconds(), ev.GetStage(), ev.GetPhase(), ev.GetMessage()))
+	}
+	return out, staged.Sub(taking), stored.Sub(staged)
+}

@@ -1,0 +1,91 @@
+package staging_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/natstest"
+	"github.com/etcd-backup/etcdbackup/pkg/staging"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func store(t *testing.T) (jetstream.JetStream, jetstream.ObjectStore) {
+	t.Helper()
+	s := natstest.RunJetStream(t)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.CreateObjectStore(context.Background(), jetstream.ObjectStoreConfig{Bucket: "STAGE", Storage: jetstream.MemoryStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, obs
+}
+
+func TestPutAndRead(t *testing.T) {
+	js, obs := store(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, size := range []int{0, 1, staging.ChunkSize - 1, staging.ChunkSize, 3*staging.ChunkSize + 17} {
+		data := make([]byte, size)
+		_, _ = rand.Read(data)
+		// The writer hands data over in small pieces, as etcd's client does.
+		info, err := staging.Put(ctx, obs, "obj", "test", iotest.HalfReader(bytes.NewReader(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (size + staging.ChunkSize - 1) / staging.ChunkSize; int(info.Chunks) != want {
+			t.Fatalf("size %d: %d chunks, want %d full chunks", size, info.Chunks, want)
+		}
+		r, err := staging.Open(ctx, js, "STAGE", "obj", 1<<20, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A slow reader, one byte at a time at first, still gets everything.
+		got, err := io.ReadAll(iotest.OneByteReader(io.LimitReader(r, 10)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("size %d: %v", size, err)
+		}
+		if !bytes.Equal(append(got, rest...), data) {
+			t.Fatalf("size %d: read back different bytes", size)
+		}
+	}
+}
+
+func TestPutLeavesNothingWhenTheWriterFails(t *testing.T) {
+	_, obs := store(t)
+	ctx := context.Background()
+	boom := errors.New("snapshot corrupt")
+	r := io.MultiReader(bytes.NewReader(make([]byte, 2*staging.ChunkSize)), iotest.ErrReader(boom))
+	if _, err := staging.Put(ctx, obs, "bad", "test", r); !errors.Is(err, boom) {
+		t.Fatalf("Put err = %v, want %v", err, boom)
+	}
+	if _, err := obs.GetInfo(ctx, "bad"); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("a failed put left an object: %v", err)
+	}
+}
+
+func TestOpenMissing(t *testing.T) {
+	js, _ := store(t)
+	if _, err := staging.Open(context.Background(), js, "STAGE", "nope", 1<<20, time.Second); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("err = %v", err)
+	}
+}

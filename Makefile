@@ -23,19 +23,22 @@ build:
 
 tools: $(TOOLS) $(GENERATORS)
 
-$(BIN)/kube-apiserver $(BIN)/kubectl: tools/kube/go.mod tools/kube/go.sum
+$(BIN)/kube-apiserver $(BIN)/kubectl &: tools/kube/go.mod tools/kube/go.sum
 	@mkdir -p $(BIN)
 	@echo "building kube-apiserver and kubectl v1.37.2 (about 8 minutes on 2 cores the first time)"
 	cd tools/kube && GOWORK=off go build -o $(BIN)/ ./cmd/kube-apiserver ./cmd/kubectl
 	@touch $(BIN)/kube-apiserver $(BIN)/kubectl
 
-$(BIN)/versitygw $(BIN)/nats $(GENERATORS): tools/go.mod tools/go.sum
+$(BIN)/versitygw $(BIN)/nats &: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)
-	cd tools && GOWORK=off go build -o $(BIN)/ \
-		github.com/versity/versitygw/cmd/versitygw github.com/nats-io/natscli/nats \
-		github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go \
-		sigs.k8s.io/controller-tools/cmd/controller-gen
-	@touch $(TOOLS) $(GENERATORS)
+	cd tools && GOWORK=off go build -o $(BIN)/ github.com/versity/versitygw/cmd/versitygw github.com/nats-io/natscli/nats
+	@touch $(BIN)/versitygw $(BIN)/nats
+
+$(GENERATORS) &: tools/go.mod tools/go.sum
+	@mkdir -p $(BIN)
+	cd tools && GOWORK=off go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf \
+		google.golang.org/protobuf/cmd/protoc-gen-go sigs.k8s.io/controller-tools/cmd/controller-gen
+	@touch $(GENERATORS)
 
 generate: $(GENERATORS)
 	cd proto && PATH=$(BIN):$$PATH buf generate
@@ -48,7 +51,7 @@ verify: generate
 	@test -z "$$(git status --porcelain -- proto api deploy/k8s/crds go.work)" || { git status --porcelain; echo "untracked generated files"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: $$out"; exit 1; }
 	for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
-	cd tools && GOWORK=off go mod verify >/dev/null
+	for m in $(MODULES) tools tools/kube; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m: go.mod is not tidy"; exit 1; }; done
 	for m in $(MODULES); do (cd $$m && GOWORK=off go build ./... ) || { echo "$$m does not build without go.work"; exit 1; }; done
 
 # Unit and component tests (embedded NATS and etcd, in-process S3), then the end-to-end suite

@@ -26,6 +26,9 @@ import (
 // ChunkSize is the size of the staged chunks; below NATS' default max_payload of 1 MiB.
 const ChunkSize = 512 << 10
 
+// defaultChunkSize is the object store's chunk size for objects put without one.
+const defaultChunkSize = 128 << 10
+
 // ErrCorrupt is returned (wrapped) when a staged object's size or digest does not match.
 var ErrCorrupt = errors.New("staged object corrupt")
 
@@ -59,8 +62,8 @@ type Reader struct {
 	stopped bool
 }
 
-// Open returns a Reader of the object name in bucket. At most maxBytes of chunks are in
-// flight to the client; a chunk that does not arrive within idle is an error.
+// Open returns a Reader of the object name in bucket. At most maxBytes of chunks (at least
+// one chunk) are in flight to the client; a chunk that does not arrive within idle is an error.
 func Open(ctx context.Context, js jetstream.JetStream, bucket, name string, maxBytes int, idle time.Duration) (*Reader, error) {
 	obs, err := js.ObjectStore(ctx, bucket)
 	if err != nil {
@@ -81,7 +84,13 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket, name string, maxB
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	r.iter, err = cons.Messages(jetstream.PullMaxBytes(maxBytes))
+	// Bound the chunks in flight by count: a byte budget that a whole number of chunks does
+	// not fill (chunks carry a subject and headers) leaves the pull waiting for its expiry.
+	chunk := defaultChunkSize
+	if info.Opts != nil && info.Opts.ChunkSize > 0 {
+		chunk = int(info.Opts.ChunkSize)
+	}
+	r.iter, err = cons.Messages(jetstream.PullMaxMessages(max(1, maxBytes/chunk)))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}

@@ -15,7 +15,7 @@ import (
 
 // Etcd is a running embedded etcd member.
 type Etcd struct {
-	// Endpoint is its client URL, http://127.0.0.1:<port>.
+	// Endpoint is its client URL, http://127.0.0.1:<port> (https when cfgFn sets up TLS).
 	Endpoint string
 	// Dir is its data dir.
 	Dir string
@@ -66,7 +66,7 @@ func StartIn(dir, name string, cfgFn func(*embed.Config)) (*Etcd, error) {
 		e.Close()
 		return nil, fmt.Errorf("etcd in %s not ready within 30s", dir)
 	}
-	return &Etcd{Endpoint: "http://" + e.Clients[0].Addr().String(), Dir: dir, e: e}, nil
+	return &Etcd{Endpoint: cfg.AdvertiseClientUrls[0].String(), Dir: dir, e: e}, nil
 }
 
 // Client returns a client of the member; it is closed when the test ends.

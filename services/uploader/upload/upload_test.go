@@ -1,0 +1,219 @@
+package upload
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/natstest"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
+	"github.com/etcd-backup/etcdbackup/pkg/staging"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/klauspost/compress/zstd"
+	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+type destinations struct {
+	s3     *s3test.Server
+	t      *testing.T
+	lookup error
+}
+
+func (d *destinations) Lookup(context.Context, string) (destination.Destination, error) {
+	if d.lookup != nil {
+		return destination.Destination{}, d.lookup
+	}
+	return destination.Destination{Name: "s3", BucketName: "backups", Endpoint: d.s3.Host}, nil
+}
+
+func (d *destinations) Client(context.Context, destination.Destination) (*minio.Client, error) {
+	return d.s3.Client(d.t), nil
+}
+
+type fixture struct {
+	h        *Handler
+	js       jetstream.JetStream
+	s3       *s3test.Server
+	dest     *destinations
+	snapshot []byte
+	msg      jetstream.Msg
+	uploaded int64
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	ns := natstest.RunJetStream(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	topo := bus.DefaultTopology()
+	topo.Storage = jetstream.MemoryStorage
+	if err := bus.Ensure(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := js.ObjectStore(ctx, bus.StagingBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{js: js, s3: s3test.Run(t, "backups"), snapshot: make([]byte, 3<<20)}
+	_, _ = rand.Read(f.snapshot[:1<<20]) // partly compressible
+	f.dest = &destinations{s3: f.s3, t: t}
+	req := &etcdbackupv1.BackupRequested{
+		Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "cfg"}, Cluster: "c",
+		BackupName: "cfg-2021-03-02T15:24:00", JobName: "job", Destination: "s3",
+		ObjectKey: "c/cluster-c/cfg/cfg-2021-03-02T15-24-00.db.zst",
+	}
+	if _, err := staging.Put(ctx, obs, bus.MsgID(req), "test", bytes.NewReader(f.snapshot)); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(f.snapshot)
+	ready := &etcdbackupv1.SnapshotReady{Request: req, StagedObject: bus.MsgID(req), SnapshotSize: uint64(len(f.snapshot)), SnapshotSha256: hex.EncodeToString(sum[:]), Revision: 7}
+	if _, err := bus.Publish(ctx, js, bus.SubjectSnapshotReady, bus.MsgID(req), ready); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := bus.Consumer(ctx, js, bus.ConsumerUploader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.msg = <-batch.Messages()
+	if f.msg == nil {
+		t.Fatal("no message")
+	}
+	f.h = &Handler{
+		JS: js, Staging: obs, Destinations: f.dest, WorkDir: t.TempDir(),
+		StagingReadBytes: 1 << 20, StagingIdle: 5 * time.Second,
+		PartSize: 5 << 20, Threads: 2, Level: zstd.SpeedDefault, Log: slog.New(slog.DiscardHandler),
+		Metrics: Metrics{Bytes: func(n int64) { f.uploaded += n }},
+	}
+	return f
+}
+
+func (f *fixture) statusEvents(t *testing.T) []*etcdbackupv1.StatusEvent {
+	t.Helper()
+	s, _ := f.js.Stream(context.Background(), bus.StreamStatus)
+	info, _ := s.Info(context.Background())
+	var out []*etcdbackupv1.StatusEvent
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev etcdbackupv1.StatusEvent
+		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, &ev)
+	}
+	return out
+}
+
+func TestUploadStoresCompressedSnapshotWithItsHash(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if err := f.h.Handle(ctx, f.msg); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := f.s3.Client(t).GetObject(ctx, "backups", "c/cluster-c/cfg/cfg-2021-03-02T15-24-00.db.zst", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := io.ReadAll(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, _ := obj.Stat()
+	sum := sha256.Sum256(stored)
+	if info.UserMetadata[MetaSHA256] != hex.EncodeToString(sum[:]) || info.ContentType != ContentType {
+		t.Fatalf("metadata %v, content type %s; sha256 of object %x", info.UserMetadata, info.ContentType, sum)
+	}
+	dec, _ := zstd.NewReader(bytes.NewReader(stored))
+	raw, err := io.ReadAll(dec)
+	if err != nil || !bytes.Equal(raw, f.snapshot) {
+		t.Fatalf("stored object does not decompress to the snapshot: %v", err)
+	}
+	if len(stored) >= len(f.snapshot) {
+		t.Fatalf("stored %d bytes for a %d-byte snapshot: not compressed", len(stored), len(f.snapshot))
+	}
+	evs := f.statusEvents(t)
+	last := evs[len(evs)-1]
+	if last.GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED || last.GetSha256() != hex.EncodeToString(sum[:]) || last.GetSize() != uint64(len(stored)) {
+		t.Fatalf("last status event %v", last)
+	}
+	obs, _ := f.js.ObjectStore(ctx, bus.StagingBucket)
+	if _, err := obs.GetInfo(ctx, f.msg.Headers().Get(bus.HeaderMsgID)); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("staged copy not deleted after upload: %v", err)
+	}
+}
+
+// A redelivery after a stored backup (the ack was lost) completes again without uploading
+// again, although the staged copy is gone.
+func TestRedeliveryAfterStoreDoesNotUploadAgain(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if err := f.h.Handle(ctx, f.msg); err != nil {
+		t.Fatal(err)
+	}
+	first := f.uploaded
+	if err := f.h.Handle(ctx, f.msg); err != nil {
+		t.Fatalf("redelivery: %v", err)
+	}
+	if f.uploaded != first || first == 0 {
+		t.Fatalf("uploaded %d bytes the first time, %d in all: uploaded again", first, f.uploaded)
+	}
+	objects := 0
+	for o := range f.s3.Client(t).ListObjects(ctx, "backups", minio.ListObjectsOptions{Recursive: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		objects++
+	}
+	if objects != 1 {
+		t.Fatalf("%d objects in the bucket, want 1", objects)
+	}
+}
+
+func TestUploadFailures(t *testing.T) {
+	t.Run("S3 down is retried and says so", func(t *testing.T) {
+		f := setup(t)
+		f.s3.Close()
+		err := f.h.Handle(context.Background(), f.msg)
+		if err == nil || bus.IsPermanent(err) {
+			t.Fatalf("err = %v, want a transient error", err)
+		}
+		evs := f.statusEvents(t)
+		if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_RUNNING || !bytes.Contains([]byte(last.GetMessage()), []byte("upload failed, retrying")) {
+			t.Fatalf("last status event %v", last)
+		}
+	})
+	t.Run("unknown destination fails the backup", func(t *testing.T) {
+		f := setup(t)
+		f.dest.lookup = destination.ErrNotFound
+		err := f.h.Handle(context.Background(), f.msg)
+		if !bus.IsPermanent(err) {
+			t.Fatalf("err = %v, want permanent", err)
+		}
+		evs := f.statusEvents(t)
+		if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED {
+			t.Fatalf("last status event %v", last)
+		}
+	})
+}

@@ -27,6 +27,7 @@ const FeatureEtcdLauncher = "etcdLauncher"
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:scope=Cluster
+// +kubebuilder:subresource:status
 // +kubebuilder:pruning:PreserveUnknownFields
 // +kubebuilder:printcolumn:name="Paused",type=boolean,JSONPath=`.spec.pause`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -16,6 +16,7 @@ const (
 // The CRD keeps unknown fields.
 //
 // +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
 // +kubebuilder:pruning:PreserveUnknownFields
 type Seed struct {
 	metav1.TypeMeta   `json:",inline"`

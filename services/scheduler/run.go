@@ -18,10 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
@@ -88,14 +90,22 @@ func run(ctx context.Context, args []string) error {
 		Now:      time.Now,
 		Log:      log,
 	}
-	allConfigs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &kubermaticv1.EtcdBackupConfig{}, clusterIndex, func(o client.Object) []string {
+		return []string{o.(*kubermaticv1.EtcdBackupConfig).Spec.Cluster.Name}
+	}); err != nil {
+		return fmt.Errorf("index configs by cluster: %w", err)
+	}
+	configs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		return configsFor(ctx, mgr.GetClient(), obj)
 	})
+	// KKP updates a Cluster's status all the time; only its spec (pause) and annotations
+	// (etcd endpoints) matter here.
+	clusterChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))
 	if err := ctrl.NewControllerManagedBy(mgr).
 		Named("etcdbackupconfig-scheduler").
 		For(&kubermaticv1.EtcdBackupConfig{}).
-		Watches(&kubermaticv1.Cluster{}, allConfigs).
-		Watches(&kubermaticv1.Seed{}, allConfigs).
+		Watches(&kubermaticv1.Cluster{}, configs, clusterChanged).
+		Watches(&kubermaticv1.Seed{}, configs, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(rec); err != nil {
 		return fmt.Errorf("scheduler controller: %w", err)
 	}
@@ -131,18 +141,21 @@ func run(ctx context.Context, args []string) error {
 	return err
 }
 
+// clusterIndex indexes EtcdBackupConfigs by spec.cluster.name.
+const clusterIndex = "spec.cluster.name"
+
 // configsFor maps a Cluster to the configs that back it up, and a Seed to every config.
 func configsFor(ctx context.Context, c client.Reader, obj client.Object) []reconcile.Request {
 	var list kubermaticv1.EtcdBackupConfigList
-	if err := c.List(ctx, &list); err != nil {
+	var opts []client.ListOption
+	if _, isCluster := obj.(*kubermaticv1.Cluster); isCluster {
+		opts = append(opts, client.MatchingFields{clusterIndex: obj.GetName()})
+	}
+	if err := c.List(ctx, &list, opts...); err != nil {
 		return nil
 	}
-	_, isCluster := obj.(*kubermaticv1.Cluster)
-	var reqs []reconcile.Request
+	reqs := make([]reconcile.Request, 0, len(list.Items))
 	for _, cfg := range list.Items {
-		if isCluster && cfg.Spec.Cluster.Name != obj.GetName() {
-			continue
-		}
 		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cfg)})
 	}
 	return reqs

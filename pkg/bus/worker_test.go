@@ -11,24 +11,8 @@ import (
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
-
-func jetStream(t *testing.T) jetstream.JetStream {
-	t.Helper()
-	s := natstest.RunJetStream(t)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
 
 func testTopology() bus.Topology {
 	t := bus.DefaultTopology()
@@ -115,7 +99,7 @@ func TestWorkerOutcomes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			js := jetStream(t)
+			js := natstest.JetStream(t)
 			c := consumer(t, ctx, js, 5*time.Second)
 			var calls atomic.Int32
 			var finished atomic.Bool
@@ -144,7 +128,7 @@ func TestWorkerOutcomes(t *testing.T) {
 func TestWorkerExtendsAckWaitOfLongJobs(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := jetStream(t)
+	js := natstest.JetStream(t)
 	c := consumer(t, ctx, js, 500*time.Millisecond)
 	var calls atomic.Int32
 	var done atomic.Bool
@@ -167,7 +151,7 @@ func TestWorkerExtendsAckWaitOfLongJobs(t *testing.T) {
 func TestWorkerReplicasShareWork(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := jetStream(t)
+	js := natstest.JetStream(t)
 	c := consumer(t, ctx, js, 5*time.Second)
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -206,7 +190,7 @@ func TestWorkerReplicasShareWork(t *testing.T) {
 func TestPublishDeduplicates(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	js := jetStream(t)
+	js := natstest.JetStream(t)
 	if err := bus.Ensure(ctx, js, testTopology()); err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // RunJetStream starts an embedded nats-server with JetStream on a random loopback port,
@@ -39,4 +41,21 @@ func RunJetStreamIn(t testing.TB, dir string, port int) *server.Server {
 		s.WaitForShutdown()
 	})
 	return s
+}
+
+// JetStream starts a server as RunJetStream does and returns a JetStream client of it; the
+// connection closes when the test ends.
+func JetStream(t testing.TB) jetstream.JetStream {
+	t.Helper()
+	s := RunJetStream(t)
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

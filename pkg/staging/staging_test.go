@@ -12,22 +12,12 @@ import (
 
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 func store(t *testing.T) (jetstream.JetStream, jetstream.ObjectStore) {
 	t.Helper()
-	s := natstest.RunJetStream(t)
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t)
 	obs, err := js.CreateObjectStore(context.Background(), jetstream.ObjectStoreConfig{Bucket: "STAGE", Storage: jetstream.MemoryStorage})
 	if err != nil {
 		t.Fatal(err)

@@ -2,15 +2,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
-	"github.com/etcd-backup/etcdbackup/pkg/kube"
-	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/snapshotter/take"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 )
 
 func run(ctx context.Context, args []string) error {
@@ -18,60 +14,27 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := cfg.Logger("snapshotter")
+	w, err := cfg.ConnectWorker(ctx, "snapshotter", bus.ConsumerSnapshotter)
 	if err != nil {
 		return err
 	}
-	restCfg, err := kube.Config(cfg.Kubeconfig, "etcdbackup-snapshotter")
-	if err != nil {
-		return err
-	}
-	kc, err := kube.NewClient(restCfg)
-	if err != nil {
-		return err
-	}
-	nc, js, err := service.ConnectNATS(ctx, cfg.NATSURL, "etcdbackup-snapshotter", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := service.EnsureBus(ctx, js, cfg.Topology(), log); err != nil {
-		return err
-	}
-	staging, err := js.ObjectStore(ctx, bus.StagingBucket)
-	if err != nil {
-		return fmt.Errorf("open staging bucket: %w", err)
-	}
-	consumer, err := bus.Consumer(ctx, js, bus.ConsumerSnapshotter)
-	if err != nil {
-		return err
-	}
-
-	endpoint := service.NewEndpoint(cfg.MetricsAddr)
+	defer w.Close()
 	h := &take.Handler{
-		Reader:        kc,
-		JS:            js,
-		Staging:       staging,
+		Reader:        w.Kube,
+		JS:            w.JS,
+		Staging:       w.Staging,
 		MaxAttempts:   uint64(cfg.MaxAttempts),
 		MemberTimeout: cfg.MemberTimeout,
-		Log:           log,
-		Metrics:       newMetrics(endpoint.Registry()),
+		Log:           w.Log,
+		Metrics:       newMetrics(w.Endpoint.Registry()),
 	}
-	worker, err := bus.NewWorker(consumer, h.Handle, bus.WithLogger(log), bus.WithConcurrency(cfg.Concurrency),
+	worker, err := bus.NewWorker(w.Consumer, h.Handle, bus.WithLogger(w.Log), bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, 5*time.Minute)))
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return endpoint.Start(gctx) })
-	g.Go(func() error { return worker.Start(gctx) })
-	endpoint.SetReady(true)
-	log.Info("snapshotter ready", "nats", nc.ConnectedUrlRedacted())
-	err = g.Wait()
-	endpoint.SetReady(false)
-	return err
+	return w.Run(ctx, worker)
 }
-
 func newMetrics(r prometheus.Registerer) take.Metrics {
 	taken := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "etcdbackup_snapshots_total",

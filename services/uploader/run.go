@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
-	"github.com/etcd-backup/etcdbackup/pkg/kube"
-	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/uploader/upload"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 )
 
 func run(ctx context.Context, args []string) error {
@@ -19,61 +15,30 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := cfg.Logger("uploader")
+	w, err := cfg.ConnectWorker(ctx, "uploader", bus.ConsumerUploader)
 	if err != nil {
 		return err
 	}
-	restCfg, err := kube.Config(cfg.Kubeconfig, "etcdbackup-uploader")
-	if err != nil {
-		return err
-	}
-	kc, err := kube.NewClient(restCfg)
-	if err != nil {
-		return err
-	}
-	nc, js, err := service.ConnectNATS(ctx, cfg.NATSURL, "etcdbackup-uploader", log)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := service.EnsureBus(ctx, js, cfg.Topology(), log); err != nil {
-		return err
-	}
-	staging, err := js.ObjectStore(ctx, bus.StagingBucket)
-	if err != nil {
-		return fmt.Errorf("open staging bucket: %w", err)
-	}
-	consumer, err := bus.Consumer(ctx, js, bus.ConsumerUploader)
-	if err != nil {
-		return err
-	}
-	endpoint := service.NewEndpoint(cfg.MetricsAddr)
+	defer w.Close()
 	h := &upload.Handler{
-		JS:               js,
-		Staging:          staging,
-		Destinations:     destination.NewResolver(kc, cfg.Seed()),
+		JS:               w.JS,
+		Staging:          w.Staging,
+		Destinations:     destination.NewResolver(w.Kube, cfg.Seed()),
 		WorkDir:          cfg.WorkDir,
 		StagingReadBytes: cfg.StagingMiB << 20,
 		StagingIdle:      cfg.StagingIdle,
 		PartSize:         uint64(cfg.PartSizeMiB) << 20,
 		Threads:          uint(cfg.Threads),
 		Level:            cfg.level(),
-		Log:              log,
-		Metrics:          newMetrics(endpoint.Registry()),
+		Log:              w.Log,
+		Metrics:          newMetrics(w.Endpoint.Registry()),
 	}
-	worker, err := bus.NewWorker(consumer, h.Handle, bus.WithLogger(log), bus.WithConcurrency(cfg.Concurrency),
+	worker, err := bus.NewWorker(w.Consumer, h.Handle, bus.WithLogger(w.Log), bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay)))
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return endpoint.Start(gctx) })
-	g.Go(func() error { return worker.Start(gctx) })
-	endpoint.SetReady(true)
-	log.Info("uploader ready", "nats", nc.ConnectedUrlRedacted())
-	err = g.Wait()
-	endpoint.SetReady(false)
-	return err
+	return w.Run(ctx, worker)
 }
 
 func newMetrics(r prometheus.Registerer) upload.Metrics {

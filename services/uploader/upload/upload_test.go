@@ -20,7 +20,6 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -54,13 +53,7 @@ type fixture struct {
 func setup(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	ns := natstest.RunJetStream(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t)
 	topo := bus.DefaultTopology()
 	topo.Storage = jetstream.MemoryStorage
 	if err := bus.Ensure(ctx, js, topo); err != nil {

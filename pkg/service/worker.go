@@ -1,0 +1,77 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Worker is what a service that works off one durable consumer is wired from: its logger,
+// a Kubernetes client, the NATS connection with the bus in place, its consumer, the staging
+// bucket and its metrics endpoint.
+type Worker struct {
+	Log      *slog.Logger
+	Kube     client.Client
+	NC       *nats.Conn
+	JS       jetstream.JetStream
+	Consumer jetstream.Consumer
+	Staging  jetstream.ObjectStore
+	Endpoint *Endpoint
+}
+
+// ConnectWorker builds a Worker for the service name (also its user agent and NATS client
+// name, prefixed "etcdbackup-") consuming durable. Close the Worker when done.
+func (c *Common) ConnectWorker(ctx context.Context, name, durable string) (*Worker, error) {
+	log, err := c.Logger(name)
+	if err != nil {
+		return nil, err
+	}
+	restCfg, err := kube.Config(c.Kubeconfig, "etcdbackup-"+name)
+	if err != nil {
+		return nil, err
+	}
+	kc, err := kube.NewClient(restCfg)
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := ConnectNATS(ctx, c.NATSURL, "etcdbackup-"+name, log)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{Log: log, Kube: kc, NC: nc, JS: js, Endpoint: NewEndpoint(c.MetricsAddr)}
+	if err := EnsureBus(ctx, js, c.Topology(), log); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	if w.Staging, err = js.ObjectStore(ctx, bus.StagingBucket); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("open staging bucket: %w", err)
+	}
+	if w.Consumer, err = bus.Consumer(ctx, js, durable); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// Run serves the metrics endpoint and runs worker until ctx is done, ready meanwhile.
+func (w *Worker) Run(ctx context.Context, worker *bus.Worker) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Endpoint.Start(gctx) })
+	g.Go(func() error { return worker.Start(gctx) })
+	w.Endpoint.SetReady(true)
+	w.Log.Info("ready", "nats", w.NC.ConnectedUrlRedacted())
+	err := g.Wait()
+	w.Endpoint.SetReady(false)
+	return err
+}
+
+// Close closes the NATS connection.
+func (w *Worker) Close() { w.NC.Close() }

@@ -8,7 +8,7 @@ CACHE ?= $(HOME)/.cache/etcdbackup
 BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
-SERVICES := scheduler snapshotter uploader
+SERVICES := scheduler snapshotter uploader pruner
 MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/versitygw $(BIN)/nats
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen

@@ -23,6 +23,7 @@ func TestDeployManifestsApply(t *testing.T) {
 		"deployment.apps/etcdbackup-scheduler",
 		"deployment.apps/etcdbackup-snapshotter",
 		"deployment.apps/etcdbackup-uploader",
+		"deployment.apps/etcdbackup-pruner",
 		"statefulset.apps/etcdbackup-nats",
 		"clusterrole.rbac.authorization.k8s.io/etcdbackup-snapshotter",
 		"role.rbac.authorization.k8s.io/etcdbackup-uploader",

@@ -22,6 +22,9 @@ const (
 const (
 	// ConditionSchedulingActive is True while the scheduler takes backups for the config.
 	ConditionSchedulingActive = "SchedulingActive"
+	// ConditionBackupsDeleted is False, on a config being deleted, while its backups are not
+	// all deleted yet (reasons DeletionPending, DestinationUnreachable).
+	ConditionBackupsDeleted = "BackupsDeleted"
 
 	ReasonScheduled           = "Scheduled"
 	ReasonOneTimeBackup       = "OneTimeBackup"

@@ -13,7 +13,7 @@ import (
 var ToolBinaries = []string{"kube-apiserver", "kubectl", "versitygw", "nats"}
 
 // Services are the service binaries, built from this repository.
-var Services = []string{"scheduler", "snapshotter", "uploader"}
+var Services = []string{"scheduler", "snapshotter", "uploader", "pruner"}
 
 // ToolDir is where `make tools` puts third-party binaries: $ETCDBACKUP_BIN, or
 // ~/.cache/etcdbackup/bin.

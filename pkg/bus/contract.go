@@ -17,6 +17,9 @@ const (
 	SubjectSnapshotReady = "etcdbackup.snapshot.ready"
 	// SubjectBackupStored carries etcdbackupv1.BackupStored (protobuf), uploader → pruner.
 	SubjectBackupStored = "etcdbackup.backup.stored"
+	// SubjectDeleteRequested carries etcdbackupv1.DeleteRequested (protobuf), pruner planner →
+	// pruner deleter.
+	SubjectDeleteRequested = "etcdbackup.delete.requested"
 	// SubjectStatusPrefix prefixes etcdbackupv1.StatusEvent (protojson), every stage → status
 	// writer and any subscriber: etcdbackup.status.<stage>.
 	SubjectStatusPrefix = "etcdbackup.status"
@@ -33,6 +36,7 @@ const (
 	StreamSnapshots = "ETCDBACKUP_SNAPSHOTS"
 	StreamStored    = "ETCDBACKUP_STORED"
 	StreamStatus    = "ETCDBACKUP_STATUS"
+	StreamDeletes   = "ETCDBACKUP_DELETES"
 	// StagingBucket is the JetStream object store bucket snapshots wait in for the uploader.
 	StagingBucket = "ETCDBACKUP_STAGING"
 )
@@ -42,6 +46,7 @@ const (
 	ConsumerSnapshotter  = "snapshotter"
 	ConsumerUploader     = "uploader"
 	ConsumerPruner       = "pruner"
+	ConsumerDeleter      = "pruner-deleter"
 	ConsumerStatusWriter = "status-writer"
 )
 
@@ -123,6 +128,15 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Duplicates:  RequestsDuplicateWindow,
 		},
 		{
+			Name:        StreamDeletes,
+			Description: "backup deletions, pruner planner to pruner deleter; deleted when acked",
+			Subjects:    []string{SubjectDeleteRequested},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     t.Storage,
+			Replicas:    t.Replicas,
+			Duplicates:  RequestsDuplicateWindow,
+		},
+		{
 			Name:        StreamStatus,
 			Description: "status events of every stage (protojson)",
 			Subjects:    []string{SubjectStatusAll},
@@ -166,6 +180,8 @@ func StreamOf(durable string) string {
 		return StreamSnapshots
 	case ConsumerPruner:
 		return StreamStored
+	case ConsumerDeleter:
+		return StreamDeletes
 	case ConsumerStatusWriter:
 		return StreamStatus
 	}

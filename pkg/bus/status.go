@@ -41,6 +41,28 @@ func StatusFor(req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, phas
 	}
 }
 
+// DeleteStatusFor starts a status event about the deletion req asks for.
+func DeleteStatusFor(req *etcdbackupv1.DeleteRequested, phase etcdbackupv1.Phase, message string) *etcdbackupv1.StatusEvent {
+	return &etcdbackupv1.StatusEvent{
+		Config:        req.GetConfig(),
+		Cluster:       req.GetCluster(),
+		BackupName:    req.GetBackupName(),
+		JobName:       req.GetDeleteJobName(),
+		ScheduledTime: req.GetScheduledTime(),
+		Stage:         etcdbackupv1.Stage_STAGE_PRUNER,
+		Phase:         phase,
+		Message:       message,
+		Destination:   req.GetDestination(),
+		ObjectKey:     req.GetObjectKey(),
+		Operation:     etcdbackupv1.Operation_OPERATION_DELETE,
+	}
+}
+
+// DeleteMsgID is the Nats-Msg-Id of a deletion: "<namespace>/<backup name>/delete".
+func DeleteMsgID(req *etcdbackupv1.DeleteRequested) string {
+	return req.GetConfig().GetNamespace() + "/" + req.GetBackupName() + "/delete"
+}
+
 // MsgID is the Nats-Msg-Id of every message about one backup: "<namespace>/<backup name>".
 func MsgID(req *etcdbackupv1.BackupRequested) string {
 	return req.GetConfig().GetNamespace() + "/" + req.GetBackupName()

@@ -84,6 +84,58 @@ func (Trigger) EnumDescriptor() ([]byte, []int) {
 	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{0}
 }
 
+// Operation says which half of a backup's life a status event is about.
+type Operation int32
+
+const (
+	// Taking and storing the backup (also what an unset operation means).
+	Operation_OPERATION_UNSPECIFIED Operation = 0
+	Operation_OPERATION_BACKUP      Operation = 1
+	// Deleting it: the event fills delete* fields of the status entry.
+	Operation_OPERATION_DELETE Operation = 2
+)
+
+// Enum value maps for Operation.
+var (
+	Operation_name = map[int32]string{
+		0: "OPERATION_UNSPECIFIED",
+		1: "OPERATION_BACKUP",
+		2: "OPERATION_DELETE",
+	}
+	Operation_value = map[string]int32{
+		"OPERATION_UNSPECIFIED": 0,
+		"OPERATION_BACKUP":      1,
+		"OPERATION_DELETE":      2,
+	}
+)
+
+func (x Operation) Enum() *Operation {
+	p := new(Operation)
+	*p = x
+	return p
+}
+
+func (x Operation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Operation) Descriptor() protoreflect.EnumDescriptor {
+	return file_etcdbackup_v1_bus_proto_enumTypes[1].Descriptor()
+}
+
+func (Operation) Type() protoreflect.EnumType {
+	return &file_etcdbackup_v1_bus_proto_enumTypes[1]
+}
+
+func (x Operation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Operation.Descriptor instead.
+func (Operation) EnumDescriptor() ([]byte, []int) {
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{1}
+}
+
 // Stage is the service that reports a status event.
 type Stage int32
 
@@ -127,11 +179,11 @@ func (x Stage) String() string {
 }
 
 func (Stage) Descriptor() protoreflect.EnumDescriptor {
-	return file_etcdbackup_v1_bus_proto_enumTypes[1].Descriptor()
+	return file_etcdbackup_v1_bus_proto_enumTypes[2].Descriptor()
 }
 
 func (Stage) Type() protoreflect.EnumType {
-	return &file_etcdbackup_v1_bus_proto_enumTypes[1]
+	return &file_etcdbackup_v1_bus_proto_enumTypes[2]
 }
 
 func (x Stage) Number() protoreflect.EnumNumber {
@@ -140,7 +192,7 @@ func (x Stage) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Stage.Descriptor instead.
 func (Stage) EnumDescriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{1}
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{2}
 }
 
 // Phase mirrors status.lastBackups[].backupPhase.
@@ -180,11 +232,11 @@ func (x Phase) String() string {
 }
 
 func (Phase) Descriptor() protoreflect.EnumDescriptor {
-	return file_etcdbackup_v1_bus_proto_enumTypes[2].Descriptor()
+	return file_etcdbackup_v1_bus_proto_enumTypes[3].Descriptor()
 }
 
 func (Phase) Type() protoreflect.EnumType {
-	return &file_etcdbackup_v1_bus_proto_enumTypes[2]
+	return &file_etcdbackup_v1_bus_proto_enumTypes[3]
 }
 
 func (x Phase) Number() protoreflect.EnumNumber {
@@ -193,7 +245,7 @@ func (x Phase) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Phase.Descriptor instead.
 func (Phase) EnumDescriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{2}
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{3}
 }
 
 // ConfigRef names the EtcdBackupConfig a backup belongs to.
@@ -588,6 +640,112 @@ func (x *BackupStored) GetFinishedTime() *timestamppb.Timestamp {
 	return nil
 }
 
+// DeleteRequested asks a pruner to delete one stored backup. Published by the pruner's
+// planner on etcdbackup.delete.requested with Nats-Msg-Id "<namespace>/<backup name>/delete",
+// so several planners deciding the same deletion produce one request.
+type DeleteRequested struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Config     *ConfigRef             `protobuf:"bytes,1,opt,name=config,proto3" json:"config,omitempty"`
+	Cluster    string                 `protobuf:"bytes,2,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	BackupName string                 `protobuf:"bytes,3,opt,name=backup_name,json=backupName,proto3" json:"backup_name,omitempty"`
+	// Name of the deletion job, as listed in status.lastBackups[].deleteJobName.
+	DeleteJobName string `protobuf:"bytes,4,opt,name=delete_job_name,json=deleteJobName,proto3" json:"delete_job_name,omitempty"`
+	Destination   string `protobuf:"bytes,5,opt,name=destination,proto3" json:"destination,omitempty"`
+	// Object key to delete; deleting a key that is already gone counts as done.
+	ObjectKey string `protobuf:"bytes,6,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
+	// Why: "retention", "failed", "config deleted".
+	Reason        string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	ScheduledTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=scheduled_time,json=scheduledTime,proto3" json:"scheduled_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteRequested) Reset() {
+	*x = DeleteRequested{}
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteRequested) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteRequested) ProtoMessage() {}
+
+func (x *DeleteRequested) ProtoReflect() protoreflect.Message {
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteRequested.ProtoReflect.Descriptor instead.
+func (*DeleteRequested) Descriptor() ([]byte, []int) {
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *DeleteRequested) GetConfig() *ConfigRef {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
+func (x *DeleteRequested) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *DeleteRequested) GetBackupName() string {
+	if x != nil {
+		return x.BackupName
+	}
+	return ""
+}
+
+func (x *DeleteRequested) GetDeleteJobName() string {
+	if x != nil {
+		return x.DeleteJobName
+	}
+	return ""
+}
+
+func (x *DeleteRequested) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *DeleteRequested) GetObjectKey() string {
+	if x != nil {
+		return x.ObjectKey
+	}
+	return ""
+}
+
+func (x *DeleteRequested) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeleteRequested) GetScheduledTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ScheduledTime
+	}
+	return nil
+}
+
 // StatusEvent reports progress of one backup. Every stage publishes them on
 // etcdbackup.status.<stage> as protojson, so `nats sub 'etcdbackup.status.>'` is readable.
 // The status writer applies them to EtcdBackupConfig.status.lastBackups; applying is
@@ -605,18 +763,19 @@ type StatusEvent struct {
 	Message string                 `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
 	Time    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time,proto3" json:"time,omitempty"`
 	// Set once the backup is stored.
-	Destination   string `protobuf:"bytes,10,opt,name=destination,proto3" json:"destination,omitempty"`
-	ObjectKey     string `protobuf:"bytes,11,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
-	Size          uint64 `protobuf:"varint,12,opt,name=size,proto3" json:"size,omitempty"`
-	Sha256        string `protobuf:"bytes,13,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Revision      int64  `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
+	Destination   string    `protobuf:"bytes,10,opt,name=destination,proto3" json:"destination,omitempty"`
+	ObjectKey     string    `protobuf:"bytes,11,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
+	Size          uint64    `protobuf:"varint,12,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256        string    `protobuf:"bytes,13,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Revision      int64     `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
+	Operation     Operation `protobuf:"varint,15,opt,name=operation,proto3,enum=etcdbackup.v1.Operation" json:"operation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusEvent) Reset() {
 	*x = StatusEvent{}
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[4]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +787,7 @@ func (x *StatusEvent) String() string {
 func (*StatusEvent) ProtoMessage() {}
 
 func (x *StatusEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[4]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +800,7 @@ func (x *StatusEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusEvent.ProtoReflect.Descriptor instead.
 func (*StatusEvent) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{4}
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StatusEvent) GetConfig() *ConfigRef {
@@ -742,6 +901,13 @@ func (x *StatusEvent) GetRevision() int64 {
 	return 0
 }
 
+func (x *StatusEvent) GetOperation() Operation {
+	if x != nil {
+		return x.Operation
+	}
+	return Operation_OPERATION_UNSPECIFIED
+}
+
 // TriggerBackupRequest asks for a backup now. Sent as a NATS request on
 // etcdbackup.trigger.backup, as protojson or binary protobuf; served by the scheduler.
 // Example: nats req etcdbackup.trigger.backup '{"namespace":"cluster-x","config":"daily-backup"}'
@@ -756,7 +922,7 @@ type TriggerBackupRequest struct {
 
 func (x *TriggerBackupRequest) Reset() {
 	*x = TriggerBackupRequest{}
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[5]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +934,7 @@ func (x *TriggerBackupRequest) String() string {
 func (*TriggerBackupRequest) ProtoMessage() {}
 
 func (x *TriggerBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[5]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +947,7 @@ func (x *TriggerBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerBackupRequest.ProtoReflect.Descriptor instead.
 func (*TriggerBackupRequest) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{5}
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TriggerBackupRequest) GetNamespace() string {
@@ -812,7 +978,7 @@ type TriggerBackupReply struct {
 
 func (x *TriggerBackupReply) Reset() {
 	*x = TriggerBackupReply{}
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +990,7 @@ func (x *TriggerBackupReply) String() string {
 func (*TriggerBackupReply) ProtoMessage() {}
 
 func (x *TriggerBackupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1003,7 @@ func (x *TriggerBackupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerBackupReply.ProtoReflect.Descriptor instead.
 func (*TriggerBackupReply) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{6}
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TriggerBackupReply) GetBackupName() string {
@@ -900,7 +1066,18 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\rsnapshot_size\x18\x06 \x01(\x04R\fsnapshotSize\x12'\n" +
 	"\x0fsnapshot_sha256\x18\a \x01(\tR\x0esnapshotSha256\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x03R\brevision\x12?\n" +
-	"\rfinished_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ffinishedTime\"\x83\x04\n" +
+	"\rfinished_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ffinishedTime\"\xc2\x02\n" +
+	"\x0fDeleteRequested\x120\n" +
+	"\x06config\x18\x01 \x01(\v2\x18.etcdbackup.v1.ConfigRefR\x06config\x12\x18\n" +
+	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
+	"\vbackup_name\x18\x03 \x01(\tR\n" +
+	"backupName\x12&\n" +
+	"\x0fdelete_job_name\x18\x04 \x01(\tR\rdeleteJobName\x12 \n" +
+	"\vdestination\x18\x05 \x01(\tR\vdestination\x12\x1d\n" +
+	"\n" +
+	"object_key\x18\x06 \x01(\tR\tobjectKey\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12A\n" +
+	"\x0escheduled_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\"\xbb\x04\n" +
 	"\vStatusEvent\x120\n" +
 	"\x06config\x18\x01 \x01(\v2\x18.etcdbackup.v1.ConfigRefR\x06config\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
@@ -918,7 +1095,8 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"object_key\x18\v \x01(\tR\tobjectKey\x12\x12\n" +
 	"\x04size\x18\f \x01(\x04R\x04size\x12\x16\n" +
 	"\x06sha256\x18\r \x01(\tR\x06sha256\x12\x1a\n" +
-	"\brevision\x18\x0e \x01(\x03R\brevision\"L\n" +
+	"\brevision\x18\x0e \x01(\x03R\brevision\x126\n" +
+	"\toperation\x18\x0f \x01(\x0e2\x18.etcdbackup.v1.OperationR\toperation\"L\n" +
 	"\x14TriggerBackupRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\tR\x06config\"f\n" +
@@ -931,7 +1109,11 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TRIGGER_SCHEDULE\x10\x01\x12\x14\n" +
 	"\x10TRIGGER_ONE_TIME\x10\x02\x12\x12\n" +
-	"\x0eTRIGGER_MANUAL\x10\x03*\x84\x01\n" +
+	"\x0eTRIGGER_MANUAL\x10\x03*R\n" +
+	"\tOperation\x12\x19\n" +
+	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10OPERATION_BACKUP\x10\x01\x12\x14\n" +
+	"\x10OPERATION_DELETE\x10\x02*\x84\x01\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_SCHEDULER\x10\x01\x12\x15\n" +
@@ -957,39 +1139,44 @@ func file_etcdbackup_v1_bus_proto_rawDescGZIP() []byte {
 	return file_etcdbackup_v1_bus_proto_rawDescData
 }
 
-var file_etcdbackup_v1_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_etcdbackup_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_etcdbackup_v1_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_etcdbackup_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_etcdbackup_v1_bus_proto_goTypes = []any{
 	(Trigger)(0),                  // 0: etcdbackup.v1.Trigger
-	(Stage)(0),                    // 1: etcdbackup.v1.Stage
-	(Phase)(0),                    // 2: etcdbackup.v1.Phase
-	(*ConfigRef)(nil),             // 3: etcdbackup.v1.ConfigRef
-	(*BackupRequested)(nil),       // 4: etcdbackup.v1.BackupRequested
-	(*SnapshotReady)(nil),         // 5: etcdbackup.v1.SnapshotReady
-	(*BackupStored)(nil),          // 6: etcdbackup.v1.BackupStored
-	(*StatusEvent)(nil),           // 7: etcdbackup.v1.StatusEvent
-	(*TriggerBackupRequest)(nil),  // 8: etcdbackup.v1.TriggerBackupRequest
-	(*TriggerBackupReply)(nil),    // 9: etcdbackup.v1.TriggerBackupReply
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(Operation)(0),                // 1: etcdbackup.v1.Operation
+	(Stage)(0),                    // 2: etcdbackup.v1.Stage
+	(Phase)(0),                    // 3: etcdbackup.v1.Phase
+	(*ConfigRef)(nil),             // 4: etcdbackup.v1.ConfigRef
+	(*BackupRequested)(nil),       // 5: etcdbackup.v1.BackupRequested
+	(*SnapshotReady)(nil),         // 6: etcdbackup.v1.SnapshotReady
+	(*BackupStored)(nil),          // 7: etcdbackup.v1.BackupStored
+	(*DeleteRequested)(nil),       // 8: etcdbackup.v1.DeleteRequested
+	(*StatusEvent)(nil),           // 9: etcdbackup.v1.StatusEvent
+	(*TriggerBackupRequest)(nil),  // 10: etcdbackup.v1.TriggerBackupRequest
+	(*TriggerBackupReply)(nil),    // 11: etcdbackup.v1.TriggerBackupReply
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_etcdbackup_v1_bus_proto_depIdxs = []int32{
-	3,  // 0: etcdbackup.v1.BackupRequested.config:type_name -> etcdbackup.v1.ConfigRef
-	10, // 1: etcdbackup.v1.BackupRequested.scheduled_time:type_name -> google.protobuf.Timestamp
+	4,  // 0: etcdbackup.v1.BackupRequested.config:type_name -> etcdbackup.v1.ConfigRef
+	12, // 1: etcdbackup.v1.BackupRequested.scheduled_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: etcdbackup.v1.BackupRequested.trigger:type_name -> etcdbackup.v1.Trigger
-	4,  // 3: etcdbackup.v1.SnapshotReady.request:type_name -> etcdbackup.v1.BackupRequested
-	10, // 4: etcdbackup.v1.SnapshotReady.started_time:type_name -> google.protobuf.Timestamp
-	4,  // 5: etcdbackup.v1.BackupStored.request:type_name -> etcdbackup.v1.BackupRequested
-	10, // 6: etcdbackup.v1.BackupStored.finished_time:type_name -> google.protobuf.Timestamp
-	3,  // 7: etcdbackup.v1.StatusEvent.config:type_name -> etcdbackup.v1.ConfigRef
-	10, // 8: etcdbackup.v1.StatusEvent.scheduled_time:type_name -> google.protobuf.Timestamp
-	1,  // 9: etcdbackup.v1.StatusEvent.stage:type_name -> etcdbackup.v1.Stage
-	2,  // 10: etcdbackup.v1.StatusEvent.phase:type_name -> etcdbackup.v1.Phase
-	10, // 11: etcdbackup.v1.StatusEvent.time:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	5,  // 3: etcdbackup.v1.SnapshotReady.request:type_name -> etcdbackup.v1.BackupRequested
+	12, // 4: etcdbackup.v1.SnapshotReady.started_time:type_name -> google.protobuf.Timestamp
+	5,  // 5: etcdbackup.v1.BackupStored.request:type_name -> etcdbackup.v1.BackupRequested
+	12, // 6: etcdbackup.v1.BackupStored.finished_time:type_name -> google.protobuf.Timestamp
+	4,  // 7: etcdbackup.v1.DeleteRequested.config:type_name -> etcdbackup.v1.ConfigRef
+	12, // 8: etcdbackup.v1.DeleteRequested.scheduled_time:type_name -> google.protobuf.Timestamp
+	4,  // 9: etcdbackup.v1.StatusEvent.config:type_name -> etcdbackup.v1.ConfigRef
+	12, // 10: etcdbackup.v1.StatusEvent.scheduled_time:type_name -> google.protobuf.Timestamp
+	2,  // 11: etcdbackup.v1.StatusEvent.stage:type_name -> etcdbackup.v1.Stage
+	3,  // 12: etcdbackup.v1.StatusEvent.phase:type_name -> etcdbackup.v1.Phase
+	12, // 13: etcdbackup.v1.StatusEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 14: etcdbackup.v1.StatusEvent.operation:type_name -> etcdbackup.v1.Operation
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_etcdbackup_v1_bus_proto_init() }
@@ -1002,8 +1189,8 @@ func file_etcdbackup_v1_bus_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_etcdbackup_v1_bus_proto_rawDesc), len(file_etcdbackup_v1_bus_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   7,
+			NumEnums:      4,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -37,6 +37,11 @@ func phaseOf(p etcdbackupv1.Phase) string {
 	return ""
 }
 
+// MaxDeletedEntries is how many entries whose deletion completed stay listed (newest first):
+// they show what was deleted, as the seed's example does, and keep a late event about a
+// deleted backup from listing it again.
+const MaxDeletedEntries = 10
+
 // Merge applies ev to the backup entries of a config. Entries stay sorted by scheduled time,
 // oldest first. Events without a backup name or phase are ignored.
 func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusEvent) {
@@ -64,8 +69,14 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 	if e.ScheduledTime.IsZero() && ev.GetScheduledTime() != nil {
 		e.ScheduledTime = metav1.NewTime(ev.GetScheduledTime().AsTime().UTC())
 	}
+	if ev.GetOperation() == etcdbackupv1.Operation_OPERATION_DELETE {
+		mergeDelete(e, ev, phase, at)
+		finish(status)
+		return
+	}
 	// The backup started with the first event of a stage doing the work.
-	if ev.GetStage() != etcdbackupv1.Stage_STAGE_SCHEDULER && (e.BackupStartTime.IsZero() || at.Before(&e.BackupStartTime)) {
+	working := ev.GetStage() == etcdbackupv1.Stage_STAGE_SNAPSHOTTER || ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER
+	if working && (e.BackupStartTime.IsZero() || at.Before(&e.BackupStartTime)) {
 		e.BackupStartTime = at
 	}
 	switch {
@@ -81,6 +92,31 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 		// Progress of a running backup: the newest word of the stage doing the work.
 		e.BackupMessage = ev.GetMessage()
 	}
+	finish(status)
+}
+
+// mergeDelete applies a deletion event to an entry, with the same ranks as backups.
+func mergeDelete(e *kubermaticv1.BackupStatus, ev *etcdbackupv1.StatusEvent, phase string, at metav1.Time) {
+	if ev.GetJobName() != "" {
+		e.DeleteJobName = ev.GetJobName()
+	}
+	if e.DeleteStartTime.IsZero() || at.Before(&e.DeleteStartTime) {
+		e.DeleteStartTime = at
+	}
+	switch {
+	case rank(phase) > rank(e.DeletePhase):
+		e.DeletePhase, e.DeleteMessage = phase, ev.GetMessage()
+		if phase != kubermaticv1.PhaseRunning {
+			e.DeleteFinishedTime = at
+		}
+	case phase == kubermaticv1.PhaseRunning && e.DeletePhase == kubermaticv1.PhaseRunning:
+		e.DeleteMessage = ev.GetMessage()
+	}
+}
+
+// finish sorts the entries, drops the oldest deleted ones beyond MaxDeletedEntries and
+// updates the summary.
+func finish(status *kubermaticv1.EtcdBackupConfigStatus) {
 	sort.SliceStable(status.LastBackups, func(a, b int) bool {
 		x, y := status.LastBackups[a], status.LastBackups[b]
 		if !x.ScheduledTime.Equal(&y.ScheduledTime) {
@@ -88,6 +124,15 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 		}
 		return x.BackupName < y.BackupName
 	})
+	deleted := 0
+	for i := len(status.LastBackups) - 1; i >= 0; i-- {
+		if status.LastBackups[i].DeletePhase != kubermaticv1.PhaseCompleted {
+			continue
+		}
+		if deleted++; deleted > MaxDeletedEntries {
+			status.LastBackups = append(status.LastBackups[:i], status.LastBackups[i+1:]...)
+		}
+	}
 	summarize(status)
 }
 
@@ -97,9 +142,14 @@ func fill(dst *string, v string) {
 	}
 }
 
-// summarize sets the newest entry's name and phase for kubectl's printer columns.
+// summarize sets the newest entry's name and phase for kubectl's printer columns, skipping
+// entries already deleted.
 func summarize(s *kubermaticv1.EtcdBackupConfigStatus) {
-	if n := len(s.LastBackups); n > 0 {
-		s.LastBackupName, s.LastBackupPhase = s.LastBackups[n-1].BackupName, s.LastBackups[n-1].BackupPhase
+	s.LastBackupName, s.LastBackupPhase = "", ""
+	for i := len(s.LastBackups) - 1; i >= 0; i-- {
+		if b := s.LastBackups[i]; b.DeletePhase != kubermaticv1.PhaseCompleted {
+			s.LastBackupName, s.LastBackupPhase = b.BackupName, b.BackupPhase
+			return
+		}
 	}
 }

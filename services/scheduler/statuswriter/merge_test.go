@@ -30,6 +30,55 @@ const (
 	fail  = etcdbackupv1.Phase_PHASE_FAILED
 )
 
+func del(backup string, slot time.Time, phase etcdbackupv1.Phase, at time.Duration, msg string) *etcdbackupv1.StatusEvent {
+	e := ev(backup, slot, etcdbackupv1.Stage_STAGE_PRUNER, phase, at, msg)
+	e.Operation = etcdbackupv1.Operation_OPERATION_DELETE
+	e.JobName = "delete-" + backup
+	return e
+}
+
+func TestMergeDeletion(t *testing.T) {
+	b1 := "cfg-a"
+	var s kubermaticv1.EtcdBackupConfigStatus
+	for _, e := range []*etcdbackupv1.StatusEvent{
+		ev(b1, t0, up, done, time.Second, "stored"),
+		del(b1, t0, run, time.Hour, "deleting"),
+		del(b1, t0, fail, time.Hour+time.Second, "s3 down"),
+	} {
+		Merge(&s, e)
+	}
+	e := s.LastBackups[0]
+	if e.BackupPhase != "Completed" || e.DeletePhase != "Failed" || e.DeleteMessage != "s3 down" || e.DeleteJobName != "delete-"+b1 || e.DeleteStartTime.IsZero() {
+		t.Fatalf("entry %+v", e)
+	}
+	Merge(&s, del(b1, t0, done, 2*time.Hour, "deleted"))
+	Merge(&s, del(b1, t0, run, 3*time.Hour, "late progress"))
+	Merge(&s, ev(b1, t0, up, done, 4*time.Hour, "late backup event"))
+	if e := s.LastBackups[0]; len(s.LastBackups) != 1 || e.DeletePhase != "Completed" || e.DeleteMessage != "deleted" || !e.DeleteFinishedTime.Time.Equal(t0.Add(2*time.Hour)) {
+		t.Fatalf("entries %+v", s.LastBackups)
+	}
+	if s.LastBackupName != "" {
+		t.Fatalf("summary names a deleted backup: %s", s.LastBackupName)
+	}
+}
+
+func TestMergeKeepsTenDeletedEntries(t *testing.T) {
+	var s kubermaticv1.EtcdBackupConfigStatus
+	for i := range 15 {
+		slot := t0.Add(time.Duration(i) * time.Minute)
+		name := slot.Format("cfg-15:04")
+		Merge(&s, ev(name, slot, up, done, time.Second, "stored"))
+		Merge(&s, del(name, slot, done, time.Hour, "deleted"))
+	}
+	Merge(&s, ev("cfg-live", t0.Add(time.Hour), up, done, time.Second, "stored"))
+	if len(s.LastBackups) != MaxDeletedEntries+1 {
+		t.Fatalf("%d entries, want %d deleted and the live one", len(s.LastBackups), MaxDeletedEntries)
+	}
+	if s.LastBackups[0].BackupName != t0.Add(5*time.Minute).Format("cfg-15:04") || s.LastBackupName != "cfg-live" {
+		t.Fatalf("oldest kept %s, summary %s", s.LastBackups[0].BackupName, s.LastBackupName)
+	}
+}
+
 func TestMerge(t *testing.T) {
 	b1, b2 := "cfg-2021-03-16T01:48:00", "cfg-2021-03-16T01:51:00"
 	t1 := t0.Add(3 * time.Minute)

@@ -1,0 +1,182 @@
+// Package prune applies retention: the Planner lists a config's prefix and queues deletions
+// (deduplicated across replicas by Nats-Msg-Id), the Deleter deletes one object per request,
+// and the Reconciler holds each config's finalizer until its prefix is empty.
+package prune
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/pruner/retention"
+	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Destinations resolves Seed destinations and their S3 clients.
+type Destinations interface {
+	Lookup(ctx context.Context, name string) (destination.Destination, error)
+	Client(ctx context.Context, d destination.Destination) (*minio.Client, error)
+}
+
+// Planner decides and queues the deletions of a config.
+type Planner struct {
+	JS           jetstream.JetStream
+	Destinations Destinations
+	Log          *slog.Logger
+}
+
+// Plan lists cfg's prefix (read cfg first: an entry completed before the listing is in it),
+// queues every deletion retention decides, lists unlisted objects in status and marks
+// vanished ones. It returns how many backups still await deletion.
+func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (pending int, err error) {
+	dest, s3, err := p.client(ctx, cfg.Spec.Destination)
+	if err != nil {
+		return 0, err
+	}
+	cluster := cfg.Spec.Cluster.Name
+	prefix := backupname.Prefix(cluster, cfg.Namespace, cfg.Name)
+	var objects []retention.Object
+	for o := range s3.ListObjects(ctx, dest.BucketName, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			return 0, fmt.Errorf("list %s in destination %q: %w", prefix, dest.Name, o.Err)
+		}
+		if parsed, ok := retention.ParseKey(cfg.Name, o.Key); ok {
+			parsed.Size = o.Size
+			objects = append(objects, parsed)
+		}
+	}
+	d := retention.Plan(cfg, objects)
+	ref := &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)}
+	for _, o := range d.Unlisted {
+		ev := &etcdbackupv1.StatusEvent{
+			Config: ref, Cluster: cluster, BackupName: o.Backup, ScheduledTime: timestamppb.New(o.Scheduled),
+			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED,
+			Message: "found in the bucket, not listed before", Destination: dest.Name, ObjectKey: o.Key, Size: uint64(o.Size),
+		}
+		if err := bus.PublishStatus(ctx, p.JS, ev); err != nil {
+			return 0, err
+		}
+	}
+	for _, e := range d.Vanished {
+		ev := &etcdbackupv1.StatusEvent{
+			Config: ref, Cluster: cluster, BackupName: e.BackupName, ScheduledTime: timestamppb.New(e.ScheduledTime.Time),
+			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED, Operation: etcdbackupv1.Operation_OPERATION_DELETE,
+			Message: fmt.Sprintf("object %s is no longer in the bucket", e.ObjectKey), Destination: dest.Name, ObjectKey: e.ObjectKey,
+			JobName: backupname.DeleteJob(cluster, cfg.Name, e.BackupName),
+		}
+		if err := bus.PublishStatus(ctx, p.JS, ev); err != nil {
+			return 0, err
+		}
+	}
+	for _, del := range d.Delete {
+		req := &etcdbackupv1.DeleteRequested{
+			Config: ref, Cluster: cluster, BackupName: del.Backup,
+			DeleteJobName: backupname.DeleteJob(cluster, cfg.Name, del.Backup),
+			Destination:   dest.Name, ObjectKey: del.Key, Reason: del.Reason,
+			ScheduledTime: timestamppb.New(del.Scheduled),
+		}
+		if _, err := bus.Publish(ctx, p.JS, bus.SubjectDeleteRequested, bus.DeleteMsgID(req), req); err != nil {
+			return 0, err
+		}
+	}
+	if len(d.Delete) > 0 {
+		p.Log.Info("deletions queued", "config", cfg.Namespace+"/"+cfg.Name, "count", len(d.Delete), "objects", len(objects))
+	}
+	return len(d.Delete), nil
+}
+
+func (p *Planner) client(ctx context.Context, name string) (destination.Destination, *minio.Client, error) {
+	dest, err := p.Destinations.Lookup(ctx, name)
+	if err != nil {
+		return destination.Destination{}, nil, err
+	}
+	s3, err := p.Destinations.Client(ctx, dest)
+	return dest, s3, err
+}
+
+// Metrics observes deletions; any field may be nil.
+type Metrics struct {
+	Deleted func(cluster, destination string)
+	Failed  func(cluster, destination, reason string)
+}
+
+// Deleter deletes backups.
+type Deleter struct {
+	JS           jetstream.JetStream
+	Destinations Destinations
+	Log          *slog.Logger
+	Metrics      Metrics
+}
+
+// Handle is the bus.Handler of the pruner-deleter consumer. Deleting an object that is already
+// gone counts as done; S3 errors are retried with backoff; a destination that is no longer
+// configured fails the deletion.
+func (d *Deleter) Handle(ctx context.Context, msg jetstream.Msg) error {
+	var req etcdbackupv1.DeleteRequested
+	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &req); err != nil {
+		return bus.Permanent(err)
+	}
+	log := d.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetDeleteJobName(), "key", req.GetObjectKey())
+	start := time.Now()
+	_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_RUNNING, "deleting ("+req.GetReason()+")"))
+	err := d.remove(ctx, &req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		reason := "s3"
+		if destination.IsConfigError(err) {
+			reason = "config"
+		}
+		if d.Metrics.Failed != nil {
+			d.Metrics.Failed(req.GetCluster(), req.GetDestination(), reason)
+		}
+		if destination.IsConfigError(err) {
+			log.Error("delete failed", "err", err)
+			if perr := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_FAILED, "delete: "+err.Error())); perr != nil {
+				return perr
+			}
+			return bus.Permanent(err)
+		}
+		log.Warn("delete failed, will retry", "err", err)
+		_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_RUNNING, "delete failed, retrying: "+err.Error()))
+		return err
+	}
+	if err := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_COMPLETED, "deleted ("+req.GetReason()+")")); err != nil {
+		return err
+	}
+	if d.Metrics.Deleted != nil {
+		d.Metrics.Deleted(req.GetCluster(), req.GetDestination())
+	}
+	log.Info("backup deleted", "reason", req.GetReason(), "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+func (d *Deleter) remove(ctx context.Context, req *etcdbackupv1.DeleteRequested) error {
+	if req.GetObjectKey() == "" {
+		return nil // a backup that never stored anything
+	}
+	dest, err := d.Destinations.Lookup(ctx, req.GetDestination())
+	if err != nil {
+		return err
+	}
+	s3, err := d.Destinations.Client(ctx, dest)
+	if err != nil {
+		return err
+	}
+	if err := s3.RemoveObject(ctx, dest.BucketName, req.GetObjectKey(), minio.RemoveObjectOptions{}); err != nil {
+		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" {
+			return nil
+		}
+		return fmt.Errorf("delete %s from destination %q: %w", req.GetObjectKey(), dest.Name, err)
+	}
+	return nil
+}

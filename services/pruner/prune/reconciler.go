@@ -1,0 +1,122 @@
+package prune
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+)
+
+// Reconciler keeps the delete-all-backups finalizer on every EtcdBackupConfig, applies
+// retention every Interval (besides after each stored backup), and when a config is deleted,
+// deletes all its backups before it lets the object go.
+type Reconciler struct {
+	Client   client.Client
+	Planner  *Planner
+	Recorder events.EventRecorder
+	Interval time.Duration
+	Log      *slog.Logger
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := r.Client.Get(ctx, req.NamespacedName, &cfg); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if cfg.DeletionTimestamp == nil {
+		if !controllerutil.ContainsFinalizer(&cfg, kubermaticv1.DeleteAllBackupsFinalizer) {
+			patched := cfg.DeepCopy()
+			controllerutil.AddFinalizer(patched, kubermaticv1.DeleteAllBackupsFinalizer)
+			if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+				return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+			}
+			cfg = *patched
+		}
+		if _, err := r.Planner.Plan(ctx, &cfg); err != nil {
+			if destination.IsConfigError(err) {
+				return ctrl.Result{RequeueAfter: r.Interval}, nil // the scheduler's condition says why
+			}
+			return ctrl.Result{}, fmt.Errorf("retention of %s: %w", req, err)
+		}
+		return ctrl.Result{RequeueAfter: r.Interval}, nil
+	}
+	if !controllerutil.ContainsFinalizer(&cfg, kubermaticv1.DeleteAllBackupsFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	pending, err := r.Planner.Plan(ctx, &cfg)
+	if err != nil {
+		r.setCondition(ctx, &cfg, "DestinationUnreachable", fmt.Sprintf("backups cannot be deleted, the object is kept until they are: %v", err), true)
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	if pending > 0 {
+		r.setCondition(ctx, &cfg, "DeletionPending", fmt.Sprintf("%d backups left to delete", pending), false)
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	patched := cfg.DeepCopy()
+	controllerutil.RemoveFinalizer(patched, kubermaticv1.DeleteAllBackupsFinalizer)
+	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	r.Log.Info("all backups deleted, config released", "config", req.String())
+	return ctrl.Result{}, nil
+}
+
+// setCondition records on a config being deleted why it is still there.
+func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, reason, message string, warning bool) {
+	patched := cfg.DeepCopy()
+	changed := meta.SetStatusCondition(&patched.Status.Conditions, metav1.Condition{
+		Type: kubermaticv1.ConditionBackupsDeleted, Status: metav1.ConditionFalse, Reason: reason, Message: message, ObservedGeneration: cfg.Generation,
+	})
+	if !changed {
+		return
+	}
+	if err := r.Client.Status().Patch(ctx, patched, client.MergeFromWithOptions(cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+		r.Log.Warn("set condition", "config", cfg.Namespace+"/"+cfg.Name, "err", err)
+		return
+	}
+	if warning {
+		r.Recorder.Eventf(cfg, nil, corev1.EventTypeWarning, reason, "Delete", "%s", message)
+	}
+}
+
+// Stored is the bus.Handler of the pruner consumer: retention right after a backup is stored.
+type Stored struct {
+	Reader  client.Reader
+	Planner *Planner
+}
+
+// Handle plans the config of the stored backup; a config that is gone is skipped.
+func (s *Stored) Handle(ctx context.Context, msg jetstream.Msg) error {
+	var stored etcdbackupv1.BackupStored
+	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &stored); err != nil {
+		return bus.Permanent(err)
+	}
+	ref := stored.GetRequest().GetConfig()
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: ref.GetNamespace(), Name: ref.GetName()}, &cfg); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if ref.GetUid() != "" && ref.GetUid() != string(cfg.UID) {
+		return nil
+	}
+	_, err := s.Planner.Plan(ctx, &cfg)
+	if destination.IsConfigError(err) {
+		return bus.Permanent(err)
+	}
+	return err
+}

@@ -1,0 +1,116 @@
+// Package retention decides which backups of a config to delete. The bucket is the truth:
+// the decision starts from a listing of the config's prefix, so objects that no status
+// mentions are counted too, and status entries whose object vanished are reported.
+package retention
+
+import (
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+)
+
+// Reasons for a deletion.
+const (
+	ReasonRetention     = "retention"
+	ReasonFailed        = "failed"
+	ReasonConfigDeleted = "config deleted"
+)
+
+// keyTimeLayout is the time in an object key: the backup name's time with '-' for ':'.
+const keyTimeLayout = "2006-01-02T15-04-05"
+
+// Object is a backup object found under a config's prefix.
+type Object struct {
+	Key       string
+	Backup    string
+	Scheduled time.Time
+	Size      int64
+}
+
+// ParseKey reads the backup name and scheduled time from a key of config's prefix; ok is
+// false for a key this system did not write.
+func ParseKey(config, key string) (Object, bool) {
+	base, found := strings.CutSuffix(path.Base(key), backupname.ObjectSuffix)
+	if !found {
+		return Object{}, false
+	}
+	stamp, found := strings.CutPrefix(base, config+"-")
+	if !found {
+		return Object{}, false
+	}
+	t, err := time.Parse(keyTimeLayout, stamp)
+	if err != nil {
+		return Object{}, false
+	}
+	return Object{Key: key, Backup: backupname.Backup(config, t), Scheduled: t}, true
+}
+
+// Deletion is one backup to delete.
+type Deletion struct {
+	Backup    string
+	Key       string
+	Scheduled time.Time
+	Reason    string
+}
+
+// Decision is what Plan decided.
+type Decision struct {
+	Delete []Deletion
+	// Unlisted are objects in the bucket that status does not list.
+	Unlisted []Object
+	// Vanished are completed, undeleted entries whose object is not in the bucket.
+	Vanished []kubermaticv1.BackupStatus
+}
+
+// Plan decides for cfg given the objects under its prefix, listed after cfg was read:
+//   - a config being deleted loses every backup;
+//   - Failed backups are always deleted (usually there is no object; the deletion marks them);
+//   - of a scheduled config, the completed backups beyond keep, newest first, are deleted;
+//   - one-time backups (no schedule) are not pruned by count.
+func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
+	var d Decision
+	entries := map[string]kubermaticv1.BackupStatus{}
+	for _, e := range cfg.Status.LastBackups {
+		entries[e.BackupName] = e
+	}
+	inBucket := map[string]bool{}
+	for _, o := range objects {
+		inBucket[o.Backup] = true
+		if _, ok := entries[o.Backup]; !ok {
+			d.Unlisted = append(d.Unlisted, o)
+		}
+	}
+	deleting := cfg.DeletionTimestamp != nil
+	planned := map[string]bool{}
+	add := func(backup, key string, scheduled time.Time, reason string) {
+		if !planned[backup] {
+			planned[backup] = true
+			d.Delete = append(d.Delete, Deletion{Backup: backup, Key: key, Scheduled: scheduled, Reason: reason})
+		}
+	}
+	for _, e := range cfg.Status.LastBackups {
+		switch {
+		case e.DeletePhase == kubermaticv1.PhaseCompleted:
+		case e.BackupPhase == kubermaticv1.PhaseFailed:
+			add(e.BackupName, e.ObjectKey, e.ScheduledTime.Time, ReasonFailed)
+		case e.BackupPhase == kubermaticv1.PhaseCompleted && !inBucket[e.BackupName]:
+			d.Vanished = append(d.Vanished, e)
+		}
+	}
+	sorted := append([]Object(nil), objects...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Scheduled.After(sorted[j].Scheduled) })
+	for i, o := range sorted {
+		switch {
+		case deleting:
+			add(o.Backup, o.Key, o.Scheduled, ReasonConfigDeleted)
+		case cfg.Spec.Schedule != "" && i >= cfg.KeepCount():
+			add(o.Backup, o.Key, o.Scheduled, ReasonRetention)
+		}
+	}
+	sort.Slice(d.Delete, func(i, j int) bool { return d.Delete[i].Scheduled.Before(d.Delete[j].Scheduled) })
+	return d
+}

@@ -1,0 +1,89 @@
+package retention
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var t0 = time.Date(2021, 3, 16, 1, 48, 0, 0, time.UTC)
+
+func obj(i int) Object {
+	t := t0.Add(time.Duration(i) * time.Minute)
+	name := backupname.Backup("cfg", t)
+	return Object{Key: backupname.ObjectKey("c", "cluster-c", "cfg", name), Backup: name, Scheduled: t}
+}
+
+func entry(i int, phase string) kubermaticv1.BackupStatus {
+	o := obj(i)
+	return kubermaticv1.BackupStatus{BackupName: o.Backup, ScheduledTime: metav1.NewTime(o.Scheduled), BackupPhase: phase, ObjectKey: o.Key}
+}
+
+func config(schedule string, keep int, entries ...kubermaticv1.BackupStatus) *kubermaticv1.EtcdBackupConfig {
+	c := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Name: "cfg", Namespace: "cluster-c"}}
+	c.Spec.Schedule, c.Spec.Keep = schedule, &keep
+	c.Status.LastBackups = entries
+	return c
+}
+
+func backups(ds []Deletion) string {
+	s := ""
+	for _, d := range ds {
+		s += fmt.Sprintf("%s(%s) ", d.Scheduled.Format("15:04"), d.Reason)
+	}
+	return s
+}
+
+func TestParseKey(t *testing.T) {
+	o := obj(3)
+	got, ok := ParseKey("cfg", o.Key)
+	if !ok || got.Backup != o.Backup || !got.Scheduled.Equal(o.Scheduled) {
+		t.Fatalf("ParseKey(%s) = %+v, %v", o.Key, got, ok)
+	}
+	for _, bad := range []string{"c/cluster-c/cfg/other-2021-03-16T01-48-00.db.zst", "c/cluster-c/cfg/cfg-yesterday.db.zst", "c/cluster-c/cfg/cfg-2021-03-16T01-48-00.db", "c/cluster-c/cfg/notes.txt"} {
+		if _, ok := ParseKey("cfg", bad); ok {
+			t.Errorf("ParseKey accepted %s", bad)
+		}
+	}
+}
+
+func TestPlan(t *testing.T) {
+	deleting := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"))
+	now := metav1.Now()
+	deleting.DeletionTimestamp = &now
+	withDeleted := entry(0, "Completed")
+	withDeleted.DeletePhase = "Completed"
+	tests := []struct {
+		name     string
+		cfg      *kubermaticv1.EtcdBackupConfig
+		objects  []Object
+		delete   string
+		unlisted int
+		vanished int
+	}{
+		{"within keep: nothing", config("@every 1m", 3, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
+		{"beyond keep: the oldest go", config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3, "Completed")), []Object{obj(0), obj(1), obj(2), obj(3)}, "01:48(retention) 01:49(retention) ", 0, 0},
+		{"failed backups always go", config("@every 1m", 5, entry(0, "Failed"), entry(1, "Completed")), []Object{obj(1)}, "01:48(failed) ", 0, 0},
+		{"running backups stay", config("@every 1m", 1, entry(0, "Completed"), entry(1, "Running")), []Object{obj(0)}, "", 0, 0},
+		{"one-time backups are not pruned by count", config("", 1, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
+		{"an object no status lists is counted and listed", config("@every 1m", 2, entry(1, "Completed"), entry(2, "Completed")), []Object{obj(0), obj(1), obj(2)}, "01:48(retention) ", 1, 0},
+		{"a listed object that vanished is reported", config("@every 1m", 5, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(1)}, "", 0, 1},
+		{"a deleted entry is done", config("@every 1m", 5, withDeleted), nil, "", 0, 0},
+		{"a deleted config loses everything", deleting, []Object{obj(0), obj(1)}, "01:48(config deleted) 01:49(config deleted) ", 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Plan(tc.cfg, tc.objects)
+			if got := backups(d.Delete); got != tc.delete {
+				t.Errorf("delete %q, want %q", got, tc.delete)
+			}
+			if len(d.Unlisted) != tc.unlisted || len(d.Vanished) != tc.vanished {
+				t.Errorf("unlisted %d vanished %d, want %d and %d", len(d.Unlisted), len(d.Vanished), tc.unlisted, tc.vanished)
+			}
+		})
+	}
+}

@@ -44,11 +44,13 @@ func runTests(m *testing.M) int {
 		Dir:        dir,
 		ToolDir:    tools,
 		ServiceDir: svcDir,
-		// Two schedulers always run: every test also checks that each slot is queued once.
-		Replicas: map[string]int{"scheduler": 2},
+		// Two schedulers and three pruners always run: tests check each slot is queued once
+		// and each backup deleted once.
+		Replicas: map[string]int{"scheduler": 2, "pruner": 3},
 		Args: map[string][]string{
 			"snapshotter": {"--max-attempts=2", "--retry-delay=200ms", "--member-timeout=1s"},
 			"uploader":    {"--retry-delay=200ms", "--retry-max-delay=1s", "--part-size-mib=5"},
+			"pruner":      {"--reconcile-interval=2s", "--retry-delay=200ms", "--retry-max-delay=1s"},
 		},
 	})
 	if err != nil {

@@ -1,0 +1,300 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/minio/minio-go/v7"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// bucketKeys lists the keys under a config's prefix.
+func bucketKeys(t *testing.T, ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) []string {
+	t.Helper()
+	prefix := backupname.Prefix(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name)
+	var keys []string
+	for o := range env.S3.Client().ListObjects(ctx, sandbox.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			t.Fatalf("list %s: %v", prefix, o.Err)
+		}
+		keys = append(keys, o.Key)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// liveKeys are the object keys of completed entries whose deletion has not completed.
+func liveKeys(cfg *kubermaticv1.EtcdBackupConfig) []string {
+	var keys []string
+	for _, b := range cfg.Status.LastBackups {
+		if b.BackupPhase == kubermaticv1.PhaseCompleted && b.DeletePhase != kubermaticv1.PhaseCompleted {
+			keys = append(keys, b.ObjectKey)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func deletedEntries(cfg *kubermaticv1.EtcdBackupConfig) int {
+	n := 0
+	for _, b := range cfg.Status.LastBackups {
+		if b.DeletePhase == kubermaticv1.PhaseCompleted {
+			n++
+		}
+	}
+	return n
+}
+
+// With keep 3 and a one-second schedule, the bucket settles at the 3 newest backups, status
+// matches the bucket, and three pruner replicas delete each backup once.
+func TestRetentionKeepsTheNewest(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	const cluster = "retain1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(env.ServicesOf("pruner")); n != 3 {
+		t.Fatalf("%d pruners running, want 3", n)
+	}
+	cfg := newConfig(t, ctx, cluster, "keep3", "@every 1s", "")
+	keep := 3
+	patch := client.MergeFrom(cfg.DeepCopy())
+	cfg.Spec.Keep = &keep
+	if err := env.Client.Patch(ctx, cfg, patch); err != nil {
+		t.Fatal(err)
+	}
+	maxSeen := 0
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "five deleted backups", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		maxSeen = max(maxSeen, len(bucketKeys(t, ctx, c)))
+		return deletedEntries(c) >= 5
+	})
+	// Stop the schedule, then the bucket and status settle.
+	var current kubermaticv1.EtcdBackupConfig
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &current); err != nil {
+		t.Fatal(err)
+	}
+	stop := client.MergeFrom(current.DeepCopy())
+	current.Spec.Schedule = "@every 24h"
+	if err := env.Client.Patch(ctx, &current, stop); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	settled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "bucket and status to agree on 3 backups", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		for _, b := range c.Status.LastBackups {
+			if b.BackupPhase == kubermaticv1.PhaseRunning {
+				return false
+			}
+		}
+		keys = bucketKeys(t, ctx, c)
+		return len(keys) == keep && strings.Join(keys, ",") == strings.Join(liveKeys(c), ",")
+	})
+	t.Logf("most objects seen in the prefix at once: %d (keep %d)", maxSeen, keep)
+	if maxSeen > keep+1 {
+		t.Errorf("the prefix held %d backups at once; retention lets at most keep+1 (the new one before the oldest goes)", maxSeen)
+	}
+	// The 3 kept are the newest completed.
+	var completed []kubermaticv1.BackupStatus
+	for _, b := range settled.Status.LastBackups {
+		if b.BackupPhase == kubermaticv1.PhaseCompleted {
+			completed = append(completed, b)
+		}
+	}
+	for _, b := range completed[len(completed)-keep:] {
+		if b.DeletePhase == kubermaticv1.PhaseCompleted {
+			t.Errorf("one of the 3 newest, %s, was deleted", b.BackupName)
+		}
+	}
+	for _, b := range settled.Status.LastBackups {
+		if b.DeletePhase == kubermaticv1.PhaseCompleted && (b.DeleteJobName == "" || b.DeleteFinishedTime.IsZero()) {
+			t.Errorf("deleted entry lacks job or time: %+v", b)
+		}
+	}
+	started := map[string]int{}
+	for _, ev := range statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {
+		return ev.GetConfig().GetName() == cfg.Name && ev.GetOperation() == etcdbackupv1.Operation_OPERATION_DELETE &&
+			strings.HasPrefix(ev.GetMessage(), "deleting (")
+	}) {
+		started[ev.GetBackupName()]++
+	}
+	for b, n := range started {
+		if n != 1 {
+			t.Errorf("backup %s deleted %d times by 3 pruners", b, n)
+		}
+	}
+}
+
+// Failed backups are always deleted (marked, as they stored nothing).
+func TestFailedBackupsAreDeleted(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 2*time.Minute)
+	const cluster = "failing1"
+	if err := env.AddCluster(ctx, cluster, "http://127.0.0.1:1"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newConfig(t, ctx, cluster, "failing", "@every 2s", "")
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "a failed backup deleted", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		for _, b := range c.Status.LastBackups {
+			if b.BackupPhase == kubermaticv1.PhaseFailed && b.DeletePhase == kubermaticv1.PhaseCompleted && strings.Contains(b.DeleteMessage, "failed") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A one-time backup stays until its config is deleted; deleting the config empties its
+// prefix and then lets the object go.
+func TestConfigDeletionDeletesAllBackups(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 2*time.Minute)
+	const cluster = "deleting1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newConfig(t, ctx, cluster, "once", "", "")
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
+	})
+	if done.Finalizers[0] != kubermaticv1.DeleteAllBackupsFinalizer {
+		t.Fatalf("finalizers %v", done.Finalizers)
+	}
+	// Several pruner reconciles later (interval 2s), the one-time backup is still there: the
+	// periodic pass is observable as the repeated listing below finding it every time.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if keys := bucketKeys(t, ctx, done); len(keys) != 1 {
+			t.Fatalf("one-time backup pruned: %v", keys)
+		}
+	}
+	if err := env.Client.Delete(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	err := sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		var c kubermaticv1.EtcdBackupConfig
+		err := env.Client.Get(ctx, types.NamespacedName{Namespace: cfg.Namespace, Name: cfg.Name}, &c)
+		return apierrors.IsNotFound(err), err
+	})
+	if err != nil {
+		t.Fatalf("config not released: %v", err)
+	}
+	if keys := bucketKeys(t, ctx, done); len(keys) != 0 {
+		t.Fatalf("prefix not empty after the config went: %v", keys)
+	}
+}
+
+// An object planted in a config's prefix by hand is listed, counted and pruned as the oldest.
+func TestPlantedObjectIsCounted(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 2*time.Minute)
+	const cluster = "planted1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newConfig(t, ctx, cluster, "planted", "@every 24h", "")
+	keep := 1
+	patch := client.MergeFrom(cfg.DeepCopy())
+	cfg.Spec.Keep = &keep
+	if err := env.Client.Patch(ctx, cfg, patch); err != nil {
+		t.Fatal(err)
+	}
+	old := backupname.Backup(cfg.Name, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+	key := backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, old)
+	if _, err := env.S3.Client().PutObject(ctx, sandbox.Bucket, key, bytes.NewReader([]byte("planted")), 7, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	reply := triggerWithCLI(t, cfg.Namespace, cfg.Name)
+	if reply.GetError() != "" {
+		t.Fatal(reply.GetError())
+	}
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the planted backup listed and pruned", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		b, ok := entry(c, old)
+		return ok && b.DeletePhase == kubermaticv1.PhaseCompleted
+	})
+	if b, _ := entry(got, old); b.BackupPhase != kubermaticv1.PhaseCompleted {
+		t.Fatalf("planted entry %+v", b)
+	}
+	if keys := bucketKeys(t, ctx, got); len(keys) != 1 || keys[0] == key {
+		t.Fatalf("bucket %v after pruning the planted object", keys)
+	}
+}
+
+// An S3 outage during pruning leaves the deletion pending; it completes once S3 is back.
+func TestPruningResumesAfterS3Outage(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	const cluster = "pruneoutage1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newConfig(t, ctx, cluster, "outage", "@every 24h", "")
+	var names []string
+	for range 2 {
+		// Backup names have second precision: trigger in distinct seconds.
+		last := time.Now().UTC().Truncate(time.Second)
+		if err := sandbox.Poll(ctx, 5*time.Second, 50*time.Millisecond, func() (bool, error) {
+			return time.Now().UTC().Truncate(time.Second).After(last), nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		reply := triggerWithCLI(t, cfg.Namespace, cfg.Name)
+		if reply.GetError() != "" {
+			t.Fatal(reply.GetError())
+		}
+		names = append(names, reply.GetBackupName())
+		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, reply.GetBackupName())
+			return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+		})
+	}
+	env.S3.Stop()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = env.S3.Start(context.Background())
+		}
+	})
+	var current kubermaticv1.EtcdBackupConfig
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &current); err != nil {
+		t.Fatal(err)
+	}
+	keep := 1
+	patch := client.MergeFrom(current.DeepCopy())
+	current.Spec.Keep = &keep
+	if err := env.Client.Patch(ctx, &current, patch); err != nil {
+		t.Fatal(err)
+	}
+	// The pruners try (their listing fails) at least once during the outage.
+	pruner := env.ServicesOf("pruner")[0]
+	if err := sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		return strings.Contains(pruner.LogTail(200), "retention of "+cfg.Namespace+"/"+cfg.Name), nil
+	}); err != nil {
+		t.Fatalf("no pruning attempt seen during the outage: %v", err)
+	}
+	var during kubermaticv1.EtcdBackupConfig
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &during); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := entry(&during, names[0]); b.DeletePhase == kubermaticv1.PhaseCompleted {
+		t.Fatalf("deletion completed while S3 was down: %+v", b)
+	}
+	if err := env.S3.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the older backup deleted after S3 returned", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		b, _ := entry(c, names[0])
+		newer, _ := entry(c, names[1])
+		return b.DeletePhase == kubermaticv1.PhaseCompleted && newer.DeletePhase == ""
+	})
+}

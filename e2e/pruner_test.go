@@ -298,3 +298,59 @@ func TestPruningResumesAfterS3Outage(t *testing.T) {
 		return b.DeletePhase == kubermaticv1.PhaseCompleted && newer.DeletePhase == ""
 	})
 }
+
+// When deletions stop (every pruner down), more than 2×keep backups pile up: scheduling pauses
+// with condition TooManyBackups and a Warning Event, and resumes once the pruners catch up.
+func TestTooManyBackupsPausesScheduling(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	const cluster = "piled1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	pruners := env.ServicesOf("pruner")
+	for _, p := range pruners {
+		if err := p.Stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	restarted := false
+	restart := func() {
+		for range pruners {
+			if _, err := env.StartService(context.Background(), "pruner"); err != nil {
+				t.Error(err)
+			}
+		}
+		restarted = true
+	}
+	t.Cleanup(func() {
+		if !restarted {
+			restart()
+		}
+	})
+	cfg := newConfig(t, ctx, cluster, "piling", "@every 1s", "")
+	keep := 1
+	patch := client.MergeFrom(cfg.DeepCopy())
+	cfg.Spec.Keep = &keep
+	if err := env.Client.Patch(ctx, cfg, patch); err != nil {
+		t.Fatal(err)
+	}
+	piled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition TooManyBackups", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		cond := condition(c)
+		return cond != nil && cond.Reason == kubermaticv1.ReasonTooManyBackups
+	})
+	waitEvent(t, ctx, cfg.Namespace, cfg.Name, "Warning", kubermaticv1.ReasonTooManyBackups)
+	// Scheduling has stopped: a backup queued just before the condition may still land,
+	// nothing after it.
+	settled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "no backup running", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		return len(entries(c, kubermaticv1.PhaseRunning)) == 0
+	})
+	if n, m := len(piled.Status.LastBackups), len(settled.Status.LastBackups); m > n+1 || m > 2*keep+2 {
+		t.Fatalf("scheduling went on while paused: %d entries when paused, %d later", n, m)
+	}
+	restart()
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "scheduling to resume after the pile cleared", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		cond := condition(c)
+		return cond != nil && cond.Reason == kubermaticv1.ReasonScheduled && len(c.Status.LastBackups) > len(settled.Status.LastBackups)
+	})
+}

@@ -51,12 +51,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.block(ctx, &cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(), Warning: true})
 	}
 	target, err := r.Planner.Check(ctx, &cfg)
+	if n, piled := Piled(&cfg); piled && err == nil {
+		err = &Blocked{Reason: kubermaticv1.ReasonTooManyBackups, Warning: true,
+			Message: fmt.Sprintf("%d backups are listed and not deleted, more than twice keep (%d): scheduling pauses until the pruner catches up", n, cfg.KeepCount())}
+	}
 	var blocked *Blocked
 	if errors.As(err, &blocked) {
 		if err := r.block(ctx, &cfg, blocked); err != nil {
 			return ctrl.Result{}, err
 		}
-		if blocked.Reason == kubermaticv1.ReasonClusterPaused && !next.IsZero() {
+		if (blocked.Reason == kubermaticv1.ReasonClusterPaused || blocked.Reason == kubermaticv1.ReasonTooManyBackups) && !next.IsZero() {
 			return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
 		}
 		return ctrl.Result{RequeueAfter: retryBlocked}, nil

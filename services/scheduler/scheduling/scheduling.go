@@ -136,6 +136,19 @@ func Known(cfg *kubermaticv1.EtcdBackupConfig, backup string) bool {
 	return false
 }
 
+// Piled returns how many of the config's backups await deletion or are live, and whether
+// that is more than twice keep: deletions are not keeping up, and scheduling pauses until
+// they do (KKP's TooManyBackups). One-time configs never pile up.
+func Piled(cfg *kubermaticv1.EtcdBackupConfig) (int, bool) {
+	n := 0
+	for _, b := range cfg.Status.LastBackups {
+		if b.DeletePhase != kubermaticv1.PhaseCompleted {
+			n++
+		}
+	}
+	return n, cfg.Spec.Schedule != "" && n > 2*cfg.KeepCount()
+}
+
 // Anchor is the time a config's slots count from: its creation.
 func Anchor(cfg *kubermaticv1.EtcdBackupConfig) time.Time {
 	return cfg.CreationTimestamp.Time.UTC()

@@ -44,6 +44,9 @@ func TestEtcdUnreachableFailsThatBackupOnly(t *testing.T) {
 		t.Fatalf("failed entry has no finish time: %+v", failed)
 	}
 
+	if n := metricSum(t, ctx, "snapshotter", "etcdbackup_failures_total", map[string]string{"stage": "snapshot", "reason": "etcd"}); n < 1 {
+		t.Fatalf("etcdbackup_failures_total{stage=snapshot,reason=etcd} = %v", n)
+	}
 	var c kubermaticv1.Cluster
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)
@@ -133,6 +136,12 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	}
 	if staged != 1 {
 		t.Fatalf("%d snapshots staged for %s, want exactly 1", staged, backup)
+	}
+	if n := metricSum(t, ctx, "uploader", "etcdbackup_failures_total", map[string]string{"stage": "upload", "reason": "s3"}); n < 1 {
+		t.Fatalf("etcdbackup_failures_total{stage=upload,reason=s3} = %v", n)
+	}
+	if n := metricSum(t, ctx, "uploader", "etcdbackup_backups_stored_total", map[string]string{"cluster": cluster, "destination": sandbox.Destination}); n != 1 {
+		t.Fatalf("etcdbackup_backups_stored_total for %s = %v, want 1", cluster, n)
 	}
 	retries := statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {
 		return ev.GetBackupName() == backup && ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER && ev.GetPhase() == etcdbackupv1.Phase_PHASE_RUNNING

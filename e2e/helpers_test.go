@@ -189,3 +189,17 @@ func waitEvent(t *testing.T, ctx context.Context, ns, name, eventType, reason st
 	}
 	return found
 }
+
+// metricSum sums a metric over every running replica of a service.
+func metricSum(t *testing.T, ctx context.Context, service, name string, labels map[string]string) float64 {
+	t.Helper()
+	var sum float64
+	for _, s := range env.ServicesOf(service) {
+		v, err := s.Metric(ctx, name, labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += v
+	}
+	return sum
+}

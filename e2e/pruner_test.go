@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sort"
 	"strings"
 	"testing"
@@ -100,6 +101,21 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 		return len(keys) == keep && strings.Join(keys, ",") == strings.Join(liveKeys(c), ",")
 	})
 	t.Logf("most objects seen in the prefix at once: %d (keep %d)", maxSeen, keep)
+	// The pruners' listing gauges agree with the bucket.
+	err := sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		best := 0.0
+		for _, p := range env.ServicesOf("pruner") {
+			v, err := p.Metric(ctx, "etcdbackup_stored_backups", map[string]string{"namespace": cfg.Namespace, "config": cfg.Name})
+			if err != nil {
+				return false, err
+			}
+			best = max(best, v)
+		}
+		return best == float64(keep), fmt.Errorf("etcdbackup_stored_backups = %v", best)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if maxSeen > keep+1 {
 		t.Errorf("the prefix held %d backups at once; retention lets at most keep+1 (the new one before the oldest goes)", maxSeen)
 	}
@@ -126,6 +142,9 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 			strings.HasPrefix(ev.GetMessage(), "deleting (")
 	}) {
 		started[ev.GetBackupName()]++
+	}
+	if len(started) < 5 {
+		t.Fatalf("deletions started for %d backups, want at least 5", len(started))
 	}
 	for b, n := range started {
 		if n != 1 {

@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
+	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/pruner/prune"
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,10 +56,11 @@ func run(ctx context.Context, args []string) error {
 	}
 	// Secrets are read directly (uncached): only the Seed namespace's, only when needed.
 	dests := destination.NewResolver(w.Kube, cfg.Seed())
-	planner := &prune.Planner{JS: w.JS, Destinations: dests, Log: w.Log}
+	m := newMetrics(w.Endpoint.Registry())
+	planner := &prune.Planner{JS: w.JS, Destinations: dests, Log: w.Log, Listed: m.listed}
 	rec := &prune.Reconciler{
 		Client: mgr.GetClient(), Planner: planner, Recorder: mgr.GetEventRecorder("etcdbackup-pruner"),
-		Interval: cfg.ReconcileInterval, Log: w.Log,
+		Interval: cfg.ReconcileInterval, Log: w.Log, Released: m.forget,
 	}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("etcdbackupconfig-pruner").For(&kubermaticv1.EtcdBackupConfig{}).Complete(rec); err != nil {
 		return fmt.Errorf("pruner controller: %w", err)
@@ -68,7 +71,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	deleter := &prune.Deleter{JS: w.JS, Destinations: dests, Log: w.Log, Metrics: newMetrics(w.Endpoint.Registry())}
+	deleter := &prune.Deleter{JS: w.JS, Destinations: dests, Log: w.Log, Metrics: m.deletes}
 	deleteWorker, err := bus.NewWorker(deletes, deleter.Handle, bus.WithLogger(w.Log), bus.WithConcurrency(cfg.Concurrency), backoff)
 	if err != nil {
 		return err
@@ -80,18 +83,43 @@ func run(ctx context.Context, args []string) error {
 	return g.Wait()
 }
 
-func newMetrics(r prometheus.Registerer) prune.Metrics {
+type metrics struct {
+	deletes              prune.Metrics
+	count, bytes, newest *prometheus.GaugeVec
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
 	deleted := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "etcdbackup_backups_deleted_total",
 		Help: "Backups this replica deleted (or found already gone), by cluster and destination.",
 	}, []string{"cluster", "destination"})
-	failed := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "etcdbackup_delete_failures_total",
-		Help: "Failed deletion attempts, by cluster, destination and reason (s3, config).",
-	}, []string{"cluster", "destination", "reason"})
-	r.MustRegister(deleted, failed)
-	return prune.Metrics{
+	gauge := func(name, help string) *prometheus.GaugeVec {
+		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"namespace", "config"})
+	}
+	m := &metrics{
+		count:  gauge("etcdbackup_stored_backups", "Backups of a config in its destination, as the last listing found (every --reconcile-interval)."),
+		bytes:  gauge("etcdbackup_stored_bytes", "Bytes of a config's backups in its destination, as the last listing found."),
+		newest: gauge("etcdbackup_newest_backup_timestamp_seconds", "Scheduled time of a config's newest backup in its destination, as the last listing found."),
+	}
+	r.MustRegister(deleted, m.count, m.bytes, m.newest)
+	failed := service.Failures(r)
+	m.deletes = prune.Metrics{
 		Deleted: func(c, d string) { deleted.WithLabelValues(c, d).Inc() },
-		Failed:  func(c, d, reason string) { failed.WithLabelValues(c, d, reason).Inc() },
+		Failed:  func(reason string) { failed("delete", reason) },
+	}
+	return m
+}
+
+func (m *metrics) listed(ns, config string, count int, bytes int64, newest time.Time) {
+	m.count.WithLabelValues(ns, config).Set(float64(count))
+	m.bytes.WithLabelValues(ns, config).Set(float64(bytes))
+	if !newest.IsZero() {
+		m.newest.WithLabelValues(ns, config).Set(float64(newest.Unix()))
+	}
+}
+
+func (m *metrics) forget(ns, config string) {
+	for _, g := range []*prometheus.GaugeVec{m.count, m.bytes, m.newest} {
+		g.DeleteLabelValues(ns, config)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/snapshotter/take"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -50,8 +51,10 @@ func newMetrics(r prometheus.Registerer) take.Metrics {
 		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
 	})
 	r.MustRegister(taken, bytes, duration)
+	failed := service.Failures(r)
 	return take.Metrics{
 		Taken:    func(result string) { taken.WithLabelValues(result).Inc() },
+		Failed:   func(reason string) { failed("snapshot", reason) },
 		Bytes:    func(n int64) { bytes.Add(float64(n)) },
 		Duration: func(d time.Duration) { duration.Observe(d.Seconds()) },
 	}

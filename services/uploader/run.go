@@ -6,6 +6,7 @@ import (
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/uploader/upload"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -55,8 +56,15 @@ func newMetrics(r prometheus.Registerer) upload.Metrics {
 		Help:    "Time to compress and store one backup, retries excluded.",
 		Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
 	})
-	r.MustRegister(uploaded, bytes, duration)
+	stored := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etcdbackup_backups_stored_total",
+		Help: "Backups this replica stored, by cluster and destination.",
+	}, []string{"cluster", "destination"})
+	r.MustRegister(uploaded, bytes, duration, stored)
+	failed := service.Failures(r)
 	return upload.Metrics{
+		Stored:   func(cluster, dest string) { stored.WithLabelValues(cluster, dest).Inc() },
+		Failed:   func(reason string) { failed("upload", reason) },
 		Uploaded: func(result string) { uploaded.WithLabelValues(result).Inc() },
 		Bytes:    func(n int64) { bytes.Add(float64(n)) },
 		Duration: func(d time.Duration) { duration.Observe(d.Seconds()) },

@@ -31,6 +31,8 @@ type Planner struct {
 	JS           jetstream.JetStream
 	Destinations Destinations
 	Log          *slog.Logger
+	// Listed reports what a listing found of a config's backups (nil: not reported).
+	Listed func(namespace, config string, count int, bytes int64, newest time.Time)
 }
 
 // Plan lists cfg's prefix (read cfg first: an entry completed before the listing is in it),
@@ -52,6 +54,17 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 			parsed.Size = o.Size
 			objects = append(objects, parsed)
 		}
+	}
+	if p.Listed != nil {
+		var bytes int64
+		var newest time.Time
+		for _, o := range objects {
+			bytes += o.Size
+			if o.Scheduled.After(newest) {
+				newest = o.Scheduled
+			}
+		}
+		p.Listed(cfg.Namespace, cfg.Name, len(objects), bytes, newest)
 	}
 	d := retention.Plan(cfg, objects)
 	ref := &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)}
@@ -105,7 +118,8 @@ func (p *Planner) client(ctx context.Context, name string) (destination.Destinat
 // Metrics observes deletions; any field may be nil.
 type Metrics struct {
 	Deleted func(cluster, destination string)
-	Failed  func(cluster, destination, reason string)
+	// Failed counts a failed attempt by reason: config, s3.
+	Failed func(reason string)
 }
 
 // Deleter deletes backups.
@@ -137,7 +151,7 @@ func (d *Deleter) Handle(ctx context.Context, msg jetstream.Msg) error {
 			reason = "config"
 		}
 		if d.Metrics.Failed != nil {
-			d.Metrics.Failed(req.GetCluster(), req.GetDestination(), reason)
+			d.Metrics.Failed(reason)
 		}
 		if destination.IsConfigError(err) {
 			log.Error("delete failed", "err", err)

@@ -30,6 +30,8 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	Interval time.Duration
 	Log      *slog.Logger
+	// Released is called when a config's backups are all deleted and it goes (nil: not called).
+	Released func(namespace, config string)
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -73,6 +75,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	r.Log.Info("all backups deleted, config released", "config", req.String())
+	if r.Released != nil {
+		r.Released(req.Namespace, req.Name)
+	}
 	return ctrl.Result{}, nil
 }
 

@@ -27,7 +27,9 @@ import (
 
 // Metrics observes snapshots; any field may be nil.
 type Metrics struct {
-	Taken    func(result string)
+	Taken func(result string)
+	// Failed counts a failed attempt by reason: config, etcd, corrupt.
+	Failed   func(reason string)
 	Bytes    func(n int64)
 	Duration func(d time.Duration)
 }
@@ -75,6 +77,9 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 			return err // shutting down: another replica takes it
 		}
 		h.count("failed")
+		if h.Metrics.Failed != nil {
+			h.Metrics.Failed(failureReason(err))
+		}
 		if !errors.Is(err, endpoints.ErrConfig) && attempt < h.MaxAttempts {
 			log.Warn("snapshot failed, will retry", "err", err)
 			h.status(ctx, &req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot attempt %d of %d failed, retrying: %v", attempt, h.MaxAttempts, err))
@@ -194,6 +199,16 @@ func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	if err := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, phase, message)); err != nil {
 		h.Log.Warn("publish status", "backup", req.GetBackupName(), "err", err)
 	}
+}
+
+func failureReason(err error) string {
+	switch {
+	case errors.Is(err, endpoints.ErrConfig):
+		return "config"
+	case errors.Is(err, snapshot.ErrCorrupt):
+		return "corrupt"
+	}
+	return "etcd"
 }
 
 func (h *Handler) count(result string) {

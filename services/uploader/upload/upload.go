@@ -56,6 +56,10 @@ type Destinations interface {
 // Metrics observes uploads; any field may be nil.
 type Metrics struct {
 	Uploaded func(result string)
+	// Stored counts a backup stored (not one found already stored).
+	Stored func(cluster, destination string)
+	// Failed counts a failed attempt by reason: config, staging, s3.
+	Failed   func(reason string)
 	Bytes    func(n int64)
 	Duration func(d time.Duration)
 }
@@ -95,6 +99,9 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 			return err
 		}
 		h.count("failed")
+		if h.Metrics.Failed != nil {
+			h.Metrics.Failed(failureReason(err))
+		}
 		if bus.IsPermanent(err) {
 			log.Error("upload failed", "err", err)
 			if perr := h.status(ctx, req, etcdbackupv1.Phase_PHASE_FAILED, "upload: "+err.Error(), nil); perr != nil {
@@ -195,6 +202,9 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	if h.Metrics.Bytes != nil {
 		h.Metrics.Bytes(size)
 	}
+	if h.Metrics.Stored != nil {
+		h.Metrics.Stored(req.GetCluster(), dest.Name)
+	}
 	stored.Size, stored.Sha256, stored.FinishedTime = uint64(size), sum, timestamppb.Now()
 	return stored, nil
 }
@@ -206,9 +216,9 @@ func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 	obj, err := staging.Open(ctx, h.JS, bus.StagingBucket, ready.GetStagedObject(), h.StagingReadBytes, h.StagingIdle)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, 0, "", bus.Permanent(fmt.Errorf("staged snapshot %s is gone (expired or deleted)", ready.GetStagedObject()))
+			return nil, 0, "", bus.Permanent(fmt.Errorf("%w %s is gone (expired or deleted)", errStaging, ready.GetStagedObject()))
 		}
-		return nil, 0, "", fmt.Errorf("open staged snapshot: %w", err)
+		return nil, 0, "", fmt.Errorf("open %w: %w", errStaging, err)
 	}
 	defer obj.Close()
 
@@ -229,7 +239,7 @@ func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 	n, err := io.Copy(enc, obj)
 	if err != nil {
 		enc.Close()
-		return fail(fmt.Errorf("compress staged snapshot: %w", err))
+		return fail(fmt.Errorf("compress %w: %w", errStaging, err))
 	}
 	if uint64(n) != ready.GetSnapshotSize() {
 		enc.Close()
@@ -260,6 +270,19 @@ func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	}
 	return err
 }
+
+func failureReason(err error) string {
+	switch {
+	case destination.IsConfigError(err):
+		return "config"
+	case errors.Is(err, errStaging):
+		return "staging"
+	}
+	return "s3"
+}
+
+// errStaging marks failures to read the staged snapshot.
+var errStaging = errors.New("staged snapshot")
 
 func (h *Handler) count(result string) {
 	if h.Metrics.Uploaded != nil {

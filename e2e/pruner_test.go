@@ -15,6 +15,8 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/minio/minio-go/v7"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -372,4 +374,56 @@ func TestTooManyBackupsPausesScheduling(t *testing.T) {
 		cond := condition(c)
 		return cond != nil && cond.Reason == kubermaticv1.ReasonScheduled && len(c.Status.LastBackups) > len(settled.Status.LastBackups)
 	})
+}
+
+// With S3 down, a deleted config keeps its finalizer and says why; once S3 is back its
+// backups are deleted and it goes. Its Cluster being gone already (a namespace being torn down)
+// does not matter: deletion needs only the config.
+func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	const cluster = "teardown1"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newConfig(t, ctx, cluster, "teardown", "", "")
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
+	})
+	if err := env.Client.Delete(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}); err != nil {
+		t.Fatal(err)
+	}
+	env.S3.Stop()
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			_ = env.S3.Start(context.Background())
+		}
+	})
+	if err := env.Client.Delete(ctx, done); err != nil {
+		t.Fatal(err)
+	}
+	blocked := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition BackupsDeleted=False DestinationUnreachable", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		cond := meta.FindStatusCondition(c.Status.Conditions, kubermaticv1.ConditionBackupsDeleted)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == "DestinationUnreachable"
+	})
+	if len(blocked.Finalizers) != 1 {
+		t.Fatalf("finalizer dropped while the destination was unreachable: %v", blocked.Finalizers)
+	}
+	waitEvent(t, ctx, cfg.Namespace, cfg.Name, "Warning", "DestinationUnreachable")
+	if err := env.S3.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	err := sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		var c kubermaticv1.EtcdBackupConfig
+		err := env.Client.Get(ctx, types.NamespacedName{Namespace: cfg.Namespace, Name: cfg.Name}, &c)
+		return apierrors.IsNotFound(err), err
+	})
+	if err != nil {
+		t.Fatalf("config not released after S3 returned: %v", err)
+	}
+	if keys := bucketKeys(t, ctx, done); len(keys) != 0 {
+		t.Fatalf("prefix not empty: %v", keys)
+	}
 }

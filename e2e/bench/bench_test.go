@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,23 +40,7 @@ func BenchmarkBackup(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	tools := sandbox.ToolDir()
-	if err := sandbox.CheckTools(tools); err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	root, err := sandbox.RepoRoot()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := sandbox.BuildServices(ctx, root, filepath.Join(dir, "bin")); err != nil {
-		b.Fatal(err)
-	}
-	env, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, ToolDir: tools, ServiceDir: filepath.Join(dir, "bin")})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer env.Close()
+	env := startEnv(b, ctx, nil)
 
 	dbSize := fill(b, ctx, env, mib)
 	raw := rawStream(b, ctx, env)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/go-logr/logr"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/nats-io/nats-server/v2/server"
@@ -19,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // Fixture names.
@@ -70,6 +72,8 @@ type Service struct {
 // and the demo Cluster in place.
 func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	e := &Env{Opts: opts}
+	// The harness talks to the API through controller-runtime's client; its log is not wanted.
+	ctrllog.SetLogger(logr.Discard())
 	defer func() {
 		if err != nil {
 			e.Close()

@@ -23,6 +23,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -198,7 +199,7 @@ func stageTimes(b *testing.B, ctx context.Context, env *sandbox.Env, backup stri
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	js, _ := jetstreamNew(nc)
+	js, _ := jetstream.New(nc)
 	s, err := js.Stream(ctx, bus.StreamStatus)
 	if err != nil {
 		b.Fatal(err)

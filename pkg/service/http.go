@@ -35,7 +35,7 @@ func (e *Endpoint) Registry() *prometheus.Registry { return e.registry }
 // SetReady marks the service ready or not.
 func (e *Endpoint) SetReady(ready bool) { e.ready.Store(ready) }
 
-// Listen binds the address, so Addr is known before Start.
+// Listen binds the address; Start calls it if nobody did.
 func (e *Endpoint) Listen() error {
 	if e.addr == "" || e.listener != nil {
 		return nil
@@ -46,14 +46,6 @@ func (e *Endpoint) Listen() error {
 	}
 	e.listener = l
 	return nil
-}
-
-// Addr is the bound address, or "" before Listen.
-func (e *Endpoint) Addr() string {
-	if e.listener == nil {
-		return ""
-	}
-	return e.listener.Addr().String()
 }
 
 // Start serves until ctx is done.

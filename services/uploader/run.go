@@ -22,6 +22,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer w.Close()
 	h := &upload.Handler{
+		Reader:           w.Kube,
 		JS:               w.JS,
 		Staging:          w.Staging,
 		Destinations:     destination.NewResolver(w.Kube, cfg.Seed()),

@@ -26,8 +26,6 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	Now      func() time.Time
 	Log      *slog.Logger
-	// Scheduled counts backups queued by the schedule (nil: not counted).
-	Scheduled func(namespace, config string)
 }
 
 // retryBlocked is how often a config blocked by missing configuration is looked at again,
@@ -79,9 +77,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, fmt.Errorf("queue backup %s: %w", br.GetBackupName(), err)
 		}
 		log.Info("backup queued", "backup", br.GetBackupName(), "job", br.GetJobName(), "scheduled", slot)
-		if r.Scheduled != nil {
-			r.Scheduled(cfg.Namespace, cfg.Name)
-		}
 	}
 
 	reason, msg := kubermaticv1.ReasonScheduled, fmt.Sprintf("backups run on schedule %q to destination %q", cfg.Spec.Schedule, target.Destination.Name)

@@ -109,7 +109,8 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 	return nil
 }
 
-// configCurrent reports whether the request's config still exists under the same uid.
+// configCurrent reports whether the request's config still exists under the same uid and is
+// not being deleted (its backups are being deleted; a new one would be orphaned).
 func (h *Handler) configCurrent(ctx context.Context, req *etcdbackupv1.BackupRequested) (bool, error) {
 	var cfg kubermaticv1.EtcdBackupConfig
 	key := types.NamespacedName{Namespace: req.GetConfig().GetNamespace(), Name: req.GetConfig().GetName()}
@@ -118,6 +119,9 @@ func (h *Handler) configCurrent(ctx context.Context, req *etcdbackupv1.BackupReq
 			return false, nil
 		}
 		return false, fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+	}
+	if cfg.DeletionTimestamp != nil {
+		return false, nil
 	}
 	return req.GetConfig().GetUid() == "" || req.GetConfig().GetUid() == string(cfg.UID), nil
 }

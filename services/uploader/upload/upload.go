@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"time"
 
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
@@ -27,6 +28,9 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Object metadata keys (S3 user metadata, sent as X-Amz-Meta-*).
@@ -66,6 +70,8 @@ type Metrics struct {
 
 // Handler handles snapshot-ready messages.
 type Handler struct {
+	// Reader reads the backup's EtcdBackupConfig: a config deleted meanwhile gets no backup.
+	Reader       client.Reader
 	JS           jetstream.JetStream
 	Staging      Staging
 	Destinations Destinations
@@ -92,6 +98,14 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 	req := ready.GetRequest()
 	log := h.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "key", req.GetObjectKey())
 	start := time.Now()
+	if current, err := h.configCurrent(ctx, req); err != nil {
+		return err
+	} else if !current {
+		// Its backups are being deleted (or were): storing this one would orphan it.
+		log.Info("config deleted or re-created, not storing the backup")
+		_ = h.Staging.Delete(ctx, ready.GetStagedObject())
+		return nil
+	}
 
 	stored, err := h.store(ctx, &ready, log)
 	if err != nil {
@@ -130,6 +144,21 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	log.Info("backup stored", "bytes", stored.GetSize(), "sha256", stored.GetSha256(), "seconds", time.Since(start).Seconds())
 	return nil
+}
+
+// configCurrent reports whether the request's config exists under the same uid and is not
+// being deleted.
+func (h *Handler) configCurrent(ctx context.Context, req *etcdbackupv1.BackupRequested) (bool, error) {
+	var cfg kubermaticv1.EtcdBackupConfig
+	key := types.NamespacedName{Namespace: req.GetConfig().GetNamespace(), Name: req.GetConfig().GetName()}
+	if err := h.Reader.Get(ctx, key, &cfg); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+	}
+	uid := req.GetConfig().GetUid()
+	return cfg.DeletionTimestamp == nil && (uid == "" || uid == string(cfg.UID)), nil
 }
 
 // store puts the staged snapshot into its destination, or finds it already there.

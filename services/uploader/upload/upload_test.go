@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
@@ -21,6 +23,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
 type destinations struct {
@@ -41,6 +46,8 @@ func (d *destinations) Client(context.Context, destination.Destination) (*minio.
 }
 
 type fixture struct {
+	config   *kubermaticv1.EtcdBackupConfig
+	reader   client.Client
 	h        *Handler
 	js       jetstream.JetStream
 	s3       *s3test.Server
@@ -91,8 +98,15 @@ func setup(t *testing.T) *fixture {
 	if f.msg == nil {
 		t.Fatal("no message")
 	}
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.config = &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "cfg"}}
+	f.reader = fake.NewClientBuilder().WithScheme(scheme).WithObjects(f.config).Build()
 	f.h = &Handler{
-		JS: js, Staging: obs, Destinations: f.dest, WorkDir: t.TempDir(),
+		Reader: f.reader,
+		JS:     js, Staging: obs, Destinations: f.dest, WorkDir: t.TempDir(),
 		StagingReadBytes: 1 << 20, StagingIdle: 5 * time.Second,
 		PartSize: 5 << 20, Threads: 2, Level: zstd.SpeedDefault, Log: slog.New(slog.DiscardHandler),
 		Metrics: Metrics{Bytes: func(n int64) { f.uploaded += n }},
@@ -181,6 +195,24 @@ func TestRedeliveryAfterStoreDoesNotUploadAgain(t *testing.T) {
 	}
 	if objects != 1 {
 		t.Fatalf("%d objects in the bucket, want 1", objects)
+	}
+}
+
+// A backup whose config was deleted meanwhile is not stored: its backups are being deleted.
+func TestDeletedConfigGetsNoBackup(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if err := f.reader.Delete(ctx, f.config); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.h.Handle(ctx, f.msg); err != nil {
+		t.Fatal(err)
+	}
+	for o := range f.s3.Client(t).ListObjects(ctx, "backups", minio.ListObjectsOptions{Recursive: true}) {
+		t.Fatalf("stored %s for a deleted config (err %v)", o.Key, o.Err)
+	}
+	if f.uploaded != 0 {
+		t.Fatalf("uploaded %d bytes", f.uploaded)
 	}
 }
 

@@ -14,8 +14,8 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
-	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"

@@ -144,6 +144,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Storage:     t.Storage,
 			Replicas:    t.Replicas,
 			MaxAge:      t.StatusMaxAge,
+			Duplicates:  RequestsDuplicateWindow,
 		},
 	}
 }

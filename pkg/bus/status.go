@@ -18,10 +18,16 @@ func StatusSubject(stage etcdbackupv1.Stage) string {
 // PublishStatus publishes ev as protojson on its stage's status subject, stamping its time
 // when unset. Status events are readable with `nats sub 'etcdbackup.status.>'`.
 func PublishStatus(ctx context.Context, js jetstream.JetStream, ev *etcdbackupv1.StatusEvent) error {
+	return PublishStatusOnce(ctx, js, ev, "")
+}
+
+// PublishStatusOnce publishes ev like PublishStatus, but only once per msgID within the status
+// stream's duplicate window: for events that a periodic pass would otherwise repeat.
+func PublishStatusOnce(ctx context.Context, js jetstream.JetStream, ev *etcdbackupv1.StatusEvent, msgID string) error {
 	if ev.GetTime() == nil {
 		ev.Time = timestamppb.Now()
 	}
-	_, err := publish(ctx, js, StatusSubject(ev.GetStage()), "", ev, true)
+	_, err := publish(ctx, js, StatusSubject(ev.GetStage()), msgID, ev, true)
 	return err
 }
 

@@ -74,7 +74,8 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED,
 			Message: "found in the bucket, not listed before", Destination: dest.Name, ObjectKey: o.Key, Size: uint64(o.Size),
 		}
-		if err := bus.PublishStatus(ctx, p.JS, ev); err != nil {
+		// Until the status writer lists it, every pass finds it again: say it once.
+		if err := bus.PublishStatusOnce(ctx, p.JS, ev, cfg.Namespace+"/"+o.Backup+"/found"); err != nil {
 			return 0, err
 		}
 	}
@@ -85,7 +86,7 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 			Message: fmt.Sprintf("object %s is no longer in the bucket", e.ObjectKey), Destination: dest.Name, ObjectKey: e.ObjectKey,
 			JobName: backupname.DeleteJob(cluster, cfg.Name, e.BackupName),
 		}
-		if err := bus.PublishStatus(ctx, p.JS, ev); err != nil {
+		if err := bus.PublishStatusOnce(ctx, p.JS, ev, cfg.Namespace+"/"+e.BackupName+"/vanished"); err != nil {
 			return 0, err
 		}
 	}

@@ -297,7 +297,7 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	newConfig(t, ctx, cluster, "manual", "@every 1h", "")
+	newConfig(t, ctx, cluster, "manual", "@every 1h", "", 5)
 	waitConfig(t, ctx, "cluster-"+cluster, "manual", 30*time.Second, "scheduling active", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		cond := condition(c)
 		return cond != nil && cond.Status == metav1.ConditionTrue

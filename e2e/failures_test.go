@@ -32,7 +32,7 @@ func TestEtcdUnreachableFailsThatBackupOnly(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, fmt.Sprintf("http://127.0.0.1:%d", port)); err != nil {
 		t.Fatal(err)
 	}
-	newConfig(t, ctx, cluster, "flaky", "@every 2s", "")
+	newConfig(t, ctx, cluster, "flaky", "@every 2s", "", 5)
 	cfg := waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a failed backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseFailed)) > 0
 	})
@@ -75,7 +75,7 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	newConfig(t, ctx, cluster, "outage", "@every 1h", "")
+	newConfig(t, ctx, cluster, "outage", "@every 1h", "", 5)
 	waitConfig(t, ctx, "cluster-"+cluster, "outage", 30*time.Second, "scheduling active", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		cond := condition(c)
 		return cond != nil && cond.Status == metav1.ConditionTrue

@@ -111,9 +111,8 @@ func condition(cfg *kubermaticv1.EtcdBackupConfig) *metav1.Condition {
 
 // newConfig creates an EtcdBackupConfig in the cluster's namespace and deletes it when the
 // test ends, so its schedule stops.
-func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, destination string) *kubermaticv1.EtcdBackupConfig {
+func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, destination string, keep int) *kubermaticv1.EtcdBackupConfig {
 	t.Helper()
-	keep := 5
 	cfg := &kubermaticv1.EtcdBackupConfig{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
 		Spec: kubermaticv1.EtcdBackupConfigSpec{

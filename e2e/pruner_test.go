@@ -70,13 +70,8 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 	if n := len(env.ServicesOf("pruner")); n != 3 {
 		t.Fatalf("%d pruners running, want 3", n)
 	}
-	cfg := newConfig(t, ctx, cluster, "keep3", "@every 1s", "")
 	keep := 3
-	patch := client.MergeFrom(cfg.DeepCopy())
-	cfg.Spec.Keep = &keep
-	if err := env.Client.Patch(ctx, cfg, patch); err != nil {
-		t.Fatal(err)
-	}
+	cfg := newConfig(t, ctx, cluster, "keep3", "@every 1s", "", keep)
 	maxSeen := 0
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "five deleted backups", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		maxSeen = max(maxSeen, len(bucketKeys(t, ctx, c)))
@@ -163,7 +158,7 @@ func TestFailedBackupsAreDeleted(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, "http://127.0.0.1:1"); err != nil {
 		t.Fatal(err)
 	}
-	cfg := newConfig(t, ctx, cluster, "failing", "@every 2s", "")
+	cfg := newConfig(t, ctx, cluster, "failing", "@every 2s", "", 5)
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "a failed backup deleted", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		for _, b := range c.Status.LastBackups {
 			if b.BackupPhase == kubermaticv1.PhaseFailed && b.DeletePhase == kubermaticv1.PhaseCompleted && strings.Contains(b.DeleteMessage, "failed") {
@@ -183,7 +178,7 @@ func TestConfigDeletionDeletesAllBackups(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	cfg := newConfig(t, ctx, cluster, "once", "", "")
+	cfg := newConfig(t, ctx, cluster, "once", "", "", 5)
 	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
 	})
@@ -222,13 +217,8 @@ func TestPlantedObjectIsCounted(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	cfg := newConfig(t, ctx, cluster, "planted", "@every 24h", "")
 	keep := 1
-	patch := client.MergeFrom(cfg.DeepCopy())
-	cfg.Spec.Keep = &keep
-	if err := env.Client.Patch(ctx, cfg, patch); err != nil {
-		t.Fatal(err)
-	}
+	cfg := newConfig(t, ctx, cluster, "planted", "@every 24h", "", keep)
 	old := backupname.Backup(cfg.Name, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
 	key := backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, old)
 	if _, err := env.S3.Client().PutObject(ctx, sandbox.Bucket, key, bytes.NewReader([]byte("planted")), 7, minio.PutObjectOptions{}); err != nil {
@@ -258,7 +248,7 @@ func TestPruningResumesAfterS3Outage(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	cfg := newConfig(t, ctx, cluster, "outage", "@every 24h", "")
+	cfg := newConfig(t, ctx, cluster, "outage", "@every 24h", "", 5)
 	var names []string
 	for range 2 {
 		// Backup names have second precision: trigger in distinct seconds.
@@ -349,13 +339,8 @@ func TestTooManyBackupsPausesScheduling(t *testing.T) {
 			restart()
 		}
 	})
-	cfg := newConfig(t, ctx, cluster, "piling", "@every 1s", "")
 	keep := 1
-	patch := client.MergeFrom(cfg.DeepCopy())
-	cfg.Spec.Keep = &keep
-	if err := env.Client.Patch(ctx, cfg, patch); err != nil {
-		t.Fatal(err)
-	}
+	cfg := newConfig(t, ctx, cluster, "piling", "@every 1s", "", keep)
 	piled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition TooManyBackups", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		cond := condition(c)
 		return cond != nil && cond.Reason == kubermaticv1.ReasonTooManyBackups
@@ -386,7 +371,7 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	cfg := newConfig(t, ctx, cluster, "teardown", "", "")
+	cfg := newConfig(t, ctx, cluster, "teardown", "", "", 5)
 	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
 	})

@@ -25,7 +25,7 @@ func TestOneTimeBackupIsTakenOnce(t *testing.T) {
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		t.Fatal(err)
 	}
-	cfg := newConfig(t, ctx, cluster, "snapshot", "", "")
+	cfg := newConfig(t, ctx, cluster, "snapshot", "", "", 5)
 	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
 	})
@@ -80,7 +80,7 @@ func TestPausedClusterIsSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	setPause(t, ctx, cluster, true)
-	cfg := newConfig(t, ctx, cluster, "paused", "@every 1s", "")
+	cfg := newConfig(t, ctx, cluster, "paused", "@every 1s", "", 5)
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterPaused", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		cond := condition(c)
 		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == kubermaticv1.ReasonClusterPaused

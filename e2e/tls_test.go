@@ -73,7 +73,7 @@ func TestBackupOverMutualTLSWithKKPSecrets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := newConfig(t, ctx, cluster, "tls", "@every 2s", "")
+	cfg := newConfig(t, ctx, cluster, "tls", "@every 2s", "", 5)
 	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a completed backup over mTLS", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseCompleted)) > 0 || len(entries(c, kubermaticv1.PhaseFailed)) > 0
 	})

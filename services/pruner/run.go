@@ -8,16 +8,11 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
-	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/pruner/prune"
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
 
 func run(ctx context.Context, args []string) error {
@@ -30,29 +25,13 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer w.Close()
-	ctrl.SetLogger(logr.FromSlogHandler(w.Log.Handler()))
 	deletes, err := bus.Consumer(ctx, w.JS, bus.ConsumerDeleter)
 	if err != nil {
 		return err
 	}
-	restCfg, err := kube.Config(cfg.Kubeconfig, "etcdbackup-pruner")
+	mgr, _, err := cfg.NewManager("pruner", w.Log)
 	if err != nil {
 		return err
-	}
-	scheme, err := kube.NewScheme()
-	if err != nil {
-		return err
-	}
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&kubermaticv1.Seed{}: {Namespaces: map[string]cache.Config{cfg.SeedNamespace: {}}},
-		}},
-	})
-	if err != nil {
-		return fmt.Errorf("controller manager: %w", err)
 	}
 	// Secrets are read directly (uncached): only the Seed namespace's, only when needed.
 	dests := destination.NewResolver(w.Kube, cfg.Seed())

@@ -6,7 +6,6 @@ require (
 	github.com/etcd-backup/etcdbackup/api v0.0.0-00010101000000-000000000000
 	github.com/etcd-backup/etcdbackup/pkg v0.0.0-00010101000000-000000000000
 	github.com/etcd-backup/etcdbackup/proto v0.0.0-00010101000000-000000000000
-	github.com/go-logr/logr v1.4.4
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/robfig/cron/v3 v3.0.1
@@ -27,6 +26,7 @@ require (
 	github.com/evanphx/json-patch/v5 v5.9.11 // indirect
 	github.com/fsnotify/fsnotify v1.9.0 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.1 // indirect
+	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-openapi/jsonpointer v1.0.0 // indirect
 	github.com/go-openapi/jsonreference v1.0.0 // indirect
 	github.com/go-openapi/swag v0.27.1 // indirect

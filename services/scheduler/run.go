@@ -14,15 +14,12 @@ import (
 	"github.com/etcd-backup/etcdbackup/services/scheduler/scheduling"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/statuswriter"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/trigger"
-	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
@@ -36,27 +33,9 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
-
-	restCfg, err := kube.Config(cfg.Kubeconfig, "etcdbackup-scheduler")
+	mgr, restCfg, err := cfg.NewManager("scheduler", log)
 	if err != nil {
 		return err
-	}
-	scheme, err := kube.NewScheme()
-	if err != nil {
-		return err
-	}
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
-		Scheme:  scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		// Only the Seed's namespace: RBAC grants Seed access there alone.
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&kubermaticv1.Seed{}: {Namespaces: map[string]cache.Config{cfg.SeedNamespace: {}}},
-		}},
-		HealthProbeBindAddress: "0",
-	})
-	if err != nil {
-		return fmt.Errorf("controller manager: %w", err)
 	}
 
 	endpoint := service.NewEndpoint(cfg.MetricsAddr)

@@ -1,0 +1,44 @@
+package service
+
+import (
+	"fmt"
+	"log/slog"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+// NewManager builds the controller-runtime manager of a service (user agent
+// "etcdbackup-<name>") that logs through log, serves no metrics or probes of its own (the
+// service's Endpoint does), and caches Seeds of the Seed's namespace only, where RBAC grants
+// access. It also returns the REST config.
+func (c *Common) NewManager(name string, log *slog.Logger) (manager.Manager, *rest.Config, error) {
+	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+	restCfg, err := kube.Config(c.Kubeconfig, "etcdbackup-"+name)
+	if err != nil {
+		return nil, nil, err
+	}
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		return nil, nil, err
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&kubermaticv1.Seed{}: {Namespaces: map[string]cache.Config{c.SeedNamespace: {}}},
+		}},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("controller manager: %w", err)
+	}
+	return mgr, restCfg, nil
+}

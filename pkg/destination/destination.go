@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/minio/minio-go/v7"
@@ -38,15 +40,38 @@ type Destination struct {
 	Credentials *corev1.SecretReference
 }
 
-// Resolver looks destinations up on one Seed.
+// key identifies a destination by value: a changed endpoint, bucket or Secret is another key.
+func (d Destination) key() string {
+	secret := ""
+	if d.Credentials != nil {
+		secret = d.Credentials.Namespace + "/" + d.Credentials.Name
+	}
+	return fmt.Sprintf("%s|%s|%t|%s|%s", d.Name, d.Endpoint, d.Secure, d.BucketName, secret)
+}
+
+// Resolver looks destinations up on one Seed. It keeps each destination's S3 client for
+// ClientTTL, so a stream of uploads or deletions does not read the Seed and the credentials
+// Secret from the API server every time; changed credentials are picked up within ClientTTL.
 type Resolver struct {
 	reader client.Reader
 	seed   types.NamespacedName
+	now    func() time.Time
+
+	mu      sync.Mutex
+	clients map[string]cachedClient
 }
+
+type cachedClient struct {
+	client  *minio.Client
+	expires time.Time
+}
+
+// ClientTTL is how long a destination's S3 client is reused.
+const ClientTTL = time.Minute
 
 // NewResolver returns a Resolver for the Seed seed, reading through r.
 func NewResolver(r client.Reader, seed types.NamespacedName) *Resolver {
-	return &Resolver{reader: r, seed: seed}
+	return &Resolver{reader: r, seed: seed, now: time.Now, clients: map[string]cachedClient{}}
 }
 
 // Lookup returns the destination called name, or the Seed's default destination when name is
@@ -89,8 +114,27 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 	return Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName, Credentials: d.Credentials}, nil
 }
 
-// Client returns an S3 client for d, with the credentials of its Secret.
+// Client returns an S3 client for d, with the credentials of its Secret, reusing one made
+// less than ClientTTL ago for the same destination.
 func (r *Resolver) Client(ctx context.Context, d Destination) (*minio.Client, error) {
+	key := d.key()
+	r.mu.Lock()
+	c, ok := r.clients[key]
+	r.mu.Unlock()
+	if ok && r.now().Before(c.expires) {
+		return c.client, nil
+	}
+	fresh, err := r.newClient(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.clients[key] = cachedClient{client: fresh, expires: r.now().Add(ClientTTL)}
+	r.mu.Unlock()
+	return fresh, nil
+}
+
+func (r *Resolver) newClient(ctx context.Context, d Destination) (*minio.Client, error) {
 	if d.Credentials == nil || d.Credentials.Name == "" {
 		return nil, fmt.Errorf("%w: destination %q references no credentials secret", ErrCredentials, d.Name)
 	}

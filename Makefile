@@ -9,7 +9,8 @@ BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
 SERVICES := scheduler snapshotter uploader pruner
-MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
+# services/restorer holds the per-member restore step (issue 4); it has no binary yet.
+MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES)) services/restorer
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/versitygw $(BIN)/nats
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 

@@ -1,0 +1,165 @@
+// Package member restores one etcd member's data dir from a stored backup: the step that runs
+// in front of etcd in each member pod during a restore (the role KKP's etcd-launcher plays).
+//
+// Fetch downloads the backup and proves it intact: the stored object's sha256 against its
+// metadata, then etcd's own trailing hash and size while it decompresses. Restore runs the
+// etcdutl snapshot API for the member and leaves a marker, so that a member restarting later
+// within the same restore does not restore again.
+package member
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
+	"github.com/klauspost/compress/zstd"
+	"github.com/minio/minio-go/v7"
+	etcdsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
+)
+
+// MetaSHA256 is the object metadata key holding the stored object's sha256 (set by the uploader).
+const MetaSHA256 = "Sha256"
+
+// MarkerFile, inside a restored data dir, holds the id of the restore that wrote it.
+const MarkerFile = "etcdbackup-restore-id"
+
+// ErrCorrupt is returned (wrapped) when a backup fails a check.
+var ErrCorrupt = errors.New("backup corrupt")
+
+// Fetch downloads the backup at bucket/key into the snapshot file dst. The compressed object
+// is downloaded to dst+".zst" first while its sha256 is compared with the object's metadata;
+// then it is decompressed from that local copy while etcd's snapshot hash and size are
+// checked, so every error of that second pass means a corrupt backup. On any error nothing
+// is left at dst.
+func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, dst string) error {
+	info, err := s3.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return fmt.Errorf("backup %s/%s: %w", bucket, key, err)
+	}
+	want := info.UserMetadata[MetaSHA256]
+	if want == "" {
+		return fmt.Errorf("%w: %s carries no %s metadata to check it against", ErrCorrupt, key, MetaSHA256)
+	}
+	compressed := dst + ".zst"
+	defer os.Remove(compressed)
+	if err := download(ctx, s3, bucket, key, compressed, want); err != nil {
+		return err
+	}
+	if err := decompress(compressed, dst); err != nil {
+		os.Remove(dst)
+		return fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
+	}
+	return nil
+}
+
+func download(ctx context.Context, s3 *minio.Client, bucket, key, path, want string) error {
+	obj, err := s3.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return fmt.Errorf("download %s: %w", key, err)
+	}
+	defer obj.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	hash := sha256.New()
+	if _, err := io.Copy(io.MultiWriter(f, hash), obj); err != nil {
+		return fmt.Errorf("download %s: %w", key, err)
+	}
+	if got := hex.EncodeToString(hash.Sum(nil)); got != want {
+		return fmt.Errorf("%w: %s has sha256 %s, its metadata says %s", ErrCorrupt, key, got, want)
+	}
+	return f.Close()
+}
+
+func decompress(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	dec, err := zstd.NewReader(in)
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	if _, err := io.Copy(out, snapshot.NewVerifier(dec)); err != nil {
+		return err
+	}
+	return out.Close()
+}
+
+// Config is one member's restore.
+type Config struct {
+	// RestoreID identifies the restore (the EtcdRestore's uid): a data dir restored by it is
+	// left alone when the member restarts.
+	RestoreID string
+	// Snapshot is the file Fetch wrote.
+	Snapshot string
+	// DataDir is the member's data dir; it must not exist or be empty.
+	DataDir string
+	// Name is the member name (the pod name), PeerURLs its peer URLs.
+	Name     string
+	PeerURLs []string
+	// InitialCluster lists every member: "etcd-0=https://...,etcd-1=...".
+	InitialCluster string
+	// Token is the cluster token (the cluster's name).
+	Token string
+}
+
+// Restore restores cfg.DataDir from cfg.Snapshot with etcd's hash check on. It returns
+// restored=false, and does nothing, when the data dir was restored by this restore already;
+// it refuses a data dir that holds anything else.
+func Restore(cfg Config) (restored bool, err error) {
+	if cfg.RestoreID == "" || cfg.Name == "" || cfg.InitialCluster == "" || cfg.Token == "" {
+		return false, errors.New("restore id, member name, initial cluster and token are required")
+	}
+	marker := filepath.Join(cfg.DataDir, MarkerFile)
+	if b, err := os.ReadFile(marker); err == nil {
+		if strings.TrimSpace(string(b)) == cfg.RestoreID {
+			return false, nil
+		}
+		return false, fmt.Errorf("data dir %s was restored by restore %s, not %s", cfg.DataDir, strings.TrimSpace(string(b)), cfg.RestoreID)
+	}
+	entries, err := os.ReadDir(cfg.DataDir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return false, err
+	case len(entries) > 0:
+		return false, fmt.Errorf("data dir %s is not empty; refusing to restore over it", cfg.DataDir)
+	default:
+		if err := os.Remove(cfg.DataDir); err != nil { // etcdutl wants to create it
+			return false, err
+		}
+	}
+	err = etcdsnapshot.NewV3(zap.NewNop()).Restore(etcdsnapshot.RestoreConfig{
+		SnapshotPath:        cfg.Snapshot,
+		Name:                cfg.Name,
+		OutputDataDir:       cfg.DataDir,
+		PeerURLs:            cfg.PeerURLs,
+		InitialCluster:      cfg.InitialCluster,
+		InitialClusterToken: cfg.Token,
+	})
+	if err != nil {
+		return false, fmt.Errorf("restore member %s: %w", cfg.Name, err)
+	}
+	if err := os.WriteFile(marker, []byte(cfg.RestoreID+"\n"), 0o600); err != nil {
+		return false, err
+	}
+	return true, nil
+}

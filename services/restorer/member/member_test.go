@@ -1,0 +1,168 @@
+package member
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
+	"github.com/klauspost/compress/zstd"
+	"github.com/minio/minio-go/v7"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// backupOf snapshots a fresh etcd holding n keys and returns the raw snapshot stream.
+func backupOf(t *testing.T, n int) []byte {
+	t.Helper()
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	for i := range n {
+		if _, err := cli.Put(context.Background(), fmt.Sprintf("/registry/k%03d", i), fmt.Sprint("v", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := cli.SnapshotWithVersion(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Snapshot.Close()
+	raw, err := io.ReadAll(resp.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func compress(t *testing.T, raw []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc, _ := zstd.NewWriter(&buf)
+	_, _ = enc.Write(raw)
+	_ = enc.Close()
+	return buf.Bytes()
+}
+
+func store(t *testing.T, s3 *s3test.Server, key string, body []byte, sha string) {
+	t.Helper()
+	meta := map[string]string{}
+	if sha != "" {
+		meta[MetaSHA256] = sha
+	}
+	if _, err := s3.Client(t).PutObject(context.Background(), "backups", key, bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{UserMetadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func TestFetchAndRestoreOnce(t *testing.T) {
+	ctx := context.Background()
+	s3 := s3test.Run(t, "backups")
+	obj := compress(t, backupOf(t, 50))
+	store(t, s3, "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", obj, sum(obj))
+	dir := t.TempDir()
+	snap := filepath.Join(dir, "snapshot.db")
+	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", snap); err != nil {
+		t.Fatal(err)
+	}
+	peer := freePeer(t)
+	cfg := Config{
+		RestoreID: "restore-1", Snapshot: snap, DataDir: filepath.Join(dir, "data"),
+		Name: "etcd-0", PeerURLs: []string{peer.String()}, InitialCluster: "etcd-0=" + peer.String(), Token: "cluster-x",
+	}
+	if restored, err := Restore(cfg); err != nil || !restored {
+		t.Fatalf("restore: %v %v", restored, err)
+	}
+	// A restart within the same restore does not restore again; another restore refuses.
+	if restored, err := Restore(cfg); err != nil || restored {
+		t.Fatalf("second run of the same restore: restored=%v err=%v", restored, err)
+	}
+	other := cfg
+	other.RestoreID = "restore-2"
+	if _, err := Restore(other); err == nil {
+		t.Fatal("another restore overwrote a restored data dir")
+	}
+	e, err := etcdtest.StartIn(cfg.DataDir, "etcd-0", func(c *embed.Config) {
+		c.ListenPeerUrls, c.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+		c.InitialCluster = cfg.InitialCluster
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Stop()
+	resp, err := e.Client(t).Get(ctx, "/registry/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Count != 50 {
+		t.Fatalf("restored etcd holds %d keys, want 50", resp.Count)
+	}
+}
+
+func TestFetchRefusesBadBackups(t *testing.T) {
+	ctx := context.Background()
+	raw := backupOf(t, 10)
+	good := compress(t, raw)
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 1
+	badSnapshot := bytes.Clone(raw)
+	badSnapshot[100] ^= 1 // etcd's trailing hash no longer matches
+	recompressed := compress(t, badSnapshot)
+	tests := []struct {
+		name    string
+		body    []byte
+		sha     string
+		corrupt bool
+	}{
+		{"one byte flipped in the bucket", flipped, sum(good), true},
+		{"no checksum to check against", good, "", true},
+		{"snapshot fails etcd's hash check", recompressed, sum(recompressed), true},
+		{"not zstd at all", []byte("not a backup"), sum([]byte("not a backup")), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s3 := s3test.Run(t, "backups")
+			store(t, s3, "key.db.zst", tc.body, tc.sha)
+			dst := filepath.Join(t.TempDir(), "snapshot.db")
+			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", dst)
+			if !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("err = %v, want ErrCorrupt", err)
+			}
+			if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
+				t.Fatalf("a refused backup left %s behind", dst)
+			}
+		})
+	}
+	t.Run("missing backup is not called corrupt", func(t *testing.T) {
+		s3 := s3test.Run(t, "backups")
+		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", filepath.Join(t.TempDir(), "s.db"))
+		if err == nil || errors.Is(err, ErrCorrupt) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+}
+
+// freePeer returns a peer URL on a free loopback port.
+func freePeer(t *testing.T) url.URL {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return url.URL{Scheme: "http", Host: l.Addr().String()}
+}

@@ -128,12 +128,12 @@ func Restore(cfg Config) (restored bool, err error) {
 	if cfg.RestoreID == "" || cfg.Name == "" || cfg.InitialCluster == "" || cfg.Token == "" {
 		return false, errors.New("restore id, member name, initial cluster and token are required")
 	}
-	marker := filepath.Join(cfg.DataDir, MarkerFile)
-	if b, err := os.ReadFile(marker); err == nil {
-		if strings.TrimSpace(string(b)) == cfg.RestoreID {
-			return false, nil
-		}
-		return false, fmt.Errorf("data dir %s was restored by restore %s, not %s", cfg.DataDir, strings.TrimSpace(string(b)), cfg.RestoreID)
+	if by, err := RestoredBy(cfg.DataDir); err != nil {
+		return false, err
+	} else if by == cfg.RestoreID {
+		return false, nil
+	} else if by != "" {
+		return false, fmt.Errorf("data dir %s was restored by restore %s, not %s", cfg.DataDir, by, cfg.RestoreID)
 	}
 	entries, err := os.ReadDir(cfg.DataDir)
 	switch {
@@ -158,8 +158,20 @@ func Restore(cfg Config) (restored bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("restore member %s: %w", cfg.Name, err)
 	}
-	if err := os.WriteFile(marker, []byte(cfg.RestoreID+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, MarkerFile), []byte(cfg.RestoreID+"\n"), 0o600); err != nil {
 		return false, err
 	}
 	return true, nil
+}
+
+// RestoredBy returns the id of the restore that restored dataDir, or "" if none did.
+func RestoredBy(dataDir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, MarkerFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
 }

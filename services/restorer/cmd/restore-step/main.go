@@ -1,0 +1,103 @@
+// Command restore-step restores one etcd member's data dir from a backup, in front of etcd in
+// the member's pod during a restore. It downloads the backup with read-only credentials
+// (ACCESS_KEY_ID and SECRET_ACCESS_KEY in its environment, from the restore's credentials
+// Secret), proves it intact, and restores the data dir once per restore. Exit 0: restored, or
+// already restored by this restore; 1: anything else, with the reason on stderr.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/services/restorer/member"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, slog.New(slog.NewJSONHandler(os.Stderr, nil)))
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "restore-step:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	endpoint, bucket, key, workDir string
+	member                         member.Config
+	peerURLs                       string
+}
+
+func parse(args []string, getenv func(string) string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("restore-step", flag.ContinueOnError)
+	fs.StringVar(&c.endpoint, "endpoint", "", "S3 endpoint: host[:port], https://… or http://…")
+	fs.StringVar(&c.bucket, "bucket", "", "bucket of the backup")
+	fs.StringVar(&c.key, "key", "", "object key of the backup")
+	fs.StringVar(&c.workDir, "work-dir", os.TempDir(), "where the downloaded backup waits (needs its compressed plus uncompressed size)")
+	fs.StringVar(&c.member.RestoreID, "restore-id", "", "id of the restore (the EtcdRestore's uid)")
+	fs.StringVar(&c.member.Name, "name", getenv("POD_NAME"), "member name (default $POD_NAME)")
+	fs.StringVar(&c.member.DataDir, "data-dir", "", "the member's data dir")
+	fs.StringVar(&c.member.InitialCluster, "initial-cluster", "", "every member: name=peerURL,…")
+	fs.StringVar(&c.member.Token, "initial-cluster-token", "", "cluster token (the cluster's name)")
+	fs.StringVar(&c.peerURLs, "peer-urls", "", "this member's peer URLs, comma-separated")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "data-dir": c.member.DataDir, "peer-urls": c.peerURLs} {
+		if v == "" {
+			return config{}, fmt.Errorf("--%s is required", name)
+		}
+	}
+	c.member.PeerURLs = strings.Split(c.peerURLs, ",")
+	return c, nil
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, log *slog.Logger) error {
+	c, err := parse(args, getenv)
+	if err != nil {
+		return err
+	}
+	id, secret := getenv("ACCESS_KEY_ID"), getenv("SECRET_ACCESS_KEY")
+	if id == "" || secret == "" {
+		return errors.New("ACCESS_KEY_ID and SECRET_ACCESS_KEY must be set")
+	}
+	host, secure, err := destination.ParseEndpoint(c.endpoint)
+	if err != nil {
+		return err
+	}
+	s3, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4(id, secret, ""), Secure: secure})
+	if err != nil {
+		return err
+	}
+	log = log.With("member", c.member.Name, "restore", c.member.RestoreID, "key", c.key)
+	// A member restarting within the same restore keeps its data and skips the download.
+	if by, err := member.RestoredBy(c.member.DataDir); err != nil {
+		return err
+	} else if by == c.member.RestoreID {
+		log.Info("data dir already restored by this restore")
+		return nil
+	}
+	c.member.Snapshot = filepath.Join(c.workDir, "restore-"+c.member.RestoreID+".db")
+	defer os.Remove(c.member.Snapshot)
+	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.member.Snapshot); err != nil {
+		return err
+	}
+	restored, err := member.Restore(c.member)
+	if err != nil {
+		return err
+	}
+	log.Info("member restored", "restored", restored, "data_dir", c.member.DataDir)
+	return nil
+}

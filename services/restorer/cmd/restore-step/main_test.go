@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
+	"github.com/etcd-backup/etcdbackup/services/restorer/member"
+	"github.com/klauspost/compress/zstd"
+	"github.com/minio/minio-go/v7"
+)
+
+// The command restores a data dir from a stored backup once; run again for the same restore
+// it neither downloads nor touches the data dir.
+func TestRestoreStep(t *testing.T) {
+	ctx := context.Background()
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	if _, err := cli.Put(ctx, "/registry/k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.SnapshotWithVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Snapshot)
+	resp.Snapshot.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	enc, _ := zstd.NewWriter(&buf)
+	_, _ = enc.Write(raw)
+	_ = enc.Close()
+	sum := sha256.Sum256(buf.Bytes())
+	s3 := s3test.Run(t, "backups")
+	if _, err := s3.Client(t).PutObject(ctx, "backups", "k.db.zst", bytes.NewReader(buf.Bytes()), int64(buf.Len()),
+		minio.PutObjectOptions{UserMetadata: map[string]string{member.MetaSHA256: hex.EncodeToString(sum[:])}}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := "http://" + l.Addr().String()
+	l.Close()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1",
+		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x",
+		"--peer-urls", peer, "--work-dir", t.TempDir()}
+	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey, "SECRET_ACCESS_KEY": s3test.SecretKey}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	if err := run(ctx, args, func(k string) string { return env[k] }, log); err != nil {
+		t.Fatal(err)
+	}
+	if by, err := member.RestoredBy(dataDir); err != nil || by != "uid-1" {
+		t.Fatalf("restored by %q, %v", by, err)
+	}
+	// The backup is gone now: a second run must not need it.
+	if err := s3.Client(t).RemoveObject(ctx, "backups", "k.db.zst", minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, args, func(k string) string { return env[k] }, log); err != nil {
+		t.Fatalf("second run of the same restore: %v", err)
+	}
+	if strings.Contains(logs.String(), s3test.SecretKey) {
+		t.Fatal("the secret key reached the log")
+	}
+	delete(env, "SECRET_ACCESS_KEY")
+	if err := run(ctx, args, func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "SECRET_ACCESS_KEY") {
+		t.Fatalf("missing credentials: %v", err)
+	}
+}

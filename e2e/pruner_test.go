@@ -185,18 +185,42 @@ func TestConfigDeletionDeletesAllBackups(t *testing.T) {
 	if done.Finalizers[0] != kubermaticv1.DeleteAllBackupsFinalizer {
 		t.Fatalf("finalizers %v", done.Finalizers)
 	}
-	// Several pruner reconciles later (interval 2s), the one-time backup is still there: the
-	// periodic pass is observable as the repeated listing below finding it every time.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if keys := bucketKeys(t, ctx, done); len(keys) != 1 {
-			t.Fatalf("one-time backup pruned: %v", keys)
+	// Every pruner replica applies retention to the config twice more with the backup listed;
+	// the second pass lists what the first decided, and still finds the backup.
+	labels := map[string]string{"namespace": cfg.Namespace, "config": cfg.Name}
+	pruners := env.ServicesOf("pruner")
+	base := make([]float64, len(pruners))
+	for i, p := range pruners {
+		v, err := p.Metric(ctx, "etcdbackup_retention_passes_total", labels)
+		if err != nil {
+			t.Fatal(err)
 		}
+		base[i] = v
+	}
+	err := sandbox.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+		for i, p := range pruners {
+			v, err := p.Metric(ctx, "etcdbackup_retention_passes_total", labels)
+			if err != nil || v < base[i]+2 {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		t.Fatalf("pruners did not apply retention to the config: %v", err)
+	}
+	for _, p := range pruners {
+		if n, err := p.Metric(ctx, "etcdbackup_stored_backups", labels); err != nil || n != 1 {
+			t.Fatalf("%s's last listing found %v backups (%v), want the one-time backup", p.Name, n, err)
+		}
+	}
+	if keys := bucketKeys(t, ctx, done); len(keys) != 1 {
+		t.Fatalf("one-time backup pruned: %v", keys)
 	}
 	if err := env.Client.Delete(ctx, done); err != nil {
 		t.Fatal(err)
 	}
-	err := sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+	err = sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
 		var c kubermaticv1.EtcdBackupConfig
 		err := env.Client.Get(ctx, types.NamespacedName{Namespace: cfg.Namespace, Name: cfg.Name}, &c)
 		return apierrors.IsNotFound(err), err

@@ -65,6 +65,7 @@ func run(ctx context.Context, args []string) error {
 type metrics struct {
 	deletes              prune.Metrics
 	count, bytes, newest *prometheus.GaugeVec
+	passes               *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -80,7 +81,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		bytes:  gauge("etcdbackup_stored_bytes", "Bytes of a config's backups in its destination, as the last listing found."),
 		newest: gauge("etcdbackup_newest_backup_timestamp_seconds", "Scheduled time of a config's newest backup in its destination, as the last listing found."),
 	}
-	r.MustRegister(deleted, m.count, m.bytes, m.newest)
+	m.passes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etcdbackup_retention_passes_total",
+		Help: "Listings of a config's prefix this replica made to apply retention.",
+	}, []string{"namespace", "config"})
+	r.MustRegister(deleted, m.count, m.bytes, m.newest, m.passes)
 	failed := service.Failures(r)
 	m.deletes = prune.Metrics{
 		Deleted: func(c, d string) { deleted.WithLabelValues(c, d).Inc() },
@@ -90,6 +95,7 @@ func newMetrics(r prometheus.Registerer) *metrics {
 }
 
 func (m *metrics) listed(ns, config string, count int, bytes int64, newest time.Time) {
+	m.passes.WithLabelValues(ns, config).Inc()
 	m.count.WithLabelValues(ns, config).Set(float64(count))
 	m.bytes.WithLabelValues(ns, config).Set(float64(bytes))
 	if !newest.IsZero() {
@@ -101,4 +107,5 @@ func (m *metrics) forget(ns, config string) {
 	for _, g := range []*prometheus.GaugeVec{m.count, m.bytes, m.newest} {
 		g.DeleteLabelValues(ns, config)
 	}
+	m.passes.DeleteLabelValues(ns, config)
 }

@@ -74,43 +74,48 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 		finish(status)
 		return
 	}
-	// The backup started with the first event of a stage doing the work.
+	// The backup started with the first event of a stage doing the work; the scheduler's
+	// "queued" is not progress.
 	working := ev.GetStage() == etcdbackupv1.Stage_STAGE_SNAPSHOTTER || ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER
-	if working && (e.BackupStartTime.IsZero() || at.Before(&e.BackupStartTime)) {
-		e.BackupStartTime = at
+	if working {
+		earliest(&e.BackupStartTime, at)
 	}
-	switch {
-	case rank(phase) > rank(e.BackupPhase):
-		e.BackupPhase, e.BackupMessage = phase, ev.GetMessage()
-		if phase != kubermaticv1.PhaseRunning {
-			e.BackupFinishedTime = at
-		}
-		if phase == kubermaticv1.PhaseCompleted {
-			e.Size, e.SHA256, e.EtcdRevision = int64(ev.GetSize()), ev.GetSha256(), ev.GetRevision()
-		}
-	case phase == kubermaticv1.PhaseRunning && e.BackupPhase == kubermaticv1.PhaseRunning && ev.GetStage() != etcdbackupv1.Stage_STAGE_SCHEDULER:
-		// Progress of a running backup: the newest word of the stage doing the work.
-		e.BackupMessage = ev.GetMessage()
+	if advance(&e.BackupPhase, &e.BackupMessage, &e.BackupFinishedTime, phase, ev.GetMessage(), at, working) && phase == kubermaticv1.PhaseCompleted {
+		e.Size, e.SHA256, e.EtcdRevision = int64(ev.GetSize()), ev.GetSha256(), ev.GetRevision()
 	}
 	finish(status)
 }
 
-// mergeDelete applies a deletion event to an entry, with the same ranks as backups.
+// mergeDelete applies a deletion event to an entry, with the same rules as backups.
 func mergeDelete(e *kubermaticv1.BackupStatus, ev *etcdbackupv1.StatusEvent, phase string, at metav1.Time) {
 	if ev.GetJobName() != "" {
 		e.DeleteJobName = ev.GetJobName()
 	}
-	if e.DeleteStartTime.IsZero() || at.Before(&e.DeleteStartTime) {
-		e.DeleteStartTime = at
-	}
+	earliest(&e.DeleteStartTime, at)
+	advance(&e.DeletePhase, &e.DeleteMessage, &e.DeleteFinishedTime, phase, ev.GetMessage(), at, true)
+}
+
+// advance moves *cur to phase if that ranks higher, with its message, and stamps *finished
+// once the phase is terminal; it reports whether it moved. While both are Running and
+// progress is set, only the message is updated: the newest word of the work in progress.
+func advance(cur, msg *string, finished *metav1.Time, phase, message string, at metav1.Time, progress bool) bool {
 	switch {
-	case rank(phase) > rank(e.DeletePhase):
-		e.DeletePhase, e.DeleteMessage = phase, ev.GetMessage()
+	case rank(phase) > rank(*cur):
+		*cur, *msg = phase, message
 		if phase != kubermaticv1.PhaseRunning {
-			e.DeleteFinishedTime = at
+			*finished = at
 		}
-	case phase == kubermaticv1.PhaseRunning && e.DeletePhase == kubermaticv1.PhaseRunning:
-		e.DeleteMessage = ev.GetMessage()
+		return true
+	case progress && phase == kubermaticv1.PhaseRunning && *cur == kubermaticv1.PhaseRunning:
+		*msg = message
+	}
+	return false
+}
+
+// earliest sets *t to at if *t is unset or later.
+func earliest(t *metav1.Time, at metav1.Time) {
+	if t.IsZero() || at.Before(t) {
+		*t = at
 	}
 }
 

@@ -294,9 +294,7 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
 	const cluster = "manual1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	newConfig(t, ctx, cluster, "manual", "@every 1h", "", 5)
 	waitConfig(t, ctx, "cluster-"+cluster, "manual", 30*time.Second, "scheduling active", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		cond := condition(c)

@@ -9,10 +9,8 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
-	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/minio/minio-go/v7"
-	"github.com/nats-io/nats.go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -29,9 +27,7 @@ func TestEtcdUnreachableFailsThatBackupOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.AddCluster(ctx, cluster, fmt.Sprintf("http://127.0.0.1:%d", port)); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, fmt.Sprintf("http://127.0.0.1:%d", port))
 	newConfig(t, ctx, cluster, "flaky", "@every 2s", "", 5)
 	cfg := waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a failed backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseFailed)) > 0
@@ -72,9 +68,7 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
 	const cluster = "s3outage1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	newConfig(t, ctx, cluster, "outage", "@every 1h", "", 5)
 	waitConfig(t, ctx, "cluster-"+cluster, "outage", 30*time.Second, "scheduling active", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		cond := condition(c)
@@ -88,25 +82,9 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 			_ = env.S3.Start(context.Background())
 		}
 	})
-	nc, err := nats.Connect(env.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	data, ct, err := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: "cluster-" + cluster, Config: "outage"}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg := nats.NewMsg(bus.SubjectTriggerBackup)
-	msg.Data = data
-	msg.Header.Set(bus.HeaderContentType, ct)
-	resp, err := nc.RequestMsg(msg, 15*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var reply etcdbackupv1.TriggerBackupReply
-	if err := bus.Decode(resp.Data, resp.Header.Get(bus.HeaderContentType), &reply); err != nil || reply.GetError() != "" {
-		t.Fatalf("trigger reply %+v, %v", &reply, err)
+	reply := triggerWithProtobuf(t, "cluster-"+cluster, "outage")
+	if reply.GetError() != "" {
+		t.Fatalf("trigger reply %+v", reply)
 	}
 	backup := reply.GetBackupName()
 
@@ -157,9 +135,7 @@ func TestBadConfigShowsConditionAndEvent(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 2*time.Minute)
 	const cluster = "badconfig1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	tests := []struct {
 		name, cluster, schedule, destination, reason, message string
 	}{

@@ -202,3 +202,53 @@ func metricSum(t *testing.T, ctx context.Context, service, name string, labels m
 	}
 	return sum
 }
+
+// mustAddCluster adds a Cluster whose etcd is at endpoints, and its namespace.
+func mustAddCluster(t *testing.T, ctx context.Context, name, endpoints string) {
+	t.Helper()
+	if err := env.AddCluster(ctx, name, endpoints); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nextSecond waits until the clock is past the second of after: backup names have second
+// precision, so a trigger within that second would name the same backup.
+func nextSecond(t *testing.T, ctx context.Context, after time.Time) {
+	t.Helper()
+	err := sandbox.Poll(ctx, 5*time.Second, 20*time.Millisecond, func() (bool, error) {
+		return time.Now().UTC().Truncate(time.Second).After(after.UTC().Truncate(time.Second)), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// triggerWithProtobuf sends a manual trigger as binary protobuf with nats.go and returns the
+// decoded reply; the CLI path (JSON) is triggerWithCLI.
+func triggerWithProtobuf(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackupReply {
+	t.Helper()
+	nc, err := nats.Connect(env.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	data, ct, err := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: ns, Config: config}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(bus.SubjectTriggerBackup)
+	msg.Data = data
+	msg.Header.Set(bus.HeaderContentType, ct)
+	resp, err := nc.RequestMsg(msg, 15*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.Header.Get(bus.HeaderContentType); got != bus.ContentTypeProtobuf {
+		t.Fatalf("reply to a protobuf request has content type %q", got)
+	}
+	var reply etcdbackupv1.TriggerBackupReply
+	if err := bus.Decode(resp.Data, bus.ContentTypeProtobuf, &reply); err != nil {
+		t.Fatal(err)
+	}
+	return &reply
+}

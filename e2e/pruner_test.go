@@ -64,9 +64,7 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
 	const cluster = "retain1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	if n := len(env.ServicesOf("pruner")); n != 3 {
 		t.Fatalf("%d pruners running, want 3", n)
 	}
@@ -155,9 +153,7 @@ func TestFailedBackupsAreDeleted(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 2*time.Minute)
 	const cluster = "failing1"
-	if err := env.AddCluster(ctx, cluster, "http://127.0.0.1:1"); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, "http://127.0.0.1:1")
 	cfg := newConfig(t, ctx, cluster, "failing", "@every 2s", "", 5)
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "a failed backup deleted", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		for _, b := range c.Status.LastBackups {
@@ -175,9 +171,7 @@ func TestConfigDeletionDeletesAllBackups(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 2*time.Minute)
 	const cluster = "deleting1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "once", "", "", 5)
 	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
@@ -238,9 +232,7 @@ func TestPlantedObjectIsCounted(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 2*time.Minute)
 	const cluster = "planted1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	keep := 1
 	cfg := newConfig(t, ctx, cluster, "planted", "@every 24h", "", keep)
 	old := backupname.Backup(cfg.Name, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
@@ -269,19 +261,11 @@ func TestPruningResumesAfterS3Outage(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
 	const cluster = "pruneoutage1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "outage", "@every 24h", "", 5)
 	var names []string
 	for range 2 {
-		// Backup names have second precision: trigger in distinct seconds.
-		last := time.Now().UTC().Truncate(time.Second)
-		if err := sandbox.Poll(ctx, 5*time.Second, 50*time.Millisecond, func() (bool, error) {
-			return time.Now().UTC().Truncate(time.Second).After(last), nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+		nextSecond(t, ctx, time.Now()) // a distinct backup name each time
 		reply := triggerWithCLI(t, cfg.Namespace, cfg.Name)
 		if reply.GetError() != "" {
 			t.Fatal(reply.GetError())
@@ -340,9 +324,7 @@ func TestTooManyBackupsPausesScheduling(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
 	const cluster = "piled1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	pruners := env.ServicesOf("pruner")
 	for _, p := range pruners {
 		if err := p.Stop(); err != nil {
@@ -392,9 +374,7 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
 	const cluster = "teardown1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "teardown", "", "", 5)
 	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
-	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -22,9 +21,7 @@ func TestOneTimeBackupIsTakenOnce(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 2*time.Minute)
 	const cluster = "onetime1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "snapshot", "", "", 5)
 	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
 		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
@@ -43,14 +40,8 @@ func TestOneTimeBackupIsTakenOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A second manual backup afterwards proves the schedulers processed the label event
-	// (events for one object are handled in order) before we count. Backup names have
-	// second precision: a trigger within the creation second would name the same backup.
-	err := sandbox.Poll(ctx, 5*time.Second, 50*time.Millisecond, func() (bool, error) {
-		return time.Now().UTC().Truncate(time.Second).After(done.CreationTimestamp.Time), nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// (events for one object are handled in order) before we count.
+	nextSecond(t, ctx, done.CreationTimestamp.Time)
 	reply := triggerWithCLI(t, cfg.Namespace, cfg.Name)
 	if reply.GetError() != "" {
 		t.Fatalf("trigger: %s", reply.GetError())
@@ -76,9 +67,7 @@ func TestPausedClusterIsSkipped(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 2*time.Minute)
 	const cluster = "paused1"
-	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	setPause(t, ctx, cluster, true)
 	cfg := newConfig(t, ctx, cluster, "paused", "@every 1s", "", 5)
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterPaused", func(c *kubermaticv1.EtcdBackupConfig) bool {

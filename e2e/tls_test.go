@@ -52,9 +52,7 @@ func TestBackupOverMutualTLSWithKKPSecrets(t *testing.T) {
 	const cluster = "tls1"
 	ns := "cluster-" + cluster
 	// Only the endpoint is overridden; the TLS material is where KKP keeps it.
-	if err := env.AddCluster(ctx, cluster, tlsEtcd.Endpoint); err != nil {
-		t.Fatal(err)
-	}
+	mustAddCluster(t, ctx, cluster, tlsEtcd.Endpoint)
 	var c kubermaticv1.Cluster
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)

@@ -33,6 +33,7 @@ const (
 	ReasonNoDestinations      = "NoDestinations"
 	ReasonClusterNotFound     = "ClusterNotFound"
 	ReasonClusterPaused       = "ClusterPaused"
+	ReasonClusterRestoring    = "ClusterRestoring"
 	ReasonTooManyBackups      = "TooManyBackups"
 )
 

@@ -17,6 +17,9 @@ const (
 	// AnnotationEtcdClientSecret overrides the Secret (in the cluster namespace) that holds the
 	// etcd client TLS material: keys ca.crt, tls.crt, tls.key. "none" means plain HTTP.
 	AnnotationEtcdClientSecret = "etcdbackup.k8c.io/etcd-client-secret"
+	// AnnotationEtcdPeerURLs overrides the peer URL of each etcd member a restore rebuilds: a
+	// comma-separated list, one per member in ordinal order (for non-KKP clusters and tests).
+	AnnotationEtcdPeerURLs = "etcdbackup.k8c.io/etcd-peer-urls"
 )
 
 // FeatureEtcdLauncher is the Cluster feature a restore requires.

@@ -14,6 +14,10 @@ const (
 	RestorePhaseFailed                 = "Failed"
 )
 
+// RestoreFinalizer keeps an EtcdRestore until the restorer has let go of its cluster: a
+// restore deleted before the cluster is paused is cancelled; one deleted later finishes first.
+const RestoreFinalizer = "etcdbackup.k8c.io/restore"
+
 // EtcdRestore restores a cluster's etcd from a backup.
 //
 // +kubebuilder:object:root=true
@@ -55,9 +59,22 @@ type EtcdRestoreStatus struct {
 	Phase string `json:"phase,omitempty"`
 	// +optional
 	RestoreTime metav1.Time `json:"restoreTime,omitempty"`
-	// Message says why a restore failed, and what to do next.
+	// Message says what the restore is doing or waiting for, why it failed and what to do next.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// StartTime is when the restore took the cluster's lock and began.
+	// +optional
+	StartTime *metav1.Time `json:"startTime,omitempty"`
+	// PhaseTime is when the current phase began.
+	// +optional
+	PhaseTime *metav1.Time `json:"phaseTime,omitempty"`
+	// Destination, ObjectKey and SHA256 name the stored backup restored from, once verified.
+	// +optional
+	Destination string `json:"destination,omitempty"`
+	// +optional
+	ObjectKey string `json:"objectKey,omitempty"`
+	// +optional
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // EtcdRestoreList is a list of EtcdRestores.

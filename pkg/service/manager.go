@@ -18,8 +18,8 @@ import (
 // NewManager builds the controller-runtime manager of a service (user agent
 // "etcdbackup-<name>") that logs through log, serves no metrics or probes of its own (the
 // service's Endpoint does), and caches Seeds of the Seed's namespace only, where RBAC grants
-// access. It also returns the REST config.
-func (c *Common) NewManager(name string, log *slog.Logger) (manager.Manager, *rest.Config, error) {
+// access. It also returns the REST config. opts may change the options (leader election).
+func (c *Common) NewManager(name string, log *slog.Logger, opts ...func(*ctrl.Options)) (manager.Manager, *rest.Config, error) {
 	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
 	restCfg, err := kube.Config(c.Kubeconfig, "etcdbackup-"+name)
 	if err != nil {
@@ -29,14 +29,18 @@ func (c *Common) NewManager(name string, log *slog.Logger) (manager.Manager, *re
 	if err != nil {
 		return nil, nil, err
 	}
-	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
+	o := ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&kubermaticv1.Seed{}: {Namespaces: map[string]cache.Config{c.SeedNamespace: {}}},
 		}},
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	mgr, err := ctrl.NewManager(restCfg, o)
 	if err != nil {
 		return nil, nil, fmt.Errorf("controller manager: %w", err)
 	}

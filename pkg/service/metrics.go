@@ -7,7 +7,7 @@ import "github.com/prometheus/client_golang/prometheus"
 func Failures(r prometheus.Registerer) func(stage, reason string) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "etcdbackup_failures_total",
-		Help: "Failed attempts, by stage (snapshot, upload, delete) and reason.",
+		Help: "Failed attempts, by stage (snapshot, upload, delete, restore) and reason.",
 	}, []string{"stage", "reason"})
 	r.MustRegister(c)
 	return func(stage, reason string) { c.WithLabelValues(stage, reason).Inc() }

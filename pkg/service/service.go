@@ -100,6 +100,16 @@ func IntVar(fs *flag.FlagSet, p *int, name string, def int, usage string) {
 	fs.IntVar(p, name, def, usage+" (env "+envName(name)+")")
 }
 
+// BoolVar defines a bool flag whose default comes from its environment variable if set.
+func BoolVar(fs *flag.FlagSet, p *bool, name string, def bool, usage string) {
+	if v, ok := os.LookupEnv(envName(name)); ok {
+		if b, err := strconv.ParseBool(v); err == nil {
+			def = b
+		}
+	}
+	fs.BoolVar(p, name, def, usage+" (env "+envName(name)+")")
+}
+
 // DurationVar defines a duration flag whose default comes from its environment variable if set.
 func DurationVar(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
 	if v, ok := os.LookupEnv(envName(name)); ok {

@@ -93,6 +93,9 @@ const (
 	Operation_OPERATION_BACKUP      Operation = 1
 	// Deleting it: the event fills delete* fields of the status entry.
 	Operation_OPERATION_DELETE Operation = 2
+	// Restoring a cluster from it (restorer): config names the EtcdRestore, for subscribers
+	// only; the restorer writes the EtcdRestore's status itself.
+	Operation_OPERATION_RESTORE Operation = 3
 )
 
 // Enum value maps for Operation.
@@ -101,11 +104,13 @@ var (
 		0: "OPERATION_UNSPECIFIED",
 		1: "OPERATION_BACKUP",
 		2: "OPERATION_DELETE",
+		3: "OPERATION_RESTORE",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED": 0,
 		"OPERATION_BACKUP":      1,
 		"OPERATION_DELETE":      2,
+		"OPERATION_RESTORE":     3,
 	}
 )
 
@@ -1109,11 +1114,12 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TRIGGER_SCHEDULE\x10\x01\x12\x14\n" +
 	"\x10TRIGGER_ONE_TIME\x10\x02\x12\x12\n" +
-	"\x0eTRIGGER_MANUAL\x10\x03*R\n" +
+	"\x0eTRIGGER_MANUAL\x10\x03*i\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OPERATION_BACKUP\x10\x01\x12\x14\n" +
-	"\x10OPERATION_DELETE\x10\x02*\x84\x01\n" +
+	"\x10OPERATION_DELETE\x10\x02\x12\x15\n" +
+	"\x11OPERATION_RESTORE\x10\x03*\x84\x01\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_SCHEDULER\x10\x01\x12\x15\n" +

@@ -31,8 +31,99 @@ const MetaSHA256 = "Sha256"
 // MarkerFile, inside a restored data dir, holds the id of the restore that wrote it.
 const MarkerFile = "etcdbackup-restore-id"
 
-// ErrCorrupt is returned (wrapped) when a backup fails a check.
-var ErrCorrupt = errors.New("backup corrupt")
+var (
+	// ErrCorrupt is returned (wrapped) when a backup fails a check.
+	ErrCorrupt = errors.New("backup corrupt")
+	// ErrNotFound is returned (wrapped) when the backup object does not exist.
+	ErrNotFound = errors.New("backup not found")
+)
+
+// stat returns the object's expected sha256 from its metadata.
+func stat(ctx context.Context, s3 *minio.Client, bucket, key string) (minio.ObjectInfo, string, error) {
+	info, err := s3.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
+			return info, "", fmt.Errorf("%w: no object %s in bucket %s", ErrNotFound, key, bucket)
+		}
+		return info, "", fmt.Errorf("backup %s/%s: %w", bucket, key, err)
+	}
+	want := info.UserMetadata[MetaSHA256]
+	if want == "" {
+		return info, "", fmt.Errorf("%w: %s carries no %s metadata to check it against", ErrCorrupt, key, MetaSHA256)
+	}
+	return info, want, nil
+}
+
+// Verified describes a backup that passed every check.
+type Verified struct {
+	// Size is the stored (compressed) size, SnapshotSize the etcd snapshot's.
+	Size, SnapshotSize int64
+	// SHA256 is the stored object's digest.
+	SHA256 string
+}
+
+// Verify streams the backup at bucket/key through every check Fetch makes, keeping nothing:
+// the object's sha256 against its metadata, zstd, and etcd's trailing hash and size rule.
+// Memory stays flat whatever the backup's size.
+func Verify(ctx context.Context, s3 *minio.Client, bucket, key string) (Verified, error) {
+	_, want, err := stat(ctx, s3, bucket, key)
+	if err != nil {
+		return Verified{}, err
+	}
+	obj, err := s3.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return Verified{}, fmt.Errorf("download %s: %w", key, err)
+	}
+	defer obj.Close()
+	hash := sha256.New()
+	counted := &countingReader{r: io.TeeReader(obj, hash)}
+	dec, err := zstd.NewReader(counted, zstd.WithDecoderConcurrency(1))
+	if err != nil {
+		return Verified{}, err
+	}
+	defer dec.Close()
+	v := snapshot.NewVerifier(dec)
+	_, copyErr := io.Copy(io.Discard, v)
+	if ctx.Err() != nil {
+		return Verified{}, ctx.Err()
+	}
+	// Drain what zstd did not need, so the digest covers the whole object.
+	if copyErr == nil {
+		if _, err := io.Copy(io.Discard, counted); err != nil {
+			return Verified{}, fmt.Errorf("download %s: %w", key, err)
+		}
+	}
+	if counted.err != nil { // the download broke off: not the backup's fault
+		return Verified{}, fmt.Errorf("download %s: %w", key, counted.err)
+	}
+	if copyErr != nil {
+		return Verified{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, copyErr)
+	}
+	if !v.Verified() {
+		return Verified{}, fmt.Errorf("%w: %s ended before etcd's trailing hash", ErrCorrupt, key)
+	}
+	got := hex.EncodeToString(hash.Sum(nil))
+	if got != want {
+		return Verified{}, fmt.Errorf("%w: %s has sha256 %s, its metadata says %s", ErrCorrupt, key, got, want)
+	}
+	return Verified{Size: counted.n, SnapshotSize: v.Size(), SHA256: got}, nil
+}
+
+// countingReader counts bytes and keeps the first read error other than EOF.
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
 
 // Fetch downloads the backup at bucket/key into the snapshot file dst. The compressed object
 // is downloaded to dst+".zst" first while its sha256 is compared with the object's metadata;
@@ -40,13 +131,9 @@ var ErrCorrupt = errors.New("backup corrupt")
 // checked, so every error of that second pass means a corrupt backup. On any error nothing
 // is left at dst.
 func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, dst string) error {
-	info, err := s3.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+	_, want, err := stat(ctx, s3, bucket, key)
 	if err != nil {
-		return fmt.Errorf("backup %s/%s: %w", bucket, key, err)
-	}
-	want := info.UserMetadata[MetaSHA256]
-	if want == "" {
-		return fmt.Errorf("%w: %s carries no %s metadata to check it against", ErrCorrupt, key, MetaSHA256)
+		return err
 	}
 	compressed := dst + ".zst"
 	defer os.Remove(compressed)

@@ -76,6 +76,13 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	store(t, s3, "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", obj, sum(obj))
 	dir := t.TempDir()
 	snap := filepath.Join(dir, "snapshot.db")
+	v, err := Verify(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Size != int64(len(obj)) || v.SHA256 != sum(obj) || v.SnapshotSize%512 != 32 {
+		t.Fatalf("verified %+v; stored %d bytes with sha256 %s", v, len(obj), sum(obj))
+	}
 	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", snap); err != nil {
 		t.Fatal(err)
 	}
@@ -145,13 +152,19 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 			if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 				t.Fatalf("a refused backup left %s behind", dst)
 			}
+			if _, err := Verify(ctx, s3.Client(t), "backups", "key.db.zst"); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Verify: err = %v, want ErrCorrupt", err)
+			}
 		})
 	}
 	t.Run("missing backup is not called corrupt", func(t *testing.T) {
 		s3 := s3test.Run(t, "backups")
 		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", filepath.Join(t.TempDir(), "s.db"))
-		if err == nil || errors.Is(err, ErrCorrupt) {
+		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("err = %v", err)
+		}
+		if _, err := Verify(ctx, s3.Client(t), "backups", "nope.db.zst"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("Verify: err = %v", err)
 		}
 	})
 }

@@ -58,7 +58,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.block(ctx, &cfg, blocked); err != nil {
 			return ctrl.Result{}, err
 		}
-		if (blocked.Reason == kubermaticv1.ReasonClusterPaused || blocked.Reason == kubermaticv1.ReasonTooManyBackups) && !next.IsZero() {
+		if (blocked.Reason == kubermaticv1.ReasonClusterPaused || blocked.Reason == kubermaticv1.ReasonClusterRestoring || blocked.Reason == kubermaticv1.ReasonTooManyBackups) && !next.IsZero() {
 			return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
 		}
 		return ctrl.Result{RequeueAfter: retryBlocked}, nil

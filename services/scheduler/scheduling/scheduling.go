@@ -53,7 +53,7 @@ type Target struct {
 	Destination destination.Destination
 }
 
-// Check verifies that the config's cluster exists and is not paused and that its
+// Check verifies that the config's cluster exists, is not being restored nor paused, and that its
 // destination is configured. It returns a *Blocked error for each of those, and other
 // errors (API unreachable) as they are.
 func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Target, error) {
@@ -76,6 +76,9 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 			return Target{}, &Blocked{Reason: kubermaticv1.ReasonDestinationNotFound, Message: err.Error(), Warning: true}
 		}
 		return Target{}, fmt.Errorf("look up destination: %w", err)
+	}
+	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterRestoring, Message: fmt.Sprintf("cluster %q is being restored by EtcdRestore %s; no backups are taken until it finishes", cluster.Name, holder)}
 	}
 	if cluster.Spec.Pause {
 		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterPaused, Message: fmt.Sprintf("cluster %q is paused; no backups are taken while it is", cluster.Name)}

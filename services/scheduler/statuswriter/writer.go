@@ -40,9 +40,12 @@ func (w *Writer) Handle(ctx context.Context, msg jetstream.Msg) error {
 	return w.Apply(ctx, &ev)
 }
 
-// Apply merges one event into its config's status. A config that no longer exists, or was
+// Apply merges one event into its config's status; restore events are not a config's. A config that no longer exists, or was
 // re-created (other uid), is skipped.
 func (w *Writer) Apply(ctx context.Context, ev *etcdbackupv1.StatusEvent) error {
+	if ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
+		return nil // for subscribers: the restorer writes its EtcdRestore's status itself
+	}
 	key := types.NamespacedName{Namespace: ev.GetConfig().GetNamespace(), Name: ev.GetConfig().GetName()}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var cfg kubermaticv1.EtcdBackupConfig

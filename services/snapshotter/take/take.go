@@ -13,10 +13,10 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
-	"github.com/etcd-backup/etcdbackup/services/snapshotter/endpoints"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -133,6 +133,10 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 			return nil, fmt.Errorf("%w: cluster %q does not exist", endpoints.ErrConfig, req.GetCluster())
 		}
 		return nil, fmt.Errorf("get cluster %s: %w", req.GetCluster(), err)
+	}
+	// A backup queued just before a restore began would capture etcd mid-rebuild.
+	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig, req.GetCluster(), holder)
 	}
 	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, req.GetConfig().GetNamespace())
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
@@ -51,17 +52,35 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.member.DataDir, "data-dir", "", "the member's data dir")
 	fs.StringVar(&c.member.InitialCluster, "initial-cluster", "", "every member: name=peerURL,…")
 	fs.StringVar(&c.member.Token, "initial-cluster-token", "", "cluster token (the cluster's name)")
-	fs.StringVar(&c.peerURLs, "peer-urls", "", "this member's peer URLs, comma-separated")
+	fs.StringVar(&c.peerURLs, "peer-urls", "", "this member's peer URLs, comma-separated (default: its entry in --initial-cluster)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
-	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "data-dir": c.member.DataDir, "peer-urls": c.peerURLs} {
+	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "data-dir": c.member.DataDir,
+		"name": c.member.Name, "initial-cluster": c.member.InitialCluster} {
 		if v == "" {
 			return config{}, fmt.Errorf("--%s is required", name)
 		}
 	}
+	if c.peerURLs == "" {
+		c.peerURLs = peerURLsOf(c.member.InitialCluster, c.member.Name)
+		if c.peerURLs == "" {
+			return config{}, fmt.Errorf("--initial-cluster has no entry for member %q, and --peer-urls is not set", c.member.Name)
+		}
+	}
 	c.member.PeerURLs = strings.Split(c.peerURLs, ",")
 	return c, nil
+}
+
+// peerURLsOf returns name's peer URLs from an initial cluster "a=url,b=url,a=url2".
+func peerURLsOf(initialCluster, name string) string {
+	var urls []string
+	for _, m := range strings.Split(initialCluster, ",") {
+		if n, u, ok := strings.Cut(strings.TrimSpace(m), "="); ok && n == name {
+			urls = append(urls, u)
+		}
+	}
+	return strings.Join(urls, ",")
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, log *slog.Logger) error {
@@ -89,15 +108,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 		log.Info("data dir already restored by this restore")
 		return nil
 	}
+	if err := os.MkdirAll(c.workDir, 0o700); err != nil {
+		return err
+	}
 	c.member.Snapshot = filepath.Join(c.workDir, "restore-"+c.member.RestoreID+".db")
 	defer os.Remove(c.member.Snapshot)
+	start := time.Now()
 	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.member.Snapshot); err != nil {
 		return err
 	}
+	fetched := time.Now()
 	restored, err := member.Restore(c.member)
 	if err != nil {
 		return err
 	}
-	log.Info("member restored", "restored", restored, "data_dir", c.member.DataDir)
+	var size int64
+	if fi, err := os.Stat(c.member.Snapshot); err == nil {
+		size = fi.Size()
+	}
+	log.Info("member restored", "restored", restored, "data_dir", c.member.DataDir, "snapshot_bytes", size,
+		"fetch_seconds", fetched.Sub(start).Seconds(), "restore_seconds", time.Since(fetched).Seconds())
 	return nil
 }

@@ -56,7 +56,7 @@ func TestRestoreStep(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1",
 		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x",
-		"--peer-urls", peer, "--work-dir", t.TempDir()}
+		"--work-dir", t.TempDir()}
 	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey, "SECRET_ACCESS_KEY": s3test.SecretKey}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))

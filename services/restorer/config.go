@@ -1,0 +1,37 @@
+package main
+
+import (
+	"flag"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/service"
+	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
+)
+
+// Config is the restorer's configuration.
+type Config struct {
+	service.Common
+	Concurrency int
+	LeaderElect bool
+	restore.Options
+}
+
+func parseConfig(args []string) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("restorer", flag.ContinueOnError)
+	c.Register(fs)
+	service.IntVar(fs, &c.Concurrency, "concurrency", 4, "restores (of different clusters) one replica drives at once")
+	service.BoolVar(fs, &c.LeaderElect, "leader-elect", true, "only the replica holding the Lease etcdbackup-restorer in the Seed's namespace drives restores; the others stand by")
+	service.DurationVar(fs, &c.Timeout, "timeout", 30*time.Minute, "how long a restore may take from locking the cluster to Completed before it ends Failed")
+	service.DurationVar(fs, &c.Poll, "poll-interval", 2*time.Second, "how often teardown and rebuild are checked while waiting")
+	service.StringVar(fs, &c.StatefulSet, "etcd-statefulset", "etcd", "name of the etcd StatefulSet in a cluster's namespace")
+	service.StringVar(fs, &c.Step.Image, "restore-step-image", "etcdbackup/restorer:latest", "image holding the restore-step program, run in front of etcd in each member pod")
+	service.StringVar(fs, &c.Step.Command, "restore-step-command", "/restore-step", "path of the restore-step program in that image")
+	service.StringVar(fs, &c.Step.DataDir, "etcd-data-dir", "/var/run/etcd/pod_$(POD_NAME)", "a member's data dir in the etcd container; $(POD_NAME) is the pod's name")
+	service.StringVar(fs, &c.Step.PeerURL, "etcd-peer-url", "http://{pod}.etcd.{namespace}.svc.cluster.local:2380", "a member's peer URL; {pod}, {statefulset} and {namespace} are replaced (Cluster annotation etcdbackup.k8c.io/etcd-peer-urls overrides)")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	c.CredentialsNamespace = c.SeedNamespace
+	return c, nil
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/service"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+)
+
+func run(ctx context.Context, args []string) error {
+	cfg, err := parseConfig(args)
+	if err != nil {
+		return err
+	}
+	log, err := cfg.Logger("restorer")
+	if err != nil {
+		return err
+	}
+	nc, js, err := service.ConnectNATS(ctx, cfg.NATSURL, "etcdbackup-restorer", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := service.EnsureBus(ctx, js, cfg.Topology(), log); err != nil {
+		return err
+	}
+	mgr, _, err := cfg.NewManager("restorer", log, func(o *ctrl.Options) {
+		o.LeaderElection = cfg.LeaderElect
+		o.LeaderElectionID = "etcdbackup-restorer"
+		o.LeaderElectionNamespace = cfg.SeedNamespace
+		o.LeaderElectionReleaseOnCancel = true
+	})
+	if err != nil {
+		return err
+	}
+	endpoint := service.NewEndpoint(cfg.MetricsAddr)
+	rec := &restore.Reconciler{
+		Client:       mgr.GetClient(),
+		API:          mgr.GetAPIReader(),
+		Destinations: destination.NewResolver(mgr.GetAPIReader(), cfg.Seed()),
+		Recorder:     mgr.GetEventRecorder("etcdbackup-restorer"),
+		Log:          log,
+		Publish:      publisher(js, log),
+		Opts:         cfg.Options,
+		Metrics:      newMetrics(endpoint.Registry()),
+	}
+	err = ctrl.NewControllerManagedBy(mgr).Named("etcdrestore").
+		For(&kubermaticv1.EtcdRestore{}).
+		Watches(&kubermaticv1.Cluster{}, handler.EnqueueRequestsFromMapFunc(restoresOf(mgr.GetClient()))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: cfg.Concurrency}).
+		Complete(rec)
+	if err != nil {
+		return fmt.Errorf("restorer controller: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return endpoint.Start(gctx) })
+	g.Go(func() error { return mgr.Start(gctx) })
+	g.Go(func() error {
+		if mgr.GetCache().WaitForCacheSync(gctx) {
+			endpoint.SetReady(true)
+			log.Info("ready", "leader_elect", cfg.LeaderElect)
+		}
+		return nil
+	})
+	return g.Wait()
+}
+
+// restoresOf maps a Cluster to the unfinished EtcdRestores of it: a lock released, a feature
+// enabled or a pause changed lets them go on.
+func restoresOf(c client.Client) handler.MapFunc {
+	return func(ctx context.Context, obj client.Object) []reconcile.Request {
+		var list kubermaticv1.EtcdRestoreList
+		if err := c.List(ctx, &list); err != nil {
+			return nil
+		}
+		var out []reconcile.Request
+		for _, r := range list.Items {
+			if r.Spec.Cluster.Name != obj.GetName() || r.Status.Phase == kubermaticv1.RestorePhaseCompleted || r.Status.Phase == kubermaticv1.RestorePhaseFailed {
+				continue
+			}
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&r)})
+		}
+		return out
+	}
+}
+
+// publisher sends each phase change as a status event for subscribers; the restore does not
+// wait for NATS: the EtcdRestore's status is the record.
+func publisher(js jetstream.JetStream, log *slog.Logger) func(context.Context, *kubermaticv1.EtcdRestore) {
+	return func(ctx context.Context, r *kubermaticv1.EtcdRestore) {
+		phase := etcdbackupv1.Phase_PHASE_RUNNING
+		switch r.Status.Phase {
+		case kubermaticv1.RestorePhaseCompleted:
+			phase = etcdbackupv1.Phase_PHASE_COMPLETED
+		case kubermaticv1.RestorePhaseFailed:
+			phase = etcdbackupv1.Phase_PHASE_FAILED
+		}
+		msg := r.Status.Message
+		if r.Status.Phase != "" {
+			msg = r.Status.Phase + ": " + msg
+		}
+		ev := &etcdbackupv1.StatusEvent{
+			Config:     &etcdbackupv1.ConfigRef{Namespace: r.Namespace, Name: r.Name, Uid: string(r.UID)},
+			Cluster:    r.Spec.Cluster.Name,
+			BackupName: r.Spec.BackupName,
+			Stage:      etcdbackupv1.Stage_STAGE_RESTORER,
+			Operation:  etcdbackupv1.Operation_OPERATION_RESTORE,
+			Phase:      phase,
+			Message:    msg,
+			ObjectKey:  r.Status.ObjectKey,
+			Sha256:     r.Status.SHA256,
+		}
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := bus.PublishStatus(pctx, js, ev); err != nil {
+			log.Warn("publish restore status", "restore", restore.Lock(r), "err", err)
+		}
+	}
+}
+
+func newMetrics(r prometheus.Registerer) restore.Metrics {
+	steps := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "etcdbackup_restore_step_duration_seconds",
+		Help:    "Time a restore spent in a step: verify (the backup, before anything is touched), teardown (old StatefulSet, PVCs and pods gone), rebuild (members restored and etcd healthy).",
+		Buckets: prometheus.ExponentialBuckets(0.5, 2, 14),
+	}, []string{"step"})
+	finished := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etcdbackup_restores_total",
+		Help: "Restores this replica finished, by result (completed or failed).",
+	}, []string{"result"})
+	r.MustRegister(steps, finished)
+	failed := service.Failures(r)
+	return restore.Metrics{
+		Step:     func(step string, d time.Duration) { steps.WithLabelValues(step).Observe(d.Seconds()) },
+		Finished: func(result string) { finished.WithLabelValues(result).Inc() },
+		Failed:   func(reason string) { failed("restore", reason) },
+	}
+}

@@ -8,9 +8,8 @@ CACHE ?= $(HOME)/.cache/etcdbackup
 BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
-SERVICES := scheduler snapshotter uploader pruner
-# services/restorer holds the per-member restore step (issue 4); it has no binary yet.
-MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES)) services/restorer
+SERVICES := scheduler snapshotter uploader pruner restorer
+MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/versitygw $(BIN)/nats
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 
@@ -21,6 +20,7 @@ all: build
 build:
 	@mkdir -p bin
 	cd services && for s in $(SERVICES); do (cd $$s && go build -o ../../bin/$$s .) || exit 1; done
+	cd services/restorer && go build -o ../../bin/restore-step ./cmd/restore-step
 
 tools: $(TOOLS) $(GENERATORS)
 

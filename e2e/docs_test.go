@@ -22,7 +22,7 @@ func TestOperationsDocListsEveryFlagAndMetric(t *testing.T) {
 		t.Fatal(err)
 	}
 	flagLine := regexp.MustCompile(`(?m)^  -([a-z0-9-]+)`)
-	for _, svc := range sandbox.Services {
+	for _, svc := range append(sandbox.Services, sandbox.RestoreStep) {
 		out, _ := exec.Command(filepath.Join(env.Opts.ServiceDir, svc), "-help").CombinedOutput()
 		flags := flagLine.FindAllStringSubmatch(string(out), -1)
 		if len(flags) < 5 {

@@ -45,12 +45,13 @@ func runTests(m *testing.M) int {
 		ToolDir:    tools,
 		ServiceDir: svcDir,
 		// Two schedulers and three pruners always run: tests check each slot is queued once
-		// and each backup deleted once.
-		Replicas: map[string]int{"scheduler": 2, "pruner": 3},
+		// and each backup deleted once. Two restorers: one leads, one stands by.
+		Replicas: map[string]int{"scheduler": 2, "pruner": 3, "restorer": 2},
 		Args: map[string][]string{
 			"snapshotter": {"--max-attempts=2", "--retry-delay=200ms", "--member-timeout=1s"},
 			"uploader":    {"--retry-delay=200ms", "--retry-max-delay=1s", "--part-size-mib=5"},
 			"pruner":      {"--reconcile-interval=2s", "--retry-delay=200ms", "--retry-max-delay=1s"},
+			"restorer":    {"--poll-interval=200ms"},
 		},
 	})
 	if err != nil {

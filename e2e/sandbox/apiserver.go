@@ -70,7 +70,8 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 		"--service-account-signing-key-file=" + saKey,
 		"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
 		"--authorization-mode=RBAC",
-		"--disable-admission-plugins=ServiceAccount",
+		// No kube-controller-manager runs here to release PVCs from their protection finalizer.
+		"--disable-admission-plugins=ServiceAccount,StorageObjectInUseProtection",
 		"--allow-privileged=true",
 		"--endpoint-reconciler-type=none",
 	}

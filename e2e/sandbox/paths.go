@@ -13,7 +13,11 @@ import (
 var ToolBinaries = []string{"kube-apiserver", "kubectl", "versitygw", "nats"}
 
 // Services are the service binaries, built from this repository.
-var Services = []string{"scheduler", "snapshotter", "uploader", "pruner"}
+var Services = []string{"scheduler", "snapshotter", "uploader", "pruner", "restorer"}
+
+// RestoreStep is the restore step's binary (services/restorer/cmd/restore-step), built into
+// the service dir beside the services; the test kubelet runs it in front of etcd.
+const RestoreStep = "restore-step"
 
 // ToolDir is where `make tools` puts third-party binaries: $ETCDBACKUP_BIN, or
 // ~/.cache/etcdbackup/bin.
@@ -57,13 +61,17 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// BuildServices builds every service binary into out.
+// BuildServices builds every service binary, and the restore step, into out.
 func BuildServices(ctx context.Context, root, out string) error {
+	builds := map[string]string{RestoreStep: filepath.Join(root, "services", "restorer", "cmd", "restore-step")}
 	for _, s := range Services {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(out, s), ".")
-		cmd.Dir = filepath.Join(root, "services", s)
+		builds[s] = filepath.Join(root, "services", s)
+	}
+	for name, dir := range builds {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(out, name), ".")
+		cmd.Dir = dir
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", s, err, b)
+			return fmt.Errorf("build %s: %v\n%s", name, err, b)
 		}
 	}
 	return nil

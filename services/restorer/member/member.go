@@ -87,24 +87,23 @@ func Verify(ctx context.Context, s3 *minio.Client, bucket, key string) (Verified
 	if ctx.Err() != nil {
 		return Verified{}, ctx.Err()
 	}
-	// Drain what zstd did not need, so the digest covers the whole object.
-	if copyErr == nil {
-		if _, err := io.Copy(io.Discard, counted); err != nil {
-			return Verified{}, fmt.Errorf("download %s: %w", key, err)
-		}
+	// Read what zstd did not, so the digest covers the whole object: when the bytes differ
+	// from what was stored, that is the cause to report, whatever broke first.
+	if _, err := io.Copy(io.Discard, counted); err != nil && counted.err == nil {
+		counted.err = err
 	}
 	if counted.err != nil { // the download broke off: not the backup's fault
 		return Verified{}, fmt.Errorf("download %s: %w", key, counted.err)
+	}
+	got := hex.EncodeToString(hash.Sum(nil))
+	if got != want {
+		return Verified{}, fmt.Errorf("%w: %s has sha256 %s, its metadata says %s: the stored bytes changed after upload", ErrCorrupt, key, got, want)
 	}
 	if copyErr != nil {
 		return Verified{}, fmt.Errorf("%w: %s: %v", ErrCorrupt, key, copyErr)
 	}
 	if !v.Verified() {
 		return Verified{}, fmt.Errorf("%w: %s ended before etcd's trailing hash", ErrCorrupt, key)
-	}
-	got := hex.EncodeToString(hash.Sum(nil))
-	if got != want {
-		return Verified{}, fmt.Errorf("%w: %s has sha256 %s, its metadata says %s", ErrCorrupt, key, got, want)
 	}
 	return Verified{Size: counted.n, SnapshotSize: v.Size(), SHA256: got}, nil
 }

@@ -1,0 +1,449 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
+	"github.com/minio/minio-go/v7"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// startEtcdCluster adds a Cluster with a 3-member etcd StatefulSet whose kubelet runs until the
+// test ends, and returns once etcd answers with 3 members.
+func startEtcdCluster(t *testing.T, ctx context.Context, name string, extraSpec map[string]any) (*sandbox.Kubelet, *clientv3.Client) {
+	t.Helper()
+	k, err := env.AddEtcdCluster(ctx, name, 3, extraSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { k.Run(kctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; k.Stop() })
+	cli := etcdClient(t, k)
+	waitEtcdMembers(t, ctx, k, cli, 3)
+	return k, cli
+}
+
+func etcdClient(t *testing.T, k *sandbox.Kubelet) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: k.ClientURLs(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cli.Close() })
+	return cli
+}
+
+func waitEtcdMembers(t *testing.T, ctx context.Context, k *sandbox.Kubelet, cli *clientv3.Client, n int) {
+	t.Helper()
+	err := sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		if err := k.Err(); err != nil {
+			return false, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		resp, err := cli.MemberList(cctx)
+		if err != nil {
+			return false, err
+		}
+		return len(resp.Members) == n, fmt.Errorf("%d members", len(resp.Members))
+	})
+	if err != nil {
+		t.Fatalf("etcd of %s: %v", k.Cluster, err)
+	}
+}
+
+// dump returns every key and value in etcd.
+func dump(t *testing.T, ctx context.Context, cli *clientv3.Client) map[string]string {
+	t.Helper()
+	resp, err := cli.Get(ctx, "\x00", clientv3.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key)] = string(kv.Value)
+	}
+	return out
+}
+
+// backUp takes a one-time backup of the cluster and returns its status entry.
+func backUp(t *testing.T, ctx context.Context, cluster string) kubermaticv1.BackupStatus {
+	t.Helper()
+	cfg := newConfig(t, ctx, cluster, "before-restore", "", sandbox.Destination, 5)
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
+	})
+	return entries(done, kubermaticv1.PhaseCompleted)[0]
+}
+
+func newRestore(t *testing.T, ctx context.Context, cluster, name, backup string) *kubermaticv1.EtcdRestore {
+	t.Helper()
+	rs := &kubermaticv1.EtcdRestore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
+		Spec: kubermaticv1.EtcdRestoreSpec{
+			Cluster:     corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster", Name: cluster},
+			BackupName:  backup,
+			Destination: sandbox.Destination,
+		},
+	}
+	if err := env.Client.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), rs) })
+	return rs
+}
+
+func waitRestore(t *testing.T, ctx context.Context, rs *kubermaticv1.EtcdRestore, timeout time.Duration, phases ...string) *kubermaticv1.EtcdRestore {
+	t.Helper()
+	var got kubermaticv1.EtcdRestore
+	err := sandbox.Poll(ctx, timeout, 100*time.Millisecond, func() (bool, error) {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &got); err != nil {
+			return false, err
+		}
+		return slices.Contains(phases, got.Status.Phase), nil
+	})
+	if err != nil {
+		t.Fatalf("restore %s/%s: waiting for %v: %v\nstatus: %+v", rs.Namespace, rs.Name, phases, err, got.Status)
+	}
+	return &got
+}
+
+// watchPhases records every phase the restores of namespace pass through, in order.
+func watchPhases(t *testing.T, ctx context.Context, ns string) func(name string) []string {
+	t.Helper()
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := client.NewWithWatch(env.API.Config, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(ctx, &kubermaticv1.EtcdRestoreList{}, client.InNamespace(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	go func() {
+		for ev := range w.ResultChan() {
+			rs, ok := ev.Object.(*kubermaticv1.EtcdRestore)
+			if !ok {
+				continue
+			}
+			mu.Lock()
+			if p := seen[rs.Name]; rs.Status.Phase != "" && (len(p) == 0 || p[len(p)-1] != rs.Status.Phase) {
+				seen[rs.Name] = append(p, rs.Status.Phase)
+			}
+			mu.Unlock()
+		}
+	}()
+	// The watch may trail a Get: wait (briefly) until it has delivered a final phase.
+	return func(name string) []string {
+		var out []string
+		_ = sandbox.Poll(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
+			mu.Lock()
+			out = slices.Clone(seen[name])
+			mu.Unlock()
+			return len(out) > 0 && (out[len(out)-1] == kubermaticv1.RestorePhaseCompleted || out[len(out)-1] == kubermaticv1.RestorePhaseFailed), nil
+		})
+		return out
+	}
+}
+
+// clusterObject returns the Cluster as stored, without what every write changes.
+func clusterObject(t *testing.T, ctx context.Context, name string) map[string]any {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(kubermaticv1.GroupVersion.WithKind("Cluster"))
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: name}, u); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"resourceVersion", "generation", "managedFields"} {
+		unstructured.RemoveNestedField(u.Object, "metadata", f)
+	}
+	return u.Object
+}
+
+// The whole restore: write keys, back up, change and delete keys, restore: etcd holds exactly
+// the backup's keys again, rebuilt as 3 members by the real restore step while the cluster was
+// paused; nothing else of the Cluster changed; the phases came in order.
+func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
+	ctx := testContext(t, 5*time.Minute)
+	dumpLogsOnFailure(t)
+	const cluster = "restore-ok"
+	k, cli := startEtcdCluster(t, ctx, cluster, map[string]any{
+		"version": "1.33.4", "humanReadableName": "restore me",
+		"cloud": map[string]any{"dc": "do-fra1", "digitalocean": map[string]any{}},
+	})
+	for i := range 200 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/things/k%03d", i), fmt.Sprintf("v%03d-original", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := cli.Put(ctx, "/registry/big", strings.Repeat("x", 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	b := backUp(t, ctx, cluster)
+	want := dump(t, ctx, cli)
+	if len(want) != 201 {
+		t.Fatalf("etcd holds %d keys before the restore, want 201", len(want))
+	}
+	// Change and delete keys after the backup.
+	if _, err := cli.Put(ctx, "/registry/things/k000", "changed"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Delete(ctx, "/registry/things/k1", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "/registry/after-backup", "new"); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, ctx, cli); maps.Equal(got, want) {
+		t.Fatal("the changes after the backup did not change etcd")
+	}
+	before := clusterObject(t, ctx, cluster)
+	var oldSts appsv1.StatefulSet
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + cluster, Name: sandbox.EtcdStatefulSet}, &oldSts); err != nil {
+		t.Fatal(err)
+	}
+	phases := watchPhases(t, ctx, "cluster-"+cluster)
+
+	rs := newRestore(t, ctx, cluster, "restore", b.BackupName)
+	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseFailed)
+	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
+		t.Fatalf("restore ended %s: %s\nkubelet: %v", done.Status.Phase, done.Status.Message, k.Err())
+	}
+	t.Logf("restore: %s", done.Status.Message)
+	if done.Status.ObjectKey != b.ObjectKey || done.Status.SHA256 != b.SHA256 || done.Status.RestoreTime.IsZero() {
+		t.Errorf("status names object %s (sha256 %s, restored %v); the backup is %s (sha256 %s)",
+			done.Status.ObjectKey, done.Status.SHA256, done.Status.RestoreTime, b.ObjectKey, b.SHA256)
+	}
+
+	// etcd: exactly the backup's keys and values, 3 members, each restored by the real step
+	// while the cluster was paused.
+	cli = etcdClient(t, k)
+	waitEtcdMembers(t, ctx, k, cli, 3)
+	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
+		t.Fatalf("restored etcd holds %d keys; want the backup's %d (k000=%q, after-backup present: %v)",
+			len(got), len(want), got["/registry/things/k000"], got["/registry/after-backup"] != "")
+	}
+	steps := k.Steps()
+	var pods []string
+	for _, s := range steps {
+		pods = append(pods, s.Pod)
+		if s.ExitCode != 0 || !s.ClusterPaused {
+			t.Errorf("restore step in %s: exit %d, cluster paused: %v\n%s", s.Pod, s.ExitCode, s.ClusterPaused, s.Log)
+		}
+	}
+	slices.Sort(pods)
+	if !slices.Equal(pods, []string{"etcd-0", "etcd-1", "etcd-2"}) {
+		t.Errorf("restore step ran for %v, want once for each of etcd-0, etcd-1, etcd-2", pods)
+	}
+
+	// The Cluster: unpaused, unlocked, rolled; everything else as it was.
+	after := clusterObject(t, ctx, cluster)
+	ann, _, _ := unstructured.NestedStringMap(after, "metadata", "annotations")
+	if ann[kubermaticv1.AnnotationLastRestart] == "" || ann[kubermaticv1.AnnotationActiveRestore] != "" {
+		t.Errorf("cluster annotations after the restore: %v", ann)
+	}
+	if paused, _, _ := unstructured.NestedBool(after, "spec", "pause"); paused {
+		t.Error("cluster is still paused")
+	}
+	unstructured.RemoveNestedField(after, "metadata", "annotations", kubermaticv1.AnnotationLastRestart)
+	unstructured.RemoveNestedField(after, "spec", "pause")
+	if diff := diffObjects(before, after); diff != "" {
+		t.Errorf("the restore changed other fields of the Cluster: %s", diff)
+	}
+
+	if got, want := phases(rs.Name), []string{kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding, kubermaticv1.RestorePhaseCompleted}; !slices.Equal(got, want) {
+		t.Errorf("phases observed: %v, want %v", got, want)
+	}
+	for _, reason := range []string{"Started", "StsRebuilding", "Completed"} {
+		waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeNormal, reason)
+	}
+
+	// The StatefulSet has its own spec back (a member replaced later must not restore
+	// again), is a new object, and nothing of the restore is left behind.
+	var sts appsv1.StatefulSet
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: sandbox.EtcdStatefulSet}, &sts); err != nil {
+		t.Fatal(err)
+	}
+	if sts.UID == oldSts.UID || len(sts.Spec.Template.Spec.InitContainers) != 0 || sts.Annotations[restore.AnnotationRestoreID] != "" {
+		t.Errorf("statefulset after the restore: uid %s (old %s), init containers %v, annotations %v",
+			sts.UID, oldSts.UID, sts.Spec.Template.Spec.InitContainers, sts.Annotations)
+	}
+	for _, obj := range []client.Object{&corev1.ConfigMap{}, &corev1.Secret{}} {
+		err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: restore.SavedName(rs)}, obj)
+		if !apierrors.IsNotFound(err) {
+			t.Errorf("%T %s left after the restore: %v", obj, restore.SavedName(rs), err)
+		}
+	}
+	if len(done.Finalizers) != 0 {
+		t.Errorf("a completed restore keeps finalizers %v", done.Finalizers)
+	}
+	// Subscribers saw the restore on the bus.
+	evs := statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {
+		return ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE && ev.GetConfig().GetUid() == string(rs.UID)
+	})
+	if len(evs) == 0 || evs[len(evs)-1].GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED {
+		t.Errorf("restore status events on the bus: %v", evs)
+	}
+}
+
+func diffObjects(a, b map[string]any) string {
+	var out []string
+	for _, k := range slices.Sorted(maps.Keys(a)) {
+		if fmt.Sprint(a[k]) != fmt.Sprint(b[k]) {
+			out = append(out, fmt.Sprintf("%s: %v → %v", k, a[k], b[k]))
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			out = append(out, fmt.Sprintf("%s added: %v", k, b[k]))
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// A corrupted backup (one byte flipped in the bucket) and a backup that does not exist fail the
+// restore before anything is touched; a cluster without etcd-launcher waits in
+// EtcdLauncherNotEnabled, persisted, and goes on once it is enabled.
+func TestRestoreRefusesBadBackupsBeforeTouchingTheCluster(t *testing.T) {
+	ctx := testContext(t, 4*time.Minute)
+	dumpLogsOnFailure(t)
+	const cluster = "restore-bad"
+	k, cli := startEtcdCluster(t, ctx, cluster, nil)
+	if _, err := cli.Put(ctx, "/registry/k", "v"); err != nil {
+		t.Fatal(err)
+	}
+	b := backUp(t, ctx, cluster)
+	flipByte(t, ctx, b.ObjectKey)
+
+	ns := "cluster-" + cluster
+	type state struct {
+		cluster map[string]any
+		sts     string
+		pvcs    []string
+	}
+	snapshot := func() state {
+		var s state
+		s.cluster = clusterObject(t, ctx, cluster)
+		var sts appsv1.StatefulSet
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet}, &sts); err != nil {
+			t.Fatal(err)
+		}
+		s.sts = string(sts.UID) + "@" + sts.ResourceVersion
+		var pvcs corev1.PersistentVolumeClaimList
+		if err := env.Client.List(ctx, &pvcs, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pvcs.Items {
+			s.pvcs = append(s.pvcs, string(p.UID)+"@"+p.ResourceVersion)
+		}
+		slices.Sort(s.pvcs)
+		return s
+	}
+	before := snapshot()
+	if len(before.pvcs) != 3 {
+		t.Fatalf("the cluster has %d PVCs, want 3", len(before.pvcs))
+	}
+	untouched := func(what string) {
+		t.Helper()
+		now := snapshot()
+		if diff := diffObjects(before.cluster, now.cluster); diff != "" {
+			t.Errorf("%s changed the Cluster: %s", what, diff)
+		}
+		if now.sts != before.sts || !slices.Equal(now.pvcs, before.pvcs) {
+			t.Errorf("%s touched the StatefulSet or PVCs: %s %v, before %s %v", what, now.sts, now.pvcs, before.sts, before.pvcs)
+		}
+		if n := len(k.Steps()); n != 0 {
+			t.Errorf("%s ran the restore step %d times", what, n)
+		}
+	}
+
+	for _, tc := range []struct{ name, backup, reason, says string }{
+		{"corrupt", b.BackupName, "BackupCorrupt", "sha256"},
+		{"missing", "before-restore-2020-01-01T00:00:00", "BackupNotFound", "does not exist"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := newRestore(t, ctx, cluster, tc.name, tc.backup)
+			done := waitRestore(t, ctx, rs, 60*time.Second, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+			if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, tc.says) || !strings.Contains(done.Status.Message, "Nothing was changed") {
+				t.Errorf("restore of a %s backup: %s: %s", tc.name, done.Status.Phase, done.Status.Message)
+			}
+			waitEvent(t, ctx, ns, rs.Name, corev1.EventTypeWarning, tc.reason)
+			untouched("a restore of a " + tc.name + " backup")
+			if err := env.Client.Delete(ctx, rs); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+
+	t.Run("etcd-launcher not enabled", func(t *testing.T) {
+		setLauncher := func(on bool) {
+			patch := fmt.Sprintf(`{"spec":{"features":{%q:%t}}}`, kubermaticv1.FeatureEtcdLauncher, on)
+			if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		setLauncher(false)
+		rs := newRestore(t, ctx, cluster, "launcher", "before-restore-2020-01-01T00:00:00")
+		waitRestore(t, ctx, rs, 30*time.Second, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled)
+		waitEvent(t, ctx, ns, rs.Name, corev1.EventTypeWarning, "EtcdLauncherNotEnabled")
+		setLauncher(true)
+		done := waitRestore(t, ctx, rs, 30*time.Second, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+		if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, "does not exist") {
+			t.Errorf("once enabled, the restore went on to %s: %s", done.Status.Phase, done.Status.Message)
+		}
+		untouched("a restore waiting for etcd-launcher")
+	})
+}
+
+// flipByte flips one byte in the middle of a stored backup, keeping its metadata.
+func flipByte(t *testing.T, ctx context.Context, key string) {
+	t.Helper()
+	s3 := env.S3.Client()
+	info, err := s3.StatObject(ctx, sandbox.Bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := s3.GetObject(ctx, sandbox.Bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	body[len(body)/2] ^= 0x01
+	if _, err := s3.PutObject(ctx, sandbox.Bucket, key, bytes.NewReader(body), int64(len(body)),
+		minio.PutObjectOptions{UserMetadata: info.UserMetadata}); err != nil {
+		t.Fatal(err)
+	}
+}

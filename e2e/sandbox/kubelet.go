@@ -1,0 +1,484 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
+	"go.etcd.io/etcd/server/v3/embed"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// EtcdStatefulSet is the name KKP gives a cluster's etcd StatefulSet.
+const EtcdStatefulSet = "etcd"
+
+// Kubelet plays, for one cluster namespace, the parts of Kubernetes the sandbox lacks: the
+// StatefulSet controller (PVCs and pods of the etcd StatefulSet), the garbage collector (pods
+// of a deleted StatefulSet) and the kubelet (PVC volumes as host dirs; init containers run as
+// the real restore-step program; etcd members as embedded etcd servers on the pods' data
+// dirs, at the URLs the Cluster's annotations name; readiness reported through the API).
+type Kubelet struct {
+	env     *Env
+	Cluster string
+	NS      string
+	Members int
+	dir     string
+	client  []url.URL
+	peer    []url.URL
+
+	mu      sync.Mutex
+	running types.UID // the StatefulSet whose pods run
+	retryAt time.Time // after a failed start, as the kubelet backs off
+	etcds   []*etcdtest.Etcd
+	steps   []StepRun
+	err     error
+}
+
+// StepRun is one run of the restore step.
+type StepRun struct {
+	Pod string
+	// ClusterPaused is Cluster.spec.pause while it ran.
+	ClusterPaused bool
+	ExitCode      int
+	Duration      time.Duration
+	// MaxRSS is its peak resident memory in bytes.
+	MaxRSS int64
+	Log    string
+}
+
+// AddEtcdCluster creates a Cluster named name (etcdLauncher enabled) with its namespace and a
+// KKP-shaped etcd StatefulSet of members, and starts a Kubelet for it: when this returns, a
+// fresh etcd cluster of members runs. Stop the Kubelet when done.
+func (e *Env) AddEtcdCluster(ctx context.Context, name string, members int, extra map[string]any) (*Kubelet, error) {
+	k := &Kubelet{env: e, Cluster: name, NS: "cluster-" + name, Members: members, dir: filepath.Join(e.Opts.Dir, "kubelet", name)}
+	var clientURLs, peerURLs []string
+	for range members {
+		c, err := freeURL()
+		if err != nil {
+			return nil, err
+		}
+		p, err := freeURL()
+		if err != nil {
+			return nil, err
+		}
+		k.client, k.peer = append(k.client, c), append(k.peer, p)
+		clientURLs, peerURLs = append(clientURLs, c.String()), append(peerURLs, p.String())
+	}
+	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k.NS}}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	cluster := map[string]any{
+		"apiVersion": kubermaticv1.GroupVersion.String(), "kind": "Cluster",
+		"metadata": map[string]any{"name": name, "annotations": map[string]any{
+			kubermaticv1.AnnotationEtcdEndpoints:    strings.Join(clientURLs, ","),
+			kubermaticv1.AnnotationEtcdPeerURLs:     strings.Join(peerURLs, ","),
+			kubermaticv1.AnnotationEtcdClientSecret: "none",
+		}},
+		"spec": map[string]any{"features": map[string]any{kubermaticv1.FeatureEtcdLauncher: true}},
+	}
+	for k, v := range extra {
+		cluster["spec"].(map[string]any)[k] = v
+	}
+	if err := e.Client.Create(ctx, unstructuredOf(cluster)); err != nil {
+		return nil, fmt.Errorf("create cluster %s: %w", name, err)
+	}
+	labels := map[string]string{"app": "etcd", "cluster": name}
+	sts := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: EtcdStatefulSet, Namespace: k.NS, Labels: labels},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas:            ptr.To(int32(members)),
+			ServiceName:         "etcd",
+			PodManagementPolicy: appsv1.ParallelPodManagement,
+			Selector:            &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name: "etcd", Image: "registry.k8s.io/etcd:3.6.5-0",
+					Command: []string{"/usr/local/bin/etcd"},
+					Args:    []string{"--name=$(POD_NAME)", "--data-dir=/var/run/etcd/pod_$(POD_NAME)"},
+					Env: []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+						FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}}},
+					VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/var/run/etcd"}},
+				}}},
+			},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+				},
+			}},
+		},
+	}
+	if err := e.Client.Create(ctx, sts); err != nil {
+		return nil, fmt.Errorf("create statefulset: %w", err)
+	}
+	return k, nil
+}
+
+// Run plays its parts until ctx is done; errors are kept for Err.
+func (k *Kubelet) Run(ctx context.Context) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if err := k.sync(ctx); err != nil && ctx.Err() == nil {
+			k.mu.Lock()
+			k.err = err
+			k.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Err is the last error of a sync, if any.
+func (k *Kubelet) Err() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.err
+}
+
+// Steps returns the restore step runs so far.
+func (k *Kubelet) Steps() []StepRun {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return append([]StepRun(nil), k.steps...)
+}
+
+// ClientURLs are the members' client URLs.
+func (k *Kubelet) ClientURLs() []string {
+	var out []string
+	for _, u := range k.client {
+		out = append(out, u.String())
+	}
+	return out
+}
+
+// Stop stops the members.
+func (k *Kubelet) Stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopMembers()
+}
+
+func (k *Kubelet) stopMembers() {
+	for _, e := range k.etcds {
+		e.Stop()
+	}
+	k.etcds = nil
+	k.running = ""
+}
+
+func (k *Kubelet) sync(ctx context.Context) error {
+	c := k.env.Client
+	var sts appsv1.StatefulSet
+	err := c.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: EtcdStatefulSet}, &sts)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	gone := apierrors.IsNotFound(err) || sts.DeletionTimestamp != nil
+	k.mu.Lock()
+	running := k.running
+	k.mu.Unlock()
+	if gone {
+		if running != "" { // the garbage collector deletes the pods, the kubelet stops them
+			k.mu.Lock()
+			k.stopMembers()
+			k.mu.Unlock()
+			if err := c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(k.NS), client.MatchingLabels{"app": "etcd"}, client.GracePeriodSeconds(0)); err != nil {
+				return err
+			}
+		}
+		return k.removeVolumesOfDeletedClaims(ctx)
+	}
+	if running == sts.UID || time.Now().Before(k.retryAt) {
+		return nil
+	}
+	if err := k.start(ctx, &sts); err != nil {
+		k.retryAt = time.Now().Add(time.Second)
+		return err
+	}
+	return nil
+}
+
+// removeVolumesOfDeletedClaims deletes the host dir of every PVC that no longer exists.
+func (k *Kubelet) removeVolumesOfDeletedClaims(ctx context.Context) error {
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := k.env.Client.List(ctx, &pvcs, client.InNamespace(k.NS)); err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, p := range pvcs.Items {
+		keep[string(p.UID)] = true
+	}
+	dirs, _ := os.ReadDir(filepath.Join(k.dir, "volumes"))
+	for _, d := range dirs {
+		if !keep[d.Name()] {
+			if err := os.RemoveAll(filepath.Join(k.dir, "volumes", d.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// start creates the PVCs and pods of sts, runs their init containers and starts the members.
+func (k *Kubelet) start(ctx context.Context, sts *appsv1.StatefulSet) error {
+	n := int(*sts.Spec.Replicas)
+	type member struct {
+		pod    *corev1.Pod
+		volume string
+	}
+	members := make([]member, n)
+	for i := range n {
+		podName := fmt.Sprintf("%s-%d", sts.Name, i)
+		pvc, err := k.claim(ctx, sts, podName)
+		if err != nil {
+			return err
+		}
+		pod, err := k.pod(ctx, sts, podName, pvc.Name)
+		if err != nil {
+			return err
+		}
+		members[i] = member{pod: pod, volume: filepath.Join(k.dir, "volumes", string(pvc.UID))}
+		if err := os.MkdirAll(members[i].volume, 0o700); err != nil {
+			return err
+		}
+	}
+	// Init containers, in parallel as with podManagementPolicy Parallel.
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i, m := range members {
+		for _, ic := range m.pod.Spec.InitContainers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = k.runInit(ctx, m.pod, ic, m.volume)
+			}()
+		}
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err // the kubelet retries the pod's init containers
+	}
+	// The members start together: each waits for a quorum.
+	var initial []string
+	for i := range n {
+		initial = append(initial, fmt.Sprintf("%s-%d=%s", sts.Name, i, k.peer[i].String()))
+	}
+	etcds := make([]*etcdtest.Etcd, n)
+	for i, m := range members {
+		dataDir, err := k.hostPath(m.pod.Spec.Containers[0], m.pod, argValue(m.pod.Spec.Containers[0].Args, "--data-dir"), m.volume)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			etcds[i], errs[i] = etcdtest.StartIn(dataDir, m.pod.Name, func(c *embed.Config) {
+				c.ListenClientUrls, c.AdvertiseClientUrls = []url.URL{k.client[i]}, []url.URL{k.client[i]}
+				c.ListenPeerUrls, c.AdvertisePeerUrls = []url.URL{k.peer[i]}, []url.URL{k.peer[i]}
+				c.InitialCluster = strings.Join(initial, ",")
+				c.InitialClusterToken = k.Cluster
+			})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, e := range etcds {
+			if e != nil {
+				e.Stop()
+			}
+		}
+		return err
+	}
+	k.mu.Lock()
+	k.etcds, k.running = etcds, sts.UID
+	k.mu.Unlock()
+	for _, m := range members {
+		if err := k.reportReady(ctx, m.pod); err != nil {
+			return err
+		}
+	}
+	sts.Status = appsv1.StatefulSetStatus{
+		ObservedGeneration: sts.Generation, Replicas: int32(n), ReadyReplicas: int32(n),
+		CurrentReplicas: int32(n), UpdatedReplicas: int32(n), AvailableReplicas: int32(n),
+	}
+	return k.env.Client.Status().Update(ctx, sts)
+}
+
+func (k *Kubelet) claim(ctx context.Context, sts *appsv1.StatefulSet, podName string) (*corev1.PersistentVolumeClaim, error) {
+	tmpl := sts.Spec.VolumeClaimTemplates[0]
+	pvc := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: tmpl.Name + "-" + podName, Namespace: k.NS, Labels: tmpl.Labels},
+		Spec:       tmpl.Spec,
+	}
+	err := k.env.Client.Get(ctx, client.ObjectKeyFromObject(pvc), pvc)
+	if apierrors.IsNotFound(err) {
+		err = k.env.Client.Create(ctx, pvc)
+	}
+	return pvc, err
+}
+
+func (k *Kubelet) pod(ctx context.Context, sts *appsv1.StatefulSet, name, claim string) (*corev1.Pod, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: name, Namespace: k.NS, Labels: sts.Spec.Template.Labels,
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name, UID: sts.UID, Controller: ptr.To(true)}},
+		},
+		Spec: *sts.Spec.Template.Spec.DeepCopy(),
+	}
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: sts.Spec.VolumeClaimTemplates[0].Name,
+		VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}})
+	var existing corev1.Pod
+	err := k.env.Client.Get(ctx, client.ObjectKeyFromObject(pod), &existing)
+	switch {
+	case err == nil && metav1.IsControlledBy(&existing, sts):
+		return &existing, nil
+	case err == nil:
+		return nil, fmt.Errorf("pod %s of an older StatefulSet is still there", name)
+	case !apierrors.IsNotFound(err):
+		return nil, err
+	}
+	return pod, k.env.Client.Create(ctx, pod)
+}
+
+// runInit runs one init container of pod: the restore step is the only one this kubelet knows.
+func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Container, volume string) error {
+	if filepath.Base(c.Command[0]) != RestoreStep {
+		return fmt.Errorf("init container %s runs %s: this kubelet runs only %s", c.Name, c.Command[0], RestoreStep)
+	}
+	env := []string{"POD_NAME=" + pod.Name, "PATH=" + os.Getenv("PATH")}
+	for _, e := range c.Env {
+		if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
+			var s corev1.Secret
+			if err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.SecretKeyRef.Name}, &s); err != nil {
+				return fmt.Errorf("init container %s: secret %s: %w", c.Name, ref.SecretKeyRef.Name, err)
+			}
+			env = append(env, e.Name+"="+string(s.Data[ref.SecretKeyRef.Key]))
+		}
+	}
+	var args []string
+	for _, a := range c.Args {
+		name, value, ok := strings.Cut(a, "=")
+		if ok && (name == "--data-dir" || name == "--work-dir") {
+			p, err := k.hostPath(c, pod, value, volume)
+			if err != nil {
+				return err
+			}
+			a = name + "=" + p
+		}
+		args = append(args, expand(a, pod))
+	}
+	var cluster kubermaticv1.Cluster
+	if err := k.env.Client.Get(ctx, types.NamespacedName{Name: k.Cluster}, &cluster); err != nil {
+		return err
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, filepath.Join(k.env.Opts.ServiceDir, RestoreStep), args...)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, &stderr, &stderr
+	start := time.Now()
+	runErr := cmd.Run()
+	run := StepRun{Pod: pod.Name, ClusterPaused: cluster.Spec.Pause, Duration: time.Since(start), Log: stderr.String()}
+	if cmd.ProcessState != nil {
+		run.ExitCode = cmd.ProcessState.ExitCode()
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			run.MaxRSS = ru.Maxrss * 1024 // kilobytes on Linux
+		}
+	}
+	k.mu.Lock()
+	k.steps = append(k.steps, run)
+	k.mu.Unlock()
+	if runErr != nil {
+		return fmt.Errorf("init container %s of %s: %v: %s", c.Name, pod.Name, runErr, stderr.String())
+	}
+	return nil
+}
+
+// hostPath maps a path inside container c of pod to the host dir of the volume mounted there.
+func (k *Kubelet) hostPath(c corev1.Container, pod *corev1.Pod, p, volume string) (string, error) {
+	p = expand(p, pod)
+	for _, m := range c.VolumeMounts {
+		if rest, ok := strings.CutPrefix(p, m.MountPath); ok {
+			return filepath.Join(volume, rest), nil
+		}
+	}
+	return "", fmt.Errorf("path %s of container %s is on no mounted volume", p, c.Name)
+}
+
+var varRef = regexp.MustCompile(`\$\(([A-Z_]+)\)`)
+
+// expand replaces $(POD_NAME) and $(NAMESPACE) as the kubelet does for env-backed references.
+func expand(s string, pod *corev1.Pod) string {
+	return varRef.ReplaceAllStringFunc(s, func(ref string) string {
+		switch ref {
+		case "$(POD_NAME)":
+			return pod.Name
+		case "$(NAMESPACE)", "$(POD_NAMESPACE)":
+			return pod.Namespace
+		}
+		return ref
+	})
+}
+
+func argValue(args []string, flag string) string {
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+func (k *Kubelet) reportReady(ctx context.Context, pod *corev1.Pod) error {
+	now := metav1.Now()
+	pod.Status = corev1.PodStatus{
+		Phase:      corev1.PodRunning,
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now}},
+		StartTime:  &now,
+	}
+	for _, c := range pod.Spec.InitContainers {
+		pod.Status.InitContainerStatuses = append(pod.Status.InitContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}})
+	}
+	for _, c := range pod.Spec.Containers {
+		pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
+			Started: ptr.To(true), State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}})
+	}
+	return k.env.Client.Status().Update(ctx, pod)
+}
+
+func freeURL() (url.URL, error) {
+	port, err := FreePort()
+	if err != nil {
+		return url.URL{}, err
+	}
+	return url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", port)}, nil
+}
+
+func unstructuredOf(obj map[string]any) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: obj}
+}

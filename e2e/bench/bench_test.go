@@ -24,6 +24,7 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,7 +44,12 @@ func BenchmarkBackup(b *testing.B) {
 	defer cancel()
 	env := startEnv(b, ctx, nil)
 
-	dbSize := fill(b, ctx, env, mib)
+	cli, err := env.DemoEtcdClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	dbSize := fill(b, ctx, cli, env.DemoEtcd.Endpoint, mib)
 	raw := rawStream(b, ctx, env)
 
 	cfg := &kubermaticv1.EtcdBackupConfig{
@@ -58,7 +64,7 @@ func BenchmarkBackup(b *testing.B) {
 	}
 	b.ResetTimer()
 	for range b.N {
-		entry := backupOnce(b, ctx, env)
+		entry := backupOnce(b, ctx, env, "cluster-"+sandbox.DemoCluster, "bench")
 		total := entry.BackupFinishedTime.Sub(entry.BackupStartTime.Time)
 		b.ReportMetric(float64(dbSize)/(1<<20), "db-MiB")
 		b.ReportMetric(float64(entry.Size)/(1<<20), "stored-MiB")
@@ -82,16 +88,11 @@ func BenchmarkBackup(b *testing.B) {
 	}
 }
 
-// fill writes about mib MiB of Kubernetes-like objects into the demo etcd and returns the
-// database size. Each value is a 32 KiB JSON ConfigMap: metadata with a random uid, 8 KiB of
+// fill writes about mib MiB of Kubernetes-like objects into an etcd (cli, one of its members
+// at endpoint) and returns the database size. Each value is a 32 KiB JSON ConfigMap: metadata with a random uid, 8 KiB of
 // random base64 (incompressible, like secrets and certificates) and 24 KiB of structured
 // lines (repetitive, like most of what the API server stores).
-func fill(b *testing.B, ctx context.Context, env *sandbox.Env, mib int) int64 {
-	cli, err := env.DemoEtcdClient()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
+func fill(b *testing.B, ctx context.Context, cli *clientv3.Client, endpoint string, mib int) int64 {
 	const valueSize = 32 << 10
 	n := mib << 20 / valueSize
 	g, gctx := errgroup.WithContext(ctx)
@@ -105,7 +106,7 @@ func fill(b *testing.B, ctx context.Context, env *sandbox.Env, mib int) int64 {
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-	st, err := cli.Status(ctx, env.DemoEtcd.Endpoint)
+	st, err := cli.Status(ctx, endpoint)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -144,13 +145,14 @@ func rawStream(b *testing.B, ctx context.Context, env *sandbox.Env) time.Duratio
 	return time.Since(start)
 }
 
-func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env) kubermaticv1.BackupStatus {
+// backupOnce triggers a backup of the config ns/config and waits until it is stored.
+func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env, ns, config string) kubermaticv1.BackupStatus {
 	nc, err := nats.Connect(env.NATSURL)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer nc.Close()
-	data, ct, _ := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: "cluster-" + sandbox.DemoCluster, Config: "bench"}, true)
+	data, ct, _ := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: ns, Config: config}, true)
 	msg := nats.NewMsg(bus.SubjectTriggerBackup)
 	msg.Data = data
 	msg.Header.Set(bus.HeaderContentType, ct)
@@ -171,7 +173,7 @@ func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env) kubermaticv
 	var out kubermaticv1.BackupStatus
 	err = sandbox.Poll(ctx, 30*time.Minute, 250*time.Millisecond, func() (bool, error) {
 		var cfg kubermaticv1.EtcdBackupConfig
-		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + sandbox.DemoCluster, Name: "bench"}, &cfg); err != nil {
+		if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: config}, &cfg); err != nil {
 			return false, err
 		}
 		for _, e := range cfg.Status.LastBackups {

@@ -25,8 +25,8 @@ func httpOK(ctx context.Context, url string) (bool, error) {
 	return resp.StatusCode == http.StatusOK, nil
 }
 
-// Metric returns the sum of a counter or gauge's samples whose labels include match, as
-// scraped from a service's /metrics now.
+// Metric returns the sum of a counter or gauge's samples whose labels include match, or of a
+// histogram's sample sums, as scraped from a service's /metrics now.
 func (s *Service) Metric(ctx context.Context, name string, match map[string]string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.MetricsURL, nil)
 	if err != nil {
@@ -66,6 +66,8 @@ func (s *Service) Metric(ctx context.Context, name string, match map[string]stri
 			sum += m.GetCounter().GetValue()
 		case m.GetGauge() != nil:
 			sum += m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			sum += m.GetHistogram().GetSampleSum()
 		}
 	}
 	return sum, nil

@@ -12,10 +12,16 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func main() {
@@ -74,7 +80,12 @@ func run() error {
 			return fmt.Errorf("apply sample %s: %w", o.GetName(), err)
 		}
 	}
-	printGuide(env, tools, *dir, *schedule)
+	kubelet, err := restoreDemo(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer kubelet.Stop()
+	printGuide(env, kubelet, tools, *dir, *schedule)
 	<-ctx.Done()
 	fmt.Println("\nstopping ...")
 	return nil
@@ -94,8 +105,43 @@ func writeDemoData(ctx context.Context, env *sandbox.Env) error {
 	return nil
 }
 
-func printGuide(env *sandbox.Env, tools, dir, schedule string) {
+// RestoreCluster is a 3-member etcd whose StatefulSet, pods and volumes the sandbox's kubelet
+// plays, so that restores can be tried.
+const RestoreCluster = "restore-demo"
+
+func restoreDemo(ctx context.Context, env *sandbox.Env) (*sandbox.Kubelet, error) {
+	k, err := env.AddEtcdCluster(ctx, RestoreCluster, 3, nil)
+	if err != nil {
+		return nil, err
+	}
+	go k.Run(ctx)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: k.ClientURLs(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		return nil, err
+	}
+	defer cli.Close()
+	err = sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		if err := k.Err(); err != nil {
+			return false, err
+		}
+		_, err := cli.Put(ctx, "/registry/demo/written-before-the-backup", "yes")
+		return err == nil, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd of %s: %w", RestoreCluster, err)
+	}
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + RestoreCluster, Name: "before-restore"},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{
+			Cluster: corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster", Name: RestoreCluster},
+		},
+	}
+	return k, env.Client.Create(ctx, cfg)
+}
+
+func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule string) {
 	ns := "cluster-" + sandbox.DemoCluster
+	rns := "cluster-" + RestoreCluster
 	fmt.Printf(`
 The sandbox is up. The seed document's EtcdBackupConfig "daily-backup" runs %s against
 the demo etcd of cluster %s (1000 keys). In another shell:
@@ -110,9 +156,19 @@ the demo etcd of cluster %s (1000 keys). In another shell:
   nats --server %s req etcdbackup.trigger.backup '{"namespace":"%s","config":"daily-backup"}'
   nats --server %s stream ls
 
+Restore: cluster %s has a 3-member etcd (client URLs %s) whose pods this sandbox
+plays, and a one-time backup by EtcdBackupConfig "before-restore". Restore from it:
+
+  B=$(kubectl -n %s get etcdbackupconfig before-restore -o jsonpath='{.status.lastBackups[0].backupName}')
+  printf 'apiVersion: kubermatic.k8c.io/v1\nkind: EtcdRestore\nmetadata: {name: demo-restore, namespace: %s}\nspec:\n  cluster: {apiVersion: kubermatic.k8c.io/v1, kind: Cluster, name: %s}\n  backupName: %%s\n' "$B" | kubectl apply -f -
+  kubectl -n %s get etcdrestores -w          # Started, StsRebuilding, Completed
+  kubectl -n %s get etcdrestore demo-restore -o yaml
+  nats --server %s sub 'etcdbackup.status.restorer'
+
 S3 (versitygw) listens on %s, bucket %s; credentials are in secret %s/%s.
 Logs: %s/logs. Ctrl-C stops everything.
 `, schedule, sandbox.DemoCluster, env.API.Kubeconfig, tools, ns, ns,
 		env.NATSURL, env.NATSURL, ns, env.NATSURL,
+		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns, env.NATSURL,
 		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir)
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -14,12 +15,17 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
 	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -99,7 +105,7 @@ func backUp(t *testing.T, ctx context.Context, cluster string) kubermaticv1.Back
 	return entries(done, kubermaticv1.PhaseCompleted)[0]
 }
 
-func newRestore(t *testing.T, ctx context.Context, cluster, name, backup string) *kubermaticv1.EtcdRestore {
+func newRestore(t *testing.T, ctx context.Context, cluster, name, backup string, mutate ...func(*kubermaticv1.EtcdRestore)) *kubermaticv1.EtcdRestore {
 	t.Helper()
 	rs := &kubermaticv1.EtcdRestore{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
@@ -108,6 +114,9 @@ func newRestore(t *testing.T, ctx context.Context, cluster, name, backup string)
 			BackupName:  backup,
 			Destination: sandbox.Destination,
 		},
+	}
+	for _, f := range mutate {
+		f(rs)
 	}
 	if err := env.Client.Create(ctx, rs); err != nil {
 		t.Fatal(err)
@@ -415,6 +424,25 @@ func TestRestoreRefusesBadBackupsBeforeTouchingTheCluster(t *testing.T) {
 		rs := newRestore(t, ctx, cluster, "launcher", "before-restore-2020-01-01T00:00:00")
 		waitRestore(t, ctx, rs, 30*time.Second, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled)
 		waitEvent(t, ctx, ns, rs.Name, corev1.EventTypeWarning, "EtcdLauncherNotEnabled")
+		// The phase is in the API, not in a restorer's memory, and stays while it waits.
+		var persisted kubermaticv1.EtcdRestore
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &persisted); err != nil || persisted.Status.Phase != kubermaticv1.RestorePhaseEtcdLauncherNotEnabled {
+			t.Fatalf("phase read back: %q, %v", persisted.Status.Phase, err)
+		}
+		// Deleted before etcd was touched, a restore is cancelled and goes at once.
+		cancelled := newRestore(t, ctx, cluster, "cancelled", b.BackupName)
+		waitRestore(t, ctx, cancelled, 30*time.Second, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled)
+		if err := env.Client.Delete(ctx, cancelled); err != nil {
+			t.Fatal(err)
+		}
+		err := sandbox.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+			err := env.Client.Get(ctx, client.ObjectKeyFromObject(cancelled), &kubermaticv1.EtcdRestore{})
+			return apierrors.IsNotFound(err), err
+		})
+		if err != nil {
+			t.Fatalf("deleted restore still there: %v", err)
+		}
+		waitEvent(t, ctx, ns, cancelled.Name, corev1.EventTypeNormal, "Cancelled")
 		setLauncher(true)
 		done := waitRestore(t, ctx, rs, 30*time.Second, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
 		if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, "does not exist") {
@@ -445,5 +473,153 @@ func flipByte(t *testing.T, ctx context.Context, key string) {
 	if _, err := s3.PutObject(ctx, sandbox.Bucket, key, bytes.NewReader(body), int64(len(body)),
 		minio.PutObjectOptions{UserMetadata: info.UserMetadata}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// While a cluster is locked for a restore no backup of it is taken: the scheduler blocks
+// its configs (ClusterRestoring), the manual trigger refuses, and a request queued just before
+// the lock fails in the snapshotter instead of capturing etcd mid-rebuild.
+func TestNoBackupsWhileRestoring(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 2*time.Minute)
+	const cluster = "restoring1"
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
+	lock := func(holder any) {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{kubermaticv1.AnnotationActiveRestore: holder}}})
+		if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lock("cluster-" + cluster + "/in-progress")
+	cfg := newConfig(t, ctx, cluster, "while-restoring", "@every 1s", "", 5)
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterRestoring", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		cond := condition(c)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == kubermaticv1.ReasonClusterRestoring
+	})
+	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, kubermaticv1.ReasonClusterRestoring)
+	if r := triggerWithProtobuf(t, cfg.Namespace, cfg.Name); r.GetBackupName() != "" || !strings.Contains(r.GetError(), "being restored") {
+		t.Fatalf("manual trigger while restoring: %+v", r)
+	}
+
+	// A request queued just before the lock was taken.
+	var current kubermaticv1.EtcdBackupConfig
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &current); err != nil {
+		t.Fatal(err)
+	}
+	slot := time.Now().UTC().Add(-time.Hour).Truncate(time.Second)
+	name := backupname.Backup(cfg.Name, slot)
+	req := &etcdbackupv1.BackupRequested{
+		Config:        &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(current.UID)},
+		Cluster:       cluster,
+		BackupName:    name,
+		JobName:       backupname.Job(cluster, cfg.Name, name),
+		Destination:   sandbox.Destination,
+		ObjectKey:     backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, name),
+		ScheduledTime: timestamppb.New(slot),
+		Trigger:       etcdbackupv1.Trigger_TRIGGER_MANUAL,
+	}
+	nc, err := nats.Connect(env.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Publish(ctx, js, bus.SubjectBackupRequested, bus.MsgID(req), req); err != nil {
+		t.Fatal(err)
+	}
+	failed := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the queued backup failed", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		e, ok := entry(c, name)
+		return ok && e.BackupPhase == kubermaticv1.PhaseFailed
+	})
+	if e, _ := entry(failed, name); !strings.Contains(e.BackupMessage, "being restored") {
+		t.Errorf("queued backup of a cluster being restored: %s", e.BackupMessage)
+	}
+	if n := len(entries(failed, kubermaticv1.PhaseCompleted)); n != 0 {
+		t.Fatalf("%d backups completed while the cluster was locked", n)
+	}
+
+	unlocked := time.Now()
+	lock(nil)
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a backup after the restore", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		for _, b := range entries(c, kubermaticv1.PhaseCompleted) {
+			if !b.ScheduledTime.Time.Before(unlocked.Truncate(time.Second)) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A restore whose step fails in the member pods (here: download credentials that S3 refuses)
+// ends Failed with what state the cluster is in and what to do; the cluster stays paused and
+// is unlocked, and doing what the message says (a new restore) brings etcd back.
+func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
+	ctx := testContext(t, 5*time.Minute)
+	dumpLogsOnFailure(t)
+	const cluster = "restore-retry"
+	k, cli := startEtcdCluster(t, ctx, cluster, nil)
+	for i := range 20 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%02d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := backUp(t, ctx, cluster)
+	want := dump(t, ctx, cli)
+
+	const wrongKey = "not-the-secret-key-4711"
+	creds := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: sandbox.SeedNamespace, Name: "restore-retry-readonly"},
+		Data: map[string][]byte{
+			kubermaticv1.SecretAccessKeyID:     []byte(env.S3.AccessKey),
+			kubermaticv1.SecretSecretAccessKey: []byte(wrongKey),
+		},
+	}
+	if err := env.Client.Create(ctx, creds); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), creds) })
+	rs := newRestore(t, ctx, cluster, "refused-credentials", b.BackupName, func(r *kubermaticv1.EtcdRestore) {
+		r.Spec.BackupDownloadCredentialsSecret = creds.Name
+	})
+	done := waitRestore(t, ctx, rs, 2*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+	for _, says := range []string{"restore step failed in pod etcd-", "stays paused", "ConfigMap " + restore.SavedName(rs), "new EtcdRestore"} {
+		if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, says) {
+			t.Fatalf("restore with refused credentials: %s: %s\n(want it to say %q)", done.Status.Phase, done.Status.Message, says)
+		}
+	}
+	ev := waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "RestoreStepFailed")
+	if strings.Contains(done.Status.Message+ev.Note, wrongKey) {
+		t.Fatal("the secret key reached the restore's status or Event")
+	}
+	var c kubermaticv1.Cluster
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
+		t.Fatal(err)
+	}
+	if !c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
+		t.Fatalf("after a failed rebuild the cluster is paused=%v, locked by %q; want paused and unlocked", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+	}
+	var saved corev1.ConfigMap
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: restore.SavedName(rs)}, &saved); err != nil {
+		t.Fatalf("the saved StatefulSet spec the message names: %v", err)
+	}
+
+	retry := newRestore(t, ctx, cluster, "retry", b.BackupName)
+	done = waitRestore(t, ctx, retry, 3*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
+		t.Fatalf("the retry ended %s: %s", done.Status.Phase, done.Status.Message)
+	}
+	cli = etcdClient(t, k)
+	waitEtcdMembers(t, ctx, k, cli, 3)
+	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
+		t.Fatalf("after the retry etcd holds %d keys, want the backup's %d", len(got), len(want))
+	}
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Spec.Pause {
+		t.Fatal("the cluster is still paused after the retry completed")
 	}
 }

@@ -42,7 +42,7 @@ func BenchmarkBackup(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	env := startEnv(b, ctx, nil)
+	env := startEnv(b, ctx, nil, nil)
 
 	cli, err := env.DemoEtcdClient()
 	if err != nil {

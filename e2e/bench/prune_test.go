@@ -31,7 +31,7 @@ func BenchmarkPrune(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	env := startEnv(b, ctx, map[string]int{"pruner": 3})
+	env := startEnv(b, ctx, map[string]int{"pruner": 3}, nil)
 	const cluster = "prune1000"
 	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
 		b.Fatal(err)
@@ -83,7 +83,7 @@ func BenchmarkPrune(b *testing.B) {
 }
 
 // startEnv starts a sandbox with the services built from this tree.
-func startEnv(b *testing.B, ctx context.Context, replicas map[string]int) *sandbox.Env {
+func startEnv(b *testing.B, ctx context.Context, replicas map[string]int, args map[string][]string) *sandbox.Env {
 	tools := sandbox.ToolDir()
 	if err := sandbox.CheckTools(tools); err != nil {
 		b.Fatal(err)
@@ -96,7 +96,7 @@ func startEnv(b *testing.B, ctx context.Context, replicas map[string]int) *sandb
 	if err := sandbox.BuildServices(ctx, root, filepath.Join(dir, "bin")); err != nil {
 		b.Fatal(err)
 	}
-	env, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, ToolDir: tools, ServiceDir: filepath.Join(dir, "bin"), Replicas: replicas})
+	env, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, ToolDir: tools, ServiceDir: filepath.Join(dir, "bin"), Replicas: replicas, Args: args})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -52,6 +51,8 @@ type Kubelet struct {
 	etcds   []*etcdtest.Etcd
 	steps   []StepRun
 	err     error
+	// restarts counts failed init container runs per pod (uid), as the kubelet's RestartCount.
+	restarts map[types.UID]int32
 }
 
 // StepRun is one run of the restore step.
@@ -61,9 +62,8 @@ type StepRun struct {
 	ClusterPaused bool
 	ExitCode      int
 	Duration      time.Duration
-	// MaxRSS is its peak resident memory in bytes.
-	MaxRSS int64
-	Log    string
+	// Log is its output; its last line reports timings and peak memory.
+	Log string
 }
 
 // AddEtcdCluster creates a Cluster named name (etcdLauncher enabled) with its namespace and a
@@ -141,7 +141,7 @@ func (k *Kubelet) Run(ctx context.Context) {
 	t := time.NewTicker(100 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if err := k.sync(ctx); err != nil && ctx.Err() == nil {
+		if err := k.sync(ctx); ctx.Err() == nil {
 			k.mu.Lock()
 			k.err = err
 			k.mu.Unlock()
@@ -154,7 +154,7 @@ func (k *Kubelet) Run(ctx context.Context) {
 	}
 }
 
-// Err is the last error of a sync, if any.
+// Err is the error of the last sync, nil once one succeeds.
 func (k *Kubelet) Err() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -204,10 +204,17 @@ func (k *Kubelet) sync(ctx context.Context) error {
 	running := k.running
 	k.mu.Unlock()
 	if gone {
-		if running != "" { // the garbage collector deletes the pods, the kubelet stops them
+		if running != "" { // the kubelet stops the members
 			k.mu.Lock()
 			k.stopMembers()
 			k.mu.Unlock()
+		}
+		// The garbage collector deletes the pods of a deleted StatefulSet.
+		var pods corev1.PodList
+		if err := c.List(ctx, &pods, client.InNamespace(k.NS), client.MatchingLabels{"app": "etcd"}); err != nil {
+			return err
+		}
+		if len(pods.Items) > 0 {
 			if err := c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(k.NS), client.MatchingLabels{"app": "etcd"}, client.GracePeriodSeconds(0)); err != nil {
 				return err
 			}
@@ -282,6 +289,14 @@ func (k *Kubelet) start(ctx context.Context, sts *appsv1.StatefulSet) error {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
+		for i, m := range members {
+			var ie *initError
+			if errors.As(errs[i], &ie) {
+				if rerr := k.reportInitFailure(ctx, m.pod, ie); rerr != nil {
+					return errors.Join(err, rerr)
+				}
+			}
+		}
 		return err // the kubelet retries the pod's init containers
 	}
 	// The members start together: each waits for a quorum.
@@ -405,17 +420,51 @@ func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 	run := StepRun{Pod: pod.Name, ClusterPaused: cluster.Spec.Pause, Duration: time.Since(start), Log: stderr.String()}
 	if cmd.ProcessState != nil {
 		run.ExitCode = cmd.ProcessState.ExitCode()
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			run.MaxRSS = ru.Maxrss * 1024 // kilobytes on Linux
-		}
 	}
 	k.mu.Lock()
 	k.steps = append(k.steps, run)
 	k.mu.Unlock()
 	if runErr != nil {
-		return fmt.Errorf("init container %s of %s: %v: %s", c.Name, pod.Name, runErr, stderr.String())
+		return &initError{container: c.Name, pod: pod.Name, code: run.ExitCode, log: stderr.String()}
 	}
 	return nil
+}
+
+// initError is an init container that exited non-zero.
+type initError struct {
+	container, pod, log string
+	code                int
+}
+
+func (e *initError) Error() string {
+	return fmt.Sprintf("init container %s of %s exited %d: %s", e.container, e.pod, e.code, e.log)
+}
+
+// reportInitFailure reports a failed init container in the pod's status as the kubelet does:
+// terminated with its exit code, the tail of its log as the message (FallbackToLogsOnError),
+// and the restart count.
+func (k *Kubelet) reportInitFailure(ctx context.Context, pod *corev1.Pod, ie *initError) error {
+	k.mu.Lock()
+	if k.restarts == nil {
+		k.restarts = map[types.UID]int32{}
+	}
+	restarts := k.restarts[pod.UID]
+	k.restarts[pod.UID]++
+	k.mu.Unlock()
+	msg := strings.TrimSpace(ie.log)
+	if len(msg) > 2048 {
+		msg = msg[len(msg)-2048:]
+	}
+	var current corev1.Pod
+	if err := k.env.Client.Get(ctx, client.ObjectKeyFromObject(pod), &current); err != nil {
+		return err
+	}
+	current.Status.Phase = corev1.PodPending
+	current.Status.InitContainerStatuses = []corev1.ContainerStatus{{
+		Name: ie.container, Image: pod.Spec.InitContainers[0].Image, RestartCount: restarts,
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: int32(ie.code), Reason: "Error", Message: msg}},
+	}}
+	return k.env.Client.Status().Update(ctx, &current)
 }
 
 // hostPath maps a path inside container c of pod to the host dir of the volume mounted there.

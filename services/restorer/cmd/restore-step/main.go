@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/procstat"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -113,6 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	}
 	c.member.Snapshot = filepath.Join(c.workDir, "restore-"+c.member.RestoreID+".db")
 	defer os.Remove(c.member.Snapshot)
+	mem := procstat.Sample(20 * time.Millisecond)
 	start := time.Now()
 	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.member.Snapshot); err != nil {
 		return err
@@ -126,7 +128,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	if fi, err := os.Stat(c.member.Snapshot); err == nil {
 		size = fi.Size()
 	}
+	took := time.Since(fetched)
+	// Memory, for sizing the init container: etcd's backend maps the restored db with
+	// MAP_POPULATE, so the resident set includes the db file; the heap is the anonymous part.
+	anon, file := mem.Stop()
+	peak, _ := procstat.PeakRSS(0)
 	log.Info("member restored", "restored", restored, "data_dir", c.member.DataDir, "snapshot_bytes", size,
-		"fetch_seconds", fetched.Sub(start).Seconds(), "restore_seconds", time.Since(fetched).Seconds())
+		"fetch_seconds", fetched.Sub(start).Seconds(), "restore_seconds", took.Seconds(),
+		"peak_rss_bytes", peak, "peak_anon_bytes", anon, "peak_file_bytes", file)
 	return nil
 }

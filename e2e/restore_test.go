@@ -623,3 +623,59 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 		t.Fatal("the cluster is still paused after the retry completed")
 	}
 }
+
+// A restorer killed (-9) in the middle of a restore: a standby replica takes the lease over
+// and finishes it from what the API holds.
+func TestRestoreSurvivesRestorerKill(t *testing.T) {
+	ctx := testContext(t, 5*time.Minute)
+	dumpLogsOnFailure(t)
+	const cluster = "restore-kill"
+	k, cli := startEtcdCluster(t, ctx, cluster, nil)
+	for i := range 50 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%02d", i), "before"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := backUp(t, ctx, cluster)
+	want := dump(t, ctx, cli)
+	if _, err := cli.Put(ctx, "/registry/k00", "after"); err != nil {
+		t.Fatal(err)
+	}
+
+	var leader *sandbox.Service
+	for _, s := range env.ServicesOf("restorer") {
+		if strings.Contains(s.LogTail(1000), "Successfully acquired lease") {
+			leader = s
+		}
+	}
+	if leader == nil {
+		t.Fatal("no restorer replica holds the lease")
+	}
+	rs := newRestore(t, ctx, cluster, "killed-midway", b.BackupName)
+	waitRestore(t, ctx, rs, 60*time.Second, kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding)
+	leader.Kill()
+	t.Cleanup(func() {
+		if _, err := env.StartService(context.Background(), "restorer"); err != nil {
+			t.Errorf("replace the killed restorer: %v", err)
+		}
+	})
+	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseFailed)
+	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
+		t.Fatalf("restore after its restorer was killed: %s: %s", done.Status.Phase, done.Status.Message)
+	}
+	cli = etcdClient(t, k)
+	waitEtcdMembers(t, ctx, k, cli, 3)
+	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
+		t.Fatalf("etcd holds %d keys (k00=%q), want the backup's %d", len(got), got["/registry/k00"], len(want))
+	}
+	if n := len(k.Steps()); n != 3 {
+		t.Errorf("the restore step ran %d times, want once per member", n)
+	}
+	took := false
+	for _, s := range env.ServicesOf("restorer") {
+		took = took || (s != leader && strings.Contains(s.LogTail(1000), "Successfully acquired lease"))
+	}
+	if !took {
+		t.Error("no standby restorer took the lease over: who finished the restore?")
+	}
+}

@@ -24,7 +24,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats-server/v2/server"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -240,16 +239,7 @@ func restoreAndRead(t *testing.T, ctx context.Context, key, wantSHA string) map[
 		t.Fatal(err)
 	}
 	defer restored.Stop()
-	cli := restored.Client(t)
-	resp, err := cli.Get(ctx, "/registry/", clientv3.WithPrefix())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, kv := range resp.Kvs {
-		out[string(kv.Key)] = string(kv.Value)
-	}
-	return out
+	return keyValues(t, ctx, restored.Client(t), "/registry/")
 }
 
 // triggerWithCLI sends a manual trigger with the real nats CLI and returns the decoded reply.

@@ -15,6 +15,7 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -251,4 +252,22 @@ func triggerWithProtobuf(t *testing.T, ns, config string) *etcdbackupv1.TriggerB
 		t.Fatal(err)
 	}
 	return &reply
+}
+
+// keyValues returns the keys under prefix ("": every key) and their values.
+func keyValues(t *testing.T, ctx context.Context, cli *clientv3.Client, prefix string) map[string]string {
+	t.Helper()
+	opt := clientv3.WithPrefix()
+	if prefix == "" {
+		prefix, opt = "\x00", clientv3.WithFromKey()
+	}
+	resp, err := cli.Get(ctx, prefix, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, kv := range resp.Kvs {
+		out[string(kv.Key)] = string(kv.Value)
+	}
+	return out
 }

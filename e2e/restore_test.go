@@ -24,7 +24,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -39,22 +38,17 @@ import (
 // test ends, and returns once etcd answers with 3 members.
 func startEtcdCluster(t *testing.T, ctx context.Context, name string, extraSpec map[string]any) (*sandbox.Kubelet, *clientv3.Client) {
 	t.Helper()
-	k, err := env.AddEtcdCluster(ctx, name, 3, extraSpec)
+	k, err := env.StartEtcdCluster(ctx, name, 3, extraSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	kctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { k.Run(kctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done; k.Stop() })
-	cli := etcdClient(t, k)
-	waitEtcdMembers(t, ctx, k, cli, 3)
-	return k, cli
+	t.Cleanup(k.Stop)
+	return k, etcdClient(t, k)
 }
 
 func etcdClient(t *testing.T, k *sandbox.Kubelet) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: k.ClientURLs(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := k.Client()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,37 +56,10 @@ func etcdClient(t *testing.T, k *sandbox.Kubelet) *clientv3.Client {
 	return cli
 }
 
-func waitEtcdMembers(t *testing.T, ctx context.Context, k *sandbox.Kubelet, cli *clientv3.Client, n int) {
-	t.Helper()
-	err := sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
-		if err := k.Err(); err != nil {
-			return false, err
-		}
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		resp, err := cli.MemberList(cctx)
-		if err != nil {
-			return false, err
-		}
-		return len(resp.Members) == n, fmt.Errorf("%d members", len(resp.Members))
-	})
-	if err != nil {
-		t.Fatalf("etcd of %s: %v", k.Cluster, err)
-	}
-}
-
 // dump returns every key and value in etcd.
 func dump(t *testing.T, ctx context.Context, cli *clientv3.Client) map[string]string {
 	t.Helper()
-	resp, err := cli.Get(ctx, "\x00", clientv3.WithFromKey())
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]string{}
-	for _, kv := range resp.Kvs {
-		out[string(kv.Key)] = string(kv.Value)
-	}
-	return out
+	return keyValues(t, ctx, cli, "")
 }
 
 // backUp takes a one-time backup of the cluster and returns its status entry.
@@ -255,8 +222,10 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 
 	// etcd: exactly the backup's keys and values, 3 members, each restored by the real step
 	// while the cluster was paused.
+	if err := k.WaitMembers(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
 	cli = etcdClient(t, k)
-	waitEtcdMembers(t, ctx, k, cli, 3)
 	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
 		t.Fatalf("restored etcd holds %d keys; want the backup's %d (k000=%q, after-backup present: %v)",
 			len(got), len(want), got["/registry/things/k000"], got["/registry/after-backup"] != "")
@@ -611,8 +580,10 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
 		t.Fatalf("the retry ended %s: %s", done.Status.Phase, done.Status.Message)
 	}
+	if err := k.WaitMembers(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
 	cli = etcdClient(t, k)
-	waitEtcdMembers(t, ctx, k, cli, 3)
 	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
 		t.Fatalf("after the retry etcd holds %d keys, want the backup's %d", len(got), len(want))
 	}
@@ -663,8 +634,10 @@ func TestRestoreSurvivesRestorerKill(t *testing.T) {
 	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
 		t.Fatalf("restore after its restorer was killed: %s: %s", done.Status.Phase, done.Status.Message)
 	}
+	if err := k.WaitMembers(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
 	cli = etcdClient(t, k)
-	waitEtcdMembers(t, ctx, k, cli, 3)
 	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
 		t.Fatalf("etcd holds %d keys (k00=%q), want the backup's %d", len(got), got["/registry/k00"], len(want))
 	}

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,8 +10,6 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -25,42 +22,22 @@ import (
 // until etcd is healthy and the restorer sees it), the whole restore, and the restore step's
 // peak RSS.
 func BenchmarkRestore(b *testing.B) {
-	mib := 256
-	if v := os.Getenv("ETCDBACKUP_BENCH_MIB"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			b.Fatal(err)
-		}
-		mib = n
-	}
+	mib := benchMiB(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
 	// Poll often, so that the figures measure the work rather than the default 2 s poll.
 	env := startEnv(b, ctx, nil, map[string][]string{"restorer": {"--poll-interval=100ms"}})
 	const cluster = "bench-restore"
-	k, err := env.AddEtcdCluster(ctx, cluster, 3, nil)
+	k, err := env.StartEtcdCluster(ctx, cluster, 3, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	kctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { k.Run(kctx); close(done) }()
-	defer func() { stop(); <-done; k.Stop() }()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: k.ClientURLs(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	defer k.Stop()
+	cli, err := k.Client()
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	err = sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
-		if err := k.Err(); err != nil {
-			return false, err
-		}
-		_, err := cli.Put(ctx, "/ready", "1")
-		return err == nil, err
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
 	dbSize := fill(b, ctx, cli, k.ClientURLs()[0], mib)
 	ns := "cluster-" + cluster
 	ref := corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: cluster}

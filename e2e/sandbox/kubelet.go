@@ -16,6 +16,8 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"go.etcd.io/etcd/server/v3/embed"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -53,6 +55,8 @@ type Kubelet struct {
 	err     error
 	// restarts counts failed init container runs per pod (uid), as the kubelet's RestartCount.
 	restarts map[types.UID]int32
+	cancel   context.CancelFunc
+	done     chan struct{}
 }
 
 // StepRun is one run of the restore step.
@@ -66,10 +70,55 @@ type StepRun struct {
 	Log string
 }
 
-// AddEtcdCluster creates a Cluster named name (etcdLauncher enabled) with its namespace and a
-// KKP-shaped etcd StatefulSet of members, and starts a Kubelet for it: when this returns, a
-// fresh etcd cluster of members runs. Stop the Kubelet when done.
-func (e *Env) AddEtcdCluster(ctx context.Context, name string, members int, extra map[string]any) (*Kubelet, error) {
+// StartEtcdCluster creates a Cluster named name (etcdLauncher enabled, extraSpec added to its
+// spec) with its namespace and a KKP-shaped etcd StatefulSet of members, runs a Kubelet for it
+// and returns once that etcd has all its members. Stop the Kubelet when done.
+func (e *Env) StartEtcdCluster(ctx context.Context, name string, members int, extraSpec map[string]any) (*Kubelet, error) {
+	k, err := e.addEtcdCluster(ctx, name, members, extraSpec)
+	if err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	k.cancel, k.done = cancel, make(chan struct{})
+	go func() { k.Run(runCtx); close(k.done) }()
+	if err := k.WaitMembers(ctx, members); err != nil {
+		k.Stop()
+		return nil, err
+	}
+	return k, nil
+}
+
+// Client returns a client of every member; the caller closes it.
+func (k *Kubelet) Client() (*clientv3.Client, error) {
+	return clientv3.New(clientv3.Config{Endpoints: k.ClientURLs(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+}
+
+// WaitMembers waits until etcd answers with n members.
+func (k *Kubelet) WaitMembers(ctx context.Context, n int) error {
+	cli, err := k.Client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	err = Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		if err := k.Err(); err != nil {
+			return false, err
+		}
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		resp, err := cli.MemberList(cctx)
+		if err != nil {
+			return false, err
+		}
+		return len(resp.Members) == n, fmt.Errorf("%d members", len(resp.Members))
+	})
+	if err != nil {
+		return fmt.Errorf("etcd of cluster %s: %w", k.Cluster, err)
+	}
+	return nil
+}
+
+func (e *Env) addEtcdCluster(ctx context.Context, name string, members int, extra map[string]any) (*Kubelet, error) {
 	k := &Kubelet{env: e, Cluster: name, NS: "cluster-" + name, Members: members, dir: filepath.Join(e.Opts.Dir, "kubelet", name)}
 	var clientURLs, peerURLs []string
 	for range members {
@@ -177,8 +226,12 @@ func (k *Kubelet) ClientURLs() []string {
 	return out
 }
 
-// Stop stops the members.
+// Stop stops playing and stops the members.
 func (k *Kubelet) Stop() {
+	if k.cancel != nil {
+		k.cancel()
+		<-k.done
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.stopMembers()

@@ -18,8 +18,6 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -110,25 +108,17 @@ func writeDemoData(ctx context.Context, env *sandbox.Env) error {
 const RestoreCluster = "restore-demo"
 
 func restoreDemo(ctx context.Context, env *sandbox.Env) (*sandbox.Kubelet, error) {
-	k, err := env.AddEtcdCluster(ctx, RestoreCluster, 3, nil)
+	k, err := env.StartEtcdCluster(ctx, RestoreCluster, 3, nil)
 	if err != nil {
 		return nil, err
 	}
-	go k.Run(ctx)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: k.ClientURLs(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	cli, err := k.Client()
 	if err != nil {
 		return nil, err
 	}
 	defer cli.Close()
-	err = sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
-		if err := k.Err(); err != nil {
-			return false, err
-		}
-		_, err := cli.Put(ctx, "/registry/demo/written-before-the-backup", "yes")
-		return err == nil, err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("etcd of %s: %w", RestoreCluster, err)
+	if _, err := cli.Put(ctx, "/registry/demo/written-before-the-backup", "yes"); err != nil {
+		return nil, err
 	}
 	cfg := &kubermaticv1.EtcdBackupConfig{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + RestoreCluster, Name: "before-restore"},

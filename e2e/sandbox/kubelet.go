@@ -238,9 +238,11 @@ func (k *Kubelet) Stop() {
 }
 
 func (k *Kubelet) stopMembers() {
+	var wg sync.WaitGroup
 	for _, e := range k.etcds {
-		e.Stop()
+		wg.Go(e.Stop)
 	}
+	wg.Wait()
 	k.etcds = nil
 	k.running = ""
 }
@@ -274,7 +276,16 @@ func (k *Kubelet) sync(ctx context.Context) error {
 		}
 		return k.removeVolumesOfDeletedClaims(ctx)
 	}
-	if running == sts.UID || time.Now().Before(k.retryAt) {
+	if running == sts.UID {
+		// A changed template rolls the pods; the members here keep running and report the
+		// rollout done, as a StatefulSet controller would once the new pods are ready.
+		if sts.Status.ObservedGeneration < sts.Generation {
+			sts.Status.ObservedGeneration = sts.Generation
+			return c.Status().Update(ctx, &sts)
+		}
+		return nil
+	}
+	if time.Now().Before(k.retryAt) {
 		return nil
 	}
 	if err := k.start(ctx, &sts); err != nil {

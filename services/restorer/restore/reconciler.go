@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -143,7 +144,7 @@ func (r *Reconciler) deleted(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	if cluster != nil && cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
 		unpause := rs.Status.Phase == kubermaticv1.RestorePhaseStarted
-		if err := r.patchCluster(ctx, cluster, unlockPatch(cluster, unpause, "")); err != nil {
+		if err := r.unlock(ctx, rs, unpause, ""); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -207,7 +208,9 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	s3, _ := r.Destinations.Client(ctx, dest)
 	start := r.now()
-	v, err := member.Verify(ctx, s3, dest.BucketName, backup.ObjectKey)
+	vctx, cancel := context.WithTimeout(ctx, r.Opts.Timeout)
+	v, err := member.Verify(vctx, s3, dest.BucketName, backup.ObjectKey)
+	cancel()
 	switch {
 	case errors.Is(err, member.ErrNotFound):
 		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, "BackupNotFound",
@@ -261,7 +264,7 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 		var sts appsv1.StatefulSet
 		if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}, &sts); err != nil {
 			if apierrors.IsNotFound(err) {
-				if perr := r.patchCluster(ctx, cluster, unlockPatch(cluster, true, "")); perr != nil {
+				if perr := r.unlock(ctx, rs, true, ""); perr != nil {
 					return ctrl.Result{}, perr
 				}
 				return ctrl.Result{}, r.fail(ctx, rs, "StatefulSetNotFound", fmt.Sprintf(
@@ -419,7 +422,7 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	if err := r.Client.Update(ctx, &sts); err != nil {
 		return ctrl.Result{}, fmt.Errorf("give the statefulset its spec back: %w", err)
 	}
-	if err := r.patchCluster(ctx, cluster, unlockPatch(cluster, true, r.now().UTC().Format(time.RFC3339))); err != nil {
+	if err := r.unlock(ctx, rs, true, r.now().UTC().Format(time.RFC3339)); err != nil {
 		return ctrl.Result{}, err
 	}
 	r.cleanup(ctx, rs)
@@ -547,6 +550,22 @@ func unlockPatch(c *kubermaticv1.Cluster, unpause bool, lastRestart string) []by
 	return b
 }
 
+// unlock releases this restore's lock on its Cluster (and unpauses it, and rolls its control
+// plane with lastRestart set), reading the Cluster afresh on a conflict: KKP writes Clusters
+// often, and a lock this restore holds is its own to release.
+func (r *Reconciler) unlock(ctx context.Context, rs *kubermaticv1.EtcdRestore, unpause bool, lastRestart string) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var c kubermaticv1.Cluster
+		if err := r.API.Get(ctx, types.NamespacedName{Name: rs.Spec.Cluster.Name}, &c); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		if c.Annotations[kubermaticv1.AnnotationActiveRestore] != Lock(rs) {
+			return nil
+		}
+		return r.Client.Patch(ctx, &c, client.RawPatch(types.MergePatchType, unlockPatch(&c, unpause, lastRestart)))
+	})
+}
+
 // patchCluster applies a JSON merge patch: only the fields named change.
 func (r *Reconciler) patchCluster(ctx context.Context, c *kubermaticv1.Cluster, patch []byte) error {
 	if err := r.Client.Patch(ctx, c, client.RawPatch(types.MergePatchType, patch)); err != nil {
@@ -644,7 +663,7 @@ func (r *Reconciler) cleanup(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 // cluster is as it was.
 func (r *Reconciler) failUnlocked(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, reason, msg string) error {
 	if cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
-		if err := r.patchCluster(ctx, cluster, unlockPatch(cluster, false, "")); err != nil {
+		if err := r.unlock(ctx, rs, false, ""); err != nil {
 			return err
 		}
 	}
@@ -655,7 +674,7 @@ func (r *Reconciler) failUnlocked(ctx context.Context, rs *kubermaticv1.EtcdRest
 // stays paused (its etcd is not what KKP left) and is unlocked so that another restore can run.
 func (r *Reconciler) failPaused(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, reason, msg string) error {
 	if cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
-		if err := r.patchCluster(ctx, cluster, unlockPatch(cluster, false, "")); err != nil {
+		if err := r.unlock(ctx, rs, false, ""); err != nil {
 			return err
 		}
 	}

@@ -238,11 +238,10 @@ func (k *Kubelet) Stop() {
 }
 
 func (k *Kubelet) stopMembers() {
-	var wg sync.WaitGroup
+	// One by one: stopped together, each waits out the others' leader elections.
 	for _, e := range k.etcds {
-		wg.Go(e.Stop)
+		e.Stop()
 	}
-	wg.Wait()
 	k.etcds = nil
 	k.running = ""
 }

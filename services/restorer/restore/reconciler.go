@@ -20,6 +20,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
+	"github.com/minio/minio-go/v7"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -197,8 +198,9 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		destName = backup.Destination
 	}
 	dest, err := r.Destinations.Lookup(ctx, destName)
+	var s3 *minio.Client
 	if err == nil {
-		_, err = r.Destinations.Client(ctx, dest)
+		s3, err = r.Destinations.Client(ctx, dest)
 	}
 	if err != nil {
 		if destination.IsConfigError(err) {
@@ -206,7 +208,6 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		}
 		return r.retryPrepare(ctx, rs, cluster, err)
 	}
-	s3, _ := r.Destinations.Client(ctx, dest)
 	start := r.now()
 	vctx, cancel := context.WithTimeout(ctx, r.Opts.Timeout)
 	v, err := member.Verify(vctx, s3, dest.BucketName, backup.ObjectKey)

@@ -281,8 +281,16 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 			t.Errorf("%T %s left after the restore: %v", obj, restore.SavedName(rs), err)
 		}
 	}
-	if len(done.Finalizers) != 0 {
-		t.Errorf("a completed restore keeps finalizers %v", done.Finalizers)
+	// The finalizer goes right after the phase (status and metadata are written apart).
+	err := sandbox.Poll(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
+		var got kubermaticv1.EtcdRestore
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &got); err != nil {
+			return false, err
+		}
+		return len(got.Finalizers) == 0, fmt.Errorf("finalizers %v", got.Finalizers)
+	})
+	if err != nil {
+		t.Errorf("a completed restore keeps its finalizer: %v", err)
 	}
 	// Subscribers saw the restore on the bus.
 	evs := statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {

@@ -229,14 +229,21 @@ func Restore(cfg Config) (restored bool, err error) {
 	case len(entries) > 0:
 		return false, fmt.Errorf("data dir %s is not empty; refusing to restore over it", cfg.DataDir)
 	default:
-		if err := os.Remove(cfg.DataDir); err != nil { // etcdutl wants to create it
+		if err := os.Remove(cfg.DataDir); err != nil { // the rename below wants it absent
 			return false, err
 		}
+	}
+	// etcdutl writes into a scratch dir beside the data dir, which gets the marker and is then
+	// renamed into place: a step killed midway leaves only the scratch dir, which the next run
+	// clears, never a half-restored data dir that a restart would refuse or, worse, start.
+	scratch := ScratchDir(cfg.DataDir)
+	if err := os.RemoveAll(scratch); err != nil {
+		return false, err
 	}
 	err = etcdsnapshot.NewV3(zap.NewNop()).Restore(etcdsnapshot.RestoreConfig{
 		SnapshotPath:        cfg.Snapshot,
 		Name:                cfg.Name,
-		OutputDataDir:       cfg.DataDir,
+		OutputDataDir:       scratch,
 		PeerURLs:            cfg.PeerURLs,
 		InitialCluster:      cfg.InitialCluster,
 		InitialClusterToken: cfg.Token,
@@ -244,10 +251,43 @@ func Restore(cfg Config) (restored bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("restore member %s: %w", cfg.Name, err)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.DataDir, MarkerFile), []byte(cfg.RestoreID+"\n"), 0o600); err != nil {
+	if err := writeSynced(filepath.Join(scratch, MarkerFile), []byte(cfg.RestoreID+"\n")); err != nil {
 		return false, err
 	}
-	return true, nil
+	if err := os.Rename(scratch, cfg.DataDir); err != nil {
+		return false, err
+	}
+	return true, syncDir(filepath.Dir(cfg.DataDir))
+}
+
+// ScratchDir is where Restore builds a data dir before renaming it into place.
+func ScratchDir(dataDir string) string {
+	return filepath.Clean(dataDir) + ".etcdbackup-restoring"
+}
+
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // RestoredBy returns the id of the restore that restored dataDir, or "" if none did.

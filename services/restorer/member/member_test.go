@@ -92,8 +92,18 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 		RestoreID: "restore-1", Snapshot: snap, DataDir: filepath.Join(dir, "data"),
 		Name: "etcd-0", PeerURLs: []string{peer.String()}, InitialCluster: "etcd-0=" + peer.String(), Token: "cluster-x",
 	}
+	// What a step killed in the middle of etcdutl leaves behind is cleared, not refused.
+	if err := os.MkdirAll(filepath.Join(ScratchDir(cfg.DataDir), "member", "snap"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(ScratchDir(cfg.DataDir), "member", "snap", "db"), []byte("half a db"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if restored, err := Restore(cfg); err != nil || !restored {
 		t.Fatalf("restore: %v %v", restored, err)
+	}
+	if _, err := os.Stat(ScratchDir(cfg.DataDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("scratch dir left after the restore: %v", err)
 	}
 	// A restart within the same restore does not restore again; another restore refuses.
 	if restored, err := Restore(cfg); err != nil || restored {

@@ -660,3 +660,22 @@ func TestRestoreSurvivesRestorerKill(t *testing.T) {
 		t.Error("no standby restorer took the lease over: who finished the restore?")
 	}
 }
+
+// A cluster whose namespace holds no etcd StatefulSet is not paused for nothing.
+func TestRestoreWithoutStatefulSetTouchesNothing(t *testing.T) {
+	ctx := testContext(t, 2*time.Minute)
+	dumpLogsOnFailure(t)
+	const cluster = "restore-nosts"
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
+	b := backUp(t, ctx, cluster)
+	before := clusterObject(t, ctx, cluster)
+	rs := newRestore(t, ctx, cluster, "nosts", b.BackupName)
+	done := waitRestore(t, ctx, rs, 60*time.Second, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+	if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, "no StatefulSet") || !strings.Contains(done.Status.Message, "Nothing was changed") {
+		t.Fatalf("restore without a StatefulSet: %s: %s", done.Status.Phase, done.Status.Message)
+	}
+	waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "StatefulSetNotFound")
+	if diff := diffObjects(before, clusterObject(t, ctx, cluster)); diff != "" {
+		t.Errorf("the Cluster changed: %s", diff)
+	}
+}

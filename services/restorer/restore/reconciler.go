@@ -224,6 +224,14 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	took := r.now().Sub(start)
 	r.observe("verify", took)
+	// Nothing to rebuild into, nothing to pause for.
+	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}, &appsv1.StatefulSet{}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, "StatefulSetNotFound", fmt.Sprintf(
+				"there is no StatefulSet %s/%s to rebuild (the EtcdRestore must be in the cluster's namespace)", rs.Namespace, r.Opts.StatefulSet))
+		}
+		return r.retryPrepare(ctx, rs, cluster, err)
+	}
 	if !cluster.Spec.Pause {
 		if err := r.patchCluster(ctx, cluster, []byte(`{"spec":{"pause":true}}`)); err != nil {
 			return ctrl.Result{}, err

@@ -603,9 +603,10 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	}
 }
 
-// A restorer killed (-9) in the middle of a restore: a standby replica takes the lease over
-// and finishes it from what the API holds.
-func TestRestoreSurvivesRestorerKill(t *testing.T) {
+// A restorer killed (-9) in the middle of a rebuild, and the EtcdRestore deleted meanwhile: a
+// standby replica takes the lease over and finishes the restore from what the API holds, and
+// only then lets the object go (etcd was already torn down: stopping would leave none).
+func TestRestoreSurvivesRestorerKillAndDeletion(t *testing.T) {
 	ctx := testContext(t, 5*time.Minute)
 	dumpLogsOnFailure(t)
 	const cluster = "restore-kill"
@@ -631,16 +632,31 @@ func TestRestoreSurvivesRestorerKill(t *testing.T) {
 		t.Fatal("no restorer replica holds the lease")
 	}
 	rs := newRestore(t, ctx, cluster, "killed-midway", b.BackupName)
-	waitRestore(t, ctx, rs, 60*time.Second, kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding)
+	waitRestore(t, ctx, rs, 60*time.Second, kubermaticv1.RestorePhaseStsRebuilding)
 	leader.Kill()
+	if err := env.Client.Delete(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if _, err := env.StartService(context.Background(), "restorer"); err != nil {
 			t.Errorf("replace the killed restorer: %v", err)
 		}
 	})
-	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseFailed)
-	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
-		t.Fatalf("restore after its restorer was killed: %s: %s", done.Status.Phase, done.Status.Message)
+	waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "DeletionDeferred")
+	waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeNormal, "Completed")
+	err := sandbox.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &kubermaticv1.EtcdRestore{})
+		return apierrors.IsNotFound(err), err
+	})
+	if err != nil {
+		t.Fatalf("the deleted restore did not go once it finished: %v", err)
+	}
+	var c kubermaticv1.Cluster
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
+		t.Errorf("after the restore the cluster is paused=%v, locked by %q", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
 	}
 	if err := k.WaitMembers(ctx, 3); err != nil {
 		t.Fatal(err)

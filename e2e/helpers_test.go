@@ -133,16 +133,7 @@ func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, desti
 // statusEvents returns every status event on the bus that match keeps, oldest first.
 func statusEvents(t *testing.T, ctx context.Context, keep func(*etcdbackupv1.StatusEvent) bool) []*etcdbackupv1.StatusEvent {
 	t.Helper()
-	nc, err := nats.Connect(env.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := js.Stream(ctx, bus.StreamStatus)
+	s, err := jetStream(t).Stream(ctx, bus.StreamStatus)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,4 +261,19 @@ func keyValues(t *testing.T, ctx context.Context, cli *clientv3.Client, prefix s
 		out[string(kv.Key)] = string(kv.Value)
 	}
 	return out
+}
+
+// jetStream returns a JetStream client of the sandbox's NATS, closed when the test ends.
+func jetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(env.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

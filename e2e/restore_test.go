@@ -21,8 +21,6 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
 	"github.com/minio/minio-go/v7"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	appsv1 "k8s.io/api/apps/v1"
@@ -495,16 +493,7 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 		ScheduledTime: timestamppb.New(slot),
 		Trigger:       etcdbackupv1.Trigger_TRIGGER_MANUAL,
 	}
-	nc, err := nats.Connect(env.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.Publish(ctx, js, bus.SubjectBackupRequested, bus.MsgID(req), req); err != nil {
+	if _, err := bus.Publish(ctx, jetStream(t), bus.SubjectBackupRequested, bus.MsgID(req), req); err != nil {
 		t.Fatal(err)
 	}
 	failed := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the queued backup failed", func(c *kubermaticv1.EtcdBackupConfig) bool {

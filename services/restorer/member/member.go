@@ -1,8 +1,9 @@
 // Package member restores one etcd member's data dir from a stored backup: the step that runs
 // in front of etcd in each member pod during a restore (the role KKP's etcd-launcher plays).
 //
-// Fetch downloads the backup and proves it intact: the stored object's sha256 against its
-// metadata, then etcd's own trailing hash and size while it decompresses. Restore runs the
+// Fetch downloads and decompresses the backup in one pass and proves it intact: the stored
+// object's sha256 against its metadata, zstd, and etcd's own trailing hash and size; Verify
+// makes the same checks keeping nothing. Restore runs the
 // etcdutl snapshot API for the member and leaves a marker, so that a member restarting later
 // within the same restore does not restore again.
 package member
@@ -62,10 +63,36 @@ type Verified struct {
 	SHA256 string
 }
 
-// Verify streams the backup at bucket/key through every check Fetch makes, keeping nothing:
-// the object's sha256 against its metadata, zstd, and etcd's trailing hash and size rule.
-// Memory stays flat whatever the backup's size.
+// Verify streams the backup at bucket/key through every check, keeping nothing: the object's
+// sha256 against its metadata, zstd, and etcd's trailing hash and size rule. Memory stays flat
+// whatever the backup's size.
 func Verify(ctx context.Context, s3 *minio.Client, bucket, key string) (Verified, error) {
+	return check(ctx, s3, bucket, key, io.Discard)
+}
+
+// Fetch makes the same checks as Verify while it writes the decompressed snapshot to the file
+// dst, in one pass over the download. On any error nothing is left at dst.
+func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, dst string) error {
+	f, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	_, err = check(ctx, s3, bucket, key, f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(dst)
+	}
+	return err
+}
+
+// check downloads the backup, decompresses it into out and proves it intact. Errors of the
+// download or of out are returned as they are; ErrCorrupt means the backup itself is bad.
+func check(ctx context.Context, s3 *minio.Client, bucket, key string, out io.Writer) (Verified, error) {
 	_, want, err := stat(ctx, s3, bucket, key)
 	if err != nil {
 		return Verified{}, err
@@ -83,9 +110,13 @@ func Verify(ctx context.Context, s3 *minio.Client, bucket, key string) (Verified
 	}
 	defer dec.Close()
 	v := snapshot.NewVerifier(dec)
-	_, copyErr := io.Copy(io.Discard, v)
+	w := &errWriter{w: out}
+	_, copyErr := io.Copy(w, v)
 	if ctx.Err() != nil {
 		return Verified{}, ctx.Err()
+	}
+	if w.err != nil {
+		return Verified{}, fmt.Errorf("write snapshot of %s: %w", key, w.err)
 	}
 	// Read what zstd did not, so the digest covers the whole object: when the bytes differ
 	// from what was stored, that is the cause to report, whatever broke first.
@@ -124,69 +155,18 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Fetch downloads the backup at bucket/key into the snapshot file dst. The compressed object
-// is downloaded to dst+".zst" first while its sha256 is compared with the object's metadata;
-// then it is decompressed from that local copy while etcd's snapshot hash and size are
-// checked, so every error of that second pass means a corrupt backup. On any error nothing
-// is left at dst.
-func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, dst string) error {
-	_, want, err := stat(ctx, s3, bucket, key)
-	if err != nil {
-		return err
-	}
-	compressed := dst + ".zst"
-	defer os.Remove(compressed)
-	if err := download(ctx, s3, bucket, key, compressed, want); err != nil {
-		return err
-	}
-	if err := decompress(compressed, dst); err != nil {
-		os.Remove(dst)
-		return fmt.Errorf("%w: %s: %v", ErrCorrupt, key, err)
-	}
-	return nil
+// errWriter keeps the first write error, to tell a full disk from a corrupt backup.
+type errWriter struct {
+	w   io.Writer
+	err error
 }
 
-func download(ctx context.Context, s3 *minio.Client, bucket, key, path, want string) error {
-	obj, err := s3.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		return fmt.Errorf("download %s: %w", key, err)
+func (e *errWriter) Write(p []byte) (int, error) {
+	n, err := e.w.Write(p)
+	if err != nil && e.err == nil {
+		e.err = err
 	}
-	defer obj.Close()
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	hash := sha256.New()
-	if _, err := io.Copy(io.MultiWriter(f, hash), obj); err != nil {
-		return fmt.Errorf("download %s: %w", key, err)
-	}
-	if got := hex.EncodeToString(hash.Sum(nil)); got != want {
-		return fmt.Errorf("%w: %s has sha256 %s, its metadata says %s", ErrCorrupt, key, got, want)
-	}
-	return f.Close()
-}
-
-func decompress(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	dec, err := zstd.NewReader(in)
-	if err != nil {
-		return err
-	}
-	defer dec.Close()
-	if _, err := io.Copy(out, snapshot.NewVerifier(dec)); err != nil {
-		return err
-	}
-	return out.Close()
+	return n, err
 }
 
 // Config is one member's restore.

@@ -47,7 +47,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.endpoint, "endpoint", "", "S3 endpoint: host[:port], https://… or http://…")
 	fs.StringVar(&c.bucket, "bucket", "", "bucket of the backup")
 	fs.StringVar(&c.key, "key", "", "object key of the backup")
-	fs.StringVar(&c.workDir, "work-dir", os.TempDir(), "where the downloaded backup waits (needs its compressed plus uncompressed size)")
+	fs.StringVar(&c.workDir, "work-dir", os.TempDir(), "where the decompressed backup waits (needs the snapshot's size)")
 	fs.StringVar(&c.member.RestoreID, "restore-id", "", "id of the restore (the EtcdRestore's uid)")
 	fs.StringVar(&c.member.Name, "name", getenv("POD_NAME"), "member name (default $POD_NAME)")
 	fs.StringVar(&c.member.DataDir, "data-dir", "", "the member's data dir")

@@ -286,10 +286,7 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 	const cluster = "manual1"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	newConfig(t, ctx, cluster, "manual", "@every 1h", "", 5)
-	waitConfig(t, ctx, "cluster-"+cluster, "manual", 30*time.Second, "scheduling active", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := condition(c)
-		return cond != nil && cond.Status == metav1.ConditionTrue
-	})
+	waitConfig(t, ctx, "cluster-"+cluster, "manual", 30*time.Second, "scheduling active", schedulingActive)
 
 	// A person watching with `nats sub` reads the status events as JSON.
 	var subOut bytes.Buffer

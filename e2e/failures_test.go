@@ -52,14 +52,7 @@ func TestEtcdUnreachableFailsThatBackupOnly(t *testing.T) {
 	if err := env.Client.Patch(ctx, &c, patch); err != nil {
 		t.Fatal(err)
 	}
-	waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a later backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		for _, b := range entries(c, kubermaticv1.PhaseCompleted) {
-			if b.ScheduledTime.After(failed.ScheduledTime.Time) {
-				return true
-			}
-		}
-		return false
-	})
+	waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a later backup completed", completedSince(failed.ScheduledTime.Add(time.Second)))
 }
 
 // S3 down: the upload is retried from the staged snapshot and completes once S3 is back,
@@ -70,10 +63,7 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	const cluster = "s3outage1"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	newConfig(t, ctx, cluster, "outage", "@every 1h", "", 5)
-	waitConfig(t, ctx, "cluster-"+cluster, "outage", 30*time.Second, "scheduling active", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := condition(c)
-		return cond != nil && cond.Status == metav1.ConditionTrue
-	})
+	waitConfig(t, ctx, "cluster-"+cluster, "outage", 30*time.Second, "scheduling active", schedulingActive)
 
 	env.S3.Stop()
 	restarted := false
@@ -153,10 +143,7 @@ func TestBadConfigShowsConditionAndEvent(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), cfg) })
-			got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition "+tc.reason, func(c *kubermaticv1.EtcdBackupConfig) bool {
-				cond := condition(c)
-				return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == tc.reason
-			})
+			got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition "+tc.reason, blockedBy(tc.reason))
 			if msg := condition(got).Message; !strings.Contains(msg, tc.message) {
 				t.Fatalf("condition message %q lacks %q", msg, tc.message)
 			}

@@ -277,3 +277,30 @@ func jetStream(t *testing.T) jetstream.JetStream {
 	}
 	return js
 }
+
+// schedulingActive is a waitConfig condition: the config's SchedulingActive is True.
+func schedulingActive(c *kubermaticv1.EtcdBackupConfig) bool {
+	cond := condition(c)
+	return cond != nil && cond.Status == metav1.ConditionTrue
+}
+
+// blockedBy is a waitConfig condition: SchedulingActive is False with reason.
+func blockedBy(reason string) func(*kubermaticv1.EtcdBackupConfig) bool {
+	return func(c *kubermaticv1.EtcdBackupConfig) bool {
+		cond := condition(c)
+		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == reason
+	}
+}
+
+// completedSince is a waitConfig condition: a backup scheduled at or after the second of since
+// has completed.
+func completedSince(since time.Time) func(*kubermaticv1.EtcdBackupConfig) bool {
+	return func(c *kubermaticv1.EtcdBackupConfig) bool {
+		for _, b := range entries(c, kubermaticv1.PhaseCompleted) {
+			if !b.ScheduledTime.Time.Before(since.Truncate(time.Second)) {
+				return true
+			}
+		}
+		return false
+	}
+}

@@ -347,10 +347,7 @@ func TestTooManyBackupsPausesScheduling(t *testing.T) {
 	})
 	keep := 1
 	cfg := newConfig(t, ctx, cluster, "piling", "@every 1s", "", keep)
-	piled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition TooManyBackups", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := condition(c)
-		return cond != nil && cond.Reason == kubermaticv1.ReasonTooManyBackups
-	})
+	piled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition TooManyBackups", blockedBy(kubermaticv1.ReasonTooManyBackups))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, "Warning", kubermaticv1.ReasonTooManyBackups)
 	// Scheduling has stopped: a backup queued just before the condition may still land,
 	// nothing after it.

@@ -467,10 +467,7 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 	}
 	lock("cluster-" + cluster + "/in-progress")
 	cfg := newConfig(t, ctx, cluster, "while-restoring", "@every 1s", "", 5)
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterRestoring", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := condition(c)
-		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == kubermaticv1.ReasonClusterRestoring
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterRestoring", blockedBy(kubermaticv1.ReasonClusterRestoring))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, kubermaticv1.ReasonClusterRestoring)
 	if r := triggerWithProtobuf(t, cfg.Namespace, cfg.Name); r.GetBackupName() != "" || !strings.Contains(r.GetError(), "being restored") {
 		t.Fatalf("manual trigger while restoring: %+v", r)
@@ -509,14 +506,7 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 
 	unlocked := time.Now()
 	lock(nil)
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a backup after the restore", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		for _, b := range entries(c, kubermaticv1.PhaseCompleted) {
-			if !b.ScheduledTime.Time.Before(unlocked.Truncate(time.Second)) {
-				return true
-			}
-		}
-		return false
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a backup after the restore", completedSince(unlocked))
 }
 
 // A restore whose step fails in the member pods (here: download credentials that S3 refuses)

@@ -9,7 +9,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -70,10 +69,7 @@ func TestPausedClusterIsSkipped(t *testing.T) {
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	setPause(t, ctx, cluster, true)
 	cfg := newConfig(t, ctx, cluster, "paused", "@every 1s", "", 5)
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterPaused", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := condition(c)
-		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == kubermaticv1.ReasonClusterPaused
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterPaused", blockedBy(kubermaticv1.ReasonClusterPaused))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, kubermaticv1.ReasonClusterPaused)
 	// The manual trigger refuses too, and says why.
 	if r := triggerWithCLI(t, cfg.Namespace, cfg.Name); r.GetBackupName() != "" || r.GetError() == "" {
@@ -88,14 +84,7 @@ func TestPausedClusterIsSkipped(t *testing.T) {
 	}
 	unpausedAt := time.Now()
 	setPause(t, ctx, cluster, false)
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a backup after unpausing", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		for _, b := range entries(c, kubermaticv1.PhaseCompleted) {
-			if !b.ScheduledTime.Time.Before(unpausedAt.Truncate(time.Second)) {
-				return true
-			}
-		}
-		return false
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a backup after unpausing", completedSince(unpausedAt))
 }
 
 func setPause(t *testing.T, ctx context.Context, cluster string, pause bool) {

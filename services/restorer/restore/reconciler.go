@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -75,6 +76,8 @@ type Reconciler struct {
 	Opts    Options
 	Metrics Metrics
 	Now     func() time.Time
+
+	deferred sync.Map // uids of restores told their deletion waits
 }
 
 func (r *Reconciler) now() time.Time {
@@ -95,6 +98,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	switch rs.Status.Phase {
 	case kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseFailed:
+		r.deferred.Delete(rs.UID)
 		return ctrl.Result{}, r.removeFinalizer(ctx, &rs)
 	}
 	if rs.DeletionTimestamp != nil {
@@ -135,8 +139,11 @@ func (r *Reconciler) deleted(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		return ctrl.Result{}, err
 	}
 	if rs.Status.Phase == kubermaticv1.RestorePhaseStsRebuilding || (rs.Status.Phase == kubermaticv1.RestorePhaseStarted && saved) {
-		r.event(rs, corev1.EventTypeWarning, "DeletionDeferred", "Delete",
-			"the etcd StatefulSet is being rebuilt; the restore finishes before this EtcdRestore goes")
+		// Said once per replica, not on every poll of the rebuild.
+		if _, said := r.deferred.LoadOrStore(rs.UID, true); !said {
+			r.event(rs, corev1.EventTypeWarning, "DeletionDeferred", "Delete",
+				"the etcd StatefulSet is being rebuilt; the restore finishes before this EtcdRestore goes")
+		}
 		return r.step(ctx, rs)
 	}
 	cluster, err := r.cluster(ctx, rs)

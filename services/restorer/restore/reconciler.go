@@ -98,7 +98,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	switch rs.Status.Phase {
 	case kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseFailed:
-		r.deferred.Delete(rs.UID)
 		return ctrl.Result{}, r.removeFinalizer(ctx, &rs)
 	}
 	if rs.DeletionTimestamp != nil {
@@ -752,6 +751,7 @@ func (r *Reconciler) event(rs *kubermaticv1.EtcdRestore, eventType, reason, acti
 }
 
 func (r *Reconciler) removeFinalizer(ctx context.Context, rs *kubermaticv1.EtcdRestore) error {
+	r.deferred.Delete(rs.UID)
 	if !controllerutil.ContainsFinalizer(rs, kubermaticv1.RestoreFinalizer) {
 		return nil
 	}

@@ -65,7 +65,6 @@ type StepRun struct {
 	// ClusterPaused is Cluster.spec.pause while it ran.
 	ClusterPaused bool
 	ExitCode      int
-	Duration      time.Duration
 	// Log is its output; its last line reports timings and peak memory.
 	Log string
 }
@@ -478,9 +477,8 @@ func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, filepath.Join(k.env.Opts.ServiceDir, RestoreStep), args...)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, &stderr, &stderr
-	start := time.Now()
 	runErr := cmd.Run()
-	run := StepRun{Pod: pod.Name, ClusterPaused: cluster.Spec.Pause, Duration: time.Since(start), Log: stderr.String()}
+	run := StepRun{Pod: pod.Name, ClusterPaused: cluster.Spec.Pause, Log: stderr.String()}
 	if cmd.ProcessState != nil {
 		run.ExitCode = cmd.ProcessState.ExitCode()
 	}

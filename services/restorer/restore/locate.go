@@ -16,8 +16,6 @@ type Backup struct {
 	// Destination is the Seed destination's name ("" while unresolved: the default).
 	Destination string
 	ObjectKey   string
-	// Config is the EtcdBackupConfig that made it.
-	Config string
 }
 
 // Locate finds the backup an EtcdRestore names. The EtcdBackupConfigs of the restore's
@@ -32,7 +30,7 @@ func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRest
 	for _, cfg := range configs.Items {
 		for _, b := range cfg.Status.LastBackups {
 			if b.BackupName == name && b.ObjectKey != "" {
-				return Backup{Destination: b.Destination, ObjectKey: b.ObjectKey, Config: cfg.Name}, nil
+				return Backup{Destination: b.Destination, ObjectKey: b.ObjectKey}, nil
 			}
 		}
 	}
@@ -41,7 +39,7 @@ func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRest
 		return Backup{}, fmt.Errorf("%w: %q is neither listed in the status of an EtcdBackupConfig in %s nor a backup name (<config>-%s)",
 			ErrBackupNotFound, name, restore.Namespace, backupname.TimeLayout)
 	}
-	return Backup{ObjectKey: backupname.ObjectKey(restore.Spec.Cluster.Name, restore.Namespace, config, name), Config: config}, nil
+	return Backup{ObjectKey: backupname.ObjectKey(restore.Spec.Cluster.Name, restore.Namespace, config, name)}, nil
 }
 
 // ConfigOf splits a backup name "<config>-2006-01-02T15:04:05" into its config's name.

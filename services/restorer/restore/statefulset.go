@@ -22,7 +22,7 @@ const (
 	AnnotationRestoreID = "etcdbackup.k8c.io/restore-id"
 	// SavedSpecKey is the key, in the saved-spec ConfigMap, of the StatefulSet as it was.
 	SavedSpecKey = "statefulset.json"
-	// EtcdLabelSelector selects a cluster's etcd PVCs (KKP labels them app=etcd).
+	// EtcdLabel=EtcdLabelValue selects a cluster's etcd PVCs (KKP labels them app=etcd).
 	EtcdLabel, EtcdLabelValue = "app", "etcd"
 )
 

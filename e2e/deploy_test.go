@@ -28,6 +28,7 @@ func TestDeployManifestsApply(t *testing.T) {
 		"clusterrole.rbac.authorization.k8s.io/etcdbackup-restorer",
 		"role.rbac.authorization.k8s.io/etcdbackup-restorer-leader-election",
 		"statefulset.apps/etcdbackup-nats",
+		"networkpolicy.networking.k8s.io/etcdbackup-nats",
 		"clusterrole.rbac.authorization.k8s.io/etcdbackup-snapshotter",
 		"role.rbac.authorization.k8s.io/etcdbackup-uploader",
 	} {

@@ -36,7 +36,7 @@ func TestOperationsDocListsEveryFlagAndMetric(t *testing.T) {
 	}
 	metricName := regexp.MustCompile(`Name:\s+"(etcdbackup_[a-z_]+)"`)
 	found := 0
-	err = filepath.WalkDir(filepath.Join(root, "services"), func(path string, d os.DirEntry, err error) error {
+	walk := func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") {
 			return err
 		}
@@ -51,9 +51,11 @@ func TestOperationsDocListsEveryFlagAndMetric(t *testing.T) {
 			}
 		}
 		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	}
+	for _, dir := range []string{"services", "pkg"} {
+		if err := filepath.WalkDir(filepath.Join(root, dir), walk); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if found < 8 {
 		t.Fatalf("found %d metric definitions in services/, expected at least 8", found)

@@ -3,9 +3,11 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -219,7 +221,7 @@ func nextSecond(t *testing.T, ctx context.Context, after time.Time) {
 // decoded reply; the CLI path (JSON) is triggerWithCLI.
 func triggerWithProtobuf(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackupReply {
 	t.Helper()
-	nc, err := nats.Connect(env.NATSURL)
+	nc, err := env.NATSClient(bus.IdentityTrigger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,10 +265,17 @@ func keyValues(t *testing.T, ctx context.Context, cli *clientv3.Client, prefix s
 	return out
 }
 
-// jetStream returns a JetStream client of the sandbox's NATS, closed when the test ends.
+// jetStream returns a JetStream client of the sandbox's NATS as the watcher, closed when the
+// test ends.
 func jetStream(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	nc, err := nats.Connect(env.NATSURL)
+	return jetStreamAs(t, bus.IdentityWatcher)
+}
+
+// jetStreamAs returns a JetStream client of the sandbox's NATS connected as id.
+func jetStreamAs(t *testing.T, id bus.Identity) jetstream.JetStream {
+	t.Helper()
+	nc, err := env.NATSClient(id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,4 +312,25 @@ func completedSince(since time.Time) func(*kubermaticv1.EtcdBackupConfig) bool {
 		}
 		return false
 	}
+}
+
+// triggerWhenAllowed triggers a manual backup of the config, asking again while the trigger
+// refuses for --trigger-min-interval (the sandbox runs it at 2s); any other refusal fails.
+func triggerWhenAllowed(t *testing.T, ctx context.Context, ns, config string) *etcdbackupv1.TriggerBackupReply {
+	t.Helper()
+	var reply *etcdbackupv1.TriggerBackupReply
+	err := sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		reply = triggerWithProtobuf(t, ns, config)
+		switch {
+		case reply.GetError() == "":
+			return true, nil
+		case strings.Contains(reply.GetError(), "trigger-min-interval"), strings.Contains(reply.GetError(), "is running"):
+			return false, errors.New(reply.GetError())
+		}
+		return false, sandbox.Abort(errors.New(reply.GetError()))
+	})
+	if err != nil {
+		t.Fatalf("trigger %s/%s: %v", ns, config, err)
+	}
+	return reply
 }

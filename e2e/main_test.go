@@ -48,6 +48,7 @@ func runTests(m *testing.M) int {
 		// and each backup deleted once. Two restorers: one leads, one stands by.
 		Replicas: map[string]int{"scheduler": 2, "pruner": 3, "restorer": 2},
 		Args: map[string][]string{
+			"scheduler":   {"--trigger-min-interval=2s"},
 			"snapshotter": {"--max-attempts=2", "--retry-delay=200ms", "--member-timeout=1s"},
 			"uploader":    {"--retry-delay=200ms", "--retry-max-delay=1s", "--part-size-mib=5"},
 			"pruner":      {"--reconcile-interval=2s", "--retry-delay=200ms", "--retry-max-delay=1s"},

@@ -265,11 +265,7 @@ func TestPruningResumesAfterS3Outage(t *testing.T) {
 	cfg := newConfig(t, ctx, cluster, "outage", "@every 24h", "", 5)
 	var names []string
 	for range 2 {
-		nextSecond(t, ctx, time.Now()) // a distinct backup name each time
-		reply := triggerWithCLI(t, cfg.Namespace, cfg.Name)
-		if reply.GetError() != "" {
-			t.Fatal(reply.GetError())
-		}
+		reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
 		names = append(names, reply.GetBackupName())
 		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
 			b, ok := entry(c, reply.GetBackupName())

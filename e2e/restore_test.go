@@ -490,7 +490,7 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 		ScheduledTime: timestamppb.New(slot),
 		Trigger:       etcdbackupv1.Trigger_TRIGGER_MANUAL,
 	}
-	if _, err := bus.Publish(ctx, jetStream(t), bus.SubjectBackupRequested, bus.MsgID(req), req); err != nil {
+	if _, err := bus.Publish(ctx, jetStreamAs(t, bus.IdentityScheduler), bus.SubjectBackupRequested, bus.MsgID(req), req); err != nil {
 		t.Fatal(err)
 	}
 	failed := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the queued backup failed", func(c *kubermaticv1.EtcdBackupConfig) bool {

@@ -5,6 +5,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+// AnnotationLastManualBackup records on an EtcdBackupConfig when the manual trigger last
+// queued a backup of it (RFC 3339, UTC), so that every scheduler replica enforces
+// --trigger-min-interval. An annotation, so it survives any CRD schema.
+const AnnotationLastManualBackup = "etcdbackup.k8c.io/last-manual-backup"
+
 // DefaultKeep is how many completed backups are kept when spec.keep is unset.
 const DefaultKeep = 20
 

@@ -153,7 +153,7 @@ func rawStream(b *testing.B, ctx context.Context, env *sandbox.Env) time.Duratio
 
 // backupOnce triggers a backup of the config ns/config and waits until it is stored.
 func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env, ns, config string) kubermaticv1.BackupStatus {
-	nc, err := nats.Connect(env.NATSURL)
+	nc, err := env.NATSClient(bus.IdentityTrigger)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env, ns, config 
 // stageTimes lists each status event of the backup with its offset from the first, and
 // returns how long the snapshot (taking to staged) and the upload (staged to stored) took.
 func stageTimes(b *testing.B, ctx context.Context, env *sandbox.Env, backup string) (out []string, snapshot, upload time.Duration) {
-	nc, err := nats.Connect(env.NATSURL)
+	nc, err := env.NATSClient(bus.IdentityWatcher)
 	if err != nil {
 		b.Fatal(err)
 	}

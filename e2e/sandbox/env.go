@@ -2,17 +2,20 @@ package sandbox
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/natsauth"
+	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/go-logr/logr"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -50,14 +53,16 @@ type Options struct {
 
 // Env is a running sandbox.
 type Env struct {
-	Opts     Options
-	API      *APIServer
-	NATS     *server.Server
-	NATSURL  string
-	S3       *S3
-	DemoEtcd *etcdtest.Etcd
-	Client   client.Client
-	Services []*Service
+	Opts    Options
+	API     *APIServer
+	NATS    *server.Server
+	NATSURL string
+	// NATSCreds holds the bus's CA and every identity's nkey seed (see NATSClient).
+	NATSCreds *natsauth.Credentials
+	S3        *S3
+	DemoEtcd  *etcdtest.Etcd
+	Client    client.Client
+	Services  []*Service
 }
 
 // Service is a running service process.
@@ -92,7 +97,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := InstallCRDs(ctx, e.Client, filepath.Join(root, "deploy", "k8s", "crds")); err != nil {
 		return nil, err
 	}
-	if err := e.startNATS(); err != nil {
+	if err := e.startNATS(root); err != nil {
 		return nil, err
 	}
 	if e.S3, err = StartS3(ctx, opts.Dir, opts.ToolDir); err != nil {
@@ -129,24 +134,46 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	return e, nil
 }
 
-func (e *Env) startNATS() error {
+// startNATS runs nats-server from deploy/k8s/nats.yaml's own configuration — TLS, one nkey
+// per identity, the permission table — with keys and certificates made for this sandbox.
+func (e *Env) startNATS(root string) error {
+	conf, err := natsauth.DeployConfig(root)
+	if err != nil {
+		return err
+	}
+	if e.NATSCreds, err = natsauth.NewCredentials(filepath.Join(e.Opts.Dir, "nats-creds")); err != nil {
+		return err
+	}
 	port, err := FreePort()
 	if err != nil {
 		return err
 	}
-	s, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: port, JetStream: true,
-		StoreDir: filepath.Join(e.Opts.Dir, "nats"), NoSigs: true, NoLog: true,
-	})
+	s, err := e.NATSCreds.Start(conf, natsauth.Options{Port: port, StoreDir: filepath.Join(e.Opts.Dir, "nats")})
 	if err != nil {
-		return fmt.Errorf("nats server: %w", err)
+		return err
 	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		return errors.New("nats server not ready within 10s")
-	}
-	e.NATS, e.NATSURL = s, s.ClientURL()
+	e.NATS, e.NATSURL = s, fmt.Sprintf("tls://127.0.0.1:%d", port)
 	return nil
+}
+
+// NATSFlags are the flags that connect a service or the nats CLI's equivalent as id.
+func (e *Env) NATSFlags(id bus.Identity) []string {
+	return []string{"--nats-url=" + e.NATSURL, "--nats-creds=" + e.NATSCreds.Seed(id), "--nats-tls-ca=" + e.NATSCreds.CA()}
+}
+
+// NATSCLIFlags are the nats CLI's flags that connect as id.
+func (e *Env) NATSCLIFlags(id bus.Identity) []string {
+	return []string{"--server", e.NATSURL, "--nkey", e.NATSCreds.Seed(id), "--tlsca", e.NATSCreds.CA(), "--inbox-prefix", bus.InboxPrefix(id)}
+}
+
+// NATSClient connects to the sandbox's NATS as id, over TLS with its nkey.
+func (e *Env) NATSClient(id bus.Identity, opts ...nats.Option) (*nats.Conn, error) {
+	n := service.NATS{URL: e.NATSURL, Creds: e.NATSCreds.Seed(id), CA: e.NATSCreds.CA()}
+	base, err := n.Options(id)
+	if err != nil {
+		return nil, err
+	}
+	return nats.Connect(e.NATSURL, append(base, opts...)...)
 }
 
 func (e *Env) seedFixtures(ctx context.Context) error {
@@ -215,14 +242,14 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{
-		"--kubeconfig=" + kubeconfig,
-		"--nats-url=" + e.NATSURL,
+	args := append(e.NATSFlags(bus.Identity(kind)),
+		"--kubeconfig="+kubeconfig,
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", port),
 		"--log-format=text",
-		"--seed-namespace=" + SeedNamespace,
-		"--seed-name=" + SeedName,
-	}, e.Opts.Args[kind]...)
+		"--seed-namespace="+SeedNamespace,
+		"--seed-name="+SeedName,
+	)
+	args = append(args, e.Opts.Args[kind]...)
 	p, err := StartProcess(fmt.Sprintf("%s-%d", kind, replica), filepath.Join(e.Opts.ServiceDir, kind), args, nil, filepath.Join(e.Opts.Dir, "logs"))
 	if err != nil {
 		return nil, err

@@ -49,3 +49,17 @@ func shortHash(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])[:10]
 }
+
+// Parse returns the scheduled time in a backup name of config ("<config>-<time>"); ok is false
+// when the name is not one.
+func Parse(config, backup string) (time.Time, bool) {
+	stamp, found := strings.CutPrefix(backup, config+"-")
+	if !found || config == "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(TimeLayout, stamp)
+	if err != nil || t.Format(TimeLayout) != stamp {
+		return time.Time{}, false
+	}
+	return t, true
+}

@@ -161,13 +161,14 @@ func (t Topology) StagingConfig() jetstream.ObjectStoreConfig {
 }
 
 // ConsumerConfig returns the durable pull consumer configuration of a service.
-// AckWait is short; workers extend it with InProgress while a job runs.
-func ConsumerConfig(durable string) jetstream.ConsumerConfig {
+// AckWait is short; workers extend it with InProgress while a job runs. A message is delivered
+// at most maxDeliver times: the handler sees the last delivery as a dead letter (Typed).
+func ConsumerConfig(durable string, maxDeliver int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       durable,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
-		MaxDeliver:    -1,
+		MaxDeliver:    maxDeliver,
 		MaxAckPending: 1000,
 	}
 }

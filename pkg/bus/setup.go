@@ -3,31 +3,57 @@ package bus
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Ensure creates every stream of the topology and the staging bucket, or updates them to the
-// topology's settings. Every service calls it at start-up; it is idempotent.
+// topology's settings. It is idempotent; tests and tools with full rights use it.
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
+	var all []string
 	for _, cfg := range t.StreamConfigs() {
+		all = append(all, cfg.Name)
+	}
+	return ensure(ctx, js, t, all, true)
+}
+
+// EnsureFor creates or updates the streams an identity works with (StreamsOf), and the
+// staging bucket if it works with that. Every service calls it at start-up, so they may start
+// in any order; its NATS permissions allow exactly these streams.
+func EnsureFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identity) error {
+	streams, staging := StreamsOf(id)
+	return ensure(ctx, js, t, streams, staging)
+}
+
+func ensure(ctx context.Context, js jetstream.JetStream, t Topology, streams []string, staging bool) error {
+	for _, cfg := range t.StreamConfigs() {
+		if !slices.Contains(streams, cfg.Name) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, t.StagingConfig()); err != nil {
-		return fmt.Errorf("ensure object store %s: %w", StagingBucket, err)
+	if staging {
+		if _, err := js.CreateOrUpdateObjectStore(ctx, t.StagingConfig()); err != nil {
+			return fmt.Errorf("ensure object store %s: %w", StagingBucket, err)
+		}
 	}
 	return nil
 }
 
-// Consumer creates (or updates) and returns the durable consumer of a service.
-func Consumer(ctx context.Context, js jetstream.JetStream, durable string) (jetstream.Consumer, error) {
+// Consumer creates (or updates) and returns the durable consumer of a service. maxDeliver
+// bounds its deliveries of one message (at least 1); the last one is a dead letter (Typed).
+func Consumer(ctx context.Context, js jetstream.JetStream, durable string, maxDeliver int) (jetstream.Consumer, error) {
 	stream := StreamOf(durable)
 	if stream == "" {
 		return nil, fmt.Errorf("consumer %s: no stream is defined for it", durable)
 	}
-	c, err := js.CreateOrUpdateConsumer(ctx, stream, ConsumerConfig(durable))
+	if maxDeliver < 1 {
+		return nil, fmt.Errorf("consumer %s: max deliveries must be at least 1, got %d", durable, maxDeliver)
+	}
+	c, err := js.CreateOrUpdateConsumer(ctx, stream, ConsumerConfig(durable, maxDeliver))
 	if err != nil {
 		return nil, fmt.Errorf("ensure consumer %s on %s: %w", durable, stream, err)
 	}

@@ -46,6 +46,7 @@ type Worker struct {
 	drain       time.Duration
 	backoff     func(delivered uint64) time.Duration
 	fetchWait   time.Duration
+	metrics     *Metrics
 }
 
 // WorkerOption configures a Worker.
@@ -93,6 +94,18 @@ func WithBackoff(f func(delivered uint64) time.Duration) WorkerOption {
 			return errors.New("backoff function is nil")
 		}
 		w.backoff = f
+		return nil
+	}
+}
+
+// WithMetrics counts invalid, rejected and dead-lettered messages in m (shared by every
+// Worker of a process).
+func WithMetrics(m *Metrics) WorkerOption {
+	return func(w *Worker) error {
+		if m == nil {
+			return errors.New("metrics are nil")
+		}
+		w.metrics = m
 		return nil
 	}
 }
@@ -213,8 +226,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			w.log.Warn("ack", "subject", msg.Subject(), "err", ackErr)
 		}
 	case IsPermanent(err):
-		w.log.Error("job failed permanently", "subject", msg.Subject(), "delivered", delivered, "err", err)
-		_ = msg.TermWithReason(err.Error())
+		kind := w.metrics.observe(msg.Subject(), err)
+		if kind == "" {
+			kind = "failed"
+		}
+		w.log.Error("message terminated", "subject", msg.Subject(), "delivered", delivered, "kind", kind, "err", err)
+		_ = msg.TermWithReason(truncate(err.Error(), 256))
 	default:
 		delay := w.backoff(delivered)
 		w.log.Warn("job failed, will retry", "subject", msg.Subject(), "delivered", delivered, "retry_in", delay, "err", err)
@@ -229,4 +246,11 @@ func sleepCtx(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
 }

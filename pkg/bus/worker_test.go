@@ -26,7 +26,7 @@ func consumer(t *testing.T, ctx context.Context, js jetstream.JetStream, ackWait
 	if err := bus.Ensure(ctx, js, testTopology()); err != nil {
 		t.Fatal(err)
 	}
-	cfg := bus.ConsumerConfig(bus.ConsumerSnapshotter)
+	cfg := bus.ConsumerConfig(bus.ConsumerSnapshotter, 100)
 	cfg.AckWait = ackWait
 	c, err := js.CreateOrUpdateConsumer(ctx, bus.StreamRequests, cfg)
 	if err != nil {

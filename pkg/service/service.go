@@ -17,14 +17,12 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/types"
 )
 
 // Common is the configuration every service takes.
 type Common struct {
-	NATSURL        string
+	NATS           NATS
 	Kubeconfig     string
 	MetricsAddr    string
 	LogLevel       string
@@ -37,7 +35,7 @@ type Common struct {
 // Register adds the common flags to fs. Every flag also reads an environment variable:
 // ETCDBACKUP_ and the flag's name in upper case with '-' as '_' (ETCDBACKUP_NATS_URL).
 func (c *Common) Register(fs *flag.FlagSet) {
-	StringVar(fs, &c.NATSURL, "nats-url", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	c.NATS.Register(fs)
 	StringVar(fs, &c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
 	StringVar(fs, &c.MetricsAddr, "metrics-addr", ":8080", "address of the /metrics, /healthz and /readyz endpoint; empty disables it")
 	StringVar(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -134,47 +132,5 @@ func Main(run func(ctx context.Context, args []string) error) {
 	default:
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
-	}
-}
-
-// ConnectNATS connects to NATS, retrying until ctx is done, reconnecting forever after.
-func ConnectNATS(ctx context.Context, url, name string, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
-	opts := []nats.Option{
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected", "err", err)
-			}
-		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("nats reconnected", "url", nc.ConnectedUrlRedacted()) }),
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("connect to nats %s: %w", url, err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("jetstream: %w", err)
-	}
-	return nc, js, nil
-}
-
-// EnsureBus creates the streams, staging bucket and the given durable consumer, retrying
-// while NATS is unreachable until ctx is done.
-func EnsureBus(ctx context.Context, js jetstream.JetStream, t bus.Topology, log *slog.Logger) error {
-	for {
-		err := bus.Ensure(ctx, js, t)
-		if err == nil {
-			return nil
-		}
-		log.Warn("jetstream not ready, retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
 	}
 }

@@ -20,12 +20,12 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := cfg.ConnectWorker(ctx, "pruner", bus.ConsumerPruner)
+	w, err := cfg.ConnectWorker(ctx, bus.IdentityPruner, bus.ConsumerPruner, cfg.MaxDeliver)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
-	deletes, err := bus.Consumer(ctx, w.JS, bus.ConsumerDeleter)
+	deletes, err := bus.Consumer(ctx, w.JS, bus.ConsumerDeleter, cfg.MaxDeliver)
 	if err != nil {
 		return err
 	}
@@ -44,14 +44,14 @@ func run(ctx context.Context, args []string) error {
 	if err := ctrl.NewControllerManagedBy(mgr).Named("etcdbackupconfig-pruner").For(&kubermaticv1.EtcdBackupConfig{}).Complete(rec); err != nil {
 		return fmt.Errorf("pruner controller: %w", err)
 	}
-	stored := &prune.Stored{Reader: w.Kube, Planner: planner}
+	stored := &prune.Stored{Reader: w.Kube, Planner: planner, Events: w.Events}
 	backoff := bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay))
-	storedWorker, err := bus.NewWorker(w.Consumer, stored.Handle, bus.WithLogger(w.Log), backoff)
+	storedWorker, err := bus.NewWorker(w.Consumer, bus.Typed(cfg.MaxDeliver, stored.Handle, nil), bus.WithLogger(w.Log), bus.WithMetrics(w.Bus), backoff)
 	if err != nil {
 		return err
 	}
-	deleter := &prune.Deleter{JS: w.JS, Destinations: dests, Log: w.Log, Metrics: m.deletes}
-	deleteWorker, err := bus.NewWorker(deletes, deleter.Handle, bus.WithLogger(w.Log), bus.WithConcurrency(cfg.Concurrency), backoff)
+	deleter := &prune.Deleter{Reader: w.Kube, Planner: planner, JS: w.JS, Destinations: dests, Events: w.Events, Log: w.Log, Metrics: m.deletes}
+	deleteWorker, err := bus.NewWorker(deletes, bus.Typed(cfg.MaxDeliver, deleter.Handle, deleter.DeadLetter), bus.WithLogger(w.Log), bus.WithMetrics(w.Bus), bus.WithConcurrency(cfg.Concurrency), backoff)
 	if err != nil {
 		return err
 	}

@@ -31,12 +31,12 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := service.ConnectNATS(ctx, cfg.NATSURL, "etcdbackup-restorer", log)
+	nc, js, err := service.ConnectNATS(ctx, cfg.NATS, bus.IdentityRestorer, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	if err := service.EnsureBus(ctx, js, cfg.Topology(), log); err != nil {
+	if err := service.EnsureBus(ctx, js, cfg.Topology(), bus.IdentityRestorer, log); err != nil {
 		return err
 	}
 	mgr, _, err := cfg.NewManager("restorer", log, func(o *ctrl.Options) {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"flag"
+	"fmt"
+	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 )
@@ -11,6 +13,10 @@ type Config struct {
 	service.Common
 	// StatusWriters is how many status events one replica applies at once.
 	StatusWriters int
+	// MaxDeliver bounds deliveries of one status event.
+	MaxDeliver int
+	// TriggerMinInterval is the least time between two manual backups of one config.
+	TriggerMinInterval time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -18,8 +24,16 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.StatusWriters, "status-writers", 4, "status events applied at once by one replica")
+	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 50, "deliveries of one status event before it is given up (a dead letter, logged and counted)")
+	service.DurationVar(fs, &c.TriggerMinInterval, "trigger-min-interval", time.Minute, "least time between two manual backups of one config; the trigger refuses earlier ones")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	if c.MaxDeliver < 1 {
+		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)
+	}
+	if c.TriggerMinInterval < 0 {
+		return Config{}, fmt.Errorf("trigger-min-interval must not be negative, got %s", c.TriggerMinInterval)
 	}
 	return c, nil
 }

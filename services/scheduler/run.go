@@ -41,15 +41,15 @@ func run(ctx context.Context, args []string) error {
 	endpoint := service.NewEndpoint(cfg.MetricsAddr)
 	m := newMetrics(endpoint.Registry())
 
-	nc, js, err := service.ConnectNATS(ctx, cfg.NATSURL, "etcdbackup-scheduler", log)
+	nc, js, err := service.ConnectNATS(ctx, cfg.NATS, bus.IdentityScheduler, log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	if err := service.EnsureBus(ctx, js, cfg.Topology(), log); err != nil {
+	if err := service.EnsureBus(ctx, js, cfg.Topology(), bus.IdentityScheduler, log); err != nil {
 		return err
 	}
-	consumer, err := bus.Consumer(ctx, js, bus.ConsumerStatusWriter)
+	consumer, err := bus.Consumer(ctx, js, bus.ConsumerStatusWriter, cfg.MaxDeliver)
 	if err != nil {
 		return err
 	}
@@ -57,10 +57,17 @@ func run(ctx context.Context, args []string) error {
 	queue := scheduling.JetStreamQueue{JS: js, Queued: func(req *etcdbackupv1.BackupRequested) {
 		m.queued.WithLabelValues(req.GetTrigger().String()).Inc()
 	}}
+	direct, err := kube.NewClient(restCfg)
+	if err != nil {
+		return err
+	}
+	dests := destination.NewResolver(mgr.GetClient(), cfg.Seed())
 	planner := &scheduling.Planner{
-		Reader:       mgr.GetClient(),
-		Destinations: destination.NewResolver(mgr.GetClient(), cfg.Seed()),
-		Queue:        queue,
+		Reader:         mgr.GetClient(),
+		Destinations:   dests,
+		Queue:          queue,
+		API:            direct,
+		ManualInterval: cfg.TriggerMinInterval,
 	}
 	rec := &scheduling.Reconciler{
 		Client:   mgr.GetClient(),
@@ -89,13 +96,12 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("scheduler controller: %w", err)
 	}
 
-	direct, err := kube.NewClient(restCfg)
-	if err != nil {
-		return err
-	}
 	writer := statuswriter.New(direct, log)
+	writer.Destinations = dests
+	writer.Events = mgr.GetEventRecorder("etcdbackup-scheduler")
 	writer.Applied = func(phase string) { m.statusApplied.WithLabelValues(phase).Inc() }
-	worker, err := bus.NewWorker(consumer, writer.Handle, bus.WithLogger(log), bus.WithConcurrency(cfg.StatusWriters),
+	worker, err := bus.NewWorker(consumer, bus.Typed(cfg.MaxDeliver, writer.Handle, nil), bus.WithLogger(log), bus.WithMetrics(bus.NewMetrics(endpoint.Registry())),
+		bus.WithConcurrency(cfg.StatusWriters),
 		bus.WithBackoff(bus.ExponentialBackoff(500*time.Millisecond, 30*time.Second)))
 	if err != nil {
 		return err

@@ -15,13 +15,14 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := cfg.ConnectWorker(ctx, "snapshotter", bus.ConsumerSnapshotter)
+	w, err := cfg.ConnectWorker(ctx, bus.IdentitySnapshotter, bus.ConsumerSnapshotter, take.MaxDeliver(cfg.MaxAttempts))
 	if err != nil {
 		return err
 	}
 	defer w.Close()
 	h := &take.Handler{
 		Reader:        w.Kube,
+		Events:        w.Events,
 		JS:            w.JS,
 		Staging:       w.Staging,
 		MaxAttempts:   uint64(cfg.MaxAttempts),
@@ -29,7 +30,7 @@ func run(ctx context.Context, args []string) error {
 		Log:           w.Log,
 		Metrics:       newMetrics(w.Endpoint.Registry()),
 	}
-	worker, err := bus.NewWorker(w.Consumer, h.Handle, bus.WithLogger(w.Log), bus.WithConcurrency(cfg.Concurrency),
+	worker, err := bus.NewWorker(w.Consumer, bus.Typed(take.MaxDeliver(cfg.MaxAttempts), h.Handle, h.DeadLetter), bus.WithLogger(w.Log), bus.WithMetrics(w.Bus), bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, 5*time.Minute)))
 	if err != nil {
 		return err

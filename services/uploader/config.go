@@ -22,6 +22,7 @@ type Config struct {
 	RetryMaxDelay time.Duration
 	StagingMiB    int
 	StagingIdle   time.Duration
+	MaxDeliver    int
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -37,8 +38,12 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between upload retries")
 	service.IntVar(fs, &c.StagingMiB, "staging-read-mib", 8, "MiB of staged snapshot chunks in flight to one upload")
 	service.DurationVar(fs, &c.StagingIdle, "staging-idle-timeout", time.Minute, "how long a staged chunk may take to arrive before the upload is retried")
+	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100, "deliveries of one staged snapshot before its backup is marked Failed (a dead letter)")
 	if err := fs.Parse(args); err != nil {
 		return Config{}, err
+	}
+	if c.MaxDeliver < 1 {
+		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)
 	}
 	if c.PartSizeMiB < 5 {
 		return Config{}, fmt.Errorf("part-size-mib must be at least 5 (S3's minimum part size), got %d", c.PartSizeMiB)

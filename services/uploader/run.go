@@ -16,13 +16,14 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	w, err := cfg.ConnectWorker(ctx, "uploader", bus.ConsumerUploader)
+	w, err := cfg.ConnectWorker(ctx, bus.IdentityUploader, bus.ConsumerUploader, cfg.MaxDeliver)
 	if err != nil {
 		return err
 	}
 	defer w.Close()
 	h := &upload.Handler{
 		Reader:           w.Kube,
+		Events:           w.Events,
 		JS:               w.JS,
 		Staging:          w.Staging,
 		Destinations:     destination.NewResolver(w.Kube, cfg.Seed()),
@@ -35,7 +36,7 @@ func run(ctx context.Context, args []string) error {
 		Log:              w.Log,
 		Metrics:          newMetrics(w.Endpoint.Registry()),
 	}
-	worker, err := bus.NewWorker(w.Consumer, h.Handle, bus.WithLogger(w.Log), bus.WithConcurrency(cfg.Concurrency),
+	worker, err := bus.NewWorker(w.Consumer, bus.Typed(cfg.MaxDeliver, h.Handle, h.DeadLetter), bus.WithLogger(w.Log), bus.WithMetrics(w.Bus), bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay)))
 	if err != nil {
 		return err

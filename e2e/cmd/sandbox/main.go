@@ -18,6 +18,7 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -142,9 +143,12 @@ the demo etcd of cluster %s (1000 keys). In another shell:
   kubectl get etcdbackupconfig daily-backup -n %s -o yaml   # status.lastBackups
   kubectl get events -n %s
 
-  nats --server %s sub 'etcdbackup.status.>'        # every stage's status events
-  nats --server %s req etcdbackup.trigger.backup '{"namespace":"%s","config":"daily-backup"}'
-  nats --server %s stream ls
+  # NATS needs TLS and an nkey; each identity may do only its job (docs/security.md).
+  WATCHER="%s"
+  TRIGGER="%s"
+  nats $WATCHER sub 'etcdbackup.status.>'          # every stage's status events
+  nats $TRIGGER req etcdbackup.trigger.backup '{"namespace":"%s","config":"daily-backup"}'
+  nats $WATCHER stream get ETCDBACKUP_STATUS 1     # the status history, by sequence
 
 Restore: cluster %s has a 3-member etcd (client URLs %s) whose pods this sandbox
 plays, and a one-time backup by EtcdBackupConfig "before-restore". Restore from it:
@@ -153,12 +157,12 @@ plays, and a one-time backup by EtcdBackupConfig "before-restore". Restore from 
   printf 'apiVersion: kubermatic.k8c.io/v1\nkind: EtcdRestore\nmetadata: {name: demo-restore, namespace: %s}\nspec:\n  cluster: {apiVersion: kubermatic.k8c.io/v1, kind: Cluster, name: %s}\n  backupName: %%s\n' "$B" | kubectl apply -f -
   kubectl -n %s get etcdrestores -w          # Started, StsRebuilding, Completed
   kubectl -n %s get etcdrestore demo-restore -o yaml
-  nats --server %s sub 'etcdbackup.status.restorer'
+  nats $WATCHER sub 'etcdbackup.status.restorer'
 
 S3 (versitygw) listens on %s, bucket %s; credentials are in secret %s/%s.
 Logs: %s/logs. Ctrl-C stops everything.
 `, schedule, sandbox.DemoCluster, env.API.Kubeconfig, tools, ns, ns,
-		env.NATSURL, env.NATSURL, ns, env.NATSURL,
-		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns, env.NATSURL,
+		strings.Join(env.NATSCLIFlags(bus.IdentityWatcher), " "), strings.Join(env.NATSCLIFlags(bus.IdentityTrigger), " "), ns,
+		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns,
 		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir)
 }

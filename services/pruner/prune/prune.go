@@ -5,6 +5,7 @@ package prune
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -13,11 +14,14 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/pruner/retention"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Destinations resolves Seed destinations and their S3 clients.
@@ -35,26 +39,36 @@ type Planner struct {
 	Listed func(namespace, config string, count int, bytes int64, newest time.Time)
 }
 
-// Plan lists cfg's prefix (read cfg first: an entry completed before the listing is in it),
-// queues every deletion retention decides, lists unlisted objects in status and marks
-// vanished ones. It returns how many backups still await deletion.
-func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (pending int, err error) {
+// Decide lists cfg's prefix in its destination and decides retention from the listing (the
+// bucket is the truth) and cfg; it queues nothing. Objects are the backups found.
+func (p *Planner) Decide(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (destination.Destination, retention.Decision, []retention.Object, error) {
 	dest, s3, err := p.client(ctx, cfg.Spec.Destination)
 	if err != nil {
-		return 0, err
+		return dest, retention.Decision{}, nil, err
 	}
-	cluster := cfg.Spec.Cluster.Name
-	prefix := backupname.Prefix(cluster, cfg.Namespace, cfg.Name)
+	prefix := backupname.Prefix(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name)
 	var objects []retention.Object
 	for o := range s3.ListObjects(ctx, dest.BucketName, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if o.Err != nil {
-			return 0, fmt.Errorf("list %s in destination %q: %w", prefix, dest.Name, o.Err)
+			return dest, retention.Decision{}, nil, fmt.Errorf("list %s in destination %q: %w", prefix, dest.Name, o.Err)
 		}
 		if parsed, ok := retention.ParseKey(cfg.Name, o.Key); ok {
 			parsed.Size = o.Size
 			objects = append(objects, parsed)
 		}
 	}
+	return dest, retention.Plan(cfg, objects), objects, nil
+}
+
+// Plan lists cfg's prefix (read cfg first: an entry completed before the listing is in it),
+// queues every deletion retention decides, lists unlisted objects in status and marks
+// vanished ones. It returns how many backups still await deletion.
+func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (pending int, err error) {
+	dest, d, objects, err := p.Decide(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	cluster := cfg.Spec.Cluster.Name
 	if p.Listed != nil {
 		var bytes int64
 		var newest time.Time
@@ -66,7 +80,6 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 		}
 		p.Listed(cfg.Namespace, cfg.Name, len(objects), bytes, newest)
 	}
-	d := retention.Plan(cfg, objects)
 	ref := &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)}
 	for _, o := range d.Unlisted {
 		ev := &etcdbackupv1.StatusEvent{
@@ -125,24 +138,55 @@ type Metrics struct {
 
 // Deleter deletes backups.
 type Deleter struct {
+	// Reader reads the config a deletion names.
+	Reader client.Reader
+	// Planner decides anew whether the deletion is one retention or config deletion planned.
+	Planner      *Planner
 	JS           jetstream.JetStream
 	Destinations Destinations
-	Log          *slog.Logger
-	Metrics      Metrics
+	// Events records a Warning on a config whose deletion message was rejected (nil: none).
+	Events  events.EventRecorder
+	Log     *slog.Logger
+	Metrics Metrics
 }
 
-// Handle is the bus.Handler of the pruner-deleter consumer. Deleting an object that is already
-// gone counts as done; S3 errors are retried with backoff; a destination that is no longer
-// configured fails the deletion.
-func (d *Deleter) Handle(ctx context.Context, msg jetstream.Msg) error {
-	var req etcdbackupv1.DeleteRequested
-	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &req); err != nil {
-		return bus.Permanent(err)
-	}
+// Handle deletes one backup (the typed handler of the pruner-deleter consumer: wrap it with
+// bus.Typed). A deletion message is not an order: the config must exist under its uid, its
+// key and destination must be the config's, and retention or the config's deletion must plan
+// it now, from a fresh listing. Anything else is rejected and leaves an Event. Deleting an
+// object that is already gone counts as done; S3 errors are retried with backoff; a
+// destination that is no longer configured fails the deletion.
+func (d *Deleter) Handle(ctx context.Context, req *etcdbackupv1.DeleteRequested, dl bus.Delivery) error {
 	log := d.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetDeleteJobName(), "key", req.GetObjectKey())
 	start := time.Now()
-	_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_RUNNING, "deleting ("+req.GetReason()+")"))
-	err := d.remove(ctx, &req)
+	cfg, err := trust.Config(ctx, d.Reader, req.GetConfig())
+	if err != nil {
+		return err
+	}
+	if cfg == nil {
+		return bus.Reject(trust.ReasonNotPlanned, fmt.Errorf("etcdbackupconfig %s/%s with uid %s does not exist", req.GetConfig().GetNamespace(), req.GetConfig().GetName(), req.GetConfig().GetUid()))
+	}
+	dest, decision, objects, err := d.Planner.Decide(ctx, cfg)
+	if err == nil {
+		err = trust.Check(trust.Derive(cfg, req.GetBackupName(), dest.Name), req.GetCluster(), req.GetObjectKey(), req.GetDestination())
+		if err == nil && !planned(decision, req) {
+			if req.GetObjectKey() != "" && stored(objects, req.GetBackupName()) {
+				err = bus.Reject(trust.ReasonNotPlanned, fmt.Errorf("backup %s is in the bucket and neither retention nor the config's deletion plans to delete it", req.GetBackupName()))
+			} else {
+				log.Info("deletion already done")
+				return d.done(ctx, req, log, start)
+			}
+		}
+		var rej *bus.RejectError
+		if errors.As(err, &rej) {
+			trust.Record(d.Events, cfg, dl.Subject, err)
+			return err
+		}
+	}
+	if err == nil {
+		_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_RUNNING, "deleting ("+req.GetReason()+")"))
+		err = d.remove(ctx, dest, req.GetObjectKey())
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -155,17 +199,20 @@ func (d *Deleter) Handle(ctx context.Context, msg jetstream.Msg) error {
 			d.Metrics.Failed(reason)
 		}
 		if destination.IsConfigError(err) {
-			log.Error("delete failed", "err", err)
-			if perr := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_FAILED, "delete: "+err.Error())); perr != nil {
+			if perr := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_FAILED, "delete: "+err.Error())); perr != nil {
 				return perr
 			}
 			return bus.Permanent(err)
 		}
-		log.Warn("delete failed, will retry", "err", err)
-		_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_RUNNING, "delete failed, retrying: "+err.Error()))
+		log.Warn("delete failed, will retry", "err", err, "attempt", dl.Attempt)
+		_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_RUNNING, "delete failed, retrying: "+err.Error()))
 		return err
 	}
-	if err := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(&req, etcdbackupv1.Phase_PHASE_COMPLETED, "deleted ("+req.GetReason()+")")); err != nil {
+	return d.done(ctx, req, log, start)
+}
+
+func (d *Deleter) done(ctx context.Context, req *etcdbackupv1.DeleteRequested, log *slog.Logger, start time.Time) error {
+	if err := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_COMPLETED, "deleted ("+req.GetReason()+")")); err != nil {
 		return err
 	}
 	if d.Metrics.Deleted != nil {
@@ -175,23 +222,43 @@ func (d *Deleter) Handle(ctx context.Context, msg jetstream.Msg) error {
 	return nil
 }
 
-func (d *Deleter) remove(ctx context.Context, req *etcdbackupv1.DeleteRequested) error {
-	if req.GetObjectKey() == "" {
-		return nil // a backup that never stored anything
+// DeadLetter marks a deletion that failed its last allowed delivery Failed with the last error.
+func (d *Deleter) DeadLetter(ctx context.Context, req *etcdbackupv1.DeleteRequested, err error) {
+	_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_FAILED, "delete: gave up after the last allowed delivery: "+err.Error()))
+}
+
+// planned reports whether decision deletes the backup req names.
+func planned(decision retention.Decision, req *etcdbackupv1.DeleteRequested) bool {
+	for _, del := range decision.Delete {
+		if del.Backup == req.GetBackupName() && del.Key == req.GetObjectKey() {
+			return true
+		}
 	}
-	dest, err := d.Destinations.Lookup(ctx, req.GetDestination())
-	if err != nil {
-		return err
+	return false
+}
+
+func stored(objects []retention.Object, backup string) bool {
+	for _, o := range objects {
+		if o.Backup == backup {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *Deleter) remove(ctx context.Context, dest destination.Destination, key string) error {
+	if key == "" {
+		return nil // a backup that never stored anything
 	}
 	s3, err := d.Destinations.Client(ctx, dest)
 	if err != nil {
 		return err
 	}
-	if err := s3.RemoveObject(ctx, dest.BucketName, req.GetObjectKey(), minio.RemoveObjectOptions{}); err != nil {
+	if err := s3.RemoveObject(ctx, dest.BucketName, key, minio.RemoveObjectOptions{}); err != nil {
 		if code := minio.ToErrorResponse(err).Code; code == "NoSuchKey" {
 			return nil
 		}
-		return fmt.Errorf("delete %s from destination %q: %w", req.GetObjectKey(), dest.Name, err)
+		return fmt.Errorf("delete %s from destination %q: %w", key, dest.Name, err)
 	}
 	return nil
 }

@@ -9,12 +9,11 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
-	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -99,27 +98,27 @@ func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBac
 	}
 }
 
-// Stored is the bus.Handler of the pruner consumer: retention right after a backup is stored.
+// Stored is the typed handler of the pruner consumer: retention right after a backup is stored.
 type Stored struct {
 	Reader  client.Reader
 	Planner *Planner
+	// Events records a Warning on a config whose message was rejected (nil: none).
+	Events events.EventRecorder
 }
 
-// Handle plans the config of the stored backup; a config that is gone is skipped.
-func (s *Stored) Handle(ctx context.Context, msg jetstream.Msg) error {
-	var stored etcdbackupv1.BackupStored
-	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &stored); err != nil {
-		return bus.Permanent(err)
+// Handle plans the config of the stored backup; a config that is gone or was re-created is
+// skipped, and a message naming another cluster or key than the config's is rejected.
+func (s *Stored) Handle(ctx context.Context, stored *etcdbackupv1.BackupStored, d bus.Delivery) error {
+	req := stored.GetRequest()
+	cfg, err := trust.Config(ctx, s.Reader, req.GetConfig())
+	if err != nil || cfg == nil {
+		return err
 	}
-	ref := stored.GetRequest().GetConfig()
-	var cfg kubermaticv1.EtcdBackupConfig
-	if err := s.Reader.Get(ctx, types.NamespacedName{Namespace: ref.GetNamespace(), Name: ref.GetName()}, &cfg); err != nil {
-		return client.IgnoreNotFound(err)
+	if err := trust.Check(trust.Derive(cfg, req.GetBackupName(), ""), req.GetCluster(), stored.GetObjectKey(), ""); err != nil {
+		trust.Record(s.Events, cfg, d.Subject, err)
+		return err
 	}
-	if ref.GetUid() != "" && ref.GetUid() != string(cfg.UID) {
-		return nil
-	}
-	_, err := s.Planner.Plan(ctx, &cfg)
+	_, err = s.Planner.Plan(ctx, cfg)
 	if destination.IsConfigError(err) {
 		return bus.Permanent(err)
 	}

@@ -11,13 +11,14 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 )
 
 // Reasons for a deletion.
 const (
-	ReasonRetention     = "retention"
-	ReasonFailed        = "failed"
-	ReasonConfigDeleted = "config deleted"
+	ReasonRetention     = bus.DeleteReasonRetention
+	ReasonFailed        = bus.DeleteReasonFailed
+	ReasonConfigDeleted = bus.DeleteReasonConfigDeleted
 )
 
 // keyTimeLayout is the time in an object key: the backup name's time with '-' for ':'.
@@ -92,12 +93,18 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
 			d.Delete = append(d.Delete, Deletion{Backup: backup, Key: key, Scheduled: scheduled, Reason: reason})
 		}
 	}
+	// Status is not trusted: anyone who may write a config's status could name any key there.
+	// Entries count only when their name is a backup name of this config, and a Failed
+	// entry's deletion never deletes an object: an object in the bucket is ranked by count
+	// like every other.
 	for _, e := range cfg.Status.LastBackups {
+		scheduled, ok := backupname.Parse(cfg.Name, e.BackupName)
 		switch {
-		case e.DeletePhase == kubermaticv1.PhaseCompleted:
-		case e.BackupPhase == kubermaticv1.PhaseFailed:
-			add(e.BackupName, e.ObjectKey, e.ScheduledTime.Time, ReasonFailed)
+		case !ok, e.DeletePhase == kubermaticv1.PhaseCompleted:
+		case e.BackupPhase == kubermaticv1.PhaseFailed && !inBucket[e.BackupName]:
+			add(e.BackupName, "", scheduled, ReasonFailed)
 		case e.BackupPhase == kubermaticv1.PhaseCompleted && !inBucket[e.BackupName]:
+			e.ObjectKey = backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, e.BackupName)
 			d.Vanished = append(d.Vanished, e)
 		}
 	}

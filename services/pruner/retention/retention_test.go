@@ -73,6 +73,8 @@ func TestPlan(t *testing.T) {
 		{"an object no status lists is counted and listed", config("@every 1m", 2, entry(1, "Completed"), entry(2, "Completed")), []Object{obj(0), obj(1), obj(2)}, "01:48(retention) ", 1, 0},
 		{"a listed object that vanished is reported", config("@every 1m", 5, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(1)}, "", 0, 1},
 		{"a deleted entry is done", config("@every 1m", 5, withDeleted), nil, "", 0, 0},
+		{"status saying Failed does not delete a stored object", config("@every 1m", 5, entry(0, "Failed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
+		{"a status entry that is not a backup of the config is ignored", config("@every 1m", 5, kubermaticv1.BackupStatus{BackupName: "other-2021-03-16T01:48:00", BackupPhase: "Failed", ObjectKey: "victim/cluster-victim/x.db.zst"}), nil, "", 0, 0},
 		{"a deleted config loses everything", deleting, []Object{obj(0), obj(1)}, "01:48(config deleted) 01:49(config deleted) ", 0, 0},
 	}
 	for _, tc := range tests {
@@ -85,5 +87,16 @@ func TestPlan(t *testing.T) {
 				t.Errorf("unlisted %d vanished %d, want %d and %d", len(d.Unlisted), len(d.Vanished), tc.unlisted, tc.vanished)
 			}
 		})
+	}
+}
+
+// A Failed entry's deletion names no object, whatever key status claims: deleting it only
+// marks the entry.
+func TestFailedEntryDeletionNamesNoObject(t *testing.T) {
+	e := entry(0, "Failed")
+	e.ObjectKey = "victim/cluster-victim/cfg/cfg-2021-03-16T01-48-00.db.zst"
+	d := Plan(config("@every 1m", 5, e), nil)
+	if len(d.Delete) != 1 || d.Delete[0].Key != "" {
+		t.Fatalf("deletions %+v, want one naming no object", d.Delete)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -18,28 +19,26 @@ type Backup struct {
 	ObjectKey   string
 }
 
-// Locate finds the backup an EtcdRestore names. The EtcdBackupConfigs of the restore's
-// namespace list their backups with destination and object key; a backup no longer listed
-// (status entries are capped) is found by its name, which is "<config>-<scheduled time>".
+// Locate finds the backup an EtcdRestore names. Its object key is derived from the backup's
+// name ("<config>-<scheduled time>"), the restore's cluster and namespace, never read from
+// status (anyone who may write a config's status could point it elsewhere). The destination
+// is the restore's own, else that of the config the name belongs to, else the default.
 func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRestore) (Backup, error) {
 	name := restore.Spec.BackupName
-	var configs kubermaticv1.EtcdBackupConfigList
-	if err := r.List(ctx, &configs, client.InNamespace(restore.Namespace)); err != nil {
-		return Backup{}, fmt.Errorf("list etcdbackupconfigs in %s: %w", restore.Namespace, err)
-	}
-	for _, cfg := range configs.Items {
-		for _, b := range cfg.Status.LastBackups {
-			if b.BackupName == name && b.ObjectKey != "" {
-				return Backup{Destination: b.Destination, ObjectKey: b.ObjectKey}, nil
-			}
-		}
-	}
 	config, ok := ConfigOf(name)
 	if !ok {
-		return Backup{}, fmt.Errorf("%w: %q is neither listed in the status of an EtcdBackupConfig in %s nor a backup name (<config>-%s)",
-			ErrBackupNotFound, name, restore.Namespace, backupname.TimeLayout)
+		return Backup{}, fmt.Errorf("%w: %q is not a backup name (<config>-%s)", ErrBackupNotFound, name, backupname.TimeLayout)
 	}
-	return Backup{ObjectKey: backupname.ObjectKey(restore.Spec.Cluster.Name, restore.Namespace, config, name)}, nil
+	b := Backup{Destination: restore.Spec.Destination, ObjectKey: backupname.ObjectKey(restore.Spec.Cluster.Name, restore.Namespace, config, name)}
+	if b.Destination == "" {
+		var cfg kubermaticv1.EtcdBackupConfig
+		err := r.Get(ctx, types.NamespacedName{Namespace: restore.Namespace, Name: config}, &cfg)
+		if client.IgnoreNotFound(err) != nil {
+			return Backup{}, fmt.Errorf("get etcdbackupconfig %s/%s: %w", restore.Namespace, config, err)
+		}
+		b.Destination = cfg.Spec.Destination
+	}
+	return b, nil
 }
 
 // ConfigOf splits a backup name "<config>-2006-01-02T15:04:05" into its config's name.

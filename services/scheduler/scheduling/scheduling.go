@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -45,6 +46,11 @@ type Planner struct {
 	Reader       client.Reader
 	Destinations Destinations
 	Queue        Queue
+	// API reads the config afresh and records its last manual backup (an annotation, under an
+	// optimistic lock); nil: Reader reads and nothing is recorded.
+	API client.Client
+	// ManualInterval is the least time between two manual backups of one config.
+	ManualInterval time.Duration
 }
 
 // Target is what a config's backups need, once its preconditions hold.
@@ -103,30 +109,78 @@ func Request(cfg *kubermaticv1.EtcdBackupConfig, t Target, slot time.Time, trigg
 	}
 }
 
-// Manual queues a backup of the config now, as the manual trigger asks.
+// Manual queues a backup of the config now, as the manual trigger asks. It refuses, saying
+// why, while a backup of the config is Running, within ManualInterval of its last manual
+// backup, and while the config is blocked by TooManyBackups. Across scheduler replicas the
+// interval holds: the time is recorded on the config under an optimistic lock before the
+// backup is queued, and a replica that loses the race reads the winner's time and refuses.
 func (p *Planner) Manual(ctx context.Context, namespace, name string, now time.Time) (*etcdbackupv1.BackupRequested, error) {
 	if namespace == "" || name == "" {
 		return nil, errors.New("namespace and config are required")
 	}
-	var cfg kubermaticv1.EtcdBackupConfig
-	if err := p.Reader.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &cfg); err != nil {
-		if client.IgnoreNotFound(err) == nil {
-			return nil, fmt.Errorf("etcdbackupconfig %s/%s does not exist", namespace, name)
+	var req *etcdbackupv1.BackupRequested
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		var cfg kubermaticv1.EtcdBackupConfig
+		var r client.Reader = p.Reader
+		if p.API != nil {
+			r = p.API
 		}
-		return nil, fmt.Errorf("get etcdbackupconfig %s/%s: %w", namespace, name, err)
-	}
-	if cfg.DeletionTimestamp != nil {
-		return nil, fmt.Errorf("etcdbackupconfig %s/%s is being deleted", namespace, name)
-	}
-	t, err := p.Check(ctx, &cfg)
+		if err := r.Get(ctx, types.NamespacedName{Namespace: namespace, Name: name}, &cfg); err != nil {
+			if client.IgnoreNotFound(err) == nil {
+				return fmt.Errorf("etcdbackupconfig %s/%s does not exist", namespace, name)
+			}
+			return fmt.Errorf("get etcdbackupconfig %s/%s: %w", namespace, name, err)
+		}
+		if err := p.manualAllowed(&cfg, now); err != nil {
+			return err
+		}
+		t, err := p.Check(ctx, &cfg)
+		if err != nil {
+			return err
+		}
+		if p.API != nil {
+			patched := cfg.DeepCopy()
+			if patched.Annotations == nil {
+				patched.Annotations = map[string]string{}
+			}
+			patched.Annotations[kubermaticv1.AnnotationLastManualBackup] = now.UTC().Format(time.RFC3339)
+			if err := p.API.Patch(ctx, patched, client.MergeFromWithOptions(&cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+				return err
+			}
+		}
+		req = Request(&cfg, t, now, etcdbackupv1.Trigger_TRIGGER_MANUAL)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	req := Request(&cfg, t, now, etcdbackupv1.Trigger_TRIGGER_MANUAL)
 	if err := p.Queue.Enqueue(ctx, req); err != nil {
 		return nil, err
 	}
 	return req, nil
+}
+
+// manualAllowed says why a manual backup of cfg may not be queued now, if it may not.
+func (p *Planner) manualAllowed(cfg *kubermaticv1.EtcdBackupConfig, now time.Time) error {
+	key := cfg.Namespace + "/" + cfg.Name
+	if cfg.DeletionTimestamp != nil {
+		return fmt.Errorf("etcdbackupconfig %s is being deleted", key)
+	}
+	for _, b := range cfg.Status.LastBackups {
+		if b.BackupPhase == kubermaticv1.PhaseRunning {
+			return fmt.Errorf("backup %s of %s is running; trigger again when it has finished", b.BackupName, key)
+		}
+	}
+	if n, piled := Piled(cfg); piled {
+		return fmt.Errorf("etcdbackupconfig %s is blocked by TooManyBackups (%d backups not deleted, more than twice keep %d)", key, n, cfg.KeepCount())
+	}
+	if last, err := time.Parse(time.RFC3339, cfg.Annotations[kubermaticv1.AnnotationLastManualBackup]); err == nil {
+		if next := last.Add(p.ManualInterval); now.Before(next) {
+			return fmt.Errorf("the last manual backup of %s was queued at %s; the next may be queued from %s (--trigger-min-interval %s)",
+				key, last.Format(time.RFC3339), next.UTC().Format(time.RFC3339), p.ManualInterval)
+		}
+	}
+	return nil
 }
 
 // Known reports whether status already lists the backup.

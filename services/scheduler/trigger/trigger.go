@@ -51,6 +51,8 @@ func (s *Server) serve(ctx context.Context, m *nats.Msg) {
 	reply := &etcdbackupv1.TriggerBackupReply{}
 	if err := bus.Decode(m.Data, contentType, &req); err != nil {
 		reply.Error = err.Error()
+	} else if err := bus.Validate(&req); err != nil {
+		reply.Error = "invalid request: " + err.Error()
 	} else {
 		reqCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		queued, err := s.manual.Manual(reqCtx, req.GetNamespace(), req.GetConfig(), s.now())

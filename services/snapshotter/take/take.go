@@ -16,12 +16,14 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
+	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -42,36 +44,38 @@ type Handler struct {
 	Staging jetstream.ObjectStore
 	// MaxAttempts is how many deliveries a request gets before its backup is Failed.
 	MaxAttempts uint64
+	// Events records a Warning on a config whose message was rejected (nil: none).
+	Events events.EventRecorder
 	// MemberTimeout bounds the health check of one etcd member.
 	MemberTimeout time.Duration
 	Log           *slog.Logger
 	Metrics       Metrics
 }
 
-// Handle is the bus.Handler of the snapshotter consumer.
-func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
-	var req etcdbackupv1.BackupRequested
-	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &req); err != nil {
-		return bus.Permanent(err)
-	}
-	attempt := uint64(1)
-	if md, err := msg.Metadata(); err == nil {
-		attempt = md.NumDelivered
-	}
+// Handle takes one backup's snapshot (the typed handler of the snapshotter consumer: wrap it
+// with bus.Typed). The config must exist under the request's uid and back up the cluster the
+// request names; a request naming another cluster is rejected and its backup marked Failed.
+func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested, d bus.Delivery) error {
+	attempt := d.Attempt
 	log := h.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "attempt", attempt)
 
-	current, err := h.configCurrent(ctx, &req)
+	cfg, err := trust.Config(ctx, h.Reader, req.GetConfig())
 	if err != nil {
 		return err
 	}
-	if !current {
+	if cfg == nil || cfg.DeletionTimestamp != nil {
 		log.Info("config deleted or re-created, dropping request")
 		return nil
 	}
-	h.status(ctx, &req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("taking snapshot (attempt %d of %d)", attempt, h.MaxAttempts))
+	want := trust.Derive(cfg, req.GetBackupName(), "")
+	if err := trust.Check(want, req.GetCluster(), req.GetObjectKey(), ""); err != nil {
+		trust.Record(h.Events, cfg, d.Subject, err)
+		return h.fail(ctx, req, err)
+	}
+	h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("taking snapshot (attempt %d of %d)", attempt, h.MaxAttempts))
 
 	start := time.Now()
-	ready, err := h.take(ctx, &req)
+	ready, err := h.take(ctx, req)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err // shutting down: another replica takes it
@@ -82,19 +86,13 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 		}
 		if !errors.Is(err, endpoints.ErrConfig) && attempt < h.MaxAttempts {
 			log.Warn("snapshot failed, will retry", "err", err)
-			h.status(ctx, &req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot attempt %d of %d failed, retrying: %v", attempt, h.MaxAttempts, err))
+			h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot attempt %d of %d failed, retrying: %v", attempt, h.MaxAttempts, err))
 			return err
 		}
-		log.Error("snapshot failed", "err", err)
-		// The Failed event must not be lost: if it cannot be published, the request is
-		// delivered again and fails again.
-		if perr := bus.PublishStatus(ctx, h.JS, bus.StatusFor(&req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED, "snapshot: "+err.Error())); perr != nil {
-			return perr
-		}
-		return bus.Permanent(err)
+		return h.fail(ctx, req, bus.Permanent(err))
 	}
 	ready.StartedTime = timestamppb.New(start)
-	if _, err := bus.Publish(ctx, h.JS, bus.SubjectSnapshotReady, bus.MsgID(&req), ready); err != nil {
+	if _, err := bus.Publish(ctx, h.JS, bus.SubjectSnapshotReady, bus.MsgID(req), ready); err != nil {
 		return err
 	}
 	h.count("ok")
@@ -105,25 +103,26 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 		h.Metrics.Duration(time.Since(start))
 	}
 	log.Info("snapshot staged", "bytes", ready.GetSnapshotSize(), "revision", ready.GetRevision(), "member", ready.GetMemberEndpoint(), "seconds", time.Since(start).Seconds())
-	h.status(ctx, &req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot of %d bytes at revision %d staged from %s", ready.GetSnapshotSize(), ready.GetRevision(), ready.GetMemberEndpoint()))
+	h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot of %d bytes at revision %d staged from %s", ready.GetSnapshotSize(), ready.GetRevision(), ready.GetMemberEndpoint()))
 	return nil
 }
 
-// configCurrent reports whether the request's config still exists under the same uid and is
-// not being deleted (its backups are being deleted; a new one would be orphaned).
-func (h *Handler) configCurrent(ctx context.Context, req *etcdbackupv1.BackupRequested) (bool, error) {
-	var cfg kubermaticv1.EtcdBackupConfig
-	key := types.NamespacedName{Namespace: req.GetConfig().GetNamespace(), Name: req.GetConfig().GetName()}
-	if err := h.Reader.Get(ctx, key, &cfg); err != nil {
-		if client.IgnoreNotFound(err) == nil {
-			return false, nil
-		}
-		return false, fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+// MaxDeliver is the consumer's MaxDeliver for maxAttempts: two deliveries beyond the last
+// attempt are kept for publishing its Failed event when NATS is briefly away.
+func MaxDeliver(maxAttempts int) int { return maxAttempts + 2 }
+
+// DeadLetter marks the backup Failed when even the deliveries kept for that ran out.
+func (h *Handler) DeadLetter(ctx context.Context, req *etcdbackupv1.BackupRequested, err error) {
+	_ = h.fail(ctx, req, fmt.Errorf("gave up after the last allowed delivery: %w", err))
+}
+
+// fail publishes the backup's Failed event and returns err. The Failed event must not be
+// lost: if it cannot be published, the request is delivered again.
+func (h *Handler) fail(ctx context.Context, req *etcdbackupv1.BackupRequested, err error) error {
+	if perr := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED, "snapshot: "+err.Error())); perr != nil {
+		return perr
 	}
-	if cfg.DeletionTimestamp != nil {
-		return false, nil
-	}
-	return req.GetConfig().GetUid() == "" || req.GetConfig().GetUid() == string(cfg.UID), nil
+	return err
 }
 
 func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (*etcdbackupv1.SnapshotReady, error) {

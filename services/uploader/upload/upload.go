@@ -19,17 +19,16 @@ import (
 	"strconv"
 	"time"
 
-	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
+	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -70,8 +69,11 @@ type Metrics struct {
 
 // Handler handles snapshot-ready messages.
 type Handler struct {
-	// Reader reads the backup's EtcdBackupConfig: a config deleted meanwhile gets no backup.
-	Reader       client.Reader
+	// Reader reads the backup's EtcdBackupConfig: a config deleted meanwhile gets no backup,
+	// and where the backup goes comes from it.
+	Reader client.Reader
+	// Events records a Warning on a config whose message was rejected (nil: none).
+	Events       events.EventRecorder
 	JS           jetstream.JetStream
 	Staging      Staging
 	Destinations Destinations
@@ -89,25 +91,37 @@ type Handler struct {
 	Metrics  Metrics
 }
 
-// Handle is the bus.Handler of the uploader consumer.
-func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
-	var ready etcdbackupv1.SnapshotReady
-	if err := bus.Decode(msg.Data(), msg.Headers().Get(bus.HeaderContentType), &ready); err != nil {
-		return bus.Permanent(err)
-	}
+// Handle stores one staged snapshot (the typed handler of the uploader consumer: wrap it with
+// bus.Typed). The message says which backup; where it goes comes from the config: the config
+// must exist under the message's uid, and a message naming another cluster, object key or
+// destination than the config's is rejected, its backup marked Failed.
+func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady, d bus.Delivery) error {
 	req := ready.GetRequest()
 	log := h.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "key", req.GetObjectKey())
 	start := time.Now()
-	if current, err := h.configCurrent(ctx, req); err != nil {
+	cfg, err := trust.Config(ctx, h.Reader, req.GetConfig())
+	if err != nil {
 		return err
-	} else if !current {
+	}
+	if cfg == nil || cfg.DeletionTimestamp != nil {
 		// Its backups are being deleted (or were): storing this one would orphan it.
 		log.Info("config deleted or re-created, not storing the backup")
 		_ = h.Staging.Delete(ctx, ready.GetStagedObject())
 		return nil
 	}
+	dest, err := h.Destinations.Lookup(ctx, cfg.Spec.Destination)
+	if err != nil {
+		if destination.IsConfigError(err) {
+			return h.fail(ctx, req, ready, bus.Permanent(err))
+		}
+		return err
+	}
+	if err := trust.Check(trust.Derive(cfg, req.GetBackupName(), dest.Name), req.GetCluster(), req.GetObjectKey(), req.GetDestination()); err != nil {
+		trust.Record(h.Events, cfg, d.Subject, err)
+		return h.fail(ctx, req, ready, err)
+	}
 
-	stored, err := h.store(ctx, &ready, log)
+	stored, err := h.store(ctx, ready, dest, log)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
@@ -117,14 +131,9 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 			h.Metrics.Failed(failureReason(err))
 		}
 		if bus.IsPermanent(err) {
-			log.Error("upload failed", "err", err)
-			if perr := h.status(ctx, req, etcdbackupv1.Phase_PHASE_FAILED, "upload: "+err.Error(), nil); perr != nil {
-				return perr
-			}
-			_ = h.Staging.Delete(ctx, ready.GetStagedObject())
-			return err
+			return h.fail(ctx, req, ready, err)
 		}
-		log.Warn("upload failed, will retry", "err", err)
+		log.Warn("upload failed, will retry", "err", err, "attempt", d.Attempt)
 		_ = h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, "upload failed, retrying: "+err.Error(), nil)
 		return err
 	}
@@ -146,31 +155,25 @@ func (h *Handler) Handle(ctx context.Context, msg jetstream.Msg) error {
 	return nil
 }
 
-// configCurrent reports whether the request's config exists under the same uid and is not
-// being deleted.
-func (h *Handler) configCurrent(ctx context.Context, req *etcdbackupv1.BackupRequested) (bool, error) {
-	var cfg kubermaticv1.EtcdBackupConfig
-	key := types.NamespacedName{Namespace: req.GetConfig().GetNamespace(), Name: req.GetConfig().GetName()}
-	if err := h.Reader.Get(ctx, key, &cfg); err != nil {
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+// DeadLetter marks the backup of a snapshot that failed its last allowed delivery Failed
+// with the last error, and drops the staged copy.
+func (h *Handler) DeadLetter(ctx context.Context, ready *etcdbackupv1.SnapshotReady, err error) {
+	_ = h.fail(ctx, ready.GetRequest(), ready, fmt.Errorf("gave up after the last allowed delivery: %w", err))
+}
+
+// fail reports the backup Failed with err, drops the staged copy and returns err (which the
+// Worker logs once). If the Failed event cannot be published, the message is retried.
+func (h *Handler) fail(ctx context.Context, req *etcdbackupv1.BackupRequested, ready *etcdbackupv1.SnapshotReady, err error) error {
+	if perr := h.status(ctx, req, etcdbackupv1.Phase_PHASE_FAILED, "upload: "+err.Error(), nil); perr != nil {
+		return perr
 	}
-	uid := req.GetConfig().GetUid()
-	return cfg.DeletionTimestamp == nil && (uid == "" || uid == string(cfg.UID)), nil
+	_ = h.Staging.Delete(ctx, ready.GetStagedObject())
+	return err
 }
 
 // store puts the staged snapshot into its destination, or finds it already there.
-func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, log *slog.Logger) (*etcdbackupv1.BackupStored, error) {
+func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination, log *slog.Logger) (*etcdbackupv1.BackupStored, error) {
 	req := ready.GetRequest()
-	dest, err := h.Destinations.Lookup(ctx, req.GetDestination())
-	if err != nil {
-		if destination.IsConfigError(err) {
-			return nil, bus.Permanent(err)
-		}
-		return nil, err
-	}
 	s3, err := h.Destinations.Client(ctx, dest)
 	if err != nil {
 		if destination.IsConfigError(err) {

@@ -9,10 +9,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
@@ -23,7 +25,10 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
@@ -54,10 +59,29 @@ type fixture struct {
 	dest     *destinations
 	snapshot []byte
 	msg      jetstream.Msg
+	handle   bus.Handler
 	uploaded int64
 }
 
+// validRequest is a request the scheduler would send for config cluster-c/cfg.
+func validRequest() *etcdbackupv1.BackupRequested {
+	at := time.Date(2021, 3, 2, 15, 24, 0, 0, time.UTC)
+	backup := backupname.Backup("cfg", at)
+	return &etcdbackupv1.BackupRequested{
+		Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "cfg", Uid: "0b2d7c4e-uid"}, Cluster: "c",
+		BackupName: backup, JobName: backupname.Job("c", "cfg", backup), Destination: "s3",
+		ObjectKey: backupname.ObjectKey("c", "cluster-c", "cfg", backup), ScheduledTime: timestamppb.New(at),
+		Trigger: etcdbackupv1.Trigger_TRIGGER_SCHEDULE,
+	}
+}
+
 func setup(t *testing.T) *fixture {
+	t.Helper()
+	return setupWith(t, func(*etcdbackupv1.BackupRequested) {})
+}
+
+// setupWith is setup with the request changed by forge before it is published.
+func setupWith(t *testing.T, forge func(*etcdbackupv1.BackupRequested)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	js := natstest.JetStream(t)
@@ -70,23 +94,20 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{js: js, s3: s3test.Run(t, "backups"), snapshot: make([]byte, 3<<20)}
+	f := &fixture{js: js, s3: s3test.Run(t, "backups"), snapshot: make([]byte, 3<<20+32)}
 	_, _ = rand.Read(f.snapshot[:1<<20]) // partly compressible
 	f.dest = &destinations{s3: f.s3, t: t}
-	req := &etcdbackupv1.BackupRequested{
-		Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "cfg"}, Cluster: "c",
-		BackupName: "cfg-2021-03-02T15:24:00", JobName: "job", Destination: "s3",
-		ObjectKey: "c/cluster-c/cfg/cfg-2021-03-02T15-24-00.db.zst",
-	}
+	req := validRequest()
+	forge(req)
 	if _, err := staging.Put(ctx, obs, bus.MsgID(req), "test", bytes.NewReader(f.snapshot)); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(f.snapshot)
-	ready := &etcdbackupv1.SnapshotReady{Request: req, StagedObject: bus.MsgID(req), SnapshotSize: uint64(len(f.snapshot)), SnapshotSha256: hex.EncodeToString(sum[:]), Revision: 7}
+	ready := &etcdbackupv1.SnapshotReady{Request: req, StagedObject: bus.MsgID(req), SnapshotSize: uint64(len(f.snapshot)), SnapshotSha256: hex.EncodeToString(sum[:]), Revision: 7, StartedTime: timestamppb.Now()}
 	if _, err := bus.Publish(ctx, js, bus.SubjectSnapshotReady, bus.MsgID(req), ready); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := bus.Consumer(ctx, js, bus.ConsumerUploader)
+	cons, err := bus.Consumer(ctx, js, bus.ConsumerUploader, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +116,10 @@ func setup(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.msg = <-batch.Messages()
+	f.handle = bus.Typed(3, func(ctx context.Context, m *etcdbackupv1.SnapshotReady, d bus.Delivery) error {
+		return f.h.Handle(ctx, m, d)
+	},
+		func(ctx context.Context, m *etcdbackupv1.SnapshotReady, err error) { f.h.DeadLetter(ctx, m, err) })
 	if f.msg == nil {
 		t.Fatal("no message")
 	}
@@ -102,7 +127,10 @@ func setup(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.config = &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "cfg"}}
+	f.config = &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "cfg", UID: "0b2d7c4e-uid"},
+		Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Destination: "s3"},
+	}
 	f.reader = fake.NewClientBuilder().WithScheme(scheme).WithObjects(f.config).Build()
 	f.h = &Handler{
 		Reader: f.reader,
@@ -136,7 +164,7 @@ func (f *fixture) statusEvents(t *testing.T) []*etcdbackupv1.StatusEvent {
 func TestUploadStoresCompressedSnapshotWithItsHash(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	if err := f.h.Handle(ctx, f.msg); err != nil {
+	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
 	obj, err := f.s3.Client(t).GetObject(ctx, "backups", "c/cluster-c/cfg/cfg-2021-03-02T15-24-00.db.zst", minio.GetObjectOptions{})
@@ -176,11 +204,11 @@ func TestUploadStoresCompressedSnapshotWithItsHash(t *testing.T) {
 func TestRedeliveryAfterStoreDoesNotUploadAgain(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	if err := f.h.Handle(ctx, f.msg); err != nil {
+	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
 	first := f.uploaded
-	if err := f.h.Handle(ctx, f.msg); err != nil {
+	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatalf("redelivery: %v", err)
 	}
 	if f.uploaded != first || first == 0 {
@@ -205,7 +233,7 @@ func TestDeletedConfigGetsNoBackup(t *testing.T) {
 	if err := f.reader.Delete(ctx, f.config); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.h.Handle(ctx, f.msg); err != nil {
+	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
 	for o := range f.s3.Client(t).ListObjects(ctx, "backups", minio.ListObjectsOptions{Recursive: true}) {
@@ -220,7 +248,7 @@ func TestUploadFailures(t *testing.T) {
 	t.Run("S3 down is retried and says so", func(t *testing.T) {
 		f := setup(t)
 		f.s3.Close()
-		err := f.h.Handle(context.Background(), f.msg)
+		err := f.handle(context.Background(), f.msg)
 		if err == nil || bus.IsPermanent(err) {
 			t.Fatalf("err = %v, want a transient error", err)
 		}
@@ -232,7 +260,7 @@ func TestUploadFailures(t *testing.T) {
 	t.Run("unknown destination fails the backup", func(t *testing.T) {
 		f := setup(t)
 		f.dest.lookup = destination.ErrNotFound
-		err := f.h.Handle(context.Background(), f.msg)
+		err := f.handle(context.Background(), f.msg)
 		if !bus.IsPermanent(err) {
 			t.Fatalf("err = %v, want permanent", err)
 		}
@@ -241,4 +269,78 @@ func TestUploadFailures(t *testing.T) {
 			t.Fatalf("last status event %v", last)
 		}
 	})
+}
+
+// A snapshot-ready message that names another cluster or destination than its config's is
+// rejected: nothing is stored, the backup is Failed with the reason, and the config gets an Event.
+func TestForgedDestinationsAreRejected(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		forge  func(*etcdbackupv1.BackupRequested)
+		reason string
+	}{
+		{"another cluster and its key", func(r *etcdbackupv1.BackupRequested) {
+			r.Cluster = "victim"
+			r.JobName = backupname.Job("victim", "cfg", r.BackupName)
+			r.ObjectKey = backupname.ObjectKey("victim", "cluster-c", "cfg", r.BackupName)
+		}, "cluster"},
+		{"another destination", func(r *etcdbackupv1.BackupRequested) { r.Destination = "attacker" }, "destination"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setupWith(t, tc.forge)
+			rec := events.NewFakeRecorder(5)
+			f.h.Events = rec
+			err := f.handle(context.Background(), f.msg)
+			var rej *bus.RejectError
+			if !bus.IsPermanent(err) || !errors.As(err, &rej) || rej.Reason != tc.reason {
+				t.Fatalf("err = %v, want a rejection for %s", err, tc.reason)
+			}
+			if f.uploaded != 0 {
+				t.Fatalf("stored %d bytes", f.uploaded)
+			}
+			evs := f.statusEvents(t)
+			if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED {
+				t.Fatalf("last status event %v, want Failed", last)
+			}
+			select {
+			case e := <-rec.Events:
+				if !strings.Contains(e, "MessageRejected") {
+					t.Fatalf("event %q", e)
+				}
+			default:
+				t.Fatal("no Event on the config")
+			}
+		})
+	}
+}
+
+// A config re-created under the same name gets nothing of the old one's backups.
+func TestRecreatedConfigGetsNoBackup(t *testing.T) {
+	f := setup(t)
+	f.config.UID = "another-uid"
+	if err := f.reader.Update(context.Background(), f.config); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.handle(context.Background(), f.msg); err != nil {
+		t.Fatal(err)
+	}
+	if f.uploaded != 0 {
+		t.Fatalf("stored %d bytes for a re-created config", f.uploaded)
+	}
+}
+
+// On its last allowed delivery, a snapshot whose upload keeps failing is a dead letter: its
+// backup is Failed with the last error.
+func TestDeadLetterMarksTheBackupFailed(t *testing.T) {
+	f := setup(t)
+	f.s3.Close()
+	last := bus.Typed(1, f.h.Handle, f.h.DeadLetter)
+	err := last(context.Background(), f.msg)
+	if !bus.IsPermanent(err) || !strings.Contains(err.Error(), "dead letter") {
+		t.Fatalf("err = %v, want a dead letter", err)
+	}
+	evs := f.statusEvents(t)
+	if l := evs[len(evs)-1]; l.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(l.GetMessage(), "gave up") {
+		t.Fatalf("last status event %v, want Failed saying it gave up", l)
+	}
 }

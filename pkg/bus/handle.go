@@ -1,0 +1,160 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+)
+
+// Delivery is what a typed handler learns of the message besides its body.
+type Delivery struct {
+	// Subject is the subject the message was published on; on the status stream it names the
+	// stage that published it (only that stage's identity may publish there).
+	Subject string
+	// Attempt counts deliveries of this message, from 1.
+	Attempt uint64
+	// Last is set on the last delivery the consumer makes: a transient error now makes the
+	// message a dead letter.
+	Last bool
+}
+
+// Message is a pointer to a protobuf message type T of the bus.
+type Message[T any] interface {
+	*T
+	proto.Message
+}
+
+// Typed adapts a handler of one message type to a Handler, in the manner of watermill's
+// HandlerFunc middleware: it decodes the body (protobuf or protojson), validates it
+// (Validate), and terminates an invalid message at once, counted in
+// etcdbackup_invalid_messages_total and logged once by the Worker. On the message's last
+// delivery (maxDeliver, the consumer's MaxDeliver) a transient error makes it a dead letter:
+// deadLetter (may be nil) records it — a backup marked Failed with the last error — and the
+// message is terminated, counted in etcdbackup_dead_letters_total.
+func Typed[T any, M Message[T]](maxDeliver int, handle func(ctx context.Context, m M, d Delivery) error, deadLetter func(ctx context.Context, m M, err error)) Handler {
+	return func(ctx context.Context, msg jetstream.Msg) error {
+		m := M(new(T))
+		if err := Decode(msg.Data(), msg.Headers().Get(HeaderContentType), m); err != nil {
+			return Invalid(err)
+		}
+		if err := Validate(m); err != nil {
+			return Invalid(fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().Name(), err))
+		}
+		d := Delivery{Subject: msg.Subject(), Attempt: 1}
+		if md, err := msg.Metadata(); err == nil {
+			d.Attempt = md.NumDelivered
+		}
+		d.Last = maxDeliver > 0 && d.Attempt >= uint64(maxDeliver)
+		err := handle(ctx, m, d)
+		if err == nil || IsPermanent(err) || !d.Last || ctx.Err() != nil {
+			return err
+		}
+		if deadLetter != nil {
+			deadLetter(ctx, m, err)
+		}
+		return Permanent(deadLetterError{err})
+	}
+}
+
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string { return "invalid message: " + e.err.Error() }
+func (e invalidError) Unwrap() error { return e.err }
+
+// Invalid marks err as a message that cannot be read or fails validation: terminated, counted,
+// never retried.
+func Invalid(err error) error { return Permanent(invalidError{err}) }
+
+// RejectError is a message refused because what it claims disagrees with the Kubernetes API
+// (another object key, destination or cluster than the config's, a stage publishing what only
+// another may). Reason is a short, stable label for the metric.
+type RejectError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RejectError) Error() string { return "rejected (" + e.Reason + "): " + e.Err.Error() }
+func (e *RejectError) Unwrap() error { return e.Err }
+
+// Reject marks a message as refused for reason: terminated, counted in
+// etcdbackup_rejected_messages_total{subject,reason}, never retried.
+func Reject(reason string, err error) error { return Permanent(&RejectError{Reason: reason, Err: err}) }
+
+type deadLetterError struct{ err error }
+
+func (e deadLetterError) Error() string { return "dead letter, last error: " + e.err.Error() }
+func (e deadLetterError) Unwrap() error { return e.err }
+
+// Metrics counts what the bus layer refused or gave up on. Build it once per process and give
+// it to every Worker (WithMetrics).
+type Metrics struct {
+	invalid, rejected, dead *prometheus.CounterVec
+}
+
+// NewMetrics registers the bus metrics on r.
+func NewMetrics(r prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		invalid: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_invalid_messages_total",
+			Help: "Messages terminated because they could not be decoded or failed validation, by subject.",
+		}, []string{"subject"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_rejected_messages_total",
+			Help: "Messages terminated because what they claim disagrees with the Kubernetes API, by subject and reason.",
+		}, []string{"subject", "reason"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_dead_letters_total",
+			Help: "Messages that failed on their last allowed delivery (the consumer's MaxDeliver), by subject.",
+		}, []string{"subject"}),
+	}
+	r.MustRegister(m.invalid, m.rejected, m.dead)
+	return m
+}
+
+// observe counts err, returning the kind of refusal for the log ("" for a plain failure).
+func (m *Metrics) observe(subject string, err error) string {
+	if strings.HasPrefix(subject, SubjectStatusPrefix+".") && StatusStage(subject) == "" {
+		subject = SubjectStatusPrefix + ".*" // bounded labels, whatever was published
+	}
+	var inv invalidError
+	var rej *RejectError
+	var dead deadLetterError
+	switch {
+	case errors.As(err, &inv):
+		if m != nil {
+			m.invalid.WithLabelValues(subject).Inc()
+		}
+		return "invalid"
+	case errors.As(err, &rej):
+		if m != nil {
+			m.rejected.WithLabelValues(subject, rej.Reason).Inc()
+		}
+		return "rejected"
+	case errors.As(err, &dead):
+		if m != nil {
+			m.dead.WithLabelValues(subject).Inc()
+		}
+		return "dead letter"
+	}
+	return ""
+}
+
+// Invalid is the counter of invalid messages on subject (for tests and dashboards).
+func (m *Metrics) Invalid(subject string) prometheus.Counter {
+	return m.invalid.WithLabelValues(subject)
+}
+
+// Rejected is the counter of rejected messages on subject for reason.
+func (m *Metrics) Rejected(subject, reason string) prometheus.Counter {
+	return m.rejected.WithLabelValues(subject, reason)
+}
+
+// DeadLetters is the counter of dead letters on subject.
+func (m *Metrics) DeadLetters(subject string) prometheus.Counter {
+	return m.dead.WithLabelValues(subject)
+}

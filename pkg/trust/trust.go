@@ -1,0 +1,86 @@
+// Package trust checks what a message claims about a backup against the Kubernetes API. A
+// message says which backup; the config says where its bytes go. Consumers read the config
+// named by the message, require its uid, derive the cluster, object key and destination from
+// it, and refuse a message that names anything else (bus.Reject), with an Event on the config.
+package trust
+
+import (
+	"context"
+	"fmt"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Rejection reasons (label values of etcdbackup_rejected_messages_total).
+const (
+	ReasonCluster     = "cluster"
+	ReasonObjectKey   = "object-key"
+	ReasonDestination = "destination"
+	ReasonStage       = "stage"
+	ReasonNotPlanned  = "not-planned"
+)
+
+// EventReasonRejected is the reason of the Warning Event a rejected message leaves on its config.
+const EventReasonRejected = "MessageRejected"
+
+// Config returns the EtcdBackupConfig ref names if it exists under ref's uid; nil when it is
+// gone or was re-created (its work is void, not forged).
+func Config(ctx context.Context, r client.Reader, ref *etcdbackupv1.ConfigRef) (*kubermaticv1.EtcdBackupConfig, error) {
+	var cfg kubermaticv1.EtcdBackupConfig
+	key := types.NamespacedName{Namespace: ref.GetNamespace(), Name: ref.GetName()}
+	if err := r.Get(ctx, key, &cfg); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+	}
+	if ref.GetUid() == "" || ref.GetUid() != string(cfg.UID) {
+		return nil, nil
+	}
+	return &cfg, nil
+}
+
+// Backup is where a backup of a config goes, derived from the config alone.
+type Backup struct {
+	Cluster   string
+	ObjectKey string
+	// Destination is the Seed destination's name, resolved ("" in the config: the default).
+	Destination string
+}
+
+// Derive returns where backup of cfg goes, with dest the config's destination resolved.
+func Derive(cfg *kubermaticv1.EtcdBackupConfig, backup, dest string) Backup {
+	cluster := cfg.Spec.Cluster.Name
+	return Backup{Cluster: cluster, ObjectKey: backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, backup), Destination: dest}
+}
+
+// Check compares what a message claims (cluster, object key, destination; an empty key or
+// destination claims nothing) with want, and returns a bus.Reject error for the first that
+// differs.
+func Check(want Backup, cluster, key, dest string) error {
+	switch {
+	case cluster != want.Cluster:
+		return bus.Reject(ReasonCluster, fmt.Errorf("the message names cluster %q, the config backs up %q", cluster, want.Cluster))
+	case key != "" && key != want.ObjectKey:
+		return bus.Reject(ReasonObjectKey, fmt.Errorf("the message names object %q, the config's backup is %q", key, want.ObjectKey))
+	case dest != "" && dest != want.Destination:
+		return bus.Reject(ReasonDestination, fmt.Errorf("the message names destination %q, the config's is %q", dest, want.Destination))
+	}
+	return nil
+}
+
+// Record leaves a Warning Event on cfg about a rejected message (rec may be nil).
+func Record(rec events.EventRecorder, cfg *kubermaticv1.EtcdBackupConfig, subject string, err error) {
+	if rec == nil || cfg == nil {
+		return
+	}
+	rec.Eventf(cfg, nil, corev1.EventTypeWarning, EventReasonRejected, "Consume", "message on %s refused: %v", subject, err)
+}

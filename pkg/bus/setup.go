@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -58,4 +59,17 @@ func Consumer(ctx context.Context, js jetstream.JetStream, durable string, maxDe
 		return nil, fmt.Errorf("ensure consumer %s on %s: %w", durable, stream, err)
 	}
 	return c, nil
+}
+
+// MaxPublishPending bounds the asynchronous publishes one connection has in flight. The
+// object store puts a staged snapshot as asynchronous publishes of ChunkSize chunks; nats.go's
+// default (4000 in flight, 2 GB of 512 KiB chunks) overflows a stream's 128 MiB ingest queue
+// as soon as the server is slower than the client — as it is when it fsyncs every write
+// (sync_interval: always) — and the put fails with "429 too many requests". 32 chunks, 16 MiB,
+// keep a server busy while leaving room for several puts at once.
+const MaxPublishPending = 32
+
+// NewJetStream returns the JetStream client every service uses on nc.
+func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(MaxPublishPending))
 }

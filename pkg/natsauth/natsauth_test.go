@@ -187,12 +187,8 @@ func TestEachIdentityDoesItsJob(t *testing.T) {
 	// snapshotter: takes the request, stages a snapshot, announces it.
 	snap := conns[bus.IdentitySnapshotter]
 	consumeOne(t, ctx, snap.js, bus.ConsumerSnapshotter)
-	obs, err := snap.js.ObjectStore(ctx, bus.StagingBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
 	data := bytes.Repeat([]byte("etcd"), 300_000)
-	if _, err := staging.Put(ctx, obs, "ns/b1", "test", bytes.NewReader(data)); err != nil {
+	if _, err := staging.Put(ctx, snap.js, bus.StagingBucket, "ns/b1", "test", bytes.NewReader(data)); err != nil {
 		t.Fatalf("snapshotter stages: %v", err)
 	}
 	mustPublish(t, ctx, snap.js, bus.SubjectSnapshotReady, "ns/b1")
@@ -272,11 +268,7 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	obs, err := owner.js.ObjectStore(ctx, bus.StagingBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := staging.Put(ctx, obs, "ns/secret", "test", strings.NewReader(strings.Repeat("x", 4096))); err != nil {
+	if _, err := staging.Put(ctx, owner.js, bus.StagingBucket, "ns/secret", "test", strings.NewReader(strings.Repeat("x", 4096))); err != nil {
 		t.Fatal(err)
 	}
 

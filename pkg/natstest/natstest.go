@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -18,17 +19,22 @@ func RunJetStream(t testing.TB) *server.Server {
 }
 
 // RunJetStreamIn starts a server storing in dir on port (-1: random). Restarting a server
-// on the same dir and port brings back its streams, as after an outage.
-func RunJetStreamIn(t testing.TB, dir string, port int) *server.Server {
+// on the same dir and port brings back its streams, as after an outage. Options, if given,
+// change the server's options before it starts.
+func RunJetStreamIn(t testing.TB, dir string, port int, options ...func(*server.Options)) *server.Server {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{
+	o := &server.Options{
 		Host:      "127.0.0.1",
 		Port:      port,
 		JetStream: true,
 		StoreDir:  dir,
 		NoSigs:    true,
 		NoLog:     true,
-	})
+	}
+	for _, f := range options {
+		f(o)
+	}
+	s, err := server.NewServer(o)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}
@@ -43,17 +49,17 @@ func RunJetStreamIn(t testing.TB, dir string, port int) *server.Server {
 	return s
 }
 
-// JetStream starts a server as RunJetStream does and returns a JetStream client of it; the
-// connection closes when the test ends.
-func JetStream(t testing.TB) jetstream.JetStream {
+// JetStream starts a server as RunJetStream does (with options, if given) and returns a
+// JetStream client of it (bus.NewJetStream); the connection closes when the test ends.
+func JetStream(t testing.TB, options ...func(*server.Options)) jetstream.JetStream {
 	t.Helper()
-	s := RunJetStream(t)
+	s := RunJetStreamIn(t, t.TempDir(), -1, options...)
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := bus.NewJetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}

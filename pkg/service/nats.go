@@ -121,7 +121,7 @@ func ConnectNATS(ctx context.Context, n NATS, id bus.Identity, log *slog.Logger)
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats %s: %w", n.URL, err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := bus.NewJetStream(nc)
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)

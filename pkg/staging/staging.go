@@ -2,9 +2,9 @@
 // between snapshotter and uploader, with bounded memory on both sides and no fixed deadline
 // on the transfer as a whole.
 //
-// Writing uses ObjectStore.Put with full chunks: etcd's client hands the snapshot over in
-// 32 KiB pieces, and Put sends one chunk per Read, so without help every chunk would be a
-// quarter full. Reading does not use ObjectStore.Get: Get is a push consumer into a pipe that
+// Writing (Put) publishes full chunks in the object store's own format with a bound on chunks
+// in flight: etcd's client hands the snapshot over in 32 KiB pieces, and ObjectStore.Put
+// sends one chunk per Read and any number of them unacknowledged (see Put). Reading does not use ObjectStore.Get: Get is a push consumer into a pipe that
 // buffers up to 64 MB in the client when the reader is slower than NATS, and it gives the whole
 // read the JetStream default timeout (5s) unless the context has a deadline. Read pulls the
 // chunks through an ordered consumer, a bounded number of bytes at a time, and checks the
@@ -14,13 +14,17 @@ package staging
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 )
 
 // ChunkSize is the size of the staged chunks; below NATS' default max_payload of 1 MiB.
@@ -32,21 +36,122 @@ const defaultChunkSize = 128 << 10
 // ErrCorrupt is returned (wrapped) when a staged object's size or digest does not match.
 var ErrCorrupt = errors.New("staged object corrupt")
 
-// Put stores r under name in obs in full chunks. If r fails, nothing is left behind.
-func Put(ctx context.Context, obs jetstream.ObjectStore, name, description string, r io.Reader) (*jetstream.ObjectInfo, error) {
-	meta := jetstream.ObjectMeta{Name: name, Description: description, Opts: &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize}}
-	return obs.Put(ctx, meta, fullReader{r})
+// MaxInFlight bounds the chunks one Put has sent but not yet seen stored: 16 chunks, 8 MiB.
+const MaxInFlight = 16
+
+// Put stores r under name in bucket in full chunks, in the object store's own format (NATS
+// ADR-20), so ObjectStore.GetInfo, Get and Delete and this package's Reader read it. If r
+// fails, nothing is left behind; an object of the same name is replaced.
+//
+// It does not use ObjectStore.Put: that publishes every chunk through a private JetStream
+// context with no limit on publishes in flight (nats.go#1908; nats.c fixed the same in #1022),
+// so a large object outruns a server that fsyncs every write (sync_interval: always), fills the
+// stream's 128 MiB ingest queue and fails with "429 too many requests". Here at most
+// MaxInFlight chunks are unacknowledged; the rest waits in the reader, which for a snapshot is
+// etcd's stream.
+func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description string, r io.Reader) (*jetstream.ObjectInfo, error) {
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
+	}
+	metaSubj := "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
+	var old jetstream.ObjectInfo
+	if m, err := stream.GetLastMsgForSubject(ctx, metaSubj); err == nil {
+		_ = json.Unmarshal(m.Data, &old)
+	} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("look up %s: %w", name, err)
+	}
+
+	id := nuid.Next()
+	chunkSubj := "$O." + bucket + ".C." + id
+	info, err := putChunks(ctx, js, chunkSubj, r)
+	if err == nil {
+		info.Name, info.Description, info.Bucket, info.NUID = name, description, bucket, id
+		info.Opts = &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize}
+		var data []byte
+		if data, err = json.Marshal(info); err == nil {
+			m := nats.NewMsg(metaSubj)
+			m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+			m.Data = data
+			_, err = js.PublishMsg(ctx, m)
+		}
+	}
+	if err != nil {
+		_ = stream.Purge(context.WithoutCancel(ctx), jetstream.WithPurgeSubject(chunkSubj))
+		return nil, err
+	}
+	info.ModTime = time.Now().UTC()
+	if old.NUID != "" && old.NUID != id {
+		_ = stream.Purge(ctx, jetstream.WithPurgeSubject("$O."+bucket+".C."+old.NUID))
+	}
+	return info, nil
 }
 
-// fullReader fills every Read completely unless the stream ends.
-type fullReader struct{ r io.Reader }
-
-func (f fullReader) Read(p []byte) (int, error) {
-	n, err := io.ReadFull(f.r, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return n, io.EOF
+// putChunks publishes r in full ChunkSize chunks on subj, at most MaxInFlight unacknowledged,
+// and returns the object's size, chunk count and digest.
+func putChunks(ctx context.Context, js jetstream.JetStream, subj string, r io.Reader) (*jetstream.ObjectInfo, error) {
+	type sent struct {
+		ack jetstream.PubAckFuture
+		buf []byte
 	}
-	return n, err
+	var (
+		inFlight []sent
+		free     [][]byte
+		digest   = sha256.New()
+		info     = &jetstream.ObjectInfo{}
+	)
+	settle := func() error {
+		s := inFlight[0]
+		inFlight = inFlight[1:]
+		free = append(free, s.buf)
+		select {
+		case <-s.ack.Ok():
+			return nil
+		case err := <-s.ack.Err():
+			return fmt.Errorf("stage a chunk: %w", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for {
+		var buf []byte
+		if n := len(free); n > 0 {
+			buf, free = free[n-1], free[:n-1]
+		} else {
+			buf = make([]byte, ChunkSize)
+		}
+		n, readErr := io.ReadFull(r, buf)
+		if n > 0 {
+			digest.Write(buf[:n])
+			m := nats.NewMsg(subj)
+			m.Data = buf[:n]
+			ack, err := js.PublishMsgAsync(m)
+			if err != nil {
+				return nil, fmt.Errorf("stage chunk %d: %w", info.Chunks, err)
+			}
+			inFlight = append(inFlight, sent{ack, buf})
+			info.Chunks++
+			info.Size += uint64(n)
+			if len(inFlight) >= MaxInFlight {
+				if err := settle(); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if errors.Is(readErr, io.EOF) || errors.Is(readErr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if readErr != nil {
+			return nil, readErr
+		}
+	}
+	for len(inFlight) > 0 {
+		if err := settle(); err != nil {
+			return nil, err
+		}
+	}
+	info.Digest = jetstream.GetObjectDigestValue(digest)
+	return info, nil
 }
 
 // Reader reads one staged object. Close it.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -26,14 +27,14 @@ func store(t *testing.T) (jetstream.JetStream, jetstream.ObjectStore) {
 }
 
 func TestPutAndRead(t *testing.T) {
-	js, obs := store(t)
+	js, _ := store(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, size := range []int{0, 1, staging.ChunkSize - 1, staging.ChunkSize, 3*staging.ChunkSize + 17} {
 		data := make([]byte, size)
 		_, _ = rand.Read(data)
 		// The writer hands data over in small pieces, as etcd's client does.
-		info, err := staging.Put(ctx, obs, "obj", "test", iotest.HalfReader(bytes.NewReader(data)))
+		info, err := staging.Put(ctx, js, "STAGE", "obj", "test", iotest.HalfReader(bytes.NewReader(data)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,11 +62,11 @@ func TestPutAndRead(t *testing.T) {
 }
 
 func TestPutLeavesNothingWhenTheWriterFails(t *testing.T) {
-	_, obs := store(t)
+	js, obs := store(t)
 	ctx := context.Background()
 	boom := errors.New("snapshot corrupt")
 	r := io.MultiReader(bytes.NewReader(make([]byte, 2*staging.ChunkSize)), iotest.ErrReader(boom))
-	if _, err := staging.Put(ctx, obs, "bad", "test", r); !errors.Is(err, boom) {
+	if _, err := staging.Put(ctx, js, "STAGE", "bad", "test", r); !errors.Is(err, boom) {
 		t.Fatalf("Put err = %v, want %v", err, boom)
 	}
 	if _, err := obs.GetInfo(ctx, "bad"); !errors.Is(err, jetstream.ErrObjectNotFound) {
@@ -77,5 +78,49 @@ func TestOpenMissing(t *testing.T) {
 	js, _ := store(t)
 	if _, err := staging.Open(context.Background(), js, "STAGE", "nope", 1<<20, time.Second); !errors.Is(err, jetstream.ErrObjectNotFound) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Put bounds the chunks in flight: a server whose stream ingest queue holds a quarter of the
+// object, and that fsyncs every write, still takes it (nats.go's ObjectStore.Put sends every
+// chunk at once and fails with "429 too many requests" here). What Put wrote reads back with
+// nats.go's own ObjectStore.Get, and a second put of the name replaces the first and its chunks.
+func TestPutStaysWithinTheServersIngestQueue(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	js := natstest.JetStream(t, func(o *server.Options) {
+		o.SyncAlways = true
+		o.StreamMaxBufferedSize = 16 << 20
+	})
+	obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "STAGE", Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 64<<20)
+	_, _ = rand.Read(data)
+	if _, err := staging.Put(ctx, js, "STAGE", "big", "test", bytes.NewReader(data)); err != nil {
+		t.Fatalf("put of 64 MiB into a 16 MiB ingest queue: %v", err)
+	}
+	again := data[:3*staging.ChunkSize]
+	if _, err := staging.Put(ctx, js, "STAGE", "big", "test", bytes.NewReader(again)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := obs.GetBytes(ctx, "big")
+	if err != nil {
+		t.Fatalf("nats.go cannot read what Put wrote: %v", err)
+	}
+	if !bytes.Equal(got, again) {
+		t.Fatalf("read back %d bytes, want the second put's %d", len(got), len(again))
+	}
+	s, err := js.Stream(ctx, "OBJ_STAGE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(3 + 1); info.State.Msgs != want {
+		t.Fatalf("the bucket holds %d messages, want %d (the first put's chunks purged)", info.State.Msgs, want)
 	}
 }

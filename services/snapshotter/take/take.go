@@ -154,7 +154,7 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	defer resp.Snapshot.Close()
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
-	if _, err := staging.Put(ctx, h.Staging, name, "etcd snapshot of "+req.GetCluster(), v); err != nil {
+	if _, err := staging.Put(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster(), v); err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
 	if !v.Verified() {

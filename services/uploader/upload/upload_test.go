@@ -99,7 +99,7 @@ func setupWith(t *testing.T, forge func(*etcdbackupv1.BackupRequested)) *fixture
 	f.dest = &destinations{s3: f.s3, t: t}
 	req := validRequest()
 	forge(req)
-	if _, err := staging.Put(ctx, obs, bus.MsgID(req), "test", bytes.NewReader(f.snapshot)); err != nil {
+	if _, err := staging.Put(ctx, js, bus.StagingBucket, bus.MsgID(req), "test", bytes.NewReader(f.snapshot)); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(f.snapshot)

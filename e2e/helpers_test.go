@@ -280,7 +280,7 @@ func jetStreamAs(t *testing.T, id bus.Identity) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	js, err := bus.NewJetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}

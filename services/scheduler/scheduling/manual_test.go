@@ -22,7 +22,9 @@ func (oneDestination) Lookup(context.Context, string) (destination.Destination, 
 	return destination.Destination{Name: "s3", BucketName: "b"}, nil
 }
 
-type queue struct{ reqs []*etcdbackupv1.BackupRequested }
+type queue struct {
+	reqs []*etcdbackupv1.BackupRequested
+}
 
 func (q *queue) Enqueue(_ context.Context, r *etcdbackupv1.BackupRequested) error {
 	q.reqs = append(q.reqs, r)

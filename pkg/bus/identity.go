@@ -209,3 +209,25 @@ func concat(lists ...[]string) []string {
 	}
 	return out
 }
+
+// PermissionTable renders the permission table as the Markdown table docs/bus.md holds.
+func PermissionTable() string {
+	var b strings.Builder
+	b.WriteString("| identity | may publish | may subscribe |\n|---|---|---|\n")
+	code := func(l []string) string {
+		q := make([]string, len(l))
+		for i, s := range l {
+			q[i] = "`" + s + "`"
+		}
+		return strings.Join(q, "<br>")
+	}
+	for _, id := range Identities() {
+		p, _ := PermissionsOf(id)
+		sub := code(p.Subscribe)
+		if p.AllowResponses {
+			sub += "<br>(and may answer requests it receives: `allow_responses`)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", id, code(p.Publish), sub)
+	}
+	return b.String()
+}

@@ -79,6 +79,17 @@ func TestDeployConfigGrantsExactlyThePermissionTable(t *testing.T) {
 	}
 }
 
+// docs/bus.md lists exactly the permission table.
+func TestBusDocListsThePermissionTable(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "bus.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), bus.PermissionTable()) {
+		t.Fatalf("docs/bus.md does not hold the permission table; it should read:\n%s", bus.PermissionTable())
+	}
+}
+
 // bench is a server from the deploy's configuration and a way to connect as each identity.
 type bench struct {
 	t     *testing.T

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -107,14 +108,22 @@ func (p *Process) LogTail(n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// FreePort returns a free TCP port on 127.0.0.1.
+// FreePort returns a TCP port on 127.0.0.1 that is free now, chosen below the kernel's
+// ephemeral range (32768 and up on Linux): the port is bound later by another process, and a
+// port from the ephemeral range can meanwhile become the local port of one of the many
+// outgoing connections the sandbox makes (to the API server, NATS, S3), which then makes the
+// later bind fail.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return port, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free port in 20000-31999")
 }
 
 type abortError struct{ error }

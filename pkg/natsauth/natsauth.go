@@ -30,7 +30,8 @@ import (
 const MountDir = "/etc/nats/tls/"
 
 // Credentials are files in Dir: ca.crt, the server's tls.crt and tls.key (for 127.0.0.1 and
-// localhost), and <identity>.nk, each identity's nkey seed. PublicKeys holds each identity's
+// localhost), a client certificate client.crt and client.key (for a server that verifies
+// clients), and <identity>.nk, each identity's nkey seed. PublicKeys holds each identity's
 // public nkey, as the server's configuration names it.
 type Credentials struct {
 	Dir        string
@@ -83,10 +84,29 @@ func NewCredentials(dir string) (*Credentials, error) {
 	if err != nil {
 		return nil, err
 	}
+	cliKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	cliTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "etcdbackup-client"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	cliDER, err := x509.CreateCertificate(rand.Reader, cliTmpl, ca, &cliKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	cliKeyDER, err := x509.MarshalECPrivateKey(cliKey)
+	if err != nil {
+		return nil, err
+	}
 	files := map[string][]byte{
-		"ca.crt":  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
+		"ca.crt":     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		"tls.crt":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
+		"tls.key":    pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
+		"client.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cliDER}),
+		"client.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: cliKeyDER}),
 	}
 	for _, id := range bus.Identities() {
 		kp, err := nkeys.CreateUser()

@@ -397,6 +397,49 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 	})
 }
 
+// With the server verifying clients (verify: true added to the deploy's tls block), a service
+// connects with --nats-tls-cert and --nats-tls-key, and one without a client certificate is
+// refused.
+func TestClientCertificates(t *testing.T) {
+	creds, err := natsauth.NewCredentials(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := deployConfig(t)
+	if !strings.Contains(conf, "tls {\n") {
+		t.Fatal("the deploy's nats.conf has no tls block")
+	}
+	conf = strings.Replace(conf, "tls {\n", "tls {\n  verify: true\n", 1)
+	s, err := creds.Start(conf, natsauth.Options{Port: -1, StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown(); s.WaitForShutdown() })
+	connect := func(n service.NATS) error {
+		if err := n.Validate(); err != nil {
+			return err
+		}
+		opts, err := n.Options(bus.IdentityWatcher)
+		if err != nil {
+			return err
+		}
+		nc, err := nats.Connect(s.ClientURL(), opts...)
+		if err == nil {
+			nc.Close()
+		}
+		return err
+	}
+	n := service.NATS{URL: s.ClientURL(), Creds: creds.Seed(bus.IdentityWatcher), CA: creds.CA(),
+		Cert: filepath.Join(creds.Dir, "client.crt"), Key: filepath.Join(creds.Dir, "client.key")}
+	if err := connect(n); err != nil {
+		t.Fatalf("with a client certificate: %v", err)
+	}
+	n.Cert, n.Key = "", ""
+	if err := connect(n); err == nil {
+		t.Fatal("a client without a certificate connected to a server that verifies clients")
+	}
+}
+
 // isPermissionError reports whether the attempt failed because the server refused it: the
 // error says so, or the server sent the connection a permissions violation.
 func isPermissionError(c *conn, err error) bool {

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -80,42 +79,64 @@ func envName(flagName string) string {
 	return "ETCDBACKUP_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// StringVar defines a string flag whose default comes from its environment variable if set.
+// StringVar defines a string flag that its environment variable may also set (see Parse).
 func StringVar(fs *flag.FlagSet, p *string, name, def, usage string) {
-	if v, ok := os.LookupEnv(envName(name)); ok {
-		def = v
-	}
 	fs.StringVar(p, name, def, usage+" (env "+envName(name)+")")
 }
 
-// IntVar defines an int flag whose default comes from its environment variable if set.
+// IntVar defines an int flag that its environment variable may also set (see Parse).
 func IntVar(fs *flag.FlagSet, p *int, name string, def int, usage string) {
-	if v, ok := os.LookupEnv(envName(name)); ok {
-		if n, err := strconv.Atoi(v); err == nil {
-			def = n
-		}
-	}
 	fs.IntVar(p, name, def, usage+" (env "+envName(name)+")")
 }
 
-// BoolVar defines a bool flag whose default comes from its environment variable if set.
+// BoolVar defines a bool flag that its environment variable may also set (see Parse).
 func BoolVar(fs *flag.FlagSet, p *bool, name string, def bool, usage string) {
-	if v, ok := os.LookupEnv(envName(name)); ok {
-		if b, err := strconv.ParseBool(v); err == nil {
-			def = b
-		}
-	}
 	fs.BoolVar(p, name, def, usage+" (env "+envName(name)+")")
 }
 
-// DurationVar defines a duration flag whose default comes from its environment variable if set.
+// DurationVar defines a duration flag that its environment variable may also set (see
+// Parse); Parse refuses a duration that is not positive.
 func DurationVar(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
-	if v, ok := os.LookupEnv(envName(name)); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			def = d
-		}
-	}
 	fs.DurationVar(p, name, def, usage+" (env "+envName(name)+")")
+}
+
+// Parse parses args, then sets every flag not given on the command line from its environment
+// variable (ETCDBACKUP_<NAME>), and refuses what would otherwise become a silent default: an
+// environment value the flag cannot parse, and a duration that is zero or negative. Errors
+// wrap ErrInvalidOption (flag.ErrHelp is returned as it is).
+func Parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := envName(f.Name)
+		if v, ok := os.LookupEnv(env); ok && !given[f.Name] {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%w: %s=%q: %v", ErrInvalidOption, env, v, err))
+				return
+			}
+		}
+		if g, ok := f.Value.(flag.Getter); ok {
+			if d, isDuration := g.Get().(time.Duration); isDuration && d <= 0 {
+				errs = append(errs, fmt.Errorf("%w: --%s must be positive, got %s", ErrInvalidOption, f.Name, d))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Validate refuses common settings that cannot work.
+func (c *Common) Validate() error {
+	if c.StreamReplicas != 1 && c.StreamReplicas != 3 {
+		return fmt.Errorf("%w: --stream-replicas must be 1 or 3, got %d", ErrInvalidOption, c.StreamReplicas)
+	}
+	if _, err := c.Logger("check"); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+	}
+	return c.NATS.Validate()
 }
 
 // Main runs run with a context cancelled by SIGINT or SIGTERM and exits: 0 when run returns

@@ -9,7 +9,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -84,16 +83,9 @@ func (c *Common) ConnectWorker(ctx context.Context, id bus.Identity, durable str
 	return w, nil
 }
 
-// Run serves the metrics endpoint and runs worker until ctx is done, ready meanwhile.
-func (w *Worker) Run(ctx context.Context, worker *bus.Worker) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.Endpoint.Start(gctx) })
-	g.Go(func() error { return worker.Start(gctx) })
-	w.Endpoint.SetReady(true)
-	w.Log.Info("ready", "nats", w.NC.ConnectedUrlRedacted())
-	err := g.Wait()
-	w.Endpoint.SetReady(false)
-	return err
+// Run runs worker and the other parts in the service's wiring shape (see Run).
+func (w *Worker) Run(ctx context.Context, ready func(context.Context) bool, worker *bus.Worker, parts ...Part) error {
+	return Run(ctx, w.Endpoint, w.NC, w.Log, ready, append([]Part{worker.Start}, parts...)...)
 }
 
 // Close closes the NATS connection and flushes pending Events.

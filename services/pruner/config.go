@@ -27,7 +27,10 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second, "first delay before a failed deletion is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between deletion retries")
 	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100, "deliveries of one stored-backup or deletion message before it is given up (a dead letter; a deletion is marked Failed)")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	if c.MaxDeliver < 1 {

@@ -11,7 +11,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/pruner/prune"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
 )
 
@@ -55,11 +54,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return mgr.Start(gctx) })
-	g.Go(func() error { return deleteWorker.Start(gctx) })
-	g.Go(func() error { return w.Run(gctx, storedWorker) })
-	return g.Wait()
+	return w.Run(ctx, mgr.GetCache().WaitForCacheSync, storedWorker, deleteWorker.Start, mgr.Start)
 }
 
 type metrics struct {

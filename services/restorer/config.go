@@ -29,7 +29,10 @@ func parseConfig(args []string) (Config, error) {
 	service.StringVar(fs, &c.Step.Command, "restore-step-command", "/restore-step", "path of the restore-step program in that image")
 	service.StringVar(fs, &c.Step.DataDir, "etcd-data-dir", "/var/run/etcd/pod_$(POD_NAME)", "a member's data dir in the etcd container; $(POD_NAME) is the pod's name")
 	service.StringVar(fs, &c.Step.PeerURL, "etcd-peer-url", "http://{pod}.etcd.{namespace}.svc.cluster.local:2380", "a member's peer URL; {pod}, {statefulset} and {namespace} are replaced (Cluster annotation etcdbackup.k8c.io/etcd-peer-urls overrides)")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	c.CredentialsNamespace = c.SeedNamespace

@@ -14,7 +14,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -67,17 +66,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("restorer controller: %w", err)
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return endpoint.Start(gctx) })
-	g.Go(func() error { return mgr.Start(gctx) })
-	g.Go(func() error {
-		if mgr.GetCache().WaitForCacheSync(gctx) {
-			endpoint.SetReady(true)
-			log.Info("ready", "leader_elect", cfg.LeaderElect)
-		}
-		return nil
-	})
-	return g.Wait()
+	return service.Run(ctx, endpoint, nc, log, mgr.GetCache().WaitForCacheSync, mgr.Start)
 }
 
 // restoresOf maps a Cluster to the unfinished EtcdRestores of it: a lock released, a feature

@@ -26,7 +26,10 @@ func parseConfig(args []string) (Config, error) {
 	service.IntVar(fs, &c.StatusWriters, "status-writers", 4, "status events applied at once by one replica")
 	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 50, "deliveries of one status event before it is given up (a dead letter, logged and counted)")
 	service.DurationVar(fs, &c.TriggerMinInterval, "trigger-min-interval", time.Minute, "least time between two manual backups of one config; the trigger refuses earlier ones")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	if c.MaxDeliver < 1 {

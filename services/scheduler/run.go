@@ -15,7 +15,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/services/scheduler/statuswriter"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/trigger"
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/sync/errgroup"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -108,22 +107,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	triggers := trigger.New(nc, planner, time.Now, log)
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return mgr.Start(gctx) })
-	g.Go(func() error {
-		if !mgr.GetCache().WaitForCacheSync(gctx) {
-			return gctx.Err()
-		}
-		endpoint.SetReady(true)
-		log.Info("scheduler ready", "nats", nc.ConnectedUrlRedacted())
-		return nil
-	})
-	g.Go(func() error { return worker.Start(gctx) })
-	g.Go(func() error { return triggers.Start(gctx) })
-	g.Go(func() error { return endpoint.Start(gctx) })
-	err = g.Wait()
-	endpoint.SetReady(false)
-	return err
+	return service.Run(ctx, endpoint, nc, log, mgr.GetCache().WaitForCacheSync, mgr.Start, worker.Start, triggers.Start)
 }
 
 // clusterIndex indexes EtcdBackupConfigs by spec.cluster.name.

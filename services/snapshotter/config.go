@@ -24,7 +24,10 @@ func parseConfig(args []string) (Config, error) {
 	service.IntVar(fs, &c.MaxAttempts, "max-attempts", 3, "deliveries of a backup request before its backup is marked Failed")
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 5*time.Second, "delay before a failed snapshot is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.MemberTimeout, "member-timeout", 5*time.Second, "timeout of one etcd member's health check")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	if c.MaxAttempts < 1 {

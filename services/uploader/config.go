@@ -39,7 +39,10 @@ func parseConfig(args []string) (Config, error) {
 	service.IntVar(fs, &c.StagingMiB, "staging-read-mib", 8, "MiB of staged snapshot chunks in flight to one upload")
 	service.DurationVar(fs, &c.StagingIdle, "staging-idle-timeout", time.Minute, "how long a staged chunk may take to arrive before the upload is retried")
 	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100, "deliveries of one staged snapshot before its backup is marked Failed (a dead letter)")
-	if err := fs.Parse(args); err != nil {
+	if err := service.Parse(fs, args); err != nil {
+		return Config{}, err
+	}
+	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	if c.MaxDeliver < 1 {

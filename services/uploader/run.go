@@ -41,7 +41,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return w.Run(ctx, worker)
+	return w.Run(ctx, nil, worker)
 }
 
 func newMetrics(r prometheus.Registerer) upload.Metrics {

@@ -8,18 +8,27 @@ import (
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 )
 
-// The kustomize base and the samples apply to a real API server (server-side dry run), and the
-// base holds what a deployment needs: every CRD, a Deployment per service and NATS.
+// The kustomize base holds no CRDs; the standalone overlay adds this project's, the kkp overlay
+// none (KKP's stay) and names the Seed once per Deployment. Both overlays and the samples apply
+// to a real API server (server-side dry run), with every Deployment, RBAC, NATS and its policy.
 func TestDeployManifestsApply(t *testing.T) {
 	root, err := sandbox.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	base := filepath.Join(root, "deploy", "k8s")
-	out := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", base)
-	for _, want := range []string{
-		"customresourcedefinition.apiextensions.k8s.io/etcdbackupconfigs.kubermatic.k8c.io",
-		"customresourcedefinition.apiextensions.k8s.io/etcdrestores.kubermatic.k8c.io",
+	if out := mustKubectl(t, nil, "kustomize", base); strings.Contains(out, "kind: CustomResourceDefinition") {
+		t.Error("the base deploy/k8s holds CRDs")
+	}
+	kkp := filepath.Join(root, "deploy", "overlays", "kkp")
+	rendered := mustKubectl(t, nil, "kustomize", kkp)
+	if strings.Contains(rendered, "kind: CustomResourceDefinition") {
+		t.Error("the kkp overlay holds CRDs: it would replace KKP's")
+	}
+	if n := strings.Count(rendered, "name: ETCDBACKUP_SEED_NAME\n"); n != 5 {
+		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 5 Deployments", n)
+	}
+	services := []string{
 		"deployment.apps/etcdbackup-scheduler",
 		"deployment.apps/etcdbackup-snapshotter",
 		"deployment.apps/etcdbackup-uploader",
@@ -31,10 +40,25 @@ func TestDeployManifestsApply(t *testing.T) {
 		"networkpolicy.networking.k8s.io/etcdbackup-nats",
 		"clusterrole.rbac.authorization.k8s.io/etcdbackup-snapshotter",
 		"role.rbac.authorization.k8s.io/etcdbackup-uploader",
-	} {
-		if !strings.Contains(out, want) {
-			t.Errorf("dry run of deploy/k8s lacks %s:\n%s", want, out)
+	}
+	crds := []string{
+		"customresourcedefinition.apiextensions.k8s.io/etcdbackupconfigs.kubermatic.k8c.io",
+		"customresourcedefinition.apiextensions.k8s.io/etcdrestores.kubermatic.k8c.io",
+	}
+	standalone := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(root, "deploy", "overlays", "standalone"))
+	for _, want := range append(services, crds...) {
+		if !strings.Contains(standalone, want) {
+			t.Errorf("dry run of the standalone overlay lacks %s:\n%s", want, standalone)
 		}
+	}
+	out := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", kkp)
+	for _, want := range services {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run of the kkp overlay lacks %s:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "customresourcedefinition") {
+		t.Errorf("dry run of the kkp overlay touches CRDs:\n%s", out)
 	}
 	samples := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(base, "samples"))
 	for _, want := range []string{"seed.kubermatic.k8c.io/kubermatic", "etcdbackupconfig.kubermatic.k8c.io/daily-backup", "secret/s3-credentials"} {

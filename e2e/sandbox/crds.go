@@ -16,7 +16,7 @@ import (
 
 // InstallCRDs creates every CRD in dir (YAML files) and waits until each is Established.
 func InstallCRDs(ctx context.Context, c client.Client, dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	files, err := filepath.Glob(filepath.Join(dir, "kubermatic.k8c.io_*.yaml"))
 	if err != nil || len(files) == 0 {
 		return fmt.Errorf("no CRDs in %s: %v", dir, err)
 	}

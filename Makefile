@@ -10,7 +10,7 @@ export ETCDBACKUP_BIN := $(BIN)
 
 SERVICES := scheduler snapshotter uploader pruner restorer
 MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
-TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/versitygw $(BIN)/nats
+TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 
 .PHONY: all build images tools generate verify test test-unit test-e2e run bench clean
@@ -29,11 +29,11 @@ images:
 
 tools: $(TOOLS) $(GENERATORS)
 
-$(BIN)/kube-apiserver $(BIN)/kubectl &: tools/kube/go.mod tools/kube/go.sum
+$(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager &: tools/kube/go.mod tools/kube/go.sum
 	@mkdir -p $(BIN)
-	@echo "building kube-apiserver and kubectl v1.37.2 (about 8 minutes on 2 cores the first time)"
-	cd tools/kube && GOWORK=off go build -o $(BIN)/ ./cmd/kube-apiserver ./cmd/kubectl
-	@touch $(BIN)/kube-apiserver $(BIN)/kubectl
+	@echo "building kube-apiserver, kube-controller-manager and kubectl v1.37.2 (about 10 minutes on 2 cores the first time)"
+	cd tools/kube && GOWORK=off go build -o $(BIN)/ ./cmd/kube-apiserver ./cmd/kubectl ./cmd/kube-controller-manager
+	@touch $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager
 
 $(BIN)/versitygw $(BIN)/nats &: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)

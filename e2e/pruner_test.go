@@ -14,6 +14,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/minio/minio-go/v7"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -406,5 +407,38 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	}
 	if keys := bucketKeys(t, ctx, done); len(keys) != 0 {
 		t.Fatalf("prefix not empty: %v", keys)
+	}
+}
+
+// Deleting a cluster's namespace deletes its configs through kube-controller-manager's real
+// namespace controller: every backup of them is deleted from the bucket before the config, and
+// so the namespace, goes.
+func TestNamespaceDeletionDeletesItsBackups(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	const cluster = "nsdelete1"
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
+	cfg := newConfig(t, ctx, cluster, "gone-with-ns", "@every 24h", "", 5)
+	reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		b, ok := entry(c, reply.GetBackupName())
+		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+	})
+	if keys := bucketKeys(t, ctx, done); len(keys) != 1 {
+		t.Fatalf("bucket holds %v before the namespace is deleted", keys)
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cfg.Namespace}}
+	if err := env.Client.Delete(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	err := sandbox.Poll(ctx, 120*time.Second, 200*time.Millisecond, func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(ns), ns)
+		return apierrors.IsNotFound(err), err
+	})
+	if err != nil {
+		t.Fatalf("namespace %s did not go: %v", cfg.Namespace, err)
+	}
+	if keys := bucketKeys(t, ctx, done); len(keys) != 0 {
+		t.Fatalf("the namespace went, its backups stayed: %v", keys)
 	}
 }

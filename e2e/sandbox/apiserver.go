@@ -71,7 +71,7 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 		"--token-auth-file=" + filepath.Join(dir, "tokens.csv"),
 		"--authorization-mode=RBAC",
 		// No kube-controller-manager runs here to release PVCs from their protection finalizer.
-		"--disable-admission-plugins=ServiceAccount,StorageObjectInUseProtection",
+		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		"--endpoint-reconciler-type=none",
 	}

@@ -63,6 +63,8 @@ type Env struct {
 	DemoEtcd  *etcdtest.Etcd
 	Client    client.Client
 	Services  []*Service
+	// ControllerManager is kube-controller-manager (see ControllerManagerControllers).
+	ControllerManager *Process
 }
 
 // Service is a running service process.
@@ -95,6 +97,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, err
 	}
 	if err := InstallCRDs(ctx, e.Client, filepath.Join(root, "deploy", "k8s", "crds")); err != nil {
+		return nil, err
+	}
+	if e.ControllerManager, err = StartControllerManager(ctx, opts.Dir, opts.ToolDir, e.API, e.Client); err != nil {
 		return nil, err
 	}
 	if err := e.startNATS(root); err != nil {
@@ -294,6 +299,9 @@ func (e *Env) Close() {
 	if e.NATS != nil {
 		e.NATS.Shutdown()
 		e.NATS.WaitForShutdown()
+	}
+	if e.ControllerManager != nil {
+		_ = e.ControllerManager.Stop()
 	}
 	if e.API != nil {
 		e.API.Stop()

@@ -34,10 +34,11 @@ import (
 const EtcdStatefulSet = "etcd"
 
 // Kubelet plays, for one cluster namespace, the parts of Kubernetes the sandbox lacks: the
-// StatefulSet controller (PVCs and pods of the etcd StatefulSet), the garbage collector (pods
-// of a deleted StatefulSet) and the kubelet (PVC volumes as host dirs; init containers run as
-// the real restore-step program; etcd members as embedded etcd servers on the pods' data
-// dirs, at the URLs the Cluster's annotations name; readiness reported through the API).
+// StatefulSet controller (PVCs and pods of the etcd StatefulSet) and the kubelet (PVC volumes
+// as host dirs; init containers run as the real restore-step program; etcd members as
+// embedded etcd servers on the pods' data dirs, at the URLs the Cluster's annotations name;
+// readiness reported through the API). The real kube-controller-manager's garbage collector
+// deletes the pods of a deleted StatefulSet, and its PVC protection releases deleted PVCs.
 type Kubelet struct {
 	env     *Env
 	Cluster string
@@ -262,16 +263,7 @@ func (k *Kubelet) sync(ctx context.Context) error {
 			k.stopMembers()
 			k.mu.Unlock()
 		}
-		// The garbage collector deletes the pods of a deleted StatefulSet.
-		var pods corev1.PodList
-		if err := c.List(ctx, &pods, client.InNamespace(k.NS), client.MatchingLabels{"app": "etcd"}); err != nil {
-			return err
-		}
-		if len(pods.Items) > 0 {
-			if err := c.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(k.NS), client.MatchingLabels{"app": "etcd"}, client.GracePeriodSeconds(0)); err != nil {
-				return err
-			}
-		}
+		// kube-controller-manager's garbage collector deletes the pods.
 		return k.removeVolumesOfDeletedClaims(ctx)
 	}
 	if running == sts.UID {

@@ -55,4 +55,3 @@ func StartControllerManager(ctx context.Context, dir, toolDir string, api *APISe
 	}
 	return p, nil
 }
-

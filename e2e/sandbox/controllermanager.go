@@ -14,10 +14,11 @@ import (
 )
 
 // ControllerManagerControllers are the real Kubernetes controllers the sandbox runs: the
-// garbage collector (a deleted StatefulSet's pods go), the namespace controller (a deleted
-// namespace empties and goes) and PVC protection (a PVC goes once no pod uses it). The
-// StatefulSet controller is still played by the test Kubelet.
-var ControllerManagerControllers = []string{"garbagecollector", "namespace", "pvc-protection"}
+// StatefulSet controller (an etcd StatefulSet's PVCs and pods, and its rollouts), the garbage
+// collector (a deleted StatefulSet's pods go), the namespace controller (a deleted namespace
+// empties and goes) and PVC protection (a PVC goes once no pod uses it). The test Kubelet runs
+// the pods.
+var ControllerManagerControllers = []string{"statefulset", "garbagecollector", "namespace", "pvc-protection"}
 
 // StartControllerManager runs kube-controller-manager against the API server and returns once
 // its namespace controller has deleted a namespace (so its discovery and informers run).

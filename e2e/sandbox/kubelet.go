@@ -33,12 +33,13 @@ import (
 // EtcdStatefulSet is the name KKP gives a cluster's etcd StatefulSet.
 const EtcdStatefulSet = "etcd"
 
-// Kubelet plays, for one cluster namespace, the parts of Kubernetes the sandbox lacks: the
-// StatefulSet controller (PVCs and pods of the etcd StatefulSet) and the kubelet (PVC volumes
-// as host dirs; init containers run as the real restore-step program; etcd members as
-// embedded etcd servers on the pods' data dirs, at the URLs the Cluster's annotations name;
-// readiness reported through the API). The real kube-controller-manager's garbage collector
-// deletes the pods of a deleted StatefulSet, and its PVC protection releases deleted PVCs.
+// Kubelet plays, for one cluster namespace, the one part of Kubernetes nothing here can do:
+// running pods. PVC volumes are host dirs; init containers run as the real restore-step
+// program; etcd members are embedded etcd servers on the pods' data dirs, at the URLs the
+// Cluster's annotations name; readiness is reported through the API. The real
+// kube-controller-manager does the rest: its StatefulSet controller creates the PVCs and pods
+// and rolls them, its garbage collector deletes the pods of a deleted StatefulSet, and its PVC
+// protection releases deleted PVCs.
 type Kubelet struct {
 	env     *Env
 	Cluster string
@@ -267,13 +268,9 @@ func (k *Kubelet) sync(ctx context.Context) error {
 		return k.removeVolumesOfDeletedClaims(ctx)
 	}
 	if running == sts.UID {
-		// A changed template rolls the pods; the members here keep running and report the
-		// rollout done, as a StatefulSet controller would once the new pods are ready.
-		if sts.Status.ObservedGeneration < sts.Generation {
-			sts.Status.ObservedGeneration = sts.Generation
-			return c.Status().Update(ctx, &sts)
-		}
-		return nil
+		// A changed template rolls the pods: the StatefulSet controller replaces them one by
+		// one; the members here keep running, and each new pod is reported ready.
+		return k.reportPodsReady(ctx, &sts)
 	}
 	if time.Now().Before(k.retryAt) {
 		return nil
@@ -315,12 +312,21 @@ func (k *Kubelet) start(ctx context.Context, sts *appsv1.StatefulSet) error {
 	}
 	members := make([]member, n)
 	for i := range n {
+		// The StatefulSet controller creates the PVC and the pod; until it has, wait.
 		podName := fmt.Sprintf("%s-%d", sts.Name, i)
-		pvc, err := k.claim(ctx, sts, podName)
+		var pvc corev1.PersistentVolumeClaim
+		err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: sts.Spec.VolumeClaimTemplates[0].Name + "-" + podName}, &pvc)
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		pod, err := k.pod(ctx, sts, podName, pvc.Name)
+		pod := &corev1.Pod{}
+		err = k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: podName}, pod)
+		if apierrors.IsNotFound(err) || err == nil && (!metav1.IsControlledBy(pod, sts) || pod.DeletionTimestamp != nil) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -392,47 +398,34 @@ func (k *Kubelet) start(ctx context.Context, sts *appsv1.StatefulSet) error {
 			return err
 		}
 	}
-	sts.Status = appsv1.StatefulSetStatus{
-		ObservedGeneration: sts.Generation, Replicas: int32(n), ReadyReplicas: int32(n),
-		CurrentReplicas: int32(n), UpdatedReplicas: int32(n), AvailableReplicas: int32(n),
-	}
-	return k.env.Client.Status().Update(ctx, sts)
+	return nil
 }
 
-func (k *Kubelet) claim(ctx context.Context, sts *appsv1.StatefulSet, podName string) (*corev1.PersistentVolumeClaim, error) {
-	tmpl := sts.Spec.VolumeClaimTemplates[0]
-	pvc := &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: tmpl.Name + "-" + podName, Namespace: k.NS, Labels: tmpl.Labels},
-		Spec:       tmpl.Spec,
+// reportPodsReady reports every pod of the running StatefulSet ready that is not yet.
+func (k *Kubelet) reportPodsReady(ctx context.Context, sts *appsv1.StatefulSet) error {
+	var pods corev1.PodList
+	if err := k.env.Client.List(ctx, &pods, client.InNamespace(k.NS), client.MatchingLabels(sts.Spec.Selector.MatchLabels)); err != nil {
+		return err
 	}
-	err := k.env.Client.Get(ctx, client.ObjectKeyFromObject(pvc), pvc)
-	if apierrors.IsNotFound(err) {
-		err = k.env.Client.Create(ctx, pvc)
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if !metav1.IsControlledBy(p, sts) || p.DeletionTimestamp != nil || podReady(p) {
+			continue
+		}
+		if err := k.reportReady(ctx, p); err != nil {
+			return err
+		}
 	}
-	return pvc, err
+	return nil
 }
 
-func (k *Kubelet) pod(ctx context.Context, sts *appsv1.StatefulSet, name, claim string) (*corev1.Pod, error) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: k.NS, Labels: sts.Spec.Template.Labels,
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "StatefulSet", Name: sts.Name, UID: sts.UID, Controller: ptr.To(true)}},
-		},
-		Spec: *sts.Spec.Template.Spec.DeepCopy(),
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue && p.Status.Phase == corev1.PodRunning
+		}
 	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: sts.Spec.VolumeClaimTemplates[0].Name,
-		VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim}}})
-	var existing corev1.Pod
-	err := k.env.Client.Get(ctx, client.ObjectKeyFromObject(pod), &existing)
-	switch {
-	case err == nil && metav1.IsControlledBy(&existing, sts):
-		return &existing, nil
-	case err == nil:
-		return nil, fmt.Errorf("pod %s of an older StatefulSet is still there", name)
-	case !apierrors.IsNotFound(err):
-		return nil, err
-	}
-	return pod, k.env.Client.Create(ctx, pod)
+	return false
 }
 
 // runInit runs one init container of pod: the restore step is the only one this kubelet knows.

@@ -334,3 +334,17 @@ func triggerWhenAllowed(t *testing.T, ctx context.Context, ns, config string) *e
 	}
 	return reply
 }
+
+// completedBackup makes a config with keep 5 and returns it with its first completed backup.
+func completedBackup(t *testing.T, ctx context.Context, cluster string) (*kubermaticv1.EtcdBackupConfig, kubermaticv1.BackupStatus) {
+	t.Helper()
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
+	cfg := newConfig(t, ctx, cluster, "probe", "@every 24h", "", 5)
+	reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		b, ok := entry(c, reply.GetBackupName())
+		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+	})
+	b, _ := entry(got, reply.GetBackupName())
+	return got, b
+}

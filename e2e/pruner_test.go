@@ -223,7 +223,7 @@ func TestConfigDeletionDeletesAllBackups(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config not released: %v", err)
 	}
-	if keys := bucketKeys(t, ctx, done); len(keys) != 0 {
+	if keys := bucketKeys(t, ctx, cfg); len(keys) != 0 {
 		t.Fatalf("prefix not empty after the config went: %v", keys)
 	}
 }
@@ -405,7 +405,7 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config not released after S3 returned: %v", err)
 	}
-	if keys := bucketKeys(t, ctx, done); len(keys) != 0 {
+	if keys := bucketKeys(t, ctx, cfg); len(keys) != 0 {
 		t.Fatalf("prefix not empty: %v", keys)
 	}
 }
@@ -416,15 +416,8 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 func TestNamespaceDeletionDeletesItsBackups(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
-	const cluster = "nsdelete1"
-	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
-	cfg := newConfig(t, ctx, cluster, "gone-with-ns", "@every 24h", "", 5)
-	reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, reply.GetBackupName())
-		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
-	if keys := bucketKeys(t, ctx, done); len(keys) != 1 {
+	cfg, _ := completedBackup(t, ctx, "nsdelete1")
+	if keys := bucketKeys(t, ctx, cfg); len(keys) != 1 {
 		t.Fatalf("bucket holds %v before the namespace is deleted", keys)
 	}
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cfg.Namespace}}
@@ -438,7 +431,7 @@ func TestNamespaceDeletionDeletesItsBackups(t *testing.T) {
 	if err != nil {
 		t.Fatalf("namespace %s did not go: %v", cfg.Namespace, err)
 	}
-	if keys := bucketKeys(t, ctx, done); len(keys) != 0 {
+	if keys := bucketKeys(t, ctx, cfg); len(keys) != 0 {
 		t.Fatalf("the namespace went, its backups stayed: %v", keys)
 	}
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -61,37 +60,30 @@ func TestStagingIsUnreadableButToItsTwoServices(t *testing.T) {
 // subscribeRefused subscribes as id and expects the server to refuse.
 func subscribeRefused(t *testing.T, id bus.Identity, subject string) error {
 	t.Helper()
-	errs := make(chan error, 4)
-	nc, err := env.NATSClient(id, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
-	if err != nil {
+	return refused(t, id, "subscribe to "+subject, func(nc *nats.Conn) error {
+		_, err := nc.SubscribeSync(subject)
 		return err
-	}
-	defer nc.Close()
-	if _, err := nc.SubscribeSync(subject); err != nil {
-		return err
-	}
-	_ = nc.Flush()
-	select {
-	case err := <-errs:
-		if errors.Is(err, nats.ErrPermissionViolation) {
-			return nil
-		}
-		return fmt.Errorf("%s subscribing to %s: %v", id, subject, err)
-	case <-time.After(5 * time.Second):
-		return fmt.Errorf("%s may subscribe to %s", id, subject)
-	}
+	})
 }
 
 // publishRefused publishes as id and expects the server to refuse.
 func publishRefused(t *testing.T, id bus.Identity, subject string, data []byte) error {
 	t.Helper()
+	return refused(t, id, "publish on "+subject, func(nc *nats.Conn) error { return nc.Publish(subject, data) })
+}
+
+// refused does what as id and expects the server to answer with a permissions violation (a
+// refused publish or subscription is not an error of the call itself: the server says so on
+// the connection).
+func refused(t *testing.T, id bus.Identity, what string, do func(*nats.Conn) error) error {
+	t.Helper()
 	errs := make(chan error, 4)
 	nc, err := env.NATSClient(id, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errs <- err }))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	if err := nc.Publish(subject, data); err != nil {
+	if err := do(nc); err != nil {
 		return err
 	}
 	_ = nc.Flush()
@@ -100,24 +92,10 @@ func publishRefused(t *testing.T, id bus.Identity, subject string, data []byte) 
 		if errors.Is(err, nats.ErrPermissionViolation) {
 			return nil
 		}
-		return fmt.Errorf("%s publishing on %s: %v", id, subject, err)
+		return fmt.Errorf("%s: %s: %v", id, what, err)
 	case <-time.After(5 * time.Second):
-		return fmt.Errorf("%s may publish on %s", id, subject)
+		return fmt.Errorf("%s may %s", id, what)
 	}
-}
-
-// completedBackup makes a config with keep 5 and returns it with its first completed backup.
-func completedBackup(t *testing.T, ctx context.Context, cluster string) (*kubermaticv1.EtcdBackupConfig, kubermaticv1.BackupStatus) {
-	t.Helper()
-	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
-	cfg := newConfig(t, ctx, cluster, "probe", "@every 24h", "", 5)
-	reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
-	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, reply.GetBackupName())
-		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
-	b, _ := entry(got, reply.GetBackupName())
-	return got, b
 }
 
 // Probe 2: a forged deletion of a real, Completed backup. Who may not publish deletions is

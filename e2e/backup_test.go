@@ -29,7 +29,6 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 func corev1Ref(cluster string) corev1.ObjectReference {
@@ -72,7 +71,7 @@ func TestScheduledBackupsEndToEnd(t *testing.T) {
 	})
 
 	t.Run("status lists backups as the seed shows", func(t *testing.T) {
-		if c := condition(cfg); c == nil || c.Status != metav1.ConditionTrue || c.Reason != kubermaticv1.ReasonScheduled {
+		if c := condition(cfg); c == nil || c.Status != corev1.ConditionTrue || c.Reason != kubermaticv1.ReasonScheduled {
 			t.Fatalf("SchedulingActive = %+v", c)
 		}
 		seen := map[string]bool{}

@@ -19,7 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	eventsv1 "k8s.io/api/events/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -108,8 +108,8 @@ func entry(cfg *kubermaticv1.EtcdBackupConfig, backup string) (kubermaticv1.Back
 	return kubermaticv1.BackupStatus{}, false
 }
 
-func condition(cfg *kubermaticv1.EtcdBackupConfig) *metav1.Condition {
-	return meta.FindStatusCondition(cfg.Status.Conditions, kubermaticv1.ConditionSchedulingActive)
+func condition(cfg *kubermaticv1.EtcdBackupConfig) *kubermaticv1.EtcdBackupConfigCondition {
+	return cfg.Status.Condition(kubermaticv1.ConditionSchedulingActive)
 }
 
 // newConfig creates an EtcdBackupConfig in the cluster's namespace and deletes it when the
@@ -290,14 +290,14 @@ func jetStreamAs(t *testing.T, id bus.Identity) jetstream.JetStream {
 // schedulingActive is a waitConfig condition: the config's SchedulingActive is True.
 func schedulingActive(c *kubermaticv1.EtcdBackupConfig) bool {
 	cond := condition(c)
-	return cond != nil && cond.Status == metav1.ConditionTrue
+	return cond != nil && cond.Status == corev1.ConditionTrue
 }
 
 // blockedBy is a waitConfig condition: SchedulingActive is False with reason.
 func blockedBy(reason string) func(*kubermaticv1.EtcdBackupConfig) bool {
 	return func(c *kubermaticv1.EtcdBackupConfig) bool {
 		cond := condition(c)
-		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == reason
+		return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == reason
 	}
 }
 

@@ -16,7 +16,6 @@ import (
 	"github.com/minio/minio-go/v7"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -386,8 +385,8 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 		t.Fatal(err)
 	}
 	blocked := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition BackupsDeleted=False DestinationUnreachable", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := meta.FindStatusCondition(c.Status.Conditions, kubermaticv1.ConditionBackupsDeleted)
-		return cond != nil && cond.Status == metav1.ConditionFalse && cond.Reason == "DestinationUnreachable"
+		cond := c.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
+		return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == "DestinationUnreachable"
 	})
 	if len(blocked.Finalizers) != 1 {
 		t.Fatalf("finalizer dropped while the destination was unreachable: %v", blocked.Finalizers)

@@ -82,20 +82,81 @@ type EtcdBackupConfigSpec struct {
 	Destination string `json:"destination,omitempty"`
 }
 
-// EtcdBackupConfigStatus lists the config's backups and whether scheduling is active.
+// EtcdBackupConfigStatus lists the config's backups and whether scheduling is active. Its
+// shape is KKP's own (currentBackups, conditions as a map keyed by type), so the services'
+// status writes stand under KKP's CRD too; lastBackups, the seed document's name for the same
+// list, is written alongside for this project's CRD (KKP's prunes it).
 type EtcdBackupConfigStatus struct {
-	// LastBackups lists the backups of this config, oldest first.
+	// CurrentBackups lists the backups of this config, oldest first (KKP's name).
+	// +optional
+	CurrentBackups []BackupStatus `json:"currentBackups,omitempty"`
+	// LastBackups is the same list under the seed document's name.
 	// +optional
 	LastBackups []BackupStatus `json:"lastBackups,omitempty"`
-	// LastBackupName and LastBackupPhase summarise the newest entry of LastBackups.
+	// LastBackupName and LastBackupPhase summarise the newest entry.
 	// +optional
 	LastBackupName string `json:"lastBackupName,omitempty"`
 	// +optional
 	LastBackupPhase string `json:"lastBackupPhase,omitempty"`
+	// Conditions, keyed by type, as KKP keeps them.
 	// +optional
-	// +listType=map
-	// +listMapKey=type
-	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	Conditions map[string]EtcdBackupConfigCondition `json:"conditions,omitempty"`
+}
+
+// EtcdBackupConfigCondition is one condition of a config, in KKP's shape.
+type EtcdBackupConfigCondition struct {
+	// Status of the condition: True, False or Unknown.
+	Status corev1.ConditionStatus `json:"status"`
+	// LastHeartbeatTime is when the condition was last written.
+	LastHeartbeatTime metav1.Time `json:"lastHeartbeatTime"`
+	// LastTransitionTime is when the status last changed.
+	// +optional
+	LastTransitionTime metav1.Time `json:"lastTransitionTime,omitempty"`
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// Backups is the config's list of backups: currentBackups, or lastBackups on an object written
+// before both were.
+func (s *EtcdBackupConfigStatus) Backups() []BackupStatus {
+	if len(s.CurrentBackups) > 0 {
+		return s.CurrentBackups
+	}
+	return s.LastBackups
+}
+
+// SetBackups writes the list under both names.
+func (s *EtcdBackupConfigStatus) SetBackups(b []BackupStatus) {
+	s.CurrentBackups = b
+	s.LastBackups = append([]BackupStatus(nil), b...)
+}
+
+// Condition returns the condition of type t, or nil.
+func (s *EtcdBackupConfigStatus) Condition(t string) *EtcdBackupConfigCondition {
+	if c, ok := s.Conditions[t]; ok {
+		return &c
+	}
+	return nil
+}
+
+// SetCondition sets the condition of type t and reports whether anything changed; an
+// unchanged condition is left as it is (no write just for a heartbeat).
+func (s *EtcdBackupConfigStatus) SetCondition(t string, status corev1.ConditionStatus, reason, message string, now metav1.Time) bool {
+	prev, had := s.Conditions[t]
+	if had && prev.Status == status && prev.Reason == reason && prev.Message == message {
+		return false
+	}
+	c := EtcdBackupConfigCondition{Status: status, LastHeartbeatTime: now, LastTransitionTime: now, Reason: reason, Message: message}
+	if had && prev.Status == status {
+		c.LastTransitionTime = prev.LastTransitionTime
+	}
+	if s.Conditions == nil {
+		s.Conditions = map[string]EtcdBackupConfigCondition{}
+	}
+	s.Conditions[t] = c
+	return true
 }
 
 // BackupStatus is one backup of a config and, once retention removes it, its deletion.

@@ -3,7 +3,10 @@ package v1
 import (
 	"os"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -40,5 +43,28 @@ func TestKeepCount(t *testing.T) {
 		if got := c.KeepCount(); got != tc.want {
 			t.Fatalf("KeepCount = %d, want %d", got, tc.want)
 		}
+	}
+}
+
+// Conditions keep KKP's shape: a change stamps heartbeat and transition; the same status with
+// another reason keeps the transition time; an unchanged condition is not rewritten.
+func TestSetCondition(t *testing.T) {
+	var st EtcdBackupConfigStatus
+	t0 := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	t1 := metav1.NewTime(t0.Add(time.Minute))
+	if !st.SetCondition(ConditionSchedulingActive, corev1.ConditionTrue, ReasonScheduled, "on", t0) {
+		t.Fatal("a new condition did not change status")
+	}
+	if st.SetCondition(ConditionSchedulingActive, corev1.ConditionTrue, ReasonScheduled, "on", t1) {
+		t.Fatal("an unchanged condition changed status")
+	}
+	st.SetCondition(ConditionSchedulingActive, corev1.ConditionTrue, ReasonOneTimeBackup, "once", t1)
+	c := st.Condition(ConditionSchedulingActive)
+	if c == nil || !c.LastTransitionTime.Equal(&t0) || !c.LastHeartbeatTime.Equal(&t1) || c.Reason != ReasonOneTimeBackup {
+		t.Fatalf("condition %+v", c)
+	}
+	st.SetCondition(ConditionSchedulingActive, corev1.ConditionFalse, ReasonClusterPaused, "paused", t1)
+	if c := st.Condition(ConditionSchedulingActive); !c.LastTransitionTime.Equal(&t1) {
+		t.Fatalf("a status change kept the old transition time: %+v", c)
 	}
 }

@@ -12,7 +12,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -83,9 +82,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // setCondition records on a config being deleted why it is still there.
 func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, reason, message string, warning bool) {
 	patched := cfg.DeepCopy()
-	changed := meta.SetStatusCondition(&patched.Status.Conditions, metav1.Condition{
-		Type: kubermaticv1.ConditionBackupsDeleted, Status: metav1.ConditionFalse, Reason: reason, Message: message, ObservedGeneration: cfg.Generation,
-	})
+	changed := patched.Status.SetCondition(kubermaticv1.ConditionBackupsDeleted, corev1.ConditionFalse, reason, message, metav1.Now())
 	if !changed {
 		return
 	}

@@ -75,7 +75,7 @@ type Decision struct {
 func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
 	var d Decision
 	entries := map[string]kubermaticv1.BackupStatus{}
-	for _, e := range cfg.Status.LastBackups {
+	for _, e := range cfg.Status.Backups() {
 		entries[e.BackupName] = e
 	}
 	inBucket := map[string]bool{}
@@ -97,7 +97,7 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
 	// Entries count only when their name is a backup name of this config, and a Failed
 	// entry's deletion never deletes an object: an object in the bucket is ranked by count
 	// like every other.
-	for _, e := range cfg.Status.LastBackups {
+	for _, e := range cfg.Status.Backups() {
 		scheduled, ok := backupname.Parse(cfg.Name, e.BackupName)
 		switch {
 		case !ok, e.DeletePhase == kubermaticv1.PhaseCompleted:

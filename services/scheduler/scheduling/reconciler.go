@@ -10,7 +10,6 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -83,7 +82,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if cfg.Spec.Schedule == "" {
 		reason, msg = kubermaticv1.ReasonOneTimeBackup, fmt.Sprintf("one-time backup to destination %q", target.Destination.Name)
 	}
-	if err := r.setCondition(ctx, &cfg, condition(&cfg, true, reason, msg)); err != nil {
+	if err := r.setCondition(ctx, &cfg, true, reason, msg); err != nil {
 		return ctrl.Result{}, err
 	}
 	if next.IsZero() {
@@ -95,9 +94,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // block records why a config takes no backups: condition False and, when the condition
 // changes, an Event (Warning for problems a person must fix).
 func (r *Reconciler) block(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b *Blocked) error {
-	prev := meta.FindStatusCondition(cfg.Status.Conditions, kubermaticv1.ConditionSchedulingActive)
-	changed := prev == nil || prev.Status != "False" || prev.Reason != b.Reason || prev.Message != b.Message
-	if err := r.setCondition(ctx, cfg, condition(cfg, false, b.Reason, b.Message)); err != nil {
+	prev := cfg.Status.Condition(kubermaticv1.ConditionSchedulingActive)
+	changed := prev == nil || prev.Status != corev1.ConditionFalse || prev.Reason != b.Reason || prev.Message != b.Message
+	if err := r.setCondition(ctx, cfg, false, b.Reason, b.Message); err != nil {
 		return err
 	}
 	if changed {
@@ -111,15 +110,15 @@ func (r *Reconciler) block(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 	return nil
 }
 
-// setCondition patches the condition into status if it changed, with an optimistic lock so a
-// concurrent status writer's update is never overwritten.
-func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, c metav1.Condition) error {
+// setCondition patches SchedulingActive into status if it changed, with an optimistic lock so
+// a concurrent status writer's update is never overwritten.
+func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, active bool, reason, message string) error {
 	patched := cfg.DeepCopy()
-	if !meta.SetStatusCondition(&patched.Status.Conditions, c) {
+	if !patched.Status.SetCondition(kubermaticv1.ConditionSchedulingActive, condition(active), reason, message, metav1.NewTime(r.Now())) {
 		return nil
 	}
 	if err := r.Client.Status().Patch(ctx, patched, client.MergeFromWithOptions(cfg, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("set condition %s on %s/%s: %w", c.Type, cfg.Namespace, cfg.Name, err)
+		return fmt.Errorf("set condition %s on %s/%s: %w", kubermaticv1.ConditionSchedulingActive, cfg.Namespace, cfg.Name, err)
 	}
 	*cfg = *patched
 	return nil

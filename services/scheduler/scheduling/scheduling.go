@@ -14,7 +14,7 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/schedule"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -166,7 +166,7 @@ func (p *Planner) manualAllowed(cfg *kubermaticv1.EtcdBackupConfig, now time.Tim
 	if cfg.DeletionTimestamp != nil {
 		return fmt.Errorf("etcdbackupconfig %s is being deleted", key)
 	}
-	for _, b := range cfg.Status.LastBackups {
+	for _, b := range cfg.Status.Backups() {
 		if b.BackupPhase == kubermaticv1.PhaseRunning {
 			return fmt.Errorf("backup %s of %s is running; trigger again when it has finished", b.BackupName, key)
 		}
@@ -185,7 +185,7 @@ func (p *Planner) manualAllowed(cfg *kubermaticv1.EtcdBackupConfig, now time.Tim
 
 // Known reports whether status already lists the backup.
 func Known(cfg *kubermaticv1.EtcdBackupConfig, backup string) bool {
-	for _, b := range cfg.Status.LastBackups {
+	for _, b := range cfg.Status.Backups() {
 		if b.BackupName == backup {
 			return true
 		}
@@ -198,7 +198,7 @@ func Known(cfg *kubermaticv1.EtcdBackupConfig, backup string) bool {
 // they do (KKP's TooManyBackups). One-time configs never pile up.
 func Piled(cfg *kubermaticv1.EtcdBackupConfig) (int, bool) {
 	n := 0
-	for _, b := range cfg.Status.LastBackups {
+	for _, b := range cfg.Status.Backups() {
 		if b.DeletePhase != kubermaticv1.PhaseCompleted {
 			n++
 		}
@@ -230,17 +230,10 @@ func Due(cfg *kubermaticv1.EtcdBackupConfig, now time.Time) (slot time.Time, due
 	return latest, !Known(cfg, backupname.Backup(cfg.Name, latest)), next, nil
 }
 
-// condition returns the SchedulingActive condition for a config.
-func condition(cfg *kubermaticv1.EtcdBackupConfig, active bool, reason, message string) metav1.Condition {
-	status := metav1.ConditionFalse
+// condition is the SchedulingActive condition's status for active.
+func condition(active bool) corev1.ConditionStatus {
 	if active {
-		status = metav1.ConditionTrue
+		return corev1.ConditionTrue
 	}
-	return metav1.Condition{
-		Type:               kubermaticv1.ConditionSchedulingActive,
-		Status:             status,
-		Reason:             reason,
-		Message:            message,
-		ObservedGeneration: cfg.Generation,
-	}
+	return corev1.ConditionFalse
 }

@@ -49,18 +49,20 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 	if ev.GetBackupName() == "" || phase == "" {
 		return
 	}
+	list := append([]kubermaticv1.BackupStatus(nil), status.Backups()...)
+	defer func() { status.SetBackups(finish(status, list)) }()
 	i := -1
-	for j := range status.LastBackups {
-		if status.LastBackups[j].BackupName == ev.GetBackupName() {
+	for j := range list {
+		if list[j].BackupName == ev.GetBackupName() {
 			i = j
 			break
 		}
 	}
 	if i < 0 {
-		status.LastBackups = append(status.LastBackups, kubermaticv1.BackupStatus{BackupName: ev.GetBackupName()})
-		i = len(status.LastBackups) - 1
+		list = append(list, kubermaticv1.BackupStatus{BackupName: ev.GetBackupName()})
+		i = len(list) - 1
 	}
-	e := &status.LastBackups[i]
+	e := &list[i]
 	at := metav1.NewTime(ev.GetTime().AsTime().UTC().Truncate(1e9))
 
 	fill(&e.JobName, ev.GetJobName())
@@ -71,7 +73,6 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 	}
 	if ev.GetOperation() == etcdbackupv1.Operation_OPERATION_DELETE {
 		mergeDelete(e, ev, phase, at)
-		finish(status)
 		return
 	}
 	// The backup started with the first event of a stage doing the work; the scheduler's
@@ -83,7 +84,6 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 	if advance(&e.BackupPhase, &e.BackupMessage, &e.BackupFinishedTime, phase, ev.GetMessage(), at, working) && phase == kubermaticv1.PhaseCompleted {
 		e.Size, e.SHA256, e.EtcdRevision = int64(ev.GetSize()), ev.GetSha256(), ev.GetRevision()
 	}
-	finish(status)
 }
 
 // mergeDelete applies a deletion event to an entry, with the same rules as backups.
@@ -119,26 +119,27 @@ func earliest(t *metav1.Time, at metav1.Time) {
 	}
 }
 
-// finish sorts the entries, drops the oldest deleted ones beyond MaxDeletedEntries and
-// updates the summary.
-func finish(status *kubermaticv1.EtcdBackupConfigStatus) {
-	sort.SliceStable(status.LastBackups, func(a, b int) bool {
-		x, y := status.LastBackups[a], status.LastBackups[b]
+// finish sorts the entries, drops the oldest deleted ones beyond MaxDeletedEntries, updates
+// the summary and returns the list.
+func finish(status *kubermaticv1.EtcdBackupConfigStatus, list []kubermaticv1.BackupStatus) []kubermaticv1.BackupStatus {
+	sort.SliceStable(list, func(a, b int) bool {
+		x, y := list[a], list[b]
 		if !x.ScheduledTime.Equal(&y.ScheduledTime) {
 			return x.ScheduledTime.Before(&y.ScheduledTime)
 		}
 		return x.BackupName < y.BackupName
 	})
 	deleted := 0
-	for i := len(status.LastBackups) - 1; i >= 0; i-- {
-		if status.LastBackups[i].DeletePhase != kubermaticv1.PhaseCompleted {
+	for i := len(list) - 1; i >= 0; i-- {
+		if list[i].DeletePhase != kubermaticv1.PhaseCompleted {
 			continue
 		}
 		if deleted++; deleted > MaxDeletedEntries {
-			status.LastBackups = append(status.LastBackups[:i], status.LastBackups[i+1:]...)
+			list = append(list[:i], list[i+1:]...)
 		}
 	}
-	summarize(status)
+	summarize(status, list)
+	return list
 }
 
 func fill(dst *string, v string) {
@@ -149,10 +150,10 @@ func fill(dst *string, v string) {
 
 // summarize sets the newest entry's name and phase for kubectl's printer columns, skipping
 // entries already deleted.
-func summarize(s *kubermaticv1.EtcdBackupConfigStatus) {
+func summarize(s *kubermaticv1.EtcdBackupConfigStatus, list []kubermaticv1.BackupStatus) {
 	s.LastBackupName, s.LastBackupPhase = "", ""
-	for i := len(s.LastBackups) - 1; i >= 0; i-- {
-		if b := s.LastBackups[i]; b.DeletePhase != kubermaticv1.PhaseCompleted {
+	for i := len(list) - 1; i >= 0; i-- {
+		if b := list[i]; b.DeletePhase != kubermaticv1.PhaseCompleted {
 			s.LastBackupName, s.LastBackupPhase = b.BackupName, b.BackupPhase
 			return
 		}

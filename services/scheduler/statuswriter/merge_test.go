@@ -2,6 +2,7 @@ package statuswriter
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 var t0 = time.Date(2021, 3, 16, 1, 48, 0, 0, time.UTC)
@@ -177,5 +179,21 @@ func TestMergeIsOrderIndependent(t *testing.T) {
 		if !apiequality.Semantic.DeepEqual(got, want) {
 			t.Fatalf("permutation %d: got %+v, want %+v", i, got, want)
 		}
+	}
+}
+
+// The list is written under KKP's name, currentBackups, and the seed document's, lastBackups;
+// an object written before holds only lastBackups, and is read from it.
+func TestMergeWritesBothListNames(t *testing.T) {
+	var st kubermaticv1.EtcdBackupConfigStatus
+	st.LastBackups = []kubermaticv1.BackupStatus{{BackupName: "old", BackupPhase: kubermaticv1.PhaseCompleted, ScheduledTime: metav1.NewTime(time.Unix(1000, 0))}}
+	ev := &etcdbackupv1.StatusEvent{BackupName: "new", Phase: etcdbackupv1.Phase_PHASE_RUNNING, Stage: etcdbackupv1.Stage_STAGE_SNAPSHOTTER,
+		ScheduledTime: timestamppb.New(time.Unix(2000, 0)), Time: timestamppb.Now()}
+	Merge(&st, ev)
+	if len(st.CurrentBackups) != 2 || st.CurrentBackups[0].BackupName != "old" || st.CurrentBackups[1].BackupName != "new" {
+		t.Fatalf("currentBackups %+v, want old then new", st.CurrentBackups)
+	}
+	if !reflect.DeepEqual(st.CurrentBackups, st.LastBackups) {
+		t.Fatalf("lastBackups %+v differs from currentBackups %+v", st.LastBackups, st.CurrentBackups)
 	}
 }

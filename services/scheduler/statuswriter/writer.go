@@ -80,7 +80,7 @@ func (w *Writer) Handle(ctx context.Context, ev *etcdbackupv1.StatusEvent, d bus
 		trust.Record(w.Events, cfg, d.Subject, err)
 		return err
 	}
-	return w.Apply(ctx, ev)
+	return w.apply(ctx, ev, cfg)
 }
 
 // Allowed checks that the stage an event names published it (the subject's stage), and that
@@ -115,27 +115,32 @@ func Allowed(subject string, ev *etcdbackupv1.StatusEvent) error {
 	return nil
 }
 
-// Apply merges one event into its config's status. A config that no longer exists, or was
-// re-created (other uid), is skipped.
-func (w *Writer) Apply(ctx context.Context, ev *etcdbackupv1.StatusEvent) error {
+// apply merges ev into cfg's status, which the caller has just read and checked (one read per
+// event), and reads the config afresh after a conflict. A config gone or re-created meanwhile
+// (another uid) is skipped.
+func (w *Writer) apply(ctx context.Context, ev *etcdbackupv1.StatusEvent, cfg *kubermaticv1.EtcdBackupConfig) error {
 	key := types.NamespacedName{Namespace: ev.GetConfig().GetNamespace(), Name: ev.GetConfig().GetName()}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		var cfg kubermaticv1.EtcdBackupConfig
-		if err := w.client.Get(ctx, key, &cfg); err != nil {
-			if apierrors.IsNotFound(err) {
-				return nil
+		if cfg == nil {
+			cfg = &kubermaticv1.EtcdBackupConfig{}
+			if err := w.client.Get(ctx, key, cfg); err != nil {
+				if apierrors.IsNotFound(err) {
+					return nil
+				}
+				return fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
 			}
-			return fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
 		}
-		if uid := ev.GetConfig().GetUid(); uid != string(cfg.UID) {
+		current := cfg
+		cfg = nil // a conflict reads afresh
+		if uid := ev.GetConfig().GetUid(); uid != string(current.UID) {
 			return nil
 		}
-		updated := cfg.DeepCopy()
+		updated := current.DeepCopy()
 		Merge(&updated.Status, ev)
-		if apiequality.Semantic.DeepEqual(cfg.Status, updated.Status) {
+		if apiequality.Semantic.DeepEqual(current.Status, updated.Status) {
 			return nil
 		}
-		if err := w.client.Status().Patch(ctx, updated, client.MergeFromWithOptions(&cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := w.client.Status().Patch(ctx, updated, client.MergeFromWithOptions(current, client.MergeFromWithOptimisticLock{})); err != nil {
 			return err
 		}
 		w.log.Debug("status applied", "config", key.String(), "backup", ev.GetBackupName(), "phase", ev.GetPhase().String(), "stage", ev.GetStage().String())

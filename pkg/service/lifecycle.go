@@ -67,13 +67,15 @@ func Run(ctx context.Context, e *Endpoint, nc *nats.Conn, log *slog.Logger, read
 // closeNATS drains nc (pending publishes are flushed, subscriptions finish) and waits for it to
 // close, at most timeout.
 func closeNATS(nc *nats.Conn, timeout time.Duration) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
 	if err := nc.Drain(); err != nil {
 		nc.Close()
 		return
 	}
-	deadline := time.Now().Add(timeout)
-	for !nc.IsClosed() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-closed:
+	case <-time.After(timeout):
+		nc.Close()
 	}
-	nc.Close()
 }

@@ -67,17 +67,17 @@ func (c *Common) ConnectWorker(ctx context.Context, id bus.Identity, durable str
 	w.Events = w.broadcaster.NewRecorder(scheme, "etcdbackup-"+name)
 	w.Bus = bus.NewMetrics(w.Endpoint.Registry())
 	if err := EnsureBus(ctx, js, c.Topology(), id, log); err != nil {
-		nc.Close()
+		w.Close()
 		return nil, err
 	}
 	if _, staging := bus.StreamsOf(id); staging {
 		if w.Staging, err = js.ObjectStore(ctx, bus.StagingBucket); err != nil {
-			nc.Close()
+			w.Close()
 			return nil, fmt.Errorf("open staging bucket: %w", err)
 		}
 	}
 	if w.Consumer, err = bus.Consumer(ctx, js, durable, maxDeliver); err != nil {
-		nc.Close()
+		w.Close()
 		return nil, err
 	}
 	return w, nil

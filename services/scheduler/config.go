@@ -35,8 +35,5 @@ func parseConfig(args []string) (Config, error) {
 	if c.MaxDeliver < 1 {
 		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)
 	}
-	if c.TriggerMinInterval < 0 {
-		return Config{}, fmt.Errorf("trigger-min-interval must not be negative, got %s", c.TriggerMinInterval)
-	}
 	return c, nil
 }

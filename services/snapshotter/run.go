@@ -24,7 +24,6 @@ func run(ctx context.Context, args []string) error {
 		Reader:        w.Kube,
 		Events:        w.Events,
 		JS:            w.JS,
-		Staging:       w.Staging,
 		MaxAttempts:   uint64(cfg.MaxAttempts),
 		MemberTimeout: cfg.MemberTimeout,
 		Log:           w.Log,

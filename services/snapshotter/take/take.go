@@ -40,8 +40,6 @@ type Metrics struct {
 type Handler struct {
 	Reader client.Reader
 	JS     jetstream.JetStream
-	// Staging is the bucket verified snapshots wait in for the uploader.
-	Staging jetstream.ObjectStore
 	// MaxAttempts is how many deliveries a request gets before its backup is Failed.
 	MaxAttempts uint64
 	// Events records a Warning on a config whose message was rejected (nil: none).

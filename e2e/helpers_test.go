@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -221,30 +222,40 @@ func nextSecond(t *testing.T, ctx context.Context, after time.Time) {
 // decoded reply; the CLI path (JSON) is triggerWithCLI.
 func triggerWithProtobuf(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackupReply {
 	t.Helper()
-	nc, err := env.NATSClient(bus.IdentityTrigger)
+	reply, err := trigger(ns, config)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return reply
+}
+
+// trigger sends a manual trigger as binary protobuf as the trigger identity and returns the
+// decoded reply; safe to call from any goroutine.
+func trigger(ns, config string) (*etcdbackupv1.TriggerBackupReply, error) {
+	nc, err := env.NATSClient(bus.IdentityTrigger)
+	if err != nil {
+		return nil, err
 	}
 	defer nc.Close()
 	data, ct, err := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: ns, Config: config}, false)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	msg := nats.NewMsg(bus.SubjectTriggerBackup)
 	msg.Data = data
 	msg.Header.Set(bus.HeaderContentType, ct)
 	resp, err := nc.RequestMsg(msg, 15*time.Second)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if got := resp.Header.Get(bus.HeaderContentType); got != bus.ContentTypeProtobuf {
-		t.Fatalf("reply to a protobuf request has content type %q", got)
+		return nil, fmt.Errorf("reply to a protobuf request has content type %q", got)
 	}
 	var reply etcdbackupv1.TriggerBackupReply
 	if err := bus.Decode(resp.Data, bus.ContentTypeProtobuf, &reply); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &reply
+	return &reply, nil
 }
 
 // keyValues returns the keys under prefix ("": every key) and their values.

@@ -247,14 +247,17 @@ func TestTriggerLoopQueuesOnce(t *testing.T) {
 		mu      sync.Mutex
 		queued  []string
 		refused []string
+		failed  []error
 	)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			r := triggerWithProtobuf(t, cfg.Namespace, cfg.Name)
+			r, err := trigger(cfg.Namespace, cfg.Name)
 			mu.Lock()
 			defer mu.Unlock()
-			if r.GetError() == "" {
+			if err != nil {
+				failed = append(failed, err)
+			} else if r.GetError() == "" {
 				queued = append(queued, r.GetBackupName())
 			} else {
 				refused = append(refused, r.GetError())
@@ -262,6 +265,9 @@ func TestTriggerLoopQueuesOnce(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	if len(failed) > 0 {
+		t.Fatalf("triggers that got no reply: %v", failed)
+	}
 	if len(queued) != 1 || len(refused) != 7 {
 		t.Fatalf("8 triggers at once queued %v and were refused %d times: %v", queued, len(refused), refused)
 	}

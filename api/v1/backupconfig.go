@@ -34,6 +34,7 @@ const (
 	ReasonScheduled           = "Scheduled"
 	ReasonOneTimeBackup       = "OneTimeBackup"
 	ReasonInvalidSchedule     = "InvalidSchedule"
+	ReasonInvalidKeep         = "InvalidKeep"
 	ReasonDestinationNotFound = "DestinationNotFound"
 	ReasonNoDestinations      = "NoDestinations"
 	ReasonClusterNotFound     = "ClusterNotFound"
@@ -211,10 +212,12 @@ type EtcdBackupConfigList struct {
 	Items           []EtcdBackupConfig `json:"items"`
 }
 
-// KeepCount is spec.keep, defaulted.
+// KeepCount is spec.keep, defaulted, and never below 1: KKP's CRD takes any integer, and a
+// keep of 0 must not read as "delete every backup" (the scheduler refuses such a config with
+// InvalidKeep; the pruner keeps at least the newest).
 func (c *EtcdBackupConfig) KeepCount() int {
 	if c.Spec.Keep == nil {
 		return DefaultKeep
 	}
-	return *c.Spec.Keep
+	return max(*c.Spec.Keep, 1)
 }

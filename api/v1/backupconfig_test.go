@@ -34,11 +34,11 @@ func TestSeedStatusExampleMatchesTypes(t *testing.T) {
 }
 
 func TestKeepCount(t *testing.T) {
-	three := 3
+	three, zero, negative := 3, 0, -2
 	for _, tc := range []struct {
 		keep *int
 		want int
-	}{{nil, DefaultKeep}, {&three, 3}} {
+	}{{nil, DefaultKeep}, {&three, 3}, {&zero, 1}, {&negative, 1}} {
 		c := &EtcdBackupConfig{Spec: EtcdBackupConfigSpec{Keep: tc.keep}}
 		if got := c.KeepCount(); got != tc.want {
 			t.Fatalf("KeepCount = %d, want %d", got, tc.want)

@@ -2,7 +2,6 @@ package v1
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // Annotations on a Cluster.
@@ -39,11 +38,18 @@ type Cluster struct {
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
 	Spec ClusterSpec `json:"spec,omitempty"`
-	// Status is KKP's; this system neither reads nor writes it, and keeps it as it is.
-	// +kubebuilder:pruning:PreserveUnknownFields
-	// +kubebuilder:validation:Type=object
+	// Status is KKP's; this system only reads namespaceName and keeps the rest as it is.
 	// +optional
-	Status *runtime.RawExtension `json:"status,omitempty"`
+	Status ClusterStatus `json:"status,omitempty"`
+}
+
+// ClusterStatus holds the Cluster status field this system reads.
+//
+// +kubebuilder:pruning:PreserveUnknownFields
+type ClusterStatus struct {
+	// NamespaceName is the namespace of the cluster's control plane (KKP sets it).
+	// +optional
+	NamespaceName string `json:"namespaceName,omitempty"`
 }
 
 // ClusterSpec holds the Cluster fields this system reads.
@@ -58,8 +64,14 @@ type ClusterSpec struct {
 	Features map[string]bool `json:"features,omitempty"`
 }
 
-// NamespaceName is the namespace KKP keeps the cluster's control plane in.
-func (c *Cluster) NamespaceName() string { return "cluster-" + c.Name }
+// NamespaceName is the namespace of the cluster's control plane: status.namespaceName, where
+// KKP records it, else KKP's convention cluster-<name>.
+func (c *Cluster) NamespaceName() string {
+	if c.Status.NamespaceName != "" {
+		return c.Status.NamespaceName
+	}
+	return "cluster-" + c.Name
+}
 
 // ClusterList is a list of Clusters.
 //

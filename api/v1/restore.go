@@ -1,6 +1,8 @@
 package v1
 
 import (
+	"encoding/json"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -13,6 +15,12 @@ const (
 	RestorePhaseEtcdLauncherNotEnabled = "EtcdLauncherNotEnabled"
 	RestorePhaseFailed                 = "Failed"
 )
+
+// AnnotationRestoreStatus holds the restorer's whole status of an EtcdRestore, as JSON, when
+// the EtcdRestore's CRD keeps less of it: KKP's keeps only a phase of its enum (no Failed) and
+// restoreTime, and requires the phase. The restorer reads this annotation back before
+// status, so a restore runs the same under either schema (see EffectiveStatus).
+const AnnotationRestoreStatus = "etcdbackup.k8c.io/restore-status"
 
 // RestoreFinalizer keeps an EtcdRestore until the restorer has let go of its cluster: a
 // restore deleted before the cluster is paused is cancelled; one deleted later finishes first.
@@ -84,4 +92,30 @@ type EtcdRestoreList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []EtcdRestore `json:"items"`
+}
+
+// EffectiveStatus is the restorer's status of r: the one in AnnotationRestoreStatus when that
+// holds a valid one (under a CRD that prunes or refuses this project's status), else status.
+func (r *EtcdRestore) EffectiveStatus() EtcdRestoreStatus {
+	if s, ok := annotatedStatus(r.Annotations[AnnotationRestoreStatus]); ok {
+		return s
+	}
+	return r.Status
+}
+
+func annotatedStatus(v string) (EtcdRestoreStatus, bool) {
+	var s EtcdRestoreStatus
+	if v == "" || json.Unmarshal([]byte(v), &s) != nil {
+		return s, false
+	}
+	switch s.Phase {
+	case "", RestorePhaseStarted, RestorePhaseStsRebuilding, RestorePhaseCompleted, RestorePhaseEtcdLauncherNotEnabled, RestorePhaseFailed:
+		return s, true
+	}
+	return s, false
+}
+
+// Finished reports whether the restore has ended (Completed or Failed).
+func (s *EtcdRestoreStatus) Finished() bool {
+	return s.Phase == RestorePhaseCompleted || s.Phase == RestorePhaseFailed
 }

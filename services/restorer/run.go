@@ -79,7 +79,7 @@ func restoresOf(c client.Client) handler.MapFunc {
 		}
 		var out []reconcile.Request
 		for _, r := range list.Items {
-			if r.Spec.Cluster.Name != obj.GetName() || r.Status.Phase == kubermaticv1.RestorePhaseCompleted || r.Status.Phase == kubermaticv1.RestorePhaseFailed {
+			if st := r.EffectiveStatus(); r.Spec.Cluster.Name != obj.GetName() || st.Finished() {
 				continue
 			}
 			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&r)})

@@ -67,6 +67,7 @@ func TestPlan(t *testing.T) {
 	}{
 		{"within keep: nothing", config("@every 1m", 3, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
 		{"beyond keep: the oldest go", config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3, "Completed")), []Object{obj(0), obj(1), obj(2), obj(3)}, "01:48(retention) 01:49(retention) ", 0, 0},
+		{"keep 0 (KKP's CRD takes it) keeps the newest, not none", config("@every 1m", 0, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "01:48(retention) ", 0, 0},
 		{"failed backups always go", config("@every 1m", 5, entry(0, "Failed"), entry(1, "Completed")), []Object{obj(1)}, "01:48(failed) ", 0, 0},
 		{"running backups stay", config("@every 1m", 1, entry(0, "Completed"), entry(1, "Running")), []Object{obj(0)}, "", 0, 0},
 		{"one-time backups are not pruned by count", config("", 1, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},

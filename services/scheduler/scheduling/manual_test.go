@@ -87,6 +87,10 @@ func TestManualRefusals(t *testing.T) {
 				c.Status.LastBackups = append(c.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: string(rune('a' + i)), BackupPhase: kubermaticv1.PhaseCompleted})
 			}
 		}, "TooManyBackups"},
+		{"keep 0 (KKP's CRD takes it)", func(c *kubermaticv1.EtcdBackupConfig) {
+			zero := 0
+			c.Spec.Keep = &zero
+		}, "spec.keep is 0"},
 	} {
 		t.Run("refused with "+tc.name, func(t *testing.T) {
 			p, q, _ := setup(t, tc.change)

@@ -63,6 +63,10 @@ type Target struct {
 // destination is configured. It returns a *Blocked error for each of those, and other
 // errors (API unreachable) as they are.
 func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Target, error) {
+	if k := cfg.Spec.Keep; k != nil && *k < 1 {
+		// This project's CRD refuses it; KKP's takes any integer.
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonInvalidKeep, Message: fmt.Sprintf("spec.keep is %d: keep at least 1 backup (or leave it unset for %d)", *k, kubermaticv1.DefaultKeep), Warning: true}
+	}
 	if cfg.Spec.Cluster.Name == "" {
 		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound, Message: "spec.cluster.name is empty", Warning: true}
 	}

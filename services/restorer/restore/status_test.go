@@ -1,0 +1,273 @@
+package restore
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+)
+
+// writes counts what a test's client wrote.
+type writes struct{ status, patch, other atomic.Int32 }
+
+func (w *writes) total() int32 { return w.status.Load() + w.patch.Load() + w.other.Load() }
+
+// kkpSchema makes the fake client's EtcdRestore status behave as under KKP's CRD: the phase is
+// required and one of KKP's four (no Failed), and everything but phase and restoreTime is
+// pruned.
+func kkpSchema(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+	rs, ok := obj.(*kubermaticv1.EtcdRestore)
+	if !ok {
+		return c.SubResource(sub).Update(ctx, obj, opts...)
+	}
+	switch rs.Status.Phase {
+	case kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding, kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled:
+	default:
+		return apierrors.NewInvalid(schema.GroupKind{Group: "kubermatic.k8c.io", Kind: "EtcdRestore"}, rs.Name, field.ErrorList{
+			field.NotSupported(field.NewPath("status", "phase"), rs.Status.Phase, []string{"Started", "StsRebuilding", "Completed", "EtcdLauncherNotEnabled"})})
+	}
+	rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: rs.Status.Phase, RestoreTime: rs.Status.RestoreTime}
+	return c.SubResource(sub).Update(ctx, obj, opts...)
+}
+
+func newTestReconciler(t *testing.T, kkp bool, objs ...client.Object) (*Reconciler, *writes, *events.FakeRecorder) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, kubermaticv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := &writes{}
+	funcs := interceptor.Funcs{
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			w.status.Add(1)
+			if kkp {
+				return kkpSchema(ctx, c, sub, obj, opts...)
+			}
+			return c.SubResource(sub).Update(ctx, obj, opts...)
+		},
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+			w.patch.Add(1)
+			return c.Patch(ctx, obj, p, opts...)
+		},
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			w.other.Add(1)
+			return c.Update(ctx, obj, opts...)
+		},
+		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			w.other.Add(1)
+			return c.Create(ctx, obj, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			w.other.Add(1)
+			return c.Delete(ctx, obj, opts...)
+		},
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
+		WithStatusSubresource(&kubermaticv1.EtcdRestore{}, &kubermaticv1.Cluster{}).
+		WithInterceptorFuncs(funcs).Build()
+	rec := events.NewFakeRecorder(20)
+	now := time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)
+	return &Reconciler{
+		Client: c, API: c, Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Opts: Options{StatefulSet: "etcd", Timeout: time.Hour, Poll: time.Second},
+		Now:  func() time.Time { return now },
+	}, w, rec
+}
+
+func restoreOf(cluster string) *kubermaticv1.EtcdRestore {
+	return &kubermaticv1.EtcdRestore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: "r", UID: "uid-r"},
+		Spec: kubermaticv1.EtcdRestoreSpec{Name: "r", Cluster: corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: cluster}, BackupName: "daily-2026-11-29T02:00:00"},
+	}
+}
+
+func reconcile(t *testing.T, r *Reconciler, rs *kubermaticv1.EtcdRestore) ctrl.Result {
+	t.Helper()
+	res, err := r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(rs)})
+	if err != nil {
+		t.Fatalf("reconcile: %v", err)
+	}
+	return res
+}
+
+func get(t *testing.T, r *Reconciler, rs *kubermaticv1.EtcdRestore) *kubermaticv1.EtcdRestore {
+	t.Helper()
+	var got kubermaticv1.EtcdRestore
+	if err := r.Client.Get(context.Background(), types.NamespacedName{Namespace: rs.Namespace, Name: rs.Name}, &got); err != nil {
+		t.Fatal(err)
+	}
+	return &got
+}
+
+func drain(rec *events.FakeRecorder) []string {
+	var out []string
+	for {
+		select {
+		case e := <-rec.Events:
+			out = append(out, e)
+		default:
+			return out
+		}
+	}
+}
+
+// Under KKP's schema a failed restore cannot write phase Failed. It ends all the same: the
+// annotation holds Failed and the message, an Event says why, the finalizer goes, and the
+// next reconcile writes nothing (no loop on the refused write).
+func TestFailedRestoreUnderKKPSchemaEndsWithoutLooping(t *testing.T) {
+	rs := restoreOf("gone")
+	r, w, rec := newTestReconciler(t, true, rs)
+	reconcile(t, r, rs)
+
+	got := get(t, r, rs)
+	if got.Status.Phase != "" {
+		t.Errorf("served phase = %q, want none (KKP's enum has no Failed)", got.Status.Phase)
+	}
+	st := got.EffectiveStatus()
+	if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message, `cluster "gone" does not exist`) {
+		t.Errorf("effective status = %+v, want Failed with the cause", st)
+	}
+	if len(got.Finalizers) != 0 {
+		t.Errorf("finalizers = %v, want none once failed", got.Finalizers)
+	}
+	evs := drain(rec)
+	if len(evs) != 1 || !strings.Contains(evs[0], "Warning ClusterNotFound") {
+		t.Errorf("events = %q, want one Warning ClusterNotFound", evs)
+	}
+
+	before := w.total()
+	for range 3 {
+		if res := reconcile(t, r, rs); res.RequeueAfter != 0 {
+			t.Errorf("a failed restore is requeued after %s", res.RequeueAfter)
+		}
+	}
+	if n := w.total() - before; n != 0 {
+		t.Errorf("reconciling a failed restore wrote %d times, want 0", n)
+	}
+}
+
+// Waiting for another restore's lock has no phase KKP's schema takes (the phase is required):
+// the message goes to the annotation and an Event, and polling writes nothing new.
+func TestWaitingRestoreUnderKKPSchema(t *testing.T) {
+	rs := restoreOf("c")
+	other := restoreOf("c")
+	other.Name, other.UID = "first", "uid-first"
+	cluster := &kubermaticv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: "cluster-c/first"}},
+		Spec:       kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
+	}
+	r, w, rec := newTestReconciler(t, true, rs, other, cluster)
+	if res := reconcile(t, r, rs); res.RequeueAfter == 0 {
+		t.Error("a waiting restore is not polled")
+	}
+	st := get(t, r, rs).EffectiveStatus()
+	if st.Phase != "" || !strings.Contains(st.Message, "waiting: cluster c is being restored by EtcdRestore cluster-c/first") {
+		t.Errorf("effective status = %+v, want the wait explained", st)
+	}
+	if evs := drain(rec); len(evs) != 1 || !strings.Contains(evs[0], "Normal WaitingForLock") {
+		t.Errorf("events = %q, want one WaitingForLock", evs)
+	}
+	before := w.total()
+	reconcile(t, r, rs)
+	if n := w.total() - before; n != 0 {
+		t.Errorf("polling an unchanged wait wrote %d times, want 0", n)
+	}
+}
+
+// Under this project's schema the whole status is status, and no annotation is written.
+func TestFailedRestoreUnderOwnSchemaWritesStatusOnly(t *testing.T) {
+	rs := restoreOf("gone")
+	r, _, _ := newTestReconciler(t, false, rs)
+	reconcile(t, r, rs)
+	got := get(t, r, rs)
+	if got.Status.Phase != kubermaticv1.RestorePhaseFailed || got.Status.Message == "" {
+		t.Errorf("status = %+v, want Failed with a message", got.Status)
+	}
+	if v, ok := got.Annotations[kubermaticv1.AnnotationRestoreStatus]; ok {
+		t.Errorf("annotation %s = %s, want none under a schema that keeps the status", kubermaticv1.AnnotationRestoreStatus, v)
+	}
+}
+
+// Phases KKP's enum has reach status (phase and restoreTime), the rest of the state stays in
+// the annotation, and a phase the schema refuses leaves the served phase as it was.
+func TestStatusProjectionUnderKKPSchema(t *testing.T) {
+	rs := restoreOf("c")
+	r, _, _ := newTestReconciler(t, true, rs)
+	ctx := context.Background()
+	cur := get(t, r, rs)
+	steps := []struct {
+		phase, msg, served string
+	}{
+		{"", "verifying", ""},
+		{kubermaticv1.RestorePhaseStarted, "verified; paused", kubermaticv1.RestorePhaseStarted},
+		{kubermaticv1.RestorePhaseStsRebuilding, "rebuilding", kubermaticv1.RestorePhaseStsRebuilding},
+		{kubermaticv1.RestorePhaseFailed, "step failed", kubermaticv1.RestorePhaseStsRebuilding},
+	}
+	for _, s := range steps {
+		if err := r.setPhase(ctx, cur, s.phase, "", "", s.msg, func(st *kubermaticv1.EtcdRestoreStatus) {
+			st.ObjectKey = "c/cluster-c/daily/daily-2026-11-29T02-00-00.db.zst"
+		}); err != nil {
+			t.Fatalf("setPhase %q: %v", s.phase, err)
+		}
+		got := get(t, r, rs)
+		if got.Status.Phase != s.served || got.Status.Message != "" {
+			t.Errorf("after %q: served status = %+v, want phase %q and nothing else", s.phase, got.Status, s.served)
+		}
+		st := got.EffectiveStatus()
+		if st.Phase != s.phase || st.Message != s.msg || st.ObjectKey == "" || st.PhaseTime == nil {
+			t.Errorf("after %q: effective status = %+v", s.phase, st)
+		}
+		if cur.Status.Phase != s.phase {
+			t.Errorf("after %q: the caller's copy holds phase %q", s.phase, cur.Status.Phase)
+		}
+	}
+}
+
+// A restorer killed between the annotation and the status write leaves status behind; the
+// next reconcile brings status up to the annotation.
+func TestReconcileCatchesUpServedPhase(t *testing.T) {
+	rs := restoreOf("c")
+	state := kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, Message: "done", RestoreTime: metav1.NewTime(time.Date(2026, 11, 29, 2, 30, 0, 0, time.UTC))}
+	b, _ := json.Marshal(state)
+	rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreStatus: string(b)}
+	rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStsRebuilding}
+	r, _, _ := newTestReconciler(t, true, rs)
+	reconcile(t, r, rs)
+	got := get(t, r, rs)
+	if got.Status.Phase != kubermaticv1.RestorePhaseCompleted || !got.Status.RestoreTime.Equal(&state.RestoreTime) {
+		t.Errorf("served status = %+v, want Completed at %s", got.Status, state.RestoreTime)
+	}
+}
+
+// An annotation that does not hold a valid status is not believed.
+func TestEffectiveStatusIgnoresInvalidAnnotation(t *testing.T) {
+	for _, v := range []string{"{", `{"phase":"Deleted"}`, ""} {
+		rs := restoreOf("c")
+		rs.Status.Phase = kubermaticv1.RestorePhaseStarted
+		rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreStatus: v}
+		if got := rs.EffectiveStatus(); got.Phase != kubermaticv1.RestorePhaseStarted {
+			t.Errorf("annotation %q: effective phase %q, want status's Started", v, got.Phase)
+		}
+	}
+}

@@ -98,7 +98,7 @@ func newTestReconciler(t *testing.T, kkp bool, objs ...client.Object) (*Reconcil
 func restoreOf(cluster string) *kubermaticv1.EtcdRestore {
 	return &kubermaticv1.EtcdRestore{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: "r", UID: "uid-r"},
-		Spec: kubermaticv1.EtcdRestoreSpec{Name: "r", Cluster: corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: cluster}, BackupName: "daily-2026-11-29T02:00:00"},
+		Spec:       kubermaticv1.EtcdRestoreSpec{Name: "r", Cluster: corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: cluster}, BackupName: "daily-2026-11-29T02:00:00"},
 	}
 }
 

@@ -50,11 +50,12 @@ generate: $(GENERATORS)
 	cd proto && PATH=$(BIN):$$PATH buf generate
 	cd api && $(BIN)/controller-gen object paths=./...
 	cd api && $(BIN)/controller-gen crd paths=./... output:crd:artifacts:config=../deploy/k8s/crds
+	cd e2e && $(BIN)/controller-gen crd paths=./kkp/... output:crd:artifacts:config=kkp/crds
 	./hack/gen-gowork.sh
 
 verify: generate
-	@git diff --exit-code -- proto api deploy/k8s/crds go.work || { echo "generated files are stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- proto api deploy/k8s/crds go.work)" || { git status --porcelain; echo "untracked generated files"; exit 1; }
+	@git diff --exit-code -- proto api deploy/k8s/crds e2e/kkp/crds go.work || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto api deploy/k8s/crds e2e/kkp/crds go.work)" || { git status --porcelain; echo "untracked generated files"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: $$out"; exit 1; }
 	for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
 	for m in $(MODULES) tools tools/kube tools/images; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m: go.mod is not tidy"; exit 1; }; done

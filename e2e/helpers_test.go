@@ -48,7 +48,12 @@ func dumpLogsOnFailure(t *testing.T) {
 // kubectl runs the real kubectl against the sandbox and returns its combined output.
 func kubectl(t *testing.T, stdin []byte, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "kubectl"), append([]string{"--kubeconfig", env.API.Kubeconfig}, args...)...)
+	return kubectlIn(env.API.Kubeconfig, stdin, args...)
+}
+
+// kubectlIn runs the real kubectl against the API server of kubeconfig.
+func kubectlIn(kubeconfig string, stdin []byte, args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -164,10 +169,16 @@ func statusEvents(t *testing.T, ctx context.Context, keep func(*etcdbackupv1.Sta
 // waitEvent waits for a Kubernetes Event about the named object with the given type and reason.
 func waitEvent(t *testing.T, ctx context.Context, ns, name, eventType, reason string) eventsv1.Event {
 	t.Helper()
+	return waitEventIn(t, ctx, env.Client, ns, name, eventType, reason)
+}
+
+// waitEventIn is waitEvent on the API server c talks to.
+func waitEventIn(t *testing.T, ctx context.Context, c client.Client, ns, name, eventType, reason string) eventsv1.Event {
+	t.Helper()
 	var found eventsv1.Event
 	err := sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
 		var list eventsv1.EventList
-		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return false, err
 		}
 		for _, e := range list.Items {

@@ -22,6 +22,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -49,6 +50,12 @@ type Options struct {
 	Replicas map[string]int
 	// Args adds flags to a service.
 	Args map[string][]string
+	// CRDs is the directory of the CRDs to install (default: deploy/k8s/crds, this project's).
+	CRDs string
+	// KKP makes the fixtures KKP-valid: the Seed gets spec.kubeconfig, Clusters get the spec
+	// fields KKP's CRD requires (KKPClusterSpec) and status.namespaceName. Use it with CRDs
+	// that mirror KKP's schema (e2e/kkp/crds).
+	KKP bool
 }
 
 // Env is a running sandbox.
@@ -96,7 +103,11 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if e.Client, err = kube.NewClient(e.API.Config); err != nil {
 		return nil, err
 	}
-	if err := InstallCRDs(ctx, e.Client, filepath.Join(root, "deploy", "k8s", "crds")); err != nil {
+	crds := opts.CRDs
+	if crds == "" {
+		crds = filepath.Join(root, "deploy", "k8s", "crds")
+	}
+	if err := InstallCRDs(ctx, e.Client, crds); err != nil {
 		return nil, err
 	}
 	if e.ControllerManager, err = StartControllerManager(ctx, opts.Dir, opts.ToolDir, e.API, e.Client); err != nil {
@@ -203,9 +214,57 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 			}},
 		},
 	}
+	if e.Opts.KKP {
+		// KKP's Seed requires spec.kubeconfig (the seed's own kubeconfig Secret).
+		seed := objs[2].(*kubermaticv1.Seed)
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(seed)
+		if err != nil {
+			return err
+		}
+		u["apiVersion"], u["kind"] = kubermaticv1.GroupVersion.String(), "Seed"
+		u["spec"].(map[string]any)["kubeconfig"] = map[string]any{"name": "kubeconfig", "namespace": SeedNamespace}
+		delete(u, "status")
+		objs[2] = unstructuredOf(u)
+	}
 	for _, o := range objs {
 		if err := e.Client.Create(ctx, o); err != nil {
 			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// KKPClusterSpec holds the spec fields KKP's Cluster CRD requires, with plausible values.
+func KKPClusterSpec() map[string]any {
+	return map[string]any{
+		"cloud":             map[string]any{"providerName": "bringyourown", "dc": "byo-sandbox"},
+		"clusterNetwork":    map[string]any{"dnsDomain": "cluster.local", "proxyMode": "ipvs", "pods": map[string]any{"cidrBlocks": []any{"172.25.0.0/16"}}, "services": map[string]any{"cidrBlocks": []any{"10.240.16.0/20"}}},
+		"exposeStrategy":    "Tunneling",
+		"humanReadableName": "sandbox",
+		"version":           "1.34.2",
+	}
+}
+
+// createCluster creates the Cluster object (with KKP's required fields and status.namespaceName
+// under Options.KKP).
+func (e *Env) createCluster(ctx context.Context, cluster map[string]any) error {
+	name := cluster["metadata"].(map[string]any)["name"].(string)
+	if e.Opts.KKP {
+		spec := cluster["spec"].(map[string]any)
+		for k, v := range KKPClusterSpec() {
+			if _, set := spec[k]; !set {
+				spec[k] = v
+			}
+		}
+	}
+	u := unstructuredOf(cluster)
+	if err := e.Client.Create(ctx, u); err != nil {
+		return fmt.Errorf("create cluster %s: %w", name, err)
+	}
+	if e.Opts.KKP {
+		u.Object["status"] = map[string]any{"namespaceName": "cluster-" + name}
+		if err := e.Client.Status().Update(ctx, u); err != nil {
+			return fmt.Errorf("set status.namespaceName of cluster %s: %w", name, err)
 		}
 	}
 	return nil
@@ -218,17 +277,14 @@ func (e *Env) AddCluster(ctx context.Context, name, endpoints string) error {
 	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	c := &kubermaticv1.Cluster{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{
+	return e.createCluster(ctx, map[string]any{
+		"apiVersion": kubermaticv1.GroupVersion.String(), "kind": "Cluster",
+		"metadata": map[string]any{"name": name, "annotations": map[string]any{
 			kubermaticv1.AnnotationEtcdEndpoints:    endpoints,
 			kubermaticv1.AnnotationEtcdClientSecret: "none",
 		}},
-		Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
-	}
-	if err := e.Client.Create(ctx, c); err != nil {
-		return fmt.Errorf("create cluster %s: %w", name, err)
-	}
-	return nil
+		"spec": map[string]any{"features": map[string]any{kubermaticv1.FeatureEtcdLauncher: true}},
+	})
 }
 
 // StartService starts one more replica of a service, wired to the sandbox.

@@ -149,8 +149,8 @@ func (e *Env) addEtcdCluster(ctx context.Context, name string, members int, extr
 	for k, v := range extra {
 		cluster["spec"].(map[string]any)[k] = v
 	}
-	if err := e.Client.Create(ctx, unstructuredOf(cluster)); err != nil {
-		return nil, fmt.Errorf("create cluster %s: %w", name, err)
+	if err := e.createCluster(ctx, cluster); err != nil {
+		return nil, err
 	}
 	labels := map[string]string{"app": "etcd", "cluster": name}
 	sts := &appsv1.StatefulSet{

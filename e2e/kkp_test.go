@@ -31,13 +31,18 @@ func TestKKPSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// ETCDBACKUP_KKP_CRDS runs the same test on KKP's real CRDs: a checkout's pkg/crd/k8c.io.
+	crds := filepath.Join(root, "e2e", "kkp", "crds")
+	if d := os.Getenv("ETCDBACKUP_KKP_CRDS"); d != "" {
+		crds = d
+	}
 	dir, err := os.MkdirTemp("", "etcdbackup-kkp-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	kenv, err := sandbox.Start(ctx, sandbox.Options{
 		Dir: dir, ToolDir: env.Opts.ToolDir, ServiceDir: env.Opts.ServiceDir,
-		CRDs: filepath.Join(root, "e2e", "kkp", "crds"), KKP: true,
+		CRDs: crds, KKP: true,
 		Args: map[string][]string{
 			"uploader": {"--retry-delay=200ms", "--retry-max-delay=1s"},
 			"pruner":   {"--reconcile-interval=2s", "--retry-delay=200ms", "--retry-max-delay=1s"},

@@ -29,6 +29,9 @@ func TestDeployManifestsApply(t *testing.T) {
 	if n := strings.Count(rendered, "name: ETCDBACKUP_SEED_NAME\n"); n != 5 {
 		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 5 Deployments", n)
 	}
+	if n := strings.Count(rendered, "name: ETCDBACKUP_DESTINATIONS_CONFIGMAP\n"); n != 4 {
+		t.Errorf("the kkp overlay sets ETCDBACKUP_DESTINATIONS_CONFIGMAP %d times, want once in each of the 4 Deployments that read destinations", n)
+	}
 	services := []string{
 		"deployment.apps/etcdbackup-scheduler",
 		"deployment.apps/etcdbackup-snapshotter",

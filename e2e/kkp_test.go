@@ -21,7 +21,7 @@ import (
 // TestKKPSchema runs the services on a second sandbox whose CRDs mirror KKP's own schema
 // (e2e/kkp: spec.name and spec.destination required, currentBackups, conditions as a map,
 // EtcdRestore status a required phase of four and restoreTime, KKP's required Cluster and Seed
-// fields), as on a KKP seed: the kkp overlay applies; a scheduled backup completes and shows in
+// fields), as on a KKP seed, with the destinations in a ConfigMap instead of the Seed: the kkp overlay applies; a scheduled backup completes and shows in
 // currentBackups with the SchedulingActive condition in KKP's map; retention deletes beyond
 // keep; a restore completes with KKP's phases; a failed restore ends (annotation, Event) without
 // a status write loop.
@@ -43,6 +43,9 @@ func TestKKPSchema(t *testing.T) {
 	kenv, err := sandbox.Start(ctx, sandbox.Options{
 		Dir: dir, ToolDir: env.Opts.ToolDir, ServiceDir: env.Opts.ServiceDir,
 		CRDs: crds, KKP: true,
+		// As the kkp overlay runs them: the Seed configures no destinations (KKP's own backup
+		// controller idles), a ConfigMap does.
+		DestinationsConfigMap: "etcdbackup-destinations",
 		Args: map[string][]string{
 			"uploader": {"--retry-delay=200ms", "--retry-max-delay=1s"},
 			"pruner":   {"--reconcile-interval=2s", "--retry-delay=200ms", "--retry-max-delay=1s"},
@@ -71,7 +74,7 @@ func TestKKPSchema(t *testing.T) {
 		if err != nil {
 			t.Fatalf("server-side dry run of the kkp overlay: %v\n%s", err, out)
 		}
-		for _, want := range []string{"deployment.apps/etcdbackup-scheduler", "deployment.apps/etcdbackup-restorer", "statefulset.apps/etcdbackup-nats"} {
+		for _, want := range []string{"deployment.apps/etcdbackup-scheduler", "deployment.apps/etcdbackup-restorer", "statefulset.apps/etcdbackup-nats", "configmap/etcdbackup-destinations"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("dry run of the kkp overlay lacks %s:\n%s", want, out)
 			}

@@ -9,6 +9,7 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/natsauth"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/yaml"
 )
 
 // Fixture names.
@@ -56,6 +58,10 @@ type Options struct {
 	// fields KKP's CRD requires (KKPClusterSpec) and status.namespaceName. Use it with CRDs
 	// that mirror KKP's schema (e2e/kkp/crds).
 	KKP bool
+	// DestinationsConfigMap moves the destinations from the Seed into a ConfigMap of this name
+	// in the Seed's namespace, and starts the services with --destinations-configmap (as the
+	// kkp overlay does).
+	DestinationsConfigMap string
 }
 
 // Env is a running sandbox.
@@ -214,6 +220,18 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 			}},
 		},
 	}
+	if name := e.Opts.DestinationsConfigMap; name != "" {
+		seed := objs[2].(*kubermaticv1.Seed)
+		b, err := yaml.Marshal(seed.Spec.EtcdBackupRestore)
+		if err != nil {
+			return err
+		}
+		seed.Spec.EtcdBackupRestore = nil
+		objs = append(objs, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: name},
+			Data:       map[string]string{destination.ConfigMapKey: string(b)},
+		})
+	}
 	if e.Opts.KKP {
 		// KKP's Seed requires spec.kubeconfig (the seed's own kubeconfig Secret).
 		seed := objs[2].(*kubermaticv1.Seed)
@@ -224,6 +242,9 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 		u["apiVersion"], u["kind"] = kubermaticv1.GroupVersion.String(), "Seed"
 		u["spec"].(map[string]any)["kubeconfig"] = map[string]any{"name": "kubeconfig", "namespace": SeedNamespace}
 		delete(u, "status")
+		if seed.Spec.EtcdBackupRestore == nil {
+			delete(u["spec"].(map[string]any), "etcdBackupRestore")
+		}
 		objs[2] = unstructuredOf(u)
 	}
 	for _, o := range objs {
@@ -310,6 +331,9 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 		"--seed-namespace="+SeedNamespace,
 		"--seed-name="+SeedName,
 	)
+	if e.Opts.DestinationsConfigMap != "" {
+		args = append(args, "--destinations-configmap="+e.Opts.DestinationsConfigMap)
+	}
 	args = append(args, e.Opts.Args[kind]...)
 	p, err := StartProcess(fmt.Sprintf("%s-%d", kind, replica), filepath.Join(e.Opts.ServiceDir, kind), args, nil, filepath.Join(e.Opts.Dir, "logs"))
 	if err != nil {

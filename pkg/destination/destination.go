@@ -1,4 +1,5 @@
-// Package destination resolves a backup destination named on the Seed into an S3 client.
+// Package destination resolves a backup destination named on the Seed (or in a ConfigMap of
+// the Seed's shape, see Source) into an S3 client.
 // Credentials are read from the Secret the destination references, by the service that needs
 // them, at the moment it needs them: they never travel on the bus and are never logged.
 package destination
@@ -19,11 +20,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 )
 
 var (
-	// ErrNoDestinations: the Seed configures no backup destination (or the Seed is missing).
-	ErrNoDestinations = errors.New("no backup destination is configured on the seed")
+	// ErrNoDestinations: the Seed (or the destinations ConfigMap) configures no backup
+	// destination, or is missing.
+	ErrNoDestinations = errors.New("no backup destination is configured")
 	// ErrNotFound: the named destination is not configured on the Seed.
 	ErrNotFound = errors.New("backup destination not found")
 	// ErrCredentials: the destination's credentials Secret is missing or incomplete.
@@ -49,12 +52,32 @@ func (d Destination) key() string {
 	return fmt.Sprintf("%s|%s|%t|%s|%s", d.Name, d.Endpoint, d.Secure, d.BucketName, secret)
 }
 
-// Resolver looks destinations up on one Seed. It keeps each destination's S3 client for
+// Source says where the destinations are configured: the Seed's spec.etcdBackupRestore, or,
+// with ConfigMap set, the key ConfigMapKey of that ConfigMap in the Seed's namespace, in the
+// same shape. The ConfigMap lets these services run on a KKP seed whose Seed configures no
+// destinations, so that KKP's own etcd backup controller, which reads the Seed's, stays idle.
+type Source struct {
+	Seed      types.NamespacedName
+	ConfigMap string
+}
+
+// ConfigMapKey is the key of a destinations ConfigMap: YAML of the Seed's etcdBackupRestore
+// (destinations, defaultDestination).
+const ConfigMapKey = "etcdBackupRestore"
+
+func (s Source) String() string {
+	if s.ConfigMap != "" {
+		return fmt.Sprintf("configmap %s/%s", s.Seed.Namespace, s.ConfigMap)
+	}
+	return "seed " + s.Seed.String()
+}
+
+// Resolver looks destinations up in one Source. It keeps each destination's S3 client for
 // ClientTTL, so a stream of uploads or deletions does not read the Seed and the credentials
 // Secret from the API server every time; changed credentials are picked up within ClientTTL.
 type Resolver struct {
 	reader client.Reader
-	seed   types.NamespacedName
+	src    Source
 	now    func() time.Time
 
 	mu      sync.Mutex
@@ -69,30 +92,57 @@ type cachedClient struct {
 // ClientTTL is how long a destination's S3 client is reused.
 const ClientTTL = time.Minute
 
-// NewResolver returns a Resolver for the Seed seed, reading through r.
-func NewResolver(r client.Reader, seed types.NamespacedName) *Resolver {
-	return &Resolver{reader: r, seed: seed, now: time.Now, clients: map[string]cachedClient{}}
+// NewResolver returns a Resolver for the destinations of src, reading through r.
+func NewResolver(r client.Reader, src Source) *Resolver {
+	return &Resolver{reader: r, src: src, now: time.Now, clients: map[string]cachedClient{}}
 }
 
-// Lookup returns the destination called name, or the Seed's default destination when name is
-// empty. Missing configuration yields ErrNoDestinations or ErrNotFound (permanent: retrying
-// does not help until someone edits the Seed); API errors are returned as they are.
-func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error) {
-	var seed kubermaticv1.Seed
-	if err := r.reader.Get(ctx, r.seed, &seed); err != nil {
-		if client.IgnoreNotFound(err) == nil {
-			return Destination{}, fmt.Errorf("%w: seed %s does not exist", ErrNoDestinations, r.seed)
+// config reads the destinations from the source; nil when none are configured.
+func (r *Resolver) config(ctx context.Context) (*kubermaticv1.EtcdBackupRestore, error) {
+	if r.src.ConfigMap == "" {
+		var seed kubermaticv1.Seed
+		if err := r.reader.Get(ctx, r.src.Seed, &seed); err != nil {
+			if client.IgnoreNotFound(err) == nil {
+				return nil, fmt.Errorf("%w: seed %s does not exist", ErrNoDestinations, r.src.Seed)
+			}
+			return nil, fmt.Errorf("get seed %s: %w", r.src.Seed, err)
 		}
-		return Destination{}, fmt.Errorf("get seed %s: %w", r.seed, err)
+		return seed.Spec.EtcdBackupRestore, nil
 	}
-	cfg := seed.Spec.EtcdBackupRestore
+	var cm corev1.ConfigMap
+	key := types.NamespacedName{Namespace: r.src.Seed.Namespace, Name: r.src.ConfigMap}
+	if err := r.reader.Get(ctx, key, &cm); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return nil, fmt.Errorf("%w: %s does not exist", ErrNoDestinations, r.src)
+		}
+		return nil, fmt.Errorf("get configmap %s: %w", key, err)
+	}
+	raw, ok := cm.Data[ConfigMapKey]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s has no key %s", ErrNoDestinations, r.src, ConfigMapKey)
+	}
+	var cfg kubermaticv1.EtcdBackupRestore
+	if err := yaml.UnmarshalStrict([]byte(raw), &cfg); err != nil {
+		return nil, fmt.Errorf("%w: %s, key %s: %v", ErrNotFound, r.src, ConfigMapKey, err)
+	}
+	return &cfg, nil
+}
+
+// Lookup returns the destination called name, or the default destination when name is
+// empty. Missing configuration yields ErrNoDestinations or ErrNotFound (permanent: retrying
+// does not help until someone edits the Seed or ConfigMap); API errors are returned as they are.
+func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error) {
+	cfg, err := r.config(ctx)
+	if err != nil {
+		return Destination{}, err
+	}
 	if cfg == nil || len(cfg.Destinations) == 0 {
-		return Destination{}, fmt.Errorf("%w (seed %s)", ErrNoDestinations, r.seed)
+		return Destination{}, fmt.Errorf("%w (%s)", ErrNoDestinations, r.src)
 	}
 	if name == "" {
 		name = cfg.DefaultDestination
 		if name == "" {
-			return Destination{}, fmt.Errorf("%w: no destination named and seed %s has no defaultDestination", ErrNotFound, r.seed)
+			return Destination{}, fmt.Errorf("%w: no destination named and %s has no defaultDestination", ErrNotFound, r.src)
 		}
 	}
 	d, ok := cfg.Destinations[name]
@@ -102,7 +152,7 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 			known = append(known, k)
 		}
 		sort.Strings(known)
-		return Destination{}, fmt.Errorf("%w: %q is not configured on seed %s (configured: %s)", ErrNotFound, name, r.seed, strings.Join(known, ", "))
+		return Destination{}, fmt.Errorf("%w: %q is not configured in %s (configured: %s)", ErrNotFound, name, r.src, strings.Join(known, ", "))
 	}
 	host, secure, err := ParseEndpoint(d.Endpoint)
 	if err != nil {

@@ -2,6 +2,8 @@ package destination
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,7 +60,7 @@ func TestClientIsReusedForTTL(t *testing.T) {
 		},
 	}).Build()
 	now := time.Date(2021, 3, 16, 0, 0, 0, 0, time.UTC)
-	r := NewResolver(c, types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"})
+	r := NewResolver(c, Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}})
 	r.now = func() time.Time { return now }
 	lookup := func() Destination {
 		// Each Lookup returns a fresh SecretReference pointer, as reading the Seed does.
@@ -83,5 +85,61 @@ func TestClientIsReusedForTTL(t *testing.T) {
 	other.BucketName = "other"
 	if _, err := r.Client(context.Background(), other); err != nil || gets != 3 {
 		t.Fatalf("another destination shared a client (secret read %d times)", gets)
+	}
+}
+
+// With Source.ConfigMap the destinations come from that ConfigMap in the Seed's namespace, in
+// the Seed's shape, and the Seed's own are not read (KKP's backup controller idles on a Seed
+// without them).
+func TestLookupFromConfigMap(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	cm := func(data string) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "etcdbackup-destinations"},
+			Data: map[string]string{ConfigMapKey: data}}
+	}
+	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, ConfigMap: "etcdbackup-destinations"}
+	good := `
+defaultDestination: s3
+destinations:
+  s3:
+    endpoint: http://127.0.0.1:9000
+    bucketName: backups
+    credentials: {name: creds, namespace: kubermatic}
+  other:
+    endpoint: s3.example.com
+    bucketName: b2
+`
+	for _, tc := range []struct {
+		name, data, lookup string
+		objs               bool
+		want               string // bucket, or the error's text
+		err                error
+	}{
+		{"the default", good, "", true, "backups", nil},
+		{"by name", good, "other", true, "b2", nil},
+		{"an unknown name", good, "nope", true, `"nope" is not configured in configmap kubermatic/etcdbackup-destinations (configured: other, s3)`, ErrNotFound},
+		{"no destinations", "destinations: {}", "", true, "configmap kubermatic/etcdbackup-destinations", ErrNoDestinations},
+		{"a misspelt field", "destinatons: {}", "", true, "unknown field", ErrNotFound},
+		{"no configmap", "", "", false, "configmap kubermatic/etcdbackup-destinations does not exist", ErrNoDestinations},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := fake.NewClientBuilder().WithScheme(scheme)
+			if tc.objs {
+				b = b.WithObjects(cm(tc.data))
+			}
+			d, err := NewResolver(b.Build(), src).Lookup(context.Background(), tc.lookup)
+			if tc.err == nil {
+				if err != nil || d.BucketName != tc.want {
+					t.Fatalf("Lookup = %+v, %v; want bucket %s", d, err, tc.want)
+				}
+				return
+			}
+			if !errors.Is(err, tc.err) || !IsConfigError(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Lookup error = %v, want %v saying %q", err, tc.err, tc.want)
+			}
+		})
 	}
 }

@@ -7,6 +7,8 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -18,7 +20,7 @@ import (
 // NewManager builds the controller-runtime manager of a service (user agent
 // "etcdbackup-<name>") that logs through log, serves no metrics or probes of its own (the
 // service's Endpoint does), and caches Seeds of the Seed's namespace only, where RBAC grants
-// access. It also returns the REST config. opts may change the options (leader election).
+// access (and the destinations ConfigMap alone, when one is set). It also returns the REST config. opts may change the options (leader election).
 func (c *Common) NewManager(name string, log *slog.Logger, opts ...func(*ctrl.Options)) (manager.Manager, *rest.Config, error) {
 	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
 	restCfg, err := kube.Config(c.Kubeconfig, "etcdbackup-"+name)
@@ -36,6 +38,13 @@ func (c *Common) NewManager(name string, log *slog.Logger, opts ...func(*ctrl.Op
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&kubermaticv1.Seed{}: {Namespaces: map[string]cache.Config{c.SeedNamespace: {}}},
 		}},
+	}
+	if c.DestinationsConfigMap != "" {
+		// The destinations ConfigMap alone: RBAC grants ConfigMaps of the Seed's namespace.
+		o.Cache.ByObject[&corev1.ConfigMap{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{c.SeedNamespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", c.DestinationsConfigMap),
+		}
 	}
 	for _, f := range opts {
 		f(&o)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -21,14 +22,17 @@ import (
 
 // Common is the configuration every service takes.
 type Common struct {
-	NATS           NATS
-	Kubeconfig     string
-	MetricsAddr    string
-	LogLevel       string
-	LogFormat      string
-	SeedNamespace  string
-	SeedName       string
-	StreamReplicas int
+	NATS          NATS
+	Kubeconfig    string
+	MetricsAddr   string
+	LogLevel      string
+	LogFormat     string
+	SeedNamespace string
+	SeedName      string
+	// DestinationsConfigMap, when set, names the ConfigMap in SeedNamespace that configures
+	// the destinations instead of the Seed (destination.Source).
+	DestinationsConfigMap string
+	StreamReplicas        int
 }
 
 // Register adds the common flags to fs. Every flag also reads an environment variable:
@@ -41,12 +45,18 @@ func (c *Common) Register(fs *flag.FlagSet) {
 	StringVar(fs, &c.LogFormat, "log-format", "json", "json or text")
 	StringVar(fs, &c.SeedNamespace, "seed-namespace", "kubermatic", "namespace of the Seed that configures backup destinations")
 	StringVar(fs, &c.SeedName, "seed-name", "kubermatic", "name of the Seed that configures backup destinations")
+	StringVar(fs, &c.DestinationsConfigMap, "destinations-configmap", "", "name of a ConfigMap in --seed-namespace whose key etcdBackupRestore (the Seed's spec.etcdBackupRestore in YAML) configures the backup destinations instead of the Seed; empty: the Seed's")
 	IntVar(fs, &c.StreamReplicas, "stream-replicas", 1, "replicas of the JetStream streams and staging bucket (1 or 3)")
 }
 
 // Seed is the Seed's namespaced name.
 func (c *Common) Seed() types.NamespacedName {
 	return types.NamespacedName{Namespace: c.SeedNamespace, Name: c.SeedName}
+}
+
+// Destinations is where the backup destinations are configured.
+func (c *Common) Destinations() destination.Source {
+	return destination.Source{Seed: c.Seed(), ConfigMap: c.DestinationsConfigMap}
 }
 
 // Topology is the bus topology for these settings.

@@ -15,6 +15,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/services/scheduler/statuswriter"
 	"github.com/etcd-backup/etcdbackup/services/scheduler/trigger"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -60,7 +61,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	dests := destination.NewResolver(mgr.GetClient(), cfg.Seed())
+	dests := destination.NewResolver(mgr.GetClient(), cfg.Destinations())
 	planner := &scheduling.Planner{
 		Reader:         mgr.GetClient(),
 		Destinations:   dests,
@@ -86,12 +87,16 @@ func run(ctx context.Context, args []string) error {
 	// KKP updates a Cluster's status all the time; only its spec (pause) and annotations
 	// (etcd endpoints) matter here.
 	clusterChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))
-	if err := ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("etcdbackupconfig-scheduler").
 		For(&kubermaticv1.EtcdBackupConfig{}).
 		Watches(&kubermaticv1.Cluster{}, configs, clusterChanged).
-		Watches(&kubermaticv1.Seed{}, configs, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Complete(rec); err != nil {
+		Watches(&kubermaticv1.Seed{}, configs, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	if cfg.DestinationsConfigMap != "" {
+		// The manager caches that one ConfigMap: a change to it wakes every config.
+		b = b.Watches(&corev1.ConfigMap{}, configs)
+	}
+	if err := b.Complete(rec); err != nil {
 		return fmt.Errorf("scheduler controller: %w", err)
 	}
 

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -30,7 +29,7 @@ type Common struct {
 	SeedNamespace string
 	SeedName      string
 	// DestinationsConfigMap, when set, names the ConfigMap in SeedNamespace that configures
-	// the destinations instead of the Seed (destination.Source).
+	// the destinations instead of the Seed (see destination.Source).
 	DestinationsConfigMap string
 	StreamReplicas        int
 }
@@ -52,11 +51,6 @@ func (c *Common) Register(fs *flag.FlagSet) {
 // Seed is the Seed's namespaced name.
 func (c *Common) Seed() types.NamespacedName {
 	return types.NamespacedName{Namespace: c.SeedNamespace, Name: c.SeedName}
-}
-
-// Destinations is where the backup destinations are configured.
-func (c *Common) Destinations() destination.Source {
-	return destination.Source{Seed: c.Seed(), ConfigMap: c.DestinationsConfigMap}
 }
 
 // Topology is the bus topology for these settings.

@@ -33,7 +33,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	// Secrets are read directly (uncached): only the Seed namespace's, only when needed.
-	dests := destination.NewResolver(w.Kube, cfg.Destinations())
+	dests := destination.NewResolver(w.Kube, destination.Source{Seed: cfg.Seed(), ConfigMap: cfg.DestinationsConfigMap})
 	m := newMetrics(w.Endpoint.Registry())
 	planner := &prune.Planner{JS: w.JS, Destinations: dests, Log: w.Log, Listed: m.listed}
 	rec := &prune.Reconciler{

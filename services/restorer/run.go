@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string) error {
 	rec := &restore.Reconciler{
 		Client:       mgr.GetClient(),
 		API:          mgr.GetAPIReader(),
-		Destinations: destination.NewResolver(mgr.GetAPIReader(), cfg.Destinations()),
+		Destinations: destination.NewResolver(mgr.GetAPIReader(), destination.Source{Seed: cfg.Seed(), ConfigMap: cfg.DestinationsConfigMap}),
 		Recorder:     mgr.GetEventRecorder("etcdbackup-restorer"),
 		Log:          log,
 		Publish:      publisher(js, log),

@@ -61,7 +61,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	dests := destination.NewResolver(mgr.GetClient(), cfg.Destinations())
+	dests := destination.NewResolver(mgr.GetClient(), destination.Source{Seed: cfg.Seed(), ConfigMap: cfg.DestinationsConfigMap})
 	planner := &scheduling.Planner{
 		Reader:         mgr.GetClient(),
 		Destinations:   dests,

@@ -26,7 +26,7 @@ func run(ctx context.Context, args []string) error {
 		Events:           w.Events,
 		JS:               w.JS,
 		Staging:          w.Staging,
-		Destinations:     destination.NewResolver(w.Kube, cfg.Destinations()),
+		Destinations:     destination.NewResolver(w.Kube, destination.Source{Seed: cfg.Seed(), ConfigMap: cfg.DestinationsConfigMap}),
 		WorkDir:          cfg.WorkDir,
 		StagingReadBytes: cfg.StagingMiB << 20,
 		StagingIdle:      cfg.StagingIdle,

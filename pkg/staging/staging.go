@@ -157,6 +157,9 @@ func putChunks(ctx context.Context, js jetstream.JetStream, subj string, r io.Re
 // Reader reads one staged object. Close it.
 type Reader struct {
 	info    *jetstream.ObjectInfo
+	js      jetstream.JetStream
+	stream  string
+	cons    jetstream.Consumer
 	iter    jetstream.MessagesContext
 	ctx     context.Context
 	idle    time.Duration
@@ -178,17 +181,20 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket, name string, maxB
 	if err != nil {
 		return nil, err
 	}
-	r := &Reader{info: info, ctx: ctx, idle: idle, digest: sha256.New()}
+	r := &Reader{info: info, js: js, stream: "OBJ_" + bucket, ctx: ctx, idle: idle, digest: sha256.New()}
 	if info.Size == 0 {
 		r.done = true
 		return r, r.check()
 	}
-	cons, err := js.OrderedConsumer(ctx, "OBJ_"+bucket, jetstream.OrderedConsumerConfig{
+	cons, err := js.OrderedConsumer(ctx, r.stream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{fmt.Sprintf("$O.%s.C.%s", bucket, info.NUID)},
+		// Close deletes the consumer; this bounds one a crashed reader leaves behind.
+		InactiveThreshold: ConsumerInactiveThreshold,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
+	r.cons = cons
 	// Bound the chunks in flight by count: a byte budget that a whole number of chunks does
 	// not fill (chunks carry a subject and headers) leaves the pull waiting for its expiry.
 	chunk := defaultChunkSize
@@ -243,11 +249,28 @@ func (r *Reader) check() error {
 	return nil
 }
 
-// Close stops the consumer.
+// ConsumerInactiveThreshold is how long the server keeps the consumer of a Reader that was
+// never closed (its process died); nats.go's default for ordered consumers is 5 minutes, long
+// enough for a busy uploader to pile up the stream's consumers to the server's limit.
+const ConsumerInactiveThreshold = 30 * time.Second
+
+// Close stops reading and deletes the server-side consumer, so no consumer outlives its read.
 func (r *Reader) Close() error {
-	if r.iter != nil && !r.stopped {
-		r.stopped = true
-		r.iter.Stop()
+	if r.iter == nil || r.stopped {
+		return nil
+	}
+	r.stopped = true
+	r.iter.Stop()
+	// The ordered consumer's current server-side consumer (it re-creates one on a gap).
+	info := r.cons.CachedInfo()
+	if info == nil {
+		return nil
+	}
+	name := info.Name
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.ctx), 5*time.Second)
+	defer cancel()
+	if err := r.js.DeleteConsumer(ctx, r.stream, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("delete staging consumer %s: %w", name, err)
 	}
 	return nil
 }

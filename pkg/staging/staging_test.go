@@ -124,3 +124,44 @@ func TestPutStaysWithinTheServersIngestQueue(t *testing.T) {
 		t.Fatalf("the bucket holds %d messages, want %d (the first put's chunks purged)", info.State.Msgs, want)
 	}
 }
+
+// No consumer outlives its read: a Reader read to the end, and one closed half-way, leave the
+// staging stream with no consumer (nats.go's ordered consumers otherwise stay for 5 minutes,
+// and a busy uploader hit the server's consumer limit).
+func TestReadersLeaveNoConsumer(t *testing.T) {
+	js, _ := store(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data := make([]byte, 3*staging.ChunkSize)
+	_, _ = rand.Read(data)
+	if _, err := staging.Put(ctx, js, "STAGE", "obj", "test", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		r, err := staging.Open(ctx, js, "STAGE", "obj", 1<<20, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if _, err := io.ReadAll(r); err != nil {
+				t.Fatal(err)
+			}
+		} else if _, err := io.ReadFull(r, make([]byte, 10)); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := js.Stream(ctx, "OBJ_STAGE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := info.State.Consumers; n != 0 {
+		t.Fatalf("%d consumers left on the staging stream after 20 closed reads, want 0", n)
+	}
+}

@@ -95,6 +95,14 @@ func validateReady(m *etcdbackupv1.SnapshotReady, now time.Time) error {
 	if m.GetRevision() < 0 {
 		return fmt.Errorf("revision %d is negative", m.GetRevision())
 	}
+	if m.GetStoredSha256() != "" || m.GetStoredSize() != 0 {
+		if !isSHA256(m.GetStoredSha256()) {
+			return fmt.Errorf("stored_sha256 %q is not a hex sha256", m.GetStoredSha256())
+		}
+		if m.GetStoredSize() == 0 || m.GetStoredSize() > MaxSnapshotSize {
+			return fmt.Errorf("stored_size %d is not within range", m.GetStoredSize())
+		}
+	}
 	if len(m.GetEtcdVersion()) > 64 || len(m.GetMemberEndpoint()) > 1024 {
 		return errors.New("etcd_version or member_endpoint is too long")
 	}

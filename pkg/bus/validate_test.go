@@ -74,6 +74,11 @@ func TestValidate(t *testing.T) {
 		{"a job name of another backup", with(validRequest(), func(m *etcdbackupv1.BackupRequested) { m.JobName = "x" }), "job_name"},
 		{"no trigger", with(validRequest(), func(m *etcdbackupv1.BackupRequested) { m.Trigger = 0 }), "trigger"},
 		{"a snapshot ready", validReady(), ""},
+		{"a snapshot ready, compressed when staged", with(validReady(), func(m *etcdbackupv1.SnapshotReady) {
+			m.StoredSize, m.StoredSha256 = 1234, strings.Repeat("ab", 32)
+		}), ""},
+		{"a stored size without its digest", with(validReady(), func(m *etcdbackupv1.SnapshotReady) { m.StoredSize = 1234 }), "stored_sha256"},
+		{"a stored digest without its size", with(validReady(), func(m *etcdbackupv1.SnapshotReady) { m.StoredSha256 = strings.Repeat("ab", 32) }), "stored_size"},
 		{"a staged object of another backup", with(validReady(), func(m *etcdbackupv1.SnapshotReady) { m.StagedObject = "cluster-x/other" }), "staged_object"},
 		{"a snapshot size etcd never makes", with(validReady(), func(m *etcdbackupv1.SnapshotReady) { m.SnapshotSize = 1000 }), "snapshot_size"},
 		{"a sha256 that is no hash", with(validReady(), func(m *etcdbackupv1.SnapshotReady) { m.SnapshotSha256 = "zz" }), "snapshot_sha256"},

@@ -2,9 +2,11 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/service"
+	"github.com/klauspost/compress/zstd"
 )
 
 // Config is the snapshotter's configuration.
@@ -14,6 +16,8 @@ type Config struct {
 	MaxAttempts   int
 	RetryDelay    time.Duration
 	MemberTimeout time.Duration
+	Level         string
+	ZstdThreads   int
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -24,6 +28,8 @@ func parseConfig(args []string) (Config, error) {
 	service.IntVar(fs, &c.MaxAttempts, "max-attempts", 3, "deliveries of a backup request before its backup is marked Failed")
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 5*time.Second, "delay before a failed snapshot is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.MemberTimeout, "member-timeout", 5*time.Second, "timeout of one etcd member's health check")
+	service.StringVar(fs, &c.Level, "zstd-level", "default", "zstd level the snapshot is compressed with while it streams: fastest, default, better or best")
+	service.IntVar(fs, &c.ZstdThreads, "zstd-threads", 1, "zstd encoder goroutines per snapshot (1: memory flat at one window)")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -33,5 +39,16 @@ func parseConfig(args []string) (Config, error) {
 	if c.MaxAttempts < 1 {
 		c.MaxAttempts = 1
 	}
+	if ok, _ := zstd.EncoderLevelFromString(c.Level); !ok {
+		return Config{}, fmt.Errorf("%w: zstd-level %q: want fastest, default, better or best", service.ErrInvalidOption, c.Level)
+	}
+	if c.ZstdThreads < 1 {
+		return Config{}, fmt.Errorf("%w: zstd-threads must be at least 1, got %d", service.ErrInvalidOption, c.ZstdThreads)
+	}
 	return c, nil
+}
+
+func (c Config) level() zstd.EncoderLevel {
+	_, l := zstd.EncoderLevelFromString(c.Level)
+	return l
 }

@@ -26,6 +26,8 @@ func run(ctx context.Context, args []string) error {
 		JS:            w.JS,
 		MaxAttempts:   uint64(cfg.MaxAttempts),
 		MemberTimeout: cfg.MemberTimeout,
+		Level:         cfg.level(),
+		Concurrency:   cfg.ZstdThreads,
 		Log:           w.Log,
 		Metrics:       newMetrics(w.Endpoint.Registry()),
 	}

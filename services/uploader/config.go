@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/service"
-	"github.com/klauspost/compress/zstd"
 )
 
 // Config is the uploader's configuration.
@@ -17,7 +16,6 @@ type Config struct {
 	WorkDir       string
 	PartSizeMiB   int
 	Threads       int
-	Level         string
 	RetryDelay    time.Duration
 	RetryMaxDelay time.Duration
 	StagingMiB    int
@@ -30,10 +28,9 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("uploader", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.Concurrency, "concurrency", 1, "uploads one replica runs at once")
-	service.StringVar(fs, &c.WorkDir, "work-dir", os.TempDir(), "directory for the compressed file while it uploads (needs the compressed size free)")
+	service.StringVar(fs, &c.WorkDir, "work-dir", os.TempDir(), "directory for the compressed file of a raw snapshot staged by an earlier snapshotter while it uploads (needs the compressed size free)")
 	service.IntVar(fs, &c.PartSizeMiB, "part-size-mib", 16, "multipart upload part size in MiB")
 	service.IntVar(fs, &c.Threads, "upload-threads", 4, "parts uploaded at once")
-	service.StringVar(fs, &c.Level, "zstd-level", "default", "zstd level: fastest, default, better or best")
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second, "first delay before a failed upload is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between upload retries")
 	service.IntVar(fs, &c.StagingMiB, "staging-read-mib", 8, "MiB of staged snapshot chunks in flight to one upload")
@@ -54,13 +51,5 @@ func parseConfig(args []string) (Config, error) {
 	if c.Threads < 1 {
 		return Config{}, fmt.Errorf("upload-threads must be at least 1, got %d", c.Threads)
 	}
-	if ok, _ := zstd.EncoderLevelFromString(c.Level); !ok {
-		return Config{}, fmt.Errorf("zstd-level %q: want fastest, default, better or best", c.Level)
-	}
 	return c, nil
-}
-
-func (c Config) level() zstd.EncoderLevel {
-	_, l := zstd.EncoderLevelFromString(c.Level)
-	return l
 }

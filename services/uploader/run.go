@@ -32,7 +32,6 @@ func run(ctx context.Context, args []string) error {
 		StagingIdle:      cfg.StagingIdle,
 		PartSize:         uint64(cfg.PartSizeMiB) << 20,
 		Threads:          uint(cfg.Threads),
-		Level:            cfg.level(),
 		Log:              w.Log,
 		Metrics:          newMetrics(w.Endpoint.Registry()),
 	}

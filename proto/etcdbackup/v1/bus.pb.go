@@ -443,8 +443,14 @@ type SnapshotReady struct {
 	// Client URL of the member the snapshot was taken from.
 	MemberEndpoint string                 `protobuf:"bytes,7,opt,name=member_endpoint,json=memberEndpoint,proto3" json:"member_endpoint,omitempty"`
 	StartedTime    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=started_time,json=startedTime,proto3" json:"started_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Size and sha256 (hex) of the staged object when the snapshotter compressed it while etcd
+	// streamed (backupformat: zstd): the staged bytes are the backup as it is stored, and the
+	// uploader only moves them. Empty sha256: the staged object is the raw snapshot (a message
+	// of an earlier snapshotter) and the uploader compresses it.
+	StoredSize    uint64 `protobuf:"varint,9,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"`
+	StoredSha256  string `protobuf:"bytes,10,opt,name=stored_sha256,json=storedSha256,proto3" json:"stored_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotReady) Reset() {
@@ -531,6 +537,20 @@ func (x *SnapshotReady) GetStartedTime() *timestamppb.Timestamp {
 		return x.StartedTime
 	}
 	return nil
+}
+
+func (x *SnapshotReady) GetStoredSize() uint64 {
+	if x != nil {
+		return x.StoredSize
+	}
+	return 0
+}
+
+func (x *SnapshotReady) GetStoredSha256() string {
+	if x != nil {
+		return x.StoredSha256
+	}
+	return ""
 }
 
 // BackupStored announces a backup stored in its destination. Published by the uploader on
@@ -1051,7 +1071,7 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"object_key\x18\x06 \x01(\tR\tobjectKey\x12A\n" +
 	"\x0escheduled_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\x120\n" +
-	"\atrigger\x18\b \x01(\x0e2\x16.etcdbackup.v1.TriggerR\atrigger\"\xe3\x02\n" +
+	"\atrigger\x18\b \x01(\x0e2\x16.etcdbackup.v1.TriggerR\atrigger\"\xa9\x03\n" +
 	"\rSnapshotReady\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12#\n" +
 	"\rstaged_object\x18\x02 \x01(\tR\fstagedObject\x12#\n" +
@@ -1060,7 +1080,11 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\brevision\x18\x05 \x01(\x03R\brevision\x12!\n" +
 	"\fetcd_version\x18\x06 \x01(\tR\vetcdVersion\x12'\n" +
 	"\x0fmember_endpoint\x18\a \x01(\tR\x0ememberEndpoint\x12=\n" +
-	"\fstarted_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vstartedTime\"\xd6\x02\n" +
+	"\fstarted_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vstartedTime\x12\x1f\n" +
+	"\vstored_size\x18\t \x01(\x04R\n" +
+	"storedSize\x12#\n" +
+	"\rstored_sha256\x18\n" +
+	" \x01(\tR\fstoredSha256\"\xd6\x02\n" +
 	"\fBackupStored\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x1d\n" +

@@ -1,5 +1,5 @@
-// Package take takes an etcd snapshot for a backup request, verifies it while it streams, and
-// stages it in the JetStream object store for the uploader. etcd's read transaction stays
+// Package take takes an etcd snapshot for a backup request, verifies and compresses it while it
+// streams, and stages the compressed backup in the JetStream object store for the uploader. etcd's read transaction stays
 // open only while the snapshot streams into the local NATS server, never while S3 is slow.
 package take
 
@@ -7,17 +7,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -46,6 +49,9 @@ type Handler struct {
 	Events events.EventRecorder
 	// MemberTimeout bounds the health check of one etcd member.
 	MemberTimeout time.Duration
+	// Level and Concurrency are the zstd encoder's (backupformat.NewWriter).
+	Level       zstd.EncoderLevel
+	Concurrency int
 	Log           *slog.Logger
 	Metrics       Metrics
 }
@@ -152,7 +158,8 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	defer resp.Snapshot.Close()
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
-	if _, err := staging.Put(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster(), v); err != nil {
+	enc, err := h.stage(ctx, name, "etcd snapshot of "+req.GetCluster()+", zstd", v)
+	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
 	if !v.Verified() {
@@ -166,7 +173,36 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 		Revision:       rev,
 		EtcdVersion:    resp.Version,
 		MemberEndpoint: member,
+		StoredSize:     uint64(enc.Size()),
+		StoredSha256:   enc.SHA256(),
 	}, nil
+}
+
+// stage compresses raw into the staging object name as it streams (backupformat), so the
+// staged bytes are the backup as it is stored and etcd's stream is read as fast as the
+// compressor takes it: one goroutine reads, verifies and compresses, the caller's stages.
+func (h *Handler) stage(ctx context.Context, name, description string, raw io.Reader) (*backupformat.Writer, error) {
+	pr, pw := io.Pipe()
+	enc, err := backupformat.NewWriter(pw, h.Level, h.Concurrency)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := enc.ReadFrom(raw)
+		if cerr := enc.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err) // nil: the stager reads io.EOF
+	}()
+	_, err = staging.Put(ctx, h.JS, bus.StagingBucket, name, description, pr)
+	pr.CloseWithError(err) // a failed Put unblocks the compressor
+	<-done
+	if err != nil {
+		return nil, err
+	}
+	return enc, nil
 }
 
 // healthyMember returns a client of the first member that answers a status request, and the

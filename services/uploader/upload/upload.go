@@ -1,10 +1,13 @@
-// Package upload stores staged snapshots in their S3 destination, zstd-compressed.
+// Package upload stores staged backups in their S3 destination.
 //
-// The staged snapshot is compressed into a temporary file while its sha256 is computed, then
-// put with a known size: memory stays flat whatever the snapshot's size, the object's size
-// and sha256 travel as object metadata, and a retry (S3 down) starts from the staged copy, not
-// from a second etcd snapshot. Keys are deterministic, so a retry overwrites, never duplicates;
-// a failed multipart upload is aborted and leaves no object.
+// The snapshotter stages each backup already compressed (backupformat), with its size and
+// sha256: the uploader streams the staged bytes into a multipart upload of known size, with
+// memory flat at about one part whatever the backup's size, and the object's sha256 as
+// metadata. The staged object's own digest is checked as it is read, so a damaged staged
+// copy aborts the upload. A retry (S3 down) starts from the staged copy, not from a second
+// etcd snapshot. Keys are deterministic, so a retry overwrites, never duplicates; a failed
+// multipart upload is aborted and leaves no object. A raw snapshot staged by an earlier
+// snapshotter (no stored sha256 in its message) is compressed into a temporary file first.
 package upload
 
 import (
@@ -13,18 +16,19 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
 	"strconv"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
-	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,18 +36,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Object metadata keys (S3 user metadata, sent as X-Amz-Meta-*).
+// Object metadata keys and content type: backupformat's.
 const (
-	MetaSHA256         = "Sha256"
-	MetaSnapshotSHA256 = "Snapshot-Sha256"
-	MetaSnapshotSize   = "Snapshot-Size"
-	MetaRevision       = "Etcd-Revision"
-	MetaBackupName     = "Backup-Name"
-	MetaCluster        = "Cluster"
+	MetaSHA256         = backupformat.MetaSHA256
+	MetaSnapshotSHA256 = backupformat.MetaSnapshotSHA256
+	MetaSnapshotSize   = backupformat.MetaSnapshotSize
+	MetaRevision       = backupformat.MetaRevision
+	MetaBackupName     = backupformat.MetaBackupName
+	MetaCluster        = backupformat.MetaCluster
+	ContentType        = backupformat.ContentType
 )
-
-// ContentType of a stored backup.
-const ContentType = "application/zstd"
 
 // Staging is the staging object store, as the uploader uses it besides reading.
 type Staging interface {
@@ -77,7 +79,7 @@ type Handler struct {
 	JS           jetstream.JetStream
 	Staging      Staging
 	Destinations Destinations
-	// WorkDir holds the compressed file while it uploads.
+	// WorkDir holds the compressed file of a raw staged snapshot while it uploads.
 	WorkDir string
 	// StagingReadBytes bounds the staged chunks in flight to this process.
 	StagingReadBytes int
@@ -86,7 +88,6 @@ type Handler struct {
 	// PartSize and Threads bound the multipart upload: memory is about PartSize*Threads.
 	PartSize uint64
 	Threads  uint
-	Level    zstd.EncoderLevel
 	Log      *slog.Logger
 	Metrics  Metrics
 }
@@ -205,14 +206,32 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		return nil, fmt.Errorf("check %s in destination %q: %w", key, dest.Name, err)
 	}
 
-	file, size, sum, err := h.compress(ctx, ready)
-	if err != nil {
-		return nil, err
+	var (
+		body io.Reader
+		size int64
+		sum  string
+	)
+	if ready.GetStoredSha256() != "" {
+		obj, err := h.openStaged(ctx, ready)
+		if err != nil {
+			return nil, err
+		}
+		defer obj.Close()
+		if got := obj.Info().Size; got != ready.GetStoredSize() {
+			return nil, bus.Permanent(fmt.Errorf("%w %s holds %d bytes, the snapshotter staged %d", errStaging, ready.GetStagedObject(), got, ready.GetStoredSize()))
+		}
+		body, size, sum = &stagedReader{r: obj, hash: sha256.New(), want: ready.GetStoredSha256()}, int64(ready.GetStoredSize()), ready.GetStoredSha256()
+	} else {
+		file, fsize, fsum, err := h.compress(ctx, ready)
+		if err != nil {
+			return nil, err
+		}
+		defer os.Remove(file.Name())
+		defer file.Close()
+		body, size, sum = file, fsize, fsum
 	}
-	defer os.Remove(file.Name())
-	defer file.Close()
 
-	_, err = s3.PutObject(ctx, dest.BucketName, key, file, size, minio.PutObjectOptions{
+	_, err = s3.PutObject(ctx, dest.BucketName, key, body, size, minio.PutObjectOptions{
 		ContentType: ContentType,
 		PartSize:    h.PartSize,
 		NumThreads:  h.Threads,
@@ -229,6 +248,10 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		if code := minio.ToErrorResponse(err).Code; code == "NoSuchBucket" {
 			return nil, bus.Permanent(fmt.Errorf("bucket %q of destination %q does not exist", dest.BucketName, dest.Name))
 		}
+		if sr, ok := body.(*stagedReader); ok && sr.err != nil {
+			// minio-go may not keep the reader's error in its chain: name the cause.
+			return nil, fmt.Errorf("put %s to destination %q: %w", key, dest.Name, sr.err)
+		}
 		return nil, fmt.Errorf("put %s to destination %q: %w", key, dest.Name, err)
 	}
 	if h.Metrics.Bytes != nil {
@@ -241,20 +264,56 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	return stored, nil
 }
 
-// compress reads the staged snapshot into a zstd-compressed temporary file and returns it
-// rewound, with its size and sha256 (hex). The staged object's own size and digest are
-// checked as it is read, so a damaged staged copy fails here.
-func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady) (*os.File, int64, string, error) {
+// openStaged opens the staged object of ready for reading.
+func (h *Handler) openStaged(ctx context.Context, ready *etcdbackupv1.SnapshotReady) (*staging.Reader, error) {
 	obj, err := staging.Open(ctx, h.JS, bus.StagingBucket, ready.GetStagedObject(), h.StagingReadBytes, h.StagingIdle)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrObjectNotFound) {
-			return nil, 0, "", bus.Permanent(fmt.Errorf("%w %s is gone (expired or deleted)", errStaging, ready.GetStagedObject()))
+			return nil, bus.Permanent(fmt.Errorf("%w %s is gone (expired or deleted)", errStaging, ready.GetStagedObject()))
 		}
-		return nil, 0, "", fmt.Errorf("open %w: %w", errStaging, err)
+		return nil, fmt.Errorf("open %w: %w", errStaging, err)
+	}
+	return obj, nil
+}
+
+// stagedReader reads the staged backup into the upload: it marks read errors as staging's (not
+// S3's), and at the end it fails unless the bytes' sha256 is the one the snapshotter sent, which
+// becomes the object's metadata. Failing at the end aborts the multipart upload, so no object
+// is stored whose metadata does not describe its bytes.
+type stagedReader struct {
+	r    io.Reader
+	hash hash.Hash
+	want string
+	err  error
+}
+
+func (s *stagedReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.hash.Write(p[:n])
+	switch {
+	case err == io.EOF:
+		if got := hex.EncodeToString(s.hash.Sum(nil)); got != s.want {
+			s.err = bus.Permanent(fmt.Errorf("%w: its sha256 is %s, the snapshotter sent %s", errStaging, got, s.want))
+			return n, s.err
+		}
+	case err != nil:
+		s.err = fmt.Errorf("read %w: %w", errStaging, err)
+		err = s.err
+	}
+	return n, err
+}
+
+// compress reads a raw staged snapshot (staged by an earlier snapshotter) into a compressed
+// temporary file and returns it rewound, with its size and sha256 (hex). The staged object's
+// own size and digest are checked as it is read, so a damaged staged copy fails here.
+func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady) (*os.File, int64, string, error) {
+	obj, err := h.openStaged(ctx, ready)
+	if err != nil {
+		return nil, 0, "", err
 	}
 	defer obj.Close()
 
-	f, err := os.CreateTemp(h.WorkDir, "backup-*.db.zst")
+	f, err := os.CreateTemp(h.WorkDir, "backup-*"+backupformat.Suffix)
 	if err != nil {
 		return nil, 0, "", fmt.Errorf("temporary file: %w", err)
 	}
@@ -263,12 +322,11 @@ func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 		os.Remove(f.Name())
 		return nil, 0, "", err
 	}
-	hash := sha256.New()
-	enc, err := zstd.NewWriter(io.MultiWriter(f, hash), zstd.WithEncoderLevel(h.Level))
+	enc, err := backupformat.NewWriter(f, backupformat.Level, 1)
 	if err != nil {
 		return fail(err)
 	}
-	n, err := io.Copy(enc, obj)
+	n, err := enc.ReadFrom(obj)
 	if err != nil {
 		enc.Close()
 		return fail(fmt.Errorf("compress %w: %w", errStaging, err))
@@ -280,14 +338,10 @@ func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 	if err := enc.Close(); err != nil {
 		return fail(fmt.Errorf("compress staged snapshot: %w", err))
 	}
-	size, err := f.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return fail(err)
-	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return fail(err)
 	}
-	return f, size, hex.EncodeToString(hash.Sum(nil)), nil
+	return f, enc.Size(), enc.SHA256(), nil
 }
 
 func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, message string, stored *etcdbackupv1.BackupStored) error {

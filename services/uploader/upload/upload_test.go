@@ -14,6 +14,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
@@ -75,6 +76,8 @@ func validRequest() *etcdbackupv1.BackupRequested {
 	}
 }
 
+// setup stages a backup as the snapshotter does (compressed while it streamed) and fetches its
+// snapshot-ready message.
 func setup(t *testing.T) *fixture {
 	t.Helper()
 	return setupWith(t, func(*etcdbackupv1.BackupRequested) {})
@@ -82,6 +85,13 @@ func setup(t *testing.T) *fixture {
 
 // setupWith is setup with the request changed by forge before it is published.
 func setupWith(t *testing.T, forge func(*etcdbackupv1.BackupRequested)) *fixture {
+	t.Helper()
+	return setupStaged(t, forge, true)
+}
+
+// setupStaged stages the snapshot compressed (as the snapshotter does) or raw (as an earlier
+// snapshotter did).
+func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compressed bool) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	js := natstest.JetStream(t)
@@ -99,11 +109,26 @@ func setupWith(t *testing.T, forge func(*etcdbackupv1.BackupRequested)) *fixture
 	f.dest = &destinations{s3: f.s3, t: t}
 	req := validRequest()
 	forge(req)
-	if _, err := staging.Put(ctx, js, bus.StagingBucket, bus.MsgID(req), "test", bytes.NewReader(f.snapshot)); err != nil {
-		t.Fatal(err)
-	}
 	sum := sha256.Sum256(f.snapshot)
 	ready := &etcdbackupv1.SnapshotReady{Request: req, StagedObject: bus.MsgID(req), SnapshotSize: uint64(len(f.snapshot)), SnapshotSha256: hex.EncodeToString(sum[:]), Revision: 7, StartedTime: timestamppb.Now()}
+	staged := f.snapshot
+	if compressed {
+		var buf bytes.Buffer
+		enc, err := backupformat.NewWriter(&buf, backupformat.Level, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := enc.Write(f.snapshot); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		staged, ready.StoredSize, ready.StoredSha256 = buf.Bytes(), uint64(enc.Size()), enc.SHA256()
+	}
+	if _, err := staging.Put(ctx, js, bus.StagingBucket, bus.MsgID(req), "test", bytes.NewReader(staged)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := bus.Publish(ctx, js, bus.SubjectSnapshotReady, bus.MsgID(req), ready); err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +161,7 @@ func setupWith(t *testing.T, forge func(*etcdbackupv1.BackupRequested)) *fixture
 		Reader: f.reader,
 		JS:     js, Staging: obs, Destinations: f.dest, WorkDir: t.TempDir(),
 		StagingReadBytes: 1 << 20, StagingIdle: 5 * time.Second,
-		PartSize: 5 << 20, Threads: 2, Level: zstd.SpeedDefault, Log: slog.New(slog.DiscardHandler),
+		PartSize: 5 << 20, Threads: 2, Log: slog.New(slog.DiscardHandler),
 		Metrics: Metrics{Bytes: func(n int64) { f.uploaded += n }},
 	}
 	return f
@@ -161,8 +186,17 @@ func (f *fixture) statusEvents(t *testing.T) []*etcdbackupv1.StatusEvent {
 	return out
 }
 
+// The staged backup is stored as it is, compressed, with its sha256 as metadata; a raw
+// snapshot staged by an earlier snapshotter is compressed first and stored the same way.
 func TestUploadStoresCompressedSnapshotWithItsHash(t *testing.T) {
-	f := setup(t)
+	for _, compressed := range []bool{true, false} {
+		t.Run(map[bool]string{true: "staged compressed", false: "staged raw"}[compressed], func(t *testing.T) {
+			testUploadStores(t, setupStaged(t, func(*etcdbackupv1.BackupRequested) {}, compressed))
+		})
+	}
+}
+
+func testUploadStores(t *testing.T, f *fixture) {
 	ctx := context.Background()
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
@@ -255,6 +289,22 @@ func TestUploadFailures(t *testing.T) {
 		evs := f.statusEvents(t)
 		if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_RUNNING || !bytes.Contains([]byte(last.GetMessage()), []byte("upload failed, retrying")) {
 			t.Fatalf("last status event %v", last)
+		}
+	})
+	t.Run("staged bytes unlike the sha256 the snapshotter sent store nothing", func(t *testing.T) {
+		f := setupStaged(t, func(*etcdbackupv1.BackupRequested) {}, true)
+		// Re-publish the message with a digest that does not describe the staged bytes.
+		var ready etcdbackupv1.SnapshotReady
+		if err := bus.Decode(f.msg.Data(), f.msg.Headers().Get(bus.HeaderContentType), &ready); err != nil {
+			t.Fatal(err)
+		}
+		ready.StoredSha256 = strings.Repeat("0", 64)
+		err := f.h.Handle(context.Background(), &ready, bus.Delivery{Attempt: 1, Subject: bus.SubjectSnapshotReady})
+		if !bus.IsPermanent(err) || !strings.Contains(err.Error(), "the snapshotter sent "+ready.StoredSha256) {
+			t.Fatalf("err = %v, want a permanent digest mismatch", err)
+		}
+		if _, err := f.s3.Client(t).StatObject(context.Background(), "backups", ready.GetRequest().GetObjectKey(), minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
+			t.Fatalf("an object was stored: stat err %v", err)
 		}
 	})
 	t.Run("unknown destination fails the backup", func(t *testing.T) {

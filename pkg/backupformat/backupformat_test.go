@@ -1,0 +1,106 @@
+package backupformat
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"testing"
+	"testing/iotest"
+)
+
+// fakeSnapshot is shaped like etcd's stream: n*512 bytes of data and their sha256.
+func fakeSnapshot(blocks int) []byte {
+	data := bytes.Repeat([]byte("etcd-kv-"), blocks*64)[:blocks*512]
+	sum := sha256.Sum256(data)
+	return append(data, sum[:]...)
+}
+
+func encode(t *testing.T, snap []byte) ([]byte, *Writer) {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := NewWriter(&buf, Level, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.ReadFrom(iotest.HalfReader(bytes.NewReader(snap))); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), w
+}
+
+func TestWriterAndDecode(t *testing.T) {
+	snap := fakeSnapshot(2048)
+	stored, w := encode(t, snap)
+	if w.Size() != int64(len(stored)) {
+		t.Fatalf("Size = %d, wrote %d", w.Size(), len(stored))
+	}
+	sum := sha256.Sum256(stored)
+	if w.SHA256() != hexOf(sum[:]) {
+		t.Fatalf("SHA256 = %s, the bytes' is %x", w.SHA256(), sum)
+	}
+	if len(stored) >= len(snap)/4 {
+		t.Fatalf("stored %d bytes of a %d-byte repetitive snapshot: not compressed", len(stored), len(snap))
+	}
+	var out bytes.Buffer
+	d, err := Decode(iotest.OneByteReader(bytes.NewReader(stored)), w.SHA256(), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), snap) || d.Size != int64(len(stored)) || d.SnapshotSize != int64(len(snap)) || d.SHA256 != w.SHA256() {
+		t.Fatalf("Decode = %+v, %d bytes out", d, out.Len())
+	}
+}
+
+func hexOf(b []byte) string { return hex.EncodeToString(b) }
+
+func TestDecodeRefuses(t *testing.T) {
+	good, w := encode(t, fakeSnapshot(64))
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)/2] ^= 1
+	// A snapshot whose own trailing hash is wrong, stored with a matching object digest.
+	badSnap := fakeSnapshot(64)
+	badSnap[len(badSnap)-1] ^= 1
+	badStored, bw := encode(t, badSnap)
+	for _, tc := range []struct {
+		name   string
+		stored []byte
+		want   string
+		is     func(error) bool
+	}{
+		{"a flipped stored byte", flipped, w.SHA256(), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
+		{"a truncated object", good[:len(good)-5], w.SHA256(), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
+		{"no digest to check against", good, "", func(err error) bool { return errors.Is(err, ErrCorrupt) }},
+		{"etcd's trailing hash wrong", badStored, bw.SHA256(), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
+		{"not zstd", bytes.Repeat([]byte{1}, 100), hexOf(func() []byte { s := sha256.Sum256(bytes.Repeat([]byte{1}, 100)); return s[:] }()), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(bytes.NewReader(tc.stored), tc.want, io.Discard)
+			if err == nil || !tc.is(err) {
+				t.Fatalf("Decode = %v", err)
+			}
+		})
+	}
+	t.Run("a broken download is the source's fault", func(t *testing.T) {
+		_, err := Decode(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)), w.SHA256(), io.Discard)
+		var se *SourceError
+		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Decode = %v, want a SourceError", err)
+		}
+	})
+	t.Run("a failing sink is the sink's fault", func(t *testing.T) {
+		_, err := Decode(bytes.NewReader(good), w.SHA256(), failingWriter{})
+		var se *SinkError
+		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Decode = %v, want a SinkError", err)
+		}
+	})
+}
+
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, io.ErrShortWrite }

@@ -52,8 +52,8 @@ type Handler struct {
 	// Level and Concurrency are the zstd encoder's (backupformat.NewWriter).
 	Level       zstd.EncoderLevel
 	Concurrency int
-	Log           *slog.Logger
-	Metrics       Metrics
+	Log         *slog.Logger
+	Metrics     Metrics
 }
 
 // Handle takes one backup's snapshot (the typed handler of the snapshotter consumer: wrap it

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -335,7 +337,15 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 		args = append(args, "--destinations-configmap="+e.Opts.DestinationsConfigMap)
 	}
 	args = append(args, e.Opts.Args[kind]...)
-	p, err := StartProcess(fmt.Sprintf("%s-%d", kind, replica), filepath.Join(e.Opts.ServiceDir, kind), args, nil, filepath.Join(e.Opts.Dir, "logs"))
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	runtimeEnv, err := DeployRuntimeEnv(root, kind)
+	if err != nil {
+		return nil, err
+	}
+	p, err := StartProcess(fmt.Sprintf("%s-%d", kind, replica), filepath.Join(e.Opts.ServiceDir, kind), args, runtimeEnv, filepath.Join(e.Opts.Dir, "logs"))
 	if err != nil {
 		return nil, err
 	}
@@ -391,4 +401,36 @@ func (e *Env) Close() {
 // DemoEtcdClient returns a client of the demo etcd; the caller closes it.
 func (e *Env) DemoEtcdClient() (*clientv3.Client, error) {
 	return clientv3.New(clientv3.Config{Endpoints: []string{e.DemoEtcd.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+}
+
+// DeployRuntimeEnv returns the Go runtime settings (GOMEMLIMIT, GOGC, ...) that the deploy
+// gives service kind's container (deploy/k8s/<kind>.yaml), as NAME=value: the sandbox and the
+// benchmarks run the services with the memory settings they ship with.
+func DeployRuntimeEnv(root, kind string) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", kind+".yaml"))
+	if err != nil {
+		return nil, err
+	}
+	objs, err := DecodeObjects(b)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, o := range objs {
+		if o.GetKind() != "Deployment" {
+			continue
+		}
+		var d appsv1.Deployment
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &d); err != nil {
+			return nil, err
+		}
+		for _, c := range d.Spec.Template.Spec.Containers {
+			for _, v := range c.Env {
+				if strings.HasPrefix(v.Name, "GO") && v.ValueFrom == nil {
+					out = append(out, v.Name+"="+v.Value)
+				}
+			}
+		}
+	}
+	return out, nil
 }

@@ -43,6 +43,10 @@ var ErrCorrupt = errors.New("backup corrupt")
 // smaller than gzip -9 on etcd data and about 13 times faster.
 const Level = zstd.SpeedDefault
 
+// WindowSize is the zstd window: 2 MiB instead of the default level's 8 MiB allocates 4 MiB
+// instead of 10 per encoder, for 0.6% more bytes on Kubernetes-like data (measured here).
+const WindowSize = 2 << 20
+
 // Writer compresses a snapshot into w and hashes and counts the compressed bytes.
 type Writer struct {
 	enc  *zstd.Encoder
@@ -55,7 +59,8 @@ type Writer struct {
 func NewWriter(w io.Writer, level zstd.EncoderLevel, concurrency int) (*Writer, error) {
 	h := sha256.New()
 	out := &countingWriter{w: io.MultiWriter(w, h)}
-	enc, err := zstd.NewWriter(out, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(max(1, concurrency)), zstd.WithLowerEncoderMem(true))
+	enc, err := zstd.NewWriter(out, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(max(1, concurrency)),
+		zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(WindowSize))
 	if err != nil {
 		return nil, err
 	}
@@ -65,8 +70,14 @@ func NewWriter(w io.Writer, level zstd.EncoderLevel, concurrency int) (*Writer, 
 // Write compresses p.
 func (w *Writer) Write(p []byte) (int, error) { return w.enc.Write(p) }
 
-// ReadFrom compresses everything r holds.
-func (w *Writer) ReadFrom(r io.Reader) (int64, error) { return w.enc.ReadFrom(r) }
+// ReadFrom compresses everything r holds. r is read ahead by its own goroutine (up to
+// readAheadBuffers of readAheadSize), so reading it, and whatever its Read does (etcd's
+// stream and its verification), overlaps compression instead of taking turns with it.
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
+	ra := newReadAhead(r, readAheadBuffers, readAheadSize)
+	defer ra.Close()
+	return w.enc.ReadFrom(ra)
+}
 
 // Close flushes the compressed stream; Size and SHA256 are final after it.
 func (w *Writer) Close() error { return w.enc.Close() }

@@ -63,15 +63,19 @@ func PeakRSS(pid int) (int64, error) {
 // a peak of the whole resident set only (VmHWM), not of its anonymous (heap, stacks) and
 // file-backed (mapped files) parts.
 type Sampler struct {
+	pid        int
 	stop       chan struct{}
 	done       chan struct{}
 	mu         sync.Mutex
 	anon, file int64
 }
 
-// Sample starts sampling.
-func Sample(interval time.Duration) *Sampler {
-	s := &Sampler{stop: make(chan struct{}), done: make(chan struct{})}
+// Sample starts sampling this process.
+func Sample(interval time.Duration) *Sampler { return SampleProcess(0, interval) }
+
+// SampleProcess starts sampling process pid (0: this one).
+func SampleProcess(pid int, interval time.Duration) *Sampler {
+	s := &Sampler{pid: pid, stop: make(chan struct{}), done: make(chan struct{})}
 	s.sample()
 	go func() {
 		defer close(s.done)
@@ -90,7 +94,7 @@ func Sample(interval time.Duration) *Sampler {
 }
 
 func (s *Sampler) sample() {
-	if m, err := Read(0); err == nil {
+	if m, err := Read(s.pid); err == nil {
 		s.mu.Lock()
 		s.anon, s.file = max(s.anon, m.RssAnon), max(s.file, m.RssFile)
 		s.mu.Unlock()

@@ -22,6 +22,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -36,8 +38,9 @@ const defaultChunkSize = 128 << 10
 // ErrCorrupt is returned (wrapped) when a staged object's size or digest does not match.
 var ErrCorrupt = errors.New("staged object corrupt")
 
-// MaxInFlight bounds the chunks one Put has sent but not yet seen stored: 16 chunks, 8 MiB.
-const MaxInFlight = 16
+// MaxInFlight bounds the chunks one Put has sent but not yet seen stored: 8 chunks, 4 MiB,
+// which keeps a server that fsyncs every write busy (compressed snapshots need tens of MB/s).
+const MaxInFlight = 8
 
 // Put stores r under name in bucket in full chunks, in the object store's own format (NATS
 // ADR-20), so ObjectStore.GetInfo, Get and Delete and this package's Reader read it. If r
@@ -85,6 +88,34 @@ func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description 
 		_ = stream.Purge(ctx, jetstream.WithPurgeSubject("$O."+bucket+".C."+old.NUID))
 	}
 	return info, nil
+}
+
+// PutCompressed compresses raw (backupformat) as it streams and stores the compressed bytes
+// under name, as Put does. One goroutine reads raw and compresses, the caller's stages, so
+// the source (etcd's snapshot stream) is read as fast as the compressor takes it. It returns
+// the compressed size and sha256 in the Writer.
+func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, description string, raw io.Reader, level zstd.EncoderLevel, concurrency int) (*backupformat.Writer, error) {
+	pr, pw := io.Pipe()
+	enc, err := backupformat.NewWriter(pw, level, concurrency)
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err := enc.ReadFrom(raw)
+		if cerr := enc.Close(); err == nil {
+			err = cerr
+		}
+		pw.CloseWithError(err) // nil: Put reads io.EOF
+	}()
+	_, err = Put(ctx, js, bucket, name, description, pr)
+	pr.CloseWithError(err) // a failed Put unblocks the compressor
+	<-done
+	if err != nil {
+		return nil, err
+	}
+	return enc, nil
 }
 
 // putChunks publishes r in full ChunkSize chunks on subj, at most MaxInFlight unacknowledged,

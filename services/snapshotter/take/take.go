@@ -7,13 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
-	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
@@ -24,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -158,7 +157,7 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	defer resp.Snapshot.Close()
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
-	enc, err := h.stage(ctx, name, "etcd snapshot of "+req.GetCluster()+", zstd", v)
+	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", zstd", v, h.Level, h.Concurrency)
 	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
@@ -178,33 +177,6 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	}, nil
 }
 
-// stage compresses raw into the staging object name as it streams (backupformat), so the
-// staged bytes are the backup as it is stored and etcd's stream is read as fast as the
-// compressor takes it: one goroutine reads, verifies and compresses, the caller's stages.
-func (h *Handler) stage(ctx context.Context, name, description string, raw io.Reader) (*backupformat.Writer, error) {
-	pr, pw := io.Pipe()
-	enc, err := backupformat.NewWriter(pw, h.Level, h.Concurrency)
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, err := enc.ReadFrom(raw)
-		if cerr := enc.Close(); err == nil {
-			err = cerr
-		}
-		pw.CloseWithError(err) // nil: the stager reads io.EOF
-	}()
-	_, err = staging.Put(ctx, h.JS, bus.StagingBucket, name, description, pr)
-	pr.CloseWithError(err) // a failed Put unblocks the compressor
-	<-done
-	if err != nil {
-		return nil, err
-	}
-	return enc, nil
-}
-
 // healthyMember returns a client of the first member that answers a status request, and the
 // member's revision then: etcd's snapshot stream carries no revision, and the snapshot, which
 // starts right after, holds at least this one. A snapshot is taken from exactly one member.
@@ -216,6 +188,9 @@ func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clien
 			TLS:         t.TLS,
 			DialTimeout: h.MemberTimeout,
 			Logger:      zap.NewNop(),
+			// A fixed 1 MiB flow-control window: gRPC's dynamic one grows to 16 MiB, all of
+			// it buffered here whenever compression falls behind etcd's stream.
+			DialOptions: []grpc.DialOption{grpc.WithInitialWindowSize(1 << 20), grpc.WithInitialConnWindowSize(1 << 20)},
 		})
 		if err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", ep, err))

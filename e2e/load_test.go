@@ -1,0 +1,188 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Sized for CI: loadConfigs configs "@every 10s" for loadWindow.
+const (
+	loadConfigs = 100
+	loadWindow  = time.Minute
+)
+
+// TestManyConfigsEverySlotCompletes runs loadConfigs configs every 10 s for loadWindow on one
+// cluster, then pauses the cluster (no new slots) and waits until the pipeline is idle. Every
+// config's backups must then be Completed and form an unbroken run of 10 s slots from its
+// first tick to the pause (a slot lost or skipped because the pipeline fell behind is a gap);
+// nothing may be left in any work stream or in staging; every consumer must have nothing
+// pending; and consumer counts must be back at rest (no consumer per upload left behind).
+// It checks correctness under load, not time.
+func TestManyConfigsEverySlotCompletes(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 10*time.Minute)
+	const cluster = "load"
+	if err := env.AddCluster(ctx, cluster, env.DemoEtcd.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	rest := jsConsumers(t)
+	created := time.Now()
+	for i := range loadConfigs {
+		newConfig(t, ctx, cluster, fmt.Sprintf("every-10s-%03d", i), "@every 10s", sandbox.Destination, 20)
+	}
+	// Let the window pass, watching that the pipeline keeps up (no deadline on each slot: this
+	// asserts completeness, the benchmark asserts time).
+	window := time.NewTimer(loadWindow - time.Since(created))
+	<-window.C
+	pause := time.Now()
+	if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"pause":true}}`))); err != nil {
+		t.Fatal(err)
+	}
+
+	// Idle: every config's backups settled (none Running), work streams empty.
+	ns := "cluster-" + cluster
+	var list kubermaticv1.EtcdBackupConfigList
+	err := sandbox.Poll(ctx, 5*time.Minute, time.Second, func() (bool, error) {
+		if err := env.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		running := 0
+		for _, c := range list.Items {
+			for _, b := range c.Status.Backups() {
+				if b.BackupPhase == "" || b.BackupPhase == kubermaticv1.PhaseRunning {
+					running++
+				}
+			}
+		}
+		left := jsLeft(t, ctx)
+		return running == 0 && len(left) == 0, fmt.Errorf("%d backups running; left on the bus: %v", running, left)
+	})
+	if err != nil {
+		t.Fatalf("the pipeline did not drain: %v", err)
+	}
+
+	total := 0
+	for _, c := range list.Items {
+		var slots []time.Time
+		for _, b := range c.Status.Backups() {
+			if b.BackupPhase != kubermaticv1.PhaseCompleted {
+				t.Errorf("%s: backup %s is %s: %s", c.Name, b.BackupName, b.BackupPhase, b.BackupMessage)
+				continue
+			}
+			slots = append(slots, b.ScheduledTime.Time)
+		}
+		sort.Slice(slots, func(i, j int) bool { return slots[i].Before(slots[j]) })
+		total += len(slots)
+		if len(slots) == 0 {
+			t.Errorf("%s: no backup", c.Name)
+			continue
+		}
+		if first := slots[0]; first.Sub(c.CreationTimestamp.Time) > 10*time.Second+time.Second {
+			t.Errorf("%s: first backup at %s, created %s: the first tick was missed", c.Name, first, c.CreationTimestamp)
+		}
+		for i := 1; i < len(slots); i++ {
+			if d := slots[i].Sub(slots[i-1]); d != 10*time.Second {
+				t.Errorf("%s: %s between slots %s and %s: a slot was skipped", c.Name, d, slots[i-1].Format(time.TimeOnly), slots[i].Format(time.TimeOnly))
+			}
+		}
+		// The scheduler saw the pause within a moment; the last slot before it is there.
+		if last := slots[len(slots)-1]; pause.Sub(last) > 10*time.Second+2*time.Second {
+			t.Errorf("%s: last backup at %s, the cluster paused at %s: slots before the pause are missing", c.Name, last.Format(time.TimeOnly), pause.Format(time.TimeOnly))
+		}
+	}
+	if got := len(list.Items); got != loadConfigs {
+		t.Errorf("%d configs listed, want %d", got, loadConfigs)
+	}
+	t.Logf("%d configs, %d backups completed in %s", len(list.Items), total, pause.Sub(created).Round(time.Second))
+
+	if now := jsConsumers(t); fmt.Sprint(now) != fmt.Sprint(rest) {
+		t.Errorf("consumers per stream after the load %v, at rest before %v", now, rest)
+	}
+}
+
+// jsDetail returns the embedded server's streams with their consumers.
+func jsDetail(t *testing.T) []server.StreamDetail {
+	t.Helper()
+	jsz, err := env.NATS.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []server.StreamDetail
+	for _, a := range jsz.AccountDetails {
+		out = append(out, a.Streams...)
+	}
+	return out
+}
+
+// jsConsumers counts the consumers of each stream.
+func jsConsumers(t *testing.T) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, s := range jsDetail(t) {
+		out[s.Name] = s.State.Consumers
+	}
+	return out
+}
+
+// jsLeft lists what is left to do on the bus: messages in work-queue streams, objects in
+// staging, and messages pending or unacknowledged on any consumer.
+func jsLeft(t *testing.T, ctx context.Context) []string {
+	t.Helper()
+	var left []string
+	staged, err := stagedChunks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if staged > 0 {
+		left = append(left, fmt.Sprintf("staging: %d objects' chunks", staged))
+	}
+	for _, s := range jsDetail(t) {
+		switch s.Name {
+		case bus.StreamRequests, bus.StreamSnapshots, bus.StreamDeletes: // work queues
+			if s.State.Msgs > 0 {
+				left = append(left, fmt.Sprintf("%s: %d messages", s.Name, s.State.Msgs))
+			}
+		}
+		for _, c := range s.Consumer {
+			if c.NumPending > 0 || c.NumAckPending > 0 {
+				left = append(left, fmt.Sprintf("%s/%s: %d pending, %d unacknowledged", s.Name, c.Name, c.NumPending, c.NumAckPending))
+			}
+		}
+	}
+	return left
+}
+
+// stagedChunks counts the staged objects whose chunks are still in staging, read as the
+// uploader may (stream info filtered to chunk subjects: no consumer is made).
+func stagedChunks(ctx context.Context) (int, error) {
+	nc, err := env.NATSClient(bus.IdentityUploader)
+	if err != nil {
+		return 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(10*time.Second))
+	if err != nil {
+		return 0, err
+	}
+	s, err := js.Stream(ctx, "OBJ_"+bus.StagingBucket)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter("$O."+bus.StagingBucket+".C.>"))
+	if err != nil {
+		return 0, err
+	}
+	return len(info.State.Subjects), nil
+}

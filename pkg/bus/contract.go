@@ -83,6 +83,12 @@ type Topology struct {
 	StatusMaxAge time.Duration
 	// StoredMaxAge is how long backup-stored announcements are kept for the pruner.
 	StoredMaxAge time.Duration
+	// StagingMaxBytes caps the staging bucket; a staged snapshot that does not fit is refused
+	// (discard new), and the snapshotter does not start a snapshot without room for one.
+	StagingMaxBytes int64
+	// StreamMaxBytes caps each message stream, also discarding new messages when full: a
+	// publisher sees the error and retries, nothing queued is dropped.
+	StreamMaxBytes int64
 }
 
 // DefaultTopology is what the services create when nothing else is configured.
@@ -93,6 +99,9 @@ func DefaultTopology() Topology {
 		StagingTTL:   24 * time.Hour,
 		StatusMaxAge: 24 * time.Hour,
 		StoredMaxAge: 7 * 24 * time.Hour,
+		// The deploy's JetStream has max_file_store 50 GiB.
+		StagingMaxBytes: 40 << 30,
+		StreamMaxBytes:  1 << 30,
 	}
 }
 
@@ -106,6 +115,8 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     t.Storage,
 			Replicas:    t.Replicas,
+			MaxBytes:    t.StreamMaxBytes,
+			Discard:     jetstream.DiscardNew,
 			Duplicates:  RequestsDuplicateWindow,
 		},
 		{
@@ -115,6 +126,8 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     t.Storage,
 			Replicas:    t.Replicas,
+			MaxBytes:    t.StreamMaxBytes,
+			Discard:     jetstream.DiscardNew,
 			Duplicates:  RequestsDuplicateWindow,
 		},
 		{
@@ -124,6 +137,8 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     t.Storage,
 			Replicas:    t.Replicas,
+			MaxBytes:    t.StreamMaxBytes,
+			Discard:     jetstream.DiscardNew,
 			MaxAge:      t.StoredMaxAge,
 			Duplicates:  RequestsDuplicateWindow,
 		},
@@ -134,6 +149,8 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.WorkQueuePolicy,
 			Storage:     t.Storage,
 			Replicas:    t.Replicas,
+			MaxBytes:    t.StreamMaxBytes,
+			Discard:     jetstream.DiscardNew,
 			Duplicates:  RequestsDuplicateWindow,
 		},
 		{
@@ -143,6 +160,8 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 			Retention:   jetstream.LimitsPolicy,
 			Storage:     t.Storage,
 			Replicas:    t.Replicas,
+			MaxBytes:    t.StreamMaxBytes,
+			Discard:     jetstream.DiscardNew,
 			MaxAge:      t.StatusMaxAge,
 			Duplicates:  RequestsDuplicateWindow,
 		},
@@ -157,6 +176,7 @@ func (t Topology) StagingConfig() jetstream.ObjectStoreConfig {
 		TTL:         t.StagingTTL,
 		Storage:     t.Storage,
 		Replicas:    t.Replicas,
+		MaxBytes:    t.StagingMaxBytes,
 	}
 }
 

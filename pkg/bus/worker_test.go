@@ -16,7 +16,8 @@ import (
 
 func testTopology() bus.Topology {
 	t := bus.DefaultTopology()
-	t.Storage = jetstream.MemoryStorage
+	// In memory, with limits that fit in a test server's memory store.
+	t.Storage, t.StagingMaxBytes, t.StreamMaxBytes = jetstream.MemoryStorage, 64<<20, 16<<20
 	return t
 }
 

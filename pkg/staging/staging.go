@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -28,6 +29,23 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 )
+
+// Free returns how many bytes the bucket can still take (its MaxBytes less what it holds;
+// math.MaxInt64 when it has no limit).
+func Free(ctx context.Context, js jetstream.JetStream, bucket string) (int64, error) {
+	s, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return 0, fmt.Errorf("open bucket %s: %w", bucket, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	if info.Config.MaxBytes <= 0 {
+		return math.MaxInt64, nil
+	}
+	return max(0, info.Config.MaxBytes-int64(info.State.Bytes)), nil
+}
 
 // ChunkSize is the size of the staged chunks; below NATS' default max_payload of 1 MiB.
 const ChunkSize = 512 << 10

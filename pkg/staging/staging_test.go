@@ -165,3 +165,30 @@ func TestReadersLeaveNoConsumer(t *testing.T) {
 		t.Fatalf("%d consumers left on the staging stream after 20 closed reads, want 0", n)
 	}
 }
+
+func TestFree(t *testing.T) {
+	js := natstest.JetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "CAPPED", Storage: jetstream.MemoryStorage, MaxBytes: 4 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	free, err := staging.Free(ctx, js, "CAPPED")
+	if err != nil || free != 4<<20 {
+		t.Fatalf("Free of an empty 4 MiB bucket = %d, %v", free, err)
+	}
+	data := make([]byte, 3<<20)
+	if _, err := staging.Put(ctx, js, "CAPPED", "obj", "test", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	if free, err = staging.Free(ctx, js, "CAPPED"); err != nil || free >= 1<<20 {
+		t.Fatalf("Free after 3 MiB = %d, %v", free, err)
+	}
+	// Full: a second object does not fit, and is refused rather than old ones dropped.
+	if _, err := staging.Put(ctx, js, "CAPPED", "obj2", "test", bytes.NewReader(data)); err == nil {
+		t.Fatal("a put beyond MaxBytes succeeded")
+	}
+	if _, err := staging.Open(ctx, js, "CAPPED", "obj", 1<<20, 5*time.Second); err != nil {
+		t.Fatalf("the first object is gone after the refused put: %v", err)
+	}
+}

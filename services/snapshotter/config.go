@@ -12,12 +12,13 @@ import (
 // Config is the snapshotter's configuration.
 type Config struct {
 	service.Common
-	Concurrency   int
-	MaxAttempts   int
-	RetryDelay    time.Duration
-	MemberTimeout time.Duration
-	Level         string
-	ZstdThreads   int
+	Concurrency       int
+	MaxAttempts       int
+	RetryDelay        time.Duration
+	MemberTimeout     time.Duration
+	Level             string
+	ZstdThreads       int
+	StagingReserveMiB int
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -30,6 +31,7 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.MemberTimeout, "member-timeout", 5*time.Second, "timeout of one etcd member's health check")
 	service.StringVar(fs, &c.Level, "zstd-level", "default", "zstd level the snapshot is compressed with while it streams: fastest, default, better or best")
 	service.IntVar(fs, &c.ZstdThreads, "zstd-threads", 1, "zstd encoder goroutines per snapshot (1: memory flat at one window)")
+	service.IntVar(fs, &c.StagingReserveMiB, "staging-reserve-mib", 1024, "free MiB staging must have before a snapshot starts (0: no check); a full staging is retried without contacting etcd")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -41,6 +43,9 @@ func parseConfig(args []string) (Config, error) {
 	}
 	if ok, _ := zstd.EncoderLevelFromString(c.Level); !ok {
 		return Config{}, fmt.Errorf("%w: zstd-level %q: want fastest, default, better or best", service.ErrInvalidOption, c.Level)
+	}
+	if c.StagingReserveMiB < 0 {
+		return Config{}, fmt.Errorf("%w: staging-reserve-mib must not be negative, got %d", service.ErrInvalidOption, c.StagingReserveMiB)
 	}
 	if c.ZstdThreads < 1 {
 		return Config{}, fmt.Errorf("%w: zstd-threads must be at least 1, got %d", service.ErrInvalidOption, c.ZstdThreads)

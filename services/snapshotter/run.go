@@ -21,15 +21,16 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer w.Close()
 	h := &take.Handler{
-		Reader:        w.Kube,
-		Events:        w.Events,
-		JS:            w.JS,
-		MaxAttempts:   uint64(cfg.MaxAttempts),
-		MemberTimeout: cfg.MemberTimeout,
-		Level:         cfg.level(),
-		Concurrency:   cfg.ZstdThreads,
-		Log:           w.Log,
-		Metrics:       newMetrics(w.Endpoint.Registry()),
+		Reader:         w.Kube,
+		Events:         w.Events,
+		JS:             w.JS,
+		MaxAttempts:    uint64(cfg.MaxAttempts),
+		MemberTimeout:  cfg.MemberTimeout,
+		Level:          cfg.level(),
+		Concurrency:    cfg.ZstdThreads,
+		StagingReserve: int64(cfg.StagingReserveMiB) << 20,
+		Log:            w.Log,
+		Metrics:        newMetrics(w.Endpoint.Registry()),
 	}
 	worker, err := bus.NewWorker(w.Consumer, bus.Typed(take.MaxDeliver(cfg.MaxAttempts), h.Handle, h.DeadLetter), bus.WithLogger(w.Log), bus.WithMetrics(w.Bus), bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, 5*time.Minute)))

@@ -48,6 +48,8 @@ type Handler struct {
 	Events events.EventRecorder
 	// MemberTimeout bounds the health check of one etcd member.
 	MemberTimeout time.Duration
+	// StagingReserve is the room staging must have before a snapshot starts (0: no check).
+	StagingReserve int64
 	// Level and Concurrency are the zstd encoder's (backupformat.NewWriter).
 	Level       zstd.EncoderLevel
 	Concurrency int
@@ -140,6 +142,17 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
 		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig, req.GetCluster(), holder)
 	}
+	// A full staging (the uploader down or behind) must not start a snapshot storm on etcd.
+	if h.StagingReserve > 0 {
+		free, err := staging.Free(ctx, h.JS, bus.StagingBucket)
+		if err != nil {
+			return nil, err
+		}
+		if free < h.StagingReserve {
+			return nil, fmt.Errorf("%w: staging has %d MiB free, a snapshot starts with at least %d MiB (--staging-reserve-mib): the uploader is behind or down",
+				ErrStagingFull, free>>20, h.StagingReserve>>20)
+		}
+	}
 	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, req.GetConfig().GetNamespace())
 	if err != nil {
 		return nil, err
@@ -217,8 +230,13 @@ func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	}
 }
 
+// ErrStagingFull: staging has no room for another snapshot; etcd was not contacted.
+var ErrStagingFull = errors.New("staging full")
+
 func failureReason(err error) string {
 	switch {
+	case errors.Is(err, ErrStagingFull):
+		return "staging-full"
 	case errors.Is(err, endpoints.ErrConfig):
 		return "config"
 	case errors.Is(err, snapshot.ErrCorrupt):

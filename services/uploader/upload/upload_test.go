@@ -96,7 +96,7 @@ func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 	ctx := context.Background()
 	js := natstest.JetStream(t)
 	topo := bus.DefaultTopology()
-	topo.Storage = jetstream.MemoryStorage
+	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 64<<20, 16<<20
 	if err := bus.Ensure(ctx, js, topo); err != nil {
 		t.Fatal(err)
 	}

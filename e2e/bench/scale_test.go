@@ -1,0 +1,267 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/procstat"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("%s=%q: want a positive integer", name, v)
+	}
+	return n
+}
+
+// BenchmarkScale is B5 and the soak mode: ETCDBACKUP_BENCH_CONFIGS clusters (default 1000),
+// each with one config "@every 1m", for ETCDBACKUP_BENCH_MINUTES (default 10), with the
+// replica counts deploy/k8s ships. All clusters' etcd is the demo etcd holding about 1 MiB.
+// Each minute it prints the slots due (by their scheduled time), the backups completed, p50,
+// p99 and max of slot → Completed (the uploader's event), the backlog of every stream, and
+// the RSS and goroutines of every service process. At the end it reports the minute's
+// figures over the whole run and fails if a slot due before the last minute did not complete.
+func BenchmarkScale(b *testing.B) {
+	configs := envInt(b, "ETCDBACKUP_BENCH_CONFIGS", 1000)
+	minutes := envInt(b, "ETCDBACKUP_BENCH_MINUTES", 10)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(minutes+30)*time.Minute)
+	defer cancel()
+	root, err := sandbox.RepoRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	replicas := map[string]int{}
+	for _, svc := range sandbox.Services {
+		n, err := deployReplicas(root, svc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		replicas[svc] = n
+	}
+	env := startEnv(b, ctx, replicas, nil)
+	cli, err := env.DemoEtcdClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	fill(b, ctx, cli, env.DemoEtcd.Endpoint, 1)
+	cli.Close()
+
+	// Latency of every completed backup, from the uploader's status events.
+	nc, err := env.NATSClient(bus.IdentityWatcher)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	done := map[string]time.Duration{} // backup name (cluster-qualified) -> slot → Completed
+	failed := map[string]string{}
+	sub, err := nc.Subscribe("etcdbackup.status.>", func(m *nats.Msg) {
+		var ev etcdbackupv1.StatusEvent
+		if bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev) != nil || ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
+			return
+		}
+		key := ev.GetCluster() + "/" + ev.GetBackupName()
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev.GetPhase() {
+		case etcdbackupv1.Phase_PHASE_COMPLETED:
+			if ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER {
+				done[key] = ev.GetTime().AsTime().Sub(ev.GetScheduledTime().AsTime())
+			}
+		case etcdbackupv1.Phase_PHASE_FAILED:
+			failed[key] = ev.GetMessage()
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	b.ResetTimer()
+	start := time.Now()
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	type slotOf struct {
+		cluster string
+		anchor  time.Time
+	}
+	var anchors []slotOf
+	var amu sync.Mutex
+	for i := range configs {
+		g.Go(func() error {
+			name := fmt.Sprintf("scale-%04d", i)
+			if err := env.AddCluster(gctx, name, env.DemoEtcd.Endpoint); err != nil {
+				return err
+			}
+			cfg := &kubermaticv1.EtcdBackupConfig{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + name, Name: "every-minute"},
+				Spec: kubermaticv1.EtcdBackupConfigSpec{
+					Cluster:  corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster", Name: name},
+					Schedule: "@every 1m",
+				},
+			}
+			if err := env.Client.Create(gctx, cfg); err != nil {
+				return err
+			}
+			amu.Lock()
+			anchors = append(anchors, slotOf{name, cfg.CreationTimestamp.Time})
+			amu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("%d clusters and configs created in %s; the demo etcd holds 1 MiB of objects", configs, time.Since(start).Round(time.Second))
+
+	// due lists the slots (cluster/backup) scheduled in [from, to).
+	due := func(from, to time.Time) []string {
+		var out []string
+		for _, a := range anchors {
+			for at := a.anchor.Add(time.Minute); at.Before(to); at = at.Add(time.Minute) {
+				if !at.Before(from) {
+					out = append(out, a.cluster+"/"+backupname.Backup("every-minute", at))
+				}
+			}
+		}
+		return out
+	}
+	b.Logf("%-6s %6s %9s %8s %8s %8s  %s", "minute", "due", "completed", "p50", "p99", "max", "backlog; RSS MiB/goroutines per service")
+	var worst struct{ p99, max time.Duration }
+	var missing []string
+	t0 := start.Add(time.Minute).Truncate(time.Second)
+	for m := range minutes {
+		from, to := t0.Add(time.Duration(m)*time.Minute), t0.Add(time.Duration(m+1)*time.Minute)
+		// Wait until the minute's slots had a minute to complete (the next minute's end).
+		wait := time.NewTimer(time.Until(to.Add(time.Minute)))
+		select {
+		case <-wait.C:
+		case <-ctx.Done():
+			b.Fatal(ctx.Err())
+		}
+		slots := due(from, to)
+		var lat []time.Duration
+		mu.Lock()
+		for _, s := range slots {
+			if d, ok := done[s]; ok {
+				lat = append(lat, d)
+			} else if m < minutes-1 {
+				missing = append(missing, s)
+			}
+		}
+		mu.Unlock()
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		p50, p99, mx := pct(lat, 50), pct(lat, 99), pct(lat, 100)
+		worst.p99, worst.max = max(worst.p99, p99), max(worst.max, mx)
+		b.Logf("%-6d %6d %9d %8s %8s %8s  %s; %s", m+1, len(slots), len(lat), p50.Round(10*time.Millisecond), p99.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), backlog(b, env), soak(ctx, env))
+	}
+	mu.Lock()
+	b.Logf("failed backups: %d", len(failed))
+	for k, v := range failed {
+		b.Logf("  %s: %s", k, v)
+		break
+	}
+	mu.Unlock()
+	b.ReportMetric(float64(configs), "configs")
+	b.ReportMetric(worst.p99.Seconds(), "worst-minute-p99-s")
+	b.ReportMetric(worst.max.Seconds(), "worst-minute-max-s")
+	b.ReportMetric(float64(len(missing)), "slots-not-completed")
+	if len(missing) > 0 {
+		b.Errorf("%d slots did not complete within a minute after theirs, e.g. %s", len(missing), missing[0])
+	}
+}
+
+func pct(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := (len(sorted)*p + 99) / 100
+	return sorted[min(max(i-1, 0), len(sorted)-1)]
+}
+
+// backlog is what waits in each stream: messages in the work queues, unprocessed messages of
+// the status writer's and the planner's consumers.
+func backlog(b *testing.B, env *sandbox.Env) string {
+	jsz, err := env.NATS.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var parts []string
+	for _, a := range jsz.AccountDetails {
+		for _, s := range a.Streams {
+			switch s.Name {
+			case bus.StreamRequests, bus.StreamSnapshots, bus.StreamDeletes:
+				parts = append(parts, fmt.Sprintf("%s %d", strings.TrimPrefix(s.Name, "ETCDBACKUP_"), s.State.Msgs))
+			case "OBJ_" + bus.StagingBucket:
+				parts = append(parts, fmt.Sprintf("staging %d consumers", s.State.Consumers))
+			default:
+				for _, c := range s.Consumer {
+					parts = append(parts, fmt.Sprintf("%s/%s %d", strings.TrimPrefix(s.Name, "ETCDBACKUP_"), c.Name, c.NumPending+uint64(c.NumAckPending)))
+				}
+			}
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ", ")
+}
+
+// soak is each service replica's RSS and goroutines now.
+func soak(ctx context.Context, env *sandbox.Env) string {
+	var parts []string
+	for _, s := range env.Services {
+		m, err := procstat.Read(s.Pid())
+		if err != nil {
+			parts = append(parts, s.Name+" ?")
+			continue
+		}
+		g, _ := s.Metric(ctx, "go_goroutines", nil)
+		parts = append(parts, fmt.Sprintf("%s %.0f/%.0f", s.Name, float64(m.RSS)/(1<<20), g))
+	}
+	return strings.Join(parts, " ")
+}
+
+// deployReplicas reads the replica count deploy/k8s ships for service svc.
+func deployReplicas(root, svc string) (int, error) {
+	objs, err := sandbox.ReadObjects(filepath.Join(root, "deploy", "k8s", svc+".yaml"))
+	if err != nil {
+		return 0, err
+	}
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			// YAML numbers decode as float64 here.
+			if n, ok, _ := unstructured.NestedFieldNoCopy(o.Object, "spec", "replicas"); ok {
+				if f, isNum := n.(float64); isNum {
+					return int(f), nil
+				}
+				if i, isInt := n.(int64); isInt {
+					return int(i), nil
+				}
+			}
+		}
+	}
+	return 1, nil
+}

@@ -1,0 +1,58 @@
+package take
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/natstest"
+	"github.com/etcd-backup/etcdbackup/pkg/staging"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go/jetstream"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+// With staging short of --staging-reserve-mib, a request is refused before etcd is contacted
+// (its endpoint here answers nothing), with ErrStagingFull; with room, etcd is contacted.
+func TestFullStagingStartsNoSnapshot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := natstest.JetStream(t)
+	topo := bus.DefaultTopology()
+	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 8<<20, 16<<20
+	if err := bus.Ensure(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := staging.Put(ctx, js, bus.StagingBucket, "waiting", "an upload not done yet", bytes.NewReader(make([]byte, 6<<20))); err != nil {
+		t.Fatal(err)
+	}
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{
+		kubermaticv1.AnnotationEtcdEndpoints: "http://127.0.0.1:1", kubermaticv1.AnnotationEtcdClientSecret: "none"}}}
+	h := &Handler{
+		Reader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(cluster).Build(),
+		JS:     js, MemberTimeout: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
+		StagingReserve: 4 << 20,
+	}
+	req := &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
+	if _, err := h.take(ctx, req); !errors.Is(err, ErrStagingFull) {
+		t.Fatalf("take with 2 MiB free of a 4 MiB reserve = %v, want ErrStagingFull", err)
+	}
+	if got := failureReason(ErrStagingFull); got != "staging-full" {
+		t.Fatalf("failure reason %q", got)
+	}
+	h.StagingReserve = 1 << 20
+	if _, err := h.take(ctx, req); err == nil || errors.Is(err, ErrStagingFull) {
+		t.Fatalf("take with room = %v, want etcd's error (it was contacted)", err)
+	}
+}

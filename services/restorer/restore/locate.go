@@ -29,7 +29,7 @@ func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRest
 	if !ok {
 		return Backup{}, fmt.Errorf("%w: %q is not a backup name (<config>-%s)", ErrBackupNotFound, name, backupname.TimeLayout)
 	}
-	b := Backup{Destination: restore.Spec.Destination, ObjectKey: backupname.ObjectKey(restore.Spec.Cluster.Name, restore.Namespace, config, name)}
+	b := Backup{Destination: restore.Spec.Destination, ObjectKey: objectKey(restore, config)}
 	if b.Destination == "" {
 		var cfg kubermaticv1.EtcdBackupConfig
 		err := r.Get(ctx, types.NamespacedName{Namespace: restore.Namespace, Name: config}, &cfg)
@@ -39,6 +39,19 @@ func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRest
 		b.Destination = cfg.Spec.Destination
 	}
 	return b, nil
+}
+
+// ObjectKeyOf is the key of the backup restore's spec names, derived from the spec alone.
+func ObjectKeyOf(restore *kubermaticv1.EtcdRestore) (string, bool) {
+	config, ok := ConfigOf(restore.Spec.BackupName)
+	if !ok {
+		return "", false
+	}
+	return objectKey(restore, config), true
+}
+
+func objectKey(restore *kubermaticv1.EtcdRestore, config string) string {
+	return backupname.ObjectKey(restore.Spec.Cluster.Name, restore.Namespace, config, restore.Spec.BackupName)
 }
 
 // ConfigOf splits a backup name "<config>-2006-01-02T15:04:05" into its config's name.

@@ -282,6 +282,20 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	// The key the restore step downloads is the spec's backup, never what the recorded state
+	// says: under KKP's schema that state is an annotation anyone who may edit the EtcdRestore
+	// can write. A recorded key that differs (a forged annotation, an edited spec.backupName)
+	// is not the backup that was verified.
+	if key, ok := ObjectKeyOf(rs); !ok || key != rs.Status.ObjectKey {
+		msg := fmt.Sprintf("the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded state changed after verification)", rs.Status.ObjectKey, rs.Spec.BackupName)
+		if saved != nil {
+			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "StateMismatch", msg+".")
+		}
+		if err := r.unlock(ctx, rs, true, ""); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.fail(ctx, rs, "StateMismatch", msg+". Nothing was deleted; the cluster was unpaused and unlocked.")
+	}
 	if saved == nil {
 		var sts appsv1.StatefulSet
 		if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}, &sts); err != nil {

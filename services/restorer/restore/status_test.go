@@ -11,6 +11,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -269,5 +270,45 @@ func TestEffectiveStatusIgnoresInvalidAnnotation(t *testing.T) {
 		if got := rs.EffectiveStatus(); got.Phase != kubermaticv1.RestorePhaseStarted {
 			t.Errorf("annotation %q: effective phase %q, want status's Started", v, got.Phase)
 		}
+	}
+}
+
+// Under KKP's schema the recorded state is an annotation anyone who may edit the EtcdRestore
+// can write. A state that names another cluster's backup is not downloaded: the restore fails
+// before the etcd StatefulSet is touched, and the cluster is unlocked and unpaused.
+func TestForgedStateKeyIsNotRestored(t *testing.T) {
+	rs := restoreOf("c")
+	start := metav1.NewTime(time.Date(2026, 11, 29, 2, 50, 0, 0, time.UTC))
+	state := kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start,
+		Destination: "s3", ObjectKey: "victim/cluster-victim/daily/daily-2026-11-29T02-00-00.db.zst"}
+	b, _ := json.Marshal(state)
+	rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreStatus: string(b)}
+	rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
+	cluster := &kubermaticv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
+		Spec:       kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
+	}
+	sts := etcdStatefulSet()
+	sts.Namespace = rs.Namespace
+	r, _, rec := newTestReconciler(t, true, rs, cluster, sts)
+	reconcile(t, r, rs)
+
+	st := get(t, r, rs).EffectiveStatus()
+	if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message, "changed after verification") {
+		t.Errorf("effective status = %+v, want Failed: state mismatch", st)
+	}
+	var left appsv1.StatefulSet
+	if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts), &left); err != nil || left.DeletionTimestamp != nil {
+		t.Errorf("the etcd StatefulSet was touched: %v", err)
+	}
+	var c kubermaticv1.Cluster
+	if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(cluster), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
+		t.Errorf("cluster pause %v, lock %q: want unpaused and unlocked", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+	}
+	if evs := drain(rec); len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "Warning StateMismatch") {
+		t.Errorf("events = %q, want a Warning StateMismatch", evs)
 	}
 }

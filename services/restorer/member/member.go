@@ -23,9 +23,6 @@ import (
 	"go.uber.org/zap"
 )
 
-// MetaSHA256 is the object metadata key holding the stored object's sha256.
-const MetaSHA256 = backupformat.MetaSHA256
-
 // MarkerFile, inside a restored data dir, holds the id of the restore that wrote it.
 const MarkerFile = "etcdbackup-restore-id"
 
@@ -45,9 +42,9 @@ func stat(ctx context.Context, s3 *minio.Client, bucket, key string) (minio.Obje
 		}
 		return info, "", fmt.Errorf("backup %s/%s: %w", bucket, key, err)
 	}
-	want := info.UserMetadata[MetaSHA256]
+	want := info.UserMetadata[backupformat.MetaSHA256]
 	if want == "" {
-		return info, "", fmt.Errorf("%w: %s carries no %s metadata to check it against", ErrCorrupt, key, MetaSHA256)
+		return info, "", fmt.Errorf("%w: %s carries no %s metadata to check it against", ErrCorrupt, key, backupformat.MetaSHA256)
 	}
 	return info, want, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"io"
 	"net"
 	"net/url"
@@ -58,7 +59,7 @@ func store(t *testing.T, s3 *s3test.Server, key string, body []byte, sha string)
 	t.Helper()
 	meta := map[string]string{}
 	if sha != "" {
-		meta[MetaSHA256] = sha
+		meta[backupformat.MetaSHA256] = sha
 	}
 	if _, err := s3.Client(t).PutObject(context.Background(), "backups", key, bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{UserMetadata: meta}); err != nil {
 		t.Fatal(err)

@@ -78,7 +78,7 @@ type Reconciler struct {
 	Now     func() time.Time
 
 	deferred sync.Map // uids of restores told their deletion waits
-	refused  sync.Map // uid -> the phase the schema refused in status (not tried again)
+	refused  sync.Map // restore (namespace/name) -> the phase the schema refused in status; forgotten when the restore is gone
 }
 
 func (r *Reconciler) now() time.Time {
@@ -95,6 +95,9 @@ func Lock(rs *kubermaticv1.EtcdRestore) string { return rs.Namespace + "/" + rs.
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var rs kubermaticv1.EtcdRestore
 	if err := r.Client.Get(ctx, req.NamespacedName, &rs); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.refused.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if _, annotated := rs.Annotations[kubermaticv1.AnnotationRestoreStatus]; annotated {
@@ -788,7 +791,7 @@ func (r *Reconciler) writeStatus(ctx context.Context, rs *kubermaticv1.EtcdResto
 	case err == nil:
 		*rs = *obj // the schema pruned fields: it keeps less than this status
 	case apierrors.IsInvalid(err):
-		r.refused.Store(rs.UID, state.Phase)
+		r.refused.Store(client.ObjectKeyFromObject(rs), state.Phase)
 		r.Log.Debug("status refused by the EtcdRestore schema; kept in the annotation", "restore", Lock(rs), "err", err)
 	default:
 		return fmt.Errorf("update status of %s: %w", Lock(rs), err)
@@ -827,14 +830,14 @@ func (r *Reconciler) project(ctx context.Context, rs *kubermaticv1.EtcdRestore, 
 	if state.Phase == "" || (served.Phase == state.Phase && served.RestoreTime.Unix() == state.RestoreTime.Unix()) {
 		return nil
 	}
-	if p, ok := r.refused.Load(rs.UID); ok && p == state.Phase {
+	if p, ok := r.refused.Load(client.ObjectKeyFromObject(rs)); ok && p == state.Phase {
 		return nil
 	}
 	obj := rs.DeepCopy()
 	obj.Status = kubermaticv1.EtcdRestoreStatus{Phase: state.Phase, RestoreTime: state.RestoreTime}
 	if err := r.Client.Status().Update(ctx, obj); err != nil {
 		if apierrors.IsInvalid(err) {
-			r.refused.Store(rs.UID, state.Phase)
+			r.refused.Store(client.ObjectKeyFromObject(rs), state.Phase)
 			r.Log.Debug("phase refused by the EtcdRestore schema; it is in the annotation", "restore", Lock(rs), "phase", state.Phase, "err", err)
 			return nil
 		}

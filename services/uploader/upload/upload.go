@@ -36,17 +36,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Object metadata keys and content type: backupformat's.
-const (
-	MetaSHA256         = backupformat.MetaSHA256
-	MetaSnapshotSHA256 = backupformat.MetaSnapshotSHA256
-	MetaSnapshotSize   = backupformat.MetaSnapshotSize
-	MetaRevision       = backupformat.MetaRevision
-	MetaBackupName     = backupformat.MetaBackupName
-	MetaCluster        = backupformat.MetaCluster
-	ContentType        = backupformat.ContentType
-)
-
 // Staging is the staging object store, as the uploader uses it besides reading.
 type Staging interface {
 	Delete(ctx context.Context, name string) error
@@ -194,9 +183,9 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 
 	// Already stored by an earlier delivery whose ack was lost?
 	if info, err := s3.StatObject(ctx, dest.BucketName, key, minio.StatObjectOptions{}); err == nil {
-		if info.UserMetadata[MetaSnapshotSHA256] == ready.GetSnapshotSha256() && info.UserMetadata[MetaSHA256] != "" {
+		if info.UserMetadata[backupformat.MetaSnapshotSHA256] == ready.GetSnapshotSha256() && info.UserMetadata[backupformat.MetaSHA256] != "" {
 			log.Info("backup already stored, not uploading again")
-			stored.Size, stored.Sha256 = uint64(info.Size), info.UserMetadata[MetaSHA256]
+			stored.Size, stored.Sha256 = uint64(info.Size), info.UserMetadata[backupformat.MetaSHA256]
 			stored.FinishedTime = timestamppb.New(info.LastModified)
 			return stored, nil
 		}
@@ -232,16 +221,16 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	}
 
 	_, err = s3.PutObject(ctx, dest.BucketName, key, body, size, minio.PutObjectOptions{
-		ContentType: ContentType,
+		ContentType: backupformat.ContentType,
 		PartSize:    h.PartSize,
 		NumThreads:  h.Threads,
 		UserMetadata: map[string]string{
-			MetaSHA256:         sum,
-			MetaSnapshotSHA256: ready.GetSnapshotSha256(),
-			MetaSnapshotSize:   strconv.FormatUint(ready.GetSnapshotSize(), 10),
-			MetaRevision:       strconv.FormatInt(ready.GetRevision(), 10),
-			MetaBackupName:     req.GetBackupName(),
-			MetaCluster:        req.GetCluster(),
+			backupformat.MetaSHA256:         sum,
+			backupformat.MetaSnapshotSHA256: ready.GetSnapshotSha256(),
+			backupformat.MetaSnapshotSize:   strconv.FormatUint(ready.GetSnapshotSize(), 10),
+			backupformat.MetaRevision:       strconv.FormatInt(ready.GetRevision(), 10),
+			backupformat.MetaBackupName:     req.GetBackupName(),
+			backupformat.MetaCluster:        req.GetCluster(),
 		},
 	})
 	if err != nil {

@@ -211,7 +211,7 @@ func testUploadStores(t *testing.T, f *fixture) {
 	}
 	info, _ := obj.Stat()
 	sum := sha256.Sum256(stored)
-	if info.UserMetadata[MetaSHA256] != hex.EncodeToString(sum[:]) || info.ContentType != ContentType {
+	if info.UserMetadata[backupformat.MetaSHA256] != hex.EncodeToString(sum[:]) || info.ContentType != backupformat.ContentType {
 		t.Fatalf("metadata %v, content type %s; sha256 of object %x", info.UserMetadata, info.ContentType, sum)
 	}
 	dec, _ := zstd.NewReader(bytes.NewReader(stored))

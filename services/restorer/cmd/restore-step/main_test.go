@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"io"
 	"log/slog"
 	"net"
@@ -44,7 +45,7 @@ func TestRestoreStep(t *testing.T) {
 	sum := sha256.Sum256(buf.Bytes())
 	s3 := s3test.Run(t, "backups")
 	if _, err := s3.Client(t).PutObject(ctx, "backups", "k.db.zst", bytes.NewReader(buf.Bytes()), int64(buf.Len()),
-		minio.PutObjectOptions{UserMetadata: map[string]string{member.MetaSHA256: hex.EncodeToString(sum[:])}}); err != nil {
+		minio.PutObjectOptions{UserMetadata: map[string]string{backupformat.MetaSHA256: hex.EncodeToString(sum[:])}}); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

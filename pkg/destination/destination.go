@@ -161,7 +161,20 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 	if d.BucketName == "" {
 		return Destination{}, fmt.Errorf("%w: destination %q has no bucketName", ErrNotFound, name)
 	}
-	return Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName, Credentials: d.Credentials}, nil
+	creds := d.Credentials
+	if creds != nil {
+		// The services may read Secrets in the Seed's namespace only (deploy/k8s/rbac.yaml): a
+		// reference elsewhere is a configuration error, not an API error to retry forever.
+		c := *creds
+		if c.Namespace == "" {
+			c.Namespace = r.src.Seed.Namespace
+		}
+		if c.Namespace != r.src.Seed.Namespace {
+			return Destination{}, fmt.Errorf("%w: destination %q references secret %s/%s; credentials must be in the Seed's namespace %s", ErrCredentials, name, c.Namespace, c.Name, r.src.Seed.Namespace)
+		}
+		creds = &c
+	}
+	return Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName, Credentials: creds}, nil
 }
 
 // Client returns an S3 client for d, with the credentials of its Secret, reusing one made

@@ -124,6 +124,8 @@ destinations:
 		{"no destinations", "destinations: {}", "", true, "configmap kubermatic/etcdbackup-destinations", ErrNoDestinations},
 		{"a misspelt field", "destinatons: {}", "", true, "unknown field", ErrNotFound},
 		{"no configmap", "", "", false, "configmap kubermatic/etcdbackup-destinations does not exist", ErrNoDestinations},
+		{"credentials outside the Seed's namespace", "destinations: {s3: {endpoint: s3.example.com, bucketName: b, credentials: {name: creds, namespace: other}}}", "s3", true, "credentials must be in the Seed's namespace kubermatic", ErrCredentials},
+		{"credentials without a namespace are the Seed's", "destinations: {s3: {endpoint: s3.example.com, bucketName: nsless, credentials: {name: creds}}}", "s3", true, "nsless", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := fake.NewClientBuilder().WithScheme(scheme)
@@ -134,6 +136,9 @@ destinations:
 			if tc.err == nil {
 				if err != nil || d.BucketName != tc.want {
 					t.Fatalf("Lookup = %+v, %v; want bucket %s", d, err, tc.want)
+				}
+				if (d.Credentials == nil && tc.want != "b2") || (d.Credentials != nil && d.Credentials.Namespace != "kubermatic") {
+					t.Fatalf("credentials %+v, want a Secret in the Seed's namespace", d.Credentials)
 				}
 				return
 			}

@@ -48,6 +48,11 @@ func envInt(b *testing.B, name string, def int) int {
 func BenchmarkScale(b *testing.B) {
 	configs := envInt(b, "ETCDBACKUP_BENCH_CONFIGS", 1000)
 	minutes := envInt(b, "ETCDBACKUP_BENCH_MINUTES", 10)
+	// Spread: the configs are created over this many seconds, so their @every slots are
+	// spread as configs created over time would be; 0 creates them at once and every slot of a
+	// minute falls within the few seconds creation takes (the burst a cron schedule such as
+	// "0 * * * *" gives).
+	spread := time.Duration(envInt(b, "ETCDBACKUP_BENCH_SPREAD_SECONDS", 0)) * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(minutes+30)*time.Minute)
 	defer cancel()
 	root, err := sandbox.RepoRoot()
@@ -112,6 +117,16 @@ func BenchmarkScale(b *testing.B) {
 	var anchors []slotOf
 	var amu sync.Mutex
 	for i := range configs {
+		if spread > 0 {
+			// Config i is created at start + i/configs × spread.
+			at := start.Add(spread * time.Duration(i) / time.Duration(configs))
+			if d := time.Until(at); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-gctx.Done():
+				}
+			}
+		}
 		g.Go(func() error {
 			name := fmt.Sprintf("scale-%04d", i)
 			if err := env.AddCluster(gctx, name, env.DemoEtcd.Endpoint); err != nil {
@@ -136,7 +151,7 @@ func BenchmarkScale(b *testing.B) {
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%d clusters and configs created in %s; the demo etcd holds 1 MiB of objects", configs, time.Since(start).Round(time.Second))
+	b.Logf("%d clusters and configs created in %s (spread over %s); the demo etcd holds 1 MiB of objects", configs, time.Since(start).Round(time.Second), spread)
 
 	// due lists the slots (cluster/backup) scheduled in [from, to).
 	due := func(from, to time.Time) []string {
@@ -150,10 +165,11 @@ func BenchmarkScale(b *testing.B) {
 		}
 		return out
 	}
-	b.Logf("%-6s %6s %9s %8s %8s %8s  %s", "minute", "due", "completed", "p50", "p99", "max", "backlog; RSS MiB/goroutines per service")
+	b.Logf("%-6s %6s %9s %8s %8s %8s  %s", "minute", "due", "completed", "p50", "p99", "max", "backlog; RSS MiB/goroutines per service; CPU seconds in the minute")
+	cpu := newCPUMeter(env)
 	var worst struct{ p99, max time.Duration }
 	var missing []string
-	t0 := start.Add(time.Minute).Truncate(time.Second)
+	t0 := start.Add(time.Minute + spread).Truncate(time.Second)
 	for m := range minutes {
 		from, to := t0.Add(time.Duration(m)*time.Minute), t0.Add(time.Duration(m+1)*time.Minute)
 		// Wait until the minute's slots had a minute to complete (the next minute's end).
@@ -177,7 +193,7 @@ func BenchmarkScale(b *testing.B) {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		p50, p99, mx := pct(lat, 50), pct(lat, 99), pct(lat, 100)
 		worst.p99, worst.max = max(worst.p99, p99), max(worst.max, mx)
-		b.Logf("%-6d %6d %9d %8s %8s %8s  %s; %s", m+1, len(slots), len(lat), p50.Round(10*time.Millisecond), p99.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), backlog(b, env), soak(ctx, env))
+		b.Logf("%-6d %6d %9d %8s %8s %8s  %s; %s; %s", m+1, len(slots), len(lat), p50.Round(10*time.Millisecond), p99.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), backlog(b, env), soak(ctx, env), cpu.minute())
 	}
 	mu.Lock()
 	b.Logf("failed backups: %d", len(failed))
@@ -264,4 +280,77 @@ func deployReplicas(root, svc string) (int, error) {
 		}
 	}
 	return 1, nil
+}
+
+// cpuMeter reports the CPU time each component used since its last report: every service
+// (replicas summed), kube-apiserver, kube-controller-manager, the S3 server, and this process
+// (the embedded NATS server, both etcds and the harness).
+type cpuMeter struct {
+	env      *sandbox.Env
+	last     map[string]time.Duration
+	lastReqs map[string]float64
+}
+
+func newCPUMeter(env *sandbox.Env) *cpuMeter {
+	m := &cpuMeter{env: env, last: map[string]time.Duration{}}
+	m.minute()
+	return m
+}
+
+func (m *cpuMeter) minute() string {
+	now := map[string]time.Duration{}
+	add := func(name string, pid int) {
+		if d, err := procstat.CPU(pid); err == nil {
+			now[name] += d
+		}
+	}
+	for _, s := range m.env.Services {
+		add(s.Kind, s.Pid())
+	}
+	add("kube-apiserver", m.env.API.Pid())
+	if m.env.ControllerManager != nil {
+		add("kube-controller-manager", m.env.ControllerManager.Pid())
+	}
+	add("s3", m.env.S3.Pid())
+	add("nats+etcd+harness", 0)
+	names := make([]string, 0, len(now))
+	var total time.Duration
+	for n := range now {
+		names = append(names, n)
+		total += now[n] - m.last[n]
+	}
+	sort.Strings(names)
+	parts := []string{fmt.Sprintf("total %.0f", total.Seconds())}
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%s %.1f", n, (now[n]-m.last[n]).Seconds()))
+	}
+	m.last = now
+	return strings.Join(parts, " ") + "; " + m.requests()
+}
+
+// requests is kube-apiserver's busiest request kinds since the last report.
+func (m *cpuMeter) requests() string {
+	now, err := m.env.API.Requests(context.Background())
+	if err != nil {
+		return "API requests: " + err.Error()
+	}
+	type kind struct {
+		name string
+		n    float64
+	}
+	var kinds []kind
+	var total float64
+	for k, v := range now {
+		if d := v - m.lastReqs[k]; d > 0 {
+			kinds = append(kinds, kind{k, d})
+			total += d
+		}
+	}
+	m.lastReqs = now
+	sort.Slice(kinds, func(i, j int) bool { return kinds[i].n > kinds[j].n })
+	parts := []string{fmt.Sprintf("API requests %.0f", total)}
+	for _, k := range kinds[:min(len(kinds), 8)] {
+		parts = append(parts, fmt.Sprintf("%s %.0f", k.name, k.n))
+	}
+	return strings.Join(parts, " ")
 }

@@ -33,3 +33,31 @@ func TestPeakAndAnonGrowWithMemoryTouched(t *testing.T) {
 	}
 	sink = nil
 }
+
+func TestCPUGrowsWithWork(t *testing.T) {
+	before, err := CPU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spin until the kernel's accounting (10 ms ticks) shows at least 200 ms more.
+	deadline := time.Now().Add(10 * time.Second)
+	x := uint64(1)
+	var after time.Duration
+	for time.Now().Before(deadline) {
+		for i := range 1 << 20 {
+			x = x*6364136223846793005 + uint64(i)
+		}
+		if after, err = CPU(0); err != nil {
+			t.Fatal(err)
+		}
+		if after-before >= 200*time.Millisecond {
+			break
+		}
+	}
+	if after-before < 200*time.Millisecond {
+		t.Errorf("CPU time went from %s to %s in 10 s of spinning (x=%d)", before, after, x)
+	}
+	if _, err := CPU(1 << 30); err == nil {
+		t.Error("no error for a process that does not exist")
+	}
+}

@@ -38,27 +38,41 @@ type Message[T any] interface {
 // message is terminated, counted in etcdbackup_dead_letters_total.
 func Typed[T any, M Message[T]](maxDeliver int, handle func(ctx context.Context, m M, d Delivery) error, deadLetter func(ctx context.Context, m M, err error)) Handler {
 	return func(ctx context.Context, msg jetstream.Msg) error {
-		m := M(new(T))
-		if err := Decode(msg.Data(), msg.Headers().Get(HeaderContentType), m); err != nil {
-			return Invalid(err)
-		}
-		if err := Validate(m); err != nil {
-			return Invalid(fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().Name(), err))
-		}
-		d := Delivery{Subject: msg.Subject(), Attempt: 1}
-		if md, err := msg.Metadata(); err == nil {
-			d.Attempt = md.NumDelivered
-		}
-		d.Last = maxDeliver > 0 && d.Attempt >= uint64(maxDeliver)
-		err := handle(ctx, m, d)
-		if err == nil || IsPermanent(err) || !d.Last || ctx.Err() != nil {
+		m, d, err := decodeTyped[T, M](msg, maxDeliver)
+		if err != nil {
 			return err
 		}
-		if deadLetter != nil {
-			deadLetter(ctx, m, err)
-		}
-		return Permanent(deadLetterError{err})
+		return lastDelivery(ctx, m, d, handle(ctx, m, d), deadLetter)
 	}
+}
+
+// decodeTyped decodes and validates msg's body as an M, with its delivery.
+func decodeTyped[T any, M Message[T]](msg jetstream.Msg, maxDeliver int) (M, Delivery, error) {
+	m := M(new(T))
+	if err := Decode(msg.Data(), msg.Headers().Get(HeaderContentType), m); err != nil {
+		return nil, Delivery{}, Invalid(err)
+	}
+	if err := Validate(m); err != nil {
+		return nil, Delivery{}, Invalid(fmt.Errorf("%s: %w", m.ProtoReflect().Descriptor().Name(), err))
+	}
+	d := Delivery{Subject: msg.Subject(), Attempt: 1}
+	if md, err := msg.Metadata(); err == nil {
+		d.Attempt = md.NumDelivered
+	}
+	d.Last = maxDeliver > 0 && d.Attempt >= uint64(maxDeliver)
+	return m, d, nil
+}
+
+// lastDelivery turns a transient error on a message's last delivery into a dead letter,
+// recorded by deadLetter (may be nil).
+func lastDelivery[M any](ctx context.Context, m M, d Delivery, err error, deadLetter func(ctx context.Context, m M, err error)) error {
+	if err == nil || IsPermanent(err) || !d.Last || ctx.Err() != nil {
+		return err
+	}
+	if deadLetter != nil {
+		deadLetter(ctx, m, err)
+	}
+	return Permanent(deadLetterError{err})
 }
 
 type invalidError struct{ err error }

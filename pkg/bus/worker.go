@@ -47,6 +47,9 @@ type Worker struct {
 	backoff     func(delivered uint64) time.Duration
 	fetchWait   time.Duration
 	metrics     *Metrics
+	// batch, when set, handles up to batchSize messages at once instead of handler.
+	batch     BatchHandler
+	batchSize int
 }
 
 // WorkerOption configures a Worker.
@@ -170,7 +173,11 @@ func (w *Worker) Start(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	for range w.concurrency {
-		wg.Go(func() { w.loop(ctx, handlerCtx) })
+		if w.batch != nil {
+			wg.Go(func() { w.loopBatch(ctx, handlerCtx) })
+		} else {
+			wg.Go(func() { w.loop(ctx, handlerCtx) })
+		}
 	}
 	wg.Wait()
 	return nil
@@ -200,6 +207,15 @@ func (w *Worker) loop(ctx, handlerCtx context.Context) {
 }
 
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
+	stop := w.keepInProgress([]jetstream.Msg{msg})
+	err := w.handler(ctx, msg)
+	stop()
+	w.settle(ctx, msg, err, true)
+}
+
+// keepInProgress marks msgs in progress every progress interval until the returned func is
+// called.
+func (w *Worker) keepInProgress(msgs []jetstream.Msg) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(w.progress)
@@ -209,20 +225,30 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) {
 			case <-done:
 				return
 			case <-t.C:
-				_ = msg.InProgress()
+				for _, m := range msgs {
+					_ = m.InProgress()
+				}
 			}
 		}
 	}()
-	err := w.handler(ctx, msg)
-	close(done)
+	return func() { close(done) }
+}
 
+// settle acks, terminates or naks msg by the handler's err. A double ack waits for the
+// server's confirmation; a plain one does not (the message may then come again, which an
+// idempotent handler takes).
+func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, err error, double bool) {
 	var delivered uint64 = 1
 	if md, mdErr := msg.Metadata(); mdErr == nil {
 		delivered = md.NumDelivered
 	}
 	switch {
 	case err == nil:
-		if ackErr := msg.DoubleAck(context.WithoutCancel(ctx)); ackErr != nil {
+		ack := msg.Ack
+		if double {
+			ack = func() error { return msg.DoubleAck(context.WithoutCancel(ctx)) }
+		}
+		if ackErr := ack(); ackErr != nil {
 			w.log.Warn("ack", "subject", msg.Subject(), "err", ackErr)
 		}
 	case IsPermanent(err):

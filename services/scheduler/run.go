@@ -104,8 +104,10 @@ func run(ctx context.Context, args []string) error {
 	writer.Destinations = dests
 	writer.Events = mgr.GetEventRecorder("etcdbackup-scheduler")
 	writer.Applied = func(phase string) { m.statusApplied.WithLabelValues(phase).Inc() }
-	worker, err := bus.NewWorker(consumer, bus.Typed(cfg.MaxDeliver, writer.Handle, nil), bus.WithLogger(log), bus.WithMetrics(bus.NewMetrics(endpoint.Registry())),
-		bus.WithConcurrency(cfg.StatusWriters),
+	writer.Cache = mgr.GetClient()
+	writer.Parallel = cfg.StatusWriters
+	worker, err := bus.NewBatchWorker(consumer, bus.TypedBatch(cfg.MaxDeliver, writer.HandleBatch), cfg.StatusBatch,
+		bus.WithLogger(log), bus.WithMetrics(bus.NewMetrics(endpoint.Registry())),
 		bus.WithBackoff(bus.ExponentialBackoff(500*time.Millisecond, 30*time.Second)))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
@@ -39,6 +40,11 @@ type Writer struct {
 	Events events.EventRecorder
 	// Applied counts events by phase that changed a status (nil: not counted).
 	Applied func(phase string)
+	// Cache, when set, serves each batch's first read of a config (the informer cache); the
+	// API is read after a conflict. Without it every first read goes to the API.
+	Cache client.Reader
+	// Parallel is how many configs' writes of one batch run at once (at least 1).
+	Parallel int
 }
 
 // Destinations resolves a Seed destination name ("" for the default).
@@ -46,41 +52,153 @@ type Destinations interface {
 	Lookup(ctx context.Context, name string) (destination.Destination, error)
 }
 
-// New returns a Writer that reads and patches through c (uncached reads keep conflicts rare).
+// New returns a Writer that reads and patches through c, one config at a time.
 func New(c client.Client, log *slog.Logger) *Writer {
 	return &Writer{client: c, log: log}
 }
 
-// Handle is the typed handler of the status-writer consumer (wrap it with bus.Typed).
+// Handle applies one event (HandleBatch of one).
 func (w *Writer) Handle(ctx context.Context, ev *etcdbackupv1.StatusEvent, d bus.Delivery) error {
-	if ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
-		return nil // for subscribers: the restorer writes its EtcdRestore's status itself
-	}
-	if err := Allowed(d.Subject, ev); err != nil {
-		return err
-	}
-	cfg, err := trust.Config(ctx, w.client, ev.GetConfig())
-	if err != nil || cfg == nil {
-		return err
-	}
-	dest := ""
-	if ev.GetDestination() != "" && w.Destinations != nil {
-		resolved, err := w.Destinations.Lookup(ctx, cfg.Spec.Destination)
-		if err != nil && !destination.IsConfigError(err) {
-			return err
+	return w.HandleBatch(ctx, []bus.Item[*etcdbackupv1.StatusEvent]{{Msg: ev, Delivery: d}})[0]
+}
+
+// HandleBatch is the batch handler of the status-writer consumer (wrap it with
+// bus.TypedBatch). Events are grouped by config: each group costs one read of its config and
+// at most one patch, whatever its size — a backup's events from queued to stored, and its
+// deletions, become one write when they wait together. Groups are written Parallel at a time.
+func (w *Writer) HandleBatch(ctx context.Context, items []bus.Item[*etcdbackupv1.StatusEvent]) []error {
+	errs := make([]error, len(items))
+	groups := map[types.NamespacedName][]int{}
+	var order []types.NamespacedName
+	for i, it := range items {
+		ev := it.Msg
+		if ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
+			continue // for subscribers: the restorer writes its EtcdRestore's status itself
 		}
-		dest = resolved.Name
-		if err != nil {
-			dest = ev.GetDestination() // nothing to compare with: the scheduler's condition says why
+		if err := Allowed(it.Delivery.Subject, ev); err != nil {
+			errs[i] = err
+			continue
 		}
-	} else {
-		dest = ev.GetDestination()
+		key := types.NamespacedName{Namespace: ev.GetConfig().GetNamespace(), Name: ev.GetConfig().GetName()}
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], i)
 	}
-	if err := trust.Check(trust.Derive(cfg, ev.GetBackupName(), dest), ev.GetCluster(), ev.GetObjectKey(), ev.GetDestination()); err != nil {
-		trust.Record(w.Events, cfg, d.Subject, err)
-		return err
+	sem := make(chan struct{}, max(w.Parallel, 1))
+	var wg sync.WaitGroup
+	for _, key := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			w.applyGroup(ctx, key, items, groups[key], errs)
+		})
 	}
-	return w.apply(ctx, ev, cfg)
+	wg.Wait()
+	return errs
+}
+
+// applyGroup checks the events items[idx] of one config against it and merges those that
+// pass into its status with one patch, setting errs[i] for each.
+func (w *Writer) applyGroup(ctx context.Context, key types.NamespacedName, items []bus.Item[*etcdbackupv1.StatusEvent], idx []int, errs []error) {
+	fail := func(err error) {
+		for _, i := range idx {
+			errs[i] = err
+		}
+	}
+	cfg, err := w.read(ctx, key, w.reader())
+	if err != nil {
+		fail(err)
+		return
+	}
+	accepted, rejected, err := w.check(ctx, cfg, items, idx)
+	if w.Cache != nil && err == nil && (cfg == nil || len(accepted)+len(rejected) < len(idx) || len(rejected) > 0) {
+		// The cache may lag behind the API (a config just created again, a destination just
+		// changed): nothing is skipped or rejected on its word alone.
+		if cfg, err = w.read(ctx, key, w.client); err == nil {
+			accepted, rejected, err = w.check(ctx, cfg, items, idx)
+		}
+	}
+	if err != nil {
+		fail(err)
+		return
+	}
+	for i, rerr := range rejected {
+		trust.Record(w.Events, cfg, items[i].Delivery.Subject, rerr)
+		errs[i] = rerr
+	}
+	if len(accepted) == 0 {
+		return
+	}
+	err = w.apply(ctx, key, accepted, cfg)
+	for _, i := range idx {
+		if errs[i] == nil {
+			errs[i] = err
+		}
+	}
+}
+
+// check sorts the events items[idx] against cfg (nil: gone): those it accepts, those it
+// rejects by index with the reason, and — neither — those of another config of that name
+// (deleted and created again). An error is a lookup that may succeed later.
+func (w *Writer) check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, items []bus.Item[*etcdbackupv1.StatusEvent], idx []int) ([]*etcdbackupv1.StatusEvent, map[int]error, error) {
+	if cfg == nil {
+		return nil, nil, nil
+	}
+	// The config's destination, resolved once for the group when an event names one.
+	var lookedUp, resolved bool
+	var dest string
+	var accepted []*etcdbackupv1.StatusEvent
+	rejected := map[int]error{}
+	for _, i := range idx {
+		ev := items[i].Msg
+		if ev.GetConfig().GetUid() != string(cfg.UID) {
+			continue
+		}
+		claimed := ev.GetDestination()
+		want := claimed
+		if claimed != "" && w.Destinations != nil {
+			if !lookedUp {
+				d, err := w.Destinations.Lookup(ctx, cfg.Spec.Destination)
+				if err != nil && !destination.IsConfigError(err) {
+					return nil, nil, err
+				}
+				// A configuration error leaves nothing to compare with: the scheduler's
+				// condition says why.
+				lookedUp, resolved, dest = true, err == nil, d.Name
+			}
+			if resolved {
+				want = dest
+			}
+		}
+		if err := trust.Check(trust.Derive(cfg, ev.GetBackupName(), want), ev.GetCluster(), ev.GetObjectKey(), claimed); err != nil {
+			rejected[i] = err
+			continue
+		}
+		accepted = append(accepted, ev)
+	}
+	return accepted, rejected, nil
+}
+
+// reader is where a group's first read goes: the cache when there is one (a stale copy costs
+// a conflict and a read from the API), else the API.
+func (w *Writer) reader() client.Reader {
+	if w.Cache != nil {
+		return w.Cache
+	}
+	return w.client
+}
+
+// read returns the config at key, or nil when it is gone.
+func (w *Writer) read(ctx context.Context, key types.NamespacedName, r client.Reader) (*kubermaticv1.EtcdBackupConfig, error) {
+	cfg := &kubermaticv1.EtcdBackupConfig{}
+	if err := r.Get(ctx, key, cfg); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+	}
+	return cfg, nil
 }
 
 // Allowed checks that the stage an event names published it (the subject's stage), and that
@@ -115,37 +233,45 @@ func Allowed(subject string, ev *etcdbackupv1.StatusEvent) error {
 	return nil
 }
 
-// apply merges ev into cfg's status, which the caller has just read and checked (one read per
-// event), and reads the config afresh after a conflict. A config gone or re-created meanwhile
-// (another uid) is skipped.
-func (w *Writer) apply(ctx context.Context, ev *etcdbackupv1.StatusEvent, cfg *kubermaticv1.EtcdBackupConfig) error {
-	key := types.NamespacedName{Namespace: ev.GetConfig().GetNamespace(), Name: ev.GetConfig().GetName()}
+// apply merges evs, events of one config already checked against cfg, into cfg's status
+// with one patch guarded by resourceVersion. After a conflict it reads the config afresh from
+// the API; a config gone or created again meanwhile (another uid) is skipped.
+func (w *Writer) apply(ctx context.Context, key types.NamespacedName, evs []*etcdbackupv1.StatusEvent, cfg *kubermaticv1.EtcdBackupConfig) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if cfg == nil {
-			cfg = &kubermaticv1.EtcdBackupConfig{}
-			if err := w.client.Get(ctx, key, cfg); err != nil {
-				if apierrors.IsNotFound(err) {
-					return nil
-				}
-				return fmt.Errorf("get etcdbackupconfig %s: %w", key, err)
+			fresh, err := w.read(ctx, key, w.client)
+			if err != nil || fresh == nil {
+				return err
 			}
+			cfg = fresh
 		}
 		current := cfg
 		cfg = nil // a conflict reads afresh
-		if uid := ev.GetConfig().GetUid(); uid != string(current.UID) {
-			return nil
-		}
 		updated := current.DeepCopy()
-		Merge(&updated.Status, ev)
+		var changed []string
+		for _, ev := range evs {
+			if ev.GetConfig().GetUid() != string(current.UID) {
+				continue
+			}
+			if w.Applied == nil {
+				Merge(&updated.Status, ev)
+				continue
+			}
+			before := updated.Status.DeepCopy()
+			Merge(&updated.Status, ev)
+			if !apiequality.Semantic.DeepEqual(*before, updated.Status) {
+				changed = append(changed, phaseOf(ev.GetPhase()))
+			}
+		}
 		if apiequality.Semantic.DeepEqual(current.Status, updated.Status) {
 			return nil
 		}
 		if err := w.client.Status().Patch(ctx, updated, client.MergeFromWithOptions(current, client.MergeFromWithOptimisticLock{})); err != nil {
 			return err
 		}
-		w.log.Debug("status applied", "config", key.String(), "backup", ev.GetBackupName(), "phase", ev.GetPhase().String(), "stage", ev.GetStage().String())
-		if w.Applied != nil {
-			w.Applied(phaseOf(ev.GetPhase()))
+		w.log.Debug("status applied", "config", key.String(), "events", len(evs))
+		for _, phase := range changed {
+			w.Applied(phase)
 		}
 		return nil
 	})

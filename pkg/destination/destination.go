@@ -72,9 +72,10 @@ func (s Source) String() string {
 	return "seed " + s.Seed.String()
 }
 
-// Resolver looks destinations up in one Source. It keeps each destination's S3 client for
-// ClientTTL, so a stream of uploads or deletions does not read the Seed and the credentials
-// Secret from the API server every time; changed credentials are picked up within ClientTTL.
+// Resolver looks destinations up in one Source. It keeps what it read of the Source for
+// ConfigTTL and each destination's S3 client for ClientTTL, so a stream of uploads or
+// deletions does not read the Seed and the credentials Secret from the API server every time;
+// changed destinations are picked up within ConfigTTL, changed credentials within ClientTTL.
 type Resolver struct {
 	reader client.Reader
 	src    Source
@@ -82,7 +83,16 @@ type Resolver struct {
 
 	mu      sync.Mutex
 	clients map[string]cachedClient
+	// read is the Source's content (or the configuration error) read until readUntil.
+	read      *kubermaticv1.EtcdBackupRestore
+	readErr   error
+	readUntil time.Time
 }
+
+// ConfigTTL is how long what was read of a Source (its destinations, or that it has none) is
+// reused. At a thousand backups a minute, reading the Seed for every upload, retention pass
+// and status check was a third of the API server's requests.
+const ConfigTTL = 2 * time.Second
 
 type cachedClient struct {
 	client  *minio.Client
@@ -97,8 +107,27 @@ func NewResolver(r client.Reader, src Source) *Resolver {
 	return &Resolver{reader: r, src: src, now: time.Now, clients: map[string]cachedClient{}}
 }
 
-// config reads the destinations from the source; nil when none are configured.
+// config returns the destinations of the source, read less than ConfigTTL ago; nil when none
+// are configured. An API error is not kept.
 func (r *Resolver) config(ctx context.Context) (*kubermaticv1.EtcdBackupRestore, error) {
+	r.mu.Lock()
+	if r.now().Before(r.readUntil) {
+		defer r.mu.Unlock()
+		return r.read, r.readErr
+	}
+	r.mu.Unlock()
+	cfg, err := r.readConfig(ctx)
+	if err != nil && !IsConfigError(err) {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.read, r.readErr, r.readUntil = cfg, err, r.now().Add(ConfigTTL)
+	r.mu.Unlock()
+	return cfg, err
+}
+
+// readConfig reads the destinations from the source; nil when none are configured.
+func (r *Resolver) readConfig(ctx context.Context) (*kubermaticv1.EtcdBackupRestore, error) {
 	if r.src.ConfigMap == "" {
 		var seed kubermaticv1.Seed
 		if err := r.reader.Get(ctx, r.src.Seed, &seed); err != nil {

@@ -148,3 +148,56 @@ destinations:
 		})
 	}
 }
+
+// What was read of the Source is reused for ConfigTTL, a configuration error included; an
+// API error is not kept, and a change shows after the TTL.
+func TestSourceIsReadOncePerTTL(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, ConfigMap: "etcdbackup-destinations"}
+	gets := 0
+	var failGet error
+	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			gets++
+			if failGet != nil {
+				return failGet
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
+	}).Build()
+	now := time.Date(2021, 3, 16, 0, 0, 0, 0, time.UTC)
+	r := NewResolver(c, src)
+	r.now = func() time.Time { return now }
+	ctx := context.Background()
+	// No ConfigMap yet: a configuration error, kept for the TTL.
+	for range 3 {
+		if _, err := r.Lookup(ctx, ""); !errors.Is(err, ErrNoDestinations) {
+			t.Fatalf("Lookup without the ConfigMap: %v", err)
+		}
+	}
+	if gets != 1 {
+		t.Fatalf("%d reads for three lookups within the TTL, want 1", gets)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "etcdbackup-destinations"},
+		Data: map[string]string{ConfigMapKey: "defaultDestination: s3\ndestinations: {s3: {endpoint: s3.example.com, bucketName: b1}}"}}
+	if err := c.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(ConfigTTL)
+	if d, err := r.Lookup(ctx, ""); err != nil || d.BucketName != "b1" || gets != 2 {
+		t.Fatalf("after the TTL: %+v, %v, %d reads; want bucket b1 read anew", d, err, gets)
+	}
+	// An API error is returned, not kept: the next lookup reads again.
+	now = now.Add(ConfigTTL)
+	failGet = errors.New("connection refused")
+	if _, err := r.Lookup(ctx, ""); err == nil || IsConfigError(err) {
+		t.Fatalf("Lookup during an API outage: %v, want the API error", err)
+	}
+	failGet = nil
+	if d, err := r.Lookup(ctx, ""); err != nil || d.BucketName != "b1" || gets != 4 {
+		t.Fatalf("after the outage: %+v, %v, %d reads; want b1 read again", d, err, gets)
+	}
+}

@@ -98,12 +98,12 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	for _, ev := range statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {
 		return ev.GetBackupName() == backup && ev.GetStage() == etcdbackupv1.Stage_STAGE_SNAPSHOTTER
 	}) {
-		if strings.HasPrefix(ev.GetMessage(), "snapshot of ") {
+		if strings.HasPrefix(ev.GetMessage(), "taking snapshot ") {
 			staged++
 		}
 	}
 	if staged != 1 {
-		t.Fatalf("%d snapshots staged for %s, want exactly 1", staged, backup)
+		t.Fatalf("%d snapshots taken for %s, want exactly 1", staged, backup)
 	}
 	if n := metricSum(t, ctx, "uploader", "etcdbackup_failures_total", map[string]string{"stage": "upload", "reason": "s3"}); n < 1 {
 		t.Fatalf("etcdbackup_failures_total{stage=upload,reason=s3} = %v", n)

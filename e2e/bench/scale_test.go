@@ -46,6 +46,9 @@ func envInt(b *testing.B, name string, def int) int {
 // the RSS and goroutines of every service process. At the end it reports the minute's
 // figures over the whole run and fails if a slot due before the last minute did not complete.
 func BenchmarkScale(b *testing.B) {
+	// The report goes to stdout as it is made: the testing package cuts a benchmark's log
+	// short, and a 10-minute soak should show its minutes as they pass.
+	logf := func(format string, args ...any) { fmt.Printf("BenchmarkScale: "+format+"\n", args...) }
 	configs := envInt(b, "ETCDBACKUP_BENCH_CONFIGS", 1000)
 	minutes := envInt(b, "ETCDBACKUP_BENCH_MINUTES", 10)
 	// Spread: the configs are created over this many seconds, so their @every slots are
@@ -151,7 +154,7 @@ func BenchmarkScale(b *testing.B) {
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("%d clusters and configs created in %s (spread over %s); the demo etcd holds 1 MiB of objects", configs, time.Since(start).Round(time.Second), spread)
+	logf("%d clusters and configs created in %s (spread over %s); the demo etcd holds 1 MiB of objects", configs, time.Since(start).Round(time.Second), spread)
 
 	// due lists the slots (cluster/backup) scheduled in [from, to).
 	due := func(from, to time.Time) []string {
@@ -165,7 +168,7 @@ func BenchmarkScale(b *testing.B) {
 		}
 		return out
 	}
-	b.Logf("%-6s %6s %9s %8s %8s %8s  %s", "minute", "due", "completed", "p50", "p99", "max", "backlog; RSS MiB/goroutines per service; CPU seconds in the minute")
+	logf("%-6s %6s %9s %8s %8s %8s  %s", "minute", "due", "completed", "p50", "p99", "max", "backlog; RSS MiB/goroutines per service; CPU seconds in the minute")
 	cpu := newCPUMeter(env)
 	var worst struct{ p99, max time.Duration }
 	var missing []string
@@ -193,12 +196,12 @@ func BenchmarkScale(b *testing.B) {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		p50, p99, mx := pct(lat, 50), pct(lat, 99), pct(lat, 100)
 		worst.p99, worst.max = max(worst.p99, p99), max(worst.max, mx)
-		b.Logf("%-6d %6d %9d %8s %8s %8s  %s; %s; %s", m+1, len(slots), len(lat), p50.Round(10*time.Millisecond), p99.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), backlog(b, env), soak(ctx, env), cpu.minute())
+		logf("%-6d %6d %9d %8s %8s %8s  %s; %s; %s", m+1, len(slots), len(lat), p50.Round(10*time.Millisecond), p99.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), backlog(b, env), soak(ctx, env), cpu.minute())
 	}
 	mu.Lock()
-	b.Logf("failed backups: %d", len(failed))
+	logf("failed backups: %d", len(failed))
 	for k, v := range failed {
-		b.Logf("  %s: %s", k, v)
+		logf("  %s: %s", k, v)
 		break
 	}
 	mu.Unlock()

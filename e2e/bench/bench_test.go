@@ -54,7 +54,14 @@ func BenchmarkBackup(b *testing.B) {
 	mib := benchMiB(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	env := startEnv(b, ctx, nil, nil)
+	// ETCDBACKUP_BENCH_SNAPSHOTTER_ARGS adds flags to the snapshotter (e.g. --zstd-level=fastest),
+	// to measure a setting before it becomes a default.
+	var args map[string][]string
+	if extra := strings.Fields(os.Getenv("ETCDBACKUP_BENCH_SNAPSHOTTER_ARGS")); len(extra) > 0 {
+		args = map[string][]string{"snapshotter": extra}
+		b.Logf("snapshotter flags added: %s", strings.Join(extra, " "))
+	}
+	env := startEnv(b, ctx, nil, args)
 
 	cli, err := env.DemoEtcdClient()
 	if err != nil {

@@ -38,9 +38,12 @@ const (
 	ReasonDestinationNotFound = "DestinationNotFound"
 	ReasonNoDestinations      = "NoDestinations"
 	ReasonClusterNotFound     = "ClusterNotFound"
-	ReasonClusterPaused       = "ClusterPaused"
-	ReasonClusterRestoring    = "ClusterRestoring"
-	ReasonTooManyBackups      = "TooManyBackups"
+	// ReasonClusterNamespaceMismatch: the object is not in its cluster's namespace (the
+	// Cluster's status.namespaceName, else cluster-<name>); nothing is done for it.
+	ReasonClusterNamespaceMismatch = "ClusterNamespaceMismatch"
+	ReasonClusterPaused            = "ClusterPaused"
+	ReasonClusterRestoring         = "ClusterRestoring"
+	ReasonTooManyBackups           = "TooManyBackups"
 )
 
 // EtcdBackupConfig schedules backups of a user cluster's etcd.

@@ -181,6 +181,14 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		return ctrl.Result{}, r.fail(ctx, rs, "ClusterNotFound",
 			fmt.Sprintf("cluster %q does not exist. Nothing was changed; create the EtcdRestore for an existing cluster.", rs.Spec.Cluster.Name))
 	}
+	// Everything the restore touches (the etcd StatefulSet, its PVCs, the saved spec and the
+	// credentials) is in the EtcdRestore's namespace, and what it locks and pauses is the
+	// cluster it names: both must be the same cluster's, or a typo tears down one cluster's
+	// etcd while pausing another.
+	if ns := cluster.NamespaceName(); rs.Namespace != ns {
+		return ctrl.Result{}, r.fail(ctx, rs, kubermaticv1.ReasonClusterNamespaceMismatch, fmt.Sprintf(
+			"the EtcdRestore is in namespace %q, but cluster %q lives in %q. Nothing was changed; create the EtcdRestore in the cluster's namespace.", rs.Namespace, cluster.Name, ns))
+	}
 	if !cluster.Spec.Features[kubermaticv1.FeatureEtcdLauncher] {
 		return ctrl.Result{}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled, corev1.EventTypeWarning, "EtcdLauncherNotEnabled",
 			fmt.Sprintf("cluster %s does not have spec.features.%s: true; enable it and the restore proceeds. Nothing was changed.", cluster.Name, kubermaticv1.FeatureEtcdLauncher), nil)

@@ -312,3 +312,57 @@ func TestForgedStateKeyIsNotRestored(t *testing.T) {
 		t.Errorf("events = %q, want a Warning StateMismatch", evs)
 	}
 }
+
+// An EtcdRestore in one cluster's namespace that names another cluster fails at once with
+// ClusterNamespaceMismatch and a Warning: neither cluster is locked or paused, and the etcd
+// StatefulSet in the EtcdRestore's namespace is untouched.
+func TestRestoreOutsideItsClusterNamespaceChangesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name, restoreNS, statusNS string
+	}{
+		{"in another cluster's namespace", "cluster-a", ""},
+		{"in cluster-<name> when the Cluster's status names another", "cluster-b", "kkp-b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := restoreOf("b")
+			rs.Namespace = tc.restoreNS
+			victim := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "b"},
+				Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}}}
+			victim.Status.NamespaceName = tc.statusNS
+			sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: tc.restoreNS, Name: "etcd"}}
+			r, w, rec := newTestReconciler(t, false, rs, victim, sts)
+			reconcile(t, r, rs)
+			got := get(t, r, rs)
+			if st := got.EffectiveStatus(); st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message, `cluster "b" lives in`) {
+				t.Fatalf("status %+v, want Failed saying where the cluster lives", st)
+			}
+			if evs := drain(rec); len(evs) != 1 || !strings.Contains(evs[0], "Warning "+kubermaticv1.ReasonClusterNamespaceMismatch) {
+				t.Fatalf("events %q, want one Warning %s", evs, kubermaticv1.ReasonClusterNamespaceMismatch)
+			}
+			var c kubermaticv1.Cluster
+			if err := r.Client.Get(context.Background(), types.NamespacedName{Name: "b"}, &c); err != nil {
+				t.Fatal(err)
+			}
+			if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
+				t.Fatalf("cluster b paused=%v lock=%q, want neither", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+			}
+			if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts), &appsv1.StatefulSet{}); err != nil {
+				t.Fatalf("the StatefulSet in %s: %v", tc.restoreNS, err)
+			}
+			var cms corev1.ConfigMapList
+			var secrets corev1.SecretList
+			if err := r.Client.List(context.Background(), &cms); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Client.List(context.Background(), &secrets); err != nil {
+				t.Fatal(err)
+			}
+			if len(cms.Items)+len(secrets.Items) != 0 || w.status.Load() == 0 {
+				t.Fatalf("%d ConfigMaps and %d Secrets created, %d status writes; want none created and the failure written", len(cms.Items), len(secrets.Items), w.status.Load())
+			}
+			if len(got.Finalizers) != 0 {
+				t.Fatalf("finalizers %v, want none once failed", got.Finalizers)
+			}
+		})
+	}
+}

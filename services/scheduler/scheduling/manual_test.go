@@ -2,6 +2,7 @@ package scheduling
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,47 @@ func TestManualRefusals(t *testing.T) {
 			}
 			if len(q.reqs) != 0 {
 				t.Fatal("a refused trigger queued a backup")
+			}
+		})
+	}
+}
+
+// A config must be in its cluster's namespace: status.namespaceName as KKP's Cluster has it,
+// else cluster-<name>. One elsewhere naming the cluster is blocked with
+// ClusterNamespaceMismatch, a Warning; nothing is queued for it.
+func TestCheckRefusesAConfigOutsideItsClusterNamespace(t *testing.T) {
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, configNS, clusterStatusNS string
+		blocked                         bool
+	}{
+		{"in cluster-<name>", "cluster-c", "", false},
+		{"in another cluster's namespace", "cluster-a", "", true},
+		{"in the namespace the Cluster's status names", "kkp-c", "kkp-c", false},
+		{"in cluster-<name> when the Cluster's status names another", "cluster-c", "kkp-c", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}}
+			cluster.Status.NamespaceName = tc.clusterStatusNS
+			cfg := &kubermaticv1.EtcdBackupConfig{
+				ObjectMeta: metav1.ObjectMeta{Namespace: tc.configNS, Name: "daily"},
+				Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h"},
+			}
+			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cfg, cluster).Build()
+			p := &Planner{Reader: c, Destinations: oneDestination{}, Queue: &queue{}}
+			_, err := p.Check(context.Background(), cfg)
+			var b *Blocked
+			if !tc.blocked {
+				if err != nil {
+					t.Fatalf("Check = %v, want no block", err)
+				}
+				return
+			}
+			if !errors.As(err, &b) || b.Reason != kubermaticv1.ReasonClusterNamespaceMismatch || !b.Warning || !strings.Contains(b.Message, `cluster "c" lives in`) {
+				t.Fatalf("Check = %#v, want a ClusterNamespaceMismatch warning", err)
 			}
 		})
 	}

@@ -77,6 +77,9 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 		}
 		return Target{}, fmt.Errorf("get cluster %s: %w", cfg.Spec.Cluster.Name, err)
 	}
+	if err := ClusterNamespace(&cluster, cfg.Namespace, "EtcdBackupConfig"); err != nil {
+		return Target{}, err
+	}
 	dest, err := p.Destinations.Lookup(ctx, cfg.Spec.Destination)
 	if err != nil {
 		switch {
@@ -94,6 +97,18 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterPaused, Message: fmt.Sprintf("cluster %q is paused; no backups are taken while it is", cluster.Name)}
 	}
 	return Target{Cluster: &cluster, Destination: dest}, nil
+}
+
+// ClusterNamespace returns a *Blocked error (ClusterNamespaceMismatch) unless namespace is
+// cluster's own: its status.namespaceName, else cluster-<name>. Everything a backup reaches
+// (etcd's endpoints and certificates, the object key) is derived from that namespace, so an
+// object elsewhere that names the cluster would act on one cluster with another's parts.
+func ClusterNamespace(cluster *kubermaticv1.Cluster, namespace, kind string) error {
+	if want := cluster.NamespaceName(); namespace != want {
+		return &Blocked{Reason: kubermaticv1.ReasonClusterNamespaceMismatch, Warning: true,
+			Message: fmt.Sprintf("the %s is in namespace %q, but cluster %q lives in %q: an object must be in its cluster's namespace", kind, namespace, cluster.Name, want)}
+	}
+	return nil
 }
 
 // Request builds the request for the backup of cfg scheduled at slot.

@@ -162,7 +162,12 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 				ErrStagingFull, free>>20, h.StagingReserve>>20)
 		}
 	}
-	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, req.GetConfig().GetNamespace())
+	// etcd's endpoints and certificates come from the cluster's own namespace; a config in
+	// another that names the cluster gets nothing from it.
+	if ns := cluster.NamespaceName(); req.GetConfig().GetNamespace() != ns {
+		return nil, fmt.Errorf("%w: %s: the config is in namespace %q, but cluster %q lives in %q", endpoints.ErrConfig, kubermaticv1.ReasonClusterNamespaceMismatch, req.GetConfig().GetNamespace(), cluster.Name, ns)
+	}
+	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, cluster.NamespaceName())
 	if err != nil {
 		return nil, err
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
@@ -54,5 +56,32 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	h.StagingReserve = 1 << 20
 	if _, err := h.take(ctx, req); err == nil || errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with room = %v, want etcd's error (it was contacted)", err)
+	}
+}
+
+// A request whose config is not in its cluster's namespace is refused before etcd is
+// contacted (the endpoint answers nothing), as a configuration error naming
+// ClusterNamespaceMismatch: the certificates of another namespace are never read.
+func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{
+		kubermaticv1.AnnotationEtcdEndpoints: "http://127.0.0.1:1", kubermaticv1.AnnotationEtcdClientSecret: "none"}}}
+	h := &Handler{
+		Reader:        fake.NewClientBuilder().WithScheme(scheme).WithObjects(cluster).Build(),
+		MemberTimeout: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
+	}
+	req := &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-a", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
+	_, err = h.take(ctx, req)
+	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
+		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration error", err)
+	}
+	req.Config.Namespace = "cluster-c"
+	if _, err := h.take(ctx, req); err == nil || strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
+		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
 	}
 }

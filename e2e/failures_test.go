@@ -12,8 +12,10 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/minio/minio-go/v7"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -175,4 +177,31 @@ func TestSeedYAMLAppliesUnchanged(t *testing.T) {
 			t.Fatalf("keep: 0 accepted or refused for another reason: %v\n%s", err, out)
 		}
 	})
+}
+
+// spec.cluster cannot change (the CRD's CEL rule, on the real API server): the backups a
+// config lists are its cluster's. Other fields still change.
+func TestConfigClusterIsImmutable(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	const cluster = "immutable1"
+	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
+	cfg := newConfig(t, ctx, cluster, "fixed", "@every 1h", "", 3)
+	// The scheduler writes the config too (its finalizer): update the newest version.
+	update := func(mutate func(*kubermaticv1.EtcdBackupConfig)) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			var cur kubermaticv1.EtcdBackupConfig
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err != nil {
+				return err
+			}
+			mutate(&cur)
+			return env.Client.Update(ctx, &cur)
+		})
+	}
+	err := update(func(c *kubermaticv1.EtcdBackupConfig) { c.Spec.Cluster = corev1Ref("another") })
+	if err == nil || !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.cluster is immutable") {
+		t.Fatalf("changing spec.cluster: %v, want Invalid saying spec.cluster is immutable", err)
+	}
+	if err := update(func(c *kubermaticv1.EtcdBackupConfig) { c.Spec.Schedule = "@every 2h" }); err != nil {
+		t.Fatalf("changing the schedule: %v", err)
+	}
 }

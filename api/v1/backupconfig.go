@@ -71,7 +71,9 @@ type EtcdBackupConfigSpec struct {
 	// Name is an optional display name.
 	// +optional
 	Name string `json:"name,omitempty"`
-	// Cluster references the Cluster whose etcd is backed up.
+	// Cluster references the Cluster whose etcd is backed up. It cannot change: the backups
+	// listed in status, and the prefix they are stored under, are that cluster's.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="spec.cluster is immutable: the config's backups belong to its cluster; create another EtcdBackupConfig for another cluster"
 	Cluster corev1.ObjectReference `json:"cluster"`
 	// Schedule is a cron expression (5 fields, or @every/@hourly/@daily/@weekly/@monthly).
 	// Omitted: one backup, taken once.

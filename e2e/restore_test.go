@@ -581,8 +581,13 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.Spec.Pause {
-		t.Fatal("the cluster is still paused after the retry completed")
+	// The cluster was paused when the retry began (the failed restore left it so): the retry
+	// leaves it paused, and says so; the operator hands it back.
+	if !c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "" {
+		t.Fatalf("after the retry the cluster is paused=%v with annotations %v; want paused (as it was when the retry began), unlocked, no record left", c.Spec.Pause, c.Annotations)
+	}
+	if !strings.Contains(done.Status.Message, "left paused, as it was before the restore") {
+		t.Fatalf("the retry's message %q does not say the cluster was left paused", done.Status.Message)
 	}
 }
 

@@ -8,6 +8,9 @@ import (
 const (
 	// AnnotationActiveRestore locks a Cluster for one restore: "<namespace>/<name>".
 	AnnotationActiveRestore = "kubermatic.k8c.io/active-restore"
+	// AnnotationPausedBeforeRestore is set to "true" with the restore lock when the Cluster
+	// was paused before the restore began: the restore then leaves it paused when it ends.
+	AnnotationPausedBeforeRestore = "etcdbackup.k8c.io/paused-before-restore"
 	// AnnotationLastRestart rolls the control plane after a restore.
 	AnnotationLastRestart = "kubermatic.k8c.io/last-restart"
 	// AnnotationEtcdEndpoints overrides KKP's etcd naming convention for this cluster: a

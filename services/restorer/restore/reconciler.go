@@ -198,7 +198,7 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 			return ctrl.Result{RequeueAfter: 5 * r.Opts.Poll}, r.setPhase(ctx, rs, "", corev1.EventTypeNormal, "WaitingForLock",
 				fmt.Sprintf("waiting: cluster %s is being restored by EtcdRestore %s; this restore starts after it", cluster.Name, holder), nil)
 		}
-		if err := r.patchCluster(ctx, cluster, lockPatch(cluster, Lock(rs))); err != nil {
+		if err := r.patchCluster(ctx, cluster, lockPatch(cluster, Lock(rs), true)); err != nil {
 			return ctrl.Result{}, err // a conflict: someone else locked it, look again
 		}
 	}
@@ -477,8 +477,8 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	r.observe("rebuild", took)
 	total := r.now().Sub(rs.Status.StartTime.Time)
 	if err := r.setPhase(ctx, rs, kubermaticv1.RestorePhaseCompleted, corev1.EventTypeNormal, "Completed", fmt.Sprintf(
-		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster unlocked and unpaused (%s in all)",
-		cluster.Name, rs.Spec.BackupName, want, took.Round(time.Millisecond), total.Round(time.Millisecond)), func(s *kubermaticv1.EtcdRestoreStatus) {
+		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster unlocked and %s (%s in all)",
+		cluster.Name, rs.Spec.BackupName, want, took.Round(time.Millisecond), pauseWord(cluster), total.Round(time.Millisecond)), func(s *kubermaticv1.EtcdRestoreStatus) {
 		s.RestoreTime = metav1.NewTime(r.now())
 	}); err != nil {
 		return ctrl.Result{}, err
@@ -556,7 +556,8 @@ func (r *Reconciler) lockedCluster(ctx context.Context, rs *kubermaticv1.EtcdRes
 	case Lock(rs):
 		return cluster, nil
 	case "":
-		return nil, r.patchCluster(ctx, cluster, lockPatch(cluster, Lock(rs)))
+		// Taken again mid-restore: the cluster is paused by this restore now, not before it.
+		return nil, r.patchCluster(ctx, cluster, lockPatch(cluster, Lock(rs), false))
 	default:
 		return nil, r.fail(ctx, rs, "LockLost", fmt.Sprintf(
 			"cluster %s was locked by EtcdRestore %s during this restore; this one stopped. The cluster stays paused.", cluster.Name, holder))
@@ -574,23 +575,41 @@ func (r *Reconciler) stale(ctx context.Context, holder string) bool {
 	return apierrors.IsNotFound(err)
 }
 
-func lockPatch(c *kubermaticv1.Cluster, holder string) []byte {
+// lockPatch takes the lock for holder. With recordPause, it records in the same write whether
+// the cluster is paused now, before the restore pauses it (AnnotationPausedBeforeRestore):
+// the lock and the record are one write, so no crash falls between them.
+func lockPatch(c *kubermaticv1.Cluster, holder string, recordPause bool) []byte {
+	ann := map[string]any{kubermaticv1.AnnotationActiveRestore: holder}
+	if recordPause {
+		ann[kubermaticv1.AnnotationPausedBeforeRestore] = nil
+		if c.Spec.Pause {
+			ann[kubermaticv1.AnnotationPausedBeforeRestore] = "true"
+		}
+	}
 	b, _ := json.Marshal(map[string]any{"metadata": map[string]any{
 		"resourceVersion": c.ResourceVersion,
-		"annotations":     map[string]any{kubermaticv1.AnnotationActiveRestore: holder},
+		"annotations":     ann,
 	}})
 	return b
 }
 
-// unlockPatch removes the lock, optionally unpauses and, with lastRestart, rolls the control
-// plane the way KKP does.
+// pauseWord says what the end of a restore does to the cluster's pause.
+func pauseWord(c *kubermaticv1.Cluster) string {
+	if c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] == "true" {
+		return "left paused, as it was before the restore"
+	}
+	return "unpaused"
+}
+
+// unlockPatch removes the lock, unpauses if asked and the cluster was not paused before the
+// restore began, and, with lastRestart, rolls the control plane the way KKP does.
 func unlockPatch(c *kubermaticv1.Cluster, unpause bool, lastRestart string) []byte {
-	ann := map[string]any{kubermaticv1.AnnotationActiveRestore: nil}
+	ann := map[string]any{kubermaticv1.AnnotationActiveRestore: nil, kubermaticv1.AnnotationPausedBeforeRestore: nil}
 	if lastRestart != "" {
 		ann[kubermaticv1.AnnotationLastRestart] = lastRestart
 	}
 	p := map[string]any{"metadata": map[string]any{"resourceVersion": c.ResourceVersion, "annotations": ann}}
-	if unpause {
+	if unpause && c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "true" {
 		p["spec"] = map[string]any{"pause": false}
 	}
 	b, _ := json.Marshal(p)
@@ -698,11 +717,27 @@ func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdResto
 // cleanup deletes the saved spec and the copied credentials (they are owned by the restore
 // too, for the garbage collector, should this fail).
 func (r *Reconciler) cleanup(ctx context.Context, rs *kubermaticv1.EtcdRestore) {
-	meta := metav1.ObjectMeta{Namespace: rs.Namespace, Name: SavedName(rs)}
-	for _, obj := range []client.Object{&corev1.ConfigMap{ObjectMeta: meta}, &corev1.Secret{ObjectMeta: meta}} {
-		if err := r.Client.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+	r.deleteOwned(ctx, rs, &corev1.ConfigMap{})
+	r.deleteOwned(ctx, rs, &corev1.Secret{})
+}
+
+// deleteOwned deletes this restore's object of obj's kind (named SavedName), only if this
+// EtcdRestore is its controller (by UID) and only that object (UID precondition): an object
+// of that name someone else made is not the restore's to delete.
+func (r *Reconciler) deleteOwned(ctx context.Context, rs *kubermaticv1.EtcdRestore, obj client.Object) {
+	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: SavedName(rs)}, obj); err != nil {
+		if !apierrors.IsNotFound(err) {
 			r.Log.Warn("clean up after restore", "restore", Lock(rs), "err", err)
 		}
+		return
+	}
+	if !metav1.IsControlledBy(obj, rs) {
+		r.Log.Warn("clean up after restore: not this restore's, left alone", "restore", Lock(rs), "object", client.ObjectKeyFromObject(obj).String())
+		return
+	}
+	uid := obj.GetUID()
+	if err := r.Client.Delete(ctx, obj, client.Preconditions{UID: &uid}); client.IgnoreNotFound(err) != nil {
+		r.Log.Warn("clean up after restore", "restore", Lock(rs), "err", err)
 	}
 }
 
@@ -736,6 +771,9 @@ func (r *Reconciler) fail(ctx context.Context, rs *kubermaticv1.EtcdRestore, rea
 	if err := r.setPhase(ctx, rs, kubermaticv1.RestorePhaseFailed, corev1.EventTypeWarning, reason, msg, nil); err != nil {
 		return err
 	}
+	// The copied download credentials go with every end, a failure too; the saved spec stays
+	// until the EtcdRestore is deleted (the message points at it).
+	r.deleteOwned(ctx, rs, &corev1.Secret{})
 	r.Log.Warn("restore failed", "restore", Lock(rs), "reason", reason, "message", msg)
 	if r.Metrics.Finished != nil {
 		r.Metrics.Finished("failed")

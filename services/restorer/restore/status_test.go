@@ -3,6 +3,7 @@ package restore
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -366,3 +367,92 @@ func TestRestoreOutsideItsClusterNamespaceChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// The lock records whether the cluster was paused before the restore; ending the restore
+// leaves such a cluster paused and unpauses one the restore paused. Re-taking a lock mid-way
+// records nothing (the pause is the restore's own by then).
+func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
+	paused := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", ResourceVersion: "7"}, Spec: kubermaticv1.ClusterSpec{Pause: true}}
+	running := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", ResourceVersion: "7"}}
+	for _, tc := range []struct {
+		name    string
+		cluster *kubermaticv1.Cluster
+		record  bool
+		want    string
+	}{
+		{"a paused cluster is recorded", paused, true, `"etcdbackup.k8c.io/paused-before-restore":"true"`},
+		{"a running one clears any record", running, true, `"etcdbackup.k8c.io/paused-before-restore":null`},
+		{"re-locking records nothing", paused, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := string(lockPatch(tc.cluster, "cluster-c/r", tc.record))
+			if !strings.Contains(p, `"kubermatic.k8c.io/active-restore":"cluster-c/r"`) || !strings.Contains(p, `"resourceVersion":"7"`) {
+				t.Fatalf("lock patch %s does not take the lock under the resourceVersion", p)
+			}
+			if tc.want == "" && strings.Contains(p, "paused-before-restore") || tc.want != "" && !strings.Contains(p, tc.want) {
+				t.Fatalf("lock patch %s, want %q", p, tc.want)
+			}
+		})
+	}
+
+	// A restore deleted while Started (nothing torn down yet) cancels: the lock goes, and the
+	// cluster is unpaused only if this restore paused it.
+	for _, before := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cancelled, paused before: %v", before), func(t *testing.T) {
+			rs := restoreOf("c")
+			rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
+			rs.Status.Phase = kubermaticv1.RestorePhaseStarted
+			now := metav1.Now()
+			rs.DeletionTimestamp = &now
+			c := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
+				Spec: kubermaticv1.ClusterSpec{Pause: true}}
+			if before {
+				c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] = "true"
+			}
+			r, _, _ := newTestReconciler(t, false, rs, c)
+			reconcile(t, r, rs)
+			var got kubermaticv1.Cluster
+			if err := r.Client.Get(context.Background(), types.NamespacedName{Name: "c"}, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || got.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "" {
+				t.Fatalf("annotations after the restore %v, want lock and record gone", got.Annotations)
+			}
+			if got.Spec.Pause != before {
+				t.Fatalf("cluster paused=%v after the restore, want %v (paused before: %v)", got.Spec.Pause, before, before)
+			}
+		})
+	}
+}
+
+// A failed restore deletes the download credentials it copied (the Secret it controls), and
+// never an object of that name it does not control.
+func TestFailedRestoreDeletesOnlyItsCopiedCredentials(t *testing.T) {
+	for _, owned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("owned by the restore: %v", owned), func(t *testing.T) {
+			rs := restoreOf("gone") // no such cluster: the restore fails
+			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: rs.Namespace, Name: SavedName(rs)},
+				Data: map[string][]byte{kubermaticv1.SecretAccessKeyID: []byte("id"), kubermaticv1.SecretSecretAccessKey: []byte("key")}}
+			if owned {
+				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: rs.Name, UID: rs.UID, Controller: boolPtr(true)}}
+			} else {
+				// Someone else's Secret that happens to have the name.
+				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: rs.Name, UID: "another-uid", Controller: boolPtr(true)}}
+			}
+			r, _, _ := newTestReconciler(t, false, rs, secret)
+			reconcile(t, r, rs)
+			if st := get(t, r, rs).EffectiveStatus(); st.Phase != kubermaticv1.RestorePhaseFailed {
+				t.Fatalf("status %+v, want Failed", st)
+			}
+			err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(secret), &corev1.Secret{})
+			if owned && !apierrors.IsNotFound(err) {
+				t.Fatalf("the copied credentials after the failure: %v, want deleted", err)
+			}
+			if !owned && err != nil {
+				t.Fatalf("a Secret the restore does not control: %v, want it left alone", err)
+			}
+		})
+	}
+}
+
+func boolPtr(v bool) *bool { return &v }

@@ -35,18 +35,8 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	if _, err := staging.Put(ctx, js, bus.StagingBucket, "waiting", "an upload not done yet", bytes.NewReader(make([]byte, 6<<20))); err != nil {
 		t.Fatal(err)
 	}
-	scheme, err := kube.NewScheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{
-		kubermaticv1.AnnotationEtcdEndpoints: "http://127.0.0.1:1", kubermaticv1.AnnotationEtcdClientSecret: "none"}}}
-	h := &Handler{
-		Reader: fake.NewClientBuilder().WithScheme(scheme).WithObjects(cluster).Build(),
-		JS:     js, MemberTimeout: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
-		StagingReserve: 4 << 20,
-	}
-	req := &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
+	h, req := silentEtcd(t)
+	h.JS, h.StagingReserve = js, 4<<20
 	if _, err := h.take(ctx, req); !errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with 2 MiB free of a 4 MiB reserve = %v, want ErrStagingFull", err)
 	}
@@ -65,6 +55,22 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	h, req := silentEtcd(t)
+	req.Config.Namespace = "cluster-a"
+	_, err := h.take(ctx, req)
+	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
+		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration error", err)
+	}
+	req.Config.Namespace = "cluster-c"
+	if _, err := h.take(ctx, req); err == nil || strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
+		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
+	}
+}
+
+// silentEtcd returns a Handler whose Cluster "c" points at an etcd endpoint that answers
+// nothing, and a request for a config of it in cluster-c.
+func silentEtcd(t *testing.T) (*Handler, *etcdbackupv1.BackupRequested) {
+	t.Helper()
 	scheme, err := kube.NewScheme()
 	if err != nil {
 		t.Fatal(err)
@@ -75,13 +81,5 @@ func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 		Reader:        fake.NewClientBuilder().WithScheme(scheme).WithObjects(cluster).Build(),
 		MemberTimeout: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
 	}
-	req := &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-a", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
-	_, err = h.take(ctx, req)
-	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
-		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration error", err)
-	}
-	req.Config.Namespace = "cluster-c"
-	if _, err := h.take(ctx, req); err == nil || strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
-		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
-	}
+	return h, &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
 }

@@ -61,18 +61,23 @@ type Verified struct {
 // sha256 against its metadata, zstd, and etcd's trailing hash and size rule. Memory stays flat
 // whatever the backup's size.
 func Verify(ctx context.Context, s3 *minio.Client, bucket, key string) (Verified, error) {
-	return check(ctx, s3, bucket, key, io.Discard)
+	return check(ctx, s3, bucket, key, "", io.Discard)
 }
 
 // Fetch makes the same checks as Verify while it writes the decompressed snapshot to the file
-// dst, in one pass over the download. On any error nothing is left at dst.
-func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, dst string) error {
+// dst, in one pass over the download, and requires the object to be the one the restorer
+// verified: its sha256 must be verified (an object replaced in the bucket since, even with
+// metadata to match itself, is refused as ErrCorrupt). On any error nothing is left at dst.
+func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified, dst string) error {
+	if verified == "" {
+		return errors.New("the verified sha256 of the backup is required")
+	}
 	f, err := os.Create(dst)
 	if err != nil {
 		return err
 	}
 	// No fsync: the file is read back at once, and a crash starts the fetch over.
-	_, err = check(ctx, s3, bucket, key, f)
+	_, err = check(ctx, s3, bucket, key, verified, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -83,12 +88,15 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, dst string) error
 }
 
 // check downloads the backup, decompresses it into out and proves it intact
-// (backupformat.Decode). Errors of the download or of out are returned as they are;
+// (backupformat.Decode), and, with verified set, that it is the object of that sha256. Errors of the download or of out are returned as they are;
 // ErrCorrupt means the backup itself is bad.
-func check(ctx context.Context, s3 *minio.Client, bucket, key string, out io.Writer) (Verified, error) {
+func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, out io.Writer) (Verified, error) {
 	_, want, err := stat(ctx, s3, bucket, key)
 	if err != nil {
 		return Verified{}, err
+	}
+	if verified != "" && want != verified {
+		return Verified{}, fmt.Errorf("%w: %s is not the backup the restorer verified (sha256 %s, the object says %s)", ErrCorrupt, key, verified, want)
 	}
 	obj, err := s3.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
 	if err != nil {

@@ -85,7 +85,7 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	if v.Size != int64(len(obj)) || v.SHA256 != sum(obj) || v.SnapshotSize%512 != 32 {
 		t.Fatalf("verified %+v; stored %d bytes with sha256 %s", v, len(obj), sum(obj))
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", snap); err != nil {
+	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, snap); err != nil {
 		t.Fatal(err)
 	}
 	peer := freePeer(t)
@@ -157,7 +157,7 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 			s3 := s3test.Run(t, "backups")
 			store(t, s3, "key.db.zst", tc.body, tc.sha)
 			dst := filepath.Join(t.TempDir(), "snapshot.db")
-			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", dst)
+			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(good), dst)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
@@ -176,7 +176,7 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 	}
 	t.Run("missing backup is not called corrupt", func(t *testing.T) {
 		s3 := s3test.Run(t, "backups")
-		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", filepath.Join(t.TempDir(), "s.db"))
+		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", sum(good), filepath.Join(t.TempDir(), "s.db"))
 		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("err = %v", err)
 		}
@@ -195,4 +195,28 @@ func freePeer(t *testing.T) url.URL {
 	}
 	defer l.Close()
 	return url.URL{Scheme: "http", Host: l.Addr().String()}
+}
+
+// The restore step takes only the object the restorer verified: a backup replaced in the
+// bucket after verification, whole and consistent with its own metadata, is refused.
+func TestFetchRefusesAnObjectOtherThanTheVerified(t *testing.T) {
+	ctx := context.Background()
+	s3 := s3test.Run(t, "backups")
+	verified := compress(t, backupOf(t, 50))
+	other := compress(t, backupOf(t, 60))
+	store(t, s3, "key.db.zst", other, sum(other)) // replaced since verification
+	dst := filepath.Join(t.TempDir(), "snapshot.db")
+	err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(verified), dst)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not the backup the restorer verified") {
+		t.Fatalf("Fetch of a replaced object = %v, want ErrCorrupt saying it is not the verified backup", err)
+	}
+	if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
+		t.Fatalf("a refused backup left %s behind", dst)
+	}
+	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(other), dst); err != nil {
+		t.Fatalf("Fetch of the object with its own digest: %v", err)
+	}
+	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", "", dst); err == nil {
+		t.Fatal("Fetch without a verified digest succeeded")
+	}
 }

@@ -347,7 +347,7 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 		}
 		return ctrl.Result{}, err
 	}
-	rebuilt, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: rs.Status.ObjectKey, Secret: secret}, r.Opts.Step)
+	rebuilt, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret}, r.Opts.Step)
 	if err != nil {
 		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "InvalidStatefulSet", err.Error())
 	}

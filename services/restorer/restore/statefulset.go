@@ -91,6 +91,8 @@ type Step struct {
 	Cluster     *kubermaticv1.Cluster
 	Destination destination.Destination
 	ObjectKey   string
+	// SHA256 is the digest of the object the restorer verified; the step refuses any other.
+	SHA256 string
 	// Secret holds ACCESS_KEY_ID and SECRET_ACCESS_KEY for the download.
 	Secret string
 }
@@ -165,6 +167,7 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 			"--endpoint=" + scheme + step.Destination.Endpoint,
 			"--bucket=" + step.Destination.BucketName,
 			"--key=" + step.ObjectKey,
+			"--sha256=" + step.SHA256,
 			"--restore-id=" + string(step.Restore.UID),
 			"--name=$(POD_NAME)",
 			"--data-dir=" + opts.DataDir,

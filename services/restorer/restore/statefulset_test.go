@@ -49,7 +49,7 @@ func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 	rs := &kubermaticv1.EtcdRestore{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "cluster-x", UID: "uid-1"}}
 	cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "x"}}
 	dest := destination.Destination{Name: "s3", Endpoint: "s3.example:9000", BucketName: "b"}
-	sts, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: "x/cluster-x/cfg/k.db.zst", Secret: "creds"}, opts)
+	sts, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: "x/cluster-x/cfg/k.db.zst", SHA256: strings.Repeat("ab", 32), Secret: "creds"}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 	}
 	args := strings.Join(step.Args, " ")
 	for _, want := range []string{
-		"--endpoint=http://s3.example:9000", "--bucket=b", "--key=x/cluster-x/cfg/k.db.zst", "--restore-id=uid-1",
+		"--endpoint=http://s3.example:9000", "--bucket=b", "--key=x/cluster-x/cfg/k.db.zst", "--sha256=" + strings.Repeat("ab", 32), "--restore-id=uid-1",
 		"--name=$(POD_NAME)", "--data-dir=/var/run/etcd/pod_$(POD_NAME)", "--work-dir=/var/run/etcd/.etcdbackup-restore",
 		"--initial-cluster=etcd-0=http://etcd-0.etcd.cluster-x.svc:2380,etcd-1=http://etcd-1.etcd.cluster-x.svc:2380,etcd-2=http://etcd-2.etcd.cluster-x.svc:2380",
 		"--initial-cluster-token=x",

@@ -7,6 +7,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,6 +39,7 @@ func main() {
 
 type config struct {
 	endpoint, bucket, key, workDir string
+	sha256                         string
 	member                         member.Config
 	peerURLs                       string
 }
@@ -47,6 +50,7 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.endpoint, "endpoint", "", "S3 endpoint: host[:port], https://… or http://…")
 	fs.StringVar(&c.bucket, "bucket", "", "bucket of the backup")
 	fs.StringVar(&c.key, "key", "", "object key of the backup")
+	fs.StringVar(&c.sha256, "sha256", "", "sha256 of the backup object as the restorer verified it; any other object is refused")
 	fs.StringVar(&c.workDir, "work-dir", os.TempDir(), "where the decompressed backup waits (needs the snapshot's size)")
 	fs.StringVar(&c.member.RestoreID, "restore-id", "", "id of the restore (the EtcdRestore's uid)")
 	fs.StringVar(&c.member.Name, "name", getenv("POD_NAME"), "member name (default $POD_NAME)")
@@ -57,11 +61,14 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
-	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "data-dir": c.member.DataDir,
+	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "sha256": c.sha256, "data-dir": c.member.DataDir,
 		"name": c.member.Name, "initial-cluster": c.member.InitialCluster} {
 		if v == "" {
 			return config{}, fmt.Errorf("--%s is required", name)
 		}
+	}
+	if b, err := hex.DecodeString(c.sha256); err != nil || len(b) != sha256.Size {
+		return config{}, fmt.Errorf("--sha256 %q is not a hex sha256", c.sha256)
 	}
 	if c.peerURLs == "" {
 		c.peerURLs = peerURLsOf(c.member.InitialCluster, c.member.Name)
@@ -116,7 +123,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	defer os.Remove(c.member.Snapshot)
 	mem := procstat.Sample(20 * time.Millisecond)
 	start := time.Now()
-	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.member.Snapshot); err != nil {
+	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.sha256, c.member.Snapshot); err != nil {
 		return err
 	}
 	fetched := time.Now()

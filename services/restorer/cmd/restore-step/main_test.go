@@ -61,6 +61,17 @@ func TestRestoreStep(t *testing.T) {
 	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey, "SECRET_ACCESS_KEY": s3test.SecretKey}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	// The digest the restorer verified is required, and another object than it is refused.
+	for _, sha := range []string{"", "abc"} {
+		if err := run(ctx, append(args, "--sha256", sha), func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "--sha256") {
+			t.Fatalf("--sha256 %q: %v, want it refused", sha, err)
+		}
+	}
+	other := sha256.Sum256([]byte("another object"))
+	if err := run(ctx, append(args, "--sha256", hex.EncodeToString(other[:])), func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "not the backup the restorer verified") {
+		t.Fatalf("another verified digest: %v, want the object refused", err)
+	}
+	args = append(args, "--sha256", hex.EncodeToString(sum[:]))
 	if err := run(ctx, args, func(k string) string { return env[k] }, log); err != nil {
 		t.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func (p *Planner) Decide(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 			return dest, retention.Decision{}, nil, fmt.Errorf("list %s in destination %q: %w", prefix, dest.Name, o.Err)
 		}
 		if parsed, ok := retention.ParseKey(cfg.Name, o.Key); ok {
-			parsed.Size = o.Size
+			parsed.Size, parsed.Stored = o.Size, o.LastModified
 			objects = append(objects, parsed)
 		}
 	}

@@ -29,7 +29,21 @@ type Object struct {
 	Key       string
 	Backup    string
 	Scheduled time.Time
-	Size      int64
+	// Stored is when the bucket stored it (S3 LastModified); zero when unknown.
+	Stored time.Time
+	Size   int64
+}
+
+// rank is the time retention orders an object by: when it was stored, or the time its name
+// carries if that is earlier (a copy of an old backup stored again stays old). The name's
+// time alone is the clock of the scheduler replica that queued it: one running 30 days ahead
+// would name backups that stay "newest" for 30 days and push every good backup taken after
+// them out of keep.
+func (o Object) rank() time.Time {
+	if o.Stored.IsZero() || o.Scheduled.Before(o.Stored) {
+		return o.Scheduled
+	}
+	return o.Stored
 }
 
 // ParseKey reads the backup name and scheduled time from a key of config's prefix; ok is
@@ -70,7 +84,8 @@ type Decision struct {
 // Plan decides for cfg given the objects under its prefix, listed after cfg was read:
 //   - a config being deleted loses every backup;
 //   - Failed backups are always deleted (usually there is no object; the deletion marks them);
-//   - of a scheduled config, the completed backups beyond keep, newest first, are deleted;
+//   - of a scheduled config, the completed backups beyond keep, newest first (by rank: when
+//     stored, or the name's time if earlier), are deleted;
 //   - one-time backups (no schedule) are not pruned by count.
 func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
 	var d Decision
@@ -109,7 +124,13 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
 		}
 	}
 	sorted := append([]Object(nil), objects...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Scheduled.After(sorted[j].Scheduled) })
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i].rank(), sorted[j].rank()
+		if a.Equal(b) {
+			return sorted[i].Scheduled.After(sorted[j].Scheduled)
+		}
+		return a.After(b)
+	})
 	for i, o := range sorted {
 		switch {
 		case deleting:

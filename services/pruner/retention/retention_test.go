@@ -101,3 +101,35 @@ func TestFailedEntryDeletionNamesNoObject(t *testing.T) {
 		t.Fatalf("deletions %+v, want one naming no object", d.Delete)
 	}
 }
+
+// A scheduler replica whose clock ran 30 days ahead named two backups in the future. Once its
+// clock is right again, the good backups taken after those must not be pushed out of keep:
+// retention ranks by when the bucket stored each backup (or its name's time, if earlier).
+func TestRetentionRanksByStoredTimeNotAFutureName(t *testing.T) {
+	at := func(i int, stored time.Time) Object {
+		o := obj(i)
+		o.Stored = stored
+		return o
+	}
+	const ahead = 30 * 24 * 60 // minutes
+	future1, future2 := at(ahead, t0), at(ahead+1, t0.Add(time.Minute))
+	good := []Object{at(2, t0.Add(2*time.Minute)), at(3, t0.Add(3*time.Minute)), at(4, t0.Add(4*time.Minute))}
+	var entries []kubermaticv1.BackupStatus
+	for _, i := range []int{ahead, ahead + 1, 2, 3, 4} {
+		entries = append(entries, entry(i, "Completed"))
+	}
+	d := Plan(config("@every 1m", 3, entries...), append([]Object{future1, future2}, good...))
+	var deleted []string
+	for _, x := range d.Delete {
+		deleted = append(deleted, x.Backup)
+	}
+	if len(deleted) != 2 || deleted[0] != future1.Backup && deleted[1] != future1.Backup || deleted[0] != future2.Backup && deleted[1] != future2.Backup {
+		t.Fatalf("deleted %v, want the two future-named backups (stored first), not the good ones", deleted)
+	}
+	// A copy of an old backup stored again ranks by its name's (earlier) time.
+	old := at(0, t0.Add(time.Hour))
+	d = Plan(config("@every 1m", 3, entry(0, "Completed"), entry(2, "Completed"), entry(3, "Completed"), entry(4, "Completed")), append([]Object{old}, good...))
+	if len(d.Delete) != 1 || d.Delete[0].Backup != old.Backup {
+		t.Fatalf("deleted %s, want the old backup stored again", backups(d.Delete))
+	}
+}

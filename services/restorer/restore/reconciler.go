@@ -290,6 +290,9 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 		}
 	}
 	saved, err := r.saved(ctx, rs)
+	if errors.Is(err, ErrSavedNotOwned) {
+		return ctrl.Result{}, r.failNotOwned(ctx, rs, err)
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -320,6 +323,9 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 			return ctrl.Result{}, err
 		}
 		if saved, err = r.save(ctx, rs, &sts); err != nil {
+			if errors.Is(err, ErrSavedNotOwned) {
+				return ctrl.Result{}, r.failNotOwned(ctx, rs, err)
+			}
 			return ctrl.Result{}, err
 		}
 	}
@@ -415,6 +421,9 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		return ctrl.Result{}, err
 	}
 	saved, err := r.saved(ctx, rs)
+	if errors.Is(err, ErrSavedNotOwned) {
+		return ctrl.Result{}, r.failNotOwned(ctx, rs, err)
+	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -657,8 +666,23 @@ func (r *Reconciler) saved(ctx context.Context, rs *kubermaticv1.EtcdRestore) (*
 		}
 		return nil, err
 	}
-	return Decode(cm.Data[SavedSpecKey])
+	// Anyone who may write ConfigMaps in the namespace could have made one of that name: only
+	// the one this restore created (its controller, by UID) says what to rebuild, and even
+	// that one rebuilds only the cluster's own StatefulSet.
+	if !metav1.IsControlledBy(&cm, rs) {
+		return nil, fmt.Errorf("%w: ConfigMap %s/%s has no controller ownerReference to this EtcdRestore (uid %s)", ErrSavedNotOwned, cm.Namespace, cm.Name, rs.UID)
+	}
+	sts, err := Decode(cm.Data[SavedSpecKey])
+	if err != nil {
+		return nil, err
+	}
+	sts.Namespace, sts.Name = rs.Namespace, r.Opts.StatefulSet
+	return sts, nil
 }
+
+// ErrSavedNotOwned: the ConfigMap named for this restore's saved StatefulSet spec is not
+// this restore's; the restorer does not use it.
+var ErrSavedNotOwned = errors.New("saved spec not this restore's")
 
 func (r *Reconciler) save(ctx context.Context, rs *kubermaticv1.EtcdRestore, sts *appsv1.StatefulSet) (*appsv1.StatefulSet, error) {
 	s := Saveable(sts)
@@ -673,8 +697,12 @@ func (r *Reconciler) save(ctx context.Context, rs *kubermaticv1.EtcdRestore, sts
 	if err := controllerutil.SetControllerReference(rs, cm, r.Client.Scheme()); err != nil {
 		return nil, err
 	}
-	if err := r.Client.Create(ctx, cm); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, fmt.Errorf("save statefulset spec: %w", err)
+	if err := r.Client.Create(ctx, cm); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("save statefulset spec: %w", err)
+		}
+		// Saved by an earlier attempt of this restore, or someone else's: saved tells.
+		return r.saved(ctx, rs)
 	}
 	return s, nil
 }
@@ -765,6 +793,18 @@ func (r *Reconciler) failPaused(ctx context.Context, rs *kubermaticv1.EtcdRestor
 			"Its spec as it was is in ConfigMap %s (key %s) until this EtcdRestore is deleted. "+
 			"Create a new EtcdRestore to try again (delete this one afterwards), or set spec.pause=false on Cluster %s to hand it back to KKP as it is.",
 		msg, rs.Namespace, r.Opts.StatefulSet, SavedName(rs), SavedSpecKey, cluster.Name))
+}
+
+// failNotOwned ends a restore whose saved-spec ConfigMap is not its own. Nothing is rebuilt
+// from it; the cluster stays paused (whether its StatefulSet was already torn down cannot be
+// told from someone else's object) and is unlocked.
+func (r *Reconciler) failNotOwned(ctx context.Context, rs *kubermaticv1.EtcdRestore, cause error) error {
+	if err := r.unlock(ctx, rs, false, ""); err != nil {
+		return err
+	}
+	return r.fail(ctx, rs, "SavedSpecNotOwned", fmt.Sprintf(
+		"%v. The restorer does not rebuild from it. The cluster stays paused and is unlocked: check StatefulSet %s/%s, then create a new EtcdRestore or unpause the cluster.",
+		cause, rs.Namespace, r.Opts.StatefulSet))
 }
 
 func (r *Reconciler) fail(ctx context.Context, rs *kubermaticv1.EtcdRestore, reason, msg string) error {

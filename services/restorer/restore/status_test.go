@@ -456,3 +456,72 @@ func TestFailedRestoreDeletesOnlyItsCopiedCredentials(t *testing.T) {
 }
 
 func boolPtr(v bool) *bool { return &v }
+
+// The saved-spec ConfigMap is used only when this EtcdRestore is its controller (by UID). One
+// of that name made by someone else, naming another namespace's StatefulSet, fails the restore
+// (SavedSpecNotOwned): the etcd StatefulSet is not deleted, the other object is untouched, and
+// the cluster stays paused and is unlocked. One the restore owns is forced to the cluster's
+// namespace and the etcd StatefulSet's name, whatever it says.
+func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
+	victim := etcdStatefulSet()
+	victim.Namespace, victim.Name = "cluster-victim", "victim"
+	enc, err := Encode(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := func() (*kubermaticv1.EtcdRestore, *kubermaticv1.Cluster, *appsv1.StatefulSet) {
+		rs := restoreOf("c")
+		key, _ := ObjectKeyOf(rs)
+		start := metav1.NewTime(time.Date(2026, 11, 29, 2, 50, 0, 0, time.UTC))
+		rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: strings.Repeat("ab", 32)}
+		rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
+		cluster := &kubermaticv1.Cluster{
+			ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
+			Spec:       kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
+		}
+		sts := etcdStatefulSet()
+		sts.Namespace = rs.Namespace
+		return rs, cluster, sts
+	}
+	cm := func(rs *kubermaticv1.EtcdRestore, controllerUID types.UID) *corev1.ConfigMap {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: rs.Namespace, Name: SavedName(rs),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: rs.Name, UID: controllerUID, Controller: boolPtr(true)}}},
+			Data: map[string]string{SavedSpecKey: enc}}
+	}
+
+	t.Run("someone else's is refused", func(t *testing.T) {
+		rs, cluster, sts := started()
+		foreign := cm(rs, "someone-else")
+		r, _, _ := newTestReconciler(t, false, rs, cluster, sts, foreign)
+		reconcile(t, r, rs)
+		st := get(t, r, rs).EffectiveStatus()
+		if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message, "no controller ownerReference to this EtcdRestore") {
+			t.Fatalf("status %+v, want Failed: the saved spec is not this restore's", st)
+		}
+		var left appsv1.StatefulSet
+		if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts), &left); err != nil || left.DeletionTimestamp != nil {
+			t.Fatalf("the etcd StatefulSet was touched: %v", err)
+		}
+		if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(foreign), &corev1.ConfigMap{}); err != nil {
+			t.Fatalf("the other ConfigMap: %v, want it left alone", err)
+		}
+		var c kubermaticv1.Cluster
+		if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(cluster), &c); err != nil {
+			t.Fatal(err)
+		}
+		if !c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
+			t.Fatalf("cluster paused=%v lock=%q, want paused and unlocked", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+		}
+	})
+	t.Run("its own is forced to the cluster's StatefulSet", func(t *testing.T) {
+		rs, cluster, sts := started()
+		r, _, _ := newTestReconciler(t, false, rs, cluster, sts, cm(rs, rs.UID))
+		got, err := r.saved(context.Background(), rs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Namespace != rs.Namespace || got.Name != "etcd" {
+			t.Fatalf("saved StatefulSet %s/%s, want %s/etcd whatever the ConfigMap says", got.Namespace, got.Name, rs.Namespace)
+		}
+	})
+}

@@ -285,12 +285,7 @@ func TestForgedStateKeyIsNotRestored(t *testing.T) {
 	b, _ := json.Marshal(state)
 	rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreStatus: string(b)}
 	rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
-	cluster := &kubermaticv1.Cluster{
-		ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
-		Spec:       kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
-	}
-	sts := etcdStatefulSet()
-	sts.Namespace = rs.Namespace
+	cluster, sts := lockedClusterOf(rs)
 	r, _, rec := newTestReconciler(t, true, rs, cluster, sts)
 	reconcile(t, r, rs)
 
@@ -475,12 +470,7 @@ func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
 		start := metav1.NewTime(time.Date(2026, 11, 29, 2, 50, 0, 0, time.UTC))
 		rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: strings.Repeat("ab", 32)}
 		rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
-		cluster := &kubermaticv1.Cluster{
-			ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
-			Spec:       kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
-		}
-		sts := etcdStatefulSet()
-		sts.Namespace = rs.Namespace
+		cluster, sts := lockedClusterOf(rs)
 		return rs, cluster, sts
 	}
 	cm := func(rs *kubermaticv1.EtcdRestore, controllerUID types.UID) *corev1.ConfigMap {
@@ -524,4 +514,16 @@ func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
 			t.Fatalf("saved StatefulSet %s/%s, want %s/etcd whatever the ConfigMap says", got.Namespace, got.Name, rs.Namespace)
 		}
 	})
+}
+
+// lockedClusterOf returns Cluster c paused and locked by rs, with etcd-launcher, and the etcd
+// StatefulSet in rs's namespace: the state a restore in phase Started finds.
+func lockedClusterOf(rs *kubermaticv1.EtcdRestore) (*kubermaticv1.Cluster, *appsv1.StatefulSet) {
+	cluster := &kubermaticv1.Cluster{
+		ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
+		Spec:       kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
+	}
+	sts := etcdStatefulSet()
+	sts.Namespace = rs.Namespace
+	return cluster, sts
 }

@@ -57,11 +57,6 @@ func New(c client.Client, log *slog.Logger) *Writer {
 	return &Writer{client: c, log: log}
 }
 
-// Handle applies one event (HandleBatch of one).
-func (w *Writer) Handle(ctx context.Context, ev *etcdbackupv1.StatusEvent, d bus.Delivery) error {
-	return w.HandleBatch(ctx, []bus.Item[*etcdbackupv1.StatusEvent]{{Msg: ev, Delivery: d}})[0]
-}
-
 // HandleBatch is the batch handler of the status-writer consumer (wrap it with
 // bus.TypedBatch). Events are grouped by config: each group costs one read of its config and
 // at most one patch, whatever its size — a backup's events from queued to stored, and its

@@ -50,7 +50,7 @@ func TestHandleReadsTheConfigOnce(t *testing.T) {
 		BackupName: backup, ScheduledTime: timestamppb.New(at), Stage: etcdbackupv1.Stage_STAGE_SNAPSHOTTER,
 		Phase: etcdbackupv1.Phase_PHASE_RUNNING, Message: "taking snapshot", Time: timestamppb.Now(),
 	}
-	if err := w.Handle(context.Background(), ev, bus.Delivery{Subject: "etcdbackup.status.snapshotter", Attempt: 1}); err != nil {
+	if err := handleOne(w, ev, bus.Delivery{Subject: "etcdbackup.status.snapshotter", Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}
 	var got kubermaticv1.EtcdBackupConfig
@@ -167,7 +167,7 @@ func TestHandleBatchWritesEachConfigOnce(t *testing.T) {
 	one := newCounting(t, config("a", "daily", "u-a"))
 	w1 := New(one.client, slog.New(slog.DiscardHandler))
 	for _, it := range lifecycle(a, slot) {
-		if err := w1.Handle(context.Background(), it.Msg, it.Delivery); err != nil {
+		if err := handleOne(w1, it.Msg, it.Delivery); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -244,4 +244,9 @@ func TestHandleBatchDoesNotTrustAStaleCache(t *testing.T) {
 			}
 		})
 	}
+}
+
+// handleOne applies one event: a batch of one.
+func handleOne(w *Writer, ev *etcdbackupv1.StatusEvent, d bus.Delivery) error {
+	return w.HandleBatch(context.Background(), []bus.Item[*etcdbackupv1.StatusEvent]{{Msg: ev, Delivery: d}})[0]
 }

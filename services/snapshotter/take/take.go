@@ -147,6 +147,11 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 		}
 		return nil, fmt.Errorf("get cluster %s: %w", req.GetCluster(), err)
 	}
+	// etcd's endpoints and certificates come from the cluster's own namespace; a config in
+	// another that names the cluster gets nothing from it (refused before anything else is asked).
+	if ns := cluster.NamespaceName(); req.GetConfig().GetNamespace() != ns {
+		return nil, fmt.Errorf("%w: %s: the config is in namespace %q, but cluster %q lives in %q", endpoints.ErrConfig, kubermaticv1.ReasonClusterNamespaceMismatch, req.GetConfig().GetNamespace(), cluster.Name, ns)
+	}
 	// A backup queued just before a restore began would capture etcd mid-rebuild.
 	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
 		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig, req.GetCluster(), holder)
@@ -161,11 +166,6 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 			return nil, fmt.Errorf("%w: staging has %d MiB free, a snapshot starts with at least %d MiB (--staging-reserve-mib): the uploader is behind or down",
 				ErrStagingFull, free>>20, h.StagingReserve>>20)
 		}
-	}
-	// etcd's endpoints and certificates come from the cluster's own namespace; a config in
-	// another that names the cluster gets nothing from it.
-	if ns := cluster.NamespaceName(); req.GetConfig().GetNamespace() != ns {
-		return nil, fmt.Errorf("%w: %s: the config is in namespace %q, but cluster %q lives in %q", endpoints.ErrConfig, kubermaticv1.ReasonClusterNamespaceMismatch, req.GetConfig().GetNamespace(), cluster.Name, ns)
 	}
 	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, cluster.NamespaceName())
 	if err != nil {

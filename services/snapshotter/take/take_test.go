@@ -57,11 +57,14 @@ func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 	defer cancel()
 	h, req := silentEtcd(t)
 	req.Config.Namespace = "cluster-a"
+	// No staging to ask (JS is nil): the refusal comes before the staging check too.
+	h.StagingReserve = 1 << 20
 	_, err := h.take(ctx, req)
 	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration error", err)
 	}
 	req.Config.Namespace = "cluster-c"
+	h.StagingReserve = 0
 	if _, err := h.take(ctx, req); err == nil || strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
 	}

@@ -529,9 +529,17 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	b := backUp(t, ctx, cluster)
 	want := dump(t, ctx, cli)
 
+	ns := "cluster-" + cluster
+	var before appsv1.StatefulSet
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet}, &before); err != nil {
+		t.Fatal(err)
+	}
+
+	// Credentials the store refuses, in the cluster's namespace as KKP means
+	// backupDownloadCredentialsSecret: proven before anything is touched.
 	const wrongKey = "not-the-secret-key-4711"
 	creds := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: sandbox.SeedNamespace, Name: "restore-retry-readonly"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "restore-retry-readonly"},
 		Data: map[string][]byte{
 			kubermaticv1.SecretAccessKeyID:     []byte(env.S3.AccessKey),
 			kubermaticv1.SecretSecretAccessKey: []byte(wrongKey),
@@ -545,16 +553,50 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 		r.Spec.BackupDownloadCredentialsSecret = creds.Name
 	})
 	done := waitRestore(t, ctx, rs, 2*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-	for _, says := range []string{"restore step failed in pod etcd-", "stays paused", "ConfigMap " + restore.SavedName(rs), "new EtcdRestore"} {
+	for _, says := range []string{"refused the member pods' credentials", "Nothing was changed"} {
 		if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, says) {
 			t.Fatalf("restore with refused credentials: %s: %s\n(want it to say %q)", done.Status.Phase, done.Status.Message, says)
 		}
 	}
-	ev := waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "RestoreStepFailed")
+	ev := waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "CredentialsRefused")
 	if strings.Contains(done.Status.Message+ev.Note, wrongKey) {
 		t.Fatal("the secret key reached the restore's status or Event")
 	}
 	var c kubermaticv1.Cluster
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
+		t.Fatal(err)
+	}
+	var after appsv1.StatefulSet
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet}, &after); err != nil {
+		t.Fatal(err)
+	}
+	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || after.UID != before.UID || len(k.Steps()) != 0 {
+		t.Fatalf("after refused credentials: cluster paused=%v, locked by %q, StatefulSet %s (was %s), %d restore steps run; want nothing changed",
+			c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore], after.UID, before.UID, len(k.Steps()))
+	}
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: restore.SavedName(rs)}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the copied credentials after the failure: %v, want deleted", err)
+	}
+
+	// A restore step that fails in every member pod (peer URLs etcd refuses) is reported with
+	// where to look, and leaves the cluster paused and unlocked for a retry.
+	peers := c.Annotations[kubermaticv1.AnnotationEtcdPeerURLs]
+	setPeers := func(v string) {
+		t.Helper()
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{kubermaticv1.AnnotationEtcdPeerURLs: v}}})
+		if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setPeers("ftp://bad-peer:1,ftp://bad-peer:2,ftp://bad-peer:3")
+	rs = newRestore(t, ctx, cluster, "failing-step", b.BackupName)
+	done = waitRestore(t, ctx, rs, 2*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+	for _, says := range []string{"restore step failed in pod etcd-", "stays paused", "ConfigMap " + restore.SavedName(rs), "new EtcdRestore"} {
+		if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, says) {
+			t.Fatalf("restore with a failing step: %s: %s\n(want it to say %q)", done.Status.Phase, done.Status.Message, says)
+		}
+	}
+	waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "RestoreStepFailed")
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)
 	}
@@ -565,6 +607,7 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: restore.SavedName(rs)}, &saved); err != nil {
 		t.Fatalf("the saved StatefulSet spec the message names: %v", err)
 	}
+	setPeers(peers)
 
 	retry := newRestore(t, ctx, cluster, "retry", b.BackupName)
 	done = waitRestore(t, ctx, retry, 3*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)

@@ -242,14 +242,21 @@ func (r *Resolver) newClient(ctx context.Context, d Destination) (*minio.Client,
 	if id == "" || secret == "" {
 		return nil, fmt.Errorf("%w: secret %s lacks %s or %s", ErrCredentials, key, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
 	}
-	c, err := minio.New(d.Endpoint, &minio.Options{
-		Creds:  credentials.NewStaticV4(id, secret, ""),
-		Secure: d.Secure,
-	})
+	c, err := NewClient(d.Endpoint, d.Secure, id, secret)
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for destination %q: %w", d.Name, err)
 	}
 	return c, nil
+}
+
+// NewClient is the one way an S3 client is made from keys: the services, the restore step in
+// a member pod and the restorer's proof of the member pods' credentials all use it, so that
+// what the restorer proves is what the pods will do.
+func NewClient(host string, secure bool, accessKeyID, secretAccessKey string) (*minio.Client, error) {
+	return minio.New(host, &minio.Options{
+		Creds:  credentials.NewStaticV4(accessKeyID, secretAccessKey, ""),
+		Secure: secure,
+	})
 }
 
 // IsConfigError reports whether err means the Seed or its Secret must be fixed by a person.

@@ -3,8 +3,11 @@ package s3test
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/johannesboyne/gofakes3"
@@ -26,6 +29,28 @@ type Server struct {
 	// Host is "127.0.0.1:<port>".
 	Host string
 	http *httptest.Server
+	// allowed, when set, is the only access keys the server accepts (gofakes3 accepts any).
+	allowed atomic.Pointer[[]string]
+}
+
+// Allow makes the server refuse (403 AccessDenied) every request signed with an access key
+// other than keys, as a store does with keys it does not know or that lack the right.
+func (s *Server) Allow(keys ...string) { s.allowed.Store(&keys) }
+
+func (s *Server) refuse(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if keys := s.allowed.Load(); keys != nil {
+			_, cred, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
+			key, _, _ := strings.Cut(cred, "/")
+			if !slices.Contains(*keys, key) {
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusForbidden)
+				_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`))
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Run starts an S3 server holding the given buckets; it stops when the test ends.
@@ -33,9 +58,10 @@ func Run(t testing.TB, buckets ...string) *Server {
 	t.Helper()
 	backend := s3mem.New()
 	faker := gofakes3.New(backend)
-	ts := httptest.NewServer(faker.Server())
+	s := &Server{}
+	ts := httptest.NewServer(s.refuse(faker.Server()))
 	t.Cleanup(ts.Close)
-	s := &Server{Endpoint: ts.URL, Host: strings.TrimPrefix(ts.URL, "http://"), http: ts}
+	s.Endpoint, s.Host, s.http = ts.URL, strings.TrimPrefix(ts.URL, "http://"), ts
 	for _, b := range buckets {
 		if err := s.Client(t).MakeBucket(context.Background(), b, minio.MakeBucketOptions{}); err != nil {
 			t.Fatalf("make bucket %s: %v", b, err)

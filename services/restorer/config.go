@@ -35,6 +35,5 @@ func parseConfig(args []string) (Config, error) {
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
-	c.CredentialsNamespace = c.SeedNamespace
 	return c, nil
 }

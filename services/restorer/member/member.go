@@ -64,6 +64,29 @@ func Verify(ctx context.Context, s3 *minio.Client, bucket, key string) (Verified
 	return check(ctx, s3, bucket, key, "", io.Discard)
 }
 
+// ErrRefused is returned (wrapped) when the store refuses the credentials (401, 403).
+var ErrRefused = errors.New("access refused")
+
+// Visible reads the backup's metadata, as Fetch does first, and requires it to describe the
+// object the restorer verified (verified, its sha256). The restorer calls it with the member
+// pods' own credentials before it touches the cluster: keys the store refuses (ErrRefused),
+// an object those keys cannot see (ErrNotFound) or one that is not the verified backup
+// (ErrCorrupt) end the restore with nothing changed, not after etcd is torn down.
+func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string) error {
+	_, want, err := stat(ctx, s3, bucket, key)
+	if err != nil {
+		var resp minio.ErrorResponse
+		if errors.As(err, &resp) && (resp.StatusCode == 401 || resp.StatusCode == 403) {
+			return fmt.Errorf("%w: %s/%s: %s (HTTP %d)", ErrRefused, bucket, key, resp.Code, resp.StatusCode)
+		}
+		return err
+	}
+	if want != verified {
+		return fmt.Errorf("%w: %s is described as sha256 %s, the verified backup is %s", ErrCorrupt, key, want, verified)
+	}
+	return nil
+}
+
 // Fetch makes the same checks as Verify while it writes the decompressed snapshot to the file
 // dst, in one pass over the download, and requires the object to be the one the restorer
 // verified: its sha256 must be verified (an object replaced in the bucket since, even with

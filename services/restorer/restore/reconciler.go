@@ -47,8 +47,6 @@ type Options struct {
 	Timeout time.Duration
 	// Poll is how often teardown and rebuild are looked at while waiting.
 	Poll time.Duration
-	// CredentialsNamespace holds spec.backupDownloadCredentialsSecret (the Seed's namespace).
-	CredentialsNamespace string
 }
 
 // Metrics observe restores (nil funcs are not called).
@@ -256,6 +254,14 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		}
 		return r.retryPrepare(ctx, rs, cluster, err)
 	}
+	// The member pods download with other credentials than the restorer's: proven now, while
+	// a refusal still leaves the cluster as it was.
+	if _, err := r.proveCredentials(ctx, rs, cluster, dest, backup.ObjectKey, v.SHA256); err != nil {
+		if errors.Is(err, ErrCredentials) {
+			return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, credentialsReason(err), err.Error())
+		}
+		return r.retryPrepare(ctx, rs, cluster, fmt.Errorf("prove the download credentials: %w", err))
+	}
 	if !cluster.Spec.Pause {
 		if err := r.patchCluster(ctx, cluster, []byte(`{"spec":{"pause":true}}`)); err != nil {
 			return ctrl.Result{}, err
@@ -310,6 +316,26 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 		}
 		return ctrl.Result{}, r.fail(ctx, rs, "StateMismatch", msg+". Nothing was deleted; the cluster was unpaused and unlocked.")
 	}
+	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
+	var secret string
+	if err == nil {
+		secret, err = r.proveCredentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, rs.Status.SHA256)
+	}
+	if err != nil {
+		reason := credentialsReason(err)
+		if destination.IsConfigError(err) {
+			reason = "DestinationNotFound"
+		} else if !errors.Is(err, ErrCredentials) {
+			return ctrl.Result{}, err
+		}
+		if saved != nil {
+			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, reason, err.Error()+".")
+		}
+		if err := r.unlock(ctx, rs, true, ""); err != nil {
+			return ctrl.Result{}, err
+		}
+		return ctrl.Result{}, r.fail(ctx, rs, reason, err.Error()+". Nothing was deleted; the cluster was unpaused and unlocked.")
+	}
 	if saved == nil {
 		var sts appsv1.StatefulSet
 		if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}, &sts); err != nil {
@@ -338,20 +364,6 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "TeardownTimeout", fmt.Sprintf("after %s still waiting for %s to be deleted.", r.Opts.Timeout, waiting))
 		}
 		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", "waiting for "+waiting+" to be deleted", nil)
-	}
-	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
-	if err != nil {
-		if destination.IsConfigError(err) {
-			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "DestinationNotFound", err.Error())
-		}
-		return ctrl.Result{}, err
-	}
-	secret, err := r.credentials(ctx, rs, dest)
-	if err != nil {
-		if errors.Is(err, ErrConfig) {
-			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "CredentialsNotFound", err.Error())
-		}
-		return ctrl.Result{}, err
 	}
 	rebuilt, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret}, r.Opts.Step)
 	if err != nil {
@@ -707,39 +719,106 @@ func (r *Reconciler) save(ctx context.Context, rs *kubermaticv1.EtcdRestore, sts
 	return s, nil
 }
 
-// credentials copies the download credentials into a Secret in the cluster namespace, where
-// the member pods can read them: spec.backupDownloadCredentialsSecret (read-only credentials,
-// in the Seed's namespace) or else the destination's own.
-func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, d destination.Destination) (string, error) {
-	src := types.NamespacedName{Namespace: r.Opts.CredentialsNamespace, Name: rs.Spec.BackupDownloadCredentialsSecret}
+// ErrCredentials marks download credentials the member pods could not use: a Secret that is
+// missing, lacks a key, is not this restore's, or keys the store refuses.
+var ErrCredentials = errors.New("download credentials")
+
+// credentials gives the member pods their download credentials: a Secret named SavedName in
+// the cluster namespace, controlled by this restore, copied from
+// spec.backupDownloadCredentialsSecret (a Secret in the cluster's namespace, as KKP means it)
+// or else from the destination's own. It returns the Secret's name and the keys it holds in
+// the API, which are exactly what the pods' environment will get.
+func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination) (name, id, key string, err error) {
+	copied := &corev1.Secret{}
+	err = r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: SavedName(rs)}, copied)
+	if apierrors.IsNotFound(err) {
+		copied, err = r.copyCredentials(ctx, rs, cluster, d)
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	// A Secret of that name someone else made would hand the pods keys nobody chose.
+	if !metav1.IsControlledBy(copied, rs) {
+		return "", "", "", fmt.Errorf("%w: Secret %s/%s has no controller ownerReference to this EtcdRestore (uid %s); delete it or rename the EtcdRestore",
+			ErrCredentials, copied.Namespace, copied.Name, rs.UID)
+	}
+	id, key = string(copied.Data[kubermaticv1.SecretAccessKeyID]), string(copied.Data[kubermaticv1.SecretSecretAccessKey])
+	if id == "" || key == "" {
+		return "", "", "", fmt.Errorf("%w: Secret %s/%s lacks %s or %s", ErrCredentials, copied.Namespace, copied.Name, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
+	}
+	return copied.Name, id, key, nil
+}
+
+func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination) (*corev1.Secret, error) {
+	src := types.NamespacedName{Namespace: cluster.NamespaceName(), Name: rs.Spec.BackupDownloadCredentialsSecret}
+	what := "spec.backupDownloadCredentialsSecret"
 	if src.Name == "" {
 		if d.Credentials == nil || d.Credentials.Name == "" {
-			return "", fmt.Errorf("%w: destination %q references no credentials secret", ErrConfig, d.Name)
+			return nil, fmt.Errorf("%w: destination %q references no credentials secret", ErrCredentials, d.Name)
 		}
-		src = types.NamespacedName{Namespace: d.Credentials.Namespace, Name: d.Credentials.Name}
+		src, what = types.NamespacedName{Namespace: d.Credentials.Namespace, Name: d.Credentials.Name}, fmt.Sprintf("destination %q's credentials", d.Name)
 	}
 	var s corev1.Secret
 	if err := r.API.Get(ctx, src, &s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return "", fmt.Errorf("%w: credentials secret %s does not exist", ErrConfig, src)
+			return nil, fmt.Errorf("%w: %s: Secret %s does not exist", ErrCredentials, what, src)
 		}
-		return "", err
+		return nil, err
 	}
 	id, key := s.Data[kubermaticv1.SecretAccessKeyID], s.Data[kubermaticv1.SecretSecretAccessKey]
 	if len(id) == 0 || len(key) == 0 {
-		return "", fmt.Errorf("%w: credentials secret %s lacks %s or %s", ErrConfig, src, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
+		return nil, fmt.Errorf("%w: %s: Secret %s lacks %s or %s", ErrCredentials, what, src, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
 	}
 	copied := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: SavedName(rs), Namespace: rs.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "etcdbackup-restorer"}},
 		Data:       map[string][]byte{kubermaticv1.SecretAccessKeyID: id, kubermaticv1.SecretSecretAccessKey: key},
 	}
 	if err := controllerutil.SetControllerReference(rs, copied, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Create(ctx, copied); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create download credentials secret: %w", err)
+		}
+		// Made meanwhile by an earlier attempt, or by someone else: the caller checks whose.
+		if err := r.API.Get(ctx, client.ObjectKeyFromObject(copied), copied); err != nil {
+			return nil, err
+		}
+	}
+	return copied, nil
+}
+
+// credentialsReason is the Event reason of a credentials failure.
+func credentialsReason(err error) string {
+	if errors.Is(err, member.ErrRefused) {
+		return "CredentialsRefused"
+	}
+	return "CredentialsInvalid"
+}
+
+// proveCredentials makes the member pods' credentials (credentials) and reads the backup's
+// metadata with exactly them, against the destination the pods will download from. It
+// returns the Secret's name; an error wrapping ErrCredentials, member.ErrNotFound or
+// member.ErrCorrupt needs a person, any other is transient.
+func (r *Reconciler) proveCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination, objectKey, sha string) (string, error) {
+	name, id, key, err := r.credentials(ctx, rs, cluster, d)
+	if err != nil {
 		return "", err
 	}
-	if err := r.Client.Create(ctx, copied); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create download credentials secret: %w", err)
+	s3, err := destination.NewClient(d.Endpoint, d.Secure, id, key)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrCredentials, err)
 	}
-	return copied.Name, nil
+	vctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err = member.Visible(vctx, s3, d.BucketName, objectKey, sha)
+	switch {
+	case errors.Is(err, member.ErrRefused):
+		return "", fmt.Errorf("%w: destination %q refused the member pods' credentials (Secret %s/%s): %w", ErrCredentials, d.Name, rs.Namespace, name, err)
+	case errors.Is(err, member.ErrNotFound), errors.Is(err, member.ErrCorrupt):
+		return "", fmt.Errorf("%w: with the member pods' credentials (Secret %s/%s) destination %q shows another object than the verified backup: %v", ErrCredentials, rs.Namespace, name, d.Name, err)
+	}
+	return name, err
 }
 
 // cleanup deletes the saved spec and the copied credentials (they are owned by the restore

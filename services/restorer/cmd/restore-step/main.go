@@ -23,8 +23,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/procstat"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
 func main() {
@@ -104,7 +102,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	if err != nil {
 		return err
 	}
-	s3, err := minio.New(host, &minio.Options{Creds: credentials.NewStaticV4(id, secret, ""), Secure: secure})
+	s3, err := destination.NewClient(host, secure, id, secret)
 	if err != nil {
 		return err
 	}

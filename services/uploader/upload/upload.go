@@ -127,6 +127,20 @@ func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
 		_ = h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, "upload failed, retrying: "+err.Error(), nil)
 		return err
 	}
+	// The config may have gone while the upload ran, and the pruner, which deletes a deleted
+	// config's backups, may have listed the prefix before this object was there: the object
+	// is this upload's to delete, or nobody's.
+	if now, err := trust.Config(ctx, h.Reader, req.GetConfig()); err != nil {
+		return err
+	} else if now == nil || now.DeletionTimestamp != nil {
+		log.Info("config deleted during the upload, deleting the stored backup")
+		if err := h.unstore(ctx, dest, stored.GetObjectKey()); err != nil {
+			return err
+		}
+		_ = h.Staging.Delete(ctx, ready.GetStagedObject())
+		h.count("config-deleted")
+		return nil
+	}
 	if _, err := bus.Publish(ctx, h.JS, bus.SubjectBackupStored, bus.MsgID(req), stored); err != nil {
 		return err
 	}
@@ -251,6 +265,18 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	}
 	stored.Size, stored.Sha256, stored.FinishedTime = uint64(size), sum, timestamppb.Now()
 	return stored, nil
+}
+
+// unstore deletes an object this upload stored; one already gone is fine.
+func (h *Handler) unstore(ctx context.Context, dest destination.Destination, key string) error {
+	s3, err := h.Destinations.Client(ctx, dest)
+	if err != nil {
+		return err
+	}
+	if err := s3.RemoveObject(ctx, dest.BucketName, key, minio.RemoveObjectOptions{}); err != nil && minio.ToErrorResponse(err).Code != "NoSuchKey" {
+		return fmt.Errorf("delete %s, stored after its config was deleted, from destination %q: %w", key, dest.Name, err)
+	}
+	return nil
 }
 
 // openStaged opens the staged object of ready for reading.

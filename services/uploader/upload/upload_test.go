@@ -394,3 +394,30 @@ func TestDeadLetterMarksTheBackupFailed(t *testing.T) {
 		t.Fatalf("last status event %v, want Failed saying it gave up", l)
 	}
 }
+
+// A config deleted while its upload runs: the pruner may have found its prefix empty and let
+// the config go, so the upload deletes the object it stored, and reports nothing stored.
+func TestUploadFinishingAfterItsConfigIsGoneDeletesItsObject(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.h.Metrics.Bytes = func(n int64) {
+		f.uploaded += n
+		if err := f.reader.Delete(ctx, f.config); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := f.handle(ctx, f.msg); err != nil {
+		t.Fatal(err)
+	}
+	if f.uploaded == 0 {
+		t.Fatal("nothing was uploaded: the test did not delete the config during the upload")
+	}
+	for o := range f.s3.Client(t).ListObjects(ctx, "backups", minio.ListObjectsOptions{Recursive: true}) {
+		t.Fatalf("%s stays in the bucket after its config was deleted during the upload (err %v)", o.Key, o.Err)
+	}
+	for _, ev := range f.statusEvents(t) {
+		if ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED {
+			t.Fatalf("a Completed status for a backup whose config is gone: %v", ev)
+		}
+	}
+}

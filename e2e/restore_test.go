@@ -726,3 +726,138 @@ func TestRestoreWithoutStatefulSetTouchesNothing(t *testing.T) {
 		t.Errorf("the Cluster changed: %s", diff)
 	}
 }
+
+// A restore from the oldest of keep backups: while its teardown waits (a PVC held by a
+// finalizer), a newer backup completes, which puts the restore's backup beyond keep, and then
+// the config is deleted. Neither retention nor the config's deletion deletes the backup the
+// restore needs; the restore completes from it, and then it goes with the config.
+func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
+	ctx := testContext(t, 5*time.Minute)
+	dumpLogsOnFailure(t)
+	const cluster = "restore-held"
+	k, cli := startEtcdCluster(t, ctx, cluster, nil)
+	ns := "cluster-" + cluster
+	for i := range 20 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%02d", i), "v"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := newConfig(t, ctx, cluster, "held", "@every 24h", sandbox.Destination, 2)
+	backupOf := func() string {
+		t.Helper()
+		r := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
+		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "backup "+r.GetBackupName(), func(c *kubermaticv1.EtcdBackupConfig) bool {
+			e, ok := entry(c, r.GetBackupName())
+			return ok && e.BackupPhase == kubermaticv1.PhaseCompleted
+		})
+		return r.GetBackupName()
+	}
+	oldest := backupOf()
+	want := dump(t, ctx, cli)
+	if _, err := cli.Put(ctx, "/registry/after-the-first-backup", "v"); err != nil {
+		t.Fatal(err)
+	}
+	backupOf()
+	oldestKey := backupname.ObjectKey(cluster, ns, cfg.Name, oldest)
+
+	// Hold the teardown: one etcd PVC cannot go until the test lets it.
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := env.Client.List(ctx, &pvcs, client.InNamespace(ns), client.MatchingLabels{restore.EtcdLabel: restore.EtcdLabelValue}); err != nil || len(pvcs.Items) == 0 {
+		t.Fatalf("etcd PVCs: %d, %v", len(pvcs.Items), err)
+	}
+	const hold = "e2e.etcdbackup.k8c.io/hold"
+	pvc := &pvcs.Items[0]
+	setHold := func(on bool) error {
+		var cur corev1.PersistentVolumeClaim
+		if err := env.Client.Get(context.Background(), client.ObjectKeyFromObject(pvc), &cur); err != nil {
+			return client.IgnoreNotFound(err)
+		}
+		base := cur.DeepCopy()
+		cur.Finalizers = slices.DeleteFunc(cur.Finalizers, func(f string) bool { return f == hold })
+		if on {
+			cur.Finalizers = append(cur.Finalizers, hold)
+		}
+		return env.Client.Patch(context.Background(), &cur, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+	}
+	if err := setHold(true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = setHold(false) })
+
+	rs := newRestore(t, ctx, cluster, "from-the-oldest", oldest)
+	err := sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
+		var got kubermaticv1.EtcdRestore
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &got); err != nil {
+			return false, err
+		}
+		st := got.EffectiveStatus()
+		return st.Phase == kubermaticv1.RestorePhaseStarted && strings.Contains(st.Message, "PVCs to be deleted"), fmt.Errorf("%s: %s", st.Phase, st.Message)
+	})
+	if err != nil {
+		t.Fatalf("teardown waiting for the held PVC: %v", err)
+	}
+
+	// A newer backup completes during the teardown. The cluster is locked, so the scheduler
+	// takes none: it is stored as an upload that was under way would store it.
+	// (Named a second ahead: the second backup may have been named this very second.)
+	newer := backupname.Backup(cfg.Name, time.Now().UTC().Truncate(time.Second).Add(time.Second))
+	if _, err := env.S3.Client().PutObject(ctx, sandbox.Bucket, backupname.ObjectKey(cluster, ns, cfg.Name, newer), bytes.NewReader([]byte("newer")), 5, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the newer backup listed", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		_, ok := entry(c, newer)
+		return ok
+	})
+	passes := func() float64 {
+		sum := 0.0
+		for _, p := range env.ServicesOf("pruner") {
+			v, err := p.Metric(ctx, "etcdbackup_retention_passes_total", map[string]string{"namespace": ns, "config": cfg.Name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += v
+		}
+		return sum
+	}
+	// Retention has three backups with keep 2; let it decide twice more.
+	base := passes()
+	if err := sandbox.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
+		return passes() >= base+2, fmt.Errorf("%v retention passes since, want 2", passes()-base)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if keys := bucketKeys(t, ctx, cfg); !slices.Contains(keys, oldestKey) || len(keys) != 3 {
+		t.Fatalf("during the restore the bucket holds %v; want the restore's backup %s kept (beyond keep, but held)", keys, oldestKey)
+	}
+
+	// The config is deleted mid-restore: everything goes but the backup the restore needs.
+	if err := env.Client.Delete(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "deletion held for the restore", func(c *kubermaticv1.EtcdBackupConfig) bool {
+		cond := c.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
+		return cond != nil && strings.Contains(cond.Message, "held until a restore ends") && slices.Equal(bucketKeys(t, ctx, c), []string{oldestKey})
+	})
+
+	if err := setHold(false); err != nil {
+		t.Fatal(err)
+	}
+	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
+		t.Fatalf("the restore ended %s: %s", done.Status.Phase, done.Status.Message)
+	}
+	if err := k.WaitMembers(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, ctx, etcdClient(t, k)); !maps.Equal(got, want) {
+		t.Fatalf("after the restore etcd holds %d keys, want the oldest backup's %d", len(got), len(want))
+	}
+	// Once the restore ended, the config's deletion finishes: its last backup goes, then it.
+	err = sandbox.Poll(ctx, 60*time.Second, 200*time.Millisecond, func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &kubermaticv1.EtcdBackupConfig{})
+		return apierrors.IsNotFound(err) && len(bucketKeys(t, ctx, cfg)) == 0, fmt.Errorf("config: %v, bucket: %v", err, bucketKeys(t, ctx, cfg))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

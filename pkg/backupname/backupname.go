@@ -63,3 +63,16 @@ func Parse(config, backup string) (time.Time, bool) {
 	}
 	return t, true
 }
+
+// ConfigOf splits a backup name "<config>-2006-01-02T15:04:05" into its config's name.
+func ConfigOf(backup string) (string, bool) {
+	n := len(TimeLayout)
+	if len(backup) < n+2 || backup[len(backup)-n-1] != '-' {
+		return "", false
+	}
+	if _, err := time.Parse(TimeLayout, backup[len(backup)-n:]); err != nil {
+		return "", false
+	}
+	config := backup[:len(backup)-n-1]
+	return config, strings.TrimSpace(config) != ""
+}

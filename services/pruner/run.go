@@ -12,6 +12,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/services/pruner/prune"
 	"github.com/prometheus/client_golang/prometheus"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 )
 
 func run(ctx context.Context, args []string) error {
@@ -35,12 +36,14 @@ func run(ctx context.Context, args []string) error {
 	// Secrets are read directly (uncached): only the Seed namespace's, only when needed.
 	dests := destination.NewResolver(w.Kube, destination.Source{Seed: cfg.Seed(), ConfigMap: cfg.DestinationsConfigMap})
 	m := newMetrics(w.Endpoint.Registry())
-	planner := &prune.Planner{JS: w.JS, Destinations: dests, Log: w.Log, Listed: m.listed}
+	// Restores and Clusters (which backups a restore holds) are read from the cache.
+	planner := &prune.Planner{JS: w.JS, Destinations: dests, Reader: mgr.GetClient(), Log: w.Log, Listed: m.listed}
 	rec := &prune.Reconciler{
 		Client: mgr.GetClient(), Planner: planner, Recorder: mgr.GetEventRecorder("etcdbackup-pruner"),
 		Interval: cfg.ReconcileInterval, Log: w.Log, Released: m.forget,
 	}
-	if err := ctrl.NewControllerManagedBy(mgr).Named("etcdbackupconfig-pruner").For(&kubermaticv1.EtcdBackupConfig{}).Complete(rec); err != nil {
+	if err := ctrl.NewControllerManagedBy(mgr).Named("etcdbackupconfig-pruner").For(&kubermaticv1.EtcdBackupConfig{}).
+		Watches(&kubermaticv1.EtcdRestore{}, handler.EnqueueRequestsFromMapFunc(prune.ConfigOfRestore)).Complete(rec); err != nil {
 		return fmt.Errorf("pruner controller: %w", err)
 	}
 	stored := &prune.Stored{Reader: w.Kube, Planner: planner, Events: w.Events}

@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -20,6 +23,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -34,40 +38,134 @@ type Destinations interface {
 type Planner struct {
 	JS           jetstream.JetStream
 	Destinations Destinations
-	Log          *slog.Logger
+	// Reader reads Clusters and EtcdRestores (the restores that hold backups); nil: none held.
+	Reader client.Reader
+	Log    *slog.Logger
 	// Listed reports what a listing found of a config's backups (nil: not reported).
 	Listed func(namespace, config string, count int, bytes int64, newest time.Time)
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
 }
 
-// Decide lists cfg's prefix in its destination and decides retention from the listing (the
-// bucket is the truth) and cfg; it queues nothing. Objects are the backups found.
-func (p *Planner) Decide(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (destination.Destination, retention.Decision, []retention.Object, error) {
-	dest, s3, err := p.client(ctx, cfg.Spec.Destination)
+// Listing is what Decide found in the bucket and decided from it.
+type Listing struct {
+	// Current is the config's destination now.
+	Current destination.Destination
+	// Destinations are those listed: Current and every other that status records a backup in.
+	Destinations map[string]destination.Destination
+	// Unreachable are destinations status records backups in that are no longer configured:
+	// their backups cannot be listed or deleted (a config's deletion waits for them).
+	Unreachable map[string]error
+	Objects     []retention.Object
+	Decision    retention.Decision
+}
+
+// Decide lists cfg's prefix in its destination and in every other destination its status
+// records a backup in (a changed spec.destination or Seed default leaves backups behind), and
+// decides retention from the listings (the bucket is the truth), cfg, and the restores that
+// need a backup; it queues nothing.
+func (p *Planner) Decide(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Listing, error) {
+	cur, err := p.Destinations.Lookup(ctx, cfg.Spec.Destination)
 	if err != nil {
-		return dest, retention.Decision{}, nil, err
+		return Listing{}, err
+	}
+	l := Listing{Current: cur, Destinations: map[string]destination.Destination{}, Unreachable: map[string]error{}}
+	names := []string{cur.Name}
+	for _, e := range cfg.Status.Backups() {
+		if e.Destination != "" && e.DeletePhase != kubermaticv1.PhaseCompleted && !slices.Contains(names, e.Destination) {
+			names = append(names, e.Destination)
+		}
 	}
 	prefix := backupname.Prefix(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name)
-	var objects []retention.Object
-	for o := range s3.ListObjects(ctx, dest.BucketName, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
-		if o.Err != nil {
-			return dest, retention.Decision{}, nil, fmt.Errorf("list %s in destination %q: %w", prefix, dest.Name, o.Err)
+	listed := map[string]bool{}
+	for _, name := range names {
+		dest := cur
+		if name != cur.Name {
+			if dest, err = p.Destinations.Lookup(ctx, name); err != nil {
+				if destination.IsConfigError(err) {
+					l.Unreachable[name] = err
+					continue
+				}
+				return Listing{}, err
+			}
 		}
-		if parsed, ok := retention.ParseKey(cfg.Name, o.Key); ok {
-			parsed.Size, parsed.Stored = o.Size, o.LastModified
-			objects = append(objects, parsed)
+		s3, err := p.Destinations.Client(ctx, dest)
+		if err != nil {
+			return Listing{}, err
+		}
+		for o := range s3.ListObjects(ctx, dest.BucketName, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+			if o.Err != nil {
+				return Listing{}, fmt.Errorf("list %s in destination %q: %w", prefix, dest.Name, o.Err)
+			}
+			if parsed, ok := retention.ParseKey(cfg.Name, o.Key); ok {
+				parsed.Destination, parsed.Size, parsed.Stored = dest.Name, o.Size, o.LastModified
+				l.Objects = append(l.Objects, parsed)
+			}
+		}
+		l.Destinations[name], listed[name] = dest, true
+	}
+	held, err := p.held(ctx, cfg)
+	if err != nil {
+		return Listing{}, err
+	}
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	l.Decision = retention.Plan(cfg, l.Objects, retention.Scope{Current: cur.Name, Listed: listed, Held: held, Now: now()})
+	return l, nil
+}
+
+// held returns the backups of cfg a restore needs, with why: the one every unfinished
+// EtcdRestore in cfg's namespace names, and while cfg's cluster is locked, the one its
+// holder names. Retention and the config's deletion skip them until the restore ends.
+func (p *Planner) held(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (map[string]string, error) {
+	if p.Reader == nil {
+		return nil, nil
+	}
+	held := map[string]string{}
+	hold := func(rs *kubermaticv1.EtcdRestore, why string) {
+		if _, ok := backupname.Parse(cfg.Name, rs.Spec.BackupName); ok {
+			held[rs.Spec.BackupName] = fmt.Sprintf("%s: EtcdRestore %s/%s restores from it", why, rs.Namespace, rs.Name)
 		}
 	}
-	return dest, retention.Plan(cfg, objects), objects, nil
+	var restores kubermaticv1.EtcdRestoreList
+	if err := p.Reader.List(ctx, &restores, client.InNamespace(cfg.Namespace)); err != nil {
+		return nil, fmt.Errorf("list etcdrestores in %s: %w", cfg.Namespace, err)
+	}
+	for i := range restores.Items {
+		rs := &restores.Items[i]
+		if st := rs.EffectiveStatus(); !st.Finished() {
+			hold(rs, "held")
+		}
+	}
+	var cluster kubermaticv1.Cluster
+	if err := p.Reader.Get(ctx, types.NamespacedName{Name: cfg.Spec.Cluster.Name}, &cluster); client.IgnoreNotFound(err) != nil {
+		return nil, fmt.Errorf("get cluster %s: %w", cfg.Spec.Cluster.Name, err)
+	}
+	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+		if ns, name, ok := strings.Cut(holder, "/"); ok {
+			var rs kubermaticv1.EtcdRestore
+			if err := p.Reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &rs); client.IgnoreNotFound(err) != nil {
+				return nil, fmt.Errorf("get etcdrestore %s: %w", holder, err)
+			} else if err == nil && rs.Namespace == cfg.Namespace {
+				hold(&rs, "held while cluster "+cluster.Name+" is locked")
+			}
+		}
+	}
+	return held, nil
 }
 
 // Plan lists cfg's prefix (read cfg first: an entry completed before the listing is in it),
 // queues every deletion retention decides, lists unlisted objects in status and marks
-// vanished ones. It returns how many backups still await deletion.
-func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (pending int, err error) {
-	dest, d, objects, err := p.Decide(ctx, cfg)
+// vanished ones. It returns the listing; its Decision's Pending and its Unreachable are what
+// a config's deletion still waits for.
+func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Listing, error) {
+	l, err := p.Decide(ctx, cfg)
 	if err != nil {
-		return 0, err
+		return l, err
 	}
+	d, objects := l.Decision, l.Objects
 	cluster := cfg.Spec.Cluster.Name
 	if p.Listed != nil {
 		var bytes int64
@@ -85,48 +183,42 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 		ev := &etcdbackupv1.StatusEvent{
 			Config: ref, Cluster: cluster, BackupName: o.Backup, ScheduledTime: timestamppb.New(o.Scheduled),
 			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED,
-			Message: "found in the bucket, not listed before", Destination: dest.Name, ObjectKey: o.Key, Size: uint64(o.Size),
+			Message: "found in the bucket, not listed before", Destination: o.Destination, ObjectKey: o.Key, Size: uint64(o.Size),
 		}
 		// Until the status writer lists it, every pass finds it again: say it once.
 		if err := bus.PublishStatusOnce(ctx, p.JS, ev, cfg.Namespace+"/"+o.Backup+"/found"); err != nil {
-			return 0, err
+			return l, err
 		}
 	}
 	for _, e := range d.Vanished {
 		ev := &etcdbackupv1.StatusEvent{
 			Config: ref, Cluster: cluster, BackupName: e.BackupName, ScheduledTime: timestamppb.New(e.ScheduledTime.Time),
 			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED, Operation: etcdbackupv1.Operation_OPERATION_DELETE,
-			Message: fmt.Sprintf("object %s is no longer in the bucket", e.ObjectKey), Destination: dest.Name, ObjectKey: e.ObjectKey,
+			Message: fmt.Sprintf("object %s is no longer in destination %q", e.ObjectKey, e.Destination), Destination: e.Destination, ObjectKey: e.ObjectKey,
 			JobName: backupname.DeleteJob(cluster, cfg.Name, e.BackupName),
 		}
 		if err := bus.PublishStatusOnce(ctx, p.JS, ev, cfg.Namespace+"/"+e.BackupName+"/vanished"); err != nil {
-			return 0, err
+			return l, err
 		}
 	}
 	for _, del := range d.Delete {
 		req := &etcdbackupv1.DeleteRequested{
 			Config: ref, Cluster: cluster, BackupName: del.Backup,
 			DeleteJobName: backupname.DeleteJob(cluster, cfg.Name, del.Backup),
-			Destination:   dest.Name, ObjectKey: del.Key, Reason: del.Reason,
+			Destination:   del.Destination, ObjectKey: del.Key, Reason: del.Reason,
 			ScheduledTime: timestamppb.New(del.Scheduled),
 		}
 		if _, err := bus.Publish(ctx, p.JS, bus.SubjectDeleteRequested, bus.DeleteMsgID(req), req); err != nil {
-			return 0, err
+			return l, err
 		}
 	}
 	if len(d.Delete) > 0 {
 		p.Log.Info("deletions queued", "config", cfg.Namespace+"/"+cfg.Name, "count", len(d.Delete), "objects", len(objects))
 	}
-	return len(d.Delete), nil
-}
-
-func (p *Planner) client(ctx context.Context, name string) (destination.Destination, *minio.Client, error) {
-	dest, err := p.Destinations.Lookup(ctx, name)
-	if err != nil {
-		return destination.Destination{}, nil, err
+	for _, h := range d.Held {
+		p.Log.Debug("deletion held", "config", cfg.Namespace+"/"+cfg.Name, "backup", h.Backup, "why", h.Reason)
 	}
-	s3, err := p.Destinations.Client(ctx, dest)
-	return dest, s3, err
+	return l, nil
 }
 
 // Metrics observes deletions; any field may be nil.
@@ -166,11 +258,20 @@ func (d *Deleter) Handle(ctx context.Context, req *etcdbackupv1.DeleteRequested,
 	if cfg == nil {
 		return bus.Reject(trust.ReasonNotPlanned, fmt.Errorf("etcdbackupconfig %s/%s with uid %s does not exist", req.GetConfig().GetNamespace(), req.GetConfig().GetName(), req.GetConfig().GetUid()))
 	}
-	dest, decision, objects, err := d.Planner.Decide(ctx, cfg)
+	l, err := d.Planner.Decide(ctx, cfg)
+	dest, listed := l.Destinations[req.GetDestination()]
 	if err == nil {
-		err = trust.Check(trust.Derive(cfg, req.GetBackupName(), dest.Name), req.GetCluster(), req.GetObjectKey(), req.GetDestination())
-		if err == nil && !planned(decision, req) {
-			if req.GetObjectKey() != "" && stored(objects, req.GetBackupName()) {
+		err = trust.Check(trust.Derive(cfg, req.GetBackupName(), req.GetDestination()), req.GetCluster(), req.GetObjectKey(), "")
+		switch {
+		case err != nil:
+		case !listed:
+			err = bus.Reject(trust.ReasonDestination, fmt.Errorf("the message names destination %q, the config has backups in %v", req.GetDestination(), slices.Sorted(maps.Keys(l.Destinations))))
+		case heldBy(l.Decision, req) != "":
+			// Queued before a restore began to need it: retention decides again after the restore.
+			log.Info("deletion held", "why", heldBy(l.Decision, req))
+			return nil
+		case !planned(l.Decision, req):
+			if req.GetObjectKey() != "" && stored(l.Objects, req.GetDestination(), req.GetBackupName()) {
 				err = bus.Reject(trust.ReasonNotPlanned, fmt.Errorf("backup %s is in the bucket and neither retention nor the config's deletion plans to delete it", req.GetBackupName()))
 			} else {
 				log.Info("deletion already done")
@@ -227,19 +328,29 @@ func (d *Deleter) DeadLetter(ctx context.Context, req *etcdbackupv1.DeleteReques
 	_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_FAILED, "delete: gave up after the last allowed delivery: "+err.Error()))
 }
 
-// planned reports whether decision deletes the backup req names.
+// planned reports whether decision deletes the backup req names, from the destination it names.
 func planned(decision retention.Decision, req *etcdbackupv1.DeleteRequested) bool {
 	for _, del := range decision.Delete {
-		if del.Backup == req.GetBackupName() && del.Key == req.GetObjectKey() {
+		if del.Backup == req.GetBackupName() && del.Key == req.GetObjectKey() && del.Destination == req.GetDestination() {
 			return true
 		}
 	}
 	return false
 }
 
-func stored(objects []retention.Object, backup string) bool {
+// heldBy says why decision holds the backup req names ("" if it does not).
+func heldBy(decision retention.Decision, req *etcdbackupv1.DeleteRequested) string {
+	for _, h := range decision.Held {
+		if h.Backup == req.GetBackupName() {
+			return h.Reason
+		}
+	}
+	return ""
+}
+
+func stored(objects []retention.Object, dest, backup string) bool {
 	for _, o := range objects {
-		if o.Backup == backup {
+		if o.Backup == backup && o.Destination == dest {
 			return true
 		}
 	}

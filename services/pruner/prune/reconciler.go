@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -11,12 +13,16 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/pruner/retention"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 // Reconciler keeps the delete-all-backups finalizer on every EtcdBackupConfig, applies
@@ -58,13 +64,28 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !controllerutil.ContainsFinalizer(&cfg, kubermaticv1.DeleteAllBackupsFinalizer) {
 		return ctrl.Result{}, nil
 	}
-	pending, err := r.Planner.Plan(ctx, &cfg)
+	l, err := r.Planner.Plan(ctx, &cfg)
 	if err != nil {
 		r.setCondition(ctx, &cfg, "DestinationUnreachable", fmt.Sprintf("backups cannot be deleted, the object is kept until they are: %v", err), true)
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	}
-	if pending > 0 {
-		r.setCondition(ctx, &cfg, "DeletionPending", fmt.Sprintf("%d backups left to delete", pending), false)
+	if len(l.Unreachable) > 0 {
+		names := slices.Sorted(maps.Keys(l.Unreachable))
+		r.setCondition(ctx, &cfg, "DestinationUnreachable", fmt.Sprintf(
+			"status records backups in destination(s) %v, which the Seed no longer configures (%v): they cannot be listed or deleted, and the object is kept. "+
+				"Configure the destination again, or remove the finalizer %s by hand to leave those backups behind.",
+			names, l.Unreachable[names[0]], kubermaticv1.DeleteAllBackupsFinalizer), true)
+		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
+	}
+	if d := l.Decision; d.Pending() > 0 {
+		msg := fmt.Sprintf("%d backups left to delete", len(d.Delete))
+		if len(d.Held) > 0 {
+			msg += fmt.Sprintf("; %d held until a restore ends (%s)", len(d.Held), d.Held[0].Reason)
+		}
+		if len(d.Waiting) > 0 {
+			msg += fmt.Sprintf("; waiting for %d backups still running (%s), up to %s from their start", len(d.Waiting), d.Waiting[0].BackupName, retention.RunningGrace)
+		}
+		r.setCondition(ctx, &cfg, "DeletionPending", msg, false)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	patched := cfg.DeepCopy()
@@ -120,4 +141,18 @@ func (s *Stored) Handle(ctx context.Context, stored *etcdbackupv1.BackupStored, 
 		return bus.Permanent(err)
 	}
 	return err
+}
+
+// ConfigOfRestore maps an EtcdRestore to the config whose backup it names, so that retention
+// decides again as soon as a restore that held a backup ends.
+func ConfigOfRestore(_ context.Context, obj client.Object) []reconcile.Request {
+	rs, ok := obj.(*kubermaticv1.EtcdRestore)
+	if !ok {
+		return nil
+	}
+	config, ok := backupname.ConfigOf(rs.Spec.BackupName)
+	if !ok {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: rs.Namespace, Name: config}}}
 }

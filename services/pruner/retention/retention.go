@@ -26,9 +26,11 @@ const keyTimeLayout = "2006-01-02T15-04-05"
 
 // Object is a backup object found under a config's prefix.
 type Object struct {
-	Key       string
-	Backup    string
-	Scheduled time.Time
+	// Destination is the Seed destination the object was listed in ("": Scope.Current).
+	Destination string
+	Key         string
+	Backup      string
+	Scheduled   time.Time
 	// Stored is when the bucket stored it (S3 LastModified); zero when unknown.
 	Stored time.Time
 	Size   int64
@@ -66,10 +68,37 @@ func ParseKey(config, key string) (Object, bool) {
 
 // Deletion is one backup to delete.
 type Deletion struct {
-	Backup    string
-	Key       string
-	Scheduled time.Time
-	Reason    string
+	Backup string
+	// Destination holds the object (Scope.Current for an entry with no object).
+	Destination string
+	Key         string
+	Scheduled   time.Time
+	Reason      string
+}
+
+// RunningGrace is how long the deletion of a config waits for a backup status still calls
+// Running (from its start, or its scheduled time): the upload may store it after the prefix
+// was found empty. An upload that finishes later still deletes its own object.
+const RunningGrace = 30 * time.Minute
+
+// Scope is what Plan decides over besides the config and the listing.
+type Scope struct {
+	// Current is the config's destination now (resolved: the Seed's default for none).
+	Current string
+	// Listed are the destinations whose listing objects holds: Current and every other that
+	// status records a backup in and that could be listed.
+	Listed map[string]bool
+	// Held are backups a restore needs (backup name -> why): not deleted while held.
+	Held map[string]string
+	// Now is the time (RunningGrace).
+	Now time.Time
+}
+
+func (s Scope) dest(name string) string {
+	if name == "" {
+		return s.Current
+	}
+	return name
 }
 
 // Decision is what Plan decided.
@@ -77,36 +106,59 @@ type Decision struct {
 	Delete []Deletion
 	// Unlisted are objects in the bucket that status does not list.
 	Unlisted []Object
-	// Vanished are completed, undeleted entries whose object is not in the bucket.
+	// Vanished are completed, undeleted entries whose object is not in their destination
+	// (only destinations that were listed: a backup in one that was not is not vanished).
 	Vanished []kubermaticv1.BackupStatus
+	// Held are deletions skipped because a restore needs the backup; retention decides
+	// again after the restore ends.
+	Held []Deletion
+	// Waiting are backups still Running that a config's deletion waits for.
+	Waiting []kubermaticv1.BackupStatus
 }
 
-// Plan decides for cfg given the objects under its prefix, listed after cfg was read:
-//   - a config being deleted loses every backup;
+// Pending is how many backups a config's deletion still waits for.
+func (d Decision) Pending() int { return len(d.Delete) + len(d.Held) + len(d.Waiting) }
+
+// Plan decides for cfg given the objects under its prefix in every destination of scope,
+// listed after cfg was read:
+//   - a config being deleted loses every backup, in every destination, after the backups
+//     still Running (for up to RunningGrace) end;
 //   - Failed backups are always deleted (usually there is no object; the deletion marks them);
 //   - of a scheduled config, the completed backups beyond keep, newest first (by rank: when
-//     stored, or the name's time if earlier), are deleted;
-//   - one-time backups (no schedule) are not pruned by count.
-func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
+//     stored, or the name's time if earlier) across all its destinations, are deleted;
+//   - one-time backups (no schedule) are not pruned by count;
+//   - a backup a restore holds is not deleted (Held), whatever the reason.
+func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object, scope Scope) Decision {
 	var d Decision
 	entries := map[string]kubermaticv1.BackupStatus{}
 	for _, e := range cfg.Status.Backups() {
 		entries[e.BackupName] = e
 	}
-	inBucket := map[string]bool{}
-	for _, o := range objects {
+	inBucket := map[string]bool{}  // backup name, in any destination
+	inListing := map[string]bool{} // destination + "/" + backup name
+	for i := range objects {
+		o := &objects[i]
+		o.Destination = scope.dest(o.Destination)
 		inBucket[o.Backup] = true
+		inListing[o.Destination+"/"+o.Backup] = true
 		if _, ok := entries[o.Backup]; !ok {
-			d.Unlisted = append(d.Unlisted, o)
+			d.Unlisted = append(d.Unlisted, *o)
 		}
 	}
 	deleting := cfg.DeletionTimestamp != nil
 	planned := map[string]bool{}
-	add := func(backup, key string, scheduled time.Time, reason string) {
-		if !planned[backup] {
-			planned[backup] = true
-			d.Delete = append(d.Delete, Deletion{Backup: backup, Key: key, Scheduled: scheduled, Reason: reason})
+	add := func(del Deletion) {
+		id := del.Destination + "/" + del.Backup
+		if planned[id] {
+			return
 		}
+		planned[id] = true
+		if why, held := scope.Held[del.Backup]; held {
+			del.Reason = why
+			d.Held = append(d.Held, del)
+			return
+		}
+		d.Delete = append(d.Delete, del)
 	}
 	// Status is not trusted: anyone who may write a config's status could name any key there.
 	// Entries count only when their name is a backup name of this config, and a Failed
@@ -114,13 +166,23 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
 	// like every other.
 	for _, e := range cfg.Status.Backups() {
 		scheduled, ok := backupname.Parse(cfg.Name, e.BackupName)
+		dest := scope.dest(e.Destination)
 		switch {
 		case !ok, e.DeletePhase == kubermaticv1.PhaseCompleted:
 		case e.BackupPhase == kubermaticv1.PhaseFailed && !inBucket[e.BackupName]:
-			add(e.BackupName, "", scheduled, ReasonFailed)
-		case e.BackupPhase == kubermaticv1.PhaseCompleted && !inBucket[e.BackupName]:
+			add(Deletion{Backup: e.BackupName, Destination: scope.Current, Scheduled: scheduled, Reason: ReasonFailed})
+		case e.BackupPhase == kubermaticv1.PhaseCompleted && scope.Listed[dest] && !inListing[dest+"/"+e.BackupName]:
 			e.ObjectKey = backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, e.BackupName)
+			e.Destination = dest
 			d.Vanished = append(d.Vanished, e)
+		case deleting && e.BackupPhase != kubermaticv1.PhaseCompleted && e.BackupPhase != kubermaticv1.PhaseFailed && !inBucket[e.BackupName]:
+			since := e.BackupStartTime.Time
+			if since.IsZero() {
+				since = scheduled
+			}
+			if scope.Now.Sub(since) < RunningGrace {
+				d.Waiting = append(d.Waiting, e)
+			}
 		}
 	}
 	sorted := append([]Object(nil), objects...)
@@ -132,11 +194,14 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
 		return a.After(b)
 	})
 	for i, o := range sorted {
+		del := Deletion{Backup: o.Backup, Destination: o.Destination, Key: o.Key, Scheduled: o.Scheduled}
 		switch {
 		case deleting:
-			add(o.Backup, o.Key, o.Scheduled, ReasonConfigDeleted)
+			del.Reason = ReasonConfigDeleted
+			add(del)
 		case cfg.Spec.Schedule != "" && i >= cfg.KeepCount():
-			add(o.Backup, o.Key, o.Scheduled, ReasonRetention)
+			del.Reason = ReasonRetention
+			add(del)
 		}
 	}
 	sort.Slice(d.Delete, func(i, j int) bool { return d.Delete[i].Scheduled.Before(d.Delete[j].Scheduled) })

@@ -80,7 +80,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Plan(tc.cfg, tc.objects)
+			d := plan(tc.cfg, tc.objects)
 			if got := backups(d.Delete); got != tc.delete {
 				t.Errorf("delete %q, want %q", got, tc.delete)
 			}
@@ -96,7 +96,7 @@ func TestPlan(t *testing.T) {
 func TestFailedEntryDeletionNamesNoObject(t *testing.T) {
 	e := entry(0, "Failed")
 	e.ObjectKey = "victim/cluster-victim/cfg/cfg-2021-03-16T01-48-00.db.zst"
-	d := Plan(config("@every 1m", 5, e), nil)
+	d := plan(config("@every 1m", 5, e), nil)
 	if len(d.Delete) != 1 || d.Delete[0].Key != "" {
 		t.Fatalf("deletions %+v, want one naming no object", d.Delete)
 	}
@@ -118,7 +118,7 @@ func TestRetentionRanksByStoredTimeNotAFutureName(t *testing.T) {
 	for _, i := range []int{ahead, ahead + 1, 2, 3, 4} {
 		entries = append(entries, entry(i, "Completed"))
 	}
-	d := Plan(config("@every 1m", 3, entries...), append([]Object{future1, future2}, good...))
+	d := plan(config("@every 1m", 3, entries...), append([]Object{future1, future2}, good...))
 	var deleted []string
 	for _, x := range d.Delete {
 		deleted = append(deleted, x.Backup)
@@ -128,8 +128,98 @@ func TestRetentionRanksByStoredTimeNotAFutureName(t *testing.T) {
 	}
 	// A copy of an old backup stored again ranks by its name's (earlier) time.
 	old := at(0, t0.Add(time.Hour))
-	d = Plan(config("@every 1m", 3, entry(0, "Completed"), entry(2, "Completed"), entry(3, "Completed"), entry(4, "Completed")), append([]Object{old}, good...))
+	d = plan(config("@every 1m", 3, entry(0, "Completed"), entry(2, "Completed"), entry(3, "Completed"), entry(4, "Completed")), append([]Object{old}, good...))
 	if len(d.Delete) != 1 || d.Delete[0].Backup != old.Backup {
 		t.Fatalf("deleted %s, want the old backup stored again", backups(d.Delete))
+	}
+}
+
+// plan decides over one destination, "s3", listed.
+func plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object) Decision {
+	return Plan(cfg, objects, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: t0})
+}
+
+func in(dest string, o Object) Object {
+	o.Destination = dest
+	return o
+}
+
+func at(dest string, e kubermaticv1.BackupStatus) kubermaticv1.BackupStatus {
+	e.Destination = dest
+	return e
+}
+
+// A backup a restore needs is neither pruned by count nor deleted with its config while the
+// restore runs; it is held (and counts as pending for the config's deletion).
+func TestHeldBackupsAreNotDeleted(t *testing.T) {
+	held := map[string]string{obj(0).Backup: "held: EtcdRestore cluster-c/r restores from it"}
+	scope := Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Held: held, Now: t0}
+	cfg := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3, "Completed"))
+	d := Plan(cfg, []Object{obj(0), obj(1), obj(2), obj(3)}, scope)
+	if got := backups(d.Delete); got != "01:49(retention) " {
+		t.Fatalf("retention deletes %q, want only 01:49: 01:48 is held", got)
+	}
+	if len(d.Held) != 1 || d.Held[0].Backup != obj(0).Backup || d.Held[0].Reason != held[obj(0).Backup] {
+		t.Fatalf("held %+v", d.Held)
+	}
+	now := metav1.Now()
+	cfg.DeletionTimestamp = &now
+	d = Plan(cfg, []Object{obj(0), obj(1), obj(2), obj(3)}, scope)
+	if len(d.Delete) != 3 || len(d.Held) != 1 || d.Pending() != 4 {
+		t.Fatalf("a deleted config: delete %q, held %d, pending %d; want 3 deleted, 1 held, 4 pending", backups(d.Delete), len(d.Held), d.Pending())
+	}
+	// Once the restore ends, the same listing deletes it.
+	scope.Held = nil
+	if d = Plan(cfg, []Object{obj(0)}, scope); backups(d.Delete) != "01:48(config deleted) " {
+		t.Fatalf("after the restore: %q", backups(d.Delete))
+	}
+}
+
+// Backups left in a destination the config no longer uses (a changed spec.destination or
+// Seed default) are neither "vanished" nor forgotten: retention ranks them with the new
+// ones, and deletes them from where they are.
+func TestRetentionOverEveryDestination(t *testing.T) {
+	cfg := config("@every 1m", 2, at("old", entry(0, "Completed")), at("old", entry(1, "Completed")), at("new", entry(2, "Completed")), at("new", entry(3, "Completed")))
+	objects := []Object{in("old", obj(0)), in("old", obj(1)), in("new", obj(2)), in("new", obj(3))}
+	d := Plan(cfg, objects, Scope{Current: "new", Listed: map[string]bool{"old": true, "new": true}, Now: t0})
+	if len(d.Vanished) != 0 {
+		t.Fatalf("vanished %v: backups in the old destination are there", d.Vanished)
+	}
+	if len(d.Delete) != 2 || d.Delete[0].Destination != "old" || d.Delete[1].Destination != "old" || backups(d.Delete) != "01:48(retention) 01:49(retention) " {
+		t.Fatalf("delete %+v, want the two oldest, from destination old", d.Delete)
+	}
+	// A destination that could not be listed says nothing about its backups.
+	d = Plan(cfg, objects[2:], Scope{Current: "new", Listed: map[string]bool{"new": true}, Now: t0})
+	if len(d.Vanished) != 0 || len(d.Delete) != 0 {
+		t.Fatalf("old not listed: vanished %v, delete %q; want neither", d.Vanished, backups(d.Delete))
+	}
+	// One listed, where the object is gone, has vanished.
+	d = Plan(cfg, objects[1:], Scope{Current: "new", Listed: map[string]bool{"old": true, "new": true}, Now: t0})
+	if len(d.Vanished) != 1 || d.Vanished[0].BackupName != obj(0).Backup || d.Vanished[0].Destination != "old" {
+		t.Fatalf("vanished %+v, want 01:48 in old", d.Vanished)
+	}
+}
+
+// A config's deletion waits for backups still Running (their upload may store an object after
+// the listing), for up to RunningGrace from their start.
+func TestConfigDeletionWaitsForRunningBackups(t *testing.T) {
+	running := entry(5, "Running")
+	running.BackupStartTime = metav1.NewTime(t0)
+	cfg := config("@every 1m", 2, entry(0, "Completed"), running)
+	now := metav1.Now()
+	cfg.DeletionTimestamp = &now
+	for _, tc := range []struct {
+		now  time.Time
+		wait int
+	}{{t0.Add(time.Minute), 1}, {t0.Add(RunningGrace + time.Second), 0}} {
+		d := Plan(cfg, []Object{obj(0)}, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: tc.now})
+		if len(d.Waiting) != tc.wait || d.Pending() != 1+tc.wait {
+			t.Fatalf("at %s: waiting %d, pending %d; want %d and %d", tc.now.Sub(t0), len(d.Waiting), d.Pending(), tc.wait, 1+tc.wait)
+		}
+	}
+	// A config that is not being deleted waits for nothing.
+	cfg.DeletionTimestamp = nil
+	if d := Plan(cfg, []Object{obj(0)}, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: t0}); len(d.Waiting) != 0 {
+		t.Fatalf("waiting %v", d.Waiting)
 	}
 }

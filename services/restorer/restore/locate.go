@@ -3,8 +3,6 @@ package restore
 import (
 	"context"
 	"fmt"
-	"strings"
-	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
@@ -55,14 +53,4 @@ func objectKey(restore *kubermaticv1.EtcdRestore, config string) string {
 }
 
 // ConfigOf splits a backup name "<config>-2006-01-02T15:04:05" into its config's name.
-func ConfigOf(backup string) (string, bool) {
-	n := len(backupname.TimeLayout)
-	if len(backup) < n+2 || backup[len(backup)-n-1] != '-' {
-		return "", false
-	}
-	if _, err := time.Parse(backupname.TimeLayout, backup[len(backup)-n:]); err != nil {
-		return "", false
-	}
-	config := backup[:len(backup)-n-1]
-	return config, strings.TrimSpace(config) != ""
-}
+func ConfigOf(backup string) (string, bool) { return backupname.ConfigOf(backup) }

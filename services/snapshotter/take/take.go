@@ -68,9 +68,14 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	if err != nil {
 		return err
 	}
-	if cfg == nil || cfg.DeletionTimestamp != nil {
+	if cfg == nil {
 		log.Info("config deleted or re-created, dropping request")
 		return nil
+	}
+	if cfg.DeletionTimestamp != nil {
+		// Ended in status, so that the config's deletion does not wait for it.
+		log.Info("config being deleted, dropping request")
+		return bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED, "not taken: the config is being deleted"))
 	}
 	want := trust.Derive(cfg, req.GetBackupName(), "")
 	if err := trust.Check(want, req.GetCluster(), req.GetObjectKey(), ""); err != nil {

@@ -17,7 +17,9 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go/jetstream"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
 
@@ -85,4 +87,47 @@ func silentEtcd(t *testing.T) (*Handler, *etcdbackupv1.BackupRequested) {
 		MemberTimeout: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
 	}
 	return h, &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
+}
+
+// A request of a config being deleted is not taken, and its backup ends Failed in status, so
+// that the config's deletion (which waits for Running backups) does not wait for it.
+func TestRequestOfAConfigBeingDeletedEndsFailed(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := natstest.JetStream(t)
+	topo := bus.DefaultTopology()
+	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 8<<20, 16<<20
+	if err := bus.Ensure(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	h, req := silentEtcd(t)
+	h.JS = js
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily", UID: "daily-uid", Finalizers: []string{kubermaticv1.DeleteAllBackupsFinalizer}},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}}}
+	c := h.Reader.(client.Client)
+	if err := c.Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	req.Config.Uid = "daily-uid"
+	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, bus.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, bus.SubjectStatusAll)
+	if err != nil {
+		t.Fatalf("no status event: %v", err)
+	}
+	var ev etcdbackupv1.StatusEvent
+	if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
+		t.Fatal(err)
+	}
+	if ev.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(ev.GetMessage(), "being deleted") || ev.GetBackupName() != req.GetBackupName() {
+		t.Fatalf("status %v, want the backup Failed because its config is being deleted", &ev)
+	}
 }

@@ -96,6 +96,12 @@ func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
 	if cfg == nil || cfg.DeletionTimestamp != nil {
 		// Its backups are being deleted (or were): storing this one would orphan it.
 		log.Info("config deleted or re-created, not storing the backup")
+		if cfg != nil {
+			// Ended in status, so that the config's deletion does not wait for it.
+			if err := h.status(ctx, req, etcdbackupv1.Phase_PHASE_FAILED, "not stored: the config is being deleted", nil); err != nil {
+				return err
+			}
+		}
 		_ = h.Staging.Delete(ctx, ready.GetStagedObject())
 		return nil
 	}
@@ -136,6 +142,11 @@ func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
 		log.Info("config deleted during the upload, deleting the stored backup")
 		if err := h.unstore(ctx, dest, stored.GetObjectKey()); err != nil {
 			return err
+		}
+		if now != nil {
+			if err := h.status(ctx, req, etcdbackupv1.Phase_PHASE_FAILED, "stored, then deleted again: the config is being deleted", nil); err != nil {
+				return err
+			}
 		}
 		_ = h.Staging.Delete(ctx, ready.GetStagedObject())
 		h.count("config-deleted")

@@ -421,3 +421,27 @@ func TestUploadFinishingAfterItsConfigIsGoneDeletesItsObject(t *testing.T) {
 		}
 	}
 }
+
+// The snapshot of a config being deleted is not stored, and its backup ends Failed in
+// status, so that the config's deletion (which waits for Running backups) does not wait.
+func TestConfigBeingDeletedGetsNoBackupAndAFailedEntry(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	f.config.Finalizers = []string{kubermaticv1.DeleteAllBackupsFinalizer}
+	if err := f.reader.Update(ctx, f.config); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.reader.Delete(ctx, f.config); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.handle(ctx, f.msg); err != nil {
+		t.Fatal(err)
+	}
+	if f.uploaded != 0 {
+		t.Fatalf("uploaded %d bytes for a config being deleted", f.uploaded)
+	}
+	evs := f.statusEvents(t)
+	if len(evs) == 0 || evs[len(evs)-1].GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(evs[len(evs)-1].GetMessage(), "being deleted") {
+		t.Fatalf("status events %v, want the backup Failed because its config is being deleted", evs)
+	}
+}

@@ -1,0 +1,163 @@
+package prune
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
+	"github.com/minio/minio-go/v7"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+var t0 = time.Date(2026, 11, 29, 2, 0, 0, 0, time.UTC)
+
+// fixture: config cluster-c/cfg of cluster c, keep 2, now in destination "new"; the Seed
+// also configures "old" (another bucket), where its first backups went.
+func fixture(t *testing.T, objs ...client.Object) (*Planner, *kubermaticv1.EtcdBackupConfig, *s3test.Server) {
+	t.Helper()
+	s3 := s3test.Run(t, "old-bucket", "new-bucket")
+	keep := 2
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "cfg", UID: "cfg-uid"},
+		Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1m", Keep: &keep, Destination: "new"},
+	}
+	creds := &corev1.SecretReference{Namespace: "kubermatic", Name: "s3"}
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append([]client.Object{
+		&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}},
+		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+			Destinations: map[string]*kubermaticv1.BackupDestination{
+				"old": {Endpoint: s3.Endpoint, BucketName: "old-bucket", Credentials: creds},
+				"new": {Endpoint: s3.Endpoint, BucketName: "new-bucket", Credentials: creds},
+			},
+		}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "s3"}, Data: map[string][]byte{
+			kubermaticv1.SecretAccessKeyID: []byte(s3test.AccessKey), kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
+	}, objs...)...).Build()
+	p := &Planner{
+		Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}}),
+		Reader:       c, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return t0 },
+	}
+	return p, cfg, s3
+}
+
+// backup stores backup i (scheduled t0+i min) of cfg in bucket, and lists it in status as
+// Completed in destination dest.
+func backup(t *testing.T, s3 *s3test.Server, cfg *kubermaticv1.EtcdBackupConfig, i int, dest, bucket string) string {
+	t.Helper()
+	at := t0.Add(time.Duration(i) * time.Minute)
+	name := backupname.Backup(cfg.Name, at)
+	key := backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name)
+	if _, err := s3.Client(t).PutObject(context.Background(), bucket, key, bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Status.LastBackups = append(cfg.Status.LastBackups, kubermaticv1.BackupStatus{
+		BackupName: name, ScheduledTime: metav1.NewTime(at), BackupPhase: kubermaticv1.PhaseCompleted, Destination: dest, ObjectKey: key})
+	return name
+}
+
+// After spec.destination changed from old to new, the planner lists both: nothing in old is
+// "vanished", retention deletes the oldest from old, where they are.
+func TestDecideListsEveryDestinationStatusRecords(t *testing.T) {
+	p, cfg, s3 := fixture(t)
+	b0 := backup(t, s3, cfg, 0, "old", "old-bucket")
+	b1 := backup(t, s3, cfg, 1, "old", "old-bucket")
+	backup(t, s3, cfg, 2, "new", "new-bucket")
+	backup(t, s3, cfg, 3, "new", "new-bucket")
+	l, err := p.Decide(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Objects) != 4 || len(l.Destinations) != 2 || len(l.Decision.Vanished) != 0 {
+		t.Fatalf("listed %d objects in %d destinations, %d vanished; want 4 in 2, none vanished", len(l.Objects), len(l.Destinations), len(l.Decision.Vanished))
+	}
+	d := l.Decision.Delete
+	if len(d) != 2 || d[0].Backup != b0 || d[1].Backup != b1 || d[0].Destination != "old" || d[1].Destination != "old" {
+		t.Fatalf("delete %+v, want %s and %s from old", d, b0, b1)
+	}
+}
+
+// A destination status records that the Seed no longer configures is reported, not listed,
+// and its backups are not "vanished".
+func TestDecideReportsADestinationNoLongerConfigured(t *testing.T) {
+	p, cfg, s3 := fixture(t)
+	backup(t, s3, cfg, 0, "gone", "old-bucket")
+	backup(t, s3, cfg, 1, "new", "new-bucket")
+	l, err := p.Decide(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.Unreachable["gone"]; !ok || len(l.Decision.Vanished) != 0 {
+		t.Fatalf("unreachable %v, vanished %v; want gone unreachable, nothing vanished", l.Unreachable, l.Decision.Vanished)
+	}
+}
+
+// A backup an unfinished EtcdRestore names, or that the restore holding the cluster's lock
+// names, is held; a finished restore holds nothing; a restore in another namespace holds
+// nothing of this config.
+func TestRestoresHoldTheirBackups(t *testing.T) {
+	restoreOf := func(ns, name, backup, phase string) *kubermaticv1.EtcdRestore {
+		return &kubermaticv1.EtcdRestore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:   kubermaticv1.EtcdRestoreSpec{Cluster: corev1.ObjectReference{Name: "c"}, BackupName: backup},
+			Status: kubermaticv1.EtcdRestoreStatus{Phase: phase}}
+	}
+	b := func(i int) string { return backupname.Backup("cfg", t0.Add(time.Duration(i)*time.Minute)) }
+	for _, tc := range []struct {
+		name string
+		objs []client.Object
+		lock string
+		want []string
+	}{
+		{"an unfinished restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseStarted)}, "", []string{b(0)}},
+		{"one not started yet", []client.Object{restoreOf("cluster-c", "r", b(0), "")}, "", []string{b(0)}},
+		{"a completed restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseCompleted)}, "", nil},
+		{"a failed restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseFailed)}, "", nil},
+		{"another namespace", []client.Object{restoreOf("cluster-x", "r", b(0), kubermaticv1.RestorePhaseStarted)}, "", nil},
+		{"another config's backup", []client.Object{restoreOf("cluster-c", "r", backupname.Backup("other", t0), kubermaticv1.RestorePhaseStarted)}, "", nil},
+		// The restore that holds the cluster's lock writes Completed after it unlocks; while
+		// the lock is there its backup is held, whatever its status says.
+		{"the lock holder's", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseCompleted)}, "cluster-c/r", []string{b(0)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, cfg, s3 := fixture(t, tc.objs...)
+			for i := range 4 {
+				backup(t, s3, cfg, i, "new", "new-bucket")
+			}
+			if tc.lock != "" {
+				patch := []byte(`{"metadata":{"annotations":{"` + kubermaticv1.AnnotationActiveRestore + `":"` + tc.lock + `"}}}`)
+				if err := p.Reader.(client.Client).Patch(context.Background(), &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l, err := p.Decide(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var held []string
+			for _, h := range l.Decision.Held {
+				held = append(held, h.Backup)
+			}
+			if len(held) != len(tc.want) || len(tc.want) == 1 && held[0] != tc.want[0] {
+				t.Fatalf("held %v, want %v", held, tc.want)
+			}
+			if want := 2 - len(tc.want); len(l.Decision.Delete) != want {
+				t.Fatalf("deletes %d, want %d", len(l.Decision.Delete), want)
+			}
+		})
+	}
+}

@@ -15,15 +15,21 @@ import (
 const ServiceAccountPrefix = "etcdbackup-"
 
 // ApplyRBAC creates the ServiceAccounts, Roles and bindings of deploy/k8s/rbac.yaml in the
-// Seed's namespace, as the kustomize base deploys them.
+// Seed's namespace, as the kustomize base deploys them, and the admission policy of
+// deploy/k8s/admission.yaml.
 func (e *Env) ApplyRBAC(ctx context.Context, root string) error {
 	objs, err := ReadObjects(filepath.Join(root, "deploy", "k8s", "rbac.yaml"))
 	if err != nil {
 		return err
 	}
-	for _, o := range objs {
+	// The admission policy that keeps the restorer to the objects it owns.
+	admission, err := ReadObjects(filepath.Join(root, "deploy", "k8s", "admission.yaml"))
+	if err != nil {
+		return err
+	}
+	for _, o := range append(objs, admission...) {
 		switch o.GetKind() {
-		case "ClusterRole", "ClusterRoleBinding":
+		case "ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
 		default:
 			o.SetNamespace(SeedNamespace)
 		}

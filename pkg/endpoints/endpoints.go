@@ -17,6 +17,7 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -107,6 +108,11 @@ func secretValue(ctx context.Context, r client.Reader, ns, name, key string) ([]
 	if err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &s); err != nil {
 		if client.IgnoreNotFound(err) == nil {
 			return nil, fmt.Errorf("%w: secret %s/%s does not exist", ErrConfig, ns, name)
+		}
+		if apierrors.IsForbidden(err) {
+			// RBAC grants the Secrets by name (deploy/k8s/rbac.yaml): another name is a grant to add.
+			return nil, fmt.Errorf("%w: reading secret %s/%s is forbidden: the ClusterRole grants etcd's Secrets by name (%s, %s); add %q to its resourceNames to use it (docs/security.md)",
+				ErrConfig, ns, name, CASecret, ClientCertSecret, name)
 		}
 		return nil, fmt.Errorf("get secret %s/%s: %w", ns, name, err)
 	}

@@ -1,0 +1,111 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// deploy/k8s/admission.yaml, on the real API server (the sandbox applies it with the RBAC, so
+// every restore test runs under it too): the restorer's ServiceAccount creates and deletes a
+// Secret or ConfigMap only when it is named etcdbackup-restore-<r> and EtcdRestore <r>
+// controls it, and updates none; another identity is not held to it.
+func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	restorer := clientAs(t, ctx, "restorer")
+	const ns = "cluster-" + "admission"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	owner := func(restore string, controller bool) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: restore, UID: "0c6a2a6e-uid", Controller: &controller}}
+	}
+	for _, kind := range []string{"Secret", "ConfigMap"} {
+		obj := func(name string, owners []metav1.OwnerReference) client.Object {
+			meta := metav1.ObjectMeta{Namespace: ns, Name: name, OwnerReferences: owners}
+			if kind == "Secret" {
+				return &corev1.Secret{ObjectMeta: meta}
+			}
+			return &corev1.ConfigMap{ObjectMeta: meta}
+		}
+		denied := func(what string, err error) {
+			t.Helper()
+			if err == nil || !strings.Contains(err.Error(), "etcdbackup-restorer-owned-objects") {
+				t.Errorf("%s %s: %v, want it denied by the policy", what, kind, err)
+			}
+		}
+		denied("create one of another name", restorer.Create(ctx, obj("planted-"+strings.ToLower(kind), owner("planted-"+strings.ToLower(kind), true))))
+		denied("create one without an owner", restorer.Create(ctx, obj("etcdbackup-restore-r1", nil)))
+		denied("create one owned by another restore", restorer.Create(ctx, obj("etcdbackup-restore-r1", owner("r2", true))))
+		denied("create one the restore owns but does not control", restorer.Create(ctx, obj("etcdbackup-restore-r1", owner("r1", false))))
+
+		// Someone else's, in a cluster namespace: not the restorer's to delete.
+		theirs := obj("credentials-"+strings.ToLower(kind), nil)
+		if err := env.Client.Create(ctx, theirs); err != nil {
+			t.Fatal(err)
+		}
+		denied("delete someone else's", restorer.Delete(ctx, theirs))
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(theirs), theirs); err != nil {
+			t.Fatalf("someone else's %s after the restorer tried to delete it: %v", kind, err)
+		}
+
+		ours := obj("etcdbackup-restore-r1", owner("r1", true))
+		if err := restorer.Create(ctx, ours); err != nil {
+			t.Fatalf("the restorer creating its own %s: %v", kind, err)
+		}
+		ours.SetLabels(map[string]string{"changed": "true"})
+		if err := restorer.Update(ctx, ours); err == nil {
+			t.Errorf("the restorer updated its %s; want every update refused", kind)
+		}
+		if err := restorer.Delete(ctx, ours); err != nil {
+			t.Fatalf("the restorer deleting its own %s: %v", kind, err)
+		}
+	}
+}
+
+// clientAs is a client with the service's ServiceAccount: exactly the permissions deploy/k8s
+// grants it.
+func clientAs(t *testing.T, ctx context.Context, service string) client.Client {
+	t.Helper()
+	kubeconfig, err := env.ServiceKubeconfig(ctx, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kube.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The snapshotter reads etcd's Secrets by KKP's names, in any namespace, and no other Secret.
+func TestSnapshotterReadsOnlyEtcdSecrets(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	snapshotter := clientAs(t, ctx, "snapshotter")
+	const ns = "cluster-secrets-by-name"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"ca", "apiserver-etcd-client-certificate", "s3-credentials", "admin-kubeconfig"} {
+		if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+		err := snapshotter.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{})
+		etcds := name == "ca" || name == "apiserver-etcd-client-certificate"
+		if etcds && err != nil || !etcds && !apierrors.IsForbidden(err) {
+			t.Errorf("the snapshotter reading Secret %s: %v; want it read only if it is one of etcd's", name, err)
+		}
+	}
+}

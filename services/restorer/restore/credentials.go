@@ -1,0 +1,123 @@
+// credentials: the member pods' download credentials, copied into a Secret the restore
+// controls and proven against the destination before anything is touched.
+
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/services/restorer/member"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+)
+
+// ErrCredentials marks download credentials the member pods could not use: a Secret that is
+// missing, lacks a key, is not this restore's, or keys the store refuses.
+var ErrCredentials = errors.New("download credentials")
+
+// credentials gives the member pods their download credentials: a Secret named SavedName in
+// the cluster namespace, controlled by this restore, copied from
+// spec.backupDownloadCredentialsSecret (a Secret in the cluster's namespace, as KKP means it)
+// or else from the destination's own. It returns the Secret's name and the keys it holds in
+// the API, which are exactly what the pods' environment will get.
+func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination) (name, id, key string, err error) {
+	copied := &corev1.Secret{}
+	err = r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: SavedName(rs)}, copied)
+	if apierrors.IsNotFound(err) {
+		copied, err = r.copyCredentials(ctx, rs, cluster, d)
+	}
+	if err != nil {
+		return "", "", "", err
+	}
+	// A Secret of that name someone else made would hand the pods keys nobody chose.
+	if !metav1.IsControlledBy(copied, rs) {
+		return "", "", "", fmt.Errorf("%w: Secret %s/%s has no controller ownerReference to this EtcdRestore (uid %s); delete it or rename the EtcdRestore",
+			ErrCredentials, copied.Namespace, copied.Name, rs.UID)
+	}
+	id, key = string(copied.Data[kubermaticv1.SecretAccessKeyID]), string(copied.Data[kubermaticv1.SecretSecretAccessKey])
+	if id == "" || key == "" {
+		return "", "", "", fmt.Errorf("%w: Secret %s/%s lacks %s or %s", ErrCredentials, copied.Namespace, copied.Name, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
+	}
+	return copied.Name, id, key, nil
+}
+
+func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination) (*corev1.Secret, error) {
+	src := types.NamespacedName{Namespace: cluster.NamespaceName(), Name: rs.Spec.BackupDownloadCredentialsSecret}
+	what := "spec.backupDownloadCredentialsSecret"
+	if src.Name == "" {
+		if d.Credentials == nil || d.Credentials.Name == "" {
+			return nil, fmt.Errorf("%w: destination %q references no credentials secret", ErrCredentials, d.Name)
+		}
+		src, what = types.NamespacedName{Namespace: d.Credentials.Namespace, Name: d.Credentials.Name}, fmt.Sprintf("destination %q's credentials", d.Name)
+	}
+	var s corev1.Secret
+	if err := r.API.Get(ctx, src, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("%w: %s: Secret %s does not exist", ErrCredentials, what, src)
+		}
+		return nil, err
+	}
+	id, key := s.Data[kubermaticv1.SecretAccessKeyID], s.Data[kubermaticv1.SecretSecretAccessKey]
+	if len(id) == 0 || len(key) == 0 {
+		return nil, fmt.Errorf("%w: %s: Secret %s lacks %s or %s", ErrCredentials, what, src, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
+	}
+	copied := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: SavedName(rs), Namespace: rs.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "etcdbackup-restorer"}},
+		Data:       map[string][]byte{kubermaticv1.SecretAccessKeyID: id, kubermaticv1.SecretSecretAccessKey: key},
+	}
+	if err := controllerutil.SetControllerReference(rs, copied, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Create(ctx, copied); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create download credentials secret: %w", err)
+		}
+		// Made meanwhile by an earlier attempt, or by someone else: the caller checks whose.
+		if err := r.API.Get(ctx, client.ObjectKeyFromObject(copied), copied); err != nil {
+			return nil, err
+		}
+	}
+	return copied, nil
+}
+
+// credentialsReason is the Event reason of a credentials failure.
+func credentialsReason(err error) string {
+	if errors.Is(err, member.ErrRefused) {
+		return "CredentialsRefused"
+	}
+	return "CredentialsInvalid"
+}
+
+// proveCredentials makes the member pods' credentials (credentials) and reads the backup's
+// metadata with exactly them, against the destination the pods will download from. It
+// returns the Secret's name; an error wrapping ErrCredentials, member.ErrNotFound or
+// member.ErrCorrupt needs a person, any other is transient.
+func (r *Reconciler) proveCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination, objectKey, sha string) (string, error) {
+	name, id, key, err := r.credentials(ctx, rs, cluster, d)
+	if err != nil {
+		return "", err
+	}
+	s3, err := destination.NewClient(d.Endpoint, d.Secure, id, key)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrCredentials, err)
+	}
+	vctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	err = member.Visible(vctx, s3, d.BucketName, objectKey, sha)
+	switch {
+	case errors.Is(err, member.ErrRefused):
+		return "", fmt.Errorf("%w: destination %q refused the member pods' credentials (Secret %s/%s): %w", ErrCredentials, d.Name, rs.Namespace, name, err)
+	case errors.Is(err, member.ErrNotFound), errors.Is(err, member.ErrCorrupt):
+		return "", fmt.Errorf("%w: with the member pods' credentials (Secret %s/%s) destination %q shows another object than the verified backup: %v", ErrCredentials, rs.Namespace, name, d.Name, err)
+	}
+	return name, err
+}

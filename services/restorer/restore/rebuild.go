@@ -1,0 +1,149 @@
+// rebuild: waiting for every member to restore and etcd to be whole, then the StatefulSet's
+// own spec back, the cluster unlocked, rolled and unpaused (phase Completed).
+
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// rebuild waits until the rebuilt StatefulSet is ready and etcd healthy with every member,
+// then gives the StatefulSet its old spec back, unlocks, rolls and unpauses the cluster.
+func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) (ctrl.Result, error) {
+	cluster, err := r.lockedCluster(ctx, rs)
+	if err != nil || cluster == nil {
+		return ctrl.Result{}, err
+	}
+	saved, err := r.saved(ctx, rs)
+	if errors.Is(err, ErrSavedNotOwned) {
+		return ctrl.Result{}, r.failNotOwned(ctx, rs, err)
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if saved == nil {
+		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "SavedSpecLost", fmt.Sprintf("ConfigMap %s/%s with the StatefulSet's spec was deleted.", rs.Namespace, SavedName(rs)))
+	}
+	var sts appsv1.StatefulSet
+	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: saved.Name}, &sts); err != nil {
+		if apierrors.IsNotFound(err) {
+			return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted, corev1.EventTypeWarning, "StatefulSetGone",
+				"the rebuilt StatefulSet was deleted; rebuilding it again", nil)
+		}
+		return ctrl.Result{}, err
+	}
+	pods, err := r.pods(ctx, saved)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	for _, p := range pods {
+		if msg, failed := stepFailed(&p); failed {
+			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RestoreStepFailed", fmt.Sprintf(
+				"the restore step failed in pod %s: %s. See `kubectl -n %s logs %s -c %s`.", p.Name, msg, p.Namespace, p.Name, StepContainer))
+		}
+	}
+	want := replicas(&sts)
+	waiting := ""
+	if sts.Status.ObservedGeneration < sts.Generation || int(sts.Status.ReadyReplicas) < want {
+		waiting = fmt.Sprintf("%d of %d etcd pods ready", sts.Status.ReadyReplicas, want)
+	} else {
+		target, err := endpoints.Resolve(ctx, r.API, cluster, rs.Namespace)
+		if err != nil {
+			if errors.Is(err, endpoints.ErrConfig) {
+				return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "EtcdUnreachable", err.Error())
+			}
+			return ctrl.Result{}, err
+		}
+		if h, err := CheckEtcd(ctx, target, want); err != nil {
+			waiting = fmt.Sprintf("etcd: %d members, %d of %d endpoints healthy (%v)", h.Members, h.Healthy, len(target.Endpoints), err)
+		}
+	}
+	if waiting != "" {
+		if r.expired(rs) {
+			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RebuildTimeout", fmt.Sprintf("after %s etcd is not healthy: %s.", r.Opts.Timeout, waiting))
+		}
+		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", "waiting for "+waiting, nil)
+	}
+
+	// Whole again. The StatefulSet gets its own spec back, so that a member replaced later
+	// does not restore this backup again, and KKP finds its StatefulSet as it left it.
+	sts.Spec.Template = saved.Spec.Template
+	delete(sts.Annotations, AnnotationRestoreID)
+	if err := r.Client.Update(ctx, &sts); err != nil {
+		return ctrl.Result{}, fmt.Errorf("give the statefulset its spec back: %w", err)
+	}
+	if err := r.unlock(ctx, rs, true, r.now().UTC().Format(time.RFC3339)); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.cleanup(ctx, rs)
+	took := r.sincePhase(rs)
+	r.observe("rebuild", took)
+	total := r.now().Sub(rs.Status.StartTime.Time)
+	if err := r.setPhase(ctx, rs, kubermaticv1.RestorePhaseCompleted, corev1.EventTypeNormal, "Completed", fmt.Sprintf(
+		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster unlocked and %s (%s in all)",
+		cluster.Name, rs.Spec.BackupName, want, took.Round(time.Millisecond), pauseWord(cluster), total.Round(time.Millisecond)), func(s *kubermaticv1.EtcdRestoreStatus) {
+		s.RestoreTime = metav1.NewTime(r.now())
+	}); err != nil {
+		return ctrl.Result{}, err
+	}
+	if r.Metrics.Finished != nil {
+		r.Metrics.Finished("completed")
+	}
+	return ctrl.Result{}, r.removeFinalizer(ctx, rs)
+}
+
+// stepFailed reports a pod whose restore step failed for good: exited non-zero and was
+// restarted twice since.
+func stepFailed(p *corev1.Pod) (string, bool) {
+	for _, s := range p.Status.InitContainerStatuses {
+		if s.Name != StepContainer {
+			continue
+		}
+		term := s.State.Terminated
+		if term == nil || term.ExitCode == 0 {
+			term = s.LastTerminationState.Terminated
+		}
+		if term != nil && term.ExitCode != 0 && s.RestartCount >= 2 {
+			msg := strings.TrimSpace(term.Message)
+			if msg == "" {
+				msg = fmt.Sprintf("exit code %d", term.ExitCode)
+			}
+			return msg, true
+		}
+	}
+	return "", false
+}
+
+func replicas(sts *appsv1.StatefulSet) int {
+	if sts.Spec.Replicas == nil {
+		return 1
+	}
+	return int(*sts.Spec.Replicas)
+}
+
+func (r *Reconciler) pods(ctx context.Context, saved *appsv1.StatefulSet) ([]corev1.Pod, error) {
+	sel, err := metav1.LabelSelectorAsSelector(saved.Spec.Selector)
+	if err != nil || sel.Empty() {
+		sel = labels.SelectorFromSet(labels.Set{EtcdLabel: EtcdLabelValue})
+	}
+	var pods corev1.PodList
+	if err := r.API.List(ctx, &pods, client.InNamespace(saved.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return nil, err
+	}
+	return pods.Items, nil
+}

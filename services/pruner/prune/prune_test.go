@@ -5,18 +5,25 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 )
@@ -38,7 +45,7 @@ func fixture(t *testing.T, objs ...client.Object) (*Planner, *kubermaticv1.EtcdB
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append([]client.Object{
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(append([]client.Object{
 		&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}},
 		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
 			Destinations: map[string]*kubermaticv1.BackupDestination{
@@ -159,5 +166,66 @@ func TestRestoresHoldTheirBackups(t *testing.T) {
 				t.Fatalf("deletes %d, want %d", len(l.Decision.Delete), want)
 			}
 		})
+	}
+}
+
+// A config being deleted keeps its finalizer while status records backups in a destination
+// the Seed no longer configures (they cannot be listed, so their prefix cannot be shown
+// empty), and says why; once that destination is configured again and empty, it goes.
+func TestDeletionWaitsForEveryDestinationStatusRecords(t *testing.T) {
+	ctx := context.Background()
+	p, cfg, s3 := fixture(t)
+	backup(t, s3, cfg, 0, "gone", "old-bucket")
+	if err := s3.Client(t).RemoveObject(ctx, "old-bucket", cfg.Status.LastBackups[0].ObjectKey, minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Finalizers = []string{kubermaticv1.DeleteAllBackupsFinalizer}
+	c := p.Reader.(client.Client)
+	status := cfg.Status
+	if err := c.Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Status = status
+	if err := c.Status().Update(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Delete(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	js := natstest.JetStream(t)
+	topo := bus.DefaultTopology()
+	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 8<<20, 16<<20
+	if err := bus.Ensure(ctx, js, topo); err != nil {
+		t.Fatal(err)
+	}
+	p.JS = js
+	r := &Reconciler{Client: c, Planner: p, Recorder: events.NewFakeRecorder(10), Interval: time.Minute, Log: p.Log}
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	var got kubermaticv1.EtcdBackupConfig
+	if err := c.Get(ctx, req.NamespacedName, &got); err != nil {
+		t.Fatalf("the config went while a destination of its backups is not configured: %v", err)
+	}
+	cond := got.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
+	if cond == nil || cond.Reason != "DestinationUnreachable" || !strings.Contains(cond.Message, "[gone]") {
+		t.Fatalf("condition %+v, want DestinationUnreachable naming destination gone", cond)
+	}
+	// Configured again (and empty there): the config goes.
+	var seed kubermaticv1.Seed
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, &seed); err != nil {
+		t.Fatal(err)
+	}
+	seed.Spec.EtcdBackupRestore.Destinations["gone"] = seed.Spec.EtcdBackupRestore.Destinations["old"]
+	if err := c.Update(ctx, &seed); err != nil {
+		t.Fatal(err)
+	}
+	p.Destinations = destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}})
+	if _, err := r.Reconcile(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Get(ctx, req.NamespacedName, &got); !apierrors.IsNotFound(err) {
+		t.Fatalf("after its destinations are empty the config is still there: %v", err)
 	}
 }

@@ -2,6 +2,7 @@
 package natstest
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -61,6 +62,20 @@ func JetStream(t testing.TB, options ...func(*server.Options)) jetstream.JetStre
 	t.Cleanup(nc.Close)
 	js, err := bus.NewJetStream(nc)
 	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// Bus starts a server as JetStream does and creates the project's streams, consumers and
+// staging bucket in memory, small (staging of stagingBytes, streams 16 MiB), as a service's
+// tests need.
+func Bus(t testing.TB, stagingBytes int64) jetstream.JetStream {
+	t.Helper()
+	js := JetStream(t)
+	topo := bus.DefaultTopology()
+	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, stagingBytes, 16<<20
+	if err := bus.Ensure(context.Background(), js, topo); err != nil {
 		t.Fatal(err)
 	}
 	return js

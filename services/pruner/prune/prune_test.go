@@ -11,13 +11,11 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
-	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/minio/minio-go/v7"
-	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -192,12 +190,7 @@ func TestDeletionWaitsForEveryDestinationStatusRecords(t *testing.T) {
 	if err := c.Delete(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	js := natstest.JetStream(t)
-	topo := bus.DefaultTopology()
-	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 8<<20, 16<<20
-	if err := bus.Ensure(ctx, js, topo); err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Bus(t, 8<<20)
 	p.JS = js
 	r := &Reconciler{Client: c, Planner: p, Recorder: events.NewFakeRecorder(10), Interval: time.Minute, Log: p.Log}
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}

@@ -16,7 +16,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
-	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,12 +27,7 @@ import (
 func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := natstest.JetStream(t)
-	topo := bus.DefaultTopology()
-	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 8<<20, 16<<20
-	if err := bus.Ensure(ctx, js, topo); err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Bus(t, 8<<20)
 	if _, err := staging.Put(ctx, js, bus.StagingBucket, "waiting", "an upload not done yet", bytes.NewReader(make([]byte, 6<<20))); err != nil {
 		t.Fatal(err)
 	}
@@ -94,12 +88,7 @@ func silentEtcd(t *testing.T) (*Handler, *etcdbackupv1.BackupRequested) {
 func TestRequestOfAConfigBeingDeletedEndsFailed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js := natstest.JetStream(t)
-	topo := bus.DefaultTopology()
-	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 8<<20, 16<<20
-	if err := bus.Ensure(ctx, js, topo); err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Bus(t, 8<<20)
 	h, req := silentEtcd(t)
 	h.JS = js
 	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily", UID: "daily-uid", Finalizers: []string{kubermaticv1.DeleteAllBackupsFinalizer}},

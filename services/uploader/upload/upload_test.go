@@ -94,12 +94,7 @@ func setupWith(t *testing.T, forge func(*etcdbackupv1.BackupRequested)) *fixture
 func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compressed bool) *fixture {
 	t.Helper()
 	ctx := context.Background()
-	js := natstest.JetStream(t)
-	topo := bus.DefaultTopology()
-	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, 64<<20, 16<<20
-	if err := bus.Ensure(ctx, js, topo); err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.Bus(t, 64<<20)
 	obs, err := js.ObjectStore(ctx, bus.StagingBucket)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,11 @@ const (
 // status, so a restore runs the same under either schema (see EffectiveStatus).
 const AnnotationRestoreStatus = "etcdbackup.k8c.io/restore-status"
 
+// AnnotationDecryptionSecret on an EtcdRestore names a Secret in the cluster's namespace whose
+// key "identity" holds the age identities an encrypted backup is decrypted with (KKP's
+// EtcdRestore has no field for it); without it the destination's decryptionSecret is used.
+const AnnotationDecryptionSecret = "etcdbackup.k8c.io/decryption-secret"
+
 // RestoreFinalizer keeps an EtcdRestore until the restorer has let go of its cluster: a
 // restore deleted before the cluster is paused is cancelled; one deleted later finishes first.
 const RestoreFinalizer = "etcdbackup.k8c.io/restore"

@@ -57,6 +57,17 @@ type BackupDestination struct {
 	// Credentials names a Secret with ACCESS_KEY_ID and SECRET_ACCESS_KEY.
 	// +optional
 	Credentials *corev1.SecretReference `json:"credentials,omitempty"`
+	// EncryptionSecret names a Secret (in the Seed's namespace) whose key "recipients" lists
+	// age X25519 recipients (age1…, one per line): backups to this destination are encrypted
+	// to all of them before they leave the snapshotter. Not in KKP's Seed: set it in the
+	// destinations ConfigMap there.
+	// +optional
+	EncryptionSecret *corev1.SecretReference `json:"encryptionSecret,omitempty"`
+	// DecryptionSecret names a Secret (in the Seed's namespace) whose key "identity" holds age
+	// identities (AGE-SECRET-KEY-1…) that restores and drills decrypt this destination's
+	// backups with, unless an EtcdRestore names its own. Keep it apart from Credentials.
+	// +optional
+	DecryptionSecret *corev1.SecretReference `json:"decryptionSecret,omitempty"`
 }
 
 // SeedList is a list of Seeds.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/age"
+
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
@@ -38,6 +40,11 @@ const (
 	SeedNamespace     = "kubermatic"
 	SeedName          = "kubermatic"
 	CredentialsSecret = "s3-credentials"
+	// SealedDestination is the same bucket as Destination, with backups encrypted to
+	// EncryptionSecret's age recipient and decrypted with DecryptionSecret's identity (Env.Identity).
+	SealedDestination = "s3-sealed"
+	EncryptionSecret  = "etcdbackup-encryption"
+	DecryptionSecret  = "etcdbackup-decryption"
 	// DemoCluster is the cluster of the seed document's examples; its etcd is DemoEtcd.
 	DemoCluster = "zvc78xnnz7"
 )
@@ -75,9 +82,11 @@ type Env struct {
 	// NATSCreds holds the bus's CA and every identity's nkey seed (see NATSClient).
 	NATSCreds *natsauth.Credentials
 	S3        *S3
-	DemoEtcd  *etcdtest.Etcd
-	Client    client.Client
-	Services  []*Service
+	// Identity is the age identity of SealedDestination's backups.
+	Identity *age.X25519Identity
+	DemoEtcd *etcdtest.Etcd
+	Client   client.Client
+	Services []*Service
 	// ControllerManager is kube-controller-manager (see ControllerManagerControllers).
 	ControllerManager *Process
 }
@@ -203,6 +212,11 @@ func (e *Env) NATSClient(id bus.Identity, opts ...nats.Option) (*nats.Conn, erro
 }
 
 func (e *Env) seedFixtures(ctx context.Context) error {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return err
+	}
+	e.Identity = id
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SeedNamespace}},
 		&corev1.Secret{
@@ -216,12 +230,29 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: SeedName},
 			Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
 				DefaultDestination: Destination,
-				Destinations: map[string]*kubermaticv1.BackupDestination{Destination: {
-					Endpoint:    e.S3.Endpoint,
-					BucketName:  Bucket,
-					Credentials: &corev1.SecretReference{Namespace: SeedNamespace, Name: CredentialsSecret},
-				}},
+				Destinations: map[string]*kubermaticv1.BackupDestination{
+					Destination: {
+						Endpoint:    e.S3.Endpoint,
+						BucketName:  Bucket,
+						Credentials: &corev1.SecretReference{Namespace: SeedNamespace, Name: CredentialsSecret},
+					},
+					SealedDestination: {
+						Endpoint:         e.S3.Endpoint,
+						BucketName:       Bucket,
+						Credentials:      &corev1.SecretReference{Namespace: SeedNamespace, Name: CredentialsSecret},
+						EncryptionSecret: &corev1.SecretReference{Namespace: SeedNamespace, Name: EncryptionSecret},
+						DecryptionSecret: &corev1.SecretReference{Namespace: SeedNamespace, Name: DecryptionSecret},
+					},
+				},
 			}},
+		},
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: EncryptionSecret},
+			Data:       map[string][]byte{destination.RecipientsKey: []byte("# age recipients backups to " + SealedDestination + " are encrypted to\n" + e.Identity.Recipient().String() + "\n")},
+		},
+		&corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: DecryptionSecret},
+			Data:       map[string][]byte{destination.IdentityKey: []byte(e.Identity.String() + "\n")},
 		},
 	}
 	if name := e.Opts.DestinationsConfigMap; name != "" {

@@ -15,9 +15,11 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -31,6 +33,9 @@ var (
 	ErrNotFound = errors.New("backup destination not found")
 	// ErrCredentials: the destination's credentials Secret is missing or incomplete.
 	ErrCredentials = errors.New("backup destination credentials")
+	// ErrEncryption: the destination's encryption or decryption Secret is missing, elsewhere
+	// than the Seed's namespace, or holds no valid age key.
+	ErrEncryption = errors.New("backup destination encryption")
 )
 
 // Destination is one resolved Seed destination.
@@ -41,7 +46,19 @@ type Destination struct {
 	BucketName string
 	// Credentials references the Secret with ACCESS_KEY_ID and SECRET_ACCESS_KEY.
 	Credentials *corev1.SecretReference
+	// Encryption references the Secret whose key RecipientsKey lists the age recipients
+	// backups are encrypted to (nil: not encrypted); Decryption the one whose key IdentityKey
+	// holds the identities they are decrypted with.
+	Encryption, Decryption *corev1.SecretReference
 }
+
+// Keys of the encryption and decryption Secrets.
+const (
+	// RecipientsKey holds an age recipients file: age1… lines.
+	RecipientsKey = "recipients"
+	// IdentityKey holds an age identity file: AGE-SECRET-KEY-1… lines (age-keygen's output).
+	IdentityKey = "identity"
+)
 
 // key identifies a destination by value: a changed endpoint, bucket or Secret is another key.
 func (d Destination) key() string {
@@ -83,6 +100,7 @@ type Resolver struct {
 
 	mu      sync.Mutex
 	clients map[string]cachedClient
+	sealing map[string]cachedEncryption
 	// read is the Source's content (or the configuration error) read until readUntil.
 	read      *kubermaticv1.EtcdBackupRestore
 	readErr   error
@@ -104,7 +122,7 @@ const ClientTTL = time.Minute
 
 // NewResolver returns a Resolver for the destinations of src, reading through r.
 func NewResolver(r client.Reader, src Source) *Resolver {
-	return &Resolver{reader: r, src: src, now: time.Now, clients: map[string]cachedClient{}}
+	return &Resolver{reader: r, src: src, now: time.Now, clients: map[string]cachedClient{}, sealing: map[string]cachedEncryption{}}
 }
 
 // config returns the destinations of the source, read less than ConfigTTL ago; nil when none
@@ -203,7 +221,94 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 		}
 		creds = &c
 	}
-	return Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName, Credentials: creds}, nil
+	dest := Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName, Credentials: creds}
+	for _, ref := range []struct {
+		in   *corev1.SecretReference
+		out  **corev1.SecretReference
+		what string
+	}{{d.EncryptionSecret, &dest.Encryption, "encryptionSecret"}, {d.DecryptionSecret, &dest.Decryption, "decryptionSecret"}} {
+		if ref.in == nil || ref.in.Name == "" {
+			continue
+		}
+		c := *ref.in
+		if c.Namespace == "" {
+			c.Namespace = r.src.Seed.Namespace
+		}
+		if c.Namespace != r.src.Seed.Namespace {
+			return Destination{}, fmt.Errorf("%w: destination %q: %s %s/%s must be in the Seed's namespace %s", ErrEncryption, name, ref.what, c.Namespace, c.Name, r.src.Seed.Namespace)
+		}
+		*ref.out = &c
+	}
+	return dest, nil
+}
+
+// Encryption returns what backups to d are encrypted to: the recipients in its encryption
+// Secret, or none when d names no such Secret. A missing Secret, key or valid recipient is
+// ErrEncryption: backups to d fail rather than go out unencrypted. What was read is kept for
+// ConfigTTL.
+func (r *Resolver) Encryption(ctx context.Context, d Destination) (backupformat.Encryption, error) {
+	if d.Encryption == nil {
+		return backupformat.Encryption{}, nil
+	}
+	key := "enc|" + d.Encryption.Namespace + "/" + d.Encryption.Name
+	r.mu.Lock()
+	if c, ok := r.sealing[key]; ok && r.now().Before(c.expires) {
+		r.mu.Unlock()
+		return c.enc, nil
+	}
+	r.mu.Unlock()
+	text, err := r.secretKey(ctx, d.Name, "encryptionSecret", d.Encryption, RecipientsKey)
+	if err != nil {
+		return backupformat.Encryption{}, err
+	}
+	enc, err := backupformat.ParseRecipients(text)
+	if err != nil {
+		return backupformat.Encryption{}, fmt.Errorf("%w: destination %q: key %s of secret %s/%s: %v", ErrEncryption, d.Name, RecipientsKey, d.Encryption.Namespace, d.Encryption.Name, err)
+	}
+	r.mu.Lock()
+	r.sealing[key] = cachedEncryption{enc: enc, expires: r.now().Add(ConfigTTL)}
+	r.mu.Unlock()
+	return enc, nil
+}
+
+// Identities returns the identities d's backups are decrypted with (its decryption Secret);
+// none when d names no such Secret. Not cached: it is read once per restore or drill.
+func (r *Resolver) Identities(ctx context.Context, d Destination) (backupformat.Identities, error) {
+	if d.Decryption == nil {
+		return backupformat.Identities{}, nil
+	}
+	text, err := r.secretKey(ctx, d.Name, "decryptionSecret", d.Decryption, IdentityKey)
+	if err != nil {
+		return backupformat.Identities{}, err
+	}
+	ids, err := backupformat.ParseIdentities(text)
+	if err != nil {
+		return backupformat.Identities{}, fmt.Errorf("%w: destination %q: key %s of secret %s/%s: %v", ErrEncryption, d.Name, IdentityKey, d.Decryption.Namespace, d.Decryption.Name, err)
+	}
+	return ids, nil
+}
+
+func (r *Resolver) secretKey(ctx context.Context, dest, what string, ref *corev1.SecretReference, key string) (string, error) {
+	var s corev1.Secret
+	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, &s); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return "", fmt.Errorf("%w: destination %q: %s %s/%s does not exist", ErrEncryption, dest, what, ref.Namespace, ref.Name)
+		}
+		if apierrors.IsForbidden(err) {
+			return "", fmt.Errorf("%w: destination %q: reading %s %s/%s is forbidden: RBAC grants the encryption Secret by name (deploy/k8s/rbac.yaml, Role etcdbackup-snapshotter-encryption); add %q there", ErrEncryption, dest, what, ref.Namespace, ref.Name, ref.Name)
+		}
+		return "", fmt.Errorf("get %s %s/%s: %w", what, ref.Namespace, ref.Name, err)
+	}
+	v := s.Data[key]
+	if len(v) == 0 {
+		return "", fmt.Errorf("%w: destination %q: %s %s/%s has no key %s", ErrEncryption, dest, what, ref.Namespace, ref.Name, key)
+	}
+	return string(v), nil
+}
+
+type cachedEncryption struct {
+	enc     backupformat.Encryption
+	expires time.Time
 }
 
 // Client returns an S3 client for d, with the credentials of its Secret, reusing one made
@@ -261,7 +366,7 @@ func NewClient(host string, secure bool, accessKeyID, secretAccessKey string) (*
 
 // IsConfigError reports whether err means the Seed or its Secret must be fixed by a person.
 func IsConfigError(err error) bool {
-	return errors.Is(err, ErrNoDestinations) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrCredentials)
+	return errors.Is(err, ErrNoDestinations) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrCredentials) || errors.Is(err, ErrEncryption)
 }
 
 // ParseEndpoint splits a Seed endpoint into host[:port] and whether to use TLS. It accepts

@@ -72,7 +72,7 @@ func BenchmarkStageEtcdSnapshot(b *testing.B) {
 					}
 				case "compress-stage-tls":
 					var w *backupformat.Writer
-					w, err = staging.PutCompressed(ctx, secureJS, bus.StagingBucket, "snap", "bench", v, backupformat.Level, 1)
+					w, err = staging.PutCompressed(ctx, secureJS, bus.StagingBucket, "snap", "bench", v, backupformat.Level, 1, backupformat.Encryption{})
 					if w != nil {
 						n = v.Size()
 						b.ReportMetric(float64(w.Size())/float64(n), "ratio")

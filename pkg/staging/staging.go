@@ -108,28 +108,34 @@ func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description 
 	return info, nil
 }
 
-// PutCompressed compresses raw (backupformat) as it streams and stores the compressed bytes
-// under name, as Put does. One goroutine reads raw and compresses, the caller's stages, so
-// the source (etcd's snapshot stream) is read as fast as the compressor takes it. It returns
-// the compressed size and sha256 in the Writer.
-func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, description string, raw io.Reader, level zstd.EncoderLevel, concurrency int) (*backupformat.Writer, error) {
+// PutCompressed compresses raw (backupformat) as it streams, encrypts it when seal has
+// recipients, and stores the result under name, as Put does: what is staged is the backup as
+// it will be stored. One goroutine reads raw and compresses, the caller's stages, so the
+// source (etcd's snapshot stream) is read as fast as the compressor takes it. It returns the
+// stored size, sha256 and codec in the Writer.
+func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, description string, raw io.Reader, level zstd.EncoderLevel, concurrency int, seal backupformat.Encryption) (*backupformat.Writer, error) {
 	pr, pw := io.Pipe()
-	enc, err := backupformat.NewWriter(pw, level, concurrency)
-	if err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
+	var enc *backupformat.Writer
+	done := make(chan error, 1)
 	go func() {
-		defer close(done)
-		_, err := enc.ReadFrom(raw)
-		if cerr := enc.Close(); err == nil {
-			err = cerr
+		// Made here, not before Put reads: an encrypting writer writes its header at once,
+		// and the pipe holds nothing until Put reads it.
+		var err error
+		if enc, err = backupformat.NewSealingWriter(pw, level, concurrency, seal); err == nil {
+			_, err = enc.ReadFrom(raw)
+			if cerr := enc.Close(); err == nil {
+				err = cerr
+			}
 		}
 		pw.CloseWithError(err) // nil: Put reads io.EOF
+		done <- err
 	}()
-	_, err = Put(ctx, js, bucket, name, description, pr)
+	_, err := Put(ctx, js, bucket, name, description, pr)
 	pr.CloseWithError(err) // a failed Put unblocks the compressor
-	<-done
+	encErr := <-done
+	if err == nil {
+		err = encErr
+	}
 	if err != nil {
 		return nil, err
 	}

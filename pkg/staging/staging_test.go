@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"testing"
 	"testing/iotest"
 	"time"
 
+	"filippo.io/age"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	"github.com/nats-io/nats-server/v2/server"
@@ -190,5 +193,46 @@ func TestFree(t *testing.T) {
 	}
 	if _, err := staging.Open(ctx, js, "CAPPED", "obj", 1<<20, 5*time.Second); err != nil {
 		t.Fatalf("the first object is gone after the refused put: %v", err)
+	}
+}
+
+// PutCompressed stages the backup as it will be stored: with recipients, an age file that
+// opens with the identity to the snapshot (the encrypting writer's header is written before
+// Put reads anything: it must not wait for it).
+func TestPutCompressedSeals(t *testing.T) {
+	js, _ := store(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal, err := backupformat.ParseRecipients(id.Recipient().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := bytes.Repeat([]byte("etcd-kv-"), 64*64)
+	sum := sha256.Sum256(snap)
+	snap = append(snap, sum[:]...)
+	w, err := staging.PutCompressed(ctx, js, "STAGE", "sealed", "test", bytes.NewReader(snap), backupformat.Level, 1, seal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := staging.Open(ctx, js, "STAGE", "sealed", 1<<20, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := io.ReadAll(r)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Codec() != backupformat.CodecZstdAge || !bytes.HasPrefix(staged, []byte("age-encryption.org/v1\n")) || int64(len(staged)) != w.Size() {
+		t.Fatalf("codec %s, %d bytes staged (writer says %d), starting %q", w.Codec(), len(staged), w.Size(), staged[:min(len(staged), 22)])
+	}
+	var out bytes.Buffer
+	st := backupformat.Stored{SHA256: w.SHA256(), Codec: w.Codec(), Recipients: seal.Fingerprints[0]}
+	if _, err := backupformat.Open(bytes.NewReader(staged), st, []age.Identity{id}, &out); err != nil || !bytes.Equal(out.Bytes(), snap) {
+		t.Fatalf("open the staged backup: %v", err)
 	}
 }

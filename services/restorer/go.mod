@@ -9,6 +9,7 @@ replace (
 )
 
 require (
+	filippo.io/age v1.3.2
 	github.com/etcd-backup/etcdbackup/api v0.0.0-00010101000000-000000000000
 	github.com/etcd-backup/etcdbackup/pkg v0.0.0-00010101000000-000000000000
 	github.com/etcd-backup/etcdbackup/proto v0.0.0-00010101000000-000000000000
@@ -28,6 +29,7 @@ require (
 )
 
 require (
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

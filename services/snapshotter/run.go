@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/snapshotter/take"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,8 +30,10 @@ func run(ctx context.Context, args []string) error {
 		Level:          cfg.level(),
 		Concurrency:    cfg.ZstdThreads,
 		StagingReserve: int64(cfg.StagingReserveMiB) << 20,
-		Log:            w.Log,
-		Metrics:        newMetrics(w.Endpoint.Registry()),
+		// The Seed (or destinations ConfigMap) and a destination's encryption Secret.
+		Destinations: destination.NewResolver(w.Kube, destination.Source{Seed: cfg.Seed(), ConfigMap: cfg.DestinationsConfigMap}),
+		Log:          w.Log,
+		Metrics:      newMetrics(w.Endpoint.Registry()),
 	}
 	worker, err := bus.NewWorker(w.Consumer, bus.Typed(take.MaxDeliver(cfg.MaxAttempts), h.Handle, h.DeadLetter), bus.WithLogger(w.Log), bus.WithMetrics(w.Bus), bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, 5*time.Minute)))

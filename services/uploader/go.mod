@@ -3,6 +3,7 @@ module github.com/etcd-backup/etcdbackup/services/uploader
 go 1.26.0
 
 require (
+	filippo.io/age v1.3.2
 	github.com/etcd-backup/etcdbackup/api v0.0.0-00010101000000-000000000000
 	github.com/etcd-backup/etcdbackup/pkg v0.0.0-00010101000000-000000000000
 	github.com/etcd-backup/etcdbackup/proto v0.0.0-00010101000000-000000000000
@@ -18,6 +19,7 @@ require (
 )
 
 require (
+	filippo.io/hpke v0.4.0 // indirect
 	github.com/antithesishq/antithesis-sdk-go v0.9.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -447,8 +447,14 @@ type SnapshotReady struct {
 	// streamed (backupformat: zstd): the staged bytes are the backup as it is stored, and the
 	// uploader only moves them. Empty sha256: the staged object is the raw snapshot (a message
 	// of an earlier snapshotter) and the uploader compresses it.
-	StoredSize    uint64 `protobuf:"varint,9,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"`
-	StoredSha256  string `protobuf:"bytes,10,opt,name=stored_sha256,json=storedSha256,proto3" json:"stored_sha256,omitempty"`
+	StoredSize   uint64 `protobuf:"varint,9,opt,name=stored_size,json=storedSize,proto3" json:"stored_size,omitempty"`
+	StoredSha256 string `protobuf:"bytes,10,opt,name=stored_sha256,json=storedSha256,proto3" json:"stored_sha256,omitempty"`
+	// How the staged bytes were written (backupformat.MetaCodec: "zstd", or "zstd+age" when
+	// encrypted to the destination's recipients) and, when encrypted, the recipients'
+	// fingerprints, comma-separated. The uploader stores them as the object's metadata after it
+	// checked them against the destination's own recipients.
+	Codec         string `protobuf:"bytes,11,opt,name=codec,proto3" json:"codec,omitempty"`
+	Recipients    string `protobuf:"bytes,12,opt,name=recipients,proto3" json:"recipients,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -549,6 +555,20 @@ func (x *SnapshotReady) GetStoredSize() uint64 {
 func (x *SnapshotReady) GetStoredSha256() string {
 	if x != nil {
 		return x.StoredSha256
+	}
+	return ""
+}
+
+func (x *SnapshotReady) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *SnapshotReady) GetRecipients() string {
+	if x != nil {
+		return x.Recipients
 	}
 	return ""
 }
@@ -1071,7 +1091,7 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"object_key\x18\x06 \x01(\tR\tobjectKey\x12A\n" +
 	"\x0escheduled_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\x120\n" +
-	"\atrigger\x18\b \x01(\x0e2\x16.etcdbackup.v1.TriggerR\atrigger\"\xa9\x03\n" +
+	"\atrigger\x18\b \x01(\x0e2\x16.etcdbackup.v1.TriggerR\atrigger\"\xdf\x03\n" +
 	"\rSnapshotReady\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12#\n" +
 	"\rstaged_object\x18\x02 \x01(\tR\fstagedObject\x12#\n" +
@@ -1084,7 +1104,11 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\vstored_size\x18\t \x01(\x04R\n" +
 	"storedSize\x12#\n" +
 	"\rstored_sha256\x18\n" +
-	" \x01(\tR\fstoredSha256\"\xd6\x02\n" +
+	" \x01(\tR\fstoredSha256\x12\x14\n" +
+	"\x05codec\x18\v \x01(\tR\x05codec\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\f \x01(\tR\n" +
+	"recipients\"\xd6\x02\n" +
 	"\fBackupStored\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x1d\n" +

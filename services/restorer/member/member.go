@@ -15,8 +15,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
+	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/minio/minio-go/v7"
 	etcdsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
@@ -31,6 +33,9 @@ var (
 	ErrCorrupt = backupformat.ErrCorrupt
 	// ErrNotFound is returned (wrapped) when the backup object does not exist.
 	ErrNotFound = errors.New("backup not found")
+	// ErrDecrypt is returned (wrapped) when an encrypted backup cannot be decrypted with the
+	// identities given.
+	ErrDecrypt = backupformat.ErrDecrypt
 )
 
 // stat returns the object's expected sha256 from its metadata.
@@ -60,8 +65,8 @@ type Verified struct {
 // Verify streams the backup at bucket/key through every check, keeping nothing: the object's
 // sha256 against its metadata, zstd, and etcd's trailing hash and size rule. Memory stays flat
 // whatever the backup's size.
-func Verify(ctx context.Context, s3 *minio.Client, bucket, key string) (Verified, error) {
-	return check(ctx, s3, bucket, key, "", io.Discard)
+func Verify(ctx context.Context, s3 *minio.Client, bucket, key string, ids []age.Identity) (Verified, error) {
+	return check(ctx, s3, bucket, key, "", ids, io.Discard)
 }
 
 // ErrRefused is returned (wrapped) when the store refuses the credentials (401, 403).
@@ -72,8 +77,8 @@ var ErrRefused = errors.New("access refused")
 // pods' own credentials before it touches the cluster: keys the store refuses (ErrRefused),
 // an object those keys cannot see (ErrNotFound) or one that is not the verified backup
 // (ErrCorrupt) end the restore with nothing changed, not after etcd is torn down.
-func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string) error {
-	_, want, err := stat(ctx, s3, bucket, key)
+func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids backupformat.Identities) error {
+	info, want, err := stat(ctx, s3, bucket, key)
 	if err != nil {
 		var resp minio.ErrorResponse
 		if errors.As(err, &resp) && (resp.StatusCode == 401 || resp.StatusCode == 403) {
@@ -84,6 +89,15 @@ func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string
 	if want != verified {
 		return fmt.Errorf("%w: %s is described as sha256 %s, the verified backup is %s", ErrCorrupt, key, want, verified)
 	}
+	// An encrypted backup: one of the pods' identities must be for one of its recipients.
+	if st := backupformat.StoredFrom(info.UserMetadata); st.Codec == backupformat.CodecZstdAge {
+		for _, fp := range ids.Fingerprints {
+			if slices.Contains(strings.Split(st.Recipients, ","), fp) {
+				return nil
+			}
+		}
+		return fmt.Errorf("%w: %s is encrypted to recipients [%s]; the member pods' identities are for [%s]", ErrDecrypt, key, st.Recipients, strings.Join(ids.Fingerprints, ","))
+	}
 	return nil
 }
 
@@ -91,7 +105,7 @@ func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string
 // dst, in one pass over the download, and requires the object to be the one the restorer
 // verified: its sha256 must be verified (an object replaced in the bucket since, even with
 // metadata to match itself, is refused as ErrCorrupt). On any error nothing is left at dst.
-func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified, dst string) error {
+func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, dst string) error {
 	if verified == "" {
 		return errors.New("the verified sha256 of the backup is required")
 	}
@@ -100,7 +114,7 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified, dst str
 		return err
 	}
 	// No fsync: the file is read back at once, and a crash starts the fetch over.
-	_, err = check(ctx, s3, bucket, key, verified, f)
+	_, err = check(ctx, s3, bucket, key, verified, ids, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -113,8 +127,8 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified, dst str
 // check downloads the backup, decompresses it into out and proves it intact
 // (backupformat.Decode), and, with verified set, that it is the object of that sha256. Errors of the download or of out are returned as they are;
 // ErrCorrupt means the backup itself is bad.
-func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, out io.Writer) (Verified, error) {
-	_, want, err := stat(ctx, s3, bucket, key)
+func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, out io.Writer) (Verified, error) {
+	info, want, err := stat(ctx, s3, bucket, key)
 	if err != nil {
 		return Verified{}, err
 	}
@@ -126,7 +140,7 @@ func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 		return Verified{}, fmt.Errorf("download %s: %w", key, err)
 	}
 	defer obj.Close()
-	d, err := backupformat.Decode(obj, want, out)
+	d, err := backupformat.Open(obj, backupformat.StoredFrom(info.UserMetadata), ids, out)
 	if ctx.Err() != nil {
 		return Verified{}, ctx.Err()
 	}

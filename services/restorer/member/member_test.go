@@ -78,14 +78,14 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	store(t, s3, "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", obj, sum(obj))
 	dir := t.TempDir()
 	snap := filepath.Join(dir, "snapshot.db")
-	v, err := Verify(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst")
+	v, err := Verify(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v.Size != int64(len(obj)) || v.SHA256 != sum(obj) || v.SnapshotSize%512 != 32 {
 		t.Fatalf("verified %+v; stored %d bytes with sha256 %s", v, len(obj), sum(obj))
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, snap); err != nil {
+	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap); err != nil {
 		t.Fatal(err)
 	}
 	peer := freePeer(t)
@@ -157,14 +157,14 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 			s3 := s3test.Run(t, "backups")
 			store(t, s3, "key.db.zst", tc.body, tc.sha)
 			dst := filepath.Join(t.TempDir(), "snapshot.db")
-			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(good), dst)
+			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(good), nil, dst)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
 			if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 				t.Fatalf("a refused backup left %s behind", dst)
 			}
-			_, err = Verify(ctx, s3.Client(t), "backups", "key.db.zst")
+			_, err = Verify(ctx, s3.Client(t), "backups", "key.db.zst", nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Verify: err = %v, want ErrCorrupt", err)
 			}
@@ -176,11 +176,11 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 	}
 	t.Run("missing backup is not called corrupt", func(t *testing.T) {
 		s3 := s3test.Run(t, "backups")
-		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", sum(good), filepath.Join(t.TempDir(), "s.db"))
+		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", sum(good), nil, filepath.Join(t.TempDir(), "s.db"))
 		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("err = %v", err)
 		}
-		if _, err := Verify(ctx, s3.Client(t), "backups", "nope.db.zst"); !errors.Is(err, ErrNotFound) {
+		if _, err := Verify(ctx, s3.Client(t), "backups", "nope.db.zst", nil); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Verify: err = %v", err)
 		}
 	})
@@ -206,17 +206,17 @@ func TestFetchRefusesAnObjectOtherThanTheVerified(t *testing.T) {
 	other := compress(t, backupOf(t, 60))
 	store(t, s3, "key.db.zst", other, sum(other)) // replaced since verification
 	dst := filepath.Join(t.TempDir(), "snapshot.db")
-	err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(verified), dst)
+	err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(verified), nil, dst)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not the backup the restorer verified") {
 		t.Fatalf("Fetch of a replaced object = %v, want ErrCorrupt saying it is not the verified backup", err)
 	}
 	if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 		t.Fatalf("a refused backup left %s behind", dst)
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(other), dst); err != nil {
+	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(other), nil, dst); err != nil {
 		t.Fatalf("Fetch of the object with its own digest: %v", err)
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", "", dst); err == nil {
+	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", "", nil, dst); err == nil {
 		t.Fatal("Fetch without a verified digest succeeded")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
 	corev1 "k8s.io/api/core/v1"
@@ -29,28 +30,33 @@ var ErrCredentials = errors.New("download credentials")
 // spec.backupDownloadCredentialsSecret (a Secret in the cluster's namespace, as KKP means it)
 // or else from the destination's own. It returns the Secret's name and the keys it holds in
 // the API, which are exactly what the pods' environment will get.
-func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination) (name, id, key string, err error) {
+func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination, ids backupformat.Identities) (name, id, key string, podIDs backupformat.Identities, err error) {
 	copied := &corev1.Secret{}
 	err = r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: SavedName(rs)}, copied)
 	if apierrors.IsNotFound(err) {
-		copied, err = r.copyCredentials(ctx, rs, cluster, d)
+		copied, err = r.copyCredentials(ctx, rs, cluster, d, ids)
 	}
 	if err != nil {
-		return "", "", "", err
+		return "", "", "", podIDs, err
 	}
 	// A Secret of that name someone else made would hand the pods keys nobody chose.
 	if !metav1.IsControlledBy(copied, rs) {
-		return "", "", "", fmt.Errorf("%w: Secret %s/%s has no controller ownerReference to this EtcdRestore (uid %s); delete it or rename the EtcdRestore",
+		return "", "", "", podIDs, fmt.Errorf("%w: Secret %s/%s has no controller ownerReference to this EtcdRestore (uid %s); delete it or rename the EtcdRestore",
 			ErrCredentials, copied.Namespace, copied.Name, rs.UID)
 	}
 	id, key = string(copied.Data[kubermaticv1.SecretAccessKeyID]), string(copied.Data[kubermaticv1.SecretSecretAccessKey])
 	if id == "" || key == "" {
-		return "", "", "", fmt.Errorf("%w: Secret %s/%s lacks %s or %s", ErrCredentials, copied.Namespace, copied.Name, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
+		return "", "", "", podIDs, fmt.Errorf("%w: Secret %s/%s lacks %s or %s", ErrCredentials, copied.Namespace, copied.Name, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
 	}
-	return copied.Name, id, key, nil
+	if text := copied.Data[IdentityEnv]; len(text) > 0 {
+		if podIDs, err = backupformat.ParseIdentities(string(text)); err != nil {
+			return "", "", "", podIDs, fmt.Errorf("%w: Secret %s/%s, key %s: %v", ErrCredentials, copied.Namespace, copied.Name, IdentityEnv, err)
+		}
+	}
+	return copied.Name, id, key, podIDs, nil
 }
 
-func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination) (*corev1.Secret, error) {
+func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination, ids backupformat.Identities) (*corev1.Secret, error) {
 	src := types.NamespacedName{Namespace: cluster.NamespaceName(), Name: rs.Spec.BackupDownloadCredentialsSecret}
 	what := "spec.backupDownloadCredentialsSecret"
 	if src.Name == "" {
@@ -73,6 +79,9 @@ func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdR
 	copied := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: SavedName(rs), Namespace: rs.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "etcdbackup-restorer"}},
 		Data:       map[string][]byte{kubermaticv1.SecretAccessKeyID: id, kubermaticv1.SecretSecretAccessKey: key},
+	}
+	if ids.Text != "" {
+		copied.Data[IdentityEnv] = []byte(ids.Text)
 	}
 	if err := controllerutil.SetControllerReference(rs, copied, r.Client.Scheme()); err != nil {
 		return nil, err
@@ -101,8 +110,8 @@ func credentialsReason(err error) string {
 // metadata with exactly them, against the destination the pods will download from. It
 // returns the Secret's name; an error wrapping ErrCredentials, member.ErrNotFound or
 // member.ErrCorrupt needs a person, any other is transient.
-func (r *Reconciler) proveCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination, objectKey, sha string) (string, error) {
-	name, id, key, err := r.credentials(ctx, rs, cluster, d)
+func (r *Reconciler) proveCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination, objectKey, sha string, ids backupformat.Identities) (string, error) {
+	name, id, key, podIDs, err := r.credentials(ctx, rs, cluster, d, ids)
 	if err != nil {
 		return "", err
 	}
@@ -112,12 +121,55 @@ func (r *Reconciler) proveCredentials(ctx context.Context, rs *kubermaticv1.Etcd
 	}
 	vctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = member.Visible(vctx, s3, d.BucketName, objectKey, sha)
+	err = member.Visible(vctx, s3, d.BucketName, objectKey, sha, podIDs)
 	switch {
+	case errors.Is(err, member.ErrDecrypt):
+		return "", fmt.Errorf("with the member pods' identities (Secret %s/%s): %w", rs.Namespace, name, err)
 	case errors.Is(err, member.ErrRefused):
 		return "", fmt.Errorf("%w: destination %q refused the member pods' credentials (Secret %s/%s): %w", ErrCredentials, d.Name, rs.Namespace, name, err)
 	case errors.Is(err, member.ErrNotFound), errors.Is(err, member.ErrCorrupt):
 		return "", fmt.Errorf("%w: with the member pods' credentials (Secret %s/%s) destination %q shows another object than the verified backup: %v", ErrCredentials, rs.Namespace, name, d.Name, err)
 	}
 	return name, err
+}
+
+// IdentityEnv is the key, in the member pods' Secret, and the environment variable of the
+// restore step, of the age identities an encrypted backup is decrypted with.
+const IdentityEnv = "AGE_IDENTITY"
+
+// ReasonDecryptionFailed: an encrypted backup cannot be decrypted with the identities given.
+const ReasonDecryptionFailed = "DecryptionFailed"
+
+// ErrIdentity marks identities that cannot be read: a Secret or key missing, no valid key.
+var ErrIdentity = errors.New("decryption identity")
+
+// identities returns the age identities the restore decrypts with: those in the Secret the
+// annotation AnnotationDecryptionSecret names (in the cluster's namespace), else those of the
+// destination's decryptionSecret, else none (an unencrypted backup needs none).
+func (r *Reconciler) identities(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, d destination.Destination) (backupformat.Identities, error) {
+	name := rs.Annotations[kubermaticv1.AnnotationDecryptionSecret]
+	if name == "" {
+		ids, err := r.Destinations.Identities(ctx, d)
+		if destination.IsConfigError(err) {
+			return ids, fmt.Errorf("%w: %v", ErrIdentity, err)
+		}
+		return ids, err
+	}
+	src := types.NamespacedName{Namespace: cluster.NamespaceName(), Name: name}
+	var s corev1.Secret
+	if err := r.API.Get(ctx, src, &s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return backupformat.Identities{}, fmt.Errorf("%w: annotation %s: Secret %s does not exist", ErrIdentity, kubermaticv1.AnnotationDecryptionSecret, src)
+		}
+		return backupformat.Identities{}, err
+	}
+	text := s.Data[destination.IdentityKey]
+	if len(text) == 0 {
+		return backupformat.Identities{}, fmt.Errorf("%w: annotation %s: Secret %s has no key %s", ErrIdentity, kubermaticv1.AnnotationDecryptionSecret, src, destination.IdentityKey)
+	}
+	ids, err := backupformat.ParseIdentities(string(text))
+	if err != nil {
+		return backupformat.Identities{}, fmt.Errorf("%w: annotation %s: Secret %s, key %s: %v", ErrIdentity, kubermaticv1.AnnotationDecryptionSecret, src, destination.IdentityKey, err)
+	}
+	return ids, nil
 }

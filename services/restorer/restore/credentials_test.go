@@ -33,11 +33,18 @@ const (
 // trailer) at key, with its sha256 in the metadata, and returns that sha256.
 func storeBackup(t *testing.T, s3 *s3test.Server, key string) string {
 	t.Helper()
+	return storeSealedBackup(t, s3, key, backupformat.Encryption{})
+}
+
+// storeSealedBackup is storeBackup encrypted to seal (when it has recipients), with the
+// codec and recipients' fingerprints in the metadata, as the uploader stores it.
+func storeSealedBackup(t *testing.T, s3 *s3test.Server, key string, seal backupformat.Encryption) string {
+	t.Helper()
 	raw := bytes.Repeat([]byte{7}, 4096)
 	trailer := sha256.Sum256(raw)
 	raw = append(raw, trailer[:]...)
 	var buf bytes.Buffer
-	w, err := backupformat.NewWriter(&buf, zstd.SpeedFastest, 1)
+	w, err := backupformat.NewSealingWriter(&buf, zstd.SpeedFastest, 1, seal)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +57,7 @@ func storeBackup(t *testing.T, s3 *s3test.Server, key string) string {
 	sum := sha256.Sum256(buf.Bytes())
 	sha := hex.EncodeToString(sum[:])
 	_, err = s3.Client(t).PutObject(context.Background(), "backups", key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
-		minio.PutObjectOptions{UserMetadata: map[string]string{backupformat.MetaSHA256: sha}})
+		minio.PutObjectOptions{UserMetadata: map[string]string{backupformat.MetaSHA256: sha, backupformat.MetaCodec: w.Codec(), backupformat.MetaRecipients: strings.Join(seal.Fingerprints, ",")}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,6 +38,8 @@ type phaseFixture struct {
 	sha     string
 	etcd    string // the cluster's etcd endpoint (rebuild's health check)
 	now     time.Time
+	// decryption is the destination's decryptionSecret (nil: none).
+	decryption *corev1.SecretReference
 }
 
 func phaseStatefulSet(ns string) *appsv1.StatefulSet {
@@ -110,7 +112,8 @@ func (f *phaseFixture) build() (*Reconciler, *events.FakeRecorder) {
 		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: seedNamespace, Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
 			DefaultDestination: "s3",
 			Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {
-				Endpoint: f.s3.Endpoint, BucketName: "backups", Credentials: &corev1.SecretReference{Namespace: seedNamespace, Name: "s3-credentials"}}},
+				Endpoint: f.s3.Endpoint, BucketName: "backups", Credentials: &corev1.SecretReference{Namespace: seedNamespace, Name: "s3-credentials"},
+				DecryptionSecret: f.decryption}},
 		}}},
 		secretOf(seedNamespace, "s3-credentials", adminKey, secretValue),
 	}

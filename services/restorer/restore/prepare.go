@@ -83,11 +83,21 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		}
 		return r.retryPrepare(ctx, rs, cluster, err)
 	}
+	ids, err := r.identities(ctx, rs, cluster, dest)
+	if err != nil {
+		if errors.Is(err, ErrIdentity) {
+			return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, ReasonDecryptionFailed, err.Error())
+		}
+		return r.retryPrepare(ctx, rs, cluster, err)
+	}
 	start := r.now()
 	vctx, cancel := context.WithTimeout(ctx, r.Opts.Timeout)
-	v, err := member.Verify(vctx, s3, dest.BucketName, backup.ObjectKey)
+	v, err := member.Verify(vctx, s3, dest.BucketName, backup.ObjectKey, ids.List)
 	cancel()
 	switch {
+	case errors.Is(err, member.ErrDecrypt):
+		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, ReasonDecryptionFailed,
+			fmt.Sprintf("backup %q in destination %q: %v. Name a Secret with the right identity in annotation %s (in the cluster's namespace, key %s), or set the destination's decryptionSecret", rs.Spec.BackupName, dest.Name, err, kubermaticv1.AnnotationDecryptionSecret, destination.IdentityKey))
 	case errors.Is(err, member.ErrNotFound):
 		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, "BackupNotFound",
 			fmt.Sprintf("backup %q does not exist in destination %q (bucket %s, key %s); pick a backup listed in an EtcdBackupConfig's status.lastBackups", rs.Spec.BackupName, dest.Name, dest.BucketName, backup.ObjectKey))
@@ -109,7 +119,10 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	// The member pods download with other credentials than the restorer's: proven now, while
 	// a refusal still leaves the cluster as it was.
-	if _, err := r.proveCredentials(ctx, rs, cluster, dest, backup.ObjectKey, v.SHA256); err != nil {
+	if _, err := r.proveCredentials(ctx, rs, cluster, dest, backup.ObjectKey, v.SHA256, ids); err != nil {
+		if errors.Is(err, member.ErrDecrypt) {
+			return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, ReasonDecryptionFailed, err.Error())
+		}
 		if errors.Is(err, ErrCredentials) {
 			return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, credentialsReason(err), err.Error())
 		}

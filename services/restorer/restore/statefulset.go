@@ -179,6 +179,10 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 			secretEnv(kubermaticv1.SecretAccessKeyID),
 			secretEnv(kubermaticv1.SecretSecretAccessKey),
+			// The identities of an encrypted backup; absent for one that is not.
+			{Name: IdentityEnv, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: step.Secret}, Key: IdentityEnv, Optional: ptrTrue(),
+			}}},
 		},
 		VolumeMounts:             etcd.VolumeMounts,
 		Resources:                etcd.Resources,
@@ -188,3 +192,5 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 	pod.InitContainers = append([]corev1.Container{c}, pod.InitContainers...)
 	return sts, nil
 }
+
+func ptrTrue() *bool { t := true; return &t }

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/services/restorer/member"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -57,14 +59,21 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	}
 	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
 	var secret string
+	var ids backupformat.Identities
 	if err == nil {
-		secret, err = r.proveCredentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, rs.Status.SHA256)
+		ids, err = r.identities(ctx, rs, cluster, dest)
+	}
+	if err == nil {
+		secret, err = r.proveCredentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, rs.Status.SHA256, ids)
 	}
 	if err != nil {
 		reason := credentialsReason(err)
-		if destination.IsConfigError(err) {
+		switch {
+		case errors.Is(err, ErrIdentity), errors.Is(err, member.ErrDecrypt):
+			reason = ReasonDecryptionFailed
+		case destination.IsConfigError(err):
 			reason = "DestinationNotFound"
-		} else if !errors.Is(err, ErrCredentials) {
+		case !errors.Is(err, ErrCredentials):
 			return ctrl.Result{}, err
 		}
 		if saved != nil {

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
@@ -53,8 +55,17 @@ type Handler struct {
 	// Level and Concurrency are the zstd encoder's (backupformat.NewWriter).
 	Level       zstd.EncoderLevel
 	Concurrency int
-	Log         *slog.Logger
-	Metrics     Metrics
+	// Destinations resolves the config's destination and what its backups are encrypted to
+	// (nil: never encrypted).
+	Destinations Sealer
+	Log          *slog.Logger
+	Metrics      Metrics
+}
+
+// Sealer tells what a destination's backups are encrypted to (destination.Resolver).
+type Sealer interface {
+	Lookup(ctx context.Context, name string) (destination.Destination, error)
+	Encryption(ctx context.Context, d destination.Destination) (backupformat.Encryption, error)
 }
 
 // Handle takes one backup's snapshot (the typed handler of the snapshotter consumer: wrap it
@@ -85,7 +96,7 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("taking snapshot (attempt %d of %d)", attempt, h.MaxAttempts))
 
 	start := time.Now()
-	ready, err := h.take(ctx, req)
+	ready, err := h.take(ctx, req, cfg.Spec.Destination)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err // shutting down: another replica takes it
@@ -144,7 +155,7 @@ func (h *Handler) fail(ctx context.Context, req *etcdbackupv1.BackupRequested, e
 	return err
 }
 
-func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (*etcdbackupv1.SnapshotReady, error) {
+func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, dest string) (*etcdbackupv1.SnapshotReady, error) {
 	var cluster kubermaticv1.Cluster
 	if err := h.Reader.Get(ctx, types.NamespacedName{Name: req.GetCluster()}, &cluster); err != nil {
 		if client.IgnoreNotFound(err) == nil {
@@ -172,6 +183,11 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 				ErrStagingFull, free>>20, h.StagingReserve>>20)
 		}
 	}
+	// Encrypted before it is staged: the plaintext never leaves this process.
+	seal, err := h.sealing(ctx, dest)
+	if err != nil {
+		return nil, err
+	}
 	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, cluster.NamespaceName())
 	if err != nil {
 		return nil, err
@@ -189,7 +205,7 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 	defer resp.Snapshot.Close()
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
-	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", zstd", v, h.Level, h.Concurrency)
+	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+codecName(seal), v, h.Level, h.Concurrency, seal)
 	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
@@ -206,7 +222,34 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested) (
 		MemberEndpoint: member,
 		StoredSize:     uint64(enc.Size()),
 		StoredSha256:   enc.SHA256(),
+		Codec:          enc.Codec(),
+		Recipients:     strings.Join(seal.Fingerprints, ","),
 	}, nil
+}
+
+// sealing returns what the backups of destination dest (the config's) are encrypted to.
+func (h *Handler) sealing(ctx context.Context, dest string) (backupformat.Encryption, error) {
+	if h.Destinations == nil {
+		return backupformat.Encryption{}, nil
+	}
+	d, err := h.Destinations.Lookup(ctx, dest)
+	if err == nil {
+		var seal backupformat.Encryption
+		if seal, err = h.Destinations.Encryption(ctx, d); err == nil {
+			return seal, nil
+		}
+	}
+	if destination.IsConfigError(err) {
+		return backupformat.Encryption{}, fmt.Errorf("%w: %v", endpoints.ErrConfig, err)
+	}
+	return backupformat.Encryption{}, err
+}
+
+func codecName(seal backupformat.Encryption) string {
+	if len(seal.Recipients) > 0 {
+		return "zstd, age-encrypted"
+	}
+	return "zstd"
 }
 
 // healthyMember returns a client of the first member that answers a status request, and the

@@ -33,14 +33,14 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	}
 	h, req := silentEtcd(t)
 	h.JS, h.StagingReserve = js, 4<<20
-	if _, err := h.take(ctx, req); !errors.Is(err, ErrStagingFull) {
+	if _, err := h.take(ctx, req, ""); !errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with 2 MiB free of a 4 MiB reserve = %v, want ErrStagingFull", err)
 	}
 	if got := failureReason(ErrStagingFull); got != "staging-full" {
 		t.Fatalf("failure reason %q", got)
 	}
 	h.StagingReserve = 1 << 20
-	if _, err := h.take(ctx, req); err == nil || errors.Is(err, ErrStagingFull) {
+	if _, err := h.take(ctx, req, ""); err == nil || errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with room = %v, want etcd's error (it was contacted)", err)
 	}
 }
@@ -55,13 +55,13 @@ func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 	req.Config.Namespace = "cluster-a"
 	// No staging to ask (JS is nil): the refusal comes before the staging check too.
 	h.StagingReserve = 1 << 20
-	_, err := h.take(ctx, req)
+	_, err := h.take(ctx, req, "")
 	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration error", err)
 	}
 	req.Config.Namespace = "cluster-c"
 	h.StagingReserve = 0
-	if _, err := h.take(ctx, req); err == nil || strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
+	if _, err := h.take(ctx, req, ""); err == nil || strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -41,10 +42,12 @@ type Staging interface {
 	Delete(ctx context.Context, name string) error
 }
 
-// Destinations resolves Seed destinations and their S3 clients.
+// Destinations resolves Seed destinations, their S3 clients and what their backups are
+// encrypted to.
 type Destinations interface {
 	Lookup(ctx context.Context, name string) (destination.Destination, error)
 	Client(ctx context.Context, d destination.Destination) (*minio.Client, error)
+	Encryption(ctx context.Context, d destination.Destination) (backupformat.Encryption, error)
 }
 
 // Metrics observes uploads; any field may be nil.
@@ -220,12 +223,33 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		return nil, fmt.Errorf("check %s in destination %q: %w", key, dest.Name, err)
 	}
 
+	// What the destination requires: a staged backup must be sealed to exactly its recipients
+	// (never plaintext to a destination that encrypts); a raw one is sealed here.
+	seal, err := h.Destinations.Encryption(ctx, dest)
+	if err != nil {
+		if destination.IsConfigError(err) {
+			return nil, bus.Permanent(err)
+		}
+		return nil, err
+	}
+	codec, recipients := backupformat.CodecZstd, strings.Join(seal.Fingerprints, ",")
+	if len(seal.Recipients) > 0 {
+		codec = backupformat.CodecZstdAge
+	}
 	var (
 		body io.Reader
 		size int64
 		sum  string
 	)
 	if ready.GetStoredSha256() != "" {
+		staged := ready.GetCodec()
+		if staged == "" {
+			staged = backupformat.CodecZstd
+		}
+		if staged != codec || ready.GetRecipients() != recipients {
+			return nil, bus.Permanent(fmt.Errorf("%w: the staged backup is %s to recipients [%s]; destination %q requires %s to [%s] (its encryption Secret changed while the backup was taken, or the snapshotter does not encrypt): not stored",
+				errSealing, staged, ready.GetRecipients(), dest.Name, codec, recipients))
+		}
 		obj, err := h.openStaged(ctx, ready)
 		if err != nil {
 			return nil, err
@@ -236,7 +260,7 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		}
 		body, size, sum = &stagedReader{r: obj, hash: sha256.New(), want: ready.GetStoredSha256()}, int64(ready.GetStoredSize()), ready.GetStoredSha256()
 	} else {
-		file, fsize, fsum, err := h.compress(ctx, ready)
+		file, fsize, fsum, err := h.compress(ctx, ready, seal)
 		if err != nil {
 			return nil, err
 		}
@@ -250,6 +274,8 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		PartSize:    h.PartSize,
 		NumThreads:  h.Threads,
 		UserMetadata: map[string]string{
+			backupformat.MetaCodec:          codec,
+			backupformat.MetaRecipients:     recipients,
 			backupformat.MetaSHA256:         sum,
 			backupformat.MetaSnapshotSHA256: ready.GetSnapshotSha256(),
 			backupformat.MetaSnapshotSize:   strconv.FormatUint(ready.GetSnapshotSize(), 10),
@@ -332,7 +358,7 @@ func (s *stagedReader) Read(p []byte) (int, error) {
 // compress reads a raw staged snapshot (staged by an earlier snapshotter) into a compressed
 // temporary file and returns it rewound, with its size and sha256 (hex). The staged object's
 // own size and digest are checked as it is read, so a damaged staged copy fails here.
-func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady) (*os.File, int64, string, error) {
+func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady, seal backupformat.Encryption) (*os.File, int64, string, error) {
 	obj, err := h.openStaged(ctx, ready)
 	if err != nil {
 		return nil, 0, "", err
@@ -348,7 +374,7 @@ func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 		os.Remove(f.Name())
 		return nil, 0, "", err
 	}
-	enc, err := backupformat.NewWriter(f, backupformat.Level, 1)
+	enc, err := backupformat.NewSealingWriter(f, backupformat.Level, 1, seal)
 	if err != nil {
 		return fail(err)
 	}
@@ -389,12 +415,18 @@ func failureReason(err error) string {
 		return "config"
 	case errors.Is(err, errStaging):
 		return "staging"
+	case errors.Is(err, errSealing):
+		return "encryption"
 	}
 	return "s3"
 }
 
-// errStaging marks failures to read the staged snapshot.
-var errStaging = errors.New("staged snapshot")
+// errStaging marks failures to read the staged snapshot; errSealing a staged backup not
+// encrypted as its destination requires.
+var (
+	errStaging = errors.New("staged snapshot")
+	errSealing = errors.New("backup encryption")
+)
 
 func (h *Handler) count(result string) {
 	if h.Metrics.Uploaded != nil {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"filippo.io/age"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
@@ -38,6 +39,11 @@ type destinations struct {
 	s3     *s3test.Server
 	t      *testing.T
 	lookup error
+	seal   backupformat.Encryption
+}
+
+func (d *destinations) Encryption(context.Context, destination.Destination) (backupformat.Encryption, error) {
+	return d.seal, nil
 }
 
 func (d *destinations) Lookup(context.Context, string) (destination.Destination, error) {
@@ -93,6 +99,13 @@ func setupWith(t *testing.T, forge func(*etcdbackupv1.BackupRequested)) *fixture
 // snapshotter did).
 func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compressed bool) *fixture {
 	t.Helper()
+	return setupSealed(t, forge, compressed, backupformat.Encryption{})
+}
+
+// setupSealed is setupStaged with the staged backup encrypted to seal, as a snapshotter does
+// for a destination with an encryption Secret (compressed only).
+func setupSealed(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compressed bool, seal backupformat.Encryption) *fixture {
+	t.Helper()
 	ctx := context.Background()
 	js := natstest.Bus(t, 64<<20)
 	obs, err := js.ObjectStore(ctx, bus.StagingBucket)
@@ -101,6 +114,8 @@ func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 	}
 	f := &fixture{js: js, s3: s3test.Run(t, "backups"), snapshot: make([]byte, 3<<20+32)}
 	_, _ = rand.Read(f.snapshot[:1<<20]) // partly compressible
+	trailer := sha256.Sum256(f.snapshot[:len(f.snapshot)-32])
+	copy(f.snapshot[len(f.snapshot)-32:], trailer[:]) // etcd's own hash: a snapshot a restore accepts
 	f.dest = &destinations{s3: f.s3, t: t}
 	req := validRequest()
 	forge(req)
@@ -109,7 +124,7 @@ func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 	staged := f.snapshot
 	if compressed {
 		var buf bytes.Buffer
-		enc, err := backupformat.NewWriter(&buf, backupformat.Level, 1)
+		enc, err := backupformat.NewSealingWriter(&buf, backupformat.Level, 1, seal)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -120,6 +135,7 @@ func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 			t.Fatal(err)
 		}
 		staged, ready.StoredSize, ready.StoredSha256 = buf.Bytes(), uint64(enc.Size()), enc.SHA256()
+		ready.Codec, ready.Recipients = enc.Codec(), strings.Join(seal.Fingerprints, ",")
 	}
 	if _, err := staging.Put(ctx, js, bus.StagingBucket, bus.MsgID(req), "test", bytes.NewReader(staged)); err != nil {
 		t.Fatal(err)
@@ -438,5 +454,85 @@ func TestConfigBeingDeletedGetsNoBackupAndAFailedEntry(t *testing.T) {
 	evs := f.statusEvents(t)
 	if len(evs) == 0 || evs[len(evs)-1].GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(evs[len(evs)-1].GetMessage(), "being deleted") {
 		t.Fatalf("status events %v, want the backup Failed because its config is being deleted", evs)
+	}
+}
+
+func ageKey(t *testing.T) (*age.X25519Identity, backupformat.Encryption) {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal, err := backupformat.ParseRecipients(id.Recipient().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, seal
+}
+
+// To a destination that encrypts: a backup the snapshotter sealed to its recipients is stored
+// as it is, with its codec and recipients' fingerprints as metadata, and opens with the
+// identity to the snapshot; a raw staged one (an earlier snapshotter) is sealed here; one
+// staged in the clear, or sealed to other recipients, is not stored at all.
+func TestEncryptingDestination(t *testing.T) {
+	ctx := context.Background()
+	id, seal := ageKey(t)
+	_, other := ageKey(t)
+	stored := func(f *fixture) (minio.ObjectInfo, []byte) {
+		t.Helper()
+		key := validRequest().GetObjectKey()
+		obj, err := f.s3.Client(t).GetObject(ctx, "backups", key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer obj.Close()
+		info, err := obj.Stat()
+		if err != nil {
+			return info, nil
+		}
+		body, err := io.ReadAll(obj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info, body
+	}
+	for _, tc := range []struct {
+		name       string
+		staged     backupformat.Encryption
+		compressed bool
+		ok         bool
+	}{
+		{"sealed by the snapshotter", seal, true, true},
+		{"raw, sealed by the uploader", backupformat.Encryption{}, false, true},
+		{"staged in the clear", backupformat.Encryption{}, true, false},
+		{"sealed to other recipients", other, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setupSealed(t, func(*etcdbackupv1.BackupRequested) {}, tc.compressed, tc.staged)
+			f.dest.seal = seal
+			_ = f.handle(ctx, f.msg)
+			info, body := stored(f)
+			if !tc.ok {
+				if body != nil {
+					t.Fatalf("stored %d bytes; want nothing stored", len(body))
+				}
+				evs := f.statusEvents(t)
+				if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(last.GetMessage(), "requires zstd+age") {
+					t.Fatalf("last status %v, want Failed saying what the destination requires", last)
+				}
+				return
+			}
+			meta := backupformat.StoredFrom(info.UserMetadata)
+			if meta.Codec != backupformat.CodecZstdAge || meta.Recipients != seal.Fingerprints[0] {
+				t.Fatalf("metadata %+v, want codec %s to %s", info.UserMetadata, backupformat.CodecZstdAge, seal.Fingerprints[0])
+			}
+			if bytes.Contains(body, f.snapshot[1<<20:1<<20+256]) {
+				t.Fatal("the stored object holds the snapshot in the clear")
+			}
+			var out bytes.Buffer
+			if _, err := backupformat.Open(bytes.NewReader(body), meta, []age.Identity{id}, &out); err != nil || !bytes.Equal(out.Bytes(), f.snapshot) {
+				t.Fatalf("open with the identity: %v (%d bytes, want %d)", err, out.Len(), len(f.snapshot))
+			}
+		})
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"filippo.io/age"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/procstat"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
@@ -121,7 +123,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	defer os.Remove(c.member.Snapshot)
 	mem := procstat.Sample(20 * time.Millisecond)
 	start := time.Now()
-	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.sha256, c.member.Snapshot); err != nil {
+	// An encrypted backup: the identities come in AGE_IDENTITY (the restore's Secret).
+	var ids []age.Identity
+	if text := getenv("AGE_IDENTITY"); text != "" {
+		parsed, err := backupformat.ParseIdentities(text)
+		if err != nil {
+			return fmt.Errorf("AGE_IDENTITY: %w", err)
+		}
+		ids = parsed.List
+	}
+	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.sha256, ids, c.member.Snapshot); err != nil {
 		return err
 	}
 	fetched := time.Now()

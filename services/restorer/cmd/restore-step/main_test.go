@@ -5,13 +5,16 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"filippo.io/age"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
@@ -91,5 +94,69 @@ func TestRestoreStep(t *testing.T) {
 	delete(env, "SECRET_ACCESS_KEY")
 	if err := run(ctx, args, func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "SECRET_ACCESS_KEY") {
 		t.Fatalf("missing credentials: %v", err)
+	}
+}
+
+// An encrypted backup restores with the identities in AGE_IDENTITY; without them, or with
+// others, the step fails saying it cannot decrypt, and restores nothing.
+func TestRestoreStepDecrypts(t *testing.T) {
+	ctx := context.Background()
+	e := etcdtest.Start(t)
+	resp, err := e.Client(t).SnapshotWithVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Snapshot)
+	resp.Snapshot.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, _ := age.GenerateX25519Identity()
+	stranger, _ := age.GenerateX25519Identity()
+	seal, err := backupformat.ParseRecipients(owner.Recipient().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	w, err := backupformat.NewSealingWriter(&buf, backupformat.Level, 1, seal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = w.Write(raw)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	meta := w.Metadata()
+	meta[backupformat.MetaSHA256] = w.SHA256()
+	s3 := s3test.Run(t, "backups")
+	if _, err := s3.Client(t).PutObject(ctx, "backups", "k.db.zst", bytes.NewReader(buf.Bytes()), int64(buf.Len()), minio.PutObjectOptions{UserMetadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := "http://" + l.Addr().String()
+	l.Close()
+	dataDir := filepath.Join(t.TempDir(), "data")
+	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1", "--sha256", w.SHA256(),
+		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x", "--work-dir", t.TempDir()}
+	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey, "SECRET_ACCESS_KEY": s3test.SecretKey}
+	log := slog.New(slog.DiscardHandler)
+	for _, identity := range []string{"", stranger.String()} {
+		env["AGE_IDENTITY"] = identity
+		if err := run(ctx, args, func(k string) string { return env[k] }, log); !errors.Is(err, member.ErrDecrypt) || !strings.Contains(err.Error(), seal.Fingerprints[0]) {
+			t.Fatalf("AGE_IDENTITY set: %v: %v, want a decryption failure naming recipient %s", identity != "", err, seal.Fingerprints[0])
+		}
+		if by, _ := member.RestoredBy(dataDir); by != "" {
+			t.Fatal("a data dir was restored without the identity")
+		}
+	}
+	env["AGE_IDENTITY"] = stranger.String() + "\n" + owner.String() + "\n"
+	if err := run(ctx, args, func(k string) string { return env[k] }, log); err != nil {
+		t.Fatal(err)
+	}
+	if by, err := member.RestoredBy(dataDir); err != nil || by != "uid-1" {
+		t.Fatalf("restored by %q, %v", by, err)
 	}
 }

@@ -30,6 +30,10 @@ const (
 	// ConditionBackupsDeleted is False, on a config being deleted, while its backups are not
 	// all deleted yet (reasons DeletionPending, DestinationUnreachable).
 	ConditionBackupsDeleted = "BackupsDeleted"
+	// ConditionBackupRestorable says how the newest restore drill of the config's newest
+	// backup went (restorer): True, DrillPassed; False, DrillFailed; Unknown, DrillNotRun or
+	// InvalidDrillSchedule. LastHeartbeatTime is when the last drill ran.
+	ConditionBackupRestorable = "BackupRestorable"
 
 	ReasonScheduled           = "Scheduled"
 	ReasonOneTimeBackup       = "OneTimeBackup"
@@ -226,3 +230,13 @@ func (c *EtcdBackupConfig) KeepCount() int {
 	}
 	return max(*c.Spec.Keep, 1)
 }
+
+// Annotations of restore drills on an EtcdBackupConfig (KKP's schema has no field for them).
+const (
+	// AnnotationDrillSchedule is a cron schedule of restore drills of the config's newest
+	// backup ("off": none); without it the restorer's --drill-schedule applies.
+	AnnotationDrillSchedule = "etcdbackup.k8c.io/drill-schedule"
+	// AnnotationLastRestorable names the newest backup that passed a drill (restorer):
+	// retention never deletes it by count.
+	AnnotationLastRestorable = "etcdbackup.k8c.io/last-restorable-backup"
+)

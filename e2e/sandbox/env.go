@@ -369,6 +369,11 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 	if e.Opts.DestinationsConfigMap != "" {
 		args = append(args, "--destinations-configmap="+e.Opts.DestinationsConfigMap)
 	}
+	if kind == "restorer" {
+		// Drills only where a config's annotation asks for them (each restores a whole
+		// backup), in the sandbox's own directory.
+		args = append(args, "--drill-schedule=off", "--drill-dir="+filepath.Join(e.Opts.Dir, "drills"))
+	}
 	args = append(args, e.Opts.Args[kind]...)
 	root, err := RepoRoot()
 	if err != nil {

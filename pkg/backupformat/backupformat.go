@@ -40,8 +40,10 @@ const (
 	MetaSnapshotSHA256 = "Snapshot-Sha256"
 	MetaSnapshotSize   = "Snapshot-Size"
 	MetaRevision       = "Etcd-Revision"
-	MetaBackupName     = "Backup-Name"
-	MetaCluster        = "Cluster"
+	// MetaKeyCount is the number of keys in etcd at MetaRevision (absent: not recorded).
+	MetaKeyCount   = "Etcd-Key-Count"
+	MetaBackupName = "Backup-Name"
+	MetaCluster    = "Cluster"
 	// MetaCodec is the codec chain (CodecZstd, CodecZstdAge).
 	MetaCodec = "Codec"
 	// MetaRecipients lists, comma-separated, the fingerprints of the age recipients an

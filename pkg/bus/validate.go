@@ -169,8 +169,8 @@ func validateStatus(m *etcdbackupv1.StatusEvent, now time.Time) error {
 	if err := validateTime("time", m.GetTime(), now, false); err != nil {
 		return err
 	}
-	if m.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
-		// config names the EtcdRestore; the backup name is what its spec says.
+	if op := m.GetOperation(); op == etcdbackupv1.Operation_OPERATION_RESTORE || op == etcdbackupv1.Operation_OPERATION_DRILL {
+		// config names the EtcdRestore (a drill: the config); the backup name is what it says.
 		if m.GetConfig().GetUid() == "" {
 			return errors.New("config with its uid is required")
 		}

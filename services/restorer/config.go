@@ -2,10 +2,14 @@ package main
 
 import (
 	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
+	"github.com/robfig/cron/v3"
 )
 
 // Config is the restorer's configuration.
@@ -14,6 +18,9 @@ type Config struct {
 	Concurrency int
 	LeaderElect bool
 	restore.Options
+	// DrillSchedule and DrillDir configure restore drills (package drill).
+	DrillSchedule string
+	DrillDir      string
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -21,6 +28,8 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("restorer", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.Concurrency, "concurrency", 4, "restores (of different clusters) one replica drives at once")
+	service.StringVar(fs, &c.DrillSchedule, "drill-schedule", "@weekly", "cron schedule of restore drills of each config's newest backup, for configs without the annotation etcdbackup.k8c.io/drill-schedule (off: none)")
+	service.StringVar(fs, &c.DrillDir, "drill-dir", filepath.Join(os.TempDir(), "etcdbackup-drills"), "scratch directory of restore drills: it needs twice the largest snapshot's size free")
 	service.BoolVar(fs, &c.LeaderElect, "leader-elect", true, "only the replica holding the Lease etcdbackup-restorer in the Seed's namespace drives restores; the others stand by")
 	service.DurationVar(fs, &c.Timeout, "timeout", 30*time.Minute, "how long a restore may take from locking the cluster to Completed before it ends Failed")
 	service.DurationVar(fs, &c.Poll, "poll-interval", 2*time.Second, "how often teardown and rebuild are checked while waiting")
@@ -34,6 +43,11 @@ func parseConfig(args []string) (Config, error) {
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
+	}
+	if c.DrillSchedule != "off" && c.DrillSchedule != "" {
+		if _, err := cron.ParseStandard(c.DrillSchedule); err != nil {
+			return Config{}, fmt.Errorf("%w: drill-schedule %q: %v", service.ErrInvalidOption, c.DrillSchedule, err)
+		}
 	}
 	return c, nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/restorer/drill"
 	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +67,24 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("restorer controller: %w", err)
 	}
+	// Drills run on the leader only, one at a time: each restores a whole backup.
+	drills := &drill.Controller{
+		Client:       mgr.GetClient(),
+		Destinations: rec.Destinations,
+		Recorder:     mgr.GetEventRecorder("etcdbackup-restorer"),
+		Log:          log,
+		Publish:      eventPublisher(js, log),
+		Default:      cfg.DrillSchedule,
+		Scratch:      cfg.DrillDir,
+		Metrics:      newDrillMetrics(endpoint.Registry()),
+	}
+	err = ctrl.NewControllerManagedBy(mgr).Named("drill").
+		For(&kubermaticv1.EtcdBackupConfig{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		Complete(drills)
+	if err != nil {
+		return fmt.Errorf("drill controller: %w", err)
+	}
 	return service.Run(ctx, endpoint, nc, log, mgr.GetCache().WaitForCacheSync, mgr.Start)
 }
 
@@ -119,6 +138,33 @@ func publisher(js jetstream.JetStream, log *slog.Logger) func(context.Context, *
 		if err := bus.PublishStatus(pctx, js, ev); err != nil {
 			log.Warn("publish restore status", "restore", restore.Lock(r), "err", err)
 		}
+	}
+}
+
+// eventPublisher publishes a status event (a drill's result) for subscribers.
+func eventPublisher(js jetstream.JetStream, log *slog.Logger) func(context.Context, *etcdbackupv1.StatusEvent) {
+	return func(ctx context.Context, ev *etcdbackupv1.StatusEvent) {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := bus.PublishStatus(pctx, js, ev); err != nil {
+			log.Warn("publish drill status", "config", ev.GetConfig().GetNamespace()+"/"+ev.GetConfig().GetName(), "err", err)
+		}
+	}
+}
+
+func newDrillMetrics(r prometheus.Registerer) drill.Metrics {
+	total := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etcdbackup_drills_total",
+		Help: "Restore drills this replica ran, by result: passed, failed (the backup is not restorable), error (the drill could not run).",
+	}, []string{"result"})
+	last := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "etcdbackup_drill_last_success_timestamp_seconds",
+		Help: "When a config's newest backup last passed a restore drill on this replica.",
+	}, []string{"namespace", "config"})
+	r.MustRegister(total, last)
+	return drill.Metrics{
+		Finished: func(result string) { total.WithLabelValues(result).Inc() },
+		Passed:   func(ns, config string, at time.Time) { last.WithLabelValues(ns, config).Set(float64(at.Unix())) },
 	}
 }
 

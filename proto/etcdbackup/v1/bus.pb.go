@@ -96,6 +96,9 @@ const (
 	// Restoring a cluster from it (restorer): config names the EtcdRestore, for subscribers
 	// only; the restorer writes the EtcdRestore's status itself.
 	Operation_OPERATION_RESTORE Operation = 3
+	// A restore drill of the backup (restorer): config names the EtcdBackupConfig, for
+	// subscribers only; the restorer writes the config's BackupRestorable condition itself.
+	Operation_OPERATION_DRILL Operation = 4
 )
 
 // Enum value maps for Operation.
@@ -105,12 +108,14 @@ var (
 		1: "OPERATION_BACKUP",
 		2: "OPERATION_DELETE",
 		3: "OPERATION_RESTORE",
+		4: "OPERATION_DRILL",
 	}
 	Operation_value = map[string]int32{
 		"OPERATION_UNSPECIFIED": 0,
 		"OPERATION_BACKUP":      1,
 		"OPERATION_DELETE":      2,
 		"OPERATION_RESTORE":     3,
+		"OPERATION_DRILL":       4,
 	}
 )
 
@@ -453,8 +458,11 @@ type SnapshotReady struct {
 	// encrypted to the destination's recipients) and, when encrypted, the recipients'
 	// fingerprints, comma-separated. The uploader stores them as the object's metadata after it
 	// checked them against the destination's own recipients.
-	Codec         string `protobuf:"bytes,11,opt,name=codec,proto3" json:"codec,omitempty"`
-	Recipients    string `protobuf:"bytes,12,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	Codec      string `protobuf:"bytes,11,opt,name=codec,proto3" json:"codec,omitempty"`
+	Recipients string `protobuf:"bytes,12,opt,name=recipients,proto3" json:"recipients,omitempty"`
+	// Keys in etcd at revision (count only, read just before the snapshot started); 0 when
+	// that read failed. Stored as metadata; a restore drill checks the restored data against it.
+	KeyCount      int64 `protobuf:"varint,13,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -571,6 +579,13 @@ func (x *SnapshotReady) GetRecipients() string {
 		return x.Recipients
 	}
 	return ""
+}
+
+func (x *SnapshotReady) GetKeyCount() int64 {
+	if x != nil {
+		return x.KeyCount
+	}
+	return 0
 }
 
 // BackupStored announces a backup stored in its destination. Published by the uploader on
@@ -1091,7 +1106,7 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"object_key\x18\x06 \x01(\tR\tobjectKey\x12A\n" +
 	"\x0escheduled_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\x120\n" +
-	"\atrigger\x18\b \x01(\x0e2\x16.etcdbackup.v1.TriggerR\atrigger\"\xdf\x03\n" +
+	"\atrigger\x18\b \x01(\x0e2\x16.etcdbackup.v1.TriggerR\atrigger\"\xfc\x03\n" +
 	"\rSnapshotReady\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12#\n" +
 	"\rstaged_object\x18\x02 \x01(\tR\fstagedObject\x12#\n" +
@@ -1108,7 +1123,8 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\x05codec\x18\v \x01(\tR\x05codec\x12\x1e\n" +
 	"\n" +
 	"recipients\x18\f \x01(\tR\n" +
-	"recipients\"\xd6\x02\n" +
+	"recipients\x12\x1b\n" +
+	"\tkey_count\x18\r \x01(\x03R\bkeyCount\"\xd6\x02\n" +
 	"\fBackupStored\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x1d\n" +
@@ -1162,12 +1178,13 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10TRIGGER_SCHEDULE\x10\x01\x12\x14\n" +
 	"\x10TRIGGER_ONE_TIME\x10\x02\x12\x12\n" +
-	"\x0eTRIGGER_MANUAL\x10\x03*i\n" +
+	"\x0eTRIGGER_MANUAL\x10\x03*~\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OPERATION_BACKUP\x10\x01\x12\x14\n" +
 	"\x10OPERATION_DELETE\x10\x02\x12\x15\n" +
-	"\x11OPERATION_RESTORE\x10\x03*\x84\x01\n" +
+	"\x11OPERATION_RESTORE\x10\x03\x12\x13\n" +
+	"\x0fOPERATION_DRILL\x10\x04*\x84\x01\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTAGE_SCHEDULER\x10\x01\x12\x15\n" +

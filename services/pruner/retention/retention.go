@@ -127,6 +127,8 @@ func (d Decision) Pending() int { return len(d.Delete) + len(d.Held) + len(d.Wai
 //   - of a scheduled config, the completed backups beyond keep, newest first (by rank: when
 //     stored, or the name's time if earlier) across all its destinations, are deleted;
 //   - one-time backups (no schedule) are not pruned by count;
+//   - the newest backup that passed a restore drill (AnnotationLastRestorable) is not
+//     pruned by count either;
 //   - a backup a restore holds is not deleted (Held), whatever the reason.
 func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object, scope Scope) Decision {
 	var d Decision
@@ -185,6 +187,9 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object, scope Scope) Dec
 			}
 		}
 	}
+	// The newest backup that passed a restore drill stays, whatever keep says: a config
+	// always keeps one backup known to restore (the restorer names it).
+	restorable := cfg.Annotations[kubermaticv1.AnnotationLastRestorable]
 	sorted := append([]Object(nil), objects...)
 	sort.SliceStable(sorted, func(i, j int) bool {
 		a, b := sorted[i].rank(), sorted[j].rank()
@@ -199,7 +204,7 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object, scope Scope) Dec
 		case deleting:
 			del.Reason = ReasonConfigDeleted
 			add(del)
-		case cfg.Spec.Schedule != "" && i >= cfg.KeepCount():
+		case cfg.Spec.Schedule != "" && i >= cfg.KeepCount() && o.Backup != restorable:
 			del.Reason = ReasonRetention
 			add(del)
 		}

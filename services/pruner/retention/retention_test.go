@@ -223,3 +223,20 @@ func TestConfigDeletionWaitsForRunningBackups(t *testing.T) {
 		t.Fatalf("waiting %v", d.Waiting)
 	}
 }
+
+// When newer backups fail their drills, the newest one that passed stays beyond keep:
+// retention never lets a config lose its last backup known to restore. The config's deletion
+// still deletes it.
+func TestRetentionKeepsTheLastRestorableBackup(t *testing.T) {
+	cfg := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3, "Completed"))
+	cfg.Annotations = map[string]string{kubermaticv1.AnnotationLastRestorable: obj(0).Backup}
+	objects := []Object{obj(0), obj(1), obj(2), obj(3)}
+	if got := backups(plan(cfg, objects).Delete); got != "01:49(retention) " {
+		t.Fatalf("delete %q, want only 01:49: 01:48 is the last backup that passed a drill", got)
+	}
+	now := metav1.Now()
+	cfg.DeletionTimestamp = &now
+	if d := plan(cfg, objects); len(d.Delete) != 4 {
+		t.Fatalf("a deleted config: delete %q, want all four", backups(d.Delete))
+	}
+}

@@ -67,8 +67,8 @@ func (w *Writer) HandleBatch(ctx context.Context, items []bus.Item[*etcdbackupv1
 	var order []types.NamespacedName
 	for i, it := range items {
 		ev := it.Msg
-		if ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
-			continue // for subscribers: the restorer writes its EtcdRestore's status itself
+		if op := ev.GetOperation(); op == etcdbackupv1.Operation_OPERATION_RESTORE || op == etcdbackupv1.Operation_OPERATION_DRILL {
+			continue // for subscribers: the restorer writes its EtcdRestore's status, and a drill's condition, itself
 		}
 		if err := Allowed(it.Delivery.Subject, ev); err != nil {
 			errs[i] = err

@@ -269,20 +269,24 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		body, size, sum = file, fsize, fsum
 	}
 
+	meta := map[string]string{
+		backupformat.MetaCodec:          codec,
+		backupformat.MetaRecipients:     recipients,
+		backupformat.MetaSHA256:         sum,
+		backupformat.MetaSnapshotSHA256: ready.GetSnapshotSha256(),
+		backupformat.MetaSnapshotSize:   strconv.FormatUint(ready.GetSnapshotSize(), 10),
+		backupformat.MetaRevision:       strconv.FormatInt(ready.GetRevision(), 10),
+		backupformat.MetaBackupName:     req.GetBackupName(),
+		backupformat.MetaCluster:        req.GetCluster(),
+	}
+	if n := ready.GetKeyCount(); n > 0 {
+		meta[backupformat.MetaKeyCount] = strconv.FormatInt(n, 10)
+	}
 	_, err = s3.PutObject(ctx, dest.BucketName, key, body, size, minio.PutObjectOptions{
-		ContentType: backupformat.ContentType,
-		PartSize:    h.PartSize,
-		NumThreads:  h.Threads,
-		UserMetadata: map[string]string{
-			backupformat.MetaCodec:          codec,
-			backupformat.MetaRecipients:     recipients,
-			backupformat.MetaSHA256:         sum,
-			backupformat.MetaSnapshotSHA256: ready.GetSnapshotSha256(),
-			backupformat.MetaSnapshotSize:   strconv.FormatUint(ready.GetSnapshotSize(), 10),
-			backupformat.MetaRevision:       strconv.FormatInt(ready.GetRevision(), 10),
-			backupformat.MetaBackupName:     req.GetBackupName(),
-			backupformat.MetaCluster:        req.GetCluster(),
-		},
+		ContentType:  backupformat.ContentType,
+		PartSize:     h.PartSize,
+		NumThreads:   h.Threads,
+		UserMetadata: meta,
 	})
 	if err != nil {
 		if code := minio.ToErrorResponse(err).Code; code == "NoSuchBucket" {

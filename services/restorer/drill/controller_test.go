@@ -1,0 +1,123 @@
+package drill
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+// The controller drills a config's newest completed backup when its schedule says so, and
+// records the result: the BackupRestorable condition, an Event, a status event on the bus,
+// the metrics, and on success the annotation that keeps the backup from retention. Until the
+// schedule's next time it drills nothing.
+func TestDrillController(t *testing.T) {
+	for _, good := range []bool{true, false} {
+		t.Run(map[bool]string{true: "a good backup", false: "a changed backup"}[good], func(t *testing.T) {
+			ctx := context.Background()
+			s3 := s3test.Run(t, "backups")
+			raw, rev, keys := snapshotOf(t, 40)
+			at := time.Date(2026, 11, 29, 2, 0, 0, 0, time.UTC)
+			name := backupname.Backup("daily", at)
+			key := backupname.ObjectKey("c", "cluster-c", "daily", name)
+			if !good {
+				raw = append([]byte(nil), raw...)
+				raw[len(raw)/2] ^= 0x40
+			}
+			store(t, s3, key, raw, rev, keys)
+			cfg := &kubermaticv1.EtcdBackupConfig{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily", UID: "daily-uid",
+					Annotations: map[string]string{kubermaticv1.AnnotationDrillSchedule: "@every 1h"}},
+				Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h"},
+			}
+			cfg.Status.SetBackups([]kubermaticv1.BackupStatus{
+				{BackupName: backupname.Backup("daily", at.Add(-time.Hour)), BackupPhase: kubermaticv1.PhaseCompleted, DeletePhase: kubermaticv1.PhaseCompleted},
+				{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted, Destination: "s3"},
+			})
+			scheme, err := kube.NewScheme()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(cfg,
+				&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+					Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {Endpoint: s3.Endpoint, BucketName: "backups", Credentials: &corev1.SecretReference{Name: "s3"}}}}}},
+				&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "s3"}, Data: map[string][]byte{
+					kubermaticv1.SecretAccessKeyID: []byte(s3test.AccessKey), kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
+			).Build()
+			rec := events.NewFakeRecorder(10)
+			var published []*etcdbackupv1.StatusEvent
+			results := map[string]int{}
+			now := at.Add(10 * time.Minute)
+			ctl := &Controller{
+				Client: c, Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Scratch: t.TempDir(),
+				Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}}),
+				Publish:      func(_ context.Context, ev *etcdbackupv1.StatusEvent) { published = append(published, ev) },
+				Metrics:      Metrics{Finished: func(r string) { results[r]++ }},
+				Now:          func() time.Time { return now },
+			}
+			req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
+			res, err := ctl.Reconcile(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got kubermaticv1.EtcdBackupConfig
+			if err := c.Get(ctx, req.NamespacedName, &got); err != nil {
+				t.Fatal(err)
+			}
+			cond := got.Status.Condition(kubermaticv1.ConditionBackupRestorable)
+			wantStatus, wantReason, wantPhase := corev1.ConditionTrue, ReasonPassed, etcdbackupv1.Phase_PHASE_COMPLETED
+			if !good {
+				wantStatus, wantReason, wantPhase = corev1.ConditionFalse, ReasonFailed, etcdbackupv1.Phase_PHASE_FAILED
+			}
+			if cond == nil || cond.Status != wantStatus || cond.Reason != wantReason || !strings.Contains(cond.Message, name) {
+				t.Fatalf("condition %+v, want %s %s naming %s", cond, wantStatus, wantReason, name)
+			}
+			if good && (!strings.Contains(cond.Message, "40 keys") || got.Annotations[kubermaticv1.AnnotationLastRestorable] != name) {
+				t.Fatalf("a passed drill: condition %q, annotations %v", cond.Message, got.Annotations)
+			}
+			if !good && got.Annotations[kubermaticv1.AnnotationLastRestorable] != "" {
+				t.Fatalf("a failed drill marked %q restorable", got.Annotations[kubermaticv1.AnnotationLastRestorable])
+			}
+			if len(published) != 1 || published[0].GetPhase() != wantPhase || published[0].GetOperation() != etcdbackupv1.Operation_OPERATION_DRILL || published[0].GetBackupName() != name {
+				t.Fatalf("published %v", published)
+			}
+			if ev := <-rec.Events; !strings.Contains(ev, wantReason) {
+				t.Fatalf("event %q, want %s", ev, wantReason)
+			}
+			if res.RequeueAfter <= 0 || res.RequeueAfter > time.Hour {
+				t.Fatalf("requeue after %s, want the schedule's next time", res.RequeueAfter)
+			}
+			// Not due yet: no second drill.
+			now = now.Add(30 * time.Minute)
+			if res, err = ctl.Reconcile(ctx, req); err != nil || res.RequeueAfter <= 0 {
+				t.Fatalf("reconcile before the next drill: %v, %v", res, err)
+			}
+			if n := results["passed"] + results["failed"]; n != 1 {
+				t.Fatalf("%d drills ran, want 1 before the schedule's next time (%v)", n, results)
+			}
+			now = now.Add(31 * time.Minute)
+			if _, err = ctl.Reconcile(ctx, req); err != nil {
+				t.Fatal(err)
+			}
+			if n := results["passed"] + results["failed"]; n != 2 {
+				t.Fatalf("%d drills ran, want 2 once the next time came (%v)", n, results)
+			}
+		})
+	}
+}

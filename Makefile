@@ -10,7 +10,7 @@ export ETCDBACKUP_BIN := $(BIN)
 
 SERVICES := scheduler snapshotter uploader pruner restorer
 MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
-TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats
+TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats $(BIN)/promtool
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 
 .PHONY: all build images tools generate verify test test-unit test-e2e run bench clean
@@ -40,6 +40,13 @@ $(BIN)/versitygw $(BIN)/nats &: tools/go.mod tools/go.sum
 	cd tools && GOWORK=off go build -o $(BIN)/ github.com/versity/versitygw/cmd/versitygw github.com/nats-io/natscli/nats
 	@touch $(BIN)/versitygw $(BIN)/nats
 
+# promtool checks and unit-tests the alerting rules (deploy/k8s/monitoring).
+$(BIN)/promtool: tools/prom/go.mod tools/prom/go.sum
+	@mkdir -p $(BIN)
+	@echo "building promtool v0.316.0 (a few minutes on 2 cores the first time)"
+	cd tools/prom && GOWORK=off go build -o $(BIN)/ github.com/prometheus/prometheus/cmd/promtool
+	@touch $(BIN)/promtool
+
 $(GENERATORS) &: tools/go.mod tools/go.sum
 	@mkdir -p $(BIN)
 	cd tools && GOWORK=off go build -o $(BIN)/ github.com/bufbuild/buf/cmd/buf \
@@ -58,7 +65,7 @@ verify: generate
 	@test -z "$$(git status --porcelain -- proto api deploy/k8s/crds e2e/kkp/crds go.work)" || { git status --porcelain; echo "untracked generated files"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: $$out"; exit 1; }
 	for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
-	for m in $(MODULES) tools tools/kube tools/images; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m: go.mod is not tidy"; exit 1; }; done
+	for m in $(MODULES) tools tools/kube tools/images tools/prom; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m: go.mod is not tidy"; exit 1; }; done
 	for m in $(MODULES); do (cd $$m && GOWORK=off go build ./... ) || { echo "$$m does not build without go.work"; exit 1; }; done
 
 # Unit and component tests (embedded NATS and etcd, in-process S3), then the end-to-end suite

@@ -175,8 +175,14 @@ func waitEvent(t *testing.T, ctx context.Context, ns, name, eventType, reason st
 // waitEventIn is waitEvent on the API server c talks to.
 func waitEventIn(t *testing.T, ctx context.Context, c client.Client, ns, name, eventType, reason string) eventsv1.Event {
 	t.Helper()
+	return waitEventWithin(t, ctx, c, 30*time.Second, ns, name, eventType, reason)
+}
+
+// waitEventWithin is waitEventIn with its own timeout.
+func waitEventWithin(t *testing.T, ctx context.Context, c client.Client, timeout time.Duration, ns, name, eventType, reason string) eventsv1.Event {
+	t.Helper()
 	var found eventsv1.Event
-	err := sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+	err := sandbox.Poll(ctx, timeout, 200*time.Millisecond, func() (bool, error) {
 		var list eventsv1.EventList
 		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return false, err

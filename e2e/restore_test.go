@@ -673,8 +673,9 @@ func TestRestoreSurvivesRestorerKillAndDeletion(t *testing.T) {
 			t.Errorf("replace the killed restorer: %v", err)
 		}
 	})
-	waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "DeletionDeferred")
-	waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeNormal, "Completed")
+	// The standby takes the lease once the killed leader's expires (15 s), then rebuilds.
+	waitEventWithin(t, ctx, env.Client, time.Minute, rs.Namespace, rs.Name, corev1.EventTypeWarning, "DeletionDeferred")
+	waitEventWithin(t, ctx, env.Client, 2*time.Minute, rs.Namespace, rs.Name, corev1.EventTypeNormal, "Completed")
 	err := sandbox.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &kubermaticv1.EtcdRestore{})
 		return apierrors.IsNotFound(err), err

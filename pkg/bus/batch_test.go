@@ -154,8 +154,9 @@ func TestTypedBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "two invalid messages and one dead letter counted", func() bool {
-		return testutil.ToFloat64(m.Invalid(bus.SubjectBackupRequested)) == 2 && testutil.ToFloat64(m.DeadLetters(bus.SubjectBackupRequested)) == 1
+	waitFor(t, "two invalid messages, one redelivery and one dead letter counted", func() bool {
+		return testutil.ToFloat64(m.Invalid(bus.SubjectBackupRequested)) == 2 && testutil.ToFloat64(m.DeadLetters(bus.SubjectBackupRequested)) == 1 &&
+			testutil.ToFloat64(m.Redeliveries(bus.SubjectBackupRequested)) == 1
 	})
 	waitFor(t, "the stream to drop them", func() bool { return streamEmpty(t, ctx, js) })
 	mu.Lock()

@@ -107,7 +107,7 @@ func (e deadLetterError) Unwrap() error { return e.err }
 // Metrics counts what the bus layer refused or gave up on. Build it once per process and give
 // it to every Worker (WithMetrics).
 type Metrics struct {
-	invalid, rejected, dead *prometheus.CounterVec
+	invalid, rejected, dead, retried *prometheus.CounterVec
 }
 
 // NewMetrics registers the bus metrics on r.
@@ -125,9 +125,24 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Name: "etcdbackup_dead_letters_total",
 			Help: "Messages that failed on their last allowed delivery (the consumer's MaxDeliver), by subject.",
 		}, []string{"subject"}),
+		retried: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_redeliveries_total",
+			Help: "Messages handed back for another delivery after a failed attempt (a transient error), by subject.",
+		}, []string{"subject"}),
 	}
-	r.MustRegister(m.invalid, m.rejected, m.dead)
+	r.MustRegister(m.invalid, m.rejected, m.dead, m.retried)
 	return m
+}
+
+// retry counts a message handed back for another delivery.
+func (m *Metrics) retry(subject string) {
+	if m == nil {
+		return
+	}
+	if strings.HasPrefix(subject, SubjectStatusPrefix+".") && StatusStage(subject) == "" {
+		subject = SubjectStatusPrefix + ".*"
+	}
+	m.retried.WithLabelValues(subject).Inc()
 }
 
 // observe counts err, returning the kind of refusal for the log ("" for a plain failure).
@@ -166,6 +181,11 @@ func (m *Metrics) Invalid(subject string) prometheus.Counter {
 // Rejected is the counter of rejected messages on subject for reason.
 func (m *Metrics) Rejected(subject, reason string) prometheus.Counter {
 	return m.rejected.WithLabelValues(subject, reason)
+}
+
+// Redeliveries is the counter of messages on subject handed back for another delivery.
+func (m *Metrics) Redeliveries(subject string) prometheus.Counter {
+	return m.retried.WithLabelValues(subject)
 }
 
 // DeadLetters is the counter of dead letters on subject.

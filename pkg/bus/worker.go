@@ -260,6 +260,7 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, err error, doubl
 		_ = msg.TermWithReason(truncate(err.Error(), 256))
 	default:
 		delay := w.backoff(delivered)
+		w.metrics.retry(msg.Subject())
 		w.log.Warn("job failed, will retry", "subject", msg.Subject(), "delivered", delivered, "retry_in", delay, "err", err)
 		_ = msg.NakWithDelay(delay)
 	}

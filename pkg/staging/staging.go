@@ -33,18 +33,27 @@ import (
 // Free returns how many bytes the bucket can still take (its MaxBytes less what it holds;
 // math.MaxInt64 when it has no limit).
 func Free(ctx context.Context, js jetstream.JetStream, bucket string) (int64, error) {
+	used, limit, err := Usage(ctx, js, bucket)
+	if err != nil {
+		return 0, err
+	}
+	if limit <= 0 {
+		return math.MaxInt64, nil
+	}
+	return max(0, limit-used), nil
+}
+
+// Usage returns the bytes the staging bucket holds and its limit (0: none).
+func Usage(ctx context.Context, js jetstream.JetStream, bucket string) (used, limit int64, err error) {
 	s, err := js.Stream(ctx, "OBJ_"+bucket)
 	if err != nil {
-		return 0, fmt.Errorf("open bucket %s: %w", bucket, err)
+		return 0, 0, fmt.Errorf("open bucket %s: %w", bucket, err)
 	}
 	info, err := s.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("bucket %s: %w", bucket, err)
+		return 0, 0, fmt.Errorf("bucket %s: %w", bucket, err)
 	}
-	if info.Config.MaxBytes <= 0 {
-		return math.MaxInt64, nil
-	}
-	return max(0, info.Config.MaxBytes-int64(info.State.Bytes)), nil
+	return int64(info.State.Bytes), max(0, info.Config.MaxBytes), nil
 }
 
 // ChunkSize is the size of the staged chunks; below NATS' default max_payload of 1 MiB.

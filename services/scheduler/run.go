@@ -75,6 +75,8 @@ func run(ctx context.Context, args []string) error {
 		Recorder: mgr.GetEventRecorder("etcdbackup-scheduler"),
 		Now:      time.Now,
 		Log:      log,
+		Observe:  m.observe,
+		Forget:   m.forget,
 	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &kubermaticv1.EtcdBackupConfig{}, clusterIndex, func(o client.Object) []string {
 		return []string{o.(*kubermaticv1.EtcdBackupConfig).Spec.Cluster.Name}
@@ -140,6 +142,27 @@ func configsFor(ctx context.Context, c client.Reader, obj client.Object) []recon
 type metrics struct {
 	queued        *prometheus.CounterVec
 	statusApplied *prometheus.CounterVec
+	interval      *prometheus.GaugeVec
+	blocked       *prometheus.GaugeVec
+}
+
+// observe sets a config's schedule interval and which reason (if any) blocks it.
+func (m *metrics) observe(ns, config string, interval time.Duration, reason string) {
+	if interval > 0 {
+		m.interval.WithLabelValues(ns, config).Set(interval.Seconds())
+	} else {
+		m.interval.DeleteLabelValues(ns, config)
+	}
+	m.blocked.DeletePartialMatch(prometheus.Labels{"namespace": ns, "config": config})
+	if reason != "" {
+		m.blocked.WithLabelValues(ns, config, reason).Set(1)
+	}
+}
+
+// forget drops a config that is gone.
+func (m *metrics) forget(ns, config string) {
+	m.interval.DeleteLabelValues(ns, config)
+	m.blocked.DeletePartialMatch(prometheus.Labels{"namespace": ns, "config": config})
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -152,7 +175,15 @@ func newMetrics(r prometheus.Registerer) *metrics {
 			Name: "etcdbackup_status_events_applied_total",
 			Help: "Status events that changed an EtcdBackupConfig's status, by backup phase.",
 		}, []string{"phase"}),
+		interval: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "etcdbackup_schedule_interval_seconds",
+			Help: "Time between two scheduled backups of a config (absent for one-time backups): what an overdue backup is measured against.",
+		}, []string{"namespace", "config"}),
+		blocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "etcdbackup_scheduling_blocked",
+			Help: "1 while a config takes no backups, with the reason of its SchedulingActive=False condition (TooManyBackups, ClusterPaused, InvalidSchedule, ...).",
+		}, []string{"namespace", "config", "reason"}),
 	}
-	r.MustRegister(m.queued, m.statusApplied)
+	r.MustRegister(m.queued, m.statusApplied, m.interval, m.blocked)
 	return m
 }

@@ -7,7 +7,9 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/service"
+	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	"github.com/etcd-backup/etcdbackup/services/snapshotter/take"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -40,7 +42,34 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	w.Endpoint.Registry().MustRegister(&stagingCollector{js: w.JS})
 	return w.Run(ctx, nil, worker)
+}
+
+var (
+	stagingUsed  = prometheus.NewDesc("etcdbackup_staging_used_bytes", "Bytes the staging bucket holds (snapshots staged, not yet uploaded), read from NATS at scrape time.", nil, nil)
+	stagingLimit = prometheus.NewDesc("etcdbackup_staging_limit_bytes", "The staging bucket's limit (its stream's max bytes); absent when it has none.", nil, nil)
+)
+
+// stagingCollector reads staging's usage from NATS when scraped.
+type stagingCollector struct{ js jetstream.JetStream }
+
+func (c *stagingCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- stagingUsed
+	ch <- stagingLimit
+}
+
+func (c *stagingCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	used, limit, err := staging.Usage(ctx, c.js, bus.StagingBucket)
+	if err != nil {
+		return // NATS away: no sample rather than a wrong one
+	}
+	ch <- prometheus.MustNewConstMetric(stagingUsed, prometheus.GaugeValue, float64(used))
+	if limit > 0 {
+		ch <- prometheus.MustNewConstMetric(stagingLimit, prometheus.GaugeValue, float64(limit))
+	}
 }
 func newMetrics(r prometheus.Registerer) take.Metrics {
 	taken := prometheus.NewCounterVec(prometheus.CounterOpts{

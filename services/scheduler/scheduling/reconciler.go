@@ -10,6 +10,7 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,6 +26,10 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	Now      func() time.Time
 	Log      *slog.Logger
+	// Observe reports a config's schedule interval (0: one-time) and the reason it is blocked
+	// ("" when scheduling is active); Forget that the config is gone. Either may be nil.
+	Observe func(namespace, config string, interval time.Duration, blocked string)
+	Forget  func(namespace, config string)
 }
 
 // retryBlocked is how often a config blocked by missing configuration is looked at again,
@@ -35,9 +40,15 @@ const retryBlocked = 5 * time.Minute
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var cfg kubermaticv1.EtcdBackupConfig
 	if err := r.Client.Get(ctx, req.NamespacedName, &cfg); err != nil {
+		if apierrors.IsNotFound(err) && r.Forget != nil {
+			r.Forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if cfg.DeletionTimestamp != nil {
+		if r.Forget != nil {
+			r.Forget(req.Namespace, req.Name)
+		}
 		return ctrl.Result{}, nil
 	}
 	now := r.Now()
@@ -85,6 +96,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.setCondition(ctx, &cfg, true, reason, msg); err != nil {
 		return ctrl.Result{}, err
 	}
+	if r.Observe != nil {
+		r.Observe(cfg.Namespace, cfg.Name, Interval(&cfg, now), "")
+	}
 	if next.IsZero() {
 		return ctrl.Result{}, nil
 	}
@@ -94,6 +108,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // block records why a config takes no backups: condition False and, when the condition
 // changes, an Event (Warning for problems a person must fix).
 func (r *Reconciler) block(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b *Blocked) error {
+	if r.Observe != nil {
+		r.Observe(cfg.Namespace, cfg.Name, Interval(cfg, r.Now()), b.Reason)
+	}
 	prev := cfg.Status.Condition(kubermaticv1.ConditionSchedulingActive)
 	changed := prev == nil || prev.Status != corev1.ConditionFalse || prev.Reason != b.Reason || prev.Message != b.Message
 	if err := r.setCondition(ctx, cfg, false, b.Reason, b.Message); err != nil {

@@ -249,6 +249,20 @@ func Due(cfg *kubermaticv1.EtcdBackupConfig, now time.Time) (slot time.Time, due
 	return latest, !Known(cfg, backupname.Backup(cfg.Name, latest)), next, nil
 }
 
+// Interval is the time between two of the config's slots around now (0: a one-time backup or
+// an invalid schedule): what "a backup is overdue" is measured against.
+func Interval(cfg *kubermaticv1.EtcdBackupConfig, now time.Time) time.Duration {
+	if cfg.Spec.Schedule == "" {
+		return 0
+	}
+	s, err := schedule.Parse(cfg.Spec.Schedule)
+	if err != nil {
+		return 0
+	}
+	next := s.Next(Anchor(cfg), now)
+	return s.Next(Anchor(cfg), next).Sub(next)
+}
+
 // condition is the SchedulingActive condition's status for active.
 func condition(active bool) corev1.ConditionStatus {
 	if active {

@@ -58,3 +58,15 @@ func TestDue(t *testing.T) {
 		t.Fatal("bad schedule accepted")
 	}
 }
+
+// The interval an overdue backup is measured against: the time between two slots.
+func TestInterval(t *testing.T) {
+	now := time.Date(2026, 11, 29, 7, 30, 0, 0, time.UTC)
+	for schedule, want := range map[string]time.Duration{"@every 20m": 20 * time.Minute, "0 2 * * *": 24 * time.Hour, "@hourly": time.Hour, "": 0, "not a schedule": 0} {
+		cfg := &kubermaticv1.EtcdBackupConfig{Spec: kubermaticv1.EtcdBackupConfigSpec{Schedule: schedule}}
+		cfg.CreationTimestamp = metav1.NewTime(now.Add(-36 * time.Hour))
+		if got := Interval(cfg, now); got != want {
+			t.Errorf("Interval(%q) = %s, want %s", schedule, got, want)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/services/restorer/drill"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // A config annotated with a drill schedule gets its newest backup restored in a drill by the
@@ -20,8 +22,8 @@ func TestRestoreDrill(t *testing.T) {
 	const cluster = "drilled"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "drilled", "", sandbox.SealedDestination, 5)
-	cfg.Annotations = map[string]string{kubermaticv1.AnnotationDrillSchedule: "@every 1h"}
-	if err := env.Client.Update(ctx, cfg); err != nil {
+	patch := []byte(`{"metadata":{"annotations":{"` + kubermaticv1.AnnotationDrillSchedule + `":"@every 1h"}}}`)
+	if err := env.Client.Patch(ctx, cfg, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
 	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 2*time.Minute, "a drill of the backup", func(c *kubermaticv1.EtcdBackupConfig) bool {

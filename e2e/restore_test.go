@@ -221,6 +221,10 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 		t.Errorf("status names object %s (sha256 %s, restored %v); the backup is %s (sha256 %s)",
 			done.Status.ObjectKey, done.Status.SHA256, done.Status.RestoreTime, b.ObjectKey, b.SHA256)
 	}
+	// kubectl shows how far it got: the Progress column.
+	if out := mustKubectl(t, nil, "-n", rs.Namespace, "get", "etcdrestores", rs.Name); !strings.Contains(out, "PROGRESS") || !strings.Contains(out, "done: members restored 3/3") {
+		t.Errorf("kubectl get etcdrestores:\n%s\nwant a PROGRESS column saying done: members restored 3/3", out)
+	}
 
 	// etcd: exactly the backup's keys and values, 3 members, each restored by the real step
 	// while the cluster was paused.

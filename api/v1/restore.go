@@ -39,6 +39,7 @@ const RestoreFinalizer = "etcdbackup.k8c.io/restore"
 // +kubebuilder:printcolumn:name="Cluster",type=string,JSONPath=`.spec.cluster.name`
 // +kubebuilder:printcolumn:name="Backup",type=string,JSONPath=`.spec.backupName`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
+// +kubebuilder:printcolumn:name="Progress",type=string,JSONPath=`.status.progress`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type EtcdRestore struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -88,6 +89,10 @@ type EtcdRestoreStatus struct {
 	ObjectKey string `json:"objectKey,omitempty"`
 	// +optional
 	SHA256 string `json:"sha256,omitempty"`
+	// Progress is how far the restore got, short enough for a column: "verifying",
+	// "tearing down", "members restored 1/3", "done".
+	// +optional
+	Progress string `json:"progress,omitempty"`
 }
 
 // EtcdRestoreList is a list of EtcdRestores.

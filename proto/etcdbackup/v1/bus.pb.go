@@ -823,12 +823,17 @@ type StatusEvent struct {
 	Message string                 `protobuf:"bytes,8,opt,name=message,proto3" json:"message,omitempty"`
 	Time    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=time,proto3" json:"time,omitempty"`
 	// Set once the backup is stored.
-	Destination   string    `protobuf:"bytes,10,opt,name=destination,proto3" json:"destination,omitempty"`
-	ObjectKey     string    `protobuf:"bytes,11,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
-	Size          uint64    `protobuf:"varint,12,opt,name=size,proto3" json:"size,omitempty"`
-	Sha256        string    `protobuf:"bytes,13,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Revision      int64     `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
-	Operation     Operation `protobuf:"varint,15,opt,name=operation,proto3,enum=etcdbackup.v1.Operation" json:"operation,omitempty"`
+	Destination string    `protobuf:"bytes,10,opt,name=destination,proto3" json:"destination,omitempty"`
+	ObjectKey   string    `protobuf:"bytes,11,opt,name=object_key,json=objectKey,proto3" json:"object_key,omitempty"`
+	Size        uint64    `protobuf:"varint,12,opt,name=size,proto3" json:"size,omitempty"`
+	Sha256      string    `protobuf:"bytes,13,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Revision    int64     `protobuf:"varint,14,opt,name=revision,proto3" json:"revision,omitempty"`
+	Operation   Operation `protobuf:"varint,15,opt,name=operation,proto3,enum=etcdbackup.v1.Operation" json:"operation,omitempty"`
+	// Progress of a running stage, for subscribers that draw it: bytes_done of bytes_total
+	// (a snapshot: bytes streamed from etcd of its database's size; an upload: bytes stored of
+	// the backup's size). Sent at least every 5 s while the stage runs; 0 when not known.
+	BytesDone     uint64 `protobuf:"varint,16,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal    uint64 `protobuf:"varint,17,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -966,6 +971,20 @@ func (x *StatusEvent) GetOperation() Operation {
 		return x.Operation
 	}
 	return Operation_OPERATION_UNSPECIFIED
+}
+
+func (x *StatusEvent) GetBytesDone() uint64 {
+	if x != nil {
+		return x.BytesDone
+	}
+	return 0
+}
+
+func (x *StatusEvent) GetBytesTotal() uint64 {
+	if x != nil {
+		return x.BytesTotal
+	}
+	return 0
 }
 
 // TriggerBackupRequest asks for a backup now. Sent as a NATS request on
@@ -1146,7 +1165,7 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"object_key\x18\x06 \x01(\tR\tobjectKey\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12A\n" +
-	"\x0escheduled_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\"\xbb\x04\n" +
+	"\x0escheduled_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\"\xfb\x04\n" +
 	"\vStatusEvent\x120\n" +
 	"\x06config\x18\x01 \x01(\v2\x18.etcdbackup.v1.ConfigRefR\x06config\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
@@ -1165,7 +1184,11 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\x04size\x18\f \x01(\x04R\x04size\x12\x16\n" +
 	"\x06sha256\x18\r \x01(\tR\x06sha256\x12\x1a\n" +
 	"\brevision\x18\x0e \x01(\x03R\brevision\x126\n" +
-	"\toperation\x18\x0f \x01(\x0e2\x18.etcdbackup.v1.OperationR\toperation\"L\n" +
+	"\toperation\x18\x0f \x01(\x0e2\x18.etcdbackup.v1.OperationR\toperation\x12\x1d\n" +
+	"\n" +
+	"bytes_done\x18\x10 \x01(\x04R\tbytesDone\x12\x1f\n" +
+	"\vbytes_total\x18\x11 \x01(\x04R\n" +
+	"bytesTotal\"L\n" +
 	"\x14TriggerBackupRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\tR\x06config\"f\n" +

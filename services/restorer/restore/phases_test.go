@@ -71,7 +71,7 @@ func (f *phaseFixture) started() {
 	key, _ := ObjectKeyOf(f.rs)
 	start := metav1.NewTime(f.now.Add(-time.Minute))
 	f.rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
-	f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: f.sha}
+	f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: f.sha, Progress: "tearing down"}
 	f.cluster.Annotations = map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(f.rs)}
 	f.cluster.Spec.Pause = true
 }
@@ -151,6 +151,7 @@ func (f *phaseFixture) build() (*Reconciler, *events.FakeRecorder) {
 // outcome is what the API holds after the reconcile.
 type outcome struct {
 	phase, message string
+	progress       string
 	events         []string
 	paused, locked bool
 	sts            string // the etcd StatefulSet's uid, "" if none
@@ -161,7 +162,7 @@ func observe(t *testing.T, r *Reconciler, rs *kubermaticv1.EtcdRestore) outcome 
 	t.Helper()
 	ctx := context.Background()
 	st := get(t, r, rs).EffectiveStatus()
-	o := outcome{phase: st.Phase, message: st.Message}
+	o := outcome{phase: st.Phase, message: st.Message, progress: st.Progress}
 	var c kubermaticv1.Cluster
 	if err := r.Client.Get(ctx, types.NamespacedName{Name: "a"}, &c); err == nil {
 		o.paused, o.locked = c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore] != ""
@@ -181,6 +182,13 @@ func observe(t *testing.T, r *Reconciler, rs *kubermaticv1.EtcdRestore) outcome 
 	}
 	o.pvcs = len(pvcs.Items)
 	return o
+}
+
+// progressOf is how status.progress (the kubectl column) starts in each phase.
+var progressOf = map[string]string{
+	kubermaticv1.RestorePhaseStarted:       "tearing down",
+	kubermaticv1.RestorePhaseStsRebuilding: "members restored ",
+	kubermaticv1.RestorePhaseCompleted:     "done: members restored 1/1",
 }
 
 // The phase machine, one reconcile per case: each step (prepare, teardown, rebuild, finished)
@@ -263,6 +271,18 @@ func TestPhaseMachine(t *testing.T) {
 			phase: kubermaticv1.RestorePhaseCompleted, reason: "Completed", says: "restored from backup", sts: "rebuilt-sts"},
 		{name: "rebuild: waits for ready pods", setup: func(f *phaseFixture) { f.rebuilding(); f.sts.Status.ReadyReplicas = 0 },
 			phase: kubermaticv1.RestorePhaseStsRebuilding, says: "0 of 1 etcd pods ready", paused: true, locked: true, sts: "rebuilt-sts"},
+		{name: "rebuild: reports the members restored", setup: func(f *phaseFixture) {
+			f.rebuilding()
+			f.sts.Status.ReadyReplicas = 0
+			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
+				Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}}}}
+		}, phase: kubermaticv1.RestorePhaseStsRebuilding, says: "members restored 1/1; waiting for 0 of 1 etcd pods ready", paused: true, locked: true, sts: "rebuilt-sts"},
+		{name: "rebuild: names the members still restoring", setup: func(f *phaseFixture) {
+			f.rebuilding()
+			f.sts.Status.ReadyReplicas = 0
+			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
+				Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}}}}
+		}, phase: kubermaticv1.RestorePhaseStsRebuilding, says: "members restored 0/1 (restore step running in etcd-0)", paused: true, locked: true, sts: "rebuilt-sts"},
 		{name: "rebuild: times out", setup: func(f *phaseFixture) {
 			f.rebuilding()
 			f.sts.Status.ReadyReplicas = 0
@@ -278,7 +298,7 @@ func TestPhaseMachine(t *testing.T) {
 		// finished
 		{name: "completed: nothing to do", setup: func(f *phaseFixture) {
 			f.rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
-			f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, Message: "done"}
+			f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, Message: "done", Progress: "done: members restored 1/1"}
 		}, phase: kubermaticv1.RestorePhaseCompleted, says: "done", sts: "old-sts", pvcs: 1},
 		{name: "failed: nothing to do", setup: func(f *phaseFixture) {
 			f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseFailed, Message: "earlier"}
@@ -304,6 +324,9 @@ func TestPhaseMachine(t *testing.T) {
 			}
 			if got.paused != tc.paused || got.locked != tc.locked {
 				t.Errorf("cluster paused=%v locked=%v, want paused=%v locked=%v", got.paused, got.locked, tc.paused, tc.locked)
+			}
+			if want := progressOf[tc.phase]; want != "" && !strings.HasPrefix(got.progress, want) {
+				t.Errorf("progress %q, want it to start %q", got.progress, want)
 			}
 			if got.sts != tc.sts || got.pvcs != tc.pvcs {
 				t.Errorf("StatefulSet %q and %d PVCs, want %q and %d", got.sts, got.pvcs, tc.sts, tc.pvcs)

@@ -57,6 +57,7 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		if err := r.setPhase(ctx, rs, "", corev1.EventTypeNormal, "Verifying", fmt.Sprintf("cluster %s locked; verifying backup %s", cluster.Name, rs.Spec.BackupName), func(s *kubermaticv1.EtcdRestoreStatus) {
 			t := metav1.NewTime(r.now())
 			s.StartTime = &t
+			s.Progress = "verifying"
 		}); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -137,6 +138,7 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		rs.Spec.BackupName, took.Round(time.Millisecond), v.Size, v.SnapshotSize, v.SHA256, cluster.Name)
 	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted, corev1.EventTypeNormal, "Started", msg, func(s *kubermaticv1.EtcdRestoreStatus) {
 		s.Destination, s.ObjectKey, s.SHA256 = dest.Name, backup.ObjectKey, v.SHA256
+		s.Progress = "tearing down"
 	})
 }
 

@@ -43,7 +43,7 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: saved.Name}, &sts); err != nil {
 		if apierrors.IsNotFound(err) {
 			return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted, corev1.EventTypeWarning, "StatefulSetGone",
-				"the rebuilt StatefulSet was deleted; rebuilding it again", nil)
+				"the rebuilt StatefulSet was deleted; rebuilding it again", func(s *kubermaticv1.EtcdRestoreStatus) { s.Progress = "tearing down" })
 		}
 		return ctrl.Result{}, err
 	}
@@ -77,7 +77,15 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		if r.expired(rs) {
 			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RebuildTimeout", fmt.Sprintf("after %s etcd is not healthy: %s.", r.Opts.Timeout, waiting))
 		}
-		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", "waiting for "+waiting, nil)
+		done, running := membersRestored(pods)
+		progress := fmt.Sprintf("members restored %d/%d", done, want)
+		msg := fmt.Sprintf("%s; waiting for %s", progress, waiting)
+		if len(running) > 0 {
+			msg = fmt.Sprintf("%s (restore step running in %s); waiting for %s", progress, strings.Join(running, ", "), waiting)
+		}
+		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", msg, func(s *kubermaticv1.EtcdRestoreStatus) {
+			s.Progress = progress
+		})
 	}
 
 	// Whole again. The StatefulSet gets its own spec back, so that a member replaced later
@@ -98,6 +106,7 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster unlocked and %s (%s in all)",
 		cluster.Name, rs.Spec.BackupName, want, took.Round(time.Millisecond), pauseWord(cluster), total.Round(time.Millisecond)), func(s *kubermaticv1.EtcdRestoreStatus) {
 		s.RestoreTime = metav1.NewTime(r.now())
+		s.Progress = fmt.Sprintf("done: members restored %d/%d", want, want)
 	}); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -105,6 +114,25 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		r.Metrics.Finished("completed")
 	}
 	return ctrl.Result{}, r.removeFinalizer(ctx, rs)
+}
+
+// membersRestored counts the member pods whose restore step finished (exit 0) and names
+// those where it runs.
+func membersRestored(pods []corev1.Pod) (done int, running []string) {
+	for _, p := range pods {
+		for _, s := range p.Status.InitContainerStatuses {
+			if s.Name != StepContainer {
+				continue
+			}
+			switch {
+			case s.State.Terminated != nil && s.State.Terminated.ExitCode == 0:
+				done++
+			case s.State.Running != nil:
+				running = append(running, p.Name)
+			}
+		}
+	}
+	return done, running
 }
 
 // stepFailed reports a pod whose restore step failed for good: exited non-zero and was

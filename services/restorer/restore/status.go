@@ -28,7 +28,7 @@ func (r *Reconciler) setPhase(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 	if mutate != nil {
 		mutate(s)
 	}
-	if !changed && mutate == nil {
+	if !changed && (mutate == nil || sameJSON(state, rs.Status)) {
 		return nil
 	}
 	if err := r.writeStatus(ctx, rs, state); err != nil {

@@ -124,7 +124,9 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	r.observe("teardown", took)
 	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStsRebuilding, corev1.EventTypeNormal, "StsRebuilding",
 		fmt.Sprintf("old StatefulSet, PVCs and pods gone after %s; StatefulSet %s recreated with the restore step, waiting for %d members to restore and become healthy",
-			took.Round(time.Millisecond), rebuilt.Name, replicas(rebuilt)), nil)
+			took.Round(time.Millisecond), rebuilt.Name, replicas(rebuilt)), func(s *kubermaticv1.EtcdRestoreStatus) {
+			s.Progress = fmt.Sprintf("members restored 0/%d", replicas(rebuilt))
+		})
 }
 
 // deleteOld deletes the etcd StatefulSet (unless it is the one this restore built) and the

@@ -16,6 +16,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
@@ -55,6 +56,8 @@ type Handler struct {
 	// Level and Concurrency are the zstd encoder's (backupformat.NewWriter).
 	Level       zstd.EncoderLevel
 	Concurrency int
+	// ProgressEvery is how often a running snapshot reports its bytes (0: progress.Interval).
+	ProgressEvery time.Duration
 	// Destinations resolves the config's destination and what its backups are encrypted to
 	// (nil: never encrypted).
 	Destinations Sealer
@@ -192,7 +195,7 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 	if err != nil {
 		return nil, err
 	}
-	cli, member, rev, err := h.healthyMember(ctx, target)
+	cli, member, rev, dbSize, err := h.healthyMember(ctx, target)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +216,17 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 	defer resp.Snapshot.Close()
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
-	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+codecName(seal), v, h.Level, h.Concurrency, seal)
+	streamed := &progress.Reader{R: v}
+	stop := progress.Every(ctx, h.progressEvery(), func() {
+		done := streamed.N()
+		ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING, "taking snapshot: "+progress.Say(done, dbSize))
+		ev.BytesDone, ev.BytesTotal = uint64(done), uint64(max(dbSize, 0))
+		if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
+			h.Log.Warn("publish progress", "backup", req.GetBackupName(), "err", err)
+		}
+	})
+	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+codecName(seal), streamed, h.Level, h.Concurrency, seal)
+	stop()
 	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
@@ -234,6 +247,13 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 		Recipients:     strings.Join(seal.Fingerprints, ","),
 		KeyCount:       keys,
 	}, nil
+}
+
+func (h *Handler) progressEvery() time.Duration {
+	if h.ProgressEvery > 0 {
+		return h.ProgressEvery
+	}
+	return progress.Interval
 }
 
 // sealing returns what the backups of destination dest (the config's) are encrypted to.
@@ -264,7 +284,7 @@ func codecName(seal backupformat.Encryption) string {
 // healthyMember returns a client of the first member that answers a status request, and the
 // member's revision then: etcd's snapshot stream carries no revision, and the snapshot, which
 // starts right after, holds at least this one. A snapshot is taken from exactly one member.
-func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, int64, error) {
+func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, int64, int64, error) {
 	var errs []string
 	for _, ep := range t.Endpoints {
 		cli, err := clientv3.New(clientv3.Config{
@@ -284,7 +304,7 @@ func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clien
 		st, err := cli.Status(sctx, ep)
 		cancel()
 		if err == nil && len(st.Errors) == 0 {
-			return cli, ep, st.Header.GetRevision(), nil
+			return cli, ep, st.Header.GetRevision(), st.DbSize, nil
 		}
 		if err == nil {
 			err = errors.New(strings.Join(st.Errors, "; "))
@@ -292,7 +312,7 @@ func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clien
 		errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
 		_ = cli.Close()
 	}
-	return nil, "", 0, fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
+	return nil, "", 0, 0, fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
 }
 
 func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, message string) {

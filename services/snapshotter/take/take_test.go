@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
+	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
@@ -118,5 +121,66 @@ func TestRequestOfAConfigBeingDeletedEndsFailed(t *testing.T) {
 	}
 	if ev.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(ev.GetMessage(), "being deleted") || ev.GetBackupName() != req.GetBackupName() {
 		t.Fatalf("status %v, want the backup Failed because its config is being deleted", &ev)
+	}
+}
+
+// A running snapshot reports its bytes streamed of etcd's database size, in its message and
+// in structured fields, at least every ProgressEvery; the snapshot itself is whole.
+func TestSnapshotReportsProgress(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	value := strings.Repeat("x", 32<<10)
+	for i := range 600 { // about 20 MiB
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%04d", i), value+fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	js := natstest.Bus(t, 256<<20)
+	h, req := silentEtcd(t)
+	h.JS, h.ProgressEvery, h.Level = js, time.Millisecond, backupformat.Level
+	c := h.Reader.(client.Client)
+	var cluster kubermaticv1.Cluster
+	if err := c.Get(ctx, client.ObjectKey{Name: "c"}, &cluster); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Annotations[kubermaticv1.AnnotationEtcdEndpoints] = e.Endpoint
+	if err := c.Update(ctx, &cluster); err != nil {
+		t.Fatal(err)
+	}
+	ready, err := h.take(ctx, req, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, bus.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reports int
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev etcdbackupv1.StatusEvent
+		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(ev.GetMessage(), "taking snapshot: ") {
+			continue
+		}
+		reports++
+		// The total is etcd's database size as its status reports it, near the snapshot's.
+		if ev.GetBytesTotal() < ready.GetSnapshotSize()/2 || ev.GetBytesTotal() > 2*ready.GetSnapshotSize() || ev.GetBytesDone() > ready.GetSnapshotSize() || !strings.Contains(ev.GetMessage(), " MiB (") {
+			t.Fatalf("progress %q: %d of %d bytes; the snapshot had %d", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal(), ready.GetSnapshotSize())
+		}
+	}
+	if reports == 0 {
+		t.Fatal("no progress report from a 20 MiB snapshot at a 1 ms interval")
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
@@ -82,6 +83,15 @@ type Handler struct {
 	Threads  uint
 	Log      *slog.Logger
 	Metrics  Metrics
+	// ProgressEvery is how often a running upload reports its bytes (0: progress.Interval).
+	ProgressEvery time.Duration
+}
+
+func (h *Handler) progressEvery() time.Duration {
+	if h.ProgressEvery > 0 {
+		return h.ProgressEvery
+	}
+	return progress.Interval
 }
 
 // Handle stores one staged snapshot (the typed handler of the uploader consumer: wrap it with
@@ -282,12 +292,23 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	if n := ready.GetKeyCount(); n > 0 {
 		meta[backupformat.MetaKeyCount] = strconv.FormatInt(n, 10)
 	}
+	uploaded := &progress.Counter{}
+	stop := progress.Every(ctx, h.progressEvery(), func() {
+		done := uploaded.N()
+		ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING, "uploading: "+progress.Say(done, size))
+		ev.BytesDone, ev.BytesTotal = uint64(done), uint64(size)
+		if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
+			log.Warn("publish progress", "err", err)
+		}
+	})
 	_, err = s3.PutObject(ctx, dest.BucketName, key, body, size, minio.PutObjectOptions{
 		ContentType:  backupformat.ContentType,
 		PartSize:     h.PartSize,
 		NumThreads:   h.Threads,
 		UserMetadata: meta,
+		Progress:     uploaded,
 	})
+	stop()
 	if err != nil {
 		if code := minio.ToErrorResponse(err).Code; code == "NoSuchBucket" {
 			return nil, bus.Permanent(fmt.Errorf("bucket %q of destination %q does not exist", dest.BucketName, dest.Name))

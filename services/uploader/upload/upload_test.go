@@ -68,6 +68,8 @@ type fixture struct {
 	msg      jetstream.Msg
 	handle   bus.Handler
 	uploaded int64
+	// stagedSize is the size of the backup as it is stored.
+	stagedSize uint64
 }
 
 // validRequest is a request the scheduler would send for config cluster-c/cfg.
@@ -137,6 +139,7 @@ func setupSealed(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 		staged, ready.StoredSize, ready.StoredSha256 = buf.Bytes(), uint64(enc.Size()), enc.SHA256()
 		ready.Codec, ready.Recipients = enc.Codec(), strings.Join(seal.Fingerprints, ",")
 	}
+	f.stagedSize = uint64(len(staged))
 	if _, err := staging.Put(ctx, js, bus.StagingBucket, bus.MsgID(req), "test", bytes.NewReader(staged)); err != nil {
 		t.Fatal(err)
 	}
@@ -534,5 +537,30 @@ func TestEncryptingDestination(t *testing.T) {
 				t.Fatalf("open with the identity: %v (%d bytes, want %d)", err, out.Len(), len(f.snapshot))
 			}
 		})
+	}
+}
+
+// A running upload reports its bytes stored of the backup's size, in its message and in
+// structured fields, at least every ProgressEvery.
+func TestUploadReportsProgress(t *testing.T) {
+	f := setup(t)
+	f.h.ProgressEvery = 50 * time.Microsecond
+	f.h.PartSize = 5 << 20
+	ctx := context.Background()
+	if err := f.handle(ctx, f.msg); err != nil {
+		t.Fatal(err)
+	}
+	var reports int
+	for _, ev := range f.statusEvents(t) {
+		if !strings.HasPrefix(ev.GetMessage(), "uploading: ") {
+			continue
+		}
+		reports++
+		if ev.GetBytesTotal() != f.stagedSize || ev.GetBytesDone() > ev.GetBytesTotal() {
+			t.Fatalf("progress %q: %d of %d bytes; the backup is %d", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal(), f.stagedSize)
+		}
+	}
+	if reports == 0 {
+		t.Fatal("no progress report at a 50 µs interval")
 	}
 }

@@ -1,0 +1,77 @@
+// Package progress reports how far a long stage got: a Reader that counts the bytes through
+// it, a ticker that calls a report at least every Interval while the stage runs, and the
+// words of a report ("512 of 1,174 MiB (43%)").
+package progress
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+)
+
+// Interval is how often a running snapshot, upload or restore reports its progress.
+const Interval = 5 * time.Second
+
+// Reader counts the bytes read through it; N may be read from any goroutine.
+type Reader struct {
+	R io.Reader
+	n atomic.Int64
+}
+
+func (r *Reader) Read(p []byte) (int, error) {
+	n, err := r.R.Read(p)
+	r.n.Add(int64(n))
+	return n, err
+}
+
+// N is the number of bytes read so far.
+func (r *Reader) N() int64 { return r.n.Load() }
+
+// Counter counts bytes it is told of by being read from: minio-go's PutObjectOptions.Progress
+// reads from it as many bytes as it uploaded.
+type Counter struct{ n atomic.Int64 }
+
+func (c *Counter) Read(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// N is the number of bytes counted so far.
+func (c *Counter) N() int64 { return c.n.Load() }
+
+// Every calls report every d until the returned stop is called (or ctx ends); stop waits for
+// a report under way.
+func Every(ctx context.Context, d time.Duration, report func()) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				report()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+// Say words done of total bytes: "512 of 1174 MiB (43%)", or "512 MiB" when total is not known.
+func Say(done, total int64) string {
+	if total <= 0 {
+		return fmt.Sprintf("%d MiB", done>>20)
+	}
+	pct := min(100, done*100/total)
+	return fmt.Sprintf("%d of %d MiB (%d%%)", done>>20, total>>20, pct)
+}

@@ -1,0 +1,48 @@
+package progress
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSay(t *testing.T) {
+	for _, tc := range []struct {
+		done, total int64
+		want        string
+	}{
+		{512 << 20, 1174 << 20, "512 of 1174 MiB (43%)"},
+		{1200 << 20, 1174 << 20, "1200 of 1174 MiB (100%)"}, // a snapshot a little larger than the db it was sized by
+		{3 << 20, 0, "3 MiB"},
+	} {
+		if got := Say(tc.done, tc.total); got != tc.want {
+			t.Errorf("Say(%d, %d) = %q, want %q", tc.done, tc.total, got, tc.want)
+		}
+	}
+}
+
+func TestReaderCounterAndEvery(t *testing.T) {
+	r := &Reader{R: bytes.NewReader(make([]byte, 3<<20))}
+	if n, err := io.Copy(io.Discard, r); err != nil || n != 3<<20 || r.N() != 3<<20 {
+		t.Fatalf("copied %d (%v), counted %d", n, err, r.N())
+	}
+	c := &Counter{}
+	_, _ = c.Read(make([]byte, 100))
+	_, _ = c.Read(make([]byte, 23))
+	if c.N() != 123 {
+		t.Fatalf("counter %d, want 123", c.N())
+	}
+	var calls atomic.Int32
+	stop := Every(context.Background(), time.Millisecond, func() { calls.Add(1) })
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.Load() < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond) // polling the condition, not waiting for it to happen
+	}
+	stop()
+	if n := calls.Load(); n < 3 {
+		t.Fatalf("%d reports in 10 s at a 1 ms interval", n)
+	}
+}

@@ -86,18 +86,7 @@ func TestEncryptedBackupAndRestore(t *testing.T) {
 		t.Fatalf("restore with a wrong identity: %s: %s", failed.Status.Phase, failed.Status.Message)
 	}
 	waitEvent(t, ctx, ns, rs.Name, corev1.EventTypeWarning, "DecryptionFailed")
-	var c kubermaticv1.Cluster
-	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
-		t.Fatal(err)
-	}
-	var after appsv1.StatefulSet
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet}, &after); err != nil {
-		t.Fatal(err)
-	}
-	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || after.UID != before.UID || len(k.Steps()) != 0 {
-		t.Fatalf("after a decryption failure: paused=%v, locked by %q, StatefulSet %s (was %s), %d steps; want nothing changed",
-			c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore], after.UID, before.UID, len(k.Steps()))
-	}
+	assertUntouched(t, ctx, k, cluster, before.UID, "a decryption failure")
 
 	if _, err := cli.Put(ctx, "/registry/after-the-backup", "v"); err != nil {
 		t.Fatal(err)

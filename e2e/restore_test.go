@@ -566,17 +566,10 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	if strings.Contains(done.Status.Message+ev.Note, wrongKey) {
 		t.Fatal("the secret key reached the restore's status or Event")
 	}
+	assertUntouched(t, ctx, k, cluster, before.UID, "refused credentials")
 	var c kubermaticv1.Cluster
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)
-	}
-	var after appsv1.StatefulSet
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet}, &after); err != nil {
-		t.Fatal(err)
-	}
-	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || after.UID != before.UID || len(k.Steps()) != 0 {
-		t.Fatalf("after refused credentials: cluster paused=%v, locked by %q, StatefulSet %s (was %s), %d restore steps run; want nothing changed",
-			c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore], after.UID, before.UID, len(k.Steps()))
 	}
 	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: restore.SavedName(rs)}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the copied credentials after the failure: %v, want deleted", err)
@@ -864,5 +857,23 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// assertUntouched fails t unless the cluster runs, unlocked, with the etcd StatefulSet of uid
+// before, and no restore step ran: what a restore that failed before teardown leaves.
+func assertUntouched(t *testing.T, ctx context.Context, k *sandbox.Kubelet, cluster string, before types.UID, what string) {
+	t.Helper()
+	var c kubermaticv1.Cluster
+	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
+		t.Fatal(err)
+	}
+	var after appsv1.StatefulSet
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + cluster, Name: sandbox.EtcdStatefulSet}, &after); err != nil {
+		t.Fatal(err)
+	}
+	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || after.UID != before || len(k.Steps()) != 0 {
+		t.Fatalf("after %s: cluster paused=%v, locked by %q, StatefulSet %s (was %s), %d restore steps run; want nothing changed",
+			what, c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore], after.UID, before, len(k.Steps()))
 	}
 }

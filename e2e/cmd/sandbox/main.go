@@ -159,10 +159,18 @@ plays, and a one-time backup by EtcdBackupConfig "before-restore". Restore from 
   kubectl -n %s get etcdrestore demo-restore -o yaml
   nats $WATCHER sub 'etcdbackup.status.restorer'
 
+Encryption and drills: destination %q encrypts backups with age (recipients in secret
+%s/%s, the identity in %s/%s); a drill restores a config's newest backup on a schedule:
+
+  kubectl -n %s patch etcdbackupconfig daily-backup --type merge -p '{"spec":{"destination":"%s"}}'
+  kubectl -n %s annotate etcdbackupconfig daily-backup etcdbackup.k8c.io/drill-schedule='@every 5m'
+  kubectl -n %s get etcdbackupconfig daily-backup -o jsonpath='{.status.conditions.BackupRestorable}'
+
 S3 (versitygw) listens on %s, bucket %s; credentials are in secret %s/%s.
 Logs: %s/logs. Ctrl-C stops everything.
 `, schedule, sandbox.DemoCluster, env.API.Kubeconfig, tools, ns, ns,
 		strings.Join(env.NATSCLIFlags(bus.IdentityWatcher), " "), strings.Join(env.NATSCLIFlags(bus.IdentityTrigger), " "), ns,
 		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns,
+		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace, sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns,
 		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir)
 }

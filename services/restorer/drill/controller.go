@@ -119,8 +119,8 @@ func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if c.Metrics.Passed != nil {
 			c.Metrics.Passed(cfg.Namespace, cfg.Name, at)
 		}
-		msg := fmt.Sprintf("backup %s restored in a drill at %s: %d keys at revision %d, %d MiB of snapshot, in %s",
-			backup.BackupName, at.UTC().Format(time.RFC3339), res.Keys, res.Revision, res.SnapshotSize>>20, res.Took.Round(time.Millisecond))
+		msg := fmt.Sprintf("backup %s restored in a drill at %s: %d keys at revision %d, %.1f MiB of snapshot, in %s",
+			backup.BackupName, at.UTC().Format(time.RFC3339), res.Keys, res.Revision, float64(res.SnapshotSize)/(1<<20), res.Took.Round(time.Millisecond))
 		c.publish(ctx, &cfg, backup, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
 		if err := c.markRestorable(ctx, &cfg, backup.BackupName); err != nil {
 			return ctrl.Result{}, err

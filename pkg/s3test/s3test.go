@@ -31,7 +31,11 @@ type Server struct {
 	http *httptest.Server
 	// allowed, when set, is the only access keys the server accepts (gofakes3 accepts any).
 	allowed atomic.Pointer[[]string]
+	heads   atomic.Int64
 }
+
+// Heads is how many HEAD requests (object metadata reads) the server has answered.
+func (s *Server) Heads() int64 { return s.heads.Load() }
 
 // Allow makes the server refuse (403 AccessDenied) every request signed with an access key
 // other than keys, as a store does with keys it does not know or that lack the right.
@@ -39,6 +43,9 @@ func (s *Server) Allow(keys ...string) { s.allowed.Store(&keys) }
 
 func (s *Server) refuse(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead {
+			s.heads.Add(1)
+		}
 		if keys := s.allowed.Load(); keys != nil {
 			_, cred, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
 			key, _, _ := strings.Cut(cred, "/")

@@ -334,3 +334,22 @@ func TestPhaseMachine(t *testing.T) {
 		})
 	}
 }
+
+// The pods' credentials are proven against the bucket once before the teardown deletes
+// anything; the polls while the old pods go do not ask the bucket again.
+func TestTeardownProvesCredentialsOnce(t *testing.T) {
+	f := newPhaseFixture(t)
+	f.started()
+	f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}}
+	r, _ := f.build()
+	before := f.s3.Heads()
+	for range 4 {
+		reconcile(t, r, f.rs)
+	}
+	if got := observe(t, r, f.rs); got.phase != kubermaticv1.RestorePhaseStarted || !strings.Contains(got.message, "pods to be deleted") {
+		t.Fatalf("phase %s: %s; want the teardown waiting for the pods", got.phase, got.message)
+	}
+	if n := f.s3.Heads() - before; n != 1 {
+		t.Fatalf("%d metadata reads of the backup over 4 teardown polls, want 1 (before anything was deleted)", n)
+	}
+}

@@ -63,8 +63,16 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	if err == nil {
 		ids, err = r.identities(ctx, rs, cluster, dest)
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case saved == nil:
+		// Nothing is deleted yet: the pods' credentials are proven once more, so that a change
+		// since prepare fails the restore while the cluster is whole.
 		secret, err = r.proveCredentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, rs.Status.SHA256, ids)
+	default:
+		// The teardown is under way and was proven before it began: each poll only makes sure
+		// the pods' Secret is there (no request to the bucket per poll).
+		secret, _, _, _, err = r.credentials(ctx, rs, cluster, dest, ids)
 	}
 	if err != nil {
 		reason := credentialsReason(err)

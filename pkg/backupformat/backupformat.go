@@ -180,14 +180,6 @@ type SinkError struct{ Err error }
 func (e *SinkError) Error() string { return "write the snapshot: " + e.Err.Error() }
 func (e *SinkError) Unwrap() error { return e.Err }
 
-// Decode reads a stored backup from r, decompresses it into out and proves it intact in the
-// same pass: the stored bytes' sha256 against want (its MetaSHA256), zstd, and etcd's
-// trailing hash and size rule. Memory stays flat whatever the size. A broken r is a
-// *SourceError, a failing out a *SinkError, anything else wraps ErrCorrupt.
-func Decode(r io.Reader, want string, out io.Writer) (Decoded, error) {
-	return Open(r, Stored{SHA256: want}, nil, out)
-}
-
 // Stored is what an object's metadata says of its bytes.
 type Stored struct {
 	// SHA256 is MetaSHA256.
@@ -203,10 +195,13 @@ func StoredFrom(meta map[string]string) Stored {
 	return Stored{SHA256: meta[MetaSHA256], Codec: meta[MetaCodec], Recipients: meta[MetaRecipients]}
 }
 
-// Open is Decode for a backup that may be encrypted: an object whose codec is CodecZstdAge
-// is decrypted with identities on the way (one of them must match a recipient, or the error
-// wraps ErrDecrypt and names the recipients' fingerprints). The stored bytes' sha256 is
-// checked as with Decode, so a backup whose bytes changed is ErrCorrupt, not ErrDecrypt.
+// Open reads a stored backup from r, decrypts it when its codec is CodecZstdAge (with
+// identities: one of them must match a recipient, or the error wraps ErrDecrypt and names
+// the recipients' fingerprints), decompresses it into out and proves it intact in the same
+// pass: the stored bytes' sha256 against st.SHA256 (its MetaSHA256), zstd, and etcd's
+// trailing hash and size rule. Memory stays flat whatever the size. A broken r is a
+// *SourceError, a failing out a *SinkError, anything else wraps ErrCorrupt (a backup whose
+// bytes changed is ErrCorrupt, not ErrDecrypt).
 func Open(r io.Reader, st Stored, identities []age.Identity, out io.Writer) (Decoded, error) {
 	want := st.SHA256
 	if want == "" {

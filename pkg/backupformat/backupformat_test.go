@@ -33,7 +33,7 @@ func encode(t *testing.T, snap []byte) ([]byte, *Writer) {
 	return buf.Bytes(), w
 }
 
-func TestWriterAndDecode(t *testing.T) {
+func TestWriterAndOpen(t *testing.T) {
 	snap := fakeSnapshot(2048)
 	stored, w := encode(t, snap)
 	if w.Size() != int64(len(stored)) {
@@ -47,12 +47,12 @@ func TestWriterAndDecode(t *testing.T) {
 		t.Fatalf("stored %d bytes of a %d-byte repetitive snapshot: not compressed", len(stored), len(snap))
 	}
 	var out bytes.Buffer
-	d, err := Decode(iotest.OneByteReader(bytes.NewReader(stored)), w.SHA256(), &out)
+	d, err := Open(iotest.OneByteReader(bytes.NewReader(stored)), Stored{SHA256: w.SHA256()}, nil, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(out.Bytes(), snap) || d.Size != int64(len(stored)) || d.SnapshotSize != int64(len(snap)) || d.SHA256 != w.SHA256() {
-		t.Fatalf("Decode = %+v, %d bytes out", d, out.Len())
+		t.Fatalf("Open = %+v, %d bytes out", d, out.Len())
 	}
 }
 
@@ -79,24 +79,24 @@ func TestDecodeRefuses(t *testing.T) {
 		{"not zstd", bytes.Repeat([]byte{1}, 100), hexOf(func() []byte { s := sha256.Sum256(bytes.Repeat([]byte{1}, 100)); return s[:] }()), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Decode(bytes.NewReader(tc.stored), tc.want, io.Discard)
+			_, err := Open(bytes.NewReader(tc.stored), Stored{SHA256: tc.want}, nil, io.Discard)
 			if err == nil || !tc.is(err) {
-				t.Fatalf("Decode = %v", err)
+				t.Fatalf("Open = %v", err)
 			}
 		})
 	}
 	t.Run("a broken download is the source's fault", func(t *testing.T) {
-		_, err := Decode(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)), w.SHA256(), io.Discard)
+		_, err := Open(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)), Stored{SHA256: w.SHA256()}, nil, io.Discard)
 		var se *SourceError
 		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
-			t.Fatalf("Decode = %v, want a SourceError", err)
+			t.Fatalf("Open = %v, want a SourceError", err)
 		}
 	})
 	t.Run("a failing sink is the sink's fault", func(t *testing.T) {
-		_, err := Decode(bytes.NewReader(good), w.SHA256(), failingWriter{})
+		_, err := Open(bytes.NewReader(good), Stored{SHA256: w.SHA256()}, nil, failingWriter{})
 		var se *SinkError
 		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
-			t.Fatalf("Decode = %v, want a SinkError", err)
+			t.Fatalf("Open = %v, want a SinkError", err)
 		}
 	})
 }

@@ -125,7 +125,7 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 }
 
 // check downloads the backup, decompresses it into out and proves it intact
-// (backupformat.Decode), and, with verified set, that it is the object of that sha256. Errors of the download or of out are returned as they are;
+// (backupformat.Open, decrypting with ids), and, with verified set, that it is the object of that sha256. Errors of the download or of out are returned as they are;
 // ErrCorrupt means the backup itself is bad.
 func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, out io.Writer) (Verified, error) {
 	info, want, err := stat(ctx, s3, bucket, key)

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 )
 
 // Names the restorer gives what it creates.
@@ -181,7 +182,7 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 			secretEnv(kubermaticv1.SecretSecretAccessKey),
 			// The identities of an encrypted backup; absent for one that is not.
 			{Name: IdentityEnv, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: step.Secret}, Key: IdentityEnv, Optional: ptrTrue(),
+				LocalObjectReference: corev1.LocalObjectReference{Name: step.Secret}, Key: IdentityEnv, Optional: ptr.To(true),
 			}}},
 		},
 		VolumeMounts:             etcd.VolumeMounts,
@@ -192,5 +193,3 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 	pod.InitContainers = append([]corev1.Container{c}, pod.InitContainers...)
 	return sts, nil
 }
-
-func ptrTrue() *bool { t := true; return &t }

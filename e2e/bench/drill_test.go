@@ -21,16 +21,9 @@ var drillTook = regexp.MustCompile(` in ([0-9.]+m?s|[0-9]+m[0-9.]+s)$`)
 // lets the restorer drill it: the drill's own duration (from its condition) and the
 // restorer's peak anonymous memory and RSS while it ran.
 func BenchmarkDrill(b *testing.B) {
-	mib := benchMiB(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	env := startEnv(b, ctx, nil, nil)
-	cli, err := env.DemoEtcdClient()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	dbSize := fill(b, ctx, cli, env.DemoEtcd.Endpoint, mib)
+	env, dbSize := filledEnv(b, ctx)
 	ns := "cluster-" + sandbox.DemoCluster
 	cfg := &kubermaticv1.EtcdBackupConfig{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drilled", Annotations: map[string]string{kubermaticv1.AnnotationDrillSchedule: "@every 24h"}},

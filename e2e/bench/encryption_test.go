@@ -18,16 +18,9 @@ import (
 // while it ran. ETCDBACKUP_BENCH_MIB sizes the database (256 by default; 1100 for issue 12's
 // figure).
 func BenchmarkEncryptionCost(b *testing.B) {
-	mib := benchMiB(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	env := startEnv(b, ctx, nil, nil)
-	cli, err := env.DemoEtcdClient()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cli.Close()
-	dbSize := fill(b, ctx, cli, env.DemoEtcd.Endpoint, mib)
+	env, dbSize := filledEnv(b, ctx)
 	ns := "cluster-" + sandbox.DemoCluster
 	for _, dest := range []string{"warm-up", sandbox.Destination, sandbox.SealedDestination} {
 		to := dest
@@ -76,4 +69,17 @@ func BenchmarkEncryptionCost(b *testing.B) {
 		b.ReportMetric(float64(dbSize)/(1<<20), "db-MiB")
 		b.ReportMetric(seconds["age"]/seconds["plain"], "age/plain-time")
 	}
+}
+
+// filledEnv starts the sandbox with the deployed services and fills the demo etcd with
+// ETCDBACKUP_BENCH_MIB of Kubernetes-like objects; it returns the database's size.
+func filledEnv(b *testing.B, ctx context.Context) (*sandbox.Env, int64) {
+	b.Helper()
+	env := startEnv(b, ctx, nil, nil)
+	cli, err := env.DemoEtcdClient()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	return env, fill(b, ctx, cli, env.DemoEtcd.Endpoint, benchMiB(b))
 }

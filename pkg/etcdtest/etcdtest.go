@@ -2,7 +2,9 @@
 package etcdtest
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"testing"
@@ -78,6 +80,22 @@ func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// Snapshot returns the member's snapshot as etcd streams it (data and its sha256 trailer),
+// read whole: for tests' small databases.
+func (e *Etcd) Snapshot(t testing.TB) []byte {
+	t.Helper()
+	resp, err := e.Client(t).SnapshotWithVersion(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Snapshot.Close()
+	raw, err := io.ReadAll(resp.Snapshot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 // Stop stops the member.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -23,7 +22,8 @@ import (
 func snapshotOf(t *testing.T, n int) (raw []byte, rev, keys int64) {
 	t.Helper()
 	ctx := context.Background()
-	cli := etcdtest.Start(t).Client(t)
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
 	for i := range n {
 		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%03d", i), strings.Repeat("v", 100)); err != nil {
 			t.Fatal(err)
@@ -33,14 +33,7 @@ func snapshotOf(t *testing.T, n int) (raw []byte, rev, keys int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := cli.SnapshotWithVersion(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Snapshot.Close()
-	if raw, err = io.ReadAll(resp.Snapshot); err != nil {
-		t.Fatal(err)
-	}
+	raw = e.Snapshot(t)
 	return raw, cnt.Header.Revision, cnt.Count
 }
 

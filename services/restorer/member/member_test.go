@@ -7,14 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
-	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
@@ -34,16 +34,7 @@ func backupOf(t *testing.T, n int) []byte {
 			t.Fatal(err)
 		}
 	}
-	resp, err := cli.SnapshotWithVersion(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Snapshot.Close()
-	raw, err := io.ReadAll(resp.Snapshot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return e.Snapshot(t)
 }
 
 func compress(t *testing.T, raw []byte) []byte {

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -32,15 +31,7 @@ func TestRestoreStep(t *testing.T) {
 	if _, err := cli.Put(ctx, "/registry/k", "v"); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := cli.SnapshotWithVersion(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := io.ReadAll(resp.Snapshot)
-	resp.Snapshot.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := e.Snapshot(t)
 	var buf bytes.Buffer
 	enc, _ := zstd.NewWriter(&buf)
 	_, _ = enc.Write(raw)
@@ -102,15 +93,7 @@ func TestRestoreStep(t *testing.T) {
 func TestRestoreStepDecrypts(t *testing.T) {
 	ctx := context.Background()
 	e := etcdtest.Start(t)
-	resp, err := e.Client(t).SnapshotWithVersion(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := io.ReadAll(resp.Snapshot)
-	resp.Snapshot.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := e.Snapshot(t)
 	owner, _ := age.GenerateX25519Identity()
 	stranger, _ := age.GenerateX25519Identity()
 	seal, err := backupformat.ParseRecipients(owner.Recipient().String())

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -207,7 +209,34 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 	}
 	phases := watchPhases(t, ctx, "cluster-"+cluster)
 
+	// Each member's restore step stops once it has logged its download, as a slow download
+	// would hold it: the progress then says what each member fetched, read from the step's
+	// log through the API server (pods/log), in status and in kubectl's PROGRESS column.
+	k.HoldSteps()
 	rs := newRestore(t, ctx, cluster, "restore", b.BackupName)
+	fetched := regexp.MustCompile(`^members restored 0/3; fetched etcd-0 (\d+) of (\d+) KiB \(100%\), etcd-1 \d+ of \d+ KiB \(100%\), etcd-2 \d+ of \d+ KiB \(100%\)$`)
+	var held kubermaticv1.EtcdRestore
+	err := sandbox.Poll(ctx, 2*time.Minute, 100*time.Millisecond, func() (bool, error) {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &held); err != nil {
+			return false, err
+		}
+		return fetched.MatchString(held.Status.Progress), fmt.Errorf("%d steps held, phase %s, progress %q", k.Held(), held.Status.Phase, held.Status.Progress)
+	})
+	if err != nil {
+		k.ReleaseSteps()
+		t.Fatalf("the progress never showed each member's download: %v", err)
+	}
+	info, err := env.S3.Client().StatObject(ctx, sandbox.Bucket, b.ObjectKey, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := fetched.FindStringSubmatch(held.Status.Progress); m[1] != m[2] || m[2] != strconv.FormatInt(info.Size>>10, 10) {
+		t.Errorf("progress %q: etcd-0 fetched %s of %s KiB; the backup has %d KiB", held.Status.Progress, m[1], m[2], info.Size>>10)
+	}
+	if out := mustKubectl(t, nil, "-n", rs.Namespace, "get", "etcdrestores", rs.Name); !strings.Contains(out, "fetched etcd-0") {
+		t.Errorf("kubectl get etcdrestores while the members restore:\n%s", out)
+	}
+	k.ReleaseSteps()
 	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseFailed)
 	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
 		t.Fatalf("restore ended %s: %s\nkubelet: %v", done.Status.Phase, done.Status.Message, k.Err())
@@ -288,7 +317,7 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 		}
 	}
 	// The finalizer goes right after the phase (status and metadata are written apart).
-	err := sandbox.Poll(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
+	err = sandbox.Poll(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
 		var got kubermaticv1.EtcdRestore
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &got); err != nil {
 			return false, err

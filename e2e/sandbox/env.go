@@ -89,6 +89,7 @@ type Env struct {
 	Services []*Service
 	// ControllerManager is kube-controller-manager (see ControllerManagerControllers).
 	ControllerManager *Process
+	node              *node
 }
 
 // Service is a running service process.
@@ -127,6 +128,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		crds = filepath.Join(root, "deploy", "k8s", "crds")
 	}
 	if err := InstallCRDs(ctx, e.Client, crds); err != nil {
+		return nil, err
+	}
+	if err := e.startNode(ctx); err != nil {
 		return nil, err
 	}
 	if e.ControllerManager, err = StartControllerManager(ctx, opts.Dir, opts.ToolDir, e.API, e.Client); err != nil {
@@ -431,6 +435,7 @@ func (e *Env) Close() {
 	if e.ControllerManager != nil {
 		_ = e.ControllerManager.Stop()
 	}
+	e.node.stop()
 	if e.API != nil {
 		e.API.Stop()
 	}

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -57,8 +58,12 @@ type Kubelet struct {
 	err     error
 	// restarts counts failed init container runs per pod (uid), as the kubelet's RestartCount.
 	restarts map[types.UID]int32
-	cancel   context.CancelFunc
-	done     chan struct{}
+	// hold stops each restore step (SIGSTOP) once it logs download progress; held are the
+	// stopped ones, continued by ReleaseSteps.
+	hold   bool
+	held   []*os.Process
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // StepRun is one run of the restore step.
@@ -254,6 +259,10 @@ func (k *Kubelet) sync(ctx context.Context) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}
+	// Pods bound to the Node go only once the kubelet confirms they stopped.
+	if err := k.finishTerminating(ctx); err != nil {
+		return err
+	}
 	gone := apierrors.IsNotFound(err) || sts.DeletionTimestamp != nil
 	k.mu.Lock()
 	running := k.running
@@ -278,6 +287,27 @@ func (k *Kubelet) sync(ctx context.Context) error {
 	if err := k.start(ctx, &sts); err != nil {
 		k.retryAt = time.Now().Add(time.Second)
 		return err
+	}
+	return nil
+}
+
+// finishTerminating deletes, with grace period 0, the pods being deleted: as the kubelet does
+// once their containers stopped. (A pod bound to a Node is only marked for deletion until then.)
+// The members here are stopped with their StatefulSet, or keep running for its replacement
+// pods while it rolls.
+func (k *Kubelet) finishTerminating(ctx context.Context) error {
+	var pods corev1.PodList
+	if err := k.env.Client.List(ctx, &pods, client.InNamespace(k.NS)); err != nil {
+		return err
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp == nil || p.Spec.NodeName == "" {
+			continue
+		}
+		if err := k.env.Client.Delete(ctx, p, client.GracePeriodSeconds(0), client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+			return fmt.Errorf("delete terminating pod %s: %w", p.Name, err)
+		}
 	}
 	return nil
 }
@@ -328,6 +358,9 @@ func (k *Kubelet) start(ctx context.Context, sts *appsv1.StatefulSet) error {
 			return nil
 		}
 		if err != nil {
+			return err
+		}
+		if err := k.env.bind(ctx, pod); err != nil {
 			return err
 		}
 		members[i] = member{pod: pod, volume: filepath.Join(k.dir, "volumes", string(pvc.UID))}
@@ -459,11 +492,29 @@ func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 	if err := k.env.Client.Get(ctx, types.NamespacedName{Name: k.Cluster}, &cluster); err != nil {
 		return err
 	}
-	var stderr bytes.Buffer
+	if err := k.reportInitRunning(ctx, pod, c); err != nil {
+		return err
+	}
+	var out *liveLog
+	if k.env.node != nil {
+		out = k.env.node.log(pod.Namespace, pod.Name, c.Name)
+	} else {
+		out = &liveLog{}
+	}
 	cmd := exec.CommandContext(ctx, filepath.Join(k.env.Opts.ServiceDir, RestoreStep), args...)
-	cmd.Env, cmd.Stdout, cmd.Stderr = env, &stderr, &stderr
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, out, out
+	out.onLine = func(line []byte) {
+		if !bytes.Contains(line, []byte(`"bytes_done"`)) || cmd.Process == nil {
+			return
+		}
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.hold && cmd.Process.Signal(syscall.SIGSTOP) == nil {
+			k.held = append(k.held, cmd.Process)
+		}
+	}
 	runErr := cmd.Run()
-	run := StepRun{Pod: pod.Name, ClusterPaused: cluster.Spec.Pause, Log: stderr.String()}
+	run := StepRun{Pod: pod.Name, ClusterPaused: cluster.Spec.Pause, Log: out.String()}
 	if cmd.ProcessState != nil {
 		run.ExitCode = cmd.ProcessState.ExitCode()
 	}
@@ -471,9 +522,50 @@ func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 	k.steps = append(k.steps, run)
 	k.mu.Unlock()
 	if runErr != nil {
-		return &initError{container: c.Name, pod: pod.Name, code: run.ExitCode, log: stderr.String()}
+		return &initError{container: c.Name, pod: pod.Name, code: run.ExitCode, log: run.Log}
 	}
 	return nil
+}
+
+// HoldSteps makes every restore step from now on stop (SIGSTOP) right after it logs its
+// download progress, the way a slow download would hold it, until ReleaseSteps.
+func (k *Kubelet) HoldSteps() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.hold = true
+}
+
+// Held returns how many restore steps are stopped by HoldSteps.
+func (k *Kubelet) Held() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return len(k.held)
+}
+
+// ReleaseSteps continues the held restore steps and holds no more.
+func (k *Kubelet) ReleaseSteps() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.hold = false
+	for _, p := range k.held {
+		_ = p.Signal(syscall.SIGCONT)
+	}
+	k.held = nil
+}
+
+// reportInitRunning reports init container c of pod running, as the kubelet does while it runs.
+func (k *Kubelet) reportInitRunning(ctx context.Context, pod *corev1.Pod, c corev1.Container) error {
+	var current corev1.Pod
+	if err := k.env.Client.Get(ctx, client.ObjectKeyFromObject(pod), &current); err != nil {
+		return err
+	}
+	k.mu.Lock()
+	restarts := k.restarts[pod.UID]
+	k.mu.Unlock()
+	current.Status.Phase = corev1.PodPending
+	current.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: c.Name, Image: c.Image, RestartCount: restarts,
+		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}}}}
+	return k.env.Client.Status().Update(ctx, &current)
 }
 
 // initError is an init container that exited non-zero.

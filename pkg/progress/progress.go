@@ -67,11 +67,16 @@ func Every(ctx context.Context, d time.Duration, report func()) (stop func()) {
 	}
 }
 
-// Say words done of total bytes: "512 of 1174 MiB (43%)", or "512 MiB" when total is not known.
+// Say words done of total bytes: "512 of 1174 MiB (43%)", or "512 MiB" when total is not known;
+// in KiB below 1 MiB ("90 of 300 KiB (30%)").
 func Say(done, total int64) string {
+	shift, unit := 20, "MiB"
+	if max(done, total) < 1<<20 {
+		shift, unit = 10, "KiB"
+	}
 	if total <= 0 {
-		return fmt.Sprintf("%d MiB", done>>20)
+		return fmt.Sprintf("%d %s", done>>shift, unit)
 	}
 	pct := min(100, done*100/total)
-	return fmt.Sprintf("%d of %d MiB (%d%%)", done>>20, total>>20, pct)
+	return fmt.Sprintf("%d of %d %s (%d%%)", done>>shift, total>>shift, unit, pct)
 }

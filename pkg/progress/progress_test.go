@@ -17,6 +17,9 @@ func TestSay(t *testing.T) {
 		{512 << 20, 1174 << 20, "512 of 1174 MiB (43%)"},
 		{1200 << 20, 1174 << 20, "1200 of 1174 MiB (100%)"}, // a snapshot a little larger than the db it was sized by
 		{3 << 20, 0, "3 MiB"},
+		{90 << 10, 300 << 10, "90 of 300 KiB (30%)"},
+		{512 << 10, 0, "512 KiB"},
+		{512 << 10, 2 << 20, "0 of 2 MiB (25%)"},
 	} {
 		if got := Say(tc.done, tc.total); got != tc.want {
 			t.Errorf("Say(%d, %d) = %q, want %q", tc.done, tc.total, got, tc.want)

@@ -38,11 +38,15 @@ func parseConfig(args []string) (Config, error) {
 	service.StringVar(fs, &c.Step.Command, "restore-step-command", "/restore-step", "path of the restore-step program in that image")
 	service.StringVar(fs, &c.Step.DataDir, "etcd-data-dir", "/var/run/etcd/pod_$(POD_NAME)", "a member's data dir in the etcd container; $(POD_NAME) is the pod's name")
 	service.StringVar(fs, &c.Step.PeerURL, "etcd-peer-url", "http://{pod}.etcd.{namespace}.svc.cluster.local:2380", "a member's peer URL; {pod}, {statefulset} and {namespace} are replaced (Cluster annotation etcdbackup.k8c.io/etcd-peer-urls overrides)")
+	service.DurationVar(fs, &c.Step.ProgressInterval, "restore-step-progress-interval", 5*time.Second, "how often the restore step logs the bytes it has downloaded; the restorer reads the last line from each member pod's log for the EtcdRestore's progress")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
+	}
+	if c.Step.ProgressInterval <= 0 {
+		return Config{}, fmt.Errorf("%w: restore-step-progress-interval %s must be positive", service.ErrInvalidOption, c.Step.ProgressInterval)
 	}
 	if c.DrillSchedule != "off" && c.DrillSchedule != "" {
 		if _, err := cron.ParseStandard(c.DrillSchedule); err != nil {

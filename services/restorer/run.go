@@ -15,6 +15,9 @@ import (
 	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -49,6 +52,10 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	endpoint := service.NewEndpoint(cfg.MetricsAddr)
+	kc, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
 	rec := &restore.Reconciler{
 		Client:       mgr.GetClient(),
 		API:          mgr.GetAPIReader(),
@@ -56,6 +63,7 @@ func run(ctx context.Context, args []string) error {
 		Recorder:     mgr.GetEventRecorder("etcdbackup-restorer"),
 		Log:          log,
 		Publish:      publisher(js, log),
+		Logs:         podLogs(kc),
 		Opts:         cfg.Options,
 		Metrics:      newMetrics(endpoint.Registry()),
 	}
@@ -184,5 +192,17 @@ func newMetrics(r prometheus.Registerer) restore.Metrics {
 		Step:     func(step string, d time.Duration) { steps.WithLabelValues(step).Observe(d.Seconds()) },
 		Finished: func(result string) { finished.WithLabelValues(result).Inc() },
 		Failed:   func(reason string) { failed("restore", reason) },
+	}
+}
+
+// podLogs reads the last lines of a container's log through the API server (pods/log), at
+// most 8 KiB: the restore step's progress is in its last lines.
+func podLogs(kc kubernetes.Interface) restore.PodLogs {
+	return func(ctx context.Context, namespace, pod, container string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return kc.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{
+			Container: container, TailLines: ptr.To(int64(5)), LimitBytes: ptr.To(int64(8 << 10)),
+		}).DoRaw(ctx)
 	}
 }

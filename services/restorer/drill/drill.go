@@ -74,7 +74,7 @@ func Run(ctx context.Context, s3 *minio.Client, bucket, key string, ids []age.Id
 
 	snap := filepath.Join(dir, "snapshot.db")
 	sha := info.UserMetadata[backupformat.MetaSHA256]
-	if err := member.Fetch(ctx, s3, bucket, key, sha, ids, snap); err != nil {
+	if err := member.Fetch(ctx, s3, bucket, key, sha, ids, snap, nil); err != nil {
 		if errors.Is(err, member.ErrCorrupt) || errors.Is(err, member.ErrDecrypt) || errors.Is(err, member.ErrNotFound) {
 			return Result{}, fmt.Errorf("%w: %w", ErrFailed, err)
 		}

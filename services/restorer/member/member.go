@@ -9,7 +9,9 @@
 package member
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -66,7 +69,7 @@ type Verified struct {
 // sha256 against its metadata, zstd, and etcd's trailing hash and size rule. Memory stays flat
 // whatever the backup's size.
 func Verify(ctx context.Context, s3 *minio.Client, bucket, key string, ids []age.Identity) (Verified, error) {
-	return check(ctx, s3, bucket, key, "", ids, io.Discard)
+	return check(ctx, s3, bucket, key, "", ids, io.Discard, nil)
 }
 
 // ErrRefused is returned (wrapped) when the store refuses the credentials (401, 403).
@@ -105,7 +108,9 @@ func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string
 // dst, in one pass over the download, and requires the object to be the one the restorer
 // verified: its sha256 must be verified (an object replaced in the bucket since, even with
 // metadata to match itself, is refused as ErrCorrupt). On any error nothing is left at dst.
-func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, dst string) error {
+//
+// p, when not nil, counts the stored bytes downloaded so far for a reporter running beside it.
+func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, dst string, p *Progress) error {
 	if verified == "" {
 		return errors.New("the verified sha256 of the backup is required")
 	}
@@ -114,7 +119,7 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 		return err
 	}
 	// No fsync: the file is read back at once, and a crash starts the fetch over.
-	_, err = check(ctx, s3, bucket, key, verified, ids, f)
+	_, err = check(ctx, s3, bucket, key, verified, ids, f, p)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -127,7 +132,7 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 // check downloads the backup, decompresses it into out and proves it intact
 // (backupformat.Open, decrypting with ids), and, with verified set, that it is the object of that sha256. Errors of the download or of out are returned as they are;
 // ErrCorrupt means the backup itself is bad.
-func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, out io.Writer) (Verified, error) {
+func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, out io.Writer, p *Progress) (Verified, error) {
 	info, want, err := stat(ctx, s3, bucket, key)
 	if err != nil {
 		return Verified{}, err
@@ -140,7 +145,12 @@ func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 		return Verified{}, fmt.Errorf("download %s: %w", key, err)
 	}
 	defer obj.Close()
-	d, err := backupformat.Open(obj, backupformat.StoredFrom(info.UserMetadata), ids, out)
+	var in io.Reader = obj
+	if p != nil {
+		p.total.Store(info.Size)
+		in = &counting{r: obj, n: &p.done}
+	}
+	d, err := backupformat.Open(in, backupformat.StoredFrom(info.UserMetadata), ids, out)
 	if ctx.Err() != nil {
 		return Verified{}, ctx.Err()
 	}
@@ -155,6 +165,49 @@ func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 		return Verified{}, fmt.Errorf("%s: %w", key, err)
 	}
 	return Verified{Size: d.Size, SnapshotSize: d.SnapshotSize, SHA256: d.SHA256}, nil
+}
+
+// Progress counts what a Fetch has downloaded: read it from another goroutine while it runs.
+type Progress struct{ done, total atomic.Int64 }
+
+// Bytes returns the stored bytes downloaded so far and the stored object's size (0 until the
+// download starts).
+func (p *Progress) Bytes() (done, total int64) { return p.done.Load(), p.total.Load() }
+
+// The restore step logs its download as JSON lines with these keys, at least every
+// --progress-interval and once when it is done; LastProgress reads them back.
+const (
+	LogBytesDone  = "bytes_done"
+	LogBytesTotal = "bytes_total"
+)
+
+// LastProgress returns the last download progress in the tail of a restore step's log: the
+// stored bytes fetched and the object's size. ok is false when the tail has none.
+func LastProgress(tail []byte) (done, total int64, ok bool) {
+	lines := bytes.Split(tail, []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		var l map[string]any
+		if json.Unmarshal(lines[i], &l) != nil {
+			continue // a line cut by the tail's limit, or not ours
+		}
+		d, dok := l[LogBytesDone].(float64)
+		t, tok := l[LogBytesTotal].(float64)
+		if dok && tok && d >= 0 && t >= 0 {
+			return int64(d), int64(t), true
+		}
+	}
+	return 0, 0, false
+}
+
+type counting struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c *counting) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // Config is one member's restore.

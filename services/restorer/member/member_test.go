@@ -76,8 +76,13 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	if v.Size != int64(len(obj)) || v.SHA256 != sum(obj) || v.SnapshotSize%512 != 32 {
 		t.Fatalf("verified %+v; stored %d bytes with sha256 %s", v, len(obj), sum(obj))
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap); err != nil {
+	var p Progress
+	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap, &p); err != nil {
 		t.Fatal(err)
+	}
+	// The progress counts the stored bytes downloaded against the object's size.
+	if done, total := p.Bytes(); done != int64(len(obj)) || total != int64(len(obj)) {
+		t.Fatalf("progress after the fetch: %d of %d bytes; the object has %d", done, total, len(obj))
 	}
 	peer := freePeer(t)
 	cfg := Config{
@@ -148,7 +153,7 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 			s3 := s3test.Run(t, "backups")
 			store(t, s3, "key.db.zst", tc.body, tc.sha)
 			dst := filepath.Join(t.TempDir(), "snapshot.db")
-			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(good), nil, dst)
+			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(good), nil, dst, nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
@@ -167,7 +172,7 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 	}
 	t.Run("missing backup is not called corrupt", func(t *testing.T) {
 		s3 := s3test.Run(t, "backups")
-		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", sum(good), nil, filepath.Join(t.TempDir(), "s.db"))
+		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", sum(good), nil, filepath.Join(t.TempDir(), "s.db"), nil)
 		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("err = %v", err)
 		}
@@ -197,17 +202,42 @@ func TestFetchRefusesAnObjectOtherThanTheVerified(t *testing.T) {
 	other := compress(t, backupOf(t, 60))
 	store(t, s3, "key.db.zst", other, sum(other)) // replaced since verification
 	dst := filepath.Join(t.TempDir(), "snapshot.db")
-	err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(verified), nil, dst)
+	err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(verified), nil, dst, nil)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not the backup the restorer verified") {
 		t.Fatalf("Fetch of a replaced object = %v, want ErrCorrupt saying it is not the verified backup", err)
 	}
 	if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 		t.Fatalf("a refused backup left %s behind", dst)
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(other), nil, dst); err != nil {
+	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(other), nil, dst, nil); err != nil {
 		t.Fatalf("Fetch of the object with its own digest: %v", err)
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", "", nil, dst); err == nil {
+	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", "", nil, dst, nil); err == nil {
 		t.Fatal("Fetch without a verified digest succeeded")
+	}
+}
+
+func TestLastProgress(t *testing.T) {
+	for _, tc := range []struct {
+		name, tail  string
+		done, total int64
+		ok          bool
+	}{
+		{"the last of several", `{"msg":"fetching","bytes_done":10,"bytes_total":100}
+{"msg":"fetching","bytes_done":70,"bytes_total":100}
+`, 70, 100, true},
+		{"a later line without progress", `{"msg":"fetched","bytes_done":100,"bytes_total":100}
+{"msg":"member restored","restored":true}`, 100, 100, true},
+		{"a first line cut by the tail", `g","bytes_done":5,"bytes_total":9}
+{"msg":"fetching","bytes_done":6,"bytes_total":9}`, 6, 9, true},
+		{"only a cut line", `ching","bytes_done":5,"bytes_total":9}`, 0, 0, false},
+		{"no progress yet", `{"msg":"data dir already restored by this restore"}`, 0, 0, false},
+		{"not JSON", "restore-step: --sha256 is required\n", 0, 0, false},
+		{"a negative count", `{"bytes_done":-1,"bytes_total":9}`, 0, 0, false},
+	} {
+		done, total, ok := LastProgress([]byte(tc.tail))
+		if done != tc.done || total != tc.total || ok != tc.ok {
+			t.Errorf("%s: LastProgress = %d, %d, %v; want %d, %d, %v", tc.name, done, total, ok, tc.done, tc.total, tc.ok)
+		}
 	}
 }

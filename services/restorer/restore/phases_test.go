@@ -3,6 +3,8 @@ package restore
 import (
 	"bytes"
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -351,5 +354,54 @@ func TestTeardownProvesCredentialsOnce(t *testing.T) {
 	}
 	if n := f.s3.Heads() - before; n != 1 {
 		t.Fatalf("%d metadata reads of the backup over 4 teardown polls, want 1 (before anything was deleted)", n)
+	}
+}
+
+// While members restore, the progress says how much of the backup each one's restore step has
+// downloaded, read from the last progress line of its log; a member whose step has not
+// started is not asked, and one whose log cannot be read is left out.
+func TestRebuildProgressShowsEachMembersDownload(t *testing.T) {
+	f := newPhaseFixture(t)
+	f.rebuilding()
+	f.sts.Spec.Replicas = ptr.To(int32(3))
+	f.sts.Status.ReadyReplicas = 0
+	pod := func(name string, state corev1.ContainerState) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: name, Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}
+		if state != (corev1.ContainerState{}) {
+			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: StepContainer, State: state}}
+		}
+		return p
+	}
+	f.pods = []corev1.Pod{
+		pod("etcd-0", corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}),
+		pod("etcd-1", corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}),
+		pod("etcd-2", corev1.ContainerState{}),
+	}
+	r, _ := f.build()
+	logs := map[string]string{
+		"etcd-0": `{"msg":"fetched","bytes_done":307200,"bytes_total":307200}` + "\n" + `{"msg":"member restored","restored":true}`,
+		"etcd-1": `{"msg":"fetching","bytes_done":92160,"bytes_total":307200}`,
+	}
+	var asked []string
+	r.Logs = func(_ context.Context, ns, pod, container string) ([]byte, error) {
+		asked = append(asked, ns+"/"+pod+"/"+container)
+		if l, ok := logs[pod]; ok {
+			return []byte(l), nil
+		}
+		return nil, errors.New("no log")
+	}
+	reconcile(t, r, f.rs)
+	want := "members restored 1/3; fetched etcd-0 300 of 300 KiB (100%), etcd-1 90 of 300 KiB (30%)"
+	if got := observe(t, r, f.rs); got.progress != want || !strings.HasPrefix(got.message, want) {
+		t.Fatalf("progress %q, message %q; want progress %q", got.progress, got.message, want)
+	}
+	if wantAsked := []string{"cluster-a/etcd-0/" + StepContainer, "cluster-a/etcd-1/" + StepContainer}; !slices.Equal(asked, wantAsked) {
+		t.Errorf("logs read: %v, want %v", asked, wantAsked)
+	}
+	// A log that cannot be read leaves that member out; the restore goes on.
+	delete(logs, "etcd-1")
+	reconcile(t, r, f.rs)
+	if got := observe(t, r, f.rs); got.progress != "members restored 1/3; fetched etcd-0 300 of 300 KiB (100%)" || got.phase != kubermaticv1.RestorePhaseStsRebuilding {
+		t.Fatalf("phase %s, progress %q with etcd-1's log unreadable", got.phase, got.progress)
 	}
 }

@@ -7,11 +7,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
+	"github.com/etcd-backup/etcdbackup/services/restorer/member"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -79,6 +82,9 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		}
 		done, running := membersRestored(pods)
 		progress := fmt.Sprintf("members restored %d/%d", done, want)
+		if fetched := r.fetched(ctx, pods); fetched != "" {
+			progress += "; fetched " + fetched
+		}
 		msg := fmt.Sprintf("%s; waiting for %s", progress, waiting)
 		if len(running) > 0 {
 			msg = fmt.Sprintf("%s (restore step running in %s); waiting for %s", progress, strings.Join(running, ", "), waiting)
@@ -114,6 +120,36 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		r.Metrics.Finished("completed")
 	}
 	return ctrl.Result{}, r.removeFinalizer(ctx, rs)
+}
+
+// fetched says how much of the backup each member's restore step has downloaded, from the last
+// progress line in its log: "etcd-0 271 of 271 MiB (100%), etcd-1 120 of 271 MiB (44%)".
+// Members whose step has not started, or whose log cannot be read, are left out: the progress
+// is for people, and the restore does not depend on it.
+func (r *Reconciler) fetched(ctx context.Context, pods []corev1.Pod) string {
+	if r.Logs == nil {
+		return ""
+	}
+	var out []string
+	for _, p := range pods {
+		started := false
+		for _, s := range p.Status.InitContainerStatuses {
+			started = started || s.Name == StepContainer && (s.State.Running != nil || s.State.Terminated != nil)
+		}
+		if !started {
+			continue
+		}
+		tail, err := r.Logs(ctx, p.Namespace, p.Name, StepContainer)
+		if err != nil {
+			r.Log.Debug("restore step log unreadable", "pod", p.Namespace+"/"+p.Name, "err", err)
+			continue
+		}
+		if done, total, ok := member.LastProgress(tail); ok {
+			out = append(out, p.Name+" "+progress.Say(done, total))
+		}
+	}
+	slices.Sort(out)
+	return strings.Join(out, ", ")
 }
 
 // membersRestored counts the member pods whose restore step finished (exit 0) and names

@@ -39,6 +39,9 @@ type Options struct {
 	Poll time.Duration
 }
 
+// PodLogs returns the last lines of a container's log.
+type PodLogs func(ctx context.Context, namespace, pod, container string) ([]byte, error)
+
 // Metrics observe restores (nil funcs are not called).
 type Metrics struct {
 	// Step is called with "verify", "teardown" or "rebuild" and how long it took.
@@ -61,6 +64,9 @@ type Reconciler struct {
 	Log          *slog.Logger
 	// Publish sends a phase change to subscribers on the bus (nil: not sent).
 	Publish func(ctx context.Context, r *kubermaticv1.EtcdRestore)
+	// Logs reads the tail of a container's log (pods/log); the rebuild reads each member's
+	// download progress from its restore step's log (nil: progress without bytes).
+	Logs    PodLogs
 	Opts    Options
 	Metrics Metrics
 	Now     func() time.Time

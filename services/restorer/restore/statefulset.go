@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path"
 	"strings"
+	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
@@ -84,6 +85,8 @@ type StepOptions struct {
 	DataDir string
 	// PeerURL is each member's peer URL; {pod}, {statefulset} and {namespace} are replaced.
 	PeerURL string
+	// ProgressInterval is how often the step logs its download (0: the step's default).
+	ProgressInterval time.Duration
 }
 
 // Step is the restore one rebuilt StatefulSet performs.
@@ -189,6 +192,9 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 		Resources:                etcd.Resources,
 		SecurityContext:          etcd.SecurityContext,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	if opts.ProgressInterval > 0 {
+		c.Args = append(c.Args, "--progress-interval="+opts.ProgressInterval.String())
 	}
 	pod.InitContainers = append([]corev1.Container{c}, pod.InitContainers...)
 	return sts, nil

@@ -24,6 +24,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/procstat"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
 )
 
@@ -42,6 +43,8 @@ type config struct {
 	sha256                         string
 	member                         member.Config
 	peerURLs                       string
+	// progressEvery is how often a "fetching" line reports the download.
+	progressEvery time.Duration
 }
 
 func parse(args []string, getenv func(string) string) (config, error) {
@@ -58,8 +61,12 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.member.InitialCluster, "initial-cluster", "", "every member: name=peerURL,…")
 	fs.StringVar(&c.member.Token, "initial-cluster-token", "", "cluster token (the cluster's name)")
 	fs.StringVar(&c.peerURLs, "peer-urls", "", "this member's peer URLs, comma-separated (default: its entry in --initial-cluster)")
+	fs.DurationVar(&c.progressEvery, "progress-interval", progress.Interval, "how often a \"fetching\" log line reports the bytes downloaded (the restorer reads them for the EtcdRestore's progress)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
+	}
+	if c.progressEvery <= 0 {
+		return config{}, fmt.Errorf("--progress-interval %s must be positive", c.progressEvery)
 	}
 	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "sha256": c.sha256, "data-dir": c.member.DataDir,
 		"name": c.member.Name, "initial-cluster": c.member.InitialCluster} {
@@ -132,9 +139,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 		}
 		ids = parsed.List
 	}
-	if err := member.Fetch(ctx, s3, c.bucket, c.key, c.sha256, ids, c.member.Snapshot); err != nil {
+	// The restorer reads the last of these lines from the pod's log for the restore's progress
+	// (member.LastProgress); the last one, "fetched", has the whole download.
+	var p member.Progress
+	say := func(msg string) {
+		done, total := p.Bytes()
+		log.Info(msg, member.LogBytesDone, done, member.LogBytesTotal, total)
+	}
+	stopProgress := progress.Every(ctx, c.progressEvery, func() { say("fetching") })
+	err = member.Fetch(ctx, s3, c.bucket, c.key, c.sha256, ids, c.member.Snapshot, &p)
+	stopProgress()
+	if err != nil {
 		return err
 	}
+	say("fetched")
 	fetched := time.Now()
 	restored, err := member.Restore(c.member)
 	if err != nil {

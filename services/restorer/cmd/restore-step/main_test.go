@@ -66,8 +66,13 @@ func TestRestoreStep(t *testing.T) {
 		t.Fatalf("another verified digest: %v, want the object refused", err)
 	}
 	args = append(args, "--sha256", hex.EncodeToString(sum[:]))
+	logs.Reset()
 	if err := run(ctx, args, func(k string) string { return env[k] }, log); err != nil {
 		t.Fatal(err)
+	}
+	// Its log says what it downloaded, in the lines the restorer reads for the progress.
+	if done, total, ok := member.LastProgress(logs.Bytes()); !ok || done != int64(buf.Len()) || total != int64(buf.Len()) {
+		t.Fatalf("progress in the log: %d of %d (%v); the object has %d bytes\n%s", done, total, ok, buf.Len(), logs.String())
 	}
 	if by, err := member.RestoredBy(dataDir); err != nil || by != "uid-1" {
 		t.Fatalf("restored by %q, %v", by, err)
@@ -81,6 +86,9 @@ func TestRestoreStep(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), s3test.SecretKey) {
 		t.Fatal("the secret key reached the log")
+	}
+	if err := run(ctx, append(args, "--progress-interval=0s"), func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "--progress-interval") {
+		t.Fatalf("--progress-interval=0s: %v, want it refused", err)
 	}
 	delete(env, "SECRET_ACCESS_KEY")
 	if err := run(ctx, args, func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "SECRET_ACCESS_KEY") {

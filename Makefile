@@ -1,4 +1,4 @@
-# Targets: run (sandbox), test, build, images, tools, generate, verify, bench.
+# Targets: run (sandbox), test, build, images, tools, generate, verify, bench, screenshots.
 SHELL := /bin/bash
 export GOTOOLCHAIN := local
 
@@ -8,12 +8,12 @@ CACHE ?= $(HOME)/.cache/etcdbackup
 BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
-SERVICES := scheduler snapshotter uploader pruner restorer
+SERVICES := scheduler snapshotter uploader pruner restorer console
 MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats $(BIN)/promtool
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 
-.PHONY: all build images tools generate verify test test-unit test-e2e run bench clean
+.PHONY: all build images tools generate verify test test-unit test-e2e run bench clean chromium screenshots
 
 all: build
 
@@ -70,15 +70,25 @@ verify: generate
 
 # Unit and component tests (embedded NATS and etcd, in-process S3), then the end-to-end suite
 # (real kube-apiserver, versitygw S3 server, service binaries as processes).
-test: $(TOOLS)
+test: $(TOOLS) chromium
 	for m in $(MODULES); do (cd $$m && go test -count=1 -timeout 20m ./...) || exit 1; done
 	cd tools/images && GOWORK=off go test -count=1 -timeout 20m ./...
 
 test-unit:
 	for m in $(filter-out e2e,$(MODULES)); do (cd $$m && go test -count=1 ./...) || exit 1; done
 
-test-e2e: $(TOOLS)
+test-e2e: $(TOOLS) chromium
 	cd e2e && go test -count=1 -timeout 30m -v ./...
+
+# The console's screenshots in docs/console, taken by its browser test.
+screenshots: $(TOOLS) chromium
+	mkdir -p docs/console
+	cd e2e && ETCDBACKUP_SCREENSHOTS=$(CURDIR)/docs/console go test -count=1 -run TestConsoleFlowsInABrowser .
+
+# Debian's Chromium for the console's browser tests: installed as root when missing, else a
+# one-line failure saying what to install.
+chromium:
+	@./hack/chromium.sh
 
 # The sandbox: NATS, kube-apiserver and its etcd, an S3 server, a demo etcd, all services.
 run: $(TOOLS)

@@ -26,11 +26,11 @@ func TestDeployManifestsApply(t *testing.T) {
 	if strings.Contains(rendered, "kind: CustomResourceDefinition") {
 		t.Error("the kkp overlay holds CRDs: it would replace KKP's")
 	}
-	if n := strings.Count(rendered, "name: ETCDBACKUP_SEED_NAME\n"); n != 5 {
-		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 5 Deployments", n)
+	if n := strings.Count(rendered, "name: ETCDBACKUP_SEED_NAME\n"); n != 6 {
+		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 6 Deployments", n)
 	}
-	if n := strings.Count(rendered, "name: ETCDBACKUP_DESTINATIONS_CONFIGMAP\n"); n != 4 {
-		t.Errorf("the kkp overlay sets ETCDBACKUP_DESTINATIONS_CONFIGMAP %d times, want once in each of the 4 Deployments that read destinations", n)
+	if n := strings.Count(rendered, "name: ETCDBACKUP_DESTINATIONS_CONFIGMAP\n"); n != 5 {
+		t.Errorf("the kkp overlay sets ETCDBACKUP_DESTINATIONS_CONFIGMAP %d times, want once in each of the 5 Deployments that read destinations", n)
 	}
 	services := []string{
 		"deployment.apps/etcdbackup-scheduler",
@@ -38,6 +38,9 @@ func TestDeployManifestsApply(t *testing.T) {
 		"deployment.apps/etcdbackup-uploader",
 		"deployment.apps/etcdbackup-pruner",
 		"deployment.apps/etcdbackup-restorer",
+		"deployment.apps/etcdbackup-console",
+		"service/etcdbackup-console",
+		"clusterrole.rbac.authorization.k8s.io/etcdbackup-console",
 		"clusterrole.rbac.authorization.k8s.io/etcdbackup-restorer",
 		"role.rbac.authorization.k8s.io/etcdbackup-restorer-leader-election",
 		"statefulset.apps/etcdbackup-nats",

@@ -97,6 +97,8 @@ type Service struct {
 	*Process
 	// MetricsURL is its /metrics URL.
 	MetricsURL string
+	// URL is the console's pages (the console only).
+	URL string
 	Kind       string
 }
 
@@ -363,7 +365,12 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append(e.NATSFlags(bus.Identity(kind)),
+	// The console reads status events with the watcher identity (deploy/k8s/console.yaml).
+	id := bus.Identity(kind)
+	if kind == "console" {
+		id = bus.IdentityWatcher
+	}
+	args := append(e.NATSFlags(id),
 		"--kubeconfig="+kubeconfig,
 		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", port),
 		"--log-format=text",
@@ -372,6 +379,15 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 	)
 	if e.Opts.DestinationsConfigMap != "" {
 		args = append(args, "--destinations-configmap="+e.Opts.DestinationsConfigMap)
+	}
+	var pages string
+	if kind == "console" {
+		port, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		pages = fmt.Sprintf("http://127.0.0.1:%d", port)
+		args = append(args, fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--access-cache-ttl=2s")
 	}
 	if kind == "restorer" {
 		// Drills only where a config's annotation asks for them (each restores a whole
@@ -391,7 +407,7 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{Process: p, Kind: kind, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", port)}
+	s := &Service{Process: p, Kind: kind, MetricsURL: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), URL: pages}
 	e.Services = append(e.Services, s)
 	readyz := strings.TrimSuffix(s.MetricsURL, "/metrics") + "/readyz"
 	err = Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {

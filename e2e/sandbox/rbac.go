@@ -7,6 +7,8 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 )
@@ -53,4 +55,24 @@ func (e *Env) ServiceKubeconfig(ctx context.Context, service string) (string, er
 		return "", err
 	}
 	return path, nil
+}
+
+// ConsoleAdminToken returns a bearer token to sign in to the console with: ServiceAccount
+// console-admin in the Seed's namespace, bound to cluster-admin. For the sandbox only.
+func (e *Env) ConsoleAdminToken(ctx context.Context) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: "console-admin"}}
+	if err := e.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "sandbox-console-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: SeedNamespace, Name: sa.Name}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"}}
+	if err := e.Client.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
+	if err := e.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("token for %s: %w", sa.Name, err)
+	}
+	return tr.Status.Token, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -173,6 +174,30 @@ func (r *Resolver) readConfig(ctx context.Context) (*kubermaticv1.EtcdBackupRest
 		return nil, fmt.Errorf("%w: %s, key %s: %v", ErrNotFound, r.src, ConfigMapKey, err)
 	}
 	return &cfg, nil
+}
+
+// Names returns the names of the configured destinations, sorted, and the default's name
+// ("" if none): what a user may choose from, without anything else of a destination.
+func (r *Resolver) Names(ctx context.Context) ([]string, string, error) {
+	cfg, err := r.config(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	if cfg == nil || len(cfg.Destinations) == 0 {
+		return nil, "", fmt.Errorf("%w (%s)", ErrNoDestinations, r.src)
+	}
+	names := make([]string, 0, len(cfg.Destinations))
+	for k, d := range cfg.Destinations {
+		if d != nil {
+			names = append(names, k)
+		}
+	}
+	slices.Sort(names)
+	def := cfg.DefaultDestination
+	if !slices.Contains(names, def) {
+		def = ""
+	}
+	return names, def, nil
 }
 
 // Lookup returns the destination called name, or the default destination when name is

@@ -3,6 +3,7 @@ package destination
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -199,5 +200,33 @@ func TestSourceIsReadOncePerTTL(t *testing.T) {
 	failGet = nil
 	if d, err := r.Lookup(ctx, ""); err != nil || d.BucketName != "b1" || gets != 4 {
 		t.Fatalf("after the outage: %+v, %v, %d reads; want b1 read again", d, err, gets)
+	}
+}
+
+// Names lists the destinations a user may pick, sorted, with the default; nothing when none
+// are configured.
+func TestNames(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, ConfigMap: "etcdbackup-destinations"}
+	for _, tc := range []struct {
+		name, data string
+		want       []string
+		def        string
+		err        error
+	}{
+		{"sorted with the default", "defaultDestination: s3\ndestinations: {s3: {endpoint: a, bucketName: b}, archive: {endpoint: c, bucketName: d}}", []string{"archive", "s3"}, "s3", nil},
+		{"a default that is not configured", "defaultDestination: gone\ndestinations: {s3: {endpoint: a, bucketName: b}}", []string{"s3"}, "", nil},
+		{"none", "destinations: {}", nil, "", ErrNoDestinations},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "etcdbackup-destinations"}, Data: map[string]string{ConfigMapKey: tc.data}}
+			names, def, err := NewResolver(fake.NewClientBuilder().WithScheme(scheme).WithObjects(cm).Build(), src).Names(context.Background())
+			if !errors.Is(err, tc.err) || !slices.Equal(names, tc.want) || def != tc.def {
+				t.Fatalf("Names = %v, %q, %v; want %v, %q, %v", names, def, err, tc.want, tc.def, tc.err)
+			}
+		})
 	}
 }

@@ -68,10 +68,13 @@ func Every(ctx context.Context, d time.Duration, report func()) (stop func()) {
 }
 
 // Say words done of total bytes: "512 of 1174 MiB (43%)", or "512 MiB" when total is not known;
-// in KiB below 1 MiB ("90 of 300 KiB (30%)").
+// in KiB below 1 MiB ("90 of 300 KiB (30%)"), in bytes below 1 KiB.
 func Say(done, total int64) string {
 	shift, unit := 20, "MiB"
-	if max(done, total) < 1<<20 {
+	switch {
+	case max(done, total) < 1<<10:
+		shift, unit = 0, "B"
+	case max(done, total) < 1<<20:
 		shift, unit = 10, "KiB"
 	}
 	if total <= 0 {

@@ -19,6 +19,7 @@ func TestSay(t *testing.T) {
 		{3 << 20, 0, "3 MiB"},
 		{90 << 10, 300 << 10, "90 of 300 KiB (30%)"},
 		{512 << 10, 0, "512 KiB"},
+		{412, 412, "412 of 412 B (100%)"},
 		{512 << 10, 2 << 20, "0 of 2 MiB (25%)"},
 	} {
 		if got := Say(tc.done, tc.total); got != tc.want {

@@ -41,6 +41,7 @@ var Services = map[string][]Program{
 	"uploader":    {{"uploader", "services/uploader", "."}},
 	"pruner":      {{"pruner", "services/pruner", "."}},
 	"restorer":    {{"restorer", "services/restorer", "."}, {"restore-step", "services/restorer", "./cmd/restore-step"}},
+	"console":     {{"console", "services/console", "."}},
 }
 
 // Program is one binary: its name (its path in the image is /<name>), module directory and

@@ -84,7 +84,11 @@ func run() error {
 		return err
 	}
 	defer kubelet.Stop()
-	printGuide(env, kubelet, tools, *dir, *schedule)
+	token, err := env.ConsoleAdminToken(ctx)
+	if err != nil {
+		return err
+	}
+	printGuide(env, kubelet, tools, *dir, *schedule, token)
 	<-ctx.Done()
 	fmt.Println("\nstopping ...")
 	return nil
@@ -130,7 +134,7 @@ func restoreDemo(ctx context.Context, env *sandbox.Env) (*sandbox.Kubelet, error
 	return k, env.Client.Create(ctx, cfg)
 }
 
-func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule string) {
+func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule, token string) {
 	ns := "cluster-" + sandbox.DemoCluster
 	rns := "cluster-" + RestoreCluster
 	fmt.Printf(`
@@ -168,9 +172,20 @@ Encryption and drills: destination %q encrypts backups with age (recipients in s
 
 S3 (versitygw) listens on %s, bucket %s; credentials are in secret %s/%s.
 Logs: %s/logs. Ctrl-C stops everything.
+
+The web console (docs/console.md): %s
+  sign in with this token (ServiceAccount kubermatic/console-admin, cluster-admin):
+  %s
 `, schedule, sandbox.DemoCluster, env.API.Kubeconfig, tools, ns, ns,
 		strings.Join(env.NATSCLIFlags(bus.IdentityWatcher), " "), strings.Join(env.NATSCLIFlags(bus.IdentityTrigger), " "), ns,
 		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns,
 		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace, sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns,
-		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir)
+		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir, consoleURL(env), token)
+}
+
+func consoleURL(env *sandbox.Env) string {
+	for _, s := range env.ServicesOf("console") {
+		return s.URL
+	}
+	return "(not running)"
 }

@@ -12,7 +12,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
-	"github.com/etcd-backup/etcdbackup/services/scheduler/schedule"
+	"github.com/etcd-backup/etcdbackup/pkg/schedule"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"

@@ -1,0 +1,79 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// events streams the status events of one namespace to a signed-in user who may get
+// EtcdBackupConfigs there (SubjectAccessReview, cached), as Server-Sent Events: event
+// "status", data an Event. Access is checked again at every heartbeat; a user who lost it is
+// disconnected. A closed tab leaves the hub at once; nothing is subscribed on NATS per tab.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.session(r)
+	if err != nil {
+		http.Error(w, "sign in first: "+err.Error(), http.StatusUnauthorized)
+		return
+	}
+	ns := r.URL.Query().Get("namespace")
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		http.Error(w, fmt.Sprintf("namespace %q: %s", ns, strings.Join(errs, "; ")), http.StatusBadRequest)
+		return
+	}
+	allowed, err := s.Auth.MayWatch(r.Context(), sess.User, ns)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if !allowed {
+		http.Error(w, fmt.Sprintf("%s may not get etcdbackupconfigs in namespace %s", sess.User.Name, ns), http.StatusForbidden)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		http.Error(w, "streaming unsupported", http.StatusInternalServerError)
+		return
+	}
+	c := s.Hub.Join(ns)
+	defer s.Hub.Leave(c)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	// The browser reconnects 2 s after a drop; the page reloads its data when it does.
+	fmt.Fprint(w, "retry: 2000\n: connected\n\n")
+	flusher.Flush()
+	beat := s.Heartbeat
+	if beat <= 0 {
+		beat = 15 * time.Second
+	}
+	t := time.NewTicker(beat)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case data := <-c.C:
+			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", data); err != nil {
+				return
+			}
+			flusher.Flush()
+		case <-t.C:
+			_, rerr := s.Auth.Review(r.Context(), sess.Token)
+			if ok, err := s.Auth.MayWatch(r.Context(), sess.User, ns); errors.Is(rerr, ErrUnauthenticated) || err == nil && !ok {
+				fmt.Fprint(w, "event: revoked\ndata: {}\n\n")
+				flusher.Flush()
+				return
+			}
+			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
+				return
+			}
+			flusher.Flush()
+		}
+	}
+}

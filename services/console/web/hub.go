@@ -1,0 +1,192 @@
+package web
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Event is a status event as the browser gets it (Server-Sent Events, event "status").
+type Event struct {
+	Namespace  string `json:"namespace"`
+	Config     string `json:"config"`
+	Cluster    string `json:"cluster"`
+	BackupName string `json:"backupName,omitempty"`
+	// Operation is backup, delete, restore or drill; Phase running, completed or failed.
+	Operation string `json:"operation"`
+	Stage     string `json:"stage"`
+	Phase     string `json:"phase"`
+	Message   string `json:"message,omitempty"`
+	// BytesDone of BytesTotal: the progress of a running snapshot or upload.
+	BytesDone  uint64 `json:"bytesDone,omitempty"`
+	BytesTotal uint64 `json:"bytesTotal,omitempty"`
+	// Time is when the stage published it (RFC 3339, ms).
+	Time string `json:"time,omitempty"`
+}
+
+// EventOf turns a status event into what the browser gets; ok is false for one that names
+// no valid namespace, which no one is sent.
+func EventOf(ev *etcdbackupv1.StatusEvent) (Event, bool) {
+	ns := ev.GetConfig().GetNamespace()
+	if len(validation.IsDNS1123Label(ns)) > 0 {
+		return Event{}, false
+	}
+	out := Event{
+		Namespace: ns, Config: ev.GetConfig().GetName(), Cluster: ev.GetCluster(), BackupName: ev.GetBackupName(),
+		Operation: enumWord(ev.GetOperation().String(), "OPERATION_"), Stage: enumWord(ev.GetStage().String(), "STAGE_"),
+		Phase: enumWord(ev.GetPhase().String(), "PHASE_"), Message: ev.GetMessage(),
+		BytesDone: ev.GetBytesDone(), BytesTotal: ev.GetBytesTotal(),
+	}
+	if out.Operation == "unspecified" {
+		out.Operation = "backup"
+	}
+	if t := ev.GetTime(); t != nil {
+		out.Time = t.AsTime().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	}
+	return out, true
+}
+
+// HubMetrics observe the hub (nil funcs are not called).
+type HubMetrics struct {
+	// Clients is called with the number of connected browsers.
+	Clients func(n int)
+	// Dropped is called for an event a slow browser could not take, and for one that could
+	// not be decoded.
+	Dropped func(reason string)
+}
+
+// Hub holds the console's one subscription to the status events and hands each event to
+// the browsers watching its namespace. A browser that cannot keep up loses events (its page
+// reloads its data on the next one it gets); nothing on NATS depends on how many are open.
+type Hub struct {
+	Metrics HubMetrics
+	// Buffer is how many events wait for one browser before more are dropped.
+	Buffer int
+
+	mu      sync.Mutex
+	clients map[*Client]struct{}
+}
+
+// Client is one browser's stream, for one namespace.
+type Client struct {
+	Namespace string
+	C         chan []byte
+}
+
+// NewHub returns a Hub with room for buffer events per browser.
+func NewHub(buffer int) *Hub {
+	return &Hub{Buffer: buffer, clients: map[*Client]struct{}{}}
+}
+
+// Subscribe subscribes to every status event on nc (the watcher identity may only read those).
+func (h *Hub) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
+	return nc.Subscribe(bus.SubjectStatusAll, func(m *nats.Msg) {
+		var ev etcdbackupv1.StatusEvent
+		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
+			h.dropped("undecodable")
+			return
+		}
+		if !fromItsStage(m.Subject, &ev) {
+			h.dropped("wrong-stage")
+			return
+		}
+		h.Publish(&ev)
+	})
+}
+
+// fromItsStage: an event is shown only from the subject of its own stage (NATS lets each
+// service publish on its own subject only), and only the uploader completes a backup.
+func fromItsStage(subject string, ev *etcdbackupv1.StatusEvent) bool {
+	if bus.StatusStage(subject) != enumWord(ev.GetStage().String(), "STAGE_") {
+		return false
+	}
+	switch ev.GetStage() {
+	case etcdbackupv1.Stage_STAGE_SCHEDULER, etcdbackupv1.Stage_STAGE_SNAPSHOTTER:
+		return ev.GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED
+	}
+	return true
+}
+
+// Publish hands ev to the browsers watching its namespace.
+func (h *Hub) Publish(ev *etcdbackupv1.StatusEvent) {
+	e, ok := EventOf(ev)
+	if !ok {
+		h.dropped("invalid")
+		return
+	}
+	if e.Time == "" {
+		e.Time = time.Now().UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	}
+	data, err := json.Marshal(e)
+	if err != nil {
+		h.dropped("invalid")
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for c := range h.clients {
+		if c.Namespace != e.Namespace {
+			continue
+		}
+		select {
+		case c.C <- data:
+		default:
+			h.dropped("slow-client")
+		}
+	}
+}
+
+// Join adds a browser watching namespace; Leave removes it.
+func (h *Hub) Join(namespace string) *Client {
+	c := &Client{Namespace: namespace, C: make(chan []byte, max(h.Buffer, 1))}
+	h.mu.Lock()
+	h.clients[c] = struct{}{}
+	n := len(h.clients)
+	h.mu.Unlock()
+	if h.Metrics.Clients != nil {
+		h.Metrics.Clients(n)
+	}
+	return c
+}
+
+// Leave removes c.
+func (h *Hub) Leave(c *Client) {
+	h.mu.Lock()
+	delete(h.clients, c)
+	n := len(h.clients)
+	h.mu.Unlock()
+	if h.Metrics.Clients != nil {
+		h.Metrics.Clients(n)
+	}
+}
+
+// Clients is how many browsers are connected.
+func (h *Hub) Clients() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
+}
+
+func (h *Hub) dropped(reason string) {
+	if h.Metrics.Dropped != nil {
+		h.Metrics.Dropped(reason)
+	}
+}
+
+func enumWord(s, prefix string) string {
+	b := []byte(s)
+	if len(s) > len(prefix) && s[:len(prefix)] == prefix {
+		b = b[len(prefix):]
+	}
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,607 @@
+package web
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/schedule"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Presets are the schedules the form offers, as in KKP's dashboard; "custom" takes any cron
+// expression or @every interval. Daily is the seed document's 1:00 AM.
+var Presets = []Preset{
+	{ID: "daily", Label: "Daily (01:00)", Schedule: "0 1 * * *", Keep: 7},
+	{ID: "weekly", Label: "Weekly (Sunday 01:00)", Schedule: "0 1 * * 0", Keep: 4},
+	{ID: "monthly", Label: "Monthly (1st, 01:00)", Schedule: "0 1 1 * *", Keep: 3},
+}
+
+// Preset is one schedule choice.
+type Preset struct {
+	ID, Label, Schedule string
+	Keep                int
+}
+
+func presetOf(sched string) string {
+	for _, p := range Presets {
+		if p.Schedule == sched {
+			return p.ID
+		}
+	}
+	return "custom"
+}
+
+// ---- sign-in
+
+func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
+	s.render(w, r, http.StatusOK, "login", view{Title: "Sign in", Data: loginData{Next: safeNext(r.URL.Query().Get("next"))}})
+}
+
+type loginData struct{ Next string }
+
+// safeNext keeps a post-sign-in redirect on this console.
+func safeNext(next string) string {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+		return "/"
+	}
+	return next
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		s.fail(w, r, nil, http.StatusBadRequest, err.Error())
+		return
+	}
+	token := strings.TrimSpace(r.PostForm.Get("token"))
+	next := safeNext(r.PostForm.Get("next"))
+	if token == "" {
+		s.render(w, r, http.StatusUnprocessableEntity, "login", view{Title: "Sign in", Error: "Paste a bearer token.", Data: loginData{Next: next}})
+		return
+	}
+	if _, err := s.Auth.Review(r.Context(), token); err != nil {
+		code := http.StatusUnauthorized
+		if !errors.Is(err, ErrUnauthenticated) {
+			code = http.StatusBadGateway
+		}
+		s.render(w, r, code, "login", view{Title: "Sign in", Error: err.Error(), Data: loginData{Next: next}})
+		return
+	}
+	if err := s.Sessions.Set(w, token); err != nil {
+		s.fail(w, r, nil, http.StatusInternalServerError, err.Error())
+		return
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	s.Sessions.Clear(w)
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+// ---- clusters
+
+type clustersData struct {
+	Clusters []kubermaticv1.Cluster
+	// Forbidden is the API server's answer when the user may not list Clusters.
+	Forbidden string
+}
+
+func (s *Server) clusters(w http.ResponseWriter, r *http.Request, sess *session) error {
+	var list kubermaticv1.ClusterList
+	d := clustersData{}
+	if err := sess.Client.List(r.Context(), &list); err != nil {
+		if !apierrors.IsForbidden(err) {
+			return err
+		}
+		d.Forbidden = err.Error()
+	}
+	d.Clusters = list.Items
+	slices.SortFunc(d.Clusters, func(a, b kubermaticv1.Cluster) int { return strings.Compare(a.Name, b.Name) })
+	s.render(w, r, http.StatusOK, "clusters", view{Title: "Clusters", Session: sess, Data: d})
+	return nil
+}
+
+func (s *Server) goToCluster(w http.ResponseWriter, r *http.Request, _ *session) error {
+	name := strings.TrimSpace(r.URL.Query().Get("cluster"))
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return refuse("%q is not a cluster name: %s", name, strings.Join(errs, "; "))
+	}
+	http.Redirect(w, r, "/clusters/"+url.PathEscape(name), http.StatusSeeOther)
+	return nil
+}
+
+type clusterData struct {
+	Name, Namespace string
+	Cluster         *kubermaticv1.Cluster
+	Configs         []kubermaticv1.EtcdBackupConfig
+	Restores        []restoreRow
+	Destinations    []string
+	Default         string
+	// DestinationsError says why there is no dropdown.
+	DestinationsError string
+}
+
+func (s *Server) cluster(w http.ResponseWriter, r *http.Request, sess *session) error {
+	c, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	d := clusterData{Name: r.PathValue("cluster"), Namespace: ns, Cluster: c}
+	var configs kubermaticv1.EtcdBackupConfigList
+	if err := sess.Client.List(r.Context(), &configs, client.InNamespace(ns)); err != nil {
+		return err
+	}
+	for _, cfg := range configs.Items {
+		if cfg.Spec.Cluster.Name == d.Name {
+			d.Configs = append(d.Configs, cfg)
+		}
+	}
+	slices.SortFunc(d.Configs, func(a, b kubermaticv1.EtcdBackupConfig) int { return strings.Compare(a.Name, b.Name) })
+	if d.Restores, err = s.restoreRows(r, sess, ns, d.Name); err != nil {
+		return err
+	}
+	d.Destinations, d.Default, err = s.Destinations(r.Context())
+	if err != nil {
+		d.DestinationsError = err.Error()
+	}
+	s.render(w, r, http.StatusOK, "cluster", view{Title: "Cluster " + d.Name, Session: sess, Live: ns, Data: d})
+	return nil
+}
+
+// ---- a config and its backups
+
+type configData struct {
+	Cluster, Namespace string
+	Config             *kubermaticv1.EtcdBackupConfig
+	Backups            []kubermaticv1.BackupStatus
+	Conditions         []conditionRow
+}
+
+type conditionRow struct {
+	Type string
+	kubermaticv1.EtcdBackupConfigCondition
+}
+
+func (s *Server) config(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	cfg, err := s.getConfig(r, sess, ns)
+	if err != nil {
+		return err
+	}
+	d := configData{Cluster: r.PathValue("cluster"), Namespace: ns, Config: cfg}
+	d.Backups = append(slices.Clone(cfg.Status.CurrentBackups), cfg.Status.LastBackups...)
+	d.Backups = dedupe(d.Backups)
+	slices.SortStableFunc(d.Backups, func(a, b kubermaticv1.BackupStatus) int { return b.ScheduledTime.Compare(a.ScheduledTime.Time) })
+	for t, c := range cfg.Status.Conditions {
+		d.Conditions = append(d.Conditions, conditionRow{Type: t, EtcdBackupConfigCondition: c})
+	}
+	slices.SortFunc(d.Conditions, func(a, b conditionRow) int { return strings.Compare(a.Type, b.Type) })
+	s.render(w, r, http.StatusOK, "config", view{Title: "Backups of " + cfg.Name, Session: sess, Live: ns, Data: d})
+	return nil
+}
+
+// dedupe keeps the first entry of each backup name.
+func dedupe(in []kubermaticv1.BackupStatus) []kubermaticv1.BackupStatus {
+	seen := map[string]bool{}
+	var out []kubermaticv1.BackupStatus
+	for _, b := range in {
+		if b.BackupName == "" || seen[b.BackupName] {
+			continue
+		}
+		seen[b.BackupName] = true
+		out = append(out, b)
+	}
+	return out
+}
+
+func (s *Server) getConfig(r *http.Request, sess *session, ns string) (*kubermaticv1.EtcdBackupConfig, error) {
+	name := r.PathValue("config")
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return nil, refuse("%q is not a backup config name: %s", name, strings.Join(errs, "; "))
+	}
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := sess.Client.Get(r.Context(), client.ObjectKey{Namespace: ns, Name: name}, &cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Spec.Cluster.Name != r.PathValue("cluster") {
+		return nil, refuse("Backup config %s/%s is for cluster %s, not %s.", ns, name, cfg.Spec.Cluster.Name, r.PathValue("cluster"))
+	}
+	return &cfg, nil
+}
+
+// ---- add or edit a config
+
+type configForm struct {
+	Cluster, Namespace string
+	Editing            bool
+	Name               string
+	Preset             string
+	Schedule           string
+	Keep               string
+	Destination        string
+	Presets            []Preset
+	Destinations       []string
+	Default            string
+	// Errors maps a field (name, schedule, keep, destination) to what is wrong with it.
+	Errors map[string]string
+}
+
+func (s *Server) formFor(r *http.Request, ns string, editing bool) (configForm, error) {
+	f := configForm{Cluster: r.PathValue("cluster"), Namespace: ns, Editing: editing, Presets: Presets, Errors: map[string]string{}}
+	names, def, err := s.Destinations(r.Context())
+	if err != nil {
+		return f, refuse("The Seed configures no backup destinations: %v", err)
+	}
+	f.Destinations, f.Default = names, def
+	return f, nil
+}
+
+func (s *Server) newConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	f, err := s.formFor(r, ns, false)
+	if err != nil {
+		return err
+	}
+	f.Preset, f.Schedule, f.Keep, f.Destination = "daily", Presets[0].Schedule, strconv.Itoa(Presets[0].Keep), f.Default
+	s.render(w, r, http.StatusOK, "configform", view{Title: "Add automatic backup", Session: sess, Data: f})
+	return nil
+}
+
+func (s *Server) editConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	cfg, err := s.getConfig(r, sess, ns)
+	if err != nil {
+		return err
+	}
+	f, err := s.formFor(r, ns, true)
+	if err != nil {
+		return err
+	}
+	f.Name, f.Schedule, f.Preset, f.Destination = cfg.Name, cfg.Spec.Schedule, presetOf(cfg.Spec.Schedule), cfg.Spec.Destination
+	if cfg.Spec.Keep != nil {
+		f.Keep = strconv.Itoa(*cfg.Spec.Keep)
+	}
+	s.render(w, r, http.StatusOK, "configform", view{Title: "Edit " + cfg.Name, Session: sess, Data: f})
+	return nil
+}
+
+// read fills f from the posted form and checks what the console can check before the API
+// server does: a name, a schedule the scheduler can parse, a keep of at least 1, a
+// destination of the Seed's.
+func (f *configForm) read(form url.Values) {
+	if !f.Editing {
+		f.Name = strings.TrimSpace(form.Get("name"))
+		if errs := validation.IsDNS1123Subdomain(f.Name); len(errs) > 0 {
+			f.Errors["name"] = "A name of lower-case letters, digits and '-': " + strings.Join(errs, "; ")
+		}
+	}
+	f.Preset = form.Get("preset")
+	f.Schedule = strings.TrimSpace(form.Get("schedule"))
+	for _, p := range Presets {
+		if p.ID == f.Preset {
+			f.Schedule = p.Schedule
+		}
+	}
+	if f.Preset != "custom" && presetOf(f.Schedule) != f.Preset {
+		f.Errors["schedule"] = fmt.Sprintf("Unknown preset %q.", f.Preset)
+	} else if f.Schedule == "" {
+		f.Errors["schedule"] = "A custom schedule needs a cron expression (5 fields) or @every <interval>."
+	} else if _, err := schedule.Parse(f.Schedule); err != nil {
+		f.Errors["schedule"] = "Not a schedule: " + err.Error()
+	}
+	f.Keep = strings.TrimSpace(form.Get("keep"))
+	if k, err := strconv.Atoi(f.Keep); err != nil || k < 1 {
+		f.Errors["keep"] = "Keep is a whole number of backups, at least 1."
+	}
+	f.Destination = form.Get("destination")
+	if !slices.Contains(f.Destinations, f.Destination) {
+		f.Errors["destination"] = fmt.Sprintf("%q is not one of the Seed's destinations.", f.Destination)
+	}
+}
+
+func (s *Server) createConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	f, err := s.formFor(r, ns, false)
+	if err != nil {
+		return err
+	}
+	f.read(r.PostForm)
+	if len(f.Errors) > 0 {
+		s.render(w, r, http.StatusUnprocessableEntity, "configform", view{Title: "Add automatic backup", Session: sess, Data: f})
+		return nil
+	}
+	keep, _ := strconv.Atoi(f.Keep)
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: f.Name},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Name: f.Name, Cluster: clusterRef(f.Cluster),
+			Schedule: f.Schedule, Keep: &keep, Destination: f.Destination},
+	}
+	if err := sess.Client.Create(r.Context(), cfg); err != nil {
+		return s.formAPIError(w, r, sess, &f, "Add automatic backup", err)
+	}
+	http.Redirect(w, r, configURL(f.Cluster, f.Name), http.StatusSeeOther)
+	return nil
+}
+
+func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	cfg, err := s.getConfig(r, sess, ns)
+	if err != nil {
+		return err
+	}
+	f, err := s.formFor(r, ns, true)
+	if err != nil {
+		return err
+	}
+	f.Name = cfg.Name
+	f.read(r.PostForm)
+	if len(f.Errors) > 0 {
+		s.render(w, r, http.StatusUnprocessableEntity, "configform", view{Title: "Edit " + cfg.Name, Session: sess, Data: f})
+		return nil
+	}
+	keep, _ := strconv.Atoi(f.Keep)
+	cfg.Spec.Schedule, cfg.Spec.Keep, cfg.Spec.Destination = f.Schedule, &keep, f.Destination
+	if err := sess.Client.Update(r.Context(), cfg); err != nil {
+		return s.formAPIError(w, r, sess, &f, "Edit "+cfg.Name, err)
+	}
+	http.Redirect(w, r, configURL(f.Cluster, f.Name), http.StatusSeeOther)
+	return nil
+}
+
+// formAPIError shows the API server's refusal next to the field it names (its causes), or
+// above the form.
+func (s *Server) formAPIError(w http.ResponseWriter, r *http.Request, sess *session, f *configForm, title string, err error) error {
+	var st apierrors.APIStatus
+	if !errors.As(err, &st) || st.Status().Code == 0 {
+		return err
+	}
+	status := st.Status()
+	placed := false
+	if status.Details != nil {
+		for _, c := range status.Details.Causes {
+			if field := formField(c.Field); field != "" {
+				f.Errors[field] = strings.TrimSpace(f.Errors[field] + " " + c.Message)
+				placed = true
+			}
+		}
+	}
+	v := view{Title: title, Session: sess, Data: *f}
+	if !placed {
+		v.Error = "The API server says: " + status.Message
+	}
+	s.render(w, r, int(status.Code), "configform", v)
+	return nil
+}
+
+func formField(path string) string {
+	switch {
+	case path == "metadata.name" || path == "spec.name":
+		return "name"
+	case strings.HasPrefix(path, "spec.schedule"):
+		return "schedule"
+	case strings.HasPrefix(path, "spec.keep"):
+		return "keep"
+	case strings.HasPrefix(path, "spec.destination"):
+		return "destination"
+	}
+	return ""
+}
+
+func clusterRef(name string) corev1.ObjectReference {
+	return corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster", Name: name}
+}
+
+func configURL(cluster, config string) string {
+	return "/clusters/" + url.PathEscape(cluster) + "/configs/" + url.PathEscape(config)
+}
+
+// ---- one-time backup: a config without a schedule, as the seed document describes
+
+func (s *Server) oneTimeBackup(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	cluster := r.PathValue("cluster")
+	names, _, err := s.Destinations(r.Context())
+	if err != nil {
+		return refuse("The Seed configures no backup destinations: %v", err)
+	}
+	dest := r.PostForm.Get("destination")
+	if !slices.Contains(names, dest) {
+		return refuse("%q is not one of the Seed's destinations (%s).", dest, strings.Join(names, ", "))
+	}
+	name := "snapshot-" + s.now().UTC().Format("20060102-150405")
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:       kubermaticv1.EtcdBackupConfigSpec{Name: name, Cluster: clusterRef(cluster), Destination: dest},
+	}
+	if err := sess.Client.Create(r.Context(), cfg); err != nil {
+		return err
+	}
+	http.Redirect(w, r, configURL(cluster, name), http.StatusSeeOther)
+	return nil
+}
+
+// ---- restores
+
+type restoreRow struct {
+	Restore kubermaticv1.EtcdRestore
+	Status  kubermaticv1.EtcdRestoreStatus
+}
+
+func (s *Server) restoreRows(r *http.Request, sess *session, ns, cluster string) ([]restoreRow, error) {
+	var list kubermaticv1.EtcdRestoreList
+	if err := sess.Client.List(r.Context(), &list, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	var rows []restoreRow
+	for i := range list.Items {
+		rs := &list.Items[i]
+		if rs.Spec.Cluster.Name == cluster {
+			rows = append(rows, restoreRow{Restore: *rs, Status: rs.EffectiveStatus()})
+		}
+	}
+	slices.SortFunc(rows, func(a, b restoreRow) int {
+		return b.Restore.CreationTimestamp.Compare(a.Restore.CreationTimestamp.Time)
+	})
+	return rows, nil
+}
+
+type confirmData struct {
+	Cluster, Namespace string
+	Config             string
+	Backup             kubermaticv1.BackupStatus
+	// Confirm is what the user typed; Mismatch says it was not the cluster's name.
+	Confirm  string
+	Mismatch string
+}
+
+// completedBackup finds backup among the config's Completed backups: a restore is offered
+// only from a backup the API says was stored.
+func (s *Server) completedBackup(r *http.Request, sess *session, ns, config, backup string) (kubermaticv1.BackupStatus, error) {
+	if errs := validation.IsDNS1123Subdomain(config); len(errs) > 0 {
+		return kubermaticv1.BackupStatus{}, refuse("%q is not a backup config name.", config)
+	}
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := sess.Client.Get(r.Context(), client.ObjectKey{Namespace: ns, Name: config}, &cfg); err != nil {
+		return kubermaticv1.BackupStatus{}, err
+	}
+	if cfg.Spec.Cluster.Name != r.PathValue("cluster") {
+		return kubermaticv1.BackupStatus{}, refuse("Backup config %s is for cluster %s, not %s.", config, cfg.Spec.Cluster.Name, r.PathValue("cluster"))
+	}
+	for _, b := range cfg.Status.LastBackups {
+		if b.BackupName == backup {
+			if b.BackupPhase != kubermaticv1.PhaseCompleted || b.DeletePhase != "" {
+				return b, refuse("Backup %s is %s%s: only a Completed backup that is not being deleted can be restored.", backup, b.BackupPhase, deleting(b))
+			}
+			return b, nil
+		}
+	}
+	return kubermaticv1.BackupStatus{}, refuse("Backup config %s has no backup %q.", config, backup)
+}
+
+func deleting(b kubermaticv1.BackupStatus) string {
+	if b.DeletePhase != "" {
+		return ", deletion " + b.DeletePhase
+	}
+	return ""
+}
+
+func (s *Server) confirmRestore(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	b, err := s.completedBackup(r, sess, ns, q.Get("config"), q.Get("backup"))
+	if err != nil {
+		return err
+	}
+	s.render(w, r, http.StatusOK, "confirmrestore", view{Title: "Restore " + r.PathValue("cluster"), Session: sess,
+		Data: confirmData{Cluster: r.PathValue("cluster"), Namespace: ns, Config: q.Get("config"), Backup: b}})
+	return nil
+}
+
+func (s *Server) createRestore(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	cluster := r.PathValue("cluster")
+	config, backup := r.PostForm.Get("config"), r.PostForm.Get("backup")
+	b, err := s.completedBackup(r, sess, ns, config, backup)
+	if err != nil {
+		return err
+	}
+	// Typing the cluster's name is the guard against restoring the wrong cluster's etcd.
+	if confirm := strings.TrimSpace(r.PostForm.Get("confirm")); confirm != cluster {
+		s.render(w, r, http.StatusUnprocessableEntity, "confirmrestore", view{Title: "Restore " + cluster, Session: sess,
+			Data: confirmData{Cluster: cluster, Namespace: ns, Config: config, Backup: b, Confirm: confirm,
+				Mismatch: fmt.Sprintf("Type %s, the name of the cluster whose etcd will be replaced.", cluster)}})
+		return nil
+	}
+	rs := &kubermaticv1.EtcdRestore{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "restore-"},
+		Spec: kubermaticv1.EtcdRestoreSpec{Cluster: clusterRef(cluster), BackupName: b.BackupName,
+			Destination: b.Destination},
+	}
+	if err := sess.Client.Create(r.Context(), rs); err != nil {
+		return err
+	}
+	http.Redirect(w, r, "/clusters/"+url.PathEscape(cluster)+"/restores/"+url.PathEscape(rs.Name), http.StatusSeeOther)
+	return nil
+}
+
+type restoresData struct {
+	Cluster, Namespace string
+	Restores           []restoreRow
+}
+
+func (s *Server) restores(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	rows, err := s.restoreRows(r, sess, ns, r.PathValue("cluster"))
+	if err != nil {
+		return err
+	}
+	s.render(w, r, http.StatusOK, "restores", view{Title: "Restores of " + r.PathValue("cluster"), Session: sess, Live: ns,
+		Data: restoresData{Cluster: r.PathValue("cluster"), Namespace: ns, Restores: rows}})
+	return nil
+}
+
+type restoreData struct {
+	Cluster, Namespace string
+	Row                restoreRow
+	// Phases are the steps of a restore, for the timeline.
+	Phases []string
+}
+
+func (s *Server) restore(w http.ResponseWriter, r *http.Request, sess *session) error {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return err
+	}
+	name := r.PathValue("restore")
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return refuse("%q is not a restore name.", name)
+	}
+	var rs kubermaticv1.EtcdRestore
+	if err := sess.Client.Get(r.Context(), client.ObjectKey{Namespace: ns, Name: name}, &rs); err != nil {
+		return err
+	}
+	if rs.Spec.Cluster.Name != r.PathValue("cluster") {
+		return refuse("Restore %s is of cluster %s, not %s.", name, rs.Spec.Cluster.Name, r.PathValue("cluster"))
+	}
+	s.render(w, r, http.StatusOK, "restore", view{Title: "Restore " + name, Session: sess, Live: ns,
+		Data: restoreData{Cluster: r.PathValue("cluster"), Namespace: ns, Row: restoreRow{Restore: rs, Status: rs.EffectiveStatus()},
+			Phases: []string{kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding, kubermaticv1.RestorePhaseCompleted}}})
+	return nil
+}

@@ -1,0 +1,369 @@
+package web
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8sfake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+)
+
+func newSessions(t *testing.T) *Sessions {
+	t.Helper()
+	s, err := NewSessions([]byte(strings.Repeat("k", 32)), time.Hour, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func cookieOf(t *testing.T, s *Sessions, token string) *http.Cookie {
+	t.Helper()
+	w := httptest.NewRecorder()
+	if err := s.Set(w, token); err != nil {
+		t.Fatal(err)
+	}
+	return w.Result().Cookies()[0]
+}
+
+func TestSessionsSealTheTokenAndRefuseAnythingElse(t *testing.T) {
+	s := newSessions(t)
+	c := cookieOf(t, s, "secret-token")
+	if strings.Contains(c.Value, "secret-token") || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode {
+		t.Fatalf("cookie %+v: the token must be sealed, HttpOnly, SameSite=Lax", c)
+	}
+	req := func(c *http.Cookie) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		if c != nil {
+			r.AddCookie(c)
+		}
+		return r
+	}
+	if tok, err := s.Token(req(c)); err != nil || tok != "secret-token" {
+		t.Fatalf("Token = %q, %v", tok, err)
+	}
+	tampered := *c
+	tampered.Value = c.Value[:len(c.Value)-2] + "AA"
+	other, _ := NewSessions([]byte(strings.Repeat("x", 32)), time.Hour, false)
+	for name, r := range map[string]*http.Request{
+		"no cookie":           req(nil),
+		"a tampered cookie":   req(&tampered),
+		"another key's seal":  req(cookieOf(t, other, "secret-token")),
+		"not base64":          req(&http.Cookie{Name: CookieName, Value: "%%%"}),
+		"a plain token value": req(&http.Cookie{Name: CookieName, Value: "secret-token"}),
+	} {
+		if _, err := s.Token(r); err != ErrNoSession {
+			t.Errorf("%s: %v, want ErrNoSession", name, err)
+		}
+	}
+	s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
+	if _, err := s.Token(req(c)); err != ErrNoSession {
+		t.Errorf("an expired session: %v", err)
+	}
+	if _, err := NewSessions([]byte("short"), time.Hour, false); err == nil {
+		t.Error("a short session key was accepted")
+	}
+}
+
+func TestCSRFBelongsToItsSession(t *testing.T) {
+	s := newSessions(t)
+	if !s.CheckCSRF("a", s.CSRF("a")) || s.CheckCSRF("a", s.CSRF("b")) || s.CheckCSRF("a", "") {
+		t.Fatal("a form token must match its own session only")
+	}
+}
+
+func TestSafeNextStaysOnTheConsole(t *testing.T) {
+	for in, want := range map[string]string{
+		"/clusters/a": "/clusters/a", "": "/", "https://evil.example/": "/", "//evil.example/x": "/", "/\\evil": "/",
+	} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func statusEvent(ns string, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase) *etcdbackupv1.StatusEvent {
+	return &etcdbackupv1.StatusEvent{Config: &etcdbackupv1.ConfigRef{Namespace: ns, Name: "daily"}, BackupName: "daily-1", Stage: stage, Phase: phase}
+}
+
+// Each browser gets the events of the namespace it watches only; a full buffer drops and
+// counts instead of blocking the others.
+func TestHubSendsEachNamespaceItsOwnEvents(t *testing.T) {
+	dropped := map[string]int{}
+	h := NewHub(1)
+	h.Metrics.Dropped = func(r string) { dropped[r]++ }
+	a, b := h.Join("cluster-a"), h.Join("cluster-b")
+	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	select {
+	case data := <-a.C:
+		if !strings.Contains(string(data), `"namespace":"cluster-a"`) || !strings.Contains(string(data), `"phase":"completed"`) {
+			t.Errorf("cluster-a got %s", data)
+		}
+	default:
+		t.Fatal("cluster-a got nothing")
+	}
+	if len(b.C) != 0 {
+		t.Fatalf("cluster-b got cluster-a's event: %s", <-b.C)
+	}
+	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING))
+	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING))
+	h.Publish(statusEvent("Not A Namespace", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING))
+	if dropped["slow-client"] != 1 || dropped["invalid"] != 1 {
+		t.Errorf("dropped %v, want one for the slow client and one invalid", dropped)
+	}
+	h.Leave(a)
+	h.Leave(b)
+	if h.Clients() != 0 {
+		t.Errorf("%d clients after both left", h.Clients())
+	}
+}
+
+func TestEventsAreShownOnlyFromTheirStagesSubject(t *testing.T) {
+	for _, tc := range []struct {
+		subject string
+		ev      *etcdbackupv1.StatusEvent
+		want    bool
+	}{
+		{"etcdbackup.status.uploader", statusEvent("ns", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED), true},
+		{"etcdbackup.status.snapshotter", statusEvent("ns", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED), false},
+		{"etcdbackup.status.snapshotter", statusEvent("ns", etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_COMPLETED), false},
+		{"etcdbackup.status.snapshotter", statusEvent("ns", etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING), true},
+		{"etcdbackup.status.restorer", statusEvent("ns", etcdbackupv1.Stage_STAGE_RESTORER, etcdbackupv1.Phase_PHASE_COMPLETED), true},
+	} {
+		if got := fromItsStage(tc.subject, tc.ev); got != tc.want {
+			t.Errorf("%s from %s (%s): %v, want %v", tc.ev.GetStage(), tc.subject, tc.ev.GetPhase(), got, tc.want)
+		}
+	}
+}
+
+func TestConfigFormChecksWhatTheSchedulerWould(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		form  url.Values
+		sched string
+		bad   []string
+	}{
+		{"the weekly preset", url.Values{"name": {"weekly"}, "preset": {"weekly"}, "keep": {"4"}, "destination": {"s3"}}, "0 1 * * 0", nil},
+		{"a custom @every", url.Values{"name": {"often"}, "preset": {"custom"}, "schedule": {"@every 20m"}, "keep": {"20"}, "destination": {"s3"}}, "@every 20m", nil},
+		{"a bad cron", url.Values{"name": {"x"}, "preset": {"custom"}, "schedule": {"61 * * * *"}, "keep": {"1"}, "destination": {"s3"}}, "61 * * * *", []string{"schedule"}},
+		{"an empty custom schedule", url.Values{"name": {"x"}, "preset": {"custom"}, "keep": {"1"}, "destination": {"s3"}}, "", []string{"schedule"}},
+		{"an unknown preset", url.Values{"name": {"x"}, "preset": {"hourly"}, "keep": {"1"}, "destination": {"s3"}}, "", []string{"schedule"}},
+		{"keep 0, a bad name, another destination", url.Values{"name": {"Bad_Name"}, "preset": {"daily"}, "keep": {"0"}, "destination": {"elsewhere"}}, "0 1 * * *", []string{"name", "keep", "destination"}},
+	} {
+		f := configForm{Destinations: []string{"s3"}, Errors: map[string]string{}}
+		f.read(tc.form)
+		if f.Schedule != tc.sched {
+			t.Errorf("%s: schedule %q, want %q", tc.name, f.Schedule, tc.sched)
+		}
+		if len(f.Errors) != len(tc.bad) {
+			t.Errorf("%s: errors %v, want on %v", tc.name, f.Errors, tc.bad)
+		}
+		for _, field := range tc.bad {
+			if f.Errors[field] == "" {
+				t.Errorf("%s: no error on %s (%v)", tc.name, field, f.Errors)
+			}
+		}
+	}
+}
+
+// testServer is the console on fake clients: the TokenReview knows one token, "alice", and
+// the SubjectAccessReview allows alice namespace cluster-a only.
+func testServer(t *testing.T, objs ...client.Object) (*Server, http.Handler, *k8sfake.Clientset) {
+	t.Helper()
+	kc := k8sfake.NewClientset()
+	kc.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview)
+		if tr.Spec.Token == "alice" {
+			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: authenticationv1.UserInfo{Username: "alice"}}
+		}
+		return true, tr, nil
+	})
+	kc.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sar := a.(k8stesting.CreateAction).GetObject().(*authorizationv1.SubjectAccessReview)
+		sar.Status.Allowed = sar.Spec.User == "alice" && sar.Spec.ResourceAttributes.Namespace == "cluster-a"
+		return true, sar, nil
+	})
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).Build()
+	s := &Server{
+		Log: slog.New(slog.DiscardHandler), Sessions: newSessions(t), Auth: NewAuthenticator(kc, time.Minute),
+		Users:        func(string) (client.Client, error) { return c, nil },
+		Destinations: func(context.Context) ([]string, string, error) { return []string{"archive", "s3"}, "s3", nil },
+		Hub:          NewHub(8), Heartbeat: 20 * time.Millisecond,
+	}
+	h, err := s.Handler()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, h, kc
+}
+
+func do(t *testing.T, h http.Handler, s *Server, method, target, token string, form url.Values) *httptest.ResponseRecorder {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		if token != "" {
+			form.Set("csrf", s.Sessions.CSRF(token))
+		}
+		body = strings.NewReader(form.Encode())
+	}
+	r := httptest.NewRequest(method, target, body)
+	if form != nil {
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	if token != "" {
+		r.AddCookie(cookieOf(t, s.Sessions, token))
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+func TestPagesNeedASessionAndPostsTheirFormToken(t *testing.T) {
+	s, h, _ := testServer(t)
+	if w := do(t, h, s, http.MethodGet, "/clusters/a", "", nil); w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), "/login?next=") {
+		t.Errorf("signed out: %d to %q", w.Code, w.Header().Get("Location"))
+	}
+	if w := do(t, h, s, http.MethodGet, "/clusters/a", "mallory", nil); w.Code != http.StatusSeeOther {
+		t.Errorf("a token the API does not accept: %d", w.Code)
+	}
+	if w := do(t, h, s, http.MethodPost, "/login", "", url.Values{"token": {"mallory"}}); w.Code != http.StatusUnauthorized {
+		t.Errorf("signing in with a bad token: %d", w.Code)
+	}
+	if w := do(t, h, s, http.MethodPost, "/login", "", url.Values{"token": {"alice"}, "next": {"//evil.example"}}); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" || len(w.Result().Cookies()) != 1 {
+		t.Errorf("signing in: %d to %q", w.Code, w.Header().Get("Location"))
+	}
+	// A post without the session's form token is refused before anything is created.
+	r := httptest.NewRequest(http.MethodPost, "/clusters/a/backups", strings.NewReader("destination=s3&csrf=forged"))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	r.AddCookie(cookieOf(t, s.Sessions, "alice"))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusForbidden {
+		t.Errorf("a post with a forged form token: %d", w.Code)
+	}
+	if got := w.Header().Get("Content-Security-Policy"); !strings.Contains(got, "default-src 'self'") {
+		t.Errorf("Content-Security-Policy %q", got)
+	}
+}
+
+func TestOneTimeBackupAndRestoreAreCheckedAgainstTheAPI(t *testing.T) {
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "daily"},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a"), Schedule: "0 1 * * *"},
+		Status: kubermaticv1.EtcdBackupConfigStatus{LastBackups: []kubermaticv1.BackupStatus{
+			{BackupName: "daily-ok", BackupPhase: kubermaticv1.PhaseCompleted, Destination: "archive"},
+			{BackupName: "daily-failed", BackupPhase: kubermaticv1.PhaseFailed},
+		}}}
+	s, h, _ := testServer(t, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, cfg)
+	s.Now = func() time.Time { return time.Date(2026, 11, 29, 9, 30, 0, 0, time.UTC) }
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/backups", "alice", url.Values{"destination": {"nowhere"}}); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "not one of the Seed") {
+		t.Errorf("a one-time backup to an unknown destination: %d", w.Code)
+	}
+	w := do(t, h, s, http.MethodPost, "/clusters/a/backups", "alice", url.Values{"destination": {"archive"}})
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/clusters/a/configs/snapshot-20261129-093000" {
+		t.Fatalf("a one-time backup: %d to %q\n%s", w.Code, w.Header().Get("Location"), w.Body.String())
+	}
+	c, _ := s.Users("alice")
+	var snap kubermaticv1.EtcdBackupConfig
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "cluster-a", Name: "snapshot-20261129-093000"}, &snap); err != nil || snap.Spec.Schedule != "" || snap.Spec.Destination != "archive" || snap.Spec.Cluster.Name != "a" {
+		t.Fatalf("one-time config %+v, %v", snap.Spec, err)
+	}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		code int
+		says string
+	}{
+		{"a failed backup", url.Values{"config": {"daily"}, "backup": {"daily-failed"}, "confirm": {"a"}}, http.StatusBadRequest, "only a Completed backup"},
+		{"a backup the config does not list", url.Values{"config": {"daily"}, "backup": {"daily-gone"}, "confirm": {"a"}}, http.StatusBadRequest, "has no backup"},
+		{"a mistyped cluster", url.Values{"config": {"daily"}, "backup": {"daily-ok"}, "confirm": {"b"}}, http.StatusUnprocessableEntity, "Type a, the name"},
+	} {
+		if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice", tc.form); w.Code != tc.code || !strings.Contains(w.Body.String(), tc.says) {
+			t.Errorf("%s: %d, want %d saying %q\n%s", tc.name, w.Code, tc.code, tc.says, w.Body.String())
+		}
+	}
+	var restores kubermaticv1.EtcdRestoreList
+	if err := c.List(context.Background(), &restores); err != nil || len(restores.Items) != 0 {
+		t.Fatalf("refused restores created %d restores (%v)", len(restores.Items), err)
+	}
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice", url.Values{"config": {"daily"}, "backup": {"daily-ok"}, "confirm": {"a"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("a confirmed restore: %d\n%s", w.Code, w.Body.String())
+	}
+	if err := c.List(context.Background(), &restores); err != nil || len(restores.Items) != 1 {
+		t.Fatalf("%d restores (%v)", len(restores.Items), err)
+	}
+	if rs := restores.Items[0]; rs.Spec.BackupName != "daily-ok" || rs.Spec.Destination != "archive" || rs.Spec.Cluster.Name != "a" || rs.Namespace != "cluster-a" {
+		t.Errorf("restore %s/%s: %+v", rs.Namespace, rs.Name, rs.Spec)
+	}
+}
+
+// The event stream: only for a namespace the user may get configs in, with the hub's events
+// of that namespace, and the browser leaves the hub when the request ends.
+func TestEventStreamFollowsAccess(t *testing.T) {
+	s, h, _ := testServer(t)
+	if w := do(t, h, s, http.MethodGet, "/events?namespace=cluster-b", "alice", nil); w.Code != http.StatusForbidden {
+		t.Errorf("another namespace's events: %d", w.Code)
+	}
+	if w := do(t, h, s, http.MethodGet, "/events?namespace=../x", "alice", nil); w.Code != http.StatusBadRequest {
+		t.Errorf("a bad namespace: %d", w.Code)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/events?namespace=cluster-a", nil)
+	req.AddCookie(cookieOf(t, s.Sessions, "alice"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %s %s", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Hub.Clients() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // polling for the browser to join, not waiting for it
+	}
+	s.Hub.Publish(statusEvent("cluster-b", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	s.Hub.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	buf := make([]byte, 0, 4096)
+	for !strings.Contains(string(buf), "event: status") && time.Now().Before(deadline) {
+		chunk := make([]byte, 1024)
+		n, err := resp.Body.Read(chunk)
+		buf = append(buf, chunk[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	got := string(buf)
+	if !strings.Contains(got, `"namespace":"cluster-a"`) || strings.Contains(got, "cluster-b") {
+		t.Fatalf("stream of cluster-a carried:\n%s", got)
+	}
+	resp.Body.Close()
+	cancel()
+	for s.Hub.Clients() != 0 && time.Now().Before(deadline.Add(5*time.Second)) {
+		time.Sleep(5 * time.Millisecond) // polling for the closed stream to leave
+	}
+	if n := s.Hub.Clients(); n != 0 {
+		t.Errorf("%d browsers in the hub after the stream closed", n)
+	}
+}

@@ -98,8 +98,8 @@ type Service struct {
 	// MetricsURL is its /metrics URL.
 	MetricsURL string
 	// URL is the console's pages (the console only).
-	URL string
-	Kind       string
+	URL  string
+	Kind string
 }
 
 // Start starts every component and the services, with the Seed destination, its credentials

@@ -193,4 +193,3 @@ func requestMetrics(reg prometheus.Registerer) web.Metrics {
 	reg.MustRegister(requests)
 	return web.Metrics{Request: func(route string, code int) { requests.WithLabelValues(route, strconv.Itoa(code)).Inc() }}
 }
-

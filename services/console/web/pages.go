@@ -239,48 +239,56 @@ type configForm struct {
 	Errors map[string]string
 }
 
-func (s *Server) formFor(r *http.Request, ns string, editing bool) (configForm, error) {
+// configForm prepares the add or edit form of the request's cluster: its namespace, the
+// Seed's destinations and, when editing, the config (nil when adding).
+func (s *Server) configForm(r *http.Request, sess *session, editing bool) (configForm, *kubermaticv1.EtcdBackupConfig, error) {
+	_, ns, err := clusterOf(r.Context(), r, sess)
+	if err != nil {
+		return configForm{}, nil, err
+	}
 	f := configForm{Cluster: r.PathValue("cluster"), Namespace: ns, Editing: editing, Presets: Presets, Errors: map[string]string{}}
+	var cfg *kubermaticv1.EtcdBackupConfig
+	if editing {
+		if cfg, err = s.getConfig(r, sess, ns); err != nil {
+			return f, nil, err
+		}
+		f.Name = cfg.Name
+	}
 	names, def, err := s.Destinations(r.Context())
 	if err != nil {
-		return f, refuse("The Seed configures no backup destinations: %v", err)
+		return f, nil, refuse("The Seed configures no backup destinations: %v", err)
 	}
 	f.Destinations, f.Default = names, def
-	return f, nil
+	return f, cfg, nil
+}
+
+func (f *configForm) title() string {
+	if f.Editing {
+		return "Edit " + f.Name
+	}
+	return "Add automatic backup"
 }
 
 func (s *Server) newConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
-	_, ns, err := clusterOf(r.Context(), r, sess)
-	if err != nil {
-		return err
-	}
-	f, err := s.formFor(r, ns, false)
+	f, _, err := s.configForm(r, sess, false)
 	if err != nil {
 		return err
 	}
 	f.Preset, f.Schedule, f.Keep, f.Destination = "daily", Presets[0].Schedule, strconv.Itoa(Presets[0].Keep), f.Default
-	s.render(w, r, http.StatusOK, "configform", view{Title: "Add automatic backup", Session: sess, Data: f})
+	s.render(w, r, http.StatusOK, "configform", view{Title: f.title(), Session: sess, Data: f})
 	return nil
 }
 
 func (s *Server) editConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
-	_, ns, err := clusterOf(r.Context(), r, sess)
+	f, cfg, err := s.configForm(r, sess, true)
 	if err != nil {
 		return err
 	}
-	cfg, err := s.getConfig(r, sess, ns)
-	if err != nil {
-		return err
-	}
-	f, err := s.formFor(r, ns, true)
-	if err != nil {
-		return err
-	}
-	f.Name, f.Schedule, f.Preset, f.Destination = cfg.Name, cfg.Spec.Schedule, presetOf(cfg.Spec.Schedule), cfg.Spec.Destination
+	f.Schedule, f.Preset, f.Destination = cfg.Spec.Schedule, presetOf(cfg.Spec.Schedule), cfg.Spec.Destination
 	if cfg.Spec.Keep != nil {
 		f.Keep = strconv.Itoa(*cfg.Spec.Keep)
 	}
-	s.render(w, r, http.StatusOK, "configform", view{Title: "Edit " + cfg.Name, Session: sess, Data: f})
+	s.render(w, r, http.StatusOK, "configform", view{Title: f.title(), Session: sess, Data: f})
 	return nil
 }
 
@@ -319,55 +327,37 @@ func (f *configForm) read(form url.Values) {
 }
 
 func (s *Server) createConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
-	_, ns, err := clusterOf(r.Context(), r, sess)
-	if err != nil {
-		return err
-	}
-	f, err := s.formFor(r, ns, false)
-	if err != nil {
-		return err
-	}
-	f.read(r.PostForm)
-	if len(f.Errors) > 0 {
-		s.render(w, r, http.StatusUnprocessableEntity, "configform", view{Title: "Add automatic backup", Session: sess, Data: f})
-		return nil
-	}
-	keep, _ := strconv.Atoi(f.Keep)
-	cfg := &kubermaticv1.EtcdBackupConfig{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: f.Name},
-		Spec: kubermaticv1.EtcdBackupConfigSpec{Name: f.Name, Cluster: clusterRef(f.Cluster),
-			Schedule: f.Schedule, Keep: &keep, Destination: f.Destination},
-	}
-	if err := sess.Client.Create(r.Context(), cfg); err != nil {
-		return s.formAPIError(w, r, sess, &f, "Add automatic backup", err)
-	}
-	http.Redirect(w, r, configURL(f.Cluster, f.Name), http.StatusSeeOther)
-	return nil
+	return s.saveConfig(w, r, sess, false)
 }
 
 func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, sess *session) error {
-	_, ns, err := clusterOf(r.Context(), r, sess)
+	return s.saveConfig(w, r, sess, true)
+}
+
+// saveConfig creates the posted config, or updates the spec of the one being edited.
+func (s *Server) saveConfig(w http.ResponseWriter, r *http.Request, sess *session, editing bool) error {
+	f, cfg, err := s.configForm(r, sess, editing)
 	if err != nil {
 		return err
 	}
-	cfg, err := s.getConfig(r, sess, ns)
-	if err != nil {
-		return err
-	}
-	f, err := s.formFor(r, ns, true)
-	if err != nil {
-		return err
-	}
-	f.Name = cfg.Name
 	f.read(r.PostForm)
 	if len(f.Errors) > 0 {
-		s.render(w, r, http.StatusUnprocessableEntity, "configform", view{Title: "Edit " + cfg.Name, Session: sess, Data: f})
+		s.render(w, r, http.StatusUnprocessableEntity, "configform", view{Title: f.title(), Session: sess, Data: f})
 		return nil
 	}
 	keep, _ := strconv.Atoi(f.Keep)
-	cfg.Spec.Schedule, cfg.Spec.Keep, cfg.Spec.Destination = f.Schedule, &keep, f.Destination
-	if err := sess.Client.Update(r.Context(), cfg); err != nil {
-		return s.formAPIError(w, r, sess, &f, "Edit "+cfg.Name, err)
+	if editing {
+		cfg.Spec.Schedule, cfg.Spec.Keep, cfg.Spec.Destination = f.Schedule, &keep, f.Destination
+		err = sess.Client.Update(r.Context(), cfg)
+	} else {
+		err = sess.Client.Create(r.Context(), &kubermaticv1.EtcdBackupConfig{
+			ObjectMeta: metav1.ObjectMeta{Namespace: f.Namespace, Name: f.Name},
+			Spec: kubermaticv1.EtcdBackupConfigSpec{Name: f.Name, Cluster: clusterRef(f.Cluster),
+				Schedule: f.Schedule, Keep: &keep, Destination: f.Destination},
+		})
+	}
+	if err != nil {
+		return s.formAPIError(w, r, sess, &f, err)
 	}
 	http.Redirect(w, r, configURL(f.Cluster, f.Name), http.StatusSeeOther)
 	return nil
@@ -375,7 +365,7 @@ func (s *Server) updateConfig(w http.ResponseWriter, r *http.Request, sess *sess
 
 // formAPIError shows the API server's refusal next to the field it names (its causes), or
 // above the form.
-func (s *Server) formAPIError(w http.ResponseWriter, r *http.Request, sess *session, f *configForm, title string, err error) error {
+func (s *Server) formAPIError(w http.ResponseWriter, r *http.Request, sess *session, f *configForm, err error) error {
 	var st apierrors.APIStatus
 	if !errors.As(err, &st) || st.Status().Code == 0 {
 		return err
@@ -390,7 +380,7 @@ func (s *Server) formAPIError(w http.ResponseWriter, r *http.Request, sess *sess
 			}
 		}
 	}
-	v := view{Title: title, Session: sess, Data: *f}
+	v := view{Title: f.title(), Session: sess, Data: *f}
 	if !placed {
 		v.Error = "The API server says: " + status.Message
 	}

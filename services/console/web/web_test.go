@@ -367,3 +367,34 @@ func TestEventStreamFollowsAccess(t *testing.T) {
 		t.Errorf("%d browsers in the hub after the stream closed", n)
 	}
 }
+
+// Editing changes the spec's schedule, keep and destination and nothing else; the edit form
+// shows a preset schedule as its preset.
+func TestEditConfigUpdatesTheSpec(t *testing.T) {
+	keep := 20
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "daily", Labels: map[string]string{"team": "x"}},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a"), Schedule: "0 1 * * 0", Keep: &keep, Destination: "s3"}}
+	s, h, _ := testServer(t, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, cfg)
+	w := do(t, h, s, http.MethodGet, "/clusters/a/configs/daily/edit", "alice", nil)
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `value="weekly" id="preset-weekly" data-schedule="0 1 * * 0" data-keep="4" checked`) {
+		t.Fatalf("edit form: %d\n%s", w.Code, w.Body.String())
+	}
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/configs/daily", "alice", url.Values{"preset": {"custom"}, "schedule": {"@every 1h"}, "keep": {"0"}, "destination": {"archive"}}); w.Code != http.StatusUnprocessableEntity || !strings.Contains(w.Body.String(), `id="keep-error"`) {
+		t.Fatalf("keep 0: %d", w.Code)
+	}
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/configs/daily", "alice", url.Values{"preset": {"custom"}, "schedule": {"@every 1h"}, "keep": {"3"}, "destination": {"archive"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("edit: %d\n%s", w.Code, w.Body.String())
+	}
+	c, _ := s.Users("alice")
+	var got kubermaticv1.EtcdBackupConfig
+	if err := c.Get(context.Background(), client.ObjectKeyFromObject(cfg), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Schedule != "@every 1h" || *got.Spec.Keep != 3 || got.Spec.Destination != "archive" || got.Spec.Cluster.Name != "a" || got.Labels["team"] != "x" {
+		t.Errorf("after the edit: %+v, labels %v", got.Spec, got.Labels)
+	}
+	// A config of another cluster is not edited through this one's path.
+	if w := do(t, h, s, http.MethodGet, "/clusters/b/configs/daily/edit", "alice", nil); w.Code == http.StatusOK {
+		t.Errorf("editing cluster a's config under cluster b: %d", w.Code)
+	}
+}

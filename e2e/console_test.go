@@ -140,9 +140,15 @@ func (p *page) open(path string) {
 	p.measure()
 }
 
-// measure records the weight and first paint of the page just loaded.
+// measure records the weight and first paint of the page just loaded, and checks that every
+// control of the page has a label.
 func (p *page) measure() {
 	p.t.Helper()
+	if unlabelled := evalJS[[]string](p, `[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+		.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+		.map(e => e.outerHTML)`); len(unlabelled) > 0 {
+		p.t.Errorf("%s: controls without a label: %v", p.text("h1"), unlabelled)
+	}
 	p.weights = append(p.weights, evalJS[pageWeight](p, `(() => {
 		const n = performance.getEntriesByType('navigation')[0];
 		const res = performance.getEntriesByType('resource');
@@ -356,9 +362,9 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 		t.Fatalf("a mistyped confirmation created restores: %d, %v", len(restores.Items), err)
 	}
 	p.shot("restore-confirm")
+	// By keyboard alone: the cluster's name, then Enter.
 	evalJS[string](p, `document.querySelector('#confirm').value = ''`)
-	p.run(chromedp.SendKeys(css("#confirm"), mine),
-		chromedp.Click(css("#start-restore")), chromedp.WaitVisible(css("#restore-phase")))
+	p.run(chromedp.SendKeys(css("#confirm"), mine+"\r"), chromedp.WaitVisible(css("#restore-phase")))
 	p.measure()
 	evalJS[string](p, `window.__sameDocument = 'yes'`)
 	p.waitFor("the restore rebuilding, with each member's download", `(() => document.querySelector('#restore-phase').textContent.trim() === 'StsRebuilding' && /fetched etcd-0 .*, etcd-1 .*, etcd-2 \d+ of \d+ K?i?B/.test(document.querySelector('#restore-progress').textContent))()`, 2*time.Minute)
@@ -414,6 +420,16 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 		t.Errorf("bob's cluster page shows alice's configs:\n%s", body)
 	}
 
+	// The console counted its requests and streams, and dropped nothing here.
+	if n := metricSum(t, ctx, "console", "etcdbackup_console_requests_total", map[string]string{"route": "GET /clusters/{cluster}", "code": "200"}); n < 2 {
+		t.Errorf("etcdbackup_console_requests_total of the cluster page: %v", n)
+	}
+	if n := metricSum(t, ctx, "console", "etcdbackup_console_requests_total", map[string]string{"route": "GET /events", "code": "403"}); n < 2 {
+		t.Errorf("etcdbackup_console_requests_total of refused event streams: %v", n)
+	}
+	if n := metricSum(t, ctx, "console", "etcdbackup_console_events_dropped_total", map[string]string{"reason": "slow-client"}); n != 0 {
+		t.Errorf("%v events dropped for slow browsers", n)
+	}
 	for _, w := range p.weights {
 		t.Logf("page %-45s html %6d B, with css+js %6d B, first paint %5.0f ms, loaded %5.0f ms", w.Path, w.HTML, w.Total, w.FirstPaint, w.Loaded)
 	}

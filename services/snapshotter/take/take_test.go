@@ -175,6 +175,7 @@ func TestSnapshotReportsProgress(t *testing.T) {
 			continue
 		}
 		reports++
+		t.Logf("%s (bytesDone %d, bytesTotal %d)", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal())
 		// The total is etcd's database size as its status reports it, near the snapshot's.
 		if ev.GetBytesTotal() < ready.GetSnapshotSize()/2 || ev.GetBytesTotal() > 2*ready.GetSnapshotSize() || ev.GetBytesDone() > ready.GetSnapshotSize() || !strings.Contains(ev.GetMessage(), " MiB (") {
 			t.Fatalf("progress %q: %d of %d bytes; the snapshot had %d", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal(), ready.GetSnapshotSize())

@@ -115,8 +115,10 @@
   }
 
   var es = new EventSource(main.dataset.live);
-  es.addEventListener('open', function () { setState('open', 'on'); });
-  es.addEventListener('error', function () { setState('reconnecting', 'reconnecting'); });
+  // After a drop the stream resumes with new events only: fetch what was missed.
+  var dropped = false;
+  es.addEventListener('open', function () { setState('open', 'on'); if (dropped) { dropped = false; reload(); } });
+  es.addEventListener('error', function () { dropped = true; setState('reconnecting', 'reconnecting'); });
   es.addEventListener('revoked', function () { es.close(); setState('closed', 'stopped (access revoked)'); });
   es.addEventListener('status', function (e) {
     var ev;

@@ -372,6 +372,8 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	k.ReleaseSteps()
 	released = true
 	p.waitFor("the restore Completed", `document.querySelector('#restore-phase').textContent.trim() === 'Completed'`, 2*time.Minute)
+	// The final progress comes from status, which the page fetches again after the event.
+	p.waitFor("the restore's final progress", `document.querySelector('#restore-progress').textContent.trim() === 'done: members restored 3/3'`, 30*time.Second)
 	same = evalJS[string](p, `window.__sameDocument || 'reloaded'`)
 	if same != "yes" {
 		t.Error("the restore page reloaded: it should follow the phases in place")

@@ -34,15 +34,39 @@
     if (el) { el.textContent = value; }
   }
 
-  function stamp(row) {
-    var now = String(Date.now());
-    row.dataset.updatedAt = now;
-    document.body.dataset.lastUpdate = now;
+  // shown records when the page first showed each backup's or restore's phase, kept across
+  // reloads of its section: data-updated-at on the row says it (the console's browser test
+  // measures the delay from a status event to the page with it).
+  var shown = {};
+  function stamp(row, key, phase) {
+    var s = shown[key];
+    if (!s || s.phase !== phase) { s = shown[key] = { phase: phase, at: Date.now() }; }
+    row.dataset.updatedAt = String(s.at);
+  }
+
+  // newRow adds a row for a backup the config's table does not show yet, so its phase shows
+  // at once; the refetch that follows fills in the rest.
+  function newRow(ev) {
+    var body = main.querySelector('table#backups[data-config="' + CSS.escape(ev.config) + '"] tbody');
+    if (!body) { return null; }
+    var empty = body.querySelector('tr.empty');
+    if (empty) { empty.remove(); }
+    var row = document.createElement('tr');
+    row.dataset.backup = ev.backupName;
+    ['name', 'phase', 'message', 'finished', 'deletion', 'actions'].forEach(function (cls) {
+      var td = document.createElement('td');
+      td.className = cls;
+      row.appendChild(td);
+    });
+    row.firstChild.textContent = ev.backupName;
+    body.insertBefore(row, body.firstChild);
+    return row;
   }
 
   function applyBackup(ev) {
     var row = main.querySelector('tr[data-backup="' + CSS.escape(ev.backupName) + '"]');
-    if (!row) { return false; }
+    var known = !!row;
+    if (!row && !(row = newRow(ev))) { return false; }
     var phaseCell = row.querySelector('.phase');
     if (phaseCell) {
       phaseCell.textContent = word(ev.phase);
@@ -56,8 +80,8 @@
       }
     }
     text(row, 'message', ev.message || '');
-    stamp(row);
-    return true;
+    stamp(row, 'b:' + ev.backupName, ev.phase);
+    return known;
   }
 
   function applyRestore(ev) {
@@ -70,7 +94,7 @@
       row.querySelectorAll('li[data-phase]').forEach(function (li) {
         if (li.dataset.phase === r.phase) { li.setAttribute('aria-current', 'step'); } else { li.removeAttribute('aria-current'); }
       });
-      stamp(row);
+      stamp(row, 'r:' + ev.config, r.phase);
     });
     var log = document.getElementById('phase-log');
     if (log) {
@@ -111,7 +135,7 @@
           Object.keys(latest).forEach(function (k) { apply(latest[k]); });
         })
         .catch(function () { /* the next event tries again */ });
-    }, 150);
+    }, 100);
   }
 
   var es = new EventSource(main.dataset.live);

@@ -101,9 +101,19 @@ func (s *Server) now() time.Time {
 	return time.Now()
 }
 
-// securityHeaders: no framing, no inline script, no sniffing, no referrer to other sites.
+// securityHeaders: no framing, no inline script, no sniffing, no referrer to other sites; and
+// a POST that a browser says comes from another origin is refused (the sign-in form too,
+// which has no session to carry a form token).
 func securityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			if origin := r.Header.Get("Origin"); origin != "" {
+				if u, err := url.Parse(origin); err != nil || u.Host != r.Host {
+					http.Error(w, "cross-origin form posts are refused", http.StatusForbidden)
+					return
+				}
+			}
+		}
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Referrer-Policy", "same-origin")

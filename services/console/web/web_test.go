@@ -264,6 +264,17 @@ func TestPagesNeedASessionAndPostsTheirFormToken(t *testing.T) {
 	if got := w.Header().Get("Content-Security-Policy"); !strings.Contains(got, "default-src 'self'") {
 		t.Errorf("Content-Security-Policy %q", got)
 	}
+	// A sign-in posted from another site's page is refused (login CSRF); from this one it works.
+	for origin, want := range map[string]int{"https://evil.example": http.StatusForbidden, "http://example.com": http.StatusSeeOther} {
+		r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader("token=alice"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.Header.Set("Origin", origin)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("sign-in posted from %s: %d, want %d", origin, w.Code, want)
+		}
+	}
 }
 
 func TestOneTimeBackupAndRestoreAreCheckedAgainstTheAPI(t *testing.T) {

@@ -11,6 +11,6 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "installing Debian's chromium for the console's browser tests"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq --no-install-recommends chromium >/dev/null
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends chromium >/dev/null || { echo "installing chromium failed: install the Debian package chromium" >&2; exit 1; }
 test -x /usr/bin/chromium

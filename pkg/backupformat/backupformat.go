@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"strings"
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
@@ -69,7 +68,8 @@ type Writer struct {
 	seal io.WriteCloser // the age stream, nil when not encrypting
 	hash hash.Hash
 	out  *countingWriter
-	enc2 Encryption
+	// sealedTo is what the stream is encrypted to (none: not encrypted).
+	sealedTo Encryption
 }
 
 // NewWriter returns a Writer into w at level, with encoder concurrency concurrency (1 keeps
@@ -97,23 +97,18 @@ func NewSealingWriter(w io.Writer, level zstd.EncoderLevel, concurrency int, e E
 	if err != nil {
 		return nil, err
 	}
-	return &Writer{enc: enc, seal: seal, hash: h, out: out, enc2: e}, nil
+	return &Writer{enc: enc, seal: seal, hash: h, out: out, sealedTo: e}, nil
 }
 
 // Codec is the chain the stored bytes were written with (MetaCodec).
-func (w *Writer) Codec() string {
-	if w.seal != nil {
-		return CodecZstdAge
-	}
-	return CodecZstd
-}
+func (w *Writer) Codec() string { return w.sealedTo.Codec() }
 
 // Metadata is the S3 metadata that describes how the stored bytes were written: the codec
 // and, when encrypted, the recipients' fingerprints.
 func (w *Writer) Metadata() map[string]string {
 	m := map[string]string{MetaCodec: w.Codec()}
 	if w.seal != nil {
-		m[MetaRecipients] = strings.Join(w.enc2.Fingerprints, ",")
+		m[MetaRecipients] = w.sealedTo.RecipientList()
 	}
 	return m
 }

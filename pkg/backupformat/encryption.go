@@ -20,6 +20,18 @@ type Encryption struct {
 	Fingerprints []string
 }
 
+// Codec is the codec chain (MetaCodec) of a backup sealed to e: CodecZstdAge when e has
+// recipients, else CodecZstd.
+func (e Encryption) Codec() string {
+	if len(e.Recipients) > 0 {
+		return CodecZstdAge
+	}
+	return CodecZstd
+}
+
+// RecipientList is MetaRecipients of a backup sealed to e: its fingerprints, comma-separated.
+func (e Encryption) RecipientList() string { return strings.Join(e.Fingerprints, ",") }
+
 // Fingerprint names a recipient (its "age1…" string) without giving it: the first 16 hex
 // digits of its sha256. Metadata, status and messages carry fingerprints.
 func Fingerprint(recipient string) string {

@@ -2,7 +2,11 @@ package bus
 
 import (
 	"context"
+	"log/slog"
 	"strings"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,6 +49,24 @@ func StatusFor(req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, phas
 		Destination:   req.GetDestination(),
 		ObjectKey:     req.GetObjectKey(),
 	}
+}
+
+// ReportProgress publishes, every `every` (progress.Interval when 0) until the returned stop
+// is called, a PHASE_RUNNING status event of stage about the backup req asks for: its message
+// says "<doing>: <done> of <total>" in words, and BytesDone and BytesTotal give the numbers for
+// subscribers that draw a bar (total 0: not known). A failed publish is logged, not returned.
+func ReportProgress(ctx context.Context, js jetstream.JetStream, log *slog.Logger, req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, doing string, every time.Duration, done func() int64, total int64) (stop func()) {
+	if every <= 0 {
+		every = progress.Interval
+	}
+	return progress.Every(ctx, every, func() {
+		n := done()
+		ev := StatusFor(req, stage, etcdbackupv1.Phase_PHASE_RUNNING, doing+": "+progress.Say(n, total))
+		ev.BytesDone, ev.BytesTotal = uint64(max(n, 0)), uint64(max(total, 0))
+		if err := PublishStatus(ctx, js, ev); err != nil {
+			log.Warn("publish progress", "backup", req.GetBackupName(), "err", err)
+		}
+	})
 }
 
 // DeleteStatusFor starts a status event about the deletion req asks for.

@@ -217,15 +217,8 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
 	streamed := &progress.Reader{R: v}
-	stop := progress.Every(ctx, h.progressEvery(), func() {
-		done := streamed.N()
-		ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING, "taking snapshot: "+progress.Say(done, dbSize))
-		ev.BytesDone, ev.BytesTotal = uint64(done), uint64(max(dbSize, 0))
-		if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
-			h.Log.Warn("publish progress", "backup", req.GetBackupName(), "err", err)
-		}
-	})
-	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+codecName(seal), streamed, h.Level, h.Concurrency, seal)
+	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, "taking snapshot", h.ProgressEvery, streamed.N, dbSize)
+	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+seal.Codec(), streamed, h.Level, h.Concurrency, seal)
 	stop()
 	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
@@ -244,16 +237,9 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 		StoredSize:     uint64(enc.Size()),
 		StoredSha256:   enc.SHA256(),
 		Codec:          enc.Codec(),
-		Recipients:     strings.Join(seal.Fingerprints, ","),
+		Recipients:     seal.RecipientList(),
 		KeyCount:       keys,
 	}, nil
-}
-
-func (h *Handler) progressEvery() time.Duration {
-	if h.ProgressEvery > 0 {
-		return h.ProgressEvery
-	}
-	return progress.Interval
 }
 
 // sealing returns what the backups of destination dest (the config's) are encrypted to.
@@ -272,13 +258,6 @@ func (h *Handler) sealing(ctx context.Context, dest string) (backupformat.Encryp
 		return backupformat.Encryption{}, fmt.Errorf("%w: %v", endpoints.ErrConfig, err)
 	}
 	return backupformat.Encryption{}, err
-}
-
-func codecName(seal backupformat.Encryption) string {
-	if len(seal.Recipients) > 0 {
-		return "zstd, age-encrypted"
-	}
-	return "zstd"
 }
 
 // healthyMember returns a client of the first member that answers a status request, and the

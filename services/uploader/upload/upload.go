@@ -21,7 +21,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -85,13 +84,6 @@ type Handler struct {
 	Metrics  Metrics
 	// ProgressEvery is how often a running upload reports its bytes (0: progress.Interval).
 	ProgressEvery time.Duration
-}
-
-func (h *Handler) progressEvery() time.Duration {
-	if h.ProgressEvery > 0 {
-		return h.ProgressEvery
-	}
-	return progress.Interval
 }
 
 // Handle stores one staged snapshot (the typed handler of the uploader consumer: wrap it with
@@ -242,10 +234,7 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		}
 		return nil, err
 	}
-	codec, recipients := backupformat.CodecZstd, strings.Join(seal.Fingerprints, ",")
-	if len(seal.Recipients) > 0 {
-		codec = backupformat.CodecZstdAge
-	}
+	codec, recipients := seal.Codec(), seal.RecipientList()
 	var (
 		body io.Reader
 		size int64
@@ -293,14 +282,7 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 		meta[backupformat.MetaKeyCount] = strconv.FormatInt(n, 10)
 	}
 	uploaded := &progress.Counter{}
-	stop := progress.Every(ctx, h.progressEvery(), func() {
-		done := uploaded.N()
-		ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING, "uploading: "+progress.Say(done, size))
-		ev.BytesDone, ev.BytesTotal = uint64(done), uint64(size)
-		if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
-			log.Warn("publish progress", "err", err)
-		}
-	})
+	stop := bus.ReportProgress(ctx, h.JS, log, req, etcdbackupv1.Stage_STAGE_UPLOADER, "uploading", h.ProgressEvery, uploaded.N, size)
 	_, err = s3.PutObject(ctx, dest.BucketName, key, body, size, minio.PutObjectOptions{
 		ContentType:  backupformat.ContentType,
 		PartSize:     h.PartSize,

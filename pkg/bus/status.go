@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -33,6 +34,24 @@ func PublishStatusOnce(ctx context.Context, js jetstream.JetStream, ev *etcdback
 	}
 	_, err := publish(ctx, js, StatusSubject(ev.GetStage()), msgID, ev, true)
 	return err
+}
+
+// StatusFromItsStage checks an event against the subject it arrived on: the stage it names must
+// be the subject's (NATS lets each identity publish on its own status subject only), and only
+// the uploader, the pruner and the restorer complete anything (a scheduler or snapshotter key
+// cannot say a backup was stored). Every consumer of status events believes one only after it.
+func StatusFromItsStage(subject string, ev *etcdbackupv1.StatusEvent) error {
+	stage := StatusStage(subject)
+	if stage == "" || stage != strings.ToLower(strings.TrimPrefix(ev.GetStage().String(), "STAGE_")) {
+		return fmt.Errorf("an event of stage %s arrived on %s", ev.GetStage(), subject)
+	}
+	switch ev.GetStage() {
+	case etcdbackupv1.Stage_STAGE_SCHEDULER, etcdbackupv1.Stage_STAGE_SNAPSHOTTER:
+		if ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED {
+			return fmt.Errorf("stage %s cannot complete a backup; only the uploader stores one", ev.GetStage())
+		}
+	}
+	return nil
 }
 
 // StatusFor starts a status event about the backup req asks for.

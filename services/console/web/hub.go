@@ -91,25 +91,13 @@ func (h *Hub) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 			h.dropped("undecodable")
 			return
 		}
-		if !fromItsStage(m.Subject, &ev) {
+		// The status writer's own check: only what the stage may say.
+		if bus.StatusFromItsStage(m.Subject, &ev) != nil {
 			h.dropped("wrong-stage")
 			return
 		}
 		h.Publish(&ev)
 	})
-}
-
-// fromItsStage: an event is shown only from the subject of its own stage (NATS lets each
-// service publish on its own subject only), and only the uploader completes a backup.
-func fromItsStage(subject string, ev *etcdbackupv1.StatusEvent) bool {
-	if bus.StatusStage(subject) != enumWord(ev.GetStage().String(), "STAGE_") {
-		return false
-	}
-	switch ev.GetStage() {
-	case etcdbackupv1.Stage_STAGE_SCHEDULER, etcdbackupv1.Stage_STAGE_SNAPSHOTTER:
-		return ev.GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED
-	}
-	return true
 }
 
 // Publish hands ev to the browsers watching its namespace.

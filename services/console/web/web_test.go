@@ -8,12 +8,16 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -134,21 +138,69 @@ func TestHubSendsEachNamespaceItsOwnEvents(t *testing.T) {
 	}
 }
 
-func TestEventsAreShownOnlyFromTheirStagesSubject(t *testing.T) {
-	for _, tc := range []struct {
-		subject string
-		ev      *etcdbackupv1.StatusEvent
-		want    bool
-	}{
-		{"etcdbackup.status.uploader", statusEvent("ns", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED), true},
-		{"etcdbackup.status.snapshotter", statusEvent("ns", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED), false},
-		{"etcdbackup.status.snapshotter", statusEvent("ns", etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_COMPLETED), false},
-		{"etcdbackup.status.snapshotter", statusEvent("ns", etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING), true},
-		{"etcdbackup.status.restorer", statusEvent("ns", etcdbackupv1.Stage_STAGE_RESTORER, etcdbackupv1.Phase_PHASE_COMPLETED), true},
-	} {
-		if got := fromItsStage(tc.subject, tc.ev); got != tc.want {
-			t.Errorf("%s from %s (%s): %v, want %v", tc.ev.GetStage(), tc.subject, tc.ev.GetPhase(), got, tc.want)
+// The hub's one subscription, on a real in-process NATS: an event reaches the browsers of its
+// namespace only from its own stage's subject; a forged one is dropped and counted.
+func TestHubSubscriptionBelievesOnlyEachStagesOwnSubject(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	dropped := map[string]int{}
+	h := NewHub(8)
+	h.Metrics.Dropped = func(r string) { mu.Lock(); dropped[r]++; mu.Unlock() }
+	if _, err := h.Subscribe(nc); err != nil {
+		t.Fatal(err)
+	}
+	c := h.Join("cluster-a")
+	defer h.Leave(c)
+	send := func(subject string, ev *etcdbackupv1.StatusEvent) {
+		t.Helper()
+		data, ct, err := bus.Encode(ev, true)
+		if err != nil {
+			t.Fatal(err)
 		}
+		m := nats.NewMsg(subject)
+		m.Data = data
+		m.Header.Set(bus.HeaderContentType, ct)
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	forged := statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED)
+	forged.BackupName = "forged"
+	send("etcdbackup.status.snapshotter", forged)
+	send("etcdbackup.status.uploader", statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	if err := nc.Publish("etcdbackup.status.uploader", []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case data := <-c.C:
+		if !strings.Contains(string(data), `"backupName":"daily-1"`) {
+			t.Fatalf("the browser got %s, want the uploader's own event", data)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the uploader's event did not reach the browser")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		n := dropped["wrong-stage"] + dropped["undecodable"]
+		mu.Unlock()
+		if n == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond) // polling for the hub to count both, not waiting for it
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if dropped["wrong-stage"] != 1 || dropped["undecodable"] != 1 || len(c.C) != 0 {
+		t.Fatalf("dropped %v, %d more events for the browser; want the forged and the undecodable one dropped", dropped, len(c.C))
 	}
 }
 

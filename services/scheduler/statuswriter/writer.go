@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -200,10 +199,8 @@ func (w *Writer) read(ctx context.Context, key types.NamespacedName, r client.Re
 // the stage may say what it says. Stages other than the uploader and the pruner cannot set a
 // backup's object key, destination, size or digest: those fields are cleared.
 func Allowed(subject string, ev *etcdbackupv1.StatusEvent) error {
-	stage := bus.StatusStage(subject)
-	own := strings.ToLower(strings.TrimPrefix(ev.GetStage().String(), "STAGE_"))
-	if stage == "" || stage != own {
-		return bus.Reject(trust.ReasonStage, fmt.Errorf("an event of stage %s arrived on %s", ev.GetStage(), subject))
+	if err := bus.StatusFromItsStage(subject, ev); err != nil {
+		return bus.Reject(trust.ReasonStage, err)
 	}
 	deleting := ev.GetOperation() == etcdbackupv1.Operation_OPERATION_DELETE
 	switch ev.GetStage() {
@@ -215,9 +212,6 @@ func Allowed(subject string, ev *etcdbackupv1.StatusEvent) error {
 		return nil
 	case etcdbackupv1.Stage_STAGE_UPLOADER:
 	case etcdbackupv1.Stage_STAGE_SCHEDULER, etcdbackupv1.Stage_STAGE_SNAPSHOTTER:
-		if ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED {
-			return bus.Reject(trust.ReasonStage, fmt.Errorf("stage %s cannot complete a backup; only the uploader stores one", ev.GetStage()))
-		}
 		ev.ObjectKey, ev.Destination, ev.Size, ev.Sha256, ev.Revision = "", "", 0, "", 0
 	default:
 		return bus.Reject(trust.ReasonStage, fmt.Errorf("stage %s does not report backups", ev.GetStage()))

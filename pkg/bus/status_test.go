@@ -31,4 +31,3 @@ func TestStatusFromItsStage(t *testing.T) {
 		}
 	}
 }
-

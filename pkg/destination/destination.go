@@ -320,7 +320,7 @@ func (r *Resolver) secretKey(ctx context.Context, dest, what string, ref *corev1
 			return "", fmt.Errorf("%w: destination %q: %s %s/%s does not exist", ErrEncryption, dest, what, ref.Namespace, ref.Name)
 		}
 		if apierrors.IsForbidden(err) {
-			return "", fmt.Errorf("%w: destination %q: reading %s %s/%s is forbidden: RBAC grants the encryption Secret by name (deploy/k8s/rbac.yaml, Role etcdbackup-snapshotter-encryption); add %q there", ErrEncryption, dest, what, ref.Namespace, ref.Name, ref.Name)
+			return "", fmt.Errorf("%w: destination %q: reading %s %s/%s is forbidden: RBAC grants the Seed namespace's Secrets by name (deploy/k8s/rbac.yaml, e.g. Role etcdbackup-snapshotter-encryption for an encryptionSecret); add %q there", ErrEncryption, dest, what, ref.Namespace, ref.Name, ref.Name)
 		}
 		return "", fmt.Errorf("get %s %s/%s: %w", what, ref.Namespace, ref.Name, err)
 	}

@@ -15,7 +15,9 @@ import (
 // "status", data an Event. Access is checked again at every heartbeat; a user who lost it is
 // disconnected. A closed tab leaves the hub at once; nothing is subscribed on NATS per tab.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.session(r)
+	// No Kubernetes client: the stream reads nothing with the user's token, it only asks
+	// whether the user may see the namespace.
+	token, user, err := s.user(r)
 	if err != nil {
 		http.Error(w, "sign in first: "+err.Error(), http.StatusUnauthorized)
 		return
@@ -25,13 +27,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("namespace %q: %s", ns, strings.Join(errs, "; ")), http.StatusBadRequest)
 		return
 	}
-	allowed, err := s.Auth.MayWatch(r.Context(), sess.User, ns)
+	allowed, err := s.Auth.MayWatch(r.Context(), user, ns)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
 	if !allowed {
-		http.Error(w, fmt.Sprintf("%s may not get etcdbackupconfigs in namespace %s", sess.User.Name, ns), http.StatusForbidden)
+		http.Error(w, fmt.Sprintf("%s may not get etcdbackupconfigs in namespace %s", user.Name, ns), http.StatusForbidden)
 		return
 	}
 	flusher, ok := w.(http.Flusher)
@@ -64,8 +66,8 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			}
 			flusher.Flush()
 		case <-t.C:
-			_, rerr := s.Auth.Review(r.Context(), sess.Token)
-			if ok, err := s.Auth.MayWatch(r.Context(), sess.User, ns); errors.Is(rerr, ErrUnauthenticated) || err == nil && !ok {
+			_, rerr := s.Auth.Review(r.Context(), token)
+			if ok, err := s.Auth.MayWatch(r.Context(), user, ns); errors.Is(rerr, ErrUnauthenticated) || err == nil && !ok {
 				fmt.Fprint(w, "event: revoked\ndata: {}\n\n")
 				flusher.Flush()
 				return

@@ -199,12 +199,18 @@ func (s *Server) page(h handler) http.HandlerFunc {
 	}
 }
 
-func (s *Server) session(r *http.Request) (*session, error) {
+// user is who the request's session belongs to, as the API server says now (cached).
+func (s *Server) user(r *http.Request) (string, User, error) {
 	token, err := s.Sessions.Token(r)
 	if err != nil {
-		return nil, err
+		return "", User{}, err
 	}
 	u, err := s.Auth.Review(r.Context(), token)
+	return token, u, err
+}
+
+func (s *Server) session(r *http.Request) (*session, error) {
+	token, u, err := s.user(r)
 	if err != nil {
 		return nil, err
 	}

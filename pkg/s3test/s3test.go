@@ -2,7 +2,9 @@
 package s3test
 
 import (
+	"bytes"
 	"context"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -10,9 +12,12 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"filippo.io/age"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/minio/minio-go/v7"
+	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
@@ -89,3 +94,43 @@ func (s *Server) Client(t testing.TB) *minio.Client {
 
 // Close stops the server (an S3 outage).
 func (s *Server) Close() { s.http.Close() }
+
+// PutBackup stores snapshot at bucket/key as the uploader stores a backup: compressed
+// (backupformat), sealed to seal when it has recipients, with the codec, the recipients'
+// fingerprints and the stored bytes' sha256 in the metadata, plus meta. It returns that sha256.
+func (s *Server) PutBackup(t testing.TB, bucket, key string, snapshot []byte, seal backupformat.Encryption, meta map[string]string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := backupformat.NewSealingWriter(&buf, zstd.SpeedFastest, 1, seal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(snapshot); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	all := w.Metadata()
+	all[backupformat.MetaSHA256] = w.SHA256()
+	maps.Copy(all, meta)
+	if _, err := s.Client(t).PutObject(context.Background(), bucket, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()), minio.PutObjectOptions{UserMetadata: all}); err != nil {
+		t.Fatal(err)
+	}
+	return w.SHA256()
+}
+
+// AgeKey makes an age X25519 identity and what a backup sealed to its recipient is encrypted
+// to.
+func AgeKey(t testing.TB) (*age.X25519Identity, backupformat.Encryption) {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal, err := backupformat.ParseRecipients(id.Recipient().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, seal
+}

@@ -14,6 +14,7 @@ import (
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
@@ -203,14 +204,7 @@ func TestPutCompressedSeals(t *testing.T) {
 	js, _ := store(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seal, err := backupformat.ParseRecipients(id.Recipient().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	id, seal := s3test.AgeKey(t)
 	snap := bytes.Repeat([]byte("etcd-kv-"), 64*64)
 	sum := sha256.Sum256(snap)
 	snap = append(snap, sum[:]...)

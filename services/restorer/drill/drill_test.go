@@ -13,7 +13,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
-	"github.com/minio/minio-go/v7"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -41,23 +40,11 @@ func snapshotOf(t *testing.T, n int) (raw []byte, rev, keys int64) {
 // sha256 computed from what is stored.
 func store(t *testing.T, s3 *s3test.Server, key string, raw []byte, rev, keys int64) {
 	t.Helper()
-	var buf bytes.Buffer
-	w, err := backupformat.NewWriter(&buf, backupformat.Level, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = w.Write(raw)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	meta := w.Metadata()
-	meta[backupformat.MetaSHA256] = w.SHA256()
-	meta[backupformat.MetaSnapshotSize] = strconv.Itoa(len(raw))
-	meta[backupformat.MetaRevision] = strconv.FormatInt(rev, 10)
-	meta[backupformat.MetaKeyCount] = strconv.FormatInt(keys, 10)
-	if _, err := s3.Client(t).PutObject(context.Background(), "backups", key, bytes.NewReader(buf.Bytes()), int64(buf.Len()), minio.PutObjectOptions{UserMetadata: meta}); err != nil {
-		t.Fatal(err)
-	}
+	s3.PutBackup(t, "backups", key, raw, backupformat.Encryption{}, map[string]string{
+		backupformat.MetaSnapshotSize: strconv.Itoa(len(raw)),
+		backupformat.MetaRevision:     strconv.FormatInt(rev, 10),
+		backupformat.MetaKeyCount:     strconv.FormatInt(keys, 10),
+	})
 }
 
 func TestDrillPassesOnAGoodBackup(t *testing.T) {

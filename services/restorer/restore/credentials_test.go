@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"strings"
 	"testing"
 
@@ -12,8 +11,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
-	"github.com/klauspost/compress/zstd"
-	"github.com/minio/minio-go/v7"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -42,26 +39,7 @@ func storeSealedBackup(t *testing.T, s3 *s3test.Server, key string, seal backupf
 	t.Helper()
 	raw := bytes.Repeat([]byte{7}, 4096)
 	trailer := sha256.Sum256(raw)
-	raw = append(raw, trailer[:]...)
-	var buf bytes.Buffer
-	w, err := backupformat.NewSealingWriter(&buf, zstd.SpeedFastest, 1, seal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(raw); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(buf.Bytes())
-	sha := hex.EncodeToString(sum[:])
-	_, err = s3.Client(t).PutObject(context.Background(), "backups", key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
-		minio.PutObjectOptions{UserMetadata: map[string]string{backupformat.MetaSHA256: sha, backupformat.MetaCodec: w.Codec(), backupformat.MetaRecipients: strings.Join(seal.Fingerprints, ",")}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sha
+	return s3.PutBackup(t, "backups", key, append(raw, trailer[:]...), seal, nil)
 }
 
 func secretOf(ns, name, id, key string) *corev1.Secret {

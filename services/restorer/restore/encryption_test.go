@@ -9,23 +9,11 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
-
-func ageIdentity(t *testing.T) (*age.X25519Identity, backupformat.Encryption) {
-	t.Helper()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seal, err := backupformat.ParseRecipients(id.Recipient().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, seal
-}
 
 func identitySecret(ns, name string, ids ...*age.X25519Identity) *corev1.Secret {
 	var lines []string
@@ -41,9 +29,9 @@ func identitySecret(ns, name string, ids ...*age.X25519Identity) *corev1.Secret 
 // same identities in their Secret. A wrong or missing identity fails the restore before
 // anything is paused: DecryptionFailed, naming the backup's recipients, never a key.
 func TestEncryptedBackupRestores(t *testing.T) {
-	owner, seal := ageIdentity(t)
-	stranger, _ := ageIdentity(t)
-	next, _ := ageIdentity(t)
+	owner, seal := s3test.AgeKey(t)
+	stranger, _ := s3test.AgeKey(t)
+	next, _ := s3test.AgeKey(t)
 	for _, tc := range []struct {
 		name  string
 		setup func(f *phaseFixture)

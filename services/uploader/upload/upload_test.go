@@ -460,27 +460,14 @@ func TestConfigBeingDeletedGetsNoBackupAndAFailedEntry(t *testing.T) {
 	}
 }
 
-func ageKey(t *testing.T) (*age.X25519Identity, backupformat.Encryption) {
-	t.Helper()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seal, err := backupformat.ParseRecipients(id.Recipient().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id, seal
-}
-
 // To a destination that encrypts: a backup the snapshotter sealed to its recipients is stored
 // as it is, with its codec and recipients' fingerprints as metadata, and opens with the
 // identity to the snapshot; a raw staged one (an earlier snapshotter) is sealed here; one
 // staged in the clear, or sealed to other recipients, is not stored at all.
 func TestEncryptingDestination(t *testing.T) {
 	ctx := context.Background()
-	id, seal := ageKey(t)
-	_, other := ageKey(t)
+	id, seal := s3test.AgeKey(t)
+	_, other := s3test.AgeKey(t)
 	stored := func(f *fixture) (minio.ObjectInfo, []byte) {
 		t.Helper()
 		key := validRequest().GetObjectKey()

@@ -12,13 +12,11 @@ import (
 	"strings"
 	"testing"
 
-	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
-	"github.com/klauspost/compress/zstd"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -31,15 +29,10 @@ func TestRestoreStep(t *testing.T) {
 	if _, err := cli.Put(ctx, "/registry/k", "v"); err != nil {
 		t.Fatal(err)
 	}
-	raw := e.Snapshot(t)
-	var buf bytes.Buffer
-	enc, _ := zstd.NewWriter(&buf)
-	_, _ = enc.Write(raw)
-	_ = enc.Close()
-	sum := sha256.Sum256(buf.Bytes())
 	s3 := s3test.Run(t, "backups")
-	if _, err := s3.Client(t).PutObject(ctx, "backups", "k.db.zst", bytes.NewReader(buf.Bytes()), int64(buf.Len()),
-		minio.PutObjectOptions{UserMetadata: map[string]string{backupformat.MetaSHA256: hex.EncodeToString(sum[:])}}); err != nil {
+	sha := s3.PutBackup(t, "backups", "k.db.zst", e.Snapshot(t), backupformat.Encryption{}, nil)
+	stored, err := s3.Client(t).StatObject(ctx, "backups", "k.db.zst", minio.StatObjectOptions{})
+	if err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -65,14 +58,14 @@ func TestRestoreStep(t *testing.T) {
 	if err := run(ctx, append(args, "--sha256", hex.EncodeToString(other[:])), func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "not the backup the restorer verified") {
 		t.Fatalf("another verified digest: %v, want the object refused", err)
 	}
-	args = append(args, "--sha256", hex.EncodeToString(sum[:]))
+	args = append(args, "--sha256", sha)
 	logs.Reset()
 	if err := run(ctx, args, func(k string) string { return env[k] }, log); err != nil {
 		t.Fatal(err)
 	}
 	// Its log says what it downloaded, in the lines the restorer reads for the progress.
-	if done, total, ok := member.LastProgress(logs.Bytes()); !ok || done != int64(buf.Len()) || total != int64(buf.Len()) {
-		t.Fatalf("progress in the log: %d of %d (%v); the object has %d bytes\n%s", done, total, ok, buf.Len(), logs.String())
+	if done, total, ok := member.LastProgress(logs.Bytes()); !ok || done != stored.Size || total != stored.Size {
+		t.Fatalf("progress in the log: %d of %d (%v); the object has %d bytes\n%s", done, total, ok, stored.Size, logs.String())
 	}
 	if by, err := member.RestoredBy(dataDir); err != nil || by != "uid-1" {
 		t.Fatalf("restored by %q, %v", by, err)
@@ -102,27 +95,10 @@ func TestRestoreStepDecrypts(t *testing.T) {
 	ctx := context.Background()
 	e := etcdtest.Start(t)
 	raw := e.Snapshot(t)
-	owner, _ := age.GenerateX25519Identity()
-	stranger, _ := age.GenerateX25519Identity()
-	seal, err := backupformat.ParseRecipients(owner.Recipient().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	w, err := backupformat.NewSealingWriter(&buf, backupformat.Level, 1, seal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = w.Write(raw)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	meta := w.Metadata()
-	meta[backupformat.MetaSHA256] = w.SHA256()
+	owner, seal := s3test.AgeKey(t)
+	stranger, _ := s3test.AgeKey(t)
 	s3 := s3test.Run(t, "backups")
-	if _, err := s3.Client(t).PutObject(ctx, "backups", "k.db.zst", bytes.NewReader(buf.Bytes()), int64(buf.Len()), minio.PutObjectOptions{UserMetadata: meta}); err != nil {
-		t.Fatal(err)
-	}
+	sha := s3.PutBackup(t, "backups", "k.db.zst", raw, seal, nil)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +106,7 @@ func TestRestoreStepDecrypts(t *testing.T) {
 	peer := "http://" + l.Addr().String()
 	l.Close()
 	dataDir := filepath.Join(t.TempDir(), "data")
-	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1", "--sha256", w.SHA256(),
+	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1", "--sha256", sha,
 		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x", "--work-dir", t.TempDir()}
 	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey, "SECRET_ACCESS_KEY": s3test.SecretKey}
 	log := slog.New(slog.DiscardHandler)

@@ -94,14 +94,8 @@ func TestEncryptedBackupAndRestore(t *testing.T) {
 	rs = newRestore(t, ctx, cluster, "with-the-destinations-identity", b.BackupName, func(r *kubermaticv1.EtcdRestore) {
 		r.Spec.Destination = sandbox.SealedDestination
 	})
-	restored := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-	if restored.Status.Phase != kubermaticv1.RestorePhaseCompleted {
-		t.Fatalf("restore of the encrypted backup: %s: %s", restored.Status.Phase, restored.Status.Message)
-	}
-	if err := k.WaitMembers(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
-	if got := dump(t, ctx, etcdClient(t, k)); !maps.Equal(got, want) {
+	completed(t, ctx, rs, "the restore of the encrypted backup")
+	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("after the restore etcd holds %d keys, want the backup's %d", len(got), len(want))
 	}
 }

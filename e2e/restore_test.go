@@ -107,6 +107,26 @@ func waitRestore(t *testing.T, ctx context.Context, rs *kubermaticv1.EtcdRestore
 	return &got
 }
 
+// completed waits for rs to end and requires it Completed; what names it in the failure.
+func completed(t *testing.T, ctx context.Context, rs *kubermaticv1.EtcdRestore, what string) *kubermaticv1.EtcdRestore {
+	t.Helper()
+	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
+	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
+		t.Fatalf("%s ended %s: %s", what, done.Status.Phase, done.Status.Message)
+	}
+	return done
+}
+
+// restoredKeys waits until the cluster's etcd answers with its 3 members and returns every
+// key and value it holds.
+func restoredKeys(t *testing.T, ctx context.Context, k *sandbox.Kubelet) map[string]string {
+	t.Helper()
+	if err := k.WaitMembers(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	return dump(t, ctx, etcdClient(t, k))
+}
+
 // watchPhases records every phase the restores of namespace pass through, in order.
 func watchPhases(t *testing.T, ctx context.Context, ns string) func(name string) []string {
 	t.Helper()
@@ -237,10 +257,7 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 		t.Errorf("kubectl get etcdrestores while the members restore:\n%s", out)
 	}
 	k.ReleaseSteps()
-	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseFailed)
-	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
-		t.Fatalf("restore ended %s: %s\nkubelet: %v", done.Status.Phase, done.Status.Message, k.Err())
-	}
+	done := completed(t, ctx, rs, fmt.Sprintf("the restore (kubelet: %v)", k.Err()))
 	t.Logf("restore: %s", done.Status.Message)
 	// This project's CRD keeps the whole status: the annotation KKP's schema needs is not written.
 	if v, ok := done.Annotations[kubermaticv1.AnnotationRestoreStatus]; ok {
@@ -257,11 +274,7 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 
 	// etcd: exactly the backup's keys and values, 3 members, each restored by the real step
 	// while the cluster was paused.
-	if err := k.WaitMembers(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
-	cli = etcdClient(t, k)
-	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
+	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("restored etcd holds %d keys; want the backup's %d (k000=%q, after-backup present: %v)",
 			len(got), len(want), got["/registry/things/k000"], got["/registry/after-backup"] != "")
 	}
@@ -636,15 +649,8 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	setPeers(peers)
 
 	retry := newRestore(t, ctx, cluster, "retry", b.BackupName)
-	done = waitRestore(t, ctx, retry, 3*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
-		t.Fatalf("the retry ended %s: %s", done.Status.Phase, done.Status.Message)
-	}
-	if err := k.WaitMembers(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
-	cli = etcdClient(t, k)
-	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
+	completed(t, ctx, retry, "the retry")
+	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("after the retry etcd holds %d keys, want the backup's %d", len(got), len(want))
 	}
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
@@ -716,11 +722,7 @@ func TestRestoreSurvivesRestorerKillAndDeletion(t *testing.T) {
 	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
 		t.Errorf("after the restore the cluster is paused=%v, locked by %q", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
 	}
-	if err := k.WaitMembers(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
-	cli = etcdClient(t, k)
-	if got := dump(t, ctx, cli); !maps.Equal(got, want) {
+	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("etcd holds %d keys (k00=%q), want the backup's %d", len(got), got["/registry/k00"], len(want))
 	}
 	if n := len(k.Steps()); n != 3 {
@@ -869,14 +871,8 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 	if err := setHold(false); err != nil {
 		t.Fatal(err)
 	}
-	done := waitRestore(t, ctx, rs, 3*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-	if done.Status.Phase != kubermaticv1.RestorePhaseCompleted {
-		t.Fatalf("the restore ended %s: %s", done.Status.Phase, done.Status.Message)
-	}
-	if err := k.WaitMembers(ctx, 3); err != nil {
-		t.Fatal(err)
-	}
-	if got := dump(t, ctx, etcdClient(t, k)); !maps.Equal(got, want) {
+	completed(t, ctx, rs, "the restore")
+	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("after the restore etcd holds %d keys, want the oldest backup's %d", len(got), len(want))
 	}
 	// Once the restore ended, the config's deletion finishes: its last backup goes, then it.

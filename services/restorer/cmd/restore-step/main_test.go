@@ -35,12 +35,7 @@ func TestRestoreStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := "http://" + l.Addr().String()
-	l.Close()
+	peer := freePeer(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1",
 		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x",
@@ -99,12 +94,7 @@ func TestRestoreStepDecrypts(t *testing.T) {
 	stranger, _ := s3test.AgeKey(t)
 	s3 := s3test.Run(t, "backups")
 	sha := s3.PutBackup(t, "backups", "k.db.zst", raw, seal, nil)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer := "http://" + l.Addr().String()
-	l.Close()
+	peer := freePeer(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1", "--sha256", sha,
 		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x", "--work-dir", t.TempDir()}
@@ -126,4 +116,15 @@ func TestRestoreStepDecrypts(t *testing.T) {
 	if by, err := member.RestoredBy(dataDir); err != nil || by != "uid-1" {
 		t.Fatalf("restored by %q, %v", by, err)
 	}
+}
+
+// freePeer is a loopback peer URL on a port free now.
+func freePeer(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return "http://" + l.Addr().String()
 }

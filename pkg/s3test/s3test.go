@@ -16,8 +16,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
-	"github.com/minio/minio-go/v7"
 	"github.com/klauspost/compress/zstd"
+	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 

@@ -23,6 +23,7 @@ import (
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"github.com/minio/minio-go/v7"
 	etcdsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
@@ -147,8 +148,10 @@ func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 	defer obj.Close()
 	var in io.Reader = obj
 	if p != nil {
+		r := &progress.Reader{R: obj}
 		p.total.Store(info.Size)
-		in = &counting{r: obj, n: &p.done}
+		p.read.Store(r)
+		in = r
 	}
 	d, err := backupformat.Open(in, backupformat.StoredFrom(info.UserMetadata), ids, out)
 	if ctx.Err() != nil {
@@ -168,11 +171,19 @@ func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 }
 
 // Progress counts what a Fetch has downloaded: read it from another goroutine while it runs.
-type Progress struct{ done, total atomic.Int64 }
+type Progress struct {
+	read  atomic.Pointer[progress.Reader]
+	total atomic.Int64
+}
 
 // Bytes returns the stored bytes downloaded so far and the stored object's size (0 until the
 // download starts).
-func (p *Progress) Bytes() (done, total int64) { return p.done.Load(), p.total.Load() }
+func (p *Progress) Bytes() (done, total int64) {
+	if r := p.read.Load(); r != nil {
+		done = r.N()
+	}
+	return done, p.total.Load()
+}
 
 // The restore step logs its download as JSON lines with these keys, at least every
 // --progress-interval and once when it is done; LastProgress reads them back.
@@ -197,17 +208,6 @@ func LastProgress(tail []byte) (done, total int64, ok bool) {
 		}
 	}
 	return 0, 0, false
-}
-
-type counting struct {
-	r io.Reader
-	n *atomic.Int64
-}
-
-func (c *counting) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n.Add(int64(n))
-	return n, err
 }
 
 // Config is one member's restore.

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strconv"
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
@@ -183,11 +184,19 @@ type Stored struct {
 	Codec string
 	// Recipients is MetaRecipients: the fingerprints of the recipients it is encrypted to.
 	Recipients string
+	// SnapshotSize is MetaSnapshotSize (0: not recorded). Open writes no more than that and
+	// requires exactly that: an object whose metadata understates its snapshot cannot fill a
+	// disk sized by the metadata.
+	SnapshotSize int64
 }
 
 // StoredFrom reads Stored from an object's user metadata.
 func StoredFrom(meta map[string]string) Stored {
-	return Stored{SHA256: meta[MetaSHA256], Codec: meta[MetaCodec], Recipients: meta[MetaRecipients]}
+	size, err := strconv.ParseInt(meta[MetaSnapshotSize], 10, 64)
+	if err != nil || size < 0 {
+		size = 0
+	}
+	return Stored{SHA256: meta[MetaSHA256], Codec: meta[MetaCodec], Recipients: meta[MetaRecipients], SnapshotSize: size}
 }
 
 // Open reads a stored backup from r, decrypts it when its codec is CodecZstdAge (with
@@ -234,8 +243,12 @@ func Open(r io.Reader, st Stored, identities []age.Identity, out io.Writer) (Dec
 	}
 	defer dec.Close()
 	v := snapshot.NewVerifier(dec)
+	var snap io.Reader = v
+	if st.SnapshotSize > 0 {
+		snap = io.LimitReader(v, st.SnapshotSize+1) // one byte more tells "larger" from "equal"
+	}
 	w := &errWriter{w: out}
-	_, copyErr := io.Copy(w, v)
+	_, copyErr := io.Copy(w, snap)
 	if w.err != nil {
 		return Decoded{}, &SinkError{w.err}
 	}
@@ -253,6 +266,9 @@ func Open(r io.Reader, st Stored, identities []age.Identity, out io.Writer) (Dec
 	}
 	if copyErr != nil {
 		return Decoded{}, fmt.Errorf("%w: %v", ErrCorrupt, copyErr)
+	}
+	if st.SnapshotSize > 0 && v.Size() != st.SnapshotSize {
+		return Decoded{}, fmt.Errorf("%w: the snapshot is not the %d bytes its metadata records (%s): it read %d", ErrCorrupt, st.SnapshotSize, MetaSnapshotSize, v.Size())
 	}
 	if !v.Verified() {
 		return Decoded{}, fmt.Errorf("%w: it ended before etcd's trailing hash", ErrCorrupt)

@@ -85,6 +85,31 @@ func TestDecodeRefuses(t *testing.T) {
 			}
 		})
 	}
+	// The snapshot's recorded size bounds what is written: an object whose metadata
+	// understates it is refused after at most one byte more, and one that overstates it too.
+	snap := fakeSnapshot(64)
+	for _, tc := range []struct {
+		name     string
+		recorded int64
+		ok       bool
+	}{
+		{"the recorded size", int64(len(snap)), true},
+		{"not recorded", 0, true},
+		{"a smaller recorded size", int64(len(snap)) / 2, false},
+		{"a larger recorded size", int64(len(snap)) + 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stored, w := encode(t, snap)
+			var out countWriter
+			_, err := Open(bytes.NewReader(stored), Stored{SHA256: w.SHA256(), SnapshotSize: tc.recorded}, nil, &out)
+			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open with %d recorded of %d = %v", tc.recorded, len(snap), err)
+			}
+			if tc.recorded > 0 && out.n > tc.recorded+1 {
+				t.Fatalf("wrote %d bytes of a snapshot recorded as %d", out.n, tc.recorded)
+			}
+		})
+	}
 	t.Run("a broken download is the source's fault", func(t *testing.T) {
 		_, err := Open(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)), Stored{SHA256: w.SHA256()}, nil, io.Discard)
 		var se *SourceError
@@ -104,3 +129,7 @@ func TestDecodeRefuses(t *testing.T) {
 type failingWriter struct{}
 
 func (failingWriter) Write([]byte) (int, error) { return 0, io.ErrShortWrite }
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

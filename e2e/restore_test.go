@@ -649,7 +649,7 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	setPeers(peers)
 
 	retry := newRestore(t, ctx, cluster, "retry", b.BackupName)
-	completed(t, ctx, retry, "the retry")
+	done = completed(t, ctx, retry, "the retry")
 	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("after the retry etcd holds %d keys, want the backup's %d", len(got), len(want))
 	}

@@ -56,8 +56,8 @@ func TestEncryptedBackupAndRestore(t *testing.T) {
 	}
 	obj.Close()
 	recipient := backupformat.Fingerprint(env.Identity.Recipient().String())
-	st := backupformat.StoredFrom(info.UserMetadata)
-	if st.Codec != backupformat.CodecZstdAge || st.Recipients != recipient {
+	st, err := backupformat.ParseMeta(info.UserMetadata)
+	if err != nil || st.Codec != backupformat.CodecZstdAge || st.Recipients != recipient {
 		t.Fatalf("object metadata %v, want codec %s to recipient %s", info.UserMetadata, backupformat.CodecZstdAge, recipient)
 	}
 	if !bytes.HasPrefix(head, []byte("age-encryption.org/v1\n")) || bytes.Contains(head, []byte{0x28, 0xb5, 0x2f, 0xfd}) {

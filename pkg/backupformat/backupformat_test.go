@@ -47,7 +47,7 @@ func TestWriterAndOpen(t *testing.T) {
 		t.Fatalf("stored %d bytes of a %d-byte repetitive snapshot: not compressed", len(stored), len(snap))
 	}
 	var out bytes.Buffer
-	d, err := Open(iotest.OneByteReader(bytes.NewReader(stored)), Stored{SHA256: w.SHA256()}, nil, &out)
+	d, err := Open(iotest.OneByteReader(bytes.NewReader(stored)), Meta{SHA256: w.SHA256()}, nil, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestDecodeRefuses(t *testing.T) {
 		{"not zstd", bytes.Repeat([]byte{1}, 100), hexOf(func() []byte { s := sha256.Sum256(bytes.Repeat([]byte{1}, 100)); return s[:] }()), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Open(bytes.NewReader(tc.stored), Stored{SHA256: tc.want}, nil, io.Discard)
+			_, err := Open(bytes.NewReader(tc.stored), Meta{SHA256: tc.want}, nil, io.Discard)
 			if err == nil || !tc.is(err) {
 				t.Fatalf("Open = %v", err)
 			}
@@ -101,7 +101,7 @@ func TestDecodeRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			stored, w := encode(t, snap)
 			var out countWriter
-			_, err := Open(bytes.NewReader(stored), Stored{SHA256: w.SHA256(), SnapshotSize: tc.recorded}, nil, &out)
+			_, err := Open(bytes.NewReader(stored), Meta{SHA256: w.SHA256(), SnapshotSize: tc.recorded}, nil, &out)
 			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Open with %d recorded of %d = %v", tc.recorded, len(snap), err)
 			}
@@ -111,14 +111,14 @@ func TestDecodeRefuses(t *testing.T) {
 		})
 	}
 	t.Run("a broken download is the source's fault", func(t *testing.T) {
-		_, err := Open(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)), Stored{SHA256: w.SHA256()}, nil, io.Discard)
+		_, err := Open(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)), Meta{SHA256: w.SHA256()}, nil, io.Discard)
 		var se *SourceError
 		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Open = %v, want a SourceError", err)
 		}
 	})
 	t.Run("a failing sink is the sink's fault", func(t *testing.T) {
-		_, err := Open(bytes.NewReader(good), Stored{SHA256: w.SHA256()}, nil, failingWriter{})
+		_, err := Open(bytes.NewReader(good), Meta{SHA256: w.SHA256()}, nil, failingWriter{})
 		var se *SinkError
 		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Open = %v, want a SinkError", err)

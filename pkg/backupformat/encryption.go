@@ -20,7 +20,7 @@ type Encryption struct {
 	Fingerprints []string
 }
 
-// Codec is the codec chain (MetaCodec) of a backup sealed to e: CodecZstdAge when e has
+// Codec is the codec chain (Meta.Codec) of a backup sealed to e: CodecZstdAge when e has
 // recipients, else CodecZstd.
 func (e Encryption) Codec() string {
 	if len(e.Recipients) > 0 {
@@ -29,7 +29,7 @@ func (e Encryption) Codec() string {
 	return CodecZstd
 }
 
-// RecipientList is MetaRecipients of a backup sealed to e: its fingerprints, comma-separated.
+// RecipientList is Meta.Recipients of a backup sealed to e: its fingerprints, comma-separated.
 func (e Encryption) RecipientList() string { return strings.Join(e.Fingerprints, ",") }
 
 // Fingerprint names a recipient (its "age1…" string) without giving it: the first 16 hex
@@ -95,7 +95,7 @@ func ParseIdentities(text string) (Identities, error) {
 	return ids, nil
 }
 
-func decryptError(st Stored, identities []age.Identity, err error) error {
+func decryptError(st Meta, identities []age.Identity, err error) error {
 	var have []string
 	for _, id := range identities {
 		if x, ok := id.(*age.X25519Identity); ok {

@@ -67,12 +67,15 @@ func TestSealedBackupOpensWithEachRecipientsIdentity(t *testing.T) {
 	if bytes.Contains(stored, snap[:512]) {
 		t.Fatal("the stored bytes hold the snapshot in the clear")
 	}
-	meta := w.Metadata()
-	want := Fingerprint(alice.Recipient().String()) + "," + Fingerprint(bob.Recipient().String())
-	if meta[MetaCodec] != CodecZstdAge || meta[MetaRecipients] != want {
-		t.Fatalf("metadata %v, want codec %s and recipients %s", meta, CodecZstdAge, want)
+	// Through the object's metadata and back, as the uploader writes it and a restore reads it.
+	st, err := ParseMeta(w.Meta().Map())
+	if err != nil {
+		t.Fatal(err)
 	}
-	st := Stored{SHA256: w.SHA256(), Codec: meta[MetaCodec], Recipients: meta[MetaRecipients]}
+	want := Fingerprint(alice.Recipient().String()) + "," + Fingerprint(bob.Recipient().String())
+	if st.Codec != CodecZstdAge || st.Recipients != want || st.SHA256 != w.SHA256() {
+		t.Fatalf("metadata %+v, want codec %s, recipients %s and sha256 %s", st, CodecZstdAge, want, w.SHA256())
+	}
 	for name, id := range map[string]*age.X25519Identity{"alice": alice, "bob": bob} {
 		var out bytes.Buffer
 		d, err := Open(bytes.NewReader(stored), st, identities(t, id), &out)
@@ -92,8 +95,7 @@ func TestKeyRotation(t *testing.T) {
 	after, wa := seal(t, snap, next)
 	plain, wp := encode(t, snap)
 	open := func(stored []byte, w *Writer, ids []age.Identity) error {
-		m := w.Metadata()
-		_, err := Open(bytes.NewReader(stored), Stored{SHA256: w.SHA256(), Codec: m[MetaCodec], Recipients: m[MetaRecipients]}, ids, io.Discard)
+		_, err := Open(bytes.NewReader(stored), w.Meta(), ids, io.Discard)
 		return err
 	}
 	both := identities(t, old, next)
@@ -130,8 +132,7 @@ func TestDecryptionFailures(t *testing.T) {
 	snap := fakeSnapshot(256)
 	alice, mallory := newKey(t), newKey(t)
 	stored, w := seal(t, snap, alice)
-	m := w.Metadata()
-	st := Stored{SHA256: w.SHA256(), Codec: m[MetaCodec], Recipients: m[MetaRecipients]}
+	st := w.Meta()
 	fp := Fingerprint(alice.Recipient().String())
 	for name, ids := range map[string][]age.Identity{"none": nil, "wrong": identities(t, mallory)} {
 		_, err := Open(bytes.NewReader(stored), st, ids, io.Discard)
@@ -147,7 +148,7 @@ func TestDecryptionFailures(t *testing.T) {
 	// The payload is authenticated: bytes changed with the digest rewritten to match are
 	// still refused.
 	sum := sha(flipped)
-	if _, err := Open(bytes.NewReader(flipped), Stored{SHA256: sum, Codec: st.Codec, Recipients: st.Recipients}, identities(t, alice), io.Discard); !errors.Is(err, ErrCorrupt) {
+	if _, err := Open(bytes.NewReader(flipped), Meta{SHA256: sum, Codec: st.Codec, Recipients: st.Recipients}, identities(t, alice), io.Discard); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("flipped byte, digest rewritten: %v, want ErrCorrupt", err)
 	}
 	if _, err := ParseRecipients("ssh-ed25519 AAAA… not age"); err == nil {

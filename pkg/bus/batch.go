@@ -133,7 +133,7 @@ func TypedBatch[T any, M Message[T]](maxDeliver int, handle func(ctx context.Con
 			} else {
 				err = errors.New("no result from the batch handler")
 			}
-			errs[i] = lastDelivery(ctx, items[j].Msg, items[j].Delivery, err, nil)
+			errs[i] = lastDelivery(ctx, items[j].Delivery, err)
 		}
 		return errs
 	}

@@ -29,20 +29,22 @@ type Message[T any] interface {
 	proto.Message
 }
 
-// Typed adapts a handler of one message type to a Handler, in the manner of watermill's
-// HandlerFunc middleware: it decodes the body (protobuf or protojson), validates it
-// (Validate), and terminates an invalid message at once, counted in
-// etcdbackup_invalid_messages_total and logged once by the Worker. On the message's last
-// delivery (maxDeliver, the consumer's MaxDeliver) a transient error makes it a dead letter:
-// deadLetter (may be nil) records it — a backup marked Failed with the last error — and the
-// message is terminated, counted in etcdbackup_dead_letters_total.
-func Typed[T any, M Message[T]](maxDeliver int, handle func(ctx context.Context, m M, d Delivery) error, deadLetter func(ctx context.Context, m M, err error)) Handler {
+// Typed adapts a handler of one message type to a Handler: it decodes the body (protobuf or
+// protojson), validates it (Validate), and terminates an invalid message at once, counted in
+// etcdbackup_invalid_messages_total and logged once by the Worker. The valid ones go through
+// mw, outermost first, to h. On the message's last delivery (maxDeliver, the consumer's
+// MaxDeliver) a transient error makes it a dead letter: terminated, counted in
+// etcdbackup_dead_letters_total (Report has told the people waiting on it).
+func Typed[T any, M Message[T]](maxDeliver int, h TypedHandler[M], mw ...Middleware[M]) Handler {
+	for i := len(mw) - 1; i >= 0; i-- {
+		h = mw[i](h)
+	}
 	return func(ctx context.Context, msg jetstream.Msg) error {
 		m, d, err := decodeTyped[T, M](msg, maxDeliver)
 		if err != nil {
 			return err
 		}
-		return lastDelivery(ctx, m, d, handle(ctx, m, d), deadLetter)
+		return lastDelivery(ctx, d, h(ctx, m, d))
 	}
 }
 
@@ -63,14 +65,10 @@ func decodeTyped[T any, M Message[T]](msg jetstream.Msg, maxDeliver int) (M, Del
 	return m, d, nil
 }
 
-// lastDelivery turns a transient error on a message's last delivery into a dead letter,
-// recorded by deadLetter (may be nil).
-func lastDelivery[M any](ctx context.Context, m M, d Delivery, err error, deadLetter func(ctx context.Context, m M, err error)) error {
+// lastDelivery turns a transient error on a message's last delivery into a dead letter.
+func lastDelivery(ctx context.Context, d Delivery, err error) error {
 	if err == nil || IsPermanent(err) || !d.Last || ctx.Err() != nil {
 		return err
-	}
-	if deadLetter != nil {
-		deadLetter(ctx, m, err)
 	}
 	return Permanent(deadLetterError{err})
 }
@@ -104,10 +102,10 @@ type deadLetterError struct{ err error }
 func (e deadLetterError) Error() string { return "dead letter, last error: " + e.err.Error() }
 func (e deadLetterError) Unwrap() error { return e.err }
 
-// Metrics counts what the bus layer refused or gave up on. Build it once per process and give
-// it to every Worker (WithMetrics).
+// Metrics counts what the bus layer refused, retried or gave up on, and the failures Report
+// counts for every stage. Build it once per process and give it to every Worker (WithMetrics).
 type Metrics struct {
-	invalid, rejected, dead, retried *prometheus.CounterVec
+	invalid, rejected, dead, retried, failures *prometheus.CounterVec
 }
 
 // NewMetrics registers the bus metrics on r.
@@ -129,9 +127,25 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Name: "etcdbackup_redeliveries_total",
 			Help: "Messages handed back for another delivery after a failed attempt (a transient error), by subject.",
 		}, []string{"subject"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_failures_total",
+			Help: "Failed attempts, by stage (snapshot, upload, delete, restore) and reason.",
+		}, []string{"stage", "reason"}),
 	}
-	r.MustRegister(m.invalid, m.rejected, m.dead, m.retried)
+	r.MustRegister(m.invalid, m.rejected, m.dead, m.retried, m.failures)
 	return m
+}
+
+// Failed counts a failed attempt of stage for reason.
+func (m *Metrics) Failed(stage, reason string) {
+	if m != nil {
+		m.failures.WithLabelValues(stage, reason).Inc()
+	}
+}
+
+// Failures is the counter of stage's failed attempts for reason (for tests and dashboards).
+func (m *Metrics) Failures(stage, reason string) prometheus.Counter {
+	return m.failures.WithLabelValues(stage, reason)
 }
 
 // retry counts a message handed back for another delivery.

@@ -2,7 +2,6 @@ package bus_test
 
 import (
 	"context"
-	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,7 +28,7 @@ func TestTypedTerminatesInvalidMessagesAtOnce(t *testing.T) {
 	h := bus.Typed(10, func(ctx context.Context, req *etcdbackupv1.BackupRequested, d bus.Delivery) error {
 		handled.Add(1)
 		return nil
-	}, nil)
+	})
 	startWorker(t, ctx, c, h, bus.WithMetrics(m))
 	forged := validRequest()
 	forged.ObjectKey = "victim/cluster-victim/daily/x.db.zst"
@@ -53,42 +52,6 @@ func TestTypedTerminatesInvalidMessagesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the valid message handled", func() bool { return handled.Load() == 1 })
-}
-
-// A message whose handler keeps failing is delivered MaxDeliver times; on the last, the dead
-// letter hook gets the last error, and the message is counted and terminated.
-func TestTypedDeadLetter(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	js := natstest.JetStream(t)
-	if err := bus.Ensure(ctx, js, testTopology()); err != nil {
-		t.Fatal(err)
-	}
-	c, err := bus.Consumer(ctx, js, bus.ConsumerSnapshotter, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := bus.NewMetrics(prometheus.NewRegistry())
-	var calls atomic.Int32
-	var dead atomic.Value
-	h := bus.Typed(3, func(ctx context.Context, req *etcdbackupv1.BackupRequested, d bus.Delivery) error {
-		calls.Add(1)
-		return errors.New("etcd unreachable")
-	}, func(ctx context.Context, req *etcdbackupv1.BackupRequested, err error) {
-		dead.Store(req.GetBackupName() + ": " + err.Error())
-	})
-	startWorker(t, ctx, c, h, bus.WithMetrics(m))
-	if _, err := js.Publish(ctx, bus.SubjectBackupRequested, mustEncode(t, validRequest())); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "a dead letter", func() bool { return testutil.ToFloat64(m.DeadLetters(bus.SubjectBackupRequested)) == 1 })
-	if got, want := dead.Load(), validRequest().GetBackupName()+": etcd unreachable"; got != want {
-		t.Fatalf("dead letter hook got %v, want %q", got, want)
-	}
-	if n := calls.Load(); n != 3 {
-		t.Fatalf("handled %d times, want MaxDeliver (3)", n)
-	}
-	waitFor(t, "the stream to drop it", func() bool { return streamEmpty(t, ctx, js) })
 }
 
 func mustEncode(t *testing.T, m *etcdbackupv1.BackupRequested) []byte {

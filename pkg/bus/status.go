@@ -114,3 +114,17 @@ func DeleteMsgID(req *etcdbackupv1.DeleteRequested) string {
 func MsgID(req *etcdbackupv1.BackupRequested) string {
 	return req.GetConfig().GetNamespace() + "/" + req.GetBackupName()
 }
+
+// Announcer returns a function that publishes a status event for subscribers (a restore's
+// phase, a drill's verdict), waiting at most 2 s and logging a failure: the object in the API
+// is the record, and its work does not wait for NATS.
+func Announcer(js jetstream.JetStream, log *slog.Logger) func(context.Context, *etcdbackupv1.StatusEvent) {
+	return func(ctx context.Context, ev *etcdbackupv1.StatusEvent) {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		if err := PublishStatus(pctx, js, ev); err != nil {
+			log.Warn("publish status event", "config", ev.GetConfig().GetNamespace()+"/"+ev.GetConfig().GetName(),
+				"operation", ev.GetOperation().String(), "err", err)
+		}
+	}
+}

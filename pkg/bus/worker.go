@@ -256,12 +256,13 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, err error, doubl
 		if kind == "" {
 			kind = "failed"
 		}
-		w.log.Error("message terminated", "subject", msg.Subject(), "delivered", delivered, "kind", kind, "err", err)
+		logger(w.log, err).Error("message terminated", "subject", msg.Subject(), "delivered", delivered, "kind", kind, "err", err)
 		_ = msg.TermWithReason(truncate(err.Error(), 256))
 	default:
+		// The one line about a retry: handlers and their middleware do not log it.
 		delay := w.backoff(delivered)
 		w.metrics.retry(msg.Subject())
-		w.log.Warn("job failed, will retry", "subject", msg.Subject(), "delivered", delivered, "retry_in", delay, "err", err)
+		logger(w.log, err).Warn("job failed, will retry", "subject", msg.Subject(), "delivered", delivered, "retry_in", delay, "err", err)
 		_ = msg.NakWithDelay(delay)
 	}
 }

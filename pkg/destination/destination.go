@@ -1,5 +1,6 @@
 // Package destination resolves a backup destination named on the Seed (or in a ConfigMap of
-// the Seed's shape, see Source) into an S3 client.
+// the Seed's shape, see Source) into a Bucket, the one interface every service stores, reads,
+// lists and deletes backups through.
 // Credentials are read from the Secret the destination references, by the service that needs
 // them, at the moment it needs them: they never travel on the bus and are never logged.
 package destination
@@ -17,8 +18,6 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
-	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -91,16 +90,17 @@ func (s Source) String() string {
 }
 
 // Resolver looks destinations up in one Source. It keeps what it read of the Source for
-// ConfigTTL and each destination's S3 client for ClientTTL, so a stream of uploads or
-// deletions does not read the Seed and the credentials Secret from the API server every time;
-// changed destinations are picked up within ConfigTTL, changed credentials within ClientTTL.
+// ConfigTTL and each destination's Bucket for ClientTTL, so a stream of uploads or deletions
+// does not read the Seed and the credentials Secret from the API server every time; changed
+// destinations are picked up within ConfigTTL, changed credentials within ClientTTL.
 type Resolver struct {
 	reader client.Reader
 	src    Source
 	now    func() time.Time
+	opts   []S3Option
 
 	mu      sync.Mutex
-	clients map[string]cachedClient
+	buckets map[string]cachedBucket
 	sealing map[string]cachedEncryption
 	// read is the Source's content (or the configuration error) read until readUntil.
 	read      *kubermaticv1.EtcdBackupRestore
@@ -113,17 +113,21 @@ type Resolver struct {
 // and status check was a third of the API server's requests.
 const ConfigTTL = 2 * time.Second
 
-type cachedClient struct {
-	client  *minio.Client
+type cachedBucket struct {
+	bucket  Bucket
 	expires time.Time
 }
 
-// ClientTTL is how long a destination's S3 client is reused.
+// ClientTTL is how long a destination's Bucket (its S3 client and credentials) is reused.
 const ClientTTL = time.Minute
 
-// NewResolver returns a Resolver for the destinations of src, reading through r.
-func NewResolver(r client.Reader, src Source) *Resolver {
-	return &Resolver{reader: r, src: src, now: time.Now, clients: map[string]cachedClient{}, sealing: map[string]cachedEncryption{}}
+// NewResolver returns a Resolver for the destinations of src, reading through r; the buckets
+// it opens take opts (WithPartSize, WithUploadThreads).
+func NewResolver(r client.Reader, src Source, opts ...S3Option) *Resolver {
+	return &Resolver{
+		reader: r, src: src, now: time.Now, opts: opts,
+		buckets: map[string]cachedBucket{}, sealing: map[string]cachedEncryption{},
+	}
 }
 
 // config returns the destinations of the source, read less than ConfigTTL ago; nil when none
@@ -336,27 +340,27 @@ type cachedEncryption struct {
 	expires time.Time
 }
 
-// Client returns an S3 client for d, with the credentials of its Secret, reusing one made
+// Bucket returns d's bucket, reached with the credentials of its Secret, reusing one opened
 // less than ClientTTL ago for the same destination.
-func (r *Resolver) Client(ctx context.Context, d Destination) (*minio.Client, error) {
+func (r *Resolver) Bucket(ctx context.Context, d Destination) (Bucket, error) {
 	key := d.key()
 	r.mu.Lock()
-	c, ok := r.clients[key]
+	c, ok := r.buckets[key]
 	r.mu.Unlock()
 	if ok && r.now().Before(c.expires) {
-		return c.client, nil
+		return c.bucket, nil
 	}
-	fresh, err := r.newClient(ctx, d)
+	fresh, err := r.open(ctx, d)
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
-	r.clients[key] = cachedClient{client: fresh, expires: r.now().Add(ClientTTL)}
+	r.buckets[key] = cachedBucket{bucket: fresh, expires: r.now().Add(ClientTTL)}
 	r.mu.Unlock()
 	return fresh, nil
 }
 
-func (r *Resolver) newClient(ctx context.Context, d Destination) (*minio.Client, error) {
+func (r *Resolver) open(ctx context.Context, d Destination) (Bucket, error) {
 	if d.Credentials == nil || d.Credentials.Name == "" {
 		return nil, fmt.Errorf("%w: destination %q references no credentials secret", ErrCredentials, d.Name)
 	}
@@ -372,26 +376,52 @@ func (r *Resolver) newClient(ctx context.Context, d Destination) (*minio.Client,
 	if id == "" || secret == "" {
 		return nil, fmt.Errorf("%w: secret %s lacks %s or %s", ErrCredentials, key, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
 	}
-	c, err := NewClient(d.Endpoint, d.Secure, id, secret)
+	return d.Open(id, secret, r.opts...)
+}
+
+// Open opens d's bucket with the given keys (not necessarily those of d's Secret: the
+// restorer proves the member pods' own).
+func (d Destination) Open(accessKeyID, secretAccessKey string, opts ...S3Option) (Bucket, error) {
+	b, err := OpenS3(d.Endpoint, d.Secure, accessKeyID, secretAccessKey, d.BucketName, append(opts, withDestination(d.Name))...)
 	if err != nil {
-		return nil, fmt.Errorf("s3 client for destination %q: %w", d.Name, err)
+		return nil, fmt.Errorf("destination %q: %w", d.Name, err)
 	}
-	return c, nil
+	return b, nil
 }
 
-// NewClient is the one way an S3 client is made from keys: the services, the restore step in
-// a member pod and the restorer's proof of the member pods' credentials all use it, so that
-// what the restorer proves is what the pods will do.
-func NewClient(host string, secure bool, accessKeyID, secretAccessKey string) (*minio.Client, error) {
-	return minio.New(host, &minio.Options{
-		Creds:  credentials.NewStaticV4(accessKeyID, secretAccessKey, ""),
-		Secure: secure,
-	})
-}
-
-// IsConfigError reports whether err means the Seed or its Secret must be fixed by a person.
+// IsConfigError reports whether err means the destination's configuration (the Seed, its
+// Secrets, the bucket or the keys' rights) must be fixed by a person: retrying does not help.
+// Every service treats such an error as permanent.
 func IsConfigError(err error) bool {
-	return errors.Is(err, ErrNoDestinations) || errors.Is(err, ErrNotFound) || errors.Is(err, ErrCredentials) || errors.Is(err, ErrEncryption)
+	return Reason(err) != ""
+}
+
+// reasons are the configuration errors and the reason each is reported with: the same in
+// every service (a Failed backup's or restore's reason, a condition's, an Event's).
+var reasons = []struct {
+	err    error
+	reason string
+}{
+	{ErrNoDestinations, "NoDestinations"},
+	{ErrNotFound, "DestinationNotFound"},
+	{ErrCredentials, "CredentialsInvalid"},
+	{ErrEncryption, "EncryptionInvalid"},
+	{ErrBucketNotFound, "BucketNotFound"},
+	{ErrAccessDenied, "AccessDenied"},
+}
+
+// Reason returns the reason of a configuration error ("BucketNotFound", "AccessDenied", ...),
+// or "" when err is not one.
+func Reason(err error) string {
+	if err == nil {
+		return ""
+	}
+	for _, r := range reasons {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return ""
 }
 
 // ParseEndpoint splits a Seed endpoint into host[:port] and whether to use TLS. It accepts

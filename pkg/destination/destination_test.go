@@ -44,7 +44,7 @@ func TestParseEndpoint(t *testing.T) {
 	}
 }
 
-func TestClientIsReusedForTTL(t *testing.T) {
+func TestBucketIsReusedForTTL(t *testing.T) {
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
@@ -67,25 +67,25 @@ func TestClientIsReusedForTTL(t *testing.T) {
 		// Each Lookup returns a fresh SecretReference pointer, as reading the Seed does.
 		return Destination{Name: "s3", Endpoint: "127.0.0.1:9000", BucketName: "b", Credentials: &corev1.SecretReference{Namespace: "kubermatic", Name: "creds"}}
 	}
-	first, err := r.Client(context.Background(), lookup())
+	first, err := r.Bucket(context.Background(), lookup())
 	if err != nil {
 		t.Fatal(err)
 	}
-	second, err := r.Client(context.Background(), lookup())
+	second, err := r.Bucket(context.Background(), lookup())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if first != second || gets != 1 {
-		t.Fatalf("second client reused=%v, secret read %d times, want 1", first == second, gets)
+		t.Fatalf("second bucket reused=%v, secret read %d times, want 1", first == second, gets)
 	}
 	now = now.Add(ClientTTL + time.Second)
-	if third, err := r.Client(context.Background(), lookup()); err != nil || third == first || gets != 2 {
+	if third, err := r.Bucket(context.Background(), lookup()); err != nil || third == first || gets != 2 {
 		t.Fatalf("after the TTL: err %v, reused %v, secret read %d times", err, third == first, gets)
 	}
 	other := lookup()
 	other.BucketName = "other"
-	if _, err := r.Client(context.Background(), other); err != nil || gets != 3 {
-		t.Fatalf("another destination shared a client (secret read %d times)", gets)
+	if _, err := r.Bucket(context.Background(), other); err != nil || gets != 3 {
+		t.Fatalf("another destination shared a bucket (secret read %d times)", gets)
 	}
 }
 

@@ -3,9 +3,11 @@
 package kube
 
 import (
+	"errors"
 	"fmt"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -55,4 +57,11 @@ func NewClient(cfg *rest.Config) (client.Client, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return c, nil
+}
+
+// IsAPIError reports whether err is an answer of the Kubernetes API server (a refusal, a
+// conflict, a timeout it reports), for telling such failures from the work's own.
+func IsAPIError(err error) bool {
+	var status apierrors.APIStatus
+	return errors.As(err, &status)
 }

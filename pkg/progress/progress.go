@@ -29,14 +29,12 @@ func (r *Reader) Read(p []byte) (int, error) {
 // N is the number of bytes read so far.
 func (r *Reader) N() int64 { return r.n.Load() }
 
-// Counter counts bytes it is told of by being read from: minio-go's PutObjectOptions.Progress
-// reads from it as many bytes as it uploaded.
+// Counter counts bytes it is told of (destination.PutOptions.Uploaded takes its Add); Add and
+// N may be called from any goroutine.
 type Counter struct{ n atomic.Int64 }
 
-func (c *Counter) Read(p []byte) (int, error) {
-	c.n.Add(int64(len(p)))
-	return len(p), nil
-}
+// Add counts n more bytes.
+func (c *Counter) Add(n int64) { c.n.Add(n) }
 
 // N is the number of bytes counted so far.
 func (c *Counter) N() int64 { return c.n.Load() }

@@ -17,24 +17,22 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
 
-// NewManager builds the controller-runtime manager of a service (user agent
-// "etcdbackup-<name>") that logs through log, serves no metrics or probes of its own (the
-// service's Endpoint does), and caches Seeds of the Seed's namespace only, where RBAC grants
-// access (and the destinations ConfigMap alone, when one is set). It also returns the REST config. opts may change the options (leader election).
-func (c *Common) NewManager(name string, log *slog.Logger, opts ...func(*ctrl.Options)) (manager.Manager, *rest.Config, error) {
+// newManager builds a service's controller-runtime manager on restCfg that logs through log,
+// serves no metrics or probes of its own (the service's Endpoint does), and caches Seeds of
+// the Seed's namespace only, where RBAC grants access (and the destinations ConfigMap alone,
+// when one is set). opts may change the options (leader election); a leader election Lease
+// lives in the Seed's namespace.
+func (c *Common) newManager(restCfg *rest.Config, log *slog.Logger, opts ...func(*ctrl.Options)) (manager.Manager, error) {
 	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
-	restCfg, err := kube.Config(c.Kubeconfig, "etcdbackup-"+name)
-	if err != nil {
-		return nil, nil, err
-	}
 	scheme, err := kube.NewScheme()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	o := ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress:  "0",
+		LeaderElectionNamespace: c.SeedNamespace,
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&kubermaticv1.Seed{}: {Namespaces: map[string]cache.Config{c.SeedNamespace: {}}},
 		}},
@@ -51,7 +49,7 @@ func (c *Common) NewManager(name string, log *slog.Logger, opts ...func(*ctrl.Op
 	}
 	mgr, err := ctrl.NewManager(restCfg, o)
 	if err != nil {
-		return nil, nil, fmt.Errorf("controller manager: %w", err)
+		return nil, fmt.Errorf("controller manager: %w", err)
 	}
-	return mgr, restCfg, nil
+	return mgr, nil
 }

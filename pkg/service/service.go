@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -51,6 +52,12 @@ func (c *Common) Register(fs *flag.FlagSet) {
 // Seed is the Seed's namespaced name.
 func (c *Common) Seed() types.NamespacedName {
 	return types.NamespacedName{Namespace: c.SeedNamespace, Name: c.SeedName}
+}
+
+// Destinations is where the backup destinations are configured: the Seed's, or the
+// destinations ConfigMap in its namespace.
+func (c *Common) Destinations() destination.Source {
+	return destination.Source{Seed: c.Seed(), ConfigMap: c.DestinationsConfigMap}
 }
 
 // Topology is the bus topology for these settings.

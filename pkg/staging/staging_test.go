@@ -225,7 +225,7 @@ func TestPutCompressedSeals(t *testing.T) {
 		t.Fatalf("codec %s, %d bytes staged (writer says %d), starting %q", w.Codec(), len(staged), w.Size(), staged[:min(len(staged), 22)])
 	}
 	var out bytes.Buffer
-	st := backupformat.Stored{SHA256: w.SHA256(), Codec: w.Codec(), Recipients: seal.Fingerprints[0]}
+	st := backupformat.Meta{SHA256: w.SHA256(), Codec: w.Codec(), Recipients: seal.Fingerprints[0]}
 	if _, err := backupformat.Open(bytes.NewReader(staged), st, []age.Identity{id}, &out); err != nil || !bytes.Equal(out.Bytes(), snap) {
 		t.Fatalf("open the staged backup: %v", err)
 	}

@@ -77,6 +77,57 @@ func Check(want Backup, cluster, key, dest string) error {
 	return nil
 }
 
+// Checker is the trust check every consumer of backup messages makes: it reads the config a
+// message names and checks what the message claims against it, recording each rejection as a
+// Warning Event on the config.
+type Checker struct {
+	Reader client.Reader
+	// Events records the Warning Events (nil: none).
+	Events events.EventRecorder
+}
+
+// Claim is what a message says of a backup.
+type Claim struct {
+	Config *etcdbackupv1.ConfigRef
+	Backup string
+	// Cluster and ObjectKey must be the config's ("" ObjectKey claims nothing).
+	Cluster, ObjectKey string
+}
+
+// ClaimOf is what a backup request claims.
+func ClaimOf(req *etcdbackupv1.BackupRequested) Claim {
+	return Claim{Config: req.GetConfig(), Backup: req.GetBackupName(), Cluster: req.GetCluster(), ObjectKey: req.GetObjectKey()}
+}
+
+// Config returns the config c names, or nil when it is gone or was re-created (its work is
+// void, not forged). A message that claims another cluster or object key than the config's is
+// a rejection (bus.Reject), with an Event on the config; subject is where it arrived.
+func (k Checker) Config(ctx context.Context, subject string, c Claim) (*kubermaticv1.EtcdBackupConfig, error) {
+	cfg, err := Config(ctx, k.Reader, c.Config)
+	if err != nil || cfg == nil {
+		return nil, err
+	}
+	if err := Check(Derive(cfg, c.Backup, ""), c.Cluster, c.ObjectKey, ""); err != nil {
+		return cfg, k.Reject(cfg, subject, err)
+	}
+	return cfg, nil
+}
+
+// Destination rejects, with an Event on cfg, a message that names another destination than
+// want ("" claims nothing).
+func (k Checker) Destination(cfg *kubermaticv1.EtcdBackupConfig, subject, claimed, want string) error {
+	if claimed == "" || claimed == want {
+		return nil
+	}
+	return k.Reject(cfg, subject, Check(Backup{Destination: want}, "", "", claimed))
+}
+
+// Reject records err, a rejection of a message about cfg, as an Event and returns it.
+func (k Checker) Reject(cfg *kubermaticv1.EtcdBackupConfig, subject string, err error) error {
+	Record(k.Events, cfg, subject, err)
+	return err
+}
+
 // Record leaves a Warning Event on cfg about a rejected message (rec may be nil).
 func Record(rec events.EventRecorder, cfg *kubermaticv1.EtcdBackupConfig, subject string, err error) {
 	if rec == nil || cfg == nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
 
@@ -51,22 +52,16 @@ func EventOf(ev *etcdbackupv1.StatusEvent) (Event, bool) {
 	return out, true
 }
 
-// HubMetrics observe the hub (nil funcs are not called).
-type HubMetrics struct {
-	// Clients is called with the number of connected browsers.
-	Clients func(n int)
-	// Dropped is called for an event a slow browser could not take, and for one that could
-	// not be decoded.
-	Dropped func(reason string)
-}
-
 // Hub holds the console's one subscription to the status events and hands each event to
 // the browsers watching its namespace. A browser that cannot keep up loses events (its page
 // reloads its data on the next one it gets); nothing on NATS depends on how many are open.
 type Hub struct {
-	Metrics HubMetrics
 	// Buffer is how many events wait for one browser before more are dropped.
 	Buffer int
+
+	// connected is the number of browsers; dropped counts the events not passed to one.
+	connected prometheus.Gauge
+	dropped   *prometheus.CounterVec
 
 	mu      sync.Mutex
 	clients map[*Client]struct{}
@@ -78,9 +73,31 @@ type Client struct {
 	C         chan []byte
 }
 
-// NewHub returns a Hub with room for buffer events per browser.
-func NewHub(buffer int) *Hub {
-	return &Hub{Buffer: buffer, clients: map[*Client]struct{}{}}
+// Reasons an event is not passed to a browser (etcdbackup_console_events_dropped_total).
+const (
+	DropSlowClient  = "slow-client"
+	DropUndecodable = "undecodable"
+	DropWrongStage  = "wrong-stage"
+	DropInvalid     = "invalid"
+)
+
+// NewHub returns a Hub with room for buffer events per browser, whose metrics are registered
+// on reg.
+func NewHub(buffer int, reg prometheus.Registerer) *Hub {
+	h := &Hub{
+		Buffer: buffer, clients: map[*Client]struct{}{},
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdbackup_console_sse_clients", Help: "Browsers connected to the console's status event stream."}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "etcdbackup_console_events_dropped_total",
+			Help: "Status events not passed to a browser: slow-client (its buffer was full), undecodable, " +
+				"wrong-stage (not from its stage's subject), invalid.",
+		}, []string{"reason"}),
+	}
+	reg.MustRegister(h.connected, h.dropped)
+	for _, r := range []string{DropSlowClient, DropUndecodable, DropWrongStage, DropInvalid} {
+		h.dropped.WithLabelValues(r)
+	}
+	return h
 }
 
 // Subscribe subscribes to every status event on nc (the watcher identity may only read those).
@@ -88,12 +105,12 @@ func (h *Hub) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 	return nc.Subscribe(bus.SubjectStatusAll, func(m *nats.Msg) {
 		var ev etcdbackupv1.StatusEvent
 		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
-			h.dropped("undecodable")
+			h.drop(DropUndecodable)
 			return
 		}
 		// The status writer's own check: only what the stage may say.
 		if bus.StatusFromItsStage(m.Subject, &ev) != nil {
-			h.dropped("wrong-stage")
+			h.drop(DropWrongStage)
 			return
 		}
 		h.Publish(&ev)
@@ -104,7 +121,7 @@ func (h *Hub) Subscribe(nc *nats.Conn) (*nats.Subscription, error) {
 func (h *Hub) Publish(ev *etcdbackupv1.StatusEvent) {
 	e, ok := EventOf(ev)
 	if !ok {
-		h.dropped("invalid")
+		h.drop(DropInvalid)
 		return
 	}
 	if e.Time == "" {
@@ -112,7 +129,7 @@ func (h *Hub) Publish(ev *etcdbackupv1.StatusEvent) {
 	}
 	data, err := json.Marshal(e)
 	if err != nil {
-		h.dropped("invalid")
+		h.drop(DropInvalid)
 		return
 	}
 	h.mu.Lock()
@@ -124,7 +141,7 @@ func (h *Hub) Publish(ev *etcdbackupv1.StatusEvent) {
 		select {
 		case c.C <- data:
 		default:
-			h.dropped("slow-client")
+			h.drop(DropSlowClient)
 		}
 	}
 }
@@ -136,9 +153,7 @@ func (h *Hub) Join(namespace string) *Client {
 	h.clients[c] = struct{}{}
 	n := len(h.clients)
 	h.mu.Unlock()
-	if h.Metrics.Clients != nil {
-		h.Metrics.Clients(n)
-	}
+	h.connected.Set(float64(n))
 	return c
 }
 
@@ -148,9 +163,7 @@ func (h *Hub) Leave(c *Client) {
 	delete(h.clients, c)
 	n := len(h.clients)
 	h.mu.Unlock()
-	if h.Metrics.Clients != nil {
-		h.Metrics.Clients(n)
-	}
+	h.connected.Set(float64(n))
 }
 
 // Clients is how many browsers are connected.
@@ -160,11 +173,7 @@ func (h *Hub) Clients() int {
 	return len(h.clients)
 }
 
-func (h *Hub) dropped(reason string) {
-	if h.Metrics.Dropped != nil {
-		h.Metrics.Dropped(reason)
-	}
-}
+func (h *Hub) drop(reason string) { h.dropped.WithLabelValues(reason).Inc() }
 
 func enumWord(s, prefix string) string {
 	b := []byte(s)

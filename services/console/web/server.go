@@ -14,10 +14,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,12 +34,6 @@ var staticFS embed.FS
 // UserClients returns a Kubernetes client that authenticates as the holder of token.
 type UserClients func(token string) (client.Client, error)
 
-// Metrics observe the console (nil funcs are not called).
-type Metrics struct {
-	// Request is called once per request with its route pattern and status code.
-	Request func(route string, code int)
-}
-
 // Server serves the console.
 type Server struct {
 	Log      *slog.Logger
@@ -48,17 +44,22 @@ type Server struct {
 	// else of a destination reaches a page).
 	Destinations func(ctx context.Context) (names []string, def string, err error)
 	Hub          *Hub
-	Metrics      Metrics
 	// Heartbeat is how often an idle event stream gets a comment (and access is checked again).
 	Heartbeat time.Duration
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
 
-	tmpl map[string]*template.Template
+	tmpl     map[string]*template.Template
+	requests *prometheus.CounterVec
 }
 
 // Handler returns the console's routes.
-func (s *Server) Handler() (http.Handler, error) {
+func (s *Server) Handler(reg prometheus.Registerer) (http.Handler, error) {
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "etcdbackup_console_requests_total",
+		Help: "Requests to the console by route pattern and HTTP status code."}, []string{"route", "code"})
+	if err := reg.Register(s.requests); err != nil {
+		return nil, err
+	}
 	if err := s.parse(); err != nil {
 		return nil, err
 	}
@@ -151,12 +152,10 @@ func (s *Server) observe(route string, h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		h(rec, r)
-		if s.Metrics.Request != nil {
-			if rec.code == 0 {
-				rec.code = http.StatusOK
-			}
-			s.Metrics.Request(route, rec.code)
+		if rec.code == 0 {
+			rec.code = http.StatusOK
 		}
+		s.requests.WithLabelValues(route, strconv.Itoa(rec.code)).Inc()
 	})
 }
 

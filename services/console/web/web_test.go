@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -109,9 +110,8 @@ func statusEvent(ns string, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase) 
 // Each browser gets the events of the namespace it watches only; a full buffer drops and
 // counts instead of blocking the others.
 func TestHubSendsEachNamespaceItsOwnEvents(t *testing.T) {
-	dropped := map[string]int{}
-	h := NewHub(1)
-	h.Metrics.Dropped = func(r string) { dropped[r]++ }
+	h := NewHub(1, prometheus.NewRegistry())
+	dropped := h.droppedCounts
 	a, b := h.Join("cluster-a"), h.Join("cluster-b")
 	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
 	select {
@@ -128,8 +128,8 @@ func TestHubSendsEachNamespaceItsOwnEvents(t *testing.T) {
 	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING))
 	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING))
 	h.Publish(statusEvent("Not A Namespace", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING))
-	if dropped["slow-client"] != 1 || dropped["invalid"] != 1 {
-		t.Errorf("dropped %v, want one for the slow client and one invalid", dropped)
+	if d := dropped(); d[DropSlowClient] != 1 || d[DropInvalid] != 1 {
+		t.Errorf("dropped %v, want one for the slow client and one invalid", d)
 	}
 	h.Leave(a)
 	h.Leave(b)
@@ -147,10 +147,8 @@ func TestHubSubscriptionBelievesOnlyEachStagesOwnSubject(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	var mu sync.Mutex
-	dropped := map[string]int{}
-	h := NewHub(8)
-	h.Metrics.Dropped = func(r string) { mu.Lock(); dropped[r]++; mu.Unlock() }
+	h := NewHub(8, prometheus.NewRegistry())
+	dropped := h.droppedCounts
 	if _, err := h.Subscribe(nc); err != nil {
 		t.Fatal(err)
 	}
@@ -189,18 +187,14 @@ func TestHubSubscriptionBelievesOnlyEachStagesOwnSubject(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		mu.Lock()
-		n := dropped["wrong-stage"] + dropped["undecodable"]
-		mu.Unlock()
+		n := dropped()[DropWrongStage] + dropped()[DropUndecodable]
 		if n == 2 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(5 * time.Millisecond) // polling for the hub to count both, not waiting for it
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if dropped["wrong-stage"] != 1 || dropped["undecodable"] != 1 || len(c.C) != 0 {
-		t.Fatalf("dropped %v, %d more events for the browser; want the forged and the undecodable one dropped", dropped, len(c.C))
+	if d := dropped(); d[DropWrongStage] != 1 || d[DropUndecodable] != 1 || len(c.C) != 0 {
+		t.Fatalf("dropped %v, %d more events for the browser; want the forged and the undecodable one dropped", d, len(c.C))
 	}
 }
 
@@ -260,9 +254,9 @@ func testServer(t *testing.T, objs ...client.Object) (*Server, http.Handler, *k8
 		Log: slog.New(slog.DiscardHandler), Sessions: newSessions(t), Auth: NewAuthenticator(kc, time.Minute),
 		Users:        func(string) (client.Client, error) { return c, nil },
 		Destinations: func(context.Context) ([]string, string, error) { return []string{"archive", "s3"}, "s3", nil },
-		Hub:          NewHub(8), Heartbeat: 20 * time.Millisecond,
+		Hub:          NewHub(8, prometheus.NewRegistry()), Heartbeat: 20 * time.Millisecond,
 	}
-	h, err := s.Handler()
+	h, err := s.Handler(prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,4 +454,13 @@ func TestEditConfigUpdatesTheSpec(t *testing.T) {
 	if w := do(t, h, s, http.MethodGet, "/clusters/b/configs/daily/edit", "alice", nil); w.Code == http.StatusOK {
 		t.Errorf("editing cluster a's config under cluster b: %d", w.Code)
 	}
+}
+
+// droppedCounts is how many events the hub dropped, by reason.
+func (h *Hub) droppedCounts() map[string]int {
+	out := map[string]int{}
+	for _, r := range []string{DropSlowClient, DropUndecodable, DropWrongStage, DropInvalid} {
+		out[r] = int(testutil.ToFloat64(h.dropped.WithLabelValues(r)))
+	}
+	return out
 }

@@ -11,11 +11,17 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
-	"github.com/minio/minio-go/v7"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,6 +63,7 @@ func fixture(t *testing.T, objs ...client.Object) (*Planner, *kubermaticv1.EtcdB
 	p := &Planner{
 		Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}}),
 		Reader:       c, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return t0 },
+		Metrics: NewMetrics(prometheus.NewRegistry()),
 	}
 	return p, cfg, s3
 }
@@ -68,7 +75,7 @@ func backup(t *testing.T, s3 *s3test.Server, cfg *kubermaticv1.EtcdBackupConfig,
 	at := t0.Add(time.Duration(i) * time.Minute)
 	name := backupname.Backup(cfg.Name, at)
 	key := backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name)
-	if _, err := s3.Client(t).PutObject(context.Background(), bucket, key, bytes.NewReader([]byte("x")), 1, minio.PutObjectOptions{}); err != nil {
+	if err := s3.Bucket(t, bucket).Put(context.Background(), key, bytes.NewReader([]byte("x")), 1, destination.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Status.LastBackups = append(cfg.Status.LastBackups, kubermaticv1.BackupStatus{
@@ -174,7 +181,7 @@ func TestDeletionWaitsForEveryDestinationStatusRecords(t *testing.T) {
 	ctx := context.Background()
 	p, cfg, s3 := fixture(t)
 	backup(t, s3, cfg, 0, "gone", "old-bucket")
-	if err := s3.Client(t).RemoveObject(ctx, "old-bucket", cfg.Status.LastBackups[0].ObjectKey, minio.RemoveObjectOptions{}); err != nil {
+	if err := s3.Bucket(t, "old-bucket").Delete(ctx, cfg.Status.LastBackups[0].ObjectKey); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Finalizers = []string{kubermaticv1.DeleteAllBackupsFinalizer}
@@ -221,4 +228,110 @@ func TestDeletionWaitsForEveryDestinationStatusRecords(t *testing.T) {
 	if err := c.Get(ctx, req.NamespacedName, &got); !apierrors.IsNotFound(err) {
 		t.Fatalf("after its destinations are empty the config is still there: %v", err)
 	}
+}
+
+// A destination whose bucket does not exist is a configuration error, with the reason the
+// uploader, restorer and drill give it: a deletion there is Failed for good, a stored-backup
+// message is not retried, and the reconciler waits for its next pass instead of retrying.
+func TestMissingBucketIsAConfigurationError(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, cfg, s3 := fixture(t)
+	c := p.Reader.(client.Client)
+	var seed kubermaticv1.Seed
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, &seed); err != nil {
+		t.Fatal(err)
+	}
+	missing := *seed.Spec.EtcdBackupRestore.Destinations["new"]
+	missing.BucketName = "missing-bucket"
+	seed.Spec.EtcdBackupRestore.Destinations["missing"] = &missing
+	if err := c.Update(ctx, &seed); err != nil {
+		t.Fatal(err)
+	}
+	name := backup(t, s3, cfg, 0, "new", "new-bucket")
+	cfg.Spec.Destination = "missing"
+	if err := c.Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	js := natstest.Bus(t, 8<<20)
+	p.JS = js
+	m := bus.NewMetrics(prometheus.NewRegistry())
+	want := `bucket "missing-bucket" of destination "missing" does not exist`
+
+	t.Run("reconciler", func(t *testing.T) {
+		r := &Reconciler{Client: c, Planner: p, Recorder: events.NewFakeRecorder(10), Interval: time.Minute, Log: p.Log}
+		res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)})
+		if err != nil || res.RequeueAfter != time.Minute {
+			t.Fatalf("reconcile: %+v, %v; want the next pass in a minute and no error to retry", res, err)
+		}
+	})
+	t.Run("stored backup", func(t *testing.T) {
+		stored := &etcdbackupv1.BackupStored{
+			Request: request(cfg, name), ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name), Bucket: "missing-bucket",
+			Size: 1, Sha256: strings.Repeat("ab", 32), SnapshotSize: 544, SnapshotSha256: strings.Repeat("cd", 32),
+		}
+		err := (&Stored{Reader: c, Planner: p}).Handler(5)(ctx, deliver(t, ctx, js, bus.SubjectBackupStored, bus.ConsumerPruner, stored))
+		if !bus.IsPermanent(err) || destination.Reason(err) != "BucketNotFound" || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err = %v, want a permanent BucketNotFound", err)
+		}
+	})
+	t.Run("deletion", func(t *testing.T) {
+		del := &etcdbackupv1.DeleteRequested{
+			Config: configRef(cfg), Cluster: "c", BackupName: name, DeleteJobName: backupname.DeleteJob("c", cfg.Name, name),
+			Destination: "missing", ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name), Reason: bus.DeleteReasonRetention,
+			ScheduledTime: timestamppb.New(t0),
+		}
+		d := &Deleter{Reader: c, Planner: p, JS: js, Destinations: p.Destinations, Bus: m, Log: p.Log, Metrics: p.Metrics}
+		err := d.Handler(5)(ctx, deliver(t, ctx, js, bus.SubjectDeleteRequested, bus.ConsumerDeleter, del))
+		if !bus.IsPermanent(err) || destination.Reason(err) != "BucketNotFound" {
+			t.Fatalf("err = %v, want a permanent BucketNotFound", err)
+		}
+		if n := testutil.ToFloat64(m.Failures("delete", "BucketNotFound")); n != 1 {
+			t.Fatalf("failures{delete,BucketNotFound} = %v, want 1", n)
+		}
+		s, err := js.Stream(ctx, bus.StreamStatus)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last, err := s.GetLastMsgForSubject(ctx, bus.StatusSubject(etcdbackupv1.Stage_STAGE_PRUNER))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ev etcdbackupv1.StatusEvent
+		if err := bus.Decode(last.Data, last.Header.Get(bus.HeaderContentType), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || ev.GetMessage() != "delete: list c/cluster-c/cfg/ in destination \"missing\": "+want {
+			t.Fatalf("status %v, want the deletion Failed because the bucket does not exist", &ev)
+		}
+	})
+}
+
+func request(cfg *kubermaticv1.EtcdBackupConfig, backup string) *etcdbackupv1.BackupRequested {
+	return &etcdbackupv1.BackupRequested{
+		Config: configRef(cfg), Cluster: cfg.Spec.Cluster.Name, BackupName: backup, JobName: backupname.Job("c", cfg.Name, backup),
+		ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, backup), ScheduledTime: timestamppb.New(t0),
+		Trigger: etcdbackupv1.Trigger_TRIGGER_SCHEDULE, Destination: "missing",
+	}
+}
+
+// deliver publishes m on subject and returns it as the durable consumer delivers it.
+func deliver(t *testing.T, ctx context.Context, js jetstream.JetStream, subject, durable string, m proto.Message) jetstream.Msg {
+	t.Helper()
+	if _, err := bus.Publish(ctx, js, subject, "", m); err != nil {
+		t.Fatal(err)
+	}
+	c, err := bus.Consumer(ctx, js, durable, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := c.Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := <-batch.Messages()
+	if msg == nil {
+		t.Fatal("no message")
+	}
+	return msg
 }

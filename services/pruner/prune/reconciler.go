@@ -22,6 +22,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
@@ -34,8 +35,20 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	Interval time.Duration
 	Log      *slog.Logger
-	// Released is called when a config's backups are all deleted and it goes (nil: not called).
-	Released func(namespace, config string)
+}
+
+// SetupWithManager registers the Reconciler with mgr: every EtcdBackupConfig, and the config
+// whose backup an EtcdRestore names (retention decides again when a restore that held a
+// backup ends).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
+	err := ctrl.NewControllerManagedBy(mgr).Named("etcdbackupconfig-pruner").
+		For(&kubermaticv1.EtcdBackupConfig{}).
+		Watches(&kubermaticv1.EtcdRestore{}, handler.EnqueueRequestsFromMapFunc(ConfigOfRestore)).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("pruner controller: %w", err)
+	}
+	return nil
 }
 
 // Reconcile implements reconcile.Reconciler.
@@ -94,9 +107,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	r.Log.Info("all backups deleted, config released", "config", req.String())
-	if r.Released != nil {
-		r.Released(req.Namespace, req.Name)
-	}
+	r.Planner.Metrics.forget(req.Namespace, req.Name)
 	return ctrl.Result{}, nil
 }
 
@@ -116,7 +127,7 @@ func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBac
 	}
 }
 
-// Stored is the typed handler of the pruner consumer: retention right after a backup is stored.
+// Stored handles the pruner consumer's messages: retention right after a backup is stored.
 type Stored struct {
 	Reader  client.Reader
 	Planner *Planner
@@ -124,22 +135,23 @@ type Stored struct {
 	Events events.EventRecorder
 }
 
+// Handler is the pruner consumer's handler, whose messages are delivered at most maxDeliver
+// times: Handle, with a destination's configuration errors permanent.
+func (s *Stored) Handler(maxDeliver int) bus.Handler {
+	return bus.Typed(maxDeliver, s.Handle, bus.Classify[*etcdbackupv1.BackupStored](deleteFailures))
+}
+
 // Handle plans the config of the stored backup; a config that is gone or was re-created is
 // skipped, and a message naming another cluster or key than the config's is rejected.
 func (s *Stored) Handle(ctx context.Context, stored *etcdbackupv1.BackupStored, d bus.Delivery) error {
 	req := stored.GetRequest()
-	cfg, err := trust.Config(ctx, s.Reader, req.GetConfig())
+	claim := trust.ClaimOf(req)
+	claim.ObjectKey = stored.GetObjectKey()
+	cfg, err := trust.Checker{Reader: s.Reader, Events: s.Events}.Config(ctx, d.Subject, claim)
 	if err != nil || cfg == nil {
 		return err
 	}
-	if err := trust.Check(trust.Derive(cfg, req.GetBackupName(), ""), req.GetCluster(), stored.GetObjectKey(), ""); err != nil {
-		trust.Record(s.Events, cfg, d.Subject, err)
-		return err
-	}
 	_, err = s.Planner.Plan(ctx, cfg)
-	if destination.IsConfigError(err) {
-		return bus.Permanent(err)
-	}
 	return err
 }
 

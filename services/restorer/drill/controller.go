@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 )
 
 // Condition reasons of ConditionBackupRestorable.
@@ -29,14 +30,6 @@ const (
 	ReasonNotRun          = "DrillNotRun"
 	ReasonInvalidSchedule = "InvalidDrillSchedule"
 )
-
-// Metrics observe drills (nil funcs are not called).
-type Metrics struct {
-	// Finished is called with "passed", "failed" or "error" (the drill could not run).
-	Finished func(result string)
-	// Passed is called with the config of a passed drill and when it passed.
-	Passed func(namespace, config string, at time.Time)
-}
 
 // Controller drills each config's newest completed backup on its schedule: the config's
 // annotation etcdbackup.k8c.io/drill-schedule (cron, or "off"), else Default.
@@ -52,8 +45,22 @@ type Controller struct {
 	Default string
 	// Scratch is where drills restore; it needs twice the snapshot's size free.
 	Scratch string
-	Metrics Metrics
+	// Metrics are the drills' (NewMetrics).
+	Metrics *Metrics
 	Now     func() time.Time
+}
+
+// SetupWithManager registers the Controller with mgr: every EtcdBackupConfig, one drill at
+// a time (each restores a whole backup).
+func (c *Controller) SetupWithManager(mgr ctrl.Manager) error {
+	err := ctrl.NewControllerManagedBy(mgr).Named("drill").
+		For(&kubermaticv1.EtcdBackupConfig{}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 1}).
+		Complete(c)
+	if err != nil {
+		return fmt.Errorf("drill controller: %w", err)
+	}
+	return nil
 }
 
 func (c *Controller) now() time.Time {
@@ -63,73 +70,96 @@ func (c *Controller) now() time.Time {
 	return time.Now()
 }
 
+// notRunRetry is how soon a drill that could not run for a transient reason (S3 away, no disk)
+// is tried again; one refused by the destination's configuration waits for its next time.
+const notRunRetry = 10 * time.Minute
+
 // Reconcile implements reconcile.Reconciler.
 func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var cfg kubermaticv1.EtcdBackupConfig
 	if err := c.Client.Get(ctx, req.NamespacedName, &cfg); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if cfg.DeletionTimestamp != nil {
-		return ctrl.Result{}, nil
-	}
-	spec := cfg.Annotations[kubermaticv1.AnnotationDrillSchedule]
-	if spec == "" {
-		spec = c.Default
-	}
-	if spec == "" || spec == "off" {
-		return ctrl.Result{}, nil
-	}
-	sched, err := cron.ParseStandard(spec)
-	if err != nil {
-		msg := fmt.Sprintf("drill schedule %q (annotation %s or the restorer's --drill-schedule) is not a cron schedule: %v", spec, kubermaticv1.AnnotationDrillSchedule, err)
-		return ctrl.Result{}, c.setCondition(ctx, &cfg, corev1.ConditionUnknown, ReasonInvalidSchedule, msg, corev1.EventTypeWarning)
+	sched, wait, err := c.due(ctx, &cfg)
+	if sched == nil || wait > 0 || err != nil {
+		return ctrl.Result{RequeueAfter: wait}, err
 	}
 	backup, ok := newest(&cfg)
 	if !ok {
 		return ctrl.Result{}, nil // a completed backup changes the config, which brings it back
 	}
+	res, err := c.drill(ctx, &cfg, backup)
+	at := c.now()
+	next := sched.Next(at).Sub(at)
+	switch {
+	case errors.Is(err, ErrFailed):
+		return ctrl.Result{RequeueAfter: next}, c.failed(ctx, &cfg, backup, at, err)
+	case err != nil && ctx.Err() != nil:
+		return ctrl.Result{}, err
+	case err != nil:
+		if !destination.IsConfigError(err) {
+			next = min(next, notRunRetry)
+		}
+		return ctrl.Result{RequeueAfter: next}, c.notRun(ctx, &cfg, backup, at, err)
+	}
+	return ctrl.Result{RequeueAfter: next}, c.passed(ctx, &cfg, backup, at, res)
+}
+
+// due returns cfg's drill schedule (nil: it has none, or none that parses, said in its
+// condition) and how long until its next drill (0: now).
+func (c *Controller) due(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (cron.Schedule, time.Duration, error) {
+	spec := cfg.Annotations[kubermaticv1.AnnotationDrillSchedule]
+	if spec == "" {
+		spec = c.Default
+	}
+	if cfg.DeletionTimestamp != nil || spec == "" || spec == "off" {
+		return nil, 0, nil
+	}
+	sched, err := cron.ParseStandard(spec)
+	if err != nil {
+		msg := fmt.Sprintf("drill schedule %q (annotation %s or the restorer's --drill-schedule) is not a cron schedule: %v",
+			spec, kubermaticv1.AnnotationDrillSchedule, err)
+		return nil, 0, c.setCondition(ctx, cfg, corev1.ConditionUnknown, ReasonInvalidSchedule, msg, corev1.EventTypeWarning)
+	}
 	now := c.now()
 	if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil && cond.Reason != ReasonInvalidSchedule {
 		if next := sched.Next(cond.LastHeartbeatTime.Time); now.Before(next) {
-			return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
+			return sched, next.Sub(now), nil
 		}
 	}
-	res, err := c.drill(ctx, &cfg, backup)
-	at := c.now()
-	switch {
-	case errors.Is(err, ErrFailed):
-		c.finished("failed")
-		msg := fmt.Sprintf("backup %s failed its restore drill at %s: %v", backup.BackupName, at.UTC().Format(time.RFC3339), err)
-		c.publish(ctx, &cfg, backup, etcdbackupv1.Phase_PHASE_FAILED, msg)
-		if err := c.setCondition(ctx, &cfg, corev1.ConditionFalse, ReasonFailed, msg, corev1.EventTypeWarning); err != nil {
-			return ctrl.Result{}, err
-		}
-	case err != nil:
-		c.finished("error")
-		if ctx.Err() != nil {
-			return ctrl.Result{}, err
-		}
-		msg := fmt.Sprintf("the drill of backup %s could not run at %s (nothing is known of the backup): %v", backup.BackupName, at.UTC().Format(time.RFC3339), err)
-		if perr := c.setCondition(ctx, &cfg, corev1.ConditionUnknown, ReasonNotRun, msg, corev1.EventTypeWarning); perr != nil {
-			return ctrl.Result{}, perr
-		}
-		return ctrl.Result{RequeueAfter: 10 * time.Minute}, nil
-	default:
-		c.finished("passed")
-		if c.Metrics.Passed != nil {
-			c.Metrics.Passed(cfg.Namespace, cfg.Name, at)
-		}
-		msg := fmt.Sprintf("backup %s restored in a drill at %s: %d keys at revision %d, %.1f MiB of snapshot, in %s",
-			backup.BackupName, at.UTC().Format(time.RFC3339), res.Keys, res.Revision, float64(res.SnapshotSize)/(1<<20), res.Took.Round(time.Millisecond))
-		c.publish(ctx, &cfg, backup, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
-		if err := c.markRestorable(ctx, &cfg, backup.BackupName); err != nil {
-			return ctrl.Result{}, err
-		}
-		if err := c.setCondition(ctx, &cfg, corev1.ConditionTrue, ReasonPassed, msg, corev1.EventTypeNormal); err != nil {
-			return ctrl.Result{}, err
-		}
+	return sched, 0, nil
+}
+
+// failed records a backup that is not restorable as it is.
+func (c *Controller) failed(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus, at time.Time, err error) error {
+	c.Metrics.drills.WithLabelValues("failed").Inc()
+	msg := fmt.Sprintf("backup %s failed its restore drill at %s: %v", b.BackupName, at.UTC().Format(time.RFC3339), err)
+	c.publish(ctx, cfg, b, etcdbackupv1.Phase_PHASE_FAILED, msg)
+	return c.setCondition(ctx, cfg, corev1.ConditionFalse, ReasonFailed, msg, corev1.EventTypeWarning)
+}
+
+// notRun records a drill that could not run: nothing is known of the backup.
+func (c *Controller) notRun(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus, at time.Time, err error) error {
+	c.Metrics.drills.WithLabelValues("error").Inc()
+	why := err.Error()
+	if reason := destination.Reason(err); reason != "" {
+		why = reason + ": " + why
 	}
-	return ctrl.Result{RequeueAfter: sched.Next(at).Sub(at)}, nil
+	msg := fmt.Sprintf("the drill of backup %s could not run at %s (nothing is known of the backup): %s", b.BackupName, at.UTC().Format(time.RFC3339), why)
+	return c.setCondition(ctx, cfg, corev1.ConditionUnknown, ReasonNotRun, msg, corev1.EventTypeWarning)
+}
+
+// passed records a backup that restored, and keeps it from retention.
+func (c *Controller) passed(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus, at time.Time, res Result) error {
+	c.Metrics.drills.WithLabelValues("passed").Inc()
+	c.Metrics.lastSuccess.WithLabelValues(cfg.Namespace, cfg.Name).Set(float64(at.Unix()))
+	msg := fmt.Sprintf("backup %s restored in a drill at %s: %d keys at revision %d, %.1f MiB of snapshot, in %s",
+		b.BackupName, at.UTC().Format(time.RFC3339), res.Keys, res.Revision, float64(res.SnapshotSize)/(1<<20), res.Took.Round(time.Millisecond))
+	c.publish(ctx, cfg, b, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
+	if err := c.markRestorable(ctx, cfg, b.BackupName); err != nil {
+		return err
+	}
+	return c.setCondition(ctx, cfg, corev1.ConditionTrue, ReasonPassed, msg, corev1.EventTypeNormal)
 }
 
 // newest returns the config's newest completed backup whose deletion has not begun.
@@ -157,7 +187,7 @@ func (c *Controller) drill(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 	if err != nil {
 		return Result{}, err
 	}
-	s3, err := c.Destinations.Client(ctx, dest)
+	bucket, err := c.Destinations.Bucket(ctx, dest)
 	if err != nil {
 		return Result{}, err
 	}
@@ -168,7 +198,7 @@ func (c *Controller) drill(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 	// The key is derived from the config, never read from status.
 	key := backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, b.BackupName)
 	c.Log.Info("drill started", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "destination", dest.Name)
-	res, err := Run(ctx, s3, dest.BucketName, key, ids.List, c.Scratch)
+	res, err := Run(ctx, bucket, key, ids.List, c.Scratch)
 	c.Log.Info("drill finished", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "keys", res.Keys, "revision", res.Revision, "seconds", res.Took.Seconds(), "err", err)
 	return res, err
 }
@@ -218,10 +248,4 @@ func (c *Controller) publish(ctx context.Context, cfg *kubermaticv1.EtcdBackupCo
 		Message:    msg,
 		Time:       timestamppb.New(c.now()),
 	})
-}
-
-func (c *Controller) finished(result string) {
-	if c.Metrics.Finished != nil {
-		c.Metrics.Finished(result)
-	}
 }

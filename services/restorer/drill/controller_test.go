@@ -14,6 +14,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -50,27 +52,10 @@ func TestDrillController(t *testing.T) {
 				{BackupName: backupname.Backup("daily", at.Add(-time.Hour)), BackupPhase: kubermaticv1.PhaseCompleted, DeletePhase: kubermaticv1.PhaseCompleted},
 				{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted, Destination: "s3"},
 			})
-			scheme, err := kube.NewScheme()
-			if err != nil {
-				t.Fatal(err)
-			}
-			c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(cfg,
-				&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
-					Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {Endpoint: s3.Endpoint, BucketName: "backups", Credentials: &corev1.SecretReference{Name: "s3"}}}}}},
-				&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "s3"}, Data: map[string][]byte{
-					kubermaticv1.SecretAccessKeyID: []byte(s3test.AccessKey), kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
-			).Build()
-			rec := events.NewFakeRecorder(10)
-			var published []*etcdbackupv1.StatusEvent
-			results := map[string]int{}
 			now := at.Add(10 * time.Minute)
-			ctl := &Controller{
-				Client: c, Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Scratch: t.TempDir(),
-				Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}}),
-				Publish:      func(_ context.Context, ev *etcdbackupv1.StatusEvent) { published = append(published, ev) },
-				Metrics:      Metrics{Finished: func(r string) { results[r]++ }},
-				Now:          func() time.Time { return now },
-			}
+			ctl, c, rec := newController(t, s3, "backups", cfg, func() time.Time { return now })
+			var published []*etcdbackupv1.StatusEvent
+			ctl.Publish = func(_ context.Context, ev *etcdbackupv1.StatusEvent) { published = append(published, ev) }
 			req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
 			res, err := ctl.Reconcile(ctx, req)
 			if err != nil {
@@ -108,16 +93,82 @@ func TestDrillController(t *testing.T) {
 			if res, err = ctl.Reconcile(ctx, req); err != nil || res.RequeueAfter <= 0 {
 				t.Fatalf("reconcile before the next drill: %v, %v", res, err)
 			}
-			if n := results["passed"] + results["failed"]; n != 1 {
-				t.Fatalf("%d drills ran, want 1 before the schedule's next time (%v)", n, results)
+			if n := drills(ctl); n != 1 {
+				t.Fatalf("%d drills ran, want 1 before the schedule's next time", n)
 			}
 			now = now.Add(31 * time.Minute)
 			if _, err = ctl.Reconcile(ctx, req); err != nil {
 				t.Fatal(err)
 			}
-			if n := results["passed"] + results["failed"]; n != 2 {
-				t.Fatalf("%d drills ran, want 2 once the next time came (%v)", n, results)
+			if n := drills(ctl); n != 2 {
+				t.Fatalf("%d drills ran, want 2 once the next time came", n)
 			}
 		})
+	}
+}
+
+// drills is how many drills ran to a verdict.
+func drills(c *Controller) int {
+	return int(testutil.ToFloat64(c.Metrics.drills.WithLabelValues("passed")) + testutil.ToFloat64(c.Metrics.drills.WithLabelValues("failed")))
+}
+
+// newController returns a Controller of cfg whose destination "s3" is bucket of s3, with the
+// client it reads and writes through and its Event recorder.
+func newController(t *testing.T, s3 *s3test.Server, bucket string, cfg *kubermaticv1.EtcdBackupConfig, now func() time.Time) (*Controller, client.Client, *events.FakeRecorder) {
+	t.Helper()
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(cfg,
+		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+			Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {Endpoint: s3.Endpoint, BucketName: bucket, Credentials: &corev1.SecretReference{Name: "s3"}}}}}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "s3"}, Data: map[string][]byte{
+			kubermaticv1.SecretAccessKeyID: []byte(s3test.AccessKey), kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
+	).Build()
+	rec := events.NewFakeRecorder(10)
+	return &Controller{
+		Client: c, Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Scratch: t.TempDir(),
+		Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}}),
+		Metrics:      NewMetrics(prometheus.NewRegistry()),
+		Now:          now,
+	}, c, rec
+}
+
+// A destination whose bucket does not exist says nothing of the backup: the drill did not
+// run (BackupRestorable Unknown, DrillNotRun, naming BucketNotFound as the uploader, pruner
+// and restorer do), and it is a configuration error, not tried again before the schedule's
+// next time.
+func TestDrillOfAMissingBucketDoesNotRun(t *testing.T) {
+	ctx := context.Background()
+	s3 := s3test.Run(t)
+	at := time.Date(2026, 11, 29, 2, 0, 0, 0, time.UTC)
+	name := backupname.Backup("daily", at)
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily", UID: "daily-uid",
+			Annotations: map[string]string{kubermaticv1.AnnotationDrillSchedule: "@every 24h"}},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h"},
+	}
+	cfg.Status.SetBackups([]kubermaticv1.BackupStatus{{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted, Destination: "s3"}})
+	ctl, c, _ := newController(t, s3, "missing-bucket", cfg, func() time.Time { return at.Add(time.Minute) })
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
+	res, err := ctl.Reconcile(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got kubermaticv1.EtcdBackupConfig
+	if err := c.Get(ctx, req.NamespacedName, &got); err != nil {
+		t.Fatal(err)
+	}
+	cond := got.Status.Condition(kubermaticv1.ConditionBackupRestorable)
+	if cond == nil || cond.Status != corev1.ConditionUnknown || cond.Reason != ReasonNotRun || !strings.Contains(cond.Message, "BucketNotFound") ||
+		!strings.Contains(cond.Message, `bucket "missing-bucket" of destination "s3" does not exist`) {
+		t.Fatalf("condition %+v, want Unknown DrillNotRun naming BucketNotFound", cond)
+	}
+	if res.RequeueAfter != 24*time.Hour {
+		t.Fatalf("requeue after %s, want the schedule's next time (24h), not a retry", res.RequeueAfter)
+	}
+	if n := testutil.ToFloat64(ctl.Metrics.drills.WithLabelValues("error")); n != 1 {
+		t.Fatalf("drills{error} = %v, want 1", n)
 	}
 }

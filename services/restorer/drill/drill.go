@@ -13,14 +13,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
-	"github.com/minio/minio-go/v7"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
@@ -44,18 +43,24 @@ type Result struct {
 	Took         time.Duration
 }
 
-// Run drills the backup at bucket/key in a fresh directory under scratch, which it removes
-// after. ids decrypt an encrypted backup.
-func Run(ctx context.Context, s3 *minio.Client, bucket, key string, ids []age.Identity, scratch string) (Result, error) {
+// Run drills the backup at key in b in a fresh directory under scratch, which it removes
+// after. ids decrypt an encrypted backup. A missing object or a record that cannot be read
+// fail the drill; a missing bucket or refused keys are the destination's configuration
+// errors, which say nothing of the backup.
+func Run(ctx context.Context, b destination.Bucket, key string, ids []age.Identity, scratch string) (Result, error) {
 	start := time.Now()
-	info, err := s3.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
-	if err != nil {
-		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
-			return Result{}, fmt.Errorf("%w: no object %s in bucket %s", ErrFailed, key, bucket)
-		}
-		return Result{}, fmt.Errorf("stat %s: %w", key, err)
+	info, err := b.Stat(ctx, key)
+	if errors.Is(err, destination.ErrObjectNotFound) {
+		return Result{}, fmt.Errorf("%w: %w", ErrFailed, err)
 	}
-	size, _ := strconv.ParseInt(info.UserMetadata[backupformat.MetaSnapshotSize], 10, 64)
+	if err != nil {
+		return Result{}, err
+	}
+	meta, err := backupformat.ParseMeta(info.Metadata)
+	if err != nil {
+		return Result{}, fmt.Errorf("%w: %s: %w", ErrFailed, key, err)
+	}
+	size := meta.SnapshotSize
 	if size <= 0 {
 		size = info.Size * 4 // not recorded: assume zstd's usual ratio on etcd data
 	}
@@ -73,8 +78,7 @@ func Run(ctx context.Context, s3 *minio.Client, bucket, key string, ids []age.Id
 	defer os.RemoveAll(dir)
 
 	snap := filepath.Join(dir, "snapshot.db")
-	sha := info.UserMetadata[backupformat.MetaSHA256]
-	if err := member.Fetch(ctx, s3, bucket, key, sha, ids, snap, nil); err != nil {
+	if err := member.Fetch(ctx, b, key, meta.SHA256, ids, snap, nil); err != nil {
 		if errors.Is(err, member.ErrCorrupt) || errors.Is(err, member.ErrDecrypt) || errors.Is(err, member.ErrNotFound) {
 			return Result{}, fmt.Errorf("%w: %w", ErrFailed, err)
 		}
@@ -94,12 +98,11 @@ func Run(ctx context.Context, s3 *minio.Client, bucket, key string, ids []age.Id
 	if err := os.Remove(snap); err != nil {
 		return Result{}, err
 	}
-	rev, _ := strconv.ParseInt(info.UserMetadata[backupformat.MetaRevision], 10, 64)
-	want, recorded := int64(-1), info.UserMetadata[backupformat.MetaKeyCount]
-	if recorded != "" {
-		want, _ = strconv.ParseInt(recorded, 10, 64)
+	want := meta.KeyCount
+	if want == 0 {
+		want = -1 // not recorded
 	}
-	res, err := check(ctx, data, peer, client, rev, want)
+	res, err := check(ctx, data, peer, client, meta.Revision, want)
 	if err != nil {
 		return Result{}, err
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -40,11 +39,7 @@ func snapshotOf(t *testing.T, n int) (raw []byte, rev, keys int64) {
 // sha256 computed from what is stored.
 func store(t *testing.T, s3 *s3test.Server, key string, raw []byte, rev, keys int64) {
 	t.Helper()
-	s3.PutBackup(t, "backups", key, raw, backupformat.Encryption{}, map[string]string{
-		backupformat.MetaSnapshotSize: strconv.Itoa(len(raw)),
-		backupformat.MetaRevision:     strconv.FormatInt(rev, 10),
-		backupformat.MetaKeyCount:     strconv.FormatInt(keys, 10),
-	})
+	s3.PutBackup(t, "backups", key, raw, backupformat.Encryption{}, backupformat.Meta{SnapshotSize: int64(len(raw)), Revision: rev, KeyCount: keys})
 }
 
 func TestDrillPassesOnAGoodBackup(t *testing.T) {
@@ -52,7 +47,7 @@ func TestDrillPassesOnAGoodBackup(t *testing.T) {
 	s3 := s3test.Run(t, "backups")
 	store(t, s3, "good.db.zst", raw, rev, keys)
 	scratch := t.TempDir()
-	res, err := Run(context.Background(), s3.Client(t), "backups", "good.db.zst", nil, scratch)
+	res, err := Run(context.Background(), s3.Bucket(t, "backups"), "good.db.zst", nil, scratch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,13 +72,13 @@ func TestDrillFailsOnAChangedBackup(t *testing.T) {
 	}
 	changed[i+len("/registry/k05")] = '9' // k050 becomes k059's twin: a plausible edit
 	store(t, s3, "changed.db.zst", changed, rev, keys)
-	_, err := Run(context.Background(), s3.Client(t), "backups", "changed.db.zst", nil, t.TempDir())
+	_, err := Run(context.Background(), s3.Bucket(t, "backups"), "changed.db.zst", nil, t.TempDir())
 	if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "trailer") && !strings.Contains(err.Error(), "hash") {
 		t.Fatalf("drill of changed bytes with matching sha256 metadata: %v, want it failed on etcd's hash", err)
 	}
 
 	store(t, s3, "miscounted.db.zst", raw, rev, keys+7)
-	if _, err := Run(context.Background(), s3.Client(t), "backups", "miscounted.db.zst", nil, t.TempDir()); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "keys") {
+	if _, err := Run(context.Background(), s3.Bucket(t, "backups"), "miscounted.db.zst", nil, t.TempDir()); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "keys") {
 		t.Fatalf("drill of a backup recorded with other key count: %v, want it failed on the count", err)
 	}
 }

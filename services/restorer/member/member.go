@@ -23,8 +23,8 @@ import (
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/progress"
-	"github.com/minio/minio-go/v7"
 	etcdsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
 	"go.uber.org/zap"
 )
@@ -36,26 +36,24 @@ var (
 	// ErrCorrupt is returned (wrapped) when a backup fails a check.
 	ErrCorrupt = backupformat.ErrCorrupt
 	// ErrNotFound is returned (wrapped) when the backup object does not exist.
-	ErrNotFound = errors.New("backup not found")
+	ErrNotFound = destination.ErrObjectNotFound
 	// ErrDecrypt is returned (wrapped) when an encrypted backup cannot be decrypted with the
 	// identities given.
 	ErrDecrypt = backupformat.ErrDecrypt
+	// ErrRefused is returned (wrapped) when the store refuses the credentials (401, 403).
+	ErrRefused = destination.ErrAccessDenied
 )
 
-// stat returns the object's expected sha256 from its metadata.
-func stat(ctx context.Context, s3 *minio.Client, bucket, key string) (minio.ObjectInfo, string, error) {
-	info, err := s3.StatObject(ctx, bucket, key, minio.StatObjectOptions{})
+// record reads an object's record and requires the sha256 it is checked against.
+func record(key string, info destination.ObjectInfo) (backupformat.Meta, error) {
+	meta, err := backupformat.ParseMeta(info.Metadata)
 	if err != nil {
-		if minio.ToErrorResponse(err).Code == minio.NoSuchKey {
-			return info, "", fmt.Errorf("%w: no object %s in bucket %s", ErrNotFound, key, bucket)
-		}
-		return info, "", fmt.Errorf("backup %s/%s: %w", bucket, key, err)
+		return meta, fmt.Errorf("%s: %w", key, err)
 	}
-	want := info.UserMetadata[backupformat.MetaSHA256]
-	if want == "" {
-		return info, "", fmt.Errorf("%w: %s carries no %s metadata to check it against", ErrCorrupt, key, backupformat.MetaSHA256)
+	if meta.SHA256 == "" {
+		return meta, fmt.Errorf("%w: %s carries no sha256 metadata to check it against", ErrCorrupt, key)
 	}
-	return info, want, nil
+	return meta, nil
 }
 
 // Verified describes a backup that passed every check.
@@ -66,41 +64,39 @@ type Verified struct {
 	SHA256 string
 }
 
-// Verify streams the backup at bucket/key through every check, keeping nothing: the object's
-// sha256 against its metadata, zstd, and etcd's trailing hash and size rule. Memory stays flat
+// Verify streams the backup at key through every check, keeping nothing: the object's sha256
+// against its record, zstd, and etcd's trailing hash and size rule. Memory stays flat
 // whatever the backup's size.
-func Verify(ctx context.Context, s3 *minio.Client, bucket, key string, ids []age.Identity) (Verified, error) {
-	return check(ctx, s3, bucket, key, "", ids, io.Discard, nil)
+func Verify(ctx context.Context, b destination.Bucket, key string, ids []age.Identity) (Verified, error) {
+	return check(ctx, b, key, "", ids, io.Discard, nil)
 }
 
-// ErrRefused is returned (wrapped) when the store refuses the credentials (401, 403).
-var ErrRefused = errors.New("access refused")
-
-// Visible reads the backup's metadata, as Fetch does first, and requires it to describe the
+// Visible reads the backup's record, as Fetch does first, and requires it to describe the
 // object the restorer verified (verified, its sha256). The restorer calls it with the member
 // pods' own credentials before it touches the cluster: keys the store refuses (ErrRefused),
 // an object those keys cannot see (ErrNotFound) or one that is not the verified backup
 // (ErrCorrupt) end the restore with nothing changed, not after etcd is torn down.
-func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids backupformat.Identities) error {
-	info, want, err := stat(ctx, s3, bucket, key)
+func Visible(ctx context.Context, b destination.Bucket, key, verified string, ids backupformat.Identities) error {
+	info, err := b.Stat(ctx, key)
 	if err != nil {
-		var resp minio.ErrorResponse
-		if errors.As(err, &resp) && (resp.StatusCode == 401 || resp.StatusCode == 403) {
-			return fmt.Errorf("%w: %s/%s: %s (HTTP %d)", ErrRefused, bucket, key, resp.Code, resp.StatusCode)
-		}
 		return err
 	}
-	if want != verified {
-		return fmt.Errorf("%w: %s is described as sha256 %s, the verified backup is %s", ErrCorrupt, key, want, verified)
+	meta, err := record(key, info)
+	if err != nil {
+		return err
+	}
+	if meta.SHA256 != verified {
+		return fmt.Errorf("%w: %s is described as sha256 %s, the verified backup is %s", ErrCorrupt, key, meta.SHA256, verified)
 	}
 	// An encrypted backup: one of the pods' identities must be for one of its recipients.
-	if st := backupformat.StoredFrom(info.UserMetadata); st.Codec == backupformat.CodecZstdAge {
+	if meta.Codec == backupformat.CodecZstdAge {
 		for _, fp := range ids.Fingerprints {
-			if slices.Contains(strings.Split(st.Recipients, ","), fp) {
+			if slices.Contains(strings.Split(meta.Recipients, ","), fp) {
 				return nil
 			}
 		}
-		return fmt.Errorf("%w: %s is encrypted to recipients [%s]; the member pods' identities are for [%s]", ErrDecrypt, key, st.Recipients, strings.Join(ids.Fingerprints, ","))
+		return fmt.Errorf("%w: %s is encrypted to recipients [%s]; the member pods' identities are for [%s]",
+			ErrDecrypt, key, meta.Recipients, strings.Join(ids.Fingerprints, ","))
 	}
 	return nil
 }
@@ -111,7 +107,7 @@ func Visible(ctx context.Context, s3 *minio.Client, bucket, key, verified string
 // metadata to match itself, is refused as ErrCorrupt). On any error nothing is left at dst.
 //
 // p, when not nil, counts the stored bytes downloaded so far for a reporter running beside it.
-func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, dst string, p *Progress) error {
+func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, dst string, p *Progress) error {
 	if verified == "" {
 		return errors.New("the verified sha256 of the backup is required")
 	}
@@ -120,7 +116,7 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 		return err
 	}
 	// No fsync: the file is read back at once, and a crash starts the fetch over.
-	_, err = check(ctx, s3, bucket, key, verified, ids, f, p)
+	_, err = check(ctx, b, key, verified, ids, f, p)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -130,22 +126,23 @@ func Fetch(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 	return err
 }
 
-// check downloads the backup, decompresses it into out and proves it intact
-// (backupformat.Open, decrypting with ids), and, with verified set, that it is the object of that sha256. Errors of the download or of out are returned as they are;
-// ErrCorrupt means the backup itself is bad.
-func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, ids []age.Identity, out io.Writer, p *Progress) (Verified, error) {
-	info, want, err := stat(ctx, s3, bucket, key)
+// check downloads the backup, decompresses it into out and proves it intact against the
+// record that came with it (backupformat.Open, decrypting with ids), and, with verified set,
+// that it is the object of that sha256. Errors of the download or of out are returned as they
+// are; ErrCorrupt means the backup itself is bad.
+func check(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, out io.Writer, p *Progress) (Verified, error) {
+	obj, info, err := b.Get(ctx, key)
 	if err != nil {
 		return Verified{}, err
 	}
-	if verified != "" && want != verified {
-		return Verified{}, fmt.Errorf("%w: %s is not the backup the restorer verified (sha256 %s, the object says %s)", ErrCorrupt, key, verified, want)
-	}
-	obj, err := s3.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
-	if err != nil {
-		return Verified{}, fmt.Errorf("download %s: %w", key, err)
-	}
 	defer obj.Close()
+	meta, err := record(key, info)
+	if err != nil {
+		return Verified{}, err
+	}
+	if verified != "" && meta.SHA256 != verified {
+		return Verified{}, fmt.Errorf("%w: %s is not the backup the restorer verified (sha256 %s, the object says %s)", ErrCorrupt, key, verified, meta.SHA256)
+	}
 	var in io.Reader = obj
 	if p != nil {
 		r := &progress.Reader{R: obj}
@@ -153,7 +150,7 @@ func check(ctx context.Context, s3 *minio.Client, bucket, key, verified string, 
 		p.read.Store(r)
 		in = r
 	}
-	d, err := backupformat.Open(in, backupformat.StoredFrom(info.UserMetadata), ids, out)
+	d, err := backupformat.Open(in, meta, ids, out)
 	if ctx.Err() != nil {
 		return Verified{}, ctx.Err()
 	}

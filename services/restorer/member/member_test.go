@@ -16,10 +16,10 @@ import (
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/klauspost/compress/zstd"
-	"github.com/minio/minio-go/v7"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 )
@@ -48,11 +48,8 @@ func compress(t *testing.T, raw []byte) []byte {
 
 func store(t *testing.T, s3 *s3test.Server, key string, body []byte, sha string) {
 	t.Helper()
-	meta := map[string]string{}
-	if sha != "" {
-		meta[backupformat.MetaSHA256] = sha
-	}
-	if _, err := s3.Client(t).PutObject(context.Background(), "backups", key, bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{UserMetadata: meta}); err != nil {
+	meta := backupformat.Meta{SHA256: sha}.Map()
+	if err := s3.Bucket(t, "backups").Put(context.Background(), key, bytes.NewReader(body), int64(len(body)), destination.PutOptions{Metadata: meta}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -69,7 +66,7 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	store(t, s3, "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", obj, sum(obj))
 	dir := t.TempDir()
 	snap := filepath.Join(dir, "snapshot.db")
-	v, err := Verify(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", nil)
+	v, err := Verify(ctx, s3.Bucket(t, "backups"), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +74,7 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 		t.Fatalf("verified %+v; stored %d bytes with sha256 %s", v, len(obj), sum(obj))
 	}
 	var p Progress
-	if err := Fetch(ctx, s3.Client(t), "backups", "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap, &p); err != nil {
+	if err := Fetch(ctx, s3.Bucket(t, "backups"), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap, &p); err != nil {
 		t.Fatal(err)
 	}
 	// The progress counts the stored bytes downloaded against the object's size.
@@ -153,14 +150,14 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 			s3 := s3test.Run(t, "backups")
 			store(t, s3, "key.db.zst", tc.body, tc.sha)
 			dst := filepath.Join(t.TempDir(), "snapshot.db")
-			err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(good), nil, dst, nil)
+			err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(good), nil, dst, nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
 			if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 				t.Fatalf("a refused backup left %s behind", dst)
 			}
-			_, err = Verify(ctx, s3.Client(t), "backups", "key.db.zst", nil)
+			_, err = Verify(ctx, s3.Bucket(t, "backups"), "key.db.zst", nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Verify: err = %v, want ErrCorrupt", err)
 			}
@@ -172,11 +169,11 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 	}
 	t.Run("missing backup is not called corrupt", func(t *testing.T) {
 		s3 := s3test.Run(t, "backups")
-		err := Fetch(ctx, s3.Client(t), "backups", "nope.db.zst", sum(good), nil, filepath.Join(t.TempDir(), "s.db"), nil)
+		err := Fetch(ctx, s3.Bucket(t, "backups"), "nope.db.zst", sum(good), nil, filepath.Join(t.TempDir(), "s.db"), nil)
 		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("err = %v", err)
 		}
-		if _, err := Verify(ctx, s3.Client(t), "backups", "nope.db.zst", nil); !errors.Is(err, ErrNotFound) {
+		if _, err := Verify(ctx, s3.Bucket(t, "backups"), "nope.db.zst", nil); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Verify: err = %v", err)
 		}
 	})
@@ -202,17 +199,17 @@ func TestFetchRefusesAnObjectOtherThanTheVerified(t *testing.T) {
 	other := compress(t, backupOf(t, 60))
 	store(t, s3, "key.db.zst", other, sum(other)) // replaced since verification
 	dst := filepath.Join(t.TempDir(), "snapshot.db")
-	err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(verified), nil, dst, nil)
+	err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(verified), nil, dst, nil)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not the backup the restorer verified") {
 		t.Fatalf("Fetch of a replaced object = %v, want ErrCorrupt saying it is not the verified backup", err)
 	}
 	if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 		t.Fatalf("a refused backup left %s behind", dst)
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", sum(other), nil, dst, nil); err != nil {
+	if err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(other), nil, dst, nil); err != nil {
 		t.Fatalf("Fetch of the object with its own digest: %v", err)
 	}
-	if err := Fetch(ctx, s3.Client(t), "backups", "key.db.zst", "", nil, dst, nil); err == nil {
+	if err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", "", nil, dst, nil); err == nil {
 		t.Fatal("Fetch without a verified digest succeeded")
 	}
 }

@@ -98,14 +98,6 @@ func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdR
 	return copied, nil
 }
 
-// credentialsReason is the Event reason of a credentials failure.
-func credentialsReason(err error) string {
-	if errors.Is(err, member.ErrRefused) {
-		return "CredentialsRefused"
-	}
-	return "CredentialsInvalid"
-}
-
 // proveCredentials makes the member pods' credentials (credentials) and reads the backup's
 // metadata with exactly them, against the destination the pods will download from. It
 // returns the Secret's name; an error wrapping ErrCredentials, member.ErrNotFound or
@@ -115,13 +107,13 @@ func (r *Reconciler) proveCredentials(ctx context.Context, rs *kubermaticv1.Etcd
 	if err != nil {
 		return "", err
 	}
-	s3, err := destination.NewClient(d.Endpoint, d.Secure, id, key)
+	b, err := d.Open(id, key)
 	if err != nil {
 		return "", fmt.Errorf("%w: %v", ErrCredentials, err)
 	}
 	vctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = member.Visible(vctx, s3, d.BucketName, objectKey, sha, podIDs)
+	err = member.Visible(vctx, b, objectKey, sha, podIDs)
 	switch {
 	case errors.Is(err, member.ErrDecrypt):
 		return "", fmt.Errorf("with the member pods' identities (Secret %s/%s): %w", rs.Namespace, name, err)

@@ -39,7 +39,7 @@ func storeSealedBackup(t *testing.T, s3 *s3test.Server, key string, seal backupf
 	t.Helper()
 	raw := bytes.Repeat([]byte{7}, 4096)
 	trailer := sha256.Sum256(raw)
-	return s3.PutBackup(t, "backups", key, append(raw, trailer[:]...), seal, nil)
+	return s3.PutBackup(t, "backups", key, append(raw, trailer[:]...), seal, backupformat.Meta{})
 }
 
 func secretOf(ns, name, id, key string) *corev1.Secret {

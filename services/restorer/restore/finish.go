@@ -88,12 +88,8 @@ func (r *Reconciler) fail(ctx context.Context, rs *kubermaticv1.EtcdRestore, rea
 	// until the EtcdRestore is deleted (the message points at it).
 	r.deleteOwned(ctx, rs, &corev1.Secret{})
 	r.Log.Warn("restore failed", "restore", Lock(rs), "reason", reason, "message", msg)
-	if r.Metrics.Finished != nil {
-		r.Metrics.Finished("failed")
-	}
-	if r.Metrics.Failed != nil {
-		r.Metrics.Failed(reason)
-	}
+	r.Metrics.finished.WithLabelValues("failed").Inc()
+	r.Bus.Failed("restore", reason)
 	return r.removeFinalizer(ctx, rs)
 }
 

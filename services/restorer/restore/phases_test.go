@@ -14,7 +14,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
-	"github.com/minio/minio-go/v7"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -43,6 +42,8 @@ type phaseFixture struct {
 	now     time.Time
 	// decryption is the destination's decryptionSecret (nil: none).
 	decryption *corev1.SecretReference
+	// bucket is the destination's bucket ("backups", where the backup is, when empty).
+	bucket string
 }
 
 func phaseStatefulSet(ns string) *appsv1.StatefulSet {
@@ -102,8 +103,8 @@ func (f *phaseFixture) readOnly(id string) {
 func storeCorrupt(t *testing.T, s3 *s3test.Server, key string) {
 	t.Helper()
 	body := []byte("not the backup that was stored")
-	if _, err := s3.Client(t).PutObject(context.Background(), "backups", key, bytes.NewReader(body), int64(len(body)),
-		minio.PutObjectOptions{UserMetadata: map[string]string{backupformat.MetaSHA256: strings.Repeat("ab", 32)}}); err != nil {
+	if err := s3.Bucket(t, "backups").Put(context.Background(), key, bytes.NewReader(body), int64(len(body)),
+		destination.PutOptions{Metadata: backupformat.Meta{SHA256: strings.Repeat("ab", 32)}.Map()}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -111,11 +112,15 @@ func storeCorrupt(t *testing.T, s3 *s3test.Server, key string) {
 func (f *phaseFixture) build() (*Reconciler, *events.FakeRecorder) {
 	t := f.t
 	ns := f.rs.Namespace
+	bucket := f.bucket
+	if bucket == "" {
+		bucket = "backups"
+	}
 	objs := []client.Object{f.rs, f.cluster,
 		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: seedNamespace, Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
 			DefaultDestination: "s3",
 			Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {
-				Endpoint: f.s3.Endpoint, BucketName: "backups", Credentials: &corev1.SecretReference{Namespace: seedNamespace, Name: "s3-credentials"},
+				Endpoint: f.s3.Endpoint, BucketName: bucket, Credentials: &corev1.SecretReference{Namespace: seedNamespace, Name: "s3-credentials"},
 				DecryptionSecret: f.decryption}},
 		}}},
 		secretOf(seedNamespace, "s3-credentials", adminKey, secretValue),
@@ -244,6 +249,10 @@ func TestPhaseMachine(t *testing.T) {
 			phase: kubermaticv1.RestorePhaseFailed, reason: "StatefulSetNotFound", says: "no StatefulSet", pvcs: 1},
 		{name: "prepare: the member pods' credentials refused", setup: func(f *phaseFixture) { f.readOnly("stranger") },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "CredentialsRefused", says: "Nothing was changed", sts: "old-sts", pvcs: 1},
+		// A missing bucket is the destination's configuration error, as the uploader, the
+		// pruner and the drill say: the restore fails at once, not at its timeout.
+		{name: "prepare: the destination's bucket does not exist", setup: func(f *phaseFixture) { f.bucket = "no-such-bucket" },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "BucketNotFound", says: `bucket "no-such-bucket" of destination "s3" does not exist`, sts: "old-sts", pvcs: 1},
 
 		// teardown, from Started
 		{name: "teardown: saved, deleted, rebuilt", setup: func(f *phaseFixture) { f.started() },
@@ -268,6 +277,8 @@ func TestPhaseMachine(t *testing.T) {
 		}, phase: kubermaticv1.RestorePhaseFailed, reason: "SavedSpecNotOwned", says: "does not rebuild from it", paused: true, sts: "old-sts", pvcs: 1},
 		{name: "teardown: credentials refused before anything is deleted", setup: func(f *phaseFixture) { f.started(); f.readOnly("stranger") },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "CredentialsRefused", says: "Nothing was deleted", sts: "old-sts", pvcs: 1},
+		{name: "teardown: the bucket is gone before anything is deleted", setup: func(f *phaseFixture) { f.started(); f.bucket = "no-such-bucket" },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "BucketNotFound", says: "Nothing was deleted", sts: "old-sts", pvcs: 1},
 
 		// rebuild, from StsRebuilding
 		{name: "rebuild: etcd whole again", setup: func(f *phaseFixture) { f.rebuilding(); f.etcd = etcdtest.Start(f.t).Endpoint },

@@ -21,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -60,53 +62,72 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 				"the restore step failed in pod %s: %s. See `kubectl -n %s logs %s -c %s`.", p.Name, msg, p.Namespace, p.Name, StepContainer))
 		}
 	}
-	want := replicas(&sts)
-	waiting := ""
-	if sts.Status.ObservedGeneration < sts.Generation || int(sts.Status.ReadyReplicas) < want {
-		waiting = fmt.Sprintf("%d of %d etcd pods ready", sts.Status.ReadyReplicas, want)
-	} else {
-		target, err := endpoints.Resolve(ctx, r.API, cluster, rs.Namespace)
-		if err != nil {
-			if errors.Is(err, endpoints.ErrConfig) {
-				return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "EtcdUnreachable", err.Error())
-			}
-			return ctrl.Result{}, err
-		}
-		if h, err := CheckEtcd(ctx, target, want); err != nil {
-			waiting = fmt.Sprintf("etcd: %d members, %d of %d endpoints healthy (%v)", h.Members, h.Healthy, len(target.Endpoints), err)
-		}
+	waiting, err := r.waitingFor(ctx, rs, cluster, &sts)
+	if errors.Is(err, endpoints.ErrConfig) {
+		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "EtcdUnreachable", err.Error())
+	}
+	if err != nil {
+		return ctrl.Result{}, err
 	}
 	if waiting != "" {
-		if r.expired(rs) {
-			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RebuildTimeout", fmt.Sprintf("after %s etcd is not healthy: %s.", r.Opts.Timeout, waiting))
-		}
-		done, running := membersRestored(pods)
-		progress := fmt.Sprintf("members restored %d/%d", done, want)
-		if fetched := r.fetched(ctx, pods); fetched != "" {
-			progress += "; fetched " + fetched
-		}
-		msg := fmt.Sprintf("%s; waiting for %s", progress, waiting)
-		if len(running) > 0 {
-			msg = fmt.Sprintf("%s (restore step running in %s); waiting for %s", progress, strings.Join(running, ", "), waiting)
-		}
-		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", msg, func(s *kubermaticv1.EtcdRestoreStatus) {
-			s.Progress = progress
-		})
+		return r.wait(ctx, rs, cluster, pods, replicas(&sts), waiting)
 	}
+	return ctrl.Result{}, r.finish(ctx, rs, cluster, saved, &sts)
+}
 
-	// Whole again. The StatefulSet gets its own spec back, so that a member replaced later
-	// does not restore this backup again, and KKP finds its StatefulSet as it left it.
+// waitingFor says what the rebuilt etcd is still waiting for: its pods ready, then every
+// member healthy ("" when it is whole). An error wrapping endpoints.ErrConfig means etcd
+// cannot be reached as the cluster says.
+func (r *Reconciler) waitingFor(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, sts *appsv1.StatefulSet) (string, error) {
+	want := replicas(sts)
+	if sts.Status.ObservedGeneration < sts.Generation || int(sts.Status.ReadyReplicas) < want {
+		return fmt.Sprintf("%d of %d etcd pods ready", sts.Status.ReadyReplicas, want), nil
+	}
+	target, err := endpoints.Resolve(ctx, r.API, cluster, rs.Namespace)
+	if err != nil {
+		return "", err
+	}
+	if h, err := CheckEtcd(ctx, target, want); err != nil {
+		return fmt.Sprintf("etcd: %d members, %d of %d endpoints healthy (%v)", h.Members, h.Healthy, len(target.Endpoints), err), nil
+	}
+	return "", nil
+}
+
+// wait reports the members restored so far and what the rebuild waits for, until the timeout.
+func (r *Reconciler) wait(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, pods []corev1.Pod, want int, waiting string) (ctrl.Result, error) {
+	if r.expired(rs) {
+		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RebuildTimeout", fmt.Sprintf("after %s etcd is not healthy: %s.", r.Opts.Timeout, waiting))
+	}
+	done, running := membersRestored(pods)
+	progress := fmt.Sprintf("members restored %d/%d", done, want)
+	if fetched := r.fetched(ctx, pods); fetched != "" {
+		progress += "; fetched " + fetched
+	}
+	msg := fmt.Sprintf("%s; waiting for %s", progress, waiting)
+	if len(running) > 0 {
+		msg = fmt.Sprintf("%s (restore step running in %s); waiting for %s", progress, strings.Join(running, ", "), waiting)
+	}
+	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", msg, func(s *kubermaticv1.EtcdRestoreStatus) {
+		s.Progress = progress
+	})
+}
+
+// finish ends a restore whose etcd is whole again. The StatefulSet gets its own spec back, so
+// that a member replaced later does not restore this backup again and KKP finds its
+// StatefulSet as it left it; the cluster is unlocked, rolled and unpaused: Completed.
+func (r *Reconciler) finish(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved, sts *appsv1.StatefulSet) error {
+	want := replicas(sts)
 	sts.Spec.Template = saved.Spec.Template
 	delete(sts.Annotations, AnnotationRestoreID)
-	if err := r.Client.Update(ctx, &sts); err != nil {
-		return ctrl.Result{}, fmt.Errorf("give the statefulset its spec back: %w", err)
+	if err := r.Client.Update(ctx, sts); err != nil {
+		return fmt.Errorf("give the statefulset its spec back: %w", err)
 	}
 	if err := r.unlock(ctx, rs, true, r.now().UTC().Format(time.RFC3339)); err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
 	r.cleanup(ctx, rs)
 	took := r.sincePhase(rs)
-	r.observe("rebuild", took)
+	r.Metrics.steps.WithLabelValues("rebuild").Observe(took.Seconds())
 	total := r.now().Sub(rs.Status.StartTime.Time)
 	if err := r.setPhase(ctx, rs, kubermaticv1.RestorePhaseCompleted, corev1.EventTypeNormal, "Completed", fmt.Sprintf(
 		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster unlocked and %s (%s in all)",
@@ -114,12 +135,22 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		s.RestoreTime = metav1.NewTime(r.now())
 		s.Progress = fmt.Sprintf("done: members restored %d/%d", want, want)
 	}); err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
-	if r.Metrics.Finished != nil {
-		r.Metrics.Finished("completed")
+	r.Metrics.finished.WithLabelValues("completed").Inc()
+	return r.removeFinalizer(ctx, rs)
+}
+
+// PodLogsOf reads the last lines of a container's log through the API server (pods/log), at
+// most 8 KiB: the restore step's progress is in its last lines.
+func PodLogsOf(kc kubernetes.Interface) PodLogs {
+	return func(ctx context.Context, namespace, pod, container string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return kc.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{
+			Container: container, TailLines: ptr.To(int64(5)), LimitBytes: ptr.To(int64(8 << 10)),
+		}).DoRaw(ctx)
 	}
-	return ctrl.Result{}, r.removeFinalizer(ctx, rs)
 }
 
 // fetched says how much of the backup each member's restore step has downloaded, from the last

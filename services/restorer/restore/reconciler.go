@@ -16,13 +16,18 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 )
 
 // ErrBackupNotFound: the restore names a backup that cannot be found.
@@ -42,14 +47,12 @@ type Options struct {
 // PodLogs returns the last lines of a container's log.
 type PodLogs func(ctx context.Context, namespace, pod, container string) ([]byte, error)
 
-// Metrics observe restores (nil funcs are not called).
-type Metrics struct {
-	// Step is called with "verify", "teardown" or "rebuild" and how long it took.
-	Step func(step string, d time.Duration)
-	// Finished is called with "completed" or "failed".
-	Finished func(result string)
-	// Failed is called with the reason of a failure.
-	Failed func(reason string)
+// Destinations resolves Seed destinations, their buckets and the identities their backups
+// are decrypted with (destination.Resolver).
+type Destinations interface {
+	Lookup(ctx context.Context, name string) (destination.Destination, error)
+	Bucket(ctx context.Context, d destination.Destination) (destination.Bucket, error)
+	Identities(ctx context.Context, d destination.Destination) (backupformat.Identities, error)
 }
 
 // Reconciler is the EtcdRestore controller.
@@ -58,21 +61,56 @@ type Reconciler struct {
 	Client client.Client
 	// API reads everything else uncached: StatefulSets, PVCs, Pods, Secrets, ConfigMaps and
 	// EtcdBackupConfigs of the clusters being restored only.
-	API          client.Reader
-	Destinations *destination.Resolver
+	API client.Reader
+	// Destinations resolves destinations, their buckets and decryption identities.
+	Destinations Destinations
 	Recorder     events.EventRecorder
 	Log          *slog.Logger
-	// Publish sends a phase change to subscribers on the bus (nil: not sent).
-	Publish func(ctx context.Context, r *kubermaticv1.EtcdRestore)
+	// Publish sends a phase change to subscribers on the bus (bus.Announcer; nil: not sent).
+	Publish func(ctx context.Context, ev *etcdbackupv1.StatusEvent)
 	// Logs reads the tail of a container's log (pods/log); the rebuild reads each member's
 	// download progress from its restore step's log (nil: progress without bytes).
-	Logs    PodLogs
-	Opts    Options
-	Metrics Metrics
+	Logs PodLogs
+	Opts Options
+	// Metrics are the restores' (NewMetrics); Bus counts each failure's reason with the other
+	// stages' failures.
+	Metrics *Metrics
+	Bus     *bus.Metrics
 	Now     func() time.Time
 
 	deferred sync.Map // uids of restores told their deletion waits
 	refused  sync.Map // restore (namespace/name) -> the phase the schema refused in status; forgotten when the restore is gone
+}
+
+// SetupWithManager registers the Reconciler with mgr, running concurrency restores at once:
+// every EtcdRestore, and the unfinished restores of a Cluster that changes (a lock released, a
+// feature enabled or a pause changed lets them go on).
+func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
+	err := ctrl.NewControllerManagedBy(mgr).Named("etcdrestore").
+		For(&kubermaticv1.EtcdRestore{}).
+		Watches(&kubermaticv1.Cluster{}, handler.EnqueueRequestsFromMapFunc(r.restoresOf)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: concurrency}).
+		Complete(r)
+	if err != nil {
+		return fmt.Errorf("restorer controller: %w", err)
+	}
+	return nil
+}
+
+// restoresOf maps a Cluster to its unfinished EtcdRestores.
+func (r *Reconciler) restoresOf(ctx context.Context, obj client.Object) []ctrl.Request {
+	var list kubermaticv1.EtcdRestoreList
+	if err := r.Client.List(ctx, &list); err != nil {
+		return nil
+	}
+	var out []ctrl.Request
+	for _, rs := range list.Items {
+		if st := rs.EffectiveStatus(); rs.Spec.Cluster.Name != obj.GetName() || st.Finished() {
+			continue
+		}
+		out = append(out, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(&rs)})
+	}
+	return out
 }
 
 func (r *Reconciler) now() time.Time {

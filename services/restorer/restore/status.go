@@ -9,6 +9,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -38,9 +39,35 @@ func (r *Reconciler) setPhase(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 		r.event(rs, eventType, reason, "Restore", msg)
 	}
 	if changed && r.Publish != nil {
-		r.Publish(ctx, rs)
+		r.Publish(ctx, statusEvent(rs))
 	}
 	return nil
+}
+
+// statusEvent is the status event of a restore's phase change, for subscribers.
+func statusEvent(r *kubermaticv1.EtcdRestore) *etcdbackupv1.StatusEvent {
+	phase := etcdbackupv1.Phase_PHASE_RUNNING
+	switch r.Status.Phase {
+	case kubermaticv1.RestorePhaseCompleted:
+		phase = etcdbackupv1.Phase_PHASE_COMPLETED
+	case kubermaticv1.RestorePhaseFailed:
+		phase = etcdbackupv1.Phase_PHASE_FAILED
+	}
+	msg := r.Status.Message
+	if r.Status.Phase != "" {
+		msg = r.Status.Phase + ": " + msg
+	}
+	return &etcdbackupv1.StatusEvent{
+		Config:     &etcdbackupv1.ConfigRef{Namespace: r.Namespace, Name: r.Name, Uid: string(r.UID)},
+		Cluster:    r.Spec.Cluster.Name,
+		BackupName: r.Spec.BackupName,
+		Stage:      etcdbackupv1.Stage_STAGE_RESTORER,
+		Operation:  etcdbackupv1.Operation_OPERATION_RESTORE,
+		Phase:      phase,
+		Message:    msg,
+		ObjectKey:  r.Status.ObjectKey,
+		Sha256:     r.Status.SHA256,
+	}
 }
 
 // writeStatus makes state the restore's status. Under a CRD that keeps all of it (this
@@ -144,10 +171,4 @@ func (r *Reconciler) sincePhase(rs *kubermaticv1.EtcdRestore) time.Duration {
 		return 0
 	}
 	return r.now().Sub(rs.Status.PhaseTime.Time)
-}
-
-func (r *Reconciler) observe(step string, d time.Duration) {
-	if r.Metrics.Step != nil {
-		r.Metrics.Step(step, d)
-	}
 }

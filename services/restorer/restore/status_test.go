@@ -12,6 +12,8 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/prometheus/client_golang/prometheus"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -92,8 +94,9 @@ func newTestReconciler(t *testing.T, kkp bool, objs ...client.Object) (*Reconcil
 	now := time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC)
 	return &Reconciler{
 		Client: c, API: c, Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Opts: Options{StatefulSet: "etcd", Timeout: time.Hour, Poll: time.Second},
-		Now:  func() time.Time { return now },
+		Opts:    Options{StatefulSet: "etcd", Timeout: time.Hour, Poll: time.Second},
+		Metrics: NewMetrics(prometheus.NewRegistry()), Bus: bus.NewMetrics(prometheus.NewRegistry()),
+		Now: func() time.Time { return now },
 	}, w, rec
 }
 

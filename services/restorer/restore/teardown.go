@@ -11,9 +11,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
-	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
-	"github.com/etcd-backup/etcdbackup/services/restorer/member"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -48,65 +46,25 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	// can write. A recorded key that differs (a forged annotation, an edited spec.backupName)
 	// is not the backup that was verified.
 	if key, ok := ObjectKeyOf(rs); !ok || key != rs.Status.ObjectKey {
-		msg := fmt.Sprintf("the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded state changed after verification)", rs.Status.ObjectKey, rs.Spec.BackupName)
-		if saved != nil {
-			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "StateMismatch", msg+".")
-		}
-		if err := r.unlock(ctx, rs, true, ""); err != nil {
-			return ctrl.Result{}, err
-		}
-		return ctrl.Result{}, r.fail(ctx, rs, "StateMismatch", msg+". Nothing was deleted; the cluster was unpaused and unlocked.")
+		return ctrl.Result{}, r.abort(ctx, rs, cluster, saved, "StateMismatch", fmt.Sprintf(
+			"the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded state changed after verification)",
+			rs.Status.ObjectKey, rs.Spec.BackupName))
 	}
-	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
-	var secret string
-	var ids backupformat.Identities
-	if err == nil {
-		ids, err = r.identities(ctx, rs, cluster, dest)
-	}
-	switch {
-	case err != nil:
-	case saved == nil:
-		// Nothing is deleted yet: the pods' credentials are proven once more, so that a change
-		// since prepare fails the restore while the cluster is whole.
-		secret, err = r.proveCredentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, rs.Status.SHA256, ids)
-	default:
-		// The teardown is under way and was proven before it began: each poll only makes sure
-		// the pods' Secret is there (no request to the bucket per poll).
-		secret, _, _, _, err = r.credentials(ctx, rs, cluster, dest, ids)
-	}
+	dest, secret, err := r.podSecret(ctx, rs, cluster, saved)
 	if err != nil {
-		reason := credentialsReason(err)
-		switch {
-		case errors.Is(err, ErrIdentity), errors.Is(err, member.ErrDecrypt):
-			reason = ReasonDecryptionFailed
-		case destination.IsConfigError(err):
-			reason = "DestinationNotFound"
-		case !errors.Is(err, ErrCredentials):
+		reason, words, ok := refused(target{backup: rs.Spec.BackupName, destination: rs.Status.Destination, key: rs.Status.ObjectKey}, err)
+		if !ok {
 			return ctrl.Result{}, err
 		}
-		if saved != nil {
-			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, reason, err.Error()+".")
-		}
-		if err := r.unlock(ctx, rs, true, ""); err != nil {
-			return ctrl.Result{}, err
-		}
-		return ctrl.Result{}, r.fail(ctx, rs, reason, err.Error()+". Nothing was deleted; the cluster was unpaused and unlocked.")
+		return ctrl.Result{}, r.abort(ctx, rs, cluster, saved, reason, words)
 	}
 	if saved == nil {
-		var sts appsv1.StatefulSet
-		if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}, &sts); err != nil {
-			if apierrors.IsNotFound(err) {
-				if perr := r.unlock(ctx, rs, true, ""); perr != nil {
-					return ctrl.Result{}, perr
-				}
-				return ctrl.Result{}, r.fail(ctx, rs, "StatefulSetNotFound", fmt.Sprintf(
-					"there is no StatefulSet %s/%s to rebuild. Nothing was deleted; the cluster was unpaused and unlocked.", rs.Namespace, r.Opts.StatefulSet))
-			}
-			return ctrl.Result{}, err
-		}
-		if saved, err = r.save(ctx, rs, &sts); err != nil {
+		if saved, err = r.saveSpec(ctx, rs); err != nil {
 			if errors.Is(err, ErrSavedNotOwned) {
 				return ctrl.Result{}, r.failNotOwned(ctx, rs, err)
+			}
+			if noStatefulSet(err) {
+				return ctrl.Result{}, r.abort(ctx, rs, cluster, nil, "StatefulSetNotFound", err.Error())
 			}
 			return ctrl.Result{}, err
 		}
@@ -121,7 +79,57 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 		}
 		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", "waiting for "+waiting+" to be deleted", nil)
 	}
-	rebuilt, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret}, r.Opts.Step)
+	return r.recreate(ctx, rs, cluster, saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret})
+}
+
+// abort ends a teardown that cannot go on: before anything was deleted (saved nil) the
+// cluster is unpaused and unlocked as it was; after, it stays paused (failPaused).
+func (r *Reconciler) abort(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved *appsv1.StatefulSet, reason, msg string) error {
+	if saved != nil {
+		return r.failPaused(ctx, rs, cluster, reason, msg+".")
+	}
+	if err := r.unlock(ctx, rs, true, ""); err != nil {
+		return err
+	}
+	return r.fail(ctx, rs, reason, msg+". Nothing was deleted; the cluster was unpaused and unlocked.")
+}
+
+// podSecret returns the destination and the member pods' credentials Secret. Before the
+// teardown began (saved nil) the credentials are proven once more, so that a change since
+// prepare fails the restore while the cluster is whole; after, each poll only makes sure the
+// Secret is there (no request to the bucket per poll).
+func (r *Reconciler) podSecret(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved *appsv1.StatefulSet) (destination.Destination, string, error) {
+	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
+	if err != nil {
+		return dest, "", err
+	}
+	ids, err := r.identities(ctx, rs, cluster, dest)
+	if err != nil {
+		return dest, "", err
+	}
+	if saved == nil {
+		secret, err := r.proveCredentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, rs.Status.SHA256, ids)
+		return dest, secret, err
+	}
+	secret, _, _, _, err := r.credentials(ctx, rs, cluster, dest, ids)
+	return dest, secret, err
+}
+
+// saveSpec saves the etcd StatefulSet's spec before it is deleted.
+func (r *Reconciler) saveSpec(ctx context.Context, rs *kubermaticv1.EtcdRestore) (*appsv1.StatefulSet, error) {
+	var sts appsv1.StatefulSet
+	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}, &sts); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &NoStatefulSetError{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}
+		}
+		return nil, err
+	}
+	return r.save(ctx, rs, &sts)
+}
+
+// recreate creates the StatefulSet again with the restore step in front of etcd: StsRebuilding.
+func (r *Reconciler) recreate(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved *appsv1.StatefulSet, step Step) (ctrl.Result, error) {
+	rebuilt, err := Rebuilt(saved, step, r.Opts.Step)
 	if err != nil {
 		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "InvalidStatefulSet", err.Error())
 	}
@@ -129,11 +137,12 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 		return ctrl.Result{}, fmt.Errorf("create statefulset: %w", err)
 	}
 	took := r.sincePhase(rs)
-	r.observe("teardown", took)
+	r.Metrics.steps.WithLabelValues("teardown").Observe(took.Seconds())
+	n := replicas(rebuilt)
 	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStsRebuilding, corev1.EventTypeNormal, "StsRebuilding",
 		fmt.Sprintf("old StatefulSet, PVCs and pods gone after %s; StatefulSet %s recreated with the restore step, waiting for %d members to restore and become healthy",
-			took.Round(time.Millisecond), rebuilt.Name, replicas(rebuilt)), func(s *kubermaticv1.EtcdRestoreStatus) {
-			s.Progress = fmt.Sprintf("members restored 0/%d", replicas(rebuilt))
+			took.Round(time.Millisecond), rebuilt.Name, n), func(s *kubermaticv1.EtcdRestoreStatus) {
+			s.Progress = fmt.Sprintf("members restored 0/%d", n)
 		})
 }
 

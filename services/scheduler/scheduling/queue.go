@@ -13,8 +13,8 @@ import (
 // schedulers publish it.
 type JetStreamQueue struct {
 	JS jetstream.JetStream
-	// Queued is called for every request the stream accepted as new (nil: not called).
-	Queued func(req *etcdbackupv1.BackupRequested)
+	// Metrics count every request the stream accepted as new.
+	Metrics *Metrics
 }
 
 // Enqueue publishes req and, when it is new, a Running status event that lists the backup.
@@ -23,8 +23,6 @@ func (q JetStreamQueue) Enqueue(ctx context.Context, req *etcdbackupv1.BackupReq
 	if err != nil || dup {
 		return err
 	}
-	if q.Queued != nil {
-		q.Queued(req)
-	}
+	q.Metrics.queued.WithLabelValues(req.GetTrigger().String()).Inc()
 	return bus.PublishStatus(ctx, q.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SCHEDULER, etcdbackupv1.Phase_PHASE_RUNNING, "queued"))
 }

@@ -14,7 +14,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 // Reconciler queues each EtcdBackupConfig's due backup and keeps its SchedulingActive
@@ -26,10 +30,58 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	Now      func() time.Time
 	Log      *slog.Logger
-	// Observe reports a config's schedule interval (0: one-time) and the reason it is blocked
-	// ("" when scheduling is active); Forget that the config is gone. Either may be nil.
-	Observe func(namespace, config string, interval time.Duration, blocked string)
-	Forget  func(namespace, config string)
+	// Metrics get each config's schedule interval and what blocks it.
+	Metrics *Metrics
+}
+
+// clusterIndex indexes EtcdBackupConfigs by spec.cluster.name.
+const clusterIndex = "spec.cluster.name"
+
+// SetupWithManager registers the Reconciler with mgr: every EtcdBackupConfig, the configs of
+// a Cluster whose spec (pause) or annotations (etcd endpoints) change (KKP updates a Cluster's
+// status all the time), every config when the Seed changes, and, with configMap, when the
+// destinations ConfigMap (the only one the manager caches) changes.
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, configMap bool) error {
+	err := mgr.GetFieldIndexer().IndexField(ctx, &kubermaticv1.EtcdBackupConfig{}, clusterIndex, func(o client.Object) []string {
+		return []string{o.(*kubermaticv1.EtcdBackupConfig).Spec.Cluster.Name}
+	})
+	if err != nil {
+		return fmt.Errorf("index configs by cluster: %w", err)
+	}
+	configs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		return configsFor(ctx, mgr.GetClient(), obj)
+	})
+	clusterChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))
+	b := ctrl.NewControllerManagedBy(mgr).
+		Named("etcdbackupconfig-scheduler").
+		For(&kubermaticv1.EtcdBackupConfig{}).
+		Watches(&kubermaticv1.Cluster{}, configs, clusterChanged).
+		Watches(&kubermaticv1.Seed{}, configs, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
+	if configMap {
+		b = b.Watches(&corev1.ConfigMap{}, configs)
+	}
+	if err := b.Complete(r); err != nil {
+		return fmt.Errorf("scheduler controller: %w", err)
+	}
+	return nil
+}
+
+// configsFor maps a Cluster to the configs that back it up, and a Seed (or the destinations
+// ConfigMap) to every config.
+func configsFor(ctx context.Context, c client.Reader, obj client.Object) []reconcile.Request {
+	var list kubermaticv1.EtcdBackupConfigList
+	var opts []client.ListOption
+	if _, isCluster := obj.(*kubermaticv1.Cluster); isCluster {
+		opts = append(opts, client.MatchingFields{clusterIndex: obj.GetName()})
+	}
+	if err := c.List(ctx, &list, opts...); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, cfg := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&cfg)})
+	}
+	return reqs
 }
 
 // retryBlocked is how often a config blocked by missing configuration is looked at again,
@@ -40,15 +92,13 @@ const retryBlocked = 5 * time.Minute
 func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var cfg kubermaticv1.EtcdBackupConfig
 	if err := r.Client.Get(ctx, req.NamespacedName, &cfg); err != nil {
-		if apierrors.IsNotFound(err) && r.Forget != nil {
-			r.Forget(req.Namespace, req.Name)
+		if apierrors.IsNotFound(err) {
+			r.Metrics.forget(req.Namespace, req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if cfg.DeletionTimestamp != nil {
-		if r.Forget != nil {
-			r.Forget(req.Namespace, req.Name)
-		}
+		r.Metrics.forget(req.Namespace, req.Name)
 		return ctrl.Result{}, nil
 	}
 	now := r.Now()
@@ -96,9 +146,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.setCondition(ctx, &cfg, true, reason, msg); err != nil {
 		return ctrl.Result{}, err
 	}
-	if r.Observe != nil {
-		r.Observe(cfg.Namespace, cfg.Name, Interval(&cfg, now), "")
-	}
+	r.Metrics.observe(cfg.Namespace, cfg.Name, Interval(&cfg, now), "")
 	if next.IsZero() {
 		return ctrl.Result{}, nil
 	}
@@ -108,9 +156,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // block records why a config takes no backups: condition False and, when the condition
 // changes, an Event (Warning for problems a person must fix).
 func (r *Reconciler) block(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b *Blocked) error {
-	if r.Observe != nil {
-		r.Observe(cfg.Namespace, cfg.Name, Interval(cfg, r.Now()), b.Reason)
-	}
+	r.Metrics.observe(cfg.Namespace, cfg.Name, Interval(cfg, r.Now()), b.Reason)
 	prev := cfg.Status.Condition(kubermaticv1.ConditionSchedulingActive)
 	changed := prev == nil || prev.Status != corev1.ConditionFalse || prev.Reason != b.Reason || prev.Message != b.Message
 	if err := r.setCondition(ctx, cfg, false, b.Reason, b.Message); err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -37,8 +38,8 @@ type Writer struct {
 	Destinations Destinations
 	// Events records a Warning on a config whose event was rejected (nil: none).
 	Events events.EventRecorder
-	// Applied counts events by phase that changed a status (nil: not counted).
-	Applied func(phase string)
+	// applied counts events by phase that changed a status.
+	applied *prometheus.CounterVec
 	// Cache, when set, serves each batch's first read of a config (the informer cache); the
 	// API is read after a conflict. Without it every first read goes to the API.
 	Cache client.Reader
@@ -51,9 +52,15 @@ type Destinations interface {
 	Lookup(ctx context.Context, name string) (destination.Destination, error)
 }
 
-// New returns a Writer that reads and patches through c, one config at a time.
-func New(c client.Client, log *slog.Logger) *Writer {
-	return &Writer{client: c, log: log}
+// New returns a Writer that reads and patches through c, one config at a time, whose metrics
+// are registered on reg.
+func New(c client.Client, log *slog.Logger, reg prometheus.Registerer) *Writer {
+	applied := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "etcdbackup_status_events_applied_total",
+		Help: "Status events that changed an EtcdBackupConfig's status, by backup phase.",
+	}, []string{"phase"})
+	reg.MustRegister(applied)
+	return &Writer{client: c, log: log, applied: applied}
 }
 
 // HandleBatch is the batch handler of the status-writer consumer (wrap it with
@@ -242,10 +249,6 @@ func (w *Writer) apply(ctx context.Context, key types.NamespacedName, evs []*etc
 			if ev.GetConfig().GetUid() != string(current.UID) {
 				continue
 			}
-			if w.Applied == nil {
-				Merge(&updated.Status, ev)
-				continue
-			}
 			before := updated.Status.DeepCopy()
 			Merge(&updated.Status, ev)
 			if !apiequality.Semantic.DeepEqual(*before, updated.Status) {
@@ -260,7 +263,7 @@ func (w *Writer) apply(ctx context.Context, key types.NamespacedName, evs []*etc
 		}
 		w.log.Debug("status applied", "config", key.String(), "events", len(evs))
 		for _, phase := range changed {
-			w.Applied(phase)
+			w.applied.WithLabelValues(phase).Inc()
 		}
 		return nil
 	})

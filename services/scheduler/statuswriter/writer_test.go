@@ -15,6 +15,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -42,7 +43,7 @@ func TestHandleReadsTheConfigOnce(t *testing.T) {
 			gets++
 			return c.Get(ctx, key, obj, opts...)
 		}}).Build()
-	w := New(c, slog.New(slog.DiscardHandler))
+	w := New(c, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	at := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	backup := backupname.Backup("daily", at)
 	ev := &etcdbackupv1.StatusEvent{
@@ -148,7 +149,7 @@ func TestHandleBatchWritesEachConfigOnce(t *testing.T) {
 	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	a, b, c := config("a", "daily", "u-a"), config("b", "daily", "u-b"), config("c", "daily", "u-c")
 	api := newCounting(t, a, b, c)
-	w := New(api.client, slog.New(slog.DiscardHandler))
+	w := New(api.client, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	w.Parallel = 2
 	var items []bus.Item[*etcdbackupv1.StatusEvent]
 	for _, cfg := range []*kubermaticv1.EtcdBackupConfig{a, b, c} {
@@ -165,7 +166,7 @@ func TestHandleBatchWritesEachConfigOnce(t *testing.T) {
 	}
 	// The same events one by one, into a fresh API.
 	one := newCounting(t, config("a", "daily", "u-a"))
-	w1 := New(one.client, slog.New(slog.DiscardHandler))
+	w1 := New(one.client, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	for _, it := range lifecycle(a, slot) {
 		if err := handleOne(w1, it.Msg, it.Delivery); err != nil {
 			t.Fatal(err)
@@ -186,7 +187,7 @@ func TestHandleBatchRejectsOnlyTheForgedEvent(t *testing.T) {
 	slot := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	a := config("a", "daily", "u-a")
 	api := newCounting(t, a)
-	w := New(api.client, slog.New(slog.DiscardHandler))
+	w := New(api.client, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	items := lifecycle(a, slot)
 	forged := lifecycle(a, slot.Add(time.Minute))[3]
 	forged.Msg.ObjectKey = "victim/cluster-victim/daily/x.db.zst"
@@ -232,7 +233,7 @@ func TestHandleBatchDoesNotTrustAStaleCache(t *testing.T) {
 				}
 			}
 			cache := newCounting(t, tc.cache...)
-			w := New(api.client, slog.New(slog.DiscardHandler))
+			w := New(api.client, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 			w.Cache = cache.client
 			for i, err := range w.HandleBatch(context.Background(), lifecycle(a, slot)) {
 				if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
+	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
@@ -23,6 +24,7 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -32,23 +34,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Metrics observes snapshots; any field may be nil.
-type Metrics struct {
-	Taken func(result string)
-	// Failed counts a failed attempt by reason: config, etcd, corrupt.
-	Failed   func(reason string)
-	Bytes    func(n int64)
-	Duration func(d time.Duration)
-}
-
-// Handler handles backup requests.
-type Handler struct {
+// Options are what a Handler works with.
+type Options struct {
 	Reader client.Reader
 	JS     jetstream.JetStream
-	// MaxAttempts is how many deliveries a request gets before its backup is Failed.
+	// MaxAttempts is how many deliveries try a request's snapshot before its backup is Failed.
 	MaxAttempts uint64
 	// Events records a Warning on a config whose message was rejected (nil: none).
 	Events events.EventRecorder
+	// Bus counts failures, with the Worker's other bus metrics.
+	Bus *bus.Metrics
 	// MemberTimeout bounds the health check of one etcd member.
 	MemberTimeout time.Duration
 	// StagingReserve is the room staging must have before a snapshot starts (0: no check).
@@ -62,7 +57,17 @@ type Handler struct {
 	// (nil: never encrypted).
 	Destinations Sealer
 	Log          *slog.Logger
-	Metrics      Metrics
+}
+
+// Handler handles backup requests.
+type Handler struct {
+	Options
+	metrics *metrics
+}
+
+// New returns a Handler whose metrics are registered on reg.
+func New(o Options, reg prometheus.Registerer) *Handler {
+	return &Handler{Options: o, metrics: newMetrics(reg)}
 }
 
 // Sealer tells what a destination's backups are encrypted to (destination.Resolver).
@@ -71,64 +76,78 @@ type Sealer interface {
 	Encryption(ctx context.Context, d destination.Destination) (backupformat.Encryption, error)
 }
 
-// Handle takes one backup's snapshot (the typed handler of the snapshotter consumer: wrap it
-// with bus.Typed). The config must exist under the request's uid and back up the cluster the
-// request names; a request naming another cluster is rejected and its backup marked Failed.
-func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested, d bus.Delivery) error {
-	attempt := d.Attempt
-	log := h.Log.With("backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "attempt", attempt)
+// Handler is the snapshotter consumer's handler (its consumer delivers a message at most
+// MaxDeliver(MaxAttempts) times): Handle with the snapshotter's epilogue (Report).
+func (h *Handler) Handler() bus.Handler {
+	return bus.Typed(MaxDeliver(int(h.MaxAttempts)), h.Handle, bus.Report(h.JS, h.Bus, h.outcome()))
+}
 
-	cfg, err := trust.Config(ctx, h.Reader, req.GetConfig())
+// outcome is how the snapshotter tells of its failures: each attempt but the last as
+// Running, retried; the last, a configuration error or a rejection as Failed.
+func (h *Handler) outcome() bus.Outcome[*etcdbackupv1.BackupRequested] {
+	return bus.Outcome[*etcdbackupv1.BackupRequested]{
+		Stage:    "snapshot",
+		Classes:  failures,
+		Attempts: h.MaxAttempts,
+		Event: func(req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, msg string) *etcdbackupv1.StatusEvent {
+			return bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, phase, msg)
+		},
+		Retrying: func(d bus.Delivery, err error) string {
+			return fmt.Sprintf("snapshot attempt %d of %d failed, retrying: %v", d.Attempt, h.MaxAttempts, err)
+		},
+		Failed:     func(err error) string { return "snapshot: " + err.Error() },
+		Rejections: true,
+		Attrs: func(req *etcdbackupv1.BackupRequested) []any {
+			return []any{"backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName()}
+		},
+	}
+}
+
+// failures are the snapshotter's reasons (etcdbackup_failures_total{stage="snapshot"}).
+var failures = bus.Classes{Rows: []bus.Class{
+	{Err: ErrStagingFull, Reason: "staging-full"},
+	{Match: destination.IsConfigError, ReasonOf: destination.Reason, Permanent: true},
+	{Err: endpoints.ErrConfig, Reason: "config", Permanent: true},
+	{Err: snapshot.ErrCorrupt, Reason: "corrupt"},
+	{Match: kube.IsAPIError, Reason: "kubernetes"},
+}, Else: "etcd"}
+
+// Handle takes one backup's snapshot. The config must exist under the request's uid and back
+// up the cluster the request names; a request naming another cluster is rejected.
+func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested, d bus.Delivery) error {
+	cfg, err := trust.Checker{Reader: h.Reader, Events: h.Events}.Config(ctx, d.Subject, trust.ClaimOf(req))
 	if err != nil {
 		return err
 	}
 	if cfg == nil {
-		log.Info("config deleted or re-created, dropping request")
+		h.Log.Info("config deleted or re-created, dropping request", "backup", req.GetBackupName())
 		return nil
 	}
 	if cfg.DeletionTimestamp != nil {
 		// Ended in status, so that the config's deletion does not wait for it.
-		log.Info("config being deleted, dropping request")
-		return bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED, "not taken: the config is being deleted"))
+		h.Log.Info("config being deleted, dropping request", "backup", req.GetBackupName())
+		return bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED,
+			"not taken: the config is being deleted"))
 	}
-	want := trust.Derive(cfg, req.GetBackupName(), "")
-	if err := trust.Check(want, req.GetCluster(), req.GetObjectKey(), ""); err != nil {
-		trust.Record(h.Events, cfg, d.Subject, err)
-		return h.fail(ctx, req, err)
-	}
-	h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("taking snapshot (attempt %d of %d)", attempt, h.MaxAttempts))
-
+	h.status(ctx, req, fmt.Sprintf("taking snapshot (attempt %d of %d)", d.Attempt, h.MaxAttempts))
 	start := time.Now()
 	ready, err := h.take(ctx, req, cfg.Spec.Destination)
 	if err != nil {
-		if ctx.Err() != nil {
-			return err // shutting down: another replica takes it
-		}
-		h.count("failed")
-		if h.Metrics.Failed != nil {
-			h.Metrics.Failed(failureReason(err))
-		}
-		if !errors.Is(err, endpoints.ErrConfig) && attempt < h.MaxAttempts {
-			log.Warn("snapshot failed, will retry", "err", err)
-			h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot attempt %d of %d failed, retrying: %v", attempt, h.MaxAttempts, err))
-			return err
-		}
-		return h.fail(ctx, req, bus.Permanent(err))
+		h.metrics.taken.WithLabelValues("failed").Inc()
+		return err
 	}
 	ready.StartedTime = timestamppb.New(start)
 	if _, err := bus.Publish(ctx, h.JS, bus.SubjectSnapshotReady, bus.MsgID(req), ready); err != nil {
 		return err
 	}
-	h.count("ok")
-	if h.Metrics.Bytes != nil {
-		h.Metrics.Bytes(int64(ready.GetSnapshotSize()))
-	}
-	if h.Metrics.Duration != nil {
-		h.Metrics.Duration(time.Since(start))
-	}
-	log.Info("snapshot staged", "bytes", ready.GetSnapshotSize(), "revision", ready.GetRevision(), "member", ready.GetMemberEndpoint(), "seconds", time.Since(start).Seconds())
-	if time.Since(start) >= StagedProgressAfter {
-		h.status(ctx, req, etcdbackupv1.Phase_PHASE_RUNNING, fmt.Sprintf("snapshot of %d bytes at revision %d staged from %s", ready.GetSnapshotSize(), ready.GetRevision(), ready.GetMemberEndpoint()))
+	took := time.Since(start)
+	h.metrics.taken.WithLabelValues("ok").Inc()
+	h.metrics.bytes.Add(float64(ready.GetSnapshotSize()))
+	h.metrics.duration.Observe(took.Seconds())
+	h.Log.Info("snapshot staged", "backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "bytes", ready.GetSnapshotSize(),
+		"revision", ready.GetRevision(), "member", ready.GetMemberEndpoint(), "seconds", took.Seconds())
+	if took >= StagedProgressAfter {
+		h.status(ctx, req, fmt.Sprintf("snapshot of %d bytes at revision %d staged from %s", ready.GetSnapshotSize(), ready.GetRevision(), ready.GetMemberEndpoint()))
 	}
 	return nil
 }
@@ -143,20 +162,6 @@ const StagedProgressAfter = 5 * time.Second
 // MaxDeliver is the consumer's MaxDeliver for maxAttempts: two deliveries beyond the last
 // attempt are kept for publishing its Failed event when NATS is briefly away.
 func MaxDeliver(maxAttempts int) int { return maxAttempts + 2 }
-
-// DeadLetter marks the backup Failed when even the deliveries kept for that ran out.
-func (h *Handler) DeadLetter(ctx context.Context, req *etcdbackupv1.BackupRequested, err error) {
-	_ = h.fail(ctx, req, fmt.Errorf("gave up after the last allowed delivery: %w", err))
-}
-
-// fail publishes the backup's Failed event and returns err. The Failed event must not be
-// lost: if it cannot be published, the request is delivered again.
-func (h *Handler) fail(ctx context.Context, req *etcdbackupv1.BackupRequested, err error) error {
-	if perr := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED, "snapshot: "+err.Error())); perr != nil {
-		return perr
-	}
-	return err
-}
 
 func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, dest string) (*etcdbackupv1.SnapshotReady, error) {
 	var cluster kubermaticv1.Cluster
@@ -254,9 +259,6 @@ func (h *Handler) sealing(ctx context.Context, dest string) (backupformat.Encryp
 			return seal, nil
 		}
 	}
-	if destination.IsConfigError(err) {
-		return backupformat.Encryption{}, fmt.Errorf("%w: %v", endpoints.ErrConfig, err)
-	}
 	return backupformat.Encryption{}, err
 }
 
@@ -294,29 +296,12 @@ func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clien
 	return nil, "", 0, 0, fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
 }
 
-func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, message string) {
-	if err := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, phase, message)); err != nil {
+// status publishes the snapshot's progress, best effort: the snapshot goes on without it.
+func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, message string) {
+	if err := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING, message)); err != nil {
 		h.Log.Warn("publish status", "backup", req.GetBackupName(), "err", err)
 	}
 }
 
 // ErrStagingFull: staging has no room for another snapshot; etcd was not contacted.
 var ErrStagingFull = errors.New("staging full")
-
-func failureReason(err error) string {
-	switch {
-	case errors.Is(err, ErrStagingFull):
-		return "staging-full"
-	case errors.Is(err, endpoints.ErrConfig):
-		return "config"
-	case errors.Is(err, snapshot.ErrCorrupt):
-		return "corrupt"
-	}
-	return "etcd"
-}
-
-func (h *Handler) count(result string) {
-	if h.Metrics.Taken != nil {
-		h.Metrics.Taken(result)
-	}
-}

@@ -13,12 +13,15 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
+	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,8 +42,8 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	if _, err := h.take(ctx, req, ""); !errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with 2 MiB free of a 4 MiB reserve = %v, want ErrStagingFull", err)
 	}
-	if got := failureReason(ErrStagingFull); got != "staging-full" {
-		t.Fatalf("failure reason %q", got)
+	if reason, err := failures.Classify(ErrStagingFull); reason != "staging-full" || bus.IsPermanent(err) {
+		t.Fatalf("a full staging: reason %q, permanent %v; want staging-full, retried", reason, bus.IsPermanent(err))
 	}
 	h.StagingReserve = 1 << 20
 	if _, err := h.take(ctx, req, ""); err == nil || errors.Is(err, ErrStagingFull) {
@@ -79,10 +82,10 @@ func silentEtcd(t *testing.T) (*Handler, *etcdbackupv1.BackupRequested) {
 	}
 	cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{
 		kubermaticv1.AnnotationEtcdEndpoints: "http://127.0.0.1:1", kubermaticv1.AnnotationEtcdClientSecret: "none"}}}
-	h := &Handler{
+	h := New(Options{
 		Reader:        fake.NewClientBuilder().WithScheme(scheme).WithObjects(cluster).Build(),
 		MemberTimeout: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
-	}
+	}, prometheus.NewRegistry())
 	return h, &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
 }
 
@@ -183,5 +186,26 @@ func TestSnapshotReportsProgress(t *testing.T) {
 	}
 	if reports == 0 {
 		t.Fatal("no progress report from a 20 MiB snapshot at a 1 ms interval")
+	}
+}
+
+// What a failed snapshot becomes: configuration errors (the cluster's, the destination's) end
+// the backup at once with their reason; etcd's and staging's are retried.
+func TestFailureClasses(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		reason    string
+		permanent bool
+	}{
+		{fmt.Errorf("%w: cluster %q does not exist", endpoints.ErrConfig, "c"), "config", true},
+		{fmt.Errorf("encryption of destination %q: %w", "s3", destination.ErrEncryption), "EncryptionInvalid", true},
+		{fmt.Errorf("%w: staging has 0 MiB free", ErrStagingFull), "staging-full", false},
+		{fmt.Errorf("stream: %w", snapshot.ErrCorrupt), "corrupt", false},
+		{errors.New("no healthy etcd member"), "etcd", false},
+	} {
+		reason, err := failures.Classify(tc.err)
+		if reason != tc.reason || bus.IsPermanent(err) != tc.permanent {
+			t.Errorf("%v: reason %q, permanent %v; want %q, %v", tc.err, reason, bus.IsPermanent(err), tc.reason, tc.permanent)
+		}
 	}
 }

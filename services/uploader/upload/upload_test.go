@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,8 +26,9 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
-	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -40,6 +42,10 @@ type destinations struct {
 	t      *testing.T
 	lookup error
 	seal   backupformat.Encryption
+	// bucket is the bucket's name ("backups" when empty); stored, when set, runs after each
+	// successful put.
+	bucket string
+	stored func()
 }
 
 func (d *destinations) Encryption(context.Context, destination.Destination) (backupformat.Encryption, error) {
@@ -50,11 +56,36 @@ func (d *destinations) Lookup(context.Context, string) (destination.Destination,
 	if d.lookup != nil {
 		return destination.Destination{}, d.lookup
 	}
-	return destination.Destination{Name: "s3", BucketName: "backups", Endpoint: d.s3.Host}, nil
+	return destination.Destination{Name: "s3", BucketName: d.name(), Endpoint: d.s3.Host}, nil
 }
 
-func (d *destinations) Client(context.Context, destination.Destination) (*minio.Client, error) {
-	return d.s3.Client(d.t), nil
+func (d *destinations) name() string {
+	if d.bucket == "" {
+		return "backups"
+	}
+	return d.bucket
+}
+
+func (d *destinations) Bucket(_ context.Context, dest destination.Destination) (destination.Bucket, error) {
+	b, err := dest.Open(s3test.AccessKey, s3test.SecretKey, destination.WithPartSize(5<<20))
+	if err != nil {
+		return nil, err
+	}
+	return hooked{Bucket: b, stored: d.stored}, nil
+}
+
+// hooked runs stored after each successful put.
+type hooked struct {
+	destination.Bucket
+	stored func()
+}
+
+func (h hooked) Put(ctx context.Context, key string, r io.Reader, size int64, opts destination.PutOptions) error {
+	err := h.Bucket.Put(ctx, key, r, size, opts)
+	if err == nil && h.stored != nil {
+		h.stored()
+	}
+	return err
 }
 
 type fixture struct {
@@ -67,7 +98,6 @@ type fixture struct {
 	snapshot []byte
 	msg      jetstream.Msg
 	handle   bus.Handler
-	uploaded int64
 	// stagedSize is the size of the backup as it is stored.
 	stagedSize uint64
 }
@@ -155,10 +185,6 @@ func setupSealed(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 		t.Fatal(err)
 	}
 	f.msg = <-batch.Messages()
-	f.handle = bus.Typed(3, func(ctx context.Context, m *etcdbackupv1.SnapshotReady, d bus.Delivery) error {
-		return f.h.Handle(ctx, m, d)
-	},
-		func(ctx context.Context, m *etcdbackupv1.SnapshotReady, err error) { f.h.DeadLetter(ctx, m, err) })
 	if f.msg == nil {
 		t.Fatal("no message")
 	}
@@ -171,14 +197,47 @@ func setupSealed(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 		Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Destination: "s3"},
 	}
 	f.reader = fake.NewClientBuilder().WithScheme(scheme).WithObjects(f.config).Build()
-	f.h = &Handler{
+	f.h = New(Options{
 		Reader: f.reader,
-		JS:     js, Staging: obs, Destinations: f.dest, WorkDir: t.TempDir(),
-		StagingReadBytes: 1 << 20, StagingIdle: 5 * time.Second,
-		PartSize: 5 << 20, Threads: 2, Log: slog.New(slog.DiscardHandler),
-		Metrics: Metrics{Bytes: func(n int64) { f.uploaded += n }},
-	}
+		JS:     js, Staging: obs, Destinations: f.dest, Bus: bus.NewMetrics(prometheus.NewRegistry()), WorkDir: t.TempDir(),
+		StagingReadBytes: 1 << 20, StagingIdle: 5 * time.Second, Log: slog.New(slog.DiscardHandler),
+	}, prometheus.NewRegistry())
+	f.handle = f.h.Handler(3)
 	return f
+}
+
+// uploaded is the bytes the handler stored.
+func (f *fixture) uploaded() int64 { return int64(testutil.ToFloat64(f.h.metrics.bytes)) }
+
+// objects lists the bucket.
+func (f *fixture) objects(t *testing.T) []destination.ObjectInfo {
+	t.Helper()
+	var out []destination.ObjectInfo
+	if err := f.s3.Bucket(t, "backups").List(context.Background(), "", func(o destination.ObjectInfo) error {
+		out = append(out, o)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// stored reads the object at key: its info and bytes (nil when there is none).
+func (f *fixture) stored(t *testing.T, key string) (destination.ObjectInfo, []byte) {
+	t.Helper()
+	r, info, err := f.s3.Bucket(t, "backups").Get(context.Background(), key)
+	if errors.Is(err, destination.ErrObjectNotFound) {
+		return info, nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	body, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info, body
 }
 
 func (f *fixture) statusEvents(t *testing.T) []*etcdbackupv1.StatusEvent {
@@ -215,18 +274,11 @@ func testUploadStores(t *testing.T, f *fixture) {
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
-	obj, err := f.s3.Client(t).GetObject(ctx, "backups", "c/cluster-c/cfg/cfg-2021-03-02T15-24-00.db.zst", minio.GetObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stored, err := io.ReadAll(obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, _ := obj.Stat()
+	info, stored := f.stored(t, "c/cluster-c/cfg/cfg-2021-03-02T15-24-00.db.zst")
 	sum := sha256.Sum256(stored)
-	if info.UserMetadata[backupformat.MetaSHA256] != hex.EncodeToString(sum[:]) || info.ContentType != backupformat.ContentType {
-		t.Fatalf("metadata %v, content type %s; sha256 of object %x", info.UserMetadata, info.ContentType, sum)
+	meta, err := backupformat.ParseMeta(info.Metadata)
+	if err != nil || meta.SHA256 != hex.EncodeToString(sum[:]) || meta.SnapshotSize != int64(len(f.snapshot)) || meta.Revision != 7 {
+		t.Fatalf("metadata %v (%v); sha256 of object %x, snapshot of %d bytes at revision 7", info.Metadata, err, sum, len(f.snapshot))
 	}
 	dec, _ := zstd.NewReader(bytes.NewReader(stored))
 	raw, err := io.ReadAll(dec)
@@ -255,22 +307,15 @@ func TestRedeliveryAfterStoreDoesNotUploadAgain(t *testing.T) {
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
-	first := f.uploaded
+	first := f.uploaded()
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatalf("redelivery: %v", err)
 	}
-	if f.uploaded != first || first == 0 {
-		t.Fatalf("uploaded %d bytes the first time, %d in all: uploaded again", first, f.uploaded)
+	if f.uploaded() != first || first == 0 {
+		t.Fatalf("uploaded %d bytes the first time, %d in all: uploaded again", first, f.uploaded())
 	}
-	objects := 0
-	for o := range f.s3.Client(t).ListObjects(ctx, "backups", minio.ListObjectsOptions{Recursive: true}) {
-		if o.Err != nil {
-			t.Fatal(o.Err)
-		}
-		objects++
-	}
-	if objects != 1 {
-		t.Fatalf("%d objects in the bucket, want 1", objects)
+	if objects := f.objects(t); len(objects) != 1 {
+		t.Fatalf("%d objects in the bucket, want 1", len(objects))
 	}
 }
 
@@ -284,11 +329,11 @@ func TestDeletedConfigGetsNoBackup(t *testing.T) {
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
-	for o := range f.s3.Client(t).ListObjects(ctx, "backups", minio.ListObjectsOptions{Recursive: true}) {
-		t.Fatalf("stored %s for a deleted config (err %v)", o.Key, o.Err)
+	if objects := f.objects(t); len(objects) != 0 {
+		t.Fatalf("stored %v for a deleted config", objects)
 	}
-	if f.uploaded != 0 {
-		t.Fatalf("uploaded %d bytes", f.uploaded)
+	if f.uploaded() != 0 {
+		t.Fatalf("uploaded %d bytes", f.uploaded())
 	}
 }
 
@@ -317,7 +362,7 @@ func TestUploadFailures(t *testing.T) {
 		if !bus.IsPermanent(err) || !strings.Contains(err.Error(), "the snapshotter sent "+ready.StoredSha256) {
 			t.Fatalf("err = %v, want a permanent digest mismatch", err)
 		}
-		if _, err := f.s3.Client(t).StatObject(context.Background(), "backups", ready.GetRequest().GetObjectKey(), minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
+		if _, err := f.s3.Bucket(t, "backups").Stat(context.Background(), ready.GetRequest().GetObjectKey()); !errors.Is(err, destination.ErrObjectNotFound) {
 			t.Fatalf("an object was stored: stat err %v", err)
 		}
 	})
@@ -359,8 +404,8 @@ func TestForgedDestinationsAreRejected(t *testing.T) {
 			if !bus.IsPermanent(err) || !errors.As(err, &rej) || rej.Reason != tc.reason {
 				t.Fatalf("err = %v, want a rejection for %s", err, tc.reason)
 			}
-			if f.uploaded != 0 {
-				t.Fatalf("stored %d bytes", f.uploaded)
+			if f.uploaded() != 0 {
+				t.Fatalf("stored %d bytes", f.uploaded())
 			}
 			evs := f.statusEvents(t)
 			if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED {
@@ -388,8 +433,8 @@ func TestRecreatedConfigGetsNoBackup(t *testing.T) {
 	if err := f.handle(context.Background(), f.msg); err != nil {
 		t.Fatal(err)
 	}
-	if f.uploaded != 0 {
-		t.Fatalf("stored %d bytes for a re-created config", f.uploaded)
+	if f.uploaded() != 0 {
+		t.Fatalf("stored %d bytes for a re-created config", f.uploaded())
 	}
 }
 
@@ -398,8 +443,7 @@ func TestRecreatedConfigGetsNoBackup(t *testing.T) {
 func TestDeadLetterMarksTheBackupFailed(t *testing.T) {
 	f := setup(t)
 	f.s3.Close()
-	last := bus.Typed(1, f.h.Handle, f.h.DeadLetter)
-	err := last(context.Background(), f.msg)
+	err := f.h.Handler(1)(context.Background(), f.msg)
 	if !bus.IsPermanent(err) || !strings.Contains(err.Error(), "dead letter") {
 		t.Fatalf("err = %v, want a dead letter", err)
 	}
@@ -414,8 +458,7 @@ func TestDeadLetterMarksTheBackupFailed(t *testing.T) {
 func TestUploadFinishingAfterItsConfigIsGoneDeletesItsObject(t *testing.T) {
 	f := setup(t)
 	ctx := context.Background()
-	f.h.Metrics.Bytes = func(n int64) {
-		f.uploaded += n
+	f.dest.stored = func() {
 		if err := f.reader.Delete(ctx, f.config); err != nil {
 			t.Error(err)
 		}
@@ -423,11 +466,11 @@ func TestUploadFinishingAfterItsConfigIsGoneDeletesItsObject(t *testing.T) {
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
-	if f.uploaded == 0 {
+	if f.uploaded() == 0 {
 		t.Fatal("nothing was uploaded: the test did not delete the config during the upload")
 	}
-	for o := range f.s3.Client(t).ListObjects(ctx, "backups", minio.ListObjectsOptions{Recursive: true}) {
-		t.Fatalf("%s stays in the bucket after its config was deleted during the upload (err %v)", o.Key, o.Err)
+	if objects := f.objects(t); len(objects) != 0 {
+		t.Fatalf("%v stay in the bucket after their config was deleted during the upload", objects)
 	}
 	for _, ev := range f.statusEvents(t) {
 		if ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED {
@@ -451,8 +494,8 @@ func TestConfigBeingDeletedGetsNoBackupAndAFailedEntry(t *testing.T) {
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
 	}
-	if f.uploaded != 0 {
-		t.Fatalf("uploaded %d bytes for a config being deleted", f.uploaded)
+	if f.uploaded() != 0 {
+		t.Fatalf("uploaded %d bytes for a config being deleted", f.uploaded())
 	}
 	evs := f.statusEvents(t)
 	if len(evs) == 0 || evs[len(evs)-1].GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(evs[len(evs)-1].GetMessage(), "being deleted") {
@@ -468,24 +511,6 @@ func TestEncryptingDestination(t *testing.T) {
 	ctx := context.Background()
 	id, seal := s3test.AgeKey(t)
 	_, other := s3test.AgeKey(t)
-	stored := func(f *fixture) (minio.ObjectInfo, []byte) {
-		t.Helper()
-		key := validRequest().GetObjectKey()
-		obj, err := f.s3.Client(t).GetObject(ctx, "backups", key, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer obj.Close()
-		info, err := obj.Stat()
-		if err != nil {
-			return info, nil
-		}
-		body, err := io.ReadAll(obj)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info, body
-	}
 	for _, tc := range []struct {
 		name       string
 		staged     backupformat.Encryption
@@ -501,7 +526,7 @@ func TestEncryptingDestination(t *testing.T) {
 			f := setupSealed(t, func(*etcdbackupv1.BackupRequested) {}, tc.compressed, tc.staged)
 			f.dest.seal = seal
 			_ = f.handle(ctx, f.msg)
-			info, body := stored(f)
+			info, body := f.stored(t, validRequest().GetObjectKey())
 			if !tc.ok {
 				if body != nil {
 					t.Fatalf("stored %d bytes; want nothing stored", len(body))
@@ -512,9 +537,9 @@ func TestEncryptingDestination(t *testing.T) {
 				}
 				return
 			}
-			meta := backupformat.StoredFrom(info.UserMetadata)
-			if meta.Codec != backupformat.CodecZstdAge || meta.Recipients != seal.Fingerprints[0] {
-				t.Fatalf("metadata %+v, want codec %s to %s", info.UserMetadata, backupformat.CodecZstdAge, seal.Fingerprints[0])
+			meta, err := backupformat.ParseMeta(info.Metadata)
+			if err != nil || meta.Codec != backupformat.CodecZstdAge || meta.Recipients != seal.Fingerprints[0] {
+				t.Fatalf("metadata %+v (%v), want codec %s to %s", info.Metadata, err, backupformat.CodecZstdAge, seal.Fingerprints[0])
 			}
 			if bytes.Contains(body, f.snapshot[1<<20:1<<20+256]) {
 				t.Fatal("the stored object holds the snapshot in the clear")
@@ -532,7 +557,6 @@ func TestEncryptingDestination(t *testing.T) {
 func TestUploadReportsProgress(t *testing.T) {
 	f := setup(t)
 	f.h.ProgressEvery = 50 * time.Microsecond
-	f.h.PartSize = 5 << 20
 	ctx := context.Background()
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
@@ -550,4 +574,92 @@ func TestUploadReportsProgress(t *testing.T) {
 	if reports == 0 {
 		t.Fatal("no progress report at a 50 µs interval")
 	}
+}
+
+// A destination whose bucket does not exist is a configuration error: the backup is Failed at
+// once with reason BucketNotFound, not retried, and its staged copy is dropped. The pruner,
+// the restorer and the drill give the same reason the same permanence.
+func TestMissingBucketFailsTheBackupForGood(t *testing.T) {
+	f := setup(t)
+	f.dest.bucket = "no-such-bucket"
+	err := f.handle(context.Background(), f.msg)
+	if !bus.IsPermanent(err) || !errors.Is(err, destination.ErrBucketNotFound) || destination.Reason(err) != "BucketNotFound" {
+		t.Fatalf("err = %v, want a permanent BucketNotFound", err)
+	}
+	evs := f.statusEvents(t)
+	want := `upload: bucket "no-such-bucket" of destination "s3" does not exist`
+	if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || last.GetMessage() != want {
+		t.Fatalf("last status event %v, want Failed %q", last, want)
+	}
+	if n := testutil.ToFloat64(f.h.Bus.Failures("upload", "BucketNotFound")); n != 1 {
+		t.Fatalf("failures{upload,BucketNotFound} = %v, want 1", n)
+	}
+	obs, _ := f.js.ObjectStore(context.Background(), bus.StagingBucket)
+	if _, err := obs.GetInfo(context.Background(), bus.MsgID(validRequest())); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("staged copy kept after a failure for good: %v", err)
+	}
+}
+
+// While S3 is down, each retry is logged once, by the worker, with the backup: the handler,
+// which logs through the same logger, says nothing of it.
+func TestEachRetryIsLoggedOnce(t *testing.T) {
+	f := setup(t)
+	var logs lockedBuffer
+	f.h.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	f.s3.Close()
+	cons, err := bus.Consumer(context.Background(), f.js, bus.ConsumerUploader, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := bus.NewWorker(cons, f.h.Handler(3), bus.WithLogger(f.h.Log), bus.WithBackoff(func(uint64) time.Duration { return time.Millisecond }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Start(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if err := f.msg.Nak(); err != nil { // the fixture's fetch: deliver it again, to the worker
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(logs.String(), "message terminated") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no dead letter after 3 deliveries:\n%s", logs.String())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var retries, terminated, other int
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		switch {
+		case strings.Contains(line, `"msg":"job failed, will retry"`) && strings.Contains(line, `"backup":"`+validRequest().GetBackupName()):
+			retries++
+		case strings.Contains(line, `"msg":"message terminated"`):
+			terminated++
+		default:
+			other++
+			t.Errorf("a line besides the worker's: %s", line)
+		}
+	}
+	// The fixture's own fetch was the first delivery: the worker got the other two.
+	if retries != 1 || terminated != 1 || other != 0 {
+		t.Fatalf("%d retry lines and %d terminations for 2 deliveries, want 1 and 1:\n%s", retries, terminated, logs.String())
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

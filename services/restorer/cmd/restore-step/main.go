@@ -111,7 +111,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	if err != nil {
 		return err
 	}
-	s3, err := destination.NewClient(host, secure, id, secret)
+	bucket, err := destination.OpenS3(host, secure, id, secret, c.bucket)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 		log.Info(msg, member.LogBytesDone, done, member.LogBytesTotal, total)
 	}
 	stopProgress := progress.Every(ctx, c.progressEvery, func() { say("fetching") })
-	err = member.Fetch(ctx, s3, c.bucket, c.key, c.sha256, ids, c.member.Snapshot, &p)
+	err = member.Fetch(ctx, bucket, c.key, c.sha256, ids, c.member.Snapshot, &p)
 	stopProgress()
 	if err != nil {
 		return err

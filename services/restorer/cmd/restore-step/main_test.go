@@ -17,7 +17,6 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
-	"github.com/minio/minio-go/v7"
 )
 
 // The command restores a data dir from a stored backup once; run again for the same restore
@@ -30,8 +29,8 @@ func TestRestoreStep(t *testing.T) {
 		t.Fatal(err)
 	}
 	s3 := s3test.Run(t, "backups")
-	sha := s3.PutBackup(t, "backups", "k.db.zst", e.Snapshot(t), backupformat.Encryption{}, nil)
-	stored, err := s3.Client(t).StatObject(ctx, "backups", "k.db.zst", minio.StatObjectOptions{})
+	sha := s3.PutBackup(t, "backups", "k.db.zst", e.Snapshot(t), backupformat.Encryption{}, backupformat.Meta{})
+	stored, err := s3.Bucket(t, "backups").Stat(ctx, "k.db.zst")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +65,7 @@ func TestRestoreStep(t *testing.T) {
 		t.Fatalf("restored by %q, %v", by, err)
 	}
 	// The backup is gone now: a second run must not need it.
-	if err := s3.Client(t).RemoveObject(ctx, "backups", "k.db.zst", minio.RemoveObjectOptions{}); err != nil {
+	if err := s3.Bucket(t, "backups").Delete(ctx, "k.db.zst"); err != nil {
 		t.Fatal(err)
 	}
 	if err := run(ctx, args, func(k string) string { return env[k] }, log); err != nil {
@@ -93,7 +92,7 @@ func TestRestoreStepDecrypts(t *testing.T) {
 	owner, seal := s3test.AgeKey(t)
 	stranger, _ := s3test.AgeKey(t)
 	s3 := s3test.Run(t, "backups")
-	sha := s3.PutBackup(t, "backups", "k.db.zst", raw, seal, nil)
+	sha := s3.PutBackup(t, "backups", "k.db.zst", raw, seal, backupformat.Meta{})
 	peer := freePeer(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
 	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1", "--sha256", sha,

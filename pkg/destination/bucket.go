@@ -1,0 +1,80 @@
+package destination
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// Bucket is one bucket of a destination: everything the services do with stored backups goes
+// through it (thanos-io/objstore's Bucket is the model). The only implementation is S3's
+// (s3.go, the only importer of an S3 client library); one contract suite (buckettest) runs
+// against every S3 server this repository uses.
+//
+// Errors are classified the same way by every method, so that every service treats them
+// the same way:
+//   - ErrObjectNotFound: the bucket exists and holds no object at the key;
+//   - ErrBucketNotFound: the bucket itself does not exist (a configuration error: IsConfigError);
+//   - ErrAccessDenied: the store refused the credentials or the operation (a configuration
+//     error too: a person must fix the keys or their policy);
+//   - anything else is transient (a network error, the store down, a 5xx): retry it.
+//
+// Keys are the object names inside the bucket; metadata keys are returned in the canonical
+// form of an HTTP header ("Snapshot-Sha256"), whatever case they were written in.
+type Bucket interface {
+	// Name is the bucket's name.
+	Name() string
+	// Stat returns what the bucket knows of the object at key, without its bytes.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// Get opens the object at key for reading and returns it with what Stat would return; the
+	// caller closes it. A missing object is reported here, not by the first Read.
+	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// Put stores size bytes of r at key with opts' metadata, replacing any object there. An
+	// object appears whole or not at all: a put that fails (r fails, the store fails, ctx
+	// ends) leaves no object and aborts the multipart upload it began. Putting the same bytes
+	// again is harmless.
+	Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) error
+	// Delete removes the object at key. Deleting an object that is not there succeeds:
+	// deletions are idempotent.
+	Delete(ctx context.Context, key string) error
+	// List calls f for every object whose key starts with prefix, at any depth, in key order.
+	// An error from f stops the listing and is returned.
+	List(ctx context.Context, prefix string, f func(ObjectInfo) error) error
+	// AbortUploads aborts the unfinished multipart uploads to key (left by a process killed
+	// during a put), so that their parts stop taking space. None is not an error.
+	AbortUploads(ctx context.Context, key string) error
+}
+
+// ObjectInfo is what a bucket says of one object.
+type ObjectInfo struct {
+	Key          string
+	Size         int64
+	LastModified time.Time
+	// Metadata is the object's user metadata (S3's X-Amz-Meta-*), keys in canonical header
+	// form. List leaves it empty.
+	Metadata map[string]string
+}
+
+// PutOptions are the optional parts of a Put.
+type PutOptions struct {
+	// ContentType of the object ("application/octet-stream" when empty).
+	ContentType string
+	// Metadata is stored as the object's user metadata.
+	Metadata map[string]string
+	// Uploaded, when set, is called with the number of bytes of each part as it is stored:
+	// the sum is the bytes uploaded so far. It may be called from several goroutines.
+	Uploaded func(n int64)
+}
+
+var (
+	// ErrObjectNotFound: the bucket exists and holds no object at the key.
+	ErrObjectNotFound = errors.New("object not found")
+	// ErrBucketNotFound: the destination's bucket does not exist. A configuration error: the
+	// Seed names a bucket nobody created, or it was deleted.
+	ErrBucketNotFound = errors.New("bucket not found")
+	// ErrAccessDenied: the store refused the credentials (unknown key, wrong secret) or the
+	// operation (the key's policy). A configuration error: the credentials Secret or the
+	// key's policy must be fixed.
+	ErrAccessDenied = errors.New("access denied")
+)

@@ -1,0 +1,224 @@
+// Package buckettest is the contract of destination.Bucket, run against every S3 server this
+// repository uses (thanos-io/objstore's objtesting is the model): the in-process one of the
+// unit tests (pkg/destination) and the S3 server process of the end-to-end suite (e2e).
+package buckettest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"slices"
+	"testing"
+	"testing/iotest"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+)
+
+// Store is one S3 server under test.
+type Store struct {
+	// Bucket returns an empty bucket that exists, reached with keys the server accepts.
+	Bucket func(t *testing.T) destination.Bucket
+	// Missing returns a bucket that does not exist, reached with keys the server accepts.
+	Missing func(t *testing.T) destination.Bucket
+	// Refused returns an existing bucket reached with keys the server refuses.
+	Refused func(t *testing.T) destination.Bucket
+}
+
+// Run runs the contract against s.
+func Run(t *testing.T, s Store) {
+	t.Run("a missing object is ErrObjectNotFound", func(t *testing.T) { missingObject(t, s.Bucket(t)) })
+	t.Run("put, stat and get keep bytes and metadata", func(t *testing.T) { roundTrip(t, s.Bucket(t)) })
+	t.Run("put replaces", func(t *testing.T) { putReplaces(t, s.Bucket(t)) })
+	t.Run("a multipart put reports its progress", func(t *testing.T) { multipart(t, s.Bucket(t)) })
+	t.Run("a failed put leaves no object", func(t *testing.T) { failedPut(t, s.Bucket(t)) })
+	t.Run("delete is idempotent", func(t *testing.T) { deleteTwice(t, s.Bucket(t)) })
+	t.Run("list walks a prefix at any depth", func(t *testing.T) { list(t, s.Bucket(t)) })
+	t.Run("a missing bucket is ErrBucketNotFound everywhere", func(t *testing.T) { missingBucket(t, s.Missing(t)) })
+	t.Run("refused keys are ErrAccessDenied everywhere", func(t *testing.T) { refused(t, s.Refused(t)) })
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+func put(t *testing.T, b destination.Bucket, key string, body []byte, meta map[string]string) {
+	t.Helper()
+	err := b.Put(ctx(t), key, bytes.NewReader(body), int64(len(body)), destination.PutOptions{ContentType: "application/zstd", Metadata: meta})
+	if err != nil {
+		t.Fatalf("put %s: %v", key, err)
+	}
+}
+
+func missingObject(t *testing.T, b destination.Bucket) {
+	if _, err := b.Stat(ctx(t), "no/such.db.zst"); !errors.Is(err, destination.ErrObjectNotFound) || errors.Is(err, destination.ErrBucketNotFound) {
+		t.Fatalf("stat: %v, want ErrObjectNotFound only", err)
+	}
+	if r, _, err := b.Get(ctx(t), "no/such.db.zst"); !errors.Is(err, destination.ErrObjectNotFound) {
+		if r != nil {
+			r.Close()
+		}
+		t.Fatalf("get: %v, want ErrObjectNotFound", err)
+	}
+	if destination.IsConfigError(destination.ErrObjectNotFound) {
+		t.Fatal("a missing object is reported as a configuration error")
+	}
+}
+
+func roundTrip(t *testing.T, b destination.Bucket) {
+	body := random(t, 4096)
+	meta := map[string]string{"Sha256": "abc", "Snapshot-Size": "4096", "Backup-Name": "daily-2021-03-02T15:24:00"}
+	before := time.Now().Add(-time.Minute)
+	put(t, b, "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", body, meta)
+	info, err := b.Stat(ctx(t), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Size != int64(len(body)) || info.LastModified.Before(before) || !equalMeta(info.Metadata, meta) {
+		t.Fatalf("stat: %+v, want size %d, metadata %v, modified after %s", info, len(body), meta, before)
+	}
+	r, got, err := b.Get(ctx(t), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	data, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(data, body) || !equalMeta(got.Metadata, meta) || got.Size != info.Size {
+		t.Fatalf("get: %d bytes (%v), info %+v; want the %d bytes put and %+v", len(data), err, got, len(body), info)
+	}
+}
+
+func putReplaces(t *testing.T, b destination.Bucket) {
+	put(t, b, "k", []byte("first"), map[string]string{"Sha256": "1"})
+	put(t, b, "k", []byte("second!"), map[string]string{"Sha256": "2"})
+	info, err := b.Stat(ctx(t), "k")
+	if err != nil || info.Size != 7 || info.Metadata["Sha256"] != "2" {
+		t.Fatalf("after a second put: %+v, %v; want the second object", info, err)
+	}
+}
+
+func multipart(t *testing.T, b destination.Bucket) {
+	body := random(t, 11<<20) // three parts of the default 8 MiB or the minimum 5 MiB
+	var uploaded int64
+	var calls int
+	err := b.Put(ctx(t), "big.db.zst", bytes.NewReader(body), int64(len(body)), destination.PutOptions{
+		Metadata: map[string]string{"Sha256": "big"},
+		Uploaded: func(n int64) { uploaded += n; calls++ },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uploaded != int64(len(body)) || calls < 2 {
+		t.Fatalf("progress counted %d bytes in %d calls, want %d in several", uploaded, calls, len(body))
+	}
+	info, err := b.Stat(ctx(t), "big.db.zst")
+	if err != nil || info.Size != int64(len(body)) || info.Metadata["Sha256"] != "big" {
+		t.Fatalf("stat: %+v, %v", info, err)
+	}
+}
+
+func failedPut(t *testing.T, b destination.Bucket) {
+	for name, size := range map[string]int{"one part": 1 << 10, "multipart": 11 << 20} {
+		t.Run(name, func(t *testing.T) {
+			key := "failed-" + name
+			body := io.MultiReader(bytes.NewReader(random(t, size/2)), iotest.ErrReader(errors.New("the staged copy broke")))
+			if err := b.Put(ctx(t), key, body, int64(size), destination.PutOptions{}); err == nil {
+				t.Fatal("a put whose reader failed succeeded")
+			}
+			if _, err := b.Stat(ctx(t), key); !errors.Is(err, destination.ErrObjectNotFound) {
+				t.Fatalf("after a failed put: %v, want ErrObjectNotFound", err)
+			}
+			if err := b.AbortUploads(ctx(t), key); err != nil {
+				t.Fatalf("abort what is left: %v", err)
+			}
+		})
+	}
+}
+
+func deleteTwice(t *testing.T, b destination.Bucket) {
+	put(t, b, "gone.db.zst", []byte("x"), nil)
+	for i := range 2 {
+		if err := b.Delete(ctx(t), "gone.db.zst"); err != nil {
+			t.Fatalf("delete %d: %v", i+1, err)
+		}
+	}
+	if _, err := b.Stat(ctx(t), "gone.db.zst"); !errors.Is(err, destination.ErrObjectNotFound) {
+		t.Fatalf("stat after delete: %v", err)
+	}
+}
+
+func list(t *testing.T, b destination.Bucket) {
+	for _, k := range []string{"c/ns/a/a-1.db.zst", "c/ns/a/deep/a-2.db.zst", "c/ns/ab/ab-1.db.zst", "d/other.db.zst"} {
+		put(t, b, k, []byte(k), nil)
+	}
+	var got []string
+	err := b.List(ctx(t), "c/ns/a/", func(o destination.ObjectInfo) error {
+		if o.Size != int64(len(o.Key)) || o.LastModified.IsZero() {
+			t.Errorf("listed %+v: want its size and time", o)
+		}
+		got = append(got, o.Key)
+		return nil
+	})
+	slices.Sort(got)
+	if err != nil || !slices.Equal(got, []string{"c/ns/a/a-1.db.zst", "c/ns/a/deep/a-2.db.zst"}) {
+		t.Fatalf("list c/ns/a/: %v, %v", got, err)
+	}
+	stop := errors.New("enough")
+	n := 0
+	if err := b.List(ctx(t), "", func(destination.ObjectInfo) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("list stopped by f: %v after %d objects, want f's error after 1", err, n)
+	}
+	if err := b.List(ctx(t), "none/", func(o destination.ObjectInfo) error { return errors.New("listed " + o.Key) }); err != nil {
+		t.Fatalf("an empty prefix: %v", err)
+	}
+}
+
+func missingBucket(t *testing.T, b destination.Bucket) {
+	checkAll(t, b, destination.ErrBucketNotFound)
+	if !destination.IsConfigError(destination.ErrBucketNotFound) || destination.Reason(destination.ErrBucketNotFound) != "BucketNotFound" {
+		t.Fatal("a missing bucket is not the configuration error BucketNotFound")
+	}
+}
+
+func refused(t *testing.T, b destination.Bucket) {
+	checkAll(t, b, destination.ErrAccessDenied)
+}
+
+// checkAll requires every method of b to fail with want.
+func checkAll(t *testing.T, b destination.Bucket, want error) {
+	t.Helper()
+	_, statErr := b.Stat(ctx(t), "k")
+	_, _, getErr := b.Get(ctx(t), "k")
+	for op, err := range map[string]error{
+		"stat":   statErr,
+		"get":    getErr,
+		"put":    b.Put(ctx(t), "k", bytes.NewReader([]byte("x")), 1, destination.PutOptions{}),
+		"delete": b.Delete(ctx(t), "k"),
+		"list":   b.List(ctx(t), "", func(destination.ObjectInfo) error { return nil }),
+	} {
+		if !errors.Is(err, want) {
+			t.Errorf("%s: %v, want %v", op, err, want)
+		}
+	}
+}
+
+func equalMeta(got, want map[string]string) bool {
+	for k, v := range want {
+		if got[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func random(t *testing.T, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

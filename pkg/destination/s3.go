@@ -1,0 +1,230 @@
+package destination
+
+// This file is the only one that imports an S3 client library: every other package reaches a
+// bucket through Bucket, and sees S3's errors only as ErrObjectNotFound, ErrBucketNotFound and
+// ErrAccessDenied.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// S3Option configures a bucket opened with OpenS3.
+type S3Option func(*s3Bucket) error
+
+// WithPartSize sets the part size of multipart uploads (at least 5 MiB, S3's minimum; at most
+// 10,000 parts make an object, so 8 MiB parts hold 78 GiB). A put holds about PartSize times
+// its threads in memory.
+func WithPartSize(bytes uint64) S3Option {
+	return func(b *s3Bucket) error {
+		if bytes < 5<<20 {
+			return fmt.Errorf("part size %d is below S3's minimum of 5 MiB", bytes)
+		}
+		b.partSize = bytes
+		return nil
+	}
+}
+
+// WithUploadThreads sets how many parts of one put are uploaded at once (at least 1).
+func WithUploadThreads(n uint) S3Option {
+	return func(b *s3Bucket) error {
+		if n < 1 {
+			return fmt.Errorf("upload threads must be at least 1, got %d", n)
+		}
+		b.threads = n
+		return nil
+	}
+}
+
+// withDestination names the Seed destination in the bucket's errors.
+func withDestination(name string) S3Option {
+	return func(b *s3Bucket) error {
+		b.dest = name
+		return nil
+	}
+}
+
+// OpenS3 returns the bucket called bucket of the S3-compatible store at host (host[:port],
+// TLS when secure), reached with the given keys. It makes no request: a bucket that does not
+// exist, or keys the store refuses, show in the first call's error. The services, the restore
+// step in a member pod and the restorer's proof of the member pods' credentials all open
+// buckets this way, so that what the restorer proves is what the pods will do.
+func OpenS3(host string, secure bool, accessKeyID, secretAccessKey, bucket string, opts ...S3Option) (Bucket, error) {
+	c, err := minio.New(host, &minio.Options{
+		Creds:  credentials.NewStaticV4(accessKeyID, secretAccessKey, ""),
+		Secure: secure,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 client for %s: %w", host, err)
+	}
+	b := &s3Bucket{c: c, name: bucket, partSize: 8 << 20, threads: 4}
+	for _, o := range opts {
+		if err := o(b); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+type s3Bucket struct {
+	c        *minio.Client
+	name     string
+	dest     string
+	partSize uint64
+	threads  uint
+}
+
+func (b *s3Bucket) Name() string { return b.name }
+
+func (b *s3Bucket) Stat(ctx context.Context, key string) (ObjectInfo, error) {
+	info, err := b.c.StatObject(ctx, b.name, key, minio.StatObjectOptions{})
+	if err != nil {
+		return ObjectInfo{}, b.notFound(ctx, "stat "+key, key, err)
+	}
+	return objectInfo(info), nil
+}
+
+func (b *s3Bucket) Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error) {
+	obj, err := b.c.GetObject(ctx, b.name, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, ObjectInfo{}, b.classify("get "+key, key, err)
+	}
+	// The first Stat of an object sends the GET and reads its headers: a missing object is
+	// an error here, not at the first Read.
+	info, err := obj.Stat()
+	if err != nil {
+		obj.Close()
+		return nil, ObjectInfo{}, b.notFound(ctx, "get "+key, key, err)
+	}
+	return obj, objectInfo(info), nil
+}
+
+func (b *s3Bucket) Put(ctx context.Context, key string, r io.Reader, size int64, opts PutOptions) error {
+	po := minio.PutObjectOptions{
+		ContentType:  opts.ContentType,
+		UserMetadata: opts.Metadata,
+		PartSize:     b.partSize,
+		NumThreads:   b.threads,
+	}
+	if opts.Uploaded != nil {
+		po.Progress = progressReader(opts.Uploaded)
+	}
+	// minio-go aborts the multipart upload of a put that fails, detached from ctx.
+	if _, err := b.c.PutObject(ctx, b.name, key, r, size, po); err != nil {
+		return b.classify("put "+key, key, err)
+	}
+	return nil
+}
+
+func (b *s3Bucket) Delete(ctx context.Context, key string) error {
+	err := b.c.RemoveObject(ctx, b.name, key, minio.RemoveObjectOptions{})
+	if err = b.classify("delete "+key, key, err); errors.Is(err, ErrObjectNotFound) {
+		return nil
+	}
+	return err
+}
+
+func (b *s3Bucket) List(ctx context.Context, prefix string, f func(ObjectInfo) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // stops minio-go's listing goroutine when f returns early
+	for o := range b.c.ListObjects(ctx, b.name, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if o.Err != nil {
+			return b.classify("list "+prefix, "", o.Err)
+		}
+		if err := f(ObjectInfo{Key: o.Key, Size: o.Size, LastModified: o.LastModified}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (b *s3Bucket) AbortUploads(ctx context.Context, key string) error {
+	err := b.c.RemoveIncompleteUpload(ctx, b.name, key)
+	if minio.ToErrorResponse(err).Code == "NoSuchUpload" {
+		return nil // some stores answer a listing of no uploads so
+	}
+	return b.classify("abort uploads of "+key, key, err)
+}
+
+// notFound classifies err like classify, and tells a missing bucket from a missing object
+// where S3 cannot: a HEAD request's 404 has no body, so it does not say which is missing.
+func (b *s3Bucket) notFound(ctx context.Context, op, key string, err error) error {
+	err = b.classify(op, key, err)
+	if !errors.Is(err, ErrObjectNotFound) {
+		return err
+	}
+	// Keys that may not read the bucket's own metadata (a 403 here) leave it an object not
+	// found, which the object's 404 said.
+	if exists, berr := b.c.BucketExists(ctx, b.name); berr == nil && !exists {
+		return b.missingBucket()
+	}
+	return err
+}
+
+// classify maps S3's answer to the Bucket contract's sentinels, naming the operation.
+func (b *s3Bucket) classify(op, key string, err error) error {
+	if err == nil {
+		return nil
+	}
+	resp := minio.ToErrorResponse(err)
+	switch {
+	case resp.Code == minio.NoSuchBucket:
+		return b.missingBucket()
+	case resp.Code == minio.NoSuchKey || resp.Code == "NotFound":
+		return describe(ErrObjectNotFound, "no object %s in bucket %s%s", key, b.name, b.of())
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden,
+		resp.Code == minio.AccessDenied, resp.Code == "InvalidAccessKeyId", resp.Code == "SignatureDoesNotMatch":
+		return describe(ErrAccessDenied, "bucket %s%s refused to %s: %s (HTTP %d, access denied)", b.name, b.of(), op, resp.Code, resp.StatusCode)
+	}
+	return fmt.Errorf("%s in bucket %s%s: %w", op, b.name, b.of(), err)
+}
+
+func (b *s3Bucket) missingBucket() error {
+	return describe(ErrBucketNotFound, "bucket %q%s does not exist", b.name, b.of())
+}
+
+// of names the destination, for messages.
+func (b *s3Bucket) of() string {
+	if b.dest == "" {
+		return ""
+	}
+	return fmt.Sprintf(" of destination %q", b.dest)
+}
+
+func objectInfo(info minio.ObjectInfo) ObjectInfo {
+	meta := make(map[string]string, len(info.UserMetadata))
+	for k, v := range info.UserMetadata {
+		meta[textproto.CanonicalMIMEHeaderKey(k)] = v
+	}
+	return ObjectInfo{Key: info.Key, Size: info.Size, LastModified: info.LastModified, Metadata: meta}
+}
+
+// progressReader adapts a count of uploaded bytes to minio-go's Progress, which reads from it
+// as many bytes as it uploaded.
+type progressReader func(n int64)
+
+func (p progressReader) Read(b []byte) (int, error) {
+	p(int64(len(b)))
+	return len(b), nil
+}
+
+// described is a sentinel error told in words of its own: errors.Is finds the sentinel, and
+// the message does not repeat it.
+type described struct {
+	sentinel error
+	msg      string
+}
+
+func (d described) Error() string { return d.msg }
+func (d described) Unwrap() error { return d.sentinel }
+
+func describe(sentinel error, format string, args ...any) error {
+	return described{sentinel: sentinel, msg: fmt.Sprintf(format, args...)}
+}

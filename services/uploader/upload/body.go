@@ -1,0 +1,145 @@
+package upload
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"os"
+
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/staging"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// body is what an upload puts: the staged backup as it is, or a raw staged snapshot
+// compressed (and sealed) into a temporary file. size and sum are the stored bytes'.
+type body struct {
+	io.Reader
+	size  int64
+	sum   string
+	close func()
+}
+
+func (b *body) Close() { b.close() }
+
+// err is the staged copy's failure that broke the put (nil: none).
+func (b *body) err() error {
+	if sr, ok := b.Reader.(*stagedReader); ok {
+		return sr.err
+	}
+	return nil
+}
+
+// open returns the body of ready's backup to dest, sealed to seal.
+func (h *Handler) open(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination, seal backupformat.Encryption) (*body, error) {
+	if ready.GetStoredSha256() == "" {
+		return h.compress(ctx, ready, seal)
+	}
+	codec, recipients := seal.Codec(), seal.RecipientList()
+	staged := ready.GetCodec()
+	if staged == "" {
+		staged = backupformat.CodecZstd
+	}
+	if staged != codec || ready.GetRecipients() != recipients {
+		return nil, bus.Permanent(fmt.Errorf("%w: the staged backup is %s to recipients [%s]; destination %q requires %s to [%s] "+
+			"(its encryption Secret changed while the backup was taken, or the snapshotter does not encrypt): not stored",
+			errSealing, staged, ready.GetRecipients(), dest.Name, codec, recipients))
+	}
+	obj, err := h.openStaged(ctx, ready)
+	if err != nil {
+		return nil, err
+	}
+	if got := obj.Info().Size; got != ready.GetStoredSize() {
+		obj.Close()
+		return nil, bus.Permanent(fmt.Errorf("%w %s holds %d bytes, the snapshotter staged %d", errStaging, ready.GetStagedObject(), got, ready.GetStoredSize()))
+	}
+	r := &stagedReader{r: obj, hash: sha256.New(), want: ready.GetStoredSha256()}
+	return &body{Reader: r, size: int64(ready.GetStoredSize()), sum: ready.GetStoredSha256(), close: func() { obj.Close() }}, nil
+}
+
+// openStaged opens the staged object of ready for reading.
+func (h *Handler) openStaged(ctx context.Context, ready *etcdbackupv1.SnapshotReady) (*staging.Reader, error) {
+	obj, err := staging.Open(ctx, h.JS, bus.StagingBucket, ready.GetStagedObject(), h.StagingReadBytes, h.StagingIdle)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrObjectNotFound) {
+			return nil, bus.Permanent(fmt.Errorf("%w %s is gone (expired or deleted)", errStaging, ready.GetStagedObject()))
+		}
+		return nil, fmt.Errorf("open %w: %w", errStaging, err)
+	}
+	return obj, nil
+}
+
+// stagedReader reads the staged backup into the upload: it marks read errors as staging's (not
+// S3's), and at the end it fails unless the bytes' sha256 is the one the snapshotter sent, which
+// becomes the object's metadata. Failing at the end aborts the multipart upload, so no object
+// is stored whose metadata does not describe its bytes.
+type stagedReader struct {
+	r    io.Reader
+	hash hash.Hash
+	want string
+	err  error
+}
+
+func (s *stagedReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.hash.Write(p[:n])
+	switch {
+	case err == io.EOF:
+		if got := hex.EncodeToString(s.hash.Sum(nil)); got != s.want {
+			s.err = bus.Permanent(fmt.Errorf("%w: its sha256 is %s, the snapshotter sent %s", errStaging, got, s.want))
+			return n, s.err
+		}
+	case err != nil:
+		s.err = fmt.Errorf("read %w: %w", errStaging, err)
+		err = s.err
+	}
+	return n, err
+}
+
+// compress reads a raw staged snapshot (staged by an earlier snapshotter) into a compressed
+// temporary file and returns it rewound. The staged object's own size is checked as it is
+// read, so a damaged staged copy fails here.
+func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady, seal backupformat.Encryption) (*body, error) {
+	obj, err := h.openStaged(ctx, ready)
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
+	f, err := os.CreateTemp(h.WorkDir, "backup-*"+backupformat.Suffix)
+	if err != nil {
+		return nil, fmt.Errorf("temporary file: %w", err)
+	}
+	done := func() {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	enc, err := backupformat.NewSealingWriter(f, backupformat.Level, 1, seal)
+	if err != nil {
+		done()
+		return nil, err
+	}
+	n, err := enc.ReadFrom(obj)
+	cerr := enc.Close()
+	switch {
+	case err != nil:
+		err = fmt.Errorf("compress %w: %w", errStaging, err)
+	case uint64(n) != ready.GetSnapshotSize():
+		err = fmt.Errorf("staged snapshot has %d bytes, the snapshotter staged %d", n, ready.GetSnapshotSize())
+	case cerr != nil:
+		err = fmt.Errorf("compress staged snapshot: %w", cerr)
+	default:
+		_, err = f.Seek(0, io.SeekStart)
+	}
+	if err != nil {
+		done()
+		return nil, err
+	}
+	return &body{Reader: f, size: enc.Size(), sum: enc.SHA256(), close: done}, nil
+}

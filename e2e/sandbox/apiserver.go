@@ -47,19 +47,43 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 	if err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(token+",admin,admin,system:masters\n"), 0o600); err != nil {
-		return nil, err
-	}
-	saKey := filepath.Join(dir, "sa.key")
-	if err := writeRSAKey(saKey); err != nil {
-		return nil, err
-	}
-	port, err := FreePort()
+	args, port, err := apiServerArgs(dir, etcd.Endpoint, token)
 	if err != nil {
 		return nil, err
 	}
-	args := []string{
-		"--etcd-servers=" + etcd.Endpoint,
+	a.proc, err = StartProcess("kube-apiserver", filepath.Join(toolDir, "kube-apiserver"), args, nil, filepath.Join(dir, "logs"))
+	if err != nil {
+		return nil, err
+	}
+	a.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
+	a.Config = &rest.Config{Host: a.URL, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	if err := a.waitReady(ctx, token); err != nil {
+		return nil, err
+	}
+	a.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(a.Kubeconfig, a.URL, token); err != nil {
+		return nil, err
+	}
+	ok = true
+	return a, nil
+}
+
+// apiServerArgs writes the files kube-apiserver needs under dir (the token file with token
+// for system:masters, the service account key) and returns its flags and port.
+func apiServerArgs(dir, etcd, token string) ([]string, int, error) {
+	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(token+",admin,admin,system:masters\n"), 0o600); err != nil {
+		return nil, 0, err
+	}
+	saKey := filepath.Join(dir, "sa.key")
+	if err := writeRSAKey(saKey); err != nil {
+		return nil, 0, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, 0, err
+	}
+	return []string{
+		"--etcd-servers=" + etcd,
 		"--cert-dir=" + filepath.Join(dir, "apiserver-certs"),
 		fmt.Sprintf("--secure-port=%d", port),
 		"--bind-address=127.0.0.1",
@@ -74,15 +98,13 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		"--endpoint-reconciler-type=none",
-	}
-	a.proc, err = StartProcess("kube-apiserver", filepath.Join(toolDir, "kube-apiserver"), args, nil, filepath.Join(dir, "logs"))
-	if err != nil {
-		return nil, err
-	}
-	a.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
-	a.Config = &rest.Config{Host: a.URL, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{Insecure: true}}
+	}, port, nil
+}
+
+// waitReady polls /readyz until kube-apiserver answers ready, at most 90 s.
+func (a *APIServer) waitReady(ctx context.Context, token string) error {
 	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	err = Poll(ctx, 90*time.Second, 200*time.Millisecond, func() (bool, error) {
+	err := Poll(ctx, 90*time.Second, 200*time.Millisecond, func() (bool, error) {
 		if a.proc.Exited() {
 			return false, Abort(fmt.Errorf("kube-apiserver exited:\n%s", a.proc.LogTail(5)))
 		}
@@ -96,14 +118,9 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 		return resp.StatusCode == http.StatusOK, fmt.Errorf("readyz: %s", resp.Status)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("kube-apiserver not ready: %w", err)
+		return fmt.Errorf("kube-apiserver not ready: %w", err)
 	}
-	a.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := writeKubeconfig(a.Kubeconfig, a.URL, token); err != nil {
-		return nil, err
-	}
-	ok = true
-	return a, nil
+	return nil
 }
 
 // Stop stops kube-apiserver and its etcd.

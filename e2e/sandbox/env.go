@@ -117,25 +117,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.API, err = StartAPIServer(ctx, opts.Dir, opts.ToolDir); err != nil {
-		return nil, err
-	}
-	// The harness creates hundreds of objects in benchmarks: no client-side throttling to speak of.
-	e.API.Config.QPS, e.API.Config.Burst = 500, 1000
-	if e.Client, err = kube.NewClient(e.API.Config); err != nil {
-		return nil, err
-	}
-	crds := opts.CRDs
-	if crds == "" {
-		crds = filepath.Join(root, "deploy", "k8s", "crds")
-	}
-	if err := InstallCRDs(ctx, e.Client, crds); err != nil {
-		return nil, err
-	}
-	if err := e.startNode(ctx); err != nil {
-		return nil, err
-	}
-	if e.ControllerManager, err = StartControllerManager(ctx, opts.Dir, opts.ToolDir, e.API, e.Client); err != nil {
+	if err := e.startKubernetes(ctx, root); err != nil {
 		return nil, err
 	}
 	if err := e.startNATS(root); err != nil {
@@ -162,17 +144,39 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 		return nil, err
 	}
 	for _, name := range Services {
-		n := opts.Replicas[name]
-		if n == 0 {
-			n = 1
-		}
-		for range n {
+		for range max(opts.Replicas[name], 1) {
 			if _, err := e.StartService(ctx, name); err != nil {
 				return nil, err
 			}
 		}
 	}
 	return e, nil
+}
+
+// startKubernetes starts kube-apiserver with the CRDs, the node its kubelet registers, and
+// kube-controller-manager.
+func (e *Env) startKubernetes(ctx context.Context, root string) error {
+	var err error
+	if e.API, err = StartAPIServer(ctx, e.Opts.Dir, e.Opts.ToolDir); err != nil {
+		return err
+	}
+	// The harness creates hundreds of objects in benchmarks: no client-side throttling to speak of.
+	e.API.Config.QPS, e.API.Config.Burst = 500, 1000
+	if e.Client, err = kube.NewClient(e.API.Config); err != nil {
+		return err
+	}
+	crds := e.Opts.CRDs
+	if crds == "" {
+		crds = filepath.Join(root, "deploy", "k8s", "crds")
+	}
+	if err := InstallCRDs(ctx, e.Client, crds); err != nil {
+		return err
+	}
+	if err := e.startNode(ctx); err != nil {
+		return err
+	}
+	e.ControllerManager, err = StartControllerManager(ctx, e.Opts.Dir, e.Opts.ToolDir, e.API, e.Client)
+	return err
 }
 
 // startNATS runs nats-server from deploy/k8s/nats.yaml's own configuration — TLS, one nkey
@@ -223,6 +227,7 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 		return err
 	}
 	e.Identity = id
+	seed := e.seed()
 	objs := []client.Object{
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: SeedNamespace}},
 		&corev1.Secret{
@@ -232,29 +237,10 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 				kubermaticv1.SecretSecretAccessKey: []byte(e.S3.SecretKey),
 			},
 		},
-		&kubermaticv1.Seed{
-			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: SeedName},
-			Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
-				DefaultDestination: Destination,
-				Destinations: map[string]*kubermaticv1.BackupDestination{
-					Destination: {
-						Endpoint:    e.S3.Endpoint,
-						BucketName:  Bucket,
-						Credentials: &corev1.SecretReference{Namespace: SeedNamespace, Name: CredentialsSecret},
-					},
-					SealedDestination: {
-						Endpoint:         e.S3.Endpoint,
-						BucketName:       Bucket,
-						Credentials:      &corev1.SecretReference{Namespace: SeedNamespace, Name: CredentialsSecret},
-						EncryptionSecret: &corev1.SecretReference{Namespace: SeedNamespace, Name: EncryptionSecret},
-						DecryptionSecret: &corev1.SecretReference{Namespace: SeedNamespace, Name: DecryptionSecret},
-					},
-				},
-			}},
-		},
 		&corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: EncryptionSecret},
-			Data:       map[string][]byte{destination.RecipientsKey: []byte("# age recipients backups to " + SealedDestination + " are encrypted to\n" + e.Identity.Recipient().String() + "\n")},
+			Data: map[string][]byte{destination.RecipientsKey: []byte("# age recipients backups to " + SealedDestination +
+				" are encrypted to\n" + e.Identity.Recipient().String() + "\n")},
 		},
 		&corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: DecryptionSecret},
@@ -262,7 +248,6 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 		},
 	}
 	if name := e.Opts.DestinationsConfigMap; name != "" {
-		seed := objs[2].(*kubermaticv1.Seed)
 		b, err := yaml.Marshal(seed.Spec.EtcdBackupRestore)
 		if err != nil {
 			return err
@@ -273,27 +258,54 @@ func (e *Env) seedFixtures(ctx context.Context) error {
 			Data:       map[string]string{destination.ConfigMapKey: string(b)},
 		})
 	}
+	var seedObj client.Object = seed
 	if e.Opts.KKP {
-		// KKP's Seed requires spec.kubeconfig (the seed's own kubeconfig Secret).
-		seed := objs[2].(*kubermaticv1.Seed)
-		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(seed)
-		if err != nil {
+		if seedObj, err = kkpSeed(seed); err != nil {
 			return err
 		}
-		u["apiVersion"], u["kind"] = kubermaticv1.GroupVersion.String(), "Seed"
-		u["spec"].(map[string]any)["kubeconfig"] = map[string]any{"name": "kubeconfig", "namespace": SeedNamespace}
-		delete(u, "status")
-		if seed.Spec.EtcdBackupRestore == nil {
-			delete(u["spec"].(map[string]any), "etcdBackupRestore")
-		}
-		objs[2] = unstructuredOf(u)
 	}
-	for _, o := range objs {
+	for _, o := range append(objs, seedObj) {
 		if err := e.Client.Create(ctx, o); err != nil {
 			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
 		}
 	}
 	return nil
+}
+
+// seed is the sandbox's Seed: destinations Destination and SealedDestination (encrypted) in
+// the sandbox's bucket, the first the default.
+func (e *Env) seed() *kubermaticv1.Seed {
+	creds := &corev1.SecretReference{Namespace: SeedNamespace, Name: CredentialsSecret}
+	return &kubermaticv1.Seed{
+		ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: SeedName},
+		Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+			DefaultDestination: Destination,
+			Destinations: map[string]*kubermaticv1.BackupDestination{
+				Destination: {Endpoint: e.S3.Endpoint, BucketName: Bucket, Credentials: creds},
+				SealedDestination: {
+					Endpoint: e.S3.Endpoint, BucketName: Bucket, Credentials: creds,
+					EncryptionSecret: &corev1.SecretReference{Namespace: SeedNamespace, Name: EncryptionSecret},
+					DecryptionSecret: &corev1.SecretReference{Namespace: SeedNamespace, Name: DecryptionSecret},
+				},
+			},
+		}},
+	}
+}
+
+// kkpSeed is seed in KKP's schema, which requires spec.kubeconfig (the seed's own kubeconfig
+// Secret).
+func kkpSeed(seed *kubermaticv1.Seed) (client.Object, error) {
+	u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(seed)
+	if err != nil {
+		return nil, err
+	}
+	u["apiVersion"], u["kind"] = kubermaticv1.GroupVersion.String(), "Seed"
+	u["spec"].(map[string]any)["kubeconfig"] = map[string]any{"name": "kubeconfig", "namespace": SeedNamespace}
+	delete(u, "status")
+	if seed.Spec.EtcdBackupRestore == nil {
+		delete(u["spec"].(map[string]any), "etcdBackupRestore")
+	}
+	return unstructuredOf(u), nil
 }
 
 // KKPClusterSpec holds the spec fields KKP's Cluster CRD requires, with plausible values.
@@ -355,46 +367,16 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	replica := 0
+	replica := 0 // its name's number: every one started of its kind, exited ones too
 	for _, s := range e.Services {
 		if s.Kind == kind {
 			replica++
 		}
 	}
-	kubeconfig, err := e.ServiceKubeconfig(ctx, kind)
+	args, pages, err := e.serviceArgs(ctx, kind, port)
 	if err != nil {
 		return nil, err
 	}
-	// The console reads status events with the watcher identity (deploy/k8s/console.yaml).
-	id := bus.Identity(kind)
-	if kind == "console" {
-		id = bus.IdentityWatcher
-	}
-	args := append(e.NATSFlags(id),
-		"--kubeconfig="+kubeconfig,
-		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", port),
-		"--log-format=text",
-		"--seed-namespace="+SeedNamespace,
-		"--seed-name="+SeedName,
-	)
-	if e.Opts.DestinationsConfigMap != "" {
-		args = append(args, "--destinations-configmap="+e.Opts.DestinationsConfigMap)
-	}
-	var pages string
-	if kind == "console" {
-		port, err := FreePort()
-		if err != nil {
-			return nil, err
-		}
-		pages = fmt.Sprintf("http://127.0.0.1:%d", port)
-		args = append(args, fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--access-cache-ttl=2s")
-	}
-	if kind == "restorer" {
-		// Drills only where a config's annotation asks for them (each restores a whole
-		// backup), in the sandbox's own directory.
-		args = append(args, "--drill-schedule=off", "--drill-dir="+filepath.Join(e.Opts.Dir, "drills"))
-	}
-	args = append(args, e.Opts.Args[kind]...)
 	root, err := RepoRoot()
 	if err != nil {
 		return nil, err
@@ -420,6 +402,44 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 		return nil, fmt.Errorf("%s not ready: %w", p.Name, err)
 	}
 	return s, nil
+}
+
+// serviceArgs are the flags a service of kind runs with in the sandbox, its metrics endpoint
+// on port, and the console's pages' URL ("" for others).
+func (e *Env) serviceArgs(ctx context.Context, kind string, port int) (args []string, pages string, err error) {
+	kubeconfig, err := e.ServiceKubeconfig(ctx, kind)
+	if err != nil {
+		return nil, "", err
+	}
+	// The console reads status events with the watcher identity (deploy/k8s/console.yaml).
+	id := bus.Identity(kind)
+	if kind == "console" {
+		id = bus.IdentityWatcher
+	}
+	args = append(e.NATSFlags(id),
+		"--kubeconfig="+kubeconfig,
+		fmt.Sprintf("--metrics-addr=127.0.0.1:%d", port),
+		"--log-format=text",
+		"--seed-namespace="+SeedNamespace,
+		"--seed-name="+SeedName,
+	)
+	if e.Opts.DestinationsConfigMap != "" {
+		args = append(args, "--destinations-configmap="+e.Opts.DestinationsConfigMap)
+	}
+	switch kind {
+	case "console":
+		port, err := FreePort()
+		if err != nil {
+			return nil, "", err
+		}
+		pages = fmt.Sprintf("http://127.0.0.1:%d", port)
+		args = append(args, fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--access-cache-ttl=2s")
+	case "restorer":
+		// Drills only where a config's annotation asks for them (each restores a whole
+		// backup), in the sandbox's own directory.
+		args = append(args, "--drill-schedule=off", "--drill-dir="+filepath.Join(e.Opts.Dir, "drills"))
+	}
+	return append(args, e.Opts.Args[kind]...), pages, nil
 }
 
 // ServicesOf returns the running replicas of a service.

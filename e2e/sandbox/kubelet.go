@@ -157,9 +157,18 @@ func (e *Env) addEtcdCluster(ctx context.Context, name string, members int, extr
 	if err := e.createCluster(ctx, cluster); err != nil {
 		return nil, err
 	}
-	labels := map[string]string{"app": "etcd", "cluster": name}
-	sts := &appsv1.StatefulSet{
-		ObjectMeta: metav1.ObjectMeta{Name: EtcdStatefulSet, Namespace: k.NS, Labels: labels},
+	if err := e.Client.Create(ctx, etcdStatefulSet(name, k.NS, members)); err != nil {
+		return nil, fmt.Errorf("create statefulset: %w", err)
+	}
+	return k, nil
+}
+
+// etcdStatefulSet is a cluster's etcd StatefulSet as KKP makes it: members pods of etcd,
+// each with a data volume claimed from its template.
+func etcdStatefulSet(cluster, ns string, members int) *appsv1.StatefulSet {
+	labels := map[string]string{"app": "etcd", "cluster": cluster}
+	return &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: EtcdStatefulSet, Namespace: ns, Labels: labels},
 		Spec: appsv1.StatefulSetSpec{
 			Replicas:            ptr.To(int32(members)),
 			ServiceName:         "etcd",
@@ -185,10 +194,6 @@ func (e *Env) addEtcdCluster(ctx context.Context, name string, members int, extr
 			}},
 		},
 	}
-	if err := e.Client.Create(ctx, sts); err != nil {
-		return nil, fmt.Errorf("create statefulset: %w", err)
-	}
-	return k, nil
 }
 
 // Run plays its parts until ctx is done; errors are kept for Err.
@@ -335,92 +340,15 @@ func (k *Kubelet) removeVolumesOfDeletedClaims(ctx context.Context) error {
 
 // start creates the PVCs and pods of sts, runs their init containers and starts the members.
 func (k *Kubelet) start(ctx context.Context, sts *appsv1.StatefulSet) error {
-	n := int(*sts.Spec.Replicas)
-	type member struct {
-		pod    *corev1.Pod
-		volume string
+	members, err := k.members(ctx, sts)
+	if err != nil || members == nil {
+		return err
 	}
-	members := make([]member, n)
-	for i := range n {
-		// The StatefulSet controller creates the PVC and the pod; until it has, wait.
-		podName := fmt.Sprintf("%s-%d", sts.Name, i)
-		var pvc corev1.PersistentVolumeClaim
-		err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: sts.Spec.VolumeClaimTemplates[0].Name + "-" + podName}, &pvc)
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		pod := &corev1.Pod{}
-		err = k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: podName}, pod)
-		if apierrors.IsNotFound(err) || err == nil && (!metav1.IsControlledBy(pod, sts) || pod.DeletionTimestamp != nil) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := k.env.bind(ctx, pod); err != nil {
-			return err
-		}
-		members[i] = member{pod: pod, volume: filepath.Join(k.dir, "volumes", string(pvc.UID))}
-		if err := os.MkdirAll(members[i].volume, 0o700); err != nil {
-			return err
-		}
+	if err := k.initMembers(ctx, members); err != nil {
+		return err // the kubelet retries the pods' init containers
 	}
-	// Init containers, in parallel as with podManagementPolicy Parallel.
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i, m := range members {
-		for _, ic := range m.pod.Spec.InitContainers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = k.runInit(ctx, m.pod, ic, m.volume)
-			}()
-		}
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for i, m := range members {
-			var ie *initError
-			if errors.As(errs[i], &ie) {
-				if rerr := k.reportInitFailure(ctx, m.pod, ie); rerr != nil {
-					return errors.Join(err, rerr)
-				}
-			}
-		}
-		return err // the kubelet retries the pod's init containers
-	}
-	// The members start together: each waits for a quorum.
-	var initial []string
-	for i := range n {
-		initial = append(initial, fmt.Sprintf("%s-%d=%s", sts.Name, i, k.peer[i].String()))
-	}
-	etcds := make([]*etcdtest.Etcd, n)
-	for i, m := range members {
-		dataDir, err := k.hostPath(m.pod.Spec.Containers[0], m.pod, argValue(m.pod.Spec.Containers[0].Args, "--data-dir"), m.volume)
-		if err != nil {
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			etcds[i], errs[i] = etcdtest.StartIn(dataDir, m.pod.Name, func(c *embed.Config) {
-				c.ListenClientUrls, c.AdvertiseClientUrls = []url.URL{k.client[i]}, []url.URL{k.client[i]}
-				c.ListenPeerUrls, c.AdvertisePeerUrls = []url.URL{k.peer[i]}, []url.URL{k.peer[i]}
-				c.InitialCluster = strings.Join(initial, ",")
-				c.InitialClusterToken = k.Cluster
-			})
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for _, e := range etcds {
-			if e != nil {
-				e.Stop()
-			}
-		}
+	etcds, err := k.startMembers(sts, members)
+	if err != nil {
 		return err
 	}
 	k.mu.Lock()
@@ -432,6 +360,107 @@ func (k *Kubelet) start(ctx context.Context, sts *appsv1.StatefulSet) error {
 		}
 	}
 	return nil
+}
+
+// kubeletMember is one member pod the kubelet runs, with its volume's directory.
+type kubeletMember struct {
+	pod    *corev1.Pod
+	volume string
+}
+
+// members returns sts's member pods, bound to the node, with their volumes; nil until the
+// StatefulSet controller has created every PVC and pod.
+func (k *Kubelet) members(ctx context.Context, sts *appsv1.StatefulSet) ([]kubeletMember, error) {
+	n := int(*sts.Spec.Replicas)
+	members := make([]kubeletMember, n)
+	for i := range n {
+		podName := fmt.Sprintf("%s-%d", sts.Name, i)
+		var pvc corev1.PersistentVolumeClaim
+		err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: sts.Spec.VolumeClaimTemplates[0].Name + "-" + podName}, &pvc)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		pod := &corev1.Pod{}
+		err = k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: podName}, pod)
+		if apierrors.IsNotFound(err) || err == nil && (!metav1.IsControlledBy(pod, sts) || pod.DeletionTimestamp != nil) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if err := k.env.bind(ctx, pod); err != nil {
+			return nil, err
+		}
+		members[i] = kubeletMember{pod: pod, volume: filepath.Join(k.dir, "volumes", string(pvc.UID))}
+		if err := os.MkdirAll(members[i].volume, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	return members, nil
+}
+
+// initMembers runs the members' init containers, in parallel as with podManagementPolicy
+// Parallel, and reports each that failed in its pod's status.
+func (k *Kubelet) initMembers(ctx context.Context, members []kubeletMember) error {
+	errs := make([]error, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		for _, ic := range m.pod.Spec.InitContainers {
+			wg.Go(func() { errs[i] = k.runInit(ctx, m.pod, ic, m.volume) })
+		}
+	}
+	wg.Wait()
+	err := errors.Join(errs...)
+	if err == nil {
+		return nil
+	}
+	for i, m := range members {
+		var ie *initError
+		if errors.As(errs[i], &ie) {
+			if rerr := k.reportInitFailure(ctx, m.pod, ie); rerr != nil {
+				return errors.Join(err, rerr)
+			}
+		}
+	}
+	return err
+}
+
+// startMembers starts the members' etcd together (each waits for a quorum) on their data dirs.
+func (k *Kubelet) startMembers(sts *appsv1.StatefulSet, members []kubeletMember) ([]*etcdtest.Etcd, error) {
+	var initial []string
+	for i := range members {
+		initial = append(initial, fmt.Sprintf("%s-%d=%s", sts.Name, i, k.peer[i].String()))
+	}
+	etcds := make([]*etcdtest.Etcd, len(members))
+	errs := make([]error, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		dataDir, err := k.hostPath(m.pod.Spec.Containers[0], m.pod, argValue(m.pod.Spec.Containers[0].Args, "--data-dir"), m.volume)
+		if err != nil {
+			return nil, err
+		}
+		wg.Go(func() {
+			etcds[i], errs[i] = etcdtest.StartIn(dataDir, m.pod.Name, func(c *embed.Config) {
+				c.ListenClientUrls, c.AdvertiseClientUrls = []url.URL{k.client[i]}, []url.URL{k.client[i]}
+				c.ListenPeerUrls, c.AdvertisePeerUrls = []url.URL{k.peer[i]}, []url.URL{k.peer[i]}
+				c.InitialCluster = strings.Join(initial, ",")
+				c.InitialClusterToken = k.Cluster
+			})
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, e := range etcds {
+			if e != nil {
+				e.Stop()
+			}
+		}
+		return nil, err
+	}
+	return etcds, nil
 }
 
 // reportPodsReady reports every pod of the running StatefulSet ready that is not yet.
@@ -466,27 +495,9 @@ func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 	if filepath.Base(c.Command[0]) != RestoreStep {
 		return fmt.Errorf("init container %s runs %s: this kubelet runs only %s", c.Name, c.Command[0], RestoreStep)
 	}
-	env := []string{"POD_NAME=" + pod.Name, "PATH=" + os.Getenv("PATH")}
-	for _, e := range c.Env {
-		if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
-			var s corev1.Secret
-			if err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.SecretKeyRef.Name}, &s); err != nil {
-				return fmt.Errorf("init container %s: secret %s: %w", c.Name, ref.SecretKeyRef.Name, err)
-			}
-			env = append(env, e.Name+"="+string(s.Data[ref.SecretKeyRef.Key]))
-		}
-	}
-	var args []string
-	for _, a := range c.Args {
-		name, value, ok := strings.Cut(a, "=")
-		if ok && (name == "--data-dir" || name == "--work-dir") {
-			p, err := k.hostPath(c, pod, value, volume)
-			if err != nil {
-				return err
-			}
-			a = name + "=" + p
-		}
-		args = append(args, expand(a, pod))
+	env, args, err := k.containerEnv(ctx, pod, c, volume)
+	if err != nil {
+		return err
 	}
 	var cluster kubermaticv1.Cluster
 	if err := k.env.Client.Get(ctx, types.NamespacedName{Name: k.Cluster}, &cluster); err != nil {
@@ -525,6 +536,33 @@ func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 		return &initError{container: c.Name, pod: pod.Name, code: run.ExitCode, log: run.Log}
 	}
 	return nil
+}
+
+// containerEnv is what a container of pod runs with: its environment, with the Secrets' keys
+// it references, and its arguments, with paths in its volume mapped to the host's.
+func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c corev1.Container, volume string) (env, args []string, err error) {
+	env = []string{"POD_NAME=" + pod.Name, "PATH=" + os.Getenv("PATH")}
+	for _, e := range c.Env {
+		if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
+			var s corev1.Secret
+			if err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.SecretKeyRef.Name}, &s); err != nil {
+				return nil, nil, fmt.Errorf("init container %s: secret %s: %w", c.Name, ref.SecretKeyRef.Name, err)
+			}
+			env = append(env, e.Name+"="+string(s.Data[ref.SecretKeyRef.Key]))
+		}
+	}
+	for _, a := range c.Args {
+		name, value, ok := strings.Cut(a, "=")
+		if ok && (name == "--data-dir" || name == "--work-dir") {
+			p, err := k.hostPath(c, pod, value, volume)
+			if err != nil {
+				return nil, nil, err
+			}
+			a = name + "=" + p
+		}
+		args = append(args, expand(a, pod))
+	}
+	return env, args, nil
 }
 
 // HoldSteps makes every restore step from now on stop (SIGSTOP) right after it logs its

@@ -107,64 +107,32 @@ func DefaultTopology() Topology {
 
 // StreamConfigs returns the configuration of every stream of the topology.
 func (t Topology) StreamConfigs() []jetstream.StreamConfig {
+	work := func(name, description, subject string) jetstream.StreamConfig {
+		return t.stream(name, description, subject, jetstream.WorkQueuePolicy, 0)
+	}
 	return []jetstream.StreamConfig{
-		{
-			Name:        StreamRequests,
-			Description: "backup requests, scheduler to snapshotter; deleted when acked",
-			Subjects:    []string{SubjectBackupRequested},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     t.Storage,
-			Replicas:    t.Replicas,
-			MaxBytes:    t.StreamMaxBytes,
-			Discard:     jetstream.DiscardNew,
-			Duplicates:  RequestsDuplicateWindow,
-		},
-		{
-			Name:        StreamSnapshots,
-			Description: "staged snapshots, snapshotter to uploader; deleted when acked",
-			Subjects:    []string{SubjectSnapshotReady},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     t.Storage,
-			Replicas:    t.Replicas,
-			MaxBytes:    t.StreamMaxBytes,
-			Discard:     jetstream.DiscardNew,
-			Duplicates:  RequestsDuplicateWindow,
-		},
-		{
-			Name:        StreamStored,
-			Description: "stored backups, uploader to pruner",
-			Subjects:    []string{SubjectBackupStored},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     t.Storage,
-			Replicas:    t.Replicas,
-			MaxBytes:    t.StreamMaxBytes,
-			Discard:     jetstream.DiscardNew,
-			MaxAge:      t.StoredMaxAge,
-			Duplicates:  RequestsDuplicateWindow,
-		},
-		{
-			Name:        StreamDeletes,
-			Description: "backup deletions, pruner planner to pruner deleter; deleted when acked",
-			Subjects:    []string{SubjectDeleteRequested},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     t.Storage,
-			Replicas:    t.Replicas,
-			MaxBytes:    t.StreamMaxBytes,
-			Discard:     jetstream.DiscardNew,
-			Duplicates:  RequestsDuplicateWindow,
-		},
-		{
-			Name:        StreamStatus,
-			Description: "status events of every stage (protojson)",
-			Subjects:    []string{SubjectStatusAll},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     t.Storage,
-			Replicas:    t.Replicas,
-			MaxBytes:    t.StreamMaxBytes,
-			Discard:     jetstream.DiscardNew,
-			MaxAge:      t.StatusMaxAge,
-			Duplicates:  RequestsDuplicateWindow,
-		},
+		work(StreamRequests, "backup requests, scheduler to snapshotter; deleted when acked", SubjectBackupRequested),
+		work(StreamSnapshots, "staged snapshots, snapshotter to uploader; deleted when acked", SubjectSnapshotReady),
+		t.stream(StreamStored, "stored backups, uploader to pruner", SubjectBackupStored, jetstream.LimitsPolicy, t.StoredMaxAge),
+		work(StreamDeletes, "backup deletions, pruner planner to pruner deleter; deleted when acked", SubjectDeleteRequested),
+		t.stream(StreamStatus, "status events of every stage (protojson)", SubjectStatusAll, jetstream.LimitsPolicy, t.StatusMaxAge),
+	}
+}
+
+// stream is one stream of the topology: its storage, replicas and size, new messages refused
+// when full, and duplicates dropped within RequestsDuplicateWindow.
+func (t Topology) stream(name, description, subject string, retention jetstream.RetentionPolicy, maxAge time.Duration) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        name,
+		Description: description,
+		Subjects:    []string{subject},
+		Retention:   retention,
+		Storage:     t.Storage,
+		Replicas:    t.Replicas,
+		MaxBytes:    t.StreamMaxBytes,
+		Discard:     jetstream.DiscardNew,
+		MaxAge:      maxAge,
+		Duplicates:  RequestsDuplicateWindow,
 	}
 }
 

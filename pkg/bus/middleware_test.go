@@ -32,9 +32,11 @@ func outcome() bus.Outcome[*etcdbackupv1.BackupRequested] {
 		Event: func(req *etcdbackupv1.BackupRequested, phase etcdbackupv1.Phase, msg string) *etcdbackupv1.StatusEvent {
 			return bus.StatusFor(req, etcdbackupv1.Stage_STAGE_UPLOADER, phase, msg)
 		},
-		Retrying: func(d bus.Delivery, err error) string { return fmt.Sprintf("attempt %d failed, retrying: %v", d.Attempt, err) },
-		Failed:   func(err error) string { return "upload: " + err.Error() },
-		Attrs:    func(req *etcdbackupv1.BackupRequested) []any { return []any{"backup", req.GetBackupName()} },
+		Retrying: func(d bus.Delivery, err error) string {
+			return fmt.Sprintf("attempt %d failed, retrying: %v", d.Attempt, err)
+		},
+		Failed: func(err error) string { return "upload: " + err.Error() },
+		Attrs:  func(req *etcdbackupv1.BackupRequested) []any { return []any{"backup", req.GetBackupName()} },
 	}
 }
 

@@ -9,9 +9,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -212,63 +212,71 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 	if err != nil {
 		return Destination{}, err
 	}
-	if cfg == nil || len(cfg.Destinations) == 0 {
-		return Destination{}, fmt.Errorf("%w (%s)", ErrNoDestinations, r.src)
-	}
-	if name == "" {
-		name = cfg.DefaultDestination
-		if name == "" {
-			return Destination{}, fmt.Errorf("%w: no destination named and %s has no defaultDestination", ErrNotFound, r.src)
-		}
-	}
-	d, ok := cfg.Destinations[name]
-	if !ok || d == nil {
-		known := make([]string, 0, len(cfg.Destinations))
-		for k := range cfg.Destinations {
-			known = append(known, k)
-		}
-		sort.Strings(known)
-		return Destination{}, fmt.Errorf("%w: %q is not configured in %s (configured: %s)", ErrNotFound, name, r.src, strings.Join(known, ", "))
+	name, d, err := r.named(cfg, name)
+	if err != nil {
+		return Destination{}, err
 	}
 	host, secure, err := ParseEndpoint(d.Endpoint)
 	if err != nil {
-		return Destination{}, fmt.Errorf("%w: destination %q: %v", ErrNotFound, name, err)
+		return Destination{}, fmt.Errorf("%w: destination %q: %w", ErrNotFound, name, err)
 	}
 	if d.BucketName == "" {
 		return Destination{}, fmt.Errorf("%w: destination %q has no bucketName", ErrNotFound, name)
 	}
-	creds := d.Credentials
-	if creds != nil {
-		// The services may read Secrets in the Seed's namespace only (deploy/k8s/rbac.yaml): a
-		// reference elsewhere is a configuration error, not an API error to retry forever.
-		c := *creds
-		if c.Namespace == "" {
-			c.Namespace = r.src.Seed.Namespace
-		}
-		if c.Namespace != r.src.Seed.Namespace {
-			return Destination{}, fmt.Errorf("%w: destination %q references secret %s/%s; credentials must be in the Seed's namespace %s", ErrCredentials, name, c.Namespace, c.Name, r.src.Seed.Namespace)
-		}
-		creds = &c
-	}
-	dest := Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName, Credentials: creds}
+	dest := Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName}
+	// The services may read Secrets in the Seed's namespace only (deploy/k8s/rbac.yaml): a
+	// reference elsewhere is a configuration error, not an API error to retry forever.
 	for _, ref := range []struct {
 		in   *corev1.SecretReference
 		out  **corev1.SecretReference
 		what string
-	}{{d.EncryptionSecret, &dest.Encryption, "encryptionSecret"}, {d.DecryptionSecret, &dest.Decryption, "decryptionSecret"}} {
-		if ref.in == nil || ref.in.Name == "" {
-			continue
+		err  error
+	}{
+		{d.Credentials, &dest.Credentials, "credentials", ErrCredentials},
+		{d.EncryptionSecret, &dest.Encryption, "encryptionSecret", ErrEncryption},
+		{d.DecryptionSecret, &dest.Decryption, "decryptionSecret", ErrEncryption},
+	} {
+		if *ref.out, err = r.inSeedNamespace(ref.in); err != nil {
+			return Destination{}, fmt.Errorf("%w: destination %q references %s %w; %s must be in the Seed's namespace %s",
+				ref.err, name, ref.what, err, ref.what, r.src.Seed.Namespace)
 		}
-		c := *ref.in
-		if c.Namespace == "" {
-			c.Namespace = r.src.Seed.Namespace
-		}
-		if c.Namespace != r.src.Seed.Namespace {
-			return Destination{}, fmt.Errorf("%w: destination %q: %s %s/%s must be in the Seed's namespace %s", ErrEncryption, name, ref.what, c.Namespace, c.Name, r.src.Seed.Namespace)
-		}
-		*ref.out = &c
 	}
 	return dest, nil
+}
+
+// named returns the destination called name in cfg, or the default when name is empty.
+func (r *Resolver) named(cfg *kubermaticv1.EtcdBackupRestore, name string) (string, *kubermaticv1.BackupDestination, error) {
+	if cfg == nil || len(cfg.Destinations) == 0 {
+		return "", nil, fmt.Errorf("%w (%s)", ErrNoDestinations, r.src)
+	}
+	if name == "" {
+		name = cfg.DefaultDestination
+		if name == "" {
+			return "", nil, fmt.Errorf("%w: no destination named and %s has no defaultDestination", ErrNotFound, r.src)
+		}
+	}
+	d, ok := cfg.Destinations[name]
+	if !ok || d == nil {
+		known := slices.Sorted(maps.Keys(cfg.Destinations))
+		return "", nil, fmt.Errorf("%w: %q is not configured in %s (configured: %s)", ErrNotFound, name, r.src, strings.Join(known, ", "))
+	}
+	return name, d, nil
+}
+
+// inSeedNamespace returns ref with the Seed's namespace when it names none; nil when it names
+// no Secret. A Secret in another namespace is an error.
+func (r *Resolver) inSeedNamespace(ref *corev1.SecretReference) (*corev1.SecretReference, error) {
+	if ref == nil || ref.Name == "" {
+		return nil, nil
+	}
+	c := *ref
+	if c.Namespace == "" {
+		c.Namespace = r.src.Seed.Namespace
+	}
+	if c.Namespace != r.src.Seed.Namespace {
+		return nil, fmt.Errorf("%s/%s", c.Namespace, c.Name)
+	}
+	return &c, nil
 }
 
 // Encryption returns what backups to d are encrypted to: the recipients in its encryption

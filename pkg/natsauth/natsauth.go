@@ -50,64 +50,11 @@ func NewCredentials(dir string) (*Credentials, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
+	files, err := certificates()
+	if err != nil {
+		return nil, err
+	}
 	c := &Credentials{Dir: dir, PublicKeys: map[bus.Identity]string{}}
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "etcdbackup-nats-ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, IsCA: true, BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	srvTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "etcdbackup-nats"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames: []string{"localhost", "etcdbackup-nats"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	srvKeyDER, err := x509.MarshalECPrivateKey(srvKey)
-	if err != nil {
-		return nil, err
-	}
-	cliKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	cliTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "etcdbackup-client"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	}
-	cliDER, err := x509.CreateCertificate(rand.Reader, cliTmpl, ca, &cliKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	cliKeyDER, err := x509.MarshalECPrivateKey(cliKey)
-	if err != nil {
-		return nil, err
-	}
-	files := map[string][]byte{
-		"ca.crt":     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		"tls.crt":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		"tls.key":    pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
-		"client.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cliDER}),
-		"client.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: cliKeyDER}),
-	}
 	for _, id := range bus.Identities() {
 		kp, err := nkeys.CreateUser()
 		if err != nil {
@@ -128,6 +75,70 @@ func NewCredentials(dir string) (*Credentials, error) {
 		}
 	}
 	return c, nil
+}
+
+// certificates makes a CA and, signed by it, the server's certificate (for localhost,
+// etcdbackup-nats and 127.0.0.1) and a client certificate, valid for 30 days: PEM files by
+// name (ca.crt, tls.crt, tls.key, client.crt, client.key).
+func certificates() (map[string][]byte, error) {
+	now := time.Now()
+	tmpl := func(serial int64, cn string) *x509.Certificate {
+		return &x509.Certificate{
+			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(30 * 24 * time.Hour), KeyUsage: x509.KeyUsageDigitalSignature,
+		}
+	}
+	caTmpl := tmpl(1, "etcdbackup-nats-ca")
+	caTmpl.KeyUsage |= x509.KeyUsageCertSign
+	caTmpl.IsCA, caTmpl.BasicConstraintsValid = true, true
+	caDER, caKey, err := sign(caTmpl, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	srvTmpl := tmpl(2, "etcdbackup-nats")
+	srvTmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	srvTmpl.DNSNames, srvTmpl.IPAddresses = []string{"localhost", "etcdbackup-nats"}, []net.IP{net.IPv4(127, 0, 0, 1)}
+	srvDER, srvKey, err := sign(srvTmpl, ca, caKey)
+	if err != nil {
+		return nil, err
+	}
+	cliTmpl := tmpl(3, "etcdbackup-client")
+	cliTmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	cliDER, cliKey, err := sign(cliTmpl, ca, caKey)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{
+		"ca.crt":     pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		"tls.crt":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
+		"client.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cliDER}),
+	}
+	for name, key := range map[string]*ecdsa.PrivateKey{"tls.key": srvKey, "client.key": cliKey} {
+		der, err := x509.MarshalECPrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		files[name] = pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der})
+	}
+	return files, nil
+}
+
+// sign makes a P-256 key and its certificate from tmpl, signed by parent's key (self-signed
+// when parent is nil).
+func sign(tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) ([]byte, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	return der, key, err
 }
 
 // DeployConfig returns nats.conf as deploy/k8s/nats.yaml ships it, from the repository at root.

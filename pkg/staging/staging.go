@@ -154,52 +154,13 @@ func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, de
 // putChunks publishes r in full ChunkSize chunks on subj, at most MaxInFlight unacknowledged,
 // and returns the object's size, chunk count and digest.
 func putChunks(ctx context.Context, js jetstream.JetStream, subj string, r io.Reader) (*jetstream.ObjectInfo, error) {
-	type sent struct {
-		ack jetstream.PubAckFuture
-		buf []byte
-	}
-	var (
-		inFlight []sent
-		free     [][]byte
-		digest   = sha256.New()
-		info     = &jetstream.ObjectInfo{}
-	)
-	settle := func() error {
-		s := inFlight[0]
-		inFlight = inFlight[1:]
-		free = append(free, s.buf)
-		select {
-		case <-s.ack.Ok():
-			return nil
-		case err := <-s.ack.Err():
-			return fmt.Errorf("stage a chunk: %w", err)
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	p := &chunkPublisher{js: js, subj: subj, digest: sha256.New(), info: &jetstream.ObjectInfo{}}
 	for {
-		var buf []byte
-		if n := len(free); n > 0 {
-			buf, free = free[n-1], free[:n-1]
-		} else {
-			buf = make([]byte, ChunkSize)
-		}
+		buf := p.buffer()
 		n, readErr := io.ReadFull(r, buf)
 		if n > 0 {
-			digest.Write(buf[:n])
-			m := nats.NewMsg(subj)
-			m.Data = buf[:n]
-			ack, err := js.PublishMsgAsync(m)
-			if err != nil {
-				return nil, fmt.Errorf("stage chunk %d: %w", info.Chunks, err)
-			}
-			inFlight = append(inFlight, sent{ack, buf})
-			info.Chunks++
-			info.Size += uint64(n)
-			if len(inFlight) >= MaxInFlight {
-				if err := settle(); err != nil {
-					return nil, err
-				}
+			if err := p.publish(ctx, buf, n); err != nil {
+				return nil, err
 			}
 		}
 		if errors.Is(readErr, io.EOF) || errors.Is(readErr, io.ErrUnexpectedEOF) {
@@ -209,13 +170,71 @@ func putChunks(ctx context.Context, js jetstream.JetStream, subj string, r io.Re
 			return nil, readErr
 		}
 	}
-	for len(inFlight) > 0 {
-		if err := settle(); err != nil {
+	for len(p.inFlight) > 0 {
+		if err := p.settle(ctx); err != nil {
 			return nil, err
 		}
 	}
-	info.Digest = jetstream.GetObjectDigestValue(digest)
-	return info, nil
+	p.info.Digest = jetstream.GetObjectDigestValue(p.digest)
+	return p.info, nil
+}
+
+// chunkPublisher is one putChunks under way: the chunks in flight and the buffers they free.
+type chunkPublisher struct {
+	js       jetstream.JetStream
+	subj     string
+	digest   hash.Hash
+	info     *jetstream.ObjectInfo
+	inFlight []sentChunk
+	free     [][]byte
+}
+
+type sentChunk struct {
+	ack jetstream.PubAckFuture
+	buf []byte
+}
+
+// buffer returns a free chunk buffer, or a new one.
+func (p *chunkPublisher) buffer() []byte {
+	if n := len(p.free); n > 0 {
+		buf := p.free[n-1]
+		p.free = p.free[:n-1]
+		return buf
+	}
+	return make([]byte, ChunkSize)
+}
+
+// publish publishes buf[:n] as the next chunk, settling the oldest when MaxInFlight are out.
+func (p *chunkPublisher) publish(ctx context.Context, buf []byte, n int) error {
+	p.digest.Write(buf[:n])
+	m := nats.NewMsg(p.subj)
+	m.Data = buf[:n]
+	ack, err := p.js.PublishMsgAsync(m)
+	if err != nil {
+		return fmt.Errorf("stage chunk %d: %w", p.info.Chunks, err)
+	}
+	p.inFlight = append(p.inFlight, sentChunk{ack, buf})
+	p.info.Chunks++
+	p.info.Size += uint64(n)
+	if len(p.inFlight) >= MaxInFlight {
+		return p.settle(ctx)
+	}
+	return nil
+}
+
+// settle waits for the oldest chunk's acknowledgement and frees its buffer.
+func (p *chunkPublisher) settle(ctx context.Context) error {
+	s := p.inFlight[0]
+	p.inFlight = p.inFlight[1:]
+	p.free = append(p.free, s.buf)
+	select {
+	case <-s.ack.Ok():
+		return nil
+	case err := <-s.ack.Err():
+		return fmt.Errorf("stage a chunk: %w", err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Reader reads one staged object. Close it.

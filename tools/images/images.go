@@ -164,32 +164,9 @@ func writeArchive(path, ref string, img v1.Image) error {
 	}
 	tw := tar.NewWriter(f)
 	for _, n := range names {
-		rel, _ := filepath.Rel(dir, n)
-		st, err := os.Stat(n)
-		if err != nil {
+		if err := addToTar(tw, dir, n); err != nil {
 			f.Close()
 			return err
-		}
-		h := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, ModTime: epoch, Format: tar.FormatPAX}
-		if st.IsDir() {
-			h.Typeflag, h.Name, h.Mode = tar.TypeDir, h.Name+"/", 0o755
-		} else {
-			h.Typeflag, h.Size = tar.TypeReg, st.Size()
-		}
-		if err := tw.WriteHeader(h); err != nil {
-			f.Close()
-			return err
-		}
-		if !st.IsDir() {
-			b, err := os.ReadFile(n)
-			if err != nil {
-				f.Close()
-				return err
-			}
-			if _, err := tw.Write(b); err != nil {
-				f.Close()
-				return err
-			}
 		}
 	}
 	if err := tw.Close(); err != nil {
@@ -197,6 +174,31 @@ func writeArchive(path, ref string, img v1.Image) error {
 		return err
 	}
 	return f.Close()
+}
+
+// addToTar writes the file or directory name, under dir, to tw at its path relative to dir,
+// with the epoch as its time and fixed modes: the same tree gives the same archive.
+func addToTar(tw *tar.Writer, dir, name string) error {
+	rel, _ := filepath.Rel(dir, name)
+	st, err := os.Stat(name)
+	if err != nil {
+		return err
+	}
+	h := &tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, ModTime: epoch, Format: tar.FormatPAX}
+	if st.IsDir() {
+		h.Typeflag, h.Name, h.Mode = tar.TypeDir, h.Name+"/", 0o755
+		return tw.WriteHeader(h)
+	}
+	h.Typeflag, h.Size = tar.TypeReg, st.Size()
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return err
+	}
+	_, err = tw.Write(b)
+	return err
 }
 
 // buildStatic builds one program as a static, reproducible binary.

@@ -42,42 +42,16 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	tools := sandbox.ToolDir()
-	if err := sandbox.CheckTools(tools); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(*dir); err != nil {
-		return err
-	}
-	fmt.Println("building the services ...")
-	svcDir := filepath.Join(*dir, "bin")
-	if err := sandbox.BuildServices(ctx, root, svcDir); err != nil {
-		return err
-	}
-	fmt.Println("starting kube-apiserver, NATS, S3, a demo etcd and the services ...")
-	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-	env, err := sandbox.Start(startCtx, sandbox.Options{Dir: *dir, ToolDir: tools, ServiceDir: svcDir})
-	cancel()
+	env, err := start(ctx, root, tools, *dir)
 	if err != nil {
 		return err
 	}
 	defer env.Close()
-
 	if err := writeDemoData(ctx, env); err != nil {
 		return err
 	}
-	sample, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "samples", "daily-backup.yaml"))
-	if err != nil {
+	if err := applySample(ctx, env, root, *schedule); err != nil {
 		return err
-	}
-	sample = bytes.Replace(sample, []byte("'@every 20m'"), []byte(fmt.Sprintf("'%s'", *schedule)), 1)
-	objs, err := sandbox.DecodeObjects(sample)
-	if err != nil {
-		return err
-	}
-	for _, o := range objs {
-		if err := env.Client.Create(ctx, o); err != nil {
-			return fmt.Errorf("apply sample %s: %w", o.GetName(), err)
-		}
 	}
 	kubelet, err := restoreDemo(ctx, env)
 	if err != nil {
@@ -91,6 +65,44 @@ func run() error {
 	printGuide(env, kubelet, tools, *dir, *schedule, token)
 	<-ctx.Done()
 	fmt.Println("\nstopping ...")
+	return nil
+}
+
+// start builds the services into dir (emptied first) and starts the sandbox with them.
+func start(ctx context.Context, root, tools, dir string) (*sandbox.Env, error) {
+	if err := sandbox.CheckTools(tools); err != nil {
+		return nil, err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	fmt.Println("building the services ...")
+	svcDir := filepath.Join(dir, "bin")
+	if err := sandbox.BuildServices(ctx, root, svcDir); err != nil {
+		return nil, err
+	}
+	fmt.Println("starting kube-apiserver, NATS, S3, a demo etcd and the services ...")
+	startCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	return sandbox.Start(startCtx, sandbox.Options{Dir: dir, ToolDir: tools, ServiceDir: svcDir})
+}
+
+// applySample applies the seed document's EtcdBackupConfig (deploy/k8s/samples), on schedule.
+func applySample(ctx context.Context, env *sandbox.Env, root, schedule string) error {
+	sample, err := os.ReadFile(filepath.Join(root, "deploy", "k8s", "samples", "daily-backup.yaml"))
+	if err != nil {
+		return err
+	}
+	sample = bytes.Replace(sample, []byte("'@every 20m'"), []byte(fmt.Sprintf("'%s'", schedule)), 1)
+	objs, err := sandbox.DecodeObjects(sample)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		if err := env.Client.Create(ctx, o); err != nil {
+			return fmt.Errorf("apply sample %s: %w", o.GetName(), err)
+		}
+	}
 	return nil
 }
 

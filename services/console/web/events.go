@@ -50,6 +50,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// The browser reconnects 2 s after a drop; the page reloads its data when it does.
 	fmt.Fprint(w, "retry: 2000\n: connected\n\n")
 	flusher.Flush()
+	s.stream(w, flusher, r, c, func() bool { return s.stillAllowed(r, token, user, ns) })
+}
+
+// stream writes c's events to w until the request ends, with a heartbeat that first asks
+// allowed, and ends the stream with a "revoked" event when the answer is no.
+func (s *Server) stream(w http.ResponseWriter, flusher http.Flusher, r *http.Request, c *Client, allowed func() bool) {
 	beat := s.Heartbeat
 	if beat <= 0 {
 		beat = 15 * time.Second
@@ -57,25 +63,31 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	t := time.NewTicker(beat)
 	defer t.Stop()
 	for {
+		var err error
 		select {
 		case <-r.Context().Done():
 			return
 		case data := <-c.C:
-			if _, err := fmt.Fprintf(w, "event: status\ndata: %s\n\n", data); err != nil {
-				return
-			}
-			flusher.Flush()
+			_, err = fmt.Fprintf(w, "event: status\ndata: %s\n\n", data)
 		case <-t.C:
-			_, rerr := s.Auth.Review(r.Context(), token)
-			if ok, err := s.Auth.MayWatch(r.Context(), user, ns); errors.Is(rerr, ErrUnauthenticated) || err == nil && !ok {
+			if !allowed() {
 				fmt.Fprint(w, "event: revoked\ndata: {}\n\n")
 				flusher.Flush()
 				return
 			}
-			if _, err := fmt.Fprint(w, ": heartbeat\n\n"); err != nil {
-				return
-			}
-			flusher.Flush()
+			_, err = fmt.Fprint(w, ": heartbeat\n\n")
 		}
+		if err != nil {
+			return
+		}
+		flusher.Flush()
 	}
+}
+
+// stillAllowed reports whether the token is still valid and its user may still watch ns; an
+// API server that does not answer leaves the stream open.
+func (s *Server) stillAllowed(r *http.Request, token string, user User, ns string) bool {
+	_, rerr := s.Auth.Review(r.Context(), token)
+	ok, err := s.Auth.MayWatch(r.Context(), user, ns)
+	return !errors.Is(rerr, ErrUnauthenticated) && (err != nil || ok)
 }

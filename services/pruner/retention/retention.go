@@ -131,64 +131,92 @@ func (d Decision) Pending() int { return len(d.Delete) + len(d.Held) + len(d.Wai
 //     pruned by count either;
 //   - a backup a restore holds is not deleted (Held), whatever the reason.
 func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object, scope Scope) Decision {
-	var d Decision
-	entries := map[string]kubermaticv1.BackupStatus{}
-	for _, e := range cfg.Status.Backups() {
-		entries[e.BackupName] = e
+	p := &planning{cfg: cfg, scope: scope, inBucket: map[string]bool{}, inListing: map[string]bool{}, planned: map[string]bool{}}
+	p.index(objects)
+	p.fromStatus()
+	p.byCount(objects)
+	sort.Slice(p.d.Delete, func(i, j int) bool { return p.d.Delete[i].Scheduled.Before(p.d.Delete[j].Scheduled) })
+	return p.d
+}
+
+// planning is one Plan under way.
+type planning struct {
+	cfg   *kubermaticv1.EtcdBackupConfig
+	scope Scope
+	d     Decision
+	// inBucket holds backup names found in any destination, inListing destination + "/" +
+	// backup name, planned the deletions added so far by the same key.
+	inBucket, inListing, planned map[string]bool
+}
+
+// index records what the listing holds, and the objects status does not list.
+func (p *planning) index(objects []Object) {
+	listed := map[string]bool{}
+	for _, e := range p.cfg.Status.Backups() {
+		listed[e.BackupName] = true
 	}
-	inBucket := map[string]bool{}  // backup name, in any destination
-	inListing := map[string]bool{} // destination + "/" + backup name
 	for i := range objects {
 		o := &objects[i]
-		o.Destination = scope.dest(o.Destination)
-		inBucket[o.Backup] = true
-		inListing[o.Destination+"/"+o.Backup] = true
-		if _, ok := entries[o.Backup]; !ok {
-			d.Unlisted = append(d.Unlisted, *o)
+		o.Destination = p.scope.dest(o.Destination)
+		p.inBucket[o.Backup] = true
+		p.inListing[o.Destination+"/"+o.Backup] = true
+		if !listed[o.Backup] {
+			p.d.Unlisted = append(p.d.Unlisted, *o)
 		}
 	}
-	deleting := cfg.DeletionTimestamp != nil
-	planned := map[string]bool{}
-	add := func(del Deletion) {
-		id := del.Destination + "/" + del.Backup
-		if planned[id] {
-			return
-		}
-		planned[id] = true
-		if why, held := scope.Held[del.Backup]; held {
-			del.Reason = why
-			d.Held = append(d.Held, del)
-			return
-		}
-		d.Delete = append(d.Delete, del)
+}
+
+// add plans a deletion once, or holds it when a restore needs the backup.
+func (p *planning) add(del Deletion) {
+	id := del.Destination + "/" + del.Backup
+	if p.planned[id] {
+		return
 	}
-	// Status is not trusted: anyone who may write a config's status could name any key there.
-	// Entries count only when their name is a backup name of this config, and a Failed
-	// entry's deletion never deletes an object: an object in the bucket is ranked by count
-	// like every other.
+	p.planned[id] = true
+	if why, held := p.scope.Held[del.Backup]; held {
+		del.Reason = why
+		p.d.Held = append(p.d.Held, del)
+		return
+	}
+	p.d.Delete = append(p.d.Delete, del)
+}
+
+// fromStatus decides what the status entries call for: Failed entries with no object go,
+// Completed ones whose object vanished are reported, and a config being deleted waits for
+// the ones still running. Status is not trusted: anyone who may write a config's status could
+// name any key there. Entries count only when their name is a backup name of this config, and
+// a Failed entry's deletion never deletes an object: an object in the bucket is ranked by
+// count like every other.
+func (p *planning) fromStatus() {
+	cfg, deleting := p.cfg, p.cfg.DeletionTimestamp != nil
 	for _, e := range cfg.Status.Backups() {
 		scheduled, ok := backupname.Parse(cfg.Name, e.BackupName)
-		dest := scope.dest(e.Destination)
+		dest := p.scope.dest(e.Destination)
 		switch {
 		case !ok, e.DeletePhase == kubermaticv1.PhaseCompleted:
-		case e.BackupPhase == kubermaticv1.PhaseFailed && !inBucket[e.BackupName]:
-			add(Deletion{Backup: e.BackupName, Destination: scope.Current, Scheduled: scheduled, Reason: ReasonFailed})
-		case e.BackupPhase == kubermaticv1.PhaseCompleted && scope.Listed[dest] && !inListing[dest+"/"+e.BackupName]:
+		case e.BackupPhase == kubermaticv1.PhaseFailed && !p.inBucket[e.BackupName]:
+			p.add(Deletion{Backup: e.BackupName, Destination: p.scope.Current, Scheduled: scheduled, Reason: ReasonFailed})
+		case e.BackupPhase == kubermaticv1.PhaseCompleted && p.scope.Listed[dest] && !p.inListing[dest+"/"+e.BackupName]:
 			e.ObjectKey = backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, e.BackupName)
 			e.Destination = dest
-			d.Vanished = append(d.Vanished, e)
-		case deleting && e.BackupPhase != kubermaticv1.PhaseCompleted && e.BackupPhase != kubermaticv1.PhaseFailed && !inBucket[e.BackupName]:
+			p.d.Vanished = append(p.d.Vanished, e)
+		case deleting && e.BackupPhase != kubermaticv1.PhaseCompleted && e.BackupPhase != kubermaticv1.PhaseFailed && !p.inBucket[e.BackupName]:
 			since := e.BackupStartTime.Time
 			if since.IsZero() {
 				since = scheduled
 			}
-			if scope.Now.Sub(since) < RunningGrace {
-				d.Waiting = append(d.Waiting, e)
+			if p.scope.Now.Sub(since) < RunningGrace {
+				p.d.Waiting = append(p.d.Waiting, e)
 			}
 		}
 	}
-	// The newest backup that passed a restore drill stays, whatever keep says: a config
-	// always keeps one backup known to restore (the restorer names it).
+}
+
+// byCount ranks the objects newest first and deletes those beyond keep, or all of them when
+// the config is being deleted. The newest backup that passed a restore drill stays, whatever
+// keep says: a config always keeps one backup known to restore (the restorer names it).
+func (p *planning) byCount(objects []Object) {
+	cfg := p.cfg
 	restorable := cfg.Annotations[kubermaticv1.AnnotationLastRestorable]
 	sorted := append([]Object(nil), objects...)
 	sort.SliceStable(sorted, func(i, j int) bool {
@@ -201,14 +229,12 @@ func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object, scope Scope) Dec
 	for i, o := range sorted {
 		del := Deletion{Backup: o.Backup, Destination: o.Destination, Key: o.Key, Scheduled: o.Scheduled}
 		switch {
-		case deleting:
+		case cfg.DeletionTimestamp != nil:
 			del.Reason = ReasonConfigDeleted
-			add(del)
+			p.add(del)
 		case cfg.Spec.Schedule != "" && i >= cfg.KeepCount() && o.Backup != restorable:
 			del.Reason = ReasonRetention
-			add(del)
+			p.add(del)
 		}
 	}
-	sort.Slice(d.Delete, func(i, j int) bool { return d.Delete[i].Scheduled.Before(d.Delete[j].Scheduled) })
-	return d
 }

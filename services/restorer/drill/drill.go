@@ -49,53 +49,21 @@ type Result struct {
 // errors, which say nothing of the backup.
 func Run(ctx context.Context, b destination.Bucket, key string, ids []age.Identity, scratch string) (Result, error) {
 	start := time.Now()
-	info, err := b.Stat(ctx, key)
-	if errors.Is(err, destination.ErrObjectNotFound) {
-		return Result{}, fmt.Errorf("%w: %w", ErrFailed, err)
-	}
+	meta, size, err := record(ctx, b, key)
 	if err != nil {
 		return Result{}, err
 	}
-	meta, err := backupformat.ParseMeta(info.Metadata)
-	if err != nil {
-		return Result{}, fmt.Errorf("%w: %s: %w", ErrFailed, key, err)
-	}
-	size := meta.SnapshotSize
-	if size <= 0 {
-		size = info.Size * 4 // not recorded: assume zstd's usual ratio on etcd data
-	}
-	// The snapshot file and the restored data dir, each about the snapshot's size.
-	if err := os.MkdirAll(scratch, 0o700); err != nil {
-		return Result{}, err
-	}
-	if free, err := freeBytes(scratch); err == nil && free < 2*size+64<<20 {
-		return Result{}, fmt.Errorf("%w: %s has %d MiB free, the drill of a %d MiB snapshot needs %d MiB", ErrNoRoom, scratch, free>>20, size>>20, (2*size+64<<20)>>20)
-	}
-	dir, err := os.MkdirTemp(scratch, "drill-")
+	dir, err := room(scratch, size)
 	if err != nil {
 		return Result{}, err
 	}
 	defer os.RemoveAll(dir)
-
-	snap := filepath.Join(dir, "snapshot.db")
-	if err := member.Fetch(ctx, b, key, meta.SHA256, ids, snap, nil); err != nil {
-		if errors.Is(err, member.ErrCorrupt) || errors.Is(err, member.ErrDecrypt) || errors.Is(err, member.ErrNotFound) {
-			return Result{}, fmt.Errorf("%w: %w", ErrFailed, err)
-		}
-		return Result{}, err
-	}
 	peer, client, err := freeURLs()
 	if err != nil {
 		return Result{}, err
 	}
 	data := filepath.Join(dir, "data")
-	if _, err := member.Restore(member.Config{
-		RestoreID: "drill", Snapshot: snap, DataDir: data, Name: "drill",
-		PeerURLs: []string{peer.String()}, InitialCluster: "drill=" + peer.String(), Token: "drill",
-	}); err != nil {
-		return Result{}, fmt.Errorf("%w: etcdutl restore: %w", ErrFailed, err)
-	}
-	if err := os.Remove(snap); err != nil {
+	if err := restore(ctx, b, key, meta.SHA256, ids, dir, data, peer); err != nil {
 		return Result{}, err
 	}
 	want := meta.KeyCount
@@ -108,6 +76,59 @@ func Run(ctx context.Context, b destination.Bucket, key string, ids []age.Identi
 	}
 	res.SnapshotSize, res.Took = size, time.Since(start)
 	return res, nil
+}
+
+// record reads the backup's record and the snapshot's size it gives (estimated from the
+// stored size when not recorded).
+func record(ctx context.Context, b destination.Bucket, key string) (backupformat.Meta, int64, error) {
+	info, err := b.Stat(ctx, key)
+	if errors.Is(err, destination.ErrObjectNotFound) {
+		return backupformat.Meta{}, 0, fmt.Errorf("%w: %w", ErrFailed, err)
+	}
+	if err != nil {
+		return backupformat.Meta{}, 0, err
+	}
+	meta, err := backupformat.ParseMeta(info.Metadata)
+	if err != nil {
+		return backupformat.Meta{}, 0, fmt.Errorf("%w: %s: %w", ErrFailed, key, err)
+	}
+	size := meta.SnapshotSize
+	if size <= 0 {
+		size = info.Size * 4 // not recorded: assume zstd's usual ratio on etcd data
+	}
+	return meta, size, nil
+}
+
+// room makes a fresh directory under scratch for a drill of a snapshot of size bytes, when
+// scratch has room for the snapshot file and the restored data dir, each about that size.
+func room(scratch string, size int64) (string, error) {
+	if err := os.MkdirAll(scratch, 0o700); err != nil {
+		return "", err
+	}
+	if free, err := freeBytes(scratch); err == nil && free < 2*size+64<<20 {
+		return "", fmt.Errorf("%w: %s has %d MiB free, the drill of a %d MiB snapshot needs %d MiB",
+			ErrNoRoom, scratch, free>>20, size>>20, (2*size+64<<20)>>20)
+	}
+	return os.MkdirTemp(scratch, "drill-")
+}
+
+// restore fetches the backup into dir, proving it as a restore step does, and restores it
+// with etcdutl into data as a one-member cluster whose peer is peer.
+func restore(ctx context.Context, b destination.Bucket, key, sha string, ids []age.Identity, dir, data string, peer url.URL) error {
+	snap := filepath.Join(dir, "snapshot.db")
+	if err := member.Fetch(ctx, b, key, sha, ids, snap, nil); err != nil {
+		if errors.Is(err, member.ErrCorrupt) || errors.Is(err, member.ErrDecrypt) || errors.Is(err, member.ErrNotFound) {
+			return fmt.Errorf("%w: %w", ErrFailed, err)
+		}
+		return err
+	}
+	if _, err := member.Restore(member.Config{
+		RestoreID: "drill", Snapshot: snap, DataDir: data, Name: "drill",
+		PeerURLs: []string{peer.String()}, InitialCluster: "drill=" + peer.String(), Token: "drill",
+	}); err != nil {
+		return fmt.Errorf("%w: etcdutl restore: %w", ErrFailed, err)
+	}
+	return os.Remove(snap)
 }
 
 // check starts etcd on the restored data dir, loopback only, and compares what it holds with

@@ -154,14 +154,26 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 	if err != nil {
 		return nil, err
 	}
+	c := stepContainer(step, opts, initial)
+	c.VolumeMounts, c.Resources, c.SecurityContext = etcd.VolumeMounts, etcd.Resources, etcd.SecurityContext
+	pod.InitContainers = append([]corev1.Container{c}, pod.InitContainers...)
+	return sts, nil
+}
+
+// stepContainer is the restore step of step, restoring the member into a cluster of initial:
+// its arguments say what to restore and how, its environment carries the download
+// credentials and identities from the restore's Secret.
+func stepContainer(step Step, opts StepOptions, initial string) corev1.Container {
 	scheme := "http://"
 	if step.Destination.Secure {
 		scheme = "https://"
 	}
-	secretEnv := func(key string) corev1.EnvVar {
-		return corev1.EnvVar{Name: key, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-			LocalObjectReference: corev1.LocalObjectReference{Name: step.Secret}, Key: key,
-		}}}
+	fromSecret := func(key string, optional bool) corev1.EnvVar {
+		ref := &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: step.Secret}, Key: key}
+		if optional {
+			ref.Optional = ptr.To(true)
+		}
+		return corev1.EnvVar{Name: key, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: ref}}
 	}
 	c := corev1.Container{
 		Name:    StepContainer,
@@ -181,21 +193,15 @@ func Rebuilt(saved *appsv1.StatefulSet, step Step, opts StepOptions) (*appsv1.St
 		},
 		Env: []corev1.EnvVar{
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
-			secretEnv(kubermaticv1.SecretAccessKeyID),
-			secretEnv(kubermaticv1.SecretSecretAccessKey),
+			fromSecret(kubermaticv1.SecretAccessKeyID, false),
+			fromSecret(kubermaticv1.SecretSecretAccessKey, false),
 			// The identities of an encrypted backup; absent for one that is not.
-			{Name: IdentityEnv, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
-				LocalObjectReference: corev1.LocalObjectReference{Name: step.Secret}, Key: IdentityEnv, Optional: ptr.To(true),
-			}}},
+			fromSecret(IdentityEnv, true),
 		},
-		VolumeMounts:             etcd.VolumeMounts,
-		Resources:                etcd.Resources,
-		SecurityContext:          etcd.SecurityContext,
 		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 	}
 	if opts.ProgressInterval > 0 {
 		c.Args = append(c.Args, "--progress-interval="+opts.ProgressInterval.String())
 	}
-	pod.InitContainers = append([]corev1.Container{c}, pod.InitContainers...)
-	return sts, nil
+	return c
 }

@@ -102,8 +102,6 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	now := r.Now()
-	log := r.Log.With("config", req.String(), "cluster", cfg.Spec.Cluster.Name)
-
 	slot, due, next, err := Due(&cfg, now)
 	if err != nil {
 		return ctrl.Result{}, r.block(ctx, &cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(), Warning: true})
@@ -115,42 +113,67 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	var blocked *Blocked
 	if errors.As(err, &blocked) {
-		if err := r.block(ctx, &cfg, blocked); err != nil {
-			return ctrl.Result{}, err
-		}
-		if (blocked.Reason == kubermaticv1.ReasonClusterPaused || blocked.Reason == kubermaticv1.ReasonClusterRestoring || blocked.Reason == kubermaticv1.ReasonTooManyBackups) && !next.IsZero() {
-			return ctrl.Result{RequeueAfter: next.Sub(now)}, nil
-		}
-		return ctrl.Result{RequeueAfter: retryBlocked}, nil
+		return r.blocked(ctx, &cfg, blocked, next.Sub(now), !next.IsZero())
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-
 	if due {
-		trigger := etcdbackupv1.Trigger_TRIGGER_SCHEDULE
-		if cfg.Spec.Schedule == "" {
-			trigger = etcdbackupv1.Trigger_TRIGGER_ONE_TIME
+		if err := r.queue(ctx, &cfg, target, slot); err != nil {
+			return ctrl.Result{}, err
 		}
-		br := Request(&cfg, target, slot, trigger)
-		if err := r.Planner.Queue.Enqueue(ctx, br); err != nil {
-			return ctrl.Result{}, fmt.Errorf("queue backup %s: %w", br.GetBackupName(), err)
-		}
-		log.Info("backup queued", "backup", br.GetBackupName(), "job", br.GetJobName(), "scheduled", slot)
 	}
-
-	reason, msg := kubermaticv1.ReasonScheduled, fmt.Sprintf("backups run on schedule %q to destination %q", cfg.Spec.Schedule, target.Destination.Name)
-	if cfg.Spec.Schedule == "" {
-		reason, msg = kubermaticv1.ReasonOneTimeBackup, fmt.Sprintf("one-time backup to destination %q", target.Destination.Name)
-	}
-	if err := r.setCondition(ctx, &cfg, true, reason, msg); err != nil {
+	if err := r.active(ctx, &cfg, target, now); err != nil {
 		return ctrl.Result{}, err
 	}
-	r.Metrics.observe(cfg.Namespace, cfg.Name, Interval(&cfg, now), "")
 	if next.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{RequeueAfter: max(next.Sub(now), 10*time.Millisecond)}, nil
+}
+
+// blocked records why cfg takes no backups and when to look again: at the next slot when only
+// time can lift it (a paused or restoring cluster, backups piled up), else every retryBlocked
+// besides the watches that wake it.
+func (r *Reconciler) blocked(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b *Blocked, untilNext time.Duration, scheduled bool) (ctrl.Result, error) {
+	if err := r.block(ctx, cfg, b); err != nil {
+		return ctrl.Result{}, err
+	}
+	switch b.Reason {
+	case kubermaticv1.ReasonClusterPaused, kubermaticv1.ReasonClusterRestoring, kubermaticv1.ReasonTooManyBackups:
+		if scheduled {
+			return ctrl.Result{RequeueAfter: untilNext}, nil
+		}
+	}
+	return ctrl.Result{RequeueAfter: retryBlocked}, nil
+}
+
+// queue queues cfg's backup of slot (once, whatever the number of replicas).
+func (r *Reconciler) queue(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, target Target, slot time.Time) error {
+	trigger := etcdbackupv1.Trigger_TRIGGER_SCHEDULE
+	if cfg.Spec.Schedule == "" {
+		trigger = etcdbackupv1.Trigger_TRIGGER_ONE_TIME
+	}
+	br := Request(cfg, target, slot, trigger)
+	if err := r.Planner.Queue.Enqueue(ctx, br); err != nil {
+		return fmt.Errorf("queue backup %s: %w", br.GetBackupName(), err)
+	}
+	r.Log.Info("backup queued", "config", cfg.Namespace+"/"+cfg.Name, "cluster", cfg.Spec.Cluster.Name,
+		"backup", br.GetBackupName(), "job", br.GetJobName(), "scheduled", slot)
+	return nil
+}
+
+// active records that cfg's backups run: SchedulingActive true, and its schedule's interval.
+func (r *Reconciler) active(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, target Target, now time.Time) error {
+	reason, msg := kubermaticv1.ReasonScheduled, fmt.Sprintf("backups run on schedule %q to destination %q", cfg.Spec.Schedule, target.Destination.Name)
+	if cfg.Spec.Schedule == "" {
+		reason, msg = kubermaticv1.ReasonOneTimeBackup, fmt.Sprintf("one-time backup to destination %q", target.Destination.Name)
+	}
+	if err := r.setCondition(ctx, cfg, true, reason, msg); err != nil {
+		return err
+	}
+	r.Metrics.observe(cfg.Namespace, cfg.Name, Interval(cfg, now), "")
+	return nil
 }
 
 // block records why a config takes no backups: condition False and, when the condition

@@ -164,39 +164,19 @@ const StagedProgressAfter = 5 * time.Second
 func MaxDeliver(maxAttempts int) int { return maxAttempts + 2 }
 
 func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, dest string) (*etcdbackupv1.SnapshotReady, error) {
-	var cluster kubermaticv1.Cluster
-	if err := h.Reader.Get(ctx, types.NamespacedName{Name: req.GetCluster()}, &cluster); err != nil {
-		if client.IgnoreNotFound(err) == nil {
-			return nil, fmt.Errorf("%w: cluster %q does not exist", endpoints.ErrConfig, req.GetCluster())
-		}
-		return nil, fmt.Errorf("get cluster %s: %w", req.GetCluster(), err)
+	cluster, err := h.cluster(ctx, req)
+	if err != nil {
+		return nil, err
 	}
-	// etcd's endpoints and certificates come from the cluster's own namespace; a config in
-	// another that names the cluster gets nothing from it (refused before anything else is asked).
-	if ns := cluster.NamespaceName(); req.GetConfig().GetNamespace() != ns {
-		return nil, fmt.Errorf("%w: %s: the config is in namespace %q, but cluster %q lives in %q", endpoints.ErrConfig, kubermaticv1.ReasonClusterNamespaceMismatch, req.GetConfig().GetNamespace(), cluster.Name, ns)
-	}
-	// A backup queued just before a restore began would capture etcd mid-rebuild.
-	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
-		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig, req.GetCluster(), holder)
-	}
-	// A full staging (the uploader down or behind) must not start a snapshot storm on etcd.
-	if h.StagingReserve > 0 {
-		free, err := staging.Free(ctx, h.JS, bus.StagingBucket)
-		if err != nil {
-			return nil, err
-		}
-		if free < h.StagingReserve {
-			return nil, fmt.Errorf("%w: staging has %d MiB free, a snapshot starts with at least %d MiB (--staging-reserve-mib): the uploader is behind or down",
-				ErrStagingFull, free>>20, h.StagingReserve>>20)
-		}
+	if err := h.roomInStaging(ctx); err != nil {
+		return nil, err
 	}
 	// Encrypted before it is staged: the plaintext never leaves this process.
 	seal, err := h.sealing(ctx, dest)
 	if err != nil {
 		return nil, err
 	}
-	target, err := endpoints.Resolve(ctx, h.Reader, &cluster, cluster.NamespaceName())
+	target, err := endpoints.Resolve(ctx, h.Reader, cluster, cluster.NamespaceName())
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +193,58 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 	} else {
 		h.Log.Warn("count keys for the backup's record", "backup", req.GetBackupName(), "err", err)
 	}
+	ready, err := h.stream(ctx, req, cli, member, dbSize, seal)
+	if err != nil {
+		return nil, err
+	}
+	ready.Revision, ready.KeyCount = rev, keys
+	return ready, nil
+}
 
+// cluster returns the request's Cluster once it may be backed up: it exists, lives in the
+// config's namespace and is not being restored.
+func (h *Handler) cluster(ctx context.Context, req *etcdbackupv1.BackupRequested) (*kubermaticv1.Cluster, error) {
+	var cluster kubermaticv1.Cluster
+	if err := h.Reader.Get(ctx, types.NamespacedName{Name: req.GetCluster()}, &cluster); err != nil {
+		if client.IgnoreNotFound(err) == nil {
+			return nil, fmt.Errorf("%w: cluster %q does not exist", endpoints.ErrConfig, req.GetCluster())
+		}
+		return nil, fmt.Errorf("get cluster %s: %w", req.GetCluster(), err)
+	}
+	// etcd's endpoints and certificates come from the cluster's own namespace; a config in
+	// another that names the cluster gets nothing from it (refused before anything else is asked).
+	if ns := cluster.NamespaceName(); req.GetConfig().GetNamespace() != ns {
+		return nil, fmt.Errorf("%w: %s: the config is in namespace %q, but cluster %q lives in %q",
+			endpoints.ErrConfig, kubermaticv1.ReasonClusterNamespaceMismatch, req.GetConfig().GetNamespace(), cluster.Name, ns)
+	}
+	// A backup queued just before a restore began would capture etcd mid-rebuild.
+	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig, req.GetCluster(), holder)
+	}
+	return &cluster, nil
+}
+
+// roomInStaging refuses a snapshot while staging has less than StagingReserve free: a full
+// staging (the uploader down or behind) must not start a snapshot storm on etcd.
+func (h *Handler) roomInStaging(ctx context.Context) error {
+	if h.StagingReserve <= 0 {
+		return nil
+	}
+	free, err := staging.Free(ctx, h.JS, bus.StagingBucket)
+	if err != nil {
+		return err
+	}
+	if free < h.StagingReserve {
+		return fmt.Errorf("%w: staging has %d MiB free, a snapshot starts with at least %d MiB (--staging-reserve-mib): the uploader is behind or down",
+			ErrStagingFull, free>>20, h.StagingReserve>>20)
+	}
+	return nil
+}
+
+// stream streams a snapshot from member through etcd's own check, compressed (and sealed)
+// into staging, reporting its progress against the database's size.
+func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested, cli *clientv3.Client, member string, dbSize int64,
+	seal backupformat.Encryption) (*etcdbackupv1.SnapshotReady, error) {
 	resp, err := cli.SnapshotWithVersion(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("start snapshot from %s: %w", member, err)
@@ -223,7 +254,8 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 	name := bus.MsgID(req)
 	streamed := &progress.Reader{R: v}
 	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, "taking snapshot", h.ProgressEvery, streamed.N, dbSize)
-	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+seal.Codec(), streamed, h.Level, h.Concurrency, seal)
+	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+seal.Codec(),
+		streamed, h.Level, h.Concurrency, seal)
 	stop()
 	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
@@ -232,18 +264,9 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 		return nil, fmt.Errorf("snapshot from %s ended before etcd's trailing hash was checked", member)
 	}
 	return &etcdbackupv1.SnapshotReady{
-		Request:        req,
-		StagedObject:   name,
-		SnapshotSize:   uint64(v.Size()),
-		SnapshotSha256: v.SHA256(),
-		Revision:       rev,
-		EtcdVersion:    resp.Version,
-		MemberEndpoint: member,
-		StoredSize:     uint64(enc.Size()),
-		StoredSha256:   enc.SHA256(),
-		Codec:          enc.Codec(),
-		Recipients:     seal.RecipientList(),
-		KeyCount:       keys,
+		Request: req, StagedObject: name, SnapshotSize: uint64(v.Size()), SnapshotSha256: v.SHA256(),
+		EtcdVersion: resp.Version, MemberEndpoint: member, StoredSize: uint64(enc.Size()), StoredSha256: enc.SHA256(),
+		Codec: enc.Codec(), Recipients: seal.RecipientList(),
 	}, nil
 }
 

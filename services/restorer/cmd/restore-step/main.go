@@ -103,15 +103,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	if err != nil {
 		return err
 	}
-	id, secret := getenv("ACCESS_KEY_ID"), getenv("SECRET_ACCESS_KEY")
-	if id == "" || secret == "" {
-		return errors.New("ACCESS_KEY_ID and SECRET_ACCESS_KEY must be set")
-	}
-	host, secure, err := destination.ParseEndpoint(c.endpoint)
-	if err != nil {
-		return err
-	}
-	bucket, err := destination.OpenS3(host, secure, id, secret, c.bucket)
+	bucket, ids, err := secrets(c, getenv)
 	if err != nil {
 		return err
 	}
@@ -130,29 +122,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	defer os.Remove(c.member.Snapshot)
 	mem := procstat.Sample(20 * time.Millisecond)
 	start := time.Now()
-	// An encrypted backup: the identities come in AGE_IDENTITY (the restore's Secret).
-	var ids []age.Identity
-	if text := getenv("AGE_IDENTITY"); text != "" {
-		parsed, err := backupformat.ParseIdentities(text)
-		if err != nil {
-			return fmt.Errorf("AGE_IDENTITY: %w", err)
-		}
-		ids = parsed.List
-	}
-	// The restorer reads the last of these lines from the pod's log for the restore's progress
-	// (member.LastProgress); the last one, "fetched", has the whole download.
-	var p member.Progress
-	say := func(msg string) {
-		done, total := p.Bytes()
-		log.Info(msg, member.LogBytesDone, done, member.LogBytesTotal, total)
-	}
-	stopProgress := progress.Every(ctx, c.progressEvery, func() { say("fetching") })
-	err = member.Fetch(ctx, bucket, c.key, c.sha256, ids, c.member.Snapshot, &p)
-	stopProgress()
-	if err != nil {
+	if err := fetch(ctx, c, bucket, ids, log); err != nil {
 		return err
 	}
-	say("fetched")
 	fetched := time.Now()
 	restored, err := member.Restore(c.member)
 	if err != nil {
@@ -162,13 +134,58 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	if fi, err := os.Stat(c.member.Snapshot); err == nil {
 		size = fi.Size()
 	}
-	took := time.Since(fetched)
 	// Memory, for sizing the init container: etcd's backend maps the restored db with
 	// MAP_POPULATE, so the resident set includes the db file; the heap is the anonymous part.
 	anon, file := mem.Stop()
 	peak, _ := procstat.PeakRSS(0)
 	log.Info("member restored", "restored", restored, "data_dir", c.member.DataDir, "snapshot_bytes", size,
-		"fetch_seconds", fetched.Sub(start).Seconds(), "restore_seconds", took.Seconds(),
+		"fetch_seconds", fetched.Sub(start).Seconds(), "restore_seconds", time.Since(fetched).Seconds(),
 		"peak_rss_bytes", peak, "peak_anon_bytes", anon, "peak_file_bytes", file)
+	return nil
+}
+
+// secrets opens the backup's bucket with the keys in the environment (ACCESS_KEY_ID and
+// SECRET_ACCESS_KEY, from the restore's credentials Secret) and reads the identities an
+// encrypted backup is decrypted with (AGE_IDENTITY).
+func secrets(c config, getenv func(string) string) (destination.Bucket, []age.Identity, error) {
+	id, secret := getenv("ACCESS_KEY_ID"), getenv("SECRET_ACCESS_KEY")
+	if id == "" || secret == "" {
+		return nil, nil, errors.New("ACCESS_KEY_ID and SECRET_ACCESS_KEY must be set")
+	}
+	host, secure, err := destination.ParseEndpoint(c.endpoint)
+	if err != nil {
+		return nil, nil, err
+	}
+	bucket, err := destination.OpenS3(host, secure, id, secret, c.bucket)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ids []age.Identity
+	if text := getenv("AGE_IDENTITY"); text != "" {
+		parsed, err := backupformat.ParseIdentities(text)
+		if err != nil {
+			return nil, nil, fmt.Errorf("AGE_IDENTITY: %w", err)
+		}
+		ids = parsed.List
+	}
+	return bucket, ids, nil
+}
+
+// fetch downloads the backup into c.member.Snapshot, logging its progress: the restorer reads
+// the last of these lines from the pod's log for the restore's progress (member.LastProgress);
+// the last one, "fetched", has the whole download.
+func fetch(ctx context.Context, c config, bucket destination.Bucket, ids []age.Identity, log *slog.Logger) error {
+	var p member.Progress
+	say := func(msg string) {
+		done, total := p.Bytes()
+		log.Info(msg, member.LogBytesDone, done, member.LogBytesTotal, total)
+	}
+	stop := progress.Every(ctx, c.progressEvery, func() { say("fetching") })
+	err := member.Fetch(ctx, bucket, c.key, c.sha256, ids, c.member.Snapshot, &p)
+	stop()
+	if err != nil {
+		return err
+	}
+	say("fetched")
 	return nil
 }

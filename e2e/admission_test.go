@@ -26,7 +26,8 @@ func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
 		t.Fatal(err)
 	}
 	owner := func(restore string, controller bool) []metav1.OwnerReference {
-		return []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: restore, UID: "0c6a2a6e-uid", Controller: &controller}}
+		return []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: restore,
+			UID: "0c6a2a6e-uid", Controller: &controller}}
 	}
 	for _, kind := range []string{"Secret", "ConfigMap"} {
 		obj := func(name string, owners []metav1.OwnerReference) client.Object {
@@ -42,10 +43,12 @@ func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
 				t.Errorf("%s %s: %v, want it denied by the policy", what, kind, err)
 			}
 		}
-		denied("create one of another name", restorer.Create(ctx, obj("planted-"+strings.ToLower(kind), owner("planted-"+strings.ToLower(kind), true))))
+		denied("create one of another name", restorer.Create(ctx, obj("planted-"+strings.ToLower(kind),
+			owner("planted-"+strings.ToLower(kind), true))))
 		denied("create one without an owner", restorer.Create(ctx, obj("etcdbackup-restore-r1", nil)))
 		denied("create one owned by another restore", restorer.Create(ctx, obj("etcdbackup-restore-r1", owner("r2", true))))
-		denied("create one the restore owns but does not control", restorer.Create(ctx, obj("etcdbackup-restore-r1", owner("r1", false))))
+		denied("create one the restore owns but does not control", restorer.Create(ctx, obj("etcdbackup-restore-r1",
+			owner("r1", false))))
 
 		// Someone else's, in a cluster namespace: not the restorer's to delete.
 		theirs := obj("credentials-"+strings.ToLower(kind), nil)
@@ -99,7 +102,8 @@ func TestSnapshotterReadsOnlyEtcdSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"ca", "apiserver-etcd-client-certificate", "s3-credentials", "admin-kubeconfig"} {
-		if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}); err != nil {
+		if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns,
+			Name: name}}); err != nil {
 			t.Fatal(err)
 		}
 		err := snapshotter.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{})

@@ -56,9 +56,10 @@ func TestScheduledBackupsEndToEnd(t *testing.T) {
 	t.Cleanup(func() { _, _ = kubectl(t, yaml, "delete", "-f", "-") })
 	const ns, name = "cluster-" + sandbox.DemoCluster, "daily-backup"
 
-	first := waitConfig(t, ctx, ns, name, 90*time.Second, "a completed backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) >= 1
-	})
+	first := waitConfig(t, ctx, ns, name, 90*time.Second, "a completed backup",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) >= 1
+		})
 	firstBackup := entries(first, kubermaticv1.PhaseCompleted)[0]
 	// Keys written after the first backup completed cannot be in it.
 	for i := range 20 {
@@ -66,9 +67,10 @@ func TestScheduledBackupsEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := waitConfig(t, ctx, ns, name, 90*time.Second, "two completed backups", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) >= 2
-	})
+	cfg := waitConfig(t, ctx, ns, name, 90*time.Second, "two completed backups",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) >= 2
+		})
 
 	t.Run("status lists backups as the seed shows", func(t *testing.T) {
 		if c := condition(cfg); c == nil || c.Status != corev1.ConditionTrue || c.Reason != kubermaticv1.ReasonScheduled {
@@ -93,7 +95,8 @@ func TestScheduledBackupsEndToEnd(t *testing.T) {
 			if b.BackupPhase != kubermaticv1.PhaseCompleted {
 				continue
 			}
-			if b.BackupStartTime.IsZero() || b.BackupFinishedTime.Before(&b.BackupStartTime) || b.Size <= 0 || len(b.SHA256) != 64 || b.EtcdRevision <= 0 {
+			if b.BackupStartTime.IsZero() || b.BackupFinishedTime.Before(&b.BackupStartTime) || b.Size <= 0 ||
+				len(b.SHA256) != 64 || b.EtcdRevision <= 0 {
 				t.Errorf("completed entry incomplete: %+v", b)
 			}
 			if strings.Contains(b.ObjectKey, ":") || !strings.HasPrefix(b.ObjectKey, sandbox.DemoCluster+"/") {
@@ -101,13 +104,15 @@ func TestScheduledBackupsEndToEnd(t *testing.T) {
 			}
 		}
 		out := mustKubectl(t, nil, "get", "etcdbackupconfigs", "-n", ns)
-		for _, want := range []string{"CLUSTER", "SCHEDULE", "KEEP", "DESTINATION", "LAST BACKUP", "PHASE", name, "@every 3s", "20", "s3"} {
+		for _, want := range []string{"CLUSTER", "SCHEDULE", "KEEP", "DESTINATION", "LAST BACKUP", "PHASE", name,
+			"@every 3s", "20", "s3"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("kubectl get lacks %q:\n%s", want, out)
 			}
 		}
 		yamlOut := mustKubectl(t, nil, "get", "etcdbackupconfig", name, "-n", ns, "-o", "yaml")
-		for _, field := range []string{"lastBackups:", "backupFinishedTime:", "backupName:", "backupPhase: Completed", "jobName:", "scheduledTime:"} {
+		for _, field := range []string{"lastBackups:", "backupFinishedTime:", "backupName:", "backupPhase: Completed",
+			"jobName:", "scheduledTime:"} {
 			if !strings.Contains(yamlOut, field) {
 				t.Errorf("status lacks %q", field)
 			}
@@ -246,7 +251,8 @@ func restoreAndRead(t *testing.T, ctx context.Context, key, wantSHA string) map[
 func triggerWithCLI(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackupReply {
 	t.Helper()
 	body := fmt.Sprintf(`{"namespace":%q,"config":%q}`, ns, config)
-	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), append(env.NATSCLIFlags(bus.IdentityTrigger), "request", "etcdbackup.trigger.backup", body, "--raw", "--timeout", "15s")...)
+	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), append(env.NATSCLIFlags(bus.IdentityTrigger),
+		"request", "etcdbackup.trigger.backup", body, "--raw", "--timeout", "15s")...)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("nats request: %v\n%s", err, out)
@@ -265,6 +271,7 @@ func triggerWithCLI(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackup
 // subscribed reports whether a client connection (not JetStream's own stream capture)
 // subscribes to every status subject: the nats CLI's sub is live.
 func subscribed(t *testing.T) bool {
+	t.Helper()
 	connz, err := env.NATS.Connz(&server.ConnzOptions{Subscriptions: true})
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +297,8 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 
 	// A person watching with `nats sub` reads the status events as JSON.
 	var subOut bytes.Buffer
-	sub := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), append(env.NATSCLIFlags(bus.IdentityWatcher), "sub", "etcdbackup.status.>", "--raw", "--count", "3")...)
+	sub := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), append(env.NATSCLIFlags(bus.IdentityWatcher), "sub",
+		"etcdbackup.status.>", "--raw", "--count", "3")...)
 	sub.Stdout = &subOut
 	if err := sub.Start(); err != nil {
 		t.Fatal(err)
@@ -308,10 +316,11 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 	if reply.GetError() != "" || !strings.HasPrefix(reply.GetBackupName(), "manual-") {
 		t.Fatalf("reply %+v", reply)
 	}
-	cfg := waitConfig(t, ctx, "cluster-"+cluster, "manual", 60*time.Second, "the triggered backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, reply.GetBackupName())
-		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
+	cfg := waitConfig(t, ctx, "cluster-"+cluster, "manual", 60*time.Second, "the triggered backup completed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, reply.GetBackupName())
+			return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+		})
 	if b, _ := entry(cfg, reply.GetBackupName()); b.JobName != reply.GetJobName() {
 		t.Fatalf("job name in status %q, reply %q", b.JobName, reply.GetJobName())
 	}
@@ -324,7 +333,8 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 	}
 	for _, l := range lines {
 		var ev map[string]any
-		if err := json.Unmarshal([]byte(l), &ev); err != nil || ev["backupName"] != reply.GetBackupName() || ev["phase"] == nil {
+		if err := json.Unmarshal([]byte(l),
+			&ev); err != nil || ev["backupName"] != reply.GetBackupName() || ev["phase"] == nil {
 			t.Fatalf("status event not readable JSON about %s: %q (%v)", reply.GetBackupName(), l, err)
 		}
 	}

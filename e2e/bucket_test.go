@@ -32,8 +32,17 @@ func TestBucketContractOnTheS3Server(t *testing.T) {
 		return name
 	}
 	buckettest.Run(t, buckettest.Store{
-		Bucket:  func(t *testing.T) destination.Bucket { return open(t, fresh(t), env.S3.SecretKey) },
-		Missing: func(t *testing.T) destination.Bucket { return open(t, "contract-missing", env.S3.SecretKey) },
-		Refused: func(t *testing.T) destination.Bucket { return open(t, fresh(t), "not-the-secret") },
+		Bucket: func(t *testing.T) destination.Bucket {
+			t.Helper()
+			return open(t, fresh(t), env.S3.SecretKey)
+		},
+		Missing: func(t *testing.T) destination.Bucket {
+			t.Helper()
+			return open(t, "contract-missing", env.S3.SecretKey)
+		},
+		Refused: func(t *testing.T) destination.Bucket {
+			t.Helper()
+			return open(t, fresh(t), "not-the-secret")
+		},
 	})
 }

@@ -39,7 +39,8 @@ func chromiumPath(t *testing.T) string {
 			return p
 		}
 	}
-	t.Fatal("chromium is missing: install the Debian package chromium (make test does, as root) or set ETCDBACKUP_CHROMIUM")
+	t.Fatal("chromium is missing: install the Debian package chromium (make test does, as root) or set " +
+		"ETCDBACKUP_CHROMIUM")
 	return ""
 }
 
@@ -72,21 +73,27 @@ func browser(t *testing.T, ctx context.Context) context.Context {
 func consoleUser(t *testing.T, ctx context.Context, name, cluster string) string {
 	t.Helper()
 	const ns = "console-users"
-	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := env.Client.Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: name}}
 	objs := []client.Object{
 		sa,
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name + "-backups"}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"etcdbackupconfigs"}, Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
-			{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"etcdrestores"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
-		}},
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name + "-backups"}, Subjects: subject,
-			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name + "-backups"}},
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name + "-backups"},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"etcdbackupconfigs"}, Verbs: []string{"get",
+					"list", "watch", "create", "update", "patch", "delete"}},
+				{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"etcdrestores"}, Verbs: []string{"get", "list",
+					"watch", "create", "delete"}},
+			}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name + "-backups"},
+			Subjects: subject,
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name + "-backups"}},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "console-test-" + name}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"clusters"}, ResourceNames: []string{cluster}, Verbs: []string{"get"}},
+			{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"clusters"}, ResourceNames: []string{cluster},
+				Verbs: []string{"get"}},
 		}},
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "console-test-" + name}, Subjects: subject,
 			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "console-test-" + name}},
@@ -144,9 +151,11 @@ func (p *page) open(path string) {
 // control of the page has a label.
 func (p *page) measure() {
 	p.t.Helper()
-	if unlabelled := evalJS[[]string](p, `[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
-		.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !(e.tagName === 'BUTTON' && e.textContent.trim()))
-		.map(e => e.outerHTML)`); len(unlabelled) > 0 {
+	const controlsWithoutLabel = `[...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+		.filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+			&& !(e.tagName === 'BUTTON' && e.textContent.trim()))
+		.map(e => e.outerHTML)`
+	if unlabelled := evalJS[[]string](p, controlsWithoutLabel); len(unlabelled) > 0 {
 		p.t.Errorf("%s: controls without a label: %v", p.text("h1"), unlabelled)
 	}
 	p.weights = append(p.weights, evalJS[pageWeight](p, `(() => {
@@ -161,7 +170,8 @@ func (p *page) measure() {
 
 // text is the text of the first element sel matches, "" if none (it does not wait).
 func (p *page) text(sel string) string {
-	s, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {}).innerText || ''`, sel)))
+	s, _ := chromedp.Run(p.ctx,
+		chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q) || {}).innerText || ''`, sel)))
 	return s
 }
 
@@ -204,7 +214,8 @@ func (p *page) shot(name string) {
 func (p *page) signIn(token string) {
 	p.t.Helper()
 	p.open("/login")
-	p.run(chromedp.SendKeys(css("#token"), token), chromedp.Click(css("#sign-in")), chromedp.WaitVisible(css("header .user")))
+	p.run(chromedp.SendKeys(css("#token"), token), chromedp.Click(css("#sign-in")),
+		chromedp.WaitVisible(css("header .user")))
 }
 
 func (p *page) signOut() {
@@ -215,7 +226,9 @@ func (p *page) signOut() {
 // status is the HTTP status of a GET from inside the page (with its session cookie).
 func (p *page) status(path string) int {
 	p.t.Helper()
-	return evalJS[int](p, fmt.Sprintf(`fetch(%q, {credentials: 'same-origin'}).then(r => { const c = r.status; if (r.body) r.body.cancel(); return c; })`, path), chromedp.EvalAwaitPromise)
+	return evalJS[int](p,
+		fmt.Sprintf(`fetch(%q, {credentials: 'same-origin'})
+			.then(r => { const c = r.status; if (r.body) r.body.cancel(); return c; })`, path), chromedp.EvalAwaitPromise)
 }
 
 // The seed document's flows in a real browser: a project member signs in with their token,
@@ -247,7 +260,8 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	if !strings.HasPrefix(p.text("h1"), "Sign in") {
 		t.Fatalf("a signed-out visit shows %q, want the sign-in", p.text("h1"))
 	}
-	p.run(chromedp.SendKeys(css("#token"), "not-a-token"), chromedp.Click(css("#sign-in")), chromedp.WaitVisible(css("#page-error")))
+	p.run(chromedp.SendKeys(css("#token"), "not-a-token"), chromedp.Click(css("#sign-in")),
+		chromedp.WaitVisible(css("#page-error")))
 	if msg := p.text("#page-error"); !strings.Contains(msg, "does not accept") {
 		t.Errorf("a bad token says %q", msg)
 	}
@@ -259,7 +273,8 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	if note := p.text("#clusters-forbidden"); !strings.Contains(note, "forbidden") {
 		t.Errorf("the clusters page for a user who may not list them says %q", note)
 	}
-	p.run(chromedp.SendKeys(css("#open-cluster"), mine), chromedp.Submit(css("#open-cluster")), chromedp.WaitVisible(css("#add-config")))
+	p.run(chromedp.SendKeys(css("#open-cluster"), mine), chromedp.Submit(css("#open-cluster")),
+		chromedp.WaitVisible(css("#add-config")))
 	p.measure()
 	p.shot("cluster")
 
@@ -267,7 +282,8 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	p.run(chromedp.Click(css("#add-config")), chromedp.WaitVisible(css("#config-form")))
 	p.measure()
 	p.run(chromedp.Click(css("#preset-weekly")), chromedp.SendKeys(css("#name"), "weekly"))
-	sched, keep := evalJS[string](p, `document.querySelector('#schedule').value`), evalJS[string](p, `document.querySelector('#keep').value`)
+	sched, keep := evalJS[string](p, `document.querySelector('#schedule').value`), evalJS[string](p,
+		`document.querySelector('#keep').value`)
 	if sched != "0 1 * * 0" || keep != "4" {
 		t.Errorf("the weekly preset filled schedule %q and keep %q", sched, keep)
 	}
@@ -277,7 +293,8 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + mine, Name: "weekly"}, &weekly); err != nil {
 		t.Fatalf("the weekly config was not created: %v", err)
 	}
-	if weekly.Spec.Schedule != "0 1 * * 0" || weekly.Spec.Keep == nil || *weekly.Spec.Keep != 4 || weekly.Spec.Destination != sandbox.Destination || weekly.Spec.Cluster.Name != mine {
+	if weekly.Spec.Schedule != "0 1 * * 0" || weekly.Spec.Keep == nil || *weekly.Spec.Keep != 4 ||
+		weekly.Spec.Destination != sandbox.Destination || weekly.Spec.Cluster.Name != mine {
 		t.Errorf("the weekly config's spec: %+v", weekly.Spec)
 	}
 
@@ -289,11 +306,13 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	if msg := p.text("#schedule-error"); !strings.Contains(msg, "Not a schedule") || !strings.Contains(msg, "61") {
 		t.Errorf("the bad cron's field error says %q", msg)
 	}
-	if invalid := evalJS[string](p, `document.querySelector('#schedule').getAttribute('aria-invalid') || ''`); invalid != "true" {
+	if invalid := evalJS[string](p,
+		`document.querySelector('#schedule').getAttribute('aria-invalid') || ''`); invalid != "true" {
 		t.Errorf("the schedule field is not marked invalid (aria-invalid %q)", invalid)
 	}
 	p.shot("bad-cron")
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + mine, Name: "bad-cron"}, &kubermaticv1.EtcdBackupConfig{}); !apierrors.IsNotFound(err) {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + mine, Name: "bad-cron"},
+		&kubermaticv1.EtcdBackupConfig{}); !apierrors.IsNotFound(err) {
 		t.Errorf("a config with a bad cron was created: %v", err)
 	}
 
@@ -308,7 +327,8 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	defer nc.Close()
 	sub, err := nc.Subscribe(bus.SubjectStatusAll, func(m *nats.Msg) {
 		var ev etcdbackupv1.StatusEvent
-		if bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev) == nil && ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED &&
+		if bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType),
+			&ev) == nil && ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED &&
 			ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER && ev.GetConfig().GetNamespace() == "cluster-"+mine {
 			watched.Store(ev.GetBackupName(), time.Now())
 			completedAt <- time.Now()
@@ -317,7 +337,7 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	defer func() { _ = sub.Unsubscribe() }()
 	p.open("/clusters/" + mine)
 	p.run(chromedp.Click(css("#take-backup")), chromedp.WaitVisible(css("#backups-h")))
 	p.measure()
@@ -326,7 +346,9 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	if !strings.HasPrefix(oneTime, "snapshot-") {
 		t.Fatalf("the one-time backup went to %q", oneTime)
 	}
-	p.waitFor("the backup to turn Completed live", `(() => { const r = document.querySelector('tr[data-backup] .phase'); return !!r && r.textContent.trim() === 'Completed'; })()`, 90*time.Second)
+	p.waitFor("the backup to turn Completed live",
+		`(() => { const r = document.querySelector('tr[data-backup] .phase');
+			return !!r && r.textContent.trim() === 'Completed'; })()`, 90*time.Second)
 	same := evalJS[string](p, `window.__sameDocument || 'reloaded'`)
 	if same != "yes" {
 		t.Error("the page reloaded to show the backup: it should update in place")
@@ -341,7 +363,8 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 		t.Logf("status event to browser: %s (bus arrival to the row's update)", delay)
 	}
 	var cfg kubermaticv1.EtcdBackupConfig
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + mine, Name: oneTime}, &cfg); err != nil || cfg.Spec.Schedule != "" || cfg.Spec.Keep != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + mine, Name: oneTime},
+		&cfg); err != nil || cfg.Spec.Schedule != "" || cfg.Spec.Keep != nil {
 		t.Errorf("the one-time backup's config: %+v, %v (want no schedule and no keep)", cfg.Spec, err)
 	}
 	p.shot("one-time-backup-completed")
@@ -356,9 +379,11 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	}()
 	p.run(chromedp.Click(css(`tr[data-backup] a.button`)), chromedp.WaitVisible(css("#restore-form")))
 	p.measure()
-	p.run(chromedp.SendKeys(css("#confirm"), "console-x"), chromedp.Click(css("#start-restore")), chromedp.WaitVisible(css("#confirm-error")))
+	p.run(chromedp.SendKeys(css("#confirm"), "console-x"), chromedp.Click(css("#start-restore")),
+		chromedp.WaitVisible(css("#confirm-error")))
 	var restores kubermaticv1.EtcdRestoreList
-	if err := env.Client.List(ctx, &restores, client.InNamespace("cluster-"+mine)); err != nil || len(restores.Items) != 0 {
+	if err := env.Client.List(ctx, &restores,
+		client.InNamespace("cluster-"+mine)); err != nil || len(restores.Items) != 0 {
 		t.Fatalf("a mistyped confirmation created restores: %d, %v", len(restores.Items), err)
 	}
 	p.shot("restore-confirm")
@@ -367,19 +392,26 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	p.run(chromedp.SendKeys(css("#confirm"), mine+"\r"), chromedp.WaitVisible(css("#restore-phase")))
 	p.measure()
 	evalJS[string](p, `window.__sameDocument = 'yes'`)
-	p.waitFor("the restore rebuilding, with each member's download", `(() => document.querySelector('#restore-phase').textContent.trim() === 'StsRebuilding' && /fetched etcd-0 .*, etcd-1 .*, etcd-2 \d+ of \d+ K?i?B/.test(document.querySelector('#restore-progress').textContent))()`, 2*time.Minute)
+	p.waitFor("the restore rebuilding, with each member's download",
+		`(() => document.querySelector('#restore-phase').textContent.trim() === 'StsRebuilding'
+			&& /fetched etcd-0 .*, etcd-1 .*, etcd-2 \d+ of \d+ K?i?B/
+				.test(document.querySelector('#restore-progress').textContent))()`,
+		2*time.Minute)
 	p.shot("restore-rebuilding")
 	k.ReleaseSteps()
 	released = true
-	p.waitFor("the restore Completed", `document.querySelector('#restore-phase').textContent.trim() === 'Completed'`, 2*time.Minute)
+	p.waitFor("the restore Completed", `document.querySelector('#restore-phase').textContent.trim() === 'Completed'`,
+		2*time.Minute)
 	// The final progress comes from status, which the page fetches again after the event.
-	p.waitFor("the restore's final progress", `document.querySelector('#restore-progress').textContent.trim() === 'done: members restored 3/3'`, 30*time.Second)
+	p.waitFor("the restore's final progress",
+		`document.querySelector('#restore-progress').textContent.trim() === 'done: members restored 3/3'`, 30*time.Second)
 	same = evalJS[string](p, `window.__sameDocument || 'reloaded'`)
 	if same != "yes" {
 		t.Error("the restore page reloaded: it should follow the phases in place")
 	}
 	seen := evalJS[[]string](p, `[...document.querySelectorAll('#phase-log li')].map(li => li.dataset.phase)`)
-	if i := slices.Index(seen, kubermaticv1.RestorePhaseStsRebuilding); i < 0 || !slices.Contains(seen[i:], kubermaticv1.RestorePhaseCompleted) {
+	if i := slices.Index(seen, kubermaticv1.RestorePhaseStsRebuilding); i < 0 || !slices.Contains(seen[i:],
+		kubermaticv1.RestorePhaseCompleted) {
 		t.Errorf("phases seen live: %v, want StsRebuilding then Completed", seen)
 	}
 	p.shot("restore-completed")
@@ -393,11 +425,13 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	p.open("/clusters/" + theirs + "/configs/new")
 	p.run(chromedp.SendKeys(css("#name"), "intruder"), chromedp.Click(css("#preset-daily")),
 		chromedp.Click(css("#save-config")), chromedp.WaitVisible(css("#page-error")))
-	if msg := p.text("#page-error"); !strings.Contains(msg, `etcdbackupconfigs.kubermatic.k8c.io is forbidden: User "system:serviceaccount:console-users:alice" cannot create`) {
+	if msg := p.text("#page-error"); !strings.Contains(msg,
+		`etcdbackupconfigs.kubermatic.k8c.io is forbidden: User "system:serviceaccount:console-users:alice" cannot create`) {
 		t.Errorf("alice creating a config in bob's cluster sees %q", msg)
 	}
 	p.shot("forbidden")
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + theirs, Name: "intruder"}, &kubermaticv1.EtcdBackupConfig{}); !apierrors.IsNotFound(err) {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + theirs, Name: "intruder"},
+		&kubermaticv1.EtcdBackupConfig{}); !apierrors.IsNotFound(err) {
 		t.Errorf("alice created a config in bob's cluster: %v", err)
 	}
 	if code := p.status("/events?namespace=cluster-" + theirs); code != 403 {
@@ -423,17 +457,21 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 	}
 
 	// The console counted its requests and streams, and dropped nothing here.
-	if n := metricSum(t, ctx, "console", "etcdbackup_console_requests_total", map[string]string{"route": "GET /clusters/{cluster}", "code": "200"}); n < 2 {
+	if n := metricSum(t, ctx, "console", "etcdbackup_console_requests_total",
+		map[string]string{"route": "GET /clusters/{cluster}", "code": "200"}); n < 2 {
 		t.Errorf("etcdbackup_console_requests_total of the cluster page: %v", n)
 	}
-	if n := metricSum(t, ctx, "console", "etcdbackup_console_requests_total", map[string]string{"route": "GET /events", "code": "403"}); n < 2 {
+	if n := metricSum(t, ctx, "console", "etcdbackup_console_requests_total", map[string]string{"route": "GET /events",
+		"code": "403"}); n < 2 {
 		t.Errorf("etcdbackup_console_requests_total of refused event streams: %v", n)
 	}
-	if n := metricSum(t, ctx, "console", "etcdbackup_console_events_dropped_total", map[string]string{"reason": "slow-client"}); n != 0 {
+	if n := metricSum(t, ctx, "console", "etcdbackup_console_events_dropped_total",
+		map[string]string{"reason": "slow-client"}); n != 0 {
 		t.Errorf("%v events dropped for slow browsers", n)
 	}
 	for _, w := range p.weights {
-		t.Logf("page %-45s html %6d B, with css+js %6d B, first paint %5.0f ms, loaded %5.0f ms", w.Path, w.HTML, w.Total, w.FirstPaint, w.Loaded)
+		t.Logf("page %-45s html %6d B, with css+js %6d B, first paint %5.0f ms, loaded %5.0f ms", w.Path, w.HTML, w.Total,
+			w.FirstPaint, w.Loaded)
 	}
 	select {
 	case <-completedAt:

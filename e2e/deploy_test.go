@@ -30,7 +30,8 @@ func TestDeployManifestsApply(t *testing.T) {
 		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 6 Deployments", n)
 	}
 	if n := strings.Count(rendered, "name: ETCDBACKUP_DESTINATIONS_CONFIGMAP\n"); n != 5 {
-		t.Errorf("the kkp overlay sets ETCDBACKUP_DESTINATIONS_CONFIGMAP %d times, want once in each of the 5 Deployments that read destinations", n)
+		t.Errorf("the kkp overlay sets ETCDBACKUP_DESTINATIONS_CONFIGMAP %d times, want once in each of the 5 Deployments "+
+			"that read destinations", n)
 	}
 	services := []string{
 		"deployment.apps/etcdbackup-scheduler",
@@ -52,7 +53,8 @@ func TestDeployManifestsApply(t *testing.T) {
 		"customresourcedefinition.apiextensions.k8s.io/etcdbackupconfigs.kubermatic.k8c.io",
 		"customresourcedefinition.apiextensions.k8s.io/etcdrestores.kubermatic.k8c.io",
 	}
-	standalone := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(root, "deploy", "overlays", "standalone"))
+	standalone := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(root, "deploy", "overlays",
+		"standalone"))
 	for _, want := range append(services, crds...) {
 		if !strings.Contains(standalone, want) {
 			t.Errorf("dry run of the standalone overlay lacks %s:\n%s", want, standalone)
@@ -60,7 +62,8 @@ func TestDeployManifestsApply(t *testing.T) {
 	}
 	// The kkp overlay's dry run is on KKP-shaped CRDs: TestKKPSchema.
 	samples := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(base, "samples"))
-	for _, want := range []string{"seed.kubermatic.k8c.io/kubermatic", "etcdbackupconfig.kubermatic.k8c.io/daily-backup", "secret/s3-credentials"} {
+	for _, want := range []string{"seed.kubermatic.k8c.io/kubermatic",
+		"etcdbackupconfig.kubermatic.k8c.io/daily-backup", "secret/s3-credentials"} {
 		if !strings.Contains(samples, want) {
 			t.Errorf("dry run of samples lacks %s:\n%s", want, samples)
 		}

@@ -26,19 +26,22 @@ func TestRestoreDrill(t *testing.T) {
 	if err := env.Client.Patch(ctx, cfg, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		t.Fatal(err)
 	}
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 2*time.Minute, "a drill of the backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := c.Status.Condition(kubermaticv1.ConditionBackupRestorable)
-		return cond != nil && cond.Reason != ""
-	})
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 2*time.Minute, "a drill of the backup",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			cond := c.Status.Condition(kubermaticv1.ConditionBackupRestorable)
+			return cond != nil && cond.Reason != ""
+		})
 	b := entries(done, kubermaticv1.PhaseCompleted)[0]
 	cond := done.Status.Condition(kubermaticv1.ConditionBackupRestorable)
-	if cond.Status != corev1.ConditionTrue || cond.Reason != drill.ReasonPassed || !strings.Contains(cond.Message, b.BackupName) || !strings.Contains(cond.Message, " keys at revision ") {
+	if cond.Status != corev1.ConditionTrue || cond.Reason != drill.ReasonPassed || !strings.Contains(cond.Message,
+		b.BackupName) || !strings.Contains(cond.Message, " keys at revision ") {
 		t.Fatalf("BackupRestorable %+v, want True, %s, naming %s and its keys", cond, drill.ReasonPassed, b.BackupName)
 	}
 	if got := done.Annotations[kubermaticv1.AnnotationLastRestorable]; got != b.BackupName {
-		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 10*time.Second, "the restorable mark", func(c *kubermaticv1.EtcdBackupConfig) bool {
-			return c.Annotations[kubermaticv1.AnnotationLastRestorable] == b.BackupName
-		})
+		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 10*time.Second, "the restorable mark",
+			func(c *kubermaticv1.EtcdBackupConfig) bool {
+				return c.Annotations[kubermaticv1.AnnotationLastRestorable] == b.BackupName
+			})
 	}
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, drill.ReasonPassed)
 	passed := 0.0

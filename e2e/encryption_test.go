@@ -31,15 +31,17 @@ func TestEncryptedBackupAndRestore(t *testing.T) {
 	const cluster = "sealed"
 	k, cli := startEtcdCluster(t, ctx, cluster, nil)
 	for i := range 20 {
-		if _, err := cli.Put(ctx, "/registry/secrets/default/s"+string(rune('a'+i)), "token-"+strings.Repeat("x", 64)); err != nil {
+		if _, err := cli.Put(ctx, "/registry/secrets/default/s"+string(rune('a'+i)), "token-"+strings.Repeat("x",
+			64)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want := dump(t, ctx, cli)
 	cfg := newConfig(t, ctx, cluster, "sealed", "", sandbox.SealedDestination, 5)
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the encrypted backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
-	})
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the encrypted backup",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
+		})
 	b := entries(done, kubermaticv1.PhaseCompleted)[0]
 
 	obj, err := env.S3.Client().GetObject(ctx, sandbox.Bucket, b.ObjectKey, minio.GetObjectOptions{})
@@ -66,14 +68,16 @@ func TestEncryptedBackupAndRestore(t *testing.T) {
 
 	ns := "cluster-" + cluster
 	var before appsv1.StatefulSet
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet}, &before); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet},
+		&before); err != nil {
 		t.Fatal(err)
 	}
 	stranger, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	wrong := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "not-the-key"}, Data: map[string][]byte{destination.IdentityKey: []byte(stranger.String())}}
+	wrong := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "not-the-key"},
+		Data: map[string][]byte{destination.IdentityKey: []byte(stranger.String())}}
 	if err := env.Client.Create(ctx, wrong); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +86,8 @@ func TestEncryptedBackupAndRestore(t *testing.T) {
 		r.Annotations = map[string]string{kubermaticv1.AnnotationDecryptionSecret: wrong.Name}
 	})
 	failed := waitRestore(t, ctx, rs, time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-	if failed.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(failed.Status.Message, recipient) || !strings.Contains(failed.Status.Message, "Nothing was changed") {
+	if failed.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(failed.Status.Message,
+		recipient) || !strings.Contains(failed.Status.Message, "Nothing was changed") {
 		t.Fatalf("restore with a wrong identity: %s: %s", failed.Status.Phase, failed.Status.Message)
 	}
 	waitEvent(t, ctx, ns, rs.Name, corev1.EventTypeWarning, "DecryptionFailed")

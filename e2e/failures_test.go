@@ -31,18 +31,21 @@ func TestEtcdUnreachableFailsThatBackupOnly(t *testing.T) {
 	}
 	mustAddCluster(t, ctx, cluster, fmt.Sprintf("http://127.0.0.1:%d", port))
 	newConfig(t, ctx, cluster, "flaky", "@every 2s", "", 5)
-	cfg := waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a failed backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseFailed)) > 0
-	})
+	cfg := waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a failed backup",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseFailed)) > 0
+		})
 	failed := entries(cfg, kubermaticv1.PhaseFailed)[0]
-	if !strings.Contains(failed.BackupMessage, "no healthy etcd member") || !strings.Contains(failed.BackupMessage, fmt.Sprint(port)) {
+	if !strings.Contains(failed.BackupMessage, "no healthy etcd member") || !strings.Contains(failed.BackupMessage,
+		fmt.Sprint(port)) {
 		t.Fatalf("failure message does not name the cause: %q", failed.BackupMessage)
 	}
 	if failed.BackupFinishedTime.IsZero() {
 		t.Fatalf("failed entry has no finish time: %+v", failed)
 	}
 
-	if n := metricSum(t, ctx, "snapshotter", "etcdbackup_failures_total", map[string]string{"stage": "snapshot", "reason": "etcd"}); n < 1 {
+	if n := metricSum(t, ctx, "snapshotter", "etcdbackup_failures_total", map[string]string{"stage": "snapshot",
+		"reason": "etcd"}); n < 1 {
 		t.Fatalf("etcdbackup_failures_total{stage=snapshot,reason=etcd} = %v", n)
 	}
 	var c kubermaticv1.Cluster
@@ -54,7 +57,8 @@ func TestEtcdUnreachableFailsThatBackupOnly(t *testing.T) {
 	if err := env.Client.Patch(ctx, &c, patch); err != nil {
 		t.Fatal(err)
 	}
-	waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a later backup completed", completedSince(failed.ScheduledTime.Add(time.Second)))
+	waitConfig(t, ctx, "cluster-"+cluster, "flaky", 90*time.Second, "a later backup completed",
+		completedSince(failed.ScheduledTime.Add(time.Second)))
 }
 
 // S3 down: the upload is retried from the staged snapshot and completes once S3 is back,
@@ -80,18 +84,21 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	}
 	backup := reply.GetBackupName()
 
-	waitConfig(t, ctx, "cluster-"+cluster, "outage", 60*time.Second, "the upload retrying", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, backup)
-		return ok && b.BackupPhase == kubermaticv1.PhaseRunning && strings.Contains(b.BackupMessage, "upload failed, retrying")
-	})
+	waitConfig(t, ctx, "cluster-"+cluster, "outage", 60*time.Second, "the upload retrying",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, backup)
+			return ok && b.BackupPhase == kubermaticv1.PhaseRunning && strings.Contains(b.BackupMessage,
+				"upload failed, retrying")
+		})
 	if err := env.S3.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	restarted = true
-	cfg := waitConfig(t, ctx, "cluster-"+cluster, "outage", 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, backup)
-		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
+	cfg := waitConfig(t, ctx, "cluster-"+cluster, "outage", 60*time.Second, "the backup completed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, backup)
+			return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+		})
 	b, _ := entry(cfg, backup)
 	if _, err := env.S3.Client().StatObject(ctx, sandbox.Bucket, b.ObjectKey, minio.StatObjectOptions{}); err != nil {
 		t.Fatalf("stored object: %v", err)
@@ -107,14 +114,17 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	if staged != 1 {
 		t.Fatalf("%d snapshots taken for %s, want exactly 1", staged, backup)
 	}
-	if n := metricSum(t, ctx, "uploader", "etcdbackup_failures_total", map[string]string{"stage": "upload", "reason": "s3"}); n < 1 {
+	if n := metricSum(t, ctx, "uploader", "etcdbackup_failures_total", map[string]string{"stage": "upload",
+		"reason": "s3"}); n < 1 {
 		t.Fatalf("etcdbackup_failures_total{stage=upload,reason=s3} = %v", n)
 	}
-	if n := metricSum(t, ctx, "uploader", "etcdbackup_backups_stored_total", map[string]string{"cluster": cluster, "destination": sandbox.Destination}); n != 1 {
+	if n := metricSum(t, ctx, "uploader", "etcdbackup_backups_stored_total", map[string]string{"cluster": cluster,
+		"destination": sandbox.Destination}); n != 1 {
 		t.Fatalf("etcdbackup_backups_stored_total for %s = %v, want 1", cluster, n)
 	}
 	retries := statusEvents(t, ctx, func(ev *etcdbackupv1.StatusEvent) bool {
-		return ev.GetBackupName() == backup && ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER && ev.GetPhase() == etcdbackupv1.Phase_PHASE_RUNNING
+		return ev.GetBackupName() == backup && ev.GetStage() == etcdbackupv1.Stage_STAGE_UPLOADER &&
+			ev.GetPhase() == etcdbackupv1.Phase_PHASE_RUNNING
 	})
 	if len(retries) == 0 {
 		t.Fatal("no upload retry was reported")
@@ -132,19 +142,22 @@ func TestBadConfigShowsConditionAndEvent(t *testing.T) {
 		name, cluster, schedule, destination, reason, message string
 	}{
 		{"bad-schedule", cluster, "every tuesday", "", kubermaticv1.ReasonInvalidSchedule, `schedule "every tuesday"`},
-		{"bad-destination", cluster, "@every 1m", "nowhere", kubermaticv1.ReasonDestinationNotFound, `"nowhere" is not configured`},
-		{"no-cluster", "missing-cluster", "@every 1m", "", kubermaticv1.ReasonClusterNotFound, `cluster "missing-cluster" does not exist`},
+		{"bad-destination", cluster, "@every 1m", "nowhere", kubermaticv1.ReasonDestinationNotFound,
+			`"nowhere" is not configured`},
+		{"no-cluster", "missing-cluster", "@every 1m", "", kubermaticv1.ReasonClusterNotFound,
+			`cluster "missing-cluster" does not exist`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &kubermaticv1.EtcdBackupConfig{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: tc.name},
-				Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1Ref(tc.cluster), Schedule: tc.schedule, Destination: tc.destination},
+				Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1Ref(tc.cluster), Schedule: tc.schedule,
+					Destination: tc.destination},
 			}
 			if err := env.Client.Create(ctx, cfg); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = env.Client.Delete(context.Background(), cfg) })
+			t.Cleanup(func() { _ = env.Client.Delete(context.WithoutCancel(ctx), cfg) })
 			got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition "+tc.reason, blockedBy(tc.reason))
 			if msg := condition(got).Message; !strings.Contains(msg, tc.message) {
 				t.Fatalf("condition message %q lacks %q", msg, tc.message)

@@ -35,6 +35,7 @@ func testContext(t *testing.T, d time.Duration) context.Context {
 
 // dumpLogsOnFailure prints the tail of every service log when the test fails.
 func dumpLogsOnFailure(t *testing.T) {
+	t.Helper()
 	t.Cleanup(func() {
 		if !t.Failed() {
 			return
@@ -53,7 +54,8 @@ func kubectl(t *testing.T, stdin []byte, args ...string) (string, error) {
 
 // kubectlIn runs the real kubectl against the API server of kubeconfig.
 func kubectlIn(kubeconfig string, stdin []byte, args ...string) (string, error) {
-	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd := exec.Command(filepath.Join(env.Opts.ToolDir, "kubectl"), append([]string{"--kubeconfig", kubeconfig},
+		args...)...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -80,7 +82,8 @@ func readTestdata(t *testing.T, name string) []byte {
 }
 
 // waitConfig polls the config until cond holds and returns it.
-func waitConfig(t *testing.T, ctx context.Context, ns, name string, timeout time.Duration, what string, cond func(*kubermaticv1.EtcdBackupConfig) bool) *kubermaticv1.EtcdBackupConfig {
+func waitConfig(t *testing.T, ctx context.Context, ns, name string, timeout time.Duration, what string,
+	cond func(*kubermaticv1.EtcdBackupConfig) bool) *kubermaticv1.EtcdBackupConfig {
 	t.Helper()
 	var cfg kubermaticv1.EtcdBackupConfig
 	err := sandbox.Poll(ctx, timeout, 100*time.Millisecond, func() (bool, error) {
@@ -120,7 +123,8 @@ func condition(cfg *kubermaticv1.EtcdBackupConfig) *kubermaticv1.EtcdBackupConfi
 
 // newConfig creates an EtcdBackupConfig in the cluster's namespace and deletes it when the
 // test ends, so its schedule stops.
-func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, destination string, keep int) *kubermaticv1.EtcdBackupConfig {
+func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, destination string,
+	keep int) *kubermaticv1.EtcdBackupConfig {
 	t.Helper()
 	cfg := &kubermaticv1.EtcdBackupConfig{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
@@ -134,12 +138,13 @@ func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, desti
 	if err := env.Client.Create(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), cfg) })
+	t.Cleanup(func() { _ = env.Client.Delete(context.WithoutCancel(ctx), cfg) })
 	return cfg
 }
 
 // statusEvents returns every status event on the bus that match keeps, oldest first.
-func statusEvents(t *testing.T, ctx context.Context, keep func(*etcdbackupv1.StatusEvent) bool) []*etcdbackupv1.StatusEvent {
+func statusEvents(t *testing.T, ctx context.Context,
+	keep func(*etcdbackupv1.StatusEvent) bool) []*etcdbackupv1.StatusEvent {
 	t.Helper()
 	s, err := jetStream(t).Stream(ctx, bus.StreamStatus)
 	if err != nil {
@@ -173,13 +178,15 @@ func waitEvent(t *testing.T, ctx context.Context, ns, name, eventType, reason st
 }
 
 // waitEventIn is waitEvent on the API server c talks to.
-func waitEventIn(t *testing.T, ctx context.Context, c client.Client, ns, name, eventType, reason string) eventsv1.Event {
+func waitEventIn(t *testing.T, ctx context.Context, c client.Client, ns, name, eventType,
+	reason string) eventsv1.Event {
 	t.Helper()
 	return waitEventWithin(t, ctx, c, 30*time.Second, ns, name, eventType, reason)
 }
 
 // waitEventWithin is waitEventIn with its own timeout.
-func waitEventWithin(t *testing.T, ctx context.Context, c client.Client, timeout time.Duration, ns, name, eventType, reason string) eventsv1.Event {
+func waitEventWithin(t *testing.T, ctx context.Context, c client.Client, timeout time.Duration, ns, name, eventType,
+	reason string) eventsv1.Event {
 	t.Helper()
 	var found eventsv1.Event
 	err := sandbox.Poll(ctx, timeout, 200*time.Millisecond, func() (bool, error) {
@@ -364,15 +371,17 @@ func triggerWhenAllowed(t *testing.T, ctx context.Context, ns, config string) *e
 }
 
 // completedBackup makes a config with keep 5 and returns it with its first completed backup.
-func completedBackup(t *testing.T, ctx context.Context, cluster string) (*kubermaticv1.EtcdBackupConfig, kubermaticv1.BackupStatus) {
+func completedBackup(t *testing.T, ctx context.Context,
+	cluster string) (*kubermaticv1.EtcdBackupConfig, kubermaticv1.BackupStatus) {
 	t.Helper()
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "probe", "@every 24h", "", 5)
 	reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
-	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, reply.GetBackupName())
-		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, reply.GetBackupName())
+			return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+		})
 	b, _ := entry(got, reply.GetBackupName())
 	return got, b
 }

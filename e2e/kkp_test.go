@@ -21,7 +21,8 @@ import (
 // TestKKPSchema runs the services on a second sandbox whose CRDs mirror KKP's own schema
 // (e2e/kkp: spec.name and spec.destination required, currentBackups, conditions as a map,
 // EtcdRestore status a required phase of four and restoreTime, KKP's required Cluster and Seed
-// fields), as on a KKP seed, with the destinations in a ConfigMap instead of the Seed: the kkp overlay applies; a scheduled backup completes and shows in
+// fields), as on a KKP seed, with the destinations in a ConfigMap instead of the Seed: the kkp overlay applies; a
+// scheduled backup completes and shows in
 // currentBackups with the SchedulingActive condition in KKP's map; retention deletes beyond
 // keep; a restore completes with KKP's phases; a failed restore ends (annotation, Event) without
 // a status write loop.
@@ -70,11 +71,13 @@ func TestKKPSchema(t *testing.T) {
 	c := kenv.Client
 
 	t.Run("the kkp overlay applies next to KKP's CRDs", func(t *testing.T) {
-		out, err := kubectlIn(kenv.API.Kubeconfig, nil, "apply", "--dry-run=server", "-k", filepath.Join(root, "deploy", "overlays", "kkp"))
+		out, err := kubectlIn(kenv.API.Kubeconfig, nil, "apply", "--dry-run=server", "-k", filepath.Join(root, "deploy",
+			"overlays", "kkp"))
 		if err != nil {
 			t.Fatalf("server-side dry run of the kkp overlay: %v\n%s", err, out)
 		}
-		for _, want := range []string{"deployment.apps/etcdbackup-scheduler", "deployment.apps/etcdbackup-restorer", "statefulset.apps/etcdbackup-nats", "configmap/etcdbackup-destinations"} {
+		for _, want := range []string{"deployment.apps/etcdbackup-scheduler", "deployment.apps/etcdbackup-restorer",
+			"statefulset.apps/etcdbackup-nats", "configmap/etcdbackup-destinations"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("dry run of the kkp overlay lacks %s:\n%s", want, out)
 			}
@@ -83,7 +86,8 @@ func TestKKPSchema(t *testing.T) {
 			t.Errorf("the kkp overlay touches CRDs:\n%s", out)
 		}
 		// The seed document's YAML has no spec.name: KKP's own CRD refuses it, as on a real seed.
-		out, err = kubectlIn(kenv.API.Kubeconfig, readTestdata(t, "seed-etcdbackupconfig.yaml"), "apply", "--dry-run=server", "-f", "-")
+		out, err = kubectlIn(kenv.API.Kubeconfig, readTestdata(t, "seed-etcdbackupconfig.yaml"), "apply",
+			"--dry-run=server", "-f", "-")
 		if err == nil || !strings.Contains(out, "spec.name: Required value") {
 			t.Errorf("KKP's schema took the seed document's config (err %v):\n%s", err, out)
 		}
@@ -94,8 +98,9 @@ func TestKKPSchema(t *testing.T) {
 		cfg := &kubermaticv1.EtcdBackupConfig{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + sandbox.DemoCluster, Name: "kkp-every-2s"},
 			Spec: kubermaticv1.EtcdBackupConfigSpec{
-				Name:        "kkp-every-2s",
-				Cluster:     corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster", Name: sandbox.DemoCluster},
+				Name: "kkp-every-2s",
+				Cluster: corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster",
+					Name: sandbox.DemoCluster},
 				Schedule:    "@every 2s",
 				Keep:        &keep,
 				Destination: sandbox.Destination,
@@ -124,7 +129,8 @@ func TestKKPSchema(t *testing.T) {
 			t.Fatalf("waiting for two completed backups, one deleted by retention: %v\nstatus: %+v", err, got.Status)
 		}
 		cond := got.Status.Condition(kubermaticv1.ConditionSchedulingActive)
-		if cond == nil || cond.Status != corev1.ConditionTrue || cond.Reason != kubermaticv1.ReasonScheduled || cond.LastHeartbeatTime.IsZero() {
+		if cond == nil || cond.Status != corev1.ConditionTrue || cond.Reason != kubermaticv1.ReasonScheduled ||
+			cond.LastHeartbeatTime.IsZero() {
 			t.Errorf("conditions = %+v, want SchedulingActive True (Scheduled) with a heartbeat", got.Status.Conditions)
 		}
 		// What KKP's schema does not hold is pruned; what it holds is as the services wrote it.
@@ -142,7 +148,9 @@ func TestKKPSchema(t *testing.T) {
 		// Retention holds the bucket to keep (+1 for the moment after a new backup is stored).
 		err = sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
 			n := 0
-			for o := range kenv.S3.Client().ListObjects(ctx, sandbox.Bucket, minio.ListObjectsOptions{Prefix: sandbox.DemoCluster + "/cluster-" + sandbox.DemoCluster + "/kkp-every-2s/", Recursive: true}) {
+			for o := range kenv.S3.Client().ListObjects(ctx, sandbox.Bucket,
+				minio.ListObjectsOptions{Prefix: sandbox.DemoCluster + "/cluster-" + sandbox.DemoCluster + "/kkp-every-2s/",
+					Recursive: true}) {
 				if o.Err != nil {
 					return false, o.Err
 				}
@@ -205,8 +213,9 @@ func TestKKPSchema(t *testing.T) {
 			rs := &kubermaticv1.EtcdRestore{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
 				Spec: kubermaticv1.EtcdRestoreSpec{
-					Name:        name,
-					Cluster:     corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster", Name: cluster},
+					Name: name,
+					Cluster: corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster",
+						Name: cluster},
 					BackupName:  backup,
 					Destination: sandbox.Destination,
 				},
@@ -227,7 +236,8 @@ func TestKKPSchema(t *testing.T) {
 			return failed.EffectiveStatus().Phase == kubermaticv1.RestorePhaseFailed && len(failed.Finalizers) == 0, nil
 		})
 		if err != nil {
-			t.Fatalf("the restore of a missing backup did not end: %v\nannotations %v status %+v", err, failed.Annotations, failed.Status)
+			t.Fatalf("the restore of a missing backup did not end: %v\nannotations %v status %+v", err, failed.Annotations,
+				failed.Status)
 		}
 		if st := failed.EffectiveStatus(); !strings.Contains(st.Message, "does not exist") {
 			t.Errorf("failed restore's message = %q", st.Message)
@@ -269,7 +279,8 @@ func TestKKPSchema(t *testing.T) {
 			t.Fatal(err)
 		}
 		if again.ResourceVersion != failed.ResourceVersion {
-			t.Errorf("the failed restore was written to after it ended: resourceVersion %s, then %s", failed.ResourceVersion, again.ResourceVersion)
+			t.Errorf("the failed restore was written to after it ended: resourceVersion %s, then %s", failed.ResourceVersion,
+				again.ResourceVersion)
 		}
 	})
 }

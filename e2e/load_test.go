@@ -47,7 +47,8 @@ func TestManyConfigsEverySlotCompletes(t *testing.T) {
 	window := time.NewTimer(loadWindow - time.Since(created))
 	<-window.C
 	pause := time.Now()
-	if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"pause":true}}`))); err != nil {
+	if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}},
+		client.RawPatch(types.MergePatchType, []byte(`{"spec":{"pause":true}}`))); err != nil {
 		t.Fatal(err)
 	}
 
@@ -94,12 +95,14 @@ func TestManyConfigsEverySlotCompletes(t *testing.T) {
 		}
 		for i := 1; i < len(slots); i++ {
 			if d := slots[i].Sub(slots[i-1]); d != 10*time.Second {
-				t.Errorf("%s: %s between slots %s and %s: a slot was skipped", c.Name, d, slots[i-1].Format(time.TimeOnly), slots[i].Format(time.TimeOnly))
+				t.Errorf("%s: %s between slots %s and %s: a slot was skipped", c.Name, d, slots[i-1].Format(time.TimeOnly),
+					slots[i].Format(time.TimeOnly))
 			}
 		}
 		// The scheduler saw the pause within a moment; the last slot before it is there.
 		if last := slots[len(slots)-1]; pause.Sub(last) > 10*time.Second+2*time.Second {
-			t.Errorf("%s: last backup at %s, the cluster paused at %s: slots before the pause are missing", c.Name, last.Format(time.TimeOnly), pause.Format(time.TimeOnly))
+			t.Errorf("%s: last backup at %s, the cluster paused at %s: slots before the pause are missing", c.Name,
+				last.Format(time.TimeOnly), pause.Format(time.TimeOnly))
 		}
 	}
 	if got := len(list.Items); got != loadConfigs {
@@ -157,7 +160,8 @@ func jsLeft(t *testing.T, ctx context.Context) []string {
 		}
 		for _, c := range s.Consumer {
 			if c.NumPending > 0 || c.NumAckPending > 0 {
-				left = append(left, fmt.Sprintf("%s/%s: %d pending, %d unacknowledged", s.Name, c.Name, c.NumPending, c.NumAckPending))
+				left = append(left, fmt.Sprintf("%s/%s: %d pending, %d unacknowledged", s.Name, c.Name, c.NumPending,
+					c.NumAckPending))
 			}
 		}
 	}

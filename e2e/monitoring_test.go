@@ -59,7 +59,8 @@ func TestAlertingRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The kustomization renders: the rule and the dashboard's ConfigMap for Grafana's sidecar.
-	if out := mustKubectl(t, nil, "kustomize", dir); !strings.Contains(out, "kind: PrometheusRule") || !strings.Contains(out, "grafana_dashboard: \"1\"") {
+	if out := mustKubectl(t, nil, "kustomize", dir); !strings.Contains(out,
+		"kind: PrometheusRule") || !strings.Contains(out, "grafana_dashboard: \"1\"") {
 		t.Fatalf("kubectl kustomize %s:\n%s", dir, out)
 	}
 	promtool := filepath.Join(sandbox.ToolDir(), "promtool")
@@ -101,7 +102,8 @@ func TestAlertingRules(t *testing.T) {
 		for _, r := range g.Rules {
 			n++
 			if !fires[r.Alert] || !quiet[r.Alert] {
-				t.Errorf("alert %s: a case that fires it: %v, one that does not: %v; want both", r.Alert, fires[r.Alert], quiet[r.Alert])
+				t.Errorf("alert %s: a case that fires it: %v, one that does not: %v; want both", r.Alert, fires[r.Alert],
+					quiet[r.Alert])
 			}
 			if !strings.Contains(string(runbook), "| `"+r.Alert+"` |") {
 				t.Errorf("alert %s has no runbook line in docs/operations.md", r.Alert)
@@ -133,7 +135,8 @@ func TestAlertingRules(t *testing.T) {
 	metric := regexp.MustCompile(`etcdbackup_[a-z_]+`)
 	for _, p := range dash.Panels {
 		for i, q := range p.Targets {
-			recording = append(recording, map[string]string{"record": fmt.Sprintf("dashboard:panel_%d", len(recording)), "expr": q.Expr})
+			recording = append(recording, map[string]string{"record": fmt.Sprintf("dashboard:panel_%d", len(recording)),
+				"expr": q.Expr})
 			for _, m := range metric.FindAllString(q.Expr, -1) {
 				m = strings.TrimSuffix(m, "_bucket")
 				if !strings.Contains(string(runbook), "`"+m+"`") {

@@ -26,7 +26,8 @@ func bucketKeys(t *testing.T, ctx context.Context, cfg *kubermaticv1.EtcdBackupC
 	t.Helper()
 	prefix := backupname.Prefix(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name)
 	var keys []string
-	for o := range env.S3.Client().ListObjects(ctx, sandbox.Bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+	for o := range env.S3.Client().ListObjects(ctx, sandbox.Bucket, minio.ListObjectsOptions{Prefix: prefix,
+		Recursive: true}) {
 		if o.Err != nil {
 			t.Fatalf("list %s: %v", prefix, o.Err)
 		}
@@ -71,10 +72,11 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 	keep := 3
 	cfg := newConfig(t, ctx, cluster, "keep3", "@every 1s", "", keep)
 	maxSeen := 0
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "five deleted backups", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		maxSeen = max(maxSeen, len(bucketKeys(t, ctx, c)))
-		return deletedEntries(c) >= 5
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "five deleted backups",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			maxSeen = max(maxSeen, len(bucketKeys(t, ctx, c)))
+			return deletedEntries(c) >= 5
+		})
 	// Stop the schedule, then the bucket and status settle.
 	var current kubermaticv1.EtcdBackupConfig
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &current); err != nil {
@@ -86,21 +88,23 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 		t.Fatal(err)
 	}
 	var keys []string
-	settled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "bucket and status to agree on 3 backups", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		for _, b := range c.Status.LastBackups {
-			if b.BackupPhase == kubermaticv1.PhaseRunning {
-				return false
+	settled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "bucket and status to agree on 3 backups",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			for _, b := range c.Status.LastBackups {
+				if b.BackupPhase == kubermaticv1.PhaseRunning {
+					return false
+				}
 			}
-		}
-		keys = bucketKeys(t, ctx, c)
-		return len(keys) == keep && strings.Join(keys, ",") == strings.Join(liveKeys(c), ",")
-	})
+			keys = bucketKeys(t, ctx, c)
+			return len(keys) == keep && strings.Join(keys, ",") == strings.Join(liveKeys(c), ",")
+		})
 	t.Logf("most objects seen in the prefix at once: %d (keep %d)", maxSeen, keep)
 	// The pruners' listing gauges agree with the bucket.
 	err := sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
 		best := 0.0
 		for _, p := range env.ServicesOf("pruner") {
-			v, err := p.Metric(ctx, "etcdbackup_stored_backups", map[string]string{"namespace": cfg.Namespace, "config": cfg.Name})
+			v, err := p.Metric(ctx, "etcdbackup_stored_backups", map[string]string{"namespace": cfg.Namespace,
+				"config": cfg.Name})
 			if err != nil {
 				return false, err
 			}
@@ -112,7 +116,8 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 		t.Fatal(err)
 	}
 	if maxSeen > keep+1 {
-		t.Errorf("the prefix held %d backups at once; retention lets at most keep+1 (the new one before the oldest goes)", maxSeen)
+		t.Errorf("the prefix held %d backups at once; retention lets at most keep+1 (the new one before the oldest goes)",
+			maxSeen)
 	}
 	// The 3 kept are the newest completed.
 	var completed []kubermaticv1.BackupStatus
@@ -155,14 +160,16 @@ func TestFailedBackupsAreDeleted(t *testing.T) {
 	const cluster = "failing1"
 	mustAddCluster(t, ctx, cluster, "http://127.0.0.1:1")
 	cfg := newConfig(t, ctx, cluster, "failing", "@every 2s", "", 5)
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "a failed backup deleted", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		for _, b := range c.Status.LastBackups {
-			if b.BackupPhase == kubermaticv1.PhaseFailed && b.DeletePhase == kubermaticv1.PhaseCompleted && strings.Contains(b.DeleteMessage, "failed") {
-				return true
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "a failed backup deleted",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			for _, b := range c.Status.LastBackups {
+				if b.BackupPhase == kubermaticv1.PhaseFailed && b.DeletePhase == kubermaticv1.PhaseCompleted &&
+					strings.Contains(b.DeleteMessage, "failed") {
+					return true
+				}
 			}
-		}
-		return false
-	})
+			return false
+		})
 }
 
 // A one-time backup stays until its config is deleted; deleting the config empties its
@@ -173,9 +180,10 @@ func TestConfigDeletionDeletesAllBackups(t *testing.T) {
 	const cluster = "deleting1"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "once", "", "", 5)
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
-	})
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup and the finalizer",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
+		})
 	if done.Finalizers[0] != kubermaticv1.DeleteAllBackupsFinalizer {
 		t.Fatalf("finalizers %v", done.Finalizers)
 	}
@@ -237,7 +245,8 @@ func TestPlantedObjectIsCounted(t *testing.T) {
 	cfg := newConfig(t, ctx, cluster, "planted", "@every 24h", "", keep)
 	old := backupname.Backup(cfg.Name, time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
 	key := backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, old)
-	if _, err := env.S3.Client().PutObject(ctx, sandbox.Bucket, key, bytes.NewReader([]byte("planted")), 7, minio.PutObjectOptions{}); err != nil {
+	if _, err := env.S3.Client().PutObject(ctx, sandbox.Bucket, key, bytes.NewReader([]byte("planted")), 7,
+		minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	reply := triggerWithCLI(t, cfg.Namespace, cfg.Name)
@@ -246,10 +255,11 @@ func TestPlantedObjectIsCounted(t *testing.T) {
 	}
 	// The "found in the bucket" event and the deletion's events may be applied in any order;
 	// the entry ends the same.
-	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the planted backup listed Completed and pruned", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, old)
-		return ok && b.DeletePhase == kubermaticv1.PhaseCompleted && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the planted backup listed Completed and pruned",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, old)
+			return ok && b.DeletePhase == kubermaticv1.PhaseCompleted && b.BackupPhase == kubermaticv1.PhaseCompleted
+		})
 	if keys := bucketKeys(t, ctx, got); len(keys) != 1 || keys[0] == key {
 		t.Fatalf("bucket %v after pruning the planted object", keys)
 	}
@@ -266,10 +276,11 @@ func TestPruningResumesAfterS3Outage(t *testing.T) {
 	for range 2 {
 		reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
 		names = append(names, reply.GetBackupName())
-		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-			b, ok := entry(c, reply.GetBackupName())
-			return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-		})
+		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup completed",
+			func(c *kubermaticv1.EtcdBackupConfig) bool {
+				b, ok := entry(c, reply.GetBackupName())
+				return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+			})
 	}
 	env.S3.Stop()
 	restarted := false
@@ -306,11 +317,12 @@ func TestPruningResumesAfterS3Outage(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted = true
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the older backup deleted after S3 returned", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, _ := entry(c, names[0])
-		newer, _ := entry(c, names[1])
-		return b.DeletePhase == kubermaticv1.PhaseCompleted && newer.DeletePhase == ""
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the older backup deleted after S3 returned",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, _ := entry(c, names[0])
+			newer, _ := entry(c, names[1])
+			return b.DeletePhase == kubermaticv1.PhaseCompleted && newer.DeletePhase == ""
+		})
 }
 
 // When deletions stop (every pruner down), more than 2×keep backups pile up: scheduling pauses
@@ -342,21 +354,25 @@ func TestTooManyBackupsPausesScheduling(t *testing.T) {
 	})
 	keep := 1
 	cfg := newConfig(t, ctx, cluster, "piling", "@every 1s", "", keep)
-	piled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition TooManyBackups", blockedBy(kubermaticv1.ReasonTooManyBackups))
+	piled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition TooManyBackups",
+		blockedBy(kubermaticv1.ReasonTooManyBackups))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, "Warning", kubermaticv1.ReasonTooManyBackups)
 	// Scheduling has stopped: a backup queued just before the condition may still land,
 	// nothing after it.
-	settled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "no backup running", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseRunning)) == 0
-	})
+	settled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "no backup running",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseRunning)) == 0
+		})
 	if n, m := len(piled.Status.LastBackups), len(settled.Status.LastBackups); m > n+1 || m > 2*keep+2 {
 		t.Fatalf("scheduling went on while paused: %d entries when paused, %d later", n, m)
 	}
 	restart()
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "scheduling to resume after the pile cleared", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := condition(c)
-		return cond != nil && cond.Reason == kubermaticv1.ReasonScheduled && len(c.Status.LastBackups) > len(settled.Status.LastBackups)
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "scheduling to resume after the pile cleared",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			cond := condition(c)
+			return cond != nil && cond.Reason == kubermaticv1.ReasonScheduled &&
+				len(c.Status.LastBackups) > len(settled.Status.LastBackups)
+		})
 }
 
 // With S3 down, a deleted config keeps its finalizer and says why; once S3 is back its
@@ -368,9 +384,10 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	const cluster = "teardown1"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "teardown", "", "", 5)
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup and the finalizer", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
-	})
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the backup and the finalizer",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
+		})
 	if err := env.Client.Delete(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}); err != nil {
 		t.Fatal(err)
 	}
@@ -384,10 +401,11 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	if err := env.Client.Delete(ctx, done); err != nil {
 		t.Fatal(err)
 	}
-	blocked := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition BackupsDeleted=False DestinationUnreachable", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := c.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
-		return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == "DestinationUnreachable"
-	})
+	blocked := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second,
+		"condition BackupsDeleted=False DestinationUnreachable", func(c *kubermaticv1.EtcdBackupConfig) bool {
+			cond := c.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
+			return cond != nil && cond.Status == corev1.ConditionFalse && cond.Reason == "DestinationUnreachable"
+		})
 	if len(blocked.Finalizers) != 1 {
 		t.Fatalf("finalizer dropped while the destination was unreachable: %v", blocked.Finalizers)
 	}

@@ -36,7 +36,8 @@ import (
 
 // startEtcdCluster adds a Cluster with a 3-member etcd StatefulSet whose kubelet runs until the
 // test ends, and returns once etcd answers with 3 members.
-func startEtcdCluster(t *testing.T, ctx context.Context, name string, extraSpec map[string]any) (*sandbox.Kubelet, *clientv3.Client) {
+func startEtcdCluster(t *testing.T, ctx context.Context, name string,
+	extraSpec map[string]any) (*sandbox.Kubelet, *clientv3.Client) {
 	t.Helper()
 	k, err := env.StartEtcdCluster(ctx, name, 3, extraSpec)
 	if err != nil {
@@ -66,13 +67,15 @@ func dump(t *testing.T, ctx context.Context, cli *clientv3.Client) map[string]st
 func backUp(t *testing.T, ctx context.Context, cluster string) kubermaticv1.BackupStatus {
 	t.Helper()
 	cfg := newConfig(t, ctx, cluster, "before-restore", "", sandbox.Destination, 5)
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
-	})
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
+		})
 	return entries(done, kubermaticv1.PhaseCompleted)[0]
 }
 
-func newRestore(t *testing.T, ctx context.Context, cluster, name, backup string, mutate ...func(*kubermaticv1.EtcdRestore)) *kubermaticv1.EtcdRestore {
+func newRestore(t *testing.T, ctx context.Context, cluster, name, backup string,
+	mutate ...func(*kubermaticv1.EtcdRestore)) *kubermaticv1.EtcdRestore {
 	t.Helper()
 	rs := &kubermaticv1.EtcdRestore{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
@@ -88,11 +91,12 @@ func newRestore(t *testing.T, ctx context.Context, cluster, name, backup string,
 	if err := env.Client.Create(ctx, rs); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), rs) })
+	t.Cleanup(func() { _ = env.Client.Delete(context.WithoutCancel(ctx), rs) })
 	return rs
 }
 
-func waitRestore(t *testing.T, ctx context.Context, rs *kubermaticv1.EtcdRestore, timeout time.Duration, phases ...string) *kubermaticv1.EtcdRestore {
+func waitRestore(t *testing.T, ctx context.Context, rs *kubermaticv1.EtcdRestore, timeout time.Duration,
+	phases ...string) *kubermaticv1.EtcdRestore {
 	t.Helper()
 	var got kubermaticv1.EtcdRestore
 	err := sandbox.Poll(ctx, timeout, 100*time.Millisecond, func() (bool, error) {
@@ -165,7 +169,8 @@ func watchPhases(t *testing.T, ctx context.Context, ns string) func(name string)
 			mu.Lock()
 			out = slices.Clone(seen[name])
 			mu.Unlock()
-			return len(out) > 0 && (out[len(out)-1] == kubermaticv1.RestorePhaseCompleted || out[len(out)-1] == kubermaticv1.RestorePhaseFailed), nil
+			return len(out) > 0 && (out[len(out)-1] == kubermaticv1.RestorePhaseCompleted ||
+				out[len(out)-1] == kubermaticv1.RestorePhaseFailed), nil
 		})
 		return out
 	}
@@ -224,7 +229,8 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 	}
 	before := clusterObject(t, ctx, cluster)
 	var oldSts appsv1.StatefulSet
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + cluster, Name: sandbox.EtcdStatefulSet}, &oldSts); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + cluster, Name: sandbox.EtcdStatefulSet},
+		&oldSts); err != nil {
 		t.Fatal(err)
 	}
 	phases := watchPhases(t, ctx, "cluster-"+cluster)
@@ -234,13 +240,16 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 	// log through the API server (pods/log), in status and in kubectl's PROGRESS column.
 	k.HoldSteps()
 	rs := newRestore(t, ctx, cluster, "restore", b.BackupName)
-	fetched := regexp.MustCompile(`^members restored 0/3; fetched etcd-0 (\d+) of (\d+) KiB \(100%\), etcd-1 \d+ of \d+ KiB \(100%\), etcd-2 \d+ of \d+ KiB \(100%\)$`)
+	fetched := regexp.MustCompile(
+		`^members restored 0/3; fetched etcd-0 (\d+) of (\d+) KiB \(100%\), ` +
+			`etcd-1 \d+ of \d+ KiB \(100%\), etcd-2 \d+ of \d+ KiB \(100%\)$`)
 	var held kubermaticv1.EtcdRestore
 	err := sandbox.Poll(ctx, 2*time.Minute, 100*time.Millisecond, func() (bool, error) {
 		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &held); err != nil {
 			return false, err
 		}
-		return fetched.MatchString(held.Status.Progress), fmt.Errorf("%d steps held, phase %s, progress %q", k.Held(), held.Status.Phase, held.Status.Progress)
+		return fetched.MatchString(held.Status.Progress), fmt.Errorf("%d steps held, phase %s, progress %q", k.Held(),
+			held.Status.Phase, held.Status.Progress)
 	})
 	if err != nil {
 		k.ReleaseSteps()
@@ -250,10 +259,13 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := fetched.FindStringSubmatch(held.Status.Progress); m[1] != m[2] || m[2] != strconv.FormatInt(info.Size>>10, 10) {
-		t.Errorf("progress %q: etcd-0 fetched %s of %s KiB; the backup has %d KiB", held.Status.Progress, m[1], m[2], info.Size>>10)
+	if m := fetched.FindStringSubmatch(held.Status.Progress); m[1] != m[2] || m[2] != strconv.FormatInt(info.Size>>10,
+		10) {
+		t.Errorf("progress %q: etcd-0 fetched %s of %s KiB; the backup has %d KiB", held.Status.Progress, m[1], m[2],
+			info.Size>>10)
 	}
-	if out := mustKubectl(t, nil, "-n", rs.Namespace, "get", "etcdrestores", rs.Name); !strings.Contains(out, "fetched etcd-0") {
+	if out := mustKubectl(t, nil, "-n", rs.Namespace, "get", "etcdrestores", rs.Name); !strings.Contains(out,
+		"fetched etcd-0") {
 		t.Errorf("kubectl get etcdrestores while the members restore:\n%s", out)
 	}
 	k.ReleaseSteps()
@@ -268,7 +280,8 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 			done.Status.ObjectKey, done.Status.SHA256, done.Status.RestoreTime, b.ObjectKey, b.SHA256)
 	}
 	// kubectl shows how far it got: the Progress column.
-	if out := mustKubectl(t, nil, "-n", rs.Namespace, "get", "etcdrestores", rs.Name); !strings.Contains(out, "PROGRESS") || !strings.Contains(out, "done: members restored 3/3") {
+	if out := mustKubectl(t, nil, "-n", rs.Namespace, "get", "etcdrestores", rs.Name); !strings.Contains(out,
+		"PROGRESS") || !strings.Contains(out, "done: members restored 3/3") {
 		t.Errorf("kubectl get etcdrestores:\n%s\nwant a PROGRESS column saying done: members restored 3/3", out)
 	}
 
@@ -306,7 +319,8 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 		t.Errorf("the restore changed other fields of the Cluster: %s", diff)
 	}
 
-	if got, want := phases(rs.Name), []string{kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding, kubermaticv1.RestorePhaseCompleted}; !slices.Equal(got, want) {
+	if got, want := phases(rs.Name), []string{kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding,
+		kubermaticv1.RestorePhaseCompleted}; !slices.Equal(got, want) {
 		t.Errorf("phases observed: %v, want %v", got, want)
 	}
 	for _, reason := range []string{"Started", "StsRebuilding", "Completed"} {
@@ -316,10 +330,12 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 	// The StatefulSet has its own spec back (a member replaced later must not restore
 	// again), is a new object, and nothing of the restore is left behind.
 	var sts appsv1.StatefulSet
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: sandbox.EtcdStatefulSet}, &sts); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: sandbox.EtcdStatefulSet},
+		&sts); err != nil {
 		t.Fatal(err)
 	}
-	if sts.UID == oldSts.UID || len(sts.Spec.Template.Spec.InitContainers) != 0 || sts.Annotations[restore.AnnotationRestoreID] != "" {
+	if sts.UID == oldSts.UID || len(sts.Spec.Template.Spec.InitContainers) != 0 ||
+		sts.Annotations[restore.AnnotationRestoreID] != "" {
 		t.Errorf("statefulset after the restore: uid %s (old %s), init containers %v, annotations %v",
 			sts.UID, oldSts.UID, sts.Spec.Template.Spec.InitContainers, sts.Annotations)
 	}
@@ -427,7 +443,8 @@ func TestRestoreRefusesBadBackupsBeforeTouchingTheCluster(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rs := newRestore(t, ctx, cluster, tc.name, tc.backup)
 			done := waitRestore(t, ctx, rs, 60*time.Second, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-			if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, tc.says) || !strings.Contains(done.Status.Message, "Nothing was changed") {
+			if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message,
+				tc.says) || !strings.Contains(done.Status.Message, "Nothing was changed") {
 				t.Errorf("restore of a %s backup: %s: %s", tc.name, done.Status.Phase, done.Status.Message)
 			}
 			waitEvent(t, ctx, ns, rs.Name, corev1.EventTypeWarning, tc.reason)
@@ -441,7 +458,8 @@ func TestRestoreRefusesBadBackupsBeforeTouchingTheCluster(t *testing.T) {
 	t.Run("etcd-launcher not enabled", func(t *testing.T) {
 		setLauncher := func(on bool) {
 			patch := fmt.Sprintf(`{"spec":{"features":{%q:%t}}}`, kubermaticv1.FeatureEtcdLauncher, on)
-			if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+			if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}},
+				client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -451,7 +469,8 @@ func TestRestoreRefusesBadBackupsBeforeTouchingTheCluster(t *testing.T) {
 		waitEvent(t, ctx, ns, rs.Name, corev1.EventTypeWarning, "EtcdLauncherNotEnabled")
 		// The phase is in the API, not in a restorer's memory, and stays while it waits.
 		var persisted kubermaticv1.EtcdRestore
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs), &persisted); err != nil || persisted.Status.Phase != kubermaticv1.RestorePhaseEtcdLauncherNotEnabled {
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(rs),
+			&persisted); err != nil || persisted.Status.Phase != kubermaticv1.RestorePhaseEtcdLauncherNotEnabled {
 			t.Fatalf("phase read back: %q, %v", persisted.Status.Phase, err)
 		}
 		// Deleted before etcd was touched, a restore is cancelled and goes at once.
@@ -510,16 +529,20 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 	const cluster = "restoring1"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	lock := func(holder any) {
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{kubermaticv1.AnnotationActiveRestore: holder}}})
-		if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{
+			kubermaticv1.AnnotationActiveRestore: holder}}})
+		if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}},
+			client.RawPatch(types.MergePatchType, patch)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	lock("cluster-" + cluster + "/in-progress")
 	cfg := newConfig(t, ctx, cluster, "while-restoring", "@every 1s", "", 5)
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterRestoring", blockedBy(kubermaticv1.ReasonClusterRestoring))
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterRestoring",
+		blockedBy(kubermaticv1.ReasonClusterRestoring))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, kubermaticv1.ReasonClusterRestoring)
-	if r := triggerWithProtobuf(t, cfg.Namespace, cfg.Name); r.GetBackupName() != "" || !strings.Contains(r.GetError(), "being restored") {
+	if r := triggerWithProtobuf(t, cfg.Namespace, cfg.Name); r.GetBackupName() != "" || !strings.Contains(r.GetError(),
+		"being restored") {
 		t.Fatalf("manual trigger while restoring: %+v", r)
 	}
 
@@ -540,13 +563,15 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 		ScheduledTime: timestamppb.New(slot),
 		Trigger:       etcdbackupv1.Trigger_TRIGGER_MANUAL,
 	}
-	if _, err := bus.Publish(ctx, jetStreamAs(t, bus.IdentityScheduler), bus.SubjectBackupRequested, bus.MsgID(req), req); err != nil {
+	if _, err := bus.Publish(ctx, jetStreamAs(t, bus.IdentityScheduler), bus.SubjectBackupRequested, bus.MsgID(req),
+		req); err != nil {
 		t.Fatal(err)
 	}
-	failed := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the queued backup failed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		e, ok := entry(c, name)
-		return ok && e.BackupPhase == kubermaticv1.PhaseFailed
-	})
+	failed := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the queued backup failed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			e, ok := entry(c, name)
+			return ok && e.BackupPhase == kubermaticv1.PhaseFailed
+		})
 	if e, _ := entry(failed, name); !strings.Contains(e.BackupMessage, "being restored") {
 		t.Errorf("queued backup of a cluster being restored: %s", e.BackupMessage)
 	}
@@ -577,7 +602,8 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 
 	ns := "cluster-" + cluster
 	var before appsv1.StatefulSet
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet}, &before); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: sandbox.EtcdStatefulSet},
+		&before); err != nil {
 		t.Fatal(err)
 	}
 
@@ -601,7 +627,8 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	done := waitRestore(t, ctx, rs, 2*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
 	for _, says := range []string{"refused the member pods' credentials", "Nothing was changed"} {
 		if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, says) {
-			t.Fatalf("restore with refused credentials: %s: %s\n(want it to say %q)", done.Status.Phase, done.Status.Message, says)
+			t.Fatalf("restore with refused credentials: %s: %s\n(want it to say %q)", done.Status.Phase, done.Status.Message,
+				says)
 		}
 	}
 	ev := waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "CredentialsRefused")
@@ -613,7 +640,8 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)
 	}
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: restore.SavedName(rs)}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: restore.SavedName(rs)},
+		&corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("the copied credentials after the failure: %v, want deleted", err)
 	}
 
@@ -622,15 +650,18 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	peers := c.Annotations[kubermaticv1.AnnotationEtcdPeerURLs]
 	setPeers := func(v string) {
 		t.Helper()
-		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{kubermaticv1.AnnotationEtcdPeerURLs: v}}})
-		if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{
+			kubermaticv1.AnnotationEtcdPeerURLs: v}}})
+		if err := env.Client.Patch(ctx, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: cluster}},
+			client.RawPatch(types.MergePatchType, patch)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	setPeers("ftp://bad-peer:1,ftp://bad-peer:2,ftp://bad-peer:3")
 	rs = newRestore(t, ctx, cluster, "failing-step", b.BackupName)
 	done = waitRestore(t, ctx, rs, 2*time.Minute, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-	for _, says := range []string{"restore step failed in pod etcd-", "stays paused", "ConfigMap " + restore.SavedName(rs), "new EtcdRestore"} {
+	for _, says := range []string{"restore step failed in pod etcd-", "stays paused",
+		"ConfigMap " + restore.SavedName(rs), "new EtcdRestore"} {
 		if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, says) {
 			t.Fatalf("restore with a failing step: %s: %s\n(want it to say %q)", done.Status.Phase, done.Status.Message, says)
 		}
@@ -640,10 +671,12 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
-		t.Fatalf("after a failed rebuild the cluster is paused=%v, locked by %q; want paused and unlocked", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+		t.Fatalf("after a failed rebuild the cluster is paused=%v, locked by %q; want paused and unlocked", c.Spec.Pause,
+			c.Annotations[kubermaticv1.AnnotationActiveRestore])
 	}
 	var saved corev1.ConfigMap
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: restore.SavedName(rs)}, &saved); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: restore.SavedName(rs)},
+		&saved); err != nil {
 		t.Fatalf("the saved StatefulSet spec the message names: %v", err)
 	}
 	setPeers(peers)
@@ -658,8 +691,10 @@ func TestRestoreStepFailureIsReportedAndRecoverable(t *testing.T) {
 	}
 	// The cluster was paused when the retry began (the failed restore left it so): the retry
 	// leaves it paused, and says so; the operator hands it back.
-	if !c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "" {
-		t.Fatalf("after the retry the cluster is paused=%v with annotations %v; want paused (as it was when the retry began), unlocked, no record left", c.Spec.Pause, c.Annotations)
+	if !c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" ||
+		c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "" {
+		t.Fatalf("after the retry the cluster is paused=%v with annotations %v; want paused (as it was when the retry "+
+			"began), unlocked, no record left", c.Spec.Pause, c.Annotations)
 	}
 	if !strings.Contains(done.Status.Message, "left paused, as it was before the restore") {
 		t.Fatalf("the retry's message %q does not say the cluster was left paused", done.Status.Message)
@@ -720,7 +755,8 @@ func TestRestoreSurvivesRestorerKillAndDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
-		t.Errorf("after the restore the cluster is paused=%v, locked by %q", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+		t.Errorf("after the restore the cluster is paused=%v, locked by %q", c.Spec.Pause,
+			c.Annotations[kubermaticv1.AnnotationActiveRestore])
 	}
 	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("etcd holds %d keys (k00=%q), want the backup's %d", len(got), got["/registry/k00"], len(want))
@@ -747,7 +783,8 @@ func TestRestoreWithoutStatefulSetTouchesNothing(t *testing.T) {
 	before := clusterObject(t, ctx, cluster)
 	rs := newRestore(t, ctx, cluster, "nosts", b.BackupName)
 	done := waitRestore(t, ctx, rs, 60*time.Second, kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseCompleted)
-	if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message, "no StatefulSet") || !strings.Contains(done.Status.Message, "Nothing was changed") {
+	if done.Status.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(done.Status.Message,
+		"no StatefulSet") || !strings.Contains(done.Status.Message, "Nothing was changed") {
 		t.Fatalf("restore without a StatefulSet: %s: %s", done.Status.Phase, done.Status.Message)
 	}
 	waitEvent(t, ctx, rs.Namespace, rs.Name, corev1.EventTypeWarning, "StatefulSetNotFound")
@@ -775,10 +812,11 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 	backupOf := func() string {
 		t.Helper()
 		r := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
-		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "backup "+r.GetBackupName(), func(c *kubermaticv1.EtcdBackupConfig) bool {
-			e, ok := entry(c, r.GetBackupName())
-			return ok && e.BackupPhase == kubermaticv1.PhaseCompleted
-		})
+		waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "backup "+r.GetBackupName(),
+			func(c *kubermaticv1.EtcdBackupConfig) bool {
+				e, ok := entry(c, r.GetBackupName())
+				return ok && e.BackupPhase == kubermaticv1.PhaseCompleted
+			})
 		return r.GetBackupName()
 	}
 	oldest := backupOf()
@@ -791,7 +829,8 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 
 	// Hold the teardown: one etcd PVC cannot go until the test lets it.
 	var pvcs corev1.PersistentVolumeClaimList
-	if err := env.Client.List(ctx, &pvcs, client.InNamespace(ns), client.MatchingLabels{restore.EtcdLabel: restore.EtcdLabelValue}); err != nil || len(pvcs.Items) == 0 {
+	if err := env.Client.List(ctx, &pvcs, client.InNamespace(ns),
+		client.MatchingLabels{restore.EtcdLabel: restore.EtcdLabelValue}); err != nil || len(pvcs.Items) == 0 {
 		t.Fatalf("etcd PVCs: %d, %v", len(pvcs.Items), err)
 	}
 	const hold = "e2e.etcdbackup.k8c.io/hold"
@@ -806,7 +845,8 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 		if on {
 			cur.Finalizers = append(cur.Finalizers, hold)
 		}
-		return env.Client.Patch(context.Background(), &cur, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+		return env.Client.Patch(context.Background(), &cur, client.MergeFromWithOptions(base,
+			client.MergeFromWithOptimisticLock{}))
 	}
 	if err := setHold(true); err != nil {
 		t.Fatal(err)
@@ -820,7 +860,8 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 			return false, err
 		}
 		st := got.EffectiveStatus()
-		return st.Phase == kubermaticv1.RestorePhaseStarted && strings.Contains(st.Message, "PVCs to be deleted"), fmt.Errorf("%s: %s", st.Phase, st.Message)
+		return st.Phase == kubermaticv1.RestorePhaseStarted && strings.Contains(st.Message, "PVCs to be deleted"),
+			fmt.Errorf("%s: %s", st.Phase, st.Message)
 	})
 	if err != nil {
 		t.Fatalf("teardown waiting for the held PVC: %v", err)
@@ -830,13 +871,15 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 	// takes none: it is stored as an upload that was under way would store it.
 	// (Named a second ahead: the second backup may have been named this very second.)
 	newer := backupname.Backup(cfg.Name, time.Now().UTC().Truncate(time.Second).Add(time.Second))
-	if _, err := env.S3.Client().PutObject(ctx, sandbox.Bucket, backupname.ObjectKey(cluster, ns, cfg.Name, newer), bytes.NewReader([]byte("newer")), 5, minio.PutObjectOptions{}); err != nil {
+	if _, err := env.S3.Client().PutObject(ctx, sandbox.Bucket, backupname.ObjectKey(cluster, ns, cfg.Name, newer),
+		bytes.NewReader([]byte("newer")), 5, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the newer backup listed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		_, ok := entry(c, newer)
-		return ok
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the newer backup listed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			_, ok := entry(c, newer)
+			return ok
+		})
 	passes := func() float64 {
 		sum := 0.0
 		for _, p := range env.ServicesOf("pruner") {
@@ -856,17 +899,20 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 		t.Fatal(err)
 	}
 	if keys := bucketKeys(t, ctx, cfg); !slices.Contains(keys, oldestKey) || len(keys) != 3 {
-		t.Fatalf("during the restore the bucket holds %v; want the restore's backup %s kept (beyond keep, but held)", keys, oldestKey)
+		t.Fatalf("during the restore the bucket holds %v; want the restore's backup %s kept (beyond keep, but held)", keys,
+			oldestKey)
 	}
 
 	// The config is deleted mid-restore: everything goes but the backup the restore needs.
 	if err := env.Client.Delete(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "deletion held for the restore", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		cond := c.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
-		return cond != nil && strings.Contains(cond.Message, "held until a restore ends") && slices.Equal(bucketKeys(t, ctx, c), []string{oldestKey})
-	})
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "deletion held for the restore",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			cond := c.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
+			return cond != nil && strings.Contains(cond.Message, "held until a restore ends") && slices.Equal(bucketKeys(t,
+				ctx, c), []string{oldestKey})
+		})
 
 	if err := setHold(false); err != nil {
 		t.Fatal(err)
@@ -878,7 +924,8 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 	// Once the restore ended, the config's deletion finishes: its last backup goes, then it.
 	err = sandbox.Poll(ctx, 60*time.Second, 200*time.Millisecond, func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &kubermaticv1.EtcdBackupConfig{})
-		return apierrors.IsNotFound(err) && len(bucketKeys(t, ctx, cfg)) == 0, fmt.Errorf("config: %v, bucket: %v", err, bucketKeys(t, ctx, cfg))
+		return apierrors.IsNotFound(err) && len(bucketKeys(t, ctx, cfg)) == 0, fmt.Errorf("config: %w, bucket: %v", err,
+			bucketKeys(t, ctx, cfg))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -887,18 +934,22 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 
 // assertUntouched fails t unless the cluster runs, unlocked, with the etcd StatefulSet of uid
 // before, and no restore step ran: what a restore that failed before teardown leaves.
-func assertUntouched(t *testing.T, ctx context.Context, k *sandbox.Kubelet, cluster string, before types.UID, what string) {
+func assertUntouched(t *testing.T, ctx context.Context, k *sandbox.Kubelet, cluster string, before types.UID,
+	what string) {
 	t.Helper()
 	var c kubermaticv1.Cluster
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)
 	}
 	var after appsv1.StatefulSet
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + cluster, Name: sandbox.EtcdStatefulSet}, &after); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: "cluster-" + cluster, Name: sandbox.EtcdStatefulSet},
+		&after); err != nil {
 		t.Fatal(err)
 	}
-	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || after.UID != before || len(k.Steps()) != 0 {
-		t.Fatalf("after %s: cluster paused=%v, locked by %q, StatefulSet %s (was %s), %d restore steps run; want nothing changed",
+	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || after.UID != before ||
+		len(k.Steps()) != 0 {
+		t.Fatalf("after %s: cluster paused=%v, locked by %q, StatefulSet %s (was %s), %d restore steps run; want nothing "+
+			"changed",
 			what, c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore], after.UID, before, len(k.Steps()))
 	}
 }

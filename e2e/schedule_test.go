@@ -22,9 +22,10 @@ func TestOneTimeBackupIsTakenOnce(t *testing.T) {
 	const cluster = "onetime1"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	cfg := newConfig(t, ctx, cluster, "snapshot", "", "", 5)
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
-	})
+	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup completed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) == 1
+		})
 	want := backupname.Backup(cfg.Name, done.CreationTimestamp.Time)
 	if b := done.Status.LastBackups[0]; b.BackupName != want {
 		t.Fatalf("one-time backup named %q, want %q", b.BackupName, want)
@@ -45,10 +46,11 @@ func TestOneTimeBackupIsTakenOnce(t *testing.T) {
 	if reply.GetError() != "" {
 		t.Fatalf("trigger: %s", reply.GetError())
 	}
-	final := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the manual backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, reply.GetBackupName())
-		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
+	final := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the manual backup completed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, reply.GetBackupName())
+			return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+		})
 	if n := len(final.Status.LastBackups); n != 2 {
 		t.Fatalf("%d backups listed, want the one-time backup and the manual one: %+v", n, final.Status.LastBackups)
 	}
@@ -69,7 +71,8 @@ func TestPausedClusterIsSkipped(t *testing.T) {
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	setPause(t, ctx, cluster, true)
 	cfg := newConfig(t, ctx, cluster, "paused", "@every 1s", "", 5)
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterPaused", blockedBy(kubermaticv1.ReasonClusterPaused))
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterPaused",
+		blockedBy(kubermaticv1.ReasonClusterPaused))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, kubermaticv1.ReasonClusterPaused)
 	// The manual trigger refuses too, and says why.
 	if r := triggerWithCLI(t, cfg.Namespace, cfg.Name); r.GetBackupName() != "" || r.GetError() == "" {
@@ -93,7 +96,8 @@ func setPause(t *testing.T, ctx context.Context, cluster string, pause bool) {
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: cluster}, &c); err != nil {
 		t.Fatal(err)
 	}
-	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"pause":`+map[bool]string{true: "true", false: "false"}[pause]+`}}`))
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"pause":`+map[bool]string{true: "true",
+		false: "false"}[pause]+`}}`))
 	if err := env.Client.Patch(ctx, &c, patch); err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +126,8 @@ func TestClusterAndSeedKeepUnknownFields(t *testing.T) {
 	if err := env.Client.Get(ctx, types.NamespacedName{Name: "kkp-shaped"}, got); err != nil {
 		t.Fatal(err)
 	}
-	for _, path := range [][]string{{"address", "url"}, {"spec", "humanReadableName"}, {"spec", "version"}, {"spec", "cloud", "aws", "vpcID"}} {
+	for _, path := range [][]string{{"address", "url"}, {"spec", "humanReadableName"}, {"spec", "version"}, {"spec",
+		"cloud", "aws", "vpcID"}} {
 		if v, ok, _ := unstructured.NestedString(got.Object, path...); !ok || v == "" {
 			t.Errorf("field %v was dropped", path)
 		}
@@ -132,9 +137,10 @@ func TestClusterAndSeedKeepUnknownFields(t *testing.T) {
 		"kind":       "Seed",
 		"metadata":   map[string]any{"name": "kkp-shaped", "namespace": "kubermatic"},
 		"spec": map[string]any{
-			"country":           "DE",
-			"datacenters":       map[string]any{"europe-west3-c": map[string]any{"country": "DE"}},
-			"etcdBackupRestore": map[string]any{"defaultDestination": "s3", "destinations": map[string]any{"s3": map[string]any{"bucketName": "b", "endpoint": "s3.example.com"}}},
+			"country":     "DE",
+			"datacenters": map[string]any{"europe-west3-c": map[string]any{"country": "DE"}},
+			"etcdBackupRestore": map[string]any{"defaultDestination": "s3",
+				"destinations": map[string]any{"s3": map[string]any{"bucketName": "b", "endpoint": "s3.example.com"}}},
 		},
 	}}
 	if err := env.Client.Create(ctx, seed); err != nil {

@@ -35,7 +35,8 @@ func natsCLI(t *testing.T, args ...string) (string, error) {
 // Probe 1: an anonymous client, and the people's identities, cannot read staged snapshots.
 func TestStagingIsUnreadableButToItsTwoServices(t *testing.T) {
 	t.Run("anonymous", func(t *testing.T) {
-		out, err := natsCLI(t, "--server", env.NATSURL, "--tlsca", env.NATSCreds.CA(), "stream", "info", "OBJ_ETCDBACKUP_STAGING")
+		out, err := natsCLI(t, "--server", env.NATSURL, "--tlsca", env.NATSCreds.CA(), "stream", "info",
+			"OBJ_ETCDBACKUP_STAGING")
 		if err == nil || !strings.Contains(strings.ToLower(out), "authorization violation") {
 			t.Fatalf("anonymous stream info: %v\n%s", err, out)
 		}
@@ -92,7 +93,7 @@ func refused(t *testing.T, id bus.Identity, what string, do func(*nats.Conn) err
 		if errors.Is(err, nats.ErrPermissionViolation) {
 			return nil
 		}
-		return fmt.Errorf("%s: %s: %v", id, what, err)
+		return fmt.Errorf("%s: %s: %w", id, what, err)
 	case <-time.After(5 * time.Second):
 		return fmt.Errorf("%s may %s", id, what)
 	}
@@ -106,25 +107,30 @@ func TestForgedDeletionDeletesNothing(t *testing.T) {
 	ctx := testContext(t, 2*time.Minute)
 	cfg, b := completedBackup(t, ctx, "probedelete1")
 	req := &etcdbackupv1.DeleteRequested{
-		Config: &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)}, Cluster: cfg.Spec.Cluster.Name,
+		Config:     &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)},
+		Cluster:    cfg.Spec.Cluster.Name,
 		BackupName: b.BackupName, DeleteJobName: backupname.DeleteJob(cfg.Spec.Cluster.Name, cfg.Name, b.BackupName),
-		Destination: sandbox.Destination, ObjectKey: b.ObjectKey, Reason: bus.DeleteReasonRetention, ScheduledTime: timestamppb.New(b.ScheduledTime.Time),
+		Destination: sandbox.Destination, ObjectKey: b.ObjectKey, Reason: bus.DeleteReasonRetention,
+		ScheduledTime: timestamppb.New(b.ScheduledTime.Time),
 	}
 	data, _, err := bus.Encode(req, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []bus.Identity{bus.IdentityWatcher, bus.IdentityTrigger, bus.IdentityUploader, bus.IdentitySnapshotter} {
+	for _, id := range []bus.Identity{bus.IdentityWatcher, bus.IdentityTrigger, bus.IdentityUploader,
+		bus.IdentitySnapshotter} {
 		if err := publishRefused(t, id, bus.SubjectDeleteRequested, data); err != nil {
 			t.Error(err)
 		}
 	}
-	before := metricSum(t, ctx, "pruner", "etcdbackup_rejected_messages_total", map[string]string{"subject": bus.SubjectDeleteRequested, "reason": trust.ReasonNotPlanned})
+	before := metricSum(t, ctx, "pruner", "etcdbackup_rejected_messages_total",
+		map[string]string{"subject": bus.SubjectDeleteRequested, "reason": trust.ReasonNotPlanned})
 	if _, err := bus.Publish(ctx, jetStreamAs(t, bus.IdentityPruner), bus.SubjectDeleteRequested, "", req); err != nil {
 		t.Fatal(err)
 	}
 	err = sandbox.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
-		return metricSum(t, ctx, "pruner", "etcdbackup_rejected_messages_total", map[string]string{"subject": bus.SubjectDeleteRequested, "reason": trust.ReasonNotPlanned}) > before, nil
+		return metricSum(t, ctx, "pruner", "etcdbackup_rejected_messages_total",
+			map[string]string{"subject": bus.SubjectDeleteRequested, "reason": trust.ReasonNotPlanned}) > before, nil
 	})
 	if err != nil {
 		t.Fatalf("the forged deletion was not rejected: %v", err)
@@ -133,7 +139,8 @@ func TestForgedDeletionDeletesNothing(t *testing.T) {
 	if _, err := env.S3.Client().StatObject(ctx, sandbox.Bucket, b.ObjectKey, minio.StatObjectOptions{}); err != nil {
 		t.Fatalf("the backup's object is gone after a forged deletion: %v", err)
 	}
-	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 5*time.Second, "the status", func(*kubermaticv1.EtcdBackupConfig) bool { return true })
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 5*time.Second, "the status",
+		func(*kubermaticv1.EtcdBackupConfig) bool { return true })
 	if e, _ := entry(got, b.BackupName); e.DeletePhase != "" {
 		t.Fatalf("status reports a deletion of %s: %+v", b.BackupName, e)
 	}
@@ -165,7 +172,8 @@ func TestForgedStatusIsNotBelieved(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	labels := map[string]string{"subject": bus.StatusSubject(etcdbackupv1.Stage_STAGE_SNAPSHOTTER), "reason": trust.ReasonStage}
+	labels := map[string]string{"subject": bus.StatusSubject(etcdbackupv1.Stage_STAGE_SNAPSHOTTER),
+		"reason": trust.ReasonStage}
 	before := metricSum(t, ctx, "scheduler", "etcdbackup_rejected_messages_total", labels)
 	ev.Stage = etcdbackupv1.Stage_STAGE_SNAPSHOTTER
 	if err := bus.PublishStatus(ctx, jetStreamAs(t, bus.IdentitySnapshotter), ev); err != nil {
@@ -177,7 +185,8 @@ func TestForgedStatusIsNotBelieved(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the snapshotter's Completed event was not rejected: %v", err)
 	}
-	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 5*time.Second, "the status", func(*kubermaticv1.EtcdBackupConfig) bool { return true })
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 5*time.Second, "the status",
+		func(*kubermaticv1.EtcdBackupConfig) bool { return true })
 	if e, ok := entry(got, name); ok {
 		t.Fatalf("status lists the forged backup: %+v", e)
 	}
@@ -200,7 +209,8 @@ func TestPoisonMessagesAreTerminatedAtOnce(t *testing.T) {
 		{bus.SubjectSnapshotReady, bus.IdentitySnapshotter, bus.IdentityUploader, bus.ConsumerUploader, "uploader"},
 		{bus.SubjectBackupStored, bus.IdentityUploader, bus.IdentityPruner, bus.ConsumerPruner, "pruner"},
 		{bus.SubjectDeleteRequested, bus.IdentityPruner, bus.IdentityPruner, bus.ConsumerDeleter, "pruner"},
-		{bus.StatusSubject(etcdbackupv1.Stage_STAGE_UPLOADER), bus.IdentityUploader, bus.IdentityScheduler, bus.ConsumerStatusWriter, "scheduler"},
+		{bus.StatusSubject(etcdbackupv1.Stage_STAGE_UPLOADER), bus.IdentityUploader, bus.IdentityScheduler,
+			bus.ConsumerStatusWriter, "scheduler"},
 	} {
 		t.Run(tc.subject, func(t *testing.T) {
 			labels := map[string]string{"subject": tc.subject}
@@ -226,7 +236,8 @@ func TestPoisonMessagesAreTerminatedAtOnce(t *testing.T) {
 				if err != nil {
 					return false, err
 				}
-				return info.NumAckPending == 0 && info.NumRedelivered == 0, fmt.Errorf("ack pending %d, redelivered %d", info.NumAckPending, info.NumRedelivered)
+				return info.NumAckPending == 0 && info.NumRedelivered == 0, fmt.Errorf("ack pending %d, redelivered %d",
+					info.NumAckPending, info.NumRedelivered)
 			})
 			if err != nil {
 				t.Fatalf("consumer %s holds poison: %v", tc.durable, err)
@@ -255,11 +266,12 @@ func TestTriggerLoopQueuesOnce(t *testing.T) {
 			r, err := trigger(cfg.Namespace, cfg.Name)
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil {
+			switch {
+			case err != nil:
 				failed = append(failed, err)
-			} else if r.GetError() == "" {
+			case r.GetError() == "":
 				queued = append(queued, r.GetBackupName())
-			} else {
+			default:
 				refused = append(refused, r.GetError())
 			}
 		})
@@ -276,10 +288,11 @@ func TestTriggerLoopQueuesOnce(t *testing.T) {
 			t.Errorf("refusal without the reason: %q", why)
 		}
 	}
-	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one backup completed", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		b, ok := entry(c, queued[0])
-		return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
-	})
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one backup completed",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			b, ok := entry(c, queued[0])
+			return ok && b.BackupPhase == kubermaticv1.PhaseCompleted
+		})
 	if n := len(got.Status.LastBackups); n != 1 {
 		t.Fatalf("status lists %d backups after the loop, want 1: %+v", n, got.Status.LastBackups)
 	}

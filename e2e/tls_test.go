@@ -72,9 +72,10 @@ func TestBackupOverMutualTLSWithKKPSecrets(t *testing.T) {
 		}
 	}
 	cfg := newConfig(t, ctx, cluster, "tls", "@every 2s", "", 5)
-	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a completed backup over mTLS", func(c *kubermaticv1.EtcdBackupConfig) bool {
-		return len(entries(c, kubermaticv1.PhaseCompleted)) > 0 || len(entries(c, kubermaticv1.PhaseFailed)) > 0
-	})
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "a completed backup over mTLS",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) > 0 || len(entries(c, kubermaticv1.PhaseFailed)) > 0
+		})
 	if f := entries(got, kubermaticv1.PhaseFailed); len(f) > 0 {
 		t.Fatalf("backup over mTLS failed: %s", f[0].BackupMessage)
 	}

@@ -153,12 +153,14 @@ func (s *EtcdBackupConfigStatus) Condition(t string) *EtcdBackupConfigCondition 
 
 // SetCondition sets the condition of type t and reports whether anything changed; an
 // unchanged condition is left as it is (no write just for a heartbeat).
-func (s *EtcdBackupConfigStatus) SetCondition(t string, status corev1.ConditionStatus, reason, message string, now metav1.Time) bool {
+func (s *EtcdBackupConfigStatus) SetCondition(t string, status corev1.ConditionStatus, reason, message string,
+	now metav1.Time) bool {
 	prev, had := s.Conditions[t]
 	if had && prev.Status == status && prev.Reason == reason && prev.Message == message {
 		return false
 	}
-	c := EtcdBackupConfigCondition{Status: status, LastHeartbeatTime: now, LastTransitionTime: now, Reason: reason, Message: message}
+	c := EtcdBackupConfigCondition{Status: status, LastHeartbeatTime: now, LastTransitionTime: now, Reason: reason,
+		Message: message}
 	if had && prev.Status == status {
 		c.LastTransitionTime = prev.LastTransitionTime
 	}

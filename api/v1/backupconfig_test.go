@@ -27,8 +27,10 @@ func TestSeedStatusExampleMatchesTypes(t *testing.T) {
 		t.Fatalf("decoded %d entries, want 3", len(obj.Status.LastBackups))
 	}
 	e := obj.Status.LastBackups[0]
-	if e.BackupName != "zvc78xnnz7-jobtest1-2021-03-16T03:48:00" || e.BackupPhase != PhaseCompleted || e.DeletePhase != PhaseCompleted ||
-		e.JobName == "" || e.DeleteJobName == "" || e.ScheduledTime.IsZero() || e.BackupFinishedTime.IsZero() || e.DeleteFinishedTime.IsZero() {
+	if e.BackupName != "zvc78xnnz7-jobtest1-2021-03-16T03:48:00" || e.BackupPhase != PhaseCompleted ||
+		e.DeletePhase != PhaseCompleted ||
+		e.JobName == "" || e.DeleteJobName == "" || e.ScheduledTime.IsZero() || e.BackupFinishedTime.IsZero() ||
+		e.DeleteFinishedTime.IsZero() {
 		t.Fatalf("first entry decoded as %+v", e)
 	}
 }

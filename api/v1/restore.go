@@ -119,7 +119,8 @@ func annotatedStatus(v string) (EtcdRestoreStatus, bool) {
 		return s, false
 	}
 	switch s.Phase {
-	case "", RestorePhaseStarted, RestorePhaseStsRebuilding, RestorePhaseCompleted, RestorePhaseEtcdLauncherNotEnabled, RestorePhaseFailed:
+	case "", RestorePhaseStarted, RestorePhaseStsRebuilding, RestorePhaseCompleted, RestorePhaseEtcdLauncherNotEnabled,
+		RestorePhaseFailed:
 		return s, true
 	}
 	return s, false

@@ -39,6 +39,7 @@ import (
 
 // benchMiB is ETCDBACKUP_BENCH_MIB, the etcd database size to back up, default 256.
 func benchMiB(b *testing.B) int {
+	b.Helper()
 	v := os.Getenv("ETCDBACKUP_BENCH_MIB")
 	if v == "" {
 		return 256
@@ -110,8 +111,10 @@ func BenchmarkBackup(b *testing.B) {
 			anon, file := samplers[svc].Stop()
 			b.ReportMetric(float64(rss)/(1<<20), svc+"-peak-RSS-MiB")
 			b.ReportMetric(float64(anon)/(1<<20), svc+"-peak-anon-MiB")
-			b.Logf("B3 %s peak RSS %.1f MiB (target ≤ 64): sampled peaks %.1f MiB anonymous (heap, stacks), %.1f MiB file-backed (its binary's pages); before the backup %.1f MiB (%.1f anonymous, %.1f file)",
-				svc, float64(rss)/(1<<20), float64(anon)/(1<<20), float64(file)/(1<<20), float64(idle[svc].RSS)/(1<<20), float64(idle[svc].RssAnon)/(1<<20), float64(idle[svc].RssFile)/(1<<20))
+			b.Logf("B3 %s peak RSS %.1f MiB (target ≤ 64): sampled peaks %.1f MiB anonymous (heap, stacks), %.1f MiB "+
+				"file-backed (its binary's pages); before the backup %.1f MiB (%.1f anonymous, %.1f file)",
+				svc, float64(rss)/(1<<20), float64(anon)/(1<<20), float64(file)/(1<<20), float64(idle[svc].RSS)/(1<<20),
+				float64(idle[svc].RssAnon)/(1<<20), float64(idle[svc].RssFile)/(1<<20))
 		}
 		lines, snap, upload, triggered := stageTimes(b, ctx, env, entry.BackupName)
 		b.ReportMetric(snap.Seconds(), "snapshot-s")
@@ -132,10 +135,14 @@ func BenchmarkBackup(b *testing.B) {
 		b.ReportMetric(triggered.Seconds()/kkp.total().Seconds(), "B1-ours/kkp")
 		b.ReportMetric(triggered.Seconds()/kkp.save.Seconds(), "B2-ours/save")
 		b.ReportMetric(float64(entry.Size)/float64(kkp.gzSize), "B4-stored/gzip9")
-		b.Logf("B1 trigger→Completed %.2fs vs KKP's path %.2fs (save %.2fs + gzip -9 %.2fs + put %.2fs): %.3f× (target ≤ 0.2)",
-			triggered.Seconds(), kkp.total().Seconds(), kkp.save.Seconds(), kkp.gzip.Seconds(), kkp.put.Seconds(), triggered.Seconds()/kkp.total().Seconds())
-		b.Logf("B2 %.2fs vs etcd's snapshot to a file %.2fs: %.2f× (target ≤ 1.5)", triggered.Seconds(), kkp.save.Seconds(), triggered.Seconds()/kkp.save.Seconds())
-		b.Logf("B4 stored %d bytes vs gzip -9 %d bytes: %.3f (target ≤ 0.9)", entry.Size, kkp.gzSize, float64(entry.Size)/float64(kkp.gzSize))
+		b.Logf("B1 trigger→Completed %.2fs vs KKP's path %.2fs (save %.2fs + gzip -9 %.2fs + put %.2fs): "+
+			"%.3f× (target ≤ 0.2)",
+			triggered.Seconds(), kkp.total().Seconds(), kkp.save.Seconds(), kkp.gzip.Seconds(), kkp.put.Seconds(),
+			triggered.Seconds()/kkp.total().Seconds())
+		b.Logf("B2 %.2fs vs etcd's snapshot to a file %.2fs: %.2f× (target ≤ 1.5)", triggered.Seconds(),
+			kkp.save.Seconds(), triggered.Seconds()/kkp.save.Seconds())
+		b.Logf("B4 stored %d bytes vs gzip -9 %d bytes: %.3f (target ≤ 0.9)", entry.Size, kkp.gzSize,
+			float64(entry.Size)/float64(kkp.gzSize))
 	}
 }
 
@@ -150,11 +157,13 @@ func (k kkpTimes) total() time.Duration { return k.save + k.gzip + k.put }
 // calls), `gzip -9` (the gzip binary, as KKP's backup container runs it), and a put of the .gz
 // with minio-go's defaults (an S3 client, not this project's uploader).
 func kkpPath(b *testing.B, ctx context.Context, env *sandbox.Env) kkpTimes {
+	b.Helper()
 	dir := b.TempDir()
 	db := filepath.Join(dir, "snapshot.db")
 	var k kkpTimes
 	start := time.Now()
-	if _, err := etcdsnapshot.SaveWithVersion(ctx, zap.NewNop(), clientv3.Config{Endpoints: []string{env.DemoEtcd.Endpoint}}, db); err != nil {
+	if _, err := etcdsnapshot.SaveWithVersion(ctx, zap.NewNop(),
+		clientv3.Config{Endpoints: []string{env.DemoEtcd.Endpoint}}, db); err != nil {
 		b.Fatal(err)
 	}
 	k.save = time.Since(start)
@@ -169,7 +178,8 @@ func kkpPath(b *testing.B, ctx context.Context, env *sandbox.Env) kkpTimes {
 	}
 	k.gzSize = fi.Size()
 	start = time.Now()
-	if _, err := env.S3.Client().FPutObject(ctx, sandbox.Bucket, "kkp-path/snapshot.db.gz", db+".gz", minio.PutObjectOptions{}); err != nil {
+	if _, err := env.S3.Client().FPutObject(ctx, sandbox.Bucket, "kkp-path/snapshot.db.gz", db+".gz",
+		minio.PutObjectOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	k.put = time.Since(start)
@@ -177,10 +187,12 @@ func kkpPath(b *testing.B, ctx context.Context, env *sandbox.Env) kkpTimes {
 }
 
 // fill writes about mib MiB of Kubernetes-like objects into an etcd (cli, one of its members
-// at endpoint) and returns the database size. Each value is a 32 KiB JSON ConfigMap: metadata with a random uid, 8 KiB of
+// at endpoint) and returns the database size. Each value is a 32 KiB JSON ConfigMap: metadata with a random uid, 8
+// KiB of
 // random base64 (incompressible, like secrets and certificates) and 24 KiB of structured
 // lines (repetitive, like most of what the API server stores).
 func fill(b *testing.B, ctx context.Context, cli *clientv3.Client, endpoint string, mib int) int64 {
+	b.Helper()
 	const valueSize = 32 << 10
 	n := mib << 20 / valueSize
 	g, gctx := errgroup.WithContext(ctx)
@@ -210,12 +222,16 @@ func configMap(i int) string {
 	for j := 0; lines.Len() < 24<<10; j++ {
 		fmt.Fprintf(&lines, "setting-%d=value-%d-of-configmap-%d\\n", j, j*7%13, i%50)
 	}
-	return fmt.Sprintf(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm-%06d","namespace":"ns-%03d","uid":"%s","resourceVersion":"%d","labels":{"app.kubernetes.io/name":"bench","app.kubernetes.io/part-of":"etcdbackup"}},"data":{"config":"%s","certificate":"%s"}}`,
+	return fmt.Sprintf(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm-%06d","namespace":"ns-%03d",`+
+		`"uid":"%s","resourceVersion":"%d",`+
+		`"labels":{"app.kubernetes.io/name":"bench","app.kubernetes.io/part-of":"etcdbackup"}},`+
+		`"data":{"config":"%s","certificate":"%s"}}`,
 		i, i%100, hex.EncodeToString(uid), 1000+i, lines.String(), base64.StdEncoding.EncodeToString(secret))
 }
 
 // rawStream times etcd's snapshot stream read straight to io.Discard: the rate etcd serves at.
 func rawStream(b *testing.B, ctx context.Context, env *sandbox.Env) time.Duration {
+	b.Helper()
 	cli, err := env.DemoEtcdClient()
 	if err != nil {
 		b.Fatal(err)
@@ -235,6 +251,7 @@ func rawStream(b *testing.B, ctx context.Context, env *sandbox.Env) time.Duratio
 
 // backupOnce triggers a backup of the config ns/config and waits until it is stored.
 func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env, ns, config string) kubermaticv1.BackupStatus {
+	b.Helper()
 	nc, err := env.NATSClient(bus.IdentityTrigger)
 	if err != nil {
 		b.Fatal(err)
@@ -284,7 +301,9 @@ func backupOnce(b *testing.B, ctx context.Context, env *sandbox.Env, ns, config 
 // stageTimes lists each status event of the backup with its offset from the first, and
 // returns how long the snapshot (taking to staged) and the upload (staged to stored) took,
 // and the whole: from the first event (the scheduler queued the triggered backup) to stored.
-func stageTimes(b *testing.B, ctx context.Context, env *sandbox.Env, backup string) (out []string, snapshot, upload, total time.Duration) {
+func stageTimes(b *testing.B, ctx context.Context, env *sandbox.Env,
+	backup string) (out []string, snapshot, upload, total time.Duration) {
+	b.Helper()
 	nc, err := env.NATSClient(bus.IdentityWatcher)
 	if err != nil {
 		b.Fatal(err)
@@ -321,7 +340,8 @@ func stageTimes(b *testing.B, ctx context.Context, env *sandbox.Env, backup stri
 		case ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED:
 			stored = at
 		}
-		out = append(out, fmt.Sprintf("+%6.2fs %-18s %-15s %s", at.Sub(first).Seconds(), ev.GetStage(), ev.GetPhase(), ev.GetMessage()))
+		out = append(out, fmt.Sprintf("+%6.2fs %-18s %-15s %s", at.Sub(first).Seconds(), ev.GetStage(), ev.GetPhase(),
+			ev.GetMessage()))
 	}
 	return out, staged.Sub(taking), stored.Sub(staged), stored.Sub(first)
 }

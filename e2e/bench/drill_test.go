@@ -26,7 +26,8 @@ func BenchmarkDrill(b *testing.B) {
 	env, dbSize := filledEnv(b, ctx)
 	ns := "cluster-" + sandbox.DemoCluster
 	cfg := &kubermaticv1.EtcdBackupConfig{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drilled", Annotations: map[string]string{kubermaticv1.AnnotationDrillSchedule: "@every 24h"}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "drilled",
+			Annotations: map[string]string{kubermaticv1.AnnotationDrillSchedule: "@every 24h"}},
 		Spec: kubermaticv1.EtcdBackupConfigSpec{
 			Cluster:  corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: sandbox.DemoCluster},
 			Schedule: "@every 24h",

@@ -84,6 +84,7 @@ func BenchmarkPrune(b *testing.B) {
 
 // startEnv starts a sandbox with the services built from this tree.
 func startEnv(b *testing.B, ctx context.Context, replicas map[string]int, args map[string][]string) *sandbox.Env {
+	b.Helper()
 	tools := sandbox.ToolDir()
 	if err := sandbox.CheckTools(tools); err != nil {
 		b.Fatal(err)
@@ -96,7 +97,8 @@ func startEnv(b *testing.B, ctx context.Context, replicas map[string]int, args m
 	if err := sandbox.BuildServices(ctx, root, filepath.Join(dir, "bin")); err != nil {
 		b.Fatal(err)
 	}
-	env, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, ToolDir: tools, ServiceDir: filepath.Join(dir, "bin"), Replicas: replicas, Args: args})
+	env, err := sandbox.Start(ctx, sandbox.Options{Dir: dir, ToolDir: tools, ServiceDir: filepath.Join(dir, "bin"),
+		Replicas: replicas, Args: args})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -122,6 +122,7 @@ type stepRecord struct {
 }
 
 func stepReport(b *testing.B, log string) stepRecord {
+	b.Helper()
 	for _, line := range strings.Split(log, "\n") {
 		var rec stepRecord
 		if json.Unmarshal([]byte(line), &rec) == nil && rec.Msg == "member restored" {

@@ -27,6 +27,7 @@ import (
 )
 
 func envInt(b *testing.B, name string, def int) int {
+	b.Helper()
 	v := os.Getenv(name)
 	if v == "" {
 		return def
@@ -89,7 +90,8 @@ func BenchmarkScale(b *testing.B) {
 	failed := map[string]string{}
 	sub, err := nc.Subscribe("etcdbackup.status.>", func(m *nats.Msg) {
 		var ev etcdbackupv1.StatusEvent
-		if bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev) != nil || ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
+		if bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType),
+			&ev) != nil || ev.GetOperation() == etcdbackupv1.Operation_OPERATION_RESTORE {
 			return
 		}
 		key := ev.GetCluster() + "/" + ev.GetBackupName()
@@ -107,7 +109,7 @@ func BenchmarkScale(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer sub.Unsubscribe()
+	defer func() { _ = sub.Unsubscribe() }()
 
 	b.ResetTimer()
 	start := time.Now()
@@ -154,7 +156,8 @@ func BenchmarkScale(b *testing.B) {
 	if err := g.Wait(); err != nil {
 		b.Fatal(err)
 	}
-	logf("%d clusters and configs created in %s (spread over %s); the demo etcd holds 1 MiB of objects", configs, time.Since(start).Round(time.Second), spread)
+	logf("%d clusters and configs created in %s (spread over %s); the demo etcd holds 1 MiB of objects", configs,
+		time.Since(start).Round(time.Second), spread)
 
 	// due lists the slots (cluster/backup) scheduled in [from, to).
 	due := func(from, to time.Time) []string {
@@ -168,7 +171,8 @@ func BenchmarkScale(b *testing.B) {
 		}
 		return out
 	}
-	logf("%-6s %6s %9s %8s %8s %8s  %s", "minute", "due", "completed", "p50", "p99", "max", "backlog; RSS MiB/goroutines per service; CPU seconds in the minute")
+	logf("%-6s %6s %9s %8s %8s %8s  %s", "minute", "due", "completed", "p50", "p99", "max",
+		"backlog; RSS MiB/goroutines per service; CPU seconds in the minute")
 	cpu := newCPUMeter(env)
 	var worst struct{ p99, max time.Duration }
 	var missing []string
@@ -196,7 +200,8 @@ func BenchmarkScale(b *testing.B) {
 		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 		p50, p99, mx := pct(lat, 50), pct(lat, 99), pct(lat, 100)
 		worst.p99, worst.max = max(worst.p99, p99), max(worst.max, mx)
-		logf("%-6d %6d %9d %8s %8s %8s  %s; %s; %s", m+1, len(slots), len(lat), p50.Round(10*time.Millisecond), p99.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), backlog(b, env), soak(ctx, env), cpu.minute())
+		logf("%-6d %6d %9d %8s %8s %8s  %s; %s; %s", m+1, len(slots), len(lat), p50.Round(10*time.Millisecond),
+			p99.Round(10*time.Millisecond), mx.Round(10*time.Millisecond), backlog(b, env), soak(ctx, env), cpu.minute())
 	}
 	mu.Lock()
 	logf("failed backups: %d", len(failed))
@@ -225,6 +230,7 @@ func pct(sorted []time.Duration, p int) time.Duration {
 // backlog is what waits in each stream: messages in the work queues, unprocessed messages of
 // the status writer's and the planner's consumers.
 func backlog(b *testing.B, env *sandbox.Env) string {
+	b.Helper()
 	jsz, err := env.NATS.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true})
 	if err != nil {
 		b.Fatal(err)
@@ -239,7 +245,8 @@ func backlog(b *testing.B, env *sandbox.Env) string {
 				parts = append(parts, fmt.Sprintf("staging %d consumers", s.State.Consumers))
 			default:
 				for _, c := range s.Consumer {
-					parts = append(parts, fmt.Sprintf("%s/%s %d", strings.TrimPrefix(s.Name, "ETCDBACKUP_"), c.Name, c.NumPending+uint64(c.NumAckPending)))
+					parts = append(parts, fmt.Sprintf("%s/%s %d", strings.TrimPrefix(s.Name, "ETCDBACKUP_"), c.Name,
+						c.NumPending+uint64(c.NumAckPending)))
 				}
 			}
 		}

@@ -51,7 +51,8 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 	if err != nil {
 		return nil, err
 	}
-	a.proc, err = StartProcess("kube-apiserver", filepath.Join(toolDir, "kube-apiserver"), args, nil, filepath.Join(dir, "logs"))
+	a.proc, err = StartProcess("kube-apiserver", filepath.Join(toolDir, "kube-apiserver"), args, nil, filepath.Join(dir,
+		"logs"))
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +72,8 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 // apiServerArgs writes the files kube-apiserver needs under dir (the token file with token
 // for system:masters, the service account key) and returns its flags and port.
 func apiServerArgs(dir, etcd, token string) ([]string, int, error) {
-	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(token+",admin,admin,system:masters\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(token+",admin,admin,system:masters\n"),
+		0o600); err != nil {
 		return nil, 0, err
 	}
 	saKey := filepath.Join(dir, "sa.key")
@@ -103,7 +105,8 @@ func apiServerArgs(dir, etcd, token string) ([]string, int, error) {
 
 // waitReady polls /readyz until kube-apiserver answers ready, at most 90 s.
 func (a *APIServer) waitReady(ctx context.Context, token string) error {
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	hc := &http.Client{Timeout: 2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	err := Poll(ctx, 90*time.Second, 200*time.Millisecond, func() (bool, error) {
 		if a.proc.Exited() {
 			return false, Abort(fmt.Errorf("kube-apiserver exited:\n%s", a.proc.LogTail(5)))

@@ -22,7 +22,8 @@ var ControllerManagerControllers = []string{"statefulset", "garbagecollector", "
 
 // StartControllerManager runs kube-controller-manager against the API server and returns once
 // its namespace controller has deleted a namespace (so its discovery and informers run).
-func StartControllerManager(ctx context.Context, dir, toolDir string, api *APIServer, c client.Client) (*Process, error) {
+func StartControllerManager(ctx context.Context, dir, toolDir string, api *APIServer,
+	c client.Client) (*Process, error) {
 	args := []string{
 		"--kubeconfig=" + api.Kubeconfig,
 		"--controllers=" + strings.Join(ControllerManagerControllers, ","),
@@ -30,7 +31,8 @@ func StartControllerManager(ctx context.Context, dir, toolDir string, api *APISe
 		"--secure-port=0",
 		"--concurrent-gc-syncs=5",
 	}
-	p, err := StartProcess("kube-controller-manager", filepath.Join(toolDir, "kube-controller-manager"), args, nil, filepath.Join(dir, "logs"))
+	p, err := StartProcess("kube-controller-manager", filepath.Join(toolDir, "kube-controller-manager"), args, nil,
+		filepath.Join(dir, "logs"))
 	if err != nil {
 		return nil, err
 	}

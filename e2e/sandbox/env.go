@@ -208,7 +208,8 @@ func (e *Env) NATSFlags(id bus.Identity) []string {
 
 // NATSCLIFlags are the nats CLI's flags that connect as id.
 func (e *Env) NATSCLIFlags(id bus.Identity) []string {
-	return []string{"--server", e.NATSURL, "--nkey", e.NATSCreds.Seed(id), "--tlsca", e.NATSCreds.CA(), "--inbox-prefix", bus.InboxPrefix(id)}
+	return []string{"--server", e.NATSURL, "--nkey", e.NATSCreds.Seed(id), "--tlsca", e.NATSCreds.CA(),
+		"--inbox-prefix", bus.InboxPrefix(id)}
 }
 
 // NATSClient connects to the sandbox's NATS as id, over TLS with its nkey.
@@ -311,8 +312,10 @@ func kkpSeed(seed *kubermaticv1.Seed) (client.Object, error) {
 // KKPClusterSpec holds the spec fields KKP's Cluster CRD requires, with plausible values.
 func KKPClusterSpec() map[string]any {
 	return map[string]any{
-		"cloud":             map[string]any{"providerName": "bringyourown", "dc": "byo-sandbox"},
-		"clusterNetwork":    map[string]any{"dnsDomain": "cluster.local", "proxyMode": "ipvs", "pods": map[string]any{"cidrBlocks": []any{"172.25.0.0/16"}}, "services": map[string]any{"cidrBlocks": []any{"10.240.16.0/20"}}},
+		"cloud": map[string]any{"providerName": "bringyourown", "dc": "byo-sandbox"},
+		"clusterNetwork": map[string]any{"dnsDomain": "cluster.local", "proxyMode": "ipvs",
+			"pods":     map[string]any{"cidrBlocks": []any{"172.25.0.0/16"}},
+			"services": map[string]any{"cidrBlocks": []any{"10.240.16.0/20"}}},
 		"exposeStrategy":    "Tunneling",
 		"humanReadableName": "sandbox",
 		"version":           "1.34.2",
@@ -385,7 +388,8 @@ func (e *Env) StartService(ctx context.Context, kind string) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := StartProcess(fmt.Sprintf("%s-%d", kind, replica), filepath.Join(e.Opts.ServiceDir, kind), args, runtimeEnv, filepath.Join(e.Opts.Dir, "logs"))
+	p, err := StartProcess(fmt.Sprintf("%s-%d", kind, replica), filepath.Join(e.Opts.ServiceDir, kind), args,
+		runtimeEnv, filepath.Join(e.Opts.Dir, "logs"))
 	if err != nil {
 		return nil, err
 	}
@@ -479,7 +483,8 @@ func (e *Env) Close() {
 
 // DemoEtcdClient returns a client of the demo etcd; the caller closes it.
 func (e *Env) DemoEtcdClient() (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{Endpoints: []string{e.DemoEtcd.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	return clientv3.New(clientv3.Config{Endpoints: []string{e.DemoEtcd.Endpoint}, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
 }
 
 // DeployRuntimeEnv returns the Go runtime settings (GOMEMLIMIT, GOGC, ...) that the deploy

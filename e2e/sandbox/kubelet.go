@@ -79,12 +79,14 @@ type StepRun struct {
 // StartEtcdCluster creates a Cluster named name (etcdLauncher enabled, extraSpec added to its
 // spec) with its namespace and a KKP-shaped etcd StatefulSet of members, runs a Kubelet for it
 // and returns once that etcd has all its members. Stop the Kubelet when done.
-func (e *Env) StartEtcdCluster(ctx context.Context, name string, members int, extraSpec map[string]any) (*Kubelet, error) {
+func (e *Env) StartEtcdCluster(ctx context.Context, name string, members int,
+	extraSpec map[string]any) (*Kubelet, error) {
 	k, err := e.addEtcdCluster(ctx, name, members, extraSpec)
 	if err != nil {
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
+	// The kubelet outlives the start: Stop ends it.
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	k.cancel, k.done = cancel, make(chan struct{})
 	go func() { k.Run(runCtx); close(k.done) }()
 	if err := k.WaitMembers(ctx, members); err != nil {
@@ -125,7 +127,8 @@ func (k *Kubelet) WaitMembers(ctx context.Context, n int) error {
 }
 
 func (e *Env) addEtcdCluster(ctx context.Context, name string, members int, extra map[string]any) (*Kubelet, error) {
-	k := &Kubelet{env: e, Cluster: name, NS: "cluster-" + name, Members: members, dir: filepath.Join(e.Opts.Dir, "kubelet", name)}
+	k := &Kubelet{env: e, Cluster: name, NS: "cluster-" + name, Members: members, dir: filepath.Join(e.Opts.Dir,
+		"kubelet", name)}
 	var clientURLs, peerURLs []string
 	for range members {
 		c, err := freeURL()
@@ -139,7 +142,8 @@ func (e *Env) addEtcdCluster(ctx context.Context, name string, members int, extr
 		k.client, k.peer = append(k.client, c), append(k.peer, p)
 		clientURLs, peerURLs = append(clientURLs, c.String()), append(peerURLs, p.String())
 	}
-	if err := e.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k.NS}}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := e.Client.Create(ctx,
+		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: k.NS}}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, err
 	}
 	cluster := map[string]any{
@@ -189,7 +193,8 @@ func etcdStatefulSet(cluster, ns string, members int) *appsv1.StatefulSet {
 				ObjectMeta: metav1.ObjectMeta{Name: "data", Labels: labels},
 				Spec: corev1.PersistentVolumeClaimSpec{
 					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-					Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{
+						corev1.ResourceStorage: resource.MustParse("1Gi")}},
 				},
 			}},
 		},
@@ -310,7 +315,8 @@ func (k *Kubelet) finishTerminating(ctx context.Context) error {
 		if p.DeletionTimestamp == nil || p.Spec.NodeName == "" {
 			continue
 		}
-		if err := k.env.Client.Delete(ctx, p, client.GracePeriodSeconds(0), client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		if err := k.env.Client.Delete(ctx, p, client.GracePeriodSeconds(0),
+			client.Preconditions{UID: &p.UID}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return fmt.Errorf("delete terminating pod %s: %w", p.Name, err)
 		}
 	}
@@ -376,7 +382,8 @@ func (k *Kubelet) members(ctx context.Context, sts *appsv1.StatefulSet) ([]kubel
 	for i := range n {
 		podName := fmt.Sprintf("%s-%d", sts.Name, i)
 		var pvc corev1.PersistentVolumeClaim
-		err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS, Name: sts.Spec.VolumeClaimTemplates[0].Name + "-" + podName}, &pvc)
+		err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: k.NS,
+			Name: sts.Spec.VolumeClaimTemplates[0].Name + "-" + podName}, &pvc)
 		if apierrors.IsNotFound(err) {
 			return nil, nil
 		}
@@ -438,7 +445,8 @@ func (k *Kubelet) startMembers(sts *appsv1.StatefulSet, members []kubeletMember)
 	errs := make([]error, len(members))
 	var wg sync.WaitGroup
 	for i, m := range members {
-		dataDir, err := k.hostPath(m.pod.Spec.Containers[0], m.pod, argValue(m.pod.Spec.Containers[0].Args, "--data-dir"), m.volume)
+		dataDir, err := k.hostPath(m.pod.Spec.Containers[0], m.pod, argValue(m.pod.Spec.Containers[0].Args, "--data-dir"),
+			m.volume)
 		if err != nil {
 			return nil, err
 		}
@@ -466,7 +474,8 @@ func (k *Kubelet) startMembers(sts *appsv1.StatefulSet, members []kubeletMember)
 // reportPodsReady reports every pod of the running StatefulSet ready that is not yet.
 func (k *Kubelet) reportPodsReady(ctx context.Context, sts *appsv1.StatefulSet) error {
 	var pods corev1.PodList
-	if err := k.env.Client.List(ctx, &pods, client.InNamespace(k.NS), client.MatchingLabels(sts.Spec.Selector.MatchLabels)); err != nil {
+	if err := k.env.Client.List(ctx, &pods, client.InNamespace(k.NS),
+		client.MatchingLabels(sts.Spec.Selector.MatchLabels)); err != nil {
 		return err
 	}
 	for i := range pods.Items {
@@ -540,12 +549,14 @@ func (k *Kubelet) runInit(ctx context.Context, pod *corev1.Pod, c corev1.Contain
 
 // containerEnv is what a container of pod runs with: its environment, with the Secrets' keys
 // it references, and its arguments, with paths in its volume mapped to the host's.
-func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c corev1.Container, volume string) (env, args []string, err error) {
+func (k *Kubelet) containerEnv(ctx context.Context, pod *corev1.Pod, c corev1.Container,
+	volume string) (env, args []string, err error) {
 	env = []string{"POD_NAME=" + pod.Name, "PATH=" + os.Getenv("PATH")}
 	for _, e := range c.Env {
 		if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil {
 			var s corev1.Secret
-			if err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.SecretKeyRef.Name}, &s); err != nil {
+			if err := k.env.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: ref.SecretKeyRef.Name},
+				&s); err != nil {
 				return nil, nil, fmt.Errorf("init container %s: secret %s: %w", c.Name, ref.SecretKeyRef.Name, err)
 			}
 			env = append(env, e.Name+"="+string(s.Data[ref.SecretKeyRef.Key]))
@@ -638,7 +649,8 @@ func (k *Kubelet) reportInitFailure(ctx context.Context, pod *corev1.Pod, ie *in
 	current.Status.Phase = corev1.PodPending
 	current.Status.InitContainerStatuses = []corev1.ContainerStatus{{
 		Name: ie.container, Image: pod.Spec.InitContainers[0].Image, RestartCount: restarts,
-		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: int32(ie.code), Reason: "Error", Message: msg}},
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: int32(ie.code),
+			Reason: "Error", Message: msg}},
 	}}
 	return k.env.Client.Status().Update(ctx, &current)
 }
@@ -686,11 +698,13 @@ func (k *Kubelet) reportReady(ctx context.Context, pod *corev1.Pod) error {
 		StartTime:  &now,
 	}
 	for _, c := range pod.Spec.InitContainers {
-		pod.Status.InitContainerStatuses = append(pod.Status.InitContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+		pod.Status.InitContainerStatuses = append(pod.Status.InitContainerStatuses, corev1.ContainerStatus{Name: c.Name,
+			Image: c.Image,
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Reason: "Completed"}}})
 	}
 	for _, c := range pod.Spec.Containers {
-		pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image, Ready: true,
+		pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name,
+			Image: c.Image, Ready: true,
 			Started: ptr.To(true), State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}})
 	}
 	return k.env.Client.Status().Update(ctx, pod)

@@ -71,7 +71,7 @@ func BuildServices(ctx context.Context, root, out string) error {
 		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(out, name), ".")
 		cmd.Dir = dir
 		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %v\n%s", name, err, b)
+			return fmt.Errorf("build %s: %w\n%s", name, err, b)
 		}
 	}
 	return nil

@@ -45,8 +45,10 @@ func (e *Env) ApplyRBAC(ctx context.Context, root string) error {
 // ServiceKubeconfig writes a kubeconfig that authenticates as the service's ServiceAccount,
 // so the service runs with exactly the permissions the deployment grants it.
 func (e *Env) ServiceKubeconfig(ctx context.Context, service string) (string, error) {
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace, Name: ServiceAccountPrefix + service}}
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: SeedNamespace,
+		Name: ServiceAccountPrefix + service}}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(
+		24 * 3600))}}
 	if err := e.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
 		return "", fmt.Errorf("token for service account %s: %w", sa.Name, err)
 	}
@@ -70,7 +72,8 @@ func (e *Env) ConsoleAdminToken(ctx context.Context) (string, error) {
 	if err := e.Client.Create(ctx, binding); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", err
 	}
-	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(24 * 3600))}}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(
+		24 * 3600))}}
 	if err := e.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
 		return "", fmt.Errorf("token for %s: %w", sa.Name, err)
 	}

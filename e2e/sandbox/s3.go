@@ -48,7 +48,8 @@ func StartS3(ctx context.Context, dir, toolDir string) (*S3, error) {
 // Start starts (or restarts) the server on its port and directory and waits until it answers.
 func (s *S3) Start(ctx context.Context) error {
 	var err error
-	s.proc, err = StartProcess("versitygw", s.bin, []string{"--access", s.AccessKey, "--secret", s.SecretKey, "--port", s.Host, "posix", s.dir}, nil, s.logDir)
+	s.proc, err = StartProcess("versitygw", s.bin, []string{"--access", s.AccessKey, "--secret", s.SecretKey, "--port",
+		s.Host, "posix", s.dir}, nil, s.logDir)
 	if err != nil {
 		return err
 	}

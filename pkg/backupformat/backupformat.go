@@ -156,7 +156,8 @@ func (e *SinkError) Unwrap() error { return e.Err }
 // identities: one of them must match a recipient, or the error wraps ErrDecrypt and names
 // the recipients' fingerprints), decompresses it into out and proves it intact in the same
 // pass: the stored bytes' sha256 against st.SHA256 (its record's), zstd, and etcd's
-// trailing hash and size rule (and its recorded size, when st has one). Memory stays flat whatever the size. A broken r is a
+// trailing hash and size rule (and its recorded size, when st has one). Memory stays flat whatever the size. A
+// broken r is a
 // *SourceError, a failing out a *SinkError, anything else wraps ErrCorrupt (a backup whose
 // bytes changed is ErrCorrupt, not ErrDecrypt).
 func Open(r io.Reader, st Meta, identities []age.Identity, out io.Writer) (Decoded, error) {
@@ -194,7 +195,8 @@ func Open(r io.Reader, st Meta, identities []age.Identity, out io.Writer) (Decod
 	case copyErr != nil:
 		return Decoded{}, fmt.Errorf("%w: %w", ErrCorrupt, copyErr)
 	case st.SnapshotSize > 0 && v.Size() != st.SnapshotSize:
-		return Decoded{}, fmt.Errorf("%w: the snapshot is not the %d bytes its metadata records (%s): it read %d", ErrCorrupt, st.SnapshotSize, metaSnapshotSize, v.Size())
+		return Decoded{}, fmt.Errorf("%w: the snapshot is not the %d bytes its metadata records (%s): it read %d",
+			ErrCorrupt, st.SnapshotSize, metaSnapshotSize, v.Size())
 	case !v.Verified():
 		return Decoded{}, fmt.Errorf("%w: it ended before etcd's trailing hash", ErrCorrupt)
 	}
@@ -211,7 +213,8 @@ func decrypt(counted *countingReader, h hash.Hash, st Meta, identities []age.Ide
 		return counted, nil
 	case CodecZstdAge:
 	default:
-		return nil, fmt.Errorf("%w: codec %q is not one this version reads (%s, %s)", ErrCorrupt, st.Codec, CodecZstd, CodecZstdAge)
+		return nil, fmt.Errorf("%w: codec %q is not one this version reads (%s, %s)", ErrCorrupt, st.Codec, CodecZstd,
+			CodecZstdAge)
 	}
 	p, err := age.Decrypt(counted, identities...)
 	if err == nil {

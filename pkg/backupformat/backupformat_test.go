@@ -51,7 +51,8 @@ func TestWriterAndOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(out.Bytes(), snap) || d.Size != int64(len(stored)) || d.SnapshotSize != int64(len(snap)) || d.SHA256 != w.SHA256() {
+	if !bytes.Equal(out.Bytes(),
+		snap) || d.Size != int64(len(stored)) || d.SnapshotSize != int64(len(snap)) || d.SHA256 != w.SHA256() {
 		t.Fatalf("Open = %+v, %d bytes out", d, out.Len())
 	}
 }
@@ -76,7 +77,11 @@ func TestDecodeRefuses(t *testing.T) {
 		{"a truncated object", good[:len(good)-5], w.SHA256(), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
 		{"no digest to check against", good, "", func(err error) bool { return errors.Is(err, ErrCorrupt) }},
 		{"etcd's trailing hash wrong", badStored, bw.SHA256(), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
-		{"not zstd", bytes.Repeat([]byte{1}, 100), hexOf(func() []byte { s := sha256.Sum256(bytes.Repeat([]byte{1}, 100)); return s[:] }()), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
+		{"not zstd", bytes.Repeat([]byte{1}, 100), hexOf(func() []byte {
+			s := sha256.Sum256(bytes.Repeat([]byte{1},
+				100))
+			return s[:]
+		}()), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Open(bytes.NewReader(tc.stored), Meta{SHA256: tc.want}, nil, io.Discard)
@@ -111,7 +116,8 @@ func TestDecodeRefuses(t *testing.T) {
 		})
 	}
 	t.Run("a broken download is the source's fault", func(t *testing.T) {
-		_, err := Open(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)), Meta{SHA256: w.SHA256()}, nil, io.Discard)
+		_, err := Open(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)),
+			Meta{SHA256: w.SHA256()}, nil, io.Discard)
 		var se *SourceError
 		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Open = %v, want a SourceError", err)

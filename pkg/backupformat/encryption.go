@@ -51,7 +51,7 @@ func ParseRecipients(text string) (Encryption, error) {
 		}
 		r, err := age.ParseX25519Recipient(line)
 		if err != nil {
-			return Encryption{}, fmt.Errorf("line %d: not an age X25519 recipient (age1…): %v", i+1, err)
+			return Encryption{}, fmt.Errorf("line %d: not an age X25519 recipient (age1…): %w", i+1, err)
 		}
 		e.Recipients = append(e.Recipients, r)
 		e.Fingerprints = append(e.Fingerprints, Fingerprint(r.String()))
@@ -107,9 +107,10 @@ func decryptError(st Meta, identities []age.Identity, err error) error {
 	}
 	var noMatch *age.NoIdentityMatchError
 	if errors.As(err, &noMatch) {
-		return fmt.Errorf("%w: it is encrypted to recipients [%s]; the identities given are for [%s]", ErrDecrypt, st.Recipients, strings.Join(have, ","))
+		return fmt.Errorf("%w: it is encrypted to recipients [%s]; the identities given are for [%s]", ErrDecrypt,
+			st.Recipients, strings.Join(have, ","))
 	}
 	// An identity matched, and the header still does not hold (its MAC, its form): the bytes
 	// are not what was sealed.
-	return fmt.Errorf("%w: its age header does not hold: %v", ErrCorrupt, err)
+	return fmt.Errorf("%w: its age header does not hold: %w", ErrCorrupt, err)
 }

@@ -136,7 +136,8 @@ func TestDecryptionFailures(t *testing.T) {
 	fp := Fingerprint(alice.Recipient().String())
 	for name, ids := range map[string][]age.Identity{"none": nil, "wrong": identities(t, mallory)} {
 		_, err := Open(bytes.NewReader(stored), st, ids, io.Discard)
-		if !errors.Is(err, ErrDecrypt) || !strings.Contains(err.Error(), fp) || strings.Contains(err.Error(), "AGE-SECRET-KEY") {
+		if !errors.Is(err, ErrDecrypt) || !strings.Contains(err.Error(), fp) || strings.Contains(err.Error(),
+			"AGE-SECRET-KEY") {
 			t.Fatalf("%s identity: %v, want ErrDecrypt naming recipient %s", name, err, fp)
 		}
 	}
@@ -148,7 +149,8 @@ func TestDecryptionFailures(t *testing.T) {
 	// The payload is authenticated: bytes changed with the digest rewritten to match are
 	// still refused.
 	sum := sha(flipped)
-	if _, err := Open(bytes.NewReader(flipped), Meta{SHA256: sum, Codec: st.Codec, Recipients: st.Recipients}, identities(t, alice), io.Discard); !errors.Is(err, ErrCorrupt) {
+	if _, err := Open(bytes.NewReader(flipped), Meta{SHA256: sum, Codec: st.Codec, Recipients: st.Recipients},
+		identities(t, alice), io.Discard); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("flipped byte, digest rewritten: %v, want ErrCorrupt", err)
 	}
 	if _, err := ParseRecipients("ssh-ed25519 AAAA… not age"); err == nil {

@@ -60,7 +60,8 @@ func (m Meta) Map() map[string]string {
 			out[k] = v
 		}
 	}
-	for k, v := range map[string]int64{metaSnapshotSize: m.SnapshotSize, metaRevision: m.Revision, metaKeyCount: m.KeyCount} {
+	for k, v := range map[string]int64{metaSnapshotSize: m.SnapshotSize, metaRevision: m.Revision,
+		metaKeyCount: m.KeyCount} {
 		if v > 0 {
 			out[k] = strconv.FormatInt(v, 10)
 		}
@@ -92,7 +93,8 @@ func ParseMeta(md map[string]string) (Meta, error) {
 			return Meta{}, fmt.Errorf("%w: metadata %s %q is not a hex sha256", ErrCorrupt, key, v)
 		}
 	}
-	for key, into := range map[string]*int64{metaSnapshotSize: &m.SnapshotSize, metaRevision: &m.Revision, metaKeyCount: &m.KeyCount} {
+	for key, into := range map[string]*int64{metaSnapshotSize: &m.SnapshotSize, metaRevision: &m.Revision,
+		metaKeyCount: &m.KeyCount} {
 		v := get(key)
 		if v == "" {
 			continue

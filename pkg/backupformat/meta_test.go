@@ -10,7 +10,8 @@ import (
 // returns its keys in; fields not recorded stay empty.
 func TestMetaRoundTrip(t *testing.T) {
 	full := Meta{
-		SHA256: strings.Repeat("ab", 32), Codec: CodecZstdAge, Recipients: "fp1,fp2", SnapshotSHA256: strings.Repeat("cd", 32),
+		SHA256: strings.Repeat("ab", 32), Codec: CodecZstdAge, Recipients: "fp1,fp2", SnapshotSHA256: strings.Repeat("cd",
+			32),
 		SnapshotSize: 1 << 30, Revision: 42, KeyCount: 7, BackupName: "daily-2021-03-02T15:24:00", Cluster: "zvc78xnnz7",
 	}
 	for _, tc := range []struct {

@@ -24,7 +24,8 @@ type readAhead struct {
 }
 
 func newReadAhead(r io.Reader, n, size int) *readAhead {
-	ra := &readAhead{full: make(chan []byte, n), free: make(chan []byte, n), stop: make(chan struct{}), done: make(chan struct{})}
+	ra := &readAhead{full: make(chan []byte, n), free: make(chan []byte, n), stop: make(chan struct{}),
+		done: make(chan struct{})}
 	for range n {
 		ra.free <- make([]byte, size)
 	}

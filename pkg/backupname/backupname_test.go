@@ -11,8 +11,11 @@ func TestNames(t *testing.T) {
 	tests := []struct {
 		name, got, want string
 	}{
-		{"backup name is config and UTC time, as the seed shows", Backup("daily-backup", scheduled), "daily-backup-2021-03-02T15:24:00"},
-		{"object key has no colon and includes the cluster", ObjectKey("zvc78xnnz7", "cluster-zvc78xnnz7", "daily-backup", "daily-backup-2021-03-02T15:24:00"), "zvc78xnnz7/cluster-zvc78xnnz7/daily-backup/daily-backup-2021-03-02T15-24-00.db.zst"},
+		{"backup name is config and UTC time, as the seed shows", Backup("daily-backup", scheduled),
+			"daily-backup-2021-03-02T15:24:00"},
+		{"object key has no colon and includes the cluster", ObjectKey("zvc78xnnz7", "cluster-zvc78xnnz7", "daily-backup",
+			"daily-backup-2021-03-02T15:24:00"),
+			"zvc78xnnz7/cluster-zvc78xnnz7/daily-backup/daily-backup-2021-03-02T15-24-00.db.zst"},
 		{"prefix", Prefix("c", "ns", "cfg"), "c/ns/cfg/"},
 	}
 	for _, tc := range tests {
@@ -29,7 +32,8 @@ func TestJobNameIsDeterministicAndDistinct(t *testing.T) {
 	if a != Job("zvc78xnnz7", "jobtest1", "jobtest1-2021-03-16T03:48:00") {
 		t.Fatal("job name differs between calls")
 	}
-	if !strings.HasPrefix(a, "zvc78xnnz7-backup-jobtest1-create-") || len(a) != len("zvc78xnnz7-backup-jobtest1-create-")+10 {
+	if !strings.HasPrefix(a,
+		"zvc78xnnz7-backup-jobtest1-create-") || len(a) != len("zvc78xnnz7-backup-jobtest1-create-")+10 {
 		t.Fatalf("job name %q has not KKP's shape", a)
 	}
 	if a == Job("zvc78xnnz7", "jobtest1", "jobtest1-2021-03-16T03:51:00") {

@@ -17,7 +17,8 @@ type BatchHandler func(ctx context.Context, msgs []jetstream.Msg) []error
 // NewBatchWorker returns a Worker that hands h every message waiting on c, up to size at a
 // time: it waits for one message, then takes what else is already there, waiting at most
 // BatchGather for more. A quiet consumer so adds little delay, and a busy one is drained in
-// batches whose size follows its backlog — for handlers where many messages cost little more than one (status events of one
+// batches whose size follows its backlog — for handlers where many messages cost little more than one (status events
+// of one
 // object merged into one write). A batch's messages are acked without waiting for the
 // server's confirmation: a lost ack delivers the message again.
 func NewBatchWorker(c jetstream.Consumer, h BatchHandler, size int, opts ...WorkerOption) (*Worker, error) {
@@ -76,7 +77,8 @@ func (w *Worker) fetchBatch(ctx context.Context) ([]jetstream.Msg, error) {
 	for m := range first.Messages() {
 		msgs = append(msgs, m)
 	}
-	if err := first.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+	if err := first.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err,
+		context.DeadlineExceeded) && ctx.Err() == nil {
 		return msgs, err
 	}
 	if len(msgs) == 0 || w.batchSize == 1 {
@@ -108,7 +110,8 @@ type Item[M any] struct {
 // for one message: invalid messages are terminated without reaching handle, and on a
 // message's last delivery a transient error makes it a dead letter. handle returns one error
 // per item, in order.
-func TypedBatch[T any, M Message[T]](maxDeliver int, handle func(ctx context.Context, items []Item[M]) []error) BatchHandler {
+func TypedBatch[T any, M Message[T]](maxDeliver int, handle func(ctx context.Context,
+	items []Item[M]) []error) BatchHandler {
 	return func(ctx context.Context, msgs []jetstream.Msg) []error {
 		errs := make([]error, len(msgs))
 		items := make([]Item[M], 0, len(msgs))

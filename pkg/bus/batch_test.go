@@ -17,9 +17,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
-func startBatchWorker(t *testing.T, ctx context.Context, c jetstream.Consumer, h bus.BatchHandler, size int, opts ...bus.WorkerOption) {
+func startBatchWorker(t *testing.T, ctx context.Context, c jetstream.Consumer, h bus.BatchHandler, size int,
+	opts ...bus.WorkerOption) {
 	t.Helper()
-	opts = append([]bus.WorkerOption{bus.WithBackoff(func(uint64) time.Duration { return 10 * time.Millisecond })}, opts...)
+	opts = append([]bus.WorkerOption{bus.WithBackoff(func(uint64) time.Duration { return 10 * time.Millisecond })},
+		opts...)
 	w, err := bus.NewBatchWorker(c, h, size, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +117,8 @@ func TestBatchWorkerSettlesEachMessage(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if calls["short"] != 2 {
-		t.Fatalf("a batch whose handler returned too few results was handled %d times, want 2 (settled the second time)", calls["short"])
+		t.Fatalf("a batch whose handler returned too few results was handled %d times, want 2 (settled the second time)",
+			calls["short"])
 	}
 }
 
@@ -155,7 +158,8 @@ func TestTypedBatch(t *testing.T) {
 		}
 	}
 	waitFor(t, "two invalid messages, one redelivery and one dead letter counted", func() bool {
-		return testutil.ToFloat64(m.Invalid(bus.SubjectBackupRequested)) == 2 && testutil.ToFloat64(m.DeadLetters(bus.SubjectBackupRequested)) == 1 &&
+		return testutil.ToFloat64(m.Invalid(bus.SubjectBackupRequested)) == 2 &&
+			testutil.ToFloat64(m.DeadLetters(bus.SubjectBackupRequested)) == 1 &&
 			testutil.ToFloat64(m.Redeliveries(bus.SubjectBackupRequested)) == 1
 	})
 	waitFor(t, "the stream to drop them", func() bool { return streamEmpty(t, ctx, js) })

@@ -52,11 +52,13 @@ func Encode(m proto.Message, json bool) ([]byte, string, error) {
 // Publish publishes m as protobuf on subject with Nats-Msg-Id msgID (no dedup if empty) and
 // waits for the stream's acknowledgement. duplicate reports that the stream already held a
 // message with that id (within its Duplicates window) and dropped this one.
-func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, m proto.Message) (duplicate bool, err error) {
+func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string,
+	m proto.Message) (duplicate bool, err error) {
 	return publish(ctx, js, subject, msgID, m, false)
 }
 
-func publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, m proto.Message, json bool) (bool, error) {
+func publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, m proto.Message,
+	json bool) (bool, error) {
 	data, ct, err := Encode(m, json)
 	if err != nil {
 		return false, fmt.Errorf("encode %s: %w", subject, err)

@@ -45,7 +45,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{0x0a, 0x03, 'a', 'b', 'c'}, "application/protobuf")
 	f.Add([]byte(`{"backupName":`), "application/json")
 	f.Fuzz(func(t *testing.T, data []byte, contentType string) {
-		for _, m := range []proto.Message{&etcdbackupv1.TriggerBackupRequest{}, &etcdbackupv1.BackupRequested{}, &etcdbackupv1.StatusEvent{}, &etcdbackupv1.SnapshotReady{}} {
+		for _, m := range []proto.Message{&etcdbackupv1.TriggerBackupRequest{}, &etcdbackupv1.BackupRequested{},
+			&etcdbackupv1.StatusEvent{}, &etcdbackupv1.SnapshotReady{}} {
 			if err := bus.Decode(data, contentType, m); err != nil {
 				continue
 			}

@@ -113,15 +113,18 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 	return []jetstream.StreamConfig{
 		work(StreamRequests, "backup requests, scheduler to snapshotter; deleted when acked", SubjectBackupRequested),
 		work(StreamSnapshots, "staged snapshots, snapshotter to uploader; deleted when acked", SubjectSnapshotReady),
-		t.stream(StreamStored, "stored backups, uploader to pruner", SubjectBackupStored, jetstream.LimitsPolicy, t.StoredMaxAge),
+		t.stream(StreamStored, "stored backups, uploader to pruner", SubjectBackupStored, jetstream.LimitsPolicy,
+			t.StoredMaxAge),
 		work(StreamDeletes, "backup deletions, pruner planner to pruner deleter; deleted when acked", SubjectDeleteRequested),
-		t.stream(StreamStatus, "status events of every stage (protojson)", SubjectStatusAll, jetstream.LimitsPolicy, t.StatusMaxAge),
+		t.stream(StreamStatus, "status events of every stage (protojson)", SubjectStatusAll, jetstream.LimitsPolicy,
+			t.StatusMaxAge),
 	}
 }
 
 // stream is one stream of the topology: its storage, replicas and size, new messages refused
 // when full, and duplicates dropped within RequestsDuplicateWindow.
-func (t Topology) stream(name, description, subject string, retention jetstream.RetentionPolicy, maxAge time.Duration) jetstream.StreamConfig {
+func (t Topology) stream(name, description, subject string, retention jetstream.RetentionPolicy,
+	maxAge time.Duration) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        name,
 		Description: description,

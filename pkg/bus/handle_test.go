@@ -48,7 +48,8 @@ func TestTypedTerminatesInvalidMessagesAtOnce(t *testing.T) {
 	if info.NumRedelivered != 0 || info.NumAckPending != 0 {
 		t.Fatalf("invalid messages were redelivered (%d) or are pending (%d)", info.NumRedelivered, info.NumAckPending)
 	}
-	if _, err := js.Publish(ctx, bus.SubjectBackupRequested, mustEncode(t, validRequest()), jetstream.WithMsgID("ok")); err != nil {
+	if _, err := js.Publish(ctx, bus.SubjectBackupRequested, mustEncode(t, validRequest()),
+		jetstream.WithMsgID("ok")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the valid message handled", func() bool { return handled.Load() == 1 })

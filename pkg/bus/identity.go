@@ -27,7 +27,8 @@ const (
 
 // Identities lists every identity, services first.
 func Identities() []Identity {
-	return []Identity{IdentityScheduler, IdentitySnapshotter, IdentityUploader, IdentityPruner, IdentityRestorer, IdentityTrigger, IdentityWatcher}
+	return []Identity{IdentityScheduler, IdentitySnapshotter, IdentityUploader, IdentityPruner, IdentityRestorer,
+		IdentityTrigger, IdentityWatcher}
 }
 
 // InboxPrefix is the identity's own inbox prefix: replies to its requests (JetStream API

@@ -146,8 +146,11 @@ func Report[M any](js jetstream.JetStream, metrics *Metrics, o Outcome[M]) Middl
 // fail publishes the Failed event about cause and returns err, or the publish's error (to be
 // delivered again) unless d is the last delivery.
 func (o Outcome[M]) fail(ctx context.Context, js jetstream.JetStream, m M, d Delivery, cause, err error) error {
-	if perr := PublishStatus(ctx, js, o.Event(m, etcdbackupv1.Phase_PHASE_FAILED, o.Failed(cause))); perr != nil && !d.Last {
-		return fmt.Errorf("report the failure (%v): %w", err, perr)
+	ev := o.Event(m, etcdbackupv1.Phase_PHASE_FAILED, o.Failed(cause))
+	if perr := PublishStatus(ctx, js, ev); perr != nil && !d.Last {
+		// The failure is told, not wrapped: the publish's error, which is transient, decides
+		// that the message comes again.
+		return fmt.Errorf("report the failure (%v): %w", err, perr) //nolint:errorlint // told, not wrapped (above)
 	}
 	if o.Cleanup != nil {
 		o.Cleanup(ctx, m)

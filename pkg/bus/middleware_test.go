@@ -87,29 +87,38 @@ func TestReport(t *testing.T) {
 	}{
 		{
 			name: "transient, then done", errs: []error{errors.New("s3 down")}, maxDeliver: 5, wantCalls: 2,
-			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING}, wantLast: "attempt 1 failed, retrying: s3 down", wantFailure: "s3",
+			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING},
+			wantLast:   "attempt 1 failed, retrying: s3 down", wantFailure: "s3",
 		},
 		{
 			name: "a row marks it permanent", errs: []error{fmt.Errorf("put: %w", errConfig)}, maxDeliver: 5, wantCalls: 1,
-			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_FAILED}, wantLast: "upload: put: bucket not found", wantFailure: "BucketNotFound",
+			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_FAILED}, wantLast: "upload: put: bucket not found",
+			wantFailure: "BucketNotFound",
 		},
 		{
-			name: "transient on every delivery: a dead letter", errs: []error{errors.New("s3 down"), errors.New("s3 down"), errors.New("s3 still down")}, maxDeliver: 3, wantCalls: 3,
-			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING, etcdbackupv1.Phase_PHASE_RUNNING, etcdbackupv1.Phase_PHASE_FAILED},
-			wantLast:   "upload: gave up after the last allowed delivery: s3 still down", wantFailure: "s3", wantDead: true,
+			name: "transient on every delivery: a dead letter", errs: []error{errors.New("s3 down"), errors.New("s3 down"),
+				errors.New("s3 still down")}, maxDeliver: 3, wantCalls: 3,
+			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING, etcdbackupv1.Phase_PHASE_RUNNING,
+				etcdbackupv1.Phase_PHASE_FAILED},
+			wantLast: "upload: gave up after the last allowed delivery: s3 still down", wantFailure: "s3", wantDead: true,
 		},
 		{
-			name: "an attempt budget ends in Failed before MaxDeliver", errs: []error{errors.New("etcd down"), errors.New("etcd down")}, maxDeliver: 4, wantCalls: 2,
+			name: "an attempt budget ends in Failed before MaxDeliver", errs: []error{errors.New("etcd down"),
+				errors.New("etcd down")}, maxDeliver: 4, wantCalls: 2,
 			outcome:    func(o *bus.Outcome[*etcdbackupv1.BackupRequested]) { o.Attempts = 2 },
-			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING, etcdbackupv1.Phase_PHASE_FAILED}, wantLast: "upload: etcd down", wantFailure: "s3",
+			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING, etcdbackupv1.Phase_PHASE_FAILED},
+			wantLast:   "upload: etcd down", wantFailure: "s3",
 		},
 		{
-			name: "a rejection is not a failure of the work", errs: []error{bus.Reject("cluster", errors.New("another cluster"))}, maxDeliver: 5, wantCalls: 1,
+			name: "a rejection is not a failure of the work", errs: []error{bus.Reject("cluster",
+				errors.New("another cluster"))}, maxDeliver: 5, wantCalls: 1,
 		},
 		{
-			name: "a rejection reported as Failed where the stage says so", errs: []error{bus.Reject("cluster", errors.New("another cluster"))}, maxDeliver: 5, wantCalls: 1,
+			name: "a rejection reported as Failed where the stage says so", errs: []error{bus.Reject("cluster",
+				errors.New("another cluster"))}, maxDeliver: 5, wantCalls: 1,
 			outcome:    func(o *bus.Outcome[*etcdbackupv1.BackupRequested]) { o.Rejections = true },
-			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_FAILED}, wantLast: "upload: rejected (cluster): another cluster",
+			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_FAILED},
+			wantLast:   "upload: rejected (cluster): another cluster",
 		},
 	}
 	for _, tc := range tests {
@@ -138,7 +147,10 @@ func TestReport(t *testing.T) {
 			if _, err := js.Publish(ctx, bus.SubjectBackupRequested, mustEncode(t, validRequest())); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the message to leave the stream", func() bool { return streamEmpty(t, ctx, js) && len(events()) >= len(tc.wantPhases) })
+			waitFor(t, "the message to leave the stream", func() bool {
+				return streamEmpty(t, ctx,
+					js) && len(events()) >= len(tc.wantPhases)
+			})
 			if n := int(calls.Load()); n != tc.wantCalls {
 				t.Fatalf("handled %d times, want %d", n, tc.wantCalls)
 			}
@@ -257,7 +269,8 @@ func TestARetryIsLoggedOnce(t *testing.T) {
 	}
 }
 
-func consumerWithMaxDeliver(t *testing.T, ctx context.Context, js jetstream.JetStream, maxDeliver int) jetstream.Consumer {
+func consumerWithMaxDeliver(t *testing.T, ctx context.Context, js jetstream.JetStream,
+	maxDeliver int) jetstream.Consumer {
 	t.Helper()
 	if err := bus.Ensure(ctx, js, testTopology()); err != nil {
 		t.Fatal(err)

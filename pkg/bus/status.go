@@ -55,7 +55,8 @@ func StatusFromItsStage(subject string, ev *etcdbackupv1.StatusEvent) error {
 }
 
 // StatusFor starts a status event about the backup req asks for.
-func StatusFor(req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, message string) *etcdbackupv1.StatusEvent {
+func StatusFor(req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase,
+	message string) *etcdbackupv1.StatusEvent {
 	return &etcdbackupv1.StatusEvent{
 		Config:        req.GetConfig(),
 		Cluster:       req.GetCluster(),
@@ -74,7 +75,8 @@ func StatusFor(req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, phas
 // is called, a PHASE_RUNNING status event of stage about the backup req asks for: its message
 // says "<doing>: <done> of <total>" in words, and BytesDone and BytesTotal give the numbers for
 // subscribers that draw a bar (total 0: not known). A failed publish is logged, not returned.
-func ReportProgress(ctx context.Context, js jetstream.JetStream, log *slog.Logger, req *etcdbackupv1.BackupRequested, stage etcdbackupv1.Stage, doing string, every time.Duration, done func() int64, total int64) (stop func()) {
+func ReportProgress(ctx context.Context, js jetstream.JetStream, log *slog.Logger, req *etcdbackupv1.BackupRequested,
+	stage etcdbackupv1.Stage, doing string, every time.Duration, done func() int64, total int64) (stop func()) {
 	if every <= 0 {
 		every = progress.Interval
 	}
@@ -89,7 +91,8 @@ func ReportProgress(ctx context.Context, js jetstream.JetStream, log *slog.Logge
 }
 
 // DeleteStatusFor starts a status event about the deletion req asks for.
-func DeleteStatusFor(req *etcdbackupv1.DeleteRequested, phase etcdbackupv1.Phase, message string) *etcdbackupv1.StatusEvent {
+func DeleteStatusFor(req *etcdbackupv1.DeleteRequested, phase etcdbackupv1.Phase,
+	message string) *etcdbackupv1.StatusEvent {
 	return &etcdbackupv1.StatusEvent{
 		Config:        req.GetConfig(),
 		Cluster:       req.GetCluster(),

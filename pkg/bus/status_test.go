@@ -20,7 +20,8 @@ func TestStatusFromItsStage(t *testing.T) {
 	}{
 		{"etcdbackup.status.uploader", ev(etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED), true},
 		{"etcdbackup.status.snapshotter", ev(etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED), false},
-		{"etcdbackup.status.snapshotter", ev(etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_COMPLETED), false},
+		{"etcdbackup.status.snapshotter", ev(etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_COMPLETED),
+			false},
 		{"etcdbackup.status.snapshotter", ev(etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING), true},
 		{"etcdbackup.status.restorer", ev(etcdbackupv1.Stage_STAGE_RESTORER, etcdbackupv1.Phase_PHASE_COMPLETED), true},
 		{"etcdbackup.status.trigger", ev(etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_RUNNING), false},

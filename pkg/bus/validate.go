@@ -67,13 +67,15 @@ func validateRequest(m *etcdbackupv1.BackupRequested, now time.Time) error {
 	if want := backupname.Job(m.GetCluster(), ref.GetName(), m.GetBackupName()); m.GetJobName() != want {
 		return fmt.Errorf("job_name %q is not the backup's job name %q", m.GetJobName(), want)
 	}
-	if want := backupname.ObjectKey(m.GetCluster(), ref.GetNamespace(), ref.GetName(), m.GetBackupName()); m.GetObjectKey() != want {
+	if want := backupname.ObjectKey(m.GetCluster(), ref.GetNamespace(), ref.GetName(),
+		m.GetBackupName()); m.GetObjectKey() != want {
 		return fmt.Errorf("object_key %q is not the backup's key %q", m.GetObjectKey(), want)
 	}
 	if err := validateDestination(m.GetDestination()); err != nil {
 		return err
 	}
-	if _, ok := etcdbackupv1.Trigger_name[int32(m.GetTrigger())]; !ok || m.GetTrigger() == etcdbackupv1.Trigger_TRIGGER_UNSPECIFIED {
+	if _, ok := etcdbackupv1.Trigger_name[int32(m.GetTrigger())]; !ok ||
+		m.GetTrigger() == etcdbackupv1.Trigger_TRIGGER_UNSPECIFIED {
 		return fmt.Errorf("trigger %d is not a known trigger", m.GetTrigger())
 	}
 	return nil
@@ -142,7 +144,8 @@ func validateDelete(m *etcdbackupv1.DeleteRequested, now time.Time) error {
 	if want := backupname.DeleteJob(m.GetCluster(), ref.GetName(), m.GetBackupName()); m.GetDeleteJobName() != want {
 		return fmt.Errorf("delete_job_name %q is not the backup's deletion job %q", m.GetDeleteJobName(), want)
 	}
-	if key := m.GetObjectKey(); key != "" && key != backupname.ObjectKey(m.GetCluster(), ref.GetNamespace(), ref.GetName(), m.GetBackupName()) {
+	if key := m.GetObjectKey(); key != "" && key != backupname.ObjectKey(m.GetCluster(), ref.GetNamespace(),
+		ref.GetName(), m.GetBackupName()) {
 		return fmt.Errorf("object_key %q is not the backup's key", key)
 	}
 	switch m.GetReason() {
@@ -169,7 +172,8 @@ func validateStatus(m *etcdbackupv1.StatusEvent, now time.Time) error {
 	if err := validateTime("time", m.GetTime(), now, false); err != nil {
 		return err
 	}
-	if op := m.GetOperation(); op == etcdbackupv1.Operation_OPERATION_RESTORE || op == etcdbackupv1.Operation_OPERATION_DRILL {
+	if op := m.GetOperation(); op == etcdbackupv1.Operation_OPERATION_RESTORE ||
+		op == etcdbackupv1.Operation_OPERATION_DRILL {
 		// config names the EtcdRestore (a drill: the config); the backup name is what it says.
 		if m.GetConfig().GetUid() == "" {
 			return errors.New("config with its uid is required")
@@ -190,7 +194,8 @@ func validateStatus(m *etcdbackupv1.StatusEvent, now time.Time) error {
 		job != backupname.DeleteJob(m.GetCluster(), ref.GetName(), m.GetBackupName()) {
 		return fmt.Errorf("job_name %q is not a job of the backup", job)
 	}
-	if key := m.GetObjectKey(); key != "" && key != backupname.ObjectKey(m.GetCluster(), ref.GetNamespace(), ref.GetName(), m.GetBackupName()) {
+	if key := m.GetObjectKey(); key != "" && key != backupname.ObjectKey(m.GetCluster(), ref.GetNamespace(),
+		ref.GetName(), m.GetBackupName()) {
 		return fmt.Errorf("object_key %q is not the backup's key", key)
 	}
 	if s := m.GetSha256(); s != "" && !isSHA256(s) {
@@ -203,7 +208,8 @@ func validateStatus(m *etcdbackupv1.StatusEvent, now time.Time) error {
 }
 
 // validateBackup checks the parts every message about one backup has.
-func validateBackup(ref *etcdbackupv1.ConfigRef, cluster, backup string, scheduled *timestamppb.Timestamp, now time.Time) error {
+func validateBackup(ref *etcdbackupv1.ConfigRef, cluster, backup string, scheduled *timestamppb.Timestamp,
+	now time.Time) error {
 	if ref == nil || ref.GetUid() == "" {
 		return errors.New("config with its uid is required")
 	}
@@ -221,7 +227,8 @@ func validateBackup(ref *etcdbackupv1.ConfigRef, cluster, backup string, schedul
 		return err
 	}
 	if !scheduled.AsTime().Truncate(time.Second).Equal(at) {
-		return fmt.Errorf("scheduled_time %s is not the time in backup_name %q", scheduled.AsTime().Format(time.RFC3339), backup)
+		return fmt.Errorf("scheduled_time %s is not the time in backup_name %q", scheduled.AsTime().Format(time.RFC3339),
+			backup)
 	}
 	return nil
 }
@@ -236,7 +243,7 @@ func validateNames(uid, namespace, name string) error {
 		return fmt.Errorf("name %q: %s", name, strings.Join(errs, "; "))
 	}
 	if uid != "" && (len(uid) > 64 || strings.ContainsFunc(uid, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-')
+		return (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-'
 	})) {
 		return fmt.Errorf("uid %q is not a Kubernetes uid", uid)
 	}
@@ -244,7 +251,8 @@ func validateNames(uid, namespace, name string) error {
 }
 
 func validateDestination(d string) error {
-	if len(d) > validation.DNS1123SubdomainMaxLength || strings.ContainsFunc(d, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+	if len(d) > validation.DNS1123SubdomainMaxLength || strings.ContainsFunc(d,
+		func(r rune) bool { return r < 0x21 || r > 0x7e }) {
 		return fmt.Errorf("destination %q is not a destination name", d)
 	}
 	return nil

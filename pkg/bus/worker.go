@@ -199,7 +199,8 @@ func (w *Worker) loop(ctx, handlerCtx context.Context) {
 			w.handle(handlerCtx, msg)
 		}
 		cancel()
-		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		if err := batch.Error(); err != nil && ctx.Err() == nil && !errors.Is(err,
+			jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
 			w.log.Warn("fetch batch", "err", err)
 			sleepCtx(ctx, time.Second)
 		}
@@ -256,13 +257,15 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, err error, doubl
 		if kind == "" {
 			kind = "failed"
 		}
-		logger(w.log, err).Error("message terminated", "subject", msg.Subject(), "delivered", delivered, "kind", kind, "err", err)
+		logger(w.log, err).Error("message terminated", "subject", msg.Subject(), "delivered", delivered, "kind", kind,
+			"err", err)
 		_ = msg.TermWithReason(truncate(err.Error(), 256))
 	default:
 		// The one line about a retry: handlers and their middleware do not log it.
 		delay := w.backoff(delivered)
 		w.metrics.retry(msg.Subject())
-		logger(w.log, err).Warn("job failed, will retry", "subject", msg.Subject(), "delivered", delivered, "retry_in", delay, "err", err)
+		logger(w.log, err).Warn("job failed, will retry", "subject", msg.Subject(), "delivered", delivered, "retry_in",
+			delay, "err", err)
 		_ = msg.NakWithDelay(delay)
 	}
 }

@@ -45,7 +45,8 @@ func publish(t *testing.T, ctx context.Context, js jetstream.JetStream, id strin
 
 func startWorker(t *testing.T, ctx context.Context, c jetstream.Consumer, h bus.Handler, opts ...bus.WorkerOption) {
 	t.Helper()
-	opts = append([]bus.WorkerOption{bus.WithBackoff(func(uint64) time.Duration { return 10 * time.Millisecond })}, opts...)
+	opts = append([]bus.WorkerOption{bus.WithBackoff(func(uint64) time.Duration { return 10 * time.Millisecond })},
+		opts...)
 	w, err := bus.NewWorker(c, h, opts...)
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +71,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // streamEmpty reports whether the work-queue stream removed every message, i.e. each was
 // acked or terminated.
 func streamEmpty(t *testing.T, ctx context.Context, js jetstream.JetStream) bool {
+	t.Helper()
 	s, err := js.Stream(ctx, bus.StreamRequests)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +90,8 @@ func TestWorkerOutcomes(t *testing.T) {
 		wantCalls int32
 	}{
 		{"success is acked once", func(int32) error { return nil }, 1},
-		{"permanent failure is terminated, never redelivered", func(int32) error { return bus.Permanent(errors.New("bad input")) }, 1},
+		{"permanent failure is terminated, never redelivered",
+			func(int32) error { return bus.Permanent(errors.New("bad input")) }, 1},
 		{"transient failure is redelivered until it succeeds", func(calls int32) error {
 			if calls < 3 {
 				return errors.New("s3 down")

@@ -12,12 +12,15 @@ import (
 func TestBucketContract(t *testing.T) {
 	buckettest.Run(t, buckettest.Store{
 		Bucket: func(t *testing.T) destination.Bucket {
+			t.Helper()
 			return s3test.Run(t, "backups").Bucket(t, "backups")
 		},
 		Missing: func(t *testing.T) destination.Bucket {
+			t.Helper()
 			return s3test.Run(t).Bucket(t, "backups")
 		},
 		Refused: func(t *testing.T) destination.Bucket {
+			t.Helper()
 			s := s3test.Run(t, "backups")
 			s.Allow(s3test.AccessKey)
 			return s.BucketWithKeys(t, "backups", "someone-else", "wrong")

@@ -175,7 +175,7 @@ func (r *Resolver) readConfig(ctx context.Context) (*kubermaticv1.EtcdBackupRest
 	}
 	var cfg kubermaticv1.EtcdBackupRestore
 	if err := yaml.UnmarshalStrict([]byte(raw), &cfg); err != nil {
-		return nil, fmt.Errorf("%w: %s, key %s: %v", ErrNotFound, r.src, ConfigMapKey, err)
+		return nil, fmt.Errorf("%w: %s, key %s: %w", ErrNotFound, r.src, ConfigMapKey, err)
 	}
 	return &cfg, nil
 }
@@ -245,7 +245,8 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 }
 
 // named returns the destination called name in cfg, or the default when name is empty.
-func (r *Resolver) named(cfg *kubermaticv1.EtcdBackupRestore, name string) (string, *kubermaticv1.BackupDestination, error) {
+func (r *Resolver) named(cfg *kubermaticv1.EtcdBackupRestore,
+	name string) (string, *kubermaticv1.BackupDestination, error) {
 	if cfg == nil || len(cfg.Destinations) == 0 {
 		return "", nil, fmt.Errorf("%w (%s)", ErrNoDestinations, r.src)
 	}
@@ -258,7 +259,8 @@ func (r *Resolver) named(cfg *kubermaticv1.EtcdBackupRestore, name string) (stri
 	d, ok := cfg.Destinations[name]
 	if !ok || d == nil {
 		known := slices.Sorted(maps.Keys(cfg.Destinations))
-		return "", nil, fmt.Errorf("%w: %q is not configured in %s (configured: %s)", ErrNotFound, name, r.src, strings.Join(known, ", "))
+		return "", nil, fmt.Errorf("%w: %q is not configured in %s (configured: %s)", ErrNotFound, name, r.src,
+			strings.Join(known, ", "))
 	}
 	return name, d, nil
 }
@@ -300,7 +302,8 @@ func (r *Resolver) Encryption(ctx context.Context, d Destination) (backupformat.
 	}
 	enc, err := backupformat.ParseRecipients(text)
 	if err != nil {
-		return backupformat.Encryption{}, fmt.Errorf("%w: destination %q: key %s of secret %s/%s: %v", ErrEncryption, d.Name, RecipientsKey, d.Encryption.Namespace, d.Encryption.Name, err)
+		return backupformat.Encryption{}, fmt.Errorf("%w: destination %q: key %s of secret %s/%s: %w", ErrEncryption,
+			d.Name, RecipientsKey, d.Encryption.Namespace, d.Encryption.Name, err)
 	}
 	r.mu.Lock()
 	r.sealing[key] = cachedEncryption{enc: enc, expires: r.now().Add(ConfigTTL)}
@@ -320,25 +323,31 @@ func (r *Resolver) Identities(ctx context.Context, d Destination) (backupformat.
 	}
 	ids, err := backupformat.ParseIdentities(text)
 	if err != nil {
-		return backupformat.Identities{}, fmt.Errorf("%w: destination %q: key %s of secret %s/%s: %v", ErrEncryption, d.Name, IdentityKey, d.Decryption.Namespace, d.Decryption.Name, err)
+		return backupformat.Identities{}, fmt.Errorf("%w: destination %q: key %s of secret %s/%s: %w", ErrEncryption,
+			d.Name, IdentityKey, d.Decryption.Namespace, d.Decryption.Name, err)
 	}
 	return ids, nil
 }
 
-func (r *Resolver) secretKey(ctx context.Context, dest, what string, ref *corev1.SecretReference, key string) (string, error) {
+func (r *Resolver) secretKey(ctx context.Context, dest, what string, ref *corev1.SecretReference,
+	key string) (string, error) {
 	var s corev1.Secret
 	if err := r.reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, &s); err != nil {
 		if client.IgnoreNotFound(err) == nil {
-			return "", fmt.Errorf("%w: destination %q: %s %s/%s does not exist", ErrEncryption, dest, what, ref.Namespace, ref.Name)
+			return "", fmt.Errorf("%w: destination %q: %s %s/%s does not exist", ErrEncryption, dest, what, ref.Namespace,
+				ref.Name)
 		}
 		if apierrors.IsForbidden(err) {
-			return "", fmt.Errorf("%w: destination %q: reading %s %s/%s is forbidden: RBAC grants the Seed namespace's Secrets by name (deploy/k8s/rbac.yaml, e.g. Role etcdbackup-snapshotter-encryption for an encryptionSecret); add %q there", ErrEncryption, dest, what, ref.Namespace, ref.Name, ref.Name)
+			return "", fmt.Errorf("%w: destination %q: reading %s %s/%s is forbidden: RBAC grants the Seed namespace's "+
+				"Secrets by name (deploy/k8s/rbac.yaml, e.g. Role etcdbackup-snapshotter-encryption for an encryptionSecret); "+
+				"add %q there", ErrEncryption, dest, what, ref.Namespace, ref.Name, ref.Name)
 		}
 		return "", fmt.Errorf("get %s %s/%s: %w", what, ref.Namespace, ref.Name, err)
 	}
 	v := s.Data[key]
 	if len(v) == 0 {
-		return "", fmt.Errorf("%w: destination %q: %s %s/%s has no key %s", ErrEncryption, dest, what, ref.Namespace, ref.Name, key)
+		return "", fmt.Errorf("%w: destination %q: %s %s/%s has no key %s", ErrEncryption, dest, what, ref.Namespace,
+			ref.Name, key)
 	}
 	return string(v), nil
 }
@@ -382,7 +391,8 @@ func (r *Resolver) open(ctx context.Context, d Destination) (Bucket, error) {
 	}
 	id, secret := string(s.Data[kubermaticv1.SecretAccessKeyID]), string(s.Data[kubermaticv1.SecretSecretAccessKey])
 	if id == "" || secret == "" {
-		return nil, fmt.Errorf("%w: secret %s lacks %s or %s", ErrCredentials, key, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
+		return nil, fmt.Errorf("%w: secret %s lacks %s or %s", ErrCredentials, key, kubermaticv1.SecretAccessKeyID,
+			kubermaticv1.SecretSecretAccessKey)
 	}
 	return d.Open(id, secret, r.opts...)
 }
@@ -390,7 +400,8 @@ func (r *Resolver) open(ctx context.Context, d Destination) (Bucket, error) {
 // Open opens d's bucket with the given keys (not necessarily those of d's Secret: the
 // restorer proves the member pods' own).
 func (d Destination) Open(accessKeyID, secretAccessKey string, opts ...S3Option) (Bucket, error) {
-	b, err := OpenS3(d.Endpoint, d.Secure, accessKeyID, secretAccessKey, d.BucketName, append(opts, withDestination(d.Name))...)
+	b, err := OpenS3(d.Endpoint, d.Secure, accessKeyID, secretAccessKey, d.BucketName, append(opts,
+		withDestination(d.Name))...)
 	if err != nil {
 		return nil, fmt.Errorf("destination %q: %w", d.Name, err)
 	}

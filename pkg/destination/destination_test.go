@@ -55,7 +55,8 @@ func TestBucketIsReusedForTTL(t *testing.T) {
 	}
 	gets := 0
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(secret).WithInterceptorFuncs(interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object,
+			opts ...client.GetOption) error {
 			gets++
 			return c.Get(ctx, key, obj, opts...)
 		},
@@ -65,7 +66,8 @@ func TestBucketIsReusedForTTL(t *testing.T) {
 	r.now = func() time.Time { return now }
 	lookup := func() Destination {
 		// Each Lookup returns a fresh SecretReference pointer, as reading the Seed does.
-		return Destination{Name: "s3", Endpoint: "127.0.0.1:9000", BucketName: "b", Credentials: &corev1.SecretReference{Namespace: "kubermatic", Name: "creds"}}
+		return Destination{Name: "s3", Endpoint: "127.0.0.1:9000", BucketName: "b",
+			Credentials: &corev1.SecretReference{Namespace: "kubermatic", Name: "creds"}}
 	}
 	first, err := r.Bucket(context.Background(), lookup())
 	if err != nil {
@@ -101,7 +103,8 @@ func TestLookupFromConfigMap(t *testing.T) {
 		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "etcdbackup-destinations"},
 			Data: map[string]string{ConfigMapKey: data}}
 	}
-	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, ConfigMap: "etcdbackup-destinations"}
+	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"},
+		ConfigMap: "etcdbackup-destinations"}
 	good := `
 defaultDestination: s3
 destinations:
@@ -121,12 +124,17 @@ destinations:
 	}{
 		{"the default", good, "", true, "backups", nil},
 		{"by name", good, "other", true, "b2", nil},
-		{"an unknown name", good, "nope", true, `"nope" is not configured in configmap kubermatic/etcdbackup-destinations (configured: other, s3)`, ErrNotFound},
+		{"an unknown name", good, "nope", true,
+			`"nope" is not configured in configmap kubermatic/etcdbackup-destinations (configured: other, s3)`, ErrNotFound},
 		{"no destinations", "destinations: {}", "", true, "configmap kubermatic/etcdbackup-destinations", ErrNoDestinations},
 		{"a misspelt field", "destinatons: {}", "", true, "unknown field", ErrNotFound},
 		{"no configmap", "", "", false, "configmap kubermatic/etcdbackup-destinations does not exist", ErrNoDestinations},
-		{"credentials outside the Seed's namespace", "destinations: {s3: {endpoint: s3.example.com, bucketName: b, credentials: {name: creds, namespace: other}}}", "s3", true, "credentials must be in the Seed's namespace kubermatic", ErrCredentials},
-		{"credentials without a namespace are the Seed's", "destinations: {s3: {endpoint: s3.example.com, bucketName: nsless, credentials: {name: creds}}}", "s3", true, "nsless", nil},
+		{"credentials outside the Seed's namespace",
+			"destinations: {s3: {endpoint: s3.example.com, bucketName: b, credentials: {name: creds, namespace: other}}}",
+			"s3", true, "credentials must be in the Seed's namespace kubermatic", ErrCredentials},
+		{"credentials without a namespace are the Seed's",
+			"destinations: {s3: {endpoint: s3.example.com, bucketName: nsless, credentials: {name: creds}}}", "s3", true,
+			"nsless", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := fake.NewClientBuilder().WithScheme(scheme)
@@ -157,11 +165,13 @@ func TestSourceIsReadOncePerTTL(t *testing.T) {
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, ConfigMap: "etcdbackup-destinations"}
+	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"},
+		ConfigMap: "etcdbackup-destinations"}
 	gets := 0
 	var failGet error
 	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object,
+			opts ...client.GetOption) error {
 			gets++
 			if failGet != nil {
 				return failGet
@@ -183,7 +193,8 @@ func TestSourceIsReadOncePerTTL(t *testing.T) {
 		t.Fatalf("%d reads for three lookups within the TTL, want 1", gets)
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "etcdbackup-destinations"},
-		Data: map[string]string{ConfigMapKey: "defaultDestination: s3\ndestinations: {s3: {endpoint: s3.example.com, bucketName: b1}}"}}
+		Data: map[string]string{ConfigMapKey: "defaultDestination: s3\ndestinations: {s3: {endpoint: s3.example.com, " +
+			"bucketName: b1}}"}}
 	if err := c.Create(ctx, cm); err != nil {
 		t.Fatal(err)
 	}
@@ -210,20 +221,26 @@ func TestNames(t *testing.T) {
 	if err := corev1.AddToScheme(scheme); err != nil {
 		t.Fatal(err)
 	}
-	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}, ConfigMap: "etcdbackup-destinations"}
+	src := Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"},
+		ConfigMap: "etcdbackup-destinations"}
 	for _, tc := range []struct {
 		name, data string
 		want       []string
 		def        string
 		err        error
 	}{
-		{"sorted with the default", "defaultDestination: s3\ndestinations: {s3: {endpoint: a, bucketName: b}, archive: {endpoint: c, bucketName: d}}", []string{"archive", "s3"}, "s3", nil},
-		{"a default that is not configured", "defaultDestination: gone\ndestinations: {s3: {endpoint: a, bucketName: b}}", []string{"s3"}, "", nil},
+		{"sorted with the default",
+			"defaultDestination: s3\ndestinations: {s3: {endpoint: a, bucketName: b}, archive: {endpoint: c, bucketName: d}}",
+			[]string{"archive", "s3"}, "s3", nil},
+		{"a default that is not configured", "defaultDestination: gone\ndestinations: {s3: {endpoint: a, bucketName: b}}",
+			[]string{"s3"}, "", nil},
 		{"none", "destinations: {}", nil, "", ErrNoDestinations},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "etcdbackup-destinations"}, Data: map[string]string{ConfigMapKey: tc.data}}
-			names, def, err := NewResolver(fake.NewClientBuilder().WithScheme(scheme).WithObjects(cm).Build(), src).Names(context.Background())
+			cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "etcdbackup-destinations"},
+				Data: map[string]string{ConfigMapKey: tc.data}}
+			names, def, err := NewResolver(fake.NewClientBuilder().WithScheme(scheme).WithObjects(cm).Build(),
+				src).Names(context.Background())
 			if !errors.Is(err, tc.err) || !slices.Equal(names, tc.want) || def != tc.def {
 				t.Fatalf("Names = %v, %q, %v; want %v, %q, %v", names, def, err, tc.want, tc.def, tc.err)
 			}

@@ -181,7 +181,8 @@ func (b *s3Bucket) classify(op, key string, err error) error {
 		return describe(ErrObjectNotFound, "no object %s in bucket %s%s", key, b.name, b.of())
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden,
 		resp.Code == minio.AccessDenied, resp.Code == "InvalidAccessKeyId", resp.Code == "SignatureDoesNotMatch":
-		return describe(ErrAccessDenied, "bucket %s%s refused to %s: %s (HTTP %d, access denied)", b.name, b.of(), op, resp.Code, resp.StatusCode)
+		return describe(ErrAccessDenied, "bucket %s%s refused to %s: %s (HTTP %d, access denied)", b.name, b.of(), op,
+			resp.Code, resp.StatusCode)
 	}
 	return fmt.Errorf("%s in bucket %s%s: %w", op, b.name, b.of(), err)
 }

@@ -72,14 +72,16 @@ func Resolve(ctx context.Context, r client.Reader, cluster *kubermaticv1.Cluster
 	}
 	var err error
 	if secret != "" {
-		t.TLS, err = tlsFrom(ctx, r, namespace, secret, OverrideSecretCAKey, secret, OverrideSecretCertKey, OverrideSecretKeyKey)
+		t.TLS, err = tlsFrom(ctx, r, namespace, secret, OverrideSecretCAKey, secret, OverrideSecretCertKey,
+			OverrideSecretKeyKey)
 	} else {
 		t.TLS, err = tlsFrom(ctx, r, namespace, CASecret, CAKey, ClientCertSecret, ClientCertKey, ClientKeyKey)
 	}
 	return t, err
 }
 
-func tlsFrom(ctx context.Context, r client.Reader, ns, caSecret, caKey, certSecret, certKey, keyKey string) (*tls.Config, error) {
+func tlsFrom(ctx context.Context, r client.Reader, ns, caSecret, caKey, certSecret, certKey,
+	keyKey string) (*tls.Config, error) {
 	ca, err := secretValue(ctx, r, ns, caSecret, caKey)
 	if err != nil {
 		return nil, err
@@ -98,7 +100,7 @@ func tlsFrom(ctx context.Context, r client.Reader, ns, caSecret, caKey, certSecr
 	}
 	pair, err := tls.X509KeyPair(cert, key)
 	if err != nil {
-		return nil, fmt.Errorf("%w: client certificate in %s/%s: %v", ErrConfig, ns, certSecret, err)
+		return nil, fmt.Errorf("%w: client certificate in %s/%s: %w", ErrConfig, ns, certSecret, err)
 	}
 	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
 }
@@ -111,7 +113,8 @@ func secretValue(ctx context.Context, r client.Reader, ns, name, key string) ([]
 		}
 		if apierrors.IsForbidden(err) {
 			// RBAC grants the Secrets by name (deploy/k8s/rbac.yaml): another name is a grant to add.
-			return nil, fmt.Errorf("%w: reading secret %s/%s is forbidden: the ClusterRole grants etcd's Secrets by name (%s, %s); add %q to its resourceNames to use it (docs/security.md)",
+			return nil, fmt.Errorf("%w: reading secret %s/%s is forbidden: the ClusterRole grants etcd's Secrets by name (%s, "+
+				"%s); add %q to its resourceNames to use it (docs/security.md)",
 				ErrConfig, ns, name, CASecret, ClientCertSecret, name)
 		}
 		return nil, fmt.Errorf("get secret %s/%s: %w", ns, name, err)

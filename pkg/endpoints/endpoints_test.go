@@ -24,12 +24,14 @@ func TestForbiddenSecretIsAConfigurationError(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
-		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object,
+			opts ...client.GetOption) error {
 			return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, key.Name, errors.New("RBAC: not granted"))
 		},
 	}).Build()
 	cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{
-		kubermaticv1.AnnotationEtcdEndpoints: "https://127.0.0.1:2379", kubermaticv1.AnnotationEtcdClientSecret: "my-etcd-client"}}}
+		kubermaticv1.AnnotationEtcdEndpoints:    "https://127.0.0.1:2379",
+		kubermaticv1.AnnotationEtcdClientSecret: "my-etcd-client"}}}
 	_, err = Resolve(context.Background(), c, cluster, "cluster-c")
 	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), `add "my-etcd-client" to its resourceNames`) {
 		t.Fatalf("Resolve with a forbidden Secret = %v, want a configuration error naming the grant", err)

@@ -2,7 +2,6 @@
 package etcdtest
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -74,7 +73,8 @@ func StartIn(dir, name string, cfgFn func(*embed.Config)) (*Etcd, error) {
 // Client returns a client of the member; it is closed when the test ends.
 func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	c, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func (e *Etcd) Client(t testing.TB) *clientv3.Client {
 // read whole: for tests' small databases.
 func (e *Etcd) Snapshot(t testing.TB) []byte {
 	t.Helper()
-	resp, err := e.Client(t).SnapshotWithVersion(context.Background())
+	resp, err := e.Client(t).SnapshotWithVersion(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -150,6 +150,7 @@ func (b *bench) connect(id bus.Identity) *conn {
 }
 
 func ctxT(t *testing.T) context.Context {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -166,7 +167,8 @@ func TestEachIdentityDoesItsJob(t *testing.T) {
 	for _, id := range bus.Identities() {
 		conns[id] = b.connect(id)
 	}
-	for _, id := range []bus.Identity{bus.IdentityScheduler, bus.IdentitySnapshotter, bus.IdentityUploader, bus.IdentityPruner, bus.IdentityRestorer} {
+	for _, id := range []bus.Identity{bus.IdentityScheduler, bus.IdentitySnapshotter, bus.IdentityUploader,
+		bus.IdentityPruner, bus.IdentityRestorer} {
 		if err := bus.EnsureFor(ctx, conns[id].js, topo, id); err != nil {
 			t.Fatalf("%s ensures its streams: %v", id, err)
 		}
@@ -181,11 +183,12 @@ func TestEachIdentityDoesItsJob(t *testing.T) {
 
 	// scheduler: the trigger, a request, a status event, the status writer's consumer.
 	sched := conns[bus.IdentityScheduler]
-	triggerSub, err := sched.nc.QueueSubscribe(bus.SubjectTriggerBackup, bus.TriggerQueueGroup, func(m *nats.Msg) { _ = m.Respond([]byte("queued")) })
+	triggerSub, err := sched.nc.QueueSubscribe(bus.SubjectTriggerBackup, bus.TriggerQueueGroup,
+		func(m *nats.Msg) { _ = m.Respond([]byte("queued")) })
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer triggerSub.Unsubscribe()
+	defer func() { _ = triggerSub.Unsubscribe() }()
 	_ = sched.nc.Flush()
 	reply, err := conns[bus.IdentityTrigger].nc.Request(bus.SubjectTriggerBackup, []byte(`{}`), 5*time.Second)
 	if err != nil || string(reply.Data) != "queued" {
@@ -279,7 +282,8 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := staging.Put(ctx, owner.js, bus.StagingBucket, "ns/secret", "test", strings.NewReader(strings.Repeat("x", 4096))); err != nil {
+	if _, err := staging.Put(ctx, owner.js, bus.StagingBucket, "ns/secret", "test",
+		strings.NewReader(strings.Repeat("x", 4096))); err != nil {
 		t.Fatal(err)
 	}
 
@@ -302,7 +306,7 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			defer sub.Unsubscribe()
+			defer func() { _ = sub.Unsubscribe() }()
 			_ = c.nc.Flush()
 			_, err = sub.NextMsg(500 * time.Millisecond)
 			return err
@@ -313,16 +317,19 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 		return err
 	}
 	var probes []probe
-	for _, id := range []bus.Identity{bus.IdentityTrigger, bus.IdentityWatcher, bus.IdentityScheduler, bus.IdentityPruner, bus.IdentityRestorer} {
+	for _, id := range []bus.Identity{bus.IdentityTrigger, bus.IdentityWatcher, bus.IdentityScheduler,
+		bus.IdentityPruner, bus.IdentityRestorer} {
 		probes = append(probes,
 			probe{"read staged snapshots", id, readStaging},
 			probe{"subscribe to staging chunks", id, subscribe("$O." + bus.StagingBucket + ".C.>")},
 		)
 	}
-	for _, id := range []bus.Identity{bus.IdentityTrigger, bus.IdentityWatcher, bus.IdentitySnapshotter, bus.IdentityUploader, bus.IdentityScheduler} {
+	for _, id := range []bus.Identity{bus.IdentityTrigger, bus.IdentityWatcher, bus.IdentitySnapshotter,
+		bus.IdentityUploader, bus.IdentityScheduler} {
 		probes = append(probes, probe{"publish a deletion", id, publish(bus.SubjectDeleteRequested)})
 	}
-	for _, id := range []bus.Identity{bus.IdentityTrigger, bus.IdentityWatcher, bus.IdentitySnapshotter, bus.IdentityPruner} {
+	for _, id := range []bus.Identity{bus.IdentityTrigger, bus.IdentityWatcher, bus.IdentitySnapshotter,
+		bus.IdentityPruner} {
 		probes = append(probes, probe{"publish an uploader status event", id, publish(bus.StatusSubject(3))})
 	}
 	probes = append(probes,
@@ -343,7 +350,10 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 			_, err := c.js.CreateOrUpdateStream(ctx, bus.DefaultTopology().StreamConfigs()[0])
 			return err
 		}},
-		probe{"delete a stream", bus.IdentityPruner, func(ctx context.Context, c *conn) error { return c.js.DeleteStream(ctx, bus.StreamRequests) }},
+		probe{"delete a stream", bus.IdentityPruner, func(ctx context.Context,
+			c *conn) error {
+			return c.js.DeleteStream(ctx, bus.StreamRequests)
+		}},
 	)
 	for _, p := range probes {
 		t.Run(string(p.id)+" may not "+p.name, func(t *testing.T) {

@@ -2,7 +2,6 @@
 package natstest
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -75,7 +74,7 @@ func Bus(t testing.TB, stagingBytes int64) jetstream.JetStream {
 	js := JetStream(t)
 	topo := bus.DefaultTopology()
 	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes = jetstream.MemoryStorage, stagingBytes, 16<<20
-	if err := bus.Ensure(context.Background(), js, topo); err != nil {
+	if err := bus.Ensure(t.Context(), js, topo); err != nil {
 		t.Fatal(err)
 	}
 	return js

@@ -26,7 +26,8 @@ func TestPeakAndAnonGrowWithMemoryTouched(t *testing.T) {
 		t.Errorf("peak RSS went from %d to %d after touching 64 MiB", before.PeakRSS, after.PeakRSS)
 	}
 	if anon-before.RssAnon < 60<<20 || after.RssAnon < anon/2 {
-		t.Errorf("anonymous memory: %d before, sampled peak %d, %d after touching 64 MiB", before.RssAnon, anon, after.RssAnon)
+		t.Errorf("anonymous memory: %d before, sampled peak %d, %d after touching 64 MiB", before.RssAnon, anon,
+			after.RssAnon)
 	}
 	if after.RSS < after.RssAnon || after.RSS < after.RssFile {
 		t.Errorf("RSS %d is less than its parts %d + %d", after.RSS, after.RssAnon, after.RssFile)

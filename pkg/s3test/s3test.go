@@ -5,7 +5,6 @@ package s3test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -157,7 +156,8 @@ func (s *Server) Close() { s.http.Close() }
 // PutBackup stores snapshot at bucket/key as the uploader stores a backup: compressed
 // (backupformat), sealed to seal when it has recipients, with its record (meta's, plus the
 // stored bytes' sha256, codec and recipients). It returns that sha256.
-func (s *Server) PutBackup(t testing.TB, bucket, key string, snapshot []byte, seal backupformat.Encryption, meta backupformat.Meta) string {
+func (s *Server) PutBackup(t testing.TB, bucket, key string, snapshot []byte, seal backupformat.Encryption,
+	meta backupformat.Meta) string {
 	t.Helper()
 	var buf bytes.Buffer
 	w, err := backupformat.NewSealingWriter(&buf, zstd.SpeedFastest, 1, seal)
@@ -172,7 +172,7 @@ func (s *Server) PutBackup(t testing.TB, bucket, key string, snapshot []byte, se
 	}
 	written := w.Meta()
 	meta.SHA256, meta.Codec, meta.Recipients = written.SHA256, written.Codec, written.Recipients
-	err = s.Bucket(t, bucket).Put(context.Background(), key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
+	err = s.Bucket(t, bucket).Put(t.Context(), key, bytes.NewReader(buf.Bytes()), int64(buf.Len()),
 		destination.PutOptions{ContentType: backupformat.ContentType, Metadata: meta.Map()})
 	if err != nil {
 		t.Fatal(err)

@@ -55,13 +55,19 @@ func TestLatest(t *testing.T) {
 		wantOK bool
 	}{
 		{"every: before first tick", "@every 20m", created.Add(19 * time.Minute), time.Time{}, false},
-		{"every: first tick after creation", "@every 20m", created.Add(20 * time.Minute), created.Add(20 * time.Minute), true},
-		{"every: only the latest missed slot", "@every 20m", created.Add(5*time.Hour + time.Minute), created.Add(5 * time.Hour), true},
-		{"cron: first tick after creation", "*/3 * * * *", time.Date(2021, 3, 16, 1, 48, 30, 0, time.UTC), time.Date(2021, 3, 16, 1, 48, 0, 0, time.UTC), true},
+		{"every: first tick after creation", "@every 20m", created.Add(20 * time.Minute), created.Add(20 * time.Minute),
+			true},
+		{"every: only the latest missed slot", "@every 20m", created.Add(5*time.Hour + time.Minute),
+			created.Add(5 * time.Hour), true},
+		{"cron: first tick after creation", "*/3 * * * *", time.Date(2021, 3, 16, 1, 48, 30, 0, time.UTC), time.Date(2021,
+			3, 16, 1, 48, 0, 0, time.UTC), true},
 		{"cron: nothing yet", "0 3 * * *", time.Date(2021, 3, 16, 2, 59, 0, 0, time.UTC), time.Time{}, false},
-		{"cron: daily after a week of downtime", "@daily", time.Date(2021, 3, 23, 12, 0, 0, 0, time.UTC), time.Date(2021, 3, 23, 0, 0, 0, 0, time.UTC), true},
-		{"cron: minutely after a year of downtime", "* * * * *", time.Date(2022, 3, 16, 1, 47, 40, 0, time.UTC), time.Date(2022, 3, 16, 1, 47, 0, 0, time.UTC), true},
-		{"cron: sparse schedule", "0 0 29 2 *", time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2028, 2, 29, 0, 0, 0, 0, time.UTC), true},
+		{"cron: daily after a week of downtime", "@daily", time.Date(2021, 3, 23, 12, 0, 0, 0, time.UTC), time.Date(2021,
+			3, 23, 0, 0, 0, 0, time.UTC), true},
+		{"cron: minutely after a year of downtime", "* * * * *", time.Date(2022, 3, 16, 1, 47, 40, 0, time.UTC),
+			time.Date(2022, 3, 16, 1, 47, 0, 0, time.UTC), true},
+		{"cron: sparse schedule", "0 0 29 2 *", time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2028, 2, 29, 0, 0,
+			0, 0, time.UTC), true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -23,7 +23,8 @@ type Part func(ctx context.Context) error
 //  4. NATS is drained and closed last, after everything that publishes.
 //
 // ready, if not nil, is waited for (a cache sync) before /readyz reports ready. nc may be nil.
-func Run(ctx context.Context, e *Endpoint, nc *nats.Conn, log *slog.Logger, ready func(ctx context.Context) bool, parts ...Part) error {
+func Run(ctx context.Context, e *Endpoint, nc *nats.Conn, log *slog.Logger, ready func(ctx context.Context) bool,
+	parts ...Part) error {
 	if err := e.Listen(); err != nil {
 		return err
 	}

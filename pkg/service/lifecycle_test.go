@@ -91,7 +91,8 @@ func TestRunStopsWhenAPartFails(t *testing.T) {
 	e := NewEndpoint("")
 	boom := fmt.Errorf("controller failed")
 	other := func(ctx context.Context) error { <-ctx.Done(); return nil }
-	err := Run(context.Background(), e, nil, slog.New(slog.DiscardHandler), nil, func(context.Context) error { return boom }, other)
+	err := Run(context.Background(), e, nil, slog.New(slog.DiscardHandler), nil,
+		func(context.Context) error { return boom }, other)
 	if !errors.Is(err, boom) {
 		t.Fatalf("Run = %v, want %v", err, boom)
 	}

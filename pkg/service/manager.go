@@ -22,7 +22,8 @@ import (
 // the Seed's namespace only, where RBAC grants access (and the destinations ConfigMap alone,
 // when one is set). opts may change the options (leader election); a leader election Lease
 // lives in the Seed's namespace.
-func (c *Common) newManager(restCfg *rest.Config, log *slog.Logger, opts ...func(*ctrl.Options)) (manager.Manager, error) {
+func (c *Common) newManager(restCfg *rest.Config, log *slog.Logger,
+	opts ...func(*ctrl.Options)) (manager.Manager, error) {
 	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
 	scheme, err := kube.NewScheme()
 	if err != nil {

@@ -31,12 +31,16 @@ type NATS struct {
 
 // Register adds the NATS flags to fs.
 func (n *NATS) Register(fs *flag.FlagSet) {
-	StringVar(fs, &n.URL, "nats-url", "tls://127.0.0.1:4222", "NATS server URL(s), comma-separated; must not hold a user or password")
+	StringVar(fs, &n.URL, "nats-url", "tls://127.0.0.1:4222",
+		"NATS server URL(s), comma-separated; must not hold a user or password")
 	StringVar(fs, &n.Creds, "nats-creds", "", "file holding this service's NATS nkey seed (mounted from a Secret)")
-	StringVar(fs, &n.CA, "nats-tls-ca", "", "CA certificate file that signed the NATS server's certificate; empty: the system's roots")
-	StringVar(fs, &n.Cert, "nats-tls-cert", "", "client certificate file, when the NATS server verifies clients (with --nats-tls-key)")
+	StringVar(fs, &n.CA, "nats-tls-ca", "",
+		"CA certificate file that signed the NATS server's certificate; empty: the system's roots")
+	StringVar(fs, &n.Cert, "nats-tls-cert", "",
+		"client certificate file, when the NATS server verifies clients (with --nats-tls-key)")
 	StringVar(fs, &n.Key, "nats-tls-key", "", "client key file for --nats-tls-cert")
-	BoolVar(fs, &n.Plaintext, "nats-insecure-plaintext", false, "connect without TLS and without credentials when none are given: local development only, logged loudly")
+	BoolVar(fs, &n.Plaintext, "nats-insecure-plaintext", false,
+		"connect without TLS and without credentials when none are given: local development only, logged loudly")
 }
 
 // ErrInvalidOption is wrapped by every error about a bad flag or environment value.
@@ -56,14 +60,15 @@ func (n *NATS) Validate() error {
 		return fmt.Errorf("%w: --nats-tls-cert and --nats-tls-key go together", ErrInvalidOption)
 	}
 	if n.Creds == "" && !n.Plaintext {
-		return fmt.Errorf("%w: --nats-creds is required (or --nats-insecure-plaintext for local development)", ErrInvalidOption)
+		return fmt.Errorf("%w: --nats-creds is required (or --nats-insecure-plaintext for local development)",
+			ErrInvalidOption)
 	}
 	for _, f := range []string{n.Creds, n.CA, n.Cert, n.Key} {
 		if f == "" {
 			continue
 		}
 		if _, err := os.Stat(f); err != nil {
-			return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	return nil
@@ -94,12 +99,14 @@ func (n *NATS) Options(id bus.Identity) ([]nats.Option, error) {
 }
 
 // ConnectNATS connects as id, retrying until ctx is done, reconnecting forever after.
-func ConnectNATS(ctx context.Context, n NATS, id bus.Identity, log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
+func ConnectNATS(ctx context.Context, n NATS, id bus.Identity,
+	log *slog.Logger) (*nats.Conn, jetstream.JetStream, error) {
 	if err := n.Validate(); err != nil {
 		return nil, nil, err
 	}
 	if n.Plaintext {
-		log.Warn("INSECURE: --nats-insecure-plaintext is set; NATS traffic may be unencrypted and unauthenticated. Never use it outside local development")
+		log.Warn("INSECURE: --nats-insecure-plaintext is set; NATS traffic may be unencrypted and unauthenticated. Never " +
+			"use it outside local development")
 	}
 	opts, err := n.Options(id)
 	if err != nil {

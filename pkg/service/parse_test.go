@@ -16,6 +16,7 @@ func TestParse(t *testing.T) {
 		b bool
 	}
 	parse := func(t *testing.T, env map[string]string, args ...string) (cfg, error) {
+		t.Helper()
 		for k, v := range env {
 			t.Setenv(k, v)
 		}
@@ -34,8 +35,10 @@ func TestParse(t *testing.T) {
 		bad  bool
 	}{
 		{"defaults", nil, nil, cfg{3, time.Second, true}, false},
-		{"the environment sets a flag", map[string]string{"ETCDBACKUP_MAX_ATTEMPTS": "5", "ETCDBACKUP_LEADER_ELECT": "false"}, nil, cfg{5, time.Second, false}, false},
-		{"the command line wins over the environment", map[string]string{"ETCDBACKUP_MAX_ATTEMPTS": "5"}, []string{"--max-attempts=7"}, cfg{7, time.Second, true}, false},
+		{"the environment sets a flag", map[string]string{"ETCDBACKUP_MAX_ATTEMPTS": "5",
+			"ETCDBACKUP_LEADER_ELECT": "false"}, nil, cfg{5, time.Second, false}, false},
+		{"the command line wins over the environment", map[string]string{"ETCDBACKUP_MAX_ATTEMPTS": "5"},
+			[]string{"--max-attempts=7"}, cfg{7, time.Second, true}, false},
 		{"an unparsable environment value", map[string]string{"ETCDBACKUP_MAX_ATTEMPTS": "three"}, nil, cfg{}, true},
 		{"an unparsable environment duration", map[string]string{"ETCDBACKUP_RETRY_DELAY": "soon"}, nil, cfg{}, true},
 		{"a zero duration", nil, []string{"--retry-delay=0s"}, cfg{}, true},

@@ -173,7 +173,8 @@ func (rt *Runtime) Destinations(r client.Reader, opts ...destination.S3Option) *
 
 // Worker returns the Start of a bus.Worker running h over the durable consumer, which
 // delivers a message at most maxDeliver times, with the runtime's logger and bus metrics.
-func (rt *Runtime) Worker(ctx context.Context, durable string, maxDeliver int, h bus.Handler, opts ...bus.WorkerOption) (Part, error) {
+func (rt *Runtime) Worker(ctx context.Context, durable string, maxDeliver int, h bus.Handler,
+	opts ...bus.WorkerOption) (Part, error) {
 	c, err := bus.Consumer(ctx, rt.JS, durable, maxDeliver)
 	if err != nil {
 		return nil, err
@@ -186,12 +187,14 @@ func (rt *Runtime) Worker(ctx context.Context, durable string, maxDeliver int, h
 }
 
 // BatchWorker is Worker for a handler of up to size messages at once.
-func (rt *Runtime) BatchWorker(ctx context.Context, durable string, maxDeliver int, h bus.BatchHandler, size int, opts ...bus.WorkerOption) (Part, error) {
+func (rt *Runtime) BatchWorker(ctx context.Context, durable string, maxDeliver int, h bus.BatchHandler, size int,
+	opts ...bus.WorkerOption) (Part, error) {
 	c, err := bus.Consumer(ctx, rt.JS, durable, maxDeliver)
 	if err != nil {
 		return nil, err
 	}
-	w, err := bus.NewBatchWorker(c, h, size, append([]bus.WorkerOption{bus.WithLogger(rt.Log), bus.WithMetrics(rt.Bus)}, opts...)...)
+	w, err := bus.NewBatchWorker(c, h, size, append([]bus.WorkerOption{bus.WithLogger(rt.Log), bus.WithMetrics(rt.Bus)},
+		opts...)...)
 	if err != nil {
 		return nil, err
 	}

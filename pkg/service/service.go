@@ -40,12 +40,16 @@ type Common struct {
 func (c *Common) Register(fs *flag.FlagSet) {
 	c.NATS.Register(fs)
 	StringVar(fs, &c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
-	StringVar(fs, &c.MetricsAddr, "metrics-addr", ":8080", "address of the /metrics, /healthz and /readyz endpoint; empty disables it")
+	StringVar(fs, &c.MetricsAddr, "metrics-addr", ":8080",
+		"address of the /metrics, /healthz and /readyz endpoint; empty disables it")
 	StringVar(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	StringVar(fs, &c.LogFormat, "log-format", "json", "json or text")
-	StringVar(fs, &c.SeedNamespace, "seed-namespace", "kubermatic", "namespace of the Seed that configures backup destinations")
+	StringVar(fs, &c.SeedNamespace, "seed-namespace", "kubermatic",
+		"namespace of the Seed that configures backup destinations")
 	StringVar(fs, &c.SeedName, "seed-name", "kubermatic", "name of the Seed that configures backup destinations")
-	StringVar(fs, &c.DestinationsConfigMap, "destinations-configmap", "", "name of a ConfigMap in --seed-namespace whose key etcdBackupRestore (the Seed's spec.etcdBackupRestore in YAML) configures the backup destinations instead of the Seed; empty: the Seed's")
+	StringVar(fs, &c.DestinationsConfigMap, "destinations-configmap", "",
+		"name of a ConfigMap in --seed-namespace whose key etcdBackupRestore (the Seed's spec.etcdBackupRestore in YAML) "+
+			"configures the backup destinations instead of the Seed; empty: the Seed's")
 	IntVar(fs, &c.StreamReplicas, "stream-replicas", 1, "replicas of the JetStream streams and staging bucket (1 or 3)")
 }
 
@@ -126,7 +130,7 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		env := envName(f.Name)
 		if v, ok := os.LookupEnv(env); ok && !given[f.Name] {
 			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%w: %s=%q: %v", ErrInvalidOption, env, v, err))
+				errs = append(errs, fmt.Errorf("%w: %s=%q: %w", ErrInvalidOption, env, v, err))
 				return
 			}
 		}
@@ -145,7 +149,7 @@ func (c *Common) Validate() error {
 		return fmt.Errorf("%w: --stream-replicas must be 1 or 3, got %d", ErrInvalidOption, c.StreamReplicas)
 	}
 	if _, err := c.Logger("check"); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidOption, err)
+		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	return c.NATS.Validate()
 }

@@ -47,7 +47,8 @@ func BenchmarkStageEtcdSnapshot(b *testing.B) {
 		}
 	}
 	js := plainJetStream(b)
-	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "STAGE", Storage: jetstream.FileStorage}); err != nil {
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "STAGE",
+		Storage: jetstream.FileStorage}); err != nil {
 		b.Fatal(err)
 	}
 	secureJS := secureStaging(b, ctx)
@@ -72,7 +73,8 @@ func BenchmarkStageEtcdSnapshot(b *testing.B) {
 					}
 				case "compress-stage-tls":
 					var w *backupformat.Writer
-					w, err = staging.PutCompressed(ctx, secureJS, bus.StagingBucket, "snap", "bench", v, backupformat.Level, 1, backupformat.Encryption{})
+					w, err = staging.PutCompressed(ctx, secureJS, bus.StagingBucket, "snap", "bench", v, backupformat.Level, 1,
+						backupformat.Encryption{})
 					if w != nil {
 						n = v.Size()
 						b.ReportMetric(float64(w.Size())/float64(n), "ratio")
@@ -140,7 +142,8 @@ func secureStaging(b *testing.B, ctx context.Context) jetstream.JetStream {
 // the deploy's does.
 func plainJetStream(b *testing.B) jetstream.JetStream {
 	b.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), SyncAlways: true, NoLog: true, NoSigs: true})
+	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(),
+		SyncAlways: true, NoLog: true, NoSigs: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -170,6 +173,7 @@ func configMap(i int) string {
 	for j := 0; lines.Len() < 24<<10; j++ {
 		fmt.Fprintf(&lines, "setting-%d=value-%d-of-configmap-%d\\n", j, j*7%13, i%50)
 	}
-	return fmt.Sprintf(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm-%06d","namespace":"ns-%03d"},"data":{"config":"%s","certificate":"%s"}}`,
+	return fmt.Sprintf(`{"kind":"ConfigMap","apiVersion":"v1","metadata":{"name":"cm-%06d","namespace":"ns-%03d"},`+
+		`"data":{"config":"%s","certificate":"%s"}}`,
 		i, i%100, lines.String(), base64.StdEncoding.EncodeToString(secret))
 }

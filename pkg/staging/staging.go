@@ -4,7 +4,8 @@
 //
 // Writing (Put) publishes full chunks in the object store's own format with a bound on chunks
 // in flight: etcd's client hands the snapshot over in 32 KiB pieces, and ObjectStore.Put
-// sends one chunk per Read and any number of them unacknowledged (see Put). Reading does not use ObjectStore.Get: Get is a push consumer into a pipe that
+// sends one chunk per Read and any number of them unacknowledged (see Put). Reading does not use ObjectStore.Get:
+// Get is a push consumer into a pipe that
 // buffers up to 64 MB in the client when the reader is slower than NATS, and it gives the whole
 // read the JetStream default timeout (5s) unless the context has a deadline. Read pulls the
 // chunks through an ordered consumer, a bounded number of bytes at a time, and checks the
@@ -79,7 +80,8 @@ const MaxInFlight = 8
 // stream's 128 MiB ingest queue and fails with "429 too many requests". Here at most
 // MaxInFlight chunks are unacknowledged; the rest waits in the reader, which for a snapshot is
 // etcd's stream.
-func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description string, r io.Reader) (*jetstream.ObjectInfo, error) {
+func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description string,
+	r io.Reader) (*jetstream.ObjectInfo, error) {
 	stream, err := js.Stream(ctx, "OBJ_"+bucket)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
@@ -122,7 +124,8 @@ func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description 
 // it will be stored. One goroutine reads raw and compresses, the caller's stages, so the
 // source (etcd's snapshot stream) is read as fast as the compressor takes it. It returns the
 // stored size, sha256 and codec in the Writer.
-func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, description string, raw io.Reader, level zstd.EncoderLevel, concurrency int, seal backupformat.Encryption) (*backupformat.Writer, error) {
+func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, description string, raw io.Reader,
+	level zstd.EncoderLevel, concurrency int, seal backupformat.Encryption) (*backupformat.Writer, error) {
 	pr, pw := io.Pipe()
 	var enc *backupformat.Writer
 	done := make(chan error, 1)
@@ -255,7 +258,8 @@ type Reader struct {
 
 // Open returns a Reader of the object name in bucket. At most maxBytes of chunks (at least
 // one chunk) are in flight to the client; a chunk that does not arrive within idle is an error.
-func Open(ctx context.Context, js jetstream.JetStream, bucket, name string, maxBytes int, idle time.Duration) (*Reader, error) {
+func Open(ctx context.Context, js jetstream.JetStream, bucket, name string, maxBytes int,
+	idle time.Duration) (*Reader, error) {
 	obs, err := js.ObjectStore(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)

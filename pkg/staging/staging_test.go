@@ -23,7 +23,8 @@ import (
 func store(t *testing.T) (jetstream.JetStream, jetstream.ObjectStore) {
 	t.Helper()
 	js := natstest.JetStream(t)
-	obs, err := js.CreateObjectStore(context.Background(), jetstream.ObjectStoreConfig{Bucket: "STAGE", Storage: jetstream.MemoryStorage})
+	obs, err := js.CreateObjectStore(context.Background(), jetstream.ObjectStoreConfig{Bucket: "STAGE",
+		Storage: jetstream.MemoryStorage})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +81,8 @@ func TestPutLeavesNothingWhenTheWriterFails(t *testing.T) {
 
 func TestOpenMissing(t *testing.T) {
 	js, _ := store(t)
-	if _, err := staging.Open(context.Background(), js, "STAGE", "nope", 1<<20, time.Second); !errors.Is(err, jetstream.ErrObjectNotFound) {
+	if _, err := staging.Open(context.Background(), js, "STAGE", "nope", 1<<20, time.Second); !errors.Is(err,
+		jetstream.ErrObjectNotFound) {
 		t.Fatalf("err = %v", err)
 	}
 }
@@ -174,7 +176,8 @@ func TestFree(t *testing.T) {
 	js := natstest.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "CAPPED", Storage: jetstream.MemoryStorage, MaxBytes: 4 << 20}); err != nil {
+	if _, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "CAPPED",
+		Storage: jetstream.MemoryStorage, MaxBytes: 4 << 20}); err != nil {
 		t.Fatal(err)
 	}
 	free, err := staging.Free(ctx, js, "CAPPED")
@@ -221,12 +224,15 @@ func TestPutCompressedSeals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w.Codec() != backupformat.CodecZstdAge || !bytes.HasPrefix(staged, []byte("age-encryption.org/v1\n")) || int64(len(staged)) != w.Size() {
-		t.Fatalf("codec %s, %d bytes staged (writer says %d), starting %q", w.Codec(), len(staged), w.Size(), staged[:min(len(staged), 22)])
+	if w.Codec() != backupformat.CodecZstdAge || !bytes.HasPrefix(staged,
+		[]byte("age-encryption.org/v1\n")) || int64(len(staged)) != w.Size() {
+		t.Fatalf("codec %s, %d bytes staged (writer says %d), starting %q", w.Codec(), len(staged), w.Size(),
+			staged[:min(len(staged), 22)])
 	}
 	var out bytes.Buffer
 	st := backupformat.Meta{SHA256: w.SHA256(), Codec: w.Codec(), Recipients: seal.Fingerprints[0]}
-	if _, err := backupformat.Open(bytes.NewReader(staged), st, []age.Identity{id}, &out); err != nil || !bytes.Equal(out.Bytes(), snap) {
+	if _, err := backupformat.Open(bytes.NewReader(staged), st, []age.Identity{id},
+		&out); err != nil || !bytes.Equal(out.Bytes(), snap) {
 		t.Fatalf("open the staged backup: %v", err)
 	}
 }

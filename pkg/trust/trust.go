@@ -59,7 +59,8 @@ type Backup struct {
 // Derive returns where backup of cfg goes, with dest the config's destination resolved.
 func Derive(cfg *kubermaticv1.EtcdBackupConfig, backup, dest string) Backup {
 	cluster := cfg.Spec.Cluster.Name
-	return Backup{Cluster: cluster, ObjectKey: backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, backup), Destination: dest}
+	return Backup{Cluster: cluster, ObjectKey: backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, backup),
+		Destination: dest}
 }
 
 // Check compares what a message claims (cluster, object key, destination; an empty key or
@@ -68,11 +69,14 @@ func Derive(cfg *kubermaticv1.EtcdBackupConfig, backup, dest string) Backup {
 func Check(want Backup, cluster, key, dest string) error {
 	switch {
 	case cluster != want.Cluster:
-		return bus.Reject(ReasonCluster, fmt.Errorf("the message names cluster %q, the config backs up %q", cluster, want.Cluster))
+		return bus.Reject(ReasonCluster, fmt.Errorf("the message names cluster %q, the config backs up %q", cluster,
+			want.Cluster))
 	case key != "" && key != want.ObjectKey:
-		return bus.Reject(ReasonObjectKey, fmt.Errorf("the message names object %q, the config's backup is %q", key, want.ObjectKey))
+		return bus.Reject(ReasonObjectKey, fmt.Errorf("the message names object %q, the config's backup is %q", key,
+			want.ObjectKey))
 	case dest != "" && dest != want.Destination:
-		return bus.Reject(ReasonDestination, fmt.Errorf("the message names destination %q, the config's is %q", dest, want.Destination))
+		return bus.Reject(ReasonDestination, fmt.Errorf("the message names destination %q, the config's is %q", dest,
+			want.Destination))
 	}
 	return nil
 }
@@ -96,7 +100,8 @@ type Claim struct {
 
 // ClaimOf is what a backup request claims.
 func ClaimOf(req *etcdbackupv1.BackupRequested) Claim {
-	return Claim{Config: req.GetConfig(), Backup: req.GetBackupName(), Cluster: req.GetCluster(), ObjectKey: req.GetObjectKey()}
+	return Claim{Config: req.GetConfig(), Backup: req.GetBackupName(), Cluster: req.GetCluster(),
+		ObjectKey: req.GetObjectKey()}
 }
 
 // Config returns the config c names, or nil when it is gone or was re-created (its work is
@@ -133,5 +138,6 @@ func Record(rec events.EventRecorder, cfg *kubermaticv1.EtcdBackupConfig, subjec
 	if rec == nil || cfg == nil {
 		return
 	}
-	rec.Eventf(cfg, nil, corev1.EventTypeWarning, EventReasonRejected, "Consume", "message on %s refused: %v", subject, err)
+	rec.Eventf(cfg, nil, corev1.EventTypeWarning, EventReasonRejected, "Consume", "message on %s refused: %v", subject,
+		err)
 }

@@ -25,11 +25,16 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("console", flag.ContinueOnError)
 	c.Register(fs)
 	service.StringVar(fs, &c.Listen, "listen-addr", ":8443", "address the console's pages are served on")
-	service.StringVar(fs, &c.TLSCert, "tls-cert", "", "TLS certificate file of the pages (with --tls-key); empty: plain HTTP, for a TLS-terminating proxy in front or local use")
+	service.StringVar(fs, &c.TLSCert, "tls-cert", "",
+		"TLS certificate file of the pages (with --tls-key); empty: plain HTTP, for a TLS-terminating proxy in front or "+
+			"local use")
 	service.StringVar(fs, &c.TLSKey, "tls-key", "", "TLS key file for --tls-cert")
-	service.StringVar(fs, &c.SessionKeyFile, "session-key-file", "", "file holding at least 32 random bytes that seal the session cookies; every replica needs the same (empty: a random key, sessions end when the process does)")
+	service.StringVar(fs, &c.SessionKeyFile, "session-key-file", "",
+		"file holding at least 32 random bytes that seal the session cookies; every replica needs the same (empty: a "+
+			"random key, sessions end when the process does)")
 	service.DurationVar(fs, &c.SessionTTL, "session-ttl", 8*time.Hour, "how long a sign-in lasts")
-	service.DurationVar(fs, &c.AccessTTL, "access-cache-ttl", 30*time.Second, "how long a TokenReview or SubjectAccessReview answer is reused")
+	service.DurationVar(fs, &c.AccessTTL, "access-cache-ttl", 30*time.Second,
+		"how long a TokenReview or SubjectAccessReview answer is reused")
 	service.IntVar(fs, &c.EventBuffer, "event-buffer", 64, "status events waiting for one browser before more are dropped")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
@@ -41,7 +46,8 @@ func parseConfig(args []string) (Config, error) {
 		return Config{}, fmt.Errorf("%w: --tls-cert and --tls-key go together", service.ErrInvalidOption)
 	}
 	if c.SessionTTL <= 0 || c.AccessTTL <= 0 || c.EventBuffer < 1 {
-		return Config{}, fmt.Errorf("%w: --session-ttl, --access-cache-ttl and --event-buffer must be positive", service.ErrInvalidOption)
+		return Config{}, fmt.Errorf("%w: --session-ttl, --access-cache-ttl and --event-buffer must be positive",
+			service.ErrInvalidOption)
 	}
 	return c, nil
 }

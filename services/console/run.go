@@ -16,7 +16,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	key, err := web.SessionKey(cfg.SessionKeyFile)
 	if err != nil {
-		return fmt.Errorf("%w: %v", service.ErrInvalidOption, err)
+		return fmt.Errorf("%w: %w", service.ErrInvalidOption, err)
 	}
 	sessions, err := web.NewSessions(key, cfg.SessionTTL, cfg.TLSCert != "")
 	if err != nil {
@@ -31,7 +31,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer rt.Close()
 	if cfg.SessionKeyFile == "" {
-		rt.Log.Warn("no --session-key-file: sessions are sealed with a random key and end when this process does; replicas do not share them")
+		rt.Log.Warn("no --session-key-file: sessions are sealed with a random key and end when this process does; replicas " +
+			"do not share them")
 	}
 	users, err := web.UserClientsOf(rt.REST)
 	if err != nil {

@@ -23,10 +23,14 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("pruner", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.Concurrency, "concurrency", 4, "deletions one replica runs at once")
-	service.DurationVar(fs, &c.ReconcileInterval, "reconcile-interval", 5*time.Minute, "how often every config's prefix is listed and retention applied, besides after each stored backup")
-	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second, "first delay before a failed deletion is retried (doubles per attempt)")
+	service.DurationVar(fs, &c.ReconcileInterval, "reconcile-interval", 5*time.Minute,
+		"how often every config's prefix is listed and retention applied, besides after each stored backup")
+	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second,
+		"first delay before a failed deletion is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between deletion retries")
-	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100, "deliveries of one stored-backup or deletion message before it is given up (a dead letter; a deletion is marked Failed)")
+	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100,
+		"deliveries of one stored-backup or deletion message before it is given up (a dead letter; a deletion is marked "+
+			"Failed)")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}

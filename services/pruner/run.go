@@ -23,7 +23,8 @@ func run(ctx context.Context, args []string) error {
 	dests := rt.Destinations(rt.Kube)
 	m := prune.NewMetrics(rt.Endpoint.Registry())
 	planner := &prune.Planner{JS: rt.JS, Destinations: dests, Reader: rt.Manager.GetClient(), Log: rt.Log, Metrics: m}
-	rec := &prune.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events, Interval: cfg.ReconcileInterval, Log: rt.Log}
+	rec := &prune.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events,
+		Interval: cfg.ReconcileInterval, Log: rt.Log}
 	if err := rec.SetupWithManager(rt.Manager); err != nil {
 		return err
 	}
@@ -33,8 +34,10 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	deleter := &prune.Deleter{Reader: rt.Kube, Planner: planner, JS: rt.JS, Destinations: dests, Events: rt.Events, Bus: rt.Bus, Log: rt.Log, Metrics: m}
-	deleteWorker, err := rt.Worker(ctx, bus.ConsumerDeleter, cfg.MaxDeliver, deleter.Handler(cfg.MaxDeliver), bus.WithConcurrency(cfg.Concurrency), backoff)
+	deleter := &prune.Deleter{Reader: rt.Kube, Planner: planner, JS: rt.JS, Destinations: dests, Events: rt.Events,
+		Bus: rt.Bus, Log: rt.Log, Metrics: m}
+	deleteWorker, err := rt.Worker(ctx, bus.ConsumerDeleter, cfg.MaxDeliver, deleter.Handler(cfg.MaxDeliver),
+		bus.WithConcurrency(cfg.Concurrency), backoff)
 	if err != nil {
 		return err
 	}

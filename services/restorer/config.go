@@ -28,17 +28,31 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("restorer", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.Concurrency, "concurrency", 4, "restores (of different clusters) one replica drives at once")
-	service.StringVar(fs, &c.DrillSchedule, "drill-schedule", "@weekly", "cron schedule of restore drills of each config's newest backup, for configs without the annotation etcdbackup.k8c.io/drill-schedule (off: none)")
-	service.StringVar(fs, &c.DrillDir, "drill-dir", filepath.Join(os.TempDir(), "etcdbackup-drills"), "scratch directory of restore drills: it needs twice the largest snapshot's size free")
-	service.BoolVar(fs, &c.LeaderElect, "leader-elect", true, "only the replica holding the Lease etcdbackup-restorer in the Seed's namespace drives restores; the others stand by")
-	service.DurationVar(fs, &c.Timeout, "timeout", 30*time.Minute, "how long a restore may take from locking the cluster to Completed before it ends Failed")
-	service.DurationVar(fs, &c.Poll, "poll-interval", 2*time.Second, "how often teardown and rebuild are checked while waiting")
-	service.StringVar(fs, &c.StatefulSet, "etcd-statefulset", "etcd", "name of the etcd StatefulSet in a cluster's namespace")
-	service.StringVar(fs, &c.Step.Image, "restore-step-image", "etcdbackup/restorer:latest", "image holding the restore-step program, run in front of etcd in each member pod")
-	service.StringVar(fs, &c.Step.Command, "restore-step-command", "/restore-step", "path of the restore-step program in that image")
-	service.StringVar(fs, &c.Step.DataDir, "etcd-data-dir", "/var/run/etcd/pod_$(POD_NAME)", "a member's data dir in the etcd container; $(POD_NAME) is the pod's name")
-	service.StringVar(fs, &c.Step.PeerURL, "etcd-peer-url", "http://{pod}.etcd.{namespace}.svc.cluster.local:2380", "a member's peer URL; {pod}, {statefulset} and {namespace} are replaced (Cluster annotation etcdbackup.k8c.io/etcd-peer-urls overrides)")
-	service.DurationVar(fs, &c.Step.ProgressInterval, "restore-step-progress-interval", 5*time.Second, "how often the restore step logs the bytes it has downloaded; the restorer reads the last line from each member pod's log for the EtcdRestore's progress")
+	service.StringVar(fs, &c.DrillSchedule, "drill-schedule", "@weekly",
+		"cron schedule of restore drills of each config's newest backup, for configs without the annotation "+
+			"etcdbackup.k8c.io/drill-schedule (off: none)")
+	service.StringVar(fs, &c.DrillDir, "drill-dir", filepath.Join(os.TempDir(), "etcdbackup-drills"),
+		"scratch directory of restore drills: it needs twice the largest snapshot's size free")
+	service.BoolVar(fs, &c.LeaderElect, "leader-elect", true,
+		"only the replica holding the Lease etcdbackup-restorer in the Seed's namespace drives restores; the others stand by")
+	service.DurationVar(fs, &c.Timeout, "timeout", 30*time.Minute,
+		"how long a restore may take from locking the cluster to Completed before it ends Failed")
+	service.DurationVar(fs, &c.Poll, "poll-interval", 2*time.Second,
+		"how often teardown and rebuild are checked while waiting")
+	service.StringVar(fs, &c.StatefulSet, "etcd-statefulset", "etcd",
+		"name of the etcd StatefulSet in a cluster's namespace")
+	service.StringVar(fs, &c.Step.Image, "restore-step-image", "etcdbackup/restorer:latest",
+		"image holding the restore-step program, run in front of etcd in each member pod")
+	service.StringVar(fs, &c.Step.Command, "restore-step-command", "/restore-step",
+		"path of the restore-step program in that image")
+	service.StringVar(fs, &c.Step.DataDir, "etcd-data-dir", "/var/run/etcd/pod_$(POD_NAME)",
+		"a member's data dir in the etcd container; $(POD_NAME) is the pod's name")
+	service.StringVar(fs, &c.Step.PeerURL, "etcd-peer-url", "http://{pod}.etcd.{namespace}.svc.cluster.local:2380",
+		"a member's peer URL; {pod}, {statefulset} and {namespace} are replaced (Cluster annotation "+
+			"etcdbackup.k8c.io/etcd-peer-urls overrides)")
+	service.DurationVar(fs, &c.Step.ProgressInterval, "restore-step-progress-interval", 5*time.Second,
+		"how often the restore step logs the bytes it has downloaded; the restorer reads the last line from each member "+
+			"pod's log for the EtcdRestore's progress")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -46,11 +60,12 @@ func parseConfig(args []string) (Config, error) {
 		return Config{}, err
 	}
 	if c.Step.ProgressInterval <= 0 {
-		return Config{}, fmt.Errorf("%w: restore-step-progress-interval %s must be positive", service.ErrInvalidOption, c.Step.ProgressInterval)
+		return Config{}, fmt.Errorf("%w: restore-step-progress-interval %s must be positive", service.ErrInvalidOption,
+			c.Step.ProgressInterval)
 	}
 	if c.DrillSchedule != "off" && c.DrillSchedule != "" {
 		if _, err := cron.ParseStandard(c.DrillSchedule); err != nil {
-			return Config{}, fmt.Errorf("%w: drill-schedule %q: %v", service.ErrInvalidOption, c.DrillSchedule, err)
+			return Config{}, fmt.Errorf("%w: drill-schedule %q: %w", service.ErrInvalidOption, c.DrillSchedule, err)
 		}
 	}
 	return c, nil

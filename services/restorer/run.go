@@ -14,7 +14,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := service.Connect(ctx, cfg.Common, bus.IdentityRestorer, service.WithLeaderElection(cfg.LeaderElect, "etcdbackup-restorer"))
+	rt, err := service.Connect(ctx, cfg.Common, bus.IdentityRestorer, service.WithLeaderElection(cfg.LeaderElect,
+		"etcdbackup-restorer"))
 	if err != nil {
 		return err
 	}

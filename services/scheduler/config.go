@@ -26,9 +26,12 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("scheduler", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.StatusWriters, "status-writers", 8, "configs whose status one replica writes at once")
-	service.IntVar(fs, &c.StatusBatch, "status-batch", 256, "waiting status events one replica takes at once; those of one config become one status write")
-	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 50, "deliveries of one status event before it is given up (a dead letter, logged and counted)")
-	service.DurationVar(fs, &c.TriggerMinInterval, "trigger-min-interval", time.Minute, "least time between two manual backups of one config; the trigger refuses earlier ones")
+	service.IntVar(fs, &c.StatusBatch, "status-batch", 256,
+		"waiting status events one replica takes at once; those of one config become one status write")
+	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 50,
+		"deliveries of one status event before it is given up (a dead letter, logged and counted)")
+	service.DurationVar(fs, &c.TriggerMinInterval, "trigger-min-interval", time.Minute,
+		"least time between two manual backups of one config; the trigger refuses earlier ones")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -36,7 +39,8 @@ func parseConfig(args []string) (Config, error) {
 		return Config{}, err
 	}
 	if c.StatusWriters < 1 || c.StatusBatch < 1 {
-		return Config{}, fmt.Errorf("status-writers and status-batch must be at least 1, got %d and %d", c.StatusWriters, c.StatusBatch)
+		return Config{}, fmt.Errorf("status-writers and status-batch must be at least 1, got %d and %d", c.StatusWriters,
+			c.StatusBatch)
 	}
 	if c.MaxDeliver < 1 {
 		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)

@@ -28,12 +28,14 @@ func run(ctx context.Context, args []string) error {
 		Reader: rt.Manager.GetClient(), Destinations: dests, API: rt.Kube, ManualInterval: cfg.TriggerMinInterval,
 		Queue: scheduling.JetStreamQueue{JS: rt.JS, Metrics: m},
 	}
-	rec := &scheduling.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events, Now: time.Now, Log: rt.Log, Metrics: m}
+	rec := &scheduling.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events, Now: time.Now,
+		Log: rt.Log, Metrics: m}
 	if err := rec.SetupWithManager(ctx, rt.Manager, cfg.DestinationsConfigMap != ""); err != nil {
 		return err
 	}
 	writer := statuswriter.New(rt.Kube, rt.Log, rt.Endpoint.Registry())
-	writer.Destinations, writer.Events, writer.Cache, writer.Parallel = dests, rt.Events, rt.Manager.GetClient(), cfg.StatusWriters
+	writer.Destinations, writer.Events, writer.Cache, writer.Parallel = dests, rt.Events, rt.Manager.GetClient(),
+		cfg.StatusWriters
 	statuses, err := rt.BatchWorker(ctx, bus.ConsumerStatusWriter, cfg.MaxDeliver,
 		bus.TypedBatch[etcdbackupv1.StatusEvent](cfg.MaxDeliver, writer.HandleBatch), cfg.StatusBatch,
 		bus.WithBackoff(bus.ExponentialBackoff(500*time.Millisecond, 30*time.Second)))

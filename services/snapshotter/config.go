@@ -26,12 +26,18 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("snapshotter", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.Concurrency, "concurrency", 1, "snapshots one replica takes at once")
-	service.IntVar(fs, &c.MaxAttempts, "max-attempts", 3, "deliveries of a backup request before its backup is marked Failed")
-	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 5*time.Second, "delay before a failed snapshot is retried (doubles per attempt)")
+	service.IntVar(fs, &c.MaxAttempts, "max-attempts", 3,
+		"deliveries of a backup request before its backup is marked Failed")
+	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 5*time.Second,
+		"delay before a failed snapshot is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.MemberTimeout, "member-timeout", 5*time.Second, "timeout of one etcd member's health check")
-	service.StringVar(fs, &c.Level, "zstd-level", "default", "zstd level the snapshot is compressed with while it streams: fastest, default, better or best")
-	service.IntVar(fs, &c.ZstdThreads, "zstd-threads", 1, "zstd encoder goroutines per snapshot (1: memory flat at one window)")
-	service.IntVar(fs, &c.StagingReserveMiB, "staging-reserve-mib", 1024, "free MiB staging must have before a snapshot starts (0: no check); a full staging is retried without contacting etcd")
+	service.StringVar(fs, &c.Level, "zstd-level", "default",
+		"zstd level the snapshot is compressed with while it streams: fastest, default, better or best")
+	service.IntVar(fs, &c.ZstdThreads, "zstd-threads", 1,
+		"zstd encoder goroutines per snapshot (1: memory flat at one window)")
+	service.IntVar(fs, &c.StagingReserveMiB, "staging-reserve-mib", 1024,
+		"free MiB staging must have before a snapshot starts (0: no check); a full staging is retried without contacting "+
+			"etcd")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -42,10 +48,12 @@ func parseConfig(args []string) (Config, error) {
 		c.MaxAttempts = 1
 	}
 	if ok, _ := zstd.EncoderLevelFromString(c.Level); !ok {
-		return Config{}, fmt.Errorf("%w: zstd-level %q: want fastest, default, better or best", service.ErrInvalidOption, c.Level)
+		return Config{}, fmt.Errorf("%w: zstd-level %q: want fastest, default, better or best", service.ErrInvalidOption,
+			c.Level)
 	}
 	if c.StagingReserveMiB < 0 {
-		return Config{}, fmt.Errorf("%w: staging-reserve-mib must not be negative, got %d", service.ErrInvalidOption, c.StagingReserveMiB)
+		return Config{}, fmt.Errorf("%w: staging-reserve-mib must not be negative, got %d", service.ErrInvalidOption,
+			c.StagingReserveMiB)
 	}
 	if c.ZstdThreads < 1 {
 		return Config{}, fmt.Errorf("%w: zstd-threads must be at least 1, got %d", service.ErrInvalidOption, c.ZstdThreads)

@@ -28,14 +28,20 @@ func parseConfig(args []string) (Config, error) {
 	fs := flag.NewFlagSet("uploader", flag.ContinueOnError)
 	c.Register(fs)
 	service.IntVar(fs, &c.Concurrency, "concurrency", 1, "uploads one replica runs at once")
-	service.StringVar(fs, &c.WorkDir, "work-dir", os.TempDir(), "directory for the compressed file of a raw snapshot staged by an earlier snapshotter while it uploads (needs the compressed size free)")
-	service.IntVar(fs, &c.PartSizeMiB, "part-size-mib", 8, "multipart upload part size in MiB (memory: one part; at most 10,000 parts, so 8 MiB holds 78 GiB)")
+	service.StringVar(fs, &c.WorkDir, "work-dir", os.TempDir(),
+		"directory for the compressed file of a raw snapshot staged by an earlier snapshotter while it uploads (needs the "+
+			"compressed size free)")
+	service.IntVar(fs, &c.PartSizeMiB, "part-size-mib", 8,
+		"multipart upload part size in MiB (memory: one part; at most 10,000 parts, so 8 MiB holds 78 GiB)")
 	service.IntVar(fs, &c.Threads, "upload-threads", 4, "parts uploaded at once")
-	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second, "first delay before a failed upload is retried (doubles per attempt)")
+	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second,
+		"first delay before a failed upload is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between upload retries")
 	service.IntVar(fs, &c.StagingMiB, "staging-read-mib", 4, "MiB of staged snapshot chunks in flight to one upload")
-	service.DurationVar(fs, &c.StagingIdle, "staging-idle-timeout", time.Minute, "how long a staged chunk may take to arrive before the upload is retried")
-	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100, "deliveries of one staged snapshot before its backup is marked Failed (a dead letter)")
+	service.DurationVar(fs, &c.StagingIdle, "staging-idle-timeout", time.Minute,
+		"how long a staged chunk may take to arrive before the upload is retried")
+	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100,
+		"deliveries of one staged snapshot before its backup is marked Failed (a dead letter)")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}

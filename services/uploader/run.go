@@ -21,10 +21,12 @@ func run(ctx context.Context, args []string) error {
 	defer rt.Close()
 	h := upload.New(upload.Options{
 		Reader: rt.Kube, Events: rt.Events, JS: rt.JS, Staging: rt.Staging, Bus: rt.Bus,
-		Destinations: rt.Destinations(rt.Kube, destination.WithPartSize(uint64(cfg.PartSizeMiB)<<20), destination.WithUploadThreads(uint(cfg.Threads))),
-		WorkDir:      cfg.WorkDir, StagingReadBytes: cfg.StagingMiB << 20, StagingIdle: cfg.StagingIdle, Log: rt.Log,
+		Destinations: rt.Destinations(rt.Kube, destination.WithPartSize(uint64(cfg.PartSizeMiB)<<20),
+			destination.WithUploadThreads(uint(cfg.Threads))),
+		WorkDir: cfg.WorkDir, StagingReadBytes: cfg.StagingMiB << 20, StagingIdle: cfg.StagingIdle, Log: rt.Log,
 	}, rt.Endpoint.Registry())
-	worker, err := rt.Worker(ctx, bus.ConsumerUploader, cfg.MaxDeliver, h.Handler(cfg.MaxDeliver), bus.WithConcurrency(cfg.Concurrency),
+	worker, err := rt.Worker(ctx, bus.ConsumerUploader, cfg.MaxDeliver, h.Handler(cfg.MaxDeliver),
+		bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay)))
 	if err != nil {
 		return err

@@ -65,7 +65,8 @@ var epoch = time.Unix(0, 0).UTC()
 func main() {
 	repo := flag.String("repo", "../..", "repository root")
 	out := flag.String("out", "../../bin/images", "directory for <service>.tar and digests.txt")
-	kustomization := flag.String("kustomization", "", "kustomization.yaml whose images: list is rewritten with the digests (empty: none)")
+	kustomization := flag.String("kustomization", "",
+		"kustomization.yaml whose images: list is rewritten with the digests (empty: none)")
 	flag.Parse()
 	if err := run(context.Background(), *repo, *out, *kustomization); err != nil {
 		fmt.Fprintln(os.Stderr, "images:", err)
@@ -144,7 +145,8 @@ func writeArchive(path, ref string, img v1.Image) error {
 	if err != nil {
 		return err
 	}
-	if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref})); err != nil {
+	if err := p.AppendImage(img,
+		layout.WithAnnotations(map[string]string{"org.opencontainers.image.ref.name": ref})); err != nil {
 		return err
 	}
 	var names []string
@@ -203,7 +205,8 @@ func addToTar(tw *tar.Writer, dir, name string) error {
 
 // buildStatic builds one program as a static, reproducible binary.
 func buildStatic(ctx context.Context, repo string, p Program, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o", out, p.Package)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -buildid=", "-o",
+		out, p.Package)
 	cmd.Dir = filepath.Join(repo, p.Dir)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOWORK="+filepath.Join(repo, "go.work"))
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -275,7 +278,8 @@ func baseLayer() (v1.Layer, error) {
 	return layerOf([]file{
 		{name: "etc", mode: 0o755, dir: true},
 		{name: "etc/group", mode: 0o644, data: []byte("root:x:0:\nnonroot:x:65532:\n")},
-		{name: "etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")},
+		{name: "etc/passwd", mode: 0o644,
+			data: []byte("root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")},
 		{name: "etc/ssl", mode: 0o755, dir: true},
 		{name: "etc/ssl/certs", mode: 0o755, dir: true},
 		{name: "etc/ssl/certs/ca-certificates.crt", mode: 0o644, data: certs.Bytes()},

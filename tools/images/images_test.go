@@ -46,7 +46,8 @@ func TestImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	if want := KustomizationImages(digests); !strings.HasSuffix(string(kustomization), "\n"+want) {
-		t.Errorf("deploy/k8s/kustomization.yaml does not refer to the images built from this tree; run make images and commit. It should end with:\n%s", want)
+		t.Errorf("deploy/k8s/kustomization.yaml does not refer to the images built from this tree; run make images and "+
+			"commit. It should end with:\n%s", want)
 	}
 
 	for svc, programs := range Services {
@@ -66,12 +67,13 @@ func TestImages(t *testing.T) {
 			if c.User != User {
 				t.Errorf("user %q, want %q", c.User, User)
 			}
-			for _, l := range []string{"org.opencontainers.image.title", "org.opencontainers.image.source", "org.opencontainers.image.licenses"} {
+			for _, l := range []string{"org.opencontainers.image.title", "org.opencontainers.image.source",
+				"org.opencontainers.image.licenses"} {
 				if c.Labels[l] == "" {
 					t.Errorf("label %s is missing", l)
 				}
 			}
-			if !cfg.Created.Time.Equal(epoch) {
+			if !cfg.Created.Equal(epoch) {
 				t.Errorf("created %s, want the epoch", cfg.Created)
 			}
 			files := filesOf(t, img)

@@ -140,7 +140,8 @@ func restoreDemo(ctx context.Context, env *sandbox.Env) (*sandbox.Kubelet, error
 	cfg := &kubermaticv1.EtcdBackupConfig{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + RestoreCluster, Name: "before-restore"},
 		Spec: kubermaticv1.EtcdBackupConfigSpec{
-			Cluster: corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster", Name: RestoreCluster},
+			Cluster: corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster",
+				Name: RestoreCluster},
 		},
 	}
 	return k, env.Client.Create(ctx, cfg)
@@ -170,7 +171,14 @@ Restore: cluster %s has a 3-member etcd (client URLs %s) whose pods this sandbox
 plays, and a one-time backup by EtcdBackupConfig "before-restore". Restore from it:
 
   B=$(kubectl -n %s get etcdbackupconfig before-restore -o jsonpath='{.status.lastBackups[0].backupName}')
-  printf 'apiVersion: kubermatic.k8c.io/v1\nkind: EtcdRestore\nmetadata: {name: demo-restore, namespace: %s}\nspec:\n  cluster: {apiVersion: kubermatic.k8c.io/v1, kind: Cluster, name: %s}\n  backupName: %%s\n' "$B" | kubectl apply -f -
+  kubectl apply -f - <<EOF
+  apiVersion: kubermatic.k8c.io/v1
+  kind: EtcdRestore
+  metadata: {name: demo-restore, namespace: %s}
+  spec:
+    cluster: {apiVersion: kubermatic.k8c.io/v1, kind: Cluster, name: %s}
+    backupName: $B
+EOF
   kubectl -n %s get etcdrestores -w          # Started, StsRebuilding, Completed
   kubectl -n %s get etcdrestore demo-restore -o yaml
   nats $WATCHER sub 'etcdbackup.status.restorer'
@@ -189,9 +197,11 @@ The web console (docs/console.md): %s
   sign in with this token (ServiceAccount kubermatic/console-admin, cluster-admin):
   %s
 `, schedule, sandbox.DemoCluster, env.API.Kubeconfig, tools, ns, ns,
-		strings.Join(env.NATSCLIFlags(bus.IdentityWatcher), " "), strings.Join(env.NATSCLIFlags(bus.IdentityTrigger), " "), ns,
+		strings.Join(env.NATSCLIFlags(bus.IdentityWatcher), " "), strings.Join(env.NATSCLIFlags(bus.IdentityTrigger), " "),
+		ns,
 		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns,
-		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace, sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns,
+		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace,
+		sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns,
 		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir, consoleURL(env), token)
 }
 

@@ -29,18 +29,24 @@ type Store struct {
 
 // Run runs the contract against s.
 func Run(t *testing.T, s Store) {
-	t.Run("a missing object is ErrObjectNotFound", func(t *testing.T) { missingObject(t, s.Bucket(t)) })
-	t.Run("put, stat and get keep bytes and metadata", func(t *testing.T) { roundTrip(t, s.Bucket(t)) })
-	t.Run("put replaces", func(t *testing.T) { putReplaces(t, s.Bucket(t)) })
-	t.Run("a multipart put reports its progress", func(t *testing.T) { multipart(t, s.Bucket(t)) })
-	t.Run("a failed put leaves no object", func(t *testing.T) { failedPut(t, s.Bucket(t)) })
-	t.Run("delete is idempotent", func(t *testing.T) { deleteTwice(t, s.Bucket(t)) })
-	t.Run("list walks a prefix at any depth", func(t *testing.T) { list(t, s.Bucket(t)) })
-	t.Run("a missing bucket is ErrBucketNotFound everywhere", func(t *testing.T) { missingBucket(t, s.Missing(t)) })
-	t.Run("refused keys are ErrAccessDenied everywhere", func(t *testing.T) { refused(t, s.Refused(t)) })
+	t.Helper()
+	c := contract{s}
+	t.Run("a missing object is ErrObjectNotFound", c.missingObject)
+	t.Run("put, stat and get keep bytes and metadata", c.roundTrip)
+	t.Run("put replaces", c.putReplaces)
+	t.Run("a multipart put reports its progress", c.multipart)
+	t.Run("a failed put leaves no object", c.failedPut)
+	t.Run("delete is idempotent", c.deleteTwice)
+	t.Run("list walks a prefix at any depth", c.list)
+	t.Run("a missing bucket is ErrBucketNotFound everywhere", c.missingBucket)
+	t.Run("refused keys are ErrAccessDenied everywhere", c.refused)
 }
 
+// contract holds the cases, each a test of its own on a fresh bucket of the store.
+type contract struct{ Store }
+
 func ctx(t *testing.T) context.Context {
+	t.Helper()
 	c, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
 	return c
@@ -48,14 +54,17 @@ func ctx(t *testing.T) context.Context {
 
 func put(t *testing.T, b destination.Bucket, key string, body []byte, meta map[string]string) {
 	t.Helper()
-	err := b.Put(ctx(t), key, bytes.NewReader(body), int64(len(body)), destination.PutOptions{ContentType: "application/zstd", Metadata: meta})
+	err := b.Put(ctx(t), key, bytes.NewReader(body), int64(len(body)),
+		destination.PutOptions{ContentType: "application/zstd", Metadata: meta})
 	if err != nil {
 		t.Fatalf("put %s: %v", key, err)
 	}
 }
 
-func missingObject(t *testing.T, b destination.Bucket) {
-	if _, err := b.Stat(ctx(t), "no/such.db.zst"); !errors.Is(err, destination.ErrObjectNotFound) || errors.Is(err, destination.ErrBucketNotFound) {
+func (c contract) missingObject(t *testing.T) {
+	b := c.Bucket(t)
+	if _, err := b.Stat(ctx(t), "no/such.db.zst"); !errors.Is(err, destination.ErrObjectNotFound) || errors.Is(err,
+		destination.ErrBucketNotFound) {
 		t.Fatalf("stat: %v, want ErrObjectNotFound only", err)
 	}
 	if r, _, err := b.Get(ctx(t), "no/such.db.zst"); !errors.Is(err, destination.ErrObjectNotFound) {
@@ -69,7 +78,8 @@ func missingObject(t *testing.T, b destination.Bucket) {
 	}
 }
 
-func roundTrip(t *testing.T, b destination.Bucket) {
+func (c contract) roundTrip(t *testing.T) {
+	b := c.Bucket(t)
 	body := random(t, 4096)
 	meta := map[string]string{"Sha256": "abc", "Snapshot-Size": "4096", "Backup-Name": "daily-2021-03-02T15:24:00"}
 	before := time.Now().Add(-time.Minute)
@@ -92,7 +102,8 @@ func roundTrip(t *testing.T, b destination.Bucket) {
 	}
 }
 
-func putReplaces(t *testing.T, b destination.Bucket) {
+func (c contract) putReplaces(t *testing.T) {
+	b := c.Bucket(t)
 	put(t, b, "k", []byte("first"), map[string]string{"Sha256": "1"})
 	put(t, b, "k", []byte("second!"), map[string]string{"Sha256": "2"})
 	info, err := b.Stat(ctx(t), "k")
@@ -101,7 +112,8 @@ func putReplaces(t *testing.T, b destination.Bucket) {
 	}
 }
 
-func multipart(t *testing.T, b destination.Bucket) {
+func (c contract) multipart(t *testing.T) {
+	b := c.Bucket(t)
 	body := random(t, 11<<20) // three parts of the default 8 MiB or the minimum 5 MiB
 	var uploaded int64
 	var calls int
@@ -121,7 +133,8 @@ func multipart(t *testing.T, b destination.Bucket) {
 	}
 }
 
-func failedPut(t *testing.T, b destination.Bucket) {
+func (c contract) failedPut(t *testing.T) {
+	b := c.Bucket(t)
 	for name, size := range map[string]int{"one part": 1 << 10, "multipart": 11 << 20} {
 		t.Run(name, func(t *testing.T) {
 			key := "failed-" + name
@@ -139,7 +152,8 @@ func failedPut(t *testing.T, b destination.Bucket) {
 	}
 }
 
-func deleteTwice(t *testing.T, b destination.Bucket) {
+func (c contract) deleteTwice(t *testing.T) {
+	b := c.Bucket(t)
 	put(t, b, "gone.db.zst", []byte("x"), nil)
 	for i := range 2 {
 		if err := b.Delete(ctx(t), "gone.db.zst"); err != nil {
@@ -151,7 +165,8 @@ func deleteTwice(t *testing.T, b destination.Bucket) {
 	}
 }
 
-func list(t *testing.T, b destination.Bucket) {
+func (c contract) list(t *testing.T) {
+	b := c.Bucket(t)
 	for _, k := range []string{"c/ns/a/a-1.db.zst", "c/ns/a/deep/a-2.db.zst", "c/ns/ab/ab-1.db.zst", "d/other.db.zst"} {
 		put(t, b, k, []byte(k), nil)
 	}
@@ -169,23 +184,26 @@ func list(t *testing.T, b destination.Bucket) {
 	}
 	stop := errors.New("enough")
 	n := 0
-	if err := b.List(ctx(t), "", func(destination.ObjectInfo) error { n++; return stop }); !errors.Is(err, stop) || n != 1 {
+	if err := b.List(ctx(t), "", func(destination.ObjectInfo) error { n++; return stop }); !errors.Is(err,
+		stop) || n != 1 {
 		t.Fatalf("list stopped by f: %v after %d objects, want f's error after 1", err, n)
 	}
-	if err := b.List(ctx(t), "none/", func(o destination.ObjectInfo) error { return errors.New("listed " + o.Key) }); err != nil {
+	if err := b.List(ctx(t), "none/",
+		func(o destination.ObjectInfo) error { return errors.New("listed " + o.Key) }); err != nil {
 		t.Fatalf("an empty prefix: %v", err)
 	}
 }
 
-func missingBucket(t *testing.T, b destination.Bucket) {
-	checkAll(t, b, destination.ErrBucketNotFound)
-	if !destination.IsConfigError(destination.ErrBucketNotFound) || destination.Reason(destination.ErrBucketNotFound) != "BucketNotFound" {
+func (c contract) missingBucket(t *testing.T) {
+	checkAll(t, c.Missing(t), destination.ErrBucketNotFound)
+	if !destination.IsConfigError(destination.ErrBucketNotFound) ||
+		destination.Reason(destination.ErrBucketNotFound) != "BucketNotFound" {
 		t.Fatal("a missing bucket is not the configuration error BucketNotFound")
 	}
 }
 
-func refused(t *testing.T, b destination.Bucket) {
-	checkAll(t, b, destination.ErrAccessDenied)
+func (c contract) refused(t *testing.T) {
+	checkAll(t, c.Refused(t), destination.ErrAccessDenied)
 }
 
 // checkAll requires every method of b to fail with want.
@@ -216,6 +234,7 @@ func equalMeta(got, want map[string]string) bool {
 }
 
 func random(t *testing.T, n int) []byte {
+	t.Helper()
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)

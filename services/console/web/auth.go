@@ -80,13 +80,15 @@ func (s *Sessions) Set(w http.ResponseWriter, token string) error {
 		return err
 	}
 	value := base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, []byte(CookieName)))
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", Expires: exp, HttpOnly: true, Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", Expires: exp, HttpOnly: true,
+		Secure: s.Secure, SameSite: http.SameSiteLaxMode})
 	return nil
 }
 
 // Clear removes the session cookie.
 func (s *Sessions) Clear(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
+		SameSite: http.SameSiteLaxMode})
 }
 
 // ErrNoSession: no cookie, or one that is not ours, or expired.
@@ -151,7 +153,8 @@ type cachedAccess struct {
 
 // NewAuthenticator returns an Authenticator that asks the API server through c.
 func NewAuthenticator(c kubernetes.Interface, ttl time.Duration) *Authenticator {
-	return &Authenticator{Client: c, TTL: ttl, now: time.Now, reviews: map[[32]byte]cachedUser{}, access: map[string]cachedAccess{}}
+	return &Authenticator{Client: c, TTL: ttl, now: time.Now, reviews: map[[32]byte]cachedUser{},
+		access: map[string]cachedAccess{}}
 }
 
 // ErrUnauthenticated: the API server does not accept the token.
@@ -167,7 +170,8 @@ func (a *Authenticator) Review(ctx context.Context, token string) (User, error) 
 	if ok && now.Before(c.until) {
 		return c.user, c.err
 	}
-	tr, err := a.Client.AuthenticationV1().TokenReviews().Create(ctx, &authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
+	tr, err := a.Client.AuthenticationV1().TokenReviews().Create(ctx,
+		&authenticationv1.TokenReview{Spec: authenticationv1.TokenReviewSpec{Token: token}}, metav1.CreateOptions{})
 	if err != nil {
 		return User{}, fmt.Errorf("token review: %w", err)
 	}
@@ -204,10 +208,12 @@ func (a *Authenticator) MayWatch(ctx context.Context, u User, namespace string) 
 	for k, v := range u.Extra {
 		extra[k] = authorizationv1.ExtraValue(v)
 	}
-	sar, err := a.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra,
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "get", Group: "kubermatic.k8c.io", Resource: "etcdbackupconfigs"},
-	}}, metav1.CreateOptions{})
+	sar, err := a.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx,
+		&authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+			User: u.Name, UID: u.UID, Groups: u.Groups, Extra: extra,
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: namespace, Verb: "get",
+				Group: "kubermatic.k8c.io", Resource: "etcdbackupconfigs"},
+		}}, metav1.CreateOptions{})
 	if err != nil {
 		return false, fmt.Errorf("subject access review: %w", err)
 	}

@@ -67,7 +67,10 @@ func (s *Server) config(w http.ResponseWriter, r *http.Request, sess *session) e
 	d := configData{Cluster: r.PathValue("cluster"), Namespace: ns, Config: cfg}
 	d.Backups = append(slices.Clone(cfg.Status.CurrentBackups), cfg.Status.LastBackups...)
 	d.Backups = dedupe(d.Backups)
-	slices.SortStableFunc(d.Backups, func(a, b kubermaticv1.BackupStatus) int { return b.ScheduledTime.Compare(a.ScheduledTime.Time) })
+	slices.SortStableFunc(d.Backups, func(a,
+		b kubermaticv1.BackupStatus) int {
+		return b.ScheduledTime.Compare(a.ScheduledTime.Time)
+	})
 	for t, c := range cfg.Status.Conditions {
 		d.Conditions = append(d.Conditions, conditionRow{Type: t, EtcdBackupConfigCondition: c})
 	}
@@ -100,7 +103,8 @@ func (s *Server) getConfig(r *http.Request, sess *session, ns string) (*kubermat
 		return nil, err
 	}
 	if cfg.Spec.Cluster.Name != r.PathValue("cluster") {
-		return nil, refuse("Backup config %s/%s is for cluster %s, not %s.", ns, name, cfg.Spec.Cluster.Name, r.PathValue("cluster"))
+		return nil, refuse("Backup config %s/%s is for cluster %s, not %s.", ns, name, cfg.Spec.Cluster.Name,
+			r.PathValue("cluster"))
 	}
 	return &cfg, nil
 }
@@ -124,12 +128,14 @@ type configForm struct {
 
 // configForm prepares the add or edit form of the request's cluster: its namespace, the
 // Seed's destinations and, when editing, the config (nil when adding).
-func (s *Server) configForm(r *http.Request, sess *session, editing bool) (configForm, *kubermaticv1.EtcdBackupConfig, error) {
+func (s *Server) configForm(r *http.Request, sess *session,
+	editing bool) (configForm, *kubermaticv1.EtcdBackupConfig, error) {
 	_, ns, err := clusterOf(r.Context(), r, sess)
 	if err != nil {
 		return configForm{}, nil, err
 	}
-	f := configForm{Cluster: r.PathValue("cluster"), Namespace: ns, Editing: editing, Presets: Presets, Errors: map[string]string{}}
+	f := configForm{Cluster: r.PathValue("cluster"), Namespace: ns, Editing: editing, Presets: Presets,
+		Errors: map[string]string{}}
 	var cfg *kubermaticv1.EtcdBackupConfig
 	if editing {
 		if cfg, err = s.getConfig(r, sess, ns); err != nil {

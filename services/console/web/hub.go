@@ -86,7 +86,8 @@ const (
 func NewHub(buffer int, reg prometheus.Registerer) *Hub {
 	h := &Hub{
 		Buffer: buffer, clients: map[*Client]struct{}{},
-		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdbackup_console_sse_clients", Help: "Browsers connected to the console's status event stream."}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "etcdbackup_console_sse_clients",
+			Help: "Browsers connected to the console's status event stream."}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_console_events_dropped_total",
 			Help: "Status events not passed to a browser: slow-client (its buffer was full), undecodable, " +

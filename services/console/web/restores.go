@@ -49,7 +49,8 @@ type confirmData struct {
 
 // completedBackup finds backup among the config's Completed backups: a restore is offered
 // only from a backup the API says was stored.
-func (s *Server) completedBackup(r *http.Request, sess *session, ns, config, backup string) (kubermaticv1.BackupStatus, error) {
+func (s *Server) completedBackup(r *http.Request, sess *session, ns, config,
+	backup string) (kubermaticv1.BackupStatus, error) {
 	if errs := validation.IsDNS1123Subdomain(config); len(errs) > 0 {
 		return kubermaticv1.BackupStatus{}, refuse("%q is not a backup config name.", config)
 	}
@@ -58,12 +59,14 @@ func (s *Server) completedBackup(r *http.Request, sess *session, ns, config, bac
 		return kubermaticv1.BackupStatus{}, err
 	}
 	if cfg.Spec.Cluster.Name != r.PathValue("cluster") {
-		return kubermaticv1.BackupStatus{}, refuse("Backup config %s is for cluster %s, not %s.", config, cfg.Spec.Cluster.Name, r.PathValue("cluster"))
+		return kubermaticv1.BackupStatus{}, refuse("Backup config %s is for cluster %s, not %s.", config,
+			cfg.Spec.Cluster.Name, r.PathValue("cluster"))
 	}
 	for _, b := range cfg.Status.LastBackups {
 		if b.BackupName == backup {
 			if b.BackupPhase != kubermaticv1.PhaseCompleted || b.DeletePhase != "" {
-				return b, refuse("Backup %s is %s%s: only a Completed backup that is not being deleted can be restored.", backup, b.BackupPhase, deleting(b))
+				return b, refuse("Backup %s is %s%s: only a Completed backup that is not being deleted can be restored.", backup,
+					b.BackupPhase, deleting(b))
 			}
 			return b, nil
 		}
@@ -166,7 +169,9 @@ func (s *Server) restore(w http.ResponseWriter, r *http.Request, sess *session) 
 		return refuse("Restore %s is of cluster %s, not %s.", name, rs.Spec.Cluster.Name, r.PathValue("cluster"))
 	}
 	s.render(w, r, http.StatusOK, "restore", view{Title: "Restore " + name, Session: sess, Live: ns,
-		Data: restoreData{Cluster: r.PathValue("cluster"), Namespace: ns, Row: restoreRow{Restore: rs, Status: rs.EffectiveStatus()},
-			Phases: []string{kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding, kubermaticv1.RestorePhaseCompleted}}})
+		Data: restoreData{Cluster: r.PathValue("cluster"), Namespace: ns, Row: restoreRow{Restore: rs,
+			Status: rs.EffectiveStatus()},
+			Phases: []string{kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding,
+				kubermaticv1.RestorePhaseCompleted}}})
 	return nil
 }

@@ -115,7 +115,8 @@ func securityHeaders(h http.Handler) http.Handler {
 				}
 			}
 		}
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+		w.Header().Set("Content-Security-Policy",
+			"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Referrer-Policy", "same-origin")
 		h.ServeHTTP(w, r)
@@ -188,7 +189,8 @@ func (s *Server) page(h handler) http.HandlerFunc {
 				return
 			}
 			if !s.Sessions.CheckCSRF(sess.Token, r.PostForm.Get("csrf")) {
-				s.fail(w, r, sess, http.StatusForbidden, "The form is out of date or was not sent by this console; reload the page and try again.")
+				s.fail(w, r, sess, http.StatusForbidden,
+					"The form is out of date or was not sent by this console; reload the page and try again.")
 				return
 			}
 		}

@@ -9,7 +9,8 @@ import (
 // The sign-in pages: a bearer token in, a sealed session cookie out.
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
-	s.render(w, r, http.StatusOK, "login", view{Title: "Sign in", Data: loginData{Next: safeNext(r.URL.Query().Get("next"))}})
+	s.render(w, r, http.StatusOK, "login", view{Title: "Sign in",
+		Data: loginData{Next: safeNext(r.URL.Query().Get("next"))}})
 }
 
 type loginData struct{ Next string }
@@ -30,7 +31,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	token := strings.TrimSpace(r.PostForm.Get("token"))
 	next := safeNext(r.PostForm.Get("next"))
 	if token == "" {
-		s.render(w, r, http.StatusUnprocessableEntity, "login", view{Title: "Sign in", Error: "Paste a bearer token.", Data: loginData{Next: next}})
+		s.render(w, r, http.StatusUnprocessableEntity, "login", view{Title: "Sign in", Error: "Paste a bearer token.",
+			Data: loginData{Next: next}})
 		return
 	}
 	if _, err := s.Auth.Review(r.Context(), token); err != nil {

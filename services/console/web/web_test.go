@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -73,12 +74,12 @@ func TestSessionsSealTheTokenAndRefuseAnythingElse(t *testing.T) {
 		"not base64":          req(&http.Cookie{Name: CookieName, Value: "%%%"}),
 		"a plain token value": req(&http.Cookie{Name: CookieName, Value: "secret-token"}),
 	} {
-		if _, err := s.Token(r); err != ErrNoSession {
+		if _, err := s.Token(r); !errors.Is(err, ErrNoSession) {
 			t.Errorf("%s: %v, want ErrNoSession", name, err)
 		}
 	}
 	s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-	if _, err := s.Token(req(c)); err != ErrNoSession {
+	if _, err := s.Token(req(c)); !errors.Is(err, ErrNoSession) {
 		t.Errorf("an expired session: %v", err)
 	}
 	if _, err := NewSessions([]byte("short"), time.Hour, false); err == nil {
@@ -104,7 +105,8 @@ func TestSafeNextStaysOnTheConsole(t *testing.T) {
 }
 
 func statusEvent(ns string, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase) *etcdbackupv1.StatusEvent {
-	return &etcdbackupv1.StatusEvent{Config: &etcdbackupv1.ConfigRef{Namespace: ns, Name: "daily"}, BackupName: "daily-1", Stage: stage, Phase: phase}
+	return &etcdbackupv1.StatusEvent{Config: &etcdbackupv1.ConfigRef{Namespace: ns, Name: "daily"},
+		BackupName: "daily-1", Stage: stage, Phase: phase}
 }
 
 // Each browser gets the events of the namespace it watches only; a full buffer drops and
@@ -116,7 +118,8 @@ func TestHubSendsEachNamespaceItsOwnEvents(t *testing.T) {
 	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
 	select {
 	case data := <-a.C:
-		if !strings.Contains(string(data), `"namespace":"cluster-a"`) || !strings.Contains(string(data), `"phase":"completed"`) {
+		if !strings.Contains(string(data), `"namespace":"cluster-a"`) || !strings.Contains(string(data),
+			`"phase":"completed"`) {
 			t.Errorf("cluster-a got %s", data)
 		}
 	default:
@@ -170,7 +173,8 @@ func TestHubSubscriptionBelievesOnlyEachStagesOwnSubject(t *testing.T) {
 	forged := statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED)
 	forged.BackupName = "forged"
 	send("etcdbackup.status.snapshotter", forged)
-	send("etcdbackup.status.uploader", statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	send("etcdbackup.status.uploader", statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER,
+		etcdbackupv1.Phase_PHASE_COMPLETED))
 	if err := nc.Publish("etcdbackup.status.uploader", []byte("{not json")); err != nil {
 		t.Fatal(err)
 	}
@@ -205,12 +209,18 @@ func TestConfigFormChecksWhatTheSchedulerWould(t *testing.T) {
 		sched string
 		bad   []string
 	}{
-		{"the weekly preset", url.Values{"name": {"weekly"}, "preset": {"weekly"}, "keep": {"4"}, "destination": {"s3"}}, "0 1 * * 0", nil},
-		{"a custom @every", url.Values{"name": {"often"}, "preset": {"custom"}, "schedule": {"@every 20m"}, "keep": {"20"}, "destination": {"s3"}}, "@every 20m", nil},
-		{"a bad cron", url.Values{"name": {"x"}, "preset": {"custom"}, "schedule": {"61 * * * *"}, "keep": {"1"}, "destination": {"s3"}}, "61 * * * *", []string{"schedule"}},
-		{"an empty custom schedule", url.Values{"name": {"x"}, "preset": {"custom"}, "keep": {"1"}, "destination": {"s3"}}, "", []string{"schedule"}},
-		{"an unknown preset", url.Values{"name": {"x"}, "preset": {"hourly"}, "keep": {"1"}, "destination": {"s3"}}, "", []string{"schedule"}},
-		{"keep 0, a bad name, another destination", url.Values{"name": {"Bad_Name"}, "preset": {"daily"}, "keep": {"0"}, "destination": {"elsewhere"}}, "0 1 * * *", []string{"name", "keep", "destination"}},
+		{"the weekly preset", url.Values{"name": {"weekly"}, "preset": {"weekly"}, "keep": {"4"}, "destination": {"s3"}},
+			"0 1 * * 0", nil},
+		{"a custom @every", url.Values{"name": {"often"}, "preset": {"custom"}, "schedule": {"@every 20m"}, "keep": {"20"},
+			"destination": {"s3"}}, "@every 20m", nil},
+		{"a bad cron", url.Values{"name": {"x"}, "preset": {"custom"}, "schedule": {"61 * * * *"}, "keep": {"1"},
+			"destination": {"s3"}}, "61 * * * *", []string{"schedule"}},
+		{"an empty custom schedule", url.Values{"name": {"x"}, "preset": {"custom"}, "keep": {"1"}, "destination": {"s3"}},
+			"", []string{"schedule"}},
+		{"an unknown preset", url.Values{"name": {"x"}, "preset": {"hourly"}, "keep": {"1"}, "destination": {"s3"}}, "",
+			[]string{"schedule"}},
+		{"keep 0, a bad name, another destination", url.Values{"name": {"Bad_Name"}, "preset": {"daily"}, "keep": {"0"},
+			"destination": {"elsewhere"}}, "0 1 * * *", []string{"name", "keep", "destination"}},
 	} {
 		f := configForm{Destinations: []string{"s3"}, Errors: map[string]string{}}
 		f.read(tc.form)
@@ -236,7 +246,8 @@ func testServer(t *testing.T, objs ...client.Object) (*Server, http.Handler, *k8
 	kc.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		tr := a.(k8stesting.CreateAction).GetObject().(*authenticationv1.TokenReview)
 		if tr.Spec.Token == "alice" {
-			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true, User: authenticationv1.UserInfo{Username: "alice"}}
+			tr.Status = authenticationv1.TokenReviewStatus{Authenticated: true,
+				User: authenticationv1.UserInfo{Username: "alice"}}
 		}
 		return true, tr, nil
 	})
@@ -249,7 +260,8 @@ func testServer(t *testing.T, objs ...client.Object) (*Server, http.Handler, *k8
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).Build()
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(
+		&kubermaticv1.EtcdBackupConfig{}).Build()
 	s := &Server{
 		Log: slog.New(slog.DiscardHandler), Sessions: newSessions(t), Auth: NewAuthenticator(kc, time.Minute),
 		Users:        func(string) (client.Client, error) { return c, nil },
@@ -263,7 +275,8 @@ func testServer(t *testing.T, objs ...client.Object) (*Server, http.Handler, *k8
 	return s, h, kc
 }
 
-func do(t *testing.T, h http.Handler, s *Server, method, target, token string, form url.Values) *httptest.ResponseRecorder {
+func do(t *testing.T, h http.Handler, s *Server, method, target, token string,
+	form url.Values) *httptest.ResponseRecorder {
 	t.Helper()
 	var body io.Reader
 	if form != nil {
@@ -286,16 +299,20 @@ func do(t *testing.T, h http.Handler, s *Server, method, target, token string, f
 
 func TestPagesNeedASessionAndPostsTheirFormToken(t *testing.T) {
 	s, h, _ := testServer(t)
-	if w := do(t, h, s, http.MethodGet, "/clusters/a", "", nil); w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), "/login?next=") {
+	if w := do(t, h, s, http.MethodGet, "/clusters/a", "",
+		nil); w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), "/login?next=") {
 		t.Errorf("signed out: %d to %q", w.Code, w.Header().Get("Location"))
 	}
 	if w := do(t, h, s, http.MethodGet, "/clusters/a", "mallory", nil); w.Code != http.StatusSeeOther {
 		t.Errorf("a token the API does not accept: %d", w.Code)
 	}
-	if w := do(t, h, s, http.MethodPost, "/login", "", url.Values{"token": {"mallory"}}); w.Code != http.StatusUnauthorized {
+	if w := do(t, h, s, http.MethodPost, "/login", "",
+		url.Values{"token": {"mallory"}}); w.Code != http.StatusUnauthorized {
 		t.Errorf("signing in with a bad token: %d", w.Code)
 	}
-	if w := do(t, h, s, http.MethodPost, "/login", "", url.Values{"token": {"alice"}, "next": {"//evil.example"}}); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" || len(w.Result().Cookies()) != 1 {
+	if w := do(t, h, s, http.MethodPost, "/login", "", url.Values{"token": {"alice"},
+		"next": {"//evil.example"}}); w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/" ||
+		len(w.Result().Cookies()) != 1 {
 		t.Errorf("signing in: %d to %q", w.Code, w.Header().Get("Location"))
 	}
 	// A post without the session's form token is refused before anything is created.
@@ -311,7 +328,8 @@ func TestPagesNeedASessionAndPostsTheirFormToken(t *testing.T) {
 		t.Errorf("Content-Security-Policy %q", got)
 	}
 	// A sign-in posted from another site's page is refused (login CSRF); from this one it works.
-	for origin, want := range map[string]int{"https://evil.example": http.StatusForbidden, "http://example.com": http.StatusSeeOther} {
+	for origin, want := range map[string]int{"https://evil.example": http.StatusForbidden,
+		"http://example.com": http.StatusSeeOther} {
 		r := httptest.NewRequest(http.MethodPost, "/login", strings.NewReader("token=alice"))
 		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		r.Header.Set("Origin", origin)
@@ -332,7 +350,9 @@ func TestOneTimeBackupAndRestoreAreCheckedAgainstTheAPI(t *testing.T) {
 		}}}
 	s, h, _ := testServer(t, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, cfg)
 	s.Now = func() time.Time { return time.Date(2026, 11, 29, 9, 30, 0, 0, time.UTC) }
-	if w := do(t, h, s, http.MethodPost, "/clusters/a/backups", "alice", url.Values{"destination": {"nowhere"}}); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "not one of the Seed") {
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/backups", "alice",
+		url.Values{"destination": {"nowhere"}}); w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(),
+		"not one of the Seed") {
 		t.Errorf("a one-time backup to an unknown destination: %d", w.Code)
 	}
 	w := do(t, h, s, http.MethodPost, "/clusters/a/backups", "alice", url.Values{"destination": {"archive"}})
@@ -341,7 +361,9 @@ func TestOneTimeBackupAndRestoreAreCheckedAgainstTheAPI(t *testing.T) {
 	}
 	c, _ := s.Users("alice")
 	var snap kubermaticv1.EtcdBackupConfig
-	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "cluster-a", Name: "snapshot-20261129-093000"}, &snap); err != nil || snap.Spec.Schedule != "" || snap.Spec.Destination != "archive" || snap.Spec.Cluster.Name != "a" {
+	if err := c.Get(context.Background(), client.ObjectKey{Namespace: "cluster-a", Name: "snapshot-20261129-093000"},
+		&snap); err != nil || snap.Spec.Schedule != "" || snap.Spec.Destination != "archive" ||
+		snap.Spec.Cluster.Name != "a" {
 		t.Fatalf("one-time config %+v, %v", snap.Spec, err)
 	}
 	for _, tc := range []struct {
@@ -350,11 +372,15 @@ func TestOneTimeBackupAndRestoreAreCheckedAgainstTheAPI(t *testing.T) {
 		code int
 		says string
 	}{
-		{"a failed backup", url.Values{"config": {"daily"}, "backup": {"daily-failed"}, "confirm": {"a"}}, http.StatusBadRequest, "only a Completed backup"},
-		{"a backup the config does not list", url.Values{"config": {"daily"}, "backup": {"daily-gone"}, "confirm": {"a"}}, http.StatusBadRequest, "has no backup"},
-		{"a mistyped cluster", url.Values{"config": {"daily"}, "backup": {"daily-ok"}, "confirm": {"b"}}, http.StatusUnprocessableEntity, "Type a, the name"},
+		{"a failed backup", url.Values{"config": {"daily"}, "backup": {"daily-failed"}, "confirm": {"a"}},
+			http.StatusBadRequest, "only a Completed backup"},
+		{"a backup the config does not list", url.Values{"config": {"daily"}, "backup": {"daily-gone"}, "confirm": {"a"}},
+			http.StatusBadRequest, "has no backup"},
+		{"a mistyped cluster", url.Values{"config": {"daily"}, "backup": {"daily-ok"}, "confirm": {"b"}},
+			http.StatusUnprocessableEntity, "Type a, the name"},
 	} {
-		if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice", tc.form); w.Code != tc.code || !strings.Contains(w.Body.String(), tc.says) {
+		if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice",
+			tc.form); w.Code != tc.code || !strings.Contains(w.Body.String(), tc.says) {
 			t.Errorf("%s: %d, want %d saying %q\n%s", tc.name, w.Code, tc.code, tc.says, w.Body.String())
 		}
 	}
@@ -362,13 +388,15 @@ func TestOneTimeBackupAndRestoreAreCheckedAgainstTheAPI(t *testing.T) {
 	if err := c.List(context.Background(), &restores); err != nil || len(restores.Items) != 0 {
 		t.Fatalf("refused restores created %d restores (%v)", len(restores.Items), err)
 	}
-	if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice", url.Values{"config": {"daily"}, "backup": {"daily-ok"}, "confirm": {"a"}}); w.Code != http.StatusSeeOther {
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice", url.Values{"config": {"daily"},
+		"backup": {"daily-ok"}, "confirm": {"a"}}); w.Code != http.StatusSeeOther {
 		t.Fatalf("a confirmed restore: %d\n%s", w.Code, w.Body.String())
 	}
 	if err := c.List(context.Background(), &restores); err != nil || len(restores.Items) != 1 {
 		t.Fatalf("%d restores (%v)", len(restores.Items), err)
 	}
-	if rs := restores.Items[0]; rs.Spec.BackupName != "daily-ok" || rs.Spec.Destination != "archive" || rs.Spec.Cluster.Name != "a" || rs.Namespace != "cluster-a" {
+	if rs := restores.Items[0]; rs.Spec.BackupName != "daily-ok" || rs.Spec.Destination != "archive" ||
+		rs.Spec.Cluster.Name != "a" || rs.Namespace != "cluster-a" {
 		t.Errorf("restore %s/%s: %+v", rs.Namespace, rs.Name, rs.Spec)
 	}
 }
@@ -429,17 +457,24 @@ func TestEventStreamFollowsAccess(t *testing.T) {
 // shows a preset schedule as its preset.
 func TestEditConfigUpdatesTheSpec(t *testing.T) {
 	keep := 20
-	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "daily", Labels: map[string]string{"team": "x"}},
-		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a"), Schedule: "0 1 * * 0", Keep: &keep, Destination: "s3"}}
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "daily",
+		Labels: map[string]string{"team": "x"}},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a"), Schedule: "0 1 * * 0", Keep: &keep,
+			Destination: "s3"}}
 	s, h, _ := testServer(t, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, cfg)
 	w := do(t, h, s, http.MethodGet, "/clusters/a/configs/daily/edit", "alice", nil)
-	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `value="weekly" id="preset-weekly" data-schedule="0 1 * * 0" data-keep="4" checked`) {
+	if w.Code != http.StatusOK || !strings.Contains(w.Body.String(),
+		`value="weekly" id="preset-weekly" data-schedule="0 1 * * 0" data-keep="4" checked`) {
 		t.Fatalf("edit form: %d\n%s", w.Code, w.Body.String())
 	}
-	if w := do(t, h, s, http.MethodPost, "/clusters/a/configs/daily", "alice", url.Values{"preset": {"custom"}, "schedule": {"@every 1h"}, "keep": {"0"}, "destination": {"archive"}}); w.Code != http.StatusUnprocessableEntity || !strings.Contains(w.Body.String(), `id="keep-error"`) {
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/configs/daily", "alice", url.Values{"preset": {"custom"},
+		"schedule": {"@every 1h"}, "keep": {"0"},
+		"destination": {"archive"}}); w.Code != http.StatusUnprocessableEntity || !strings.Contains(w.Body.String(),
+		`id="keep-error"`) {
 		t.Fatalf("keep 0: %d", w.Code)
 	}
-	if w := do(t, h, s, http.MethodPost, "/clusters/a/configs/daily", "alice", url.Values{"preset": {"custom"}, "schedule": {"@every 1h"}, "keep": {"3"}, "destination": {"archive"}}); w.Code != http.StatusSeeOther {
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/configs/daily", "alice", url.Values{"preset": {"custom"},
+		"schedule": {"@every 1h"}, "keep": {"3"}, "destination": {"archive"}}); w.Code != http.StatusSeeOther {
 		t.Fatalf("edit: %d\n%s", w.Code, w.Body.String())
 	}
 	c, _ := s.Users("alice")
@@ -447,7 +482,8 @@ func TestEditConfigUpdatesTheSpec(t *testing.T) {
 	if err := c.Get(context.Background(), client.ObjectKeyFromObject(cfg), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Spec.Schedule != "@every 1h" || *got.Spec.Keep != 3 || got.Spec.Destination != "archive" || got.Spec.Cluster.Name != "a" || got.Labels["team"] != "x" {
+	if got.Spec.Schedule != "@every 1h" || *got.Spec.Keep != 3 || got.Spec.Destination != "archive" ||
+		got.Spec.Cluster.Name != "a" || got.Labels["team"] != "x" {
 		t.Errorf("after the edit: %+v, labels %v", got.Spec, got.Labels)
 	}
 	// A config of another cluster is not edited through this one's path.

@@ -40,15 +40,14 @@ type Deleter struct {
 // maxDeliver times: Handle with the deleter's epilogue (Report).
 func (d *Deleter) Handler(maxDeliver int) bus.Handler {
 	return bus.Typed(maxDeliver, d.Handle, bus.Report(d.JS, d.Bus, bus.Outcome[*etcdbackupv1.DeleteRequested]{
-		Stage:   "delete",
-		Classes: deleteFailures,
-		Event: func(req *etcdbackupv1.DeleteRequested, phase etcdbackupv1.Phase, msg string) *etcdbackupv1.StatusEvent {
-			return bus.DeleteStatusFor(req, phase, msg)
-		},
+		Stage:    "delete",
+		Classes:  deleteFailures,
+		Event:    bus.DeleteStatusFor,
 		Retrying: func(_ bus.Delivery, err error) string { return "delete failed, retrying: " + err.Error() },
 		Failed:   func(err error) string { return "delete: " + err.Error() },
 		Attrs: func(req *etcdbackupv1.DeleteRequested) []any {
-			return []any{"backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetDeleteJobName(), "key", req.GetObjectKey()}
+			return []any{"backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetDeleteJobName(), "key",
+				req.GetObjectKey()}
 		},
 	}))
 }
@@ -84,7 +83,8 @@ func (d *Deleter) Handle(ctx context.Context, req *etcdbackupv1.DeleteRequested,
 	case v == gone:
 		return d.done(ctx, req, start)
 	}
-	_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_RUNNING, "deleting ("+req.GetReason()+")"))
+	_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_RUNNING,
+		"deleting ("+req.GetReason()+")"))
 	if key := req.GetObjectKey(); key != "" { // "": a backup that never stored anything
 		b, err := d.Destinations.Bucket(ctx, l.Destinations[req.GetDestination()])
 		if err != nil {
@@ -108,14 +108,17 @@ const (
 
 // due checks req against cfg and a fresh listing: it rejects (with an Event) a deletion that
 // names another cluster, key or destination than the config's, or that nothing plans.
-func (d *Deleter) due(cfg *kubermaticv1.EtcdBackupConfig, l Listing, req *etcdbackupv1.DeleteRequested, subject string) (verdict, error) {
+func (d *Deleter) due(cfg *kubermaticv1.EtcdBackupConfig, l Listing, req *etcdbackupv1.DeleteRequested,
+	subject string) (verdict, error) {
 	k := trust.Checker{Events: d.Events}
-	if err := trust.Check(trust.Derive(cfg, req.GetBackupName(), req.GetDestination()), req.GetCluster(), req.GetObjectKey(), ""); err != nil {
+	if err := trust.Check(trust.Derive(cfg, req.GetBackupName(), req.GetDestination()), req.GetCluster(),
+		req.GetObjectKey(), ""); err != nil {
 		return held, k.Reject(cfg, subject, err)
 	}
 	if _, listed := l.Destinations[req.GetDestination()]; !listed {
-		return held, k.Reject(cfg, subject, bus.Reject(trust.ReasonDestination, fmt.Errorf("the message names destination %q, the config has backups in %v",
-			req.GetDestination(), slices.Sorted(maps.Keys(l.Destinations)))))
+		return held, k.Reject(cfg, subject, bus.Reject(trust.ReasonDestination,
+			fmt.Errorf("the message names destination %q, the config has backups in %v",
+				req.GetDestination(), slices.Sorted(maps.Keys(l.Destinations)))))
 	}
 	if why := heldBy(l.Decision, req); why != "" {
 		// Queued before a restore began to need it: retention decides again after the restore.
@@ -127,14 +130,16 @@ func (d *Deleter) due(cfg *kubermaticv1.EtcdBackupConfig, l Listing, req *etcdba
 	}
 	if req.GetObjectKey() != "" && stored(l.Objects, req.GetDestination(), req.GetBackupName()) {
 		return held, k.Reject(cfg, subject, bus.Reject(trust.ReasonNotPlanned,
-			fmt.Errorf("backup %s is in the bucket and neither retention nor the config's deletion plans to delete it", req.GetBackupName())))
+			fmt.Errorf("backup %s is in the bucket and neither retention nor the config's deletion plans to delete it",
+				req.GetBackupName())))
 	}
 	d.Log.Info("deletion already done", "backup", req.GetBackupName())
 	return gone, nil
 }
 
 func (d *Deleter) done(ctx context.Context, req *etcdbackupv1.DeleteRequested, start time.Time) error {
-	if err := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_COMPLETED, "deleted ("+req.GetReason()+")")); err != nil {
+	if err := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_COMPLETED,
+		"deleted ("+req.GetReason()+")")); err != nil {
 		return err
 	}
 	d.Metrics.deleted.WithLabelValues(req.GetCluster(), req.GetDestination()).Inc()

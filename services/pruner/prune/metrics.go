@@ -20,9 +20,12 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 		return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"namespace", "config"})
 	}
 	m := &Metrics{
-		count:  gauge("etcdbackup_stored_backups", "Backups of a config in its destination, as the last listing found (every --reconcile-interval)."),
-		bytes:  gauge("etcdbackup_stored_bytes", "Bytes of a config's backups in its destination, as the last listing found."),
-		newest: gauge("etcdbackup_newest_backup_timestamp_seconds", "Scheduled time of a config's newest backup in its destination, as the last listing found."),
+		count: gauge("etcdbackup_stored_backups",
+			"Backups of a config in its destination, as the last listing found (every --reconcile-interval)."),
+		bytes: gauge("etcdbackup_stored_bytes",
+			"Bytes of a config's backups in its destination, as the last listing found."),
+		newest: gauge("etcdbackup_newest_backup_timestamp_seconds",
+			"Scheduled time of a config's newest backup in its destination, as the last listing found."),
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_retention_passes_total",
 			Help: "Listings of a config's prefix this replica made to apply retention.",

@@ -103,7 +103,8 @@ func (p *Planner) Decide(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 }
 
 // list returns cfg's backups in dest: the objects under its prefix.
-func (p *Planner) list(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, dest destination.Destination) ([]retention.Object, error) {
+func (p *Planner) list(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
+	dest destination.Destination) ([]retention.Object, error) {
 	b, err := p.Destinations.Bucket(ctx, dest)
 	if err != nil {
 		return nil, err
@@ -147,13 +148,15 @@ func (p *Planner) held(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 		}
 	}
 	var cluster kubermaticv1.Cluster
-	if err := p.Reader.Get(ctx, types.NamespacedName{Name: cfg.Spec.Cluster.Name}, &cluster); client.IgnoreNotFound(err) != nil {
+	if err := p.Reader.Get(ctx, types.NamespacedName{Name: cfg.Spec.Cluster.Name},
+		&cluster); client.IgnoreNotFound(err) != nil {
 		return nil, fmt.Errorf("get cluster %s: %w", cfg.Spec.Cluster.Name, err)
 	}
 	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
 		if ns, name, ok := strings.Cut(holder, "/"); ok {
 			var rs kubermaticv1.EtcdRestore
-			if err := p.Reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &rs); client.IgnoreNotFound(err) != nil {
+			if err := p.Reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name},
+				&rs); client.IgnoreNotFound(err) != nil {
 				return nil, fmt.Errorf("get etcdrestore %s: %w", holder, err)
 			} else if err == nil && rs.Namespace == cfg.Namespace {
 				hold(&rs, "held while cluster "+cluster.Name+" is locked")
@@ -196,7 +199,8 @@ func (p *Planner) correct(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfi
 		ev := &etcdbackupv1.StatusEvent{
 			Config: ref, Cluster: cluster, BackupName: o.Backup, ScheduledTime: timestamppb.New(o.Scheduled),
 			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED,
-			Message: "found in the bucket, not listed before", Destination: o.Destination, ObjectKey: o.Key, Size: uint64(o.Size),
+			Message: "found in the bucket, not listed before", Destination: o.Destination, ObjectKey: o.Key,
+			Size: uint64(o.Size),
 		}
 		// Until the status writer lists it, every pass finds it again: say it once.
 		if err := bus.PublishStatusOnce(ctx, p.JS, ev, cfg.Namespace+"/"+o.Backup+"/found"); err != nil {
@@ -206,7 +210,8 @@ func (p *Planner) correct(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfi
 	for _, e := range d.Vanished {
 		ev := &etcdbackupv1.StatusEvent{
 			Config: ref, Cluster: cluster, BackupName: e.BackupName, ScheduledTime: timestamppb.New(e.ScheduledTime.Time),
-			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED, Operation: etcdbackupv1.Operation_OPERATION_DELETE,
+			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED,
+			Operation:   etcdbackupv1.Operation_OPERATION_DELETE,
 			Message:     fmt.Sprintf("object %s is no longer in destination %q", e.ObjectKey, e.Destination),
 			Destination: e.Destination, ObjectKey: e.ObjectKey, JobName: backupname.DeleteJob(cluster, cfg.Name, e.BackupName),
 		}

@@ -42,27 +42,32 @@ func fixture(t *testing.T, objs ...client.Object) (*Planner, *kubermaticv1.EtcdB
 	keep := 2
 	cfg := &kubermaticv1.EtcdBackupConfig{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "cfg", UID: "cfg-uid"},
-		Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1m", Keep: &keep, Destination: "new"},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1m",
+			Keep: &keep, Destination: "new"},
 	}
 	creds := &corev1.SecretReference{Namespace: "kubermatic", Name: "s3"}
 	scheme, err := kube.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(append([]client.Object{
-		&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}},
-		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
-			Destinations: map[string]*kubermaticv1.BackupDestination{
-				"old": {Endpoint: s3.Endpoint, BucketName: "old-bucket", Credentials: creds},
-				"new": {Endpoint: s3.Endpoint, BucketName: "new-bucket", Credentials: creds},
-			},
-		}}},
-		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "s3"}, Data: map[string][]byte{
-			kubermaticv1.SecretAccessKeyID: []byte(s3test.AccessKey), kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
-	}, objs...)...).Build()
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(
+		append([]client.Object{
+			&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}},
+			&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"},
+				Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+					Destinations: map[string]*kubermaticv1.BackupDestination{
+						"old": {Endpoint: s3.Endpoint, BucketName: "old-bucket", Credentials: creds},
+						"new": {Endpoint: s3.Endpoint, BucketName: "new-bucket", Credentials: creds},
+					},
+				}}},
+			&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "s3"}, Data: map[string][]byte{
+				kubermaticv1.SecretAccessKeyID:     []byte(s3test.AccessKey),
+				kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
+		}, objs...)...).Build()
 	p := &Planner{
-		Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}}),
-		Reader:       c, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return t0 },
+		Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic",
+			Name: "kubermatic"}}),
+		Reader: c, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return t0 },
 		Metrics: NewMetrics(prometheus.NewRegistry()),
 	}
 	return p, cfg, s3
@@ -75,11 +80,13 @@ func backup(t *testing.T, s3 *s3test.Server, cfg *kubermaticv1.EtcdBackupConfig,
 	at := t0.Add(time.Duration(i) * time.Minute)
 	name := backupname.Backup(cfg.Name, at)
 	key := backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name)
-	if err := s3.Bucket(t, bucket).Put(context.Background(), key, bytes.NewReader([]byte("x")), 1, destination.PutOptions{}); err != nil {
+	if err := s3.Bucket(t, bucket).Put(context.Background(), key, bytes.NewReader([]byte("x")), 1,
+		destination.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	cfg.Status.LastBackups = append(cfg.Status.LastBackups, kubermaticv1.BackupStatus{
-		BackupName: name, ScheduledTime: metav1.NewTime(at), BackupPhase: kubermaticv1.PhaseCompleted, Destination: dest, ObjectKey: key})
+		BackupName: name, ScheduledTime: metav1.NewTime(at), BackupPhase: kubermaticv1.PhaseCompleted, Destination: dest,
+		ObjectKey: key})
 	return name
 }
 
@@ -96,7 +103,8 @@ func TestDecideListsEveryDestinationStatusRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(l.Objects) != 4 || len(l.Destinations) != 2 || len(l.Decision.Vanished) != 0 {
-		t.Fatalf("listed %d objects in %d destinations, %d vanished; want 4 in 2, none vanished", len(l.Objects), len(l.Destinations), len(l.Decision.Vanished))
+		t.Fatalf("listed %d objects in %d destinations, %d vanished; want 4 in 2, none vanished", len(l.Objects),
+			len(l.Destinations), len(l.Decision.Vanished))
 	}
 	d := l.Decision.Delete
 	if len(d) != 2 || d[0].Backup != b0 || d[1].Backup != b1 || d[0].Destination != "old" || d[1].Destination != "old" {
@@ -135,15 +143,19 @@ func TestRestoresHoldTheirBackups(t *testing.T) {
 		lock string
 		want []string
 	}{
-		{"an unfinished restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseStarted)}, "", []string{b(0)}},
+		{"an unfinished restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseStarted)}, "",
+			[]string{b(0)}},
 		{"one not started yet", []client.Object{restoreOf("cluster-c", "r", b(0), "")}, "", []string{b(0)}},
-		{"a completed restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseCompleted)}, "", nil},
+		{"a completed restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseCompleted)}, "",
+			nil},
 		{"a failed restore", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseFailed)}, "", nil},
 		{"another namespace", []client.Object{restoreOf("cluster-x", "r", b(0), kubermaticv1.RestorePhaseStarted)}, "", nil},
-		{"another config's backup", []client.Object{restoreOf("cluster-c", "r", backupname.Backup("other", t0), kubermaticv1.RestorePhaseStarted)}, "", nil},
+		{"another config's backup", []client.Object{restoreOf("cluster-c", "r", backupname.Backup("other", t0),
+			kubermaticv1.RestorePhaseStarted)}, "", nil},
 		// The restore that holds the cluster's lock writes Completed after it unlocks; while
 		// the lock is there its backup is held, whatever its status says.
-		{"the lock holder's", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseCompleted)}, "cluster-c/r", []string{b(0)}},
+		{"the lock holder's", []client.Object{restoreOf("cluster-c", "r", b(0), kubermaticv1.RestorePhaseCompleted)},
+			"cluster-c/r", []string{b(0)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, cfg, s3 := fixture(t, tc.objs...)
@@ -152,7 +164,9 @@ func TestRestoresHoldTheirBackups(t *testing.T) {
 			}
 			if tc.lock != "" {
 				patch := []byte(`{"metadata":{"annotations":{"` + kubermaticv1.AnnotationActiveRestore + `":"` + tc.lock + `"}}}`)
-				if err := p.Reader.(client.Client).Patch(context.Background(), &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}}, client.RawPatch(types.MergePatchType, patch)); err != nil {
+				if err := p.Reader.(client.Client).Patch(context.Background(),
+					&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}}, client.RawPatch(types.MergePatchType,
+						patch)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -221,7 +235,8 @@ func TestDeletionWaitsForEveryDestinationStatusRecords(t *testing.T) {
 	if err := c.Update(ctx, &seed); err != nil {
 		t.Fatal(err)
 	}
-	p.Destinations = destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}})
+	p.Destinations = destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic",
+		Name: "kubermatic"}})
 	if _, err := r.Reconcile(ctx, req); err != nil {
 		t.Fatal(err)
 	}
@@ -267,10 +282,12 @@ func TestMissingBucketIsAConfigurationError(t *testing.T) {
 	})
 	t.Run("stored backup", func(t *testing.T) {
 		stored := &etcdbackupv1.BackupStored{
-			Request: request(cfg, name), ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name), Bucket: "missing-bucket",
-			Size: 1, Sha256: strings.Repeat("ab", 32), SnapshotSize: 544, SnapshotSha256: strings.Repeat("cd", 32),
+			Request: request(cfg, name), ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name),
+			Bucket: "missing-bucket",
+			Size:   1, Sha256: strings.Repeat("ab", 32), SnapshotSize: 544, SnapshotSha256: strings.Repeat("cd", 32),
 		}
-		err := (&Stored{Reader: c, Planner: p}).Handler(5)(ctx, deliver(t, ctx, js, bus.SubjectBackupStored, bus.ConsumerPruner, stored))
+		err := (&Stored{Reader: c, Planner: p}).Handler(5)(ctx, deliver(t, ctx, js, bus.SubjectBackupStored,
+			bus.ConsumerPruner, stored))
 		if !bus.IsPermanent(err) || destination.Reason(err) != "BucketNotFound" || !strings.Contains(err.Error(), want) {
 			t.Fatalf("err = %v, want a permanent BucketNotFound", err)
 		}
@@ -278,7 +295,8 @@ func TestMissingBucketIsAConfigurationError(t *testing.T) {
 	t.Run("deletion", func(t *testing.T) {
 		del := &etcdbackupv1.DeleteRequested{
 			Config: configRef(cfg), Cluster: "c", BackupName: name, DeleteJobName: backupname.DeleteJob("c", cfg.Name, name),
-			Destination: "missing", ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name), Reason: bus.DeleteReasonRetention,
+			Destination: "missing", ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, name),
+			Reason:        bus.DeleteReasonRetention,
 			ScheduledTime: timestamppb.New(t0),
 		}
 		d := &Deleter{Reader: c, Planner: p, JS: js, Destinations: p.Destinations, Bus: m, Log: p.Log, Metrics: p.Metrics}
@@ -301,7 +319,8 @@ func TestMissingBucketIsAConfigurationError(t *testing.T) {
 		if err := bus.Decode(last.Data, last.Header.Get(bus.HeaderContentType), &ev); err != nil {
 			t.Fatal(err)
 		}
-		if ev.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || ev.GetMessage() != "delete: list c/cluster-c/cfg/ in destination \"missing\": "+want {
+		if ev.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED ||
+			ev.GetMessage() != "delete: list c/cluster-c/cfg/ in destination \"missing\": "+want {
 			t.Fatalf("status %v, want the deletion Failed because the bucket does not exist", &ev)
 		}
 	})
@@ -309,14 +328,16 @@ func TestMissingBucketIsAConfigurationError(t *testing.T) {
 
 func request(cfg *kubermaticv1.EtcdBackupConfig, backup string) *etcdbackupv1.BackupRequested {
 	return &etcdbackupv1.BackupRequested{
-		Config: configRef(cfg), Cluster: cfg.Spec.Cluster.Name, BackupName: backup, JobName: backupname.Job("c", cfg.Name, backup),
+		Config: configRef(cfg), Cluster: cfg.Spec.Cluster.Name, BackupName: backup, JobName: backupname.Job("c", cfg.Name,
+			backup),
 		ObjectKey: backupname.ObjectKey("c", cfg.Namespace, cfg.Name, backup), ScheduledTime: timestamppb.New(t0),
 		Trigger: etcdbackupv1.Trigger_TRIGGER_SCHEDULE, Destination: "missing",
 	}
 }
 
 // deliver publishes m on subject and returns it as the durable consumer delivers it.
-func deliver(t *testing.T, ctx context.Context, js jetstream.JetStream, subject, durable string, m proto.Message) jetstream.Msg {
+func deliver(t *testing.T, ctx context.Context, js jetstream.JetStream, subject, durable string,
+	m proto.Message) jetstream.Msg {
 	t.Helper()
 	if _, err := bus.Publish(ctx, js, subject, "", m); err != nil {
 		t.Fatal(err)

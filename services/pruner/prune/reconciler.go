@@ -61,7 +61,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if !controllerutil.ContainsFinalizer(&cfg, kubermaticv1.DeleteAllBackupsFinalizer) {
 			patched := cfg.DeepCopy()
 			controllerutil.AddFinalizer(patched, kubermaticv1.DeleteAllBackupsFinalizer)
-			if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+			if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg,
+				client.MergeFromWithOptimisticLock{})); err != nil {
 				return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
 			}
 			cfg = *patched
@@ -79,13 +80,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	l, err := r.Planner.Plan(ctx, &cfg)
 	if err != nil {
-		r.setCondition(ctx, &cfg, "DestinationUnreachable", fmt.Sprintf("backups cannot be deleted, the object is kept until they are: %v", err), true)
+		r.setCondition(ctx, &cfg, "DestinationUnreachable",
+			fmt.Sprintf("backups cannot be deleted, the object is kept until they are: %v", err), true)
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	}
 	if len(l.Unreachable) > 0 {
 		names := slices.Sorted(maps.Keys(l.Unreachable))
 		r.setCondition(ctx, &cfg, "DestinationUnreachable", fmt.Sprintf(
-			"status records backups in destination(s) %v, which the Seed no longer configures (%v): they cannot be listed or deleted, and the object is kept. "+
+			"status records backups in destination(s) %v, which the Seed no longer configures (%v): they cannot be listed or "+
+				"deleted, and the object is kept. "+
 				"Configure the destination again, or remove the finalizer %s by hand to leave those backups behind.",
 			names, l.Unreachable[names[0]], kubermaticv1.DeleteAllBackupsFinalizer), true)
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
@@ -96,14 +99,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			msg += fmt.Sprintf("; %d held until a restore ends (%s)", len(d.Held), d.Held[0].Reason)
 		}
 		if len(d.Waiting) > 0 {
-			msg += fmt.Sprintf("; waiting for %d backups still running (%s), up to %s from their start", len(d.Waiting), d.Waiting[0].BackupName, retention.RunningGrace)
+			msg += fmt.Sprintf("; waiting for %d backups still running (%s), up to %s from their start", len(d.Waiting),
+				d.Waiting[0].BackupName, retention.RunningGrace)
 		}
 		r.setCondition(ctx, &cfg, "DeletionPending", msg, false)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	patched := cfg.DeepCopy()
 	controllerutil.RemoveFinalizer(patched, kubermaticv1.DeleteAllBackupsFinalizer)
-	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg,
+		client.MergeFromWithOptimisticLock{})); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	r.Log.Info("all backups deleted, config released", "config", req.String())
@@ -112,13 +117,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 }
 
 // setCondition records on a config being deleted why it is still there.
-func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, reason, message string, warning bool) {
+func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, reason, message string,
+	warning bool) {
 	patched := cfg.DeepCopy()
-	changed := patched.Status.SetCondition(kubermaticv1.ConditionBackupsDeleted, corev1.ConditionFalse, reason, message, metav1.Now())
+	changed := patched.Status.SetCondition(kubermaticv1.ConditionBackupsDeleted, corev1.ConditionFalse, reason, message,
+		metav1.Now())
 	if !changed {
 		return
 	}
-	if err := r.Client.Status().Patch(ctx, patched, client.MergeFromWithOptions(cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := r.Client.Status().Patch(ctx, patched, client.MergeFromWithOptions(cfg,
+		client.MergeFromWithOptimisticLock{})); err != nil {
 		r.Log.Warn("set condition", "config", cfg.Namespace+"/"+cfg.Name, "err", err)
 		return
 	}

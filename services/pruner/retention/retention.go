@@ -131,7 +131,8 @@ func (d Decision) Pending() int { return len(d.Delete) + len(d.Held) + len(d.Wai
 //     pruned by count either;
 //   - a backup a restore holds is not deleted (Held), whatever the reason.
 func Plan(cfg *kubermaticv1.EtcdBackupConfig, objects []Object, scope Scope) Decision {
-	p := &planning{cfg: cfg, scope: scope, inBucket: map[string]bool{}, inListing: map[string]bool{}, planned: map[string]bool{}}
+	p := &planning{cfg: cfg, scope: scope, inBucket: map[string]bool{}, inListing: map[string]bool{},
+		planned: map[string]bool{}}
 	p.index(objects)
 	p.fromStatus()
 	p.byCount(objects)
@@ -200,7 +201,8 @@ func (p *planning) fromStatus() {
 			e.ObjectKey = backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, e.BackupName)
 			e.Destination = dest
 			p.d.Vanished = append(p.d.Vanished, e)
-		case deleting && e.BackupPhase != kubermaticv1.PhaseCompleted && e.BackupPhase != kubermaticv1.PhaseFailed && !p.inBucket[e.BackupName]:
+		case deleting && e.BackupPhase != kubermaticv1.PhaseCompleted && e.BackupPhase != kubermaticv1.PhaseFailed &&
+			!p.inBucket[e.BackupName]:
 			since := e.BackupStartTime.Time
 			if since.IsZero() {
 				since = scheduled

@@ -20,7 +20,8 @@ func obj(i int) Object {
 
 func entry(i int, phase string) kubermaticv1.BackupStatus {
 	o := obj(i)
-	return kubermaticv1.BackupStatus{BackupName: o.Backup, ScheduledTime: metav1.NewTime(o.Scheduled), BackupPhase: phase, ObjectKey: o.Key}
+	return kubermaticv1.BackupStatus{BackupName: o.Backup, ScheduledTime: metav1.NewTime(o.Scheduled),
+		BackupPhase: phase, ObjectKey: o.Key}
 }
 
 func config(schedule string, keep int, entries ...kubermaticv1.BackupStatus) *kubermaticv1.EtcdBackupConfig {
@@ -44,7 +45,8 @@ func TestParseKey(t *testing.T) {
 	if !ok || got.Backup != o.Backup || !got.Scheduled.Equal(o.Scheduled) {
 		t.Fatalf("ParseKey(%s) = %+v, %v", o.Key, got, ok)
 	}
-	for _, bad := range []string{"c/cluster-c/cfg/other-2021-03-16T01-48-00.db.zst", "c/cluster-c/cfg/cfg-yesterday.db.zst", "c/cluster-c/cfg/cfg-2021-03-16T01-48-00.db", "c/cluster-c/cfg/notes.txt"} {
+	for _, bad := range []string{"c/cluster-c/cfg/other-2021-03-16T01-48-00.db.zst",
+		"c/cluster-c/cfg/cfg-yesterday.db.zst", "c/cluster-c/cfg/cfg-2021-03-16T01-48-00.db", "c/cluster-c/cfg/notes.txt"} {
 		if _, ok := ParseKey("cfg", bad); ok {
 			t.Errorf("ParseKey accepted %s", bad)
 		}
@@ -65,18 +67,31 @@ func TestPlan(t *testing.T) {
 		unlisted int
 		vanished int
 	}{
-		{"within keep: nothing", config("@every 1m", 3, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
-		{"beyond keep: the oldest go", config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3, "Completed")), []Object{obj(0), obj(1), obj(2), obj(3)}, "01:48(retention) 01:49(retention) ", 0, 0},
-		{"keep 0 (KKP's CRD takes it) keeps the newest, not none", config("@every 1m", 0, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "01:48(retention) ", 0, 0},
-		{"failed backups always go", config("@every 1m", 5, entry(0, "Failed"), entry(1, "Completed")), []Object{obj(1)}, "01:48(failed) ", 0, 0},
-		{"running backups stay", config("@every 1m", 1, entry(0, "Completed"), entry(1, "Running")), []Object{obj(0)}, "", 0, 0},
-		{"one-time backups are not pruned by count", config("", 1, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
-		{"an object no status lists is counted and listed", config("@every 1m", 2, entry(1, "Completed"), entry(2, "Completed")), []Object{obj(0), obj(1), obj(2)}, "01:48(retention) ", 1, 0},
-		{"a listed object that vanished is reported", config("@every 1m", 5, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(1)}, "", 0, 1},
+		{"within keep: nothing", config("@every 1m", 3, entry(0, "Completed"), entry(1, "Completed")), []Object{obj(0),
+			obj(1)}, "", 0, 0},
+		{"beyond keep: the oldest go", config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2,
+			"Completed"), entry(3, "Completed")), []Object{obj(0), obj(1), obj(2), obj(3)},
+			"01:48(retention) 01:49(retention) ", 0, 0},
+		{"keep 0 (KKP's CRD takes it) keeps the newest, not none", config("@every 1m", 0, entry(0, "Completed"), entry(1,
+			"Completed")), []Object{obj(0), obj(1)}, "01:48(retention) ", 0, 0},
+		{"failed backups always go", config("@every 1m", 5, entry(0, "Failed"), entry(1, "Completed")), []Object{obj(1)},
+			"01:48(failed) ", 0, 0},
+		{"running backups stay", config("@every 1m", 1, entry(0, "Completed"), entry(1, "Running")), []Object{obj(0)}, "",
+			0, 0},
+		{"one-time backups are not pruned by count", config("", 1, entry(0, "Completed"), entry(1, "Completed")),
+			[]Object{obj(0), obj(1)}, "", 0, 0},
+		{"an object no status lists is counted and listed", config("@every 1m", 2, entry(1, "Completed"), entry(2,
+			"Completed")), []Object{obj(0), obj(1), obj(2)}, "01:48(retention) ", 1, 0},
+		{"a listed object that vanished is reported", config("@every 1m", 5, entry(0, "Completed"), entry(1, "Completed")),
+			[]Object{obj(1)}, "", 0, 1},
 		{"a deleted entry is done", config("@every 1m", 5, withDeleted), nil, "", 0, 0},
-		{"status saying Failed does not delete a stored object", config("@every 1m", 5, entry(0, "Failed"), entry(1, "Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
-		{"a status entry that is not a backup of the config is ignored", config("@every 1m", 5, kubermaticv1.BackupStatus{BackupName: "other-2021-03-16T01:48:00", BackupPhase: "Failed", ObjectKey: "victim/cluster-victim/x.db.zst"}), nil, "", 0, 0},
-		{"a deleted config loses everything", deleting, []Object{obj(0), obj(1)}, "01:48(config deleted) 01:49(config deleted) ", 0, 0},
+		{"status saying Failed does not delete a stored object", config("@every 1m", 5, entry(0, "Failed"), entry(1,
+			"Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
+		{"a status entry that is not a backup of the config is ignored", config("@every 1m", 5,
+			kubermaticv1.BackupStatus{BackupName: "other-2021-03-16T01:48:00", BackupPhase: "Failed",
+				ObjectKey: "victim/cluster-victim/x.db.zst"}), nil, "", 0, 0},
+		{"a deleted config loses everything", deleting, []Object{obj(0), obj(1)},
+			"01:48(config deleted) 01:49(config deleted) ", 0, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,12 +138,14 @@ func TestRetentionRanksByStoredTimeNotAFutureName(t *testing.T) {
 	for _, x := range d.Delete {
 		deleted = append(deleted, x.Backup)
 	}
-	if len(deleted) != 2 || deleted[0] != future1.Backup && deleted[1] != future1.Backup || deleted[0] != future2.Backup && deleted[1] != future2.Backup {
+	if len(deleted) != 2 || deleted[0] != future1.Backup && deleted[1] != future1.Backup ||
+		deleted[0] != future2.Backup && deleted[1] != future2.Backup {
 		t.Fatalf("deleted %v, want the two future-named backups (stored first), not the good ones", deleted)
 	}
 	// A copy of an old backup stored again ranks by its name's (earlier) time.
 	old := at(0, t0.Add(time.Hour))
-	d = plan(config("@every 1m", 3, entry(0, "Completed"), entry(2, "Completed"), entry(3, "Completed"), entry(4, "Completed")), append([]Object{old}, good...))
+	d = plan(config("@every 1m", 3, entry(0, "Completed"), entry(2, "Completed"), entry(3, "Completed"), entry(4,
+		"Completed")), append([]Object{old}, good...))
 	if len(d.Delete) != 1 || d.Delete[0].Backup != old.Backup {
 		t.Fatalf("deleted %s, want the old backup stored again", backups(d.Delete))
 	}
@@ -154,7 +171,8 @@ func at(dest string, e kubermaticv1.BackupStatus) kubermaticv1.BackupStatus {
 func TestHeldBackupsAreNotDeleted(t *testing.T) {
 	held := map[string]string{obj(0).Backup: "held: EtcdRestore cluster-c/r restores from it"}
 	scope := Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Held: held, Now: t0}
-	cfg := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3, "Completed"))
+	cfg := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3,
+		"Completed"))
 	d := Plan(cfg, []Object{obj(0), obj(1), obj(2), obj(3)}, scope)
 	if got := backups(d.Delete); got != "01:49(retention) " {
 		t.Fatalf("retention deletes %q, want only 01:49: 01:48 is held", got)
@@ -166,7 +184,8 @@ func TestHeldBackupsAreNotDeleted(t *testing.T) {
 	cfg.DeletionTimestamp = &now
 	d = Plan(cfg, []Object{obj(0), obj(1), obj(2), obj(3)}, scope)
 	if len(d.Delete) != 3 || len(d.Held) != 1 || d.Pending() != 4 {
-		t.Fatalf("a deleted config: delete %q, held %d, pending %d; want 3 deleted, 1 held, 4 pending", backups(d.Delete), len(d.Held), d.Pending())
+		t.Fatalf("a deleted config: delete %q, held %d, pending %d; want 3 deleted, 1 held, 4 pending", backups(d.Delete),
+			len(d.Held), d.Pending())
 	}
 	// Once the restore ends, the same listing deletes it.
 	scope.Held = nil
@@ -179,13 +198,15 @@ func TestHeldBackupsAreNotDeleted(t *testing.T) {
 // Seed default) are neither "vanished" nor forgotten: retention ranks them with the new
 // ones, and deletes them from where they are.
 func TestRetentionOverEveryDestination(t *testing.T) {
-	cfg := config("@every 1m", 2, at("old", entry(0, "Completed")), at("old", entry(1, "Completed")), at("new", entry(2, "Completed")), at("new", entry(3, "Completed")))
+	cfg := config("@every 1m", 2, at("old", entry(0, "Completed")), at("old", entry(1, "Completed")), at("new", entry(2,
+		"Completed")), at("new", entry(3, "Completed")))
 	objects := []Object{in("old", obj(0)), in("old", obj(1)), in("new", obj(2)), in("new", obj(3))}
 	d := Plan(cfg, objects, Scope{Current: "new", Listed: map[string]bool{"old": true, "new": true}, Now: t0})
 	if len(d.Vanished) != 0 {
 		t.Fatalf("vanished %v: backups in the old destination are there", d.Vanished)
 	}
-	if len(d.Delete) != 2 || d.Delete[0].Destination != "old" || d.Delete[1].Destination != "old" || backups(d.Delete) != "01:48(retention) 01:49(retention) " {
+	if len(d.Delete) != 2 || d.Delete[0].Destination != "old" || d.Delete[1].Destination != "old" ||
+		backups(d.Delete) != "01:48(retention) 01:49(retention) " {
 		t.Fatalf("delete %+v, want the two oldest, from destination old", d.Delete)
 	}
 	// A destination that could not be listed says nothing about its backups.
@@ -214,12 +235,14 @@ func TestConfigDeletionWaitsForRunningBackups(t *testing.T) {
 	}{{t0.Add(time.Minute), 1}, {t0.Add(RunningGrace + time.Second), 0}} {
 		d := Plan(cfg, []Object{obj(0)}, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: tc.now})
 		if len(d.Waiting) != tc.wait || d.Pending() != 1+tc.wait {
-			t.Fatalf("at %s: waiting %d, pending %d; want %d and %d", tc.now.Sub(t0), len(d.Waiting), d.Pending(), tc.wait, 1+tc.wait)
+			t.Fatalf("at %s: waiting %d, pending %d; want %d and %d", tc.now.Sub(t0), len(d.Waiting), d.Pending(), tc.wait,
+				1+tc.wait)
 		}
 	}
 	// A config that is not being deleted waits for nothing.
 	cfg.DeletionTimestamp = nil
-	if d := Plan(cfg, []Object{obj(0)}, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: t0}); len(d.Waiting) != 0 {
+	if d := Plan(cfg, []Object{obj(0)}, Scope{Current: "s3", Listed: map[string]bool{"s3": true},
+		Now: t0}); len(d.Waiting) != 0 {
 		t.Fatalf("waiting %v", d.Waiting)
 	}
 }
@@ -228,7 +251,8 @@ func TestConfigDeletionWaitsForRunningBackups(t *testing.T) {
 // retention never lets a config lose its last backup known to restore. The config's deletion
 // still deletes it.
 func TestRetentionKeepsTheLastRestorableBackup(t *testing.T) {
-	cfg := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3, "Completed"))
+	cfg := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3,
+		"Completed"))
 	cfg.Annotations = map[string]string{kubermaticv1.AnnotationLastRestorable: obj(0).Backup}
 	objects := []Object{obj(0), obj(1), obj(2), obj(3)}
 	if got := backups(plan(cfg, objects).Delete); got != "01:49(retention) " {

@@ -107,7 +107,8 @@ func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 
 // due returns cfg's drill schedule (nil: it has none, or none that parses, said in its
 // condition) and how long until its next drill (0: now).
-func (c *Controller) due(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (cron.Schedule, time.Duration, error) {
+func (c *Controller) due(ctx context.Context,
+	cfg *kubermaticv1.EtcdBackupConfig) (cron.Schedule, time.Duration, error) {
 	spec := cfg.Annotations[kubermaticv1.AnnotationDrillSchedule]
 	if spec == "" {
 		spec = c.Default
@@ -122,7 +123,8 @@ func (c *Controller) due(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 		return nil, 0, c.setCondition(ctx, cfg, corev1.ConditionUnknown, ReasonInvalidSchedule, msg, corev1.EventTypeWarning)
 	}
 	now := c.now()
-	if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil && cond.Reason != ReasonInvalidSchedule {
+	if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil &&
+		cond.Reason != ReasonInvalidSchedule {
 		if next := sched.Next(cond.LastHeartbeatTime.Time); now.Before(next) {
 			return sched, next.Sub(now), nil
 		}
@@ -131,7 +133,8 @@ func (c *Controller) due(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 }
 
 // failed records a backup that is not restorable as it is.
-func (c *Controller) failed(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus, at time.Time, err error) error {
+func (c *Controller) failed(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus,
+	at time.Time, err error) error {
 	c.Metrics.drills.WithLabelValues("failed").Inc()
 	msg := fmt.Sprintf("backup %s failed its restore drill at %s: %v", b.BackupName, at.UTC().Format(time.RFC3339), err)
 	c.publish(ctx, cfg, b, etcdbackupv1.Phase_PHASE_FAILED, msg)
@@ -139,22 +142,26 @@ func (c *Controller) failed(ctx context.Context, cfg *kubermaticv1.EtcdBackupCon
 }
 
 // notRun records a drill that could not run: nothing is known of the backup.
-func (c *Controller) notRun(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus, at time.Time, err error) error {
+func (c *Controller) notRun(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus,
+	at time.Time, err error) error {
 	c.Metrics.drills.WithLabelValues("error").Inc()
 	why := err.Error()
 	if reason := destination.Reason(err); reason != "" {
 		why = reason + ": " + why
 	}
-	msg := fmt.Sprintf("the drill of backup %s could not run at %s (nothing is known of the backup): %s", b.BackupName, at.UTC().Format(time.RFC3339), why)
+	msg := fmt.Sprintf("the drill of backup %s could not run at %s (nothing is known of the backup): %s", b.BackupName,
+		at.UTC().Format(time.RFC3339), why)
 	return c.setCondition(ctx, cfg, corev1.ConditionUnknown, ReasonNotRun, msg, corev1.EventTypeWarning)
 }
 
 // passed records a backup that restored, and keeps it from retention.
-func (c *Controller) passed(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus, at time.Time, res Result) error {
+func (c *Controller) passed(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus,
+	at time.Time, res Result) error {
 	c.Metrics.drills.WithLabelValues("passed").Inc()
 	c.Metrics.lastSuccess.WithLabelValues(cfg.Namespace, cfg.Name).Set(float64(at.Unix()))
 	msg := fmt.Sprintf("backup %s restored in a drill at %s: %d keys at revision %d, %.1f MiB of snapshot, in %s",
-		b.BackupName, at.UTC().Format(time.RFC3339), res.Keys, res.Revision, float64(res.SnapshotSize)/(1<<20), res.Took.Round(time.Millisecond))
+		b.BackupName, at.UTC().Format(time.RFC3339), res.Keys, res.Revision, float64(res.SnapshotSize)/(1<<20),
+		res.Took.Round(time.Millisecond))
 	c.publish(ctx, cfg, b, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
 	if err := c.markRestorable(ctx, cfg, b.BackupName); err != nil {
 		return err
@@ -178,7 +185,8 @@ func newest(cfg *kubermaticv1.EtcdBackupConfig) (kubermaticv1.BackupStatus, bool
 	return best, best.BackupName != ""
 }
 
-func (c *Controller) drill(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus) (Result, error) {
+func (c *Controller) drill(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
+	b kubermaticv1.BackupStatus) (Result, error) {
 	name := b.Destination
 	if name == "" {
 		name = cfg.Spec.Destination
@@ -199,19 +207,22 @@ func (c *Controller) drill(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 	key := backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, b.BackupName)
 	c.Log.Info("drill started", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "destination", dest.Name)
 	res, err := Run(ctx, bucket, key, ids.List, c.Scratch)
-	c.Log.Info("drill finished", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "keys", res.Keys, "revision", res.Revision, "seconds", res.Took.Seconds(), "err", err)
+	c.Log.Info("drill finished", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "keys", res.Keys,
+		"revision", res.Revision, "seconds", res.Took.Seconds(), "err", err)
 	return res, err
 }
 
 // setCondition writes the BackupRestorable condition (a merge patch of that key alone) and,
 // when it changed, an Event of eventType.
-func (c *Controller) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, status corev1.ConditionStatus, reason, msg, eventType string) error {
+func (c *Controller) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
+	status corev1.ConditionStatus, reason, msg, eventType string) error {
 	patched := cfg.DeepCopy()
 	if !patched.Status.SetCondition(kubermaticv1.ConditionBackupRestorable, status, reason, msg, metav1.NewTime(c.now())) {
 		return nil
 	}
 	if err := c.Client.Status().Patch(ctx, patched, client.MergeFrom(cfg)); err != nil {
-		return fmt.Errorf("set condition %s of %s/%s: %w", kubermaticv1.ConditionBackupRestorable, cfg.Namespace, cfg.Name, err)
+		return fmt.Errorf("set condition %s of %s/%s: %w", kubermaticv1.ConditionBackupRestorable, cfg.Namespace, cfg.Name,
+			err)
 	}
 	if c.Recorder != nil {
 		c.Recorder.Eventf(cfg, nil, eventType, reason, "Drill", "%s", msg)
@@ -226,7 +237,8 @@ func (c *Controller) markRestorable(ctx context.Context, cfg *kubermaticv1.EtcdB
 	if cfg.Annotations[kubermaticv1.AnnotationLastRestorable] == backup {
 		return nil
 	}
-	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{kubermaticv1.AnnotationLastRestorable: backup}}})
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{
+		kubermaticv1.AnnotationLastRestorable: backup}}})
 	obj := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: cfg.Namespace, Name: cfg.Name}}
 	if err := c.Client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("record the restorable backup of %s/%s: %w", cfg.Namespace, cfg.Name, err)
@@ -234,7 +246,8 @@ func (c *Controller) markRestorable(ctx context.Context, cfg *kubermaticv1.EtcdB
 	return nil
 }
 
-func (c *Controller) publish(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus, phase etcdbackupv1.Phase, msg string) {
+func (c *Controller) publish(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b kubermaticv1.BackupStatus,
+	phase etcdbackupv1.Phase, msg string) {
 	if c.Publish == nil {
 		return
 	}

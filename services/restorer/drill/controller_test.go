@@ -49,7 +49,8 @@ func TestDrillController(t *testing.T) {
 				Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h"},
 			}
 			cfg.Status.SetBackups([]kubermaticv1.BackupStatus{
-				{BackupName: backupname.Backup("daily", at.Add(-time.Hour)), BackupPhase: kubermaticv1.PhaseCompleted, DeletePhase: kubermaticv1.PhaseCompleted},
+				{BackupName: backupname.Backup("daily", at.Add(-time.Hour)), BackupPhase: kubermaticv1.PhaseCompleted,
+					DeletePhase: kubermaticv1.PhaseCompleted},
 				{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted, Destination: "s3"},
 			})
 			now := at.Add(10 * time.Minute)
@@ -73,13 +74,15 @@ func TestDrillController(t *testing.T) {
 			if cond == nil || cond.Status != wantStatus || cond.Reason != wantReason || !strings.Contains(cond.Message, name) {
 				t.Fatalf("condition %+v, want %s %s naming %s", cond, wantStatus, wantReason, name)
 			}
-			if good && (!strings.Contains(cond.Message, "40 keys") || got.Annotations[kubermaticv1.AnnotationLastRestorable] != name) {
+			if good && (!strings.Contains(cond.Message,
+				"40 keys") || got.Annotations[kubermaticv1.AnnotationLastRestorable] != name) {
 				t.Fatalf("a passed drill: condition %q, annotations %v", cond.Message, got.Annotations)
 			}
 			if !good && got.Annotations[kubermaticv1.AnnotationLastRestorable] != "" {
 				t.Fatalf("a failed drill marked %q restorable", got.Annotations[kubermaticv1.AnnotationLastRestorable])
 			}
-			if len(published) != 1 || published[0].GetPhase() != wantPhase || published[0].GetOperation() != etcdbackupv1.Operation_OPERATION_DRILL || published[0].GetBackupName() != name {
+			if len(published) != 1 || published[0].GetPhase() != wantPhase ||
+				published[0].GetOperation() != etcdbackupv1.Operation_OPERATION_DRILL || published[0].GetBackupName() != name {
 				t.Fatalf("published %v", published)
 			}
 			if ev := <-rec.Events; !strings.Contains(ev, wantReason) {
@@ -109,29 +112,36 @@ func TestDrillController(t *testing.T) {
 
 // drills is how many drills ran to a verdict.
 func drills(c *Controller) int {
-	return int(testutil.ToFloat64(c.Metrics.drills.WithLabelValues("passed")) + testutil.ToFloat64(c.Metrics.drills.WithLabelValues("failed")))
+	return int(testutil.ToFloat64(c.Metrics.drills.WithLabelValues("passed")) + testutil.ToFloat64(
+		c.Metrics.drills.WithLabelValues("failed")))
 }
 
 // newController returns a Controller of cfg whose destination "s3" is bucket of s3, with the
 // client it reads and writes through and its Event recorder.
-func newController(t *testing.T, s3 *s3test.Server, bucket string, cfg *kubermaticv1.EtcdBackupConfig, now func() time.Time) (*Controller, client.Client, *events.FakeRecorder) {
+func newController(t *testing.T, s3 *s3test.Server, bucket string, cfg *kubermaticv1.EtcdBackupConfig,
+	now func() time.Time) (*Controller, client.Client, *events.FakeRecorder) {
 	t.Helper()
 	scheme, err := kube.NewScheme()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(cfg,
-		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
-			Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {Endpoint: s3.Endpoint, BucketName: bucket, Credentials: &corev1.SecretReference{Name: "s3"}}}}}},
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(
+		cfg,
+		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"},
+			Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+				Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {Endpoint: s3.Endpoint, BucketName: bucket,
+					Credentials: &corev1.SecretReference{Name: "s3"}}}}}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "s3"}, Data: map[string][]byte{
-			kubermaticv1.SecretAccessKeyID: []byte(s3test.AccessKey), kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
+			kubermaticv1.SecretAccessKeyID:     []byte(s3test.AccessKey),
+			kubermaticv1.SecretSecretAccessKey: []byte(s3test.SecretKey)}},
 	).Build()
 	rec := events.NewFakeRecorder(10)
 	return &Controller{
 		Client: c, Recorder: rec, Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Scratch: t.TempDir(),
-		Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic", Name: "kubermatic"}}),
-		Metrics:      NewMetrics(prometheus.NewRegistry()),
-		Now:          now,
+		Destinations: destination.NewResolver(c, destination.Source{Seed: types.NamespacedName{Namespace: "kubermatic",
+			Name: "kubermatic"}}),
+		Metrics: NewMetrics(prometheus.NewRegistry()),
+		Now:     now,
 	}, c, rec
 }
 
@@ -149,7 +159,8 @@ func TestDrillOfAMissingBucketDoesNotRun(t *testing.T) {
 			Annotations: map[string]string{kubermaticv1.AnnotationDrillSchedule: "@every 24h"}},
 		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h"},
 	}
-	cfg.Status.SetBackups([]kubermaticv1.BackupStatus{{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted, Destination: "s3"}})
+	cfg.Status.SetBackups([]kubermaticv1.BackupStatus{{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted,
+		Destination: "s3"}})
 	ctl, c, _ := newController(t, s3, "missing-bucket", cfg, func() time.Time { return at.Add(time.Minute) })
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
 	res, err := ctl.Reconcile(ctx, req)
@@ -161,7 +172,8 @@ func TestDrillOfAMissingBucketDoesNotRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	cond := got.Status.Condition(kubermaticv1.ConditionBackupRestorable)
-	if cond == nil || cond.Status != corev1.ConditionUnknown || cond.Reason != ReasonNotRun || !strings.Contains(cond.Message, "BucketNotFound") ||
+	if cond == nil || cond.Status != corev1.ConditionUnknown || cond.Reason != ReasonNotRun ||
+		!strings.Contains(cond.Message, "BucketNotFound") ||
 		!strings.Contains(cond.Message, `bucket "missing-bucket" of destination "s3" does not exist`) {
 		t.Fatalf("condition %+v, want Unknown DrillNotRun naming BucketNotFound", cond)
 	}

@@ -114,7 +114,8 @@ func room(scratch string, size int64) (string, error) {
 
 // restore fetches the backup into dir, proving it as a restore step does, and restores it
 // with etcdutl into data as a one-member cluster whose peer is peer.
-func restore(ctx context.Context, b destination.Bucket, key, sha string, ids []age.Identity, dir, data string, peer url.URL) error {
+func restore(ctx context.Context, b destination.Bucket, key, sha string, ids []age.Identity, dir, data string,
+	peer url.URL) error {
 	snap := filepath.Join(dir, "snapshot.db")
 	if err := member.Fetch(ctx, b, key, sha, ids, snap, nil); err != nil {
 		if errors.Is(err, member.ErrCorrupt) || errors.Is(err, member.ErrDecrypt) || errors.Is(err, member.ErrNotFound) {
@@ -155,7 +156,8 @@ func check(ctx context.Context, data string, peer, client url.URL, rev, want int
 	case <-ctx.Done():
 		return Result{}, ctx.Err()
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client.String()}, DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{client.String()}, DialTimeout: 10 * time.Second,
+		Logger: zap.NewNop()})
 	if err != nil {
 		return Result{}, err
 	}
@@ -166,7 +168,8 @@ func check(ctx context.Context, data string, peer, client url.URL, rev, want int
 	}
 	res := Result{Revision: st.Header.GetRevision()}
 	if res.Revision < rev {
-		return Result{}, fmt.Errorf("%w: the restored etcd is at revision %d, the backup recorded %d", ErrFailed, res.Revision, rev)
+		return Result{}, fmt.Errorf("%w: the restored etcd is at revision %d, the backup recorded %d", ErrFailed,
+			res.Revision, rev)
 	}
 	at := []clientv3.OpOption{clientv3.WithFromKey(), clientv3.WithCountOnly()}
 	if rev > 0 {
@@ -178,7 +181,8 @@ func check(ctx context.Context, data string, peer, client url.URL, rev, want int
 	}
 	res.Keys = cnt.Count
 	if want >= 0 && res.Keys != want {
-		return Result{}, fmt.Errorf("%w: the restored etcd holds %d keys at revision %d, the backup recorded %d", ErrFailed, res.Keys, rev, want)
+		return Result{}, fmt.Errorf("%w: the restored etcd holds %d keys at revision %d, the backup recorded %d",
+			ErrFailed, res.Keys, rev, want)
 	}
 	return res, nil
 }

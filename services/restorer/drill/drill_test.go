@@ -39,7 +39,8 @@ func snapshotOf(t *testing.T, n int) (raw []byte, rev, keys int64) {
 // sha256 computed from what is stored.
 func store(t *testing.T, s3 *s3test.Server, key string, raw []byte, rev, keys int64) {
 	t.Helper()
-	s3.PutBackup(t, "backups", key, raw, backupformat.Encryption{}, backupformat.Meta{SnapshotSize: int64(len(raw)), Revision: rev, KeyCount: keys})
+	s3.PutBackup(t, "backups", key, raw, backupformat.Encryption{}, backupformat.Meta{SnapshotSize: int64(len(raw)),
+		Revision: rev, KeyCount: keys})
 }
 
 func TestDrillPassesOnAGoodBackup(t *testing.T) {
@@ -78,7 +79,8 @@ func TestDrillFailsOnAChangedBackup(t *testing.T) {
 	}
 
 	store(t, s3, "miscounted.db.zst", raw, rev, keys+7)
-	if _, err := Run(context.Background(), s3.Bucket(t, "backups"), "miscounted.db.zst", nil, t.TempDir()); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "keys") {
+	if _, err := Run(context.Background(), s3.Bucket(t, "backups"), "miscounted.db.zst", nil,
+		t.TempDir()); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "keys") {
 		t.Fatalf("drill of a backup recorded with other key count: %v, want it failed on the count", err)
 	}
 }

@@ -13,7 +13,8 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		drills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_drills_total",
-			Help: "Restore drills this replica ran, by result: passed, failed (the backup is not restorable), error (the drill could not run).",
+			Help: "Restore drills this replica ran, by result: passed, failed (the backup is not restorable), error (the " +
+				"drill could not run).",
 		}, []string{"result"}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "etcdbackup_drill_last_success_timestamp_seconds",

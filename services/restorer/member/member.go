@@ -86,7 +86,8 @@ func Visible(ctx context.Context, b destination.Bucket, key, verified string, id
 		return err
 	}
 	if meta.SHA256 != verified {
-		return fmt.Errorf("%w: %s is described as sha256 %s, the verified backup is %s", ErrCorrupt, key, meta.SHA256, verified)
+		return fmt.Errorf("%w: %s is described as sha256 %s, the verified backup is %s", ErrCorrupt, key, meta.SHA256,
+			verified)
 	}
 	// An encrypted backup: one of the pods' identities must be for one of its recipients.
 	if meta.Codec == backupformat.CodecZstdAge {
@@ -107,7 +108,8 @@ func Visible(ctx context.Context, b destination.Bucket, key, verified string, id
 // metadata to match itself, is refused as ErrCorrupt). On any error nothing is left at dst.
 //
 // p, when not nil, counts the stored bytes downloaded so far for a reporter running beside it.
-func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, dst string, p *Progress) error {
+func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, dst string,
+	p *Progress) error {
 	if verified == "" {
 		return errors.New("the verified sha256 of the backup is required")
 	}
@@ -130,7 +132,8 @@ func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids 
 // record that came with it (backupformat.Open, decrypting with ids), and, with verified set,
 // that it is the object of that sha256. Errors of the download or of out are returned as they
 // are; ErrCorrupt means the backup itself is bad.
-func check(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, out io.Writer, p *Progress) (Verified, error) {
+func check(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, out io.Writer,
+	p *Progress) (Verified, error) {
 	obj, info, err := b.Get(ctx, key)
 	if err != nil {
 		return Verified{}, err
@@ -141,7 +144,8 @@ func check(ctx context.Context, b destination.Bucket, key, verified string, ids 
 		return Verified{}, err
 	}
 	if verified != "" && meta.SHA256 != verified {
-		return Verified{}, fmt.Errorf("%w: %s is not the backup the restorer verified (sha256 %s, the object says %s)", ErrCorrupt, key, verified, meta.SHA256)
+		return Verified{}, fmt.Errorf("%w: %s is not the backup the restorer verified (sha256 %s, the object says %s)",
+			ErrCorrupt, key, verified, meta.SHA256)
 	}
 	var in io.Reader = obj
 	if p != nil {

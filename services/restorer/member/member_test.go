@@ -49,7 +49,8 @@ func compress(t *testing.T, raw []byte) []byte {
 func store(t *testing.T, s3 *s3test.Server, key string, body []byte, sha string) {
 	t.Helper()
 	meta := backupformat.Meta{SHA256: sha}.Map()
-	if err := s3.Bucket(t, "backups").Put(context.Background(), key, bytes.NewReader(body), int64(len(body)), destination.PutOptions{Metadata: meta}); err != nil {
+	if err := s3.Bucket(t, "backups").Put(t.Context(), key, bytes.NewReader(body), int64(len(body)),
+		destination.PutOptions{Metadata: meta}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -74,7 +75,8 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 		t.Fatalf("verified %+v; stored %d bytes with sha256 %s", v, len(obj), sum(obj))
 	}
 	var p Progress
-	if err := Fetch(ctx, s3.Bucket(t, "backups"), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap, &p); err != nil {
+	if err := Fetch(ctx, s3.Bucket(t, "backups"), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap,
+		&p); err != nil {
 		t.Fatal(err)
 	}
 	// The progress counts the stored bytes downloaded against the object's size.
@@ -90,7 +92,8 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	if err := os.MkdirAll(filepath.Join(ScratchDir(cfg.DataDir), "member", "snap"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(ScratchDir(cfg.DataDir), "member", "snap", "db"), []byte("half a db"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(ScratchDir(cfg.DataDir), "member", "snap", "db"), []byte("half a db"),
+		0o600); err != nil {
 		t.Fatal(err)
 	}
 	if restored, err := Restore(cfg); err != nil || !restored {
@@ -150,14 +153,14 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 			s3 := s3test.Run(t, "backups")
 			store(t, s3, "key.db.zst", tc.body, tc.sha)
 			dst := filepath.Join(t.TempDir(), "snapshot.db")
-			err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(good), nil, dst, nil)
+			err := Fetch(t.Context(), s3.Bucket(t, "backups"), "key.db.zst", sum(good), nil, dst, nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
 			if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 				t.Fatalf("a refused backup left %s behind", dst)
 			}
-			_, err = Verify(ctx, s3.Bucket(t, "backups"), "key.db.zst", nil)
+			_, err = Verify(t.Context(), s3.Bucket(t, "backups"), "key.db.zst", nil)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Verify: err = %v, want ErrCorrupt", err)
 			}

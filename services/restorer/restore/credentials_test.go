@@ -62,18 +62,22 @@ func preparable(t *testing.T, extra ...client.Object) (*Reconciler, *kubermaticv
 	s3.Allow(adminKey, readerKey)
 	objs := append([]client.Object{
 		rs,
-		&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}}},
+		&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"},
+			Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}}},
 		&appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: rs.Namespace, Name: "etcd", UID: "sts-uid"}},
-		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: seedNamespace, Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
-			DefaultDestination: "s3",
-			Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {
-				Endpoint: s3.Endpoint, BucketName: "backups", Credentials: &corev1.SecretReference{Namespace: seedNamespace, Name: "s3-credentials"},
-			}},
-		}}},
+		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: seedNamespace, Name: "kubermatic"},
+			Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+				DefaultDestination: "s3",
+				Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {
+					Endpoint: s3.Endpoint, BucketName: "backups", Credentials: &corev1.SecretReference{Namespace: seedNamespace,
+						Name: "s3-credentials"},
+				}},
+			}}},
 		secretOf(seedNamespace, "s3-credentials", adminKey, secretValue),
 	}, extra...)
 	r, _, _ := newTestReconciler(t, false, objs...)
-	r.Destinations = destination.NewResolver(r.API, destination.Source{Seed: types.NamespacedName{Namespace: seedNamespace, Name: "kubermatic"}})
+	r.Destinations = destination.NewResolver(r.API,
+		destination.Source{Seed: types.NamespacedName{Namespace: seedNamespace, Name: "kubermatic"}})
 	return r, rs, sha
 }
 
@@ -92,14 +96,19 @@ func TestCredentialsAreProvenBeforeTheClusterIsTouched(t *testing.T) {
 		says   string
 	}{
 		{name: "the destination's own credentials", reason: ""},
-		{name: "read-only credentials in the cluster namespace", secret: "readonly", objs: []client.Object{secretOf(ns, "readonly", readerKey, secretValue)}},
-		{name: "credentials the store refuses", secret: "readonly", objs: []client.Object{secretOf(ns, "readonly", "stranger", secretValue)},
+		{name: "read-only credentials in the cluster namespace", secret: "readonly", objs: []client.Object{secretOf(ns,
+			"readonly", readerKey, secretValue)}},
+		{name: "credentials the store refuses", secret: "readonly", objs: []client.Object{secretOf(ns, "readonly",
+			"stranger", secretValue)},
 			reason: "CredentialsRefused", says: "refused the member pods' credentials"},
-		{name: "a Secret without SECRET_ACCESS_KEY", secret: "readonly", objs: []client.Object{secretOf(ns, "readonly", readerKey, "")},
+		{name: "a Secret without SECRET_ACCESS_KEY", secret: "readonly", objs: []client.Object{secretOf(ns, "readonly",
+			readerKey, "")},
 			reason: "CredentialsInvalid", says: "lacks"},
-		{name: "a Secret only in the Seed's namespace", secret: "readonly", objs: []client.Object{secretOf(seedNamespace, "readonly", readerKey, secretValue)},
+		{name: "a Secret only in the Seed's namespace", secret: "readonly", objs: []client.Object{secretOf(seedNamespace,
+			"readonly", readerKey, secretValue)},
 			reason: "CredentialsInvalid", says: "Secret " + ns + "/readonly does not exist"},
-		{name: "a Secret of the copy's name the restore does not control", objs: []client.Object{secretOf(ns, "etcdbackup-restore-r", "planted", secretValue)},
+		{name: "a Secret of the copy's name the restore does not control", objs: []client.Object{secretOf(ns,
+			"etcdbackup-restore-r", "planted", secretValue)},
 			reason: "CredentialsInvalid", says: "no controller ownerReference"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -125,19 +134,23 @@ func TestCredentialsAreProvenBeforeTheClusterIsTouched(t *testing.T) {
 				}
 				return
 			}
-			if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message, tc.says) || !strings.Contains(st.Message, "Nothing was changed") {
+			if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message,
+				tc.says) || !strings.Contains(st.Message, "Nothing was changed") {
 				t.Fatalf("status %s: %s; want Failed saying %q and that nothing was changed", st.Phase, st.Message, tc.says)
 			}
 			if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
-				t.Fatalf("cluster paused=%v, locked by %q: want it as it was", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+				t.Fatalf("cluster paused=%v, locked by %q: want it as it was", c.Spec.Pause,
+					c.Annotations[kubermaticv1.AnnotationActiveRestore])
 			}
-			if err := r.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "etcd"}, &appsv1.StatefulSet{}); err != nil {
+			if err := r.Client.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "etcd"},
+				&appsv1.StatefulSet{}); err != nil {
 				t.Fatalf("the etcd StatefulSet: %v", err)
 			}
 			planted := len(tc.objs) > 0 && tc.objs[0].GetName() == SavedName(rs)
 			switch {
 			case planted && (copyErr != nil || string(copied.Data[kubermaticv1.SecretAccessKeyID]) != "planted"):
-				t.Fatalf("someone else's Secret of the copy's name: %v, %q; want it left alone", copyErr, copied.Data[kubermaticv1.SecretAccessKeyID])
+				t.Fatalf("someone else's Secret of the copy's name: %v, %q; want it left alone", copyErr,
+					copied.Data[kubermaticv1.SecretAccessKeyID])
 			case !planted && !apierrors.IsNotFound(copyErr):
 				t.Fatalf("the copied credentials after the failure: %v, want none", copyErr)
 			}

@@ -21,7 +21,8 @@ func identitySecret(ns, name string, ids ...*age.X25519Identity) *corev1.Secret 
 		lines = append(lines, id.String())
 	}
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Data: map[string][]byte{destination.IdentityKey: []byte("# created by age-keygen\n" + strings.Join(lines, "\n") + "\n")}}
+		Data: map[string][]byte{destination.IdentityKey: []byte("# created by age-keygen\n" + strings.Join(lines,
+			"\n") + "\n")}}
 }
 
 // An encrypted backup is verified with an identity from the Secret the EtcdRestore's
@@ -64,25 +65,30 @@ func TestEncryptedBackupRestores(t *testing.T) {
 			got := observe(t, r, f.rs)
 			events := strings.Join(drain(rec), "\n")
 			var copied corev1.Secret
-			copyErr := r.Client.Get(context.Background(), types.NamespacedName{Namespace: "cluster-a", Name: SavedName(f.rs)}, &copied)
+			copyErr := r.Client.Get(context.Background(), types.NamespacedName{Namespace: "cluster-a", Name: SavedName(f.rs)},
+				&copied)
 			if tc.ok {
 				if got.phase != kubermaticv1.RestorePhaseStarted || !got.paused {
 					t.Fatalf("phase %s (%s), paused %v; want Started and paused", got.phase, got.message, got.paused)
 				}
 				pods, err := backupformat.ParseIdentities(string(copied.Data[IdentityEnv]))
 				if copyErr != nil || err != nil || !strings.Contains(strings.Join(pods.Fingerprints, ","), seal.Fingerprints[0]) {
-					t.Fatalf("the member pods' Secret: %v, %v, identities for %v; want the owner's (%s)", copyErr, err, pods.Fingerprints, seal.Fingerprints[0])
+					t.Fatalf("the member pods' Secret: %v, %v, identities for %v; want the owner's (%s)", copyErr, err,
+						pods.Fingerprints, seal.Fingerprints[0])
 				}
 				return
 			}
-			if got.phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(events, " "+ReasonDecryptionFailed+" ") || !strings.Contains(got.message, "Nothing was changed") {
+			if got.phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(events,
+				" "+ReasonDecryptionFailed+" ") || !strings.Contains(got.message, "Nothing was changed") {
 				t.Fatalf("phase %s: %s; events %q; want Failed, DecryptionFailed, nothing changed", got.phase, got.message, events)
 			}
 			if tc.name != "an annotation naming no Secret" && !strings.Contains(got.message, seal.Fingerprints[0]) {
 				t.Fatalf("message %q does not name the backup's recipient %s", got.message, seal.Fingerprints[0])
 			}
-			if strings.Contains(got.message, "AGE-SECRET-KEY") || got.paused || got.locked || got.sts != "old-sts" || copyErr == nil {
-				t.Fatalf("after a decryption failure: message %q, paused %v, locked %v, sts %q, copy %v; want nothing changed", got.message, got.paused, got.locked, got.sts, copyErr)
+			if strings.Contains(got.message,
+				"AGE-SECRET-KEY") || got.paused || got.locked || got.sts != "old-sts" || copyErr == nil {
+				t.Fatalf("after a decryption failure: message %q, paused %v, locked %v, sts %q, copy %v; want nothing changed",
+					got.message, got.paused, got.locked, got.sts, copyErr)
 			}
 		})
 	}

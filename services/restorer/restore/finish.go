@@ -33,7 +33,8 @@ func (r *Reconciler) deleteOwned(ctx context.Context, rs *kubermaticv1.EtcdResto
 		return
 	}
 	if !metav1.IsControlledBy(obj, rs) {
-		r.Log.Warn("clean up after restore: not this restore's, left alone", "restore", Lock(rs), "object", client.ObjectKeyFromObject(obj).String())
+		r.Log.Warn("clean up after restore: not this restore's, left alone", "restore", Lock(rs), "object",
+			client.ObjectKeyFromObject(obj).String())
 		return
 	}
 	uid := obj.GetUID()
@@ -44,7 +45,8 @@ func (r *Reconciler) deleteOwned(ctx context.Context, rs *kubermaticv1.EtcdResto
 
 // failUnlocked ends a restore that failed before the cluster was paused: the lock goes, the
 // cluster is as it was.
-func (r *Reconciler) failUnlocked(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, reason, msg string) error {
+func (r *Reconciler) failUnlocked(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	reason, msg string) error {
 	if cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
 		if err := r.unlock(ctx, rs, false, ""); err != nil {
 			return err
@@ -55,7 +57,8 @@ func (r *Reconciler) failUnlocked(ctx context.Context, rs *kubermaticv1.EtcdRest
 
 // failPaused ends a restore that failed after the etcd StatefulSet was touched. The cluster
 // stays paused (its etcd is not what KKP left) and is unlocked so that another restore can run.
-func (r *Reconciler) failPaused(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, reason, msg string) error {
+func (r *Reconciler) failPaused(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	reason, msg string) error {
 	if cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
 		if err := r.unlock(ctx, rs, false, ""); err != nil {
 			return err
@@ -64,7 +67,8 @@ func (r *Reconciler) failPaused(ctx context.Context, rs *kubermaticv1.EtcdRestor
 	return r.fail(ctx, rs, reason, fmt.Sprintf(
 		"%s The cluster stays paused and is unlocked; its etcd StatefulSet %s/%s was torn down for the rebuild. "+
 			"Its spec as it was is in ConfigMap %s (key %s) until this EtcdRestore is deleted. "+
-			"Create a new EtcdRestore to try again (delete this one afterwards), or set spec.pause=false on Cluster %s to hand it back to KKP as it is.",
+			"Create a new EtcdRestore to try again (delete this one afterwards), or set spec.pause=false on Cluster %s to "+
+			"hand it back to KKP as it is.",
 		msg, rs.Namespace, r.Opts.StatefulSet, SavedName(rs), SavedSpecKey, cluster.Name))
 }
 
@@ -76,7 +80,8 @@ func (r *Reconciler) failNotOwned(ctx context.Context, rs *kubermaticv1.EtcdRest
 		return err
 	}
 	return r.fail(ctx, rs, "SavedSpecNotOwned", fmt.Sprintf(
-		"%v. The restorer does not rebuild from it. The cluster stays paused and is unlocked: check StatefulSet %s/%s, then create a new EtcdRestore or unpause the cluster.",
+		"%v. The restorer does not rebuild from it. The cluster stays paused and is unlocked: check StatefulSet %s/%s, "+
+			"then create a new EtcdRestore or unpause the cluster.",
 		cause, rs.Namespace, r.Opts.StatefulSet))
 }
 
@@ -100,7 +105,8 @@ func (r *Reconciler) removeFinalizer(ctx context.Context, rs *kubermaticv1.EtcdR
 	}
 	patched := rs.DeepCopy()
 	controllerutil.RemoveFinalizer(patched, kubermaticv1.RestoreFinalizer)
-	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(rs, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(rs,
+		client.MergeFromWithOptimisticLock{})); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	*rs = *patched

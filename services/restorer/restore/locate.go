@@ -25,7 +25,8 @@ func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRest
 	name := restore.Spec.BackupName
 	config, ok := ConfigOf(name)
 	if !ok {
-		return Backup{}, fmt.Errorf("%w: %q is not a backup name (<config>-%s)", ErrBackupNotFound, name, backupname.TimeLayout)
+		return Backup{}, fmt.Errorf("%w: %q is not a backup name (<config>-%s)", ErrBackupNotFound, name,
+			backupname.TimeLayout)
 	}
 	b := Backup{Destination: restore.Spec.Destination, ObjectKey: objectKey(restore, config)}
 	if b.Destination == "" {

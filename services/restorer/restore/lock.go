@@ -39,7 +39,8 @@ func (r *Reconciler) lockedCluster(ctx context.Context, rs *kubermaticv1.EtcdRes
 		return nil, err
 	}
 	if cluster == nil {
-		return nil, r.fail(ctx, rs, "ClusterNotFound", fmt.Sprintf("cluster %q was deleted during the restore.", rs.Spec.Cluster.Name))
+		return nil, r.fail(ctx, rs, "ClusterNotFound", fmt.Sprintf("cluster %q was deleted during the restore.",
+			rs.Spec.Cluster.Name))
 	}
 	switch holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder {
 	case Lock(rs):
@@ -49,7 +50,8 @@ func (r *Reconciler) lockedCluster(ctx context.Context, rs *kubermaticv1.EtcdRes
 		return nil, r.patchCluster(ctx, cluster, lockPatch(cluster, Lock(rs), false))
 	default:
 		return nil, r.fail(ctx, rs, "LockLost", fmt.Sprintf(
-			"cluster %s was locked by EtcdRestore %s during this restore; this one stopped. The cluster stays paused.", cluster.Name, holder))
+			"cluster %s was locked by EtcdRestore %s during this restore; this one stopped. The cluster stays paused.",
+			cluster.Name, holder))
 	}
 }
 

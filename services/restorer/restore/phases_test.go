@@ -52,20 +52,23 @@ func phaseStatefulSet(ns string) *appsv1.StatefulSet {
 	return &appsv1.StatefulSet{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "etcd", UID: "old-sts", Generation: 1},
 		Spec: appsv1.StatefulSetSpec{Replicas: &one, Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "etcd", Image: "etcd"}}}}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "etcd", Image: "etcd"}}}}},
 	}
 }
 
 func newPhaseFixture(t *testing.T) *phaseFixture {
+	t.Helper()
 	s3 := s3test.Run(t, "backups")
 	rs := restoreOf("a")
 	key, _ := ObjectKeyOf(rs)
 	sha := storeBackup(t, s3, key)
 	return &phaseFixture{
 		t: t, s3: s3, rs: rs, sha: sha, pvcs: 1,
-		cluster: &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}, Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}}},
-		sts:     phaseStatefulSet(rs.Namespace),
-		now:     time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC),
+		cluster: &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"},
+			Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}}},
+		sts: phaseStatefulSet(rs.Namespace),
+		now: time.Date(2026, 11, 29, 3, 0, 0, 0, time.UTC),
 	}
 }
 
@@ -75,7 +78,8 @@ func (f *phaseFixture) started() {
 	key, _ := ObjectKeyOf(f.rs)
 	start := metav1.NewTime(f.now.Add(-time.Minute))
 	f.rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
-	f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: f.sha, Progress: "tearing down"}
+	f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start,
+		PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: f.sha, Progress: "tearing down"}
 	f.cluster.Annotations = map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(f.rs)}
 	f.cluster.Spec.Pause = true
 }
@@ -117,19 +121,22 @@ func (f *phaseFixture) build() (*Reconciler, *events.FakeRecorder) {
 		bucket = "backups"
 	}
 	objs := []client.Object{f.rs, f.cluster,
-		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: seedNamespace, Name: "kubermatic"}, Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
-			DefaultDestination: "s3",
-			Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {
-				Endpoint: f.s3.Endpoint, BucketName: bucket, Credentials: &corev1.SecretReference{Namespace: seedNamespace, Name: "s3-credentials"},
-				DecryptionSecret: f.decryption}},
-		}}},
+		&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: seedNamespace, Name: "kubermatic"},
+			Spec: kubermaticv1.SeedSpec{EtcdBackupRestore: &kubermaticv1.EtcdBackupRestore{
+				DefaultDestination: "s3",
+				Destinations: map[string]*kubermaticv1.BackupDestination{"s3": {
+					Endpoint: f.s3.Endpoint, BucketName: bucket, Credentials: &corev1.SecretReference{Namespace: seedNamespace,
+						Name: "s3-credentials"},
+					DecryptionSecret: f.decryption}},
+			}}},
 		secretOf(seedNamespace, "s3-credentials", adminKey, secretValue),
 	}
 	if f.sts != nil {
 		objs = append(objs, f.sts)
 	}
 	for i := range f.pvcs {
-		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "data-etcd-" + string(rune('0'+i)), Labels: map[string]string{EtcdLabel: EtcdLabelValue}}})
+		objs = append(objs, &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns,
+			Name: "data-etcd-" + string(rune('0'+i)), Labels: map[string]string{EtcdLabel: EtcdLabelValue}}})
 	}
 	for i := range f.pods {
 		objs = append(objs, &f.pods[i])
@@ -140,7 +147,8 @@ func (f *phaseFixture) build() (*Reconciler, *events.FakeRecorder) {
 			t.Fatal(err)
 		}
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: SavedName(f.rs),
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: f.rs.Name, UID: f.rs.UID, Controller: boolPtr(true)}}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore",
+				Name: f.rs.Name, UID: f.rs.UID, Controller: boolPtr(true)}}},
 			Data: map[string]string{SavedSpecKey: data}}
 		objs = append(objs, cm)
 	}
@@ -149,7 +157,8 @@ func (f *phaseFixture) build() (*Reconciler, *events.FakeRecorder) {
 		f.cluster.Annotations[kubermaticv1.AnnotationEtcdClientSecret] = "none"
 	}
 	r, _, rec := newTestReconciler(t, false, append(objs, f.extra...)...)
-	r.Destinations = destination.NewResolver(r.API, destination.Source{Seed: types.NamespacedName{Namespace: seedNamespace, Name: "kubermatic"}})
+	r.Destinations = destination.NewResolver(r.API,
+		destination.Source{Seed: types.NamespacedName{Namespace: seedNamespace, Name: "kubermatic"}})
 	r.Opts.Timeout = time.Hour
 	now := f.now
 	r.Now = func() time.Time { return now }
@@ -160,7 +169,6 @@ func (f *phaseFixture) build() (*Reconciler, *events.FakeRecorder) {
 type outcome struct {
 	phase, message string
 	progress       string
-	events         []string
 	paused, locked bool
 	sts            string // the etcd StatefulSet's uid, "" if none
 	pvcs           int
@@ -204,9 +212,11 @@ var progressOf = map[string]string{
 // reason, a part of the message, and the cluster, StatefulSet and PVCs as they must be after.
 func TestPhaseMachine(t *testing.T) {
 	otherRestore := &kubermaticv1.EtcdRestore{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "other"}}
-	failingPod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
+	failingPod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0",
+		Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
 		Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer, RestartCount: 2,
-			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "sha256 differs"}}}}}}
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1,
+				Message: "sha256 differs"}}}}}}
 	for _, tc := range []struct {
 		name   string
 		setup  func(f *phaseFixture)
@@ -221,98 +231,140 @@ func TestPhaseMachine(t *testing.T) {
 	}{
 		// prepare, from no phase
 		{name: "prepare: verified and paused", setup: func(*phaseFixture) {},
-			phase: kubermaticv1.RestorePhaseStarted, reason: "Started", says: "verified", paused: true, locked: true, sts: "old-sts", pvcs: 1},
+			phase: kubermaticv1.RestorePhaseStarted, reason: "Started", says: "verified", paused: true, locked: true,
+			sts: "old-sts", pvcs: 1},
 		{name: "prepare: no cluster", setup: func(f *phaseFixture) { f.cluster.Name = "b" },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "ClusterNotFound", says: "does not exist", sts: "old-sts", pvcs: 1},
-		{name: "prepare: restore outside the cluster's namespace", setup: func(f *phaseFixture) { f.cluster.Status.NamespaceName = "cluster-elsewhere" },
-			phase: kubermaticv1.RestorePhaseFailed, reason: kubermaticv1.ReasonClusterNamespaceMismatch, says: "lives in", sts: "old-sts", pvcs: 1},
+		{name: "prepare: restore outside the cluster's namespace",
+			setup: func(f *phaseFixture) { f.cluster.Status.NamespaceName = "cluster-elsewhere" },
+			phase: kubermaticv1.RestorePhaseFailed, reason: kubermaticv1.ReasonClusterNamespaceMismatch, says: "lives in",
+			sts: "old-sts", pvcs: 1},
 		{name: "prepare: etcd-launcher off", setup: func(f *phaseFixture) { f.cluster.Spec.Features = nil },
-			phase: kubermaticv1.RestorePhaseEtcdLauncherNotEnabled, reason: "EtcdLauncherNotEnabled", says: "Nothing was changed", sts: "old-sts", pvcs: 1},
+			phase: kubermaticv1.RestorePhaseEtcdLauncherNotEnabled, reason: "EtcdLauncherNotEnabled",
+			says: "Nothing was changed", sts: "old-sts", pvcs: 1},
 		{name: "prepare: locked by another restore", setup: func(f *phaseFixture) {
 			f.cluster.Annotations = map[string]string{kubermaticv1.AnnotationActiveRestore: "cluster-a/other"}
 			f.extra = append(f.extra, otherRestore)
-		}, phase: "", reason: "WaitingForLock", says: "being restored by EtcdRestore cluster-a/other", locked: true, sts: "old-sts", pvcs: 1},
+		}, phase: "", reason: "WaitingForLock", says: "being restored by EtcdRestore cluster-a/other", locked: true,
+			sts: "old-sts", pvcs: 1},
 		{name: "prepare: a stale lock is taken over", setup: func(f *phaseFixture) {
 			f.cluster.Annotations = map[string]string{kubermaticv1.AnnotationActiveRestore: "cluster-a/gone"}
-		}, phase: kubermaticv1.RestorePhaseStarted, reason: "Started", says: "verified", paused: true, locked: true, sts: "old-sts", pvcs: 1},
+		}, phase: kubermaticv1.RestorePhaseStarted, reason: "Started", says: "verified", paused: true, locked: true,
+			sts: "old-sts", pvcs: 1},
 		{name: "prepare: not a backup name", setup: func(f *phaseFixture) { f.rs.Spec.BackupName = "yesterday" },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "BackupNotFound", says: "not a backup name", sts: "old-sts", pvcs: 1},
-		{name: "prepare: backup not in the bucket", setup: func(f *phaseFixture) { f.rs.Spec.BackupName = "daily-2020-01-01T00:00:00" },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "BackupNotFound", says: "does not exist in destination", sts: "old-sts", pvcs: 1},
+			phase: kubermaticv1.RestorePhaseFailed, reason: "BackupNotFound", says: "not a backup name", sts: "old-sts",
+			pvcs: 1},
+		{name: "prepare: backup not in the bucket",
+			setup: func(f *phaseFixture) { f.rs.Spec.BackupName = "daily-2020-01-01T00:00:00" },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "BackupNotFound", says: "does not exist in destination",
+			sts: "old-sts", pvcs: 1},
 		{name: "prepare: corrupt backup", setup: func(f *phaseFixture) {
 			key, _ := ObjectKeyOf(f.rs)
 			storeCorrupt(f.t, f.s3, key)
-		}, phase: kubermaticv1.RestorePhaseFailed, reason: "BackupCorrupt", says: "failed verification", sts: "old-sts", pvcs: 1},
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "BackupCorrupt", says: "failed verification", sts: "old-sts",
+			pvcs: 1},
 		{name: "prepare: destination not configured", setup: func(f *phaseFixture) { f.rs.Spec.Destination = "nope" },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "DestinationNotFound", says: "nope", sts: "old-sts", pvcs: 1},
 		{name: "prepare: no StatefulSet", setup: func(f *phaseFixture) { f.sts = nil },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "StatefulSetNotFound", says: "no StatefulSet", pvcs: 1},
 		{name: "prepare: the member pods' credentials refused", setup: func(f *phaseFixture) { f.readOnly("stranger") },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "CredentialsRefused", says: "Nothing was changed", sts: "old-sts", pvcs: 1},
+			phase: kubermaticv1.RestorePhaseFailed, reason: "CredentialsRefused", says: "Nothing was changed", sts: "old-sts",
+			pvcs: 1},
 		// A missing bucket is the destination's configuration error, as the uploader, the
 		// pruner and the drill say: the restore fails at once, not at its timeout.
-		{name: "prepare: the destination's bucket does not exist", setup: func(f *phaseFixture) { f.bucket = "no-such-bucket" },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "BucketNotFound", says: `bucket "no-such-bucket" of destination "s3" does not exist`, sts: "old-sts", pvcs: 1},
+		{name: "prepare: the destination's bucket does not exist",
+			setup: func(f *phaseFixture) { f.bucket = "no-such-bucket" },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "BucketNotFound",
+			says: `bucket "no-such-bucket" of destination "s3" does not exist`, sts: "old-sts", pvcs: 1},
 
 		// teardown, from Started
 		{name: "teardown: saved, deleted, rebuilt", setup: func(f *phaseFixture) { f.started() },
-			phase: kubermaticv1.RestorePhaseStsRebuilding, reason: "StsRebuilding", says: "recreated with the restore step", paused: true, locked: true, sts: "created", passes: 2},
+			phase: kubermaticv1.RestorePhaseStsRebuilding, reason: "StsRebuilding", says: "recreated with the restore step",
+			paused: true, locked: true, sts: "created", passes: 2},
 		{name: "teardown: waits for the pods", setup: func(f *phaseFixture) {
 			f.started()
-			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}}
-		}, phase: kubermaticv1.RestorePhaseStarted, says: "waiting for 1 pods to be deleted", paused: true, locked: true, passes: 2},
+			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0",
+				Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}}
+		}, phase: kubermaticv1.RestorePhaseStarted, says: "waiting for 1 pods to be deleted", paused: true, locked: true,
+			passes: 2},
 		{name: "teardown: the lock was taken by another", setup: func(f *phaseFixture) {
 			f.started()
 			f.cluster.Annotations[kubermaticv1.AnnotationActiveRestore] = "cluster-a/other"
-		}, phase: kubermaticv1.RestorePhaseFailed, reason: "LockLost", says: "stays paused", paused: true, locked: true, sts: "old-sts", pvcs: 1},
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "LockLost", says: "stays paused", paused: true, locked: true,
+			sts: "old-sts", pvcs: 1},
 		{name: "teardown: the cluster was deleted", setup: func(f *phaseFixture) { f.started(); f.cluster.Name = "b" },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "ClusterNotFound", says: "deleted during the restore", sts: "old-sts", pvcs: 1},
-		{name: "teardown: the verified key is not the spec's", setup: func(f *phaseFixture) { f.started(); f.rs.Status.ObjectKey = "victim/key" },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "StateMismatch", says: "Nothing was deleted", sts: "old-sts", pvcs: 1},
-		{name: "teardown: the StatefulSet is gone before it was saved", setup: func(f *phaseFixture) { f.started(); f.sts = nil },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "ClusterNotFound", says: "deleted during the restore",
+			sts: "old-sts", pvcs: 1},
+		{name: "teardown: the verified key is not the spec's",
+			setup: func(f *phaseFixture) { f.started(); f.rs.Status.ObjectKey = "victim/key" },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "StateMismatch", says: "Nothing was deleted", sts: "old-sts",
+			pvcs: 1},
+		{name: "teardown: the StatefulSet is gone before it was saved",
+			setup: func(f *phaseFixture) { f.started(); f.sts = nil },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "StatefulSetNotFound", says: "Nothing was deleted", pvcs: 1},
 		{name: "teardown: a saved spec that is not the restore's", setup: func(f *phaseFixture) {
 			f.started()
-			f.extra = append(f.extra, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: SavedName(f.rs)}, Data: map[string]string{SavedSpecKey: "{}"}})
-		}, phase: kubermaticv1.RestorePhaseFailed, reason: "SavedSpecNotOwned", says: "does not rebuild from it", paused: true, sts: "old-sts", pvcs: 1},
-		{name: "teardown: credentials refused before anything is deleted", setup: func(f *phaseFixture) { f.started(); f.readOnly("stranger") },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "CredentialsRefused", says: "Nothing was deleted", sts: "old-sts", pvcs: 1},
-		{name: "teardown: the bucket is gone before anything is deleted", setup: func(f *phaseFixture) { f.started(); f.bucket = "no-such-bucket" },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "BucketNotFound", says: "Nothing was deleted", sts: "old-sts", pvcs: 1},
+			f.extra = append(f.extra, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a",
+				Name: SavedName(f.rs)}, Data: map[string]string{SavedSpecKey: "{}"}})
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "SavedSpecNotOwned", says: "does not rebuild from it",
+			paused: true, sts: "old-sts", pvcs: 1},
+		{name: "teardown: credentials refused before anything is deleted",
+			setup: func(f *phaseFixture) { f.started(); f.readOnly("stranger") },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "CredentialsRefused", says: "Nothing was deleted", sts: "old-sts",
+			pvcs: 1},
+		{name: "teardown: the bucket is gone before anything is deleted",
+			setup: func(f *phaseFixture) { f.started(); f.bucket = "no-such-bucket" },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "BucketNotFound", says: "Nothing was deleted", sts: "old-sts",
+			pvcs: 1},
 
 		// rebuild, from StsRebuilding
-		{name: "rebuild: etcd whole again", setup: func(f *phaseFixture) { f.rebuilding(); f.etcd = etcdtest.Start(f.t).Endpoint },
+		{name: "rebuild: etcd whole again",
+			setup: func(f *phaseFixture) { f.rebuilding(); f.etcd = etcdtest.Start(f.t).Endpoint },
 			phase: kubermaticv1.RestorePhaseCompleted, reason: "Completed", says: "restored from backup", sts: "rebuilt-sts"},
-		{name: "rebuild: waits for ready pods", setup: func(f *phaseFixture) { f.rebuilding(); f.sts.Status.ReadyReplicas = 0 },
-			phase: kubermaticv1.RestorePhaseStsRebuilding, says: "0 of 1 etcd pods ready", paused: true, locked: true, sts: "rebuilt-sts"},
+		{name: "rebuild: waits for ready pods",
+			setup: func(f *phaseFixture) { f.rebuilding(); f.sts.Status.ReadyReplicas = 0 },
+			phase: kubermaticv1.RestorePhaseStsRebuilding, says: "0 of 1 etcd pods ready", paused: true, locked: true,
+			sts: "rebuilt-sts"},
 		{name: "rebuild: reports the members restored", setup: func(f *phaseFixture) {
 			f.rebuilding()
 			f.sts.Status.ReadyReplicas = 0
-			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
-				Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}}}}
-		}, phase: kubermaticv1.RestorePhaseStsRebuilding, says: "members restored 1/1; waiting for 0 of 1 etcd pods ready", paused: true, locked: true, sts: "rebuilt-sts"},
+			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0",
+				Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
+				Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer,
+					State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}}}}
+		}, phase: kubermaticv1.RestorePhaseStsRebuilding, says: "members restored 1/1; waiting for 0 of 1 etcd pods ready",
+			paused: true, locked: true, sts: "rebuilt-sts"},
 		{name: "rebuild: names the members still restoring", setup: func(f *phaseFixture) {
 			f.rebuilding()
 			f.sts.Status.ReadyReplicas = 0
-			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
-				Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}}}}
-		}, phase: kubermaticv1.RestorePhaseStsRebuilding, says: "members restored 0/1 (restore step running in etcd-0)", paused: true, locked: true, sts: "rebuilt-sts"},
+			f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0",
+				Labels: map[string]string{EtcdLabel: EtcdLabelValue}},
+				Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer,
+					State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}}}}
+		}, phase: kubermaticv1.RestorePhaseStsRebuilding, says: "members restored 0/1 (restore step running in etcd-0)",
+			paused: true, locked: true, sts: "rebuilt-sts"},
 		{name: "rebuild: times out", setup: func(f *phaseFixture) {
 			f.rebuilding()
 			f.sts.Status.ReadyReplicas = 0
 			f.now = f.now.Add(2 * time.Hour)
-		}, phase: kubermaticv1.RestorePhaseFailed, reason: "RebuildTimeout", says: "stays paused", paused: true, sts: "rebuilt-sts"},
-		{name: "rebuild: the restore step failed", setup: func(f *phaseFixture) { f.rebuilding(); f.pods = []corev1.Pod{failingPod} },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "RestoreStepFailed", says: "sha256 differs", paused: true, sts: "rebuilt-sts"},
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "RebuildTimeout", says: "stays paused", paused: true,
+			sts: "rebuilt-sts"},
+		{name: "rebuild: the restore step failed",
+			setup: func(f *phaseFixture) { f.rebuilding(); f.pods = []corev1.Pod{failingPod} },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "RestoreStepFailed", says: "sha256 differs", paused: true,
+			sts: "rebuilt-sts"},
 		{name: "rebuild: the saved spec was deleted", setup: func(f *phaseFixture) { f.rebuilding(); f.saved = false },
-			phase: kubermaticv1.RestorePhaseFailed, reason: "SavedSpecLost", says: "was deleted", paused: true, sts: "rebuilt-sts"},
+			phase: kubermaticv1.RestorePhaseFailed, reason: "SavedSpecLost", says: "was deleted", paused: true,
+			sts: "rebuilt-sts"},
 		{name: "rebuild: the rebuilt StatefulSet was deleted", setup: func(f *phaseFixture) { f.rebuilding(); f.sts = nil },
-			phase: kubermaticv1.RestorePhaseStarted, reason: "StatefulSetGone", says: "rebuilding it again", paused: true, locked: true},
+			phase: kubermaticv1.RestorePhaseStarted, reason: "StatefulSetGone", says: "rebuilding it again", paused: true,
+			locked: true},
 
 		// finished
 		{name: "completed: nothing to do", setup: func(f *phaseFixture) {
 			f.rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
-			f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, Message: "done", Progress: "done: members restored 1/1"}
+			f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, Message: "done",
+				Progress: "done: members restored 1/1"}
 		}, phase: kubermaticv1.RestorePhaseCompleted, says: "done", sts: "old-sts", pvcs: 1},
 		{name: "failed: nothing to do", setup: func(f *phaseFixture) {
 			f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseFailed, Message: "earlier"}
@@ -354,13 +406,15 @@ func TestPhaseMachine(t *testing.T) {
 func TestTeardownProvesCredentialsOnce(t *testing.T) {
 	f := newPhaseFixture(t)
 	f.started()
-	f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0", Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}}
+	f.pods = []corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "etcd-0",
+		Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}}
 	r, _ := f.build()
 	before := f.s3.Heads()
 	for range 4 {
 		reconcile(t, r, f.rs)
 	}
-	if got := observe(t, r, f.rs); got.phase != kubermaticv1.RestorePhaseStarted || !strings.Contains(got.message, "pods to be deleted") {
+	if got := observe(t, r, f.rs); got.phase != kubermaticv1.RestorePhaseStarted || !strings.Contains(got.message,
+		"pods to be deleted") {
 		t.Fatalf("phase %s: %s; want the teardown waiting for the pods", got.phase, got.message)
 	}
 	if n := f.s3.Heads() - before; n != 1 {
@@ -377,7 +431,8 @@ func TestRebuildProgressShowsEachMembersDownload(t *testing.T) {
 	f.sts.Spec.Replicas = ptr.To(int32(3))
 	f.sts.Status.ReadyReplicas = 0
 	pod := func(name string, state corev1.ContainerState) corev1.Pod {
-		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: name, Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: name,
+			Labels: map[string]string{EtcdLabel: EtcdLabelValue}}}
 		if state != (corev1.ContainerState{}) {
 			p.Status.InitContainerStatuses = []corev1.ContainerStatus{{Name: StepContainer, State: state}}
 		}
@@ -390,7 +445,8 @@ func TestRebuildProgressShowsEachMembersDownload(t *testing.T) {
 	}
 	r, _ := f.build()
 	logs := map[string]string{
-		"etcd-0": `{"msg":"fetched","bytes_done":307200,"bytes_total":307200}` + "\n" + `{"msg":"member restored","restored":true}`,
+		"etcd-0": `{"msg":"fetched","bytes_done":307200,"bytes_total":307200}` + "\n" +
+			`{"msg":"member restored","restored":true}`,
 		"etcd-1": `{"msg":"fetching","bytes_done":92160,"bytes_total":307200}`,
 	}
 	var asked []string
@@ -406,13 +462,16 @@ func TestRebuildProgressShowsEachMembersDownload(t *testing.T) {
 	if got := observe(t, r, f.rs); got.progress != want || !strings.HasPrefix(got.message, want) {
 		t.Fatalf("progress %q, message %q; want progress %q", got.progress, got.message, want)
 	}
-	if wantAsked := []string{"cluster-a/etcd-0/" + StepContainer, "cluster-a/etcd-1/" + StepContainer}; !slices.Equal(asked, wantAsked) {
+	if wantAsked := []string{"cluster-a/etcd-0/" + StepContainer,
+		"cluster-a/etcd-1/" + StepContainer}; !slices.Equal(asked, wantAsked) {
 		t.Errorf("logs read: %v, want %v", asked, wantAsked)
 	}
 	// A log that cannot be read leaves that member out; the restore goes on.
 	delete(logs, "etcd-1")
 	reconcile(t, r, f.rs)
-	if got := observe(t, r, f.rs); got.progress != "members restored 1/3; fetched etcd-0 300 of 300 KiB (100%)" || got.phase != kubermaticv1.RestorePhaseStsRebuilding {
+	if got := observe(t, r,
+		f.rs); got.progress != "members restored 1/3; fetched etcd-0 300 of 300 KiB (100%)" ||
+		got.phase != kubermaticv1.RestorePhaseStsRebuilding {
 		t.Fatalf("phase %s, progress %q with etcd-1's log unreadable", got.phase, got.progress)
 	}
 }

@@ -43,7 +43,8 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	msg := fmt.Sprintf("backup %s verified in %s (%d bytes stored, %d bytes of snapshot, sha256 %s); cluster %s paused",
 		rs.Spec.BackupName, took.Round(time.Millisecond), v.Size, v.SnapshotSize, v.SHA256, cluster.Name)
-	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted, corev1.EventTypeNormal, "Started", msg,
+	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted,
+		corev1.EventTypeNormal, "Started", msg,
 		func(s *kubermaticv1.EtcdRestoreStatus) {
 			s.Destination, s.ObjectKey, s.SHA256 = t.destination, t.key, v.SHA256
 			s.Progress = "tearing down"
@@ -53,14 +54,16 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 // lock checks what a restore of rs's cluster needs before anything (the cluster exists, in
 // rs's namespace, with etcd-launcher) and takes the cluster's lock. It returns the cluster
 // once rs holds the lock; nil when the restore ended or waits, with what to return.
-func (r *Reconciler) lock(ctx context.Context, rs *kubermaticv1.EtcdRestore) (*kubermaticv1.Cluster, ctrl.Result, error) {
+func (r *Reconciler) lock(ctx context.Context,
+	rs *kubermaticv1.EtcdRestore) (*kubermaticv1.Cluster, ctrl.Result, error) {
 	cluster, err := r.cluster(ctx, rs)
 	if err != nil {
 		return nil, ctrl.Result{}, err
 	}
 	if cluster == nil {
 		return nil, ctrl.Result{}, r.fail(ctx, rs, "ClusterNotFound",
-			fmt.Sprintf("cluster %q does not exist. Nothing was changed; create the EtcdRestore for an existing cluster.", rs.Spec.Cluster.Name))
+			fmt.Sprintf("cluster %q does not exist. Nothing was changed; create the EtcdRestore for an existing cluster.",
+				rs.Spec.Cluster.Name))
 	}
 	// Everything the restore touches (the etcd StatefulSet, its PVCs, the saved spec and the
 	// credentials) is in the EtcdRestore's namespace, and what it locks and pauses is the
@@ -68,25 +71,31 @@ func (r *Reconciler) lock(ctx context.Context, rs *kubermaticv1.EtcdRestore) (*k
 	// etcd while pausing another.
 	if ns := cluster.NamespaceName(); rs.Namespace != ns {
 		return nil, ctrl.Result{}, r.fail(ctx, rs, kubermaticv1.ReasonClusterNamespaceMismatch, fmt.Sprintf(
-			"the EtcdRestore is in namespace %q, but cluster %q lives in %q. Nothing was changed; create the EtcdRestore in the cluster's namespace.",
+			"the EtcdRestore is in namespace %q, but cluster %q lives in %q. Nothing was changed; create the EtcdRestore in "+
+				"the cluster's namespace.",
 			rs.Namespace, cluster.Name, ns))
 	}
 	if !cluster.Spec.Features[kubermaticv1.FeatureEtcdLauncher] {
-		return nil, ctrl.Result{}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled, corev1.EventTypeWarning, "EtcdLauncherNotEnabled",
-			fmt.Sprintf("cluster %s does not have spec.features.%s: true; enable it and the restore proceeds. Nothing was changed.",
+		return nil, ctrl.Result{}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled,
+			corev1.EventTypeWarning, "EtcdLauncherNotEnabled",
+			fmt.Sprintf("cluster %s does not have spec.features.%s: true; enable it and the restore proceeds. Nothing was "+
+				"changed.",
 				cluster.Name, kubermaticv1.FeatureEtcdLauncher), nil)
 	}
 	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != Lock(rs) {
 		if holder != "" && !r.stale(ctx, holder) {
-			return nil, ctrl.Result{RequeueAfter: 5 * r.Opts.Poll}, r.setPhase(ctx, rs, "", corev1.EventTypeNormal, "WaitingForLock",
-				fmt.Sprintf("waiting: cluster %s is being restored by EtcdRestore %s; this restore starts after it", cluster.Name, holder), nil)
+			return nil, ctrl.Result{RequeueAfter: 5 * r.Opts.Poll}, r.setPhase(ctx, rs, "", corev1.EventTypeNormal,
+				"WaitingForLock",
+				fmt.Sprintf("waiting: cluster %s is being restored by EtcdRestore %s; this restore starts after it",
+					cluster.Name, holder), nil)
 		}
 		if err := r.patchCluster(ctx, cluster, lockPatch(cluster, Lock(rs), true)); err != nil {
 			return nil, ctrl.Result{}, err // a conflict: someone else locked it, look again
 		}
 	}
 	if rs.Status.StartTime == nil {
-		err := r.setPhase(ctx, rs, "", corev1.EventTypeNormal, "Verifying", fmt.Sprintf("cluster %s locked; verifying backup %s", cluster.Name, rs.Spec.BackupName),
+		err := r.setPhase(ctx, rs, "", corev1.EventTypeNormal, "Verifying",
+			fmt.Sprintf("cluster %s locked; verifying backup %s", cluster.Name, rs.Spec.BackupName),
 			func(s *kubermaticv1.EtcdRestoreStatus) {
 				t := metav1.NewTime(r.now())
 				s.StartTime = &t
@@ -117,7 +126,8 @@ func (e *NoStatefulSetError) Error() string {
 
 // verify locates rs's backup, streams it through every check with the restorer's own keys,
 // and proves the member pods' keys read the same object, all before the cluster is touched.
-func (r *Reconciler) verify(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster) (target, member.Verified, error) {
+func (r *Reconciler) verify(ctx context.Context, rs *kubermaticv1.EtcdRestore,
+	cluster *kubermaticv1.Cluster) (target, member.Verified, error) {
 	t := target{backup: rs.Spec.BackupName}
 	backup, err := Locate(ctx, r.API, rs)
 	if err != nil {
@@ -147,9 +157,11 @@ func (r *Reconciler) verify(ctx context.Context, rs *kubermaticv1.EtcdRestore, c
 		return t, v, fmt.Errorf("verify backup: %w", err)
 	}
 	// Nothing to rebuild into, nothing to pause for.
-	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet}, &appsv1.StatefulSet{}); err != nil {
+	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: r.Opts.StatefulSet},
+		&appsv1.StatefulSet{}); err != nil {
 		if apierrors.IsNotFound(err) {
-			return t, v, &NoStatefulSetError{rs.Namespace, r.Opts.StatefulSet, " (the EtcdRestore must be in the cluster's namespace)"}
+			return t, v, &NoStatefulSetError{rs.Namespace, r.Opts.StatefulSet,
+				" (the EtcdRestore must be in the cluster's namespace)"}
 		}
 		return t, v, err
 	}
@@ -221,13 +233,16 @@ func refused(t target, err error) (reason, words string, ok bool) {
 
 // refuse ends a restore that failed before the cluster was paused, or retries a transient
 // failure until the timeout: either way nothing was changed.
-func (r *Reconciler) refuse(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, t target, err error) (ctrl.Result, error) {
+func (r *Reconciler) refuse(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	t target, err error) (ctrl.Result, error) {
 	if reason, words, ok := refused(t, err); ok {
 		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, reason, words)
 	}
 	if r.expired(rs) {
-		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, "VerifyFailed", fmt.Sprintf("gave up after %s: %v", r.Opts.Timeout, err))
+		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, "VerifyFailed", fmt.Sprintf("gave up after %s: %v",
+			r.Opts.Timeout, err))
 	}
-	_ = r.setPhase(ctx, rs, "", corev1.EventTypeWarning, "Retrying", fmt.Sprintf("retrying (nothing was changed yet): %v", err), nil)
+	_ = r.setPhase(ctx, rs, "", corev1.EventTypeWarning, "Retrying",
+		fmt.Sprintf("retrying (nothing was changed yet): %v", err), nil)
 	return ctrl.Result{}, err
 }

@@ -42,13 +42,16 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		return ctrl.Result{}, err
 	}
 	if saved == nil {
-		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "SavedSpecLost", fmt.Sprintf("ConfigMap %s/%s with the StatefulSet's spec was deleted.", rs.Namespace, SavedName(rs)))
+		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "SavedSpecLost",
+			fmt.Sprintf("ConfigMap %s/%s with the StatefulSet's spec was deleted.", rs.Namespace, SavedName(rs)))
 	}
 	var sts appsv1.StatefulSet
 	if err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: saved.Name}, &sts); err != nil {
 		if apierrors.IsNotFound(err) {
-			return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted, corev1.EventTypeWarning, "StatefulSetGone",
-				"the rebuilt StatefulSet was deleted; rebuilding it again", func(s *kubermaticv1.EtcdRestoreStatus) { s.Progress = "tearing down" })
+			return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted,
+				corev1.EventTypeWarning, "StatefulSetGone",
+				"the rebuilt StatefulSet was deleted; rebuilding it again",
+				func(s *kubermaticv1.EtcdRestoreStatus) { s.Progress = "tearing down" })
 		}
 		return ctrl.Result{}, err
 	}
@@ -59,7 +62,8 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	for _, p := range pods {
 		if msg, failed := stepFailed(&p); failed {
 			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RestoreStepFailed", fmt.Sprintf(
-				"the restore step failed in pod %s: %s. See `kubectl -n %s logs %s -c %s`.", p.Name, msg, p.Namespace, p.Name, StepContainer))
+				"the restore step failed in pod %s: %s. See `kubectl -n %s logs %s -c %s`.", p.Name, msg, p.Namespace, p.Name,
+				StepContainer))
 		}
 	}
 	waiting, err := r.waitingFor(ctx, rs, cluster, &sts)
@@ -78,7 +82,8 @@ func (r *Reconciler) rebuild(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 // waitingFor says what the rebuilt etcd is still waiting for: its pods ready, then every
 // member healthy ("" when it is whole). An error wrapping endpoints.ErrConfig means etcd
 // cannot be reached as the cluster says.
-func (r *Reconciler) waitingFor(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, sts *appsv1.StatefulSet) (string, error) {
+func (r *Reconciler) waitingFor(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	sts *appsv1.StatefulSet) (string, error) {
 	want := replicas(sts)
 	if sts.Status.ObservedGeneration < sts.Generation || int(sts.Status.ReadyReplicas) < want {
 		return fmt.Sprintf("%d of %d etcd pods ready", sts.Status.ReadyReplicas, want), nil
@@ -88,15 +93,18 @@ func (r *Reconciler) waitingFor(ctx context.Context, rs *kubermaticv1.EtcdRestor
 		return "", err
 	}
 	if h, err := CheckEtcd(ctx, target, want); err != nil {
-		return fmt.Sprintf("etcd: %d members, %d of %d endpoints healthy (%v)", h.Members, h.Healthy, len(target.Endpoints), err), nil
+		return fmt.Sprintf("etcd: %d members, %d of %d endpoints healthy (%v)", h.Members, h.Healthy,
+			len(target.Endpoints), err), nil
 	}
 	return "", nil
 }
 
 // wait reports the members restored so far and what the rebuild waits for, until the timeout.
-func (r *Reconciler) wait(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, pods []corev1.Pod, want int, waiting string) (ctrl.Result, error) {
+func (r *Reconciler) wait(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	pods []corev1.Pod, want int, waiting string) (ctrl.Result, error) {
 	if r.expired(rs) {
-		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RebuildTimeout", fmt.Sprintf("after %s etcd is not healthy: %s.", r.Opts.Timeout, waiting))
+		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "RebuildTimeout",
+			fmt.Sprintf("after %s etcd is not healthy: %s.", r.Opts.Timeout, waiting))
 	}
 	done, running := membersRestored(pods)
 	progress := fmt.Sprintf("members restored %d/%d", done, want)
@@ -107,15 +115,17 @@ func (r *Reconciler) wait(ctx context.Context, rs *kubermaticv1.EtcdRestore, clu
 	if len(running) > 0 {
 		msg = fmt.Sprintf("%s (restore step running in %s); waiting for %s", progress, strings.Join(running, ", "), waiting)
 	}
-	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", msg, func(s *kubermaticv1.EtcdRestoreStatus) {
-		s.Progress = progress
-	})
+	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", msg,
+		func(s *kubermaticv1.EtcdRestoreStatus) {
+			s.Progress = progress
+		})
 }
 
 // finish ends a restore whose etcd is whole again. The StatefulSet gets its own spec back, so
 // that a member replaced later does not restore this backup again and KKP finds its
 // StatefulSet as it left it; the cluster is unlocked, rolled and unpaused: Completed.
-func (r *Reconciler) finish(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved, sts *appsv1.StatefulSet) error {
+func (r *Reconciler) finish(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved,
+	sts *appsv1.StatefulSet) error {
 	want := replicas(sts)
 	sts.Spec.Template = saved.Spec.Template
 	delete(sts.Annotations, AnnotationRestoreID)
@@ -130,8 +140,10 @@ func (r *Reconciler) finish(ctx context.Context, rs *kubermaticv1.EtcdRestore, c
 	r.Metrics.steps.WithLabelValues("rebuild").Observe(took.Seconds())
 	total := r.now().Sub(rs.Status.StartTime.Time)
 	if err := r.setPhase(ctx, rs, kubermaticv1.RestorePhaseCompleted, corev1.EventTypeNormal, "Completed", fmt.Sprintf(
-		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster unlocked and %s (%s in all)",
-		cluster.Name, rs.Spec.BackupName, want, took.Round(time.Millisecond), pauseWord(cluster), total.Round(time.Millisecond)), func(s *kubermaticv1.EtcdRestoreStatus) {
+		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster "+
+			"unlocked and %s (%s in all)",
+		cluster.Name, rs.Spec.BackupName, want, took.Round(time.Millisecond), pauseWord(cluster),
+		total.Round(time.Millisecond)), func(s *kubermaticv1.EtcdRestoreStatus) {
 		s.RestoreTime = metav1.NewTime(r.now())
 		s.Progress = fmt.Sprintf("done: members restored %d/%d", want, want)
 	}); err != nil {
@@ -237,7 +249,8 @@ func (r *Reconciler) pods(ctx context.Context, saved *appsv1.StatefulSet) ([]cor
 		sel = labels.SelectorFromSet(labels.Set{EtcdLabel: EtcdLabelValue})
 	}
 	var pods corev1.PodList
-	if err := r.API.List(ctx, &pods, client.InNamespace(saved.Namespace), client.MatchingLabelsSelector{Selector: sel}); err != nil {
+	if err := r.API.List(ctx, &pods, client.InNamespace(saved.Namespace),
+		client.MatchingLabelsSelector{Selector: sel}); err != nil {
 		return nil, err
 	}
 	return pods.Items, nil

@@ -79,7 +79,8 @@ type Reconciler struct {
 	Now     func() time.Time
 
 	deferred sync.Map // uids of restores told their deletion waits
-	refused  sync.Map // restore (namespace/name) -> the phase the schema refused in status; forgotten when the restore is gone
+	// restore (namespace/name) -> the phase the schema refused in status; forgotten when the restore is gone
+	refused sync.Map
 }
 
 // SetupWithManager registers the Reconciler with mgr, running concurrency restores at once:
@@ -145,7 +146,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if !controllerutil.ContainsFinalizer(&rs, kubermaticv1.RestoreFinalizer) {
 		patched := rs.DeepCopy()
 		controllerutil.AddFinalizer(patched, kubermaticv1.RestoreFinalizer)
-		if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&rs, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&rs,
+			client.MergeFromWithOptimisticLock{})); err != nil {
 			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
 		}
 		rs = *patched
@@ -176,7 +178,8 @@ func (r *Reconciler) deleted(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if rs.Status.Phase == kubermaticv1.RestorePhaseStsRebuilding || (rs.Status.Phase == kubermaticv1.RestorePhaseStarted && saved) {
+	if rs.Status.Phase == kubermaticv1.RestorePhaseStsRebuilding ||
+		(rs.Status.Phase == kubermaticv1.RestorePhaseStarted && saved) {
 		// Said once per replica, not on every poll of the rebuild.
 		if _, said := r.deferred.LoadOrStore(rs.UID, true); !said {
 			r.event(rs, corev1.EventTypeWarning, "DeletionDeferred", "Delete",
@@ -194,7 +197,8 @@ func (r *Reconciler) deleted(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 			return ctrl.Result{}, err
 		}
 	}
-	r.event(rs, corev1.EventTypeNormal, "Cancelled", "Delete", "restore deleted before etcd was touched: cluster unlocked and left as it was")
+	r.event(rs, corev1.EventTypeNormal, "Cancelled", "Delete",
+		"restore deleted before etcd was touched: cluster unlocked and left as it was")
 	r.cleanup(ctx, rs)
 	return ctrl.Result{}, r.removeFinalizer(ctx, rs)
 }

@@ -192,7 +192,8 @@ func stepContainer(step Step, opts StepOptions, initial string) corev1.Container
 			"--initial-cluster-token=" + step.Cluster.Name,
 		},
 		Env: []corev1.EnvVar{
-			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{
+				FieldPath: "metadata.name"}}},
 			fromSecret(kubermaticv1.SecretAccessKeyID, false),
 			fromSecret(kubermaticv1.SecretSecretAccessKey, false),
 			// The identities of an encrypted backup; absent for one that is not.

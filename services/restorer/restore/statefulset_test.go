@@ -32,7 +32,8 @@ var opts = StepOptions{Image: "restorer", Command: "/restore-step", DataDir: "/v
 
 func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 	saved := Saveable(etcdStatefulSet())
-	if saved.UID != "" || saved.ResourceVersion != "" || saved.Annotations[AnnotationRestoreID] != "" || saved.Annotations["kept"] != "yes" {
+	if saved.UID != "" || saved.ResourceVersion != "" || saved.Annotations[AnnotationRestoreID] != "" ||
+		saved.Annotations["kept"] != "yes" {
 		t.Fatalf("saved metadata %+v", saved.ObjectMeta)
 	}
 	if n := len(saved.Spec.Template.Spec.InitContainers); n != 1 {
@@ -49,7 +50,8 @@ func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 	rs := &kubermaticv1.EtcdRestore{ObjectMeta: metav1.ObjectMeta{Name: "r", Namespace: "cluster-x", UID: "uid-1"}}
 	cluster := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "x"}}
 	dest := destination.Destination{Name: "s3", Endpoint: "s3.example:9000", BucketName: "b"}
-	sts, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: "x/cluster-x/cfg/k.db.zst", SHA256: strings.Repeat("ab", 32), Secret: "creds"}, opts)
+	sts, err := Rebuilt(saved, Step{Restore: rs, Cluster: cluster, Destination: dest,
+		ObjectKey: "x/cluster-x/cfg/k.db.zst", SHA256: strings.Repeat("ab", 32), Secret: "creds"}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,9 +64,11 @@ func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 	}
 	args := strings.Join(step.Args, " ")
 	for _, want := range []string{
-		"--endpoint=http://s3.example:9000", "--bucket=b", "--key=x/cluster-x/cfg/k.db.zst", "--sha256=" + strings.Repeat("ab", 32), "--restore-id=uid-1",
+		"--endpoint=http://s3.example:9000", "--bucket=b", "--key=x/cluster-x/cfg/k.db.zst",
+		"--sha256=" + strings.Repeat("ab", 32), "--restore-id=uid-1",
 		"--name=$(POD_NAME)", "--data-dir=/var/run/etcd/pod_$(POD_NAME)", "--work-dir=/var/run/etcd/.etcdbackup-restore",
-		"--initial-cluster=etcd-0=http://etcd-0.etcd.cluster-x.svc:2380,etcd-1=http://etcd-1.etcd.cluster-x.svc:2380,etcd-2=http://etcd-2.etcd.cluster-x.svc:2380",
+		"--initial-cluster=etcd-0=http://etcd-0.etcd.cluster-x.svc:2380," +
+			"etcd-1=http://etcd-1.etcd.cluster-x.svc:2380,etcd-2=http://etcd-2.etcd.cluster-x.svc:2380",
 		"--initial-cluster-token=x",
 	} {
 		if !strings.Contains(args, want) {
@@ -78,7 +82,8 @@ func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 		if e.Value != "" {
 			t.Errorf("env %s carries a literal value; credentials must come from the secret", e.Name)
 		}
-		if (e.Name == kubermaticv1.SecretAccessKeyID || e.Name == kubermaticv1.SecretSecretAccessKey) && e.ValueFrom.SecretKeyRef.Name != "creds" {
+		if (e.Name == kubermaticv1.SecretAccessKeyID || e.Name == kubermaticv1.SecretSecretAccessKey) &&
+			e.ValueFrom.SecretKeyRef.Name != "creds" {
 			t.Errorf("env %s from %+v", e.Name, e.ValueFrom)
 		}
 	}
@@ -117,7 +122,8 @@ func TestStepFailed(t *testing.T) {
 	failed := func(restarts int32) *corev1.Pod {
 		return &corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{
 			Name: StepContainer, RestartCount: restarts,
-			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: "backup corrupt"}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1,
+				Message: "backup corrupt"}},
 		}}}}
 	}
 	if _, ok := stepFailed(failed(1)); ok {
@@ -126,8 +132,9 @@ func TestStepFailed(t *testing.T) {
 	if msg, ok := stepFailed(failed(2)); !ok || msg != "backup corrupt" {
 		t.Errorf("stepFailed = %q, %v", msg, ok)
 	}
-	ok := &corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer, RestartCount: 5,
-		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}}}
+	ok := &corev1.Pod{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: StepContainer,
+		RestartCount: 5,
+		State:        corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}}}}}
 	if _, failed := stepFailed(ok); failed {
 		t.Error("a step that finished is not failed")
 	}

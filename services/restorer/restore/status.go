@@ -17,7 +17,8 @@ import (
 
 // setPhase writes phase and message (and what mutate sets) to the status, with an Event of
 // eventType/reason when eventType is set and the phase or message changed.
-func (r *Reconciler) setPhase(ctx context.Context, rs *kubermaticv1.EtcdRestore, phase, eventType, reason, msg string, mutate func(*kubermaticv1.EtcdRestoreStatus)) error {
+func (r *Reconciler) setPhase(ctx context.Context, rs *kubermaticv1.EtcdRestore, phase, eventType, reason,
+	msg string, mutate func(*kubermaticv1.EtcdRestoreStatus)) error {
 	state := *rs.Status.DeepCopy()
 	s := &state
 	if s.Phase != phase || s.PhaseTime == nil {
@@ -76,7 +77,8 @@ func statusEvent(r *kubermaticv1.EtcdRestore) *etcdbackupv1.StatusEvent {
 // AnnotationRestoreStatus annotation, read back before status, and status gets what its
 // schema takes. A status write the schema refuses is not retried, so it neither loops nor
 // blocks the restore. rs ends with the server's metadata and state as its status.
-func (r *Reconciler) writeStatus(ctx context.Context, rs *kubermaticv1.EtcdRestore, state kubermaticv1.EtcdRestoreStatus) error {
+func (r *Reconciler) writeStatus(ctx context.Context, rs *kubermaticv1.EtcdRestore,
+	state kubermaticv1.EtcdRestoreStatus) error {
 	if _, annotated := rs.Annotations[kubermaticv1.AnnotationRestoreStatus]; annotated {
 		served := rs.Status
 		if err := r.annotate(ctx, rs, state); err != nil {
@@ -107,7 +109,8 @@ func (r *Reconciler) writeStatus(ctx context.Context, rs *kubermaticv1.EtcdResto
 }
 
 // annotate writes state to the AnnotationRestoreStatus annotation.
-func (r *Reconciler) annotate(ctx context.Context, rs *kubermaticv1.EtcdRestore, state kubermaticv1.EtcdRestoreStatus) error {
+func (r *Reconciler) annotate(ctx context.Context, rs *kubermaticv1.EtcdRestore,
+	state kubermaticv1.EtcdRestoreStatus) error {
 	b, err := json.Marshal(state)
 	if err != nil {
 		return err
@@ -117,7 +120,8 @@ func (r *Reconciler) annotate(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 		patched.Annotations = map[string]string{}
 	}
 	patched.Annotations[kubermaticv1.AnnotationRestoreStatus] = string(b)
-	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(rs, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(rs,
+		client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("annotate status of %s: %w", Lock(rs), err)
 	}
 	*rs = *patched
@@ -128,7 +132,8 @@ func (r *Reconciler) annotate(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 // restoreTime, when they differ from served. A refused write (a phase outside the schema's
 // enum, such as Failed under KKP's) is left at that: the annotation, an Event and the bus say
 // it. rs ends with state as its status.
-func (r *Reconciler) project(ctx context.Context, rs *kubermaticv1.EtcdRestore, served, state kubermaticv1.EtcdRestoreStatus) error {
+func (r *Reconciler) project(ctx context.Context, rs *kubermaticv1.EtcdRestore, served,
+	state kubermaticv1.EtcdRestoreStatus) error {
 	defer func() { rs.Status = state }()
 	if state.Phase == "" || (served.Phase == state.Phase && served.RestoreTime.Unix() == state.RestoreTime.Unix()) {
 		return nil
@@ -141,7 +146,8 @@ func (r *Reconciler) project(ctx context.Context, rs *kubermaticv1.EtcdRestore, 
 	if err := r.Client.Status().Update(ctx, obj); err != nil {
 		if apierrors.IsInvalid(err) {
 			r.refused.Store(client.ObjectKeyFromObject(rs), state.Phase)
-			r.Log.Debug("phase refused by the EtcdRestore schema; it is in the annotation", "restore", Lock(rs), "phase", state.Phase, "err", err)
+			r.Log.Debug("phase refused by the EtcdRestore schema; it is in the annotation", "restore", Lock(rs), "phase",
+				state.Phase, "err", err)
 			return nil
 		}
 		return fmt.Errorf("update status of %s: %w", Lock(rs), err)

@@ -38,16 +38,20 @@ func (w *writes) total() int32 { return w.status.Load() + w.patch.Load() + w.oth
 // kkpSchema makes the fake client's EtcdRestore status behave as under KKP's CRD: the phase is
 // required and one of KKP's four (no Failed), and everything but phase and restoreTime is
 // pruned.
-func kkpSchema(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+func kkpSchema(ctx context.Context, c client.Client, sub string, obj client.Object,
+	opts ...client.SubResourceUpdateOption) error {
 	rs, ok := obj.(*kubermaticv1.EtcdRestore)
 	if !ok {
 		return c.SubResource(sub).Update(ctx, obj, opts...)
 	}
 	switch rs.Status.Phase {
-	case kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding, kubermaticv1.RestorePhaseCompleted, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled:
+	case kubermaticv1.RestorePhaseStarted, kubermaticv1.RestorePhaseStsRebuilding, kubermaticv1.RestorePhaseCompleted,
+		kubermaticv1.RestorePhaseEtcdLauncherNotEnabled:
 	default:
-		return apierrors.NewInvalid(schema.GroupKind{Group: "kubermatic.k8c.io", Kind: "EtcdRestore"}, rs.Name, field.ErrorList{
-			field.NotSupported(field.NewPath("status", "phase"), rs.Status.Phase, []string{"Started", "StsRebuilding", "Completed", "EtcdLauncherNotEnabled"})})
+		return apierrors.NewInvalid(schema.GroupKind{Group: "kubermatic.k8c.io", Kind: "EtcdRestore"}, rs.Name,
+			field.ErrorList{
+				field.NotSupported(field.NewPath("status", "phase"), rs.Status.Phase, []string{"Started", "StsRebuilding",
+					"Completed", "EtcdLauncherNotEnabled"})})
 	}
 	rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: rs.Status.Phase, RestoreTime: rs.Status.RestoreTime}
 	return c.SubResource(sub).Update(ctx, obj, opts...)
@@ -63,14 +67,16 @@ func newTestReconciler(t *testing.T, kkp bool, objs ...client.Object) (*Reconcil
 	}
 	w := &writes{}
 	funcs := interceptor.Funcs{
-		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+		SubResourceUpdate: func(ctx context.Context, c client.Client, sub string, obj client.Object,
+			opts ...client.SubResourceUpdateOption) error {
 			w.status.Add(1)
 			if kkp {
 				return kkpSchema(ctx, c, sub, obj, opts...)
 			}
 			return c.SubResource(sub).Update(ctx, obj, opts...)
 		},
-		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch,
+			opts ...client.PatchOption) error {
 			w.patch.Add(1)
 			return c.Patch(ctx, obj, p, opts...)
 		},
@@ -103,7 +109,9 @@ func newTestReconciler(t *testing.T, kkp bool, objs ...client.Object) (*Reconcil
 func restoreOf(cluster string) *kubermaticv1.EtcdRestore {
 	return &kubermaticv1.EtcdRestore{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: "r", UID: "uid-r"},
-		Spec:       kubermaticv1.EtcdRestoreSpec{Name: "r", Cluster: corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: cluster}, BackupName: "daily-2026-11-29T02:00:00"},
+		Spec: kubermaticv1.EtcdRestoreSpec{Name: "r",
+			Cluster:    corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: cluster},
+			BackupName: "daily-2026-11-29T02:00:00"},
 	}
 }
 
@@ -119,7 +127,8 @@ func reconcile(t *testing.T, r *Reconciler, rs *kubermaticv1.EtcdRestore) ctrl.R
 func get(t *testing.T, r *Reconciler, rs *kubermaticv1.EtcdRestore) *kubermaticv1.EtcdRestore {
 	t.Helper()
 	var got kubermaticv1.EtcdRestore
-	if err := r.Client.Get(context.Background(), types.NamespacedName{Namespace: rs.Namespace, Name: rs.Name}, &got); err != nil {
+	if err := r.Client.Get(context.Background(), types.NamespacedName{Namespace: rs.Namespace, Name: rs.Name},
+		&got); err != nil {
 		t.Fatal(err)
 	}
 	return &got
@@ -179,15 +188,17 @@ func TestWaitingRestoreUnderKKPSchema(t *testing.T) {
 	other := restoreOf("c")
 	other.Name, other.UID = "first", "uid-first"
 	cluster := &kubermaticv1.Cluster{
-		ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: "cluster-c/first"}},
-		Spec:       kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
+		ObjectMeta: metav1.ObjectMeta{Name: "c",
+			Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: "cluster-c/first"}},
+		Spec: kubermaticv1.ClusterSpec{Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
 	}
 	r, w, rec := newTestReconciler(t, true, rs, other, cluster)
 	if res := reconcile(t, r, rs); res.RequeueAfter == 0 {
 		t.Error("a waiting restore is not polled")
 	}
 	st := get(t, r, rs).EffectiveStatus()
-	if st.Phase != "" || !strings.Contains(st.Message, "waiting: cluster c is being restored by EtcdRestore cluster-c/first") {
+	if st.Phase != "" || !strings.Contains(st.Message,
+		"waiting: cluster c is being restored by EtcdRestore cluster-c/first") {
 		t.Errorf("effective status = %+v, want the wait explained", st)
 	}
 	if evs := drain(rec); len(evs) != 1 || !strings.Contains(evs[0], "Normal WaitingForLock") {
@@ -210,7 +221,8 @@ func TestFailedRestoreUnderOwnSchemaWritesStatusOnly(t *testing.T) {
 		t.Errorf("status = %+v, want Failed with a message", got.Status)
 	}
 	if v, ok := got.Annotations[kubermaticv1.AnnotationRestoreStatus]; ok {
-		t.Errorf("annotation %s = %s, want none under a schema that keeps the status", kubermaticv1.AnnotationRestoreStatus, v)
+		t.Errorf("annotation %s = %s, want none under a schema that keeps the status",
+			kubermaticv1.AnnotationRestoreStatus, v)
 	}
 }
 
@@ -253,7 +265,8 @@ func TestStatusProjectionUnderKKPSchema(t *testing.T) {
 // next reconcile brings status up to the annotation.
 func TestReconcileCatchesUpServedPhase(t *testing.T) {
 	rs := restoreOf("c")
-	state := kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, Message: "done", RestoreTime: metav1.NewTime(time.Date(2026, 11, 29, 2, 30, 0, 0, time.UTC))}
+	state := kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, Message: "done",
+		RestoreTime: metav1.NewTime(time.Date(2026, 11, 29, 2, 30, 0, 0, time.UTC))}
 	b, _ := json.Marshal(state)
 	rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreStatus: string(b)}
 	rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStsRebuilding}
@@ -297,7 +310,8 @@ func TestForgedStateKeyIsNotRestored(t *testing.T) {
 		t.Errorf("effective status = %+v, want Failed: state mismatch", st)
 	}
 	var left appsv1.StatefulSet
-	if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts), &left); err != nil || left.DeletionTimestamp != nil {
+	if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts),
+		&left); err != nil || left.DeletionTimestamp != nil {
 		t.Errorf("the etcd StatefulSet was touched: %v", err)
 	}
 	var c kubermaticv1.Cluster
@@ -305,7 +319,8 @@ func TestForgedStateKeyIsNotRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
-		t.Errorf("cluster pause %v, lock %q: want unpaused and unlocked", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+		t.Errorf("cluster pause %v, lock %q: want unpaused and unlocked", c.Spec.Pause,
+			c.Annotations[kubermaticv1.AnnotationActiveRestore])
 	}
 	if evs := drain(rec); len(evs) == 0 || !strings.Contains(evs[len(evs)-1], "Warning StateMismatch") {
 		t.Errorf("events = %q, want a Warning StateMismatch", evs)
@@ -332,10 +347,12 @@ func TestRestoreOutsideItsClusterNamespaceChangesNothing(t *testing.T) {
 			r, w, rec := newTestReconciler(t, false, rs, victim, sts)
 			reconcile(t, r, rs)
 			got := get(t, r, rs)
-			if st := got.EffectiveStatus(); st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message, `cluster "b" lives in`) {
+			if st := got.EffectiveStatus(); st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message,
+				`cluster "b" lives in`) {
 				t.Fatalf("status %+v, want Failed saying where the cluster lives", st)
 			}
-			if evs := drain(rec); len(evs) != 1 || !strings.Contains(evs[0], "Warning "+kubermaticv1.ReasonClusterNamespaceMismatch) {
+			if evs := drain(rec); len(evs) != 1 || !strings.Contains(evs[0],
+				"Warning "+kubermaticv1.ReasonClusterNamespaceMismatch) {
 				t.Fatalf("events %q, want one Warning %s", evs, kubermaticv1.ReasonClusterNamespaceMismatch)
 			}
 			var c kubermaticv1.Cluster
@@ -343,7 +360,8 @@ func TestRestoreOutsideItsClusterNamespaceChangesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			if c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
-				t.Fatalf("cluster b paused=%v lock=%q, want neither", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+				t.Fatalf("cluster b paused=%v lock=%q, want neither", c.Spec.Pause,
+					c.Annotations[kubermaticv1.AnnotationActiveRestore])
 			}
 			if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts), &appsv1.StatefulSet{}); err != nil {
 				t.Fatalf("the StatefulSet in %s: %v", tc.restoreNS, err)
@@ -357,7 +375,8 @@ func TestRestoreOutsideItsClusterNamespaceChangesNothing(t *testing.T) {
 				t.Fatal(err)
 			}
 			if len(cms.Items)+len(secrets.Items) != 0 || w.status.Load() == 0 {
-				t.Fatalf("%d ConfigMaps and %d Secrets created, %d status writes; want none created and the failure written", len(cms.Items), len(secrets.Items), w.status.Load())
+				t.Fatalf("%d ConfigMaps and %d Secrets created, %d status writes; want none created and the failure written",
+					len(cms.Items), len(secrets.Items), w.status.Load())
 			}
 			if len(got.Finalizers) != 0 {
 				t.Fatalf("finalizers %v, want none once failed", got.Finalizers)
@@ -370,7 +389,8 @@ func TestRestoreOutsideItsClusterNamespaceChangesNothing(t *testing.T) {
 // leaves such a cluster paused and unpauses one the restore paused. Re-taking a lock mid-way
 // records nothing (the pause is the restore's own by then).
 func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
-	paused := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", ResourceVersion: "7"}, Spec: kubermaticv1.ClusterSpec{Pause: true}}
+	paused := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", ResourceVersion: "7"},
+		Spec: kubermaticv1.ClusterSpec{Pause: true}}
 	running := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", ResourceVersion: "7"}}
 	for _, tc := range []struct {
 		name    string
@@ -384,7 +404,8 @@ func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := string(lockPatch(tc.cluster, "cluster-c/r", tc.record))
-			if !strings.Contains(p, `"kubermatic.k8c.io/active-restore":"cluster-c/r"`) || !strings.Contains(p, `"resourceVersion":"7"`) {
+			if !strings.Contains(p, `"kubermatic.k8c.io/active-restore":"cluster-c/r"`) || !strings.Contains(p,
+				`"resourceVersion":"7"`) {
 				t.Fatalf("lock patch %s does not take the lock under the resourceVersion", p)
 			}
 			if tc.want == "" && strings.Contains(p, "paused-before-restore") || tc.want != "" && !strings.Contains(p, tc.want) {
@@ -402,7 +423,8 @@ func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
 			rs.Status.Phase = kubermaticv1.RestorePhaseStarted
 			now := metav1.Now()
 			rs.DeletionTimestamp = &now
-			c := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
+			c := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c",
+				Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
 				Spec: kubermaticv1.ClusterSpec{Pause: true}}
 			if before {
 				c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] = "true"
@@ -413,7 +435,8 @@ func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
 			if err := r.Client.Get(context.Background(), types.NamespacedName{Name: "c"}, &got); err != nil {
 				t.Fatal(err)
 			}
-			if got.Annotations[kubermaticv1.AnnotationActiveRestore] != "" || got.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "" {
+			if got.Annotations[kubermaticv1.AnnotationActiveRestore] != "" ||
+				got.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "" {
 				t.Fatalf("annotations after the restore %v, want lock and record gone", got.Annotations)
 			}
 			if got.Spec.Pause != before {
@@ -430,12 +453,15 @@ func TestFailedRestoreDeletesOnlyItsCopiedCredentials(t *testing.T) {
 		t.Run(fmt.Sprintf("owned by the restore: %v", owned), func(t *testing.T) {
 			rs := restoreOf("gone") // no such cluster: the restore fails
 			secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: rs.Namespace, Name: SavedName(rs)},
-				Data: map[string][]byte{kubermaticv1.SecretAccessKeyID: []byte("id"), kubermaticv1.SecretSecretAccessKey: []byte("key")}}
+				Data: map[string][]byte{kubermaticv1.SecretAccessKeyID: []byte("id"),
+					kubermaticv1.SecretSecretAccessKey: []byte("key")}}
 			if owned {
-				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: rs.Name, UID: rs.UID, Controller: boolPtr(true)}}
+				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore",
+					Name: rs.Name, UID: rs.UID, Controller: boolPtr(true)}}
 			} else {
 				// Someone else's Secret that happens to have the name.
-				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: rs.Name, UID: "another-uid", Controller: boolPtr(true)}}
+				secret.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore",
+					Name: rs.Name, UID: "another-uid", Controller: boolPtr(true)}}
 			}
 			r, _, _ := newTestReconciler(t, false, rs, secret)
 			reconcile(t, r, rs)
@@ -471,14 +497,16 @@ func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
 		rs := restoreOf("c")
 		key, _ := ObjectKeyOf(rs)
 		start := metav1.NewTime(time.Date(2026, 11, 29, 2, 50, 0, 0, time.UTC))
-		rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: strings.Repeat("ab", 32)}
+		rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start,
+			PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: strings.Repeat("ab", 32)}
 		rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
 		cluster, sts := lockedClusterOf(rs)
 		return rs, cluster, sts
 	}
 	cm := func(rs *kubermaticv1.EtcdRestore, controllerUID types.UID) *corev1.ConfigMap {
 		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: rs.Namespace, Name: SavedName(rs),
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: rs.Name, UID: controllerUID, Controller: boolPtr(true)}}},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: rs.Name,
+				UID: controllerUID, Controller: boolPtr(true)}}},
 			Data: map[string]string{SavedSpecKey: enc}}
 	}
 
@@ -488,11 +516,13 @@ func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
 		r, _, _ := newTestReconciler(t, false, rs, cluster, sts, foreign)
 		reconcile(t, r, rs)
 		st := get(t, r, rs).EffectiveStatus()
-		if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message, "no controller ownerReference to this EtcdRestore") {
+		if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message,
+			"no controller ownerReference to this EtcdRestore") {
 			t.Fatalf("status %+v, want Failed: the saved spec is not this restore's", st)
 		}
 		var left appsv1.StatefulSet
-		if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts), &left); err != nil || left.DeletionTimestamp != nil {
+		if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(sts),
+			&left); err != nil || left.DeletionTimestamp != nil {
 			t.Fatalf("the etcd StatefulSet was touched: %v", err)
 		}
 		if err := r.Client.Get(context.Background(), client.ObjectKeyFromObject(foreign), &corev1.ConfigMap{}); err != nil {
@@ -503,7 +533,8 @@ func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !c.Spec.Pause || c.Annotations[kubermaticv1.AnnotationActiveRestore] != "" {
-			t.Fatalf("cluster paused=%v lock=%q, want paused and unlocked", c.Spec.Pause, c.Annotations[kubermaticv1.AnnotationActiveRestore])
+			t.Fatalf("cluster paused=%v lock=%q, want paused and unlocked", c.Spec.Pause,
+				c.Annotations[kubermaticv1.AnnotationActiveRestore])
 		}
 	})
 	t.Run("its own is forced to the cluster's StatefulSet", func(t *testing.T) {
@@ -523,8 +554,9 @@ func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
 // StatefulSet in rs's namespace: the state a restore in phase Started finds.
 func lockedClusterOf(rs *kubermaticv1.EtcdRestore) (*kubermaticv1.Cluster, *appsv1.StatefulSet) {
 	cluster := &kubermaticv1.Cluster{
-		ObjectMeta: metav1.ObjectMeta{Name: "c", Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
-		Spec:       kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
+		ObjectMeta: metav1.ObjectMeta{Name: "c",
+			Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
+		Spec: kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
 	}
 	sts := etcdStatefulSet()
 	sts.Namespace = rs.Namespace

@@ -47,12 +47,14 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	// is not the backup that was verified.
 	if key, ok := ObjectKeyOf(rs); !ok || key != rs.Status.ObjectKey {
 		return ctrl.Result{}, r.abort(ctx, rs, cluster, saved, "StateMismatch", fmt.Sprintf(
-			"the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded state changed after verification)",
+			"the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded state changed after "+
+				"verification)",
 			rs.Status.ObjectKey, rs.Spec.BackupName))
 	}
 	dest, secret, err := r.podSecret(ctx, rs, cluster, saved)
 	if err != nil {
-		reason, words, ok := refused(target{backup: rs.Spec.BackupName, destination: rs.Status.Destination, key: rs.Status.ObjectKey}, err)
+		reason, words, ok := refused(target{backup: rs.Spec.BackupName, destination: rs.Status.Destination,
+			key: rs.Status.ObjectKey}, err)
 		if !ok {
 			return ctrl.Result{}, err
 		}
@@ -75,16 +77,20 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	}
 	if waiting != "" {
 		if r.expired(rs) {
-			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "TeardownTimeout", fmt.Sprintf("after %s still waiting for %s to be deleted.", r.Opts.Timeout, waiting))
+			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "TeardownTimeout",
+				fmt.Sprintf("after %s still waiting for %s to be deleted.", r.Opts.Timeout, waiting))
 		}
-		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "", "waiting for "+waiting+" to be deleted", nil)
+		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "",
+			"waiting for "+waiting+" to be deleted", nil)
 	}
-	return r.recreate(ctx, rs, cluster, saved, Step{Restore: rs, Cluster: cluster, Destination: dest, ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret})
+	return r.recreate(ctx, rs, cluster, saved, Step{Restore: rs, Cluster: cluster, Destination: dest,
+		ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret})
 }
 
 // abort ends a teardown that cannot go on: before anything was deleted (saved nil) the
 // cluster is unpaused and unlocked as it was; after, it stays paused (failPaused).
-func (r *Reconciler) abort(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved *appsv1.StatefulSet, reason, msg string) error {
+func (r *Reconciler) abort(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	saved *appsv1.StatefulSet, reason, msg string) error {
 	if saved != nil {
 		return r.failPaused(ctx, rs, cluster, reason, msg+".")
 	}
@@ -98,7 +104,8 @@ func (r *Reconciler) abort(ctx context.Context, rs *kubermaticv1.EtcdRestore, cl
 // teardown began (saved nil) the credentials are proven once more, so that a change since
 // prepare fails the restore while the cluster is whole; after, each poll only makes sure the
 // Secret is there (no request to the bucket per poll).
-func (r *Reconciler) podSecret(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved *appsv1.StatefulSet) (destination.Destination, string, error) {
+func (r *Reconciler) podSecret(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	saved *appsv1.StatefulSet) (destination.Destination, string, error) {
 	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
 	if err != nil {
 		return dest, "", err
@@ -128,7 +135,8 @@ func (r *Reconciler) saveSpec(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 }
 
 // recreate creates the StatefulSet again with the restore step in front of etcd: StsRebuilding.
-func (r *Reconciler) recreate(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, saved *appsv1.StatefulSet, step Step) (ctrl.Result, error) {
+func (r *Reconciler) recreate(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	saved *appsv1.StatefulSet, step Step) (ctrl.Result, error) {
 	rebuilt, err := Rebuilt(saved, step, r.Opts.Step)
 	if err != nil {
 		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "InvalidStatefulSet", err.Error())
@@ -139,8 +147,10 @@ func (r *Reconciler) recreate(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 	took := r.sincePhase(rs)
 	r.Metrics.steps.WithLabelValues("teardown").Observe(took.Seconds())
 	n := replicas(rebuilt)
-	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStsRebuilding, corev1.EventTypeNormal, "StsRebuilding",
-		fmt.Sprintf("old StatefulSet, PVCs and pods gone after %s; StatefulSet %s recreated with the restore step, waiting for %d members to restore and become healthy",
+	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStsRebuilding,
+		corev1.EventTypeNormal, "StsRebuilding",
+		fmt.Sprintf("old StatefulSet, PVCs and pods gone after %s; StatefulSet %s recreated with the restore step, waiting "+
+			"for %d members to restore and become healthy",
 			took.Round(time.Millisecond), rebuilt.Name, n), func(s *kubermaticv1.EtcdRestoreStatus) {
 			s.Progress = fmt.Sprintf("members restored 0/%d", n)
 		})
@@ -148,7 +158,8 @@ func (r *Reconciler) recreate(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 
 // deleteOld deletes the etcd StatefulSet (unless it is the one this restore built) and the
 // etcd PVCs; it returns what is still there, "" when all is gone.
-func (r *Reconciler) deleteOld(ctx context.Context, rs *kubermaticv1.EtcdRestore, saved *appsv1.StatefulSet) (string, error) {
+func (r *Reconciler) deleteOld(ctx context.Context, rs *kubermaticv1.EtcdRestore,
+	saved *appsv1.StatefulSet) (string, error) {
 	var left []string
 	var sts appsv1.StatefulSet
 	err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: saved.Name}, &sts)
@@ -162,19 +173,22 @@ func (r *Reconciler) deleteOld(ctx context.Context, rs *kubermaticv1.EtcdRestore
 		left = append(left, "StatefulSet "+sts.Name)
 		if sts.DeletionTimestamp == nil {
 			policy := metav1.DeletePropagationBackground
-			if err := r.Client.Delete(ctx, &sts, &client.DeleteOptions{PropagationPolicy: &policy, Preconditions: &metav1.Preconditions{UID: &sts.UID}}); client.IgnoreNotFound(err) != nil {
+			if err := r.Client.Delete(ctx, &sts, &client.DeleteOptions{PropagationPolicy: &policy,
+				Preconditions: &metav1.Preconditions{UID: &sts.UID}}); client.IgnoreNotFound(err) != nil {
 				return "", fmt.Errorf("delete statefulset: %w", err)
 			}
 		}
 	}
 	var pvcs corev1.PersistentVolumeClaimList
-	if err := r.API.List(ctx, &pvcs, client.InNamespace(rs.Namespace), client.MatchingLabels{EtcdLabel: EtcdLabelValue}); err != nil {
+	if err := r.API.List(ctx, &pvcs, client.InNamespace(rs.Namespace),
+		client.MatchingLabels{EtcdLabel: EtcdLabelValue}); err != nil {
 		return "", err
 	}
 	for i := range pvcs.Items {
 		pvc := &pvcs.Items[i]
 		if pvc.DeletionTimestamp == nil {
-			if err := r.Client.Delete(ctx, pvc, &client.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pvc.UID}}); client.IgnoreNotFound(err) != nil {
+			if err := r.Client.Delete(ctx, pvc,
+				&client.DeleteOptions{Preconditions: &metav1.Preconditions{UID: &pvc.UID}}); client.IgnoreNotFound(err) != nil {
 				return "", fmt.Errorf("delete pvc %s: %w", pvc.Name, err)
 			}
 		}
@@ -213,7 +227,8 @@ func (r *Reconciler) saved(ctx context.Context, rs *kubermaticv1.EtcdRestore) (*
 	// the one this restore created (its controller, by UID) says what to rebuild, and even
 	// that one rebuilds only the cluster's own StatefulSet.
 	if !metav1.IsControlledBy(&cm, rs) {
-		return nil, fmt.Errorf("%w: ConfigMap %s/%s has no controller ownerReference to this EtcdRestore (uid %s)", ErrSavedNotOwned, cm.Namespace, cm.Name, rs.UID)
+		return nil, fmt.Errorf("%w: ConfigMap %s/%s has no controller ownerReference to this EtcdRestore (uid %s)",
+			ErrSavedNotOwned, cm.Namespace, cm.Name, rs.UID)
 	}
 	sts, err := Decode(cm.Data[SavedSpecKey])
 	if err != nil {
@@ -227,15 +242,17 @@ func (r *Reconciler) saved(ctx context.Context, rs *kubermaticv1.EtcdRestore) (*
 // this restore's; the restorer does not use it.
 var ErrSavedNotOwned = errors.New("saved spec not this restore's")
 
-func (r *Reconciler) save(ctx context.Context, rs *kubermaticv1.EtcdRestore, sts *appsv1.StatefulSet) (*appsv1.StatefulSet, error) {
+func (r *Reconciler) save(ctx context.Context, rs *kubermaticv1.EtcdRestore,
+	sts *appsv1.StatefulSet) (*appsv1.StatefulSet, error) {
 	s := Saveable(sts)
 	data, err := Encode(s)
 	if err != nil {
 		return nil, err
 	}
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: SavedName(rs), Namespace: rs.Namespace, Labels: map[string]string{"app.kubernetes.io/managed-by": "etcdbackup-restorer"}},
-		Data:       map[string]string{SavedSpecKey: data},
+		ObjectMeta: metav1.ObjectMeta{Name: SavedName(rs), Namespace: rs.Namespace,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "etcdbackup-restorer"}},
+		Data: map[string]string{SavedSpecKey: data},
 	}
 	if err := controllerutil.SetControllerReference(rs, cm, r.Client.Scheme()); err != nil {
 		return nil, err

@@ -38,6 +38,7 @@ func (q *queue) Enqueue(_ context.Context, r *etcdbackupv1.BackupRequested) erro
 func TestManualRefusals(t *testing.T) {
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	setup := func(t *testing.T, change func(*kubermaticv1.EtcdBackupConfig)) (*Planner, *queue, client.Client) {
+		t.Helper()
 		scheme, err := kube.NewScheme()
 		if err != nil {
 			t.Fatal(err)
@@ -45,10 +46,12 @@ func TestManualRefusals(t *testing.T) {
 		keep := 2
 		cfg := &kubermaticv1.EtcdBackupConfig{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily"},
-			Spec:       kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h", Keep: &keep},
+			Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h",
+				Keep: &keep},
 		}
 		change(cfg)
-		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cfg, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}}).Build()
+		c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cfg,
+			&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}}).Build()
 		q := &queue{}
 		return &Planner{Reader: c, API: c, Destinations: oneDestination{}, Queue: q, ManualInterval: time.Minute}, q, c
 	}
@@ -81,11 +84,13 @@ func TestManualRefusals(t *testing.T) {
 		says   string
 	}{
 		{"a running backup", func(c *kubermaticv1.EtcdBackupConfig) {
-			c.Status.LastBackups = []kubermaticv1.BackupStatus{{BackupName: "daily-2026-11-28T11:00:00", BackupPhase: kubermaticv1.PhaseRunning}}
+			c.Status.LastBackups = []kubermaticv1.BackupStatus{{BackupName: "daily-2026-11-28T11:00:00",
+				BackupPhase: kubermaticv1.PhaseRunning}}
 		}, "is running"},
 		{"too many backups", func(c *kubermaticv1.EtcdBackupConfig) {
 			for i := range 5 {
-				c.Status.LastBackups = append(c.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: string(rune('a' + i)), BackupPhase: kubermaticv1.PhaseCompleted})
+				c.Status.LastBackups = append(c.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: string(rune('a' + i)),
+					BackupPhase: kubermaticv1.PhaseCompleted})
 			}
 		}, "TooManyBackups"},
 		{"keep 0 (KKP's CRD takes it)", func(c *kubermaticv1.EtcdBackupConfig) {
@@ -140,7 +145,8 @@ func TestCheckRefusesAConfigOutsideItsClusterNamespace(t *testing.T) {
 				}
 				return
 			}
-			if !errors.As(err, &b) || b.Reason != kubermaticv1.ReasonClusterNamespaceMismatch || !b.Warning || !strings.Contains(b.Message, `cluster "c" lives in`) {
+			if !errors.As(err, &b) || b.Reason != kubermaticv1.ReasonClusterNamespaceMismatch || !b.Warning ||
+				!strings.Contains(b.Message, `cluster "c" lives in`) {
 				t.Fatalf("Check = %#v, want a ClusterNamespaceMismatch warning", err)
 			}
 		})

@@ -22,11 +22,13 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 		}, []string{"trigger"}),
 		interval: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "etcdbackup_schedule_interval_seconds",
-			Help: "Time between two scheduled backups of a config (absent for one-time backups): what an overdue backup is measured against.",
+			Help: "Time between two scheduled backups of a config (absent for one-time backups): what an overdue backup is " +
+				"measured against.",
 		}, []string{"namespace", "config"}),
 		blocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "etcdbackup_scheduling_blocked",
-			Help: "1 while a config takes no backups, with the reason of its SchedulingActive=False condition (TooManyBackups, ClusterPaused, InvalidSchedule, ...).",
+			Help: "1 while a config takes no backups, with the reason of its SchedulingActive=False condition " +
+				"(TooManyBackups, ClusterPaused, InvalidSchedule, ...).",
 		}, []string{"namespace", "config", "reason"}),
 	}
 	r.MustRegister(m.queued, m.interval, m.blocked)

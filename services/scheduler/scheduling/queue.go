@@ -24,5 +24,6 @@ func (q JetStreamQueue) Enqueue(ctx context.Context, req *etcdbackupv1.BackupReq
 		return err
 	}
 	q.Metrics.queued.WithLabelValues(req.GetTrigger().String()).Inc()
-	return bus.PublishStatus(ctx, q.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SCHEDULER, etcdbackupv1.Phase_PHASE_RUNNING, "queued"))
+	return bus.PublishStatus(ctx, q.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SCHEDULER,
+		etcdbackupv1.Phase_PHASE_RUNNING, "queued"))
 }

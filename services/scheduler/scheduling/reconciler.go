@@ -42,16 +42,18 @@ const clusterIndex = "spec.cluster.name"
 // status all the time), every config when the Seed changes, and, with configMap, when the
 // destinations ConfigMap (the only one the manager caches) changes.
 func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, configMap bool) error {
-	err := mgr.GetFieldIndexer().IndexField(ctx, &kubermaticv1.EtcdBackupConfig{}, clusterIndex, func(o client.Object) []string {
-		return []string{o.(*kubermaticv1.EtcdBackupConfig).Spec.Cluster.Name}
-	})
+	err := mgr.GetFieldIndexer().IndexField(ctx, &kubermaticv1.EtcdBackupConfig{}, clusterIndex,
+		func(o client.Object) []string {
+			return []string{o.(*kubermaticv1.EtcdBackupConfig).Spec.Cluster.Name}
+		})
 	if err != nil {
 		return fmt.Errorf("index configs by cluster: %w", err)
 	}
 	configs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		return configsFor(ctx, mgr.GetClient(), obj)
 	})
-	clusterChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))
+	clusterChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
+		predicate.AnnotationChangedPredicate{}))
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("etcdbackupconfig-scheduler").
 		For(&kubermaticv1.EtcdBackupConfig{}).
@@ -104,12 +106,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	now := r.Now()
 	slot, due, next, err := Due(&cfg, now)
 	if err != nil {
-		return ctrl.Result{}, r.block(ctx, &cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(), Warning: true})
+		return ctrl.Result{}, r.block(ctx, &cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(),
+			Warning: true})
 	}
 	target, err := r.Planner.Check(ctx, &cfg)
 	if n, piled := Piled(&cfg); piled && err == nil {
 		err = &Blocked{Reason: kubermaticv1.ReasonTooManyBackups, Warning: true,
-			Message: fmt.Sprintf("%d backups are listed and not deleted, more than twice keep (%d): scheduling pauses until the pruner catches up", n, cfg.KeepCount())}
+			Message: fmt.Sprintf("%d backups are listed and not deleted, more than twice keep (%d): scheduling pauses until "+
+				"the pruner catches up", n, cfg.KeepCount())}
 	}
 	var blocked *Blocked
 	if errors.As(err, &blocked) {
@@ -135,7 +139,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // blocked records why cfg takes no backups and when to look again: at the next slot when only
 // time can lift it (a paused or restoring cluster, backups piled up), else every retryBlocked
 // besides the watches that wake it.
-func (r *Reconciler) blocked(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b *Blocked, untilNext time.Duration, scheduled bool) (ctrl.Result, error) {
+func (r *Reconciler) blocked(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b *Blocked,
+	untilNext time.Duration, scheduled bool) (ctrl.Result, error) {
 	if err := r.block(ctx, cfg, b); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -149,7 +154,8 @@ func (r *Reconciler) blocked(ctx context.Context, cfg *kubermaticv1.EtcdBackupCo
 }
 
 // queue queues cfg's backup of slot (once, whatever the number of replicas).
-func (r *Reconciler) queue(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, target Target, slot time.Time) error {
+func (r *Reconciler) queue(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, target Target,
+	slot time.Time) error {
 	trigger := etcdbackupv1.Trigger_TRIGGER_SCHEDULE
 	if cfg.Spec.Schedule == "" {
 		trigger = etcdbackupv1.Trigger_TRIGGER_ONE_TIME
@@ -164,10 +170,13 @@ func (r *Reconciler) queue(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 }
 
 // active records that cfg's backups run: SchedulingActive true, and its schedule's interval.
-func (r *Reconciler) active(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, target Target, now time.Time) error {
-	reason, msg := kubermaticv1.ReasonScheduled, fmt.Sprintf("backups run on schedule %q to destination %q", cfg.Spec.Schedule, target.Destination.Name)
+func (r *Reconciler) active(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, target Target,
+	now time.Time) error {
+	reason, msg := kubermaticv1.ReasonScheduled, fmt.Sprintf("backups run on schedule %q to destination %q",
+		cfg.Spec.Schedule, target.Destination.Name)
 	if cfg.Spec.Schedule == "" {
-		reason, msg = kubermaticv1.ReasonOneTimeBackup, fmt.Sprintf("one-time backup to destination %q", target.Destination.Name)
+		reason, msg = kubermaticv1.ReasonOneTimeBackup, fmt.Sprintf("one-time backup to destination %q",
+			target.Destination.Name)
 	}
 	if err := r.setCondition(ctx, cfg, true, reason, msg); err != nil {
 		return err
@@ -198,13 +207,17 @@ func (r *Reconciler) block(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 
 // setCondition patches SchedulingActive into status if it changed, with an optimistic lock so
 // a concurrent status writer's update is never overwritten.
-func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, active bool, reason, message string) error {
+func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, active bool, reason,
+	message string) error {
 	patched := cfg.DeepCopy()
-	if !patched.Status.SetCondition(kubermaticv1.ConditionSchedulingActive, condition(active), reason, message, metav1.NewTime(r.Now())) {
+	if !patched.Status.SetCondition(kubermaticv1.ConditionSchedulingActive, condition(active), reason, message,
+		metav1.NewTime(r.Now())) {
 		return nil
 	}
-	if err := r.Client.Status().Patch(ctx, patched, client.MergeFromWithOptions(cfg, client.MergeFromWithOptimisticLock{})); err != nil {
-		return fmt.Errorf("set condition %s on %s/%s: %w", kubermaticv1.ConditionSchedulingActive, cfg.Namespace, cfg.Name, err)
+	if err := r.Client.Status().Patch(ctx, patched, client.MergeFromWithOptions(cfg,
+		client.MergeFromWithOptimisticLock{})); err != nil {
+		return fmt.Errorf("set condition %s on %s/%s: %w", kubermaticv1.ConditionSchedulingActive, cfg.Namespace, cfg.Name,
+			err)
 	}
 	*cfg = *patched
 	return nil

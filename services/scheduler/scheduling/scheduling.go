@@ -65,15 +65,19 @@ type Target struct {
 func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Target, error) {
 	if k := cfg.Spec.Keep; k != nil && *k < 1 {
 		// This project's CRD refuses it; KKP's takes any integer.
-		return Target{}, &Blocked{Reason: kubermaticv1.ReasonInvalidKeep, Message: fmt.Sprintf("spec.keep is %d: keep at least 1 backup (or leave it unset for %d)", *k, kubermaticv1.DefaultKeep), Warning: true}
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonInvalidKeep,
+			Message: fmt.Sprintf("spec.keep is %d: keep at least 1 backup (or leave it unset for %d)", *k,
+				kubermaticv1.DefaultKeep), Warning: true}
 	}
 	if cfg.Spec.Cluster.Name == "" {
-		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound, Message: "spec.cluster.name is empty", Warning: true}
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound, Message: "spec.cluster.name is empty",
+			Warning: true}
 	}
 	var cluster kubermaticv1.Cluster
 	if err := p.Reader.Get(ctx, types.NamespacedName{Name: cfg.Spec.Cluster.Name}, &cluster); err != nil {
 		if client.IgnoreNotFound(err) == nil {
-			return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound, Message: fmt.Sprintf("cluster %q does not exist", cfg.Spec.Cluster.Name), Warning: true}
+			return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound,
+				Message: fmt.Sprintf("cluster %q does not exist", cfg.Spec.Cluster.Name), Warning: true}
 		}
 		return Target{}, fmt.Errorf("get cluster %s: %w", cfg.Spec.Cluster.Name, err)
 	}
@@ -91,10 +95,13 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 		return Target{}, fmt.Errorf("look up destination: %w", err)
 	}
 	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
-		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterRestoring, Message: fmt.Sprintf("cluster %q is being restored by EtcdRestore %s; no backups are taken until it finishes", cluster.Name, holder)}
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterRestoring,
+			Message: fmt.Sprintf("cluster %q is being restored by EtcdRestore %s; no backups are taken until it finishes",
+				cluster.Name, holder)}
 	}
 	if cluster.Spec.Pause {
-		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterPaused, Message: fmt.Sprintf("cluster %q is paused; no backups are taken while it is", cluster.Name)}
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterPaused,
+			Message: fmt.Sprintf("cluster %q is paused; no backups are taken while it is", cluster.Name)}
 	}
 	return Target{Cluster: &cluster, Destination: dest}, nil
 }
@@ -106,13 +113,15 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 func ClusterNamespace(cluster *kubermaticv1.Cluster, namespace, kind string) error {
 	if want := cluster.NamespaceName(); namespace != want {
 		return &Blocked{Reason: kubermaticv1.ReasonClusterNamespaceMismatch, Warning: true,
-			Message: fmt.Sprintf("the %s is in namespace %q, but cluster %q lives in %q: an object must be in its cluster's namespace", kind, namespace, cluster.Name, want)}
+			Message: fmt.Sprintf("the %s is in namespace %q, but cluster %q lives in %q: an object must be in its cluster's "+
+				"namespace", kind, namespace, cluster.Name, want)}
 	}
 	return nil
 }
 
 // Request builds the request for the backup of cfg scheduled at slot.
-func Request(cfg *kubermaticv1.EtcdBackupConfig, t Target, slot time.Time, trigger etcdbackupv1.Trigger) *etcdbackupv1.BackupRequested {
+func Request(cfg *kubermaticv1.EtcdBackupConfig, t Target, slot time.Time,
+	trigger etcdbackupv1.Trigger) *etcdbackupv1.BackupRequested {
 	slot = slot.UTC().Truncate(time.Second)
 	cluster := t.Cluster.Name
 	name := backupname.Backup(cfg.Name, slot)
@@ -133,14 +142,15 @@ func Request(cfg *kubermaticv1.EtcdBackupConfig, t Target, slot time.Time, trigg
 // backup, and while the config is blocked by TooManyBackups. Across scheduler replicas the
 // interval holds: the time is recorded on the config under an optimistic lock before the
 // backup is queued, and a replica that loses the race reads the winner's time and refuses.
-func (p *Planner) Manual(ctx context.Context, namespace, name string, now time.Time) (*etcdbackupv1.BackupRequested, error) {
+func (p *Planner) Manual(ctx context.Context, namespace, name string,
+	now time.Time) (*etcdbackupv1.BackupRequested, error) {
 	if namespace == "" || name == "" {
 		return nil, errors.New("namespace and config are required")
 	}
 	var req *etcdbackupv1.BackupRequested
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var cfg kubermaticv1.EtcdBackupConfig
-		var r client.Reader = p.Reader
+		r := client.Reader(p.Reader)
 		if p.API != nil {
 			r = p.API
 		}
@@ -163,7 +173,8 @@ func (p *Planner) Manual(ctx context.Context, namespace, name string, now time.T
 				patched.Annotations = map[string]string{}
 			}
 			patched.Annotations[kubermaticv1.AnnotationLastManualBackup] = now.UTC().Format(time.RFC3339)
-			if err := p.API.Patch(ctx, patched, client.MergeFromWithOptions(&cfg, client.MergeFromWithOptimisticLock{})); err != nil {
+			if err := p.API.Patch(ctx, patched, client.MergeFromWithOptions(&cfg,
+				client.MergeFromWithOptimisticLock{})); err != nil {
 				return err
 			}
 		}
@@ -191,11 +202,13 @@ func (p *Planner) manualAllowed(cfg *kubermaticv1.EtcdBackupConfig, now time.Tim
 		}
 	}
 	if n, piled := Piled(cfg); piled {
-		return fmt.Errorf("etcdbackupconfig %s is blocked by TooManyBackups (%d backups not deleted, more than twice keep %d)", key, n, cfg.KeepCount())
+		return fmt.Errorf("etcdbackupconfig %s is blocked by TooManyBackups (%d backups not deleted, more than twice keep "+
+			"%d)", key, n, cfg.KeepCount())
 	}
 	if last, err := time.Parse(time.RFC3339, cfg.Annotations[kubermaticv1.AnnotationLastManualBackup]); err == nil {
 		if next := last.Add(p.ManualInterval); now.Before(next) {
-			return fmt.Errorf("the last manual backup of %s was queued at %s; the next may be queued from %s (--trigger-min-interval %s)",
+			return fmt.Errorf("the last manual backup of %s was queued at %s; the next may be queued from %s "+
+				"(--trigger-min-interval %s)",
 				key, last.Format(time.RFC3339), next.UTC().Format(time.RFC3339), p.ManualInterval)
 		}
 	}
@@ -227,7 +240,7 @@ func Piled(cfg *kubermaticv1.EtcdBackupConfig) (int, bool) {
 
 // Anchor is the time a config's slots count from: its creation.
 func Anchor(cfg *kubermaticv1.EtcdBackupConfig) time.Time {
-	return cfg.CreationTimestamp.Time.UTC()
+	return cfg.CreationTimestamp.UTC()
 }
 
 // Due returns the slot whose backup should be queued now, if any, and when to look again

@@ -11,10 +11,12 @@ import (
 )
 
 func cfgWith(schedule string, keep int, phases ...string) *kubermaticv1.EtcdBackupConfig {
-	c := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Name: "cfg", CreationTimestamp: metav1.NewTime(time.Date(2021, 3, 16, 1, 0, 0, 0, time.UTC))}}
+	c := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Name: "cfg",
+		CreationTimestamp: metav1.NewTime(time.Date(2021, 3, 16, 1, 0, 0, 0, time.UTC))}}
 	c.Spec.Schedule, c.Spec.Keep = schedule, &keep
 	for i, p := range phases {
-		c.Status.LastBackups = append(c.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: fmt.Sprint(i), DeletePhase: p})
+		c.Status.LastBackups = append(c.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: fmt.Sprint(i),
+			DeletePhase: p})
 	}
 	return c
 }
@@ -51,7 +53,8 @@ func TestDue(t *testing.T) {
 	}
 	s := cfgWith("@every 20m", 1)
 	slot, due, next, err := Due(s, s.CreationTimestamp.Add(50*time.Minute))
-	if err != nil || !due || !slot.Equal(s.CreationTimestamp.Add(40*time.Minute)) || !next.Equal(s.CreationTimestamp.Add(60*time.Minute)) {
+	if err != nil || !due || !slot.Equal(s.CreationTimestamp.Add(40*time.Minute)) ||
+		!next.Equal(s.CreationTimestamp.Add(60*time.Minute)) {
 		t.Fatalf("scheduled: slot %v due %v next %v err %v", slot, due, next, err)
 	}
 	if _, _, _, err := Due(cfgWith("every tuesday", 1), time.Now()); err == nil {
@@ -62,7 +65,8 @@ func TestDue(t *testing.T) {
 // The interval an overdue backup is measured against: the time between two slots.
 func TestInterval(t *testing.T) {
 	now := time.Date(2026, 11, 29, 7, 30, 0, 0, time.UTC)
-	for schedule, want := range map[string]time.Duration{"@every 20m": 20 * time.Minute, "0 2 * * *": 24 * time.Hour, "@hourly": time.Hour, "": 0, "not a schedule": 0} {
+	for schedule, want := range map[string]time.Duration{"@every 20m": 20 * time.Minute, "0 2 * * *": 24 * time.Hour,
+		"@hourly": time.Hour, "": 0, "not a schedule": 0} {
 		cfg := &kubermaticv1.EtcdBackupConfig{Spec: kubermaticv1.EtcdBackupConfigSpec{Schedule: schedule}}
 		cfg.CreationTimestamp = metav1.NewTime(now.Add(-36 * time.Hour))
 		if got := Interval(cfg, now); got != want {

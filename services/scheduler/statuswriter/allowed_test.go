@@ -11,10 +11,12 @@ import (
 // A stage's event is believed only on its own subject and only for what that stage may say.
 func TestAllowed(t *testing.T) {
 	const (
-		sched, snap, up, prune = "etcdbackup.status.scheduler", "etcdbackup.status.snapshotter", "etcdbackup.status.uploader", "etcdbackup.status.pruner"
+		sched, snap, up, prune = "etcdbackup.status.scheduler", "etcdbackup.status.snapshotter",
+			"etcdbackup.status.uploader", "etcdbackup.status.pruner"
 	)
 	ev := func(stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, op etcdbackupv1.Operation) *etcdbackupv1.StatusEvent {
-		return &etcdbackupv1.StatusEvent{Stage: stage, Phase: phase, Operation: op, ObjectKey: "k", Destination: "d", Size: 9, Sha256: "s"}
+		return &etcdbackupv1.StatusEvent{Stage: stage, Phase: phase, Operation: op, ObjectKey: "k", Destination: "d",
+			Size: 9, Sha256: "s"}
 	}
 	tests := []struct {
 		name    string

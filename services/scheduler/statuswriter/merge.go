@@ -81,7 +81,8 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 	if working {
 		earliest(&e.BackupStartTime, at)
 	}
-	if advance(&e.BackupPhase, &e.BackupMessage, &e.BackupFinishedTime, phase, ev.GetMessage(), at, working) && phase == kubermaticv1.PhaseCompleted {
+	if advance(&e.BackupPhase, &e.BackupMessage, &e.BackupFinishedTime, phase, ev.GetMessage(), at,
+		working) && phase == kubermaticv1.PhaseCompleted {
 		e.Size, e.SHA256, e.EtcdRevision = int64(ev.GetSize()), ev.GetSha256(), ev.GetRevision()
 	}
 }

@@ -15,7 +15,8 @@ import (
 
 var t0 = time.Date(2021, 3, 16, 1, 48, 0, 0, time.UTC)
 
-func ev(backup string, slot time.Time, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, at time.Duration, msg string) *etcdbackupv1.StatusEvent {
+func ev(backup string, slot time.Time, stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, at time.Duration,
+	msg string) *etcdbackupv1.StatusEvent {
 	return &etcdbackupv1.StatusEvent{
 		BackupName: backup, JobName: "job-" + backup, ScheduledTime: timestamppb.New(slot),
 		Stage: stage, Phase: phase, Message: msg, Time: timestamppb.New(slot.Add(at)),
@@ -32,7 +33,8 @@ const (
 	fail  = etcdbackupv1.Phase_PHASE_FAILED
 )
 
-func del(backup string, slot time.Time, phase etcdbackupv1.Phase, at time.Duration, msg string) *etcdbackupv1.StatusEvent {
+func del(backup string, slot time.Time, phase etcdbackupv1.Phase, at time.Duration,
+	msg string) *etcdbackupv1.StatusEvent {
 	e := ev(backup, slot, etcdbackupv1.Stage_STAGE_PRUNER, phase, at, msg)
 	e.Operation = etcdbackupv1.Operation_OPERATION_DELETE
 	e.JobName = "delete-" + backup
@@ -50,13 +52,15 @@ func TestMergeDeletion(t *testing.T) {
 		Merge(&s, e)
 	}
 	e := s.LastBackups[0]
-	if e.BackupPhase != "Completed" || e.DeletePhase != "Failed" || e.DeleteMessage != "s3 down" || e.DeleteJobName != "delete-"+b1 || e.DeleteStartTime.IsZero() {
+	if e.BackupPhase != "Completed" || e.DeletePhase != "Failed" || e.DeleteMessage != "s3 down" ||
+		e.DeleteJobName != "delete-"+b1 || e.DeleteStartTime.IsZero() {
 		t.Fatalf("entry %+v", e)
 	}
 	Merge(&s, del(b1, t0, done, 2*time.Hour, "deleted"))
 	Merge(&s, del(b1, t0, run, 3*time.Hour, "late progress"))
 	Merge(&s, ev(b1, t0, up, done, 4*time.Hour, "late backup event"))
-	if e := s.LastBackups[0]; len(s.LastBackups) != 1 || e.DeletePhase != "Completed" || e.DeleteMessage != "deleted" || !e.DeleteFinishedTime.Time.Equal(t0.Add(2*time.Hour)) {
+	if e := s.LastBackups[0]; len(s.LastBackups) != 1 || e.DeletePhase != "Completed" || e.DeleteMessage != "deleted" ||
+		!e.DeleteFinishedTime.Time.Equal(t0.Add(2*time.Hour)) {
 		t.Fatalf("entries %+v", s.LastBackups)
 	}
 	if s.LastBackupName != "" {
@@ -90,14 +94,18 @@ func TestMerge(t *testing.T) {
 		check  func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus)
 	}{
 		{
-			name:   "full lifecycle",
-			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second, "taking snapshot"), ev(b1, t0, up, done, 5*time.Second, "stored")},
+			name: "full lifecycle",
+			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second,
+				"taking snapshot"), ev(b1, t0, up, done, 5*time.Second, "stored")},
 			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				t.Helper()
 				e := s.LastBackups[0]
-				if len(s.LastBackups) != 1 || e.BackupPhase != "Completed" || e.BackupMessage != "stored" || e.JobName != "job-"+b1 {
+				if len(s.LastBackups) != 1 || e.BackupPhase != "Completed" || e.BackupMessage != "stored" ||
+					e.JobName != "job-"+b1 {
 					t.Fatalf("entry %+v", e)
 				}
-				if !e.ScheduledTime.Time.Equal(t0) || !e.BackupStartTime.Time.Equal(t0.Add(time.Second)) || !e.BackupFinishedTime.Time.Equal(t0.Add(5*time.Second)) {
+				if !e.ScheduledTime.Time.Equal(t0) || !e.BackupStartTime.Time.Equal(t0.Add(time.Second)) ||
+					!e.BackupFinishedTime.Time.Equal(t0.Add(5*time.Second)) {
 					t.Fatalf("times %v %v %v", e.ScheduledTime, e.BackupStartTime, e.BackupFinishedTime)
 				}
 				if e.Size != 42 || e.SHA256 != "abc" || e.EtcdRevision != 7 || e.ObjectKey != "key/"+b1 {
@@ -109,19 +117,24 @@ func TestMerge(t *testing.T) {
 			},
 		},
 		{
-			name:   "late running event does not undo completion",
-			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, up, done, 5*time.Second, "stored"), ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second, "taking snapshot")},
+			name: "late running event does not undo completion",
+			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, up, done, 5*time.Second, "stored"), ev(b1, t0, sched, run, 0,
+				"queued"), ev(b1, t0, snap, run, time.Second, "taking snapshot")},
 			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				t.Helper()
 				if e := s.LastBackups[0]; e.BackupPhase != "Completed" || e.BackupMessage != "stored" {
 					t.Fatalf("entry %+v", e)
 				}
 			},
 		},
 		{
-			name:   "failure keeps its cause",
-			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, fail, 2*time.Second, "etcd unreachable: connection refused")},
+			name: "failure keeps its cause",
+			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, fail, 2*time.Second,
+				"etcd unreachable: connection refused")},
 			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
-				if e := s.LastBackups[0]; e.BackupPhase != "Failed" || e.BackupMessage != "etcd unreachable: connection refused" || e.BackupFinishedTime.IsZero() {
+				t.Helper()
+				if e := s.LastBackups[0]; e.BackupPhase != "Failed" ||
+					e.BackupMessage != "etcd unreachable: connection refused" || e.BackupFinishedTime.IsZero() {
 					t.Fatalf("entry %+v", e)
 				}
 			},
@@ -130,7 +143,9 @@ func TestMerge(t *testing.T) {
 			name:   "entries sorted by scheduled time whatever the arrival order",
 			events: []*etcdbackupv1.StatusEvent{ev(b2, t1, sched, run, 0, "queued"), ev(b1, t0, sched, run, 0, "queued")},
 			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
-				if len(s.LastBackups) != 2 || s.LastBackups[0].BackupName != b1 || s.LastBackups[1].BackupName != b2 || s.LastBackupName != b2 {
+				t.Helper()
+				if len(s.LastBackups) != 2 || s.LastBackups[0].BackupName != b1 || s.LastBackups[1].BackupName != b2 ||
+					s.LastBackupName != b2 {
 					t.Fatalf("entries %+v", s.LastBackups)
 				}
 			},
@@ -139,6 +154,7 @@ func TestMerge(t *testing.T) {
 			name:   "event without phase is ignored",
 			events: []*etcdbackupv1.StatusEvent{ev(b1, t0, sched, etcdbackupv1.Phase_PHASE_UNSPECIFIED, 0, "")},
 			check: func(t *testing.T, s kubermaticv1.EtcdBackupConfigStatus) {
+				t.Helper()
 				if len(s.LastBackups) != 0 {
 					t.Fatalf("entries %+v", s.LastBackups)
 				}
@@ -160,8 +176,10 @@ func TestMerge(t *testing.T) {
 func TestMergeIsOrderIndependent(t *testing.T) {
 	b1, b2 := "cfg-a", "cfg-b"
 	events := []*etcdbackupv1.StatusEvent{
-		ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second, "taking"), ev(b1, t0, up, done, 3*time.Second, "stored"),
-		ev(b2, t0.Add(time.Minute), sched, run, 0, "queued"), ev(b2, t0.Add(time.Minute), snap, fail, time.Second, "etcd down"),
+		ev(b1, t0, sched, run, 0, "queued"), ev(b1, t0, snap, run, time.Second, "taking"), ev(b1, t0, up, done,
+			3*time.Second, "stored"),
+		ev(b2, t0.Add(time.Minute), sched, run, 0, "queued"), ev(b2, t0.Add(time.Minute), snap, fail, time.Second,
+			"etcd down"),
 	}
 	var want kubermaticv1.EtcdBackupConfigStatus
 	for _, e := range events {
@@ -186,11 +204,14 @@ func TestMergeIsOrderIndependent(t *testing.T) {
 // an object written before holds only lastBackups, and is read from it.
 func TestMergeWritesBothListNames(t *testing.T) {
 	var st kubermaticv1.EtcdBackupConfigStatus
-	st.LastBackups = []kubermaticv1.BackupStatus{{BackupName: "old", BackupPhase: kubermaticv1.PhaseCompleted, ScheduledTime: metav1.NewTime(time.Unix(1000, 0))}}
-	ev := &etcdbackupv1.StatusEvent{BackupName: "new", Phase: etcdbackupv1.Phase_PHASE_RUNNING, Stage: etcdbackupv1.Stage_STAGE_SNAPSHOTTER,
+	st.LastBackups = []kubermaticv1.BackupStatus{{BackupName: "old", BackupPhase: kubermaticv1.PhaseCompleted,
+		ScheduledTime: metav1.NewTime(time.Unix(1000, 0))}}
+	ev := &etcdbackupv1.StatusEvent{BackupName: "new", Phase: etcdbackupv1.Phase_PHASE_RUNNING,
+		Stage:         etcdbackupv1.Stage_STAGE_SNAPSHOTTER,
 		ScheduledTime: timestamppb.New(time.Unix(2000, 0)), Time: timestamppb.Now()}
 	Merge(&st, ev)
-	if len(st.CurrentBackups) != 2 || st.CurrentBackups[0].BackupName != "old" || st.CurrentBackups[1].BackupName != "new" {
+	if len(st.CurrentBackups) != 2 || st.CurrentBackups[0].BackupName != "old" ||
+		st.CurrentBackups[1].BackupName != "new" {
 		t.Fatalf("currentBackups %+v, want old then new", st.CurrentBackups)
 	}
 	if !reflect.DeepEqual(st.CurrentBackups, st.LastBackups) {

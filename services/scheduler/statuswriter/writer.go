@@ -73,7 +73,8 @@ func (w *Writer) HandleBatch(ctx context.Context, items []bus.Item[*etcdbackupv1
 	var order []types.NamespacedName
 	for i, it := range items {
 		ev := it.Msg
-		if op := ev.GetOperation(); op == etcdbackupv1.Operation_OPERATION_RESTORE || op == etcdbackupv1.Operation_OPERATION_DRILL {
+		if op := ev.GetOperation(); op == etcdbackupv1.Operation_OPERATION_RESTORE ||
+			op == etcdbackupv1.Operation_OPERATION_DRILL {
 			continue // for subscribers: the restorer writes its EtcdRestore's status, and a drill's condition, itself
 		}
 		if err := Allowed(it.Delivery.Subject, ev); err != nil {
@@ -101,7 +102,8 @@ func (w *Writer) HandleBatch(ctx context.Context, items []bus.Item[*etcdbackupv1
 
 // applyGroup checks the events items[idx] of one config against it and merges those that
 // pass into its status with one patch, setting errs[i] for each.
-func (w *Writer) applyGroup(ctx context.Context, key types.NamespacedName, items []bus.Item[*etcdbackupv1.StatusEvent], idx []int, errs []error) {
+func (w *Writer) applyGroup(ctx context.Context, key types.NamespacedName,
+	items []bus.Item[*etcdbackupv1.StatusEvent], idx []int, errs []error) {
 	fail := func(err error) {
 		for _, i := range idx {
 			errs[i] = err
@@ -142,7 +144,8 @@ func (w *Writer) applyGroup(ctx context.Context, key types.NamespacedName, items
 // check sorts the events items[idx] against cfg (nil: gone): those it accepts, those it
 // rejects by index with the reason, and — neither — those of another config of that name
 // (deleted and created again). An error is a lookup that may succeed later.
-func (w *Writer) check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, items []bus.Item[*etcdbackupv1.StatusEvent], idx []int) ([]*etcdbackupv1.StatusEvent, map[int]error, error) {
+func (w *Writer) check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
+	items []bus.Item[*etcdbackupv1.StatusEvent], idx []int) ([]*etcdbackupv1.StatusEvent, map[int]error, error) {
 	if cfg == nil {
 		return nil, nil, nil
 	}
@@ -172,7 +175,8 @@ func (w *Writer) check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, 
 				want = dest
 			}
 		}
-		if err := trust.Check(trust.Derive(cfg, ev.GetBackupName(), want), ev.GetCluster(), ev.GetObjectKey(), claimed); err != nil {
+		if err := trust.Check(trust.Derive(cfg, ev.GetBackupName(), want), ev.GetCluster(), ev.GetObjectKey(),
+			claimed); err != nil {
 			rejected[i] = err
 			continue
 		}
@@ -191,7 +195,8 @@ func (w *Writer) reader() client.Reader {
 }
 
 // read returns the config at key, or nil when it is gone.
-func (w *Writer) read(ctx context.Context, key types.NamespacedName, r client.Reader) (*kubermaticv1.EtcdBackupConfig, error) {
+func (w *Writer) read(ctx context.Context, key types.NamespacedName,
+	r client.Reader) (*kubermaticv1.EtcdBackupConfig, error) {
 	cfg := &kubermaticv1.EtcdBackupConfig{}
 	if err := r.Get(ctx, key, cfg); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -224,7 +229,8 @@ func Allowed(subject string, ev *etcdbackupv1.StatusEvent) error {
 		return bus.Reject(trust.ReasonStage, fmt.Errorf("stage %s does not report backups", ev.GetStage()))
 	}
 	if deleting {
-		return bus.Reject(trust.ReasonStage, fmt.Errorf("stage %s cannot report deletions; only the pruner deletes", ev.GetStage()))
+		return bus.Reject(trust.ReasonStage, fmt.Errorf("stage %s cannot report deletions; only the pruner deletes",
+			ev.GetStage()))
 	}
 	return nil
 }
@@ -232,7 +238,8 @@ func Allowed(subject string, ev *etcdbackupv1.StatusEvent) error {
 // apply merges evs, events of one config already checked against cfg, into cfg's status
 // with one patch guarded by resourceVersion. After a conflict it reads the config afresh from
 // the API; a config gone or created again meanwhile (another uid) is skipped.
-func (w *Writer) apply(ctx context.Context, key types.NamespacedName, evs []*etcdbackupv1.StatusEvent, cfg *kubermaticv1.EtcdBackupConfig) error {
+func (w *Writer) apply(ctx context.Context, key types.NamespacedName, evs []*etcdbackupv1.StatusEvent,
+	cfg *kubermaticv1.EtcdBackupConfig) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		if cfg == nil {
 			fresh, err := w.read(ctx, key, w.client)
@@ -258,7 +265,8 @@ func (w *Writer) apply(ctx context.Context, key types.NamespacedName, evs []*etc
 		if apiequality.Semantic.DeepEqual(current.Status, updated.Status) {
 			return nil
 		}
-		if err := w.client.Status().Patch(ctx, updated, client.MergeFromWithOptions(current, client.MergeFromWithOptimisticLock{})); err != nil {
+		if err := w.client.Status().Patch(ctx, updated, client.MergeFromWithOptions(current,
+			client.MergeFromWithOptimisticLock{})); err != nil {
 			return err
 		}
 		w.log.Debug("status applied", "config", key.String(), "events", len(evs))

@@ -39,7 +39,8 @@ func TestHandleReadsTheConfigOnce(t *testing.T) {
 	}
 	gets := 0
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(cfg).WithStatusSubresource(cfg).
-		WithInterceptorFuncs(interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		WithInterceptorFuncs(interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey,
+			obj client.Object, opts ...client.GetOption) error {
 			gets++
 			return c.Get(ctx, key, obj, opts...)
 		}}).Build()
@@ -82,13 +83,15 @@ func newCounting(t *testing.T, objs ...client.Object) *counting {
 	c := &counting{}
 	c.client = fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).WithStatusSubresource(objs...).
 		WithInterceptorFuncs(interceptor.Funcs{
-			Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object,
+				opts ...client.GetOption) error {
 				c.mu.Lock()
 				c.gets++
 				c.mu.Unlock()
 				return cl.Get(ctx, key, obj, opts...)
 			},
-			SubResourcePatch: func(ctx context.Context, cl client.Client, sub string, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+			SubResourcePatch: func(ctx context.Context, cl client.Client, sub string, obj client.Object, patch client.Patch,
+				opts ...client.SubResourcePatchOption) error {
 				c.mu.Lock()
 				c.patch++
 				c.mu.Unlock()
@@ -115,7 +118,8 @@ func config(cluster, name, uid string) *kubermaticv1.EtcdBackupConfig {
 func lifecycle(cfg *kubermaticv1.EtcdBackupConfig, slot time.Time) []bus.Item[*etcdbackupv1.StatusEvent] {
 	backup := backupname.Backup(cfg.Name, slot)
 	key := backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, backup)
-	mk := func(stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, after time.Duration, msg string) bus.Item[*etcdbackupv1.StatusEvent] {
+	mk := func(stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, after time.Duration,
+		msg string) bus.Item[*etcdbackupv1.StatusEvent] {
 		ev := &etcdbackupv1.StatusEvent{
 			Config:  &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)},
 			Cluster: cfg.Spec.Cluster.Name, BackupName: backup, ScheduledTime: timestamppb.New(slot),
@@ -124,7 +128,9 @@ func lifecycle(cfg *kubermaticv1.EtcdBackupConfig, slot time.Time) []bus.Item[*e
 		if phase == etcdbackupv1.Phase_PHASE_COMPLETED {
 			ev.ObjectKey, ev.Size, ev.Sha256, ev.Revision = key, 544, strings.Repeat("a", 64), 9
 		}
-		return bus.Item[*etcdbackupv1.StatusEvent]{Msg: ev, Delivery: bus.Delivery{Subject: "etcdbackup.status." + strings.ToLower(strings.TrimPrefix(stage.String(), "STAGE_")), Attempt: 1}}
+		return bus.Item[*etcdbackupv1.StatusEvent]{Msg: ev,
+			Delivery: bus.Delivery{Subject: "etcdbackup.status." + strings.ToLower(strings.TrimPrefix(stage.String(),
+				"STAGE_")), Attempt: 1}}
 	}
 	return []bus.Item[*etcdbackupv1.StatusEvent]{
 		mk(sched, run, 0, "queued"),
@@ -202,7 +208,8 @@ func TestHandleBatchRejectsOnlyTheForgedEvent(t *testing.T) {
 	if !errors.As(errs[4], &rej) || !bus.IsPermanent(errs[4]) {
 		t.Fatalf("forged event: %v, want a permanent rejection", errs[4])
 	}
-	if bs := getConfig(t, api.client, a).Status.Backups(); len(bs) != 1 || bs[0].BackupPhase != kubermaticv1.PhaseCompleted {
+	if bs := getConfig(t, api.client,
+		a).Status.Backups(); len(bs) != 1 || bs[0].BackupPhase != kubermaticv1.PhaseCompleted {
 		t.Fatalf("status %+v, want only the genuine backup, Completed", bs)
 	}
 }
@@ -240,7 +247,8 @@ func TestHandleBatchDoesNotTrustAStaleCache(t *testing.T) {
 					t.Fatalf("event %d: %v", i, err)
 				}
 			}
-			if bs := getConfig(t, api.client, a).Status.Backups(); len(bs) != 1 || bs[0].BackupPhase != kubermaticv1.PhaseCompleted {
+			if bs := getConfig(t, api.client,
+				a).Status.Backups(); len(bs) != 1 || bs[0].BackupPhase != kubermaticv1.PhaseCompleted {
 				t.Fatalf("status %+v, want the backup Completed", bs)
 			}
 		})

@@ -63,7 +63,8 @@ func (s *Server) serve(ctx context.Context, m *nats.Msg) {
 			reply.BackupName, reply.JobName = queued.GetBackupName(), queued.GetJobName()
 		}
 	}
-	s.log.Info("manual trigger", "namespace", req.GetNamespace(), "config", req.GetConfig(), "backup", reply.GetBackupName(), "error", reply.GetError())
+	s.log.Info("manual trigger", "namespace", req.GetNamespace(), "config", req.GetConfig(), "backup",
+		reply.GetBackupName(), "error", reply.GetError())
 	data, ct, err := bus.Encode(reply, asJSON)
 	if err != nil {
 		s.log.Error("encode trigger reply", "err", err)

@@ -1,5 +1,6 @@
 // Package take takes an etcd snapshot for a backup request, verifies and compresses it while it
-// streams, and stages the compressed backup in the JetStream object store for the uploader. etcd's read transaction stays
+// streams, and stages the compressed backup in the JetStream object store for the uploader. etcd's read transaction
+// stays
 // open only while the snapshot streams into the local NATS server, never while S3 is slow.
 package take
 
@@ -126,7 +127,8 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	if cfg.DeletionTimestamp != nil {
 		// Ended in status, so that the config's deletion does not wait for it.
 		h.Log.Info("config being deleted, dropping request", "backup", req.GetBackupName())
-		return bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED,
+		return bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER,
+			etcdbackupv1.Phase_PHASE_FAILED,
 			"not taken: the config is being deleted"))
 	}
 	h.status(ctx, req, fmt.Sprintf("taking snapshot (attempt %d of %d)", d.Attempt, h.MaxAttempts))
@@ -144,10 +146,12 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	h.metrics.taken.WithLabelValues("ok").Inc()
 	h.metrics.bytes.Add(float64(ready.GetSnapshotSize()))
 	h.metrics.duration.Observe(took.Seconds())
-	h.Log.Info("snapshot staged", "backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(), "bytes", ready.GetSnapshotSize(),
+	h.Log.Info("snapshot staged", "backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName(),
+		"bytes", ready.GetSnapshotSize(),
 		"revision", ready.GetRevision(), "member", ready.GetMemberEndpoint(), "seconds", took.Seconds())
 	if took >= StagedProgressAfter {
-		h.status(ctx, req, fmt.Sprintf("snapshot of %d bytes at revision %d staged from %s", ready.GetSnapshotSize(), ready.GetRevision(), ready.GetMemberEndpoint()))
+		h.status(ctx, req, fmt.Sprintf("snapshot of %d bytes at revision %d staged from %s", ready.GetSnapshotSize(),
+			ready.GetRevision(), ready.GetMemberEndpoint()))
 	}
 	return nil
 }
@@ -163,7 +167,8 @@ const StagedProgressAfter = 5 * time.Second
 // attempt are kept for publishing its Failed event when NATS is briefly away.
 func MaxDeliver(maxAttempts int) int { return maxAttempts + 2 }
 
-func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, dest string) (*etcdbackupv1.SnapshotReady, error) {
+func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested,
+	dest string) (*etcdbackupv1.SnapshotReady, error) {
 	cluster, err := h.cluster(ctx, req)
 	if err != nil {
 		return nil, err
@@ -188,7 +193,8 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 	// What the backup holds at rev, for restore drills to check; a failure here costs the
 	// drill its key check, not the backup.
 	var keys int64
-	if cnt, err := cli.Get(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithCountOnly(), clientv3.WithRev(rev)); err == nil {
+	if cnt, err := cli.Get(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithCountOnly(),
+		clientv3.WithRev(rev)); err == nil {
 		keys = cnt.Count
 	} else {
 		h.Log.Warn("count keys for the backup's record", "backup", req.GetBackupName(), "err", err)
@@ -219,7 +225,8 @@ func (h *Handler) cluster(ctx context.Context, req *etcdbackupv1.BackupRequested
 	}
 	// A backup queued just before a restore began would capture etcd mid-rebuild.
 	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
-		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig, req.GetCluster(), holder)
+		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig,
+			req.GetCluster(), holder)
 	}
 	return &cluster, nil
 }
@@ -235,7 +242,8 @@ func (h *Handler) roomInStaging(ctx context.Context) error {
 		return err
 	}
 	if free < h.StagingReserve {
-		return fmt.Errorf("%w: staging has %d MiB free, a snapshot starts with at least %d MiB (--staging-reserve-mib): the uploader is behind or down",
+		return fmt.Errorf("%w: staging has %d MiB free, a snapshot starts with at least %d MiB (--staging-reserve-mib): "+
+			"the uploader is behind or down",
 			ErrStagingFull, free>>20, h.StagingReserve>>20)
 	}
 	return nil
@@ -243,7 +251,8 @@ func (h *Handler) roomInStaging(ctx context.Context) error {
 
 // stream streams a snapshot from member through etcd's own check, compressed (and sealed)
 // into staging, reporting its progress against the database's size.
-func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested, cli *clientv3.Client, member string, dbSize int64,
+func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested, cli *clientv3.Client, member string,
+	dbSize int64,
 	seal backupformat.Encryption) (*etcdbackupv1.SnapshotReady, error) {
 	resp, err := cli.SnapshotWithVersion(ctx)
 	if err != nil {
@@ -253,8 +262,10 @@ func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	v := snapshot.NewVerifier(resp.Snapshot)
 	name := bus.MsgID(req)
 	streamed := &progress.Reader{R: v}
-	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, "taking snapshot", h.ProgressEvery, streamed.N, dbSize)
-	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name, "etcd snapshot of "+req.GetCluster()+", "+seal.Codec(),
+	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, "taking snapshot",
+		h.ProgressEvery, streamed.N, dbSize)
+	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name,
+		"etcd snapshot of "+req.GetCluster()+", "+seal.Codec(),
 		streamed, h.Level, h.Concurrency, seal)
 	stop()
 	if err != nil {
@@ -288,7 +299,8 @@ func (h *Handler) sealing(ctx context.Context, dest string) (backupformat.Encryp
 // healthyMember returns a client of the first member that answers a status request, and the
 // member's revision then: etcd's snapshot stream carries no revision, and the snapshot, which
 // starts right after, holds at least this one. A snapshot is taken from exactly one member.
-func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, int64, int64, error) {
+func (h *Handler) healthyMember(ctx context.Context,
+	t endpoints.Target) (*clientv3.Client, string, int64, int64, error) {
 	var errs []string
 	for _, ep := range t.Endpoints {
 		cli, err := clientv3.New(clientv3.Config{
@@ -321,7 +333,8 @@ func (h *Handler) healthyMember(ctx context.Context, t endpoints.Target) (*clien
 
 // status publishes the snapshot's progress, best effort: the snapshot goes on without it.
 func (h *Handler) status(ctx context.Context, req *etcdbackupv1.BackupRequested, message string) {
-	if err := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING, message)); err != nil {
+	if err := bus.PublishStatus(ctx, h.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER,
+		etcdbackupv1.Phase_PHASE_RUNNING, message)); err != nil {
 		h.Log.Warn("publish status", "backup", req.GetBackupName(), "err", err)
 	}
 }

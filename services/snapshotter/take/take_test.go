@@ -34,7 +34,8 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	js := natstest.Bus(t, 8<<20)
-	if _, err := staging.Put(ctx, js, bus.StagingBucket, "waiting", "an upload not done yet", bytes.NewReader(make([]byte, 6<<20))); err != nil {
+	if _, err := staging.Put(ctx, js, bus.StagingBucket, "waiting", "an upload not done yet",
+		bytes.NewReader(make([]byte, 6<<20))); err != nil {
 		t.Fatal(err)
 	}
 	h, req := silentEtcd(t)
@@ -62,12 +63,15 @@ func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 	// No staging to ask (JS is nil): the refusal comes before the staging check too.
 	h.StagingReserve = 1 << 20
 	_, err := h.take(ctx, req, "")
-	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
-		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration error", err)
+	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(),
+		kubermaticv1.ReasonClusterNamespaceMismatch) {
+		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration "+
+			"error", err)
 	}
 	req.Config.Namespace = "cluster-c"
 	h.StagingReserve = 0
-	if _, err := h.take(ctx, req, ""); err == nil || strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
+	if _, err := h.take(ctx, req, ""); err == nil || strings.Contains(err.Error(),
+		kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
 	}
 }
@@ -86,7 +90,8 @@ func silentEtcd(t *testing.T) (*Handler, *etcdbackupv1.BackupRequested) {
 		Reader:        fake.NewClientBuilder().WithScheme(scheme).WithObjects(cluster).Build(),
 		MemberTimeout: 200 * time.Millisecond, Log: slog.New(slog.DiscardHandler),
 	}, prometheus.NewRegistry())
-	return h, &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
+	return h, &etcdbackupv1.BackupRequested{Cluster: "c", Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c",
+		Name: "daily"}, BackupName: "daily-2026-11-29T02:00:00"}
 }
 
 // A request of a config being deleted is not taken, and its backup ends Failed in status, so
@@ -97,7 +102,8 @@ func TestRequestOfAConfigBeingDeletedEndsFailed(t *testing.T) {
 	js := natstest.Bus(t, 8<<20)
 	h, req := silentEtcd(t)
 	h.JS = js
-	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily", UID: "daily-uid", Finalizers: []string{kubermaticv1.DeleteAllBackupsFinalizer}},
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily",
+		UID: "daily-uid", Finalizers: []string{kubermaticv1.DeleteAllBackupsFinalizer}},
 		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}}}
 	c := h.Reader.(client.Client)
 	if err := c.Create(ctx, cfg); err != nil {
@@ -122,7 +128,8 @@ func TestRequestOfAConfigBeingDeletedEndsFailed(t *testing.T) {
 	if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
 		t.Fatal(err)
 	}
-	if ev.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(ev.GetMessage(), "being deleted") || ev.GetBackupName() != req.GetBackupName() {
+	if ev.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(ev.GetMessage(),
+		"being deleted") || ev.GetBackupName() != req.GetBackupName() {
 		t.Fatalf("status %v, want the backup Failed because its config is being deleted", &ev)
 	}
 }
@@ -180,8 +187,10 @@ func TestSnapshotReportsProgress(t *testing.T) {
 		reports++
 		t.Logf("%s (bytesDone %d, bytesTotal %d)", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal())
 		// The total is etcd's database size as its status reports it, near the snapshot's.
-		if ev.GetBytesTotal() < ready.GetSnapshotSize()/2 || ev.GetBytesTotal() > 2*ready.GetSnapshotSize() || ev.GetBytesDone() > ready.GetSnapshotSize() || !strings.Contains(ev.GetMessage(), " MiB (") {
-			t.Fatalf("progress %q: %d of %d bytes; the snapshot had %d", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal(), ready.GetSnapshotSize())
+		if ev.GetBytesTotal() < ready.GetSnapshotSize()/2 || ev.GetBytesTotal() > 2*ready.GetSnapshotSize() ||
+			ev.GetBytesDone() > ready.GetSnapshotSize() || !strings.Contains(ev.GetMessage(), " MiB (") {
+			t.Fatalf("progress %q: %d of %d bytes; the snapshot had %d", ev.GetMessage(), ev.GetBytesDone(),
+				ev.GetBytesTotal(), ready.GetSnapshotSize())
 		}
 	}
 	if reports == 0 {

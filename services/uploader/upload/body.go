@@ -38,7 +38,8 @@ func (b *body) err() error {
 }
 
 // open returns the body of ready's backup to dest, sealed to seal.
-func (h *Handler) open(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination, seal backupformat.Encryption) (*body, error) {
+func (h *Handler) open(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination,
+	seal backupformat.Encryption) (*body, error) {
 	if ready.GetStoredSha256() == "" {
 		return h.compress(ctx, ready, seal)
 	}
@@ -48,7 +49,8 @@ func (h *Handler) open(ctx context.Context, ready *etcdbackupv1.SnapshotReady, d
 		staged = backupformat.CodecZstd
 	}
 	if staged != codec || ready.GetRecipients() != recipients {
-		return nil, bus.Permanent(fmt.Errorf("%w: the staged backup is %s to recipients [%s]; destination %q requires %s to [%s] "+
+		return nil, bus.Permanent(fmt.Errorf("%w: the staged backup is %s to recipients [%s]; destination %q requires %s "+
+			"to [%s] "+
 			"(its encryption Secret changed while the backup was taken, or the snapshotter does not encrypt): not stored",
 			errSealing, staged, ready.GetRecipients(), dest.Name, codec, recipients))
 	}
@@ -57,11 +59,13 @@ func (h *Handler) open(ctx context.Context, ready *etcdbackupv1.SnapshotReady, d
 		return nil, err
 	}
 	if got := obj.Info().Size; got != ready.GetStoredSize() {
-		obj.Close()
-		return nil, bus.Permanent(fmt.Errorf("%w %s holds %d bytes, the snapshotter staged %d", errStaging, ready.GetStagedObject(), got, ready.GetStoredSize()))
+		obj.Close() //nolint:contextcheck // an io.Closer: the reader keeps the context it was opened with
+		return nil, bus.Permanent(fmt.Errorf("%w %s holds %d bytes, the snapshotter staged %d", errStaging,
+			ready.GetStagedObject(), got, ready.GetStoredSize()))
 	}
 	r := &stagedReader{r: obj, hash: sha256.New(), want: ready.GetStoredSha256()}
-	return &body{Reader: r, size: int64(ready.GetStoredSize()), sum: ready.GetStoredSha256(), close: func() { obj.Close() }}, nil
+	return &body{Reader: r, size: int64(ready.GetStoredSize()), sum: ready.GetStoredSha256(),
+		close: func() { obj.Close() }}, nil //nolint:contextcheck // as above
 }
 
 // openStaged opens the staged object of ready for reading.
@@ -106,12 +110,13 @@ func (s *stagedReader) Read(p []byte) (int, error) {
 // compress reads a raw staged snapshot (staged by an earlier snapshotter) into a compressed
 // temporary file and returns it rewound. The staged object's own size is checked as it is
 // read, so a damaged staged copy fails here.
-func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady, seal backupformat.Encryption) (*body, error) {
+func (h *Handler) compress(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
+	seal backupformat.Encryption) (*body, error) {
 	obj, err := h.openStaged(ctx, ready)
 	if err != nil {
 		return nil, err
 	}
-	defer obj.Close()
+	defer obj.Close() //nolint:contextcheck // an io.Closer: the reader keeps the context it was opened with
 	f, err := os.CreateTemp(h.WorkDir, "backup-*"+backupformat.Suffix)
 	if err != nil {
 		return nil, fmt.Errorf("temporary file: %w", err)

@@ -160,7 +160,8 @@ func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
 }
 
 // complete announces a stored backup: to the pruner, and Completed in status.
-func (h *Handler) complete(ctx context.Context, ready *etcdbackupv1.SnapshotReady, stored *etcdbackupv1.BackupStored, start time.Time) error {
+func (h *Handler) complete(ctx context.Context, ready *etcdbackupv1.SnapshotReady, stored *etcdbackupv1.BackupStored,
+	start time.Time) error {
 	req := ready.GetRequest()
 	if _, err := bus.Publish(ctx, h.JS, bus.SubjectBackupStored, bus.MsgID(req), stored); err != nil {
 		return err
@@ -168,7 +169,8 @@ func (h *Handler) complete(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 	msg := fmt.Sprintf("stored %d bytes (snapshot %d bytes, revision %d) at %s/%s",
 		stored.GetSize(), stored.GetSnapshotSize(), stored.GetRevision(), stored.GetBucket(), stored.GetObjectKey())
 	ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
-	ev.Size, ev.Sha256, ev.Revision, ev.ObjectKey = stored.GetSize(), stored.GetSha256(), stored.GetRevision(), stored.GetObjectKey()
+	ev.Size, ev.Sha256, ev.Revision, ev.ObjectKey = stored.GetSize(), stored.GetSha256(), stored.GetRevision(),
+		stored.GetObjectKey()
 	ev.Time = stored.GetFinishedTime()
 	if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
 		return err
@@ -196,9 +198,11 @@ func (h *Handler) void(ctx context.Context, ready *etcdbackupv1.SnapshotReady, r
 }
 
 // unstore deletes the object an upload stored after its config was deleted.
-func (h *Handler) unstore(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination, report bool) error {
+func (h *Handler) unstore(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination,
+	report bool) error {
 	key := ready.GetRequest().GetObjectKey()
-	h.Log.Info("config deleted during the upload, deleting the stored backup", "backup", ready.GetRequest().GetBackupName())
+	h.Log.Info("config deleted during the upload, deleting the stored backup", "backup",
+		ready.GetRequest().GetBackupName())
 	b, err := h.Destinations.Bucket(ctx, dest)
 	if err != nil {
 		return err
@@ -218,7 +222,8 @@ func (h *Handler) dropStaged(ctx context.Context, ready *etcdbackupv1.SnapshotRe
 }
 
 // store puts the staged backup into its destination, or finds it already there.
-func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination, d bus.Delivery) (*etcdbackupv1.BackupStored, error) {
+func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination,
+	d bus.Delivery) (*etcdbackupv1.BackupStored, error) {
 	req := ready.GetRequest()
 	b, err := h.Destinations.Bucket(ctx, dest)
 	if err != nil {
@@ -251,12 +256,15 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	defer body.Close()
 	meta := backupformat.Meta{
 		SHA256: body.sum, Codec: seal.Codec(), Recipients: seal.RecipientList(),
-		SnapshotSHA256: ready.GetSnapshotSha256(), SnapshotSize: int64(ready.GetSnapshotSize()), Revision: ready.GetRevision(),
+		SnapshotSHA256: ready.GetSnapshotSha256(), SnapshotSize: int64(ready.GetSnapshotSize()),
+		Revision: ready.GetRevision(),
 		KeyCount: ready.GetKeyCount(), BackupName: req.GetBackupName(), Cluster: req.GetCluster(),
 	}
 	uploaded := &progress.Counter{}
-	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_UPLOADER, "uploading", h.ProgressEvery, uploaded.N, body.size)
-	err = b.Put(ctx, key, body, body.size, destination.PutOptions{ContentType: backupformat.ContentType, Metadata: meta.Map(), Uploaded: uploaded.Add})
+	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_UPLOADER, "uploading", h.ProgressEvery,
+		uploaded.N, body.size)
+	err = b.Put(ctx, key, body, body.size, destination.PutOptions{ContentType: backupformat.ContentType,
+		Metadata: meta.Map(), Uploaded: uploaded.Add})
 	stop()
 	if err != nil {
 		if cause := body.err(); cause != nil {
@@ -273,7 +281,8 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 
 // alreadyStored reports whether an earlier delivery (whose ack was lost) stored this backup,
 // and then fills stored from the object's record.
-func (h *Handler) alreadyStored(ctx context.Context, b destination.Bucket, ready *etcdbackupv1.SnapshotReady, stored *etcdbackupv1.BackupStored) (bool, error) {
+func (h *Handler) alreadyStored(ctx context.Context, b destination.Bucket, ready *etcdbackupv1.SnapshotReady,
+	stored *etcdbackupv1.BackupStored) (bool, error) {
 	info, err := b.Stat(ctx, stored.GetObjectKey())
 	if errors.Is(err, destination.ErrObjectNotFound) {
 		return false, nil

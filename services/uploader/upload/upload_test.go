@@ -136,9 +136,10 @@ func setupStaged(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 
 // setupSealed is setupStaged with the staged backup encrypted to seal, as a snapshotter does
 // for a destination with an encryption Secret (compressed only).
-func setupSealed(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compressed bool, seal backupformat.Encryption) *fixture {
+func setupSealed(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compressed bool,
+	seal backupformat.Encryption) *fixture {
 	t.Helper()
-	ctx := context.Background()
+	ctx := t.Context()
 	js := natstest.Bus(t, 64<<20)
 	obs, err := js.ObjectStore(ctx, bus.StagingBucket)
 	if err != nil {
@@ -152,7 +153,9 @@ func setupSealed(t *testing.T, forge func(*etcdbackupv1.BackupRequested), compre
 	req := validRequest()
 	forge(req)
 	sum := sha256.Sum256(f.snapshot)
-	ready := &etcdbackupv1.SnapshotReady{Request: req, StagedObject: bus.MsgID(req), SnapshotSize: uint64(len(f.snapshot)), SnapshotSha256: hex.EncodeToString(sum[:]), Revision: 7, StartedTime: timestamppb.Now()}
+	ready := &etcdbackupv1.SnapshotReady{Request: req, StagedObject: bus.MsgID(req),
+		SnapshotSize: uint64(len(f.snapshot)), SnapshotSha256: hex.EncodeToString(sum[:]), Revision: 7,
+		StartedTime: timestamppb.Now()}
 	staged := f.snapshot
 	if compressed {
 		var buf bytes.Buffer
@@ -213,7 +216,7 @@ func (f *fixture) uploaded() int64 { return int64(testutil.ToFloat64(f.h.metrics
 func (f *fixture) objects(t *testing.T) []destination.ObjectInfo {
 	t.Helper()
 	var out []destination.ObjectInfo
-	if err := f.s3.Bucket(t, "backups").List(context.Background(), "", func(o destination.ObjectInfo) error {
+	if err := f.s3.Bucket(t, "backups").List(t.Context(), "", func(o destination.ObjectInfo) error {
 		out = append(out, o)
 		return nil
 	}); err != nil {
@@ -225,7 +228,7 @@ func (f *fixture) objects(t *testing.T) []destination.ObjectInfo {
 // stored reads the object at key: its info and bytes (nil when there is none).
 func (f *fixture) stored(t *testing.T, key string) (destination.ObjectInfo, []byte) {
 	t.Helper()
-	r, info, err := f.s3.Bucket(t, "backups").Get(context.Background(), key)
+	r, info, err := f.s3.Bucket(t, "backups").Get(t.Context(), key)
 	if errors.Is(err, destination.ErrObjectNotFound) {
 		return info, nil
 	}
@@ -242,11 +245,11 @@ func (f *fixture) stored(t *testing.T, key string) (destination.ObjectInfo, []by
 
 func (f *fixture) statusEvents(t *testing.T) []*etcdbackupv1.StatusEvent {
 	t.Helper()
-	s, _ := f.js.Stream(context.Background(), bus.StreamStatus)
-	info, _ := s.Info(context.Background())
+	s, _ := f.js.Stream(t.Context(), bus.StreamStatus)
+	info, _ := s.Info(t.Context())
 	var out []*etcdbackupv1.StatusEvent
 	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := s.GetMsg(context.Background(), seq)
+		m, err := s.GetMsg(t.Context(), seq)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,6 +273,7 @@ func TestUploadStoresCompressedSnapshotWithItsHash(t *testing.T) {
 }
 
 func testUploadStores(t *testing.T, f *fixture) {
+	t.Helper()
 	ctx := context.Background()
 	if err := f.handle(ctx, f.msg); err != nil {
 		t.Fatal(err)
@@ -277,8 +281,10 @@ func testUploadStores(t *testing.T, f *fixture) {
 	info, stored := f.stored(t, "c/cluster-c/cfg/cfg-2021-03-02T15-24-00.db.zst")
 	sum := sha256.Sum256(stored)
 	meta, err := backupformat.ParseMeta(info.Metadata)
-	if err != nil || meta.SHA256 != hex.EncodeToString(sum[:]) || meta.SnapshotSize != int64(len(f.snapshot)) || meta.Revision != 7 {
-		t.Fatalf("metadata %v (%v); sha256 of object %x, snapshot of %d bytes at revision 7", info.Metadata, err, sum, len(f.snapshot))
+	if err != nil || meta.SHA256 != hex.EncodeToString(sum[:]) || meta.SnapshotSize != int64(len(f.snapshot)) ||
+		meta.Revision != 7 {
+		t.Fatalf("metadata %v (%v); sha256 of object %x, snapshot of %d bytes at revision 7", info.Metadata, err, sum,
+			len(f.snapshot))
 	}
 	dec, _ := zstd.NewReader(bytes.NewReader(stored))
 	raw, err := io.ReadAll(dec)
@@ -290,7 +296,8 @@ func testUploadStores(t *testing.T, f *fixture) {
 	}
 	evs := f.statusEvents(t)
 	last := evs[len(evs)-1]
-	if last.GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED || last.GetSha256() != hex.EncodeToString(sum[:]) || last.GetSize() != uint64(len(stored)) {
+	if last.GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED || last.GetSha256() != hex.EncodeToString(sum[:]) ||
+		last.GetSize() != uint64(len(stored)) {
 		t.Fatalf("last status event %v", last)
 	}
 	obs, _ := f.js.ObjectStore(ctx, bus.StagingBucket)
@@ -346,7 +353,8 @@ func TestUploadFailures(t *testing.T) {
 			t.Fatalf("err = %v, want a transient error", err)
 		}
 		evs := f.statusEvents(t)
-		if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_RUNNING || !bytes.Contains([]byte(last.GetMessage()), []byte("upload failed, retrying")) {
+		if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_RUNNING ||
+			!bytes.Contains([]byte(last.GetMessage()), []byte("upload failed, retrying")) {
 			t.Fatalf("last status event %v", last)
 		}
 	})
@@ -362,7 +370,8 @@ func TestUploadFailures(t *testing.T) {
 		if !bus.IsPermanent(err) || !strings.Contains(err.Error(), "the snapshotter sent "+ready.StoredSha256) {
 			t.Fatalf("err = %v, want a permanent digest mismatch", err)
 		}
-		if _, err := f.s3.Bucket(t, "backups").Stat(context.Background(), ready.GetRequest().GetObjectKey()); !errors.Is(err, destination.ErrObjectNotFound) {
+		if _, err := f.s3.Bucket(t, "backups").Stat(context.Background(),
+			ready.GetRequest().GetObjectKey()); !errors.Is(err, destination.ErrObjectNotFound) {
 			t.Fatalf("an object was stored: stat err %v", err)
 		}
 	})
@@ -448,7 +457,8 @@ func TestDeadLetterMarksTheBackupFailed(t *testing.T) {
 		t.Fatalf("err = %v, want a dead letter", err)
 	}
 	evs := f.statusEvents(t)
-	if l := evs[len(evs)-1]; l.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(l.GetMessage(), "gave up") {
+	if l := evs[len(evs)-1]; l.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(l.GetMessage(),
+		"gave up") {
 		t.Fatalf("last status event %v, want Failed saying it gave up", l)
 	}
 }
@@ -498,7 +508,8 @@ func TestConfigBeingDeletedGetsNoBackupAndAFailedEntry(t *testing.T) {
 		t.Fatalf("uploaded %d bytes for a config being deleted", f.uploaded())
 	}
 	evs := f.statusEvents(t)
-	if len(evs) == 0 || evs[len(evs)-1].GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(evs[len(evs)-1].GetMessage(), "being deleted") {
+	if len(evs) == 0 || evs[len(evs)-1].GetPhase() != etcdbackupv1.Phase_PHASE_FAILED ||
+		!strings.Contains(evs[len(evs)-1].GetMessage(), "being deleted") {
 		t.Fatalf("status events %v, want the backup Failed because its config is being deleted", evs)
 	}
 }
@@ -508,7 +519,6 @@ func TestConfigBeingDeletedGetsNoBackupAndAFailedEntry(t *testing.T) {
 // identity to the snapshot; a raw staged one (an earlier snapshotter) is sealed here; one
 // staged in the clear, or sealed to other recipients, is not stored at all.
 func TestEncryptingDestination(t *testing.T) {
-	ctx := context.Background()
 	id, seal := s3test.AgeKey(t)
 	_, other := s3test.AgeKey(t)
 	for _, tc := range []struct {
@@ -525,27 +535,30 @@ func TestEncryptingDestination(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := setupSealed(t, func(*etcdbackupv1.BackupRequested) {}, tc.compressed, tc.staged)
 			f.dest.seal = seal
-			_ = f.handle(ctx, f.msg)
+			_ = f.handle(t.Context(), f.msg)
 			info, body := f.stored(t, validRequest().GetObjectKey())
 			if !tc.ok {
 				if body != nil {
 					t.Fatalf("stored %d bytes; want nothing stored", len(body))
 				}
 				evs := f.statusEvents(t)
-				if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED || !strings.Contains(last.GetMessage(), "requires zstd+age") {
+				if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED ||
+					!strings.Contains(last.GetMessage(), "requires zstd+age") {
 					t.Fatalf("last status %v, want Failed saying what the destination requires", last)
 				}
 				return
 			}
 			meta, err := backupformat.ParseMeta(info.Metadata)
 			if err != nil || meta.Codec != backupformat.CodecZstdAge || meta.Recipients != seal.Fingerprints[0] {
-				t.Fatalf("metadata %+v (%v), want codec %s to %s", info.Metadata, err, backupformat.CodecZstdAge, seal.Fingerprints[0])
+				t.Fatalf("metadata %+v (%v), want codec %s to %s", info.Metadata, err, backupformat.CodecZstdAge,
+					seal.Fingerprints[0])
 			}
 			if bytes.Contains(body, f.snapshot[1<<20:1<<20+256]) {
 				t.Fatal("the stored object holds the snapshot in the clear")
 			}
 			var out bytes.Buffer
-			if _, err := backupformat.Open(bytes.NewReader(body), meta, []age.Identity{id}, &out); err != nil || !bytes.Equal(out.Bytes(), f.snapshot) {
+			if _, err := backupformat.Open(bytes.NewReader(body), meta, []age.Identity{id},
+				&out); err != nil || !bytes.Equal(out.Bytes(), f.snapshot) {
 				t.Fatalf("open with the identity: %v (%d bytes, want %d)", err, out.Len(), len(f.snapshot))
 			}
 		})
@@ -568,7 +581,8 @@ func TestUploadReportsProgress(t *testing.T) {
 		}
 		reports++
 		if ev.GetBytesTotal() != f.stagedSize || ev.GetBytesDone() > ev.GetBytesTotal() {
-			t.Fatalf("progress %q: %d of %d bytes; the backup is %d", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal(), f.stagedSize)
+			t.Fatalf("progress %q: %d of %d bytes; the backup is %d", ev.GetMessage(), ev.GetBytesDone(), ev.GetBytesTotal(),
+				f.stagedSize)
 		}
 	}
 	if reports == 0 {
@@ -583,7 +597,8 @@ func TestMissingBucketFailsTheBackupForGood(t *testing.T) {
 	f := setup(t)
 	f.dest.bucket = "no-such-bucket"
 	err := f.handle(context.Background(), f.msg)
-	if !bus.IsPermanent(err) || !errors.Is(err, destination.ErrBucketNotFound) || destination.Reason(err) != "BucketNotFound" {
+	if !bus.IsPermanent(err) || !errors.Is(err,
+		destination.ErrBucketNotFound) || destination.Reason(err) != "BucketNotFound" {
 		t.Fatalf("err = %v, want a permanent BucketNotFound", err)
 	}
 	evs := f.statusEvents(t)
@@ -595,7 +610,8 @@ func TestMissingBucketFailsTheBackupForGood(t *testing.T) {
 		t.Fatalf("failures{upload,BucketNotFound} = %v, want 1", n)
 	}
 	obs, _ := f.js.ObjectStore(context.Background(), bus.StagingBucket)
-	if _, err := obs.GetInfo(context.Background(), bus.MsgID(validRequest())); !errors.Is(err, jetstream.ErrObjectNotFound) {
+	if _, err := obs.GetInfo(context.Background(), bus.MsgID(validRequest())); !errors.Is(err,
+		jetstream.ErrObjectNotFound) {
 		t.Fatalf("staged copy kept after a failure for good: %v", err)
 	}
 }
@@ -611,7 +627,8 @@ func TestEachRetryIsLoggedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := bus.NewWorker(cons, f.h.Handler(3), bus.WithLogger(f.h.Log), bus.WithBackoff(func(uint64) time.Duration { return time.Millisecond }))
+	w, err := bus.NewWorker(cons, f.h.Handler(3), bus.WithLogger(f.h.Log),
+		bus.WithBackoff(func(uint64) time.Duration { return time.Millisecond }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -632,7 +649,8 @@ func TestEachRetryIsLoggedOnce(t *testing.T) {
 	var retries, terminated, other int
 	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
 		switch {
-		case strings.Contains(line, `"msg":"job failed, will retry"`) && strings.Contains(line, `"backup":"`+validRequest().GetBackupName()):
+		case strings.Contains(line, `"msg":"job failed, will retry"`) && strings.Contains(line,
+			`"backup":"`+validRequest().GetBackupName()):
 			retries++
 		case strings.Contains(line, `"msg":"message terminated"`):
 			terminated++

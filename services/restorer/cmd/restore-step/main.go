@@ -53,23 +53,28 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.endpoint, "endpoint", "", "S3 endpoint: host[:port], https://… or http://…")
 	fs.StringVar(&c.bucket, "bucket", "", "bucket of the backup")
 	fs.StringVar(&c.key, "key", "", "object key of the backup")
-	fs.StringVar(&c.sha256, "sha256", "", "sha256 of the backup object as the restorer verified it; any other object is refused")
+	fs.StringVar(&c.sha256, "sha256", "",
+		"sha256 of the backup object as the restorer verified it; any other object is refused")
 	fs.StringVar(&c.workDir, "work-dir", os.TempDir(), "where the decompressed backup waits (needs the snapshot's size)")
 	fs.StringVar(&c.member.RestoreID, "restore-id", "", "id of the restore (the EtcdRestore's uid)")
 	fs.StringVar(&c.member.Name, "name", getenv("POD_NAME"), "member name (default $POD_NAME)")
 	fs.StringVar(&c.member.DataDir, "data-dir", "", "the member's data dir")
 	fs.StringVar(&c.member.InitialCluster, "initial-cluster", "", "every member: name=peerURL,…")
 	fs.StringVar(&c.member.Token, "initial-cluster-token", "", "cluster token (the cluster's name)")
-	fs.StringVar(&c.peerURLs, "peer-urls", "", "this member's peer URLs, comma-separated (default: its entry in --initial-cluster)")
-	fs.DurationVar(&c.progressEvery, "progress-interval", progress.Interval, "how often a \"fetching\" log line reports the bytes downloaded (the restorer reads them for the EtcdRestore's progress)")
+	fs.StringVar(&c.peerURLs, "peer-urls", "",
+		"this member's peer URLs, comma-separated (default: its entry in --initial-cluster)")
+	fs.DurationVar(&c.progressEvery, "progress-interval", progress.Interval,
+		"how often a \"fetching\" log line reports the bytes downloaded (the restorer reads them for the EtcdRestore's "+
+			"progress)")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	if c.progressEvery <= 0 {
 		return config{}, fmt.Errorf("--progress-interval %s must be positive", c.progressEvery)
 	}
-	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "sha256": c.sha256, "data-dir": c.member.DataDir,
-		"name": c.member.Name, "initial-cluster": c.member.InitialCluster} {
+	for name, v := range map[string]string{"endpoint": c.endpoint, "bucket": c.bucket, "key": c.key, "sha256": c.sha256,
+		"data-dir": c.member.DataDir,
+		"name":     c.member.Name, "initial-cluster": c.member.InitialCluster} {
 		if v == "" {
 			return config{}, fmt.Errorf("--%s is required", name)
 		}
@@ -80,7 +85,8 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	if c.peerURLs == "" {
 		c.peerURLs = peerURLsOf(c.member.InitialCluster, c.member.Name)
 		if c.peerURLs == "" {
-			return config{}, fmt.Errorf("--initial-cluster has no entry for member %q, and --peer-urls is not set", c.member.Name)
+			return config{}, fmt.Errorf("--initial-cluster has no entry for member %q, and --peer-urls is not set",
+				c.member.Name)
 		}
 	}
 	c.member.PeerURLs = strings.Split(c.peerURLs, ",")

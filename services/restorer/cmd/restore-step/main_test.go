@@ -39,17 +39,20 @@ func TestRestoreStep(t *testing.T) {
 	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1",
 		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x",
 		"--work-dir", t.TempDir()}
-	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey, "SECRET_ACCESS_KEY": s3test.SecretKey}
+	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey,
+		"SECRET_ACCESS_KEY": s3test.SecretKey}
 	var logs bytes.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	// The digest the restorer verified is required, and another object than it is refused.
 	for _, sha := range []string{"", "abc"} {
-		if err := run(ctx, append(args, "--sha256", sha), func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "--sha256") {
+		if err := run(ctx, append(args, "--sha256", sha), func(k string) string { return env[k] },
+			log); err == nil || !strings.Contains(err.Error(), "--sha256") {
 			t.Fatalf("--sha256 %q: %v, want it refused", sha, err)
 		}
 	}
 	other := sha256.Sum256([]byte("another object"))
-	if err := run(ctx, append(args, "--sha256", hex.EncodeToString(other[:])), func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "not the backup the restorer verified") {
+	if err := run(ctx, append(args, "--sha256", hex.EncodeToString(other[:])), func(k string) string { return env[k] },
+		log); err == nil || !strings.Contains(err.Error(), "not the backup the restorer verified") {
 		t.Fatalf("another verified digest: %v, want the object refused", err)
 	}
 	args = append(args, "--sha256", sha)
@@ -59,7 +62,8 @@ func TestRestoreStep(t *testing.T) {
 	}
 	// Its log says what it downloaded, in the lines the restorer reads for the progress.
 	if done, total, ok := member.LastProgress(logs.Bytes()); !ok || done != stored.Size || total != stored.Size {
-		t.Fatalf("progress in the log: %d of %d (%v); the object has %d bytes\n%s", done, total, ok, stored.Size, logs.String())
+		t.Fatalf("progress in the log: %d of %d (%v); the object has %d bytes\n%s", done, total, ok, stored.Size,
+			logs.String())
 	}
 	if by, err := member.RestoredBy(dataDir); err != nil || by != "uid-1" {
 		t.Fatalf("restored by %q, %v", by, err)
@@ -74,11 +78,13 @@ func TestRestoreStep(t *testing.T) {
 	if strings.Contains(logs.String(), s3test.SecretKey) {
 		t.Fatal("the secret key reached the log")
 	}
-	if err := run(ctx, append(args, "--progress-interval=0s"), func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "--progress-interval") {
+	if err := run(ctx, append(args, "--progress-interval=0s"), func(k string) string { return env[k] },
+		log); err == nil || !strings.Contains(err.Error(), "--progress-interval") {
 		t.Fatalf("--progress-interval=0s: %v, want it refused", err)
 	}
 	delete(env, "SECRET_ACCESS_KEY")
-	if err := run(ctx, args, func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(), "SECRET_ACCESS_KEY") {
+	if err := run(ctx, args, func(k string) string { return env[k] }, log); err == nil || !strings.Contains(err.Error(),
+		"SECRET_ACCESS_KEY") {
 		t.Fatalf("missing credentials: %v", err)
 	}
 }
@@ -95,14 +101,19 @@ func TestRestoreStepDecrypts(t *testing.T) {
 	sha := s3.PutBackup(t, "backups", "k.db.zst", raw, seal, backupformat.Meta{})
 	peer := freePeer(t)
 	dataDir := filepath.Join(t.TempDir(), "data")
-	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1", "--sha256", sha,
-		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x", "--work-dir", t.TempDir()}
-	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey, "SECRET_ACCESS_KEY": s3test.SecretKey}
+	args := []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", "uid-1",
+		"--sha256", sha,
+		"--data-dir", dataDir, "--initial-cluster", "etcd-0=" + peer, "--initial-cluster-token", "cluster-x", "--work-dir",
+		t.TempDir()}
+	env := map[string]string{"POD_NAME": "etcd-0", "ACCESS_KEY_ID": s3test.AccessKey,
+		"SECRET_ACCESS_KEY": s3test.SecretKey}
 	log := slog.New(slog.DiscardHandler)
 	for _, identity := range []string{"", stranger.String()} {
 		env["AGE_IDENTITY"] = identity
-		if err := run(ctx, args, func(k string) string { return env[k] }, log); !errors.Is(err, member.ErrDecrypt) || !strings.Contains(err.Error(), seal.Fingerprints[0]) {
-			t.Fatalf("AGE_IDENTITY set: %v: %v, want a decryption failure naming recipient %s", identity != "", err, seal.Fingerprints[0])
+		if err := run(ctx, args, func(k string) string { return env[k] }, log); !errors.Is(err,
+			member.ErrDecrypt) || !strings.Contains(err.Error(), seal.Fingerprints[0]) {
+			t.Fatalf("AGE_IDENTITY set: %v: %v, want a decryption failure naming recipient %s", identity != "", err,
+				seal.Fingerprints[0])
 		}
 		if by, _ := member.RestoredBy(dataDir); by != "" {
 			t.Fatal("a data dir was restored without the identity")

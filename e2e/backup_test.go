@@ -268,22 +268,23 @@ func triggerWithCLI(t *testing.T, ns, config string) *etcdbackupv1.TriggerBackup
 	return &etcdbackupv1.TriggerBackupReply{BackupName: reply.BackupName, JobName: reply.JobName, Error: reply.Error}
 }
 
-// subscribed reports whether a client connection (not JetStream's own stream capture)
-// subscribes to every status subject: the nats CLI's sub is live.
-func subscribed(t *testing.T) bool {
+// statusSubscribers counts the client connections (not JetStream's own stream capture) that
+// subscribe to every status subject: the console's, and a nats CLI's sub once it is live.
+func statusSubscribers(t *testing.T) int {
 	t.Helper()
 	connz, err := env.NATS.Connz(&server.ConnzOptions{Subscriptions: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	n := 0
 	for _, c := range connz.Conns {
 		for _, s := range c.Subs {
 			if s == "etcdbackup.status.>" {
-				return true
+				n++
 			}
 		}
 	}
-	return false
+	return n
 }
 
 // A manual trigger sent with the real nats CLI queues a backup and answers with its name.
@@ -297,6 +298,7 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 
 	// A person watching with `nats sub` reads the status events as JSON.
 	var subOut bytes.Buffer
+	before := statusSubscribers(t) // the console's
 	sub := exec.Command(filepath.Join(env.Opts.ToolDir, "nats"), append(env.NATSCLIFlags(bus.IdentityWatcher), "sub",
 		"etcdbackup.status.>", "--raw", "--count", "3")...)
 	sub.Stdout = &subOut
@@ -304,9 +306,9 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Process.Kill() })
-	// The subscription is live once the server counts it.
+	// The subscription is live once the server counts it, besides those there before.
 	err := sandbox.Poll(ctx, 10*time.Second, 50*time.Millisecond, func() (bool, error) {
-		return subscribed(t), nil
+		return statusSubscribers(t) > before, nil
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -324,8 +326,15 @@ func TestManualTriggerWithNatsCLI(t *testing.T) {
 	if b, _ := entry(cfg, reply.GetBackupName()); b.JobName != reply.GetJobName() {
 		t.Fatalf("job name in status %q, reply %q", b.JobName, reply.GetJobName())
 	}
-	if err := sub.Wait(); err != nil {
-		t.Fatalf("nats sub: %v\n%s", err, subOut.String())
+	waited := make(chan error, 1)
+	go func() { waited <- sub.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("nats sub: %v\n%s", err, subOut.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("nats sub did not print 3 events:\n%s", subOut.String())
 	}
 	lines := strings.Split(strings.TrimSpace(subOut.String()), "\n")
 	if len(lines) != 3 {

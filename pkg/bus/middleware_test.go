@@ -1,11 +1,9 @@
 package bus_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +11,7 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/logtest"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go/jetstream"
@@ -241,8 +240,7 @@ func TestARetryIsLoggedOnce(t *testing.T) {
 	defer cancel()
 	js := natstest.JetStream(t)
 	c := consumerWithMaxDeliver(t, ctx, js, 10)
-	var buf syncBuffer
-	log := slog.New(slog.NewTextHandler(&buf, nil))
+	log, buf := logtest.New()
 	var calls atomic.Int32
 	h := bus.Typed(10, func(context.Context, *etcdbackupv1.BackupRequested, bus.Delivery) error {
 		if calls.Add(1) <= 3 {
@@ -256,10 +254,10 @@ func TestARetryIsLoggedOnce(t *testing.T) {
 	}
 	waitFor(t, "the message to be done", func() bool { return calls.Load() == 4 && streamEmpty(t, ctx, js) })
 	var retries int
-	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+	for _, line := range buf.Lines() {
 		if strings.Contains(line, "s3 down") {
 			retries++
-			if !strings.Contains(line, "backup="+validRequest().GetBackupName()) || !strings.Contains(line, "will retry") {
+			if !strings.Contains(line, `"backup":"`+validRequest().GetBackupName()) || !strings.Contains(line, "will retry") {
 				t.Errorf("retry line without the backup: %s", line)
 			}
 		}
@@ -280,21 +278,4 @@ func consumerWithMaxDeliver(t *testing.T, ctx context.Context, js jetstream.JetS
 		t.Fatal(err)
 	}
 	return c
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -58,14 +58,7 @@ func TestDrillController(t *testing.T) {
 			var published []*etcdbackupv1.StatusEvent
 			ctl.Publish = func(_ context.Context, ev *etcdbackupv1.StatusEvent) { published = append(published, ev) }
 			req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
-			res, err := ctl.Reconcile(ctx, req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got kubermaticv1.EtcdBackupConfig
-			if err := c.Get(ctx, req.NamespacedName, &got); err != nil {
-				t.Fatal(err)
-			}
+			res, got := reconcileOnce(t, ctl, c, cfg)
 			cond := got.Status.Condition(kubermaticv1.ConditionBackupRestorable)
 			wantStatus, wantReason, wantPhase := corev1.ConditionTrue, ReasonPassed, etcdbackupv1.Phase_PHASE_COMPLETED
 			if !good {
@@ -93,14 +86,14 @@ func TestDrillController(t *testing.T) {
 			}
 			// Not due yet: no second drill.
 			now = now.Add(30 * time.Minute)
-			if res, err = ctl.Reconcile(ctx, req); err != nil || res.RequeueAfter <= 0 {
+			if res, err := ctl.Reconcile(ctx, req); err != nil || res.RequeueAfter <= 0 {
 				t.Fatalf("reconcile before the next drill: %v, %v", res, err)
 			}
 			if n := drills(ctl); n != 1 {
 				t.Fatalf("%d drills ran, want 1 before the schedule's next time", n)
 			}
 			now = now.Add(31 * time.Minute)
-			if _, err = ctl.Reconcile(ctx, req); err != nil {
+			if _, err := ctl.Reconcile(ctx, req); err != nil {
 				t.Fatal(err)
 			}
 			if n := drills(ctl); n != 2 {
@@ -150,7 +143,6 @@ func newController(t *testing.T, s3 *s3test.Server, bucket string, cfg *kubermat
 // and restorer do), and it is a configuration error, not tried again before the schedule's
 // next time.
 func TestDrillOfAMissingBucketDoesNotRun(t *testing.T) {
-	ctx := context.Background()
 	s3 := s3test.Run(t)
 	at := time.Date(2026, 11, 29, 2, 0, 0, 0, time.UTC)
 	name := backupname.Backup("daily", at)
@@ -162,15 +154,7 @@ func TestDrillOfAMissingBucketDoesNotRun(t *testing.T) {
 	cfg.Status.SetBackups([]kubermaticv1.BackupStatus{{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted,
 		Destination: "s3"}})
 	ctl, c, _ := newController(t, s3, "missing-bucket", cfg, func() time.Time { return at.Add(time.Minute) })
-	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
-	res, err := ctl.Reconcile(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got kubermaticv1.EtcdBackupConfig
-	if err := c.Get(ctx, req.NamespacedName, &got); err != nil {
-		t.Fatal(err)
-	}
+	res, got := reconcileOnce(t, ctl, c, cfg)
 	cond := got.Status.Condition(kubermaticv1.ConditionBackupRestorable)
 	if cond == nil || cond.Status != corev1.ConditionUnknown || cond.Reason != ReasonNotRun ||
 		!strings.Contains(cond.Message, "BucketNotFound") ||
@@ -183,4 +167,20 @@ func TestDrillOfAMissingBucketDoesNotRun(t *testing.T) {
 	if n := testutil.ToFloat64(ctl.Metrics.drills.WithLabelValues("error")); n != 1 {
 		t.Fatalf("drills{error} = %v, want 1", n)
 	}
+}
+
+// reconcileOnce reconciles cfg once and returns the result and the config as it is after.
+func reconcileOnce(t *testing.T, ctl *Controller, c client.Client, cfg *kubermaticv1.EtcdBackupConfig) (ctrl.Result,
+	*kubermaticv1.EtcdBackupConfig) {
+	t.Helper()
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
+	res, err := ctl.Reconcile(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got kubermaticv1.EtcdBackupConfig
+	if err := c.Get(t.Context(), req.NamespacedName, &got); err != nil {
+		t.Fatal(err)
+	}
+	return res, &got
 }

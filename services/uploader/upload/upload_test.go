@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
+	"github.com/etcd-backup/etcdbackup/pkg/logtest"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
@@ -620,8 +620,8 @@ func TestMissingBucketFailsTheBackupForGood(t *testing.T) {
 // which logs through the same logger, says nothing of it.
 func TestEachRetryIsLoggedOnce(t *testing.T) {
 	f := setup(t)
-	var logs lockedBuffer
-	f.h.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	log, logs := logtest.New()
+	f.h.Log = log
 	f.s3.Close()
 	cons, err := bus.Consumer(context.Background(), f.js, bus.ConsumerUploader, 3)
 	if err != nil {
@@ -647,7 +647,7 @@ func TestEachRetryIsLoggedOnce(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	var retries, terminated, other int
-	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+	for _, line := range logs.Lines() {
 		switch {
 		case strings.Contains(line, `"msg":"job failed, will retry"`) && strings.Contains(line,
 			`"backup":"`+validRequest().GetBackupName()):
@@ -663,21 +663,4 @@ func TestEachRetryIsLoggedOnce(t *testing.T) {
 	if retries != 1 || terminated != 1 || other != 0 {
 		t.Fatalf("%d retry lines and %d terminations for 2 deliveries, want 1 and 1:\n%s", retries, terminated, logs.String())
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -58,22 +58,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if cfg.DeletionTimestamp == nil {
-		if !controllerutil.ContainsFinalizer(&cfg, kubermaticv1.DeleteAllBackupsFinalizer) {
-			patched := cfg.DeepCopy()
-			controllerutil.AddFinalizer(patched, kubermaticv1.DeleteAllBackupsFinalizer)
-			if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg,
-				client.MergeFromWithOptimisticLock{})); err != nil {
-				return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
-			}
-			cfg = *patched
-		}
-		if _, err := r.Planner.Plan(ctx, &cfg); err != nil {
-			if destination.IsConfigError(err) {
-				return ctrl.Result{RequeueAfter: r.Interval}, nil // the scheduler's condition says why
-			}
-			return ctrl.Result{}, fmt.Errorf("retention of %s: %w", req, err)
-		}
-		return ctrl.Result{RequeueAfter: r.Interval}, nil
+		return r.retain(ctx, &cfg)
 	}
 	if !controllerutil.ContainsFinalizer(&cfg, kubermaticv1.DeleteAllBackupsFinalizer) {
 		return ctrl.Result{}, nil
@@ -94,15 +79,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, nil
 	}
 	if d := l.Decision; d.Pending() > 0 {
-		msg := fmt.Sprintf("%d backups left to delete", len(d.Delete))
-		if len(d.Held) > 0 {
-			msg += fmt.Sprintf("; %d held until a restore ends (%s)", len(d.Held), d.Held[0].Reason)
-		}
-		if len(d.Waiting) > 0 {
-			msg += fmt.Sprintf("; waiting for %d backups still running (%s), up to %s from their start", len(d.Waiting),
-				d.Waiting[0].BackupName, retention.RunningGrace)
-		}
-		r.setCondition(ctx, &cfg, "DeletionPending", msg, false)
+		r.setCondition(ctx, &cfg, "DeletionPending", pending(d), false)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	patched := cfg.DeepCopy()
@@ -114,6 +91,38 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	r.Log.Info("all backups deleted, config released", "config", req.String())
 	r.Planner.Metrics.forget(req.Namespace, req.Name)
 	return ctrl.Result{}, nil
+}
+
+// retain keeps the finalizer on a live config and applies its retention, again every Interval.
+// A destination's configuration error waits for the next pass: the uploader's Failed backups
+// and the scheduler's condition say why.
+func (r *Reconciler) retain(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(cfg, kubermaticv1.DeleteAllBackupsFinalizer) {
+		patched := cfg.DeepCopy()
+		controllerutil.AddFinalizer(patched, kubermaticv1.DeleteAllBackupsFinalizer)
+		if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(cfg,
+			client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+		*cfg = *patched
+	}
+	if _, err := r.Planner.Plan(ctx, cfg); err != nil && !destination.IsConfigError(err) {
+		return ctrl.Result{}, fmt.Errorf("retention of %s/%s: %w", cfg.Namespace, cfg.Name, err)
+	}
+	return ctrl.Result{RequeueAfter: r.Interval}, nil
+}
+
+// pending says what a config's deletion still waits for.
+func pending(d retention.Decision) string {
+	msg := fmt.Sprintf("%d backups left to delete", len(d.Delete))
+	if len(d.Held) > 0 {
+		msg += fmt.Sprintf("; %d held until a restore ends (%s)", len(d.Held), d.Held[0].Reason)
+	}
+	if len(d.Waiting) > 0 {
+		msg += fmt.Sprintf("; waiting for %d backups still running (%s), up to %s from their start", len(d.Waiting),
+			d.Waiting[0].BackupName, retention.RunningGrace)
+	}
+	return msg
 }
 
 // setCondition records on a config being deleted why it is still there.

@@ -71,20 +71,26 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 			return ctrl.Result{}, err
 		}
 	}
-	waiting, err := r.deleteOld(ctx, rs, saved)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if waiting != "" {
-		if r.expired(rs) {
-			return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "TeardownTimeout",
-				fmt.Sprintf("after %s still waiting for %s to be deleted.", r.Opts.Timeout, waiting))
-		}
-		return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "",
-			"waiting for "+waiting+" to be deleted", nil)
+	if waiting, err := r.deleteOld(ctx, rs, saved); err != nil || waiting != "" {
+		return r.waitForDeletion(ctx, rs, cluster, waiting, err)
 	}
 	return r.recreate(ctx, rs, cluster, saved, Step{Restore: rs, Cluster: cluster, Destination: dest,
 		ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret})
+}
+
+// waitForDeletion reports what the teardown still waits for (the old StatefulSet, PVCs or
+// pods to go), until the restore's timeout.
+func (r *Reconciler) waitForDeletion(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	waiting string, err error) (ctrl.Result, error) {
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if r.expired(rs) {
+		return ctrl.Result{}, r.failPaused(ctx, rs, cluster, "TeardownTimeout",
+			fmt.Sprintf("after %s still waiting for %s to be deleted.", r.Opts.Timeout, waiting))
+	}
+	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, rs.Status.Phase, "", "",
+		"waiting for "+waiting+" to be deleted", nil)
 }
 
 // abort ends a teardown that cannot go on: before anything was deleted (saved nil) the

@@ -146,6 +146,11 @@ func TestBadConfigShowsConditionAndEvent(t *testing.T) {
 			`"nowhere" is not configured`},
 		{"no-cluster", "missing-cluster", "@every 1m", "", kubermaticv1.ReasonClusterNotFound,
 			`cluster "missing-cluster" does not exist`},
+		// A tenant's backup every second would run the shared pipeline for one cluster: refused
+		// below the scheduler's --min-interval (sandbox.MinInterval).
+		{"too-frequent", cluster, "@every 1s", "", kubermaticv1.ReasonScheduleTooFrequent, `takes backups 1s apart`},
+		{"bad-destination-name", cluster, "@every 1m", "S3 Main", kubermaticv1.ReasonInvalidDestination,
+			`"S3 Main" is not a destination name`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -173,7 +178,7 @@ func TestBadConfigShowsConditionAndEvent(t *testing.T) {
 	}
 }
 
-// The seed document's YAML applies unchanged, and the schema refuses keep < 1.
+// The seed document's YAML applies unchanged, and the schema refuses keep < 1 and > 1000.
 func TestSeedYAMLAppliesUnchanged(t *testing.T) {
 	for _, f := range []string{"seed-etcdbackupconfig.yaml", "seed-etcdrestore.yaml"} {
 		t.Run(f, func(t *testing.T) {
@@ -183,13 +188,15 @@ func TestSeedYAMLAppliesUnchanged(t *testing.T) {
 			}
 		})
 	}
-	t.Run("keep 0 is refused", func(t *testing.T) {
-		yaml := strings.Replace(string(readTestdata(t, "seed-etcdbackupconfig.yaml")), "keep: 20", "keep: 0", 1)
-		out, err := kubectl(t, []byte(yaml), "apply", "--dry-run=server", "-f", "-")
-		if err == nil || !strings.Contains(out, "spec.keep") {
-			t.Fatalf("keep: 0 accepted or refused for another reason: %v\n%s", err, out)
-		}
-	})
+	for _, keep := range []string{"0", "1001"} {
+		t.Run("keep "+keep+" is refused", func(t *testing.T) {
+			yaml := strings.Replace(string(readTestdata(t, "seed-etcdbackupconfig.yaml")), "keep: 20", "keep: "+keep, 1)
+			out, err := kubectl(t, []byte(yaml), "apply", "--dry-run=server", "-f", "-")
+			if err == nil || !strings.Contains(out, "spec.keep") {
+				t.Fatalf("keep: %s accepted or refused for another reason: %v\n%s", keep, err, out)
+			}
+		})
+	}
 }
 
 // spec.cluster cannot change (the CRD's CEL rule, on the real API server): the backups a

@@ -47,6 +47,7 @@ require (
 	github.com/dustin/go-humanize v1.0.1 // indirect
 	github.com/emicklei/go-restful/v3 v3.13.0 // indirect
 	github.com/etcd-backup/etcdbackup/services/restorer v0.0.0-00010101000000-000000000000
+	github.com/etcd-backup/etcdbackup/services/uploader v0.0.0-00010101000000-000000000000
 	github.com/evanphx/json-patch/v5 v5.9.11 // indirect
 	github.com/fxamacker/cbor/v2 v2.9.1 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect
@@ -147,3 +148,5 @@ replace (
 	github.com/etcd-backup/etcdbackup/proto => ../proto
 	github.com/etcd-backup/etcdbackup/services/restorer => ../services/restorer
 )
+
+replace github.com/etcd-backup/etcdbackup/services/uploader => ../services/uploader

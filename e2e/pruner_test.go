@@ -70,7 +70,7 @@ func TestRetentionKeepsTheNewest(t *testing.T) {
 		t.Fatalf("%d pruners running, want 3", n)
 	}
 	keep := 3
-	cfg := newConfig(t, ctx, cluster, "keep3", "@every 1s", "", keep)
+	cfg := newConfig(t, ctx, cluster, "keep3", "@every 2s", "", keep)
 	maxSeen := 0
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 90*time.Second, "five deleted backups",
 		func(c *kubermaticv1.EtcdBackupConfig) bool {
@@ -353,7 +353,7 @@ func TestTooManyBackupsPausesScheduling(t *testing.T) {
 		}
 	})
 	keep := 1
-	cfg := newConfig(t, ctx, cluster, "piling", "@every 1s", "", keep)
+	cfg := newConfig(t, ctx, cluster, "piling", "@every 2s", "", keep)
 	piled := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "condition TooManyBackups",
 		blockedBy(kubermaticv1.ReasonTooManyBackups))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, "Warning", kubermaticv1.ReasonTooManyBackups)

@@ -537,7 +537,7 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 		}
 	}
 	lock("cluster-" + cluster + "/in-progress")
-	cfg := newConfig(t, ctx, cluster, "while-restoring", "@every 1s", "", 5)
+	cfg := newConfig(t, ctx, cluster, "while-restoring", "@every 2s", "", 5)
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterRestoring",
 		blockedBy(kubermaticv1.ReasonClusterRestoring))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, kubermaticv1.ReasonClusterRestoring)

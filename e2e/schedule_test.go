@@ -70,7 +70,7 @@ func TestPausedClusterIsSkipped(t *testing.T) {
 	const cluster = "paused1"
 	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
 	setPause(t, ctx, cluster, true)
-	cfg := newConfig(t, ctx, cluster, "paused", "@every 1s", "", 5)
+	cfg := newConfig(t, ctx, cluster, "paused", "@every 2s", "", 5)
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "condition ClusterPaused",
 		blockedBy(kubermaticv1.ReasonClusterPaused))
 	waitEvent(t, ctx, cfg.Namespace, cfg.Name, corev1.EventTypeNormal, kubermaticv1.ReasonClusterPaused)

@@ -13,6 +13,12 @@ const AnnotationLastManualBackup = "etcdbackup.k8c.io/last-manual-backup"
 // DefaultKeep is how many completed backups are kept when spec.keep is unset.
 const DefaultKeep = 20
 
+// MaxKeep is the most completed backups one config may keep. KKP's CRD sets no maximum; a
+// larger keep is refused (InvalidKeep). A thousand is about ten days of backups every fifteen
+// minutes, or three years of daily ones; beyond it, one config's listing and retention pass
+// would grow without bound, and twice keep (TooManyBackups) could overflow.
+const MaxKeep = 1000
+
 // DeleteAllBackupsFinalizer holds an EtcdBackupConfig until all its backups are deleted.
 const DeleteAllBackupsFinalizer = "kubermatic.k8c.io/delete-all-backups"
 
@@ -35,10 +41,16 @@ const (
 	// InvalidDrillSchedule. LastHeartbeatTime is when the last drill ran.
 	ConditionBackupRestorable = "BackupRestorable"
 
-	ReasonScheduled           = "Scheduled"
-	ReasonOneTimeBackup       = "OneTimeBackup"
-	ReasonInvalidSchedule     = "InvalidSchedule"
-	ReasonInvalidKeep         = "InvalidKeep"
+	ReasonScheduled       = "Scheduled"
+	ReasonOneTimeBackup   = "OneTimeBackup"
+	ReasonInvalidSchedule = "InvalidSchedule"
+	ReasonInvalidKeep     = "InvalidKeep"
+	// ReasonScheduleTooFrequent: the schedule asks for backups more often than the operator's
+	// floor (the scheduler's --min-interval).
+	ReasonScheduleTooFrequent = "ScheduleTooFrequent"
+	// ReasonInvalidDestination: spec.destination is not a DNS-1123 subdomain, so no message
+	// naming it is valid.
+	ReasonInvalidDestination  = "InvalidDestination"
 	ReasonDestinationNotFound = "DestinationNotFound"
 	ReasonNoDestinations      = "NoDestinations"
 	ReasonClusterNotFound     = "ClusterNotFound"
@@ -85,6 +97,7 @@ type EtcdBackupConfigSpec struct {
 	Schedule string `json:"schedule,omitempty"`
 	// Keep is how many completed backups are kept (default 20). Ignored for one-time backups.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
 	// +optional
 	Keep *int `json:"keep,omitempty"`
 	// Destination names a backup destination of the Seed; omitted: the Seed's default.
@@ -230,7 +243,7 @@ func (c *EtcdBackupConfig) KeepCount() int {
 	if c.Spec.Keep == nil {
 		return DefaultKeep
 	}
-	return max(*c.Spec.Keep, 1)
+	return min(max(*c.Spec.Keep, 1), MaxKeep)
 }
 
 // Annotations of restore drills on an EtcdBackupConfig (KKP's schema has no field for them).

@@ -11,6 +11,12 @@ const (
 	// AnnotationPausedBeforeRestore is set to "true" with the restore lock when the Cluster
 	// was paused before the restore began: the restore then leaves it paused when it ends.
 	AnnotationPausedBeforeRestore = "etcdbackup.k8c.io/paused-before-restore"
+	// AnnotationRestoreVerified records, as JSON, the restore whose backup the restorer verified
+	// and for which it paused the Cluster: the restore's uid, the destination, object key and
+	// sha256. It is written with the pause and removed with the lock. It lives on the Cluster
+	// (cluster-scoped) because an EtcdRestore's own status may be an annotation its namespace's
+	// users can write: no phase after the verification runs without this record.
+	AnnotationRestoreVerified = "etcdbackup.k8c.io/restore-verified"
 	// AnnotationLastRestart rolls the control plane after a restore.
 	AnnotationLastRestart = "kubermatic.k8c.io/last-restart"
 	// AnnotationEtcdEndpoints overrides KKP's etcd naming convention for this cluster: a

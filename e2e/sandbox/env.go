@@ -47,6 +47,9 @@ const (
 	DecryptionSecret  = "etcdbackup-decryption"
 	// DemoCluster is the cluster of the seed document's examples; its etcd is DemoEtcd.
 	DemoCluster = "zvc78xnnz7"
+	// MinInterval is the sandbox scheduler's --min-interval: the tests' schedules run every
+	// 2s; "@every 1s" is refused (ScheduleTooFrequent), as "@every 5m" is by the deploy's 10m.
+	MinInterval = 2 * time.Second
 )
 
 // Options configures a sandbox.
@@ -438,6 +441,9 @@ func (e *Env) serviceArgs(ctx context.Context, kind string, port int) (args []st
 		}
 		pages = fmt.Sprintf("http://127.0.0.1:%d", port)
 		args = append(args, fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--access-cache-ttl=2s")
+	case "scheduler":
+		// Backups as often as every 2s (the tests' schedules), not the deploy's 10 minutes.
+		args = append(args, "--min-interval="+MinInterval.String())
 	case "restorer":
 		// Drills only where a config's annotation asks for them (each restores a whole
 		// backup), in the sandbox's own directory.

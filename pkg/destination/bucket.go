@@ -18,6 +18,7 @@ import (
 //   - ErrBucketNotFound: the bucket itself does not exist (a configuration error: IsConfigError);
 //   - ErrAccessDenied: the store refused the credentials or the operation (a configuration
 //     error too: a person must fix the keys or their policy);
+//   - ErrObjectExists: a Put with IfAbsent found an object at the key, and left it;
 //   - anything else is transient (a network error, the store down, a 5xx): retry it.
 //
 // Keys are the object names inside the bucket; metadata keys are returned in the canonical
@@ -30,7 +31,8 @@ type Bucket interface {
 	// Get opens the object at key for reading and returns it with what Stat would return; the
 	// caller closes it. A missing object is reported here, not by the first Read.
 	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
-	// Put stores size bytes of r at key with opts' metadata, replacing any object there. An
+	// Put stores size bytes of r at key with opts' metadata, replacing any object there
+	// unless opts.IfAbsent. An
 	// object appears whole or not at all: a put that fails (r fails, the store fails, ctx
 	// ends) leaves no object and aborts the multipart upload it began. Putting the same bytes
 	// again is harmless.
@@ -65,6 +67,12 @@ type PutOptions struct {
 	// Uploaded, when set, is called with the number of bytes of each part as it is stored:
 	// the sum is the bytes uploaded so far. It may be called from several goroutines.
 	Uploaded func(n int64)
+	// IfAbsent makes the put a create: an object already at the key stays, and Put returns
+	// ErrObjectExists. S3 checks it when the object is committed (If-None-Match: *, on the
+	// PUT or on CompleteMultipartUpload), so of two racing puts one wins. A store that ignores
+	// the header replaces the object: callers Stat first, which leaves the race between that
+	// Stat and the commit.
+	IfAbsent bool
 }
 
 var (
@@ -77,4 +85,6 @@ var (
 	// operation (the key's policy). A configuration error: the credentials Secret or the
 	// key's policy must be fixed.
 	ErrAccessDenied = errors.New("access denied")
+	// ErrObjectExists: a Put with IfAbsent found an object at the key; that object is kept.
+	ErrObjectExists = errors.New("object exists")
 )

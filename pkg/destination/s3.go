@@ -5,6 +5,7 @@ package destination
 // ErrAccessDenied.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"golang.org/x/sync/errgroup"
 )
 
 // S3Option configures a bucket opened with OpenS3.
@@ -116,6 +118,12 @@ func (b *s3Bucket) Put(ctx context.Context, key string, r io.Reader, size int64,
 	if opts.Uploaded != nil {
 		po.Progress = progressReader(opts.Uploaded)
 	}
+	if opts.IfAbsent {
+		po.SetMatchETagExcept("*")
+		if uint64(size) > b.partSize {
+			return b.createMultipart(ctx, key, r, size, po, opts.Uploaded)
+		}
+	}
 	// minio-go aborts the multipart upload of a put that fails, detached from ctx.
 	if _, err := b.c.PutObject(ctx, b.name, key, r, size, po); err != nil {
 		return b.classify("put "+key, key, err)
@@ -177,6 +185,10 @@ func (b *s3Bucket) classify(op, key string, err error) error {
 	switch {
 	case resp.Code == minio.NoSuchBucket:
 		return b.missingBucket()
+	case resp.StatusCode == http.StatusPreconditionFailed, resp.Code == "PreconditionFailed",
+		resp.Code == "ConditionalRequestConflict":
+		// If-None-Match: * met an object (or a concurrent put of one).
+		return describe(ErrObjectExists, "an object is already at %s in bucket %s%s; it was kept", key, b.name, b.of())
 	case resp.Code == minio.NoSuchKey || resp.Code == "NotFound":
 		return describe(ErrObjectNotFound, "no object %s in bucket %s%s", key, b.name, b.of())
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden,
@@ -228,4 +240,67 @@ func (d described) Unwrap() error { return d.sentinel }
 
 func describe(sentinel error, format string, args ...any) error {
 	return described{sentinel: sentinel, msg: fmt.Sprintf(format, args...)}
+}
+
+// createMultipart is a multipart put that commits only where no object is: If-None-Match: *
+// on CompleteMultipartUpload, where S3 checks it. minio-go's PutObject sends its custom headers
+// on CreateMultipartUpload only (v7.4.1, completeUploadOpts), so this drives minio-go's Core:
+// parts of partSize, threads of them in flight (memory as PutObject's), each counted in
+// uploaded once stored, and the upload aborted, detached from ctx, if anything fails.
+func (b *s3Bucket) createMultipart(ctx context.Context, key string, r io.Reader, size int64,
+	po minio.PutObjectOptions, uploaded func(int64)) (err error) {
+	core := minio.Core{Client: b.c}
+	id, err := core.NewMultipartUpload(ctx, b.name, key, minio.PutObjectOptions{ContentType: po.ContentType,
+		UserMetadata: po.UserMetadata})
+	if err != nil {
+		return b.classify("put "+key, key, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = core.AbortMultipartUpload(context.WithoutCancel(ctx), b.name, key, id)
+		}
+	}()
+	parts, err := b.uploadParts(ctx, core, key, id, r, size, uploaded)
+	if err != nil {
+		return err
+	}
+	if _, err := core.CompleteMultipartUpload(ctx, b.name, key, id, parts, po); err != nil {
+		return b.classify("put "+key, key, err)
+	}
+	return nil
+}
+
+// uploadParts reads size bytes of r into parts of partSize and uploads up to threads at once.
+func (b *s3Bucket) uploadParts(ctx context.Context, core minio.Core, key, id string, r io.Reader, size int64,
+	uploaded func(int64)) ([]minio.CompletePart, error) {
+	n := int((size + int64(b.partSize) - 1) / int64(b.partSize))
+	parts := make([]minio.CompletePart, n)
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(int(b.threads))
+	for i := range n {
+		buf := make([]byte, min(int64(b.partSize), size-int64(i)*int64(b.partSize)))
+		if _, err := io.ReadFull(r, buf); err != nil {
+			_ = g.Wait()
+			return nil, fmt.Errorf("put %s: read part %d: %w", key, i+1, err)
+		}
+		if gctx.Err() != nil {
+			break // a part failed: g.Wait says which
+		}
+		g.Go(func() error {
+			p, err := core.PutObjectPart(gctx, b.name, key, id, i+1, bytes.NewReader(buf), int64(len(buf)),
+				minio.PutObjectPartOptions{})
+			if err != nil {
+				return b.classify(fmt.Sprintf("put %s part %d", key, i+1), key, err)
+			}
+			parts[i] = minio.CompletePart{PartNumber: i + 1, ETag: p.ETag}
+			if uploaded != nil {
+				uploaded(int64(len(buf)))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return parts, ctx.Err()
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -40,6 +41,8 @@ type Server struct {
 	// allowed, when set, is the only access keys the server accepts (gofakes3 accepts any).
 	allowed atomic.Pointer[[]string]
 	heads   atomic.Int64
+	// completing serializes conditional CompleteMultipartUploads (createOnce).
+	completing sync.Mutex
 }
 
 // Heads is how many HEAD requests (object metadata reads) the server has answered.
@@ -69,8 +72,30 @@ func (s *Server) refuse(next http.Handler) http.Handler {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		next.ServeHTTP(w, r)
+		s.createOnce(next, w, r)
 	})
+}
+
+// createOnce serves r, answering a CompleteMultipartUpload with If-None-Match: * as S3 does
+// when an object is already at its key (412 PreconditionFailed, the object kept): gofakes3
+// checks the header on single puts only.
+func (s *Server) createOnce(next http.Handler, w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || r.URL.Query().Get("uploadId") == "" || r.Header.Get("If-None-Match") != "*" {
+		next.ServeHTTP(w, r)
+		return
+	}
+	s.completing.Lock()
+	defer s.completing.Unlock()
+	bucket, key, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	if _, err := s.backend.HeadObject(bucket, key); err == nil {
+		w.Header().Set("Content-Type", "application/xml")
+		w.WriteHeader(http.StatusPreconditionFailed)
+		_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>` +
+			`<Error><Code>PreconditionFailed</Code><Message>At least one of the pre-conditions you specified did not hold` +
+			`</Message></Error>`))
+		return
+	}
+	next.ServeHTTP(w, r)
 }
 
 // unchunkPart decodes the aws-chunked body of a multipart upload's part: S3 clients send one

@@ -89,3 +89,35 @@ func (s Schedule) Latest(anchor, now time.Time) (time.Time, bool) {
 		}
 	}
 }
+
+// scanFrom and scanFor are the window Shortest looks at: a year and a month of a cron
+// expression's slots, enough for every pattern of minutes, hours, days of the month and of the
+// week to occur (a leap day's only lengthens a gap).
+var (
+	scanFrom = time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	scanFor  = 396 * 24 * time.Hour
+)
+
+// Shortest returns the shortest time between two consecutive slots, or the first one found
+// shorter than floor: whether the schedule asks for backups more often than floor is all a
+// caller needs, and the search stops there. A schedule naming no time returns 0.
+func (s Schedule) Shortest(floor time.Duration) time.Duration {
+	if s.every > 0 {
+		return s.every
+	}
+	prev := s.cron.Next(scanFrom.Add(-time.Second))
+	if prev.IsZero() {
+		return 0
+	}
+	shortest := time.Duration(0)
+	end := scanFrom.Add(scanFor)
+	for next := s.cron.Next(prev); !next.IsZero() && next.Before(end); prev, next = next, s.cron.Next(next) {
+		if gap := next.Sub(prev); shortest == 0 || gap < shortest {
+			shortest = gap
+			if shortest < floor {
+				break
+			}
+		}
+	}
+	return shortest
+}

@@ -96,3 +96,47 @@ func TestSlotsDoNotDependOnWhenReplicasLook(t *testing.T) {
 		}
 	}
 }
+
+// Shortest finds the shortest gap between slots wherever in the year it falls, including
+// across midnight and between days of the month or week, and stops below the floor.
+func TestShortest(t *testing.T) {
+	for _, tc := range []struct {
+		spec  string
+		floor time.Duration
+		want  time.Duration
+	}{
+		{"@every 1s", 10 * time.Minute, time.Second},
+		{"@every 20m", 10 * time.Minute, 20 * time.Minute},
+		{"* * * * *", 10 * time.Minute, time.Minute},
+		{"*/10 * * * *", 10 * time.Minute, 10 * time.Minute},
+		{"@hourly", 10 * time.Minute, time.Hour},
+		{"0 1 * * *", 10 * time.Minute, 24 * time.Hour},
+		{"0,5 0 * * *", time.Minute, 5 * time.Minute},
+		{"0,59 0,23 * * *", 0, time.Minute}, // 23:59 to 00:00 the next day
+		{"0 0 1,2 * *", 0, 24 * time.Hour},
+		{"0 0 * * 1,2", 0, 24 * time.Hour},
+		{"0 12 29 2 *", 0, 0}, // a leap day: one slot in four years, no gap in the window
+		{"0 0 30 2 *", 0, 0},  // never
+	} {
+		s, err := Parse(tc.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Shortest(tc.floor); got != tc.want {
+			t.Errorf("Shortest(%q, floor %s) = %s, want %s", tc.spec, tc.floor, got, tc.want)
+		}
+	}
+}
+
+// The longest search: a schedule exactly at the floor is read for its whole window.
+func BenchmarkShortestAtTheFloor(b *testing.B) {
+	s, err := Parse("*/10 * * * *")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if got := s.Shortest(10 * time.Minute); got != 10*time.Minute {
+			b.Fatalf("Shortest = %s", got)
+		}
+	}
+}

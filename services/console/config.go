@@ -11,9 +11,11 @@ import (
 // Config is the console's configuration.
 type Config struct {
 	service.Common
-	Listen         string
-	TLSCert        string
-	TLSKey         string
+	Listen  string
+	TLSCert string
+	TLSKey  string
+	// TLSProxy: browsers reach the pages over HTTPS through a TLS-terminating proxy.
+	TLSProxy       bool
 	SessionKeyFile string
 	SessionTTL     time.Duration
 	AccessTTL      time.Duration
@@ -29,6 +31,9 @@ func parseConfig(args []string) (Config, error) {
 		"TLS certificate file of the pages (with --tls-key); empty: plain HTTP, for a TLS-terminating proxy in front or "+
 			"local use")
 	service.StringVar(fs, &c.TLSKey, "tls-key", "", "TLS key file for --tls-cert")
+	service.BoolVar(fs, &c.TLSProxy, "tls-proxy", false,
+		"browsers reach the pages over HTTPS through a TLS-terminating proxy (an ingress): session cookies are marked "+
+			"Secure, as they are with --tls-cert")
 	service.StringVar(fs, &c.SessionKeyFile, "session-key-file", "",
 		"file holding at least 32 random bytes that seal the session cookies; every replica needs the same (empty: a "+
 			"random key, sessions end when the process does)")
@@ -51,3 +56,7 @@ func parseConfig(args []string) (Config, error) {
 	}
 	return c, nil
 }
+
+// SecureCookies reports whether session cookies are marked Secure: whenever browsers reach the
+// pages over HTTPS, served here (--tls-cert) or by a proxy in front (--tls-proxy).
+func (c Config) SecureCookies() bool { return c.TLSCert != "" || c.TLSProxy }

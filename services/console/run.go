@@ -18,7 +18,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", service.ErrInvalidOption, err)
 	}
-	sessions, err := web.NewSessions(key, cfg.SessionTTL, cfg.TLSCert != "")
+	sessions, err := web.NewSessions(key, cfg.SessionTTL, cfg.SecureCookies())
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,8 @@ type Config struct {
 	MaxDeliver int
 	// TriggerMinInterval is the least time between two manual backups of one config.
 	TriggerMinInterval time.Duration
+	// MinInterval is the least time between two scheduled backups of one config.
+	MinInterval time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -32,6 +34,9 @@ func parseConfig(args []string) (Config, error) {
 		"deliveries of one status event before it is given up (a dead letter, logged and counted)")
 	service.DurationVar(fs, &c.TriggerMinInterval, "trigger-min-interval", time.Minute,
 		"least time between two manual backups of one config; the trigger refuses earlier ones")
+	service.DurationVar(fs, &c.MinInterval, "min-interval", 10*time.Minute,
+		"least time between two scheduled backups of one config; a config whose schedule asks for more is not "+
+			"scheduled (SchedulingActive False, reason ScheduleTooFrequent)")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -41,6 +46,9 @@ func parseConfig(args []string) (Config, error) {
 	if c.StatusWriters < 1 || c.StatusBatch < 1 {
 		return Config{}, fmt.Errorf("status-writers and status-batch must be at least 1, got %d and %d", c.StatusWriters,
 			c.StatusBatch)
+	}
+	if c.MinInterval < time.Second {
+		return Config{}, fmt.Errorf("min-interval must be at least 1s, got %s", c.MinInterval)
 	}
 	if c.MaxDeliver < 1 {
 		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)

@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 	"testing/iotest"
 	"time"
@@ -35,6 +37,7 @@ func Run(t *testing.T, s Store) {
 	t.Run("put, stat and get keep bytes and metadata", c.roundTrip)
 	t.Run("put replaces", c.putReplaces)
 	t.Run("a multipart put reports its progress", c.multipart)
+	t.Run("a put if absent never replaces", c.putIfAbsent)
 	t.Run("a failed put leaves no object", c.failedPut)
 	t.Run("delete is idempotent", c.deleteTwice)
 	t.Run("list walks a prefix at any depth", c.list)
@@ -112,6 +115,37 @@ func (c contract) putReplaces(t *testing.T) {
 	}
 }
 
+// putIfAbsent: a create stores where nothing is and is refused, with ErrObjectExists and the
+// first object kept, where something is, in one request and in a multipart upload alike.
+func (c contract) putIfAbsent(t *testing.T) {
+	b := c.Bucket(t)
+	for _, size := range []int{7, 11 << 20} {
+		key := fmt.Sprintf("once-%d", size)
+		first, second := random(t, size), random(t, size)
+		create := func(body []byte, sum string) error {
+			return b.Put(ctx(t), key, bytes.NewReader(body), int64(len(body)), destination.PutOptions{
+				Metadata: map[string]string{"Sha256": sum}, IfAbsent: true})
+		}
+		if err := create(first, "first"); err != nil {
+			t.Fatalf("%d bytes: create where nothing is: %v", size, err)
+		}
+		err := create(second, "second")
+		if !errors.Is(err, destination.ErrObjectExists) || destination.IsConfigError(err) {
+			t.Fatalf("%d bytes: create over an object: %v, want ErrObjectExists", size, err)
+		}
+		r, info, err := b.Get(ctx(t), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || !bytes.Equal(data, first) || info.Metadata["Sha256"] != "first" {
+			t.Fatalf("%d bytes: after a refused create the object is %d bytes, %v; want the first kept", size, len(data),
+				info.Metadata)
+		}
+	}
+}
+
 func (c contract) multipart(t *testing.T) {
 	b := c.Bucket(t)
 	body := random(t, 11<<20) // three parts of the default 8 MiB or the minimum 5 MiB
@@ -135,11 +169,12 @@ func (c contract) multipart(t *testing.T) {
 
 func (c contract) failedPut(t *testing.T) {
 	b := c.Bucket(t)
-	for name, size := range map[string]int{"one part": 1 << 10, "multipart": 11 << 20} {
+	for name, size := range map[string]int{"one part": 1 << 10, "multipart": 11 << 20, "multipart if absent": 11 << 20} {
 		t.Run(name, func(t *testing.T) {
-			key := "failed-" + name
+			key := "failed-" + strings.ReplaceAll(name, " ", "-")
 			body := io.MultiReader(bytes.NewReader(random(t, size/2)), iotest.ErrReader(errors.New("the staged copy broke")))
-			if err := b.Put(ctx(t), key, body, int64(size), destination.PutOptions{}); err == nil {
+			opts := destination.PutOptions{IfAbsent: strings.HasSuffix(name, "if absent")}
+			if err := b.Put(ctx(t), key, body, int64(size), opts); err == nil {
 				t.Fatal("a put whose reader failed succeeded")
 			}
 			if _, err := b.Stat(ctx(t), key); !errors.Is(err, destination.ErrObjectNotFound) {

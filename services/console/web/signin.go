@@ -3,6 +3,7 @@ package web
 import (
 	"errors"
 	"net/http"
+	"net/url"
 	"strings"
 )
 
@@ -15,9 +16,19 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 
 type loginData struct{ Next string }
 
-// safeNext keeps a post-sign-in redirect on this console.
+// safeNext keeps a post-sign-in redirect on this console: a path on it, else "/". Browsers
+// drop tabs and newlines from a URL and read a backslash as a slash, so "/\t/evil.example"
+// and "/\\evil.example" would leave it; a path with any of them, or that parses with a scheme
+// or host, is refused.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.Contains(next, "\\") {
+	if !strings.HasPrefix(next, "/") || strings.ContainsFunc(next, func(r rune) bool {
+		return r < 0x20 || r == 0x7f || r == '\\'
+	}) {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || strings.HasPrefix(u.Path, "//") ||
+		strings.HasPrefix(next, "//") {
 		return "/"
 	}
 	return next

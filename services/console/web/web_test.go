@@ -97,6 +97,10 @@ func TestCSRFBelongsToItsSession(t *testing.T) {
 func TestSafeNextStaysOnTheConsole(t *testing.T) {
 	for in, want := range map[string]string{
 		"/clusters/a": "/clusters/a", "": "/", "https://evil.example/": "/", "//evil.example/x": "/", "/\\evil": "/",
+		"/clusters/a?b=c#d": "/clusters/a?b=c#d",
+		// Browsers drop tabs and newlines inside a URL: each of these is "//evil.example" to them.
+		"/\t/evil.example": "/", "/\n/evil.example": "/", "/\r/evil.example": "/", "/%09/evil.example": "/%09/evil.example",
+		"/\x00/evil": "/", "/\x7f/evil": "/",
 	} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)

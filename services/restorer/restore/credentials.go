@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -17,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 )
@@ -161,6 +163,10 @@ func (r *Reconciler) identities(ctx context.Context, rs *kubermaticv1.EtcdRestor
 			return ids, fmt.Errorf("%w: %w", ErrIdentity, err)
 		}
 		return ids, err
+	}
+	if errs := validation.IsDNS1123Subdomain(name); len(errs) > 0 {
+		return backupformat.Identities{}, fmt.Errorf("%w: annotation %s: %q is not a Secret name: %s", ErrIdentity,
+			kubermaticv1.AnnotationDecryptionSecret, name, strings.Join(errs, "; "))
 	}
 	src := types.NamespacedName{Namespace: cluster.NamespaceName(), Name: name}
 	var s corev1.Secret

@@ -54,6 +54,10 @@ func TestEncryptedBackupRestores(t *testing.T) {
 		{"an annotation naming no Secret", func(f *phaseFixture) {
 			f.rs.Annotations = map[string]string{kubermaticv1.AnnotationDecryptionSecret: "missing"}
 		}, false},
+		// The API server answers a GET of this name with an error a retry never cures.
+		{"an annotation that is no Secret name", func(f *phaseFixture) {
+			f.rs.Annotations = map[string]string{kubermaticv1.AnnotationDecryptionSecret: ".."}
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newPhaseFixture(t)
@@ -82,7 +86,10 @@ func TestEncryptedBackupRestores(t *testing.T) {
 				" "+ReasonDecryptionFailed+" ") || !strings.Contains(got.message, "Nothing was changed") {
 				t.Fatalf("phase %s: %s; events %q; want Failed, DecryptionFailed, nothing changed", got.phase, got.message, events)
 			}
-			if tc.name != "an annotation naming no Secret" && !strings.Contains(got.message, seal.Fingerprints[0]) {
+			if tc.name == "an annotation that is no Secret name" && !strings.Contains(got.message, `".." is not a Secret name`) {
+				t.Fatalf("message %q, want it to say the annotation names no valid Secret", got.message)
+			}
+			if !strings.HasPrefix(tc.name, "an annotation") && !strings.Contains(got.message, seal.Fingerprints[0]) {
 				t.Fatalf("message %q does not name the backup's recipient %s", got.message, seal.Fingerprints[0])
 			}
 			if strings.Contains(got.message,

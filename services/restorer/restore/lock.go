@@ -31,30 +31,6 @@ func (r *Reconciler) cluster(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	return &c, nil
 }
 
-// lockedCluster returns the Cluster once this restore holds its lock, taking it again if
-// someone removed it; a lock taken by another restore fails this one.
-func (r *Reconciler) lockedCluster(ctx context.Context, rs *kubermaticv1.EtcdRestore) (*kubermaticv1.Cluster, error) {
-	cluster, err := r.cluster(ctx, rs)
-	if err != nil {
-		return nil, err
-	}
-	if cluster == nil {
-		return nil, r.fail(ctx, rs, "ClusterNotFound", fmt.Sprintf("cluster %q was deleted during the restore.",
-			rs.Spec.Cluster.Name))
-	}
-	switch holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder {
-	case Lock(rs):
-		return cluster, nil
-	case "":
-		// Taken again mid-restore: the cluster is paused by this restore now, not before it.
-		return nil, r.patchCluster(ctx, cluster, lockPatch(cluster, Lock(rs), false))
-	default:
-		return nil, r.fail(ctx, rs, "LockLost", fmt.Sprintf(
-			"cluster %s was locked by EtcdRestore %s during this restore; this one stopped. The cluster stays paused.",
-			cluster.Name, holder))
-	}
-}
-
 // stale reports whether the restore holding a lock no longer exists.
 func (r *Reconciler) stale(ctx context.Context, holder string) bool {
 	ns, name, ok := strings.Cut(holder, "/")
@@ -72,6 +48,8 @@ func (r *Reconciler) stale(ctx context.Context, holder string) bool {
 func lockPatch(c *kubermaticv1.Cluster, holder string, recordPause bool) []byte {
 	ann := map[string]any{kubermaticv1.AnnotationActiveRestore: holder}
 	if recordPause {
+		// A new lock: any earlier restore's verification goes with it.
+		ann[kubermaticv1.AnnotationRestoreVerified] = nil
 		ann[kubermaticv1.AnnotationPausedBeforeRestore] = nil
 		if c.Spec.Pause {
 			ann[kubermaticv1.AnnotationPausedBeforeRestore] = "true"
@@ -95,7 +73,8 @@ func pauseWord(c *kubermaticv1.Cluster) string {
 // unlockPatch removes the lock, unpauses if asked and the cluster was not paused before the
 // restore began, and, with lastRestart, rolls the control plane the way KKP does.
 func unlockPatch(c *kubermaticv1.Cluster, unpause bool, lastRestart string) []byte {
-	ann := map[string]any{kubermaticv1.AnnotationActiveRestore: nil, kubermaticv1.AnnotationPausedBeforeRestore: nil}
+	ann := map[string]any{kubermaticv1.AnnotationActiveRestore: nil, kubermaticv1.AnnotationPausedBeforeRestore: nil,
+		kubermaticv1.AnnotationRestoreVerified: nil}
 	if lastRestart != "" {
 		ann[kubermaticv1.AnnotationLastRestart] = lastRestart
 	}
@@ -107,9 +86,10 @@ func unlockPatch(c *kubermaticv1.Cluster, unpause bool, lastRestart string) []by
 	return b
 }
 
-// unlock releases this restore's lock on its Cluster (and unpauses it, and rolls its control
-// plane with lastRestart set), reading the Cluster afresh on a conflict: KKP writes Clusters
-// often, and a lock this restore holds is its own to release.
+// unlock releases this restore's lock on its Cluster (and, asked to, unpauses it if this
+// restore paused it, and rolls its control plane with lastRestart set), reading the Cluster
+// afresh on a conflict: KKP writes Clusters often, and a lock this restore holds is its own to
+// release.
 func (r *Reconciler) unlock(ctx context.Context, rs *kubermaticv1.EtcdRestore, unpause bool, lastRestart string) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var c kubermaticv1.Cluster
@@ -119,7 +99,8 @@ func (r *Reconciler) unlock(ctx context.Context, rs *kubermaticv1.EtcdRestore, u
 		if c.Annotations[kubermaticv1.AnnotationActiveRestore] != Lock(rs) {
 			return nil
 		}
-		return r.Client.Patch(ctx, &c, client.RawPatch(types.MergePatchType, unlockPatch(&c, unpause, lastRestart)))
+		patch := unlockPatch(&c, unpause && pausedBy(&c, rs), lastRestart)
+		return r.Client.Patch(ctx, &c, client.RawPatch(types.MergePatchType, patch))
 	})
 }
 

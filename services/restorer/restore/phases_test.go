@@ -3,6 +3,7 @@ package restore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -80,8 +81,27 @@ func (f *phaseFixture) started() {
 	f.rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
 	f.rs.Status = kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start,
 		PhaseTime: &start, Destination: "s3", ObjectKey: key, SHA256: f.sha, Progress: "tearing down"}
-	f.cluster.Annotations = map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(f.rs)}
+	f.cluster.Annotations = map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(f.rs),
+		kubermaticv1.AnnotationRestoreVerified: verificationJSON(f.t, Verification{UID: string(f.rs.UID),
+			Restore: Lock(f.rs), Destination: "s3", ObjectKey: key, SHA256: f.sha})}
 	f.cluster.Spec.Pause = true
+}
+
+// forged makes the world of a restore whose Started phase was written by hand: the state is
+// there, but the cluster holds no verification by the restorer, no lock and no pause.
+func (f *phaseFixture) forged() {
+	f.started()
+	f.cluster.Annotations = nil
+	f.cluster.Spec.Pause = false
+}
+
+func verificationJSON(t *testing.T, v Verification) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 // rebuilding makes the world of a restore whose StatefulSet was rebuilt: phase StsRebuilding,
@@ -316,6 +336,52 @@ func TestPhaseMachine(t *testing.T) {
 			setup: func(f *phaseFixture) { f.started(); f.bucket = "no-such-bucket" },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "BucketNotFound", says: "Nothing was deleted", sts: "old-sts",
 			pvcs: 1},
+
+		// A recorded phase is never a shortcut past prepare's checks: without the restorer's
+		// verification on the cluster, a teardown or rebuild fails and touches nothing.
+		{name: "teardown: a forged phase for another namespace's cluster", setup: func(f *phaseFixture) {
+			f.forged()
+			f.cluster.Status.NamespaceName = "cluster-victim"
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: kubermaticv1.ReasonClusterNamespaceMismatch,
+			says: "Nothing was changed", sts: "old-sts", pvcs: 1},
+		{name: "teardown: a forged phase for its own cluster", setup: func(f *phaseFixture) { f.forged() },
+			phase: kubermaticv1.RestorePhaseFailed, reason: "NotVerified", says: "holds no verification", sts: "old-sts",
+			pvcs: 1},
+		{name: "teardown: a forged phase leaves a cluster its admin paused paused", setup: func(f *phaseFixture) {
+			f.forged()
+			f.cluster.Spec.Pause = true
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "NotVerified", says: "Nothing was changed", paused: true,
+			sts: "old-sts", pvcs: 1},
+		{name: "teardown: a forged phase while prepare holds the lock", setup: func(f *phaseFixture) {
+			f.forged()
+			f.cluster.Annotations = map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(f.rs)}
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "NotVerified", says: "not paused and is unlocked",
+			sts: "old-sts", pvcs: 1},
+		{name: "teardown: another restore's verification", setup: func(f *phaseFixture) {
+			f.started()
+			f.cluster.Annotations[kubermaticv1.AnnotationRestoreVerified] = verificationJSON(f.t, Verification{
+				UID: "other-uid", Restore: "cluster-a/other", Destination: "s3", ObjectKey: f.rs.Status.ObjectKey,
+				SHA256: f.sha})
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "NotVerified", says: "holds no verification", paused: true,
+			sts: "old-sts", pvcs: 1},
+		{name: "teardown: the recorded sha256 is not the verified one", setup: func(f *phaseFixture) {
+			f.started()
+			f.rs.Status.SHA256 = strings.Repeat("0", 64)
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "StateMismatch", says: "Nothing was deleted", sts: "old-sts",
+			pvcs: 1},
+		{name: "teardown: an unreachable store, past the timeout, before anything is deleted",
+			setup: func(f *phaseFixture) {
+				f.started()
+				f.s3.Close()
+				f.now = f.now.Add(2 * time.Hour)
+			}, phase: kubermaticv1.RestorePhaseFailed, reason: "Timeout", says: "Nothing was deleted", sts: "old-sts",
+			pvcs: 1},
+		{name: "rebuild: a forged phase", setup: func(f *phaseFixture) {
+			f.rebuilding()
+			f.cluster.Annotations = nil
+			f.cluster.Spec.Pause = false
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "NotVerified", says: "Nothing was changed",
+			sts: "rebuilt-sts"},
 
 		// rebuild, from StsRebuilding
 		{name: "rebuild: etcd whole again",

@@ -36,10 +36,10 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	took := r.now().Sub(start)
 	r.Metrics.steps.WithLabelValues("verify").Observe(took.Seconds())
-	if !cluster.Spec.Pause {
-		if err := r.patchCluster(ctx, cluster, []byte(`{"spec":{"pause":true}}`)); err != nil {
-			return ctrl.Result{}, err
-		}
+	rec := Verification{UID: string(rs.UID), Restore: Lock(rs), Destination: t.destination, ObjectKey: t.key,
+		SHA256: v.SHA256}
+	if err := r.patchCluster(ctx, cluster, pausePatch(rec)); err != nil {
+		return ctrl.Result{}, err
 	}
 	msg := fmt.Sprintf("backup %s verified in %s (%d bytes stored, %d bytes of snapshot, sha256 %s); cluster %s paused",
 		rs.Spec.BackupName, took.Round(time.Millisecond), v.Size, v.SnapshotSize, v.SHA256, cluster.Name)

@@ -155,15 +155,44 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return r.step(ctx, &rs)
 }
 
+// step runs the step of rs's phase. An error in a step that holds the cluster paused is
+// retried until the restore's timeout, then ends it (timedOut).
 func (r *Reconciler) step(ctx context.Context, rs *kubermaticv1.EtcdRestore) (ctrl.Result, error) {
+	var res ctrl.Result
+	var err error
 	switch rs.Status.Phase {
 	case kubermaticv1.RestorePhaseStarted:
-		return r.teardown(ctx, rs)
+		res, err = r.teardown(ctx, rs)
 	case kubermaticv1.RestorePhaseStsRebuilding:
-		return r.rebuild(ctx, rs)
+		res, err = r.rebuild(ctx, rs)
 	default:
 		return r.prepare(ctx, rs)
 	}
+	if err != nil && r.expired(rs) && !rs.Status.Finished() {
+		return ctrl.Result{}, r.timedOut(ctx, rs, err)
+	}
+	return res, err
+}
+
+// timedOut ends a restore whose teardown or rebuild kept failing until its timeout: before
+// anything was deleted the cluster is unpaused and unlocked, after it stays paused.
+func (r *Reconciler) timedOut(ctx context.Context, rs *kubermaticv1.EtcdRestore, cause error) error {
+	cluster, err := r.cluster(ctx, rs)
+	if err != nil {
+		return errors.Join(cause, err)
+	}
+	msg := fmt.Sprintf("gave up after %s, still failing: %v", r.Opts.Timeout, cause)
+	if cluster == nil {
+		return r.fail(ctx, rs, "Timeout", msg)
+	}
+	saved, err := r.savedExists(ctx, rs)
+	if err != nil {
+		return errors.Join(cause, err)
+	}
+	if rs.Status.Phase == kubermaticv1.RestorePhaseStarted && !saved {
+		return r.abort(ctx, rs, cluster, nil, "Timeout", msg)
+	}
+	return r.failPaused(ctx, rs, cluster, "Timeout", msg+".")
 }
 
 // deleted handles an EtcdRestore being deleted before it finished. Until the etcd
@@ -192,8 +221,8 @@ func (r *Reconciler) deleted(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 		return ctrl.Result{}, err
 	}
 	if cluster != nil && cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
-		unpause := rs.Status.Phase == kubermaticv1.RestorePhaseStarted
-		if err := r.unlock(ctx, rs, unpause, ""); err != nil {
+		// Unpaused only if this restore paused it (its Verification is on the cluster).
+		if err := r.unlock(ctx, rs, true, ""); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

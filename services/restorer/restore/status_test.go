@@ -297,7 +297,8 @@ func TestForgedStateKeyIsNotRestored(t *testing.T) {
 	rs := restoreOf("c")
 	start := metav1.NewTime(time.Date(2026, 11, 29, 2, 50, 0, 0, time.UTC))
 	state := kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseStarted, StartTime: &start, PhaseTime: &start,
-		Destination: "s3", ObjectKey: "victim/cluster-victim/daily/daily-2026-11-29T02-00-00.db.zst"}
+		Destination: "s3", ObjectKey: "victim/cluster-victim/daily/daily-2026-11-29T02-00-00.db.zst",
+		SHA256: strings.Repeat("ab", 32)}
 	b, _ := json.Marshal(state)
 	rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreStatus: string(b)}
 	rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
@@ -415,9 +416,13 @@ func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
 	}
 
 	// A restore deleted while Started (nothing torn down yet) cancels: the lock goes, and the
-	// cluster is unpaused only if this restore paused it.
-	for _, before := range []bool{true, false} {
-		t.Run(fmt.Sprintf("cancelled, paused before: %v", before), func(t *testing.T) {
+	// cluster is unpaused only if this restore paused it: its verification is on the cluster and
+	// the cluster was not paused before. A Started phase without the verification (written by
+	// hand) unpauses nothing.
+	for _, tc := range []struct {
+		before, verified, want bool
+	}{{false, true, false}, {true, true, true}, {false, false, true}} {
+		t.Run(fmt.Sprintf("cancelled, paused before: %v, verified: %v", tc.before, tc.verified), func(t *testing.T) {
 			rs := restoreOf("c")
 			rs.Finalizers = []string{kubermaticv1.RestoreFinalizer}
 			rs.Status.Phase = kubermaticv1.RestorePhaseStarted
@@ -426,8 +431,12 @@ func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
 			c := &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c",
 				Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
 				Spec: kubermaticv1.ClusterSpec{Pause: true}}
-			if before {
+			if tc.before {
 				c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] = "true"
+			}
+			if tc.verified {
+				c.Annotations[kubermaticv1.AnnotationRestoreVerified] = verificationJSON(t,
+					Verification{UID: string(rs.UID), Restore: Lock(rs)})
 			}
 			r, _, _ := newTestReconciler(t, false, rs, c)
 			reconcile(t, r, rs)
@@ -435,12 +444,14 @@ func TestRestoreKeepsAPauseThatWasThere(t *testing.T) {
 			if err := r.Client.Get(context.Background(), types.NamespacedName{Name: "c"}, &got); err != nil {
 				t.Fatal(err)
 			}
-			if got.Annotations[kubermaticv1.AnnotationActiveRestore] != "" ||
-				got.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "" {
-				t.Fatalf("annotations after the restore %v, want lock and record gone", got.Annotations)
+			for _, a := range []string{kubermaticv1.AnnotationActiveRestore, kubermaticv1.AnnotationPausedBeforeRestore,
+				kubermaticv1.AnnotationRestoreVerified} {
+				if got.Annotations[a] != "" {
+					t.Fatalf("annotations after the restore %v, want %s gone", got.Annotations, a)
+				}
 			}
-			if got.Spec.Pause != before {
-				t.Fatalf("cluster paused=%v after the restore, want %v (paused before: %v)", got.Spec.Pause, before, before)
+			if got.Spec.Pause != tc.want {
+				t.Fatalf("cluster paused=%v after the restore, want %v", got.Spec.Pause, tc.want)
 			}
 		})
 	}
@@ -553,9 +564,13 @@ func TestSavedSpecOnlyFromTheRestoresOwnConfigMap(t *testing.T) {
 // lockedClusterOf returns Cluster c paused and locked by rs, with etcd-launcher, and the etcd
 // StatefulSet in rs's namespace: the state a restore in phase Started finds.
 func lockedClusterOf(rs *kubermaticv1.EtcdRestore) (*kubermaticv1.Cluster, *appsv1.StatefulSet) {
+	key, _ := ObjectKeyOf(rs)
+	verified, _ := json.Marshal(Verification{UID: string(rs.UID), Restore: Lock(rs), Destination: "s3", ObjectKey: key,
+		SHA256: strings.Repeat("ab", 32)})
 	cluster := &kubermaticv1.Cluster{
 		ObjectMeta: metav1.ObjectMeta{Name: "c",
-			Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs)}},
+			Annotations: map[string]string{kubermaticv1.AnnotationActiveRestore: Lock(rs),
+				kubermaticv1.AnnotationRestoreVerified: string(verified)}},
 		Spec: kubermaticv1.ClusterSpec{Pause: true, Features: map[string]bool{kubermaticv1.FeatureEtcdLauncher: true}},
 	}
 	sts := etcdStatefulSet()

@@ -41,15 +41,8 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// The key the restore step downloads is the spec's backup, never what the recorded state
-	// says: under KKP's schema that state is an annotation anyone who may edit the EtcdRestore
-	// can write. A recorded key that differs (a forged annotation, an edited spec.backupName)
-	// is not the backup that was verified.
-	if key, ok := ObjectKeyOf(rs); !ok || key != rs.Status.ObjectKey {
-		return ctrl.Result{}, r.abort(ctx, rs, cluster, saved, "StateMismatch", fmt.Sprintf(
-			"the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded state changed after "+
-				"verification)",
-			rs.Status.ObjectKey, rs.Spec.BackupName))
+	if msg := stateMismatch(rs, cluster); msg != "" {
+		return ctrl.Result{}, r.abort(ctx, rs, cluster, saved, "StateMismatch", msg)
 	}
 	dest, secret, err := r.podSecret(ctx, rs, cluster, saved)
 	if err != nil {
@@ -76,6 +69,25 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	}
 	return r.recreate(ctx, rs, cluster, saved, Step{Restore: rs, Cluster: cluster, Destination: dest,
 		ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret})
+}
+
+// stateMismatch says how rs's recorded backup differs from the one to restore, "" if it does
+// not. The key the restore step downloads is the spec's backup, never what the recorded state
+// says: under KKP's schema that state is an annotation anyone who may edit the EtcdRestore can
+// write. A recorded key that differs (a forged annotation, an edited spec.backupName) is not
+// the backup that was verified, and the recorded backup must be the Verification on the
+// cluster.
+func stateMismatch(rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster) string {
+	if key, ok := ObjectKeyOf(rs); !ok || key != rs.Status.ObjectKey {
+		return fmt.Sprintf("the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded "+
+			"state changed after verification)", rs.Status.ObjectKey, rs.Spec.BackupName)
+	}
+	if v, _ := verificationOf(cluster); !v.matches(rs.Status) {
+		return fmt.Sprintf("the restore's recorded backup (destination %q, key %q, sha256 %q) is not the one verified "+
+			"(destination %q, key %q, sha256 %q): the restore's recorded state changed after verification",
+			rs.Status.Destination, rs.Status.ObjectKey, rs.Status.SHA256, v.Destination, v.ObjectKey, v.SHA256)
+	}
+	return ""
 }
 
 // waitForDeletion reports what the teardown still waits for (the old StatefulSet, PVCs or

@@ -109,6 +109,13 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, r.block(ctx, &cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(),
 			Warning: true})
 	}
+	if err := r.Planner.Frequency(&cfg); err != nil {
+		var blocked *Blocked
+		if errors.As(err, &blocked) {
+			return r.blocked(ctx, &cfg, blocked, 0, false)
+		}
+		return ctrl.Result{}, err
+	}
 	target, err := r.Planner.Check(ctx, &cfg)
 	if n, piled := Piled(&cfg); piled && err == nil {
 		err = &Blocked{Reason: kubermaticv1.ReasonTooManyBackups, Warning: true,

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -51,6 +54,11 @@ type Planner struct {
 	API client.Client
 	// ManualInterval is the least time between two manual backups of one config.
 	ManualInterval time.Duration
+	// MinInterval is the least time between two scheduled backups of one config: a schedule
+	// asking for more is refused (ScheduleTooFrequent). 0: no floor.
+	MinInterval time.Duration
+
+	shortest shortestCache
 }
 
 // Target is what a config's backups need, once its preconditions hold.
@@ -63,11 +71,17 @@ type Target struct {
 // destination is configured. It returns a *Blocked error for each of those, and other
 // errors (API unreachable) as they are.
 func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Target, error) {
-	if k := cfg.Spec.Keep; k != nil && *k < 1 {
+	if k := cfg.Spec.Keep; k != nil && (*k < 1 || *k > kubermaticv1.MaxKeep) {
 		// This project's CRD refuses it; KKP's takes any integer.
 		return Target{}, &Blocked{Reason: kubermaticv1.ReasonInvalidKeep,
-			Message: fmt.Sprintf("spec.keep is %d: keep at least 1 backup (or leave it unset for %d)", *k,
-				kubermaticv1.DefaultKeep), Warning: true}
+			Message: fmt.Sprintf("spec.keep is %d: keep from 1 to %d backups (or leave it unset for %d)", *k,
+				kubermaticv1.MaxKeep, kubermaticv1.DefaultKeep), Warning: true}
+	}
+	if d := cfg.Spec.Destination; d != "" {
+		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
+			return Target{}, &Blocked{Reason: kubermaticv1.ReasonInvalidDestination, Warning: true,
+				Message: fmt.Sprintf("spec.destination %q is not a destination name: %s", d, strings.Join(errs, "; "))}
+		}
 	}
 	if cfg.Spec.Cluster.Name == "" {
 		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterNotFound, Message: "spec.cluster.name is empty",
@@ -282,4 +296,46 @@ func condition(active bool) corev1.ConditionStatus {
 		return corev1.ConditionTrue
 	}
 	return corev1.ConditionFalse
+}
+
+// Frequency returns a *Blocked error (ScheduleTooFrequent) when cfg's schedule asks for
+// backups more often than MinInterval, and the schedule's parse error if it has one.
+func (p *Planner) Frequency(cfg *kubermaticv1.EtcdBackupConfig) error {
+	if cfg.Spec.Schedule == "" || p.MinInterval <= 0 {
+		return nil
+	}
+	s, err := schedule.Parse(cfg.Spec.Schedule)
+	if err != nil {
+		return err
+	}
+	if gap := p.shortest.of(cfg.Spec.Schedule, s, p.MinInterval); gap > 0 && gap < p.MinInterval {
+		return &Blocked{Reason: kubermaticv1.ReasonScheduleTooFrequent, Warning: true, Message: fmt.Sprintf(
+			"schedule %q takes backups %s apart; this seed takes them at most every %s (the scheduler's --min-interval): "+
+				"choose a schedule at least that far apart", cfg.Spec.Schedule, gap, p.MinInterval)}
+	}
+	return nil
+}
+
+// shortestCache remembers each schedule's shortest gap: finding it may read a year of a cron
+// expression's slots, and every config is looked at each time one of its slots comes.
+type shortestCache struct {
+	mu   sync.Mutex
+	gaps map[string]time.Duration
+}
+
+// maxCachedSchedules bounds the cache; it starts again empty when full.
+const maxCachedSchedules = 4096
+
+func (c *shortestCache) of(spec string, s schedule.Schedule, floor time.Duration) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gap, ok := c.gaps[spec]; ok {
+		return gap
+	}
+	if c.gaps == nil || len(c.gaps) >= maxCachedSchedules {
+		c.gaps = map[string]time.Duration{}
+	}
+	gap := s.Shortest(floor)
+	c.gaps[spec] = gap
+	return gap
 }

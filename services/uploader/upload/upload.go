@@ -5,9 +5,11 @@
 // memory flat at about one part whatever the backup's size, and the object's record
 // (backupformat.Meta) as metadata. The staged object's own digest is checked as it is read, so
 // a damaged staged copy aborts the upload. A retry (S3 down) starts from the staged copy, not
-// from a second etcd snapshot. Keys are deterministic, so a retry overwrites, never
-// duplicates; a failed upload leaves no object. A raw snapshot staged by an earlier snapshotter
-// (no stored sha256 in its message) is compressed into a temporary file first.
+// from a second etcd snapshot. Keys are deterministic, so a retry finds its own object, never
+// duplicates it; a failed upload leaves no object. A raw snapshot staged by an earlier snapshotter
+// (no stored sha256 in its message) is compressed into a temporary file first. A stored
+// backup is never replaced: the put is a create (destination.PutOptions.IfAbsent), and a
+// message for a key that holds another backup is rejected.
 package upload
 
 import (
@@ -146,6 +148,9 @@ func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
 	stored, err := h.store(ctx, ready, dest, d)
 	if err != nil {
 		h.metrics.uploads.WithLabelValues("failed").Inc()
+		if rej := (*bus.RejectError)(nil); errors.As(err, &rej) {
+			trust.Record(h.Events, cfg, d.Subject, err) // the key holds another backup
+		}
 		return err
 	}
 	// The config may have gone while the upload ran, and the pruner, which deletes a deleted
@@ -264,8 +269,16 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_UPLOADER, "uploading", h.ProgressEvery,
 		uploaded.N, body.size)
 	err = b.Put(ctx, key, body, body.size, destination.PutOptions{ContentType: backupformat.ContentType,
-		Metadata: meta.Map(), Uploaded: uploaded.Add})
+		Metadata: meta.Map(), Uploaded: uploaded.Add, IfAbsent: true})
 	stop()
+	if errors.Is(err, destination.ErrObjectExists) {
+		// Another upload committed first: this backup's own (done), or another's (refused).
+		done, err := h.alreadyStored(ctx, b, ready, stored)
+		if err == nil && !done {
+			err = errors.New("an object appeared at the key during the upload and was kept")
+		}
+		return stored, err
+	}
 	if err != nil {
 		if cause := body.err(); cause != nil {
 			// The client may not keep the reader's error in its chain: name the cause.
@@ -280,7 +293,9 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 }
 
 // alreadyStored reports whether an earlier delivery (whose ack was lost) stored this backup,
-// and then fills stored from the object's record.
+// and then fills stored from the object's record. An object at the key that is not this
+// backup (another snapshot, or no record of one) is never replaced: a restore point stays
+// what it was, and the message is rejected (reason "exists").
 func (h *Handler) alreadyStored(ctx context.Context, b destination.Bucket, ready *etcdbackupv1.SnapshotReady,
 	stored *etcdbackupv1.BackupStored) (bool, error) {
 	info, err := b.Stat(ctx, stored.GetObjectKey())
@@ -292,9 +307,18 @@ func (h *Handler) alreadyStored(ctx context.Context, b destination.Bucket, ready
 	}
 	meta, err := backupformat.ParseMeta(info.Metadata)
 	if err != nil || meta.SnapshotSHA256 != ready.GetSnapshotSha256() || meta.SHA256 == "" {
-		return false, nil
+		what := "an object with no readable backup record"
+		if err == nil {
+			what = fmt.Sprintf("the backup of snapshot sha256 %s", meta.SnapshotSHA256)
+		}
+		return false, bus.Reject(ReasonExists, fmt.Errorf("%s already holds %s, not this one's (snapshot sha256 %s): a "+
+			"stored backup is never replaced, it is kept", stored.GetObjectKey(), what, ready.GetSnapshotSha256()))
 	}
 	h.Log.Info("backup already stored, not uploading again", "backup", ready.GetRequest().GetBackupName())
 	stored.Size, stored.Sha256, stored.FinishedTime = uint64(info.Size), meta.SHA256, timestamppb.New(info.LastModified)
 	return true, nil
 }
+
+// ReasonExists is the rejection of a backup whose key already holds another object
+// (etcdbackup_rejected_messages_total{reason="exists"}).
+const ReasonExists = "exists"

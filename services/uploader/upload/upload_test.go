@@ -7,8 +7,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -662,5 +664,50 @@ func TestEachRetryIsLoggedOnce(t *testing.T) {
 	// The fixture's own fetch was the first delivery: the worker got the other two.
 	if retries != 1 || terminated != 1 || other != 0 {
 		t.Fatalf("%d retry lines and %d terminations for 2 deliveries, want 1 and 1:\n%s", retries, terminated, logs.String())
+	}
+}
+
+// A stored backup is never replaced: a request for a key that already holds another backup (a
+// replay after the dedup window, a stolen scheduler key) or an object with no backup record is
+// rejected (reason "exists") with a Failed status event saying why, and the object stays as
+// it was.
+func TestStoredBackupIsNeverReplaced(t *testing.T) {
+	other := bytes.Repeat([]byte{7}, 1<<20+32)
+	for _, tc := range []struct {
+		name  string
+		plant func(f *fixture, key string)
+	}{
+		{"another backup", func(f *fixture, key string) {
+			f.s3.PutBackup(t, "backups", key, other, backupformat.Encryption{},
+				backupformat.Meta{SnapshotSHA256: fmt.Sprintf("%x", sha256.Sum256(other)), SnapshotSize: int64(len(other))})
+		}},
+		{"an object with no backup record", func(f *fixture, key string) {
+			if err := f.s3.Bucket(t, "backups").Put(context.Background(), key, bytes.NewReader(other),
+				int64(len(other)), destination.PutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t)
+			key := validRequest().GetObjectKey()
+			tc.plant(f, key)
+			before, beforeBytes := f.stored(t, key)
+			err := f.handle(context.Background(), f.msg)
+			var rej *bus.RejectError
+			if !errors.As(err, &rej) || rej.Reason != ReasonExists {
+				t.Fatalf("err = %v, want a rejection (exists)", err)
+			}
+			after, afterBytes := f.stored(t, key)
+			if !bytes.Equal(beforeBytes, afterBytes) || !maps.Equal(before.Metadata, after.Metadata) || f.uploaded() != 0 {
+				t.Fatalf("the stored object changed (%d -> %d bytes, %v -> %v) or %d bytes were uploaded", len(beforeBytes),
+					len(afterBytes), before.Metadata, after.Metadata, f.uploaded())
+			}
+			evs := f.statusEvents(t)
+			if last := evs[len(evs)-1]; last.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED ||
+				!strings.Contains(last.GetMessage(), "never replaced") {
+				t.Fatalf("last status event %v, want Failed saying the stored backup is never replaced", last)
+			}
+		})
 	}
 }

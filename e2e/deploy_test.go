@@ -40,6 +40,7 @@ func TestDeployManifestsApply(t *testing.T) {
 		"deployment.apps/etcdbackup-pruner",
 		"deployment.apps/etcdbackup-restorer",
 		"deployment.apps/etcdbackup-console",
+		"job.batch/etcdbackup-setup",
 		"service/etcdbackup-console",
 		"clusterrole.rbac.authorization.k8s.io/etcdbackup-console",
 		"clusterrole.rbac.authorization.k8s.io/etcdbackup-restorer",

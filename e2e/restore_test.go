@@ -563,8 +563,13 @@ func TestNoBackupsWhileRestoring(t *testing.T) {
 		ScheduledTime: timestamppb.New(slot),
 		Trigger:       etcdbackupv1.Trigger_TRIGGER_MANUAL,
 	}
-	if _, err := bus.Publish(ctx, jetStreamAs(t, bus.IdentityScheduler), bus.SubjectBackupRequested, bus.MsgID(req),
-		req); err != nil {
+	sched := jetStreamAs(t, bus.IdentityScheduler)
+	if _, err := bus.Publish(ctx, sched, bus.SubjectBackupRequested, bus.MsgID(req), req); err != nil {
+		t.Fatal(err)
+	}
+	// As the scheduler's queue does: the request, then the event that lists it.
+	if err := bus.PublishStatus(ctx, sched, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SCHEDULER,
+		etcdbackupv1.Phase_PHASE_RUNNING, "queued")); err != nil {
 		t.Fatal(err)
 	}
 	failed := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "the queued backup failed",

@@ -127,3 +127,110 @@ func TestReplayedSnapshotNeverReplacesABackup(t *testing.T) {
 		t.Fatalf("status entry after the replay: %s, sha256 %s; want Completed with %s", e.BackupPhase, e.SHA256, b.SHA256)
 	}
 }
+
+// Status events with stolen stage keys. The snapshotter's key publishes Running events for
+// backups the scheduler never queued (past backup names of the config), and the uploader's a
+// completion of a backup never taken and another of a real backup with a forged sha256. None
+// is believed: the first two are rejected as unlisted after a few deliveries, the third as
+// unconfirmed by the bucket; status lists none of them, the real backup keeps its sha256, and
+// the config keeps scheduling.
+func TestForgedStageEventsListNothing(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 3*time.Minute)
+	cfg, b := completedBackup(t, ctx, "phantom1")
+	cluster := cfg.Spec.Cluster.Name
+	// An event of the backup of slot at, as the stage would publish it.
+	event := func(stage etcdbackupv1.Stage, phase etcdbackupv1.Phase, at time.Time) *etcdbackupv1.StatusEvent {
+		at = at.UTC().Truncate(time.Second)
+		name := backupname.Backup(cfg.Name, at)
+		return &etcdbackupv1.StatusEvent{
+			Config: &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)}, Cluster: cluster,
+			BackupName: name, JobName: backupname.Job(cluster, cfg.Name, name), ScheduledTime: timestamppb.New(at),
+			Stage: stage, Phase: phase, Message: "forged", Time: timestamppb.Now(),
+		}
+	}
+	reasons := func(stage etcdbackupv1.Stage, reason string) map[string]string {
+		return map[string]string{"subject": bus.StatusSubject(stage), "reason": reason}
+	}
+	snapUnlisted := reasons(etcdbackupv1.Stage_STAGE_SNAPSHOTTER, trust.ReasonUnlisted)
+	upUnlisted := reasons(etcdbackupv1.Stage_STAGE_UPLOADER, trust.ReasonUnlisted)
+	upUnconfirmed := reasons(etcdbackupv1.Stage_STAGE_UPLOADER, trust.ReasonUnconfirmed)
+	before := map[*map[string]string]float64{}
+	for _, l := range []*map[string]string{&snapUnlisted, &upUnlisted, &upUnconfirmed} {
+		before[l] = metricSum(t, ctx, "scheduler", "etcdbackup_rejected_messages_total", *l)
+	}
+	var phantoms []string
+	snap, up := jetStreamAs(t, bus.IdentitySnapshotter), jetStreamAs(t, bus.IdentityUploader)
+	for i := range 10 {
+		ev := event(etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING,
+			time.Now().Add(-time.Duration(i+1)*time.Hour))
+		phantoms = append(phantoms, ev.GetBackupName())
+		if err := bus.PublishStatus(ctx, snap, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := event(etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED, time.Now().Add(-30*time.Minute))
+	never := done.GetBackupName()
+	done.Destination, done.ObjectKey = sandbox.Destination, backupname.ObjectKey(cluster, cfg.Namespace, cfg.Name, never)
+	done.Size, done.Sha256 = 1234, strings.Repeat("ab", 32)
+	forgedSum := event(etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED, b.ScheduledTime.Time)
+	forgedSum.Destination, forgedSum.ObjectKey, forgedSum.Size = sandbox.Destination, b.ObjectKey, uint64(b.Size)
+	forgedSum.Sha256 = strings.Repeat("cd", 32)
+	for _, ev := range []*etcdbackupv1.StatusEvent{done, forgedSum} {
+		if err := bus.PublishStatus(ctx, up, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for l, want := range map[*map[string]string]float64{&snapUnlisted: 10, &upUnlisted: 1, &upUnconfirmed: 1} {
+		err := sandbox.Poll(ctx, 90*time.Second, 200*time.Millisecond, func() (bool, error) {
+			return metricSum(t, ctx, "scheduler", "etcdbackup_rejected_messages_total", *l)-before[l] >= want, nil
+		})
+		if err != nil {
+			t.Fatalf("rejections %v: %v, want %v more", *l, err, want)
+		}
+	}
+	got := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 5*time.Second, "the status",
+		func(*kubermaticv1.EtcdBackupConfig) bool { return true })
+	for _, name := range append(phantoms, never) {
+		if e, ok := entry(got, name); ok {
+			t.Fatalf("status lists the forged backup %s: %+v", name, e)
+		}
+	}
+	if e, _ := entry(got, b.BackupName); e.BackupPhase != kubermaticv1.PhaseCompleted || e.SHA256 != b.SHA256 {
+		t.Fatalf("the real backup after a forged completion: %s, sha256 %s; want Completed, %s", e.BackupPhase, e.SHA256,
+			b.SHA256)
+	}
+	if c := condition(got); c == nil || c.Reason != kubermaticv1.ReasonScheduled {
+		t.Fatalf("condition %+v, want the config still Scheduled", c)
+	}
+}
+
+// The real nats CLI, with each service's key, tries what a stolen restorer key once did to
+// every status publish in the seed: `nats stream edit ETCDBACKUP_STATUS --max-msgs 7`, and to
+// seal it. Every attempt is refused, the stream stays as the setup made it, and backups still
+// report.
+func TestNoServiceKeyMayChangeAStream(t *testing.T) {
+	dumpLogsOnFailure(t)
+	ctx := testContext(t, 2*time.Minute)
+	for _, id := range []bus.Identity{bus.IdentityRestorer, bus.IdentityScheduler, bus.IdentitySnapshotter,
+		bus.IdentityUploader, bus.IdentityPruner} {
+		args := []string{"stream", "edit", bus.StreamStatus, "--max-msgs", "7", "--force", "--timeout", "3s"}
+		out, err := natsCLI(t, append(args, env.NATSCLIFlags(id)...)...)
+		if err == nil || strings.Contains(out, "unknown") || strings.Contains(out, "usage:") {
+			t.Errorf("%s: nats %v: %v, want refused:\n%s", id, args, err, out)
+		}
+		// The CLI's seal exits 0 when its update goes unanswered: what counts is the stream after.
+		_, _ = natsCLI(t, append([]string{"stream", "seal", bus.StreamStatus, "--force", "--timeout", "3s"},
+			env.NATSCLIFlags(id)...)...)
+	}
+	s, err := jetStreamAs(t, bus.IdentitySetup).Stream(ctx, bus.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := s.CachedInfo().Config; c.MaxMsgs != -1 || c.Sealed {
+		t.Fatalf("the status stream after the attempts: max msgs %d, sealed %v; want as the setup made it", c.MaxMsgs,
+			c.Sealed)
+	}
+	// Status still flows: a backup completes and its status says so.
+	completedBackup(t, ctx, "streams1")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -126,6 +127,9 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	if err := e.startNATS(root); err != nil {
 		return nil, err
 	}
+	if err := e.SetUpBus(ctx); err != nil {
+		return nil, err
+	}
 	if e.S3, err = StartS3(ctx, opts.Dir, opts.ToolDir); err != nil {
 		return nil, err
 	}
@@ -201,6 +205,17 @@ func (e *Env) startNATS(root string) error {
 		return err
 	}
 	e.NATS, e.NATSURL = s, fmt.Sprintf("tls://127.0.0.1:%d", port)
+	return nil
+}
+
+// SetUpBus runs the setup program with the setup identity: the streams and the staging
+// bucket, which no service may create.
+func (e *Env) SetUpBus(ctx context.Context) error {
+	args := append(e.NATSFlags(bus.IdentitySetup), "--log-format=text", "--timeout=1m")
+	cmd := exec.CommandContext(ctx, filepath.Join(e.Opts.ServiceDir, Setup), args...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("set up the bus: %w\n%s", err, out)
+	}
 	return nil
 }
 

@@ -19,6 +19,10 @@ var Services = []string{"scheduler", "snapshotter", "uploader", "pruner", "resto
 // the service dir beside the services; the test kubelet runs it in front of etcd.
 const RestoreStep = "restore-step"
 
+// Setup is the setup program's binary (services/scheduler/cmd/setup): the sandbox runs it,
+// with the setup identity, before any service starts, as the deploy's Job does.
+const Setup = "setup"
+
 // ToolDir is where `make tools` puts third-party binaries: $ETCDBACKUP_BIN, or
 // ~/.cache/etcdbackup/bin.
 func ToolDir() string {
@@ -63,7 +67,8 @@ func RepoRoot() (string, error) {
 
 // BuildServices builds every service binary, and the restore step, into out.
 func BuildServices(ctx context.Context, root, out string) error {
-	builds := map[string]string{RestoreStep: filepath.Join(root, "services", "restorer", "cmd", "restore-step")}
+	builds := map[string]string{RestoreStep: filepath.Join(root, "services", "restorer", "cmd", "restore-step"),
+		Setup: filepath.Join(root, "services", "scheduler", "cmd", "setup")}
 	for _, s := range Services {
 		builds[s] = filepath.Join(root, "services", s)
 	}

@@ -47,7 +47,7 @@ func TestWriterAndOpen(t *testing.T) {
 		t.Fatalf("stored %d bytes of a %d-byte repetitive snapshot: not compressed", len(stored), len(snap))
 	}
 	var out bytes.Buffer
-	d, err := Open(iotest.OneByteReader(bytes.NewReader(stored)), Meta{SHA256: w.SHA256()}, nil, &out)
+	d, err := Open(iotest.OneByteReader(bytes.NewReader(stored)), Meta{SHA256: w.SHA256()}, nil, &out, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestDecodeRefuses(t *testing.T) {
 		}()), func(err error) bool { return errors.Is(err, ErrCorrupt) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Open(bytes.NewReader(tc.stored), Meta{SHA256: tc.want}, nil, io.Discard)
+			_, err := Open(bytes.NewReader(tc.stored), Meta{SHA256: tc.want}, nil, io.Discard, 0)
 			if err == nil || !tc.is(err) {
 				t.Fatalf("Open = %v", err)
 			}
@@ -93,38 +93,44 @@ func TestDecodeRefuses(t *testing.T) {
 	// The snapshot's recorded size bounds what is written: an object whose metadata
 	// understates it is refused after at most one byte more, and one that overstates it too.
 	snap := fakeSnapshot(64)
+	n := int64(len(snap))
 	for _, tc := range []struct {
-		name     string
-		recorded int64
-		ok       bool
+		name          string
+		recorded, max int64 // max 0: the default bound
+		ok            bool
+		wrote         int64 // at most
 	}{
-		{"the recorded size", int64(len(snap)), true},
-		{"not recorded", 0, true},
-		{"a smaller recorded size", int64(len(snap)) / 2, false},
-		{"a larger recorded size", int64(len(snap)) + 1, false},
+		{"the recorded size", n, 0, true, n},
+		{"not recorded", 0, 0, true, n},
+		{"a smaller recorded size", n / 2, 0, false, n/2 + 1},
+		{"a larger recorded size", n + 1, 0, false, n + 1},
+		// Missing metadata never lifts the bound; a recorded size above it is refused unread.
+		{"not recorded, within the bound", 0, n, true, n},
+		{"not recorded, beyond the bound", 0, n / 2, false, n/2 + 1},
+		{"recorded beyond the bound", n, n - 1, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stored, w := encode(t, snap)
 			var out countWriter
-			_, err := Open(bytes.NewReader(stored), Meta{SHA256: w.SHA256(), SnapshotSize: tc.recorded}, nil, &out)
+			_, err := Open(bytes.NewReader(stored), Meta{SHA256: w.SHA256(), SnapshotSize: tc.recorded}, nil, &out, tc.max)
 			if tc.ok != (err == nil) || !tc.ok && !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("Open with %d recorded of %d = %v", tc.recorded, len(snap), err)
+				t.Fatalf("Open with %d recorded of %d, bound %d = %v", tc.recorded, n, tc.max, err)
 			}
-			if tc.recorded > 0 && out.n > tc.recorded+1 {
-				t.Fatalf("wrote %d bytes of a snapshot recorded as %d", out.n, tc.recorded)
+			if out.n > tc.wrote {
+				t.Fatalf("wrote %d bytes, want at most %d", out.n, tc.wrote)
 			}
 		})
 	}
 	t.Run("a broken download is the source's fault", func(t *testing.T) {
 		_, err := Open(io.MultiReader(bytes.NewReader(good[:10]), iotest.ErrReader(io.ErrClosedPipe)),
-			Meta{SHA256: w.SHA256()}, nil, io.Discard)
+			Meta{SHA256: w.SHA256()}, nil, io.Discard, 0)
 		var se *SourceError
 		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Open = %v, want a SourceError", err)
 		}
 	})
 	t.Run("a failing sink is the sink's fault", func(t *testing.T) {
-		_, err := Open(bytes.NewReader(good), Meta{SHA256: w.SHA256()}, nil, failingWriter{})
+		_, err := Open(bytes.NewReader(good), Meta{SHA256: w.SHA256()}, nil, failingWriter{}, 0)
 		var se *SinkError
 		if !errors.As(err, &se) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Open = %v, want a SinkError", err)

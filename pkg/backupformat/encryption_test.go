@@ -78,7 +78,7 @@ func TestSealedBackupOpensWithEachRecipientsIdentity(t *testing.T) {
 	}
 	for name, id := range map[string]*age.X25519Identity{"alice": alice, "bob": bob} {
 		var out bytes.Buffer
-		d, err := Open(bytes.NewReader(stored), st, identities(t, id), &out)
+		d, err := Open(bytes.NewReader(stored), st, identities(t, id), &out, 0)
 		if err != nil || !bytes.Equal(out.Bytes(), snap) || d.SnapshotSize != int64(len(snap)) {
 			t.Fatalf("open with %s's identity: %v, %d bytes, want the snapshot's %d", name, err, out.Len(), len(snap))
 		}
@@ -95,7 +95,7 @@ func TestKeyRotation(t *testing.T) {
 	after, wa := seal(t, snap, next)
 	plain, wp := encode(t, snap)
 	open := func(stored []byte, w *Writer, ids []age.Identity) error {
-		_, err := Open(bytes.NewReader(stored), w.Meta(), ids, io.Discard)
+		_, err := Open(bytes.NewReader(stored), w.Meta(), ids, io.Discard, 0)
 		return err
 	}
 	both := identities(t, old, next)
@@ -135,7 +135,7 @@ func TestDecryptionFailures(t *testing.T) {
 	st := w.Meta()
 	fp := Fingerprint(alice.Recipient().String())
 	for name, ids := range map[string][]age.Identity{"none": nil, "wrong": identities(t, mallory)} {
-		_, err := Open(bytes.NewReader(stored), st, ids, io.Discard)
+		_, err := Open(bytes.NewReader(stored), st, ids, io.Discard, 0)
 		if !errors.Is(err, ErrDecrypt) || !strings.Contains(err.Error(), fp) || strings.Contains(err.Error(),
 			"AGE-SECRET-KEY") {
 			t.Fatalf("%s identity: %v, want ErrDecrypt naming recipient %s", name, err, fp)
@@ -143,14 +143,14 @@ func TestDecryptionFailures(t *testing.T) {
 	}
 	flipped := append([]byte(nil), stored...)
 	flipped[len(flipped)/2] ^= 1
-	if _, err := Open(bytes.NewReader(flipped), st, identities(t, alice), io.Discard); !errors.Is(err, ErrCorrupt) {
+	if _, err := Open(bytes.NewReader(flipped), st, identities(t, alice), io.Discard, 0); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("flipped byte: %v, want ErrCorrupt", err)
 	}
 	// The payload is authenticated: bytes changed with the digest rewritten to match are
 	// still refused.
 	sum := sha(flipped)
 	if _, err := Open(bytes.NewReader(flipped), Meta{SHA256: sum, Codec: st.Codec, Recipients: st.Recipients},
-		identities(t, alice), io.Discard); !errors.Is(err, ErrCorrupt) {
+		identities(t, alice), io.Discard, 0); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("flipped byte, digest rewritten: %v, want ErrCorrupt", err)
 	}
 	if _, err := ParseRecipients("ssh-ed25519 AAAA… not age"); err == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,6 +97,19 @@ func (e *RejectError) Unwrap() error { return e.Err }
 // Reject marks a message as refused for reason: terminated, counted in
 // etcdbackup_rejected_messages_total{subject,reason}, never retried.
 func Reject(reason string, err error) error { return Permanent(&RejectError{Reason: reason, Err: err}) }
+
+// RetrySoon marks a transient error whose message should come again after d, not after the
+// worker's backoff: a wait that is over in moments (the status writer waiting for the
+// scheduler's event of a backup, which another replica is applying).
+func RetrySoon(d time.Duration, err error) error { return &retrySoonError{after: d, err: err} }
+
+type retrySoonError struct {
+	after time.Duration
+	err   error
+}
+
+func (e *retrySoonError) Error() string { return e.err.Error() }
+func (e *retrySoonError) Unwrap() error { return e.err }
 
 type deadLetterError struct{ err error }
 

@@ -19,6 +19,11 @@ const (
 	IdentityUploader    Identity = "uploader"
 	IdentityPruner      Identity = "pruner"
 	IdentityRestorer    Identity = "restorer"
+	// IdentitySetup creates and updates the streams, the staging bucket and the services'
+	// durable consumers (bus.Ensure, bus.EnsureDurables), and nothing else: no service may
+	// change a stream or a consumer, so no stolen service key can rewrite or seal a stream
+	// every service shares.
+	IdentitySetup Identity = "setup"
 	// IdentityTrigger may only request etcdbackup.trigger.backup.
 	IdentityTrigger Identity = "trigger"
 	// IdentityWatcher may only read status events, live and from the status stream.
@@ -28,7 +33,7 @@ const (
 // Identities lists every identity, services first.
 func Identities() []Identity {
 	return []Identity{IdentityScheduler, IdentitySnapshotter, IdentityUploader, IdentityPruner, IdentityRestorer,
-		IdentityTrigger, IdentityWatcher}
+		IdentitySetup, IdentityTrigger, IdentityWatcher}
 }
 
 // InboxPrefix is the identity's own inbox prefix: replies to its requests (JetStream API
@@ -47,17 +52,19 @@ type Permissions struct {
 // jsAPI is JetStream's API prefix.
 const jsAPI = "$JS.API."
 
-// streamAdmin is what creating or updating a stream at start-up needs (bus.Ensure).
+// streamAdmin is what creating or updating a stream needs (bus.Ensure): the setup identity's.
 func streamAdmin(stream string) []string {
 	return []string{jsAPI + "STREAM.CREATE." + stream, jsAPI + "STREAM.UPDATE." + stream, jsAPI + "STREAM.INFO." + stream}
 }
 
-// durable is what a service needs to create its durable pull consumer, fetch from it and
-// acknowledge what it fetched, and nothing of any other consumer.
+// streamInfo is what checking a stream at start-up needs (bus.CheckFor): a service's.
+func streamInfo(stream string) []string { return []string{jsAPI + "STREAM.INFO." + stream} }
+
+// durable is what a service needs to bind to its durable pull consumer (which the setup
+// creates), fetch from it and acknowledge what it fetched, and nothing of any other consumer.
 func durable(name string) []string {
 	stream := StreamOf(name)
 	return []string{
-		jsAPI + "CONSUMER.CREATE." + stream + "." + name,
 		jsAPI + "CONSUMER.INFO." + stream + "." + name,
 		jsAPI + "CONSUMER.MSG.NEXT." + stream + "." + name,
 		"$JS.ACK." + stream + "." + name + ".>",
@@ -71,7 +78,7 @@ const stagingStream = "OBJ_" + StagingBucket
 // own subjects, reading its messages, ordered consumers on it (their names are random), and
 // purging the chunks of a deleted object.
 func staging() []string {
-	return append(streamAdmin(stagingStream),
+	return append(streamInfo(stagingStream),
 		"$O."+StagingBucket+".>",
 		jsAPI+"STREAM.MSG.GET."+stagingStream,
 		jsAPI+"DIRECT.GET."+stagingStream+".>",
@@ -84,8 +91,8 @@ func staging() []string {
 }
 
 // PermissionsOf returns the identity's permissions; ok is false for an unknown identity.
-// Every service creates the streams it publishes to or reads (bus.Ensure with its identity),
-// so services may start in any order, yet none may change a stream it has no business with.
+// Only the setup identity creates or updates streams (bus.Ensure); a service may read the
+// configuration of the streams it works with (bus.CheckFor) and change none.
 func PermissionsOf(id Identity) (p Permissions, ok bool) {
 	inbox := InboxPrefix(id) + ".>"
 	status := func(stage string) string { return SubjectStatusPrefix + "." + stage }
@@ -93,29 +100,38 @@ func PermissionsOf(id Identity) (p Permissions, ok bool) {
 	case IdentityScheduler:
 		p.Publish = concat(
 			[]string{SubjectBackupRequested, status("scheduler")},
-			streamAdmin(StreamRequests), streamAdmin(StreamStatus), durable(ConsumerStatusWriter))
+			streamInfo(StreamRequests), streamInfo(StreamStatus), durable(ConsumerStatusWriter))
 		p.Subscribe = []string{SubjectTriggerBackup, inbox}
 		p.AllowResponses = true
 	case IdentitySnapshotter:
 		p.Publish = concat(
 			[]string{SubjectSnapshotReady, status("snapshotter")},
-			streamAdmin(StreamRequests), streamAdmin(StreamSnapshots), streamAdmin(StreamStatus),
+			streamInfo(StreamRequests), streamInfo(StreamSnapshots), streamInfo(StreamStatus),
 			durable(ConsumerSnapshotter), staging())
 		p.Subscribe = []string{inbox}
 	case IdentityUploader:
 		p.Publish = concat(
 			[]string{SubjectBackupStored, status("uploader")},
-			streamAdmin(StreamSnapshots), streamAdmin(StreamStored), streamAdmin(StreamStatus),
+			streamInfo(StreamSnapshots), streamInfo(StreamStored), streamInfo(StreamStatus),
 			durable(ConsumerUploader), staging())
 		p.Subscribe = []string{inbox}
 	case IdentityPruner:
 		p.Publish = concat(
 			[]string{SubjectDeleteRequested, status("pruner")},
-			streamAdmin(StreamStored), streamAdmin(StreamDeletes), streamAdmin(StreamStatus),
+			streamInfo(StreamStored), streamInfo(StreamDeletes), streamInfo(StreamStatus),
 			durable(ConsumerPruner), durable(ConsumerDeleter))
 		p.Subscribe = []string{inbox}
 	case IdentityRestorer:
-		p.Publish = concat([]string{status("restorer")}, streamAdmin(StreamStatus))
+		p.Publish = concat([]string{status("restorer")}, streamInfo(StreamStatus))
+		p.Subscribe = []string{inbox}
+	case IdentitySetup:
+		for _, stream := range []string{StreamRequests, StreamSnapshots, StreamStored, StreamDeletes, StreamStatus,
+			stagingStream} {
+			p.Publish = append(p.Publish, streamAdmin(stream)...)
+		}
+		for _, d := range Durables() {
+			p.Publish = append(p.Publish, jsAPI+"CONSUMER.CREATE."+StreamOf(d)+"."+d, jsAPI+"CONSUMER.INFO."+StreamOf(d)+"."+d)
+		}
 		p.Subscribe = []string{inbox}
 	case IdentityTrigger:
 		p.Publish = []string{SubjectTriggerBackup}
@@ -138,8 +154,8 @@ func PermissionsOf(id Identity) (p Permissions, ok bool) {
 	return p, true
 }
 
-// StreamsOf lists the streams an identity creates or updates at start-up (bus.Ensure), and
-// whether it also ensures the staging bucket.
+// StreamsOf lists the streams a service checks at start-up (bus.CheckFor), and whether it
+// also works with the staging bucket.
 func StreamsOf(id Identity) (streams []string, stagingBucket bool) {
 	switch id {
 	case IdentityScheduler:
@@ -154,6 +170,21 @@ func StreamsOf(id Identity) (streams []string, stagingBucket bool) {
 		return []string{StreamStatus}, false
 	}
 	return nil, false
+}
+
+// DurablesOf lists the durable consumers a service reads (its own; the setup creates them).
+func DurablesOf(id Identity) []string {
+	switch id {
+	case IdentityScheduler:
+		return []string{ConsumerStatusWriter}
+	case IdentitySnapshotter:
+		return []string{ConsumerSnapshotter}
+	case IdentityUploader:
+		return []string{ConsumerUploader}
+	case IdentityPruner:
+		return []string{ConsumerPruner, ConsumerDeleter}
+	}
+	return nil
 }
 
 // StatusStage is the stage whose identity alone may publish on a status subject, by the

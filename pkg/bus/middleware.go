@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,6 +83,10 @@ type Outcome[M any] struct {
 	// of them is permanent. The consumer's MaxDeliver keeps deliveries beyond it for reporting
 	// the failure when NATS is briefly away.
 	Attempts uint64
+	// Window, when set, says since when m's work has been waiting and until when it is
+	// retried: a transient error at or after until is permanent (given up, Failed), and each
+	// retry's message says how long it has waited. Zero until: no bound but the consumer's.
+	Window func(m M) (since, until time.Time)
 	// Event returns the status event of m's work in phase with message.
 	Event func(m M, phase etcdbackupv1.Phase, message string) *etcdbackupv1.StatusEvent
 	// Retrying words a failed attempt that will be retried ("upload failed, retrying: ...").
@@ -127,6 +132,18 @@ func Report[M any](js jetstream.JetStream, metrics *Metrics, o Outcome[M]) Middl
 			if !IsPermanent(err) && o.Attempts > 0 && d.Attempt >= o.Attempts {
 				err = Permanent(err)
 			}
+			waited := ""
+			if o.Window != nil && !IsPermanent(err) {
+				since, until := o.Window(m)
+				now := time.Now()
+				switch {
+				case !until.IsZero() && !now.Before(until):
+					err = Permanent(fmt.Errorf("gave up after retrying for %s: %w", now.Sub(since).Round(time.Second), err))
+				case !until.IsZero():
+					waited = fmt.Sprintf(" (waiting %s since %s; retried until %s)", now.Sub(since).Round(time.Second),
+						since.UTC().Format(time.RFC3339), until.UTC().Format(time.RFC3339))
+				}
+			}
 			metrics.Failed(o.Stage, reason)
 			switch {
 			case IsPermanent(err):
@@ -136,7 +153,7 @@ func Report[M any](js jetstream.JetStream, metrics *Metrics, o Outcome[M]) Middl
 			}
 			if o.Retrying != nil {
 				// Best effort: the retry happens whether or not anyone hears of it.
-				_ = PublishStatus(ctx, js, o.Event(m, etcdbackupv1.Phase_PHASE_RUNNING, o.Retrying(d, err)))
+				_ = PublishStatus(ctx, js, o.Event(m, etcdbackupv1.Phase_PHASE_RUNNING, o.Retrying(d, err)+waited))
 			}
 			return err
 		}

@@ -80,7 +80,8 @@ func TestReport(t *testing.T) {
 		maxDeliver  int
 		wantCalls   int
 		wantPhases  []etcdbackupv1.Phase
-		wantLast    string // in the last event's message
+		wantLast    string // the last event's message (its start, with wantWait)
+		wantWait    string // in the last event's message, after wantLast
 		wantFailure string // the reason counted (once per failed attempt)
 		wantDead    bool
 	}{
@@ -107,6 +108,29 @@ func TestReport(t *testing.T) {
 			outcome:    func(o *bus.Outcome[*etcdbackupv1.BackupRequested]) { o.Attempts = 2 },
 			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING, etcdbackupv1.Phase_PHASE_FAILED},
 			wantLast:   "upload: etcd down", wantFailure: "s3",
+		},
+		{
+			name: "within its window: retried, saying how long it has waited", errs: []error{errors.New("s3 down")},
+			maxDeliver: bus.Unlimited, wantCalls: 2,
+			outcome: func(o *bus.Outcome[*etcdbackupv1.BackupRequested]) {
+				o.Window = func(*etcdbackupv1.BackupRequested) (time.Time, time.Time) {
+					return time.Now().Add(-90 * time.Minute), time.Now().Add(time.Hour)
+				}
+			},
+			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_RUNNING},
+			wantLast:   "attempt 1 failed, retrying: s3 down (waiting 1h30m", wantWait: "; retried until ",
+			wantFailure: "s3",
+		},
+		{
+			name: "past its window: Failed, whatever the consumer would still deliver",
+			errs: []error{errors.New("s3 down")}, maxDeliver: bus.Unlimited, wantCalls: 1,
+			outcome: func(o *bus.Outcome[*etcdbackupv1.BackupRequested]) {
+				o.Window = func(*etcdbackupv1.BackupRequested) (time.Time, time.Time) {
+					return time.Now().Add(-25 * time.Hour), time.Now().Add(-time.Hour)
+				}
+			},
+			wantPhases: []etcdbackupv1.Phase{etcdbackupv1.Phase_PHASE_FAILED},
+			wantLast:   "upload: gave up after retrying for 25h0m", wantWait: ": s3 down", wantFailure: "s3",
 		},
 		{
 			name: "a rejection is not a failure of the work", errs: []error{bus.Reject("cluster",
@@ -161,8 +185,13 @@ func TestReport(t *testing.T) {
 			if fmt.Sprint(phases) != fmt.Sprint(tc.wantPhases) {
 				t.Fatalf("status events %v, want %v", phases, tc.wantPhases)
 			}
-			if tc.wantLast != "" && evs[len(evs)-1].GetMessage() != tc.wantLast {
-				t.Fatalf("last status event %q, want %q", evs[len(evs)-1].GetMessage(), tc.wantLast)
+			last := ""
+			if len(evs) > 0 {
+				last = evs[len(evs)-1].GetMessage()
+			}
+			if tc.wantWait == "" && tc.wantLast != "" && last != tc.wantLast ||
+				tc.wantWait != "" && (!strings.HasPrefix(last, tc.wantLast) || !strings.Contains(last, tc.wantWait)) {
+				t.Fatalf("last status event %q, want %q (then %q)", last, tc.wantLast, tc.wantWait)
 			}
 			failed := len(tc.errs)
 			if tc.wantFailure == "" {

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -10,49 +11,178 @@ import (
 )
 
 // Ensure creates every stream of the topology and the staging bucket, or updates them to the
-// topology's settings. It is idempotent; tests and tools with full rights use it.
+// topology's settings. It is idempotent. It is the setup identity's job (IdentitySetup, the
+// setup program in the scheduler's image, run as a Job by the deploy and by the sandbox):
+// no service may create or change a stream.
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
-	var all []string
 	for _, cfg := range t.StreamConfigs() {
-		all = append(all, cfg.Name)
-	}
-	return ensure(ctx, js, t, all, true)
-}
-
-// EnsureFor creates or updates the streams an identity works with (StreamsOf), and the
-// staging bucket if it works with that. Every service calls it at start-up, so they may start
-// in any order; its NATS permissions allow exactly these streams.
-func EnsureFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identity) error {
-	streams, staging := StreamsOf(id)
-	return ensure(ctx, js, t, streams, staging)
-}
-
-func ensure(ctx context.Context, js jetstream.JetStream, t Topology, streams []string, staging bool) error {
-	for _, cfg := range t.StreamConfigs() {
-		if !slices.Contains(streams, cfg.Name) {
-			continue
-		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", cfg.Name, err)
 		}
 	}
+	if _, err := js.CreateOrUpdateObjectStore(ctx, t.StagingConfig()); err != nil {
+		return fmt.Errorf("ensure object store %s: %w", StagingBucket, err)
+	}
+	return nil
+}
+
+var (
+	// ErrNotSetUp: a stream or the staging bucket a service needs does not exist yet; the
+	// setup has not run. A service waits for it.
+	ErrNotSetUp = errors.New("the bus is not set up")
+	// ErrNotAsNeeded: a stream exists, but not as this version's services need it (another
+	// subject or retention, a message limit, sealed): run the setup of this version. A
+	// service does not start.
+	ErrNotAsNeeded = errors.New("the bus is not set up as this version needs")
+)
+
+// CheckFor checks that the streams id works with (StreamsOf), its durable consumers
+// (DurablesOf), and the staging bucket if it works with that, exist as the topology needs
+// them: their subjects, retention, duplicate window and discard policy, no message limit, not
+// sealed, deletes and purges allowed; a durable that acks every message explicitly. Replicas
+// and sizes are the setup's to choose. It changes nothing.
+func CheckFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identity) error {
+	streams, staging := StreamsOf(id)
+	for _, want := range t.StreamConfigs() {
+		if !slices.Contains(streams, want.Name) {
+			continue
+		}
+		if err := checkStream(ctx, js, want); err != nil {
+			return err
+		}
+	}
+	for _, d := range DurablesOf(id) {
+		if _, _, err := Durable(ctx, js, d); err != nil {
+			return err
+		}
+	}
 	if staging {
-		if _, err := js.CreateOrUpdateObjectStore(ctx, t.StagingConfig()); err != nil {
-			return fmt.Errorf("ensure object store %s: %w", StagingBucket, err)
+		if _, err := js.ObjectStore(ctx, StagingBucket); err != nil {
+			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("%w: the staging bucket %s does not exist: run the setup (etcdbackup-setup)", ErrNotSetUp,
+					StagingBucket)
+			}
+			return fmt.Errorf("check object store %s: %w", StagingBucket, err)
+		}
+		if err := checkStream(ctx, js, jetstream.StreamConfig{Name: stagingStream, MaxMsgs: -1,
+			MaxMsgsPerSubject: -1}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// checkStream compares the stream called want.Name with want, in what the services rely on.
+func checkStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, want.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return fmt.Errorf("%w: stream %s does not exist: run the setup (etcdbackup-setup)", ErrNotSetUp, want.Name)
+	}
+	if err != nil {
+		return fmt.Errorf("check stream %s: %w", want.Name, err)
+	}
+	got := s.CachedInfo().Config
+	unlimited := func(n int64) int64 { // unset: NATS keeps -1
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	want.MaxMsgs, want.MaxMsgsPerSubject = unlimited(want.MaxMsgs), unlimited(want.MaxMsgsPerSubject)
+	for _, d := range []struct {
+		what      string
+		got, want any
+		check     bool
+	}{
+		{"subjects", got.Subjects, want.Subjects, want.Subjects != nil},
+		{"retention", got.Retention, want.Retention, want.Subjects != nil},
+		{"discard policy", got.Discard, want.Discard, want.Subjects != nil},
+		{"duplicate window", got.Duplicates, want.Duplicates, want.Subjects != nil},
+		{"message limit", got.MaxMsgs, want.MaxMsgs, true},
+		{"message limit per subject", got.MaxMsgsPerSubject, want.MaxMsgsPerSubject, true},
+		{"sealed", got.Sealed, false, true},
+		{"deny delete", got.DenyDelete, false, true},
+		{"deny purge", got.DenyPurge, false, true},
+	} {
+		if d.check && fmt.Sprint(d.got) != fmt.Sprint(d.want) {
+			return fmt.Errorf("%w: stream %s has %s %v, this version needs %v: run the setup (etcdbackup-setup) of this "+
+				"version", ErrNotAsNeeded, want.Name, d.what, d.got, d.want)
+		}
+	}
+	return nil
+}
+
+// Durables lists every service's durable consumer.
+func Durables() []string {
+	return []string{ConsumerStatusWriter, ConsumerSnapshotter, ConsumerUploader, ConsumerPruner, ConsumerDeleter}
+}
+
+// DefaultMaxDeliver is each durable's MaxDeliver when the setup is not told otherwise: the
+// status writer 50; the snapshotter 5 (3 attempts and 2 more to report the failure); the
+// uploader Unlimited (it gives up when the staged copy is about to expire); the pruner's two
+// 100.
+func DefaultMaxDeliver() map[string]int {
+	return map[string]int{ConsumerStatusWriter: 50, ConsumerSnapshotter: 5, ConsumerUploader: Unlimited,
+		ConsumerPruner: 100, ConsumerDeleter: 100}
+}
+
+// EnsureDurables creates or updates every service's durable consumer with its MaxDeliver
+// (DefaultMaxDeliver for one maxDeliver does not name): the setup identity's job.
+func EnsureDurables(ctx context.Context, js jetstream.JetStream, maxDeliver map[string]int) error {
+	for _, d := range Durables() {
+		n, ok := maxDeliver[d]
+		if !ok {
+			n = DefaultMaxDeliver()[d]
+		}
+		if _, err := Consumer(ctx, js, d, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Durable binds to a service's durable consumer, which the setup created, and returns it with
+// its MaxDeliver (Unlimited for none): a service reads its consumer, it never changes it.
+func Durable(ctx context.Context, js jetstream.JetStream, durable string) (jetstream.Consumer, int, error) {
+	stream := StreamOf(durable)
+	if stream == "" {
+		return nil, 0, fmt.Errorf("consumer %s: no stream is defined for it", durable)
+	}
+	c, err := js.Consumer(ctx, stream, durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, 0, fmt.Errorf("%w: consumer %s on %s does not exist: run the setup (etcdbackup-setup)", ErrNotSetUp,
+			durable, stream)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("bind consumer %s on %s: %w", durable, stream, err)
+	}
+	cfg := c.CachedInfo().Config
+	if cfg.AckPolicy != jetstream.AckExplicitPolicy || cfg.FilterSubject != "" || len(cfg.FilterSubjects) > 0 {
+		return nil, 0, fmt.Errorf("%w: consumer %s on %s acks %v, filters %q %v; this version needs explicit acks of every "+
+			"message: run the setup (etcdbackup-setup) of this version", ErrNotAsNeeded, durable, stream, cfg.AckPolicy,
+			cfg.FilterSubject, cfg.FilterSubjects)
+	}
+	if cfg.MaxDeliver < 1 {
+		return c, Unlimited, nil
+	}
+	return c, cfg.MaxDeliver, nil
+}
+
+// Unlimited is a consumer's maxDeliver that bounds nothing: the handler gives up itself
+// (Outcome.Window).
+const Unlimited = -1
+
 // Consumer creates (or updates) and returns the durable consumer of a service. maxDeliver
-// bounds its deliveries of one message (at least 1); the last one is a dead letter (Typed).
+// bounds its deliveries of one message (at least 1, or Unlimited); the last one is a dead
+// letter (Typed).
 func Consumer(ctx context.Context, js jetstream.JetStream, durable string, maxDeliver int) (jetstream.Consumer, error) {
 	stream := StreamOf(durable)
 	if stream == "" {
 		return nil, fmt.Errorf("consumer %s: no stream is defined for it", durable)
 	}
-	if maxDeliver < 1 {
-		return nil, fmt.Errorf("consumer %s: max deliveries must be at least 1, got %d", durable, maxDeliver)
+	if maxDeliver < 1 && maxDeliver != Unlimited {
+		return nil, fmt.Errorf("consumer %s: max deliveries must be at least 1 (or Unlimited), got %d", durable,
+			maxDeliver)
 	}
 	c, err := js.CreateOrUpdateConsumer(ctx, stream, ConsumerConfig(durable, maxDeliver))
 	if err != nil {

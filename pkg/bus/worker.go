@@ -263,6 +263,10 @@ func (w *Worker) settle(ctx context.Context, msg jetstream.Msg, err error, doubl
 	default:
 		// The one line about a retry: handlers and their middleware do not log it.
 		delay := w.backoff(delivered)
+		var soon *retrySoonError
+		if errors.As(err, &soon) {
+			delay = soon.after
+		}
 		w.metrics.retry(msg.Subject())
 		logger(w.log, err).Warn("job failed, will retry", "subject", msg.Subject(), "delivered", delivered, "retry_in",
 			delay, "err", err)

@@ -219,3 +219,28 @@ func TestPublishDeduplicates(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 1", info.State.Msgs)
 	}
 }
+
+// A RetrySoon error brings its message back after its own delay, not the worker's backoff
+// (a minute here).
+func TestRetrySoonComesBackSoon(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js := natstest.JetStream(t)
+	c := consumerWithMaxDeliver(t, ctx, js, 5)
+	var calls atomic.Int32
+	h := bus.Handler(func(ctx context.Context, msg jetstream.Msg) error {
+		if calls.Add(1) == 1 {
+			return bus.RetrySoon(50*time.Millisecond, errors.New("not yet"))
+		}
+		return nil
+	})
+	startWorker(t, ctx, c, h, bus.WithBackoff(func(uint64) time.Duration { return time.Minute }))
+	if _, err := js.Publish(ctx, bus.SubjectBackupRequested, mustEncode(t, validRequest())); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitFor(t, "the second delivery", func() bool { return calls.Load() >= 2 })
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("redelivered after %s, want about 50 ms", took)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/textproto"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
@@ -45,6 +46,23 @@ func WithUploadThreads(n uint) S3Option {
 	}
 }
 
+// WithPartTimeout bounds each request of a put: a single PUT, each part of a multipart
+// upload, and its completion (default DefaultPartTimeout). An endpoint that stops answering
+// mid-upload (blackholed) fails the put within it, and the caller retries, instead of the
+// put hanging on TCP's own timeouts.
+func WithPartTimeout(d time.Duration) S3Option {
+	return func(b *s3Bucket) error {
+		if d <= 0 {
+			return fmt.Errorf("part timeout must be positive, got %s", d)
+		}
+		b.partTimeout = d
+		return nil
+	}
+}
+
+// DefaultPartTimeout is a put's bound per request: an 8 MiB part at 30 KB/s.
+const DefaultPartTimeout = 5 * time.Minute
+
 // withDestination names the Seed destination in the bucket's errors.
 func withDestination(name string) S3Option {
 	return func(b *s3Bucket) error {
@@ -66,7 +84,7 @@ func OpenS3(host string, secure bool, accessKeyID, secretAccessKey, bucket strin
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for %s: %w", host, err)
 	}
-	b := &s3Bucket{c: c, name: bucket, partSize: 8 << 20, threads: 4}
+	b := &s3Bucket{c: c, name: bucket, partSize: 8 << 20, threads: 4, partTimeout: DefaultPartTimeout}
 	for _, o := range opts {
 		if err := o(b); err != nil {
 			return nil, err
@@ -81,6 +99,8 @@ type s3Bucket struct {
 	dest     string
 	partSize uint64
 	threads  uint
+	// partTimeout bounds each request of a put (WithPartTimeout).
+	partTimeout time.Duration
 }
 
 func (b *s3Bucket) Name() string { return b.name }
@@ -120,11 +140,12 @@ func (b *s3Bucket) Put(ctx context.Context, key string, r io.Reader, size int64,
 	}
 	if opts.IfAbsent {
 		po.SetMatchETagExcept("*")
-		if uint64(size) > b.partSize {
-			return b.createMultipart(ctx, key, r, size, po, opts.Uploaded)
-		}
 	}
-	// minio-go aborts the multipart upload of a put that fails, detached from ctx.
+	if uint64(size) > b.partSize {
+		return b.multipart(ctx, key, r, size, po, opts.Uploaded)
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.partTimeout)
+	defer cancel()
 	if _, err := b.c.PutObject(ctx, b.name, key, r, size, po); err != nil {
 		return b.classify("put "+key, key, err)
 	}
@@ -242,16 +263,20 @@ func describe(sentinel error, format string, args ...any) error {
 	return described{sentinel: sentinel, msg: fmt.Sprintf(format, args...)}
 }
 
-// createMultipart is a multipart put that commits only where no object is: If-None-Match: *
-// on CompleteMultipartUpload, where S3 checks it. minio-go's PutObject sends its custom headers
-// on CreateMultipartUpload only (v7.4.1, completeUploadOpts), so this drives minio-go's Core:
-// parts of partSize, threads of them in flight (memory as PutObject's), each counted in
-// uploaded once stored, and the upload aborted, detached from ctx, if anything fails.
-func (b *s3Bucket) createMultipart(ctx context.Context, key string, r io.Reader, size int64,
+// multipart is a multipart put driven through minio-go's Core, for two things its PutObject
+// does not do: a create commits only where no object is (po's If-None-Match: * goes on
+// CompleteMultipartUpload, where S3 checks it; PutObject sends its custom headers on
+// CreateMultipartUpload only, v7.4.1's completeUploadOpts), and each request has its own
+// deadline (partTimeout). Parts of partSize, threads of them in flight (memory as
+// PutObject's), each counted in uploaded once stored; the upload is aborted, detached from
+// ctx, if anything fails.
+func (b *s3Bucket) multipart(ctx context.Context, key string, r io.Reader, size int64,
 	po minio.PutObjectOptions, uploaded func(int64)) (err error) {
 	core := minio.Core{Client: b.c}
-	id, err := core.NewMultipartUpload(ctx, b.name, key, minio.PutObjectOptions{ContentType: po.ContentType,
+	nctx, cancel := context.WithTimeout(ctx, b.partTimeout)
+	id, err := core.NewMultipartUpload(nctx, b.name, key, minio.PutObjectOptions{ContentType: po.ContentType,
 		UserMetadata: po.UserMetadata})
+	cancel()
 	if err != nil {
 		return b.classify("put "+key, key, err)
 	}
@@ -264,7 +289,9 @@ func (b *s3Bucket) createMultipart(ctx context.Context, key string, r io.Reader,
 	if err != nil {
 		return err
 	}
-	if _, err := core.CompleteMultipartUpload(ctx, b.name, key, id, parts, po); err != nil {
+	cctx, cancel := context.WithTimeout(ctx, b.partTimeout)
+	defer cancel()
+	if _, err := core.CompleteMultipartUpload(cctx, b.name, key, id, parts, po); err != nil {
 		return b.classify("put "+key, key, err)
 	}
 	return nil
@@ -287,7 +314,9 @@ func (b *s3Bucket) uploadParts(ctx context.Context, core minio.Core, key, id str
 			break // a part failed: g.Wait says which
 		}
 		g.Go(func() error {
-			p, err := core.PutObjectPart(gctx, b.name, key, id, i+1, bytes.NewReader(buf), int64(len(buf)),
+			pctx, cancel := context.WithTimeout(gctx, b.partTimeout)
+			defer cancel()
+			p, err := core.PutObjectPart(pctx, b.name, key, id, i+1, bytes.NewReader(buf), int64(len(buf)),
 				minio.PutObjectPartOptions{})
 			if err != nil {
 				return b.classify(fmt.Sprintf("put %s part %d", key, i+1), key, err)

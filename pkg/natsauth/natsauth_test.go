@@ -167,10 +167,16 @@ func TestEachIdentityDoesItsJob(t *testing.T) {
 	for _, id := range bus.Identities() {
 		conns[id] = b.connect(id)
 	}
+	if err := bus.Ensure(ctx, conns[bus.IdentitySetup].js, topo); err != nil {
+		t.Fatalf("setup creates the streams and the staging bucket: %v", err)
+	}
+	if err := bus.EnsureDurables(ctx, conns[bus.IdentitySetup].js, nil); err != nil {
+		t.Fatalf("setup creates the durables: %v", err)
+	}
 	for _, id := range []bus.Identity{bus.IdentityScheduler, bus.IdentitySnapshotter, bus.IdentityUploader,
 		bus.IdentityPruner, bus.IdentityRestorer} {
-		if err := bus.EnsureFor(ctx, conns[id].js, topo, id); err != nil {
-			t.Fatalf("%s ensures its streams: %v", id, err)
+		if err := bus.CheckFor(ctx, conns[id].js, topo, id); err != nil {
+			t.Fatalf("%s checks its streams: %v", id, err)
 		}
 	}
 	watcherSub, err := conns[bus.IdentityWatcher].nc.SubscribeSync(bus.SubjectStatusAll)
@@ -274,13 +280,8 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 	b := startBench(t)
 	ctx := ctxT(t)
 	owner := b.connect(bus.IdentitySnapshotter)
-	if err := bus.EnsureFor(ctx, owner.js, bus.DefaultTopology(), bus.IdentitySnapshotter); err != nil {
+	if err := bus.Ensure(ctx, b.connect(bus.IdentitySetup).js, bus.DefaultTopology()); err != nil {
 		t.Fatal(err)
-	}
-	for _, id := range []bus.Identity{bus.IdentityPruner, bus.IdentityScheduler} {
-		if err := bus.EnsureFor(ctx, b.connect(id).js, bus.DefaultTopology(), id); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if _, err := staging.Put(ctx, owner.js, bus.StagingBucket, "ns/secret", "test",
 		strings.NewReader(strings.Repeat("x", 4096))); err != nil {
@@ -346,15 +347,36 @@ func TestIdentitiesAreRefusedWhatIsNotTheirs(t *testing.T) {
 			_, err := c.js.OrderedConsumer(ctx, bus.StreamStatus, jetstream.OrderedConsumerConfig{})
 			return err
 		}},
-		probe{"update another's stream", bus.IdentityRestorer, func(ctx context.Context, c *conn) error {
-			_, err := c.js.CreateOrUpdateStream(ctx, bus.DefaultTopology().StreamConfigs()[0])
+		probe{"create its own durable", bus.IdentityUploader, func(ctx context.Context, c *conn) error {
+			_, err := bus.Consumer(ctx, c.js, bus.ConsumerUploader, 1)
 			return err
 		}},
+		probe{"delete a stream", bus.IdentitySetup, func(ctx context.Context, c *conn) error {
+			return c.js.DeleteStream(ctx, bus.StreamStatus)
+		}},
+		probe{"publish a backup request", bus.IdentitySetup, publish(bus.SubjectBackupRequested)},
 		probe{"delete a stream", bus.IdentityPruner, func(ctx context.Context,
 			c *conn) error {
 			return c.js.DeleteStream(ctx, bus.StreamRequests)
 		}},
 	)
+	// No service key may change a stream: "nats stream edit ETCDBACKUP_STATUS --max-msgs 7"
+	// with a stolen service key stopped every status publish in the seed.
+	update := func(cfg jetstream.StreamConfig) func(ctx context.Context, c *conn) error {
+		return func(ctx context.Context, c *conn) error {
+			cfg.MaxMsgs = 7
+			_, err := c.js.UpdateStream(ctx, cfg)
+			return err
+		}
+	}
+	streams := bus.DefaultTopology().StreamConfigs()
+	for _, id := range []bus.Identity{bus.IdentityScheduler, bus.IdentitySnapshotter, bus.IdentityUploader,
+		bus.IdentityPruner, bus.IdentityTrigger, bus.IdentityWatcher} {
+		probes = append(probes, probe{"update stream " + bus.StreamStatus, id, update(streams[len(streams)-1])})
+	}
+	for _, cfg := range streams { // the restorer's key, on every stream
+		probes = append(probes, probe{"update stream " + cfg.Name, bus.IdentityRestorer, update(cfg)})
+	}
 	for _, p := range probes {
 		t.Run(string(p.id)+" may not "+p.name, func(t *testing.T) {
 			c := b.connect(p.id)
@@ -481,7 +503,7 @@ func mustPublish(t *testing.T, ctx context.Context, js jetstream.JetStream, subj
 
 func consumeOne(t *testing.T, ctx context.Context, js jetstream.JetStream, durable string) {
 	t.Helper()
-	c, err := bus.Consumer(ctx, js, durable, 5)
+	c, _, err := bus.Durable(ctx, js, durable)
 	if err != nil {
 		t.Fatalf("%s: %v", durable, err)
 	}

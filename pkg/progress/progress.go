@@ -5,6 +5,7 @@ package progress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -80,4 +81,34 @@ func Say(done, total int64) string {
 	}
 	pct := min(100, done*100/total)
 	return fmt.Sprintf("%d of %d %s (%d%%)", done>>shift, total>>shift, unit, pct)
+}
+
+// ErrIdle is the cause of a stream cut off by Idle: no byte arrived within its bound.
+var ErrIdle = errors.New("no data within the idle timeout")
+
+// Idle watches a stream for stalls: it returns a context derived from ctx for the call that
+// opens the stream, and wrap, which wraps the stream's reader so that every read that returns
+// bytes resets a timer of idle; when the timer fires first (a member or endpoint that stopped
+// sending without closing the connection), the context is cancelled with ErrIdle as its cause,
+// which ends the stream's next read. stop releases the timer.
+func Idle(ctx context.Context, idle time.Duration) (sctx context.Context, wrap func(io.Reader) io.Reader,
+	stop func()) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	t := time.AfterFunc(idle, func() { cancel(fmt.Errorf("%w (%s)", ErrIdle, idle)) })
+	wrap = func(r io.Reader) io.Reader { return &idleReader{r: r, t: t, idle: idle} }
+	return sctx, wrap, func() { t.Stop(); cancel(nil) }
+}
+
+type idleReader struct {
+	r    io.Reader
+	t    *time.Timer
+	idle time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.t.Reset(r.idle)
+	}
+	return n, err
 }

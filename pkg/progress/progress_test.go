@@ -3,6 +3,7 @@ package progress
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -48,5 +49,25 @@ func TestReaderCounterAndEvery(t *testing.T) {
 	stop()
 	if n := calls.Load(); n < 3 {
 		t.Fatalf("%d reports in 10 s at a 1 ms interval", n)
+	}
+}
+
+// A stream that stops sending is cut off after the idle bound, with ErrIdle as the cause; one
+// that keeps sending is not, however long it takes in all.
+func TestIdleCutsOffAStalledStream(t *testing.T) {
+	ctx, wrap, stop := Idle(context.Background(), 50*time.Millisecond)
+	defer stop()
+	pr, pw := io.Pipe()
+	go func() {
+		for range 6 { // 6 bytes, 20 ms apart: 120 ms in all, never 50 ms idle
+			time.Sleep(20 * time.Millisecond)
+			_, _ = pw.Write([]byte{1})
+		}
+		<-ctx.Done() // then it stalls, until the watchdog ends it
+		pw.CloseWithError(context.Cause(ctx))
+	}()
+	got, err := io.ReadAll(wrap(pr))
+	if len(got) != 6 || !errors.Is(err, ErrIdle) || !errors.Is(context.Cause(ctx), ErrIdle) {
+		t.Fatalf("read %d bytes, err %v (cause %v); want 6 bytes, then ErrIdle", len(got), err, context.Cause(ctx))
 	}
 }

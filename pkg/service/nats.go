@@ -136,19 +136,24 @@ func ConnectNATS(ctx context.Context, n NATS, id bus.Identity,
 	return nc, js, nil
 }
 
-// EnsureBus creates or updates the streams (and staging bucket) id works with, retrying while
-// NATS is unreachable until ctx is done.
-func EnsureBus(ctx context.Context, js jetstream.JetStream, t bus.Topology, id bus.Identity, log *slog.Logger) error {
+// CheckBus checks the streams (and staging bucket) id works with (bus.CheckFor): it waits,
+// retrying, while NATS is unreachable or the setup has not created them yet, until ctx is
+// done; a stream that is not as this version needs fails the start.
+func CheckBus(ctx context.Context, js jetstream.JetStream, t bus.Topology, id bus.Identity, log *slog.Logger) error {
+	var said time.Time
 	for {
-		err := bus.EnsureFor(ctx, js, t, id)
-		if err == nil {
-			return nil
+		err := bus.CheckFor(ctx, js, t, id)
+		if err == nil || errors.Is(err, bus.ErrNotAsNeeded) {
+			return err
 		}
-		log.Warn("jetstream not ready, retrying", "err", err)
+		if time.Since(said) > 30*time.Second {
+			log.Warn("waiting for the bus", "err", err)
+			said = time.Now()
+		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(time.Second):
 		}
 	}
 }

@@ -127,7 +127,7 @@ func Connect(ctx context.Context, c Common, id bus.Identity, opts ...Option) (*R
 		return nil, err
 	}
 	rt.Bus = bus.NewMetrics(rt.Endpoint.Registry())
-	if err := EnsureBus(ctx, rt.JS, c.Topology(), id, log); err != nil {
+	if err := CheckBus(ctx, rt.JS, c.Topology(), id, log); err != nil {
 		rt.Close()
 		return nil, err
 	}
@@ -171,15 +171,17 @@ func (rt *Runtime) Destinations(r client.Reader, opts ...destination.S3Option) *
 	return destination.NewResolver(r, rt.common.Destinations(), opts...)
 }
 
-// Worker returns the Start of a bus.Worker running h over the durable consumer, which
-// delivers a message at most maxDeliver times, with the runtime's logger and bus metrics.
-func (rt *Runtime) Worker(ctx context.Context, durable string, maxDeliver int, h bus.Handler,
+// Worker returns the Start of a bus.Worker over the durable consumer the setup made, running
+// the handler h builds for the consumer's MaxDeliver (bus.Unlimited for none), with the
+// runtime's logger and bus metrics.
+func (rt *Runtime) Worker(ctx context.Context, durable string, h func(maxDeliver int) bus.Handler,
 	opts ...bus.WorkerOption) (Part, error) {
-	c, err := bus.Consumer(ctx, rt.JS, durable, maxDeliver)
+	c, maxDeliver, err := bus.Durable(ctx, rt.JS, durable)
 	if err != nil {
 		return nil, err
 	}
-	w, err := bus.NewWorker(c, h, append([]bus.WorkerOption{bus.WithLogger(rt.Log), bus.WithMetrics(rt.Bus)}, opts...)...)
+	w, err := bus.NewWorker(c, h(maxDeliver), append([]bus.WorkerOption{bus.WithLogger(rt.Log), bus.WithMetrics(rt.Bus)},
+		opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -187,14 +189,14 @@ func (rt *Runtime) Worker(ctx context.Context, durable string, maxDeliver int, h
 }
 
 // BatchWorker is Worker for a handler of up to size messages at once.
-func (rt *Runtime) BatchWorker(ctx context.Context, durable string, maxDeliver int, h bus.BatchHandler, size int,
+func (rt *Runtime) BatchWorker(ctx context.Context, durable string, h func(maxDeliver int) bus.BatchHandler, size int,
 	opts ...bus.WorkerOption) (Part, error) {
-	c, err := bus.Consumer(ctx, rt.JS, durable, maxDeliver)
+	c, maxDeliver, err := bus.Durable(ctx, rt.JS, durable)
 	if err != nil {
 		return nil, err
 	}
-	w, err := bus.NewBatchWorker(c, h, size, append([]bus.WorkerOption{bus.WithLogger(rt.Log), bus.WithMetrics(rt.Bus)},
-		opts...)...)
+	base := []bus.WorkerOption{bus.WithLogger(rt.Log), bus.WithMetrics(rt.Bus)}
+	w, err := bus.NewBatchWorker(c, h(maxDeliver), size, append(base, opts...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -104,6 +104,11 @@ func IntVar(fs *flag.FlagSet, p *int, name string, def int, usage string) {
 	fs.IntVar(p, name, def, usage+" (env "+envName(name)+")")
 }
 
+// Int64Var defines an int64 flag that its environment variable may also set (see Parse).
+func Int64Var(fs *flag.FlagSet, p *int64, name string, def int64, usage string) {
+	fs.Int64Var(p, name, def, usage+" (env "+envName(name)+")")
+}
+
 // BoolVar defines a bool flag that its environment variable may also set (see Parse).
 func BoolVar(fs *flag.FlagSet, p *bool, name string, def bool, usage string) {
 	fs.BoolVar(p, name, def, usage+" (env "+envName(name)+")")

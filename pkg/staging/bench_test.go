@@ -131,8 +131,22 @@ func secureStaging(b *testing.B, ctx context.Context) jetstream.JetStream {
 	if err != nil {
 		b.Fatal(err)
 	}
-	topo := bus.DefaultTopology()
-	if err := bus.EnsureFor(ctx, js, topo, bus.IdentitySnapshotter); err != nil {
+	// The streams are the setup identity's to create.
+	sn := service.NATS{URL: srv.ClientURL(), Creds: creds.Seed(bus.IdentitySetup), CA: creds.CA()}
+	sopts, err := sn.Options(bus.IdentitySetup)
+	if err != nil {
+		b.Fatal(err)
+	}
+	snc, err := nats.Connect(srv.ClientURL(), sopts...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer snc.Close()
+	sjs, err := bus.NewJetStream(snc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := bus.Ensure(ctx, sjs, bus.DefaultTopology()); err != nil {
 		b.Fatal(err)
 	}
 	return js

@@ -232,7 +232,7 @@ func TestPutCompressedSeals(t *testing.T) {
 	var out bytes.Buffer
 	st := backupformat.Meta{SHA256: w.SHA256(), Codec: w.Codec(), Recipients: seal.Fingerprints[0]}
 	if _, err := backupformat.Open(bytes.NewReader(staged), st, []age.Identity{id},
-		&out); err != nil || !bytes.Equal(out.Bytes(), snap) {
+		&out, 0); err != nil || !bytes.Equal(out.Bytes(), snap) {
 		t.Fatalf("open the staged backup: %v", err)
 	}
 }

@@ -26,6 +26,12 @@ const (
 	ReasonDestination = "destination"
 	ReasonStage       = "stage"
 	ReasonNotPlanned  = "not-planned"
+	// ReasonUnlisted: a stage reported a backup its config's status does not list, and the
+	// scheduler never queued.
+	ReasonUnlisted = "unlisted"
+	// ReasonUnconfirmed: a completion the bucket does not confirm (no object at the key, or
+	// another sha256 than the one reported).
+	ReasonUnconfirmed = "unconfirmed"
 )
 
 // EventReasonRejected is the reason of the Warning Event a rejected message leaves on its config.

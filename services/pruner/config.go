@@ -2,7 +2,6 @@ package main
 
 import (
 	"flag"
-	"fmt"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/service"
@@ -15,7 +14,6 @@ type Config struct {
 	ReconcileInterval time.Duration
 	RetryDelay        time.Duration
 	RetryMaxDelay     time.Duration
-	MaxDeliver        int
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -28,17 +26,11 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second,
 		"first delay before a failed deletion is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between deletion retries")
-	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100,
-		"deliveries of one stored-backup or deletion message before it is given up (a dead letter; a deletion is marked "+
-			"Failed)")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
-	}
-	if c.MaxDeliver < 1 {
-		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)
 	}
 	return c, nil
 }

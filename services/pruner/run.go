@@ -30,13 +30,13 @@ func run(ctx context.Context, args []string) error {
 	}
 	backoff := bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay))
 	stored := &prune.Stored{Reader: rt.Kube, Planner: planner, Events: rt.Events}
-	storedWorker, err := rt.Worker(ctx, bus.ConsumerPruner, cfg.MaxDeliver, stored.Handler(cfg.MaxDeliver), backoff)
+	storedWorker, err := rt.Worker(ctx, bus.ConsumerPruner, stored.Handler, backoff)
 	if err != nil {
 		return err
 	}
 	deleter := &prune.Deleter{Reader: rt.Kube, Planner: planner, JS: rt.JS, Destinations: dests, Events: rt.Events,
 		Bus: rt.Bus, Log: rt.Log, Metrics: m}
-	deleteWorker, err := rt.Worker(ctx, bus.ConsumerDeleter, cfg.MaxDeliver, deleter.Handler(cfg.MaxDeliver),
+	deleteWorker, err := rt.Worker(ctx, bus.ConsumerDeleter, deleter.Handler,
 		bus.WithConcurrency(cfg.Concurrency), backoff)
 	if err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/restorer/restore"
 	"github.com/robfig/cron/v3"
@@ -50,11 +51,17 @@ func parseConfig(args []string) (Config, error) {
 	service.StringVar(fs, &c.Step.PeerURL, "etcd-peer-url", "http://{pod}.etcd.{namespace}.svc.cluster.local:2380",
 		"a member's peer URL; {pod}, {statefulset} and {namespace} are replaced (Cluster annotation "+
 			"etcdbackup.k8c.io/etcd-peer-urls overrides)")
+	service.Int64Var(fs, &c.Step.MaxSnapshotSize, "max-snapshot-size", backupformat.DefaultMaxSnapshotSize,
+		"largest plausible snapshot in bytes: a backup whose metadata records more is refused, and one that records no "+
+			"size is decompressed no further (verify, drills, and the restore step on each member's disk)")
 	service.DurationVar(fs, &c.Step.ProgressInterval, "restore-step-progress-interval", 5*time.Second,
 		"how often the restore step logs the bytes it has downloaded; the restorer reads the last line from each member "+
 			"pod's log for the EtcdRestore's progress")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
+	}
+	if c.Step.MaxSnapshotSize < 1 {
+		return Config{}, fmt.Errorf("max-snapshot-size must be positive, got %d", c.Step.MaxSnapshotSize)
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err

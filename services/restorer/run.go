@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string) error {
 	drills := &drill.Controller{
 		Client: rt.Manager.GetClient(), Destinations: dests, Recorder: rt.Events, Log: rt.Log, Publish: announce,
 		Default: cfg.DrillSchedule, Scratch: cfg.DrillDir, Metrics: drill.NewMetrics(rt.Endpoint.Registry()),
+		MaxSnapshot: cfg.Step.MaxSnapshotSize,
 	}
 	if err := drills.SetupWithManager(rt.Manager); err != nil {
 		return err

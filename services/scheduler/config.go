@@ -15,12 +15,12 @@ type Config struct {
 	StatusWriters int
 	// StatusBatch is how many waiting status events one replica takes at once.
 	StatusBatch int
-	// MaxDeliver bounds deliveries of one status event.
-	MaxDeliver int
 	// TriggerMinInterval is the least time between two manual backups of one config.
 	TriggerMinInterval time.Duration
 	// MinInterval is the least time between two scheduled backups of one config.
 	MinInterval time.Duration
+	// RunningTimeout bounds how long a backup may stay Running in status.
+	RunningTimeout time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -30,13 +30,14 @@ func parseConfig(args []string) (Config, error) {
 	service.IntVar(fs, &c.StatusWriters, "status-writers", 8, "configs whose status one replica writes at once")
 	service.IntVar(fs, &c.StatusBatch, "status-batch", 256,
 		"waiting status events one replica takes at once; those of one config become one status write")
-	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 50,
-		"deliveries of one status event before it is given up (a dead letter, logged and counted)")
 	service.DurationVar(fs, &c.TriggerMinInterval, "trigger-min-interval", time.Minute,
 		"least time between two manual backups of one config; the trigger refuses earlier ones")
 	service.DurationVar(fs, &c.MinInterval, "min-interval", 10*time.Minute,
 		"least time between two scheduled backups of one config; a config whose schedule asks for more is not "+
 			"scheduled (SchedulingActive False, reason ScheduleTooFrequent)")
+	service.DurationVar(fs, &c.RunningTimeout, "running-timeout", 3*time.Hour,
+		"how long a backup may stay Running in status before it is reported Failed (no stage reported its end); above "+
+			"the snapshotter's and uploader's retry budgets")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -50,8 +51,8 @@ func parseConfig(args []string) (Config, error) {
 	if c.MinInterval < time.Second {
 		return Config{}, fmt.Errorf("min-interval must be at least 1s, got %s", c.MinInterval)
 	}
-	if c.MaxDeliver < 1 {
-		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)
+	if c.RunningTimeout < time.Minute {
+		return Config{}, fmt.Errorf("running-timeout must be at least 1m, got %s", c.RunningTimeout)
 	}
 	return c, nil
 }

@@ -30,15 +30,21 @@ func run(ctx context.Context, args []string) error {
 		Queue:       scheduling.JetStreamQueue{JS: rt.JS, Metrics: m},
 	}
 	rec := &scheduling.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events, Now: time.Now,
-		Log: rt.Log, Metrics: m}
+		Log: rt.Log, Metrics: m, RunningTimeout: cfg.RunningTimeout,
+		Report: func(ctx context.Context, ev *etcdbackupv1.StatusEvent) error {
+			return bus.PublishStatus(ctx, rt.JS, ev)
+		}}
 	if err := rec.SetupWithManager(ctx, rt.Manager, cfg.DestinationsConfigMap != ""); err != nil {
 		return err
 	}
 	writer := statuswriter.New(rt.Kube, rt.Log, rt.Endpoint.Registry())
-	writer.Destinations, writer.Events, writer.Cache, writer.Parallel = dests, rt.Events, rt.Manager.GetClient(),
-		cfg.StatusWriters
-	statuses, err := rt.BatchWorker(ctx, bus.ConsumerStatusWriter, cfg.MaxDeliver,
-		bus.TypedBatch[etcdbackupv1.StatusEvent](cfg.MaxDeliver, writer.HandleBatch), cfg.StatusBatch,
+	// The writer reads destination credentials (to confirm completions) through the API: the
+	// cache would watch every Secret.
+	writer.Destinations = rt.Destinations(rt.Kube)
+	writer.Events, writer.Cache, writer.Parallel = rt.Events, rt.Manager.GetClient(), cfg.StatusWriters
+	statuses, err := rt.BatchWorker(ctx, bus.ConsumerStatusWriter, func(maxDeliver int) bus.BatchHandler {
+		return bus.TypedBatch[etcdbackupv1.StatusEvent](maxDeliver, writer.HandleBatch)
+	}, cfg.StatusBatch,
 		bus.WithBackoff(bus.ExponentialBackoff(500*time.Millisecond, 30*time.Second)))
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ type Config struct {
 	MaxAttempts       int
 	RetryDelay        time.Duration
 	MemberTimeout     time.Duration
+	SnapshotIdle      time.Duration
 	Level             string
 	ZstdThreads       int
 	StagingReserveMiB int
@@ -31,6 +32,9 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 5*time.Second,
 		"delay before a failed snapshot is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.MemberTimeout, "member-timeout", 5*time.Second, "timeout of one etcd member's health check")
+	service.DurationVar(fs, &c.SnapshotIdle, "snapshot-idle-timeout", time.Minute,
+		"how long etcd's snapshot stream may send nothing before the attempt fails and is retried (a member that stalls "+
+			"or is blackholed)")
 	service.StringVar(fs, &c.Level, "zstd-level", "default",
 		"zstd level the snapshot is compressed with while it streams: fastest, default, better or best")
 	service.IntVar(fs, &c.ZstdThreads, "zstd-threads", 1,

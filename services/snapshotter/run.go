@@ -22,13 +22,13 @@ func run(ctx context.Context, args []string) error {
 	defer rt.Close()
 	h := take.New(take.Options{
 		Reader: rt.Kube, Events: rt.Events, JS: rt.JS, Bus: rt.Bus, MaxAttempts: uint64(cfg.MaxAttempts),
-		MemberTimeout: cfg.MemberTimeout, Level: cfg.level(), Concurrency: cfg.ZstdThreads,
+		MemberTimeout: cfg.MemberTimeout, SnapshotIdle: cfg.SnapshotIdle, Level: cfg.level(), Concurrency: cfg.ZstdThreads,
 		StagingReserve: int64(cfg.StagingReserveMiB) << 20,
 		// The Seed (or destinations ConfigMap) and a destination's encryption Secret.
 		Destinations: rt.Destinations(rt.Kube), Log: rt.Log,
 	}, rt.Endpoint.Registry())
 	rt.Endpoint.Registry().MustRegister(staging.NewCollector(rt.JS, bus.StagingBucket))
-	worker, err := rt.Worker(ctx, bus.ConsumerSnapshotter, take.MaxDeliver(cfg.MaxAttempts), h.Handler(),
+	worker, err := rt.Worker(ctx, bus.ConsumerSnapshotter, h.Handler,
 		bus.WithConcurrency(cfg.Concurrency), bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, 5*time.Minute)))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 )
 
@@ -20,7 +21,7 @@ type Config struct {
 	RetryMaxDelay time.Duration
 	StagingMiB    int
 	StagingIdle   time.Duration
-	MaxDeliver    int
+	PartTimeout   time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -34,22 +35,20 @@ func parseConfig(args []string) (Config, error) {
 	service.IntVar(fs, &c.PartSizeMiB, "part-size-mib", 8,
 		"multipart upload part size in MiB (memory: one part; at most 10,000 parts, so 8 MiB holds 78 GiB)")
 	service.IntVar(fs, &c.Threads, "upload-threads", 4, "parts uploaded at once")
+	service.DurationVar(fs, &c.PartTimeout, "part-timeout", destination.DefaultPartTimeout,
+		"deadline of each request of an upload (a part, the single PUT of a small backup, the completion): an endpoint "+
+			"that stops answering fails the attempt within it, and the upload is retried")
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second,
 		"first delay before a failed upload is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between upload retries")
 	service.IntVar(fs, &c.StagingMiB, "staging-read-mib", 4, "MiB of staged snapshot chunks in flight to one upload")
 	service.DurationVar(fs, &c.StagingIdle, "staging-idle-timeout", time.Minute,
 		"how long a staged chunk may take to arrive before the upload is retried")
-	service.IntVar(fs, &c.MaxDeliver, "max-deliver", 100,
-		"deliveries of one staged snapshot before its backup is marked Failed (a dead letter)")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
-	}
-	if c.MaxDeliver < 1 {
-		return Config{}, fmt.Errorf("max-deliver must be at least 1, got %d", c.MaxDeliver)
 	}
 	if c.PartSizeMiB < 5 {
 		return Config{}, fmt.Errorf("part-size-mib must be at least 5 (S3's minimum part size), got %d", c.PartSizeMiB)

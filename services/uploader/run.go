@@ -22,10 +22,11 @@ func run(ctx context.Context, args []string) error {
 	h := upload.New(upload.Options{
 		Reader: rt.Kube, Events: rt.Events, JS: rt.JS, Staging: rt.Staging, Bus: rt.Bus,
 		Destinations: rt.Destinations(rt.Kube, destination.WithPartSize(uint64(cfg.PartSizeMiB)<<20),
-			destination.WithUploadThreads(uint(cfg.Threads))),
+			destination.WithUploadThreads(uint(cfg.Threads)), destination.WithPartTimeout(cfg.PartTimeout)),
 		WorkDir: cfg.WorkDir, StagingReadBytes: cfg.StagingMiB << 20, StagingIdle: cfg.StagingIdle, Log: rt.Log,
+		StagingTTL: cfg.Topology().StagingTTL,
 	}, rt.Endpoint.Registry())
-	worker, err := rt.Worker(ctx, bus.ConsumerUploader, cfg.MaxDeliver, h.Handler(cfg.MaxDeliver),
+	worker, err := rt.Worker(ctx, bus.ConsumerUploader, h.Handler,
 		bus.WithConcurrency(cfg.Concurrency),
 		bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay)))
 	if err != nil {

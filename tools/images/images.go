@@ -3,7 +3,8 @@
 // holds only CA certificates (Mozilla's, from golang.org/x/crypto/x509roots/fallback, pinned
 // by go.sum), /etc/passwd and /etc/group with the non-root user 65532, and /tmp. Every file
 // time and the image's creation time are the Unix epoch, so the same sources give the same
-// digests, on any machine with the same Go. The restorer's image also holds /restore-step.
+// digests, on any machine with the same Go. The restorer's image also holds /restore-step,
+// the scheduler's /setup.
 //
 //	go run . --repo ../.. --out ../../bin/images --kustomization ../../deploy/k8s/kustomization.yaml
 package main
@@ -36,7 +37,7 @@ import (
 
 // Services are the images built, each with the programs it holds (its entrypoint first).
 var Services = map[string][]Program{
-	"scheduler":   {{"scheduler", "services/scheduler", "."}},
+	"scheduler":   {{"scheduler", "services/scheduler", "."}, {"setup", "services/scheduler", "./cmd/setup"}},
 	"snapshotter": {{"snapshotter", "services/snapshotter", "."}},
 	"uploader":    {{"uploader", "services/uploader", "."}},
 	"pruner":      {{"pruner", "services/pruner", "."}},

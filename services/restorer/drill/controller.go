@@ -48,6 +48,8 @@ type Controller struct {
 	// Metrics are the drills' (NewMetrics).
 	Metrics *Metrics
 	Now     func() time.Time
+	// MaxSnapshot bounds a drilled snapshot (0: backupformat.DefaultMaxSnapshotSize).
+	MaxSnapshot int64
 }
 
 // SetupWithManager registers the Controller with mgr: every EtcdBackupConfig, one drill at
@@ -206,7 +208,7 @@ func (c *Controller) drill(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 	// The key is derived from the config, never read from status.
 	key := backupname.ObjectKey(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name, b.BackupName)
 	c.Log.Info("drill started", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "destination", dest.Name)
-	res, err := Run(ctx, bucket, key, ids.List, c.Scratch)
+	res, err := Run(ctx, bucket, key, ids.List, c.Scratch, c.MaxSnapshot)
 	c.Log.Info("drill finished", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "keys", res.Keys,
 		"revision", res.Revision, "seconds", res.Took.Seconds(), "err", err)
 	return res, err

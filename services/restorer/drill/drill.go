@@ -46,8 +46,10 @@ type Result struct {
 // Run drills the backup at key in b in a fresh directory under scratch, which it removes
 // after. ids decrypt an encrypted backup. A missing object or a record that cannot be read
 // fail the drill; a missing bucket or refused keys are the destination's configuration
-// errors, which say nothing of the backup.
-func Run(ctx context.Context, b destination.Bucket, key string, ids []age.Identity, scratch string) (Result, error) {
+// errors, which say nothing of the backup. maxSnapshot bounds the snapshot written to scratch
+// (backupformat.Open).
+func Run(ctx context.Context, b destination.Bucket, key string, ids []age.Identity, scratch string,
+	maxSnapshot int64) (Result, error) {
 	start := time.Now()
 	meta, size, err := record(ctx, b, key)
 	if err != nil {
@@ -63,7 +65,7 @@ func Run(ctx context.Context, b destination.Bucket, key string, ids []age.Identi
 		return Result{}, err
 	}
 	data := filepath.Join(dir, "data")
-	if err := restore(ctx, b, key, meta.SHA256, ids, dir, data, peer); err != nil {
+	if err := restore(ctx, b, key, meta.SHA256, ids, dir, data, peer, maxSnapshot); err != nil {
 		return Result{}, err
 	}
 	want := meta.KeyCount
@@ -115,9 +117,9 @@ func room(scratch string, size int64) (string, error) {
 // restore fetches the backup into dir, proving it as a restore step does, and restores it
 // with etcdutl into data as a one-member cluster whose peer is peer.
 func restore(ctx context.Context, b destination.Bucket, key, sha string, ids []age.Identity, dir, data string,
-	peer url.URL) error {
+	peer url.URL, maxSnapshot int64) error {
 	snap := filepath.Join(dir, "snapshot.db")
-	if err := member.Fetch(ctx, b, key, sha, ids, snap, nil); err != nil {
+	if err := member.Fetch(ctx, b, key, sha, ids, snap, nil, maxSnapshot); err != nil {
 		if errors.Is(err, member.ErrCorrupt) || errors.Is(err, member.ErrDecrypt) || errors.Is(err, member.ErrNotFound) {
 			return fmt.Errorf("%w: %w", ErrFailed, err)
 		}

@@ -48,7 +48,7 @@ func TestDrillPassesOnAGoodBackup(t *testing.T) {
 	s3 := s3test.Run(t, "backups")
 	store(t, s3, "good.db.zst", raw, rev, keys)
 	scratch := t.TempDir()
-	res, err := Run(context.Background(), s3.Bucket(t, "backups"), "good.db.zst", nil, scratch)
+	res, err := Run(context.Background(), s3.Bucket(t, "backups"), "good.db.zst", nil, scratch, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,14 +73,14 @@ func TestDrillFailsOnAChangedBackup(t *testing.T) {
 	}
 	changed[i+len("/registry/k05")] = '9' // k050 becomes k059's twin: a plausible edit
 	store(t, s3, "changed.db.zst", changed, rev, keys)
-	_, err := Run(context.Background(), s3.Bucket(t, "backups"), "changed.db.zst", nil, t.TempDir())
+	_, err := Run(context.Background(), s3.Bucket(t, "backups"), "changed.db.zst", nil, t.TempDir(), 0)
 	if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "trailer") && !strings.Contains(err.Error(), "hash") {
 		t.Fatalf("drill of changed bytes with matching sha256 metadata: %v, want it failed on etcd's hash", err)
 	}
 
 	store(t, s3, "miscounted.db.zst", raw, rev, keys+7)
 	if _, err := Run(context.Background(), s3.Bucket(t, "backups"), "miscounted.db.zst", nil,
-		t.TempDir()); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "keys") {
+		t.TempDir(), 0); !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "keys") {
 		t.Fatalf("drill of a backup recorded with other key count: %v, want it failed on the count", err)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -66,9 +67,10 @@ type Verified struct {
 
 // Verify streams the backup at key through every check, keeping nothing: the object's sha256
 // against its record, zstd, and etcd's trailing hash and size rule. Memory stays flat
-// whatever the backup's size.
-func Verify(ctx context.Context, b destination.Bucket, key string, ids []age.Identity) (Verified, error) {
-	return check(ctx, b, key, "", ids, io.Discard, nil)
+// whatever the backup's size. maxSnapshot bounds the snapshot (backupformat.Open).
+func Verify(ctx context.Context, b destination.Bucket, key string, ids []age.Identity,
+	maxSnapshot int64) (Verified, error) {
+	return check(ctx, b, key, "", ids, io.Discard, nil, maxSnapshot)
 }
 
 // Visible reads the backup's record, as Fetch does first, and requires it to describe the
@@ -108,8 +110,10 @@ func Visible(ctx context.Context, b destination.Bucket, key, verified string, id
 // metadata to match itself, is refused as ErrCorrupt). On any error nothing is left at dst.
 //
 // p, when not nil, counts the stored bytes downloaded so far for a reporter running beside it.
+// maxSnapshot bounds what is written to dst (backupformat.Open): the object's metadata can
+// never make a restore fill its disk.
 func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, dst string,
-	p *Progress) error {
+	p *Progress, maxSnapshot int64) error {
 	if verified == "" {
 		return errors.New("the verified sha256 of the backup is required")
 	}
@@ -118,7 +122,7 @@ func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids 
 		return err
 	}
 	// No fsync: the file is read back at once, and a crash starts the fetch over.
-	_, err = check(ctx, b, key, verified, ids, f, p)
+	_, err = check(ctx, b, key, verified, ids, f, p, maxSnapshot)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -128,14 +132,24 @@ func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids 
 	return err
 }
 
+// DownloadIdle bounds how long a backup's download may receive nothing.
+var DownloadIdle = 2 * time.Minute
+
 // check downloads the backup, decompresses it into out and proves it intact against the
 // record that came with it (backupformat.Open, decrypting with ids), and, with verified set,
 // that it is the object of that sha256. Errors of the download or of out are returned as they
 // are; ErrCorrupt means the backup itself is bad.
 func check(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, out io.Writer,
-	p *Progress) (Verified, error) {
+	p *Progress, maxSnapshot int64) (Verified, error) {
+	// A download that stalls (the endpoint blackholed mid-stream) fails within DownloadIdle
+	// instead of hanging on TCP's timeouts: the restore step or the verification retries.
+	ctx, watch, stop := progress.Idle(ctx, DownloadIdle)
+	defer stop()
 	obj, info, err := b.Get(ctx, key)
 	if err != nil {
+		if errors.Is(context.Cause(ctx), progress.ErrIdle) {
+			return Verified{}, fmt.Errorf("download %s: %w", key, context.Cause(ctx))
+		}
 		return Verified{}, err
 	}
 	defer obj.Close()
@@ -147,16 +161,16 @@ func check(ctx context.Context, b destination.Bucket, key, verified string, ids 
 		return Verified{}, fmt.Errorf("%w: %s is not the backup the restorer verified (sha256 %s, the object says %s)",
 			ErrCorrupt, key, verified, meta.SHA256)
 	}
-	var in io.Reader = obj
+	in := watch(obj)
 	if p != nil {
-		r := &progress.Reader{R: obj}
+		r := &progress.Reader{R: in}
 		p.total.Store(info.Size)
 		p.read.Store(r)
 		in = r
 	}
-	d, err := backupformat.Open(in, meta, ids, out)
+	d, err := backupformat.Open(in, meta, ids, out, maxSnapshot)
 	if ctx.Err() != nil {
-		return Verified{}, ctx.Err()
+		return Verified{}, fmt.Errorf("download %s: %w", key, context.Cause(ctx))
 	}
 	var source *backupformat.SourceError
 	var sink *backupformat.SinkError

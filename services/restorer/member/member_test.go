@@ -7,14 +7,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
@@ -67,7 +70,7 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	store(t, s3, "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", obj, sum(obj))
 	dir := t.TempDir()
 	snap := filepath.Join(dir, "snapshot.db")
-	v, err := Verify(ctx, s3.Bucket(t, "backups"), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", nil)
+	v, err := Verify(ctx, s3.Bucket(t, "backups"), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +79,7 @@ func TestFetchAndRestoreOnce(t *testing.T) {
 	}
 	var p Progress
 	if err := Fetch(ctx, s3.Bucket(t, "backups"), "c/ns/cfg/cfg-2021-03-02T15-24-00.db.zst", v.SHA256, nil, snap,
-		&p); err != nil {
+		&p, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The progress counts the stored bytes downloaded against the object's size.
@@ -153,14 +156,14 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 			s3 := s3test.Run(t, "backups")
 			store(t, s3, "key.db.zst", tc.body, tc.sha)
 			dst := filepath.Join(t.TempDir(), "snapshot.db")
-			err := Fetch(t.Context(), s3.Bucket(t, "backups"), "key.db.zst", sum(good), nil, dst, nil)
+			err := Fetch(t.Context(), s3.Bucket(t, "backups"), "key.db.zst", sum(good), nil, dst, nil, 0)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("err = %v, want ErrCorrupt", err)
 			}
 			if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 				t.Fatalf("a refused backup left %s behind", dst)
 			}
-			_, err = Verify(t.Context(), s3.Bucket(t, "backups"), "key.db.zst", nil)
+			_, err = Verify(t.Context(), s3.Bucket(t, "backups"), "key.db.zst", nil, 0)
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Verify: err = %v, want ErrCorrupt", err)
 			}
@@ -172,11 +175,11 @@ func TestFetchRefusesBadBackups(t *testing.T) {
 	}
 	t.Run("missing backup is not called corrupt", func(t *testing.T) {
 		s3 := s3test.Run(t, "backups")
-		err := Fetch(ctx, s3.Bucket(t, "backups"), "nope.db.zst", sum(good), nil, filepath.Join(t.TempDir(), "s.db"), nil)
+		err := Fetch(ctx, s3.Bucket(t, "backups"), "nope.db.zst", sum(good), nil, filepath.Join(t.TempDir(), "s.db"), nil, 0)
 		if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrCorrupt) {
 			t.Fatalf("err = %v", err)
 		}
-		if _, err := Verify(ctx, s3.Bucket(t, "backups"), "nope.db.zst", nil); !errors.Is(err, ErrNotFound) {
+		if _, err := Verify(ctx, s3.Bucket(t, "backups"), "nope.db.zst", nil, 0); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("Verify: err = %v", err)
 		}
 	})
@@ -202,17 +205,17 @@ func TestFetchRefusesAnObjectOtherThanTheVerified(t *testing.T) {
 	other := compress(t, backupOf(t, 60))
 	store(t, s3, "key.db.zst", other, sum(other)) // replaced since verification
 	dst := filepath.Join(t.TempDir(), "snapshot.db")
-	err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(verified), nil, dst, nil)
+	err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(verified), nil, dst, nil, 0)
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "not the backup the restorer verified") {
 		t.Fatalf("Fetch of a replaced object = %v, want ErrCorrupt saying it is not the verified backup", err)
 	}
 	if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
 		t.Fatalf("a refused backup left %s behind", dst)
 	}
-	if err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(other), nil, dst, nil); err != nil {
+	if err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(other), nil, dst, nil, 0); err != nil {
 		t.Fatalf("Fetch of the object with its own digest: %v", err)
 	}
-	if err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", "", nil, dst, nil); err == nil {
+	if err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", "", nil, dst, nil, 0); err == nil {
 		t.Fatal("Fetch without a verified digest succeeded")
 	}
 }
@@ -239,5 +242,62 @@ func TestLastProgress(t *testing.T) {
 		if done != tc.done || total != tc.total || ok != tc.ok {
 			t.Errorf("%s: LastProgress = %d, %d, %v; want %d, %d, %v", tc.name, done, total, ok, tc.done, tc.total, tc.ok)
 		}
+	}
+}
+
+// An object whose metadata records no snapshot size (stored by hand, or by an old version)
+// is decompressed no further than --max-snapshot-size onto a member's disk: past it the fetch
+// fails as corrupt and leaves nothing behind. Within it, the backup restores as before.
+func TestFetchOfAnUnsizedBackupIsBounded(t *testing.T) {
+	ctx := context.Background()
+	s3 := s3test.Run(t, "backups")
+	raw := backupOf(t, 50)
+	stored := compress(t, raw)
+	store(t, s3, "key.db.zst", stored, sum(stored)) // no Snapshot-Size
+	dst := filepath.Join(t.TempDir(), "snapshot.db")
+	err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(stored), nil, dst, nil, int64(len(raw))/2)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "--max-snapshot-size") {
+		t.Fatalf("Fetch beyond the bound = %v, want ErrCorrupt naming --max-snapshot-size", err)
+	}
+	if _, statErr := os.Stat(dst); !errors.Is(statErr, os.ErrNotExist) {
+		t.Fatalf("a refused backup left %s behind", dst)
+	}
+	if err := Fetch(ctx, s3.Bucket(t, "backups"), "key.db.zst", sum(stored), nil, dst, nil,
+		int64(len(raw))); err != nil {
+		t.Fatalf("Fetch within the bound: %v", err)
+	}
+}
+
+// A download from an endpoint that answers nothing (blackholed) fails within DownloadIdle,
+// naming the stall, so the restore step retries instead of hanging.
+func TestDownloadFromAStalledEndpointFailsWithinTheIdleBound(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			go func() { _, _ = io.Copy(io.Discard, c) }()
+		}
+	}()
+	b, err := destination.OpenS3(l.Addr().String(), false, "k", "s", "backups")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := DownloadIdle
+	DownloadIdle = 300 * time.Millisecond
+	defer func() { DownloadIdle = idle }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err = Verify(ctx, b, "key.db.zst", nil, 0)
+	if !errors.Is(err, progress.ErrIdle) || time.Since(start) > 10*time.Second {
+		t.Fatalf("Verify from a stalled endpoint = %v after %s, want the idle bound's error", err, time.Since(start))
 	}
 }

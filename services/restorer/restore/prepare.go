@@ -151,7 +151,7 @@ func (r *Reconciler) verify(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 		return t, member.Verified{}, err
 	}
 	vctx, cancel := context.WithTimeout(ctx, r.Opts.Timeout)
-	v, err := member.Verify(vctx, b, t.key, ids.List)
+	v, err := member.Verify(vctx, b, t.key, ids.List, r.Opts.Step.MaxSnapshotSize)
 	cancel()
 	if err != nil {
 		return t, v, fmt.Errorf("verify backup: %w", err)

@@ -87,6 +87,10 @@ type StepOptions struct {
 	PeerURL string
 	// ProgressInterval is how often the step logs its download (0: the step's default).
 	ProgressInterval time.Duration
+	// MaxSnapshotSize bounds the snapshot the restorer verifies and the step writes to a
+	// member's disk, whatever the object's metadata says (0: the step's default,
+	// backupformat.DefaultMaxSnapshotSize).
+	MaxSnapshotSize int64
 }
 
 // Step is the restore one rebuilt StatefulSet performs.
@@ -203,6 +207,9 @@ func stepContainer(step Step, opts StepOptions, initial string) corev1.Container
 	}
 	if opts.ProgressInterval > 0 {
 		c.Args = append(c.Args, "--progress-interval="+opts.ProgressInterval.String())
+	}
+	if opts.MaxSnapshotSize > 0 {
+		c.Args = append(c.Args, fmt.Sprintf("--max-snapshot-size=%d", opts.MaxSnapshotSize))
 	}
 	return c
 }

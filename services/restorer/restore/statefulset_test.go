@@ -28,7 +28,8 @@ func etcdStatefulSet() *appsv1.StatefulSet {
 }
 
 var opts = StepOptions{Image: "restorer", Command: "/restore-step", DataDir: "/var/run/etcd/pod_$(POD_NAME)",
-	PeerURL: "http://{pod}.{statefulset}.{namespace}.svc:2380"}
+	MaxSnapshotSize: 8 << 30,
+	PeerURL:         "http://{pod}.{statefulset}.{namespace}.svc:2380"}
 
 func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 	saved := Saveable(etcdStatefulSet())
@@ -69,7 +70,7 @@ func TestRebuiltPutsTheStepInFrontOfEtcd(t *testing.T) {
 		"--name=$(POD_NAME)", "--data-dir=/var/run/etcd/pod_$(POD_NAME)", "--work-dir=/var/run/etcd/.etcdbackup-restore",
 		"--initial-cluster=etcd-0=http://etcd-0.etcd.cluster-x.svc:2380," +
 			"etcd-1=http://etcd-1.etcd.cluster-x.svc:2380,etcd-2=http://etcd-2.etcd.cluster-x.svc:2380",
-		"--initial-cluster-token=x",
+		"--initial-cluster-token=x", "--max-snapshot-size=8589934592",
 	} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args %q lack %q", args, want)

@@ -17,13 +17,20 @@ type JetStreamQueue struct {
 	Metrics *Metrics
 }
 
-// Enqueue publishes req and, when it is new, a Running status event that lists the backup.
+// Enqueue publishes the Running status event that lists the backup, then req. The event goes
+// first: the status writer lists a backup only on the scheduler's word, and a stage's report
+// that came before it would wait. A request whose publish fails after its event leaves the
+// backup listed but not started; the slot is still due (Due) and queued again.
 func (q JetStreamQueue) Enqueue(ctx context.Context, req *etcdbackupv1.BackupRequested) error {
+	// Once per backup within the duplicate window, however many replicas and reconciles queue it.
+	if err := bus.PublishStatusOnce(ctx, q.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SCHEDULER,
+		etcdbackupv1.Phase_PHASE_RUNNING, "queued"), "queued/"+bus.MsgID(req)); err != nil {
+		return err
+	}
 	dup, err := bus.Publish(ctx, q.JS, bus.SubjectBackupRequested, bus.MsgID(req), req)
 	if err != nil || dup {
 		return err
 	}
 	q.Metrics.queued.WithLabelValues(req.GetTrigger().String()).Inc()
-	return bus.PublishStatus(ctx, q.JS, bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SCHEDULER,
-		etcdbackupv1.Phase_PHASE_RUNNING, "queued"))
+	return nil
 }

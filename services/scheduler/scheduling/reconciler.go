@@ -9,6 +9,7 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +33,11 @@ type Reconciler struct {
 	Log      *slog.Logger
 	// Metrics get each config's schedule interval and what blocks it.
 	Metrics *Metrics
+	// RunningTimeout bounds how long a backup may stay Running in status; past it, the backup
+	// is reported Failed (Report). 0: never.
+	RunningTimeout time.Duration
+	// Report publishes a status event (bus.PublishStatus).
+	Report func(ctx context.Context, ev *etcdbackupv1.StatusEvent) error
 }
 
 // clusterIndex indexes EtcdBackupConfigs by spec.cluster.name.
@@ -99,48 +105,105 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	now := r.Now()
+	// A config being deleted waits for its running backups: those that never end end here too.
+	stale, err := r.endStale(ctx, &cfg, now)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	var res ctrl.Result
 	if cfg.DeletionTimestamp != nil {
 		r.Metrics.forget(req.Namespace, req.Name)
-		return ctrl.Result{}, nil
+	} else {
+		res, err = r.schedule(ctx, &cfg, now)
 	}
-	now := r.Now()
-	slot, due, next, err := Due(&cfg, now)
+	if !stale.IsZero() && err == nil && (res.RequeueAfter == 0 || stale.Sub(now) < res.RequeueAfter) {
+		res.RequeueAfter = max(stale.Sub(now), 10*time.Millisecond)
+	}
+	return res, err
+}
+
+// schedule queues cfg's due backup and records whether its backups run, and says when to
+// look again.
+func (r *Reconciler) schedule(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
+	now time.Time) (ctrl.Result, error) {
+	slot, due, next, err := Due(cfg, now)
 	if err != nil {
-		return ctrl.Result{}, r.block(ctx, &cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(),
+		return ctrl.Result{}, r.block(ctx, cfg, &Blocked{Reason: kubermaticv1.ReasonInvalidSchedule, Message: err.Error(),
 			Warning: true})
 	}
-	if err := r.Planner.Frequency(&cfg); err != nil {
+	if err := r.Planner.Frequency(cfg); err != nil {
 		var blocked *Blocked
 		if errors.As(err, &blocked) {
-			return r.blocked(ctx, &cfg, blocked, 0, false)
+			return r.blocked(ctx, cfg, blocked, 0, false)
 		}
 		return ctrl.Result{}, err
 	}
-	target, err := r.Planner.Check(ctx, &cfg)
-	if n, piled := Piled(&cfg); piled && err == nil {
+	target, err := r.Planner.Check(ctx, cfg)
+	if n, piled := Piled(cfg); piled && err == nil {
 		err = &Blocked{Reason: kubermaticv1.ReasonTooManyBackups, Warning: true,
 			Message: fmt.Sprintf("%d backups are listed and not deleted, more than twice keep (%d): scheduling pauses until "+
 				"the pruner catches up", n, cfg.KeepCount())}
 	}
 	var blocked *Blocked
 	if errors.As(err, &blocked) {
-		return r.blocked(ctx, &cfg, blocked, next.Sub(now), !next.IsZero())
+		return r.blocked(ctx, cfg, blocked, next.Sub(now), !next.IsZero())
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 	if due {
-		if err := r.queue(ctx, &cfg, target, slot); err != nil {
+		if err := r.queue(ctx, cfg, target, slot); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
-	if err := r.active(ctx, &cfg, target, now); err != nil {
+	if err := r.active(ctx, cfg, target, now); err != nil {
 		return ctrl.Result{}, err
 	}
 	if next.IsZero() {
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{RequeueAfter: max(next.Sub(now), 10*time.Millisecond)}, nil
+}
+
+// endStale reports Failed each backup of cfg Running for more than RunningTimeout since it
+// started (or was scheduled): no stage reported its end (an event lost, a request dropped).
+// It returns when the next Running one will be stale (zero: none).
+func (r *Reconciler) endStale(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
+	now time.Time) (time.Time, error) {
+	var next time.Time
+	if r.RunningTimeout <= 0 || r.Report == nil {
+		return next, nil
+	}
+	for _, b := range cfg.Status.Backups() {
+		start := b.BackupStartTime.Time
+		if start.IsZero() {
+			start = b.ScheduledTime.Time
+		}
+		if b.BackupPhase != kubermaticv1.PhaseRunning || start.IsZero() {
+			continue
+		}
+		if deadline := start.Add(r.RunningTimeout); now.Before(deadline) {
+			if next.IsZero() || deadline.Before(next) {
+				next = deadline
+			}
+			continue
+		}
+		ev := &etcdbackupv1.StatusEvent{
+			Config:  &etcdbackupv1.ConfigRef{Namespace: cfg.Namespace, Name: cfg.Name, Uid: string(cfg.UID)},
+			Cluster: cfg.Spec.Cluster.Name, BackupName: b.BackupName, JobName: b.JobName,
+			ScheduledTime: timestamppb.New(b.ScheduledTime.Time), Stage: etcdbackupv1.Stage_STAGE_SCHEDULER,
+			Phase: etcdbackupv1.Phase_PHASE_FAILED, Time: timestamppb.New(now),
+			Message: fmt.Sprintf("no stage reported this backup's end within %s of its start (--running-timeout): "+
+				"marked Failed; a later completion still shows", r.RunningTimeout),
+		}
+		if err := r.Report(ctx, ev); err != nil {
+			return next, fmt.Errorf("end backup %s, running since %s: %w", b.BackupName, start.Format(time.RFC3339), err)
+		}
+		r.Log.Info("backup running too long, marked Failed", "config", cfg.Namespace+"/"+cfg.Name, "backup",
+			b.BackupName, "since", start)
+	}
+	return next, nil
 }
 
 // blocked records why cfg takes no backups and when to look again: at the next slot when only

@@ -229,23 +229,28 @@ func (p *Planner) manualAllowed(cfg *kubermaticv1.EtcdBackupConfig, now time.Tim
 	return nil
 }
 
-// Known reports whether status already lists the backup.
+// Known reports whether status lists the backup as more than queued: a stage started it, or
+// it ended. A backup listed only as queued (no stage has reported it) is queued again, which
+// the stream's dedup makes harmless: its request may have failed to publish after its event.
 func Known(cfg *kubermaticv1.EtcdBackupConfig, backup string) bool {
 	for _, b := range cfg.Status.Backups() {
 		if b.BackupName == backup {
-			return true
+			return b.BackupPhase != kubermaticv1.PhaseRunning || !b.BackupStartTime.IsZero()
 		}
 	}
 	return false
 }
 
-// Piled returns how many of the config's backups await deletion or are live, and whether
-// that is more than twice keep: deletions are not keeping up, and scheduling pauses until
-// they do (KKP's TooManyBackups). One-time configs never pile up.
+// Piled returns how many of the config's finished backups (Completed or Failed) are not
+// deleted, and whether that is more than twice keep: deletions are not keeping up, and
+// scheduling pauses until they do (KKP's TooManyBackups). Running backups are not counted:
+// they are not the pruner's to delete yet, and an entry that never ends must not stop the
+// config. One-time configs never pile up.
 func Piled(cfg *kubermaticv1.EtcdBackupConfig) (int, bool) {
 	n := 0
 	for _, b := range cfg.Status.Backups() {
-		if b.DeletePhase != kubermaticv1.PhaseCompleted {
+		finished := b.BackupPhase == kubermaticv1.PhaseCompleted || b.BackupPhase == kubermaticv1.PhaseFailed
+		if finished && b.DeletePhase != kubermaticv1.PhaseCompleted {
 			n++
 		}
 	}

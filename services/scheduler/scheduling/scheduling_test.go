@@ -16,7 +16,7 @@ func cfgWith(schedule string, keep int, phases ...string) *kubermaticv1.EtcdBack
 	c.Spec.Schedule, c.Spec.Keep = schedule, &keep
 	for i, p := range phases {
 		c.Status.LastBackups = append(c.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: fmt.Sprint(i),
-			DeletePhase: p})
+			BackupPhase: kubermaticv1.PhaseCompleted, DeletePhase: p})
 	}
 	return c
 }
@@ -31,6 +31,7 @@ func TestPiled(t *testing.T) {
 		{"more than twice keep piles up", cfgWith("@every 1m", 2, "", "", "", "", "Failed"), true},
 		{"deleted entries do not count", cfgWith("@every 1m", 2, "", "", "", "", "Completed"), false},
 		{"one-time configs never pile up", cfgWith("", 1, "", "", ""), false},
+		{"running backups do not count", running(cfgWith("@every 1m", 2, "", "", "", ""), 10), false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,7 +48,18 @@ func TestDue(t *testing.T) {
 	if err != nil || !due || !slot.Equal(c.CreationTimestamp.Time) {
 		t.Fatalf("one-time: slot %v due %v err %v", slot, due, err)
 	}
-	c.Status.LastBackups = []kubermaticv1.BackupStatus{{BackupName: backupname.Backup("cfg", slot)}}
+	// Listed as queued only (its request may never have been published): queued again.
+	c.Status.LastBackups = []kubermaticv1.BackupStatus{{BackupName: backupname.Backup("cfg", slot),
+		BackupPhase: kubermaticv1.PhaseRunning}}
+	if _, due, _, _ := Due(c, c.CreationTimestamp.Add(time.Hour)); !due {
+		t.Fatal("one-time backup listed as queued only is not due again")
+	}
+	c.Status.LastBackups[0].BackupStartTime = metav1.NewTime(slot.Add(time.Second))
+	if _, due, _, _ := Due(c, c.CreationTimestamp.Add(time.Hour)); due {
+		t.Fatal("one-time backup due again once a stage started it")
+	}
+	c.Status.LastBackups = []kubermaticv1.BackupStatus{{BackupName: backupname.Backup("cfg", slot),
+		BackupPhase: kubermaticv1.PhaseFailed}}
 	if _, due, _, _ := Due(c, c.CreationTimestamp.Add(time.Hour)); due {
 		t.Fatal("one-time backup due again once listed")
 	}
@@ -73,4 +85,13 @@ func TestInterval(t *testing.T) {
 			t.Errorf("Interval(%q) = %s, want %s", schedule, got, want)
 		}
 	}
+}
+
+// running adds n Running entries to c (a forged or a lost event's).
+func running(c *kubermaticv1.EtcdBackupConfig, n int) *kubermaticv1.EtcdBackupConfig {
+	for i := range n {
+		c.Status.LastBackups = append(c.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: fmt.Sprint("r", i),
+			BackupPhase: kubermaticv1.PhaseRunning})
+	}
+	return c
 }

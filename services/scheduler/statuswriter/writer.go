@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/trust"
@@ -47,10 +50,22 @@ type Writer struct {
 	Parallel int
 }
 
-// Destinations resolves a Seed destination name ("" for the default).
+// Destinations resolves a Seed destination name ("" for the default) and opens its bucket.
 type Destinations interface {
 	Lookup(ctx context.Context, name string) (destination.Destination, error)
+	Bucket(ctx context.Context, d destination.Destination) (destination.Bucket, error)
 }
+
+// UnlistedAttempts is how many deliveries an event of a backup its config's status does not
+// list waits (redelivered with the consumer's backoff, a few seconds) for the scheduler's
+// event that lists it, before it is rejected: the scheduler queues the request before it
+// reports it, and replicas apply batches side by side.
+const UnlistedAttempts = 8
+
+// UnlistedDelay is how soon such an event comes again: the scheduler's event is usually being
+// applied by another replica at that moment, and the status must not lag the events (a page
+// that loaded the status between them shows it).
+const UnlistedDelay = 150 * time.Millisecond
 
 // New returns a Writer that reads and patches through c, one config at a time, whose metrics
 // are registered on reg.
@@ -114,22 +129,27 @@ func (w *Writer) applyGroup(ctx context.Context, key types.NamespacedName,
 		fail(err)
 		return
 	}
-	accepted, rejected, err := w.check(ctx, cfg, items, idx)
-	if w.Cache != nil && err == nil && (cfg == nil || len(accepted)+len(rejected) < len(idx) || len(rejected) > 0) {
+	v, err := w.check(ctx, cfg, items, idx)
+	if w.Cache != nil && err == nil && (cfg == nil || len(v.accepted) < len(idx)) {
 		// The cache may lag behind the API (a config just created again, a destination just
-		// changed): nothing is skipped or rejected on its word alone.
+		// changed, a backup just listed): nothing is skipped, deferred or rejected on its word
+		// alone.
 		if cfg, err = w.read(ctx, key, w.client); err == nil {
-			accepted, rejected, err = w.check(ctx, cfg, items, idx)
+			v, err = w.check(ctx, cfg, items, idx)
 		}
 	}
 	if err != nil {
 		fail(err)
 		return
 	}
-	for i, rerr := range rejected {
+	for i, rerr := range v.rejected {
 		trust.Record(w.Events, cfg, items[i].Delivery.Subject, rerr)
 		errs[i] = rerr
 	}
+	for i, derr := range v.deferred {
+		errs[i] = derr
+	}
+	accepted := v.accepted
 	if len(accepted) == 0 {
 		return
 	}
@@ -141,48 +161,162 @@ func (w *Writer) applyGroup(ctx context.Context, key types.NamespacedName,
 	}
 }
 
-// check sorts the events items[idx] against cfg (nil: gone): those it accepts, those it
-// rejects by index with the reason, and — neither — those of another config of that name
-// (deleted and created again). An error is a lookup that may succeed later.
+// verdict is what check decided of a group's events: those accepted, and by index those
+// rejected (terminated, counted, an Event) and those deferred (delivered again later).
+type verdict struct {
+	accepted []*etcdbackupv1.StatusEvent
+	rejected map[int]error
+	deferred map[int]error
+}
+
+// check sorts the events items[idx] against cfg (nil: gone): accepted, rejected or deferred;
+// an event of another config of that name (deleted and created again) is none of them. An
+// error is a lookup that may succeed later.
 func (w *Writer) check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
-	items []bus.Item[*etcdbackupv1.StatusEvent], idx []int) ([]*etcdbackupv1.StatusEvent, map[int]error, error) {
+	items []bus.Item[*etcdbackupv1.StatusEvent], idx []int) (verdict, error) {
+	v := verdict{rejected: map[int]error{}, deferred: map[int]error{}}
 	if cfg == nil {
-		return nil, nil, nil
+		return v, nil
 	}
-	// The config's destination, resolved once for the group when an event names one.
-	var lookedUp, resolved bool
-	var dest string
-	var accepted []*etcdbackupv1.StatusEvent
-	rejected := map[int]error{}
+	dest := &groupDestination{w: w, cfg: cfg}
+	listed := listedBackups(cfg, items, idx)
 	for _, i := range idx {
 		ev := items[i].Msg
 		if ev.GetConfig().GetUid() != string(cfg.UID) {
 			continue
 		}
 		claimed := ev.GetDestination()
-		want := claimed
-		if claimed != "" && w.Destinations != nil {
-			if !lookedUp {
-				d, err := w.Destinations.Lookup(ctx, cfg.Spec.Destination)
-				if err != nil && !destination.IsConfigError(err) {
-					return nil, nil, err
-				}
-				// A configuration error leaves nothing to compare with: the scheduler's
-				// condition says why.
-				lookedUp, resolved, dest = true, err == nil, d.Name
-			}
-			if resolved {
-				want = dest
-			}
+		want, err := dest.name(ctx, claimed)
+		if err != nil {
+			return v, err
 		}
 		if err := trust.Check(trust.Derive(cfg, ev.GetBackupName(), want), ev.GetCluster(), ev.GetObjectKey(),
 			claimed); err != nil {
-			rejected[i] = err
+			v.rejected[i] = err
 			continue
 		}
-		accepted = append(accepted, ev)
+		if !listed[ev.GetBackupName()] {
+			if items[i].Delivery.Attempt < UnlistedAttempts {
+				v.deferred[i] = bus.RetrySoon(UnlistedDelay, fmt.Errorf("backup %s is not listed in the status of %s/%s yet: "+
+					"waiting for the scheduler's event", ev.GetBackupName(), cfg.Namespace, cfg.Name))
+				continue
+			}
+			v.rejected[i] = bus.Reject(trust.ReasonUnlisted, fmt.Errorf("the %s reported backup %s, which the scheduler "+
+				"never queued for %s/%s", stageName(ev), ev.GetBackupName(), cfg.Namespace, cfg.Name))
+			continue
+		}
+		if err := dest.confirm(ctx, ev); err != nil {
+			if !bus.IsPermanent(err) {
+				return v, err
+			}
+			v.rejected[i] = err
+			continue
+		}
+		v.accepted = append(v.accepted, ev)
 	}
-	return accepted, rejected, nil
+	return v, nil
+}
+
+// listedBackups returns the backups of cfg's status, and those the events items[idx] may list:
+// the scheduler's (it queued them) and the pruner's (it found them in the bucket, or deletes
+// them). Other stages report only backups listed here.
+func listedBackups(cfg *kubermaticv1.EtcdBackupConfig, items []bus.Item[*etcdbackupv1.StatusEvent],
+	idx []int) map[string]bool {
+	listed := map[string]bool{}
+	for _, b := range cfg.Status.Backups() {
+		listed[b.BackupName] = true
+	}
+	for _, i := range idx {
+		ev := items[i].Msg
+		if ev.GetConfig().GetUid() == string(cfg.UID) && (ev.GetStage() == etcdbackupv1.Stage_STAGE_SCHEDULER ||
+			ev.GetStage() == etcdbackupv1.Stage_STAGE_PRUNER) {
+			listed[ev.GetBackupName()] = true
+		}
+	}
+	return listed
+}
+
+func stageName(ev *etcdbackupv1.StatusEvent) string {
+	return strings.ToLower(strings.TrimPrefix(ev.GetStage().String(), "STAGE_"))
+}
+
+// groupDestination is the config's destination, resolved once for a group of events.
+type groupDestination struct {
+	w        *Writer
+	cfg      *kubermaticv1.EtcdBackupConfig
+	lookedUp bool
+	dest     *destination.Destination // nil: not resolved (a configuration error, or no Destinations)
+}
+
+// name returns the destination an event claiming claimed must name: the config's, when it
+// resolves, else claimed itself (a configuration error leaves nothing to compare with: the
+// scheduler's condition says why).
+func (g *groupDestination) name(ctx context.Context, claimed string) (string, error) {
+	if claimed == "" || g.w.Destinations == nil {
+		return claimed, nil
+	}
+	if err := g.resolve(ctx); err != nil {
+		return "", err
+	}
+	if g.dest == nil {
+		return claimed, nil
+	}
+	return g.dest.Name, nil
+}
+
+func (g *groupDestination) resolve(ctx context.Context) error {
+	if g.lookedUp {
+		return nil
+	}
+	d, err := g.w.Destinations.Lookup(ctx, g.cfg.Spec.Destination)
+	if err != nil && !destination.IsConfigError(err) {
+		return err
+	}
+	g.lookedUp = true
+	if err == nil {
+		g.dest = &d
+	}
+	return nil
+}
+
+// confirm checks an uploader's completion against the bucket: the object is at the event's
+// key (already checked to be the derived one) with the reported sha256. One HEAD per
+// completion; a completion the bucket does not confirm is rejected (unconfirmed), so a forged
+// one never lists a backup that would be offered for a restore.
+func (g *groupDestination) confirm(ctx context.Context, ev *etcdbackupv1.StatusEvent) error {
+	if ev.GetStage() != etcdbackupv1.Stage_STAGE_UPLOADER || ev.GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED ||
+		g.w.Destinations == nil {
+		return nil
+	}
+	if err := g.resolve(ctx); err != nil {
+		return err
+	}
+	unconfirmed := func(why string) error {
+		return bus.Reject(trust.ReasonUnconfirmed, fmt.Errorf("completion of backup %s not confirmed by the bucket: %s",
+			ev.GetBackupName(), why))
+	}
+	if g.dest == nil {
+		return unconfirmed("the config's destination does not resolve")
+	}
+	b, err := g.w.Destinations.Bucket(ctx, *g.dest)
+	if err != nil {
+		return err
+	}
+	info, err := b.Stat(ctx, ev.GetObjectKey())
+	switch {
+	case errors.Is(err, destination.ErrObjectNotFound):
+		return unconfirmed(fmt.Sprintf("no object at %s", ev.GetObjectKey()))
+	case destination.IsConfigError(err):
+		return unconfirmed(err.Error())
+	case err != nil:
+		return fmt.Errorf("confirm backup %s: %w", ev.GetBackupName(), err)
+	}
+	if meta, err := backupformat.ParseMeta(info.Metadata); err != nil || meta.SHA256 != ev.GetSha256() ||
+		uint64(info.Size) != ev.GetSize() {
+		return unconfirmed(fmt.Sprintf("the object at %s is not the one reported (sha256 %s, %d bytes)",
+			ev.GetObjectKey(), ev.GetSha256(), ev.GetSize()))
+	}
+	return nil
 }
 
 // reader is where a group's first read goes: the cache when there is one (a stale copy costs

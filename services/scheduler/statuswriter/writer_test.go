@@ -49,10 +49,10 @@ func TestHandleReadsTheConfigOnce(t *testing.T) {
 	backup := backupname.Backup("daily", at)
 	ev := &etcdbackupv1.StatusEvent{
 		Config: &etcdbackupv1.ConfigRef{Namespace: "cluster-c", Name: "daily", Uid: "u-1"}, Cluster: "c",
-		BackupName: backup, ScheduledTime: timestamppb.New(at), Stage: etcdbackupv1.Stage_STAGE_SNAPSHOTTER,
-		Phase: etcdbackupv1.Phase_PHASE_RUNNING, Message: "taking snapshot", Time: timestamppb.Now(),
+		BackupName: backup, ScheduledTime: timestamppb.New(at), Stage: etcdbackupv1.Stage_STAGE_SCHEDULER,
+		Phase: etcdbackupv1.Phase_PHASE_RUNNING, Message: "queued", Time: timestamppb.Now(),
 	}
-	if err := handleOne(w, ev, bus.Delivery{Subject: "etcdbackup.status.snapshotter", Attempt: 1}); err != nil {
+	if err := handleOne(w, ev, bus.Delivery{Subject: "etcdbackup.status.scheduler", Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}
 	var got kubermaticv1.EtcdBackupConfig

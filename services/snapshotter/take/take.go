@@ -45,8 +45,12 @@ type Options struct {
 	Events events.EventRecorder
 	// Bus counts failures, with the Worker's other bus metrics.
 	Bus *bus.Metrics
-	// MemberTimeout bounds the health check of one etcd member.
+	// MemberTimeout bounds the health check of one etcd member, and its gRPC keepalive's
+	// answer: a member whose connection went dead is noticed within it.
 	MemberTimeout time.Duration
+	// SnapshotIdle bounds how long the snapshot stream may send nothing (0: a minute): a member
+	// that stops sending without closing the stream fails the attempt, which is retried.
+	SnapshotIdle time.Duration
 	// StagingReserve is the room staging must have before a snapshot starts (0: no check).
 	StagingReserve int64
 	// Level and Concurrency are the zstd encoder's (backupformat.NewWriter).
@@ -77,10 +81,11 @@ type Sealer interface {
 	Encryption(ctx context.Context, d destination.Destination) (backupformat.Encryption, error)
 }
 
-// Handler is the snapshotter consumer's handler (its consumer delivers a message at most
-// MaxDeliver(MaxAttempts) times): Handle with the snapshotter's epilogue (Report).
-func (h *Handler) Handler() bus.Handler {
-	return bus.Typed(MaxDeliver(int(h.MaxAttempts)), h.Handle, bus.Report(h.JS, h.Bus, h.outcome()))
+// Handler is the snapshotter consumer's handler, whose messages are delivered at most
+// maxDeliver times (the setup makes it MaxDeliver(MaxAttempts) by default): Handle with the
+// snapshotter's epilogue (Report).
+func (h *Handler) Handler(maxDeliver int) bus.Handler {
+	return bus.Typed(maxDeliver, h.Handle, bus.Report(h.JS, h.Bus, h.outcome()))
 }
 
 // outcome is how the snapshotter tells of its failures: each attempt but the last as
@@ -163,8 +168,9 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 // that it moved from the snapshot to the upload.
 const StagedProgressAfter = 5 * time.Second
 
-// MaxDeliver is the consumer's MaxDeliver for maxAttempts: two deliveries beyond the last
-// attempt are kept for publishing its Failed event when NATS is briefly away.
+// MaxDeliver is a consumer's MaxDeliver for maxAttempts: two deliveries beyond the last
+// attempt are kept for publishing its Failed event when NATS is briefly away (the setup's
+// default for the snapshotter's durable, bus.DefaultMaxDeliver, is MaxDeliver(3)).
 func MaxDeliver(maxAttempts int) int { return maxAttempts + 2 }
 
 func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested,
@@ -254,20 +260,29 @@ func (h *Handler) roomInStaging(ctx context.Context) error {
 func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested, cli *clientv3.Client, member string,
 	dbSize int64,
 	seal backupformat.Encryption) (*etcdbackupv1.SnapshotReady, error) {
-	resp, err := cli.SnapshotWithVersion(ctx)
+	idle := h.SnapshotIdle
+	if idle <= 0 {
+		idle = time.Minute
+	}
+	sctx, watch, stop := progress.Idle(ctx, idle)
+	defer stop()
+	resp, err := cli.SnapshotWithVersion(sctx)
 	if err != nil {
 		return nil, fmt.Errorf("start snapshot from %s: %w", member, err)
 	}
 	defer resp.Snapshot.Close()
-	v := snapshot.NewVerifier(resp.Snapshot)
+	v := snapshot.NewVerifier(watch(resp.Snapshot))
 	name := bus.MsgID(req)
 	streamed := &progress.Reader{R: v}
-	stop := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, "taking snapshot",
+	stopReport := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, "taking snapshot",
 		h.ProgressEvery, streamed.N, dbSize)
 	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name,
 		"etcd snapshot of "+req.GetCluster()+", "+seal.Codec(),
 		streamed, h.Level, h.Concurrency, seal)
-	stop()
+	stopReport()
+	if cause := context.Cause(sctx); errors.Is(cause, progress.ErrIdle) {
+		return nil, fmt.Errorf("stream snapshot from %s: the member sent nothing for %s: %w", member, idle, cause)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
@@ -307,7 +322,11 @@ func (h *Handler) healthyMember(ctx context.Context,
 			Endpoints:   []string{ep},
 			TLS:         t.TLS,
 			DialTimeout: h.MemberTimeout,
-			Logger:      zap.NewNop(),
+			// gRPC keepalive: a connection to a member that vanished (blackholed, its node gone)
+			// fails within time plus timeout instead of hanging the stream.
+			DialKeepAliveTime:    10 * time.Second,
+			DialKeepAliveTimeout: h.MemberTimeout,
+			Logger:               zap.NewNop(),
 			// A fixed 1 MiB flow-control window: gRPC's dynamic one grows to 16 MiB, all of
 			// it buffered here whenever compression falls behind etcd's stream.
 			DialOptions: []grpc.DialOption{grpc.WithInitialWindowSize(1 << 20), grpc.WithInitialConnWindowSize(1 << 20)},

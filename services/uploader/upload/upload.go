@@ -67,6 +67,10 @@ type Options struct {
 	Log         *slog.Logger
 	// ProgressEvery is how often a running upload reports its bytes (0: progress.Interval).
 	ProgressEvery time.Duration
+	// StagingTTL is how long a staged copy lives: a transient failure is retried until the
+	// copy is about to expire (Window), then the backup is Failed. 0: no bound but the
+	// consumer's MaxDeliver.
+	StagingTTL time.Duration
 }
 
 // Handler handles snapshot-ready messages.
@@ -98,6 +102,7 @@ func (h *Handler) outcome() bus.Outcome[*etcdbackupv1.SnapshotReady] {
 			return bus.StatusFor(ready.GetRequest(), etcdbackupv1.Stage_STAGE_UPLOADER, phase, msg)
 		},
 		Retrying:   func(_ bus.Delivery, err error) string { return "upload failed, retrying: " + err.Error() },
+		Window:     h.window,
 		Failed:     func(err error) string { return "upload: " + err.Error() },
 		Rejections: true,
 		Cleanup:    func(ctx context.Context, ready *etcdbackupv1.SnapshotReady) { h.dropStaged(ctx, ready) },
@@ -106,6 +111,17 @@ func (h *Handler) outcome() bus.Outcome[*etcdbackupv1.SnapshotReady] {
 			return []any{"backup", req.GetBackupName(), "cluster", req.GetCluster(), "job", req.GetJobName()}
 		},
 	}
+}
+
+// window is how long a staged backup's upload is retried: from the snapshot's start until its
+// staged copy is about to expire (StagingTTL less a tenth, at most an hour less). A long S3
+// outage loses no backup the staging still holds.
+func (h *Handler) window(ready *etcdbackupv1.SnapshotReady) (since, until time.Time) {
+	since = ready.GetStartedTime().AsTime()
+	if h.StagingTTL <= 0 {
+		return since, time.Time{}
+	}
+	return since, since.Add(h.StagingTTL - min(h.StagingTTL/10, time.Hour))
 }
 
 // failures are the uploader's reasons (etcdbackup_failures_total{stage="upload"}).

@@ -560,7 +560,7 @@ func TestEncryptingDestination(t *testing.T) {
 			}
 			var out bytes.Buffer
 			if _, err := backupformat.Open(bytes.NewReader(body), meta, []age.Identity{id},
-				&out); err != nil || !bytes.Equal(out.Bytes(), f.snapshot) {
+				&out, 0); err != nil || !bytes.Equal(out.Bytes(), f.snapshot) {
 				t.Fatalf("open with the identity: %v (%d bytes, want %d)", err, out.Len(), len(f.snapshot))
 			}
 		})
@@ -709,5 +709,34 @@ func TestStoredBackupIsNeverReplaced(t *testing.T) {
 				t.Fatalf("last status event %v, want Failed saying the stored backup is never replaced", last)
 			}
 		})
+	}
+}
+
+// With no delivery count (max-deliver 0), a transient failure is retried for as long as the
+// staged copy lives, each retry saying how long the backup has waited; once the copy is about
+// to expire the backup is Failed. A long S3 outage loses no backup the staging still holds.
+func TestUploadIsRetriedWhileTheStagedCopyLives(t *testing.T) {
+	f := setup(t)
+	f.s3.Close()
+	f.h.StagingTTL = 24 * time.Hour
+	err := f.h.Handler(bus.Unlimited)(context.Background(), f.msg)
+	if err == nil || bus.IsPermanent(err) {
+		t.Fatalf("err = %v, want a transient failure to retry", err)
+	}
+	evs := f.statusEvents(t)
+	if l := evs[len(evs)-1]; l.GetPhase() != etcdbackupv1.Phase_PHASE_RUNNING ||
+		!strings.Contains(l.GetMessage(), "(waiting ") || !strings.Contains(l.GetMessage(), "retried until") {
+		t.Fatalf("last status event %v, want Running saying how long it has waited", l)
+	}
+	// The staged copy is about to expire: given up.
+	f.h.StagingTTL = time.Millisecond
+	err = f.h.Handler(bus.Unlimited)(context.Background(), f.msg)
+	if !bus.IsPermanent(err) {
+		t.Fatalf("err = %v, want the backup given up", err)
+	}
+	evs = f.statusEvents(t)
+	if l := evs[len(evs)-1]; l.GetPhase() != etcdbackupv1.Phase_PHASE_FAILED ||
+		!strings.Contains(l.GetMessage(), "gave up after retrying for") {
+		t.Fatalf("last status event %v, want Failed saying it gave up", l)
 	}
 }

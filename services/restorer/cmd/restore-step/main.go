@@ -45,6 +45,8 @@ type config struct {
 	peerURLs                       string
 	// progressEvery is how often a "fetching" line reports the download.
 	progressEvery time.Duration
+	// maxSnapshot bounds the snapshot written to the work dir.
+	maxSnapshot int64
 }
 
 func parse(args []string, getenv func(string) string) (config, error) {
@@ -66,8 +68,13 @@ func parse(args []string, getenv func(string) string) (config, error) {
 	fs.DurationVar(&c.progressEvery, "progress-interval", progress.Interval,
 		"how often a \"fetching\" log line reports the bytes downloaded (the restorer reads them for the EtcdRestore's "+
 			"progress)")
+	fs.Int64Var(&c.maxSnapshot, "max-snapshot-size", backupformat.DefaultMaxSnapshotSize,
+		"bytes of snapshot written to the work dir at most, whatever the backup's metadata says")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
+	}
+	if c.maxSnapshot < 1 {
+		return config{}, fmt.Errorf("--max-snapshot-size %d must be positive", c.maxSnapshot)
 	}
 	if c.progressEvery <= 0 {
 		return config{}, fmt.Errorf("--progress-interval %s must be positive", c.progressEvery)
@@ -187,7 +194,7 @@ func fetch(ctx context.Context, c config, bucket destination.Bucket, ids []age.I
 		log.Info(msg, member.LogBytesDone, done, member.LogBytesTotal, total)
 	}
 	stop := progress.Every(ctx, c.progressEvery, func() { say("fetching") })
-	err := member.Fetch(ctx, bucket, c.key, c.sha256, ids, c.member.Snapshot, &p)
+	err := member.Fetch(ctx, bucket, c.key, c.sha256, ids, c.member.Snapshot, &p, c.maxSnapshot)
 	stop()
 	if err != nil {
 		return err

@@ -298,14 +298,20 @@ func (b *s3Bucket) multipart(ctx context.Context, key string, r io.Reader, size 
 }
 
 // uploadParts reads size bytes of r into parts of partSize and uploads up to threads at once.
+// Memory is threads+1 part buffers, reused: the one being filled, and those in flight.
 func (b *s3Bucket) uploadParts(ctx context.Context, core minio.Core, key, id string, r io.Reader, size int64,
 	uploaded func(int64)) ([]minio.CompletePart, error) {
 	n := int((size + int64(b.partSize) - 1) / int64(b.partSize))
 	parts := make([]minio.CompletePart, n)
+	free := make(chan []byte, b.threads+1)
+	for range b.threads + 1 {
+		free <- make([]byte, b.partSize)
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(int(b.threads))
 	for i := range n {
-		buf := make([]byte, min(int64(b.partSize), size-int64(i)*int64(b.partSize)))
+		whole := <-free // one is always free: at most threads are in flight
+		buf := whole[:min(int64(b.partSize), size-int64(i)*int64(b.partSize))]
 		if _, err := io.ReadFull(r, buf); err != nil {
 			_ = g.Wait()
 			return nil, fmt.Errorf("put %s: read part %d: %w", key, i+1, err)
@@ -314,6 +320,7 @@ func (b *s3Bucket) uploadParts(ctx context.Context, core minio.Core, key, id str
 			break // a part failed: g.Wait says which
 		}
 		g.Go(func() error {
+			defer func() { free <- whole }()
 			pctx, cancel := context.WithTimeout(gctx, b.partTimeout)
 			defer cancel()
 			p, err := core.PutObjectPart(pctx, b.name, key, id, i+1, bytes.NewReader(buf), int64(len(buf)),

@@ -3,7 +3,6 @@ package take
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -12,12 +11,9 @@ import (
 	"testing"
 	"time"
 
-	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
-	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/progress"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // stallingProxy forwards TCP to target and, once it has sent after bytes towards the client,
@@ -70,29 +66,14 @@ func stallingProxy(t *testing.T, target string, after int64) string {
 func TestStalledSnapshotFailsWithinTheIdleBound(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	e := etcdtest.Start(t)
-	cli := e.Client(t)
-	value := strings.Repeat("x", 32<<10)
-	for i := range 100 { // about 3 MiB
-		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%04d", i), value+fmt.Sprint(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := filledEtcd(t, ctx, 100) // about 3 MiB
 	u, err := url.Parse(e.Endpoint)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h, req := silentEtcd(t)
 	h.JS, h.SnapshotIdle, h.Level = natstest.Bus(t, 64<<20), 500*time.Millisecond, backupformat.Level
-	c := h.Reader.(client.Client)
-	var cluster kubermaticv1.Cluster
-	if err := c.Get(ctx, client.ObjectKey{Name: "c"}, &cluster); err != nil {
-		t.Fatal(err)
-	}
-	cluster.Annotations[kubermaticv1.AnnotationEtcdEndpoints] = stallingProxy(t, u.Host, 1<<20)
-	if err := c.Update(ctx, &cluster); err != nil {
-		t.Fatal(err)
-	}
+	pointAt(t, ctx, h, stallingProxy(t, u.Host, 1<<20))
 	start := time.Now()
 	_, err = h.take(ctx, req, "")
 	if !errors.Is(err, progress.ErrIdle) || !strings.Contains(err.Error(), "sent nothing for 500ms") {

@@ -82,8 +82,9 @@ type Sealer interface {
 }
 
 // Handler is the snapshotter consumer's handler, whose messages are delivered at most
-// maxDeliver times (the setup makes it MaxDeliver(MaxAttempts) by default): Handle with the
-// snapshotter's epilogue (Report).
+// maxDeliver times (the setup's default is 5: --max-attempts 3 and two more deliveries to
+// report a failure while NATS is briefly away): Handle with the snapshotter's epilogue
+// (Report).
 func (h *Handler) Handler(maxDeliver int) bus.Handler {
 	return bus.Typed(maxDeliver, h.Handle, bus.Report(h.JS, h.Bus, h.outcome()))
 }
@@ -167,11 +168,6 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 // snapshots were a quarter of the status writes. A slow one (a large database) still shows
 // that it moved from the snapshot to the upload.
 const StagedProgressAfter = 5 * time.Second
-
-// MaxDeliver is a consumer's MaxDeliver for maxAttempts: two deliveries beyond the last
-// attempt are kept for publishing its Failed event when NATS is briefly away (the setup's
-// default for the snapshotter's durable, bus.DefaultMaxDeliver, is MaxDeliver(3)).
-func MaxDeliver(maxAttempts int) int { return maxAttempts + 2 }
 
 func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	dest string) (*etcdbackupv1.SnapshotReady, error) {

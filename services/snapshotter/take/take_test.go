@@ -139,26 +139,11 @@ func TestRequestOfAConfigBeingDeletedEndsFailed(t *testing.T) {
 func TestSnapshotReportsProgress(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	e := etcdtest.Start(t)
-	cli := e.Client(t)
-	value := strings.Repeat("x", 32<<10)
-	for i := range 600 { // about 20 MiB
-		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%04d", i), value+fmt.Sprint(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e := filledEtcd(t, ctx, 600) // about 20 MiB
 	js := natstest.Bus(t, 256<<20)
 	h, req := silentEtcd(t)
 	h.JS, h.ProgressEvery, h.Level = js, time.Millisecond, backupformat.Level
-	c := h.Reader.(client.Client)
-	var cluster kubermaticv1.Cluster
-	if err := c.Get(ctx, client.ObjectKey{Name: "c"}, &cluster); err != nil {
-		t.Fatal(err)
-	}
-	cluster.Annotations[kubermaticv1.AnnotationEtcdEndpoints] = e.Endpoint
-	if err := c.Update(ctx, &cluster); err != nil {
-		t.Fatal(err)
-	}
+	pointAt(t, ctx, h, e.Endpoint)
 	ready, err := h.take(ctx, req, "")
 	if err != nil {
 		t.Fatal(err)
@@ -216,5 +201,33 @@ func TestFailureClasses(t *testing.T) {
 		if reason != tc.reason || bus.IsPermanent(err) != tc.permanent {
 			t.Errorf("%v: reason %q, permanent %v; want %q, %v", tc.err, reason, bus.IsPermanent(err), tc.reason, tc.permanent)
 		}
+	}
+}
+
+// filledEtcd starts an etcd holding n keys of 32 KiB.
+func filledEtcd(t *testing.T, ctx context.Context, n int) *etcdtest.Etcd {
+	t.Helper()
+	e := etcdtest.Start(t)
+	cli := e.Client(t)
+	value := strings.Repeat("x", 32<<10)
+	for i := range n {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/k%04d", i), value+fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// pointAt makes cluster "c" of h's reader reach its etcd at endpoint.
+func pointAt(t *testing.T, ctx context.Context, h *Handler, endpoint string) {
+	t.Helper()
+	c := h.Reader.(client.Client)
+	var cluster kubermaticv1.Cluster
+	if err := c.Get(ctx, client.ObjectKey{Name: "c"}, &cluster); err != nil {
+		t.Fatal(err)
+	}
+	cluster.Annotations[kubermaticv1.AnnotationEtcdEndpoints] = endpoint
+	if err := c.Update(ctx, &cluster); err != nil {
+		t.Fatal(err)
 	}
 }

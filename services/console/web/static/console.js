@@ -139,8 +139,9 @@
   }
 
   var es = new EventSource(main.dataset.live);
-  // After a drop the stream resumes with new events only: fetch what was missed.
-  var dropped = false;
+  // The stream carries new events only: when it opens (the first time, after the page was
+  // rendered, and after a drop) fetch what happened before it did.
+  var dropped = true;
   es.addEventListener('open', function () { setState('open', 'on'); if (dropped) { dropped = false; reload(); } });
   es.addEventListener('error', function () { dropped = true; setState('reconnecting', 'reconnecting'); });
   es.addEventListener('revoked', function () { es.close(); setState('closed', 'stopped (access revoked)'); });

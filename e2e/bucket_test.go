@@ -44,5 +44,6 @@ func TestBucketContractOnTheS3Server(t *testing.T) {
 			t.Helper()
 			return open(t, fresh(t), "not-the-secret")
 		},
+		ChecksSignatures: true,
 	})
 }

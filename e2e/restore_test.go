@@ -255,6 +255,20 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 		k.ReleaseSteps()
 		t.Fatalf("the progress never showed each member's download: %v", err)
 	}
+	// The members downloaded through a presigned URL of exactly this backup: the destination's
+	// keys never reached the cluster's namespace.
+	var podSecret corev1.Secret
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: restore.SavedName(rs)},
+		&podSecret); err != nil {
+		k.ReleaseSteps()
+		t.Fatal(err)
+	}
+	if u := string(podSecret.Data[restore.URLEnv]); !strings.Contains(u, b.ObjectKey+"?") ||
+		podSecret.Data[kubermaticv1.SecretSecretAccessKey] != nil || strings.Contains(u, env.S3.SecretKey) {
+		k.ReleaseSteps()
+		t.Fatalf("the member pods' Secret holds keys %v; want only a presigned URL of %s", slices.Collect(maps.Keys(
+			podSecret.Data)), b.ObjectKey)
+	}
 	info, err := env.S3.Client().StatObject(ctx, sandbox.Bucket, b.ObjectKey, minio.StatObjectOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -90,6 +90,19 @@ func staging() []string {
 	)
 }
 
+// leases is what taking, refreshing and giving back leases needs (Leases): the bucket's own
+// subjects and reading its keys.
+func leases() []string {
+	return append(streamInfo(leaseStream),
+		"$KV."+LeaseBucket+".>",
+		jsAPI+"STREAM.MSG.GET."+leaseStream,
+		jsAPI+"DIRECT.GET."+leaseStream+".>",
+	)
+}
+
+// usesLeases says whether id takes leases (and checks the lease bucket at start-up).
+func usesLeases(id Identity) bool { return id == IdentitySnapshotter }
+
 // PermissionsOf returns the identity's permissions; ok is false for an unknown identity.
 // Only the setup identity creates or updates streams (bus.Ensure); a service may read the
 // configuration of the streams it works with (bus.CheckFor) and change none.
@@ -107,7 +120,7 @@ func PermissionsOf(id Identity) (p Permissions, ok bool) {
 		p.Publish = concat(
 			[]string{SubjectSnapshotReady, status("snapshotter")},
 			streamInfo(StreamRequests), streamInfo(StreamSnapshots), streamInfo(StreamStatus),
-			durable(ConsumerSnapshotter), staging())
+			durable(ConsumerSnapshotter), staging(), leases())
 		p.Subscribe = []string{inbox}
 	case IdentityUploader:
 		p.Publish = concat(
@@ -126,9 +139,11 @@ func PermissionsOf(id Identity) (p Permissions, ok bool) {
 		p.Subscribe = []string{inbox}
 	case IdentitySetup:
 		for _, stream := range []string{StreamRequests, StreamSnapshots, StreamStored, StreamDeletes, StreamStatus,
-			stagingStream} {
+			stagingStream, leaseStream} {
 			p.Publish = append(p.Publish, streamAdmin(stream)...)
 		}
+		// Creating a key-value bucket reads the account's JetStream limits first.
+		p.Publish = append(p.Publish, jsAPI+"INFO")
 		for _, d := range Durables() {
 			p.Publish = append(p.Publish, jsAPI+"CONSUMER.CREATE."+StreamOf(d)+"."+d, jsAPI+"CONSUMER.INFO."+StreamOf(d)+"."+d)
 		}

@@ -23,6 +23,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	if _, err := js.CreateOrUpdateObjectStore(ctx, t.StagingConfig()); err != nil {
 		return fmt.Errorf("ensure object store %s: %w", StagingBucket, err)
 	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, t.LeaseConfig()); err != nil {
+		return fmt.Errorf("ensure key-value bucket %s: %w", LeaseBucket, err)
+	}
 	return nil
 }
 
@@ -39,7 +42,7 @@ var (
 // CheckFor checks that the streams id works with (StreamsOf), its durable consumers
 // (DurablesOf), and the staging bucket if it works with that, exist as the topology needs
 // them: their subjects, retention, duplicate window and discard policy, no message limit, not
-// sealed, deletes and purges allowed; a durable that acks every message explicitly. Replicas
+// sealed, deletes (but in the lease bucket) and purges allowed; a durable that acks every message explicitly. Replicas
 // and sizes are the setup's to choose. It changes nothing.
 func CheckFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identity) error {
 	streams, staging := StreamsOf(id)
@@ -66,6 +69,19 @@ func CheckFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identi
 		}
 		if err := checkStream(ctx, js, jetstream.StreamConfig{Name: stagingStream, MaxMsgs: -1,
 			MaxMsgsPerSubject: -1}); err != nil {
+			return err
+		}
+	}
+	if usesLeases(id) {
+		if _, err := js.KeyValue(ctx, LeaseBucket); err != nil {
+			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+				return fmt.Errorf("%w: the lease bucket %s does not exist: run the setup (etcdbackup-setup)", ErrNotSetUp,
+					LeaseBucket)
+			}
+			return fmt.Errorf("check key-value bucket %s: %w", LeaseBucket, err)
+		}
+		if err := checkStream(ctx, js, jetstream.StreamConfig{Name: leaseStream, MaxMsgs: -1,
+			MaxMsgsPerSubject: 1, DenyDelete: true}); err != nil {
 			return err
 		}
 	}
@@ -101,7 +117,7 @@ func checkStream(ctx context.Context, js jetstream.JetStream, want jetstream.Str
 		{"message limit", got.MaxMsgs, want.MaxMsgs, true},
 		{"message limit per subject", got.MaxMsgsPerSubject, want.MaxMsgsPerSubject, true},
 		{"sealed", got.Sealed, false, true},
-		{"deny delete", got.DenyDelete, false, true},
+		{"deny delete", got.DenyDelete, want.DenyDelete, true}, // a key-value bucket's stream denies it
 		{"deny purge", got.DenyPurge, false, true},
 	} {
 		if d.check && fmt.Sprint(d.got) != fmt.Sprint(d.want) {

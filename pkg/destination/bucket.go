@@ -26,11 +26,8 @@ import (
 type Bucket interface {
 	// Name is the bucket's name.
 	Name() string
-	// Stat returns what the bucket knows of the object at key, without its bytes.
-	Stat(ctx context.Context, key string) (ObjectInfo, error)
-	// Get opens the object at key for reading and returns it with what Stat would return; the
-	// caller closes it. A missing object is reported here, not by the first Read.
-	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+	// Reader: Stat and Get.
+	Reader
 	// Put stores size bytes of r at key with opts' metadata, replacing any object there
 	// unless opts.IfAbsent. An
 	// object appears whole or not at all: a put that fails (r fails, the store fails, ctx
@@ -46,7 +43,26 @@ type Bucket interface {
 	// AbortUploads aborts the unfinished multipart uploads to key (left by a process killed
 	// during a put), so that their parts stop taking space. None is not an error.
 	AbortUploads(ctx context.Context, key string) error
+	// PresignGet returns a URL that reads the object at key, and no other, with a plain HTTP
+	// GET and no other credential until expiry has passed (at most MaxPresignExpiry, S3's
+	// limit). Making it sends no request but, once, the bucket's region lookup. The URL is a
+	// credential for that object: it belongs in a Secret, never in a log or on the bus.
+	// OpenPresigned reads through it.
+	PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error)
 }
+
+// Reader is the reading half of a Bucket: what a restore step downloads through, either a
+// Bucket opened with keys or one object's presigned URL (OpenPresigned).
+type Reader interface {
+	// Stat returns what the bucket knows of the object at key, without its bytes.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// Get opens the object at key for reading and returns it with what Stat would return; the
+	// caller closes it. A missing object is reported here, not by the first Read.
+	Get(ctx context.Context, key string) (io.ReadCloser, ObjectInfo, error)
+}
+
+// MaxPresignExpiry is the longest a presigned URL is valid for (S3's Signature V4 limit).
+const MaxPresignExpiry = 7 * 24 * time.Hour
 
 // ObjectInfo is what a bucket says of one object.
 type ObjectInfo struct {

@@ -182,6 +182,18 @@ func (b *s3Bucket) AbortUploads(ctx context.Context, key string) error {
 	return b.classify("abort uploads of "+key, key, err)
 }
 
+func (b *s3Bucket) PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	if expiry <= 0 || expiry > MaxPresignExpiry {
+		return "", fmt.Errorf("presign %s: expiry %s is not within (0, %s]", key, expiry, MaxPresignExpiry)
+	}
+	// Whole seconds: S3 reads X-Amz-Expires as an integer.
+	u, err := b.c.PresignedGetObject(ctx, b.name, key, expiry.Round(time.Second), nil)
+	if err != nil {
+		return "", b.classify("presign a GET of "+key, key, err)
+	}
+	return u.String(), nil
+}
+
 // notFound classifies err like classify, and tells a missing bucket from a missing object
 // where S3 cannot: a HEAD request's 404 has no body, so it does not say which is missing.
 func (b *s3Bucket) notFound(ctx context.Context, op, key string, err error) error {

@@ -204,9 +204,28 @@ func TestEachIdentityDoesItsJob(t *testing.T) {
 	mustPublish(t, ctx, sched.js, bus.StatusSubject(1), "")
 	consumeOne(t, ctx, sched.js, bus.ConsumerStatusWriter)
 
-	// snapshotter: takes the request, stages a snapshot, announces it.
+	// snapshotter: takes the request and its cluster's lease, stages a snapshot, announces it,
+	// gives the lease back; a second replica finds the lease held meanwhile.
 	snap := conns[bus.IdentitySnapshotter]
 	consumeOne(t, ctx, snap.js, bus.ConsumerSnapshotter)
+	leases, err := bus.OpenLeases(ctx, snap.js)
+	if err != nil {
+		t.Fatalf("snapshotter opens the lease bucket: %v", err)
+	}
+	_, release, err := leases.Acquire(ctx, "cluster-x", "ns/b1")
+	if err != nil {
+		t.Fatalf("snapshotter takes a lease: %v", err)
+	}
+	var held *bus.HeldError
+	if _, _, err := leases.Acquire(ctx, "cluster-x", "ns/b2"); !errors.As(err, &held) || held.Holder != "ns/b1" {
+		t.Fatalf("a held lease taken again: %v, want held by ns/b1", err)
+	}
+	release()
+	_, release, err = leases.Acquire(ctx, "cluster-x", "ns/b2")
+	if err != nil {
+		t.Fatalf("a released lease taken again: %v", err)
+	}
+	release()
 	data := bytes.Repeat([]byte("etcd"), 300_000)
 	if _, err := staging.Put(ctx, snap.js, bus.StagingBucket, "ns/b1", "test", bytes.NewReader(data)); err != nil {
 		t.Fatalf("snapshotter stages: %v", err)

@@ -9,12 +9,14 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -45,7 +47,8 @@ type Server struct {
 	completing sync.Mutex
 }
 
-// Heads is how many HEAD requests (object metadata reads) the server has answered.
+// Heads is how many object metadata reads the server has answered: HEAD requests, and GETs
+// of an object's first byte only (a presigned URL, signed for GET, cannot HEAD).
 func (s *Server) Heads() int64 { return s.heads.Load() }
 
 // Allow makes the server refuse (403 AccessDenied) every request signed with an access key
@@ -54,19 +57,24 @@ func (s *Server) Allow(keys ...string) { s.allowed.Store(&keys) }
 
 func (s *Server) refuse(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodHead {
+		if r.Method == http.MethodHead || (r.Method == http.MethodGet && r.Header.Get("Range") == "bytes=0-0") {
 			s.heads.Add(1)
 		}
+		// A presigned request carries its credential and expiry in the query.
+		cred := r.URL.Query().Get("X-Amz-Credential")
+		if cred == "" {
+			_, cred, _ = strings.Cut(r.Header.Get("Authorization"), "Credential=")
+		}
 		if keys := s.allowed.Load(); keys != nil {
-			_, cred, _ := strings.Cut(r.Header.Get("Authorization"), "Credential=")
 			key, _, _ := strings.Cut(cred, "/")
 			if !slices.Contains(*keys, key) {
-				w.Header().Set("Content-Type", "application/xml")
-				w.WriteHeader(http.StatusForbidden)
-				_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>` +
-					`<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>`))
+				denied(w, "Access Denied")
 				return
 			}
+		}
+		if expired(r.URL.Query()) {
+			denied(w, "Request has expired")
+			return
 		}
 		if err := unchunkPart(r); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -74,6 +82,24 @@ func (s *Server) refuse(next http.Handler) http.Handler {
 		}
 		s.createOnce(next, w, r)
 	})
+}
+
+func denied(w http.ResponseWriter, msg string) {
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(http.StatusForbidden)
+	_, _ = w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?>` +
+		`<Error><Code>AccessDenied</Code><Message>` + msg + `</Message></Error>`))
+}
+
+// expired reports whether a presigned request's query says it expired (gofakes3 checks no
+// signature; S3 refuses a presigned URL after X-Amz-Date plus X-Amz-Expires seconds).
+func expired(q url.Values) bool {
+	if q.Get("X-Amz-Expires") == "" {
+		return false
+	}
+	signed, err := time.Parse("20060102T150405Z", q.Get("X-Amz-Date"))
+	secs, serr := strconv.Atoi(q.Get("X-Amz-Expires"))
+	return err != nil || serr != nil || time.Now().After(signed.Add(time.Duration(secs)*time.Second))
 }
 
 // createOnce serves r, answering a CompleteMultipartUpload with If-None-Match: * as S3 does

@@ -74,7 +74,7 @@ func BenchmarkStageEtcdSnapshot(b *testing.B) {
 				case "compress-stage-tls":
 					var w *backupformat.Writer
 					w, err = staging.PutCompressed(ctx, secureJS, bus.StagingBucket, "snap", "bench", v, backupformat.Level, 1,
-						backupformat.Encryption{})
+						backupformat.Encryption{}, nil)
 					if w != nil {
 						n = v.Size()
 						b.ReportMetric(float64(w.Size())/float64(n), "ratio")

@@ -82,11 +82,18 @@ const MaxInFlight = 8
 // etcd's stream.
 func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description string,
 	r io.Reader) (*jetstream.ObjectInfo, error) {
+	return put(ctx, js, bucket, name, description, r, nil)
+}
+
+// put is Put, with the object's metadata from describe, called once every chunk is stored and
+// before the object appears: an error from it leaves nothing, as a failed r does.
+func put(ctx context.Context, js jetstream.JetStream, bucket, name, description string, r io.Reader,
+	describe func() (map[string]string, error)) (*jetstream.ObjectInfo, error) {
 	stream, err := js.Stream(ctx, "OBJ_"+bucket)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
 	}
-	metaSubj := "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
+	metaSubj := metaSubject(bucket, name)
 	var old jetstream.ObjectInfo
 	if m, err := stream.GetLastMsgForSubject(ctx, metaSubj); err == nil {
 		_ = json.Unmarshal(m.Data, &old)
@@ -97,6 +104,9 @@ func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description 
 	id := nuid.Next()
 	chunkSubj := "$O." + bucket + ".C." + id
 	info, err := putChunks(ctx, js, chunkSubj, r)
+	if err == nil && describe != nil {
+		info.Metadata, err = describe()
+	}
 	if err == nil {
 		info.Name, info.Description, info.Bucket, info.NUID = name, description, bucket, id
 		info.Opts = &jetstream.ObjectMetaOptions{ChunkSize: ChunkSize}
@@ -119,13 +129,49 @@ func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description 
 	return info, nil
 }
 
+func metaSubject(bucket, name string) string {
+	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
+}
+
+// Metadata returns the metadata of the object called name, or nil when there is none (never
+// put, deleted, or a put that has not finished: an object appears only whole).
+func Metadata(ctx context.Context, js jetstream.JetStream, bucket, name string) (map[string]string, error) {
+	stream, err := js.Stream(ctx, "OBJ_"+bucket)
+	if err != nil {
+		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
+	}
+	m, err := stream.GetLastMsgForSubject(ctx, metaSubject(bucket, name))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("look up %s: %w", name, err)
+	}
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(m.Data, &info); err != nil {
+		return nil, fmt.Errorf("staged object %s: %w", name, err)
+	}
+	if info.Deleted {
+		return nil, nil
+	}
+	if info.Metadata == nil {
+		info.Metadata = map[string]string{}
+	}
+	return info.Metadata, nil
+}
+
 // PutCompressed compresses raw (backupformat) as it streams, encrypts it when seal has
 // recipients, and stores the result under name, as Put does: what is staged is the backup as
 // it will be stored. One goroutine reads raw and compresses, the caller's stages, so the
 // source (etcd's snapshot stream) is read as fast as the compressor takes it. It returns the
 // stored size, sha256 and codec in the Writer.
+//
+// record, when set, is called with the Writer once everything is compressed and stored, before
+// the object appears; what it returns is the object's metadata (Metadata), and an error from
+// it (the source's check failed) leaves no object.
 func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, description string, raw io.Reader,
-	level zstd.EncoderLevel, concurrency int, seal backupformat.Encryption) (*backupformat.Writer, error) {
+	level zstd.EncoderLevel, concurrency int, seal backupformat.Encryption,
+	record func(*backupformat.Writer) (map[string]string, error)) (*backupformat.Writer, error) {
 	pr, pw := io.Pipe()
 	var enc *backupformat.Writer
 	done := make(chan error, 1)
@@ -142,11 +188,23 @@ func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, de
 		pw.CloseWithError(err) // nil: Put reads io.EOF
 		done <- err
 	}()
-	_, err := Put(ctx, js, bucket, name, description, pr)
+	var encErr error
+	compressed := false
+	finish := func() error {
+		if !compressed {
+			encErr, compressed = <-done, true
+		}
+		return encErr
+	}
+	_, err := put(ctx, js, bucket, name, description, pr, func() (map[string]string, error) {
+		if err := finish(); err != nil || record == nil {
+			return nil, err
+		}
+		return record(enc)
+	})
 	pr.CloseWithError(err) // a failed Put unblocks the compressor
-	encErr := <-done
-	if err == nil {
-		err = encErr
+	if ferr := finish(); err == nil {
+		err = ferr
 	}
 	if err != nil {
 		return nil, err

@@ -21,6 +21,8 @@ type Config struct {
 	MinInterval time.Duration
 	// RunningTimeout bounds how long a backup may stay Running in status.
 	RunningTimeout time.Duration
+	// OnePerCluster queues one backup of a cluster at a time.
+	OnePerCluster bool
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -38,6 +40,9 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.RunningTimeout, "running-timeout", 3*time.Hour,
 		"how long a backup may stay Running in status before it is reported Failed (no stage reported its end); above "+
 			"the snapshotter's and uploader's retry budgets")
+	service.BoolVar(fs, &c.OnePerCluster, "one-per-cluster", true,
+		"queue a config's due backup only while no other backup of its cluster is queued or running: the configs of "+
+			"one cluster share one place in the queue, so a tenant with many configs cannot fill it")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}

@@ -26,8 +26,8 @@ func run(ctx context.Context, args []string) error {
 	dests := rt.Destinations(rt.Manager.GetClient())
 	planner := &scheduling.Planner{
 		Reader: rt.Manager.GetClient(), Destinations: dests, API: rt.Kube, ManualInterval: cfg.TriggerMinInterval,
-		MinInterval: cfg.MinInterval,
-		Queue:       scheduling.JetStreamQueue{JS: rt.JS, Metrics: m},
+		MinInterval: cfg.MinInterval, OnePerCluster: cfg.OnePerCluster,
+		Queue: scheduling.JetStreamQueue{JS: rt.JS, Metrics: m},
 	}
 	rec := &scheduling.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events, Now: time.Now,
 		Log: rt.Log, Metrics: m, RunningTimeout: cfg.RunningTimeout,

@@ -20,6 +20,7 @@ type Config struct {
 	Level             string
 	ZstdThreads       int
 	StagingReserveMiB int
+	BusyRetry         time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -42,6 +43,9 @@ func parseConfig(args []string) (Config, error) {
 	service.IntVar(fs, &c.StagingReserveMiB, "staging-reserve-mib", 1024,
 		"free MiB staging must have before a snapshot starts (0: no check); a full staging is retried without contacting "+
 			"etcd")
+	service.DurationVar(fs, &c.BusyRetry, "busy-retry", 30*time.Second,
+		"delay before a request whose cluster is being backed up by another snapshot (its lease held) comes again; one "+
+			"snapshot per cluster at a time, across every replica")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -54,6 +58,9 @@ func parseConfig(args []string) (Config, error) {
 	if ok, _ := zstd.EncoderLevelFromString(c.Level); !ok {
 		return Config{}, fmt.Errorf("%w: zstd-level %q: want fastest, default, better or best", service.ErrInvalidOption,
 			c.Level)
+	}
+	if c.BusyRetry <= 0 {
+		return Config{}, fmt.Errorf("%w: busy-retry must be positive, got %s", service.ErrInvalidOption, c.BusyRetry)
 	}
 	if c.StagingReserveMiB < 0 {
 		return Config{}, fmt.Errorf("%w: staging-reserve-mib must not be negative, got %d", service.ErrInvalidOption,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
@@ -20,7 +21,13 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer rt.Close()
+	leases, err := bus.OpenLeases(ctx, rt.JS)
+	if err != nil {
+		return err
+	}
+	holder, _ := os.Hostname()
 	h := take.New(take.Options{
+		Leases: leases, BusyRetry: cfg.BusyRetry, Holder: holder,
 		Reader: rt.Kube, Events: rt.Events, JS: rt.JS, Bus: rt.Bus, MaxAttempts: uint64(cfg.MaxAttempts),
 		MemberTimeout: cfg.MemberTimeout, SnapshotIdle: cfg.SnapshotIdle, Level: cfg.level(), Concurrency: cfg.ZstdThreads,
 		StagingReserve: int64(cfg.StagingReserveMiB) << 20,

@@ -27,6 +27,10 @@ type Store struct {
 	Missing func(t *testing.T) destination.Bucket
 	// Refused returns an existing bucket reached with keys the server refuses.
 	Refused func(t *testing.T) destination.Bucket
+	// ChecksSignatures says the server checks a presigned URL's signature against the
+	// request: one for another object is refused. (gofakes3, the in-process server, checks
+	// none: only the expiry, which s3test adds.)
+	ChecksSignatures bool
 }
 
 // Run runs the contract against s.
@@ -41,6 +45,7 @@ func Run(t *testing.T, s Store) {
 	t.Run("a failed put leaves no object", c.failedPut)
 	t.Run("delete is idempotent", c.deleteTwice)
 	t.Run("list walks a prefix at any depth", c.list)
+	t.Run("a presigned GET reads its object until it expires", c.presigned)
 	t.Run("a missing bucket is ErrBucketNotFound everywhere", c.missingBucket)
 	t.Run("refused keys are ErrAccessDenied everywhere", c.refused)
 }
@@ -229,6 +234,73 @@ func (c contract) list(t *testing.T) {
 	}
 }
 
+// presigned: a presigned GET URL reads exactly its object, bytes and metadata, with no keys;
+// not another object; not after it expired; and no URL outlives S3's limit.
+func (c contract) presigned(t *testing.T) {
+	b := c.Bucket(t)
+	body := random(t, 4096)
+	meta := map[string]string{"Sha256": "abc", "Snapshot-Size": "4096"}
+	put(t, b, "c/ns/cfg/one.db.zst", body, meta)
+	put(t, b, "c/ns/cfg/other.db.zst", []byte("another tenant's"), nil)
+	u, err := b.PresignGet(ctx(t), "c/ns/cfg/one.db.zst", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := openPresigned(t, u, "c/ns/cfg/one.db.zst")
+	info, err := r.Stat(ctx(t), "c/ns/cfg/one.db.zst")
+	if err != nil || info.Size != int64(len(body)) || !equalMeta(info.Metadata, meta) {
+		t.Fatalf("stat through the URL: %+v, %v; want size %d and %v", info, err, len(body), meta)
+	}
+	obj, got, err := r.Get(ctx(t), "c/ns/cfg/one.db.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || !bytes.Equal(data, body) || !equalMeta(got.Metadata, meta) {
+		t.Fatalf("get through the URL: %d bytes (%v), %v; want the %d bytes put and %v", len(data), err, got.Metadata,
+			len(body), meta)
+	}
+	if _, _, err := r.Get(ctx(t), "c/ns/cfg/other.db.zst"); err == nil {
+		t.Fatal("a presigned URL's reader read another key")
+	}
+	if c.ChecksSignatures {
+		forged := strings.Replace(u, "/one.db.zst", "/other.db.zst", 1)
+		if _, _, err := openPresigned(t, forged, "c/ns/cfg/other.db.zst").Get(ctx(t),
+			"c/ns/cfg/other.db.zst"); !errors.Is(err, destination.ErrAccessDenied) {
+			t.Fatalf("the URL's signature on another object's path: %v, want ErrAccessDenied", err)
+		}
+	}
+	short, err := b.PresignGet(ctx(t), "c/ns/cfg/one.db.zst", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := openPresigned(t, short, "c/ns/cfg/one.db.zst")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := expired.Stat(ctx(t), "c/ns/cfg/one.db.zst")
+		if errors.Is(err, destination.ErrAccessDenied) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a URL valid for 1s still reads after 30s: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := b.PresignGet(ctx(t), "c/ns/cfg/one.db.zst", destination.MaxPresignExpiry+time.Second); err == nil {
+		t.Fatal("a URL valid beyond S3's 7 days was made")
+	}
+}
+
+func openPresigned(t *testing.T, u, key string) destination.Reader {
+	t.Helper()
+	r, err := destination.OpenPresigned(u, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 func (c contract) missingBucket(t *testing.T) {
 	checkAll(t, c.Missing(t), destination.ErrBucketNotFound)
 	if !destination.IsConfigError(destination.ErrBucketNotFound) ||
@@ -246,12 +318,18 @@ func checkAll(t *testing.T, b destination.Bucket, want error) {
 	t.Helper()
 	_, statErr := b.Stat(ctx(t), "k")
 	_, _, getErr := b.Get(ctx(t), "k")
+	// A presign may succeed (it is signed locally), but never the GET of its URL.
+	u, presignErr := b.PresignGet(ctx(t), "k", time.Minute)
+	if presignErr == nil {
+		_, _, presignErr = openPresigned(t, u, "k").Get(ctx(t), "k")
+	}
 	for op, err := range map[string]error{
-		"stat":   statErr,
-		"get":    getErr,
-		"put":    b.Put(ctx(t), "k", bytes.NewReader([]byte("x")), 1, destination.PutOptions{}),
-		"delete": b.Delete(ctx(t), "k"),
-		"list":   b.List(ctx(t), "", func(destination.ObjectInfo) error { return nil }),
+		"stat":          statErr,
+		"get":           getErr,
+		"presigned get": presignErr,
+		"put":           b.Put(ctx(t), "k", bytes.NewReader([]byte("x")), 1, destination.PutOptions{}),
+		"delete":        b.Delete(ctx(t), "k"),
+		"list":          b.List(ctx(t), "", func(destination.ObjectInfo) error { return nil }),
 	} {
 		if !errors.Is(err, want) {
 			t.Errorf("%s: %v, want %v", op, err, want)

@@ -65,7 +65,25 @@ type Hub struct {
 
 	mu      sync.Mutex
 	clients map[*Client]struct{}
+	// recent are the events of the last RecentFor (at most RecentEvents), oldest first: a
+	// browser that joins is handed those since its page was rendered (JoinSince).
+	recent []recentEvent
 }
+
+// recentEvent is one event the hub passed on, with when.
+type recentEvent struct {
+	namespace string
+	at        time.Time
+	data      []byte
+}
+
+// RecentFor and RecentEvents bound the events a Hub keeps for browsers still connecting: a
+// page's stream opens a moment after the page was rendered, and events in between (a quick
+// backup's end) would otherwise never reach it.
+const (
+	RecentFor    = 2 * time.Minute
+	RecentEvents = 4096
+)
 
 // Client is one browser's stream, for one namespace.
 type Client struct {
@@ -135,6 +153,15 @@ func (h *Hub) Publish(ev *etcdbackupv1.StatusEvent) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	now := time.Now()
+	h.recent = append(h.recent, recentEvent{namespace: e.Namespace, at: now, data: data})
+	old := 0
+	for old < len(h.recent) && (len(h.recent)-old > RecentEvents || now.Sub(h.recent[old].at) > RecentFor) {
+		old++
+	}
+	if old > 0 {
+		h.recent = append(h.recent[:0], h.recent[old:]...)
+	}
 	for c := range h.clients {
 		if c.Namespace != e.Namespace {
 			continue
@@ -148,9 +175,26 @@ func (h *Hub) Publish(ev *etcdbackupv1.StatusEvent) {
 }
 
 // Join adds a browser watching namespace; Leave removes it.
-func (h *Hub) Join(namespace string) *Client {
+func (h *Hub) Join(namespace string) *Client { return h.JoinSince(namespace, time.Time{}) }
+
+// JoinSince is Join, with the namespace's events the hub passed on from since (at most the
+// last RecentFor) waiting first, in order: nothing between the page's render and its stream
+// is lost, and nothing is given twice.
+func (h *Hub) JoinSince(namespace string, since time.Time) *Client {
 	c := &Client{Namespace: namespace, C: make(chan []byte, max(h.Buffer, 1))}
 	h.mu.Lock()
+	if !since.IsZero() {
+		for _, e := range h.recent {
+			if e.namespace != namespace || e.at.Before(since) {
+				continue
+			}
+			select {
+			case c.C <- e.data:
+			default:
+				h.drop(DropSlowClient)
+			}
+		}
+	}
 	h.clients[c] = struct{}{}
 	n := len(h.clients)
 	h.mu.Unlock()

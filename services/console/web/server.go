@@ -263,13 +263,23 @@ type view struct {
 	Live  string
 	Error string
 	Data  any
+	// Since is when the page's data was read, in Unix milliseconds, less a margin: its event
+	// stream starts with the events from then (Hub.JoinSince).
+	Since int64
 }
+
+// sinceMargin is how far before the render a live page's events start: the page's data was
+// read from the API just before, and an event the status did not show yet must not be missed.
+const sinceMargin = 5 * time.Second
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, code int, name string, v view) {
 	t, ok := s.tmpl[name]
 	if !ok {
 		http.Error(w, "no page "+name, http.StatusInternalServerError)
 		return
+	}
+	if v.Live != "" && v.Since == 0 {
+		v.Since = time.Now().Add(-sinceMargin).UnixMilli()
 	}
 	var b strings.Builder
 	if err := t.ExecuteTemplate(&b, "layout", v); err != nil {

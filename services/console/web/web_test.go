@@ -2,12 +2,14 @@ package web
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,6 +144,38 @@ func TestHubSendsEachNamespaceItsOwnEvents(t *testing.T) {
 	h.Leave(b)
 	if h.Clients() != 0 {
 		t.Errorf("%d clients after both left", h.Clients())
+	}
+}
+
+// A browser joins a moment after its page was rendered: the events of its namespace since the
+// render are handed to it first, in order, then the live ones; none from before, none of
+// another namespace, none twice (the race that left a quick backup Running on the page).
+func TestHubHandsAJoiningPageTheEventsSinceItsRender(t *testing.T) {
+	h := NewHub(16, prometheus.NewRegistry())
+	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_FAILED))
+	rendered := time.Now()
+	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING))
+	h.Publish(statusEvent("cluster-b", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	c := h.JoinSince("cluster-a", rendered)
+	h.Publish(statusEvent("cluster-a", etcdbackupv1.Stage_STAGE_PRUNER, etcdbackupv1.Phase_PHASE_COMPLETED))
+	var got []string
+	for len(c.C) > 0 {
+		var e Event
+		if err := json.Unmarshal(<-c.C, &e); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, e.Namespace+" "+e.Stage+" "+e.Phase)
+	}
+	want := []string{"cluster-a snapshotter running", "cluster-a uploader completed", "cluster-a pruner completed"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("a page rendered before the last three events of its namespace got %q, want %q", got, want)
+	}
+	if late := h.JoinSince("cluster-a", time.Now().Add(time.Second)); len(late.C) != 0 {
+		t.Fatalf("a page rendered after every event got %d of them", len(late.C))
+	}
+	if plain := h.Join("cluster-a"); len(plain.C) != 0 {
+		t.Fatalf("Join without a render time got %d old events", len(plain.C))
 	}
 }
 

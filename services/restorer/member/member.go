@@ -68,7 +68,7 @@ type Verified struct {
 // Verify streams the backup at key through every check, keeping nothing: the object's sha256
 // against its record, zstd, and etcd's trailing hash and size rule. Memory stays flat
 // whatever the backup's size. maxSnapshot bounds the snapshot (backupformat.Open).
-func Verify(ctx context.Context, b destination.Bucket, key string, ids []age.Identity,
+func Verify(ctx context.Context, b destination.Reader, key string, ids []age.Identity,
 	maxSnapshot int64) (Verified, error) {
 	return check(ctx, b, key, "", ids, io.Discard, nil, maxSnapshot)
 }
@@ -78,7 +78,7 @@ func Verify(ctx context.Context, b destination.Bucket, key string, ids []age.Ide
 // pods' own credentials before it touches the cluster: keys the store refuses (ErrRefused),
 // an object those keys cannot see (ErrNotFound) or one that is not the verified backup
 // (ErrCorrupt) end the restore with nothing changed, not after etcd is torn down.
-func Visible(ctx context.Context, b destination.Bucket, key, verified string, ids backupformat.Identities) error {
+func Visible(ctx context.Context, b destination.Reader, key, verified string, ids backupformat.Identities) error {
 	info, err := b.Stat(ctx, key)
 	if err != nil {
 		return err
@@ -112,7 +112,7 @@ func Visible(ctx context.Context, b destination.Bucket, key, verified string, id
 // p, when not nil, counts the stored bytes downloaded so far for a reporter running beside it.
 // maxSnapshot bounds what is written to dst (backupformat.Open): the object's metadata can
 // never make a restore fill its disk.
-func Fetch(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, dst string,
+func Fetch(ctx context.Context, b destination.Reader, key, verified string, ids []age.Identity, dst string,
 	p *Progress, maxSnapshot int64) error {
 	if verified == "" {
 		return errors.New("the verified sha256 of the backup is required")
@@ -139,7 +139,7 @@ var DownloadIdle = 2 * time.Minute
 // record that came with it (backupformat.Open, decrypting with ids), and, with verified set,
 // that it is the object of that sha256. Errors of the download or of out are returned as they
 // are; ErrCorrupt means the backup itself is bad.
-func check(ctx context.Context, b destination.Bucket, key, verified string, ids []age.Identity, out io.Writer,
+func check(ctx context.Context, b destination.Reader, key, verified string, ids []age.Identity, out io.Writer,
 	p *Progress, maxSnapshot int64) (Verified, error) {
 	// A download that stalls (the endpoint blackholed mid-stream) fails within DownloadIdle
 	// instead of hanging on TCP's timeouts: the restore step or the verification retries.

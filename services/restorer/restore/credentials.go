@@ -27,54 +27,111 @@ import (
 // missing, lacks a key, is not this restore's, or keys the store refuses.
 var ErrCredentials = errors.New("download credentials")
 
-// credentials gives the member pods their download credentials: a Secret named SavedName in
-// the cluster namespace, controlled by this restore, copied from
-// spec.backupDownloadCredentialsSecret (a Secret in the cluster's namespace, as KKP means it)
-// or else from the destination's own. It returns the Secret's name and the keys it holds in
-// the API, which are exactly what the pods' environment will get.
-func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
-	d destination.Destination, ids backupformat.Identities) (name, id, key string, podIDs backupformat.Identities,
-	err error) {
-	copied := &corev1.Secret{}
-	err = r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: SavedName(rs)}, copied)
-	if apierrors.IsNotFound(err) {
-		copied, err = r.copyCredentials(ctx, rs, cluster, d, ids)
-	}
-	if err != nil {
-		return "", "", "", podIDs, err
-	}
-	// A Secret of that name someone else made would hand the pods keys nobody chose.
-	if !metav1.IsControlledBy(copied, rs) {
-		return "", "", "", podIDs,
-			fmt.Errorf("%w: Secret %s/%s has no controller ownerReference to this EtcdRestore (uid %s); delete it or rename "+
-				"the EtcdRestore",
-				ErrCredentials, copied.Namespace, copied.Name, rs.UID)
-	}
-	id, key = string(copied.Data[kubermaticv1.SecretAccessKeyID]), string(copied.Data[kubermaticv1.SecretSecretAccessKey])
-	if id == "" || key == "" {
-		return "", "", "", podIDs, fmt.Errorf("%w: Secret %s/%s lacks %s or %s", ErrCredentials, copied.Namespace,
-			copied.Name, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
-	}
-	if text := copied.Data[IdentityEnv]; len(text) > 0 {
-		if podIDs, err = backupformat.ParseIdentities(string(text)); err != nil {
-			return "", "", "", podIDs, fmt.Errorf("%w: Secret %s/%s, key %s: %w", ErrCredentials, copied.Namespace,
-				copied.Name, IdentityEnv, err)
-		}
-	}
-	return copied.Name, id, key, podIDs, nil
+// download is how the member pods download the backup: the Secret their restore step reads,
+// a Reader of exactly the same reach for the restorer to prove it with, and the identities
+// the Secret gives them.
+type download struct {
+	secret string
+	reader destination.Reader
+	ids    backupformat.Identities
 }
 
-func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore,
-	cluster *kubermaticv1.Cluster, d destination.Destination, ids backupformat.Identities) (*corev1.Secret, error) {
-	src := types.NamespacedName{Namespace: cluster.NamespaceName(), Name: rs.Spec.BackupDownloadCredentialsSecret}
-	what := "spec.backupDownloadCredentialsSecret"
-	if src.Name == "" {
-		if d.Credentials == nil || d.Credentials.Name == "" {
-			return nil, fmt.Errorf("%w: destination %q references no credentials secret", ErrCredentials, d.Name)
-		}
-		src, what = types.NamespacedName{Namespace: d.Credentials.Namespace, Name: d.Credentials.Name},
-			fmt.Sprintf("destination %q's credentials", d.Name)
+// credentials gives the member pods their download credentials in a Secret named SavedName
+// in the cluster namespace, controlled by this restore. With
+// spec.backupDownloadCredentialsSecret (a Secret in the cluster's namespace, as KKP means
+// it) they are that Secret's keys, copied; without, they are a presigned GET URL of exactly
+// the backup's object, valid until the restore's timeout: the destination's own keys never
+// reach the tenant's namespace. The Reader returned reads with what the Secret holds in the
+// API, which is exactly what the pods' environment will get.
+func (r *Reconciler) credentials(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
+	d destination.Destination, objectKey string, ids backupformat.Identities) (download, error) {
+	saved := &corev1.Secret{}
+	err := r.API.Get(ctx, types.NamespacedName{Namespace: rs.Namespace, Name: SavedName(rs)}, saved)
+	if apierrors.IsNotFound(err) {
+		saved, err = r.makeCredentials(ctx, rs, cluster, d, objectKey, ids)
 	}
+	if err != nil {
+		return download{}, err
+	}
+	// A Secret of that name someone else made would hand the pods keys nobody chose.
+	if !metav1.IsControlledBy(saved, rs) {
+		return download{}, fmt.Errorf("%w: Secret %s/%s has no controller ownerReference to this EtcdRestore (uid %s); "+
+			"delete it or rename the EtcdRestore", ErrCredentials, saved.Namespace, saved.Name, rs.UID)
+	}
+	dl := download{secret: saved.Name}
+	if text := saved.Data[IdentityEnv]; len(text) > 0 {
+		if dl.ids, err = backupformat.ParseIdentities(string(text)); err != nil {
+			return download{}, fmt.Errorf("%w: Secret %s/%s, key %s: %w", ErrCredentials, saved.Namespace, saved.Name,
+				IdentityEnv, err)
+		}
+	}
+	if u := string(saved.Data[URLEnv]); u != "" {
+		if dl.reader, err = destination.OpenPresigned(u, objectKey); err != nil {
+			return download{}, fmt.Errorf("%w: Secret %s/%s, key %s: %w", ErrCredentials, saved.Namespace, saved.Name,
+				URLEnv, err)
+		}
+		return dl, nil
+	}
+	id, key := string(saved.Data[kubermaticv1.SecretAccessKeyID]), string(saved.Data[kubermaticv1.SecretSecretAccessKey])
+	if id == "" || key == "" {
+		return download{}, fmt.Errorf("%w: Secret %s/%s lacks %s or %s", ErrCredentials, saved.Namespace,
+			saved.Name, kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
+	}
+	if dl.reader, err = d.Open(id, key); err != nil {
+		return download{}, fmt.Errorf("%w: %w", ErrCredentials, err)
+	}
+	return dl, nil
+}
+
+// URLEnv is the key, in the member pods' Secret, and the environment variable of the restore
+// step, of the presigned GET URL of the backup.
+const URLEnv = "BACKUP_URL"
+
+// makeCredentials creates the member pods' Secret: the keys of
+// spec.backupDownloadCredentialsSecret, or a presigned URL of the backup made with the
+// destination's keys.
+func (r *Reconciler) makeCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore,
+	cluster *kubermaticv1.Cluster, d destination.Destination, objectKey string,
+	ids backupformat.Identities) (*corev1.Secret, error) {
+	data, err := r.downloadKeys(ctx, rs, cluster)
+	if err == nil && data == nil {
+		data, err = r.presign(ctx, rs, d, objectKey)
+	}
+	if err != nil {
+		return nil, err
+	}
+	saved := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: SavedName(rs), Namespace: rs.Namespace,
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "etcdbackup-restorer"}},
+		Data: data,
+	}
+	if ids.Text != "" {
+		saved.Data[IdentityEnv] = []byte(ids.Text)
+	}
+	if err := controllerutil.SetControllerReference(rs, saved, r.Client.Scheme()); err != nil {
+		return nil, err
+	}
+	if err := r.Client.Create(ctx, saved); err != nil {
+		if !apierrors.IsAlreadyExists(err) {
+			return nil, fmt.Errorf("create download credentials secret: %w", err)
+		}
+		// Made meanwhile by an earlier attempt, or by someone else: the caller checks whose.
+		if err := r.API.Get(ctx, client.ObjectKeyFromObject(saved), saved); err != nil {
+			return nil, err
+		}
+	}
+	return saved, nil
+}
+
+// downloadKeys returns the keys of spec.backupDownloadCredentialsSecret, in the cluster's
+// namespace, or nil when the spec names none.
+func (r *Reconciler) downloadKeys(ctx context.Context, rs *kubermaticv1.EtcdRestore,
+	cluster *kubermaticv1.Cluster) (map[string][]byte, error) {
+	if rs.Spec.BackupDownloadCredentialsSecret == "" {
+		return nil, nil
+	}
+	src := types.NamespacedName{Namespace: cluster.NamespaceName(), Name: rs.Spec.BackupDownloadCredentialsSecret}
+	const what = "spec.backupDownloadCredentialsSecret"
 	var s corev1.Secret
 	if err := r.API.Get(ctx, src, &s); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -87,27 +144,28 @@ func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdR
 		return nil, fmt.Errorf("%w: %s: Secret %s lacks %s or %s", ErrCredentials, what, src,
 			kubermaticv1.SecretAccessKeyID, kubermaticv1.SecretSecretAccessKey)
 	}
-	copied := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: SavedName(rs), Namespace: rs.Namespace,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "etcdbackup-restorer"}},
-		Data: map[string][]byte{kubermaticv1.SecretAccessKeyID: id, kubermaticv1.SecretSecretAccessKey: key},
-	}
-	if ids.Text != "" {
-		copied.Data[IdentityEnv] = []byte(ids.Text)
-	}
-	if err := controllerutil.SetControllerReference(rs, copied, r.Client.Scheme()); err != nil {
+	return map[string][]byte{kubermaticv1.SecretAccessKeyID: id, kubermaticv1.SecretSecretAccessKey: key}, nil
+}
+
+// presign returns a presigned GET URL of the backup's object, made with the destination's
+// keys and valid until the restore's timeout (with a minute's margin for the clocks), within
+// S3's limit of 7 days.
+func (r *Reconciler) presign(ctx context.Context, rs *kubermaticv1.EtcdRestore, d destination.Destination,
+	objectKey string) (map[string][]byte, error) {
+	b, err := r.Destinations.Bucket(ctx, d)
+	if err != nil {
 		return nil, err
 	}
-	if err := r.Client.Create(ctx, copied); err != nil {
-		if !apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("create download credentials secret: %w", err)
-		}
-		// Made meanwhile by an earlier attempt, or by someone else: the caller checks whose.
-		if err := r.API.Get(ctx, client.ObjectKeyFromObject(copied), copied); err != nil {
-			return nil, err
-		}
+	valid := r.Opts.Timeout
+	if rs.Status.StartTime != nil {
+		valid = rs.Status.StartTime.Add(r.Opts.Timeout).Sub(r.now())
 	}
-	return copied, nil
+	valid = min(max(valid+time.Minute, time.Minute), destination.MaxPresignExpiry)
+	u, err := b.PresignGet(ctx, objectKey, valid)
+	if err != nil {
+		return nil, fmt.Errorf("presign the member pods' download: %w", err)
+	}
+	return map[string][]byte{URLEnv: []byte(u)}, nil
 }
 
 // proveCredentials makes the member pods' credentials (credentials) and reads the backup's
@@ -117,28 +175,24 @@ func (r *Reconciler) copyCredentials(ctx context.Context, rs *kubermaticv1.EtcdR
 func (r *Reconciler) proveCredentials(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 	cluster *kubermaticv1.Cluster, d destination.Destination, objectKey, sha string,
 	ids backupformat.Identities) (string, error) {
-	name, id, key, podIDs, err := r.credentials(ctx, rs, cluster, d, ids)
+	dl, err := r.credentials(ctx, rs, cluster, d, objectKey, ids)
 	if err != nil {
 		return "", err
 	}
-	b, err := d.Open(id, key)
-	if err != nil {
-		return "", fmt.Errorf("%w: %w", ErrCredentials, err)
-	}
 	vctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	err = member.Visible(vctx, b, objectKey, sha, podIDs)
+	err = member.Visible(vctx, dl.reader, objectKey, sha, dl.ids)
 	switch {
 	case errors.Is(err, member.ErrDecrypt):
-		return "", fmt.Errorf("with the member pods' identities (Secret %s/%s): %w", rs.Namespace, name, err)
+		return "", fmt.Errorf("with the member pods' identities (Secret %s/%s): %w", rs.Namespace, dl.secret, err)
 	case errors.Is(err, member.ErrRefused):
 		return "", fmt.Errorf("%w: destination %q refused the member pods' credentials (Secret %s/%s): %w", ErrCredentials,
-			d.Name, rs.Namespace, name, err)
+			d.Name, rs.Namespace, dl.secret, err)
 	case errors.Is(err, member.ErrNotFound), errors.Is(err, member.ErrCorrupt):
 		return "", fmt.Errorf("%w: with the member pods' credentials (Secret %s/%s) destination %q shows another object "+
-			"than the verified backup: %v", ErrCredentials, rs.Namespace, name, d.Name, err)
+			"than the verified backup: %v", ErrCredentials, rs.Namespace, dl.secret, d.Name, err)
 	}
-	return name, err
+	return dl.secret, err
 }
 
 // IdentityEnv is the key, in the member pods' Secret, and the environment variable of the

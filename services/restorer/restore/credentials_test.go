@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -82,8 +83,9 @@ func preparable(t *testing.T, extra ...client.Object) (*Reconciler, *kubermaticv
 }
 
 // The member pods' download credentials are proven before anything is touched: read from
-// spec.backupDownloadCredentialsSecret in the cluster's namespace (KKP's meaning), copied into
-// a Secret the restore controls, and used, exactly as copied, to read the backup's metadata.
+// spec.backupDownloadCredentialsSecret in the cluster's namespace (KKP's meaning), or without
+// it a presigned URL of the backup (never the destination's keys), put into a Secret the
+// restore controls, and used, exactly as stored, to read the backup's metadata.
 // Missing keys, refused access or a Secret that is not the restore's fail the restore with
 // the cluster running, unlocked, its StatefulSet there, and no copied Secret left.
 func TestCredentialsAreProvenBeforeTheClusterIsTouched(t *testing.T) {
@@ -132,6 +134,9 @@ func TestCredentialsAreProvenBeforeTheClusterIsTouched(t *testing.T) {
 				if copyErr != nil || !metav1.IsControlledBy(&copied, rs) {
 					t.Fatalf("the member pods' Secret: %v, controlled: %v", copyErr, metav1.IsControlledBy(&copied, rs))
 				}
+				if tc.secret == "" {
+					presignedOnly(t, &copied, rs)
+				}
 				return
 			}
 			if st.Phase != kubermaticv1.RestorePhaseFailed || !strings.Contains(st.Message,
@@ -158,5 +163,25 @@ func TestCredentialsAreProvenBeforeTheClusterIsTouched(t *testing.T) {
 				t.Fatalf("message %q carries a secret key", st.Message)
 			}
 		})
+	}
+}
+
+// presignedOnly requires the member pods' Secret to hold a presigned URL of rs's backup, and
+// none of the destination's keys.
+func presignedOnly(t *testing.T, s *corev1.Secret, rs *kubermaticv1.EtcdRestore) {
+	t.Helper()
+	key, _ := ObjectKeyOf(rs)
+	u, err := url.Parse(string(s.Data[URLEnv]))
+	if err != nil || !strings.HasSuffix(u.Path, "/"+key) || u.Query().Get("X-Amz-Signature") == "" {
+		t.Fatalf("%s in the pods' Secret: %v; want a presigned URL of %s", URLEnv, err, key)
+	}
+	if _, ok := s.Data[kubermaticv1.SecretAccessKeyID]; ok {
+		t.Fatalf("the pods' Secret holds %s: the destination's keys reached the cluster namespace",
+			kubermaticv1.SecretAccessKeyID)
+	}
+	for k, v := range s.Data {
+		if strings.Contains(string(v), secretValue) || strings.Contains(string(v), adminKey) && k != URLEnv {
+			t.Fatalf("the pods' Secret, key %s, carries the destination's credentials", k)
+		}
 	}
 }

@@ -101,7 +101,8 @@ type Step struct {
 	ObjectKey   string
 	// SHA256 is the digest of the object the restorer verified; the step refuses any other.
 	SHA256 string
-	// Secret holds ACCESS_KEY_ID and SECRET_ACCESS_KEY for the download.
+	// Secret holds the download's credentials: BACKUP_URL, a presigned GET of the backup, or
+	// ACCESS_KEY_ID and SECRET_ACCESS_KEY (spec.backupDownloadCredentialsSecret's keys).
 	Secret string
 }
 
@@ -198,8 +199,10 @@ func stepContainer(step Step, opts StepOptions, initial string) corev1.Container
 		Env: []corev1.EnvVar{
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{
 				FieldPath: "metadata.name"}}},
-			fromSecret(kubermaticv1.SecretAccessKeyID, false),
-			fromSecret(kubermaticv1.SecretSecretAccessKey, false),
+			// A presigned URL of the backup, or the keys of spec.backupDownloadCredentialsSecret.
+			fromSecret(URLEnv, true),
+			fromSecret(kubermaticv1.SecretAccessKeyID, true),
+			fromSecret(kubermaticv1.SecretSecretAccessKey, true),
 			// The identities of an encrypted backup; absent for one that is not.
 			fromSecret(IdentityEnv, true),
 		},

@@ -136,8 +136,8 @@ func (r *Reconciler) podSecret(ctx context.Context, rs *kubermaticv1.EtcdRestore
 		secret, err := r.proveCredentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, rs.Status.SHA256, ids)
 		return dest, secret, err
 	}
-	secret, _, _, _, err := r.credentials(ctx, rs, cluster, dest, ids)
-	return dest, secret, err
+	dl, err := r.credentials(ctx, rs, cluster, dest, rs.Status.ObjectKey, ids)
+	return dest, dl.secret, err
 }
 
 // saveSpec saves the etcd StatefulSet's spec before it is deleted.

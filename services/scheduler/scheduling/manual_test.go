@@ -78,6 +78,27 @@ func TestManualRefusals(t *testing.T) {
 			t.Fatalf("queued %d backups, want 2", len(q.reqs))
 		}
 	})
+	t.Run("a backup of the same cluster by another config is queued or running", func(t *testing.T) {
+		p, q, c := setup(t, func(*kubermaticv1.EtcdBackupConfig) {})
+		p.OnePerCluster = true
+		hourly := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "hourly"},
+			Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@hourly"},
+			Status: kubermaticv1.EtcdBackupConfigStatus{LastBackups: []kubermaticv1.BackupStatus{{
+				BackupName: "hourly-2026-11-28T12:00:00", BackupPhase: kubermaticv1.PhaseRunning}}}}
+		if err := c.Create(context.Background(), hourly); err != nil {
+			t.Fatal(err)
+		}
+		_, err := p.Manual(context.Background(), "cluster-c", "daily", now)
+		if err == nil || !strings.Contains(err.Error(), "hourly/hourly-2026-11-28T12:00:00") ||
+			!strings.Contains(err.Error(), "one backup of a cluster at a time") || len(q.reqs) != 0 {
+			t.Fatalf("trigger while another config's backup of the cluster runs: %v, %d queued; want refused, naming it",
+				err, len(q.reqs))
+		}
+		p.OnePerCluster = false
+		if _, err := p.Manual(context.Background(), "cluster-c", "daily", now); err != nil {
+			t.Fatalf("without --one-per-cluster: %v", err)
+		}
+	})
 	for _, tc := range []struct {
 		name   string
 		change func(*kubermaticv1.EtcdBackupConfig)

@@ -11,6 +11,7 @@ type Metrics struct {
 	queued   *prometheus.CounterVec
 	interval *prometheus.GaugeVec
 	blocked  *prometheus.GaugeVec
+	waited   prometheus.Counter
 }
 
 // NewMetrics registers the scheduler's metrics on r; the Reconciler and the queue share them.
@@ -30,8 +31,13 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Help: "1 while a config takes no backups, with the reason of its SchedulingActive=False condition " +
 				"(TooManyBackups, ClusterPaused, InvalidSchedule, ...).",
 		}, []string{"namespace", "config", "reason"}),
+		waited: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcdbackup_scheduler_slots_waiting_total",
+			Help: "Looks at a due backup that waited because another backup of its cluster was queued or running " +
+				"(one per cluster in the queue).",
+		}),
 	}
-	r.MustRegister(m.queued, m.interval, m.blocked)
+	r.MustRegister(m.queued, m.interval, m.blocked, m.waited)
 	return m
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
@@ -17,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -58,11 +60,21 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, con
 	configs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
 		return configsFor(ctx, mgr.GetClient(), obj)
 	})
+	// A config whose backup ended frees its cluster's place: the configs waiting for it look
+	// again at once.
+	siblings := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, obj client.Object) []reconcile.Request {
+		return siblingsOf(ctx, mgr.GetClient(), obj.(*kubermaticv1.EtcdBackupConfig))
+	})
 	clusterChanged := builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
 		predicate.AnnotationChangedPredicate{}))
 	b := ctrl.NewControllerManagedBy(mgr).
 		Named("etcdbackupconfig-scheduler").
 		For(&kubermaticv1.EtcdBackupConfig{}).
+		Watches(&kubermaticv1.EtcdBackupConfig{}, siblings, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc:  func(e event.UpdateEvent) bool { return inFlight(e.ObjectOld, "") && !inFlight(e.ObjectNew, "") },
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
 		Watches(&kubermaticv1.Cluster{}, configs, clusterChanged).
 		Watches(&kubermaticv1.Seed{}, configs, builder.WithPredicates(predicate.GenerationChangedPredicate{}))
 	if configMap {
@@ -91,6 +103,43 @@ func configsFor(ctx context.Context, c client.Reader, obj client.Object) []recon
 	}
 	return reqs
 }
+
+// siblingsOf lists the other configs of cfg's cluster in its namespace.
+func siblingsOf(ctx context.Context, c client.Reader, cfg *kubermaticv1.EtcdBackupConfig) []reconcile.Request {
+	var list kubermaticv1.EtcdBackupConfigList
+	if err := c.List(ctx, &list, client.InNamespace(cfg.Namespace),
+		client.MatchingFields{clusterIndex: cfg.Spec.Cluster.Name}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, s := range list.Items {
+		if s.Name != cfg.Name {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
+		}
+	}
+	return reqs
+}
+
+// inFlight reports whether obj, a config, lists a backup other than except as queued or
+// running.
+func inFlight(obj client.Object, except string) bool {
+	cfg, ok := obj.(*kubermaticv1.EtcdBackupConfig)
+	return ok && runningBackup(cfg, except) != ""
+}
+
+// runningBackup returns a backup other than except that cfg lists as queued or running.
+func runningBackup(cfg *kubermaticv1.EtcdBackupConfig, except string) string {
+	for _, b := range cfg.Status.Backups() {
+		if b.BackupPhase == kubermaticv1.PhaseRunning && b.BackupName != except {
+			return b.BackupName
+		}
+	}
+	return ""
+}
+
+// waitForCluster is how often a config whose due backup waits for another backup of its
+// cluster looks again, besides being woken when that backup ends.
+const waitForCluster = 30 * time.Second
 
 // retryBlocked is how often a config blocked by missing configuration is looked at again,
 // besides the watches on Clusters and the Seed that wake it up at once.
@@ -151,6 +200,22 @@ func (r *Reconciler) schedule(ctx context.Context, cfg *kubermaticv1.EtcdBackupC
 	}
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if due && r.Planner.OnePerCluster {
+		backup := backupname.Backup(cfg.Name, slot)
+		busy, err := r.Planner.ClusterBusy(ctx, cfg, backup)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if busy != "" {
+			r.Metrics.waited.Inc()
+			r.Log.Debug("backup waits for another of its cluster", "config", cfg.Namespace+"/"+cfg.Name, "backup", backup,
+				"behind", busy)
+			if err := r.active(ctx, cfg, target, now); err != nil {
+				return ctrl.Result{}, err
+			}
+			return ctrl.Result{RequeueAfter: waitForCluster}, nil
+		}
 	}
 	if due {
 		if err := r.queue(ctx, cfg, target, slot); err != nil {

@@ -57,6 +57,11 @@ type Planner struct {
 	// MinInterval is the least time between two scheduled backups of one config: a schedule
 	// asking for more is refused (ScheduleTooFrequent). 0: no floor.
 	MinInterval time.Duration
+	// OnePerCluster queues a backup only while no other backup of its cluster is queued or
+	// running (any config's, in status): a tenant's configs share their cluster's one place in
+	// the queue, however many they are. A due slot waits its turn; the manual trigger refuses.
+	// The snapshotter holds the same line for requests that come anyway (a race, a replay).
+	OnePerCluster bool
 
 	shortest shortestCache
 }
@@ -181,6 +186,16 @@ func (p *Planner) Manual(ctx context.Context, namespace, name string,
 		if err != nil {
 			return err
 		}
+		if p.OnePerCluster {
+			busy, err := p.ClusterBusy(ctx, &cfg, "")
+			if err != nil {
+				return err
+			}
+			if busy != "" {
+				return fmt.Errorf("backup %s of cluster %s is queued or running; one backup of a cluster at a time: "+
+					"trigger again when it has finished", busy, cfg.Spec.Cluster.Name)
+			}
+		}
 		if p.API != nil {
 			patched := cfg.DeepCopy()
 			if patched.Annotations == nil {
@@ -202,6 +217,29 @@ func (p *Planner) Manual(ctx context.Context, namespace, name string,
 		return nil, err
 	}
 	return req, nil
+}
+
+// ClusterBusy returns a backup of cfg's cluster, other than backup, that a config of its
+// namespace lists as queued or running ("": none): the cluster's place in the queue is taken.
+// An entry whose end was never reported holds it until --running-timeout ends the entry.
+func (p *Planner) ClusterBusy(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
+	backup string) (string, error) {
+	if b := runningBackup(cfg, backup); b != "" {
+		return cfg.Name + "/" + b, nil
+	}
+	var list kubermaticv1.EtcdBackupConfigList
+	if err := p.Reader.List(ctx, &list, client.InNamespace(cfg.Namespace)); err != nil {
+		return "", fmt.Errorf("list the configs of namespace %s: %w", cfg.Namespace, err)
+	}
+	for _, s := range list.Items {
+		if s.Name == cfg.Name || s.Spec.Cluster.Name != cfg.Spec.Cluster.Name {
+			continue
+		}
+		if b := runningBackup(&s, ""); b != "" {
+			return s.Name + "/" + b, nil
+		}
+	}
+	return "", nil
 }
 
 // manualAllowed says why a manual backup of cfg may not be queued now, if it may not.

@@ -13,7 +13,8 @@ func newMetrics(r prometheus.Registerer) *metrics {
 	m := &metrics{
 		taken: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_snapshots_total",
-			Help: "Snapshots attempted by this replica, by result (ok, failed).",
+			Help: "Snapshots attempted by this replica, by result (ok, failed, reused: a whole staged snapshot of a " +
+				"redelivered request offered again, busy: its cluster's snapshot lease was held).",
 		}, []string{"result"}),
 		bytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "etcdbackup_snapshot_bytes_total",

@@ -75,7 +75,7 @@ func TestStalledSnapshotFailsWithinTheIdleBound(t *testing.T) {
 	h.JS, h.SnapshotIdle, h.Level = natstest.Bus(t, 64<<20), 500*time.Millisecond, backupformat.Level
 	pointAt(t, ctx, h, stallingProxy(t, u.Host, 1<<20))
 	start := time.Now()
-	_, err = h.take(ctx, req, "")
+	_, err = h.take(ctx, req, "", start)
 	if !errors.Is(err, progress.ErrIdle) || !strings.Contains(err.Error(), "sent nothing for 500ms") {
 		t.Fatalf("take from a member that stalls = %v, want the idle bound's error", err)
 	}

@@ -6,6 +6,7 @@ package take
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -61,8 +63,18 @@ type Options struct {
 	// Destinations resolves the config's destination and what its backups are encrypted to
 	// (nil: never encrypted).
 	Destinations Sealer
-	Log          *slog.Logger
+	// Leases, when set, hold each cluster to one snapshot at a time across every replica: a
+	// request whose cluster's lease is held comes again after BusyRetry (0: bus.LeaseTTL).
+	Leases    *bus.Leases
+	BusyRetry time.Duration
+	// Holder names this replica in the leases it takes (the pod's name).
+	Holder string
+	Log    *slog.Logger
 }
+
+// ErrClusterBusy: another snapshot of the request's cluster is being taken (its lease is
+// held); the request comes again.
+var ErrClusterBusy = errors.New("cluster busy")
 
 // Handler handles backup requests.
 type Handler struct {
@@ -113,6 +125,7 @@ func (h *Handler) outcome() bus.Outcome[*etcdbackupv1.BackupRequested] {
 // failures are the snapshotter's reasons (etcdbackup_failures_total{stage="snapshot"}).
 var failures = bus.Classes{Rows: []bus.Class{
 	{Err: ErrStagingFull, Reason: "staging-full"},
+	{Err: ErrClusterBusy, Reason: "cluster-busy"},
 	{Match: destination.IsConfigError, ReasonOf: destination.Reason, Permanent: true},
 	{Err: endpoints.ErrConfig, Reason: "config", Permanent: true},
 	{Err: snapshot.ErrCorrupt, Reason: "corrupt"},
@@ -137,14 +150,30 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 			etcdbackupv1.Phase_PHASE_FAILED,
 			"not taken: the config is being deleted"))
 	}
+	// A whole staged object of this request, from a delivery whose acknowledgement was lost:
+	// the uploader may be reading it, so it is offered again, never replaced.
+	if ready, err := h.staged(ctx, req); err != nil || ready != nil {
+		if err != nil {
+			return err
+		}
+		h.metrics.taken.WithLabelValues("reused").Inc()
+		h.Log.Info("snapshot already staged by an earlier delivery, offered again", "backup", req.GetBackupName(),
+			"cluster", req.GetCluster(), "revision", ready.GetRevision())
+		_, err := bus.Publish(ctx, h.JS, bus.SubjectSnapshotReady, bus.MsgID(req), ready)
+		return err
+	}
+	ctx, release, err := h.lease(ctx, req)
+	if err != nil {
+		return err
+	}
+	defer release()
 	h.status(ctx, req, fmt.Sprintf("taking snapshot (attempt %d of %d)", d.Attempt, h.MaxAttempts))
 	start := time.Now()
-	ready, err := h.take(ctx, req, cfg.Spec.Destination)
+	ready, err := h.take(ctx, req, cfg.Spec.Destination, start)
 	if err != nil {
 		h.metrics.taken.WithLabelValues("failed").Inc()
 		return err
 	}
-	ready.StartedTime = timestamppb.New(start)
 	if _, err := bus.Publish(ctx, h.JS, bus.SubjectSnapshotReady, bus.MsgID(req), ready); err != nil {
 		return err
 	}
@@ -169,8 +198,53 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 // that it moved from the snapshot to the upload.
 const StagedProgressAfter = 5 * time.Second
 
+// lease takes the lease of req's cluster for the snapshot: the context it returns ends if the
+// lease is lost. A held lease is ErrClusterBusy, retried after BusyRetry.
+func (h *Handler) lease(ctx context.Context, req *etcdbackupv1.BackupRequested) (context.Context, func(), error) {
+	if h.Leases == nil {
+		return ctx, func() {}, nil
+	}
+	held, release, err := h.Leases.Acquire(ctx, req.GetCluster(), fmt.Sprintf("%s, backup %s/%s since %s", h.Holder,
+		req.GetConfig().GetNamespace(), req.GetBackupName(), time.Now().UTC().Format(time.RFC3339)))
+	var busy *bus.HeldError
+	if errors.As(err, &busy) {
+		h.metrics.taken.WithLabelValues("busy").Inc()
+		retry := h.BusyRetry
+		if retry <= 0 {
+			retry = bus.LeaseTTL
+		}
+		return nil, nil, bus.RetrySoon(retry, fmt.Errorf("%w: a snapshot of cluster %s is being taken (%s); one at a time "+
+			"per cluster, tried again in %s", ErrClusterBusy, req.GetCluster(), busy.Holder, retry))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return held, release, nil
+}
+
+// ReadyMeta is the staged object's metadata key holding its SnapshotReady (protobuf, base64):
+// written as the object appears, so that an object is staged whole with its record or not at
+// all.
+const ReadyMeta = "snapshot-ready"
+
+// staged returns the SnapshotReady recorded with the whole staged object of req, or nil when
+// there is none (none staged, or one without a record of req, which no SnapshotReady offered).
+func (h *Handler) staged(ctx context.Context, req *etcdbackupv1.BackupRequested) (*etcdbackupv1.SnapshotReady, error) {
+	meta, err := staging.Metadata(ctx, h.JS, bus.StagingBucket, bus.MsgID(req))
+	if err != nil || meta == nil {
+		return nil, err
+	}
+	raw, err := base64.StdEncoding.DecodeString(meta[ReadyMeta])
+	var ready etcdbackupv1.SnapshotReady
+	if err != nil || len(raw) == 0 || proto.Unmarshal(raw, &ready) != nil ||
+		bus.MsgID(ready.GetRequest()) != bus.MsgID(req) || ready.GetStagedObject() != bus.MsgID(req) {
+		return nil, nil
+	}
+	return &ready, nil
+}
+
 func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested,
-	dest string) (*etcdbackupv1.SnapshotReady, error) {
+	dest string, start time.Time) (*etcdbackupv1.SnapshotReady, error) {
 	cluster, err := h.cluster(ctx, req)
 	if err != nil {
 		return nil, err
@@ -201,12 +275,8 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	} else {
 		h.Log.Warn("count keys for the backup's record", "backup", req.GetBackupName(), "err", err)
 	}
-	ready, err := h.stream(ctx, req, cli, member, dbSize, seal)
-	if err != nil {
-		return nil, err
-	}
-	ready.Revision, ready.KeyCount = rev, keys
-	return ready, nil
+	return h.stream(ctx, cli, member, dbSize, seal, &etcdbackupv1.SnapshotReady{
+		Request: req, Revision: rev, KeyCount: keys, StartedTime: timestamppb.New(start)})
 }
 
 // cluster returns the request's Cluster once it may be backed up: it exists, lives in the
@@ -252,10 +322,11 @@ func (h *Handler) roomInStaging(ctx context.Context) error {
 }
 
 // stream streams a snapshot from member through etcd's own check, compressed (and sealed)
-// into staging, reporting its progress against the database's size.
-func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested, cli *clientv3.Client, member string,
-	dbSize int64,
-	seal backupformat.Encryption) (*etcdbackupv1.SnapshotReady, error) {
+// into staging, reporting its progress against the database's size. The staged object
+// appears only once etcd's check passed, with ready, completed, as its record (ReadyMeta).
+func (h *Handler) stream(ctx context.Context, cli *clientv3.Client, member string, dbSize int64,
+	seal backupformat.Encryption, ready *etcdbackupv1.SnapshotReady) (*etcdbackupv1.SnapshotReady, error) {
+	req := ready.GetRequest()
 	idle := h.SnapshotIdle
 	if idle <= 0 {
 		idle = time.Minute
@@ -272,9 +343,19 @@ func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	streamed := &progress.Reader{R: v}
 	stopReport := bus.ReportProgress(ctx, h.JS, h.Log, req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, "taking snapshot",
 		h.ProgressEvery, streamed.N, dbSize)
-	enc, err := staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name,
+	_, err = staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name,
 		"etcd snapshot of "+req.GetCluster()+", "+seal.Codec(),
-		streamed, h.Level, h.Concurrency, seal)
+		streamed, h.Level, h.Concurrency, seal, func(enc *backupformat.Writer) (map[string]string, error) {
+			if !v.Verified() {
+				return nil, fmt.Errorf("snapshot from %s ended before etcd's trailing hash was checked", member)
+			}
+			ready.StagedObject, ready.SnapshotSize, ready.SnapshotSha256 = name, uint64(v.Size()), v.SHA256()
+			ready.EtcdVersion, ready.MemberEndpoint = resp.Version, member
+			ready.StoredSize, ready.StoredSha256, ready.Codec = uint64(enc.Size()), enc.SHA256(), enc.Codec()
+			ready.Recipients = seal.RecipientList()
+			raw, err := proto.Marshal(ready)
+			return map[string]string{ReadyMeta: base64.StdEncoding.EncodeToString(raw)}, err
+		})
 	stopReport()
 	if cause := context.Cause(sctx); errors.Is(cause, progress.ErrIdle) {
 		return nil, fmt.Errorf("stream snapshot from %s: the member sent nothing for %s: %w", member, idle, cause)
@@ -282,14 +363,7 @@ func (h *Handler) stream(ctx context.Context, req *etcdbackupv1.BackupRequested,
 	if err != nil {
 		return nil, fmt.Errorf("stream snapshot from %s to staging: %w", member, err)
 	}
-	if !v.Verified() {
-		return nil, fmt.Errorf("snapshot from %s ended before etcd's trailing hash was checked", member)
-	}
-	return &etcdbackupv1.SnapshotReady{
-		Request: req, StagedObject: name, SnapshotSize: uint64(v.Size()), SnapshotSha256: v.SHA256(),
-		EtcdVersion: resp.Version, MemberEndpoint: member, StoredSize: uint64(enc.Size()), StoredSha256: enc.SHA256(),
-		Codec: enc.Codec(), Recipients: seal.RecipientList(),
-	}, nil
+	return ready, nil
 }
 
 // sealing returns what the backups of destination dest (the config's) are encrypted to.

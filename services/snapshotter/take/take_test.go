@@ -22,6 +22,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -40,14 +42,14 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	}
 	h, req := silentEtcd(t)
 	h.JS, h.StagingReserve = js, 4<<20
-	if _, err := h.take(ctx, req, ""); !errors.Is(err, ErrStagingFull) {
+	if _, err := h.take(ctx, req, "", time.Now()); !errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with 2 MiB free of a 4 MiB reserve = %v, want ErrStagingFull", err)
 	}
 	if reason, err := failures.Classify(ErrStagingFull); reason != "staging-full" || bus.IsPermanent(err) {
 		t.Fatalf("a full staging: reason %q, permanent %v; want staging-full, retried", reason, bus.IsPermanent(err))
 	}
 	h.StagingReserve = 1 << 20
-	if _, err := h.take(ctx, req, ""); err == nil || errors.Is(err, ErrStagingFull) {
+	if _, err := h.take(ctx, req, "", time.Now()); err == nil || errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with room = %v, want etcd's error (it was contacted)", err)
 	}
 }
@@ -62,7 +64,7 @@ func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 	req.Config.Namespace = "cluster-a"
 	// No staging to ask (JS is nil): the refusal comes before the staging check too.
 	h.StagingReserve = 1 << 20
-	_, err := h.take(ctx, req, "")
+	_, err := h.take(ctx, req, "", time.Now())
 	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(),
 		kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration "+
@@ -70,7 +72,7 @@ func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 	}
 	req.Config.Namespace = "cluster-c"
 	h.StagingReserve = 0
-	if _, err := h.take(ctx, req, ""); err == nil || strings.Contains(err.Error(),
+	if _, err := h.take(ctx, req, "", time.Now()); err == nil || strings.Contains(err.Error(),
 		kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
 	}
@@ -144,7 +146,7 @@ func TestSnapshotReportsProgress(t *testing.T) {
 	h, req := silentEtcd(t)
 	h.JS, h.ProgressEvery, h.Level = js, time.Millisecond, backupformat.Level
 	pointAt(t, ctx, h, e.Endpoint)
-	ready, err := h.take(ctx, req, "")
+	ready, err := h.take(ctx, req, "", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,4 +232,129 @@ func pointAt(t *testing.T, ctx context.Context, h *Handler, endpoint string) {
 	if err := c.Update(ctx, &cluster); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A request delivered again after its snapshot was staged whole (its acknowledgement lost)
+// offers that staged snapshot again, with the record it was staged with: the object an upload
+// may be reading is not replaced, and etcd is not asked (here it has gone away). A staged
+// object without a record of the request (no SnapshotReady ever offered it) is no reuse: a
+// new snapshot replaces it.
+func TestRedeliveredRequestReusesItsStagedSnapshot(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := filledEtcd(t, ctx, 30)
+	js := natstest.Bus(t, 64<<20)
+	h, req := silentEtcd(t)
+	h.JS, h.Level = js, backupformat.Level
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily",
+		UID: "daily-uid"}, Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}}}
+	if err := h.Reader.(client.Client).Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	req.Config.Uid = "daily-uid"
+	pointAt(t, ctx, h, e.Endpoint)
+	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := js.ObjectStore(ctx, bus.StagingBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := store.GetInfo(ctx, bus.MsgID(req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, bus.StreamSnapshots)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetLastMsgForSubject(ctx, bus.SubjectSnapshotReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var offered etcdbackupv1.SnapshotReady
+	if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &offered); err != nil {
+		t.Fatal(err)
+	}
+
+	pointAt(t, ctx, h, "http://127.0.0.1:1") // etcd gone: only a reuse succeeds
+	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 2}); err != nil {
+		t.Fatalf("redelivered request: %v, want the staged snapshot offered again", err)
+	}
+	again, err := store.GetInfo(ctx, bus.MsgID(req))
+	if err != nil || again.NUID != first.NUID || again.Digest != first.Digest {
+		t.Fatalf("after a redelivery the staged object is %+v (%v), want the first one (%s) kept", again, err, first.NUID)
+	}
+	if reused, err := h.staged(ctx, req); err != nil || !proto.Equal(reused, &offered) {
+		t.Fatalf("the staged record %v (%v), want the SnapshotReady first offered %v", reused, err, &offered)
+	}
+	if n := testutil.ToFloat64(h.metrics.taken.WithLabelValues("reused")); n != 1 {
+		t.Fatalf("snapshots reused: %v, want 1", n)
+	}
+
+	if _, err := staging.Put(ctx, js, bus.StagingBucket, bus.MsgID(req), "no record",
+		bytes.NewReader([]byte("half of something"))); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 3}); err == nil {
+		t.Fatal("a staged object without a record was offered as the request's snapshot")
+	}
+	pointAt(t, ctx, h, e.Endpoint)
+	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 4}); err != nil {
+		t.Fatal(err)
+	}
+	if ready, err := h.staged(ctx, req); err != nil || ready == nil || ready.GetRevision() != offered.GetRevision() ||
+		ready.GetKeyCount() != offered.GetKeyCount() {
+		t.Fatalf("after a new snapshot the record is %v (%v), want one of etcd at revision %d", ready, err,
+			offered.GetRevision())
+	}
+}
+
+// One snapshot of a cluster at a time, whatever the replicas: a request whose cluster's lease
+// another holds is retried after BusyRetry (ErrClusterBusy, etcd not contacted), and is taken
+// once the lease is given back; the snapshot gives its lease back when it is done.
+func TestOneSnapshotOfAClusterAtATime(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := filledEtcd(t, ctx, 10)
+	js := natstest.Bus(t, 64<<20)
+	leases, err := bus.OpenLeases(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, req := silentEtcd(t)
+	h.JS, h.Level, h.Leases, h.BusyRetry, h.Holder = js, backupformat.Level, leases, 7*time.Second, "snapshotter-0"
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily",
+		UID: "daily-uid"}, Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}}}
+	if err := h.Reader.(client.Client).Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	req.Config.Uid = "daily-uid"
+	pointAt(t, ctx, h, e.Endpoint)
+
+	_, release, err := leases.Acquire(ctx, "c", "snapshotter-1, backup cluster-c/hourly-x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.Handle(ctx, req, bus.Delivery{Attempt: 1})
+	if !errors.Is(err, ErrClusterBusy) || !strings.Contains(err.Error(), "snapshotter-1, backup cluster-c/hourly-x") ||
+		!strings.Contains(err.Error(), "tried again in 7s") {
+		t.Fatalf("with the cluster's lease held: %v, want ErrClusterBusy naming the holder", err)
+	}
+	if reason, _ := failures.Classify(err); reason != "cluster-busy" || bus.IsPermanent(err) {
+		t.Fatalf("a busy cluster is %q (permanent %v), want the transient cluster-busy", reason, bus.IsPermanent(err))
+	}
+	if meta, _ := staging.Metadata(ctx, js, bus.StagingBucket, bus.MsgID(req)); meta != nil {
+		t.Fatal("a snapshot was staged while another held the cluster's lease")
+	}
+	release()
+	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 2}); err != nil {
+		t.Fatalf("once the lease was given back: %v", err)
+	}
+	// The snapshot gave the lease back.
+	_, release, err = leases.Acquire(ctx, "c", "snapshotter-1")
+	if err != nil {
+		t.Fatalf("after the snapshot the cluster's lease is still held: %v", err)
+	}
+	release()
 }

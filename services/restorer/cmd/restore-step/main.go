@@ -1,8 +1,9 @@
 // Command restore-step restores one etcd member's data dir from a backup, in front of etcd in
-// the member's pod during a restore. It downloads the backup with read-only credentials
-// (ACCESS_KEY_ID and SECRET_ACCESS_KEY in its environment, from the restore's credentials
-// Secret), proves it intact, and restores the data dir once per restore. Exit 0: restored, or
-// already restored by this restore; 1: anything else, with the reason on stderr.
+// the member's pod during a restore. It downloads the backup through the presigned GET URL
+// in BACKUP_URL, or else with the read-only keys in ACCESS_KEY_ID and SECRET_ACCESS_KEY (its
+// environment, from the restore's credentials Secret), proves it intact, and restores the
+// data dir once per restore. Exit 0: restored, or already restored by this restore; 1:
+// anything else, with the reason on stderr.
 package main
 
 import (
@@ -157,19 +158,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	return nil
 }
 
-// secrets opens the backup's bucket with the keys in the environment (ACCESS_KEY_ID and
-// SECRET_ACCESS_KEY, from the restore's credentials Secret) and reads the identities an
-// encrypted backup is decrypted with (AGE_IDENTITY).
-func secrets(c config, getenv func(string) string) (destination.Bucket, []age.Identity, error) {
-	id, secret := getenv("ACCESS_KEY_ID"), getenv("SECRET_ACCESS_KEY")
-	if id == "" || secret == "" {
-		return nil, nil, errors.New("ACCESS_KEY_ID and SECRET_ACCESS_KEY must be set")
-	}
-	host, secure, err := destination.ParseEndpoint(c.endpoint)
-	if err != nil {
-		return nil, nil, err
-	}
-	bucket, err := destination.OpenS3(host, secure, id, secret, c.bucket)
+// secrets opens the backup with what the environment holds (from the restore's credentials
+// Secret): its presigned URL (BACKUP_URL), else the bucket's keys (ACCESS_KEY_ID and
+// SECRET_ACCESS_KEY); and reads the identities an encrypted backup is decrypted with
+// (AGE_IDENTITY).
+func secrets(c config, getenv func(string) string) (destination.Reader, []age.Identity, error) {
+	bucket, err := open(c, getenv)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -184,10 +178,25 @@ func secrets(c config, getenv func(string) string) (destination.Bucket, []age.Id
 	return bucket, ids, nil
 }
 
+func open(c config, getenv func(string) string) (destination.Reader, error) {
+	if u := getenv("BACKUP_URL"); u != "" {
+		return destination.OpenPresigned(u, c.key)
+	}
+	id, secret := getenv("ACCESS_KEY_ID"), getenv("SECRET_ACCESS_KEY")
+	if id == "" || secret == "" {
+		return nil, errors.New("BACKUP_URL, or ACCESS_KEY_ID and SECRET_ACCESS_KEY, must be set")
+	}
+	host, secure, err := destination.ParseEndpoint(c.endpoint)
+	if err != nil {
+		return nil, err
+	}
+	return destination.OpenS3(host, secure, id, secret, c.bucket)
+}
+
 // fetch downloads the backup into c.member.Snapshot, logging its progress: the restorer reads
 // the last of these lines from the pod's log for the restore's progress (member.LastProgress);
 // the last one, "fetched", has the whole download.
-func fetch(ctx context.Context, c config, bucket destination.Bucket, ids []age.Identity, log *slog.Logger) error {
+func fetch(ctx context.Context, c config, bucket destination.Reader, ids []age.Identity, log *slog.Logger) error {
 	var p member.Progress
 	say := func(msg string) {
 		done, total := p.Bytes()

@@ -8,12 +8,14 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
-
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
@@ -137,4 +139,53 @@ func freePeer(t *testing.T) string {
 	}
 	defer l.Close()
 	return "http://" + l.Addr().String()
+}
+
+// With a presigned URL in BACKUP_URL, and no bucket keys, the step restores the object it
+// reads; once the URL expired it fails, restores nothing, and never logs the URL.
+func TestRestoreStepWithAPresignedURL(t *testing.T) {
+	ctx := context.Background()
+	e := etcdtest.Start(t)
+	s3 := s3test.Run(t, "backups")
+	sha := s3.PutBackup(t, "backups", "k.db.zst", e.Snapshot(t), backupformat.Encryption{}, backupformat.Meta{})
+	bucket := s3.Bucket(t, "backups")
+	args := func(id, dataDir string) []string {
+		return []string{"--endpoint", s3.Endpoint, "--bucket", "backups", "--key", "k.db.zst", "--restore-id", id,
+			"--sha256", sha, "--data-dir", dataDir, "--initial-cluster", "etcd-0=" + freePeer(t),
+			"--initial-cluster-token", "cluster-x", "--work-dir", t.TempDir()}
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, nil))
+	u, err := bucket.PresignGet(ctx, "k.db.zst", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"POD_NAME": "etcd-0", "BACKUP_URL": u}
+	dataDir := filepath.Join(t.TempDir(), "data")
+	if err := run(ctx, args("uid-1", dataDir), func(k string) string { return env[k] }, log); err != nil {
+		t.Fatal(err)
+	}
+	if by, err := member.RestoredBy(dataDir); err != nil || by != "uid-1" {
+		t.Fatalf("restored by %q, %v", by, err)
+	}
+	if env["BACKUP_URL"], err = bucket.PresignGet(ctx, "k.db.zst", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dataDir = filepath.Join(t.TempDir(), "data")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		err := run(ctx, args("uid-2", dataDir), func(k string) string { return env[k] }, log)
+		if errors.Is(err, destination.ErrAccessDenied) && strings.Contains(err.Error(), "expired") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with a URL valid for 1s, 30s later: %v; want it refused as expired", err)
+		}
+		os.RemoveAll(dataDir)
+	}
+	if by, _ := member.RestoredBy(dataDir); by != "" {
+		t.Fatalf("an expired URL restored the data dir (by %q)", by)
+	}
+	if strings.Contains(logs.String(), "X-Amz-Signature") {
+		t.Fatal("the presigned URL reached the log")
+	}
 }

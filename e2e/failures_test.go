@@ -9,8 +9,10 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/minio/minio-go/v7"
+	"github.com/nats-io/nats-server/v2/server"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -128,6 +130,35 @@ func TestUploadRetriedWhileS3DownWithoutSecondSnapshot(t *testing.T) {
 	})
 	if len(retries) == 0 {
 		t.Fatal("no upload retry was reported")
+	}
+	// A long outage loses nothing while the staged copy lives: the uploader's deliveries are
+	// not counted (the setup's consumer has no MaxDeliver), each retry says how long it has
+	// waited and until when it is retried (the staged copy's age limit).
+	jsz, err := env.NATS.Jsz(&server.JSzOptions{Accounts: true, Streams: true, Consumer: true, Config: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := false
+	for _, a := range jsz.AccountDetails {
+		for _, sd := range a.Streams {
+			for _, c := range sd.Consumer {
+				if c.Name != bus.ConsumerUploader || c.Config == nil {
+					continue
+				}
+				seen = true
+				if c.Config.MaxDeliver != bus.Unlimited {
+					t.Errorf("the uploader's consumer delivers a message at most %d times: an outage longer than that "+
+						"would fail backups still staged", c.Config.MaxDeliver)
+				}
+			}
+		}
+	}
+	if !seen {
+		t.Error("the uploader's consumer and its configuration were not found")
+	}
+	if msg := retries[len(retries)-1].GetMessage(); !strings.Contains(msg, "waiting ") ||
+		!strings.Contains(msg, "retried until ") {
+		t.Errorf("the upload's retry says %q; want how long it has waited and until when it is retried", msg)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -79,6 +80,8 @@ type Options struct {
 
 // Env is a running sandbox.
 type Env struct {
+	// closed makes Close once only.
+	closed  sync.Once
 	Opts    Options
 	API     *APIServer
 	NATS    *server.Server
@@ -478,8 +481,10 @@ func (e *Env) ServicesOf(kind string) []*Service {
 	return out
 }
 
-// Close stops everything, services first.
-func (e *Env) Close() {
+// Close stops everything, services first; once, however often it is called.
+func (e *Env) Close() { e.closed.Do(e.close) }
+
+func (e *Env) close() {
 	for _, s := range e.Services {
 		_ = s.Stop()
 	}

@@ -23,6 +23,8 @@ type Config struct {
 	RunningTimeout time.Duration
 	// OnePerCluster queues one backup of a cluster at a time.
 	OnePerCluster bool
+	// LeaderElect runs the scheduling controller on one replica at a time.
+	LeaderElect bool
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -43,6 +45,9 @@ func parseConfig(args []string) (Config, error) {
 	service.BoolVar(fs, &c.OnePerCluster, "one-per-cluster", true,
 		"queue a config's due backup only while no other backup of its cluster is queued or running: the configs of "+
 			"one cluster share one place in the queue, so a tenant with many configs cannot fill it")
+	service.BoolVar(fs, &c.LeaderElect, "leader-elect", true,
+		"only the replica holding the Lease etcdbackup-scheduler in the Seed's namespace queues scheduled backups (one "+
+			"place in the queue per cluster needs one queuer); every replica writes status and serves the trigger")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}

@@ -17,7 +17,8 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := service.Connect(ctx, cfg.Common, bus.IdentityScheduler, service.WithManager())
+	rt, err := service.Connect(ctx, cfg.Common, bus.IdentityScheduler,
+		service.WithLeaderElection(cfg.LeaderElect, "etcdbackup-scheduler"))
 	if err != nil {
 		return err
 	}

@@ -34,6 +34,7 @@ func TestOneBackupOfAClusterAtATime(t *testing.T) {
 	}
 	daily, hourly, other := cfgOf("cluster-c", "daily", "c"), cfgOf("cluster-c", "hourly", "c"),
 		cfgOf("cluster-d", "hourly", "d")
+	weekly := cfgOf("cluster-c", "weekly", "c")
 	running := func(cfg *kubermaticv1.EtcdBackupConfig, backup string) {
 		cfg.Status.SetBackups([]kubermaticv1.BackupStatus{{BackupName: backup, BackupPhase: kubermaticv1.PhaseRunning,
 			ScheduledTime: metav1.NewTime(created)}})
@@ -44,8 +45,8 @@ func TestOneBackupOfAClusterAtATime(t *testing.T) {
 	}
 	running(daily, "daily-2026-12-01T00:30:00")
 	running(other, "hourly-2026-12-01T00:30:00")
-	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(daily, hourly, other).
-		WithObjects(daily, hourly, other, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}},
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(daily, hourly, other, weekly).
+		WithObjects(daily, hourly, other, weekly, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}},
 			&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "d"}}).
 		WithIndex(&kubermaticv1.EtcdBackupConfig{}, clusterIndex, func(o client.Object) []string {
 			return []string{o.(*kubermaticv1.EtcdBackupConfig).Spec.Cluster.Name}
@@ -112,11 +113,26 @@ func TestOneBackupOfAClusterAtATime(t *testing.T) {
 	// daily's backup ends: hourly is woken (siblingsOf) and queued.
 	setStatus(daily, kubermaticv1.BackupStatus{BackupName: "daily-2026-12-01T00:30:00",
 		BackupPhase: kubermaticv1.PhaseCompleted})
-	if woken := siblingsOf(context.Background(), c, daily); len(woken) != 1 || woken[0].Name != "hourly" {
-		t.Fatalf("woken when daily's backup ended: %v, want hourly", woken)
+	if woken := siblingsOf(context.Background(), c, daily); len(woken) != 2 {
+		t.Fatalf("woken when daily's backup ended: %v, want hourly and weekly", woken)
 	}
 	reconcile(hourly)
 	if names := queued(); len(names) != 2 || names[1] != "cluster-c/hourly-2026-12-01T01:00:00" {
 		t.Fatalf("queued %v, want hourly's 01:00 backup once daily's ended", names)
+	}
+	// Woken with it, weekly finds no backup of c in status yet (the status writer lags the
+	// queue): the place is hourly's all the same.
+	if res := reconcile(weekly); len(q.reqs) != 2 || res.RequeueAfter != waitForCluster {
+		t.Fatalf("weekly, woken with hourly, queued %v; want it to wait for hourly's backup", queued())
+	}
+	setStatus(hourly, kubermaticv1.BackupStatus{BackupName: "hourly-2026-12-01T01:00:00",
+		BackupPhase: kubermaticv1.PhaseRunning})
+	if reconcile(weekly); len(q.reqs) != 2 {
+		t.Fatalf("with hourly's backup running, weekly queued %v", queued())
+	}
+	setStatus(hourly, kubermaticv1.BackupStatus{BackupName: "hourly-2026-12-01T01:00:00",
+		BackupPhase: kubermaticv1.PhaseCompleted})
+	if reconcile(weekly); len(q.reqs) != 3 || q.reqs[2].GetConfig().GetName() != "weekly" {
+		t.Fatalf("once hourly's backup ended, queued %v; want weekly's", queued())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -25,8 +27,10 @@ import (
 )
 
 // Reconciler queues each EtcdBackupConfig's due backup and keeps its SchedulingActive
-// condition true to what is happening. Any number of replicas may run it at once: slots are
-// derived from the schedule alone and the queue drops a request it already holds.
+// condition true to what is happening. It runs on the leader (--leader-elect); more replicas
+// at once queue each slot once (slots are derived from the schedule alone and the queue drops
+// a request it already holds), but only the leader's claims keep one backup of a cluster in
+// the queue at a time.
 type Reconciler struct {
 	Client   client.Client
 	Planner  *Planner
@@ -40,7 +44,23 @@ type Reconciler struct {
 	RunningTimeout time.Duration
 	// Report publishes a status event (bus.PublishStatus).
 	Report func(ctx context.Context, ev *etcdbackupv1.StatusEvent) error
+
+	// claims are the backups this replica queued under Planner.OnePerCluster that status may
+	// not show yet (the status writer lags the queue by a moment): cluster's namespace/name →
+	// claim. The controller runs on one replica (leader election), so its claims are all.
+	claimsMu sync.Mutex
+	claims   map[string]claim
 }
+
+// claim is a backup queued for a cluster, and when.
+type claim struct {
+	config, backup string
+	at             time.Time
+}
+
+// claimFor is how long a claim holds its cluster when status does not show its backup: the
+// status writer lists a queued backup within moments, and from then status holds the place.
+const claimFor = time.Minute
 
 // clusterIndex indexes EtcdBackupConfigs by spec.cluster.name.
 const clusterIndex = "spec.cluster.name"
@@ -137,6 +157,49 @@ func runningBackup(cfg *kubermaticv1.EtcdBackupConfig, except string) string {
 	return ""
 }
 
+// turn returns what holds the place of cfg's cluster in the queue ("": the place is free and
+// now claimed for backup): a backup of the cluster queued or running in status, or one this
+// replica queued that status does not show yet.
+func (r *Reconciler) turn(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, backup string,
+	now time.Time) (string, error) {
+	busy, err := r.Planner.ClusterBusy(ctx, cfg, backup)
+	if err != nil || busy != "" {
+		return busy, err
+	}
+	key := cfg.Namespace + "/" + cfg.Spec.Cluster.Name
+	r.claimsMu.Lock()
+	defer r.claimsMu.Unlock()
+	if c, ok := r.claims[key]; ok && (c.config != cfg.Name || c.backup != backup) {
+		shown, err := r.shown(ctx, cfg.Namespace, c)
+		if err != nil {
+			return "", err
+		}
+		// Shown (and, since ClusterBusy found nothing running, ended), or never shown in time.
+		if !shown && now.Sub(c.at) < claimFor {
+			return c.config + "/" + c.backup + " (queued, not in status yet)", nil
+		}
+	}
+	if r.claims == nil {
+		r.claims = map[string]claim{}
+	}
+	r.claims[key] = claim{config: cfg.Name, backup: backup, at: now}
+	return "", nil
+}
+
+// shown reports whether c's config lists c's backup in status.
+func (r *Reconciler) shown(ctx context.Context, namespace string, c claim) (bool, error) {
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: namespace, Name: c.config}, &cfg); err != nil {
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	}
+	for _, b := range cfg.Status.Backups() {
+		if b.BackupName == c.backup {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // waitForCluster is how often a config whose due backup waits for another backup of its
 // cluster looks again, besides being woken when that backup ends.
 const waitForCluster = 30 * time.Second
@@ -203,7 +266,7 @@ func (r *Reconciler) schedule(ctx context.Context, cfg *kubermaticv1.EtcdBackupC
 	}
 	if due && r.Planner.OnePerCluster {
 		backup := backupname.Backup(cfg.Name, slot)
-		busy, err := r.Planner.ClusterBusy(ctx, cfg, backup)
+		busy, err := r.turn(ctx, cfg, backup, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}

@@ -18,18 +18,22 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// Sized for CI: loadConfigs configs "@every 10s" for loadWindow.
+// Sized for CI: loadConfigs configs "@every 10s" for loadWindow. statusLag bounds how long
+// after a backup's end its config's status shows it, under that load.
 const (
 	loadConfigs = 100
 	loadWindow  = time.Minute
+	statusLag   = 5 * time.Second
 )
 
 // TestManyConfigsEverySlotCompletes runs loadConfigs clusters, one config each every 10 s, for
 // loadWindow (all on the demo etcd: the configs of one cluster take turns, one backup of a
 // cluster at a time), then pauses the clusters (no new slots) and waits until the pipeline is
-// idle. Every
-// config's backups must then be Completed and form an unbroken run of 10 s slots from its
-// first tick to the pause (a slot lost or skipped because the pipeline fell behind is a gap);
+// idle. Every config's backups must then be Completed and form a run of 10 s slots from its
+// first tick to the pause in which each missing slot is explained: one backup of a cluster at
+// a time, so a slot that comes while the config's previous backup still runs is skipped (as a
+// CronJob with concurrencyPolicy Forbid skips it). A slot missing while nothing ran is lost;
+
 // nothing may be left in any work stream or in staging; every consumer must have nothing
 // pending; and consumer counts must be back at rest (no consumer per upload left behind).
 // It checks correctness under load, not time.
@@ -90,15 +94,17 @@ func TestManyConfigsEverySlotCompletes(t *testing.T) {
 		t.Fatalf("the pipeline did not drain: %v", err)
 	}
 
-	total := 0
+	total, skipped := 0, 0
 	for _, c := range list.Items {
 		var slots []time.Time
+		finished := map[time.Time]time.Time{}
 		for _, b := range c.Status.Backups() {
 			if b.BackupPhase != kubermaticv1.PhaseCompleted {
 				t.Errorf("%s: backup %s is %s: %s", c.Name, b.BackupName, b.BackupPhase, b.BackupMessage)
 				continue
 			}
 			slots = append(slots, b.ScheduledTime.Time)
+			finished[b.ScheduledTime.Time] = b.BackupFinishedTime.Time
 		}
 		sort.Slice(slots, func(i, j int) bool { return slots[i].Before(slots[j]) })
 		total += len(slots)
@@ -109,19 +115,22 @@ func TestManyConfigsEverySlotCompletes(t *testing.T) {
 		if first := slots[0]; first.Sub(c.CreationTimestamp.Time) > 10*time.Second+time.Second {
 			t.Errorf("%s: first backup at %s, created %s: the first tick was missed", c.Name, first, c.CreationTimestamp)
 		}
-		for i := 1; i < len(slots); i++ {
-			if d := slots[i].Sub(slots[i-1]); d != 10*time.Second {
-				t.Errorf("%s: %s between slots %s and %s: a slot was skipped", c.Name, d, slots[i-1].Format(time.TimeOnly),
-					slots[i].Format(time.TimeOnly))
+		// Each slot missing between two backups, or before the pause (seen within a moment; the
+		// clusters are paused one after another, within a few seconds), came while the backup
+		// before it still ran, as far as the scheduler could see: status shows a backup's end
+		// up to statusLag after it.
+		ends := append(append(make([]time.Time, 0, len(slots)), slots[1:]...), pause.Add(-2*time.Second))
+		for i, prev := range slots {
+			for missing := prev.Add(10 * time.Second); missing.Before(ends[i]); missing = missing.Add(10 * time.Second) {
+				skipped++
+				if done := finished[prev]; !done.After(missing.Add(-statusLag)) {
+					t.Errorf("%s: slot %s is missing, but the backup before it (%s) had finished at %s: a slot was lost",
+						c.Name, missing.Format(time.TimeOnly), prev.Format(time.TimeOnly), done.Format(time.TimeOnly))
+				}
 			}
 		}
-		// The scheduler saw the pause within a moment; the last slot before it is there (the
-		// clusters are paused one after another, within a few seconds).
-		if last := slots[len(slots)-1]; pause.Sub(last) > 10*time.Second+2*time.Second {
-			t.Errorf("%s: last backup at %s, the cluster paused at %s: slots before the pause are missing", c.Name,
-				last.Format(time.TimeOnly), pause.Format(time.TimeOnly))
-		}
 	}
+	t.Logf("%d slots skipped while the backup before them still ran", skipped)
 	if got := len(list.Items); got != loadConfigs {
 		t.Errorf("%d configs listed, want %d", got, loadConfigs)
 	}

@@ -60,32 +60,29 @@ func CheckFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identi
 		}
 	}
 	if staging {
-		if _, err := js.ObjectStore(ctx, StagingBucket); err != nil {
-			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-				return fmt.Errorf("%w: the staging bucket %s does not exist: run the setup (etcdbackup-setup)", ErrNotSetUp,
-					StagingBucket)
-			}
-			return fmt.Errorf("check object store %s: %w", StagingBucket, err)
-		}
-		if err := checkStream(ctx, js, jetstream.StreamConfig{Name: stagingStream, MaxMsgs: -1,
+		if err := checkBucket(ctx, js, "staging", StagingBucket, jetstream.StreamConfig{Name: stagingStream, MaxMsgs: -1,
 			MaxMsgsPerSubject: -1}); err != nil {
 			return err
 		}
 	}
 	if usesLeases(id) {
-		if _, err := js.KeyValue(ctx, LeaseBucket); err != nil {
-			if errors.Is(err, jetstream.ErrBucketNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
-				return fmt.Errorf("%w: the lease bucket %s does not exist: run the setup (etcdbackup-setup)", ErrNotSetUp,
-					LeaseBucket)
-			}
-			return fmt.Errorf("check key-value bucket %s: %w", LeaseBucket, err)
-		}
-		if err := checkStream(ctx, js, jetstream.StreamConfig{Name: leaseStream, MaxMsgs: -1,
+		if err := checkBucket(ctx, js, "lease", LeaseBucket, jetstream.StreamConfig{Name: leaseStream, MaxMsgs: -1,
 			MaxMsgsPerSubject: 1, DenyDelete: true}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// checkBucket checks the stream behind a bucket (an object store's or a key-value bucket's)
+// as checkStream does, naming the bucket when it does not exist.
+func checkBucket(ctx context.Context, js jetstream.JetStream, what, bucket string, want jetstream.StreamConfig) error {
+	err := checkStream(ctx, js, want)
+	if errors.Is(err, ErrNotSetUp) {
+		return fmt.Errorf("%w: the %s bucket %s does not exist: run the setup (etcdbackup-setup)", ErrNotSetUp, what,
+			bucket)
+	}
+	return err
 }
 
 // checkStream compares the stream called want.Name with want, in what the services rely on.

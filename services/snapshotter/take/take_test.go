@@ -246,13 +246,7 @@ func TestRedeliveredRequestReusesItsStagedSnapshot(t *testing.T) {
 	js := natstest.Bus(t, 64<<20)
 	h, req := silentEtcd(t)
 	h.JS, h.Level = js, backupformat.Level
-	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily",
-		UID: "daily-uid"}, Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}}}
-	if err := h.Reader.(client.Client).Create(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	req.Config.Uid = "daily-uid"
-	pointAt(t, ctx, h, e.Endpoint)
+	liveConfig(t, ctx, h, req, e.Endpoint)
 	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -324,13 +318,7 @@ func TestOneSnapshotOfAClusterAtATime(t *testing.T) {
 	}
 	h, req := silentEtcd(t)
 	h.JS, h.Level, h.Leases, h.BusyRetry, h.Holder = js, backupformat.Level, leases, 7*time.Second, "snapshotter-0"
-	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily",
-		UID: "daily-uid"}, Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}}}
-	if err := h.Reader.(client.Client).Create(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	req.Config.Uid = "daily-uid"
-	pointAt(t, ctx, h, e.Endpoint)
+	liveConfig(t, ctx, h, req, e.Endpoint)
 
 	_, release, err := leases.Acquire(ctx, "c", "snapshotter-1, backup cluster-c/hourly-x")
 	if err != nil {
@@ -357,4 +345,17 @@ func TestOneSnapshotOfAClusterAtATime(t *testing.T) {
 		t.Fatalf("after the snapshot the cluster's lease is still held: %v", err)
 	}
 	release()
+}
+
+// liveConfig creates req's config (cluster-c/daily of cluster c) and points cluster c at the
+// etcd at endpoint: a request Handle takes.
+func liveConfig(t *testing.T, ctx context.Context, h *Handler, req *etcdbackupv1.BackupRequested, endpoint string) {
+	t.Helper()
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily",
+		UID: "daily-uid"}, Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}}}
+	if err := h.Reader.(client.Client).Create(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	req.Config.Uid = "daily-uid"
+	pointAt(t, ctx, h, endpoint)
 }

@@ -12,6 +12,7 @@
   // an event is newer than the status it leads to.
   var latest = {};
   var pending = null;
+  var refetches = 0;
 
   function setState(s, text) {
     if (!state) { return; }
@@ -132,7 +133,16 @@
             var fresh = doc.querySelector('[data-section="' + CSS.escape(old.dataset.section) + '"]');
             if (fresh) { old.replaceWith(document.importNode(fresh, true)); }
           });
+          // The status lags its events by a moment: a backup whose last event ended it, but
+          // whose fetched row does not show that yet (no restore link), is fetched again.
+          var lagging = Object.keys(latest).some(function (k) {
+            var ev = latest[k];
+            if (ev.operation !== 'backup' || (ev.phase !== 'completed' && ev.phase !== 'failed')) { return false; }
+            var row = doc.querySelector('tr[data-backup="' + CSS.escape(ev.backupName) + '"] .phase');
+            return !!row && row.textContent.trim() !== word(ev.phase);
+          });
           Object.keys(latest).forEach(function (k) { apply(latest[k]); });
+          if (lagging && refetches < 30) { refetches++; setTimeout(reload, 1000); } else if (!lagging) { refetches = 0; }
         })
         .catch(function () { /* the next event tries again */ });
     }, 100);

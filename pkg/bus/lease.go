@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -94,47 +94,29 @@ func (l *Leases) Acquire(ctx context.Context, name, holder string) (context.Cont
 	if err != nil {
 		return nil, nil, fmt.Errorf("take lease %s: %w", name, err)
 	}
-	held, cancel := context.WithCancelCause(ctx)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { l.refresh(held, cancel, done, name, holder, &rev) })
+	held, lost := context.WithCancelCause(ctx)
+	// Rewritten every third of the TTL; taken over, or not rewritten for a whole TTL, it is
+	// lost, and so is the holder's context. rev and last change only in the refresh's
+	// goroutine, which stop waits for.
+	last := time.Now()
+	stop := progress.Every(held, l.ttl/3, func() {
+		next, err := l.kv.Update(held, name, []byte(holder), rev)
+		switch {
+		case err == nil:
+			rev, last = next, time.Now()
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound):
+			lost(fmt.Errorf("%w: %s was taken over: %w", ErrLeaseLost, name, err))
+		case time.Since(last) >= l.ttl:
+			lost(fmt.Errorf("%w: %s not refreshed for %s: %w", ErrLeaseLost, name, l.ttl, err))
+		}
+	})
 	release := func() {
-		close(done)
-		wg.Wait()
-		cancel(nil)
-		dctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer stop()
+		stop()
+		lost(nil)
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
 		// Only this holder's revision: a lease taken over meanwhile stays its new holder's.
 		_ = l.kv.Delete(dctx, name, jetstream.LastRevision(rev))
 	}
 	return held, release, nil
-}
-
-// refresh rewrites the lease every third of the TTL until done; when the lease was taken
-// over, or could not be rewritten for a whole TTL, it ends the holder's context.
-func (l *Leases) refresh(ctx context.Context, lost context.CancelCauseFunc, done <-chan struct{}, name,
-	holder string, rev *uint64) {
-	t := time.NewTicker(l.ttl / 3)
-	defer t.Stop()
-	last := time.Now()
-	for {
-		select {
-		case <-done:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		next, err := l.kv.Update(ctx, name, []byte(holder), *rev)
-		switch {
-		case err == nil:
-			*rev, last = next, time.Now()
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound):
-			lost(fmt.Errorf("%w: %s was taken over: %w", ErrLeaseLost, name, err))
-			return
-		case time.Since(last) >= l.ttl:
-			lost(fmt.Errorf("%w: %s not refreshed for %s: %w", ErrLeaseLost, name, l.ttl, err))
-			return
-		}
-	}
 }

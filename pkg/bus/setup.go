@@ -10,10 +10,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Ensure creates every stream of the topology and the staging bucket, or updates them to the
-// topology's settings. It is idempotent. It is the setup identity's job (IdentitySetup, the
-// setup program in the scheduler's image, run as a Job by the deploy and by the sandbox):
-// no service may create or change a stream.
+// Ensure creates every stream of the topology and the staging and lease buckets, or updates
+// them to the topology's settings. It is idempotent. It is the setup identity's job
+// (IdentitySetup, the setup program in the scheduler's image, run as a Job by the deploy and
+// by the sandbox): no service may create or change a stream.
 func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	for _, cfg := range t.StreamConfigs() {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
@@ -40,10 +40,11 @@ var (
 )
 
 // CheckFor checks that the streams id works with (StreamsOf), its durable consumers
-// (DurablesOf), and the staging bucket if it works with that, exist as the topology needs
-// them: their subjects, retention, duplicate window and discard policy, no message limit, not
-// sealed, deletes (but in the lease bucket) and purges allowed; a durable that acks every message explicitly. Replicas
-// and sizes are the setup's to choose. It changes nothing.
+// (DurablesOf), and the staging and lease buckets if it works with them, exist as the
+// topology needs them: their subjects, retention, duplicate window and discard policy, no
+// message limit, not sealed, deletes (but in the lease bucket) and purges allowed; a durable
+// that acks every message explicitly. Replicas and sizes are the setup's to choose. It
+// changes nothing.
 func CheckFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identity) error {
 	streams, staging := StreamsOf(id)
 	for _, want := range t.StreamConfigs() {

@@ -86,20 +86,25 @@ func (p *presigned) do(ctx context.Context, key, op, rng string) (*http.Response
 		return nil, fmt.Errorf("%s %s: the presigned URL reads %s only", op, key, p.key)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, p.url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s through its presigned URL at %s: %w", op, key, p.host, err)
-	}
-	if rng != "" {
-		req.Header.Set("Range", rng)
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		// The url.Error names the URL, signature and all: keep only its cause.
-		if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
-			err = uerr.Err
+	if err == nil {
+		if rng != "" {
+			req.Header.Set("Range", rng)
 		}
-		return nil, fmt.Errorf("%s %s through its presigned URL at %s: %w", op, key, p.host, err)
+		var resp *http.Response
+		if resp, err = p.client.Do(req); err == nil {
+			return p.refused(resp, op, key)
+		}
 	}
+	// A url.Error names the URL, signature and all: keep only its cause.
+	if uerr := (*url.Error)(nil); errors.As(err, &uerr) {
+		err = uerr.Err
+	}
+	return nil, fmt.Errorf("%s %s through its presigned URL at %s: %w", op, key, p.host, err)
+}
+
+// refused returns resp when the store served it, and S3's refusal in resp, classified, when
+// it did not.
+func (p *presigned) refused(resp *http.Response, op, key string) (*http.Response, error) {
 	if resp.StatusCode < 300 || resp.StatusCode == http.StatusRequestedRangeNotSatisfiable {
 		return resp, nil
 	}

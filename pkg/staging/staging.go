@@ -22,6 +22,7 @@ import (
 	"hash"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -188,14 +189,9 @@ func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, de
 		pw.CloseWithError(err) // nil: Put reads io.EOF
 		done <- err
 	}()
-	var encErr error
-	compressed := false
-	finish := func() error {
-		if !compressed {
-			encErr, compressed = <-done, true
-		}
-		return encErr
-	}
+	// The compressor's own result, once it has closed the pipe: before the object appears
+	// (record needs the Writer's sums) or after a failed put.
+	finish := sync.OnceValue(func() error { return <-done })
 	_, err := put(ctx, js, bucket, name, description, pr, func() (map[string]string, error) {
 		if err := finish(); err != nil || record == nil {
 			return nil, err

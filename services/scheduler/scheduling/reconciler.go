@@ -91,7 +91,7 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, con
 		Named("etcdbackupconfig-scheduler").
 		For(&kubermaticv1.EtcdBackupConfig{}).
 		Watches(&kubermaticv1.EtcdBackupConfig{}, siblings, builder.WithPredicates(predicate.Funcs{
-			UpdateFunc:  func(e event.UpdateEvent) bool { return inFlight(e.ObjectOld, "") && !inFlight(e.ObjectNew, "") },
+			UpdateFunc:  func(e event.UpdateEvent) bool { return inFlight(e.ObjectOld) && !inFlight(e.ObjectNew) },
 			CreateFunc:  func(event.CreateEvent) bool { return false },
 			GenericFunc: func(event.GenericEvent) bool { return false },
 		})).
@@ -124,37 +124,23 @@ func configsFor(ctx context.Context, c client.Reader, obj client.Object) []recon
 	return reqs
 }
 
-// siblingsOf lists the other configs of cfg's cluster in its namespace.
+// siblingsOf is Siblings as requests to reconcile.
 func siblingsOf(ctx context.Context, c client.Reader, cfg *kubermaticv1.EtcdBackupConfig) []reconcile.Request {
-	var list kubermaticv1.EtcdBackupConfigList
-	if err := c.List(ctx, &list, client.InNamespace(cfg.Namespace),
-		client.MatchingFields{clusterIndex: cfg.Spec.Cluster.Name}); err != nil {
+	siblings, err := Siblings(ctx, c, cfg)
+	if err != nil {
 		return nil
 	}
-	var reqs []reconcile.Request
-	for _, s := range list.Items {
-		if s.Name != cfg.Name {
-			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
-		}
+	reqs := make([]reconcile.Request, 0, len(siblings))
+	for _, s := range siblings {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&s)})
 	}
 	return reqs
 }
 
-// inFlight reports whether obj, a config, lists a backup other than except as queued or
-// running.
-func inFlight(obj client.Object, except string) bool {
+// inFlight reports whether obj, a config, lists a backup as queued or running.
+func inFlight(obj client.Object) bool {
 	cfg, ok := obj.(*kubermaticv1.EtcdBackupConfig)
-	return ok && runningBackup(cfg, except) != ""
-}
-
-// runningBackup returns a backup other than except that cfg lists as queued or running.
-func runningBackup(cfg *kubermaticv1.EtcdBackupConfig, except string) string {
-	for _, b := range cfg.Status.Backups() {
-		if b.BackupPhase == kubermaticv1.PhaseRunning && b.BackupName != except {
-			return b.BackupName
-		}
-	}
-	return ""
+	return ok && runningBackup(cfg, "") != ""
 }
 
 // turn returns what holds the place of cfg's cluster in the queue ("": the place is free and
@@ -264,29 +250,29 @@ func (r *Reconciler) schedule(ctx context.Context, cfg *kubermaticv1.EtcdBackupC
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	waiting := false
 	if due && r.Planner.OnePerCluster {
 		backup := backupname.Backup(cfg.Name, slot)
 		busy, err := r.turn(ctx, cfg, backup, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
-		if busy != "" {
+		if waiting = busy != ""; waiting {
 			r.Metrics.waited.Inc()
 			r.Log.Debug("backup waits for another of its cluster", "config", cfg.Namespace+"/"+cfg.Name, "backup", backup,
 				"behind", busy)
-			if err := r.active(ctx, cfg, target, now); err != nil {
-				return ctrl.Result{}, err
-			}
-			return ctrl.Result{RequeueAfter: waitForCluster}, nil
 		}
 	}
-	if due {
+	if due && !waiting {
 		if err := r.queue(ctx, cfg, target, slot); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 	if err := r.active(ctx, cfg, target, now); err != nil {
 		return ctrl.Result{}, err
+	}
+	if waiting {
+		return ctrl.Result{RequeueAfter: waitForCluster}, nil
 	}
 	if next.IsZero() {
 		return ctrl.Result{}, nil

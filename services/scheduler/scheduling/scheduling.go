@@ -227,19 +227,43 @@ func (p *Planner) ClusterBusy(ctx context.Context, cfg *kubermaticv1.EtcdBackupC
 	if b := runningBackup(cfg, backup); b != "" {
 		return cfg.Name + "/" + b, nil
 	}
-	var list kubermaticv1.EtcdBackupConfigList
-	if err := p.Reader.List(ctx, &list, client.InNamespace(cfg.Namespace)); err != nil {
-		return "", fmt.Errorf("list the configs of namespace %s: %w", cfg.Namespace, err)
+	siblings, err := Siblings(ctx, p.Reader, cfg)
+	if err != nil {
+		return "", err
 	}
-	for _, s := range list.Items {
-		if s.Name == cfg.Name || s.Spec.Cluster.Name != cfg.Spec.Cluster.Name {
-			continue
-		}
+	for _, s := range siblings {
 		if b := runningBackup(&s, ""); b != "" {
 			return s.Name + "/" + b, nil
 		}
 	}
 	return "", nil
+}
+
+// Siblings lists the other configs of cfg's cluster: those of its namespace (the cluster's
+// own; a config elsewhere cannot back it up) that name the same cluster.
+func Siblings(ctx context.Context, r client.Reader, cfg *kubermaticv1.EtcdBackupConfig) (
+	[]kubermaticv1.EtcdBackupConfig, error) {
+	var list kubermaticv1.EtcdBackupConfigList
+	if err := r.List(ctx, &list, client.InNamespace(cfg.Namespace)); err != nil {
+		return nil, fmt.Errorf("list the configs of namespace %s: %w", cfg.Namespace, err)
+	}
+	out := list.Items[:0]
+	for _, s := range list.Items {
+		if s.Name != cfg.Name && s.Spec.Cluster.Name == cfg.Spec.Cluster.Name {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// runningBackup returns a backup other than except that cfg lists as queued or running.
+func runningBackup(cfg *kubermaticv1.EtcdBackupConfig, except string) string {
+	for _, b := range cfg.Status.Backups() {
+		if b.BackupPhase == kubermaticv1.PhaseRunning && b.BackupName != except {
+			return b.BackupName
+		}
+	}
+	return ""
 }
 
 // manualAllowed says why a manual backup of cfg may not be queued now, if it may not.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/progress"
 )
@@ -75,7 +76,7 @@ func TestStalledSnapshotFailsWithinTheIdleBound(t *testing.T) {
 	h.JS, h.SnapshotIdle, h.Level = natstest.Bus(t, 64<<20), 500*time.Millisecond, backupformat.Level
 	pointAt(t, ctx, h, stallingProxy(t, u.Host, 1<<20))
 	start := time.Now()
-	_, err = h.take(ctx, req, "", start)
+	_, err = h.take(ctx, req, bus.Delivery{Attempt: 1}, "", start)
 	if !errors.Is(err, progress.ErrIdle) || !strings.Contains(err.Error(), "sent nothing for 500ms") {
 		t.Fatalf("take from a member that stalls = %v, want the idle bound's error", err)
 	}

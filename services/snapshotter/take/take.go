@@ -162,14 +162,8 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 		_, err := bus.Publish(ctx, h.JS, bus.SubjectSnapshotReady, bus.MsgID(req), ready)
 		return err
 	}
-	ctx, release, err := h.lease(ctx, req)
-	if err != nil {
-		return err
-	}
-	defer release()
-	h.status(ctx, req, fmt.Sprintf("taking snapshot (attempt %d of %d)", d.Attempt, h.MaxAttempts))
 	start := time.Now()
-	ready, err := h.take(ctx, req, cfg.Spec.Destination, start)
+	ready, err := h.take(ctx, req, d, cfg.Spec.Destination, start)
 	if err != nil {
 		h.metrics.taken.WithLabelValues("failed").Inc()
 		return err
@@ -198,13 +192,15 @@ func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested,
 // that it moved from the snapshot to the upload.
 const StagedProgressAfter = 5 * time.Second
 
-// lease takes the lease of req's cluster for the snapshot: the context it returns ends if the
-// lease is lost. A held lease is ErrClusterBusy, retried after BusyRetry.
-func (h *Handler) lease(ctx context.Context, req *etcdbackupv1.BackupRequested) (context.Context, func(), error) {
+// lease takes the lease of cluster (one the API server holds, which the request may back up)
+// for req's snapshot: the context it returns ends if the lease is lost. A held lease is
+// ErrClusterBusy, retried after BusyRetry.
+func (h *Handler) lease(ctx context.Context, cluster *kubermaticv1.Cluster,
+	req *etcdbackupv1.BackupRequested) (context.Context, func(), error) {
 	if h.Leases == nil {
 		return ctx, func() {}, nil
 	}
-	held, release, err := h.Leases.Acquire(ctx, req.GetCluster(), fmt.Sprintf("%s, backup %s/%s since %s", h.Holder,
+	held, release, err := h.Leases.Acquire(ctx, cluster.Name, fmt.Sprintf("%s, backup %s/%s since %s", h.Holder,
 		req.GetConfig().GetNamespace(), req.GetBackupName(), time.Now().UTC().Format(time.RFC3339)))
 	var busy *bus.HeldError
 	if errors.As(err, &busy) {
@@ -214,7 +210,7 @@ func (h *Handler) lease(ctx context.Context, req *etcdbackupv1.BackupRequested) 
 			retry = bus.LeaseTTL
 		}
 		return nil, nil, bus.RetrySoon(retry, fmt.Errorf("%w: a snapshot of cluster %s is being taken (%s); one at a time "+
-			"per cluster, tried again in %s", ErrClusterBusy, req.GetCluster(), busy.Holder, retry))
+			"per cluster, tried again in %s", ErrClusterBusy, cluster.Name, busy.Holder, retry))
 	}
 	if err != nil {
 		return nil, nil, err
@@ -243,12 +239,20 @@ func (h *Handler) staged(ctx context.Context, req *etcdbackupv1.BackupRequested)
 	return &ready, nil
 }
 
-func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested,
+// take takes d's attempt at req's snapshot, to be stored at dest: once the request's cluster
+// may be backed up (cluster), and its lease is this attempt's, until the snapshot is staged.
+func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d bus.Delivery,
 	dest string, start time.Time) (*etcdbackupv1.SnapshotReady, error) {
 	cluster, err := h.cluster(ctx, req)
 	if err != nil {
 		return nil, err
 	}
+	ctx, release, err := h.lease(ctx, cluster, req)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	h.status(ctx, req, fmt.Sprintf("taking snapshot (attempt %d of %d)", d.Attempt, h.MaxAttempts))
 	if err := h.roomInStaging(ctx); err != nil {
 		return nil, err
 	}

@@ -42,14 +42,14 @@ func TestFullStagingStartsNoSnapshot(t *testing.T) {
 	}
 	h, req := silentEtcd(t)
 	h.JS, h.StagingReserve = js, 4<<20
-	if _, err := h.take(ctx, req, "", time.Now()); !errors.Is(err, ErrStagingFull) {
+	if _, err := h.take(ctx, req, bus.Delivery{Attempt: 1}, "", time.Now()); !errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with 2 MiB free of a 4 MiB reserve = %v, want ErrStagingFull", err)
 	}
 	if reason, err := failures.Classify(ErrStagingFull); reason != "staging-full" || bus.IsPermanent(err) {
 		t.Fatalf("a full staging: reason %q, permanent %v; want staging-full, retried", reason, bus.IsPermanent(err))
 	}
 	h.StagingReserve = 1 << 20
-	if _, err := h.take(ctx, req, "", time.Now()); err == nil || errors.Is(err, ErrStagingFull) {
+	if _, err := h.take(ctx, req, bus.Delivery{Attempt: 1}, "", time.Now()); err == nil || errors.Is(err, ErrStagingFull) {
 		t.Fatalf("take with room = %v, want etcd's error (it was contacted)", err)
 	}
 }
@@ -64,15 +64,15 @@ func TestConfigOutsideItsClusterNamespaceIsRefused(t *testing.T) {
 	req.Config.Namespace = "cluster-a"
 	// No staging to ask (JS is nil): the refusal comes before the staging check too.
 	h.StagingReserve = 1 << 20
-	_, err := h.take(ctx, req, "", time.Now())
+	_, err := h.take(ctx, req, bus.Delivery{Attempt: 1}, "", time.Now())
 	if !errors.Is(err, endpoints.ErrConfig) || !strings.Contains(err.Error(),
 		kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take of a config in cluster-a naming cluster c = %v, want a ClusterNamespaceMismatch configuration "+
 			"error", err)
 	}
 	req.Config.Namespace = "cluster-c"
-	h.StagingReserve = 0
-	if _, err := h.take(ctx, req, "", time.Now()); err == nil || strings.Contains(err.Error(),
+	h.StagingReserve, h.JS = 0, natstest.Bus(t, 8<<20) // the attempt is reported before etcd is asked
+	if _, err := h.take(ctx, req, bus.Delivery{Attempt: 1}, "", time.Now()); err == nil || strings.Contains(err.Error(),
 		kubermaticv1.ReasonClusterNamespaceMismatch) {
 		t.Fatalf("take in the cluster's namespace = %v, want etcd's error (it was contacted)", err)
 	}
@@ -146,7 +146,7 @@ func TestSnapshotReportsProgress(t *testing.T) {
 	h, req := silentEtcd(t)
 	h.JS, h.ProgressEvery, h.Level = js, time.Millisecond, backupformat.Level
 	pointAt(t, ctx, h, e.Endpoint)
-	ready, err := h.take(ctx, req, "", time.Now())
+	ready, err := h.take(ctx, req, bus.Delivery{Attempt: 1}, "", time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,6 +334,14 @@ func TestOneSnapshotOfAClusterAtATime(t *testing.T) {
 	}
 	if meta, _ := staging.Metadata(ctx, js, bus.StagingBucket, bus.MsgID(req)); meta != nil {
 		t.Fatal("a snapshot was staged while another held the cluster's lease")
+	}
+	// The lease is asked for only for a cluster the request may back up: one from another
+	// namespace is refused as such, not told to wait for its turn.
+	stray := proto.Clone(req).(*etcdbackupv1.BackupRequested)
+	stray.Config.Namespace = "cluster-a"
+	if _, err := h.take(ctx, stray, bus.Delivery{Attempt: 1}, "", time.Now()); errors.Is(err, ErrClusterBusy) ||
+		!strings.Contains(err.Error(), kubermaticv1.ReasonClusterNamespaceMismatch) {
+		t.Fatalf("a request from another namespace, the cluster's lease held: %v, want ClusterNamespaceMismatch", err)
 	}
 	release()
 	if err := h.Handle(ctx, req, bus.Delivery{Attempt: 2}); err != nil {

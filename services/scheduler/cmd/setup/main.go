@@ -1,8 +1,8 @@
-// Command setup creates the bus: every JetStream stream, the staging bucket and the services'
-// durable consumers, or updates them to this version's settings, with the setup identity —
-// the only one allowed to. The
-// services only check what it made (bus.CheckFor). It runs once per install or upgrade (the
-// deploy's Job etcdbackup-setup; the sandbox runs the same bus.Ensure) and exits.
+// Command setup creates the bus: every JetStream stream, the staging and lease buckets and the
+// services' durable consumers, or updates them to this version's settings, with the setup
+// identity — the only one allowed to. The services only check what it made (bus.CheckFor).
+// It runs once per install or upgrade (the deploy's Job etcdbackup-setup; the sandbox runs
+// this program too) and exits.
 package main
 
 import (
@@ -114,7 +114,7 @@ func run(ctx context.Context, args []string) error {
 	for _, s := range topo.StreamConfigs() {
 		names = append(names, s.Name)
 	}
-	log.Info("bus set up", "streams", names, "staging", bus.StagingBucket, "replicas", topo.Replicas,
-		"durables", bus.Durables())
+	log.Info("bus set up", "streams", names, "staging", bus.StagingBucket, "leases", bus.LeaseBucket,
+		"replicas", topo.Replicas, "durables", bus.Durables())
 	return nil
 }

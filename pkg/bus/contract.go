@@ -89,6 +89,9 @@ type Topology struct {
 	// StreamMaxBytes caps each message stream, also discarding new messages when full: a
 	// publisher sees the error and retries, nothing queued is dropped.
 	StreamMaxBytes int64
+	// JournalMaxBytes caps the journal stream: the revisions of every continuous config not
+	// yet sealed into a segment (an object store outage's worth).
+	JournalMaxBytes int64
 }
 
 // DefaultTopology is what the services create when nothing else is configured.
@@ -99,9 +102,10 @@ func DefaultTopology() Topology {
 		StagingTTL:   24 * time.Hour,
 		StatusMaxAge: 24 * time.Hour,
 		StoredMaxAge: 7 * 24 * time.Hour,
-		// The deploy's JetStream has max_file_store 50 GiB.
+		// The deploy's JetStream has max_file_store 60 GB: 40 GiB staging, 5 streams of 1 GiB and the journal's 8 GiB.
 		StagingMaxBytes: 40 << 30,
 		StreamMaxBytes:  1 << 30,
+		JournalMaxBytes: 8 << 30,
 	}
 }
 
@@ -118,6 +122,7 @@ func (t Topology) StreamConfigs() []jetstream.StreamConfig {
 		work(StreamDeletes, "backup deletions, pruner planner to pruner deleter; deleted when acked", SubjectDeleteRequested),
 		t.stream(StreamStatus, "status events of every stage (protojson)", SubjectStatusAll, jetstream.LimitsPolicy,
 			t.StatusMaxAge),
+		t.journalStream(),
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	IdentityUploader    Identity = "uploader"
 	IdentityPruner      Identity = "pruner"
 	IdentityRestorer    Identity = "restorer"
+	IdentityJournal     Identity = "journal"
 	// IdentitySetup creates and updates the streams, the staging bucket and the services'
 	// durable consumers (bus.Ensure, bus.EnsureDurables), and nothing else: no service may
 	// change a stream or a consumer, so no stolen service key can rewrite or seal a stream
@@ -33,7 +34,7 @@ const (
 // Identities lists every identity, services first.
 func Identities() []Identity {
 	return []Identity{IdentityScheduler, IdentitySnapshotter, IdentityUploader, IdentityPruner, IdentityRestorer,
-		IdentitySetup, IdentityTrigger, IdentityWatcher}
+		IdentityJournal, IdentitySetup, IdentityTrigger, IdentityWatcher}
 }
 
 // InboxPrefix is the identity's own inbox prefix: replies to its requests (JetStream API
@@ -100,8 +101,16 @@ func leases() []string {
 	)
 }
 
-// usesLeases says whether id takes leases (and checks the lease bucket at start-up).
-func usesLeases(id Identity) bool { return id == IdentitySnapshotter }
+// leaseBucketOf is the lease bucket id takes leases from (and checks at start-up); "" for none.
+func leaseBucketOf(id Identity) string {
+	switch id {
+	case IdentitySnapshotter:
+		return LeaseBucket
+	case IdentityJournal:
+		return JournalLeaseBucket
+	}
+	return ""
+}
 
 // PermissionsOf returns the identity's permissions; ok is false for an unknown identity.
 // Only the setup identity creates or updates streams (bus.Ensure); a service may read the
@@ -137,9 +146,12 @@ func PermissionsOf(id Identity) (p Permissions, ok bool) {
 	case IdentityRestorer:
 		p.Publish = concat([]string{status("restorer")}, streamInfo(StreamStatus))
 		p.Subscribe = []string{inbox}
+	case IdentityJournal:
+		p.Publish = journal()
+		p.Subscribe = []string{inbox}
 	case IdentitySetup:
 		for _, stream := range []string{StreamRequests, StreamSnapshots, StreamStored, StreamDeletes, StreamStatus,
-			stagingStream, leaseStream} {
+			StreamJournal, stagingStream, leaseStream, journalLeaseStream} {
 			p.Publish = append(p.Publish, streamAdmin(stream)...)
 		}
 		// Creating a key-value bucket reads the account's JetStream limits first.
@@ -183,6 +195,8 @@ func StreamsOf(id Identity) (streams []string, stagingBucket bool) {
 		return []string{StreamStored, StreamDeletes, StreamStatus}, false
 	case IdentityRestorer:
 		return []string{StreamStatus}, false
+	case IdentityJournal:
+		return []string{StreamJournal}, false
 	}
 	return nil, false
 }

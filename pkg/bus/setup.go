@@ -23,8 +23,10 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	if _, err := js.CreateOrUpdateObjectStore(ctx, t.StagingConfig()); err != nil {
 		return fmt.Errorf("ensure object store %s: %w", StagingBucket, err)
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, t.LeaseConfig()); err != nil {
-		return fmt.Errorf("ensure key-value bucket %s: %w", LeaseBucket, err)
+	for _, kv := range []jetstream.KeyValueConfig{t.LeaseConfig(), t.JournalLeaseConfig()} {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("ensure key-value bucket %s: %w", kv.Bucket, err)
+		}
 	}
 	return nil
 }
@@ -66,8 +68,8 @@ func CheckFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identi
 			return err
 		}
 	}
-	if usesLeases(id) {
-		if err := checkBucket(ctx, js, "lease", LeaseBucket, jetstream.StreamConfig{Name: leaseStream, MaxMsgs: -1,
+	if bucket := leaseBucketOf(id); bucket != "" {
+		if err := checkBucket(ctx, js, "lease", bucket, jetstream.StreamConfig{Name: "KV_" + bucket, MaxMsgs: -1,
 			MaxMsgsPerSubject: 1, DenyDelete: true}); err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 )
@@ -38,12 +40,17 @@ func TestServicesCheckWhatTheSetupCreated(t *testing.T) {
 		t.Fatalf("the status writer's durable: max deliver %d, %v; want 50", n, err)
 	}
 	for _, id := range []bus.Identity{bus.IdentityScheduler, bus.IdentitySnapshotter, bus.IdentityUploader,
-		bus.IdentityPruner, bus.IdentityRestorer} {
+		bus.IdentityPruner, bus.IdentityRestorer, bus.IdentityJournal} {
 		if err := bus.CheckFor(ctx, js, topo, id); err != nil {
 			t.Fatalf("%s checks after the setup: %v", id, err)
 		}
 	}
-	status := topo.StreamConfigs()[len(topo.StreamConfigs())-1]
+	var status jetstream.StreamConfig
+	for _, cfg := range topo.StreamConfigs() {
+		if cfg.Name == bus.StreamStatus {
+			status = cfg
+		}
+	}
 	status.MaxMsgs = 7
 	if _, err := js.UpdateStream(ctx, status); err != nil {
 		t.Fatal(err)

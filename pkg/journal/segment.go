@@ -82,7 +82,8 @@ func parseHash(s string) (Hash, error) {
 	rev, err1 := strconv.ParseInt(parts[0], 10, 64)
 	compact, err2 := strconv.ParseInt(parts[1], 10, 64)
 	hash, err3 := strconv.ParseUint(parts[2], 10, 32)
-	if err := errors.Join(err1, err2, err3); err != nil || rev < 1 || compact < 0 || compact > rev {
+	// etcd reports compact revision -1 for a store never compacted.
+	if err := errors.Join(err1, err2, err3); err != nil || rev < 1 || compact < -1 || compact > rev {
 		return Hash{}, fmt.Errorf("%q is not <revision>:<compact revision>:<hash>", s)
 	}
 	return Hash{Revision: rev, CompactRevision: compact, Hash: uint32(hash)}, nil

@@ -1,0 +1,151 @@
+package journal
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"filippo.io/age"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+)
+
+// Segment is a segment as the bucket lists it: its key and the revisions its key names.
+type Segment struct {
+	Key         string
+	First, Last int64
+}
+
+// Segments lists the segments of the config whose backups are under prefix, in key order
+// (revision order). Objects under the journal folder that are not segments are ignored.
+func Segments(ctx context.Context, b destination.Bucket, prefix string) ([]Segment, error) {
+	var out []Segment
+	err := b.List(ctx, prefix+Dir, func(o destination.ObjectInfo) error {
+		if first, last, ok := ParseKey(prefix, o.Key); ok {
+			out = append(out, Segment{Key: o.Key, First: first, Last: last})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list journal segments under %s: %w", prefix+Dir, err)
+	}
+	return out, nil
+}
+
+// LastSealed is the last revision a segment of the config holds (0: none).
+func LastSealed(ctx context.Context, b destination.Bucket, prefix string) (int64, error) {
+	segs, err := Segments(ctx, b, prefix)
+	if err != nil {
+		return 0, err
+	}
+	last := int64(0)
+	for _, s := range segs {
+		last = max(last, s.Last)
+	}
+	return last, nil
+}
+
+// Backup is a full backup of the config, as its object records it.
+type Backup struct {
+	Key string
+	// Revision is the revision the snapshot holds at least (its metadata's).
+	Revision int64
+}
+
+// Backups lists the config's full backups directly under prefix, in key order (the order of
+// their scheduled times), with their recorded revisions; an object whose record has none is
+// left out (it anchors no chain).
+func Backups(ctx context.Context, b destination.Bucket, prefix string) ([]Backup, error) {
+	keys, err := backupKeys(ctx, b, prefix)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Backup, 0, len(keys))
+	for _, k := range keys {
+		rev, err := recordedRevision(ctx, b, k)
+		if err != nil {
+			return nil, err
+		}
+		if rev > 0 {
+			out = append(out, Backup{Key: k, Revision: rev})
+		}
+	}
+	return out, nil
+}
+
+// NewestBackupRevision is the recorded revision of the config's newest full backup (0: none).
+func NewestBackupRevision(ctx context.Context, b destination.Bucket, prefix string) (int64, error) {
+	keys, err := backupKeys(ctx, b, prefix)
+	if err != nil {
+		return 0, err
+	}
+	for i := len(keys) - 1; i >= 0; i-- {
+		rev, err := recordedRevision(ctx, b, keys[i])
+		if err != nil || rev > 0 {
+			return rev, err
+		}
+	}
+	return 0, nil
+}
+
+func backupKeys(ctx context.Context, b destination.Bucket, prefix string) ([]string, error) {
+	var keys []string
+	err := b.List(ctx, prefix, func(o destination.ObjectInfo) error {
+		rest := strings.TrimPrefix(o.Key, prefix)
+		if strings.HasSuffix(rest, backupformat.Suffix) && !strings.Contains(rest, "/") {
+			keys = append(keys, o.Key)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list backups under %s: %w", prefix, err)
+	}
+	return keys, nil
+}
+
+// recordedRevision is the revision a backup's metadata records (0: none, or a record it cannot read).
+func recordedRevision(ctx context.Context, b destination.Bucket, key string) (int64, error) {
+	st, err := b.Stat(ctx, key)
+	if err != nil {
+		return 0, fmt.Errorf("stat backup %s: %w", key, err)
+	}
+	m, err := backupformat.ParseMeta(st.Metadata)
+	if err != nil {
+		return 0, nil //nolint:nilerr // an unreadable record anchors nothing; the restore reports it
+	}
+	return m.Revision, nil
+}
+
+// Fetch reads the segment at key and proves it against its record (Read).
+func Fetch(ctx context.Context, b destination.Bucket, key string,
+	identities []age.Identity) (Meta, []*etcdbackupv1.JournalRevision, error) {
+	rc, info, err := b.Get(ctx, key)
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("get segment %s: %w", key, err)
+	}
+	defer rc.Close()
+	m, err := ParseMeta(info.Metadata)
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("segment %s: %w", key, err)
+	}
+	prefix, _, _ := strings.Cut(key, Dir)
+	if first, last, ok := ParseKey(prefix, key); !ok || first != m.First || last != m.Last {
+		return Meta{}, nil, fmt.Errorf("%w: segment %s records revisions %d to %d", ErrCorrupt, key, m.First, m.Last)
+	}
+	if info.Size > MaxSegmentBytes {
+		return Meta{}, nil, fmt.Errorf("%w: segment %s is %d bytes, more than %d", ErrCorrupt, key, info.Size,
+			MaxSegmentBytes)
+	}
+	stored, err := io.ReadAll(io.LimitReader(rc, MaxSegmentBytes+1))
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("read segment %s: %w", key, err)
+	}
+	revs, err := Read(stored, m, identities)
+	if err != nil {
+		return Meta{}, nil, fmt.Errorf("segment %s: %w", key, err)
+	}
+	return m, revs, nil
+}

@@ -1,0 +1,365 @@
+// Package follow is the journal of one continuous config: it watches the cluster's etcd from
+// where the journal stands (the last segment in the bucket, the revisions on the bus not yet in
+// one, or the newest full backup), publishes every revision onto the bus, and seals them into
+// segments in the config's destination. Whatever the replica holding the config's lease
+// knows is on the bus or in the bucket: a replica that dies is replaced by one that resumes
+// from there, without a revision lost or doubled.
+package follow
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// Options are one config's journal.
+type Options struct {
+	JS     jetstream.JetStream
+	Bucket destination.Bucket
+	// Prefix is the config's backup prefix in Bucket (backupname.Prefix).
+	Prefix string
+	// Namespace and ConfigUID name the config on the bus.
+	Namespace, ConfigUID string
+	// Etcd is a client of the cluster's etcd; Member the endpoint HashKV is read from.
+	Etcd   *clientv3.Client
+	Member string
+	// Seal is what the destination's backups are encrypted to.
+	Seal backupformat.Encryption
+	// SegmentInterval is how often what arrived is sealed; SegmentBytes seals earlier when
+	// that many bytes of revisions wait.
+	SegmentInterval time.Duration
+	SegmentBytes    int
+	// HashEvery is how often a segment carries the member's HashKV (and the first of each run).
+	HashEvery time.Duration
+	// MaxChainRevisions: past that many revisions since the newest full backup, the journal
+	// asks for one (0: never).
+	MaxChainRevisions int64
+	// FullBackup asks for a full backup of the config now, saying why.
+	FullBackup func(ctx context.Context, reason string) error
+	Log        *slog.Logger
+	Metrics    *Metrics
+}
+
+// unsealed is a revision on the bus that is in no segment yet.
+type unsealed struct {
+	rev  *etcdbackupv1.JournalRevision
+	seq  uint64
+	size int
+}
+
+type follower struct {
+	o       Options
+	subject string
+	stream  jetstream.Stream
+	rec     *journal.Recorder
+	pending []unsealed
+	bytes   int
+	// sealed is the last revision in a segment; hashed when a segment last carried a hash.
+	sealed int64
+	hashed time.Time
+	// anchor is the newest full backup's revision, asked is when a full backup was last asked for.
+	anchor int64
+	asked  time.Time
+}
+
+// Follow journals the config until ctx ends or something fails (etcd, NATS, the bucket's
+// listing); the caller calls it again, and it resumes where the bus and the bucket stand.
+func Follow(ctx context.Context, o Options) error {
+	stream, err := o.JS.Stream(ctx, bus.StreamJournal)
+	if err != nil {
+		return fmt.Errorf("journal stream: %w", err)
+	}
+	f := &follower{o: o, subject: bus.JournalSubject(o.Namespace, o.ConfigUID), stream: stream,
+		rec: journal.NewRecorder(journal.ClientLeaseTTL(o.Etcd))}
+	if f.sealed, err = journal.LastSealed(ctx, o.Bucket, o.Prefix); err != nil {
+		return err
+	}
+	if f.anchor, err = journal.NewestBackupRevision(ctx, o.Bucket, o.Prefix); err != nil {
+		return err
+	}
+	if err := f.load(ctx); err != nil {
+		return err
+	}
+	// Where the journal stands; else from the newest full backup (a chain's anchor); else a
+	// new chain from now, anchored by the next full backup.
+	from := max(f.sealed, f.last()) + 1
+	switch {
+	case from > 1:
+	case f.anchor > 0:
+		from = f.anchor + 1
+	default:
+		if from, err = f.current(ctx); err != nil {
+			return err
+		}
+	}
+	return f.follow(ctx, from)
+}
+
+// last is the newest revision on the bus (0: none).
+func (f *follower) last() int64 {
+	if len(f.pending) == 0 {
+		return 0
+	}
+	return f.pending[len(f.pending)-1].rev.GetRevision()
+}
+
+// current is the revision after etcd's current one: where a new chain starts.
+func (f *follower) current(ctx context.Context) (int64, error) {
+	resp, err := f.o.Etcd.Get(ctx, "\x00", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("read etcd's revision: %w", err)
+	}
+	return resp.Header.Revision + 1, nil
+}
+
+// load reads the config's revisions on the bus that no segment holds yet.
+func (f *follower) load(ctx context.Context) error {
+	cons, err := f.o.JS.OrderedConsumer(ctx, bus.StreamJournal, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{f.subject}, DeliverPolicy: jetstream.DeliverAllPolicy})
+	if err != nil {
+		return fmt.Errorf("read the journal stream: %w", err)
+	}
+	left := cons.CachedInfo().NumPending
+	for left > 0 {
+		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			return fmt.Errorf("read the journal stream: %w", err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			if err := f.loaded(msg); err != nil {
+				f.o.Log.Warn("journal message ignored", "subject", f.subject, "err", err)
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return fmt.Errorf("read the journal stream: %w", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("read the journal stream: %d messages announced did not come", left)
+		}
+		left -= uint64(n)
+	}
+	return nil
+}
+
+// loaded takes one revision read back from the bus: revisions already sealed, or already read
+// (a duplicate past the dedup window), are dropped.
+func (f *follower) loaded(msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return err
+	}
+	rev := &etcdbackupv1.JournalRevision{}
+	if err := proto.Unmarshal(msg.Data(), rev); err != nil {
+		return fmt.Errorf("sequence %d: %w", meta.Sequence.Stream, err)
+	}
+	if err := journal.CheckRevision(rev); err != nil {
+		return fmt.Errorf("sequence %d: %w", meta.Sequence.Stream, err)
+	}
+	if rev.GetRevision() <= max(f.sealed, f.last()) {
+		return nil
+	}
+	f.add(rev, meta.Sequence.Stream, len(msg.Data()))
+	return nil
+}
+
+func (f *follower) add(rev *etcdbackupv1.JournalRevision, seq uint64, size int) {
+	f.pending = append(f.pending, unsealed{rev: rev, seq: seq, size: size})
+	f.bytes += size
+}
+
+// publish puts rev on the bus, once: a revision published again (a replica that died after
+// publishing, before it knew) is the stream's duplicate.
+func (f *follower) publish(ctx context.Context, rev *etcdbackupv1.JournalRevision) error {
+	data, err := proto.Marshal(rev)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(f.subject)
+	msg.Data = data
+	msg.Header.Set(bus.HeaderContentType, bus.ContentTypeProtobuf)
+	ack, err := f.o.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(bus.JournalMsgID(f.o.ConfigUID, rev.GetRevision())))
+	if err != nil {
+		return fmt.Errorf("publish revision %d: %w", rev.GetRevision(), err)
+	}
+	f.add(rev, ack.Sequence, len(data))
+	f.o.Metrics.revisions.Inc()
+	return nil
+}
+
+// errCompacted: etcd compacted past the revision the watch had to start from.
+type errCompacted struct{ from, compacted int64 }
+
+func (e *errCompacted) Error() string {
+	return fmt.Sprintf("etcd compacted to revision %d, past %d where the journal resumes", e.compacted, e.from)
+}
+
+// follow watches from revision from, publishing and sealing, until ctx ends or it fails.
+// A compaction past from starts a new chain after the compact revision, the oldest etcd still
+// has, and asks for the full backup it needs (any full backup taken from now on anchors it).
+func (f *follower) follow(ctx context.Context, from int64) error {
+	tick := time.NewTicker(f.o.SegmentInterval)
+	defer tick.Stop()
+	for {
+		err := f.watch(ctx, from, tick.C)
+		var compacted *errCompacted
+		if !errors.As(err, &compacted) {
+			return err
+		}
+		f.o.Metrics.gaps.Inc()
+		f.o.Log.Warn("journal gap: a new chain starts; asking for a full backup", "namespace", f.o.Namespace,
+			"config_uid", f.o.ConfigUID, "err", err)
+		f.askFullBackup(ctx, "the journal has a gap: "+err.Error())
+		from = compacted.compacted + 1
+		f.hashed = time.Time{}
+	}
+}
+
+func (f *follower) watch(ctx context.Context, from int64, tick <-chan time.Time) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := f.o.Etcd.Watch(wctx, "\x00", clientv3.WithFromKey(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			f.sealAndReport(ctx)
+		case resp, ok := <-wch:
+			if !ok {
+				return errors.New("etcd's watch ended")
+			}
+			if resp.CompactRevision != 0 {
+				return &errCompacted{from: from, compacted: resp.CompactRevision}
+			}
+			if err := resp.Err(); err != nil {
+				return fmt.Errorf("watch etcd: %w", err)
+			}
+			revs, err := f.rec.Revisions(ctx, resp.Events)
+			if err != nil {
+				return err
+			}
+			for _, rev := range revs {
+				if err := f.publish(ctx, rev); err != nil {
+					return err
+				}
+				from = rev.GetRevision() + 1
+			}
+			if f.bytes >= f.o.SegmentBytes {
+				f.sealAndReport(ctx)
+			}
+		}
+	}
+}
+
+// sealAndReport seals what waits and updates the config's metrics; a bucket that fails keeps
+// the revisions on the bus for the next try.
+func (f *follower) sealAndReport(ctx context.Context) {
+	if err := f.seal(ctx); err != nil && ctx.Err() == nil {
+		f.o.Metrics.segments.WithLabelValues("failed").Inc()
+		f.o.Log.Warn("seal a journal segment; the revisions wait on the bus", "namespace", f.o.Namespace,
+			"config_uid", f.o.ConfigUID, "revisions", len(f.pending), "err", err)
+	}
+	behind := 0.0
+	if len(f.pending) > 0 {
+		behind = time.Since(f.pending[0].rev.GetTime().AsTime()).Seconds()
+	}
+	f.o.Metrics.behind(f.o.Namespace, f.o.ConfigUID, behind)
+	if last := max(f.sealed, f.last()); f.anchor > 0 && last > f.anchor {
+		f.o.Metrics.sinceFull(f.o.Namespace, f.o.ConfigUID, float64(last-f.anchor))
+		if f.o.MaxChainRevisions > 0 && last-f.anchor > f.o.MaxChainRevisions {
+			f.askFullBackup(ctx, fmt.Sprintf("the chain holds %d revisions since the newest full backup, more than %d",
+				last-f.anchor, f.o.MaxChainRevisions))
+		}
+	}
+}
+
+// askFullBackup asks for a full backup, at most every 10 minutes, and refreshes the anchor.
+func (f *follower) askFullBackup(ctx context.Context, reason string) {
+	if anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix); err == nil && anchor > f.anchor {
+		f.anchor = anchor
+		return
+	}
+	if time.Since(f.asked) < 10*time.Minute || f.o.FullBackup == nil {
+		return
+	}
+	f.asked = time.Now()
+	if err := f.o.FullBackup(ctx, reason); err != nil {
+		f.o.Log.Warn("ask for a full backup", "namespace", f.o.Namespace, "config_uid", f.o.ConfigUID, "err", err)
+	}
+}
+
+// seal writes what waits into segments, each of consecutive revisions and at most
+// SegmentBytes (a revision larger than that alone), and purges them from the bus.
+func (f *follower) seal(ctx context.Context) error {
+	for len(f.pending) > 0 {
+		n, size := 1, f.pending[0].size
+		for n < len(f.pending) && f.pending[n].rev.GetRevision() == f.pending[n-1].rev.GetRevision()+1 &&
+			size+f.pending[n].size <= f.o.SegmentBytes {
+			size += f.pending[n].size
+			n++
+		}
+		run := f.pending[:n]
+		if err := f.put(ctx, run); err != nil {
+			return err
+		}
+		last := run[n-1]
+		f.sealed = last.rev.GetRevision()
+		f.pending = f.pending[n:]
+		f.bytes -= size
+		// A purge that fails leaves sealed revisions on the bus: the next holder drops them.
+		if err := f.stream.Purge(ctx, jetstream.WithPurgeSubject(f.subject),
+			jetstream.WithPurgeSequence(last.seq+1)); err != nil {
+			f.o.Log.Warn("purge sealed revisions from the bus", "subject", f.subject, "err", err)
+		}
+	}
+	return nil
+}
+
+// put stores run as one segment, with the member's HashKV at its last revision when one is due.
+func (f *follower) put(ctx context.Context, run []unsealed) error {
+	revs := make([]*etcdbackupv1.JournalRevision, len(run))
+	for i, u := range run {
+		revs[i] = u.rev
+	}
+	var buf bytes.Buffer
+	m, err := journal.Write(&buf, revs, f.o.Seal)
+	if err != nil {
+		return err
+	}
+	if f.hashed.IsZero() || time.Since(f.hashed) >= f.o.HashEvery {
+		resp, err := f.o.Etcd.HashKV(ctx, f.o.Member, m.Last)
+		if err == nil {
+			m.Hash = &journal.Hash{Revision: m.Last, CompactRevision: resp.CompactRevision, Hash: resp.Hash}
+		} else {
+			f.o.Log.Warn("HashKV for a journal segment; the next one carries it", "member", f.o.Member,
+				"revision", m.Last, "err", err)
+		}
+	}
+	key := journal.Key(f.o.Prefix, m.First, m.Last)
+	err = f.o.Bucket.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()), destination.PutOptions{
+		ContentType: backupformat.ContentType, Metadata: m.Map(), IfAbsent: true})
+	if err != nil && !errors.Is(err, destination.ErrObjectExists) {
+		return fmt.Errorf("put segment %s: %w", key, err)
+	}
+	if m.Hash != nil {
+		f.hashed = time.Now()
+	}
+	f.o.Metrics.segments.WithLabelValues("ok").Inc()
+	f.o.Metrics.segmentBytes.Add(float64(buf.Len()))
+	return nil
+}

@@ -8,7 +8,7 @@ CACHE ?= $(HOME)/.cache/etcdbackup
 BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
-SERVICES := scheduler snapshotter uploader pruner restorer console
+SERVICES := scheduler snapshotter uploader pruner restorer journal console
 MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats $(BIN)/promtool
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen

@@ -10,6 +10,19 @@ import (
 // --trigger-min-interval. An annotation, so it survives any CRD schema.
 const AnnotationLastManualBackup = "etcdbackup.k8c.io/last-manual-backup"
 
+// AnnotationContinuous turns continuous backup of an EtcdBackupConfig on ("on") or off
+// ("off"); absent, the journal's --continuous-default decides. A continuous config's etcd is
+// journaled revision by revision between its full backups, and can be restored to any point
+// of its restorable window (docs/restore.md). It needs a schedule: full backups anchor the
+// journal.
+const AnnotationContinuous = "etcdbackup.k8c.io/continuous"
+
+// Values of AnnotationContinuous.
+const (
+	ContinuousOn  = "on"
+	ContinuousOff = "off"
+)
+
 // DefaultKeep is how many completed backups are kept when spec.keep is unset.
 const DefaultKeep = 20
 
@@ -40,6 +53,13 @@ const (
 	// backup went (restorer): True, DrillPassed; False, DrillFailed; Unknown, DrillNotRun or
 	// InvalidDrillSchedule. LastHeartbeatTime is when the last drill ran.
 	ConditionBackupRestorable = "BackupRestorable"
+	// ConditionContinuousBackup says, on a continuous config, the window it can be restored
+	// to any point of (journal): True, Restorable; False, NotRestorable (no full backup
+	// anchors the journal yet, or the journal failed). LastHeartbeatTime is when the journal
+	// last looked.
+	ConditionContinuousBackup = "ContinuousBackup"
+	ReasonRestorable          = "Restorable"
+	ReasonNotRestorable       = "NotRestorable"
 
 	ReasonScheduled       = "Scheduled"
 	ReasonOneTimeBackup   = "OneTimeBackup"

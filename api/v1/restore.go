@@ -22,6 +22,12 @@ const (
 // status, so a restore runs the same under either schema (see EffectiveStatus).
 const AnnotationRestoreStatus = "etcdbackup.k8c.io/restore-status"
 
+// AnnotationRestoreTo on an EtcdRestore asks for a point-in-time restore of a continuous
+// config: "<RFC 3339 time>" or "revision:<n>". spec.backupName names the config (any of its
+// backups, or the config's own name); the restorer picks the newest full backup at or before
+// the target and replays the journal up to it (docs/restore.md).
+const AnnotationRestoreTo = "etcdbackup.k8c.io/restore-to"
+
 // AnnotationDecryptionSecret on an EtcdRestore names a Secret in the cluster's namespace whose
 // key "identity" holds the age identities an encrypted backup is decrypted with (KKP's
 // EtcdRestore has no field for it); without it the destination's decryptionSecret is used.

@@ -462,6 +462,9 @@ func (e *Env) serviceArgs(ctx context.Context, kind string, port int) (args []st
 	case "scheduler":
 		// Backups as often as every 2s (the tests' schedules), not the deploy's 10 minutes.
 		args = append(args, "--min-interval="+MinInterval.String())
+	case "journal":
+		// Segments every second and the window's condition every 2 s: the tests' pace.
+		args = append(args, "--segment-interval=1s", "--status-interval=2s", "--claim-interval=1s")
 	case "restorer":
 		// Drills only where a config's annotation asks for them (each restores a whole
 		// backup), in the sandbox's own directory.

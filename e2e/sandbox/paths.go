@@ -13,7 +13,7 @@ import (
 var ToolBinaries = []string{"kube-apiserver", "kubectl", "kube-controller-manager", "versitygw", "nats", "promtool"}
 
 // Services are the service binaries, built from this repository.
-var Services = []string{"scheduler", "snapshotter", "uploader", "pruner", "restorer", "console"}
+var Services = []string{"scheduler", "snapshotter", "uploader", "pruner", "restorer", "journal", "console"}
 
 // RestoreStep is the restore step's binary (services/restorer/cmd/restore-step), built into
 // the service dir beside the services; the test kubelet runs it in front of etcd.

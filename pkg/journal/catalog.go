@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"filippo.io/age"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
@@ -53,6 +54,8 @@ type Backup struct {
 	Key string
 	// Revision is the revision the snapshot holds at least (its metadata's).
 	Revision int64
+	// Stored is when the backup was stored: its snapshot was taken before.
+	Stored time.Time
 }
 
 // Backups lists the config's full backups directly under prefix, in key order (the order of
@@ -65,12 +68,12 @@ func Backups(ctx context.Context, b destination.Bucket, prefix string) ([]Backup
 	}
 	out := make([]Backup, 0, len(keys))
 	for _, k := range keys {
-		rev, err := recordedRevision(ctx, b, k)
+		bk, err := record(ctx, b, k)
 		if err != nil {
 			return nil, err
 		}
-		if rev > 0 {
-			out = append(out, Backup{Key: k, Revision: rev})
+		if bk.Revision > 0 {
+			out = append(out, bk)
 		}
 	}
 	return out, nil
@@ -83,9 +86,9 @@ func NewestBackupRevision(ctx context.Context, b destination.Bucket, prefix stri
 		return 0, err
 	}
 	for i := len(keys) - 1; i >= 0; i-- {
-		rev, err := recordedRevision(ctx, b, keys[i])
-		if err != nil || rev > 0 {
-			return rev, err
+		bk, err := record(ctx, b, keys[i])
+		if err != nil || bk.Revision > 0 {
+			return bk.Revision, err
 		}
 	}
 	return 0, nil
@@ -106,17 +109,17 @@ func backupKeys(ctx context.Context, b destination.Bucket, prefix string) ([]str
 	return keys, nil
 }
 
-// recordedRevision is the revision a backup's metadata records (0: none, or a record it cannot read).
-func recordedRevision(ctx context.Context, b destination.Bucket, key string) (int64, error) {
+// record is a backup as its metadata records it (Revision 0: none, or a record it cannot read).
+func record(ctx context.Context, b destination.Bucket, key string) (Backup, error) {
 	st, err := b.Stat(ctx, key)
 	if err != nil {
-		return 0, fmt.Errorf("stat backup %s: %w", key, err)
+		return Backup{}, fmt.Errorf("stat backup %s: %w", key, err)
 	}
-	m, err := backupformat.ParseMeta(st.Metadata)
-	if err != nil {
-		return 0, nil //nolint:nilerr // an unreadable record anchors nothing; the restore reports it
+	bk := Backup{Key: key, Stored: st.LastModified}
+	if m, err := backupformat.ParseMeta(st.Metadata); err == nil {
+		bk.Revision = m.Revision
 	}
-	return m.Revision, nil
+	return bk, nil
 }
 
 // Fetch reads the segment at key and proves it against its record (Read).

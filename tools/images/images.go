@@ -42,6 +42,7 @@ var Services = map[string][]Program{
 	"uploader":    {{"uploader", "services/uploader", "."}},
 	"pruner":      {{"pruner", "services/pruner", "."}},
 	"restorer":    {{"restorer", "services/restorer", "."}, {"restore-step", "services/restorer", "./cmd/restore-step"}},
+	"journal":     {{"journal", "services/journal", "."}},
 	"console":     {{"console", "services/console", "."}},
 }
 

@@ -20,6 +20,7 @@ import (
 func (r *Reconciler) cleanup(ctx context.Context, rs *kubermaticv1.EtcdRestore) {
 	r.deleteOwned(ctx, rs, &corev1.ConfigMap{})
 	r.deleteOwned(ctx, rs, &corev1.Secret{})
+	r.deletePointInTime(ctx, rs)
 }
 
 // deleteOwned deletes this restore's object of obj's kind (named SavedName), only if this

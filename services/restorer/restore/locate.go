@@ -23,12 +23,13 @@ type Backup struct {
 // is the restore's own, else that of the config the name belongs to, else the default.
 func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRestore) (Backup, error) {
 	name := restore.Spec.BackupName
-	config, ok := ConfigOf(name)
+	config, ok := configOf(restore)
 	if !ok {
 		return Backup{}, fmt.Errorf("%w: %q is not a backup name (<config>-%s)", ErrBackupNotFound, name,
 			backupname.TimeLayout)
 	}
-	b := Backup{Destination: restore.Spec.Destination, ObjectKey: objectKey(restore, config)}
+	key, _ := ObjectKeyOf(restore)
+	b := Backup{Destination: restore.Spec.Destination, ObjectKey: key}
 	if b.Destination == "" {
 		var cfg kubermaticv1.EtcdBackupConfig
 		err := r.Get(ctx, types.NamespacedName{Namespace: restore.Namespace, Name: config}, &cfg)
@@ -40,13 +41,27 @@ func Locate(ctx context.Context, r client.Reader, restore *kubermaticv1.EtcdRest
 	return b, nil
 }
 
-// ObjectKeyOf is the key of the backup restore's spec names, derived from the spec alone.
+// ObjectKeyOf is the key of the backup restore's spec names, derived from the spec alone; for
+// a point-in-time restore (AnnotationRestoreTo), the key of the database built for it.
 func ObjectKeyOf(restore *kubermaticv1.EtcdRestore) (string, bool) {
-	config, ok := ConfigOf(restore.Spec.BackupName)
+	config, ok := configOf(restore)
 	if !ok {
 		return "", false
 	}
+	if _, pit := restore.Annotations[kubermaticv1.AnnotationRestoreTo]; pit {
+		return PointInTimeKey(backupname.Prefix(restore.Spec.Cluster.Name, restore.Namespace, config), restore), true
+	}
 	return objectKey(restore, config), true
+}
+
+// configOf is the config whose backup restore names; a point-in-time restore may name the
+// config itself.
+func configOf(restore *kubermaticv1.EtcdRestore) (string, bool) {
+	config, ok := ConfigOf(restore.Spec.BackupName)
+	if !ok && restore.Annotations[kubermaticv1.AnnotationRestoreTo] != "" && restore.Spec.BackupName != "" {
+		return restore.Spec.BackupName, true
+	}
+	return config, ok
 }
 
 func objectKey(restore *kubermaticv1.EtcdRestore, config string) string {

@@ -13,6 +13,7 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
 	"github.com/etcd-backup/etcdbackup/services/restorer/member"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +44,11 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	msg := fmt.Sprintf("backup %s verified in %s (%d bytes stored, %d bytes of snapshot, sha256 %s); cluster %s paused",
 		rs.Spec.BackupName, took.Round(time.Millisecond), v.Size, v.SnapshotSize, v.SHA256, cluster.Name)
+	if p := t.pit; p != nil {
+		msg = fmt.Sprintf("point-in-time database at revision %d built in %s from %s and %d journal segments, %d "+
+			"HashKV of the source reproduced (%d bytes of snapshot, sha256 %s); cluster %s paused", p.Revision,
+			took.Round(time.Millisecond), p.Anchor, p.Segments, p.Hashes, v.SnapshotSize, v.SHA256, cluster.Name)
+	}
 	return ctrl.Result{RequeueAfter: r.Opts.Poll}, r.setPhase(ctx, rs, kubermaticv1.RestorePhaseStarted,
 		corev1.EventTypeNormal, "Started", msg,
 		func(s *kubermaticv1.EtcdRestoreStatus) {
@@ -111,6 +117,8 @@ func (r *Reconciler) lock(ctx context.Context,
 // target is the backup a restore restores, as far as it is known: for its messages.
 type target struct {
 	backup, destination, bucket, key string
+	// pit is the point-in-time database built for the restore, when it has a target.
+	pit *PointInTime
 }
 
 // NoStatefulSetError: the cluster's namespace has no etcd StatefulSet to rebuild.
@@ -151,8 +159,14 @@ func (r *Reconciler) verify(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 		return t, member.Verified{}, err
 	}
 	vctx, cancel := context.WithTimeout(ctx, r.Opts.Timeout)
+	defer cancel()
+	if to, ok := rs.Annotations[kubermaticv1.AnnotationRestoreTo]; ok {
+		if t.pit, err = r.buildPointInTime(vctx, rs, b, ids, to); err != nil {
+			return t, member.Verified{}, err
+		}
+		t.key = t.pit.Key
+	}
 	v, err := member.Verify(vctx, b, t.key, ids.List, r.Opts.Step.MaxSnapshotSize)
-	cancel()
 	if err != nil {
 		return t, v, fmt.Errorf("verify backup: %w", err)
 	}
@@ -187,6 +201,13 @@ type refusal struct {
 // ends the restore with its reason; any other error is retried until the restore's timeout.
 var refusals = []refusal{
 	{err: ErrBackupNotFound, reason: "BackupNotFound"},
+	{err: ErrTarget, reason: "TargetNotRestorable"},
+	{err: journal.ErrCorrupt, reason: "JournalCorrupt",
+		words: "the journal of {backup} in destination {destination} failed verification ({err}); restore to a point " +
+			"before it, or from a full backup"},
+	{err: journal.ErrDiverged, reason: "JournalDiverged",
+		words: "replaying the journal of {backup} in destination {destination} did not give the source's data ({err}); " +
+			"restore from a full backup"},
 	{err: ErrIdentity, reason: ReasonDecryptionFailed},
 	{err: ErrCredentials, match: refusedKeys, reason: "CredentialsRefused"},
 	{err: ErrCredentials, reason: "CredentialsInvalid"},

@@ -139,10 +139,14 @@ func (r *Reconciler) finish(ctx context.Context, rs *kubermaticv1.EtcdRestore, c
 	took := r.sincePhase(rs)
 	r.Metrics.steps.WithLabelValues("rebuild").Observe(took.Seconds())
 	total := r.now().Sub(rs.Status.StartTime.Time)
+	from := "from backup " + rs.Spec.BackupName
+	if to, ok := rs.Annotations[kubermaticv1.AnnotationRestoreTo]; ok {
+		from = fmt.Sprintf("to %s (point in time, from config %s's full backup and journal)", to, rs.Spec.BackupName)
+	}
 	if err := r.setPhase(ctx, rs, kubermaticv1.RestorePhaseCompleted, corev1.EventTypeNormal, "Completed", fmt.Sprintf(
-		"etcd of cluster %s restored from backup %s: %d members healthy after %s of rebuild; control plane rolled, cluster "+
+		"etcd of cluster %s restored %s: %d members healthy after %s of rebuild; control plane rolled, cluster "+
 			"unlocked and %s (%s in all)",
-		cluster.Name, rs.Spec.BackupName, want, took.Round(time.Millisecond), pauseWord(cluster),
+		cluster.Name, from, want, took.Round(time.Millisecond), pauseWord(cluster),
 		total.Round(time.Millisecond)), func(s *kubermaticv1.EtcdRestoreStatus) {
 		s.RestoreTime = metav1.NewTime(r.now())
 		s.Progress = fmt.Sprintf("done: members restored %d/%d", want, want)

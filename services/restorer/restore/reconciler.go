@@ -42,6 +42,9 @@ type Options struct {
 	Timeout time.Duration
 	// Poll is how often teardown and rebuild are looked at while waiting.
 	Poll time.Duration
+	// WorkDir is where a point-in-time restore builds its database ("": the system's
+	// temporary directory); it needs twice the database's size.
+	WorkDir string
 }
 
 // PodLogs returns the last lines of a container's log.

@@ -1,0 +1,211 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// revisionKVs is every key at rev with what etcd says of it (value, revisions, version, lease).
+func revisionKVs(t *testing.T, ctx context.Context, cli *clientv3.Client, rev int64) []string {
+	t.Helper()
+	resp, err := cli.Get(ctx, "\x00", clientv3.WithFromKey(), clientv3.WithRev(rev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		out = append(out, fmt.Sprintf("%s=%q create=%d mod=%d version=%d lease=%x", kv.Key, kv.Value,
+			kv.CreateRevision, kv.ModRevision, kv.Version, kv.Lease))
+	}
+	return out
+}
+
+// revisionTime is when the journal received rev, read from its segment in the bucket.
+func revisionTime(t *testing.T, ctx context.Context, b destination.Bucket, prefix string, rev int64) time.Time {
+	t.Helper()
+	segs, err := journal.Segments(ctx, b, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		if s.First <= rev && rev <= s.Last {
+			_, revs, err := journal.Fetch(ctx, b, s.Key, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return revs[rev-s.First].GetTime().AsTime()
+		}
+	}
+	t.Fatalf("no segment holds revision %d", rev)
+	return time.Time{}
+}
+
+// A continuous config: the journal seals every revision into segments next to the full
+// backup; a whole prefix is deleted; a restore to the time just before the deletion (the time
+// the journal recorded for the revision before it) rebuilds etcd with every key exactly as
+// etcd held it at that revision (values, create and mod revisions, versions, leases), and
+// etcd's HashKV at that revision equals the source's. A target outside the window fails first,
+// with the window in the message, and touches nothing.
+func TestPointInTimeRestoreBringsBackADeletedPrefix(t *testing.T) {
+	ctx := testContext(t, 6*time.Minute)
+	dumpLogsOnFailure(t)
+	const cluster = "pitr"
+	k, cli := startEtcdCluster(t, ctx, cluster, nil)
+	for i := range 100 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/keep/k%03d", i), "v0"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctx, fmt.Sprintf("/registry/doomed/d%03d", i), "d0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := newConfig(t, ctx, cluster, "pitr", "@every 1h", sandbox.Destination, 5)
+	patched := cfg.DeepCopy()
+	patched.Annotations = map[string]string{kubermaticv1.AnnotationContinuous: kubermaticv1.ContinuousOn}
+	if err := env.Client.Patch(ctx, patched, client.MergeFrom(cfg)); err != nil {
+		t.Fatal(err)
+	}
+	reply := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name)
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the full backup",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return slices.ContainsFunc(entries(c, kubermaticv1.PhaseCompleted), func(b kubermaticv1.BackupStatus) bool {
+				return b.BackupName == reply.GetBackupName()
+			})
+		})
+	// Writes after the full backup, with leases, as kube-apiserver's events have.
+	lease, err := cli.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		key := fmt.Sprintf("/registry/keep/k%03d", i%100)
+		opts := []clientv3.OpOption{}
+		if i%10 == 0 {
+			key, opts = fmt.Sprintf("/registry/events/e%03d", i), []clientv3.OpOption{clientv3.WithLease(lease.ID)}
+		}
+		if _, err := cli.Put(ctx, key, fmt.Sprintf("v%d", i+1), opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := cli.Get(ctx, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := before.Header.Revision
+	want := revisionKVs(t, ctx, cli, target)
+	wantHash, err := cli.HashKV(ctx, k.ClientURLs()[0], target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := destination.OpenS3(env.S3.Host, false, env.S3.AccessKey, env.S3.SecretKey, sandbox.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := backupname.Prefix(cluster, cfg.Namespace, cfg.Name)
+	sealedTo := func(rev int64) {
+		t.Helper()
+		err := sandbox.Poll(ctx, 60*time.Second, 200*time.Millisecond, func() (bool, error) {
+			last, err := journal.LastSealed(ctx, b, prefix)
+			return last >= rev, fmt.Errorf("segments up to revision %d (%w), want %d", last, err, rev)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The deletion comes after the target is sealed: a later watch response, a later time.
+	sealedTo(target)
+	if _, err := cli.Delete(ctx, "/registry/doomed/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, "/registry/keep/after", "x"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := cli.Get(ctx, "probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedTo(after.Header.Revision)
+	at := revisionTime(t, ctx, b, prefix, target)
+	if next := revisionTime(t, ctx, b, prefix, target+1); !next.After(at) {
+		t.Fatalf("the deletion at %s is not after the target's %s", next, at)
+	}
+	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 30*time.Second, "a restorable window up to the deletion",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			cond := c.Status.Condition(kubermaticv1.ConditionContinuousBackup)
+			return cond != nil && cond.Status == "True" && strings.Contains(cond.Message,
+				fmt.Sprintf(" to %d)", after.Header.Revision))
+		})
+
+	outside := newRestore(t, ctx, cluster, "pitr-outside", reply.GetBackupName(), func(rs *kubermaticv1.EtcdRestore) {
+		rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreTo: "revision:99999999"}
+	})
+	failed := waitRestore(t, ctx, outside, time.Minute, kubermaticv1.RestorePhaseFailed,
+		kubermaticv1.RestorePhaseCompleted)
+	if failed.Status.Phase != kubermaticv1.RestorePhaseFailed ||
+		!strings.Contains(failed.Status.Message, "restorable from") {
+		t.Fatalf("a restore beyond the journal ended %s: %s", failed.Status.Phase, failed.Status.Message)
+	}
+	if got, err := cli.Get(ctx, "/registry/keep/after"); err != nil || len(got.Kvs) != 1 {
+		t.Fatalf("the refused restore touched etcd: %v %v", got, err)
+	}
+
+	rs := newRestore(t, ctx, cluster, "pitr", reply.GetBackupName(), func(rs *kubermaticv1.EtcdRestore) {
+		rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreTo: at.Format(time.RFC3339Nano)}
+	})
+	done := completed(t, ctx, rs, fmt.Sprintf("the point-in-time restore (kubelet: %v)", k.Err()))
+	t.Logf("restore: %s", done.Status.Message)
+	if !strings.Contains(done.Status.Message, "restored to "+at.Format(time.RFC3339Nano)) {
+		t.Errorf("the restore's message does not name its point in time %s: %s", at.Format(time.RFC3339Nano),
+			done.Status.Message)
+	}
+	// It was built at exactly the target's revision and proven by the journal's hashes on the way.
+	started := waitEventIn(t, ctx, env.Client, rs.Namespace, rs.Name, "Normal", "Started")
+	if !strings.Contains(started.Note, fmt.Sprintf("database at revision %d built", target)) ||
+		strings.Contains(started.Note, " 0 HashKV") {
+		t.Errorf("the restore's Started event: %s; want the database at revision %d, with HashKV reproduced",
+			started.Note, target)
+	}
+	// The database built for the restore was the restore's, not a backup: it is gone.
+	if _, err := b.Stat(ctx, done.Status.ObjectKey); !errors.Is(err, destination.ErrObjectNotFound) ||
+		!strings.Contains(done.Status.ObjectKey, "/pitr/") {
+		t.Errorf("the point-in-time database %s after the restore: %v", done.Status.ObjectKey, err)
+	}
+	if err := k.WaitMembers(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	restored := etcdClient(t, k)
+	got := revisionKVs(t, ctx, restored, 0)
+	if !slices.Equal(got, want) {
+		t.Fatalf("restored etcd holds %d keys, want %d as at revision %d; first difference: %s", len(got), len(want),
+			target, firstDifference(got, want))
+	}
+	gotHash, err := restored.HashKV(ctx, k.ClientURLs()[0], target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotHash.Hash != wantHash.Hash {
+		t.Fatalf("HashKV at %d after the restore is %d, the source's was %d", target, gotHash.Hash, wantHash.Hash)
+	}
+}
+
+func firstDifference(a, b []string) string {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return fmt.Sprintf("%q vs %q", a[i], b[i])
+		}
+	}
+	return fmt.Sprintf("lengths %d and %d", len(a), len(b))
+}

@@ -1,0 +1,117 @@
+package journal
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+)
+
+// Window is a span a config can be restored to any revision of: a full backup (Anchor), then
+// consecutive segments up to To.
+type Window struct {
+	// Anchor is the oldest full backup the window starts from.
+	Anchor Backup
+	// FromRevision is the anchor's recorded revision; ToRevision the last revision sealed.
+	FromRevision, ToRevision int64
+	// From is when the anchor was stored (its snapshot was taken before); To is when the
+	// journal received the window's last revision.
+	From, To time.Time
+	// Segments are the window's segments, in order.
+	Segments []Segment
+}
+
+func (w Window) String() string {
+	return fmt.Sprintf("from %s to %s (revisions %d to %d)", w.From.UTC().Format(time.RFC3339),
+		w.To.UTC().Format(time.RFC3339), w.FromRevision, w.ToRevision)
+}
+
+// Windows lists the config's restorable windows, oldest first: each run of consecutive
+// segments that a full backup anchors (its recorded revision inside the run, or just before
+// it), from its oldest anchor.
+func Windows(ctx context.Context, b destination.Bucket, prefix string) ([]Window, error) {
+	segs, err := Segments(ctx, b, prefix)
+	if err != nil {
+		return nil, err
+	}
+	backups, err := Backups(ctx, b, prefix)
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(backups, func(i, j int) bool { return backups[i].Revision < backups[j].Revision })
+	var out []Window
+	for _, run := range runs(segs) {
+		first, last := run[0].First, run[len(run)-1].Last
+		i := sort.Search(len(backups), func(i int) bool { return backups[i].Revision >= first-1 })
+		if i == len(backups) || backups[i].Revision > last {
+			continue
+		}
+		w := Window{Anchor: backups[i], FromRevision: backups[i].Revision, ToRevision: last}
+		for _, s := range run {
+			if s.Last > w.FromRevision {
+				w.Segments = append(w.Segments, s)
+			}
+		}
+		if len(w.Segments) == 0 {
+			continue
+		}
+		lastMeta, err := stat(ctx, b, w.Segments[len(w.Segments)-1].Key)
+		if err != nil {
+			return nil, err
+		}
+		w.From, w.To = w.Anchor.Stored, lastMeta.LastTime
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// Describe says what windows say, for a condition or an error: "restorable from … to …".
+func Describe(ws []Window) string {
+	if len(ws) == 0 {
+		return "not restorable to a point in time: no full backup anchors the journal yet"
+	}
+	parts := make([]string, len(ws))
+	for i, w := range ws {
+		parts[i] = w.String()
+	}
+	return "restorable " + strings.Join(parts, "; ")
+}
+
+// runs splits segments (in key order) into runs of consecutive revisions. Segments that
+// overlap (sealed twice by racing replicas) are skipped.
+func runs(segs []Segment) [][]Segment {
+	var out [][]Segment
+	var cur []Segment
+	for _, s := range segs {
+		switch {
+		case len(cur) == 0:
+			cur = []Segment{s}
+		case s.First == cur[len(cur)-1].Last+1:
+			cur = append(cur, s)
+		case s.First <= cur[len(cur)-1].Last:
+			continue
+		default:
+			out = append(out, cur)
+			cur = []Segment{s}
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+func stat(ctx context.Context, b destination.Bucket, key string) (Meta, error) {
+	info, err := b.Stat(ctx, key)
+	if err != nil {
+		return Meta{}, fmt.Errorf("stat segment %s: %w", key, err)
+	}
+	m, err := ParseMeta(info.Metadata)
+	if err != nil {
+		return Meta{}, fmt.Errorf("segment %s: %w", key, err)
+	}
+	return m, nil
+}

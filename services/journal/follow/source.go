@@ -1,0 +1,208 @@
+package follow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/endpoints"
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ktypes "k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Destinations resolves a config's destination, its bucket and what it encrypts to.
+type Destinations interface {
+	Lookup(ctx context.Context, name string) (destination.Destination, error)
+	Bucket(ctx context.Context, d destination.Destination) (destination.Bucket, error)
+	Encryption(ctx context.Context, d destination.Destination) (backupformat.Encryption, error)
+}
+
+// Source makes a config's journal from what the Kubernetes API says of it: its cluster's etcd
+// (in the cluster's own namespace only), its destination, and the condition that shows its
+// restorable window.
+type Source struct {
+	// Client reads Clusters and Secrets, and patches the config's condition.
+	Client       client.Client
+	Destinations Destinations
+	JS           jetstream.JetStream
+	NC           *nats.Conn
+	Events       events.EventRecorder
+	// Template holds the intervals and sizes every config's journal shares.
+	Template       Options
+	MemberTimeout  time.Duration
+	StatusInterval time.Duration
+	Log            *slog.Logger
+	Metrics        *Metrics
+}
+
+// Follow journals cfg while ctx lasts (claim.Follower), and keeps its ContinuousBackup
+// condition up to date.
+func (s *Source) Follow(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) error {
+	o, closeEtcd, err := s.options(ctx, cfg)
+	if err != nil {
+		s.condition(ctx, cfg, corev1.ConditionFalse, kubermaticv1.ReasonNotRestorable, "journal: "+err.Error())
+		return err
+	}
+	defer closeEtcd()
+	defer s.Metrics.Forget(cfg.Namespace, string(cfg.UID))
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.report(fctx, cfg, o.Bucket, o.Prefix)
+	return Follow(fctx, o)
+}
+
+func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Options, func(), error) {
+	var cluster kubermaticv1.Cluster
+	if err := s.Client.Get(ctx, ktypes.NamespacedName{Name: cfg.Spec.Cluster.Name}, &cluster); err != nil {
+		return Options{}, nil, fmt.Errorf("cluster %q: %w", cfg.Spec.Cluster.Name, err)
+	}
+	// etcd's endpoints and certificates come from the cluster's own namespace: a config in
+	// another namespace gets nothing of it.
+	if ns := cluster.NamespaceName(); ns != cfg.Namespace {
+		return Options{}, nil, fmt.Errorf("%s: the config is in namespace %q, cluster %q lives in %q",
+			kubermaticv1.ReasonClusterNamespaceMismatch, cfg.Namespace, cluster.Name, ns)
+	}
+	// A restore rebuilds etcd from another revision: the journal waits for it to end.
+	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+		return Options{}, nil, fmt.Errorf("%s: cluster %s is being restored by EtcdRestore %s",
+			kubermaticv1.ReasonClusterRestoring, cluster.Name, holder)
+	}
+	dest, err := s.Destinations.Lookup(ctx, cfg.Spec.Destination)
+	if err != nil {
+		return Options{}, nil, err
+	}
+	bucket, err := s.Destinations.Bucket(ctx, dest)
+	if err != nil {
+		return Options{}, nil, err
+	}
+	seal, err := s.Destinations.Encryption(ctx, dest)
+	if err != nil {
+		return Options{}, nil, err
+	}
+	target, err := endpoints.Resolve(ctx, s.Client, &cluster, cluster.NamespaceName())
+	if err != nil {
+		return Options{}, nil, err
+	}
+	cli, member, err := s.member(ctx, target)
+	if err != nil {
+		return Options{}, nil, err
+	}
+	o := s.Template
+	o.JS, o.Bucket, o.Seal, o.Etcd, o.Member = s.JS, bucket, seal, cli, member
+	o.Prefix = backupname.Prefix(cluster.Name, cfg.Namespace, cfg.Name)
+	o.Namespace, o.ConfigUID = cfg.Namespace, string(cfg.UID)
+	o.Log, o.Metrics = s.Log, s.Metrics
+	o.FullBackup = func(ctx context.Context, reason string) error { return s.fullBackup(ctx, cfg, reason) }
+	return o, func() { _ = cli.Close() }, nil
+}
+
+// member returns a client of the first member that answers, bound to it: the watch and the
+// hashes come from one member.
+func (s *Source) member(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, error) {
+	var errs []string
+	for _, ep := range t.Endpoints {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: t.TLS, DialTimeout: s.MemberTimeout,
+			DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: s.MemberTimeout, Logger: zap.NewNop()})
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, s.MemberTimeout)
+		st, err := cli.Status(sctx, ep)
+		cancel()
+		if err == nil && len(st.Errors) == 0 {
+			return cli, ep, nil
+		}
+		if err == nil {
+			err = errors.New(strings.Join(st.Errors, "; "))
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
+		_ = cli.Close()
+	}
+	return nil, "", fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
+}
+
+// fullBackup asks the scheduler for a backup of cfg now, through the manual trigger.
+func (s *Source) fullBackup(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, reason string) error {
+	data, ct, err := bus.Encode(&etcdbackupv1.TriggerBackupRequest{Namespace: cfg.Namespace, Config: cfg.Name}, false)
+	if err != nil {
+		return err
+	}
+	req := nats.NewMsg(bus.SubjectTriggerBackup)
+	req.Data = data
+	req.Header.Set(bus.HeaderContentType, ct)
+	msg, err := s.NC.RequestMsgWithContext(ctx, req)
+	if err != nil {
+		return fmt.Errorf("trigger a full backup: %w", err)
+	}
+	reply := &etcdbackupv1.TriggerBackupReply{}
+	if err := bus.Decode(msg.Data, msg.Header.Get(bus.HeaderContentType), reply); err != nil {
+		return err
+	}
+	if reply.GetError() != "" {
+		return fmt.Errorf("trigger a full backup: %s", reply.GetError())
+	}
+	s.Log.Info("full backup asked for", "config", cfg.Namespace+"/"+cfg.Name, "backup", reply.GetBackupName(),
+		"reason", reason)
+	if s.Events != nil {
+		s.Events.Eventf(cfg, nil, corev1.EventTypeNormal, "FullBackupRequested", "Journal", "%s: backup %s", reason,
+			reply.GetBackupName())
+	}
+	return nil
+}
+
+// report writes the config's ContinuousBackup condition every StatusInterval.
+func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b destination.Bucket, prefix string) {
+	t := time.NewTicker(s.StatusInterval)
+	defer t.Stop()
+	for {
+		ws, err := journal.Windows(ctx, b, prefix)
+		switch {
+		case err != nil:
+			s.Log.Warn("list the journal's windows", "config", cfg.Namespace+"/"+cfg.Name, "err", err)
+		case len(ws) == 0:
+			s.condition(ctx, cfg, corev1.ConditionFalse, kubermaticv1.ReasonNotRestorable, journal.Describe(ws))
+		default:
+			s.condition(ctx, cfg, corev1.ConditionTrue, kubermaticv1.ReasonRestorable, journal.Describe(ws))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// condition sets the ContinuousBackup condition (a merge patch of it alone).
+func (s *Source) condition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, status corev1.ConditionStatus,
+	reason, msg string) {
+	var cur kubermaticv1.EtcdBackupConfig
+	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err != nil || cur.UID != cfg.UID {
+		return
+	}
+	patched := cur.DeepCopy()
+	if !patched.Status.SetCondition(kubermaticv1.ConditionContinuousBackup, status, reason, msg, metav1.Now()) {
+		return
+	}
+	if err := s.Client.Status().Patch(ctx, patched, client.MergeFrom(&cur)); err != nil && ctx.Err() == nil {
+		s.Log.Warn("set condition", "condition", kubermaticv1.ConditionContinuousBackup,
+			"config", cfg.Namespace+"/"+cfg.Name, "err", err)
+	}
+}

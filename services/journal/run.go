@@ -1,0 +1,39 @@
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/service"
+	"github.com/etcd-backup/etcdbackup/services/journal/claim"
+	"github.com/etcd-backup/etcdbackup/services/journal/follow"
+)
+
+func run(ctx context.Context, args []string) error {
+	cfg, err := parseConfig(args)
+	if err != nil {
+		return err
+	}
+	rt, err := service.Connect(ctx, cfg.Common, bus.IdentityJournal, service.WithManager())
+	if err != nil {
+		return err
+	}
+	defer rt.Close()
+	leases, err := bus.OpenJournalLeases(ctx, rt.JS)
+	if err != nil {
+		return err
+	}
+	holder, _ := os.Hostname()
+	// Clusters and Secrets are read uncached (rt.Kube); the configs come from the cache.
+	src := &follow.Source{
+		Client: rt.Kube, Destinations: rt.Destinations(rt.Kube), JS: rt.JS, NC: rt.NC, Events: rt.Events,
+		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, SegmentBytes: cfg.SegmentMiB << 20,
+			HashEvery: cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions},
+		MemberTimeout: cfg.MemberTimeout, StatusInterval: cfg.StatusInterval, Log: rt.Log,
+		Metrics: follow.NewMetrics(rt.Endpoint.Registry()),
+	}
+	c := &claim.Claimer{Reader: rt.Manager.GetClient(), Leases: leases, Holder: holder, Interval: cfg.ClaimInterval,
+		RetryDelay: cfg.RetryDelay, ByDefault: cfg.ContinuousDefault, Follow: src.Follow, Log: rt.Log}
+	return rt.Run(ctx, c.Start)
+}

@@ -1,0 +1,273 @@
+package restore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	"github.com/etcd-backup/etcdbackup/services/restorer/member"
+)
+
+// ErrTarget: a point-in-time target that is not a time or revision, or outside every
+// restorable window. Nothing is touched.
+var ErrTarget = errors.New("point-in-time target")
+
+// Target is where a point-in-time restore goes: a revision, or the last revision the journal
+// received at or before a time.
+type Target struct {
+	Revision int64
+	Time     time.Time
+}
+
+func (t Target) String() string {
+	if t.Revision > 0 {
+		return "revision " + strconv.FormatInt(t.Revision, 10)
+	}
+	return t.Time.UTC().Format(time.RFC3339Nano)
+}
+
+// ParseTarget reads AnnotationRestoreTo.
+func ParseTarget(s string) (Target, error) {
+	if n, ok := strings.CutPrefix(s, "revision:"); ok {
+		rev, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || rev < 1 {
+			return Target{}, fmt.Errorf("%w: %q is not revision:<n> with n a positive integer", ErrTarget, s)
+		}
+		return Target{Revision: rev}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return Target{}, fmt.Errorf("%w: %q is neither an RFC 3339 time (2026-12-05T14:03:11Z) nor revision:<n>",
+			ErrTarget, s)
+	}
+	return Target{Time: t}, nil
+}
+
+// in says whether the target falls in w.
+func (t Target) in(w journal.Window) bool {
+	if t.Revision > 0 {
+		return t.Revision >= w.FromRevision && t.Revision <= w.ToRevision
+	}
+	return !t.Time.Before(w.From) && !t.Time.After(w.To)
+}
+
+// PointInTime is a database built for a target and stored for the restore.
+type PointInTime struct {
+	// Key is where it is stored; Anchor the full backup it was built from.
+	Key, Anchor string
+	// Revision is the database's; Hashes how many of the journal's HashKVs it reproduced.
+	Revision int64
+	Hashes   int
+	Segments int
+}
+
+// PointInTimeKey is where a restore's database is stored: under the config's prefix, in a
+// folder retention does not read, with a name no backup has.
+func PointInTimeKey(prefix string, rs *kubermaticv1.EtcdRestore) string {
+	return prefix + "pitr/" + rs.Name + "-" + string(rs.UID) + ".pitr" + backupformat.Suffix
+}
+
+// pointInTime builds the database of rs's target from the config's newest full backup at or
+// before it and the journal after that backup, checks it (its revision is the target's, and
+// every HashKV the journal recorded on the way is reproduced), and stores it in b, sealed to
+// ids' recipients, for the member pods to restore like a backup. Nothing of the cluster is
+// touched; a target outside every window fails with the windows in the message.
+func (r *Reconciler) pointInTime(ctx context.Context, rs *kubermaticv1.EtcdRestore, b destination.Bucket,
+	ids backupformat.Identities, target Target) (PointInTime, error) {
+	config, _ := configOf(rs)
+	prefix := backupname.Prefix(rs.Spec.Cluster.Name, rs.Namespace, config)
+	windows, err := journal.Windows(ctx, b, prefix)
+	if err != nil {
+		return PointInTime{}, err
+	}
+	var w *journal.Window
+	for i := range windows {
+		if target.in(windows[i]) {
+			w = &windows[i]
+		}
+	}
+	if w == nil {
+		return PointInTime{}, fmt.Errorf("%w: %s is outside what config %s can be restored to: %s", ErrTarget, target,
+			config, journal.Describe(windows))
+	}
+	anchor := newestAnchor(ctx, b, prefix, *w, target)
+	dir, err := os.MkdirTemp(r.Opts.WorkDir, "pitr-")
+	if err != nil {
+		return PointInTime{}, err
+	}
+	defer os.RemoveAll(dir)
+	db := filepath.Join(dir, "db")
+	info, err := b.Stat(ctx, anchor.Key)
+	if err != nil {
+		return PointInTime{}, fmt.Errorf("full backup %s: %w", anchor.Key, err)
+	}
+	recorded, err := backupformat.ParseMeta(info.Metadata)
+	if err != nil {
+		return PointInTime{}, fmt.Errorf("full backup %s: %w", anchor.Key, err)
+	}
+	if err := member.Fetch(ctx, b, anchor.Key, recorded.SHA256, ids.List, db, nil,
+		r.Opts.Step.MaxSnapshotSize); err != nil {
+		return PointInTime{}, fmt.Errorf("full backup %s: %w", anchor.Key, err)
+	}
+	out := PointInTime{Key: PointInTimeKey(prefix, rs), Anchor: anchor.Key}
+	// A point-in-time database built by an earlier attempt is built again: the journal may
+	// have grown since, and the object must be this attempt's.
+	if err := b.Delete(ctx, out.Key); err != nil {
+		return PointInTime{}, err
+	}
+	if err := journal.StripHash(db); err != nil {
+		return PointInTime{}, err
+	}
+	replay, err := journal.OpenReplay(db)
+	if err != nil {
+		return PointInTime{}, err
+	}
+	defer replay.Close()
+	if err := replayTo(ctx, b, replay, *w, target, ids.List, &out); err != nil {
+		return PointInTime{}, err
+	}
+	if target.Revision > 0 && replay.Revision() != target.Revision {
+		return PointInTime{}, fmt.Errorf("%w: the replay reached revision %d, not %d", journal.ErrDiverged,
+			replay.Revision(), target.Revision)
+	}
+	out.Revision = replay.Revision()
+	return out, r.storePointInTime(ctx, b, replay, ids, out, rs)
+}
+
+// newestAnchor is the newest full backup of w at or before target (w's own anchor at least).
+func newestAnchor(ctx context.Context, b destination.Bucket, prefix string, w journal.Window,
+	target Target) journal.Backup {
+	best := w.Anchor
+	backups, err := journal.Backups(ctx, b, prefix)
+	if err != nil {
+		return best
+	}
+	for _, bk := range backups {
+		if bk.Revision <= best.Revision || bk.Revision > w.ToRevision {
+			continue
+		}
+		if (target.Revision > 0 && bk.Revision <= target.Revision) ||
+			(target.Revision == 0 && !bk.Stored.After(target.Time)) {
+			best = bk
+		}
+	}
+	return best
+}
+
+// replayTo applies w's segments after the replay's base up to target, checking each hash.
+func replayTo(ctx context.Context, b destination.Bucket, replay *journal.Replay, w journal.Window, target Target,
+	ids []age.Identity, out *PointInTime) error {
+	for _, s := range w.Segments {
+		if s.Last <= replay.Revision() {
+			continue
+		}
+		m, revs, err := journal.Fetch(ctx, b, s.Key, ids)
+		if err != nil {
+			return err
+		}
+		out.Segments++
+		for _, rev := range revs {
+			if (target.Revision > 0 && rev.GetRevision() > target.Revision) ||
+				(target.Revision == 0 && rev.GetTime().AsTime().After(target.Time)) {
+				return nil
+			}
+			if err := replay.Apply(rev); err != nil {
+				return err
+			}
+		}
+		if m.Hash != nil && m.Hash.Revision == replay.Revision() {
+			if err := replay.Check(*m.Hash); err != nil {
+				return err
+			}
+			out.Hashes++
+		}
+	}
+	return nil
+}
+
+// storePointInTime writes the replayed database as a backup (zstd, sealed to the identities'
+// recipients when the destination's backups are encrypted) at out.Key.
+func (r *Reconciler) storePointInTime(ctx context.Context, b destination.Bucket, replay *journal.Replay,
+	ids backupformat.Identities, out PointInTime, rs *kubermaticv1.EtcdRestore) error {
+	var seal backupformat.Encryption
+	for _, id := range ids.List {
+		if x, ok := id.(*age.X25519Identity); ok {
+			seal.Recipients = append(seal.Recipients, x.Recipient())
+			seal.Fingerprints = append(seal.Fingerprints, backupformat.Fingerprint(x.Recipient().String()))
+		}
+	}
+	f, err := os.CreateTemp(r.Opts.WorkDir, "pitr-*.db.zst")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	w, err := backupformat.NewSealingWriter(f, backupformat.Level, 1, seal)
+	if err != nil {
+		return err
+	}
+	size, trailer, err := replay.WriteSnapshot(w)
+	if err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	meta := w.Meta()
+	meta.SnapshotSize, meta.SnapshotSHA256, meta.Revision = size, trailer, out.Revision
+	meta.BackupName, meta.Cluster = rs.Name, rs.Spec.Cluster.Name
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	return b.Put(ctx, out.Key, f, w.Size(), destination.PutOptions{ContentType: backupformat.ContentType,
+		Metadata: meta.Map()})
+}
+
+// buildPointInTime builds rs's target's database (pointInTime), reading the target from to.
+func (r *Reconciler) buildPointInTime(ctx context.Context, rs *kubermaticv1.EtcdRestore, b destination.Bucket,
+	ids backupformat.Identities, to string) (*PointInTime, error) {
+	target, err := ParseTarget(to)
+	if err != nil {
+		return nil, err
+	}
+	r.Log.Info("building point-in-time database", "restore", Lock(rs), "target", target.String())
+	p, err := r.pointInTime(ctx, rs, b, ids, target)
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// deletePointInTime deletes the database built for a point-in-time restore, once the restore
+// ended: it is the restore's, not a backup.
+func (r *Reconciler) deletePointInTime(ctx context.Context, rs *kubermaticv1.EtcdRestore) {
+	if _, ok := rs.Annotations[kubermaticv1.AnnotationRestoreTo]; !ok || rs.Status.Destination == "" {
+		return
+	}
+	key, ok := ObjectKeyOf(rs)
+	if !ok {
+		return
+	}
+	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
+	if err == nil {
+		var b destination.Bucket
+		if b, err = r.Destinations.Bucket(ctx, dest); err == nil {
+			err = b.Delete(ctx, key)
+		}
+	}
+	if err != nil {
+		r.Log.Warn("delete the point-in-time database", "restore", Lock(rs), "key", key, "err", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +37,7 @@ func revisionKVs(t *testing.T, ctx context.Context, cli *clientv3.Client, rev in
 // revisionTime is when the journal received rev, read from its segment in the bucket.
 func revisionTime(t *testing.T, ctx context.Context, b destination.Bucket, prefix string, rev int64) time.Time {
 	t.Helper()
-	segs, err := journal.Segments(ctx, b, prefix)
+	segs, err := journal.Segments(ctx, b, journal.Timeline{Name: journal.InitialTimeline}.Dir(prefix))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func TestPointInTimeRestoreBringsBackADeletedPrefix(t *testing.T) {
 	sealedTo := func(rev int64) {
 		t.Helper()
 		err := sandbox.Poll(ctx, 60*time.Second, 200*time.Millisecond, func() (bool, error) {
-			last, err := journal.LastSealed(ctx, b, prefix)
+			last, err := journal.LastSealed(ctx, b, journal.Timeline{Name: journal.InitialTimeline}.Dir(prefix))
 			return last >= rev, fmt.Errorf("segments up to revision %d (%w), want %d", last, err, rev)
 		})
 		if err != nil {
@@ -198,6 +199,35 @@ func TestPointInTimeRestoreBringsBackADeletedPrefix(t *testing.T) {
 	}
 	if gotHash.Hash != wantHash.Hash {
 		t.Fatalf("HashKV at %d after the restore is %d, the source's was %d", target, gotHash.Hash, wantHash.Hash)
+	}
+
+	// After the restore etcd makes revisions after the target again: a new timeline, whose
+	// journal the full backup the journal asks for anchors; the old timeline's window stays.
+	var c kubermaticv1.Cluster
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: cluster}, &c); err != nil {
+		t.Fatal(err)
+	}
+	timeline := c.Annotations[kubermaticv1.AnnotationEtcdTimeline]
+	if timeline == "" {
+		t.Fatalf("the restored cluster has no annotation %s", kubermaticv1.AnnotationEtcdTimeline)
+	}
+	var ws []journal.Window
+	writes := 0
+	err = sandbox.Poll(ctx, 90*time.Second, 500*time.Millisecond, func() (bool, error) {
+		// The cluster goes on changing, as a live one does, so that the new timeline has revisions.
+		writes++
+		if _, err := restored.Put(ctx, "/registry/keep/after-restore", strconv.Itoa(writes)); err != nil {
+			return false, err
+		}
+		ws, err = journal.Windows(ctx, b, prefix)
+		return err == nil && len(ws) == 2 && ws[1].Timeline.Name == timeline && ws[1].FromRevision >= target,
+			fmt.Errorf("windows %s (%w)", journal.Describe(ws), err)
+	})
+	if err != nil {
+		t.Fatalf("no window of the new timeline %s: %v", timeline, err)
+	}
+	if ws[0].ToRevision != after.Header.Revision {
+		t.Errorf("the old timeline's window ends at %d, want %d", ws[0].ToRevision, after.Header.Revision)
 	}
 }
 

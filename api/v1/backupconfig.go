@@ -93,6 +93,7 @@ const (
 // +kubebuilder:printcolumn:name="Destination",type=string,JSONPath=`.spec.destination`
 // +kubebuilder:printcolumn:name="Last Backup",type=string,JSONPath=`.status.lastBackupName`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.lastBackupPhase`
+// +kubebuilder:printcolumn:name="Point In Time",type=string,JSONPath=`.status.conditions.ContinuousBackup.message`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type EtcdBackupConfig struct {
 	metav1.TypeMeta   `json:",inline"`

@@ -17,6 +17,11 @@ const (
 	// (cluster-scoped) because an EtcdRestore's own status may be an annotation its namespace's
 	// users can write: no phase after the verification runs without this record.
 	AnnotationRestoreVerified = "etcdbackup.k8c.io/restore-verified"
+	// AnnotationEtcdTimeline names the history the cluster's etcd is on: written by the
+	// restorer when a restore ends (the time it ended, pkg/journal.TimelineLayout), since the
+	// revisions after it repeat those of the history before with other changes. The journal
+	// keeps each timeline's segments apart. Absent: the first timeline.
+	AnnotationEtcdTimeline = "etcdbackup.k8c.io/etcd-timeline"
 	// AnnotationLastRestart rolls the control plane after a restore.
 	AnnotationLastRestart = "kubermatic.k8c.io/last-restart"
 	// AnnotationEtcdEndpoints overrides KKP's etcd naming convention for this cluster: a

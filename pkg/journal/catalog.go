@@ -20,25 +20,25 @@ type Segment struct {
 	First, Last int64
 }
 
-// Segments lists the segments of the config whose backups are under prefix, in key order
-// (revision order). Objects under the journal folder that are not segments are ignored.
-func Segments(ctx context.Context, b destination.Bucket, prefix string) ([]Segment, error) {
+// Segments lists the segments in a timeline's folder dir (Timeline.Dir), in key order
+// (revision order). Other objects there are ignored.
+func Segments(ctx context.Context, b destination.Bucket, dir string) ([]Segment, error) {
 	var out []Segment
-	err := b.List(ctx, prefix+Dir, func(o destination.ObjectInfo) error {
-		if first, last, ok := ParseKey(prefix, o.Key); ok {
+	err := b.List(ctx, dir, func(o destination.ObjectInfo) error {
+		if first, last, ok := ParseKey(dir, o.Key); ok {
 			out = append(out, Segment{Key: o.Key, First: first, Last: last})
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list journal segments under %s: %w", prefix+Dir, err)
+		return nil, fmt.Errorf("list journal segments under %s: %w", dir, err)
 	}
 	return out, nil
 }
 
-// LastSealed is the last revision a segment of the config holds (0: none).
-func LastSealed(ctx context.Context, b destination.Bucket, prefix string) (int64, error) {
-	segs, err := Segments(ctx, b, prefix)
+// LastSealed is the last revision a segment in the timeline folder dir holds (0: none).
+func LastSealed(ctx context.Context, b destination.Bucket, dir string) (int64, error) {
+	segs, err := Segments(ctx, b, dir)
 	if err != nil {
 		return 0, err
 	}
@@ -54,8 +54,9 @@ type Backup struct {
 	Key string
 	// Revision is the revision the snapshot holds at least (its metadata's).
 	Revision int64
-	// Stored is when the backup was stored: its snapshot was taken before.
-	Stored time.Time
+	// Scheduled is its slot (from its key), Stored when it was stored: its snapshot was taken
+	// between the two.
+	Scheduled, Stored time.Time
 }
 
 // Backups lists the config's full backups directly under prefix, in key order (the order of
@@ -79,19 +80,39 @@ func Backups(ctx context.Context, b destination.Bucket, prefix string) ([]Backup
 	return out, nil
 }
 
-// NewestBackupRevision is the recorded revision of the config's newest full backup (0: none).
-func NewestBackupRevision(ctx context.Context, b destination.Bucket, prefix string) (int64, error) {
+// NewestBackupRevision is the recorded revision of the config's newest full backup of timeline
+// tl, the newest timeline (0: none).
+func NewestBackupRevision(ctx context.Context, b destination.Bucket, prefix string, tl Timeline) (int64, error) {
 	keys, err := backupKeys(ctx, b, prefix)
 	if err != nil {
 		return 0, err
 	}
 	for i := len(keys) - 1; i >= 0; i-- {
 		bk, err := record(ctx, b, keys[i])
-		if err != nil || bk.Revision > 0 {
-			return bk.Revision, err
+		if err != nil {
+			return 0, err
+		}
+		if bk.Revision > 0 && tl.Holds(bk, nil) {
+			return bk.Revision, nil
+		}
+		if bk.Scheduled.Before(tl.Start) {
+			return 0, nil
 		}
 	}
 	return 0, nil
+}
+
+// scheduledLayout is a backup key's time (backupname.ObjectKey: the name's time, ':' as '-').
+const scheduledLayout = "2006-01-02T15-04-05"
+
+// scheduledOf reads the slot from a backup's key ("<prefix><config>-2021-03-02T15-24-00.db.zst").
+func scheduledOf(key string) time.Time {
+	base := strings.TrimSuffix(key, backupformat.Suffix)
+	if len(base) < len(scheduledLayout) {
+		return time.Time{}
+	}
+	t, _ := time.Parse(scheduledLayout, base[len(base)-len(scheduledLayout):])
+	return t
 }
 
 func backupKeys(ctx context.Context, b destination.Bucket, prefix string) ([]string, error) {
@@ -115,7 +136,7 @@ func record(ctx context.Context, b destination.Bucket, key string) (Backup, erro
 	if err != nil {
 		return Backup{}, fmt.Errorf("stat backup %s: %w", key, err)
 	}
-	bk := Backup{Key: key, Stored: st.LastModified}
+	bk := Backup{Key: key, Scheduled: scheduledOf(key), Stored: st.LastModified}
 	if m, err := backupformat.ParseMeta(st.Metadata); err == nil {
 		bk.Revision = m.Revision
 	}
@@ -134,8 +155,8 @@ func Fetch(ctx context.Context, b destination.Bucket, key string,
 	if err != nil {
 		return Meta{}, nil, fmt.Errorf("segment %s: %w", key, err)
 	}
-	prefix, _, _ := strings.Cut(key, Dir)
-	if first, last, ok := ParseKey(prefix, key); !ok || first != m.First || last != m.Last {
+	dir := key[:strings.LastIndex(key, "/")+1]
+	if first, last, ok := ParseKey(dir, key); !ok || first != m.First || last != m.Last {
 		return Meta{}, nil, fmt.Errorf("%w: segment %s records revisions %d to %d", ErrCorrupt, key, m.First, m.Last)
 	}
 	if info.Size > MaxSegmentBytes {

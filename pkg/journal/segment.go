@@ -19,7 +19,8 @@ import (
 	"google.golang.org/protobuf/encoding/protodelim"
 )
 
-// Dir is the folder of a config's segments, under the config's backup prefix.
+// Dir is the folder of a config's journal, under the config's backup prefix: a folder per
+// timeline (Timeline.Dir) holds its segments.
 const Dir = "journal/"
 
 // Suffix ends every segment's key.
@@ -37,16 +38,16 @@ const maxRevisionBytes = 16 << 20
 // order of its revisions.
 var ErrCorrupt = errors.New("journal segment corrupt")
 
-// Key is the bucket key of the segment holding revisions from to to of the config whose
-// backups are under prefix: "<prefix>journal/<from>-<to>.zst", each revision zero-padded to 20
-// digits, so that keys sort in revision order.
-func Key(prefix string, from, to int64) string {
-	return fmt.Sprintf("%s%s%020d-%020d%s", prefix, Dir, from, to, Suffix)
+// Key is the bucket key of the segment holding revisions from to to in the timeline folder dir
+// (Timeline.Dir): "<dir><from>-<to>.zst", each revision zero-padded to 20 digits, so that keys
+// sort in revision order.
+func Key(dir string, from, to int64) string {
+	return fmt.Sprintf("%s%020d-%020d%s", dir, from, to, Suffix)
 }
 
-// ParseKey reads the revisions of a segment's key under prefix; ok is false for any other key.
-func ParseKey(prefix, key string) (from, to int64, ok bool) {
-	name, found := strings.CutPrefix(key, prefix+Dir)
+// ParseKey reads the revisions of a segment's key in the folder dir; ok is false for any other key.
+func ParseKey(dir, key string) (from, to int64, ok bool) {
+	name, found := strings.CutPrefix(key, dir)
 	if !found {
 		return 0, 0, false
 	}
@@ -284,6 +285,9 @@ func CheckRevision(r *etcdbackupv1.JournalRevision) error {
 		return fmt.Errorf("revision %d has no valid time", rev)
 	case len(r.GetEvents()) == 0:
 		return fmt.Errorf("revision %d changes nothing", rev)
+	}
+	if _, err := ParseTimeline(r.GetTimeline()); err != nil {
+		return fmt.Errorf("revision %d: %w", rev, err)
 	}
 	leases := map[int64]bool{}
 	for _, l := range r.GetLeases() {

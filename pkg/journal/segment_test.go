@@ -150,17 +150,22 @@ func TestWriteRefusesWhatEtcdCannotHaveMade(t *testing.T) {
 }
 
 func TestKeys(t *testing.T) {
-	key := journal.Key("c/ns/daily/", 7, 1234)
-	if key != "c/ns/daily/journal/00000000000000000007-00000000000000001234.zst" {
+	tl := journal.NewTimeline(time.Date(2026, 12, 5, 14, 3, 11, 250e6, time.UTC))
+	dir := tl.Dir("c/ns/daily/")
+	key := journal.Key(dir, 7, 1234)
+	if key != "c/ns/daily/journal/20261205T140311.250Z/00000000000000000007-00000000000000001234.zst" {
 		t.Fatalf("key %q", key)
 	}
-	if from, to, ok := journal.ParseKey("c/ns/daily/", key); !ok || from != 7 || to != 1234 {
+	if back, err := journal.ParseTimeline(tl.Name); err != nil || !back.Start.Equal(tl.Start) {
+		t.Fatalf("ParseTimeline(%q) = %v, %v", tl.Name, back, err)
+	}
+	if from, to, ok := journal.ParseKey(dir, key); !ok || from != 7 || to != 1234 {
 		t.Fatalf("ParseKey: %d %d %v", from, to, ok)
 	}
-	for _, other := range []string{"c/ns/daily/daily-2026-12-05T01-00-00.db.zst", "c/ns/daily/journal/7-1234.zst",
-		"c/ns/other/journal/00000000000000000007-00000000000000001234.zst",
-		"c/ns/daily/journal/00000000000000000009-00000000000000000008.zst"} {
-		if _, _, ok := journal.ParseKey("c/ns/daily/", other); ok {
+	for _, other := range []string{"c/ns/daily/daily-2026-12-05T01-00-00.db.zst", dir + "7-1234.zst",
+		"c/ns/daily/journal/0/00000000000000000007-00000000000000001234.zst",
+		dir + "00000000000000000009-00000000000000000008.zst"} {
+		if _, _, ok := journal.ParseKey(dir, other); ok {
 			t.Fatalf("%q read as a segment", other)
 		}
 	}

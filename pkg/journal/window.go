@@ -13,8 +13,12 @@ import (
 // Window is a span a config can be restored to any revision of: a full backup (Anchor), then
 // consecutive segments up to To.
 type Window struct {
-	// Anchor is the oldest full backup the window starts from.
-	Anchor Backup
+	// Timeline is the history the window is of.
+	Timeline Timeline
+	// Anchor is the oldest full backup the window starts from; Anchors every one of the
+	// timeline's full backups in it, in revision order.
+	Anchor  Backup
+	Anchors []Backup
 	// FromRevision is the anchor's recorded revision; ToRevision the last revision sealed.
 	FromRevision, ToRevision int64
 	// From is when the anchor was stored (its snapshot was taken before); To is when the
@@ -29,12 +33,12 @@ func (w Window) String() string {
 		w.To.UTC().Format(time.RFC3339), w.FromRevision, w.ToRevision)
 }
 
-// Windows lists the config's restorable windows, oldest first: each run of consecutive
-// segments that a full backup anchors (its recorded revision inside the run, or just before
-// it), from its oldest anchor.
+// Windows lists the config's restorable windows, oldest timeline first: in each timeline, each
+// run of consecutive segments that one of the timeline's full backups anchors (its recorded
+// revision inside the run, or just before it), from its oldest anchor.
 func Windows(ctx context.Context, b destination.Bucket, prefix string) ([]Window, error) {
-	segs, err := Segments(ctx, b, prefix)
-	if err != nil {
+	timelines, err := Timelines(ctx, b, prefix)
+	if err != nil || len(timelines) == 0 {
 		return nil, err
 	}
 	backups, err := Backups(ctx, b, prefix)
@@ -43,13 +47,46 @@ func Windows(ctx context.Context, b destination.Bucket, prefix string) ([]Window
 	}
 	sort.Slice(backups, func(i, j int) bool { return backups[i].Revision < backups[j].Revision })
 	var out []Window
+	for i, tl := range timelines {
+		var next *Timeline
+		if i+1 < len(timelines) {
+			next = &timelines[i+1]
+		}
+		var anchors []Backup
+		for _, bk := range backups {
+			if tl.Holds(bk, next) {
+				anchors = append(anchors, bk)
+			}
+		}
+		ws, err := timelineWindows(ctx, b, prefix, tl, anchors)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ws...)
+	}
+	return out, nil
+}
+
+// timelineWindows is Windows of one timeline, anchors its backups in revision order.
+func timelineWindows(ctx context.Context, b destination.Bucket, prefix string, tl Timeline,
+	anchors []Backup) ([]Window, error) {
+	segs, err := Segments(ctx, b, tl.Dir(prefix))
+	if err != nil {
+		return nil, err
+	}
+	var out []Window
 	for _, run := range runs(segs) {
 		first, last := run[0].First, run[len(run)-1].Last
-		i := sort.Search(len(backups), func(i int) bool { return backups[i].Revision >= first-1 })
-		if i == len(backups) || backups[i].Revision > last {
+		i := sort.Search(len(anchors), func(i int) bool { return anchors[i].Revision >= first-1 })
+		if i == len(anchors) || anchors[i].Revision > last {
 			continue
 		}
-		w := Window{Anchor: backups[i], FromRevision: backups[i].Revision, ToRevision: last}
+		w := Window{Timeline: tl, Anchor: anchors[i], FromRevision: anchors[i].Revision, ToRevision: last}
+		for _, a := range anchors[i:] {
+			if a.Revision <= last {
+				w.Anchors = append(w.Anchors, a)
+			}
+		}
 		for _, s := range run {
 			if s.Last > w.FromRevision {
 				w.Segments = append(w.Segments, s)

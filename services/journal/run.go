@@ -27,7 +27,8 @@ func run(ctx context.Context, args []string) error {
 	holder, _ := os.Hostname()
 	// Clusters and Secrets are read uncached (rt.Kube); the configs come from the cache.
 	src := &follow.Source{
-		Client: rt.Kube, Destinations: rt.Destinations(rt.Kube), JS: rt.JS, NC: rt.NC, Events: rt.Events,
+		Client: rt.Kube, Clusters: rt.Manager.GetClient(), Destinations: rt.Destinations(rt.Kube),
+		JS: rt.JS, NC: rt.NC, Events: rt.Events,
 		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, SegmentBytes: cfg.SegmentMiB << 20,
 			HashEvery: cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions},
 		MemberTimeout: cfg.MemberTimeout, StatusInterval: cfg.StatusInterval, Log: rt.Log,

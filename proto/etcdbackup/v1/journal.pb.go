@@ -39,7 +39,10 @@ type JournalRevision struct {
 	Events []*JournalEvent        `protobuf:"bytes,3,rep,name=events,proto3" json:"events,omitempty"`
 	// Leases that keys of this revision are attached to and that no earlier revision of the
 	// chain named, with the TTL they were granted with, so that a replay can grant them too.
-	Leases        []*JournalLease `protobuf:"bytes,4,rep,name=leases,proto3" json:"leases,omitempty"`
+	Leases []*JournalLease `protobuf:"bytes,4,rep,name=leases,proto3" json:"leases,omitempty"`
+	// The timeline of the cluster's etcd the revision is of (pkg/journal.Timeline): "0" before
+	// any restore, then the end of the restore that started it.
+	Timeline      string `protobuf:"bytes,5,opt,name=timeline,proto3" json:"timeline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -100,6 +103,13 @@ func (x *JournalRevision) GetLeases() []*JournalLease {
 		return x.Leases
 	}
 	return nil
+}
+
+func (x *JournalRevision) GetTimeline() string {
+	if x != nil {
+		return x.Timeline
+	}
+	return ""
 }
 
 // JournalEvent is one key's change at a revision.
@@ -249,12 +259,13 @@ var File_etcdbackup_v1_journal_proto protoreflect.FileDescriptor
 
 const file_etcdbackup_v1_journal_proto_rawDesc = "" +
 	"\n" +
-	"\x1betcdbackup/v1/journal.proto\x12\retcdbackup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n" +
+	"\x1betcdbackup/v1/journal.proto\x12\retcdbackup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n" +
 	"\x0fJournalRevision\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x123\n" +
 	"\x06events\x18\x03 \x03(\v2\x1b.etcdbackup.v1.JournalEventR\x06events\x123\n" +
-	"\x06leases\x18\x04 \x03(\v2\x1b.etcdbackup.v1.JournalLeaseR\x06leases\"\xa7\x01\n" +
+	"\x06leases\x18\x04 \x03(\v2\x1b.etcdbackup.v1.JournalLeaseR\x06leases\x12\x1a\n" +
+	"\btimeline\x18\x05 \x01(\tR\btimeline\"\xa7\x01\n" +
 	"\fJournalEvent\x12\x16\n" +
 	"\x06delete\x18\x01 \x01(\bR\x06delete\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +

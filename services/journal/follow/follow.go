@@ -31,6 +31,8 @@ type Options struct {
 	Bucket destination.Bucket
 	// Prefix is the config's backup prefix in Bucket (backupname.Prefix).
 	Prefix string
+	// Timeline is the history of the cluster's etcd being journaled (the Cluster's annotation).
+	Timeline journal.Timeline
 	// Namespace and ConfigUID name the config on the bus.
 	Namespace, ConfigUID string
 	// Etcd is a client of the cluster's etcd; Member the endpoint HashKV is read from.
@@ -49,8 +51,11 @@ type Options struct {
 	MaxChainRevisions int64
 	// FullBackup asks for a full backup of the config now, saying why.
 	FullBackup func(ctx context.Context, reason string) error
-	Log        *slog.Logger
-	Metrics    *Metrics
+	// Check, called every SegmentInterval, ends the journal with its error when it must stop:
+	// the cluster is being restored, or a restore started another timeline (nil: never).
+	Check   func(ctx context.Context) error
+	Log     *slog.Logger
+	Metrics *Metrics
 }
 
 // unsealed is a revision on the bus that is in no segment yet.
@@ -67,8 +72,9 @@ type follower struct {
 	rec     *journal.Recorder
 	pending []unsealed
 	bytes   int
-	// sealed is the last revision in a segment; hashed when a segment last carried a hash.
-	sealed int64
+	// sealed is the last revision in a segment of each timeline (of the current one: in
+	// Options.Timeline's folder); hashed when a segment last carried a hash.
+	sealed map[string]int64
 	hashed time.Time
 	// anchor is the newest full backup's revision, asked is when a full backup was last asked for.
 	anchor int64
@@ -83,37 +89,77 @@ func Follow(ctx context.Context, o Options) error {
 		return fmt.Errorf("journal stream: %w", err)
 	}
 	f := &follower{o: o, subject: bus.JournalSubject(o.Namespace, o.ConfigUID), stream: stream,
-		rec: journal.NewRecorder(journal.ClientLeaseTTL(o.Etcd))}
-	if f.sealed, err = journal.LastSealed(ctx, o.Bucket, o.Prefix); err != nil {
+		rec: journal.NewRecorder(journal.ClientLeaseTTL(o.Etcd)), sealed: map[string]int64{}}
+	if _, err := f.sealedIn(ctx, o.Timeline.Name); err != nil {
 		return err
 	}
-	if f.anchor, err = journal.NewestBackupRevision(ctx, o.Bucket, o.Prefix); err != nil {
+	if f.anchor, err = journal.NewestBackupRevision(ctx, o.Bucket, o.Prefix, o.Timeline); err != nil {
 		return err
 	}
 	if err := f.load(ctx); err != nil {
 		return err
 	}
+	// etcd behind the journal went back in time without a timeline of its own (restored by
+	// something else than the restorer): its revisions would repeat the journal's.
+	now, err := f.current(ctx)
+	if err != nil {
+		return err
+	}
+	if stands := max(f.sealed[o.Timeline.Name], f.last()); now-1 < stands {
+		return fmt.Errorf("%w: etcd is at revision %d, the journal of timeline %s at %d: etcd was restored without "+
+			"the restorer, which starts a timeline (annotation etcdbackup.k8c.io/etcd-timeline on the Cluster)",
+			ErrWentBack, now-1, o.Timeline.Name, stands)
+	}
 	// Where the journal stands; else from the newest full backup (a chain's anchor); else a
-	// new chain from now, anchored by the next full backup.
-	from := max(f.sealed, f.last()) + 1
+	// new chain from now, anchored by the next full backup, asked for at once.
+	from := max(f.sealed[o.Timeline.Name], f.last()) + 1
 	switch {
 	case from > 1:
 	case f.anchor > 0:
 		from = f.anchor + 1
 	default:
-		if from, err = f.current(ctx); err != nil {
-			return err
-		}
+		from = now
+		f.askFullBackup(ctx, fmt.Sprintf("the journal of timeline %s starts without a full backup to anchor it",
+			o.Timeline.Name))
 	}
 	return f.follow(ctx, from)
 }
 
-// last is the newest revision on the bus (0: none).
-func (f *follower) last() int64 {
-	if len(f.pending) == 0 {
-		return 0
+// last is the newest revision of the current timeline on the bus (0: none).
+func (f *follower) last() int64 { return f.lastOf(f.o.Timeline.Name) }
+
+func (f *follower) lastOf(timeline string) int64 {
+	for i := len(f.pending) - 1; i >= 0; i-- {
+		if timelineOf(f.pending[i].rev) == timeline {
+			return f.pending[i].rev.GetRevision()
+		}
 	}
-	return f.pending[len(f.pending)-1].rev.GetRevision()
+	return 0
+}
+
+// timelineOf is a revision's timeline ("": the initial one, from a journal before timelines).
+func timelineOf(rev *etcdbackupv1.JournalRevision) string {
+	if rev.GetTimeline() == "" {
+		return journal.InitialTimeline
+	}
+	return rev.GetTimeline()
+}
+
+// sealedIn is the last revision sealed in timeline name's folder, listed once.
+func (f *follower) sealedIn(ctx context.Context, name string) (int64, error) {
+	if last, ok := f.sealed[name]; ok {
+		return last, nil
+	}
+	tl, err := journal.ParseTimeline(name)
+	if err != nil {
+		return 0, err
+	}
+	last, err := journal.LastSealed(ctx, f.o.Bucket, tl.Dir(f.o.Prefix))
+	if err != nil {
+		return 0, err
+	}
+	f.sealed[name] = last
+	return last, nil
 }
 
 // current is the revision after etcd's current one: where a new chain starts.
@@ -141,7 +187,7 @@ func (f *follower) load(ctx context.Context) error {
 		n := 0
 		for msg := range batch.Messages() {
 			n++
-			if err := f.loaded(msg); err != nil {
+			if err := f.loaded(ctx, msg); err != nil {
 				f.o.Log.Warn("journal message ignored", "subject", f.subject, "err", err)
 			}
 		}
@@ -157,8 +203,9 @@ func (f *follower) load(ctx context.Context) error {
 }
 
 // loaded takes one revision read back from the bus: revisions already sealed, or already read
-// (a duplicate past the dedup window), are dropped.
-func (f *follower) loaded(msg jetstream.Msg) error {
+// (a duplicate past the dedup window), are dropped. A revision of an earlier timeline (the
+// journal had not sealed it when a restore began) is kept, and sealed in that timeline's folder.
+func (f *follower) loaded(ctx context.Context, msg jetstream.Msg) error {
 	meta, err := msg.Metadata()
 	if err != nil {
 		return err
@@ -170,7 +217,11 @@ func (f *follower) loaded(msg jetstream.Msg) error {
 	if err := journal.CheckRevision(rev); err != nil {
 		return fmt.Errorf("sequence %d: %w", meta.Sequence.Stream, err)
 	}
-	if rev.GetRevision() <= max(f.sealed, f.last()) {
+	sealed, err := f.sealedIn(ctx, timelineOf(rev))
+	if err != nil {
+		return err
+	}
+	if rev.GetRevision() <= max(sealed, f.lastOf(timelineOf(rev))) {
 		return nil
 	}
 	f.add(rev, meta.Sequence.Stream, len(msg.Data()))
@@ -185,6 +236,7 @@ func (f *follower) add(rev *etcdbackupv1.JournalRevision, seq uint64, size int) 
 // publish puts rev on the bus, once: a revision published again (a replica that died after
 // publishing, before it knew) is the stream's duplicate.
 func (f *follower) publish(ctx context.Context, rev *etcdbackupv1.JournalRevision) error {
+	rev.Timeline = f.o.Timeline.Name
 	data, err := proto.Marshal(rev)
 	if err != nil {
 		return err
@@ -200,6 +252,9 @@ func (f *follower) publish(ctx context.Context, rev *etcdbackupv1.JournalRevisio
 	f.o.Metrics.revisions.Inc()
 	return nil
 }
+
+// ErrWentBack: etcd's revision is behind what the journal holds of its timeline.
+var ErrWentBack = errors.New("etcd went back in time")
 
 // errCompacted: etcd compacted past the revision the watch had to start from.
 type errCompacted struct{ from, compacted int64 }
@@ -239,6 +294,11 @@ func (f *follower) watch(ctx context.Context, from int64, tick <-chan time.Time)
 			return ctx.Err()
 		case <-tick:
 			f.sealAndReport(ctx)
+			if f.o.Check != nil {
+				if err := f.o.Check(ctx); err != nil {
+					return err
+				}
+			}
 		case resp, ok := <-wch:
 			if !ok {
 				return errors.New("etcd's watch ended")
@@ -279,7 +339,7 @@ func (f *follower) sealAndReport(ctx context.Context) {
 		behind = time.Since(f.pending[0].rev.GetTime().AsTime()).Seconds()
 	}
 	f.o.Metrics.behind(f.o.Namespace, f.o.ConfigUID, behind)
-	if last := max(f.sealed, f.last()); f.anchor > 0 && last > f.anchor {
+	if last := max(f.sealed[f.o.Timeline.Name], f.last()); f.anchor > 0 && last > f.anchor {
 		f.o.Metrics.sinceFull(f.o.Namespace, f.o.ConfigUID, float64(last-f.anchor))
 		if f.o.MaxChainRevisions > 0 && last-f.anchor > f.o.MaxChainRevisions {
 			f.askFullBackup(ctx, fmt.Sprintf("the chain holds %d revisions since the newest full backup, more than %d",
@@ -290,7 +350,8 @@ func (f *follower) sealAndReport(ctx context.Context) {
 
 // askFullBackup asks for a full backup, at most every 10 minutes, and refreshes the anchor.
 func (f *follower) askFullBackup(ctx context.Context, reason string) {
-	if anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix); err == nil && anchor > f.anchor {
+	if anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix, f.o.Timeline); err == nil &&
+		anchor > f.anchor {
 		f.anchor = anchor
 		return
 	}
@@ -303,12 +364,13 @@ func (f *follower) askFullBackup(ctx context.Context, reason string) {
 	}
 }
 
-// seal writes what waits into segments, each of consecutive revisions and at most
-// SegmentBytes (a revision larger than that alone), and purges them from the bus.
+// seal writes what waits into segments, each of consecutive revisions of one timeline and at
+// most SegmentBytes (a revision larger than that alone), and purges them from the bus.
 func (f *follower) seal(ctx context.Context) error {
 	for len(f.pending) > 0 {
 		n, size := 1, f.pending[0].size
 		for n < len(f.pending) && f.pending[n].rev.GetRevision() == f.pending[n-1].rev.GetRevision()+1 &&
+			timelineOf(f.pending[n].rev) == timelineOf(f.pending[n-1].rev) &&
 			size+f.pending[n].size <= f.o.SegmentBytes {
 			size += f.pending[n].size
 			n++
@@ -318,7 +380,7 @@ func (f *follower) seal(ctx context.Context) error {
 			return err
 		}
 		last := run[n-1]
-		f.sealed = last.rev.GetRevision()
+		f.sealed[timelineOf(last.rev)] = last.rev.GetRevision()
 		f.pending = f.pending[n:]
 		f.bytes -= size
 		// A purge that fails leaves sealed revisions on the bus: the next holder drops them.
@@ -336,12 +398,17 @@ func (f *follower) put(ctx context.Context, run []unsealed) error {
 	for i, u := range run {
 		revs[i] = u.rev
 	}
+	tl, err := journal.ParseTimeline(timelineOf(revs[0]))
+	if err != nil {
+		return err
+	}
 	var buf bytes.Buffer
 	m, err := journal.Write(&buf, revs, f.o.Seal)
 	if err != nil {
 		return err
 	}
-	if f.hashed.IsZero() || time.Since(f.hashed) >= f.o.HashEvery {
+	// The member's hash is the current timeline's: an earlier one's segment has none.
+	if tl.Name == f.o.Timeline.Name && (f.hashed.IsZero() || time.Since(f.hashed) >= f.o.HashEvery) {
 		resp, err := f.o.Etcd.HashKV(ctx, f.o.Member, m.Last)
 		if err == nil {
 			m.Hash = &journal.Hash{Revision: m.Last, CompactRevision: resp.CompactRevision, Hash: resp.Hash}
@@ -350,7 +417,7 @@ func (f *follower) put(ctx context.Context, run []unsealed) error {
 				"revision", m.Last, "err", err)
 		}
 	}
-	key := journal.Key(f.o.Prefix, m.First, m.Last)
+	key := journal.Key(tl.Dir(f.o.Prefix), m.First, m.Last)
 	err = f.o.Bucket.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()), destination.PutOptions{
 		ContentType: backupformat.ContentType, Metadata: m.Map(), IfAbsent: true})
 	if err != nil && !errors.Is(err, destination.ErrObjectExists) {

@@ -26,6 +26,9 @@ import (
 
 const prefix = "c1/cluster-c1/daily/"
 
+// initial is the folder of the first timeline's segments.
+var initial = journal.Timeline{Name: journal.InitialTimeline}.Dir(prefix)
+
 type bench struct {
 	js     jetstream.JetStream
 	s3     *s3test.Server
@@ -36,13 +39,16 @@ type bench struct {
 	snap    []byte
 	anchor  int64
 	metrics *follow.Metrics
-	mu      sync.Mutex
-	asked   []string
+	// timeline is what the next start follows.
+	timeline journal.Timeline
+	mu       sync.Mutex
+	asked    []string
 }
 
 func newBench(t *testing.T) *bench {
 	t.Helper()
-	b := &bench{js: natstest.Bus(t, 64<<20), s3: s3test.Run(t, "backups"), etcd: etcdtest.Start(t)}
+	b := &bench{js: natstest.Bus(t, 64<<20), s3: s3test.Run(t, "backups"), etcd: etcdtest.Start(t),
+		timeline: journal.Timeline{Name: journal.InitialTimeline}}
 	b.bucket = b.s3.BucketWithKeys(t, "backups", "journal", "journal-secret")
 	b.c = b.etcd.Client(t)
 	b.metrics = follow.NewMetrics(prometheus.NewRegistry())
@@ -94,7 +100,7 @@ func (b *bench) startSealingEvery(t *testing.T, interval time.Duration) (stop fu
 	log, _ := logtest.New()
 	go func() {
 		done <- follow.Follow(ctx, follow.Options{
-			JS: b.js, Bucket: b.bucket, Prefix: prefix, Namespace: "cluster-c1", ConfigUID: "uid-1",
+			JS: b.js, Bucket: b.bucket, Prefix: prefix, Namespace: "cluster-c1", ConfigUID: "uid-1", Timeline: b.timeline,
 			Etcd: b.c, Member: b.etcd.Endpoint, SegmentInterval: interval, SegmentBytes: 4 << 10,
 			HashEvery: 300 * time.Millisecond, MaxChainRevisions: 1 << 20, Log: log, Metrics: b.metrics,
 			FullBackup: func(_ context.Context, reason string) error {
@@ -121,9 +127,14 @@ func (b *bench) startSealingEvery(t *testing.T, interval time.Duration) (stop fu
 // waitSealed polls until segments hold revision rev.
 func (b *bench) waitSealed(t *testing.T, rev int64) {
 	t.Helper()
+	b.waitSealedIn(t, initial, rev)
+}
+
+func (b *bench) waitSealedIn(t *testing.T, dir string, rev int64) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		last, err := journal.LastSealed(t.Context(), b.bucket, prefix)
+		last, err := journal.LastSealed(t.Context(), b.bucket, dir)
 		if err == nil && last >= rev {
 			return
 		}
@@ -138,12 +149,18 @@ func (b *bench) waitSealed(t *testing.T, rev int64) {
 // revision; it returns the revisions and the hashes they carry.
 func (b *bench) chain(t *testing.T) ([]int64, []journal.Hash, *journal.Replay) {
 	t.Helper()
-	segs, err := journal.Segments(t.Context(), b.bucket, prefix)
+	return b.chainIn(t, initial, b.snap, b.anchor)
+}
+
+func (b *bench) chainIn(t *testing.T, dir string, snap []byte,
+	anchor int64) ([]int64, []journal.Hash, *journal.Replay) {
+	t.Helper()
+	segs, err := journal.Segments(t.Context(), b.bucket, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "db")
-	if err := os.WriteFile(path, b.snap, 0o600); err != nil {
+	if err := os.WriteFile(path, snap, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := journal.StripHash(path); err != nil {
@@ -156,7 +173,7 @@ func (b *bench) chain(t *testing.T) ([]int64, []journal.Hash, *journal.Replay) {
 	t.Cleanup(func() { _ = r.Close() })
 	var revs []int64
 	var hashes []journal.Hash
-	next := b.anchor + 1
+	next := anchor + 1
 	for _, s := range segs {
 		if s.First != next {
 			t.Fatalf("segment %s follows revision %d: revisions lost or doubled", s.Key, next-1)
@@ -212,12 +229,11 @@ func TestAReplacedReplicaLosesAndDoublesNoRevision(t *testing.T) {
 	stop := b.startSealingEvery(t, time.Hour)
 	b.write(t, 50, 300)
 	b.write(t, 300, 301) // the 4 KiB seal runs only on a new revision: one that follows it
-	published := b.rev(t)
-	sealed, err := journal.LastSealed(t.Context(), b.bucket, prefix)
-	if err != nil {
-		t.Fatal(err)
+	published, sealed := b.settle(t)
+	if sealed == published {
+		b.write(t, 301, 302)
+		published, sealed = b.settle(t)
 	}
-	b.onBus(t, published-sealed)
 	stop()
 	if published == sealed {
 		t.Fatal("nothing left on the bus: the test shows nothing")
@@ -259,7 +275,7 @@ func TestRevisionsWaitOnTheBusWhileTheBucketRefuses(t *testing.T) {
 	b.write(t, 100, 200)
 	last := b.rev(t)
 	b.onBus(t, last-before)
-	if sealed, _ := journal.LastSealed(t.Context(), b.s3.Bucket(t, "backups"), prefix); sealed != before {
+	if sealed, _ := journal.LastSealed(t.Context(), b.s3.Bucket(t, "backups"), initial); sealed != before {
 		t.Fatalf("segments up to %d though the bucket refused the journal's key since %d", sealed, before)
 	}
 	b.s3.Allow("journal")
@@ -287,7 +303,7 @@ func TestCompactionPastTheResumePointStartsANewChain(t *testing.T) {
 	last := b.rev(t)
 	b.waitSealed(t, last)
 
-	segs, err := journal.Segments(t.Context(), b.bucket, prefix)
+	segs, err := journal.Segments(t.Context(), b.bucket, initial)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,5 +321,95 @@ func TestCompactionPastTheResumePointStartsANewChain(t *testing.T) {
 	defer b.mu.Unlock()
 	if len(b.asked) != 1 {
 		t.Fatalf("full backups asked for: %q, want one", b.asked)
+	}
+}
+
+// After a restore, etcd makes the same revisions again with other changes: the journal follows
+// the cluster's new timeline into a folder of its own, anchored only by full backups of that
+// timeline, and the revisions of the old one still on the bus are sealed into the old folder.
+func TestARestoreStartsATimeline(t *testing.T) {
+	b := newBench(t)
+	stop := b.startSealingEvery(t, time.Hour)
+	b.write(t, 50, 120)
+	// Some revisions stay on the bus: one more write when every one was sealed.
+	published, sealed := b.settle(t)
+	if sealed == published {
+		b.write(t, 120, 121)
+		published, _ = b.settle(t)
+	}
+	stop()
+	// A restore comes after the backups it follows were stored, which a bucket records to the
+	// second: the restore ends in a later second than the old backup's.
+	old, err := b.bucket.Stat(t.Context(), prefix+"daily-2026-12-05T01-00-00.db.zst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for !time.Now().Truncate(time.Second).After(old.LastModified) {
+		if time.Since(old.LastModified) > 5*time.Second {
+			t.Fatalf("the clock stays at %s", old.LastModified)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The restore: another etcd, from revision 1 again, and a timeline that starts now.
+	b.etcd = etcdtest.Start(t)
+	b.c = b.etcd.Client(t)
+	b.timeline = journal.NewTimeline(time.Now())
+	b.write(t, 0, 20)
+	snap := b.etcd.Snapshot(t)
+	anchor := b.rev(t)
+	slot := b.timeline.Start.Truncate(time.Second).Add(time.Second)
+	b.s3.PutBackup(t, "backups", prefix+"daily-"+slot.UTC().Format("2006-01-02T15-04-05")+".db.zst", snap,
+		backupformat.Encryption{}, backupformat.Meta{Revision: anchor})
+	b.start(t)
+	b.write(t, 20, 60)
+	last := b.rev(t)
+	dir := b.timeline.Dir(prefix)
+	b.waitSealedIn(t, dir, last)
+	b.waitSealed(t, published)
+
+	if revs, _, _ := b.chainIn(t, dir, snap, anchor); int64(len(revs)) != last-anchor {
+		t.Fatalf("the new timeline's segments hold %d revisions, want %d", len(revs), last-anchor)
+	}
+	if revs, _, _ := b.chain(t); int64(len(revs)) != published-b.anchor {
+		t.Fatalf("the old timeline's segments hold %d revisions, want %d", len(revs), published-b.anchor)
+	}
+	ws, err := journal.Windows(t.Context(), b.bucket, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ws) != 2 || ws[0].Timeline.Name != journal.InitialTimeline || ws[0].ToRevision != published ||
+		ws[1].Timeline.Name != b.timeline.Name || ws[1].FromRevision != anchor || ws[1].ToRevision != last {
+		t.Fatalf("windows %s, want the old timeline's to %d and the new one's from %d to %d", journal.Describe(ws),
+			published, anchor, last)
+	}
+}
+
+// settle waits until every revision written is sealed or on the bus (the replica has received
+// them all), and returns the last written and the last sealed.
+func (b *bench) settle(t *testing.T) (published, sealed int64) {
+	t.Helper()
+	published = b.rev(t)
+	st, err := b.js.Stream(t.Context(), bus.StreamJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := st.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sealed, err = journal.LastSealed(t.Context(), b.bucket, initial); err != nil {
+			t.Fatal(err)
+		}
+		if int64(info.State.Msgs) == published-sealed {
+			return published, sealed
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d revisions on the bus and %d sealed, want %d in all", info.State.Msgs, sealed-b.anchor,
+				published-b.anchor)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -38,8 +38,10 @@ type Destinations interface {
 // (in the cluster's own namespace only), its destination, and the condition that shows its
 // restorable window.
 type Source struct {
-	// Client reads Clusters and Secrets, and patches the config's condition.
+	// Client reads Clusters and Secrets, and patches the config's condition; Clusters reads the
+	// Clusters every journal looks at every segment interval (the manager's cache).
 	Client       client.Client
+	Clusters     client.Reader
 	Destinations Destinations
 	JS           jetstream.JetStream
 	NC           *nats.Conn
@@ -84,6 +86,11 @@ func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 		return Options{}, nil, fmt.Errorf("%s: cluster %s is being restored by EtcdRestore %s",
 			kubermaticv1.ReasonClusterRestoring, cluster.Name, holder)
 	}
+	timeline, err := journal.ParseTimeline(cluster.Annotations[kubermaticv1.AnnotationEtcdTimeline])
+	if err != nil {
+		return Options{}, nil, fmt.Errorf("cluster %s: annotation %s: %w", cluster.Name,
+			kubermaticv1.AnnotationEtcdTimeline, err)
+	}
 	dest, err := s.Destinations.Lookup(ctx, cfg.Spec.Destination)
 	if err != nil {
 		return Options{}, nil, err
@@ -107,9 +114,10 @@ func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 	o := s.Template
 	o.JS, o.Bucket, o.Seal, o.Etcd, o.Member = s.JS, bucket, seal, cli, member
 	o.Prefix = backupname.Prefix(cluster.Name, cfg.Namespace, cfg.Name)
-	o.Namespace, o.ConfigUID = cfg.Namespace, string(cfg.UID)
+	o.Namespace, o.ConfigUID, o.Timeline = cfg.Namespace, string(cfg.UID), timeline
 	o.Log, o.Metrics = s.Log, s.Metrics
 	o.FullBackup = func(ctx context.Context, reason string) error { return s.fullBackup(ctx, cfg, reason) }
+	o.Check = func(ctx context.Context) error { return s.check(ctx, cluster.Name, timeline) }
 	return o, func() { _ = cli.Close() }, nil
 }
 
@@ -205,4 +213,25 @@ func (s *Source) condition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 		s.Log.Warn("set condition", "condition", kubermaticv1.ConditionContinuousBackup,
 			"config", cfg.Namespace+"/"+cfg.Name, "err", err)
 	}
+}
+
+// check says why a journal of cluster on timeline must stop: the cluster is being restored, or
+// a restore started another timeline.
+func (s *Source) check(ctx context.Context, name string, timeline journal.Timeline) error {
+	var c kubermaticv1.Cluster
+	if err := s.Clusters.Get(ctx, ktypes.NamespacedName{Name: name}, &c); err != nil {
+		return fmt.Errorf("cluster %q: %w", name, err)
+	}
+	if holder := c.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+		return fmt.Errorf("%s: cluster %s is being restored by EtcdRestore %s", kubermaticv1.ReasonClusterRestoring, name,
+			holder)
+	}
+	now, err := journal.ParseTimeline(c.Annotations[kubermaticv1.AnnotationEtcdTimeline])
+	if err != nil {
+		return fmt.Errorf("cluster %s: %w", name, err)
+	}
+	if now.Name != timeline.Name {
+		return fmt.Errorf("cluster %s is on timeline %s now: the journal of %s ends", name, now.Name, timeline.Name)
+	}
+	return nil
 }

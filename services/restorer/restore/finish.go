@@ -5,6 +5,7 @@ package restore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -49,7 +50,7 @@ func (r *Reconciler) deleteOwned(ctx context.Context, rs *kubermaticv1.EtcdResto
 func (r *Reconciler) failUnlocked(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
 	reason, msg string) error {
 	if cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
-		if err := r.unlock(ctx, rs, false, ""); err != nil {
+		if err := r.unlock(ctx, rs, false, time.Time{}); err != nil {
 			return err
 		}
 	}
@@ -61,7 +62,7 @@ func (r *Reconciler) failUnlocked(ctx context.Context, rs *kubermaticv1.EtcdRest
 func (r *Reconciler) failPaused(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
 	reason, msg string) error {
 	if cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
-		if err := r.unlock(ctx, rs, false, ""); err != nil {
+		if err := r.unlock(ctx, rs, false, time.Time{}); err != nil {
 			return err
 		}
 	}
@@ -77,7 +78,7 @@ func (r *Reconciler) failPaused(ctx context.Context, rs *kubermaticv1.EtcdRestor
 // from it; the cluster stays paused (whether its StatefulSet was already torn down cannot be
 // told from someone else's object) and is unlocked.
 func (r *Reconciler) failNotOwned(ctx context.Context, rs *kubermaticv1.EtcdRestore, cause error) error {
-	if err := r.unlock(ctx, rs, false, ""); err != nil {
+	if err := r.unlock(ctx, rs, false, time.Time{}); err != nil {
 		return err
 	}
 	return r.fail(ctx, rs, "SavedSpecNotOwned", fmt.Sprintf(

@@ -8,8 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -71,12 +73,14 @@ func pauseWord(c *kubermaticv1.Cluster) string {
 }
 
 // unlockPatch removes the lock, unpauses if asked and the cluster was not paused before the
-// restore began, and, with lastRestart, rolls the control plane the way KKP does.
-func unlockPatch(c *kubermaticv1.Cluster, unpause bool, lastRestart string) []byte {
+// restore began, and, with lastRestart (a restore that ended), rolls the control plane the way
+// KKP does and starts etcd's next timeline (journal.NewTimeline of the same time).
+func unlockPatch(c *kubermaticv1.Cluster, unpause bool, lastRestart time.Time) []byte {
 	ann := map[string]any{kubermaticv1.AnnotationActiveRestore: nil, kubermaticv1.AnnotationPausedBeforeRestore: nil,
 		kubermaticv1.AnnotationRestoreVerified: nil}
-	if lastRestart != "" {
-		ann[kubermaticv1.AnnotationLastRestart] = lastRestart
+	if !lastRestart.IsZero() {
+		ann[kubermaticv1.AnnotationLastRestart] = lastRestart.UTC().Format(time.RFC3339)
+		ann[kubermaticv1.AnnotationEtcdTimeline] = journal.NewTimeline(lastRestart).Name
 	}
 	p := map[string]any{"metadata": map[string]any{"resourceVersion": c.ResourceVersion, "annotations": ann}}
 	if unpause && c.Annotations[kubermaticv1.AnnotationPausedBeforeRestore] != "true" {
@@ -90,7 +94,8 @@ func unlockPatch(c *kubermaticv1.Cluster, unpause bool, lastRestart string) []by
 // restore paused it, and rolls its control plane with lastRestart set), reading the Cluster
 // afresh on a conflict: KKP writes Clusters often, and a lock this restore holds is its own to
 // release.
-func (r *Reconciler) unlock(ctx context.Context, rs *kubermaticv1.EtcdRestore, unpause bool, lastRestart string) error {
+func (r *Reconciler) unlock(ctx context.Context, rs *kubermaticv1.EtcdRestore, unpause bool,
+	lastRestart time.Time) error {
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		var c kubermaticv1.Cluster
 		if err := r.API.Get(ctx, types.NamespacedName{Name: rs.Spec.Cluster.Name}, &c); err != nil {

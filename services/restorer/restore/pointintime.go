@@ -102,7 +102,7 @@ func (r *Reconciler) pointInTime(ctx context.Context, rs *kubermaticv1.EtcdResto
 		return PointInTime{}, fmt.Errorf("%w: %s is outside what config %s can be restored to: %s", ErrTarget, target,
 			config, journal.Describe(windows))
 	}
-	anchor := newestAnchor(ctx, b, prefix, *w, target)
+	anchor := newestAnchor(*w, target)
 	dir, err := os.MkdirTemp(r.Opts.WorkDir, "pitr-")
 	if err != nil {
 		return PointInTime{}, err
@@ -147,17 +147,9 @@ func (r *Reconciler) pointInTime(ctx context.Context, rs *kubermaticv1.EtcdResto
 }
 
 // newestAnchor is the newest full backup of w at or before target (w's own anchor at least).
-func newestAnchor(ctx context.Context, b destination.Bucket, prefix string, w journal.Window,
-	target Target) journal.Backup {
+func newestAnchor(w journal.Window, target Target) journal.Backup {
 	best := w.Anchor
-	backups, err := journal.Backups(ctx, b, prefix)
-	if err != nil {
-		return best
-	}
-	for _, bk := range backups {
-		if bk.Revision <= best.Revision || bk.Revision > w.ToRevision {
-			continue
-		}
+	for _, bk := range w.Anchors {
 		if (target.Revision > 0 && bk.Revision <= target.Revision) ||
 			(target.Revision == 0 && !bk.Stored.After(target.Time)) {
 			best = bk

@@ -132,7 +132,7 @@ func (r *Reconciler) finish(ctx context.Context, rs *kubermaticv1.EtcdRestore, c
 	if err := r.Client.Update(ctx, sts); err != nil {
 		return fmt.Errorf("give the statefulset its spec back: %w", err)
 	}
-	if err := r.unlock(ctx, rs, true, r.now().UTC().Format(time.RFC3339)); err != nil {
+	if err := r.unlock(ctx, rs, true, r.now()); err != nil {
 		return err
 	}
 	r.cleanup(ctx, rs)

@@ -225,7 +225,7 @@ func (r *Reconciler) deleted(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	}
 	if cluster != nil && cluster.Annotations[kubermaticv1.AnnotationActiveRestore] == Lock(rs) {
 		// Unpaused only if this restore paused it (its Verification is on the cluster).
-		if err := r.unlock(ctx, rs, true, ""); err != nil {
+		if err := r.unlock(ctx, rs, true, time.Time{}); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

@@ -112,7 +112,7 @@ func (r *Reconciler) abort(ctx context.Context, rs *kubermaticv1.EtcdRestore, cl
 	if saved != nil {
 		return r.failPaused(ctx, rs, cluster, reason, msg+".")
 	}
-	if err := r.unlock(ctx, rs, true, ""); err != nil {
+	if err := r.unlock(ctx, rs, true, time.Time{}); err != nil {
 		return err
 	}
 	return r.fail(ctx, rs, reason, msg+". Nothing was deleted; the cluster was unpaused and unlocked.")

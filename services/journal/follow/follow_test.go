@@ -47,6 +47,11 @@ type bench struct {
 
 func newBench(t *testing.T) *bench {
 	t.Helper()
+	return newBenchFor(t)
+}
+
+func newBenchFor(t testing.TB) *bench {
+	t.Helper()
 	b := &bench{js: natstest.Bus(t, 64<<20), s3: s3test.Run(t, "backups"), etcd: etcdtest.Start(t),
 		timeline: journal.Timeline{Name: journal.InitialTimeline}}
 	b.bucket = b.s3.BucketWithKeys(t, "backups", "journal", "journal-secret")
@@ -60,7 +65,7 @@ func newBench(t *testing.T) *bench {
 	return b
 }
 
-func (b *bench) rev(t *testing.T) int64 {
+func (b *bench) rev(t testing.TB) int64 {
 	t.Helper()
 	resp, err := b.c.Get(t.Context(), "probe")
 	if err != nil {
@@ -70,7 +75,7 @@ func (b *bench) rev(t *testing.T) int64 {
 }
 
 // write makes revisions from to to of puts and deletions, each its own revision.
-func (b *bench) write(t *testing.T, from, to int) {
+func (b *bench) write(t testing.TB, from, to int) {
 	t.Helper()
 	for i := from; i < to; i++ {
 		k := fmt.Sprintf("/registry/configmaps/ns/cm-%d", i%17)

@@ -1,0 +1,144 @@
+package follow_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	"github.com/etcd-backup/etcdbackup/pkg/logtest"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/etcd-backup/etcdbackup/services/journal/follow"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+)
+
+// BenchmarkJournalRPO writes 500 revisions a second to one cluster for 20 s (objects of about
+// 1 KiB rewritten over 2,000 keys) while the journal follows it with the default segment
+// interval (10 s), and reports the RPO figures: p99 from etcd's commit (the put's
+// return) to the revision stored on the bus, and to the revision in a segment in the bucket
+// (polled every 100 ms); and the journal's bytes in segments per revision, and per cluster-day
+// at 5 revisions a second.
+func BenchmarkJournalRPO(b *testing.B) {
+	const rate, seconds, interval = 500, 20, 10 * time.Second
+	for range b.N {
+		bn := newBenchFor(b)
+		committed := map[int64]time.Time{}
+		var mu sync.Mutex
+		onBus := map[int64]time.Time{}
+		ctx, cancel := context.WithCancel(b.Context())
+		cons, err := bn.js.OrderedConsumer(ctx, bus.StreamJournal, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{bus.JournalSubject("cluster-c1", "uid-1")}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cc, err := cons.Consume(func(m jetstream.Msg) {
+			rev := &etcdbackupv1.JournalRevision{}
+			if proto.Unmarshal(m.Data(), rev) == nil {
+				mu.Lock()
+				onBus[rev.GetRevision()] = time.Now()
+				mu.Unlock()
+			}
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+		log, _ := logtest.New()
+		done := make(chan error, 1)
+		go func() {
+			done <- follow.Follow(ctx, follow.Options{JS: bn.js, Bucket: bn.bucket, Prefix: prefix, Namespace: "cluster-c1",
+				ConfigUID: "uid-1", Timeline: bn.timeline, Etcd: bn.c, Member: bn.etcd.Endpoint, SegmentInterval: interval,
+				SegmentBytes: 8 << 20, HashEvery: 10 * time.Minute, Log: log, Metrics: bn.metrics})
+		}()
+		inSegment := map[int64]time.Time{}
+		polled := make(chan struct{})
+		go func() {
+			defer close(polled)
+			seen := int64(0)
+			for ctx.Err() == nil {
+				if last, err := journal.LastSealed(ctx, bn.bucket, initial); err == nil && last > seen {
+					now := time.Now()
+					for r := seen + 1; r <= last; r++ {
+						inSegment[r] = now
+					}
+					seen = last
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}()
+		value := make([]byte, 1024)
+		rnd := rand.New(rand.NewPCG(3, 4))
+		tick := time.NewTicker(time.Second / rate)
+		var last int64
+		for i := range rate * seconds {
+			<-tick.C
+			for j := range value {
+				value[j] = byte('a' + rnd.IntN(26))
+			}
+			resp, err := bn.c.Put(ctx, fmt.Sprintf("/registry/pods/ns-%d/pod-%d", i%20, i%2000), string(value))
+			if err != nil {
+				b.Fatal(err)
+			}
+			committed[resp.Header.Revision] = time.Now()
+			last = resp.Header.Revision
+		}
+		tick.Stop()
+		deadline := time.Now().Add(interval + 30*time.Second)
+		for {
+			if sealed, err := journal.LastSealed(ctx, bn.bucket, initial); err == nil && sealed >= last {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("revision %d not in a segment after %s", last, interval+30*time.Second)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		cancel()
+		cc.Stop()
+		if err := <-done; err != nil && ctx.Err() == nil {
+			b.Fatal(err)
+		}
+		<-polled
+		var busLag, segLag []time.Duration
+		mu.Lock()
+		for rev, at := range committed {
+			if t, ok := onBus[rev]; ok {
+				busLag = append(busLag, t.Sub(at))
+			}
+			if t, ok := inSegment[rev]; ok {
+				segLag = append(segLag, t.Sub(at))
+			}
+		}
+		mu.Unlock()
+		if len(busLag) != len(committed) || len(segLag) != len(committed) {
+			b.Fatalf("%d revisions written, %d seen on the bus, %d in segments", len(committed), len(busLag), len(segLag))
+		}
+		var segBytes int64
+		segs, err := journal.Segments(b.Context(), bn.bucket, initial)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, s := range segs {
+			info, err := bn.bucket.Stat(b.Context(), s.Key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			segBytes += info.Size
+		}
+		perRevision := float64(segBytes) / float64(len(committed))
+		b.ReportMetric(p99(busLag).Seconds(), "bus-p99-s")
+		b.ReportMetric(p99(segLag).Seconds(), "segment-p99-s")
+		b.ReportMetric(perRevision, "segment-bytes/revision")
+		b.ReportMetric(perRevision*5*86400/(1<<20), "MiB/cluster-day@5rev/s")
+	}
+}
+
+func p99(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[(len(d)*99)/100]
+}

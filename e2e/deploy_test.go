@@ -26,11 +26,11 @@ func TestDeployManifestsApply(t *testing.T) {
 	if strings.Contains(rendered, "kind: CustomResourceDefinition") {
 		t.Error("the kkp overlay holds CRDs: it would replace KKP's")
 	}
-	if n := strings.Count(rendered, "name: ETCDBACKUP_SEED_NAME\n"); n != 6 {
-		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 6 Deployments", n)
+	if n := strings.Count(rendered, "name: ETCDBACKUP_SEED_NAME\n"); n != 7 {
+		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 7 Deployments", n)
 	}
-	if n := strings.Count(rendered, "name: ETCDBACKUP_DESTINATIONS_CONFIGMAP\n"); n != 5 {
-		t.Errorf("the kkp overlay sets ETCDBACKUP_DESTINATIONS_CONFIGMAP %d times, want once in each of the 5 Deployments "+
+	if n := strings.Count(rendered, "name: ETCDBACKUP_DESTINATIONS_CONFIGMAP\n"); n != 6 {
+		t.Errorf("the kkp overlay sets ETCDBACKUP_DESTINATIONS_CONFIGMAP %d times, want once in each of the 6 Deployments "+
 			"that read destinations", n)
 	}
 	services := []string{

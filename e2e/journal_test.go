@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -238,4 +239,159 @@ func firstDifference(a, b []string) string {
 		}
 	}
 	return fmt.Sprintf("lengths %d and %d", len(a), len(b))
+}
+
+// Two journal replicas share six continuous clusters with writers running; the replica
+// following most of them is killed with SIGKILL mid-write. Afterwards every cluster's
+// segments in the bucket are consecutive and hold every revision from its full backup to its
+// last write exactly once: the survivor took the configs over from the bus and the bucket.
+func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
+	ctx := testContext(t, 6*time.Minute)
+	dumpLogsOnFailure(t)
+	second, err := env.StartService(ctx, "journal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = second.Stop() })
+	const clusters = 6
+	b, err := destination.OpenS3(env.S3.Host, false, env.S3.AccessKey, env.S3.SecretKey, sandbox.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type follow struct {
+		ns, prefix string
+		cli        *clientv3.Client
+		anchor     int64
+	}
+	var all []*follow
+	for i := range clusters {
+		name := fmt.Sprintf("jkill%d", i)
+		k, err := env.StartEtcdCluster(ctx, name, 1, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(k.Stop)
+		f := &follow{ns: "cluster-" + name, prefix: backupname.Prefix(name, "cluster-"+name, "journal"),
+			cli: etcdClient(t, k)}
+		cfg := newConfig(t, ctx, name, "journal", "@every 1h", sandbox.Destination, 5)
+		patched := cfg.DeepCopy()
+		patched.Annotations = map[string]string{kubermaticv1.AnnotationContinuous: kubermaticv1.ContinuousOn}
+		if err := env.Client.Patch(ctx, patched, client.MergeFrom(cfg)); err != nil {
+			t.Fatal(err)
+		}
+		triggerWhenAllowed(t, ctx, f.ns, "journal")
+		all = append(all, f)
+	}
+	for _, f := range all {
+		waitConfig(t, ctx, f.ns, "journal", 90*time.Second, "the full backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
+			return len(entries(c, kubermaticv1.PhaseCompleted)) >= 1
+		})
+		anchor, err := journal.NewestBackupRevision(ctx, b, f.prefix, journal.Timeline{Name: journal.InitialTimeline})
+		if err != nil || anchor == 0 {
+			t.Fatalf("%s: full backup's revision %d (%v)", f.ns, anchor, err)
+		}
+		f.anchor = anchor
+	}
+	// Writers, 20 revisions a second per cluster, until stopped.
+	wctx, stopWriters := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	last := make([]int64, clusters)
+	for i, f := range all {
+		wg.Go(func() {
+			tick := time.NewTicker(50 * time.Millisecond)
+			defer tick.Stop()
+			for n := 0; wctx.Err() == nil; n++ {
+				select {
+				case <-wctx.Done():
+					return
+				case <-tick.C:
+				}
+				resp, err := f.cli.Put(wctx, fmt.Sprintf("/registry/pods/p%d", n%50), strconv.Itoa(n))
+				if err == nil {
+					last[i] = resp.Header.Revision
+				}
+			}
+		})
+	}
+	dir := func(f *follow) string { return journal.Timeline{Name: journal.InitialTimeline}.Dir(f.prefix) }
+	// Every cluster followed (revisions sealed after its backup), then the busier replica killed.
+	err = sandbox.Poll(ctx, 60*time.Second, 500*time.Millisecond, func() (bool, error) {
+		for _, f := range all {
+			if sealed, err := journal.LastSealed(ctx, b, dir(f)); err != nil || sealed <= f.anchor {
+				return false, fmt.Errorf("%s sealed up to %d (%w)", f.ns, sealed, err)
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		stopWriters()
+		t.Fatal(err)
+	}
+	replicas := env.ServicesOf("journal")
+	busiest, most := replicas[0], -1
+	for _, r := range replicas {
+		n := 0
+		for _, f := range all {
+			if v, err := r.Metric(ctx, "etcdbackup_journal_revisions_since_full_backup",
+				map[string]string{"namespace": f.ns}); err == nil && v > 0 {
+				n++
+			}
+		}
+		if n > most {
+			busiest, most = r, n
+		}
+	}
+	if most == 0 {
+		stopWriters()
+		t.Fatal("no journal replica reports following any cluster")
+	}
+	busiest.Kill()
+	killed := time.Now()
+	t.Logf("killed %s, which followed %d of %d clusters", busiest.Name, most, clusters)
+	// Writes go on past the takeover.
+	err = sandbox.Poll(ctx, 60*time.Second, 500*time.Millisecond, func() (bool, error) {
+		return time.Since(killed) > 20*time.Second, nil
+	})
+	stopWriters()
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range all {
+		err := sandbox.Poll(ctx, 60*time.Second, 500*time.Millisecond, func() (bool, error) {
+			sealed, err := journal.LastSealed(ctx, b, dir(f))
+			return err == nil && sealed >= last[i], fmt.Errorf("%s sealed up to %d (%w), last write %d", f.ns, sealed,
+				err, last[i])
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		segs, err := journal.Segments(ctx, b, dir(f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, count := f.anchor+1, int64(0)
+		for _, s := range segs {
+			if s.Last < next {
+				continue // before the full backup: a chain this check does not need
+			}
+			if s.First > next || (s.First < next && count > 0) {
+				t.Fatalf("%s: segment %d-%d follows revision %d: revisions lost or doubled", f.ns, s.First, s.Last, next-1)
+			}
+			_, revs, err := journal.Fetch(ctx, b, s.Key, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range revs {
+				if r.GetRevision() >= next {
+					count++
+				}
+			}
+			next = s.Last + 1
+		}
+		if want := next - 1 - f.anchor; count != want || next-1 < last[i] {
+			t.Fatalf("%s: %d revisions in segments up to %d, want %d up to at least %d", f.ns, count, next-1, want,
+				last[i])
+		}
+	}
 }

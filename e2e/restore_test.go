@@ -321,13 +321,15 @@ func TestRestoreRebuildsEtcdFromBackup(t *testing.T) {
 	// The Cluster: unpaused, unlocked, rolled; everything else as it was.
 	after := clusterObject(t, ctx, cluster)
 	ann, _, _ := unstructured.NestedStringMap(after, "metadata", "annotations")
-	if ann[kubermaticv1.AnnotationLastRestart] == "" || ann[kubermaticv1.AnnotationActiveRestore] != "" {
-		t.Errorf("cluster annotations after the restore: %v", ann)
+	if ann[kubermaticv1.AnnotationLastRestart] == "" || ann[kubermaticv1.AnnotationActiveRestore] != "" ||
+		ann[kubermaticv1.AnnotationEtcdTimeline] == "" {
+		t.Errorf("cluster annotations after the restore: %v; want last-restart and etcd-timeline set, no lock", ann)
 	}
 	if paused, _, _ := unstructured.NestedBool(after, "spec", "pause"); paused {
 		t.Error("cluster is still paused")
 	}
 	unstructured.RemoveNestedField(after, "metadata", "annotations", kubermaticv1.AnnotationLastRestart)
+	unstructured.RemoveNestedField(after, "metadata", "annotations", kubermaticv1.AnnotationEtcdTimeline)
 	unstructured.RemoveNestedField(after, "spec", "pause")
 	if diff := diffObjects(before, after); diff != "" {
 		t.Errorf("the restore changed other fields of the Cluster: %s", diff)

@@ -174,10 +174,17 @@ func (f *follower) current(ctx context.Context) (int64, error) {
 // load reads the config's revisions on the bus that no segment holds yet.
 func (f *follower) load(ctx context.Context) error {
 	cons, err := f.o.JS.OrderedConsumer(ctx, bus.StreamJournal, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{f.subject}, DeliverPolicy: jetstream.DeliverAllPolicy})
+		FilterSubjects: []string{f.subject}, DeliverPolicy: jetstream.DeliverAllPolicy,
+		InactiveThreshold: 10 * time.Second})
 	if err != nil {
 		return fmt.Errorf("read the journal stream: %w", err)
 	}
+	// Read once: deleted when done (and by the server after 10 s idle, should that fail).
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = f.o.JS.DeleteConsumer(dctx, bus.StreamJournal, cons.CachedInfo().Name)
+	}()
 	left := cons.CachedInfo().NumPending
 	for left > 0 {
 		batch, err := cons.Fetch(int(min(left, 1000)), jetstream.FetchMaxWait(5*time.Second))

@@ -185,6 +185,11 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 	if n := len(l.Decision.Delete); n > 0 {
 		p.Log.Info("deletions queued", "config", cfg.Namespace+"/"+cfg.Name, "count", n, "objects", len(l.Objects))
 	}
+	if n, err := p.pruneJournal(ctx, cfg, l); err != nil {
+		return l, err
+	} else if n > 0 {
+		p.Log.Info("journal segments deleted", "config", cfg.Namespace+"/"+cfg.Name, "count", n)
+	}
 	for _, h := range l.Decision.Held {
 		p.Log.Debug("deletion held", "config", cfg.Namespace+"/"+cfg.Name, "backup", h.Backup, "why", h.Reason)
 	}

@@ -29,7 +29,7 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.SegmentInterval, "segment-interval", 10*time.Second,
 		"how often the revisions received are sealed into a segment in the bucket")
 	service.IntVar(fs, &c.SegmentMiB, "segment-mib", 8, "MiB of revisions that seal a segment before the interval ends")
-	service.DurationVar(fs, &c.HashEvery, "hash-every", 10*time.Minute,
+	service.DurationVar(fs, &c.HashEvery, "hash-every", 5*time.Minute,
 		"how often a segment carries the member's HashKV, which a restore must reproduce (and the first of each run)")
 	service.Int64Var(fs, &c.MaxChainRevisions, "max-chain-revisions", 1_000_000,
 		"revisions since the newest full backup past which the journal asks for a full backup (0: never)")

@@ -56,17 +56,19 @@ func BenchmarkJournalRPO(b *testing.B) {
 				SegmentBytes: 8 << 20, HashEvery: 10 * time.Minute, Log: log, Metrics: bn.metrics})
 		}()
 		inSegment := map[int64]time.Time{}
+		seen := int64(0)
 		polled := make(chan struct{})
 		go func() {
 			defer close(polled)
-			seen := int64(0)
 			for ctx.Err() == nil {
-				if last, err := journal.LastSealed(ctx, bn.bucket, initial); err == nil && last > seen {
+				if last, err := journal.LastSealed(ctx, bn.bucket, initial); err == nil {
 					now := time.Now()
+					mu.Lock()
 					for r := seen + 1; r <= last; r++ {
 						inSegment[r] = now
 					}
-					seen = last
+					seen = max(seen, last)
+					mu.Unlock()
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
@@ -90,7 +92,10 @@ func BenchmarkJournalRPO(b *testing.B) {
 		tick.Stop()
 		deadline := time.Now().Add(interval + 30*time.Second)
 		for {
-			if sealed, err := journal.LastSealed(ctx, bn.bucket, initial); err == nil && sealed >= last {
+			mu.Lock()
+			done := seen >= last
+			mu.Unlock()
+			if done {
 				break
 			}
 			if time.Now().After(deadline) {

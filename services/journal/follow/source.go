@@ -2,10 +2,8 @@ package follow
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -18,8 +16,6 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
@@ -107,10 +103,12 @@ func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 	if err != nil {
 		return Options{}, nil, err
 	}
-	cli, member, err := s.member(ctx, target)
+	// The watch and the hashes come from one member.
+	m, err := endpoints.Healthy(ctx, target, s.MemberTimeout)
 	if err != nil {
 		return Options{}, nil, err
 	}
+	cli, member := m.Client, m.Endpoint
 	o := s.Template
 	o.JS, o.Bucket, o.Seal, o.Etcd, o.Member = s.JS, bucket, seal, cli, member
 	o.Prefix = backupname.Prefix(cluster.Name, cfg.Namespace, cfg.Name)
@@ -119,32 +117,6 @@ func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 	o.FullBackup = func(ctx context.Context, reason string) error { return s.fullBackup(ctx, cfg, reason) }
 	o.Check = func(ctx context.Context) error { return s.check(ctx, cluster.Name, timeline) }
 	return o, func() { _ = cli.Close() }, nil
-}
-
-// member returns a client of the first member that answers, bound to it: the watch and the
-// hashes come from one member.
-func (s *Source) member(ctx context.Context, t endpoints.Target) (*clientv3.Client, string, error) {
-	var errs []string
-	for _, ep := range t.Endpoints {
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ep}, TLS: t.TLS, DialTimeout: s.MemberTimeout,
-			DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: s.MemberTimeout, Logger: zap.NewNop()})
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
-			continue
-		}
-		sctx, cancel := context.WithTimeout(ctx, s.MemberTimeout)
-		st, err := cli.Status(sctx, ep)
-		cancel()
-		if err == nil && len(st.Errors) == 0 {
-			return cli, ep, nil
-		}
-		if err == nil {
-			err = errors.New(strings.Join(st.Errors, "; "))
-		}
-		errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
-		_ = cli.Close()
-	}
-	return nil, "", fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
 }
 
 // fullBackup asks the scheduler for a backup of cfg now, through the manual trigger.

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -28,7 +27,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -390,38 +388,14 @@ func (h *Handler) sealing(ctx context.Context, dest string) (backupformat.Encryp
 // starts right after, holds at least this one. A snapshot is taken from exactly one member.
 func (h *Handler) healthyMember(ctx context.Context,
 	t endpoints.Target) (*clientv3.Client, string, int64, int64, error) {
-	var errs []string
-	for _, ep := range t.Endpoints {
-		cli, err := clientv3.New(clientv3.Config{
-			Endpoints:   []string{ep},
-			TLS:         t.TLS,
-			DialTimeout: h.MemberTimeout,
-			// gRPC keepalive: a connection to a member that vanished (blackholed, its node gone)
-			// fails within time plus timeout instead of hanging the stream.
-			DialKeepAliveTime:    10 * time.Second,
-			DialKeepAliveTimeout: h.MemberTimeout,
-			Logger:               zap.NewNop(),
-			// A fixed 1 MiB flow-control window: gRPC's dynamic one grows to 16 MiB, all of
-			// it buffered here whenever compression falls behind etcd's stream.
-			DialOptions: []grpc.DialOption{grpc.WithInitialWindowSize(1 << 20), grpc.WithInitialConnWindowSize(1 << 20)},
-		})
-		if err != nil {
-			errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
-			continue
-		}
-		sctx, cancel := context.WithTimeout(ctx, h.MemberTimeout)
-		st, err := cli.Status(sctx, ep)
-		cancel()
-		if err == nil && len(st.Errors) == 0 {
-			return cli, ep, st.Header.GetRevision(), st.DbSize, nil
-		}
-		if err == nil {
-			err = errors.New(strings.Join(st.Errors, "; "))
-		}
-		errs = append(errs, fmt.Sprintf("%s: %v", ep, err))
-		_ = cli.Close()
+	// A fixed 1 MiB flow-control window: gRPC's dynamic one grows to 16 MiB, all of it
+	// buffered here whenever compression falls behind etcd's stream.
+	m, err := endpoints.Healthy(ctx, t, h.MemberTimeout, grpc.WithInitialWindowSize(1<<20),
+		grpc.WithInitialConnWindowSize(1<<20))
+	if err != nil {
+		return nil, "", 0, 0, err
 	}
-	return nil, "", 0, 0, fmt.Errorf("no healthy etcd member: %s", strings.Join(errs, "; "))
+	return m.Client, m.Endpoint, m.Status.Header.GetRevision(), m.Status.DbSize, nil
 }
 
 // status publishes the snapshot's progress, best effort: the snapshot goes on without it.

@@ -2,10 +2,14 @@ package journal
 
 import (
 	"context"
+
 	"fmt"
 	"sort"
 	"strings"
 	"time"
+
+	"filippo.io/age"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 )
@@ -151,4 +155,37 @@ func stat(ctx context.Context, b destination.Bucket, key string) (Meta, error) {
 		return Meta{}, fmt.Errorf("segment %s: %w", key, err)
 	}
 	return m, nil
+}
+
+// ReplayWindow applies w's segments after r's revision onto r, each segment proven by Fetch,
+// until stop says a revision is past the target (nil: to the window's end), and checks every
+// hash the journal recorded at a revision the replay reaches. It returns how many segments it
+// read and how many hashes it reproduced.
+func ReplayWindow(ctx context.Context, b destination.Bucket, r *Replay, w Window, ids []age.Identity,
+	stop func(*etcdbackupv1.JournalRevision) bool) (segments, hashes int, err error) {
+	for _, s := range w.Segments {
+		if s.Last <= r.Revision() {
+			continue
+		}
+		m, revs, err := Fetch(ctx, b, s.Key, ids)
+		if err != nil {
+			return segments, hashes, err
+		}
+		segments++
+		for _, rev := range revs {
+			if stop != nil && stop(rev) {
+				return segments, hashes, nil
+			}
+			if err := r.Apply(rev); err != nil {
+				return segments, hashes, err
+			}
+		}
+		if m.Hash != nil && m.Hash.Revision == r.Revision() {
+			if err := r.Check(*m.Hash); err != nil {
+				return segments, hashes, err
+			}
+			hashes++
+		}
+	}
+	return segments, hashes, nil
 }

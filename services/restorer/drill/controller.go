@@ -164,6 +164,9 @@ func (c *Controller) passed(ctx context.Context, cfg *kubermaticv1.EtcdBackupCon
 	msg := fmt.Sprintf("backup %s restored in a drill at %s: %d keys at revision %d, %.1f MiB of snapshot, in %s",
 		b.BackupName, at.UTC().Format(time.RFC3339), res.Keys, res.Revision, float64(res.SnapshotSize)/(1<<20),
 		res.Took.Round(time.Millisecond))
+	if res.Journal != nil {
+		msg += "; " + res.Journal.String()
+	}
 	c.publish(ctx, cfg, b, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
 	if err := c.markRestorable(ctx, cfg, b.BackupName); err != nil {
 		return err
@@ -211,6 +214,17 @@ func (c *Controller) drill(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 	res, err := Run(ctx, bucket, key, ids.List, c.Scratch, c.MaxSnapshot)
 	c.Log.Info("drill finished", "config", cfg.Namespace+"/"+cfg.Name, "backup", b.BackupName, "keys", res.Keys,
 		"revision", res.Revision, "seconds", res.Took.Seconds(), "err", err)
+	if err != nil {
+		return res, err
+	}
+	// A continuous config: its newest point-in-time window too.
+	prefix := backupname.Prefix(cfg.Spec.Cluster.Name, cfg.Namespace, cfg.Name)
+	jr, ok, err := RunJournal(ctx, bucket, prefix, ids.List, c.Scratch, c.MaxSnapshot)
+	if ok {
+		res.Journal = &jr
+		c.Log.Info("journal drill finished", "config", cfg.Namespace+"/"+cfg.Name, "window", jr.Window.String(),
+			"revisions", jr.Revisions, "hashes", jr.Hash, "seconds", jr.Took.Seconds(), "err", err)
+	}
 	return res, err
 }
 

@@ -41,6 +41,8 @@ type Result struct {
 	// SnapshotSize is the snapshot's size in bytes; Took the drill's duration.
 	SnapshotSize int64
 	Took         time.Duration
+	// Journal is the drill of the config's newest point-in-time window (nil: none).
+	Journal *JournalResult
 }
 
 // Run drills the backup at key in b in a fresh directory under scratch, which it removes

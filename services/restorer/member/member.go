@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/journal"
+
 	"filippo.io/age"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
@@ -336,4 +338,26 @@ func RestoredBy(dataDir string) (string, error) {
 		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// Replay downloads the backup at key into the file db, proving it as Fetch does against its
+// own record, and opens it for a journal replay (journal.OpenReplay). The caller closes it
+// and removes db.
+func Replay(ctx context.Context, b destination.Reader, key string, ids []age.Identity, db string,
+	maxSnapshot int64) (*journal.Replay, error) {
+	info, err := b.Stat(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("full backup %s: %w", key, err)
+	}
+	recorded, err := record(key, info)
+	if err != nil {
+		return nil, err
+	}
+	if err := Fetch(ctx, b, key, recorded.SHA256, ids, db, nil, maxSnapshot); err != nil {
+		return nil, fmt.Errorf("full backup %s: %w", key, err)
+	}
+	if err := journal.StripHash(db); err != nil {
+		return nil, err
+	}
+	return journal.OpenReplay(db)
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+
 	"filippo.io/age"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -108,34 +110,25 @@ func (r *Reconciler) pointInTime(ctx context.Context, rs *kubermaticv1.EtcdResto
 		return PointInTime{}, err
 	}
 	defer os.RemoveAll(dir)
-	db := filepath.Join(dir, "db")
-	info, err := b.Stat(ctx, anchor.Key)
-	if err != nil {
-		return PointInTime{}, fmt.Errorf("full backup %s: %w", anchor.Key, err)
-	}
-	recorded, err := backupformat.ParseMeta(info.Metadata)
-	if err != nil {
-		return PointInTime{}, fmt.Errorf("full backup %s: %w", anchor.Key, err)
-	}
-	if err := member.Fetch(ctx, b, anchor.Key, recorded.SHA256, ids.List, db, nil,
-		r.Opts.Step.MaxSnapshotSize); err != nil {
-		return PointInTime{}, fmt.Errorf("full backup %s: %w", anchor.Key, err)
-	}
 	out := PointInTime{Key: PointInTimeKey(prefix, rs), Anchor: anchor.Key}
 	// A point-in-time database built by an earlier attempt is built again: the journal may
 	// have grown since, and the object must be this attempt's.
 	if err := b.Delete(ctx, out.Key); err != nil {
 		return PointInTime{}, err
 	}
-	if err := journal.StripHash(db); err != nil {
-		return PointInTime{}, err
-	}
-	replay, err := journal.OpenReplay(db)
+	replay, err := member.Replay(ctx, b, anchor.Key, ids.List, filepath.Join(dir, "db"), r.Opts.Step.MaxSnapshotSize)
 	if err != nil {
 		return PointInTime{}, err
 	}
 	defer replay.Close()
-	if err := replayTo(ctx, b, replay, *w, target, ids.List, &out); err != nil {
+	out.Segments, out.Hashes, err = journal.ReplayWindow(ctx, b, replay, *w, ids.List,
+		func(rev *etcdbackupv1.JournalRevision) bool {
+			if target.Revision > 0 {
+				return rev.GetRevision() > target.Revision
+			}
+			return rev.GetTime().AsTime().After(target.Time)
+		})
+	if err != nil {
 		return PointInTime{}, err
 	}
 	if target.Revision > 0 && replay.Revision() != target.Revision {
@@ -156,37 +149,6 @@ func newestAnchor(w journal.Window, target Target) journal.Backup {
 		}
 	}
 	return best
-}
-
-// replayTo applies w's segments after the replay's base up to target, checking each hash.
-func replayTo(ctx context.Context, b destination.Bucket, replay *journal.Replay, w journal.Window, target Target,
-	ids []age.Identity, out *PointInTime) error {
-	for _, s := range w.Segments {
-		if s.Last <= replay.Revision() {
-			continue
-		}
-		m, revs, err := journal.Fetch(ctx, b, s.Key, ids)
-		if err != nil {
-			return err
-		}
-		out.Segments++
-		for _, rev := range revs {
-			if (target.Revision > 0 && rev.GetRevision() > target.Revision) ||
-				(target.Revision == 0 && rev.GetTime().AsTime().After(target.Time)) {
-				return nil
-			}
-			if err := replay.Apply(rev); err != nil {
-				return err
-			}
-		}
-		if m.Hash != nil && m.Hash.Revision == replay.Revision() {
-			if err := replay.Check(*m.Hash); err != nil {
-				return err
-			}
-			out.Hashes++
-		}
-	}
-	return nil
 }
 
 // storePointInTime writes the replayed database as a backup (zstd, sealed to the identities'

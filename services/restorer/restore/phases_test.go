@@ -283,6 +283,14 @@ func TestPhaseMachine(t *testing.T) {
 			storeCorrupt(f.t, f.s3, key)
 		}, phase: kubermaticv1.RestorePhaseFailed, reason: "BackupCorrupt", says: "failed verification", sts: "old-sts",
 			pvcs: 1},
+		{name: "prepare: a point-in-time target that is no time", setup: func(f *phaseFixture) {
+			f.rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreTo: "yesterday at noon"}
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "TargetNotRestorable", says: "neither an RFC 3339 time",
+			sts: "old-sts", pvcs: 1},
+		{name: "prepare: a point in time of a config without a journal", setup: func(f *phaseFixture) {
+			f.rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreTo: "revision:42"}
+		}, phase: kubermaticv1.RestorePhaseFailed, reason: "TargetNotRestorable",
+			says: "not restorable to a point in time: no full backup anchors the journal yet", sts: "old-sts", pvcs: 1},
 		{name: "prepare: destination not configured", setup: func(f *phaseFixture) { f.rs.Spec.Destination = "nope" },
 			phase: kubermaticv1.RestorePhaseFailed, reason: "DestinationNotFound", says: "nope", sts: "old-sts", pvcs: 1},
 		{name: "prepare: no StatefulSet", setup: func(f *phaseFixture) { f.sts = nil },

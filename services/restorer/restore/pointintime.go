@@ -207,17 +207,24 @@ func (r *Reconciler) buildPointInTime(ctx context.Context, rs *kubermaticv1.Etcd
 // deletePointInTime deletes the database built for a point-in-time restore, once the restore
 // ended: it is the restore's, not a backup.
 func (r *Reconciler) deletePointInTime(ctx context.Context, rs *kubermaticv1.EtcdRestore) {
-	if _, ok := rs.Annotations[kubermaticv1.AnnotationRestoreTo]; !ok || rs.Status.Destination == "" {
+	if rs.Status.Destination != "" {
+		r.deletePointInTimeIn(ctx, rs, rs.Status.Destination)
+	}
+}
+
+// deletePointInTimeIn deletes rs's point-in-time database from destination dest.
+func (r *Reconciler) deletePointInTimeIn(ctx context.Context, rs *kubermaticv1.EtcdRestore, dest string) {
+	if _, ok := rs.Annotations[kubermaticv1.AnnotationRestoreTo]; !ok {
 		return
 	}
 	key, ok := ObjectKeyOf(rs)
 	if !ok {
 		return
 	}
-	dest, err := r.Destinations.Lookup(ctx, rs.Status.Destination)
+	d, err := r.Destinations.Lookup(ctx, dest)
 	if err == nil {
 		var b destination.Bucket
-		if b, err = r.Destinations.Bucket(ctx, dest); err == nil {
+		if b, err = r.Destinations.Bucket(ctx, d); err == nil {
 			err = b.Delete(ctx, key)
 		}
 	}

@@ -256,10 +256,15 @@ func refused(t target, err error) (reason, words string, ok bool) {
 // failure until the timeout: either way nothing was changed.
 func (r *Reconciler) refuse(ctx context.Context, rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster,
 	t target, err error) (ctrl.Result, error) {
-	if reason, words, ok := refused(t, err); ok {
+	final := r.expired(rs)
+	reason, words, ok := refused(t, err)
+	if (ok || final) && t.pit != nil {
+		r.deletePointInTimeIn(ctx, rs, t.destination)
+	}
+	if ok {
 		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, reason, words)
 	}
-	if r.expired(rs) {
+	if final {
 		return ctrl.Result{}, r.failUnlocked(ctx, rs, cluster, "VerifyFailed", fmt.Sprintf("gave up after %s: %v",
 			r.Opts.Timeout, err))
 	}

@@ -76,9 +76,11 @@ type follower struct {
 	// Options.Timeline's folder); hashed when a segment last carried a hash.
 	sealed map[string]int64
 	hashed time.Time
-	// anchor is the newest full backup's revision, asked is when a full backup was last asked for.
-	anchor int64
-	asked  time.Time
+	// anchor is the newest full backup's revision, read from the bucket at anchorRead; asked
+	// is when a full backup was last asked for.
+	anchor     int64
+	anchorRead time.Time
+	asked      time.Time
 }
 
 // Follow journals the config until ctx ends or something fails (etcd, NATS, the bucket's
@@ -96,6 +98,7 @@ func Follow(ctx context.Context, o Options) error {
 	if f.anchor, err = journal.NewestBackupRevision(ctx, o.Bucket, o.Prefix, o.Timeline); err != nil {
 		return err
 	}
+	f.anchorRead = time.Now()
 	if err := f.load(ctx); err != nil {
 		return err
 	}
@@ -346,6 +349,7 @@ func (f *follower) sealAndReport(ctx context.Context) {
 		behind = time.Since(f.pending[0].rev.GetTime().AsTime()).Seconds()
 	}
 	f.o.Metrics.behind(f.o.Namespace, f.o.ConfigUID, behind)
+	f.refreshAnchor(ctx)
 	if last := max(f.sealed[f.o.Timeline.Name], f.last()); f.anchor > 0 && last > f.anchor {
 		f.o.Metrics.sinceFull(f.o.Namespace, f.o.ConfigUID, float64(last-f.anchor))
 		if f.o.MaxChainRevisions > 0 && last-f.anchor > f.o.MaxChainRevisions {
@@ -355,13 +359,20 @@ func (f *follower) sealAndReport(ctx context.Context) {
 	}
 }
 
-// askFullBackup asks for a full backup, at most every 10 minutes, and refreshes the anchor.
-func (f *follower) askFullBackup(ctx context.Context, reason string) {
-	if anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix, f.o.Timeline); err == nil &&
-		anchor > f.anchor {
-		f.anchor = anchor
+// refreshAnchor reads the newest full backup's revision again, at most once a minute (a
+// listing and a HEAD): scheduled backups move the anchor the chain's length counts from.
+func (f *follower) refreshAnchor(ctx context.Context) {
+	if time.Since(f.anchorRead) < time.Minute {
 		return
 	}
+	f.anchorRead = time.Now()
+	if anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix, f.o.Timeline); err == nil {
+		f.anchor = max(f.anchor, anchor)
+	}
+}
+
+// askFullBackup asks for a full backup, at most every 10 minutes.
+func (f *follower) askFullBackup(ctx context.Context, reason string) {
 	if time.Since(f.asked) < 10*time.Minute || f.o.FullBackup == nil {
 		return
 	}

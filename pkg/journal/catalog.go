@@ -18,6 +18,8 @@ import (
 type Segment struct {
 	Key         string
 	First, Last int64
+	// Size is the object's size in bytes.
+	Size int64
 }
 
 // Segments lists the segments in a timeline's folder dir (Timeline.Dir), in key order
@@ -26,7 +28,7 @@ func Segments(ctx context.Context, b destination.Bucket, dir string) ([]Segment,
 	var out []Segment
 	err := b.List(ctx, dir, func(o destination.ObjectInfo) error {
 		if first, last, ok := ParseKey(dir, o.Key); ok {
-			out = append(out, Segment{Key: o.Key, First: first, Last: last})
+			out = append(out, Segment{Key: o.Key, First: first, Last: last, Size: o.Size})
 		}
 		return nil
 	})
@@ -47,6 +49,22 @@ func LastSealed(ctx context.Context, b destination.Bucket, dir string) (int64, e
 		last = max(last, s.Last)
 	}
 	return last, nil
+}
+
+// ChainBytes is the size of the segments in the timeline folder dir after revision anchor: the
+// chain a restore to its end replays from the full backup at anchor.
+func ChainBytes(ctx context.Context, b destination.Bucket, dir string, anchor int64) (int64, error) {
+	segs, err := Segments(ctx, b, dir)
+	if err != nil {
+		return 0, err
+	}
+	n := int64(0)
+	for _, s := range segs {
+		if s.First > anchor {
+			n += s.Size
+		}
+	}
+	return n, nil
 }
 
 // Backup is a full backup of the config, as its object records it.

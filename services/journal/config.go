@@ -15,6 +15,7 @@ type Config struct {
 	SegmentMiB        int
 	HashEvery         time.Duration
 	MaxChainRevisions int64
+	MaxChainMiB       int64
 	ContinuousDefault bool
 	ClaimInterval     time.Duration
 	RetryDelay        time.Duration
@@ -33,6 +34,8 @@ func parseConfig(args []string) (Config, error) {
 		"how often a segment carries the member's HashKV, which a restore must reproduce (and the first of each run)")
 	service.Int64Var(fs, &c.MaxChainRevisions, "max-chain-revisions", 1_000_000,
 		"revisions since the newest full backup past which the journal asks for a full backup (0: never)")
+	service.Int64Var(fs, &c.MaxChainMiB, "max-chain-mib", 1024,
+		"MiB of segments since the newest full backup past which the journal asks for a full backup (0: never)")
 	service.BoolVar(fs, &c.ContinuousDefault, "continuous-default", false,
 		"journal every config with a schedule unless its annotation etcdbackup.k8c.io/continuous is \"off\"")
 	service.DurationVar(fs, &c.ClaimInterval, "claim-interval", 3*time.Second,
@@ -61,6 +64,10 @@ func parseConfig(args []string) (Config, error) {
 	if c.MaxChainRevisions < 0 {
 		return Config{}, fmt.Errorf("%w: max-chain-revisions must not be negative, got %d", service.ErrInvalidOption,
 			c.MaxChainRevisions)
+	}
+	if c.MaxChainMiB < 0 {
+		return Config{}, fmt.Errorf("%w: max-chain-mib must not be negative, got %d", service.ErrInvalidOption,
+			c.MaxChainMiB)
 	}
 	return c, nil
 }

@@ -30,7 +30,8 @@ func run(ctx context.Context, args []string) error {
 		Client: rt.Kube, Clusters: rt.Manager.GetClient(), Destinations: rt.Destinations(rt.Kube),
 		JS: rt.JS, NC: rt.NC, Events: rt.Events,
 		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, SegmentBytes: cfg.SegmentMiB << 20,
-			HashEvery: cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions},
+			HashEvery: cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions,
+			MaxChainBytes: cfg.MaxChainMiB << 20},
 		MemberTimeout: cfg.MemberTimeout, StatusInterval: cfg.StatusInterval, Log: rt.Log,
 		Metrics: follow.NewMetrics(rt.Endpoint.Registry()),
 	}

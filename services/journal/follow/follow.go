@@ -49,6 +49,9 @@ type Options struct {
 	// MaxChainRevisions: past that many revisions since the newest full backup, the journal
 	// asks for one (0: never).
 	MaxChainRevisions int64
+	// MaxChainBytes: past that many bytes of segments since the newest full backup, the journal
+	// asks for one (0: never).
+	MaxChainBytes int64
 	// FullBackup asks for a full backup of the config now, saying why.
 	FullBackup func(ctx context.Context, reason string) error
 	// Check, called every SegmentInterval, ends the journal with its error when it must stop:
@@ -81,6 +84,8 @@ type follower struct {
 	anchor     int64
 	anchorRead time.Time
 	asked      time.Time
+	// chainBytes is the size of the current timeline's segments after the anchor.
+	chainBytes int64
 }
 
 // Follow journals the config until ctx ends or something fails (etcd, NATS, the bucket's
@@ -99,6 +104,9 @@ func Follow(ctx context.Context, o Options) error {
 		return err
 	}
 	f.anchorRead = time.Now()
+	if f.chainBytes, err = journal.ChainBytes(ctx, o.Bucket, o.Timeline.Dir(o.Prefix), f.anchor); err != nil {
+		return err
+	}
 	if err := f.load(ctx); err != nil {
 		return err
 	}
@@ -357,6 +365,10 @@ func (f *follower) sealAndReport(ctx context.Context) {
 				last-f.anchor, f.o.MaxChainRevisions))
 		}
 	}
+	if f.o.MaxChainBytes > 0 && f.chainBytes > f.o.MaxChainBytes {
+		f.askFullBackup(ctx, fmt.Sprintf("the chain holds %.1f MiB of segments since the newest full backup, "+
+			"more than %.1f MiB", float64(f.chainBytes)/(1<<20), float64(f.o.MaxChainBytes)/(1<<20)))
+	}
 }
 
 // refreshAnchor reads the newest full backup's revision again, at most once a minute (a
@@ -366,8 +378,13 @@ func (f *follower) refreshAnchor(ctx context.Context) {
 		return
 	}
 	f.anchorRead = time.Now()
-	if anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix, f.o.Timeline); err == nil {
-		f.anchor = max(f.anchor, anchor)
+	anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix, f.o.Timeline)
+	if err != nil || anchor <= f.anchor {
+		return
+	}
+	f.anchor = anchor
+	if n, err := journal.ChainBytes(ctx, f.o.Bucket, f.o.Timeline.Dir(f.o.Prefix), anchor); err == nil {
+		f.chainBytes = n
 	}
 }
 
@@ -443,6 +460,9 @@ func (f *follower) put(ctx context.Context, run []unsealed) error {
 	}
 	if m.Hash != nil {
 		f.hashed = time.Now()
+	}
+	if tl.Name == f.o.Timeline.Name && m.First > f.anchor {
+		f.chainBytes += int64(buf.Len())
 	}
 	f.o.Metrics.segments.WithLabelValues("ok").Inc()
 	f.o.Metrics.segmentBytes.Add(float64(buf.Len()))

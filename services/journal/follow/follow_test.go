@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -43,6 +44,8 @@ type bench struct {
 	timeline journal.Timeline
 	mu       sync.Mutex
 	asked    []string
+	// tune changes the options of the next start.
+	tune func(*follow.Options)
 }
 
 func newBench(t *testing.T) *bench {
@@ -103,19 +106,21 @@ func (b *bench) startSealingEvery(t *testing.T, interval time.Duration) (stop fu
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	log, _ := logtest.New()
-	go func() {
-		done <- follow.Follow(ctx, follow.Options{
-			JS: b.js, Bucket: b.bucket, Prefix: prefix, Namespace: "cluster-c1", ConfigUID: "uid-1", Timeline: b.timeline,
-			Etcd: b.c, Member: b.etcd.Endpoint, SegmentInterval: interval, SegmentBytes: 4 << 10,
-			HashEvery: 300 * time.Millisecond, MaxChainRevisions: 1 << 20, Log: log, Metrics: b.metrics,
-			FullBackup: func(_ context.Context, reason string) error {
-				b.mu.Lock()
-				defer b.mu.Unlock()
-				b.asked = append(b.asked, reason)
-				return nil
-			},
-		})
-	}()
+	o := follow.Options{
+		JS: b.js, Bucket: b.bucket, Prefix: prefix, Namespace: "cluster-c1", ConfigUID: "uid-1", Timeline: b.timeline,
+		Etcd: b.c, Member: b.etcd.Endpoint, SegmentInterval: interval, SegmentBytes: 4 << 10,
+		HashEvery: 300 * time.Millisecond, MaxChainRevisions: 1 << 20, Log: log, Metrics: b.metrics,
+		FullBackup: func(_ context.Context, reason string) error {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.asked = append(b.asked, reason)
+			return nil
+		},
+	}
+	if b.tune != nil {
+		b.tune(&o)
+	}
+	go func() { done <- follow.Follow(ctx, o) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -416,5 +421,50 @@ func (b *bench) settle(t *testing.T) (published, sealed int64) {
 				published-b.anchor)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A chain past --max-chain-revisions or --max-chain-mib since the newest full backup asks for
+// one; a chain under both does not.
+func TestALongChainAsksForAFullBackup(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tune func(*follow.Options)
+		want string
+	}{
+		{"revisions", func(o *follow.Options) { o.MaxChainRevisions = 100 },
+			"revisions since the newest full backup, more than 100"},
+		{"bytes", func(o *follow.Options) { o.MaxChainBytes = 2 << 10 },
+			"MiB of segments since the newest full backup, more than 0.0 MiB"},
+		{"neither", func(o *follow.Options) { o.MaxChainRevisions, o.MaxChainBytes = 1000, 1<<20 }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newBench(t)
+			b.tune = tc.tune
+			b.start(t)
+			b.write(t, 50, 200)
+			b.waitSealed(t, b.rev(t))
+			// The check runs after each seal, every 100 ms: 20 of them say a short chain asks nothing.
+			deadline := time.Now().Add(2 * time.Second)
+			for {
+				b.mu.Lock()
+				asked := append([]string(nil), b.asked...)
+				b.mu.Unlock()
+				switch {
+				case tc.want == "" && len(asked) != 0:
+					t.Fatalf("a short chain asked for a full backup: %q", asked)
+				case tc.want == "" && time.Now().After(deadline):
+					return
+				case len(asked) > 0:
+					if len(asked) != 1 || !strings.Contains(asked[0], tc.want) {
+						t.Fatalf("asked for full backups: %q, want one saying %q", asked, tc.want)
+					}
+					return
+				case tc.want != "" && time.Now().After(deadline):
+					t.Fatal("a chain past its bound asked for no full backup")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
 	}
 }

@@ -2,6 +2,10 @@ package v1
 
 import (
 	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -27,6 +31,23 @@ const AnnotationRestoreStatus = "etcdbackup.k8c.io/restore-status"
 // backups, or the config's own name); the restorer picks the newest full backup at or before
 // the target and replays the journal up to it (docs/restore.md).
 const AnnotationRestoreTo = "etcdbackup.k8c.io/restore-to"
+
+// ParseRestoreTo reads AnnotationRestoreTo: a revision ("revision:<n>", n > 0) or a time
+// (RFC 3339); exactly one of the two results is set.
+func ParseRestoreTo(s string) (revision int64, at time.Time, err error) {
+	if n, ok := strings.CutPrefix(s, "revision:"); ok {
+		rev, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || rev < 1 {
+			return 0, time.Time{}, fmt.Errorf("%q is not revision:<n> with n a positive integer", s)
+		}
+		return rev, time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("%q is neither an RFC 3339 time (2026-12-05T14:03:11Z) nor revision:<n>", s)
+	}
+	return 0, t, nil
+}
 
 // AnnotationDecryptionSecret on an EtcdRestore names a Secret in the cluster's namespace whose
 // key "identity" holds the age identities an encrypted backup is decrypted with (KKP's

@@ -48,6 +48,9 @@ type configData struct {
 	Config             *kubermaticv1.EtcdBackupConfig
 	Backups            []kubermaticv1.BackupStatus
 	Conditions         []conditionRow
+	// PointInTime is the config's ContinuousBackup condition when it is journaled: the window
+	// it can be restored to.
+	PointInTime *kubermaticv1.EtcdBackupConfigCondition
 }
 
 type conditionRow struct {
@@ -75,6 +78,7 @@ func (s *Server) config(w http.ResponseWriter, r *http.Request, sess *session) e
 		d.Conditions = append(d.Conditions, conditionRow{Type: t, EtcdBackupConfigCondition: c})
 	}
 	slices.SortFunc(d.Conditions, func(a, b conditionRow) int { return strings.Compare(a.Type, b.Type) })
+	d.PointInTime = pointInTime(cfg)
 	s.render(w, r, http.StatusOK, "config", view{Title: "Backups of " + cfg.Name, Session: sess, Live: ns, Data: d})
 	return nil
 }
@@ -297,4 +301,21 @@ func clusterRef(name string) corev1.ObjectReference {
 
 func configURL(cluster, config string) string {
 	return "/clusters/" + url.PathEscape(cluster) + "/configs/" + url.PathEscape(config)
+}
+
+// pointInTime is cfg's ContinuousBackup condition, which the journal writes on every config it
+// follows (nil: not journaled). The annotation alone is not enough: the journal's
+// --continuous-default journals configs without it.
+func pointInTime(cfg *kubermaticv1.EtcdBackupConfig) *kubermaticv1.EtcdBackupConfigCondition {
+	if cfg.Annotations[kubermaticv1.AnnotationContinuous] == kubermaticv1.ContinuousOff {
+		return nil
+	}
+	if c, ok := cfg.Status.Conditions[kubermaticv1.ConditionContinuousBackup]; ok {
+		return &c
+	}
+	if cfg.Annotations[kubermaticv1.AnnotationContinuous] == kubermaticv1.ContinuousOn {
+		return &kubermaticv1.EtcdBackupConfigCondition{Status: "Unknown",
+			Message: "continuous backup is on; the journal has not reported a window yet"}
+	}
+	return nil
 }

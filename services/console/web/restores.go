@@ -42,6 +42,9 @@ type confirmData struct {
 	Cluster, Namespace string
 	Config             string
 	Backup             kubermaticv1.BackupStatus
+	// To is a point-in-time target (AnnotationRestoreTo) instead of Backup; Window what the
+	// config can be restored to, as the journal last reported it.
+	To, Window string
 	// Confirm is what the user typed; Mismatch says it was not the cluster's name.
 	Confirm  string
 	Mismatch string
@@ -81,12 +84,49 @@ func deleting(b kubermaticv1.BackupStatus) string {
 	return ""
 }
 
+// pointInTimeConfig checks a point-in-time target against config, which must be the cluster's
+// and journaled; it returns the config and the window its condition reports. Whether the
+// target is inside the window, the restorer decides from the bucket (TargetNotRestorable).
+func (s *Server) pointInTimeConfig(r *http.Request, sess *session, ns, config,
+	to string) (*kubermaticv1.EtcdBackupConfig, string, error) {
+	if errs := validation.IsDNS1123Subdomain(config); len(errs) > 0 {
+		return nil, "", refuse("%q is not a backup config name.", config)
+	}
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := sess.Client.Get(r.Context(), client.ObjectKey{Namespace: ns, Name: config}, &cfg); err != nil {
+		return nil, "", err
+	}
+	if cfg.Spec.Cluster.Name != r.PathValue("cluster") {
+		return nil, "", refuse("Backup config %s is for cluster %s, not %s.", config, cfg.Spec.Cluster.Name,
+			r.PathValue("cluster"))
+	}
+	pit := pointInTime(&cfg)
+	if pit == nil {
+		return nil, "", refuse("Backup config %s has no continuous backup: it can be restored only to one of its backups.",
+			config)
+	}
+	if _, _, err := kubermaticv1.ParseRestoreTo(strings.TrimSpace(to)); err != nil {
+		return nil, "", refuse("Restore to: %s.", err)
+	}
+	return &cfg, pit.Message, nil
+}
+
 func (s *Server) confirmRestore(w http.ResponseWriter, r *http.Request, sess *session) error {
 	_, ns, err := clusterOf(r.Context(), r, sess)
 	if err != nil {
 		return err
 	}
 	q := r.URL.Query()
+	if q.Has("to") {
+		_, window, err := s.pointInTimeConfig(r, sess, ns, q.Get("config"), q.Get("to"))
+		if err != nil {
+			return err
+		}
+		s.render(w, r, http.StatusOK, "confirmrestore", view{Title: "Restore " + r.PathValue("cluster"), Session: sess,
+			Data: confirmData{Cluster: r.PathValue("cluster"), Namespace: ns, Config: q.Get("config"),
+				To: strings.TrimSpace(q.Get("to")), Window: window}})
+		return nil
+	}
 	b, err := s.completedBackup(r, sess, ns, q.Get("config"), q.Get("backup"))
 	if err != nil {
 		return err
@@ -102,22 +142,35 @@ func (s *Server) createRestore(w http.ResponseWriter, r *http.Request, sess *ses
 		return err
 	}
 	cluster := r.PathValue("cluster")
-	config, backup := r.PostForm.Get("config"), r.PostForm.Get("backup")
-	b, err := s.completedBackup(r, sess, ns, config, backup)
-	if err != nil {
-		return err
+	config, backup, to := r.PostForm.Get("config"), r.PostForm.Get("backup"), strings.TrimSpace(r.PostForm.Get("to"))
+	rs := &kubermaticv1.EtcdRestore{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "restore-"}}
+	d := confirmData{Cluster: cluster, Namespace: ns, Config: config, To: to}
+	if r.PostForm.Has("to") {
+		// A point-in-time restore names the config: the restorer picks the full backup.
+		cfg, window, err := s.pointInTimeConfig(r, sess, ns, config, to)
+		if err != nil {
+			return err
+		}
+		d.Window = window
+		rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreTo: to}
+		rs.Spec = kubermaticv1.EtcdRestoreSpec{Cluster: clusterRef(cluster), BackupName: cfg.Name,
+			Destination: cfg.Spec.Destination}
+	} else {
+		b, err := s.completedBackup(r, sess, ns, config, backup)
+		if err != nil {
+			return err
+		}
+		d.Backup = b
+		rs.Spec = kubermaticv1.EtcdRestoreSpec{Cluster: clusterRef(cluster), BackupName: b.BackupName,
+			Destination: b.Destination}
 	}
 	// Typing the cluster's name is the guard against restoring the wrong cluster's etcd.
 	if confirm := strings.TrimSpace(r.PostForm.Get("confirm")); confirm != cluster {
+		d.Confirm = confirm
+		d.Mismatch = fmt.Sprintf("Type %s, the name of the cluster whose etcd will be replaced.", cluster)
 		s.render(w, r, http.StatusUnprocessableEntity, "confirmrestore", view{Title: "Restore " + cluster, Session: sess,
-			Data: confirmData{Cluster: cluster, Namespace: ns, Config: config, Backup: b, Confirm: confirm,
-				Mismatch: fmt.Sprintf("Type %s, the name of the cluster whose etcd will be replaced.", cluster)}})
+			Data: d})
 		return nil
-	}
-	rs := &kubermaticv1.EtcdRestore{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "restore-"},
-		Spec: kubermaticv1.EtcdRestoreSpec{Cluster: clusterRef(cluster), BackupName: b.BackupName,
-			Destination: b.Destination},
 	}
 	if err := sess.Client.Create(r.Context(), rs); err != nil {
 		return err

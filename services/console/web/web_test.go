@@ -439,6 +439,80 @@ func TestOneTimeBackupAndRestoreAreCheckedAgainstTheAPI(t *testing.T) {
 	}
 }
 
+// A continuous config's page shows its restorable window and a form for a time; the restore
+// created names the config and carries the target, and a config without a journal, a target
+// that is no time or another cluster's config are refused before anything is created.
+func TestPointInTimeRestoreFromTheConsole(t *testing.T) {
+	window := "restorable from 2026-12-05T09:00:00Z to 2026-12-05T14:03:12Z (revisions 120 to 9041)"
+	continuous := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "daily"},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a"), Schedule: "0 1 * * *",
+			Destination: "archive"},
+		Status: kubermaticv1.EtcdBackupConfigStatus{Conditions: map[string]kubermaticv1.EtcdBackupConfigCondition{
+			kubermaticv1.ConditionContinuousBackup: {Status: "True", Reason: kubermaticv1.ReasonRestorable,
+				Message: window}}}}
+	plain := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "weekly"},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a"), Schedule: "0 1 * * 0"}}
+	other := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "stray"},
+		Spec:   kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("b"), Schedule: "0 1 * * *"},
+		Status: continuous.Status}
+	s, h, _ := testServer(t, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, continuous, plain, other)
+
+	page := do(t, h, s, http.MethodGet, "/clusters/a/configs/daily", "alice", nil)
+	shown := `id="pit-window" data-section="pit-window" data-status="True">` + window
+	if page.Code != http.StatusOK || !strings.Contains(page.Body.String(), shown) ||
+		!strings.Contains(page.Body.String(), `id="restore-to"`) {
+		t.Fatalf("the continuous config's page: %d, want its window and a time field\n%s", page.Code, page.Body.String())
+	}
+	if page := do(t, h, s, http.MethodGet, "/clusters/a/configs/weekly", "alice", nil); page.Code != http.StatusOK ||
+		strings.Contains(page.Body.String(), `id="pit-form"`) {
+		t.Errorf("a config without a journal offers a point-in-time restore: %d", page.Code)
+	}
+	confirm := do(t, h, s, http.MethodGet, "/clusters/a/restore?config=daily&to=2026-12-05T14:03:11Z", "alice", nil)
+	if confirm.Code != http.StatusOK || !strings.Contains(confirm.Body.String(), "<b>2026-12-05T14:03:11Z</b>") ||
+		!strings.Contains(confirm.Body.String(), window) ||
+		!strings.Contains(confirm.Body.String(), `name="to" value="2026-12-05T14:03:11Z"`) {
+		t.Fatalf("the confirmation of a point-in-time restore: %d\n%s", confirm.Code, confirm.Body.String())
+	}
+	for _, tc := range []struct {
+		name string
+		form url.Values
+		code int
+		says string
+	}{
+		{"a config without a journal", url.Values{"config": {"weekly"}, "to": {"2026-12-05T14:03:11Z"},
+			"confirm": {"a"}}, http.StatusBadRequest, "has no continuous backup"},
+		{"a target that is no time", url.Values{"config": {"daily"}, "to": {"yesterday at two"}, "confirm": {"a"}},
+			http.StatusBadRequest, "neither an RFC 3339 time"},
+		{"a revision that is none", url.Values{"config": {"daily"}, "to": {"revision:-3"}, "confirm": {"a"}},
+			http.StatusBadRequest, "n a positive integer"},
+		{"another cluster's config", url.Values{"config": {"stray"}, "to": {"2026-12-05T14:03:11Z"},
+			"confirm": {"a"}}, http.StatusBadRequest, "is for cluster b, not a"},
+		{"a mistyped cluster", url.Values{"config": {"daily"}, "to": {"2026-12-05T14:03:11Z"}, "confirm": {"b"}},
+			http.StatusUnprocessableEntity, "Type a, the name"},
+	} {
+		if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice",
+			tc.form); w.Code != tc.code || !strings.Contains(w.Body.String(), tc.says) {
+			t.Errorf("%s: %d, want %d saying %q\n%s", tc.name, w.Code, tc.code, tc.says, w.Body.String())
+		}
+	}
+	c, _ := s.Users("alice")
+	var restores kubermaticv1.EtcdRestoreList
+	if err := c.List(context.Background(), &restores); err != nil || len(restores.Items) != 0 {
+		t.Fatalf("refused restores created %d restores (%v)", len(restores.Items), err)
+	}
+	if w := do(t, h, s, http.MethodPost, "/clusters/a/restores", "alice", url.Values{"config": {"daily"},
+		"to": {" revision:9000 "}, "confirm": {"a"}}); w.Code != http.StatusSeeOther {
+		t.Fatalf("a confirmed point-in-time restore: %d\n%s", w.Code, w.Body.String())
+	}
+	if err := c.List(context.Background(), &restores); err != nil || len(restores.Items) != 1 {
+		t.Fatalf("%d restores (%v)", len(restores.Items), err)
+	}
+	if rs := restores.Items[0]; rs.Spec.BackupName != "daily" || rs.Spec.Destination != "archive" ||
+		rs.Spec.Cluster.Name != "a" || rs.Annotations[kubermaticv1.AnnotationRestoreTo] != "revision:9000" {
+		t.Errorf("restore %s/%s: %+v %v", rs.Namespace, rs.Name, rs.Spec, rs.Annotations)
+	}
+}
+
 // The event stream: only for a namespace the user may get configs in, with the hub's events
 // of that namespace, and the browser leaves the hub when the request ends.
 func TestEventStreamFollowsAccess(t *testing.T) {

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
@@ -42,19 +41,11 @@ func (t Target) String() string {
 
 // ParseTarget reads AnnotationRestoreTo.
 func ParseTarget(s string) (Target, error) {
-	if n, ok := strings.CutPrefix(s, "revision:"); ok {
-		rev, err := strconv.ParseInt(n, 10, 64)
-		if err != nil || rev < 1 {
-			return Target{}, fmt.Errorf("%w: %q is not revision:<n> with n a positive integer", ErrTarget, s)
-		}
-		return Target{Revision: rev}, nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
+	rev, t, err := kubermaticv1.ParseRestoreTo(s)
 	if err != nil {
-		return Target{}, fmt.Errorf("%w: %q is neither an RFC 3339 time (2026-12-05T14:03:11Z) nor revision:<n>",
-			ErrTarget, s)
+		return Target{}, fmt.Errorf("%w: %w", ErrTarget, err)
 	}
-	return Target{Time: t}, nil
+	return Target{Revision: rev, Time: t}, nil
 }
 
 // in says whether the target falls in w.

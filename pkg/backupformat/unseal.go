@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"runtime"
+	"sync"
 
 	"filippo.io/age"
 	"github.com/klauspost/compress/zstd"
@@ -52,4 +54,38 @@ func Unseal(stored []byte, st Meta, identities []age.Identity, limit int64) ([]b
 		return nil, fmt.Errorf("%w: it holds more than %d bytes", ErrCorrupt, limit)
 	}
 	return out.Bytes(), nil
+}
+
+// small compresses small objects whole (EncodeAll): one encoder state per core, made once,
+// instead of a streaming Writer's window per object.
+var small = sync.OnceValue(func() *zstd.Encoder {
+	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(Level), zstd.WithWindowSize(WindowSize),
+		zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)))
+	if err != nil {
+		panic(err) // the options are constants
+	}
+	return enc
+})
+
+// Seal is Unseal's inverse for an object held whole (a journal segment): plain compressed
+// with zstd, and encrypted to e's recipients when it has any. It returns the stored bytes
+// and what Unseal needs of them (sha256, codec, recipients).
+func Seal(plain []byte, e Encryption) ([]byte, Meta, error) {
+	stored := small().EncodeAll(plain, nil)
+	if len(e.Recipients) > 0 {
+		var buf bytes.Buffer
+		w, err := age.Encrypt(&buf, e.Recipients...)
+		if err != nil {
+			return nil, Meta{}, fmt.Errorf("encrypt: %w", err)
+		}
+		if _, err := w.Write(stored); err != nil {
+			return nil, Meta{}, fmt.Errorf("encrypt: %w", err)
+		}
+		if err := w.Close(); err != nil {
+			return nil, Meta{}, fmt.Errorf("encrypt: %w", err)
+		}
+		stored = buf.Bytes()
+	}
+	sum := sha256.Sum256(stored)
+	return stored, Meta{SHA256: hex.EncodeToString(sum[:]), Codec: e.Codec(), Recipients: e.RecipientList()}, nil
 }

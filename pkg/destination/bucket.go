@@ -40,6 +40,9 @@ type Bucket interface {
 	// List calls f for every object whose key starts with prefix, at any depth, in key order.
 	// An error from f stops the listing and is returned.
 	List(ctx context.Context, prefix string, f func(ObjectInfo) error) error
+	// ListWith is List with options: only the keys after opts.StartAfter, and with
+	// opts.Shallow, the objects directly under prefix and one entry per folder below it.
+	ListWith(ctx context.Context, prefix string, opts ListOptions, f func(ObjectInfo) error) error
 	// AbortUploads aborts the unfinished multipart uploads to key (left by a process killed
 	// during a put), so that their parts stop taking space. None is not an error.
 	AbortUploads(ctx context.Context, key string) error
@@ -65,6 +68,17 @@ type Reader interface {
 const MaxPresignExpiry = 7 * 24 * time.Hour
 
 // ObjectInfo is what a bucket says of one object.
+// ListOptions narrow a listing (ListWith).
+type ListOptions struct {
+	// StartAfter: only keys after it, in key order (S3's start-after): what a listing that
+	// saw up to StartAfter has not seen yet.
+	StartAfter string
+	// Shallow: the objects directly under the prefix, and each folder below it once, as an
+	// ObjectInfo whose Key is the folder's path ending in "/" and whose Size is 0 (S3's
+	// delimiter "/"), instead of every object at any depth.
+	Shallow bool
+}
+
 type ObjectInfo struct {
 	Key          string
 	Size         int64

@@ -161,9 +161,14 @@ func (b *s3Bucket) Delete(ctx context.Context, key string) error {
 }
 
 func (b *s3Bucket) List(ctx context.Context, prefix string, f func(ObjectInfo) error) error {
+	return b.ListWith(ctx, prefix, ListOptions{}, f)
+}
+
+func (b *s3Bucket) ListWith(ctx context.Context, prefix string, opts ListOptions, f func(ObjectInfo) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // stops minio-go's listing goroutine when f returns early
-	for o := range b.c.ListObjects(ctx, b.name, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+	for o := range b.c.ListObjects(ctx, b.name, minio.ListObjectsOptions{Prefix: prefix, Recursive: !opts.Shallow,
+		StartAfter: opts.StartAfter}) {
 		if o.Err != nil {
 			return b.classify("list "+prefix, "", o.Err)
 		}

@@ -25,8 +25,14 @@ type Segment struct {
 // Segments lists the segments in a timeline's folder dir (Timeline.Dir), in key order
 // (revision order). Other objects there are ignored.
 func Segments(ctx context.Context, b destination.Bucket, dir string) ([]Segment, error) {
+	return SegmentsAfter(ctx, b, dir, "")
+}
+
+// SegmentsAfter is Segments of the keys after key after ("": all): what a listing that saw up
+// to after has not seen.
+func SegmentsAfter(ctx context.Context, b destination.Bucket, dir, after string) ([]Segment, error) {
 	var out []Segment
-	err := b.List(ctx, dir, func(o destination.ObjectInfo) error {
+	err := b.ListWith(ctx, dir, destination.ListOptions{StartAfter: after}, func(o destination.ObjectInfo) error {
 		if first, last, ok := ParseKey(dir, o.Key); ok {
 			out = append(out, Segment{Key: o.Key, First: first, Last: last, Size: o.Size})
 		}
@@ -65,6 +71,28 @@ func ChainBytes(ctx context.Context, b destination.Bucket, dir string, anchor in
 		}
 	}
 	return n, nil
+}
+
+// Tail follows the last revision sealed in a timeline folder, listing only the keys after the
+// last segment it saw: what watching a journal costs one short listing however long it is.
+type Tail struct {
+	Bucket destination.Bucket
+	Dir    string
+	last   Segment
+}
+
+// Last is the last revision a segment in the folder holds (0: none yet).
+func (t *Tail) Last(ctx context.Context) (int64, error) {
+	added, err := SegmentsAfter(ctx, t.Bucket, t.Dir, t.last.Key)
+	if err != nil {
+		return 0, err
+	}
+	for _, s := range added {
+		if s.Last > t.last.Last {
+			t.last = s
+		}
+	}
+	return t.last.Last, nil
 }
 
 // Backup is a full backup of the config, as its object records it.
@@ -135,7 +163,8 @@ func scheduledOf(key string) time.Time {
 
 func backupKeys(ctx context.Context, b destination.Bucket, prefix string) ([]string, error) {
 	var keys []string
-	err := b.List(ctx, prefix, func(o destination.ObjectInfo) error {
+	// One level: the backups, not the journal's folder of segments under the same prefix.
+	err := b.ListWith(ctx, prefix, destination.ListOptions{Shallow: true}, func(o destination.ObjectInfo) error {
 		rest := strings.TrimPrefix(o.Key, prefix)
 		if strings.HasSuffix(rest, backupformat.Suffix) && !strings.Contains(rest, "/") {
 			keys = append(keys, o.Key)

@@ -192,22 +192,23 @@ func Write(w io.Writer, revs []*etcdbackupv1.JournalRevision, e backupformat.Enc
 	if err := checkOrder(revs); err != nil {
 		return Meta{}, err
 	}
-	bw, err := backupformat.NewSealingWriter(w, backupformat.Level, 1, e)
-	if err != nil {
-		return Meta{}, err
-	}
 	m := Meta{First: revs[0].GetRevision(), Last: revs[len(revs)-1].GetRevision(),
 		FirstTime: revs[0].GetTime().AsTime(), LastTime: revs[len(revs)-1].GetTime().AsTime()}
+	var plain bytes.Buffer
 	for _, r := range revs {
-		if _, err := protodelim.MarshalTo(bw, r); err != nil {
+		if _, err := protodelim.MarshalTo(&plain, r); err != nil {
 			return Meta{}, err
 		}
 		m.Events += int64(len(r.GetEvents()))
 	}
-	if err := bw.Close(); err != nil {
+	stored, st, err := backupformat.Seal(plain.Bytes(), e)
+	if err != nil {
 		return Meta{}, err
 	}
-	m.Stored = bw.Meta()
+	if _, err := w.Write(stored); err != nil {
+		return Meta{}, err
+	}
+	m.Stored = st
 	return m, nil
 }
 

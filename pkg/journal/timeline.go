@@ -65,7 +65,8 @@ func (tl Timeline) Holds(bk Backup, next *Timeline) bool {
 func Timelines(ctx context.Context, b destination.Bucket, prefix string) ([]Timeline, error) {
 	seen := map[string]bool{}
 	var out []Timeline
-	err := b.List(ctx, prefix+Dir, func(o destination.ObjectInfo) error {
+	// One level: the folders, not every segment in them.
+	err := b.ListWith(ctx, prefix+Dir, destination.ListOptions{Shallow: true}, func(o destination.ObjectInfo) error {
 		name, _, ok := strings.Cut(strings.TrimPrefix(o.Key, prefix+Dir), "/")
 		if !ok || seen[name] {
 			return nil

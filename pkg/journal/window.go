@@ -41,11 +41,32 @@ func (w Window) String() string {
 // run of consecutive segments that one of the timeline's full backups anchors (its recorded
 // revision inside the run, or just before it), from its oldest anchor.
 func Windows(ctx context.Context, b destination.Bucket, prefix string) ([]Window, error) {
-	timelines, err := Timelines(ctx, b, prefix)
+	return (&Catalog{Bucket: b, Prefix: prefix}).Windows(ctx)
+}
+
+// Catalog reads a config's windows again and again (the journal's condition, every status
+// interval) without reading again what it has read: a timeline's segments are listed from
+// after the last key it saw, and a backup's or a segment's record is read once (neither is
+// ever rewritten). Segments that retention deleted are noticed by a whole listing every
+// RelistEvery (0: every time). The zero Catalog of a bucket and prefix reads everything once.
+type Catalog struct {
+	Bucket      destination.Bucket
+	Prefix      string
+	RelistEvery time.Duration
+
+	segments map[string][]Segment // by timeline folder
+	listed   map[string]time.Time // when each folder was last listed whole
+	backups  map[string]Backup    // records by key
+	metas    map[string]Meta      // segments' records by key
+}
+
+// Windows is the package's Windows, from what the catalog has read and what is new.
+func (c *Catalog) Windows(ctx context.Context) ([]Window, error) {
+	timelines, err := Timelines(ctx, c.Bucket, c.Prefix)
 	if err != nil || len(timelines) == 0 {
 		return nil, err
 	}
-	backups, err := Backups(ctx, b, prefix)
+	backups, err := c.readBackups(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +83,7 @@ func Windows(ctx context.Context, b destination.Bucket, prefix string) ([]Window
 				anchors = append(anchors, bk)
 			}
 		}
-		ws, err := timelineWindows(ctx, b, prefix, tl, anchors)
+		ws, err := c.timelineWindows(ctx, tl, anchors)
 		if err != nil {
 			return nil, err
 		}
@@ -71,10 +92,72 @@ func Windows(ctx context.Context, b destination.Bucket, prefix string) ([]Window
 	return out, nil
 }
 
+// readBackups is Backups, with the records read before kept.
+func (c *Catalog) readBackups(ctx context.Context) ([]Backup, error) {
+	keys, err := backupKeys(ctx, c.Bucket, c.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	known := c.backups
+	c.backups = make(map[string]Backup, len(keys))
+	out := make([]Backup, 0, len(keys))
+	for _, k := range keys {
+		bk, ok := known[k]
+		if !ok {
+			if bk, err = record(ctx, c.Bucket, k); err != nil {
+				return nil, err
+			}
+		}
+		c.backups[k] = bk
+		if bk.Revision > 0 {
+			out = append(out, bk)
+		}
+	}
+	return out, nil
+}
+
+// segmentsIn is Segments of a timeline folder: the keys after the last one seen, or all of
+// them when RelistEvery has passed since they were last listed whole.
+func (c *Catalog) segmentsIn(ctx context.Context, dir string) ([]Segment, error) {
+	if c.segments == nil {
+		c.segments, c.listed = map[string][]Segment{}, map[string]time.Time{}
+	}
+	have := c.segments[dir]
+	if len(have) == 0 || time.Since(c.listed[dir]) >= c.RelistEvery {
+		segs, err := Segments(ctx, c.Bucket, dir)
+		if err != nil {
+			return nil, err
+		}
+		c.segments[dir], c.listed[dir] = segs, time.Now()
+		return segs, nil
+	}
+	added, err := SegmentsAfter(ctx, c.Bucket, dir, have[len(have)-1].Key)
+	if err != nil {
+		return nil, err
+	}
+	c.segments[dir] = append(have, added...)
+	return c.segments[dir], nil
+}
+
+// meta is a segment's record, read once.
+func (c *Catalog) meta(ctx context.Context, key string) (Meta, error) {
+	if m, ok := c.metas[key]; ok {
+		return m, nil
+	}
+	m, err := stat(ctx, c.Bucket, key)
+	if err != nil {
+		return Meta{}, err
+	}
+	if c.metas == nil || len(c.metas) > 64 {
+		c.metas = map[string]Meta{} // the windows' last segments: a few are enough
+	}
+	c.metas[key] = m
+	return m, nil
+}
+
 // timelineWindows is Windows of one timeline, anchors its backups in revision order.
-func timelineWindows(ctx context.Context, b destination.Bucket, prefix string, tl Timeline,
-	anchors []Backup) ([]Window, error) {
-	segs, err := Segments(ctx, b, tl.Dir(prefix))
+func (c *Catalog) timelineWindows(ctx context.Context, tl Timeline, anchors []Backup) ([]Window, error) {
+	segs, err := c.segmentsIn(ctx, tl.Dir(c.Prefix))
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +182,7 @@ func timelineWindows(ctx context.Context, b destination.Bucket, prefix string, t
 		if len(w.Segments) == 0 {
 			continue
 		}
-		lastMeta, err := stat(ctx, b, w.Segments[len(w.Segments)-1].Key)
+		lastMeta, err := c.meta(ctx, w.Segments[len(w.Segments)-1].Key)
 		if err != nil {
 			return nil, err
 		}

@@ -41,7 +41,7 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.ClaimInterval, "claim-interval", 3*time.Second,
 		"how often this replica takes the journal leases of continuous configs nobody follows")
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", time.Second,
-		"delay before a failed journal resumes (doubles up to 30 s)")
+		"delay before a failed journal resumes (doubles up to 10 s; starts over after a journal ran 10 s)")
 	service.DurationVar(fs, &c.MemberTimeout, "member-timeout", 5*time.Second, "timeout of one etcd member's health check")
 	service.DurationVar(fs, &c.StatusInterval, "status-interval", time.Minute,
 		"how often each config's ContinuousBackup condition is brought up to date")

@@ -8,6 +8,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	"github.com/etcd-backup/etcdbackup/services/journal/claim"
 	"github.com/etcd-backup/etcdbackup/services/journal/follow"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func run(ctx context.Context, args []string) error {
@@ -24,13 +25,21 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The journal's own JetStream context: its revisions are small and many followers publish at
+	// once, so more of them may be in flight than the services' chunk-sized default allows.
+	js, err := jetstream.New(rt.NC, jetstream.WithPublishAsyncMaxPending(follow.MaxPublishPending))
+	if err != nil {
+		return err
+	}
 	holder, _ := os.Hostname()
 	// Clusters and Secrets are read uncached (rt.Kube); the configs come from the cache.
 	src := &follow.Source{
 		Client: rt.Kube, Clusters: rt.Manager.GetClient(), Destinations: rt.Destinations(rt.Kube),
-		JS: rt.JS, NC: rt.NC, Events: rt.Events,
-		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, SegmentBytes: cfg.SegmentMiB << 20,
-			HashEvery: cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions,
+		JS: js, NC: rt.NC, Events: rt.Events,
+		// Sealed revisions leave the bus every third segment interval: one purge of three.
+		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, PurgeEvery: 3 * cfg.SegmentInterval,
+			SegmentBytes: cfg.SegmentMiB << 20,
+			HashEvery:    cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions,
 			MaxChainBytes: cfg.MaxChainMiB << 20},
 		MemberTimeout: cfg.MemberTimeout, StatusInterval: cfg.StatusInterval, Log: rt.Log,
 		Metrics: follow.NewMetrics(rt.Endpoint.Registry()),

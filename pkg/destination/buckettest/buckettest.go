@@ -44,7 +44,7 @@ func Run(t *testing.T, s Store) {
 	t.Run("a put if absent never replaces", c.putIfAbsent)
 	t.Run("a failed put leaves no object", c.failedPut)
 	t.Run("delete is idempotent", c.deleteTwice)
-	t.Run("list walks a prefix at any depth", c.list)
+	t.Run("list walks a prefix at any depth, or one level, from a key", c.list)
 	t.Run("a presigned GET reads its object until it expires", c.presigned)
 	t.Run("a missing bucket is ErrBucketNotFound everywhere", c.missingBucket)
 	t.Run("refused keys are ErrAccessDenied everywhere", c.refused)
@@ -231,6 +231,29 @@ func (c contract) list(t *testing.T) {
 	if err := b.List(ctx(t), "none/",
 		func(o destination.ObjectInfo) error { return errors.New("listed " + o.Key) }); err != nil {
 		t.Fatalf("an empty prefix: %v", err)
+	}
+	listed := func(prefix string, opts destination.ListOptions) []string {
+		t.Helper()
+		var keys []string
+		if err := b.ListWith(ctx(t), prefix, opts, func(o destination.ObjectInfo) error {
+			keys = append(keys, o.Key)
+			return nil
+		}); err != nil {
+			t.Fatalf("list %s with %+v: %v", prefix, opts, err)
+		}
+		return keys
+	}
+	if got := listed("c/ns/", destination.ListOptions{StartAfter: "c/ns/a/a-1.db.zst"}); !slices.Equal(got,
+		[]string{"c/ns/a/deep/a-2.db.zst", "c/ns/ab/ab-1.db.zst"}) {
+		t.Errorf("list c/ns/ after c/ns/a/a-1.db.zst: %v", got)
+	}
+	if got := listed("c/ns/a/", destination.ListOptions{Shallow: true}); !slices.Equal(got,
+		[]string{"c/ns/a/a-1.db.zst", "c/ns/a/deep/"}) {
+		t.Errorf("list c/ns/a/ shallow: %v, want its object and its folder", got)
+	}
+	if got := listed("c/ns/a/", destination.ListOptions{Shallow: true, StartAfter: "c/ns/a/a-1.db.zst"}); !slices.Equal(
+		got, []string{"c/ns/a/deep/"}) {
+		t.Errorf("list c/ns/a/ shallow after its object: %v, want its folder", got)
 	}
 }
 

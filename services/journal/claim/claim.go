@@ -2,8 +2,8 @@
 // interval each replica lists the configs that want a journal (Continuous), takes the journal
 // lease of those nobody holds, and runs a follower for each lease it holds; a replica that dies
 // stops refreshing its leases, which end after bus.JournalLeaseTTL and are taken by the others.
-// A replica that holds more configs than another waits a little longer before each claim, so
-// that the configs spread over the replicas.
+// A replica that holds a larger share of the configs waits longer into each interval before it
+// claims, so that the configs spread over the replicas.
 package claim
 
 import (
@@ -105,19 +105,26 @@ func (c *Claimer) claim(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 	}
 	c.mu.Unlock()
+	c.mu.Lock()
+	held := len(c.running)
+	var free []string
 	for _, key := range shuffled(want) {
+		if _, have := c.running[key]; !have {
+			free = append(free, key)
+		}
+	}
+	c.mu.Unlock()
+	if len(free) == 0 {
+		return nil
+	}
+	// The larger the share this replica holds, the later in the interval it tries: a lighter
+	// replica takes the free configs first. The wait is once a pass, so a replica that must take
+	// over hundreds of configs from a dead one takes them all in one pass.
+	if !sleep(ctx, time.Duration(float64(c.Interval)*float64(held)/float64(len(want)))) {
+		return nil
+	}
+	for _, key := range free {
 		cfg := want[key]
-		c.mu.Lock()
-		_, have := c.running[key]
-		held := len(c.running)
-		c.mu.Unlock()
-		if have {
-			continue
-		}
-		// The more this replica holds, the later it tries: a lighter replica wins the race.
-		if !sleep(ctx, time.Duration(held)*10*time.Millisecond) {
-			return nil
-		}
 		held2, release, err := c.Leases.Acquire(ctx, key, c.Holder+" journals "+cfg.Namespace+"/"+cfg.Name)
 		var busy *bus.HeldError
 		if errors.As(err, &busy) {
@@ -141,22 +148,31 @@ func (c *Claimer) claim(ctx context.Context, wg *sync.WaitGroup) error {
 	return nil
 }
 
+// MaxRetryDelay bounds the doubling delay before a failed journal resumes: after an outage of
+// NATS, etcd or the bucket, every journal is back within it.
+const MaxRetryDelay = 10 * time.Second
+
 // run follows cfg until its context ends (lease lost, config no longer continuous, shutdown),
 // again after each failure.
 func (c *Claimer) run(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) {
 	c.Log.Info("journal started", "config", cfg.Namespace+"/"+cfg.Name)
 	delay := c.RetryDelay
 	for ctx.Err() == nil {
+		began := time.Now()
 		err := c.Follow(ctx, cfg)
 		if ctx.Err() != nil {
 			break
+		}
+		// A journal that ran a while failed anew: its retries start over.
+		if time.Since(began) > MaxRetryDelay {
+			delay = c.RetryDelay
 		}
 		c.Log.Warn("journal failed; it resumes from the bus and the bucket", "config", cfg.Namespace+"/"+cfg.Name,
 			"retry_in", delay, "err", err)
 		if !sleep(ctx, delay) {
 			break
 		}
-		delay = min(2*delay, 30*time.Second)
+		delay = min(2*delay, MaxRetryDelay)
 	}
 	c.Log.Info("journal stopped", "config", cfg.Namespace+"/"+cfg.Name, "cause", context.Cause(ctx))
 }

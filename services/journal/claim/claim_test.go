@@ -122,10 +122,13 @@ func TestReplicasShareConfigsAndReplaceADeadOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	var objs []client.Object
-	for i := range 10 {
+	// Enough configs that a replica taking over half of them one by one, or waiting a little
+	// longer for each it already holds, would not be done within 15 s.
+	const n = 300
+	for i := range n {
 		objs = append(objs, config(i, kubermaticv1.ContinuousOn))
 	}
-	objs = append(objs, config(10, kubermaticv1.ContinuousOff), config(11, ""))
+	objs = append(objs, config(n, kubermaticv1.ContinuousOff), config(n+1, ""))
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
 	f := &followers{by: map[string]string{}}
 	log, _ := logtest.New()
@@ -159,11 +162,11 @@ func TestReplicasShareConfigsAndReplaceADeadOne(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		a, all := f.count("a")
-		if all == 10 && a > 0 && a < 10 {
+		if all == n && a > 0 && a < n {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica a follows %d of %d configs followed, want 10 shared by both", a, all)
+			t.Fatalf("replica a follows %d of %d configs followed, want %d shared by both", a, all, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -181,11 +184,11 @@ func TestReplicasShareConfigsAndReplaceADeadOne(t *testing.T) {
 	killed := time.Now()
 	for {
 		b, all := f.count("b")
-		if b == 10 && all == 10 {
+		if b == n && all == n {
 			break
 		}
 		if time.Since(killed) > 15*time.Second {
-			t.Fatalf("%d of 10 configs followed by b %s after a stopped", b, time.Since(killed))
+			t.Fatalf("%d of %d configs followed by b %s after a stopped", b, n, time.Since(killed))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -44,6 +44,9 @@ type Options struct {
 	// that many bytes of revisions wait.
 	SegmentInterval time.Duration
 	SegmentBytes    int
+	// PurgeEvery is how often sealed revisions are purged from the bus (0: after every seal):
+	// each purge scans the stream's blocks, so a seed of many configs purges in batches.
+	PurgeEvery time.Duration
 	// HashEvery is how often a segment carries the member's HashKV (and the first of each run).
 	HashEvery time.Duration
 	// MaxChainRevisions: past that many revisions since the newest full backup, the journal
@@ -86,6 +89,10 @@ type follower struct {
 	asked      time.Time
 	// chainBytes is the size of the current timeline's segments after the anchor.
 	chainBytes int64
+	// purgeTo is the stream sequence after the last sealed revision not yet purged (0: none);
+	// purged when the bus was last purged.
+	purgeTo uint64
+	purged  time.Time
 }
 
 // Follow journals the config until ctx ends or something fails (etcd, NATS, the bucket's
@@ -251,25 +258,69 @@ func (f *follower) add(rev *etcdbackupv1.JournalRevision, seq uint64, size int) 
 	f.bytes += size
 }
 
-// publish puts rev on the bus, once: a revision published again (a replica that died after
-// publishing, before it knew) is the stream's duplicate.
-func (f *follower) publish(ctx context.Context, rev *etcdbackupv1.JournalRevision) error {
-	rev.Timeline = f.o.Timeline.Name
-	data, err := proto.Marshal(rev)
-	if err != nil {
-		return err
+// publish puts revs on the bus, each once: a revision published again (a replica that died
+// after publishing, before it knew) is the stream's duplicate. They are sent without waiting
+// for each one's ack, then every ack is awaited: a watch response of many revisions costs one
+// round trip, not one each. A revision counts as on the bus only once acknowledged.
+func (f *follower) publish(ctx context.Context, revs []*etcdbackupv1.JournalRevision) error {
+	for len(revs) > publishBatch {
+		if err := f.publishBatch(ctx, revs[:publishBatch]); err != nil {
+			return err
+		}
+		revs = revs[publishBatch:]
 	}
-	msg := nats.NewMsg(f.subject)
-	msg.Data = data
-	msg.Header.Set(bus.HeaderContentType, bus.ContentTypeProtobuf)
-	ack, err := f.o.JS.PublishMsg(ctx, msg, jetstream.WithMsgID(bus.JournalMsgID(f.o.ConfigUID, rev.GetRevision())))
-	if err != nil {
-		return fmt.Errorf("publish revision %d: %w", rev.GetRevision(), err)
+	return f.publishBatch(ctx, revs)
+}
+
+// MaxPublishPending is how many asynchronous publishes the journal's JetStream context lets be
+// in flight: a few batches of every follower's.
+const MaxPublishPending = 4096
+
+// publishBatch is how many revisions a follower has in flight at most.
+const publishBatch = 64
+
+func (f *follower) publishBatch(ctx context.Context, revs []*etcdbackupv1.JournalRevision) error {
+	type sent struct {
+		rev  *etcdbackupv1.JournalRevision
+		size int
+		ack  jetstream.PubAckFuture
 	}
-	f.add(rev, ack.Sequence, len(data))
-	f.o.Metrics.revisions.Inc()
+	futures := make([]sent, 0, len(revs))
+	for _, rev := range revs {
+		rev.Timeline = f.o.Timeline.Name
+		data, err := proto.Marshal(rev)
+		if err != nil {
+			return err
+		}
+		msg := nats.NewMsg(f.subject)
+		msg.Data = data
+		msg.Header.Set(bus.HeaderContentType, bus.ContentTypeProtobuf)
+		ack, err := f.o.JS.PublishMsgAsync(msg, jetstream.WithMsgID(bus.JournalMsgID(f.o.ConfigUID, rev.GetRevision())))
+		if err != nil {
+			return fmt.Errorf("publish revision %d: %w", rev.GetRevision(), err)
+		}
+		futures = append(futures, sent{rev: rev, size: len(data), ack: ack})
+	}
+	timeout := time.NewTimer(publishTimeout)
+	defer timeout.Stop()
+	for _, s := range futures {
+		select {
+		case ack := <-s.ack.Ok():
+			f.add(s.rev, ack.Sequence, s.size)
+			f.o.Metrics.revisions.Inc()
+		case err := <-s.ack.Err():
+			return fmt.Errorf("publish revision %d: %w", s.rev.GetRevision(), err)
+		case <-timeout.C:
+			return fmt.Errorf("publish revision %d: no ack within %s", s.rev.GetRevision(), publishTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	return nil
 }
+
+// publishTimeout bounds the wait for the acks of one watch response's revisions.
+const publishTimeout = 30 * time.Second
 
 // ErrWentBack: etcd's revision is behind what the journal holds of its timeline.
 var ErrWentBack = errors.New("etcd went back in time")
@@ -331,11 +382,11 @@ func (f *follower) watch(ctx context.Context, from int64, tick <-chan time.Time)
 			if err != nil {
 				return err
 			}
-			for _, rev := range revs {
-				if err := f.publish(ctx, rev); err != nil {
-					return err
-				}
-				from = rev.GetRevision() + 1
+			if err := f.publish(ctx, revs); err != nil {
+				return err
+			}
+			if len(revs) > 0 {
+				from = revs[len(revs)-1].GetRevision() + 1
 			}
 			if f.bytes >= f.o.SegmentBytes {
 				f.sealAndReport(ctx)
@@ -418,13 +469,25 @@ func (f *follower) seal(ctx context.Context) error {
 		f.sealed[timelineOf(last.rev)] = last.rev.GetRevision()
 		f.pending = f.pending[n:]
 		f.bytes -= size
-		// A purge that fails leaves sealed revisions on the bus: the next holder drops them.
-		if err := f.stream.Purge(ctx, jetstream.WithPurgeSubject(f.subject),
-			jetstream.WithPurgeSequence(last.seq+1)); err != nil {
-			f.o.Log.Warn("purge sealed revisions from the bus", "subject", f.subject, "err", err)
-		}
+		f.purgeTo = last.seq + 1
 	}
+	f.purge(ctx)
 	return nil
+}
+
+// purge removes the sealed revisions from the bus, at most every PurgeEvery. A purge that
+// fails, or that has not come yet when the replica dies, leaves sealed revisions on the bus:
+// the next holder drops them (load).
+func (f *follower) purge(ctx context.Context) {
+	if f.purgeTo == 0 || time.Since(f.purged) < f.o.PurgeEvery {
+		return
+	}
+	if err := f.stream.Purge(ctx, jetstream.WithPurgeSubject(f.subject),
+		jetstream.WithPurgeSequence(f.purgeTo)); err != nil {
+		f.o.Log.Warn("purge sealed revisions from the bus", "subject", f.subject, "err", err)
+		return
+	}
+	f.purgeTo, f.purged = 0, time.Now()
 }
 
 // put stores run as one segment, with the member's HashKV at its last revision when one is due.

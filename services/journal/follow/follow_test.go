@@ -434,7 +434,7 @@ func TestALongChainAsksForAFullBackup(t *testing.T) {
 	}{
 		{"revisions", func(o *follow.Options) { o.MaxChainRevisions = 100 },
 			"revisions since the newest full backup, more than 100"},
-		{"bytes", func(o *follow.Options) { o.MaxChainBytes = 2 << 10 },
+		{"bytes", func(o *follow.Options) { o.MaxChainBytes = 256 },
 			"MiB of segments since the newest full backup, more than 0.0 MiB"},
 		{"neither", func(o *follow.Options) { o.MaxChainRevisions, o.MaxChainBytes = 1000, 1<<20 }, ""},
 	} {

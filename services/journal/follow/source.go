@@ -152,8 +152,11 @@ func (s *Source) fullBackup(ctx context.Context, cfg *kubermaticv1.EtcdBackupCon
 func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b destination.Bucket, prefix string) {
 	t := time.NewTicker(s.StatusInterval)
 	defer t.Stop()
+	// Each pass lists only the segments sealed since the last; every 10 minutes all of them,
+	// to see what retention deleted.
+	cat := &journal.Catalog{Bucket: b, Prefix: prefix, RelistEvery: 10 * time.Minute}
 	for {
-		ws, err := journal.Windows(ctx, b, prefix)
+		ws, err := cat.Windows(ctx)
 		switch {
 		case err != nil:
 			s.Log.Warn("list the journal's windows", "config", cfg.Namespace+"/"+cfg.Name, "err", err)

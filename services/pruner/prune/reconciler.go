@@ -16,13 +16,17 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/pruner/retention"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
@@ -42,13 +46,31 @@ type Reconciler struct {
 // backup ends).
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("etcdbackupconfig-pruner").
-		For(&kubermaticv1.EtcdBackupConfig{}).
+		For(&kubermaticv1.EtcdBackupConfig{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool { return !OnlyConditionsChanged(e.ObjectOld, e.ObjectNew) },
+		})).
 		Watches(&kubermaticv1.EtcdRestore{}, handler.EnqueueRequestsFromMapFunc(ConfigOfRestore)).
 		Complete(r)
 	if err != nil {
 		return fmt.Errorf("pruner controller: %w", err)
 	}
 	return nil
+}
+
+// OnlyConditionsChanged says an update of a config changed its conditions alone (the journal's
+// window every status interval, the scheduler's and the drills' conditions): nothing retention
+// reads, so no listing of the config's prefix for it.
+func OnlyConditionsChanged(oldObj, newObj client.Object) bool {
+	o, ok1 := oldObj.(*kubermaticv1.EtcdBackupConfig)
+	n, ok2 := newObj.(*kubermaticv1.EtcdBackupConfig)
+	if !ok1 || !ok2 {
+		return false
+	}
+	o, n = o.DeepCopy(), n.DeepCopy()
+	for _, c := range []*kubermaticv1.EtcdBackupConfig{o, n} {
+		c.Status.Conditions, c.ResourceVersion, c.ManagedFields = nil, "", nil
+	}
+	return equality.Semantic.DeepEqual(o, n)
 }
 
 // Reconcile implements reconcile.Reconciler.

@@ -8,15 +8,20 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -164,9 +169,15 @@ func TestPointInTimeRestoreBringsBackADeletedPrefix(t *testing.T) {
 		t.Fatalf("the refused restore touched etcd: %v %v", got, err)
 	}
 
-	rs := newRestore(t, ctx, cluster, "pitr", reply.GetBackupName(), func(rs *kubermaticv1.EtcdRestore) {
-		rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreTo: at.Format(time.RFC3339Nano)}
-	})
+	// The restore to the point in time is asked for in the console, by a member of the
+	// cluster's project: the config's page shows the window, the form takes the time.
+	rs := restoreToInTheConsole(t, ctx, cluster, cfg.Name, at.Format(time.RFC3339Nano),
+		fmt.Sprintf(" to %d)", after.Header.Revision))
+	t.Cleanup(func() { _ = env.Client.Delete(context.WithoutCancel(ctx), rs) })
+	if rs.Spec.BackupName != cfg.Name || rs.Spec.Destination != sandbox.Destination ||
+		rs.Annotations[kubermaticv1.AnnotationRestoreTo] != at.Format(time.RFC3339Nano) {
+		t.Fatalf("the console's restore: %+v %v", rs.Spec, rs.Annotations)
+	}
 	done := completed(t, ctx, rs, fmt.Sprintf("the point-in-time restore (kubelet: %v)", k.Err()))
 	t.Logf("restore: %s", done.Status.Message)
 	if !strings.Contains(done.Status.Message, "restored to "+at.Format(time.RFC3339Nano)) {
@@ -232,6 +243,38 @@ func TestPointInTimeRestoreBringsBackADeletedPrefix(t *testing.T) {
 	}
 }
 
+// restoreToInTheConsole signs a member of cluster's project in to the console, checks that the
+// config's page shows a window saying window, asks there for a restore to the time to, confirms
+// it, and returns the EtcdRestore the console created once its page follows it.
+func restoreToInTheConsole(t *testing.T, ctx context.Context, cluster, config, to,
+	window string) *kubermaticv1.EtcdRestore {
+	t.Helper()
+	consoles := env.ServicesOf("console")
+	if len(consoles) == 0 {
+		t.Fatal("no console runs in the sandbox")
+	}
+	p := &page{t: t, ctx: browser(t, ctx), base: consoles[0].URL, shots: t.TempDir()}
+	p.signIn(consoleUser(t, ctx, "pitr-operator", cluster))
+	p.open("/clusters/" + cluster + "/configs/" + config)
+	if got := p.text("#pit-window"); !strings.Contains(got, "restorable from") || !strings.Contains(got, window) {
+		t.Fatalf("the config's page shows the window %q, want one with %q", got, window)
+	}
+	p.run(chromedp.SendKeys(css("#restore-to"), to), chromedp.Click(css("#restore-to-point")))
+	p.waitFor("the confirmation", `!!document.querySelector('#restore-form')`, 30*time.Second)
+	p.measure()
+	if got := p.text("#restore-point"); !strings.Contains(got, to) {
+		t.Fatalf("the confirmation says %q, want the point %s", got, to)
+	}
+	p.run(chromedp.SendKeys(css("#confirm"), cluster+"\r"))
+	p.waitFor("the restore's page", `!!document.querySelector('#restore-phase')`, 30*time.Second)
+	name := evalJS[string](p, `location.pathname.split('/').pop()`)
+	var rs kubermaticv1.EtcdRestore
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: "cluster-" + cluster, Name: name}, &rs); err != nil {
+		t.Fatalf("the console's restore %q: %v", name, err)
+	}
+	return &rs
+}
+
 func firstDifference(a, b []string) string {
 	for i := range min(len(a), len(b)) {
 		if a[i] != b[i] {
@@ -241,19 +284,21 @@ func firstDifference(a, b []string) string {
 	return fmt.Sprintf("lengths %d and %d", len(a), len(b))
 }
 
-// Two journal replicas share six continuous clusters with writers running; the replica
-// following most of them is killed with SIGKILL mid-write. Afterwards every cluster's
-// segments in the bucket are consecutive and hold every revision from its full backup to its
-// last write exactly once: the survivor took the configs over from the bus and the bucket.
+// Two journal replicas share 50 continuous clusters with writers running. The replica following
+// most of them is killed with SIGKILL mid-write; then NATS is shut down and started again; then
+// the S3 server is down for a while, mid-segment. Afterwards every cluster's segments in the
+// bucket are consecutive and hold every revision from its full backup to its last write
+// exactly once: the survivor took the configs over from the bus and the bucket, and resumed
+// from them after each outage.
 func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
-	ctx := testContext(t, 6*time.Minute)
+	ctx := testContext(t, 10*time.Minute)
 	dumpLogsOnFailure(t)
 	second, err := env.StartService(ctx, "journal")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = second.Stop() })
-	const clusters = 6
+	const clusters = 50
 	b, err := destination.OpenS3(env.S3.Host, false, env.S3.AccessKey, env.S3.SecretKey, sandbox.Bucket)
 	if err != nil {
 		t.Fatal(err)
@@ -263,24 +308,31 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 		cli        *clientv3.Client
 		anchor     int64
 	}
-	var all []*follow
+	// Each cluster's etcd is an embedded member of its own, named in the Cluster's annotation
+	// (a kubelet playing 50 StatefulSets would poll the API server more than the test does).
+	all := make([]*follow, clusters)
 	for i := range clusters {
 		name := fmt.Sprintf("jkill%d", i)
-		k, err := env.StartEtcdCluster(ctx, name, 1, nil)
+		e, err := etcdtest.StartIn(t.TempDir(), name, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(k.Stop)
-		f := &follow{ns: "cluster-" + name, prefix: backupname.Prefix(name, "cluster-"+name, "journal"),
-			cli: etcdClient(t, k)}
+		t.Cleanup(e.Stop)
+		mustAddCluster(t, ctx, name, e.Endpoint)
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second,
+			Logger: zap.NewNop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cli.Close() })
+		all[i] = &follow{ns: "cluster-" + name, prefix: backupname.Prefix(name, "cluster-"+name, "journal"), cli: cli}
 		cfg := newConfig(t, ctx, name, "journal", "@every 1h", sandbox.Destination, 5)
 		patched := cfg.DeepCopy()
 		patched.Annotations = map[string]string{kubermaticv1.AnnotationContinuous: kubermaticv1.ContinuousOn}
 		if err := env.Client.Patch(ctx, patched, client.MergeFrom(cfg)); err != nil {
 			t.Fatal(err)
 		}
-		triggerWhenAllowed(t, ctx, f.ns, "journal")
-		all = append(all, f)
+		triggerWhenAllowed(t, ctx, all[i].ns, "journal")
 	}
 	for _, f := range all {
 		waitConfig(t, ctx, f.ns, "journal", 90*time.Second, "the full backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
@@ -292,13 +344,14 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 		}
 		f.anchor = anchor
 	}
-	// Writers, 20 revisions a second per cluster, until stopped.
+	// Writers, 5 revisions a second per cluster (250 a second in all), until stopped.
 	wctx, stopWriters := context.WithCancel(ctx)
+	defer stopWriters()
 	var wg sync.WaitGroup
-	last := make([]int64, clusters)
+	last := make([]atomic.Int64, clusters)
 	for i, f := range all {
 		wg.Go(func() {
-			tick := time.NewTicker(50 * time.Millisecond)
+			tick := time.NewTicker(200 * time.Millisecond)
 			defer tick.Stop()
 			for n := 0; wctx.Err() == nil; n++ {
 				select {
@@ -308,25 +361,55 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 				}
 				resp, err := f.cli.Put(wctx, fmt.Sprintf("/registry/pods/p%d", n%50), strconv.Itoa(n))
 				if err == nil {
-					last[i] = resp.Header.Revision
+					last[i].Store(resp.Header.Revision)
 				}
 			}
 		})
 	}
 	dir := func(f *follow) string { return journal.Timeline{Name: journal.InitialTimeline}.Dir(f.prefix) }
-	// Every cluster followed (revisions sealed after its backup), then the busier replica killed.
-	err = sandbox.Poll(ctx, 60*time.Second, 500*time.Millisecond, func() (bool, error) {
-		for _, f := range all {
-			if sealed, err := journal.LastSealed(ctx, b, dir(f)); err != nil || sealed <= f.anchor {
-				return false, fmt.Errorf("%s sealed up to %d (%w)", f.ns, sealed, err)
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		stopWriters()
-		t.Fatal(err)
+	tails := make([]*journal.Tail, clusters)
+	for i, f := range all {
+		tails[i] = &journal.Tail{Bucket: b, Dir: dir(f)}
 	}
+	// sealedPast polls until every cluster's segments hold the revisions written before it was
+	// called: the journal follows every one of them.
+	sealedPast := func(what string) {
+		t.Helper()
+		want := make([]int64, clusters)
+		for i := range all {
+			want[i] = max(last[i].Load(), all[i].anchor+1)
+		}
+		start := time.Now()
+		err := sandbox.Poll(ctx, 90*time.Second, time.Second, func() (bool, error) {
+			for i, f := range all {
+				if sealed, err := tails[i].Last(ctx); err != nil || sealed < want[i] {
+					return false, fmt.Errorf("%s sealed up to %d (%w), want %d", f.ns, sealed, err, want[i])
+				}
+			}
+			return true, nil
+		})
+		if err != nil {
+			// Where each journal replica stands: Go dumps its goroutines to its log on SIGQUIT.
+			for _, r := range env.ServicesOf("journal") {
+				_ = syscall.Kill(r.Pid(), syscall.SIGQUIT)
+			}
+			t.Fatalf("%s: %v (the journal replicas' goroutines are in their logs)", what, err)
+		}
+		t.Logf("%s: every cluster's journal caught up in %s", what, time.Since(start).Round(100*time.Millisecond))
+	}
+	// outage lasts d while the writers go on.
+	outage := func(d time.Duration) {
+		t.Helper()
+		begun := time.Now()
+		if err := sandbox.Poll(ctx, d+time.Minute, 100*time.Millisecond, func() (bool, error) {
+			return time.Since(begun) >= d, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sealedPast("every cluster followed")
+
+	// 1. kill -9 of the replica following most clusters.
 	replicas := env.ServicesOf("journal")
 	busiest, most := replicas[0], -1
 	for _, r := range replicas {
@@ -342,30 +425,47 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 		}
 	}
 	if most == 0 {
-		stopWriters()
 		t.Fatal("no journal replica reports following any cluster")
 	}
 	busiest.Kill()
-	killed := time.Now()
 	t.Logf("killed %s, which followed %d of %d clusters", busiest.Name, most, clusters)
-	// Writes go on past the takeover.
-	err = sandbox.Poll(ctx, 60*time.Second, 500*time.Millisecond, func() (bool, error) {
-		return time.Since(killed) > 20*time.Second, nil
+	outage(5 * time.Second)
+	sealedPast("after the kill")
+
+	// 2. NATS shut down and started again: what the bus held is on disk.
+	env.StopNATS()
+	natsDown := true
+	t.Cleanup(func() {
+		if natsDown {
+			_ = env.StartNATS()
+		}
 	})
-	stopWriters()
-	wg.Wait()
-	if err != nil {
+	outage(3 * time.Second)
+	if err := env.StartNATS(); err != nil {
 		t.Fatal(err)
 	}
-	for i, f := range all {
-		err := sandbox.Poll(ctx, 60*time.Second, 500*time.Millisecond, func() (bool, error) {
-			sealed, err := journal.LastSealed(ctx, b, dir(f))
-			return err == nil && sealed >= last[i], fmt.Errorf("%s sealed up to %d (%w), last write %d", f.ns, sealed,
-				err, last[i])
-		})
-		if err != nil {
-			t.Fatal(err)
+	natsDown = false
+	sealedPast("after NATS restarted")
+
+	// 3. The S3 server down mid-segment: revisions wait on the bus.
+	env.S3.Stop()
+	s3Down := true
+	t.Cleanup(func() {
+		if s3Down {
+			_ = env.S3.Start(context.WithoutCancel(ctx))
 		}
+	})
+	outage(5 * time.Second)
+	if err := env.S3.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s3Down = false
+	sealedPast("after S3 came back")
+
+	stopWriters()
+	wg.Wait()
+	sealedPast("after the last write")
+	for i, f := range all {
 		segs, err := journal.Segments(ctx, b, dir(f))
 		if err != nil {
 			t.Fatal(err)
@@ -389,9 +489,9 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 			}
 			next = s.Last + 1
 		}
-		if want := next - 1 - f.anchor; count != want || next-1 < last[i] {
+		if want := next - 1 - f.anchor; count != want || next-1 < last[i].Load() {
 			t.Fatalf("%s: %d revisions in segments up to %d, want %d up to at least %d", f.ns, count, next-1, want,
-				last[i])
+				last[i].Load())
 		}
 	}
 }

@@ -86,6 +86,9 @@ type Env struct {
 	API     *APIServer
 	NATS    *server.Server
 	NATSURL string
+	// natsConf and natsPort start NATS again after StopNATS.
+	natsConf string
+	natsPort int
 	// NATSCreds holds the bus's CA and every identity's nkey seed (see NATSClient).
 	NATSCreds *natsauth.Credentials
 	S3        *S3
@@ -203,11 +206,32 @@ func (e *Env) startNATS(root string) error {
 	if err != nil {
 		return err
 	}
-	s, err := e.NATSCreds.Start(conf, natsauth.Options{Port: port, StoreDir: filepath.Join(e.Opts.Dir, "nats")})
+	e.natsConf, e.natsPort = conf, port
+	if err := e.StartNATS(); err != nil {
+		return err
+	}
+	e.NATSURL = fmt.Sprintf("tls://127.0.0.1:%d", port)
+	return nil
+}
+
+// StopNATS shuts the bus down: a NATS outage until StartNATS. What JetStream stored stays
+// in its directory.
+func (e *Env) StopNATS() {
+	if e.NATS != nil {
+		e.NATS.Shutdown()
+		e.NATS.WaitForShutdown()
+	}
+}
+
+// StartNATS starts the bus (again) on its port and store directory, with the same
+// configuration and keys: the services reconnect to it.
+func (e *Env) StartNATS() error {
+	s, err := e.NATSCreds.Start(e.natsConf, natsauth.Options{Port: e.natsPort,
+		StoreDir: filepath.Join(e.Opts.Dir, "nats")})
 	if err != nil {
 		return err
 	}
-	e.NATS, e.NATSURL = s, fmt.Sprintf("tls://127.0.0.1:%d", port)
+	e.NATS = s
 	return nil
 }
 
@@ -463,8 +487,8 @@ func (e *Env) serviceArgs(ctx context.Context, kind string, port int) (args []st
 		// Backups as often as every 2s (the tests' schedules), not the deploy's 10 minutes.
 		args = append(args, "--min-interval="+MinInterval.String())
 	case "journal":
-		// Segments every second and the window's condition every 2 s: the tests' pace.
-		args = append(args, "--segment-interval=1s", "--status-interval=2s", "--claim-interval=1s")
+		// Segments every second and the window's condition every 5 s: the tests' pace.
+		args = append(args, "--segment-interval=1s", "--status-interval=5s", "--claim-interval=1s")
 	case "restorer":
 		// Drills only where a config's annotation asks for them (each restores a whole
 		// backup), in the sandbox's own directory.

@@ -144,13 +144,54 @@ func restoreDemo(ctx context.Context, env *sandbox.Env) (*sandbox.Kubelet, error
 				Name: RestoreCluster},
 		},
 	}
-	return k, env.Client.Create(ctx, cfg)
+	if err := env.Client.Create(ctx, cfg); err != nil {
+		return nil, err
+	}
+	// A continuous config: the journal asks for its first full backup at once, and a clock
+	// written every 2 s gives it revisions to restore to.
+	continuous := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + RestoreCluster, Name: ContinuousConfig,
+			Annotations: map[string]string{kubermaticv1.AnnotationContinuous: kubermaticv1.ContinuousOn}},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{
+			Cluster: corev1.ObjectReference{APIVersion: kubermaticv1.GroupVersion.String(), Kind: "Cluster",
+				Name: RestoreCluster},
+			Schedule: "@every 1h",
+		},
+	}
+	if err := env.Client.Create(ctx, continuous); err != nil {
+		return nil, err
+	}
+	go writeClock(ctx, k)
+	return k, nil
 }
 
-func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule, token string) {
-	ns := "cluster-" + sandbox.DemoCluster
-	rns := "cluster-" + RestoreCluster
-	fmt.Printf(`
+// ContinuousConfig is the restore demo's continuous config.
+const ContinuousConfig = "continuous"
+
+// writeClock writes the time to /registry/demo/clock every 2 s until ctx ends; a write that
+// fails (the cluster being restored) is skipped.
+func writeClock(ctx context.Context, k *sandbox.Kubelet) {
+	cli, err := k.Client()
+	if err != nil {
+		return
+	}
+	defer cli.Close()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, _ = cli.Put(wctx, "/registry/demo/clock", now.UTC().Format(time.RFC3339))
+			cancel()
+		}
+	}
+}
+
+// guide is what printGuide prints, its blanks filled in.
+const guide = `
 The sandbox is up. The seed document's EtcdBackupConfig "daily-backup" runs %s against
 the demo etcd of cluster %s (1000 keys). In another shell:
 
@@ -183,6 +224,22 @@ EOF
   kubectl -n %s get etcdrestore demo-restore -o yaml
   nats $WATCHER sub 'etcdbackup.status.restorer'
 
+Point-in-time restore (docs/restore.md): EtcdBackupConfig "%s" of %s is continuous; the
+sandbox writes the time to /registry/demo/clock every 2 s. Restore to 30 s ago:
+
+  kubectl -n %s get etcdbackupconfig %s     # POINT IN TIME: restorable from ... to ...
+  T=$(date -u -d '-30 seconds' +%%Y-%%m-%%dT%%H:%%M:%%SZ)
+  kubectl apply -f - <<EOF
+  apiVersion: kubermatic.k8c.io/v1
+  kind: EtcdRestore
+  metadata: {name: to-a-second, namespace: %s, annotations: {etcdbackup.k8c.io/restore-to: "$T"}}
+  spec:
+    cluster: {apiVersion: kubermatic.k8c.io/v1, kind: Cluster, name: %s}
+    backupName: %s
+EOF
+  kubectl -n %s get etcdrestore to-a-second -w
+  kubectl -n %s get events --field-selector involvedObject.name=to-a-second   # the revision built, hashes checked
+
 Encryption and drills: destination %q encrypts backups with age (recipients in secret
 %s/%s, the identity in %s/%s); a drill restores a config's newest backup on a schedule:
 
@@ -196,10 +253,16 @@ Logs: %s/logs. Ctrl-C stops everything.
 The web console (docs/console.md): %s
   sign in with this token (ServiceAccount kubermatic/console-admin, cluster-admin):
   %s
-`, schedule, sandbox.DemoCluster, env.API.Kubeconfig, tools, ns, ns,
+`
+
+func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule, token string) {
+	ns := "cluster-" + sandbox.DemoCluster
+	rns := "cluster-" + RestoreCluster
+	fmt.Printf(guide, schedule, sandbox.DemoCluster, env.API.Kubeconfig, tools, ns, ns,
 		strings.Join(env.NATSCLIFlags(bus.IdentityWatcher), " "), strings.Join(env.NATSCLIFlags(bus.IdentityTrigger), " "),
 		ns,
 		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns,
+		ContinuousConfig, RestoreCluster, rns, ContinuousConfig, rns, RestoreCluster, ContinuousConfig, rns, rns,
 		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace,
 		sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns,
 		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir, consoleURL(env), token)

@@ -3,12 +3,14 @@ package follow_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
 	"github.com/etcd-backup/etcdbackup/pkg/logtest"
@@ -23,7 +25,8 @@ import (
 // interval (10 s), and reports the RPO figures: p99 from etcd's commit (the put's
 // return) to the revision stored on the bus, and to the revision in a segment in the bucket
 // (polled every 100 ms); and the journal's bytes in segments per revision, and per cluster-day
-// at 5 revisions a second.
+// at 5 revisions a second, next to a full backup of the same etcd and what full backups
+// @every 20m store a day.
 func BenchmarkJournalRPO(b *testing.B) {
 	const rate, seconds, interval = 500, 20, 10 * time.Second
 	for range b.N {
@@ -140,7 +143,30 @@ func BenchmarkJournalRPO(b *testing.B) {
 		b.ReportMetric(p99(segLag).Seconds(), "segment-p99-s")
 		b.ReportMetric(perRevision, "segment-bytes/revision")
 		b.ReportMetric(perRevision*5*86400/(1<<20), "MiB/cluster-day@5rev/s")
+		// Side by side: a full backup of the same etcd now, compressed as the snapshotter does,
+		// and what the seed document's schedule (@every 20m: 72 a day) and the daily preset
+		// store a day.
+		full := fullBackupBytes(b, bn.etcd.Snapshot(b))
+		b.ReportMetric(float64(full)/(1<<20), "full-backup-MiB")
+		b.ReportMetric(float64(full)*72/(1<<20), "full-MiB/day@every20m")
 	}
+}
+
+// fullBackupBytes is the size of snap as a backup object: zstd at the snapshotter's default
+// level (--zstd-level default).
+func fullBackupBytes(b *testing.B, snap []byte) int64 {
+	b.Helper()
+	w, err := backupformat.NewWriter(io.Discard, backupformat.Level, 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := w.Write(snap); err != nil {
+		b.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		b.Fatal(err)
+	}
+	return w.Size()
 }
 
 func p99(d []time.Duration) time.Duration {

@@ -83,13 +83,26 @@ var ErrLeaseLost = errors.New("lease lost")
 // ends (cause ErrLeaseLost) if the lease is lost, and release, which gives it back. A lease
 // someone else holds is a *HeldError.
 func (l *Leases) Acquire(ctx context.Context, name, holder string) (context.Context, func(), error) {
-	rev, err := l.kv.Create(ctx, name, []byte(holder))
-	if errors.Is(err, jetstream.ErrKeyExists) {
+	held, release, err := l.TryAcquire(ctx, name, holder)
+	if errors.Is(err, ErrHeld) {
 		by := "another replica"
 		if e, gerr := l.kv.Get(ctx, name); gerr == nil {
 			by = string(e.Value())
 		}
 		return nil, nil, &HeldError{Name: name, Holder: by}
+	}
+	return held, release, err
+}
+
+// ErrHeld: TryAcquire found the lease held by another.
+var ErrHeld = errors.New("lease held by another")
+
+// TryAcquire is Acquire in one round trip: a lease someone else holds is ErrHeld, without
+// reading who holds it (a claim loop trying hundreds of held leases each pass needs no name).
+func (l *Leases) TryAcquire(ctx context.Context, name, holder string) (context.Context, func(), error) {
+	rev, err := l.kv.Create(ctx, name, []byte(holder))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, nil, fmt.Errorf("%w: %s", ErrHeld, name)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("take lease %s: %w", name, err)

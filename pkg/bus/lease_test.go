@@ -54,6 +54,9 @@ func TestLeases(t *testing.T) {
 		if err := taken("c1"); !errors.As(err, &h) || h.Holder != "backup a" {
 			t.Fatalf("a held lease, taken again: %v, want held by backup a", err)
 		}
+		if _, _, err := l.TryAcquire(ctx, "c1", "backup b"); !errors.Is(err, bus.ErrHeld) {
+			t.Fatalf("a held lease, tried: %v, want ErrHeld", err)
+		}
 	}
 	if held.Err() != nil {
 		t.Fatalf("the holder's context ended while it held the lease: %v", context.Cause(held))

@@ -125,9 +125,8 @@ func (c *Claimer) claim(ctx context.Context, wg *sync.WaitGroup) error {
 	}
 	for _, key := range free {
 		cfg := want[key]
-		held2, release, err := c.Leases.Acquire(ctx, key, c.Holder+" journals "+cfg.Namespace+"/"+cfg.Name)
-		var busy *bus.HeldError
-		if errors.As(err, &busy) {
+		held2, release, err := c.Leases.TryAcquire(ctx, key, c.Holder+" journals "+cfg.Namespace+"/"+cfg.Name)
+		if errors.Is(err, bus.ErrHeld) {
 			continue
 		}
 		if err != nil {

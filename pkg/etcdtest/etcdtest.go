@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,4 +110,22 @@ func freeURL() (url.URL, error) {
 	addr := l.Addr().String()
 	_ = l.Close()
 	return url.URL{Scheme: "http", Host: addr}, nil
+}
+
+// Fill writes mib MiB of 4 KiB objects through c, 64 to a transaction, as kube-apiserver's
+// configmaps would lie in etcd: the benchmarks' database of a given size.
+func Fill(t testing.TB, c *clientv3.Client, mib int) {
+	t.Helper()
+	value := strings.Repeat("k8s-object-", 4096/11)
+	ops := make([]clientv3.Op, 0, 64)
+	for i := 0; i < mib*256; {
+		ops = ops[:0]
+		for j := 0; j < 64 && i < mib*256; j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/registry/configmaps/ns-%d/cm-%d", i%100, i), value))
+			i++
+		}
+		if _, err := c.Txn(t.Context()).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -4,11 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
@@ -93,18 +90,7 @@ func BenchmarkHashKV(b *testing.B) {
 	}
 	e := etcdtest.Start(b)
 	c := e.Client(b)
-	value := strings.Repeat("k8s-object-", 4096/11)
-	ops := make([]clientv3.Op, 0, 64)
-	for i := 0; i < mib*256; {
-		ops = ops[:0]
-		for j := 0; j < 64 && i < mib*256; j++ {
-			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/registry/configmaps/ns-%d/cm-%d", i%100, i), value))
-			i++
-		}
-		if _, err := c.Txn(b.Context()).Then(ops...).Commit(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	etcdtest.Fill(b, c, mib)
 	st, err := c.Status(b.Context(), e.Endpoint)
 	if err != nil {
 		b.Fatal(err)

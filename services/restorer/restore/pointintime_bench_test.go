@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -64,18 +63,7 @@ func BenchmarkPointInTimeBuild(b *testing.B) {
 	}
 	b.Cleanup(e.Stop)
 	c := e.Client(b)
-	object := strings.Repeat("k8s-object-", 4096/11)
-	ops := make([]clientv3.Op, 0, 64)
-	for i := 0; i < mib*256; {
-		ops = ops[:0]
-		for j := 0; j < 64 && i < mib*256; j++ {
-			ops = append(ops, clientv3.OpPut(fmt.Sprintf("/registry/configmaps/ns-%d/cm-%d", i%100, i), object))
-			i++
-		}
-		if _, err := c.Txn(ctx).Then(ops...).Commit(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	etcdtest.Fill(b, c, mib)
 	s3 := s3test.Run(b, "backups")
 	bucket := s3.Bucket(b, "backups")
 	rs := &kubermaticv1.EtcdRestore{}

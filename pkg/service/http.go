@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -15,10 +16,12 @@ import (
 
 // Endpoint serves /metrics from a registry, /healthz, and /readyz once marked ready.
 type Endpoint struct {
-	addr     string
-	registry *prometheus.Registry
-	ready    atomic.Bool
-	listener net.Listener
+	addr string
+	// Profiling serves net/http/pprof's /debug/pprof/ beside the metrics (--debug-pprof).
+	Profiling bool
+	registry  *prometheus.Registry
+	ready     atomic.Bool
+	listener  net.Listener
 }
 
 // NewEndpoint returns an Endpoint on addr with a fresh registry holding the Go and process
@@ -59,6 +62,13 @@ func (e *Endpoint) Start(ctx context.Context) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(e.registry, promhttp.HandlerOpts{Registry: e.registry}))
+	if e.Profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !e.ready.Load() {

@@ -114,6 +114,7 @@ func Connect(ctx context.Context, c Common, id bus.Identity, opts ...Option) (*R
 		return nil, err
 	}
 	rt := &Runtime{Log: log, Endpoint: NewEndpoint(c.MetricsAddr), common: c}
+	rt.Endpoint.Profiling = c.DebugPprof
 	if err := rt.connectKube(name, o); err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ type Common struct {
 	NATS          NATS
 	Kubeconfig    string
 	MetricsAddr   string
+	DebugPprof    bool
 	LogLevel      string
 	LogFormat     string
 	SeedNamespace string
@@ -42,6 +43,8 @@ func (c *Common) Register(fs *flag.FlagSet) {
 	StringVar(fs, &c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
 	StringVar(fs, &c.MetricsAddr, "metrics-addr", ":8080",
 		"address of the /metrics, /healthz and /readyz endpoint; empty disables it")
+	BoolVar(fs, &c.DebugPprof, "debug-pprof", false,
+		"also serve Go's profiles (net/http/pprof) at /debug/pprof/ on --metrics-addr; for diagnosis only")
 	StringVar(fs, &c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	StringVar(fs, &c.LogFormat, "log-format", "json", "json or text")
 	StringVar(fs, &c.SeedNamespace, "seed-namespace", "kubermatic",

@@ -15,10 +15,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
 	"github.com/etcd-backup/etcdbackup/pkg/procstat"
-	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -162,11 +160,13 @@ func BenchmarkJournalScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		rev := &etcdbackupv1.JournalRevision{}
-		if proto.Unmarshal(m.Data(), rev) == nil {
+		if revs, err := journal.DecodeBatch(m.Data()); err == nil {
+			now := time.Now()
 			mu.Lock()
-			if _, seen := onBus[m.Subject()][rev.GetRevision()]; !seen {
-				onBus[m.Subject()][rev.GetRevision()] = time.Now()
+			for _, rev := range revs {
+				if _, seen := onBus[m.Subject()][rev.GetRevision()]; !seen {
+					onBus[m.Subject()][rev.GetRevision()] = now
+				}
 			}
 			mu.Unlock()
 		}

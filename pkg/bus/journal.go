@@ -8,10 +8,11 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// The continuous backup's journal on the bus: each revision of a continuous config's etcd
-// (etcdbackupv1.JournalRevision, protobuf) is published by the journal replica that holds the
-// config's journal lease, and stays in StreamJournal until that replica (or the next holder)
-// has sealed it into a segment in the config's destination and purged it.
+// The continuous backup's journal on the bus: the revisions of a continuous config's etcd
+// (etcdbackupv1.JournalBatch, protobuf: consecutive revisions a message) are published by the
+// journal replica that holds the config's journal lease, and stay in StreamJournal until that
+// replica (or the next holder) has sealed them into a segment in the config's destination and
+// purged them.
 const (
 	// SubjectJournalPrefix prefixes the journal subjects: etcdbackup.journal.<namespace>.<config uid>.
 	SubjectJournalPrefix = "etcdbackup.journal"
@@ -35,10 +36,11 @@ func JournalSubject(namespace, configUID string) string {
 	return SubjectJournalPrefix + "." + namespace + "." + configUID
 }
 
-// JournalMsgID is a revision's Nats-Msg-Id: a revision published twice within the stream's
-// duplicate window is stored once.
-func JournalMsgID(configUID string, revision int64) string {
-	return configUID + "/" + strconv.FormatInt(revision, 10)
+// JournalMsgID is the Nats-Msg-Id of a batch of a config's revisions first to last: a batch
+// published twice within the stream's duplicate window is stored once. Batches that overlap
+// without being equal are both stored; whoever reads the stream drops revisions it already has.
+func JournalMsgID(configUID string, first, last int64) string {
+	return configUID + "/" + strconv.FormatInt(first, 10) + "-" + strconv.FormatInt(last, 10)
 }
 
 // JournalLeaseKey is a config's key in the journal lease bucket.

@@ -12,6 +12,7 @@ import (
 type Config struct {
 	service.Common
 	SegmentInterval   time.Duration
+	PublishLinger     time.Duration
 	SegmentMiB        int
 	HashEvery         time.Duration
 	MaxChainRevisions int64
@@ -29,6 +30,9 @@ func parseConfig(args []string) (Config, error) {
 	c.Register(fs)
 	service.DurationVar(fs, &c.SegmentInterval, "segment-interval", 10*time.Second,
 		"how often the revisions received are sealed into a segment in the bucket")
+	service.DurationVar(fs, &c.PublishLinger, "publish-linger", 500*time.Millisecond,
+		"how long revisions received wait for more before one bus message carries them all (fewer messages and "+
+			"fsyncs; a revision is durable on the bus within about this)")
 	service.IntVar(fs, &c.SegmentMiB, "segment-mib", 8, "MiB of revisions that seal a segment before the interval ends")
 	service.DurationVar(fs, &c.HashEvery, "hash-every", 5*time.Minute,
 		"how often a segment carries the member's HashKV, which a restore must reproduce (and the first of each run)")
@@ -57,6 +61,10 @@ func parseConfig(args []string) (Config, error) {
 		if d <= 0 {
 			return Config{}, fmt.Errorf("%w: %s must be positive, got %s", service.ErrInvalidOption, name, d)
 		}
+	}
+	if c.PublishLinger >= c.SegmentInterval {
+		return Config{}, fmt.Errorf("%w: publish-linger (%s) must be shorter than segment-interval (%s)",
+			service.ErrInvalidOption, c.PublishLinger, c.SegmentInterval)
 	}
 	if c.SegmentMiB < 1 || c.SegmentMiB > 64 {
 		return Config{}, fmt.Errorf("%w: segment-mib must be 1 to 64, got %d", service.ErrInvalidOption, c.SegmentMiB)

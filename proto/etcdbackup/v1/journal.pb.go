@@ -26,9 +26,58 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// JournalBatch is what the journal publishes on etcdbackup.journal.<namespace>.<config uid>:
+// consecutive revisions of one config, received within --publish-linger of each other, with
+// Nats-Msg-Id "<config uid>/<first revision>-<last revision>". One message (and one fsync of
+// a NATS server with sync_interval: always) carries several revisions.
+type JournalBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Field numbers 1 to 5 are left unused: a JournalRevision (how the bus carried one revision
+	// a message before batches) decodes as a batch without revisions, and is read as one.
+	Revisions     []*JournalRevision `protobuf:"bytes,16,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JournalBatch) Reset() {
+	*x = JournalBatch{}
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JournalBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JournalBatch) ProtoMessage() {}
+
+func (x *JournalBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JournalBatch.ProtoReflect.Descriptor instead.
+func (*JournalBatch) Descriptor() ([]byte, []int) {
+	return file_etcdbackup_v1_journal_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *JournalBatch) GetRevisions() []*JournalRevision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
 // JournalRevision is one etcd revision: every change it made, in the order etcd reported
-// them. Published by the journal on etcdbackup.journal.<namespace>.<config uid> with
-// Nats-Msg-Id "<config uid>/<revision>", and written, length-delimited, into segments.
+// them. Carried on the bus in a JournalBatch, and written, length-delimited, into segments.
 type JournalRevision struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Revision int64                  `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
@@ -49,7 +98,7 @@ type JournalRevision struct {
 
 func (x *JournalRevision) Reset() {
 	*x = JournalRevision{}
-	mi := &file_etcdbackup_v1_journal_proto_msgTypes[0]
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -61,7 +110,7 @@ func (x *JournalRevision) String() string {
 func (*JournalRevision) ProtoMessage() {}
 
 func (x *JournalRevision) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_journal_proto_msgTypes[0]
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -74,7 +123,7 @@ func (x *JournalRevision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalRevision.ProtoReflect.Descriptor instead.
 func (*JournalRevision) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_journal_proto_rawDescGZIP(), []int{0}
+	return file_etcdbackup_v1_journal_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *JournalRevision) GetRevision() int64 {
@@ -130,7 +179,7 @@ type JournalEvent struct {
 
 func (x *JournalEvent) Reset() {
 	*x = JournalEvent{}
-	mi := &file_etcdbackup_v1_journal_proto_msgTypes[1]
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -142,7 +191,7 @@ func (x *JournalEvent) String() string {
 func (*JournalEvent) ProtoMessage() {}
 
 func (x *JournalEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_journal_proto_msgTypes[1]
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -155,7 +204,7 @@ func (x *JournalEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalEvent.ProtoReflect.Descriptor instead.
 func (*JournalEvent) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_journal_proto_rawDescGZIP(), []int{1}
+	return file_etcdbackup_v1_journal_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *JournalEvent) GetDelete() bool {
@@ -213,7 +262,7 @@ type JournalLease struct {
 
 func (x *JournalLease) Reset() {
 	*x = JournalLease{}
-	mi := &file_etcdbackup_v1_journal_proto_msgTypes[2]
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +274,7 @@ func (x *JournalLease) String() string {
 func (*JournalLease) ProtoMessage() {}
 
 func (x *JournalLease) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_journal_proto_msgTypes[2]
+	mi := &file_etcdbackup_v1_journal_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +287,7 @@ func (x *JournalLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalLease.ProtoReflect.Descriptor instead.
 func (*JournalLease) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_journal_proto_rawDescGZIP(), []int{2}
+	return file_etcdbackup_v1_journal_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *JournalLease) GetId() int64 {
@@ -259,7 +308,9 @@ var File_etcdbackup_v1_journal_proto protoreflect.FileDescriptor
 
 const file_etcdbackup_v1_journal_proto_rawDesc = "" +
 	"\n" +
-	"\x1betcdbackup/v1/journal.proto\x12\retcdbackup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n" +
+	"\x1betcdbackup/v1/journal.proto\x12\retcdbackup.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"L\n" +
+	"\fJournalBatch\x12<\n" +
+	"\trevisions\x18\x10 \x03(\v2\x1e.etcdbackup.v1.JournalRevisionR\trevisions\"\xe3\x01\n" +
 	"\x0fJournalRevision\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x123\n" +
@@ -290,22 +341,24 @@ func file_etcdbackup_v1_journal_proto_rawDescGZIP() []byte {
 	return file_etcdbackup_v1_journal_proto_rawDescData
 }
 
-var file_etcdbackup_v1_journal_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_etcdbackup_v1_journal_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_etcdbackup_v1_journal_proto_goTypes = []any{
-	(*JournalRevision)(nil),       // 0: etcdbackup.v1.JournalRevision
-	(*JournalEvent)(nil),          // 1: etcdbackup.v1.JournalEvent
-	(*JournalLease)(nil),          // 2: etcdbackup.v1.JournalLease
-	(*timestamppb.Timestamp)(nil), // 3: google.protobuf.Timestamp
+	(*JournalBatch)(nil),          // 0: etcdbackup.v1.JournalBatch
+	(*JournalRevision)(nil),       // 1: etcdbackup.v1.JournalRevision
+	(*JournalEvent)(nil),          // 2: etcdbackup.v1.JournalEvent
+	(*JournalLease)(nil),          // 3: etcdbackup.v1.JournalLease
+	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
 }
 var file_etcdbackup_v1_journal_proto_depIdxs = []int32{
-	3, // 0: etcdbackup.v1.JournalRevision.time:type_name -> google.protobuf.Timestamp
-	1, // 1: etcdbackup.v1.JournalRevision.events:type_name -> etcdbackup.v1.JournalEvent
-	2, // 2: etcdbackup.v1.JournalRevision.leases:type_name -> etcdbackup.v1.JournalLease
-	3, // [3:3] is the sub-list for method output_type
-	3, // [3:3] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	1, // 0: etcdbackup.v1.JournalBatch.revisions:type_name -> etcdbackup.v1.JournalRevision
+	4, // 1: etcdbackup.v1.JournalRevision.time:type_name -> google.protobuf.Timestamp
+	2, // 2: etcdbackup.v1.JournalRevision.events:type_name -> etcdbackup.v1.JournalEvent
+	3, // 3: etcdbackup.v1.JournalRevision.leases:type_name -> etcdbackup.v1.JournalLease
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_etcdbackup_v1_journal_proto_init() }
@@ -319,7 +372,7 @@ func file_etcdbackup_v1_journal_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_etcdbackup_v1_journal_proto_rawDesc), len(file_etcdbackup_v1_journal_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

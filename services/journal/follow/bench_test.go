@@ -14,10 +14,8 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
 	"github.com/etcd-backup/etcdbackup/pkg/logtest"
-	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/journal/follow"
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
 )
 
 // BenchmarkJournalRPO writes 500 revisions a second to one cluster for 20 s (objects of about
@@ -28,7 +26,8 @@ import (
 // at 5 revisions a second, next to a full backup of the same etcd and what full backups
 // @every 20m store a day.
 func BenchmarkJournalRPO(b *testing.B) {
-	const rate, seconds, interval = 500, 20, 10 * time.Second
+	// The default --segment-interval and --publish-linger.
+	const rate, seconds, interval, linger = 500, 20, 10 * time.Second, 500 * time.Millisecond
 	for range b.N {
 		bn := newBenchFor(b)
 		committed := map[int64]time.Time{}
@@ -41,10 +40,12 @@ func BenchmarkJournalRPO(b *testing.B) {
 			b.Fatal(err)
 		}
 		cc, err := cons.Consume(func(m jetstream.Msg) {
-			rev := &etcdbackupv1.JournalRevision{}
-			if proto.Unmarshal(m.Data(), rev) == nil {
+			if revs, err := journal.DecodeBatch(m.Data()); err == nil {
+				now := time.Now()
 				mu.Lock()
-				onBus[rev.GetRevision()] = time.Now()
+				for _, rev := range revs {
+					onBus[rev.GetRevision()] = now
+				}
 				mu.Unlock()
 			}
 		})
@@ -56,7 +57,8 @@ func BenchmarkJournalRPO(b *testing.B) {
 		go func() {
 			done <- follow.Follow(ctx, follow.Options{JS: bn.js, Bucket: bn.bucket, Prefix: prefix, Namespace: "cluster-c1",
 				ConfigUID: "uid-1", Timeline: bn.timeline, Etcd: bn.c, Member: bn.etcd.Endpoint, SegmentInterval: interval,
-				SegmentBytes: 8 << 20, HashEvery: 10 * time.Minute, Log: log, Metrics: bn.metrics})
+				PublishLinger: linger,
+				SegmentBytes:  8 << 20, HashEvery: 10 * time.Minute, Log: log, Metrics: bn.metrics})
 		}()
 		inSegment := map[int64]time.Time{}
 		seen := int64(0)

@@ -40,6 +40,10 @@ type Options struct {
 	Member string
 	// Seal is what the destination's backups are encrypted to.
 	Seal backupformat.Encryption
+	// PublishLinger is how long the revisions received wait for more before they go onto the
+	// bus together, one message (and one fsync of a NATS server with sync_interval: always)
+	// for all of them; 0 publishes each watch response at once.
+	PublishLinger time.Duration
 	// SegmentInterval is how often what arrived is sealed; SegmentBytes seals earlier when
 	// that many bytes of revisions wait.
 	SegmentInterval time.Duration
@@ -64,7 +68,8 @@ type Options struct {
 	Metrics *Metrics
 }
 
-// unsealed is a revision on the bus that is in no segment yet.
+// unsealed is a revision on the bus that is in no segment yet: seq is the stream sequence of
+// the message that carries it (with the revisions next to it), size its encoded size.
 type unsealed struct {
 	rev  *etcdbackupv1.JournalRevision
 	seq  uint64
@@ -78,6 +83,10 @@ type follower struct {
 	rec     *journal.Recorder
 	pending []unsealed
 	bytes   int
+	// outbox holds the revisions received and not yet published (at most PublishLinger);
+	// outboxBytes is their encoded size.
+	outbox      []*etcdbackupv1.JournalRevision
+	outboxBytes int
 	// sealed is the last revision in a segment of each timeline (of the current one: in
 	// Options.Timeline's folder); hashed when a segment last carried a hash.
 	sealed map[string]int64
@@ -227,29 +236,29 @@ func (f *follower) load(ctx context.Context) error {
 	return nil
 }
 
-// loaded takes one revision read back from the bus: revisions already sealed, or already read
-// (a duplicate past the dedup window), are dropped. A revision of an earlier timeline (the
-// journal had not sealed it when a restore began) is kept, and sealed in that timeline's folder.
+// loaded takes one message read back from the bus: revisions already sealed, or already read
+// (a duplicate past the dedup window, or an overlapping batch), are dropped. A revision of an
+// earlier timeline (the journal had not sealed it when a restore began) is kept, and sealed in
+// that timeline's folder.
 func (f *follower) loaded(ctx context.Context, msg jetstream.Msg) error {
 	meta, err := msg.Metadata()
 	if err != nil {
 		return err
 	}
-	rev := &etcdbackupv1.JournalRevision{}
-	if err := proto.Unmarshal(msg.Data(), rev); err != nil {
-		return fmt.Errorf("sequence %d: %w", meta.Sequence.Stream, err)
-	}
-	if err := journal.CheckRevision(rev); err != nil {
-		return fmt.Errorf("sequence %d: %w", meta.Sequence.Stream, err)
-	}
-	sealed, err := f.sealedIn(ctx, timelineOf(rev))
+	revs, err := journal.DecodeBatch(msg.Data())
 	if err != nil {
-		return err
+		return fmt.Errorf("sequence %d: %w", meta.Sequence.Stream, err)
 	}
-	if rev.GetRevision() <= max(sealed, f.lastOf(timelineOf(rev))) {
-		return nil
+	for _, rev := range revs {
+		sealed, err := f.sealedIn(ctx, timelineOf(rev))
+		if err != nil {
+			return err
+		}
+		if rev.GetRevision() <= max(sealed, f.lastOf(timelineOf(rev))) {
+			continue
+		}
+		f.add(rev, meta.Sequence.Stream, proto.Size(rev))
 	}
-	f.add(rev, meta.Sequence.Stream, len(msg.Data()))
 	return nil
 }
 
@@ -258,60 +267,102 @@ func (f *follower) add(rev *etcdbackupv1.JournalRevision, seq uint64, size int) 
 	f.bytes += size
 }
 
-// publish puts revs on the bus, each once: a revision published again (a replica that died
-// after publishing, before it knew) is the stream's duplicate. They are sent without waiting
-// for each one's ack, then every ack is awaited: a watch response of many revisions costs one
-// round trip, not one each. A revision counts as on the bus only once acknowledged.
-func (f *follower) publish(ctx context.Context, revs []*etcdbackupv1.JournalRevision) error {
-	for len(revs) > publishBatch {
-		if err := f.publishBatch(ctx, revs[:publishBatch]); err != nil {
-			return err
-		}
-		revs = revs[publishBatch:]
-	}
-	return f.publishBatch(ctx, revs)
-}
-
-// MaxPublishPending is how many asynchronous publishes the journal's JetStream context lets be
-// in flight: a few batches of every follower's.
-const MaxPublishPending = 4096
-
-// publishBatch is how many revisions a follower has in flight at most.
-const publishBatch = 64
-
-func (f *follower) publishBatch(ctx context.Context, revs []*etcdbackupv1.JournalRevision) error {
-	type sent struct {
-		rev  *etcdbackupv1.JournalRevision
-		size int
-		ack  jetstream.PubAckFuture
-	}
-	futures := make([]sent, 0, len(revs))
+// receive takes a watch response's revisions: they wait in the outbox for PublishLinger, or
+// until a message's worth (batchBytes) is there.
+func (f *follower) receive(revs []*etcdbackupv1.JournalRevision) {
 	for _, rev := range revs {
 		rev.Timeline = f.o.Timeline.Name
-		data, err := proto.Marshal(rev)
+		f.outbox = append(f.outbox, rev)
+		f.outboxBytes += proto.Size(rev)
+	}
+}
+
+// flush publishes the outbox.
+func (f *follower) flush(ctx context.Context) error {
+	if len(f.outbox) == 0 {
+		return nil
+	}
+	if err := f.publish(ctx, f.outbox); err != nil {
+		return err
+	}
+	clear(f.outbox)
+	f.outbox, f.outboxBytes = f.outbox[:0], 0
+	return nil
+}
+
+// batchBytes bounds one bus message's revisions (a revision larger than that goes alone):
+// well under NATS's default max_payload of 1 MiB.
+const batchBytes = 256 << 10
+
+// publishInFlight is how many of a follower's messages wait for their acks at most.
+const publishInFlight = 64
+
+// MaxPublishPending is how many asynchronous publishes the journal's JetStream context lets be
+// in flight: a few of every follower's.
+const MaxPublishPending = 4096
+
+// publish puts revs, consecutive revisions, on the bus in messages of at most batchBytes, each
+// once: a message published again with the same revisions (a replica that died after
+// publishing, before it knew) is the stream's duplicate. The messages are sent without
+// waiting for each one's ack, then every ack is awaited. A revision counts as on the bus only
+// once acknowledged.
+func (f *follower) publish(ctx context.Context, revs []*etcdbackupv1.JournalRevision) error {
+	var batches [][]*etcdbackupv1.JournalRevision
+	for start, size := 0, 0; start < len(revs); {
+		n := 0
+		for size = 0; start+n < len(revs); n++ {
+			s := proto.Size(revs[start+n])
+			if n > 0 && size+s > batchBytes {
+				break
+			}
+			size += s
+		}
+		batches = append(batches, revs[start:start+n])
+		start += n
+	}
+	for len(batches) > 0 {
+		n := min(len(batches), publishInFlight)
+		if err := f.publishBatches(ctx, batches[:n]); err != nil {
+			return err
+		}
+		batches = batches[n:]
+	}
+	return nil
+}
+
+func (f *follower) publishBatches(ctx context.Context, batches [][]*etcdbackupv1.JournalRevision) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(batches))
+	for _, revs := range batches {
+		data, err := journal.EncodeBatch(revs)
 		if err != nil {
 			return err
 		}
+		first, last := revs[0].GetRevision(), revs[len(revs)-1].GetRevision()
 		msg := nats.NewMsg(f.subject)
 		msg.Data = data
 		msg.Header.Set(bus.HeaderContentType, bus.ContentTypeProtobuf)
-		ack, err := f.o.JS.PublishMsgAsync(msg, jetstream.WithMsgID(bus.JournalMsgID(f.o.ConfigUID, rev.GetRevision())))
+		ack, err := f.o.JS.PublishMsgAsync(msg, jetstream.WithMsgID(bus.JournalMsgID(f.o.ConfigUID, first, last)))
 		if err != nil {
-			return fmt.Errorf("publish revision %d: %w", rev.GetRevision(), err)
+			return fmt.Errorf("publish revisions %d to %d: %w", first, last, err)
 		}
-		futures = append(futures, sent{rev: rev, size: len(data), ack: ack})
+		futures = append(futures, ack)
 	}
 	timeout := time.NewTimer(publishTimeout)
 	defer timeout.Stop()
-	for _, s := range futures {
+	for i, fut := range futures {
+		revs := batches[i]
+		first, last := revs[0].GetRevision(), revs[len(revs)-1].GetRevision()
 		select {
-		case ack := <-s.ack.Ok():
-			f.add(s.rev, ack.Sequence, s.size)
-			f.o.Metrics.revisions.Inc()
-		case err := <-s.ack.Err():
-			return fmt.Errorf("publish revision %d: %w", s.rev.GetRevision(), err)
+		case ack := <-fut.Ok():
+			for _, rev := range revs {
+				f.add(rev, ack.Sequence, proto.Size(rev))
+			}
+			f.o.Metrics.revisions.Add(float64(len(revs)))
+			f.o.Metrics.messages.Inc()
+		case err := <-fut.Err():
+			return fmt.Errorf("publish revisions %d to %d: %w", first, last, err)
 		case <-timeout.C:
-			return fmt.Errorf("publish revision %d: no ack within %s", s.rev.GetRevision(), publishTimeout)
+			return fmt.Errorf("publish revisions %d to %d: no ack within %s", first, last, publishTimeout)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -319,7 +370,7 @@ func (f *follower) publishBatch(ctx context.Context, revs []*etcdbackupv1.Journa
 	return nil
 }
 
-// publishTimeout bounds the wait for the acks of one watch response's revisions.
+// publishTimeout bounds the wait for the acks of one flush's messages.
 const publishTimeout = 30 * time.Second
 
 // ErrWentBack: etcd's revision is behind what the journal holds of its timeline.
@@ -357,10 +408,18 @@ func (f *follower) watch(ctx context.Context, from int64, tick <-chan time.Time)
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := f.o.Etcd.Watch(wctx, "\x00", clientv3.WithFromKey(), clientv3.WithRev(from), clientv3.WithProgressNotify())
+	// linger fires when the outbox's oldest revision has waited PublishLinger.
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	defer linger.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-linger.C:
+			if err := f.flush(ctx); err != nil {
+				return err
+			}
 		case <-tick:
 			f.sealAndReport(ctx)
 			if f.o.Check != nil {
@@ -382,11 +441,20 @@ func (f *follower) watch(ctx context.Context, from int64, tick <-chan time.Time)
 			if err != nil {
 				return err
 			}
-			if err := f.publish(ctx, revs); err != nil {
-				return err
+			if len(revs) == 0 {
+				continue
 			}
-			if len(revs) > 0 {
-				from = revs[len(revs)-1].GetRevision() + 1
+			from = revs[len(revs)-1].GetRevision() + 1
+			waiting := len(f.outbox) > 0
+			f.receive(revs)
+			switch {
+			case f.o.PublishLinger <= 0 || f.outboxBytes >= batchBytes:
+				linger.Stop()
+				if err := f.flush(ctx); err != nil {
+					return err
+				}
+			case !waiting:
+				linger.Reset(f.o.PublishLinger)
 			}
 			if f.bytes >= f.o.SegmentBytes {
 				f.sealAndReport(ctx)
@@ -469,7 +537,12 @@ func (f *follower) seal(ctx context.Context) error {
 		f.sealed[timelineOf(last.rev)] = last.rev.GetRevision()
 		f.pending = f.pending[n:]
 		f.bytes -= size
-		f.purgeTo = last.seq + 1
+		// A message is purged once every revision it carries is sealed.
+		if len(f.pending) > 0 && f.pending[0].seq == last.seq {
+			f.purgeTo = max(f.purgeTo, last.seq)
+		} else {
+			f.purgeTo = last.seq + 1
+		}
 	}
 	f.purge(ctx)
 	return nil

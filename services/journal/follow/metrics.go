@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 // Metrics are the journal's, shared by every config a replica follows.
 type Metrics struct {
 	revisions    prometheus.Counter
+	messages     prometheus.Counter
 	segments     *prometheus.CounterVec
 	segmentBytes prometheus.Counter
 	gaps         prometheus.Counter
@@ -18,6 +19,11 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 		revisions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "etcdbackup_journal_revisions_total",
 			Help: "etcd revisions this replica published onto the journal stream.",
+		}),
+		messages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "etcdbackup_journal_messages_total",
+			Help: "Messages this replica published onto the journal stream, each carrying the revisions received within " +
+				"--publish-linger.",
 		}),
 		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_journal_segments_total",
@@ -42,7 +48,7 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Help: "Revisions journaled since a config's newest full backup: what a restore to now replays.",
 		}, []string{"namespace", "config_uid"}),
 	}
-	r.MustRegister(m.revisions, m.segments, m.segmentBytes, m.gaps, m.secondsBehind, m.revisionsSinceFull)
+	r.MustRegister(m.revisions, m.messages, m.segments, m.segmentBytes, m.gaps, m.secondsBehind, m.revisionsSinceFull)
 	return m
 }
 

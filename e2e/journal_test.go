@@ -106,6 +106,13 @@ func TestPointInTimeRestoreBringsBackADeletedPrefix(t *testing.T) {
 		if _, err := cli.Put(ctx, key, fmt.Sprintf("v%d", i+1), opts...); err != nil {
 			t.Fatal(err)
 		}
+		// A revision past NATS's default max_payload (1 MiB), under etcd's largest request
+		// (1.5 MiB): the bus carries it alone (deploy/k8s/nats.yaml's max_payload).
+		if i == 150 {
+			if _, err := cli.Put(ctx, "/registry/configmaps/big", strings.Repeat("b", 1200<<10)); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 	before, err := cli.Get(ctx, "probe")
 	if err != nil {

@@ -338,6 +338,11 @@ func (f *follower) publishBatches(ctx context.Context, batches [][]*etcdbackupv1
 			return err
 		}
 		first, last := revs[0].GetRevision(), revs[len(revs)-1].GetRevision()
+		if most := f.o.JS.Conn().MaxPayload(); most > 0 && int64(len(data)) > most {
+			return fmt.Errorf("%w: revision %d is %d bytes, the NATS server takes messages of at most %d: raise "+
+				"max_payload in its configuration above etcd's --max-request-bytes", ErrRevisionTooLarge, first,
+				len(data), most)
+		}
 		msg := nats.NewMsg(f.subject)
 		msg.Data = data
 		msg.Header.Set(bus.HeaderContentType, bus.ContentTypeProtobuf)
@@ -372,6 +377,9 @@ func (f *follower) publishBatches(ctx context.Context, batches [][]*etcdbackupv1
 
 // publishTimeout bounds the wait for the acks of one flush's messages.
 const publishTimeout = 30 * time.Second
+
+// ErrRevisionTooLarge: a revision does not fit in one message of the NATS server.
+var ErrRevisionTooLarge = errors.New("revision larger than the bus takes")
 
 // ErrWentBack: etcd's revision is behind what the journal holds of its timeline.
 var ErrWentBack = errors.New("etcd went back in time")

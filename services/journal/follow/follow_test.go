@@ -36,8 +36,8 @@ type bench struct {
 	bucket destination.Bucket
 	// admin reads the bucket whatever it allows the journal's key.
 	admin destination.Bucket
-	etcd   *etcdtest.Etcd
-	c      *clientv3.Client
+	etcd  *etcdtest.Etcd
+	c     *clientv3.Client
 	// snap is the full backup's snapshot, taken before any write of the test.
 	snap    []byte
 	anchor  int64
@@ -508,5 +508,33 @@ func TestALongChainAsksForAFullBackup(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 		})
+	}
+}
+
+// A revision larger than the NATS server's max_payload (natstest's default, 1 MiB) stops the
+// journal with the reason and the fix, not a retry of an opaque publish error.
+func TestARevisionLargerThanTheBusTakesStopsTheJournalClearly(t *testing.T) {
+	b := newBench(t)
+	log, _ := logtest.New()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- follow.Follow(ctx, follow.Options{JS: b.js, Bucket: b.bucket, Prefix: prefix, Namespace: "cluster-c1",
+			ConfigUID: "uid-1", Timeline: b.timeline, Etcd: b.c, Member: b.etcd.Endpoint, SegmentInterval: time.Second,
+			PublishLinger: 10 * time.Millisecond, SegmentBytes: 8 << 20, HashEvery: time.Hour, Log: log,
+			Metrics: b.metrics})
+	}()
+	b.write(t, 50, 60)
+	if _, err := b.c.Put(t.Context(), "/registry/configmaps/ns/big", strings.Repeat("b", 1100<<10)); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	if !errors.Is(err, follow.ErrRevisionTooLarge) || !strings.Contains(err.Error(), "max_payload") {
+		t.Fatalf("the journal ended with %v, want ErrRevisionTooLarge naming max_payload", err)
+	}
+	// What came before it is on the bus, for the next try.
+	if revs, _ := b.busRevisions(t, 0); revs == 0 {
+		t.Fatal("no revision before the large one is on the bus")
 	}
 }

@@ -2,6 +2,7 @@ package follow
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -63,7 +64,12 @@ func (s *Source) Follow(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.report(fctx, cfg, o.Bucket, o.Prefix)
-	return Follow(fctx, o)
+	err = Follow(fctx, o)
+	// What retrying does not mend is the operator's to see on the config.
+	if (errors.Is(err, ErrRevisionTooLarge) || errors.Is(err, ErrWentBack)) && s.Events != nil {
+		s.Events.Eventf(cfg, nil, corev1.EventTypeWarning, "JournalStopped", "Journal", "%v", err)
+	}
+	return err
 }
 
 func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Options, func(), error) {

@@ -3,7 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -132,6 +135,7 @@ func BenchmarkJournalScale(b *testing.B) {
 		return true, nil
 	})
 	if err != nil {
+		journalLogSummary(b, env)
 		b.Fatal(err)
 	}
 	logf("every config journaled %s after the first was created", time.Since(start).Round(time.Second))
@@ -272,4 +276,66 @@ func journalRSS(env *sandbox.Env) float64 {
 		}
 	}
 	return sum
+}
+
+// journalLogSummary prints, for each journal replica, how often its log says each thing, the
+// warnings and errors by message and error (cut to 120 characters): why configs are not
+// journaled, after the state directory is gone.
+func journalLogSummary(b *testing.B, env *sandbox.Env) {
+	b.Helper()
+	for _, s := range env.Services {
+		if s.Kind != "journal" {
+			continue
+		}
+		data, err := os.ReadFile(s.LogPath)
+		if err != nil {
+			b.Log(err)
+			continue
+		}
+		counts := map[string]int{}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			msg, errText := logField(line, "msg"), logField(line, "err")
+			if msg == "" {
+				continue
+			}
+			key := msg
+			if errText != "" {
+				key += ": " + errText
+			}
+			if len(key) > 160 {
+				key = key[:160]
+			}
+			counts[key]++
+		}
+		keys := make([]string, 0, len(counts))
+		for k := range counts {
+			keys = append(keys, k)
+		}
+		sort.Slice(keys, func(i, j int) bool { return counts[keys[i]] > counts[keys[j]] })
+		fmt.Printf("BenchmarkJournalScale: %s's log:\n", s.Name)
+		for _, k := range keys[:min(25, len(keys))] {
+			fmt.Printf("  %6d  %s\n", counts[k], k)
+		}
+	}
+}
+
+// logField reads key=value (or key="quoted value") from a text log line.
+func logField(line, key string) string {
+	i := strings.Index(line, " "+key+"=")
+	if i < 0 {
+		return ""
+	}
+	v := line[i+len(key)+2:]
+	if strings.HasPrefix(v, "\"") {
+		if u, err := strconv.QuotedPrefix(v); err == nil {
+			if s, err := strconv.Unquote(u); err == nil {
+				return s
+			}
+		}
+		return v
+	}
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		return v[:j]
+	}
+	return v
 }

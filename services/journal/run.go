@@ -37,7 +37,8 @@ func run(ctx context.Context, args []string) error {
 		Client: rt.Kube, Clusters: rt.Manager.GetClient(), Destinations: rt.Destinations(rt.Kube),
 		JS: js, NC: rt.NC, Events: rt.Events,
 		// Sealed revisions leave the bus every third segment interval: one purge of three.
-		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, PublishLinger: cfg.PublishLinger, PurgeEvery: 3 * cfg.SegmentInterval,
+		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, PublishLinger: cfg.PublishLinger,
+			PurgeEvery:   3 * cfg.SegmentInterval,
 			SegmentBytes: cfg.SegmentMiB << 20,
 			HashEvery:    cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions,
 			MaxChainBytes: cfg.MaxChainMiB << 20},

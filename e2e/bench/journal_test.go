@@ -25,12 +25,14 @@ import (
 )
 
 // BenchmarkJournalScale is issue 22's scale figure: ETCDBACKUP_BENCH_JOURNAL_CLUSTERS
-// continuous clusters (default 1000) journaled for ETCDBACKUP_BENCH_JOURNAL_MINUTES (default
-// 10) with the replica counts and journal flags deploy/k8s ships (segments every 10 s, the
-// condition every minute). Every cluster's etcd is the demo etcd, written at 5 revisions a
-// second: each config's journal watches it, publishes its 5 revisions a second and seals a
-// segment of them every 10 s, as 1,000 clusters at 5 revisions a second each would make it
-// do (the source etcd serves 1,000 watchers instead of 1,000 etcds serving one each).
+// continuous clusters (default 500, what this 2-core machine carries with everything else on
+// it; 1,000 is the issue's figure, measured in docs/operations.md) journaled for
+// ETCDBACKUP_BENCH_JOURNAL_MINUTES (default 10) with the replica counts and journal flags
+// deploy/k8s ships (segments every 10 s, the condition every minute). Every cluster's etcd is
+// the demo etcd, written at 5 revisions a second: each config's journal watches it, publishes
+// its 5 revisions a second and seals a segment of them every 10 s, as that many clusters at 5
+// revisions a second each would make it do (the source etcd serves that many watchers instead
+// of that many etcds serving one each).
 // Each minute it prints the CPU seconds of every component, the RSS of every service
 // replica, and the RPO of a sample of 20 configs: p99 from the put's return to the revision
 // on the bus (the configs' journal subjects, read by an ordered consumer), and to the
@@ -38,7 +40,7 @@ import (
 // revision written before the last minute is in no segment.
 func BenchmarkJournalScale(b *testing.B) {
 	logf := func(format string, args ...any) { fmt.Printf("BenchmarkJournalScale: "+format+"\n", args...) }
-	clusters := envInt(b, "ETCDBACKUP_BENCH_JOURNAL_CLUSTERS", 1000)
+	clusters := envInt(b, "ETCDBACKUP_BENCH_JOURNAL_CLUSTERS", 500)
 	minutes := envInt(b, "ETCDBACKUP_BENCH_JOURNAL_MINUTES", 10)
 	const rate, sample = 5, 20
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(minutes+30)*time.Minute)

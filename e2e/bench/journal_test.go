@@ -36,8 +36,10 @@ import (
 // Each minute it prints the CPU seconds of every component, the RSS of every service
 // replica, and the RPO of a sample of 20 configs: p99 from the put's return to the revision
 // on the bus (the configs' journal subjects, read by an ordered consumer), and to the
-// revision in a segment in the bucket (polled every 500 ms). It fails when a sampled
-// revision written before the last minute is in no segment.
+// revision in a segment in the bucket (polled every 500 ms), sampled among the configs that
+// have a segment 10 minutes after the first was created (configs-without-segment counts the
+// others). It fails when none has, and when a sampled revision written before the last minute
+// is in no segment.
 func BenchmarkJournalScale(b *testing.B) {
 	logf := func(format string, args ...any) { fmt.Printf("BenchmarkJournalScale: "+format+"\n", args...) }
 	clusters := envInt(b, "ETCDBACKUP_BENCH_JOURNAL_CLUSTERS", 500)
@@ -128,22 +130,39 @@ func BenchmarkJournalScale(b *testing.B) {
 	for _, c := range configs {
 		tails[c.dir] = &journal.Tail{Bucket: bucket, Dir: c.dir}
 	}
+	// Past 10 minutes the benchmark measures with the configs that have one, and says how
+	// many have none: what a machine too small for that many configs shows.
+	journaled := map[string]bool{}
 	err = sandbox.Poll(ctx, 10*time.Minute, 5*time.Second, func() (bool, error) {
 		for _, c := range configs {
-			if last, err := tails[c.dir].Last(ctx); err != nil || last == 0 {
-				return false, fmt.Errorf("%s has no segment yet (%w)", c.ns, err)
+			if journaled[c.dir] {
+				continue
+			}
+			if last, err := tails[c.dir].Last(ctx); err == nil && last > 0 {
+				journaled[c.dir] = true
 			}
 		}
-		return true, nil
+		return len(journaled) == len(configs), fmt.Errorf("%d of %d configs have no segment", len(configs)-len(journaled),
+			len(configs))
 	})
+	var sampled []config
+	for _, c := range configs {
+		if journaled[c.dir] && len(sampled) < sample {
+			sampled = append(sampled, c)
+		}
+	}
 	if err != nil {
 		journalLogSummary(b, env)
-		b.Fatal(err)
+		if len(sampled) == 0 {
+			b.Fatal(err)
+		}
+		logf("measuring anyway: %v", err)
+	} else {
+		logf("every config journaled %s after the first was created", time.Since(start).Round(time.Second))
 	}
-	logf("every config journaled %s after the first was created", time.Since(start).Round(time.Second))
+	b.ReportMetric(float64(len(configs)-len(journaled)), "configs-without-segment")
 
 	// The sample's arrival on the bus, and in the bucket.
-	sampled := configs[:min(sample, len(configs))]
 	onBus := map[string]map[int64]time.Time{}
 	inBucket := map[string]map[int64]time.Time{}
 	subjects := make([]string, 0, len(sampled))

@@ -301,7 +301,7 @@ const publishInFlight = 64
 // in flight: a few of every follower's.
 const MaxPublishPending = 4096
 
-// publish puts revs, consecutive revisions, on the bus in messages of at most batchBytes, each
+// publish puts revs on the bus in messages of consecutive revisions of at most batchBytes, each
 // once: a message published again with the same revisions (a replica that died after
 // publishing, before it knew) is the stream's duplicate. The messages are sent without
 // waiting for each one's ack, then every ack is awaited. A revision counts as on the bus only
@@ -312,7 +312,8 @@ func (f *follower) publish(ctx context.Context, revs []*etcdbackupv1.JournalRevi
 		n := 0
 		for size = 0; start+n < len(revs); n++ {
 			s := proto.Size(revs[start+n])
-			if n > 0 && size+s > batchBytes {
+			// A message holds consecutive revisions only: after a gap (a new chain) one begins.
+			if n > 0 && (size+s > batchBytes || revs[start+n].GetRevision() != revs[start+n-1].GetRevision()+1) {
 				break
 			}
 			size += s

@@ -83,9 +83,9 @@ type follower struct {
 	rec     *journal.Recorder
 	pending []unsealed
 	bytes   int
-	// outbox holds the revisions received and not yet published (at most PublishLinger);
-	// outboxBytes is their encoded size.
-	outbox      []*etcdbackupv1.JournalRevision
+	// outbox holds the revisions received and not yet published (at most PublishLinger), each
+	// with its encoded size (seq unset); outboxBytes is their sum.
+	outbox      []unsealed
 	outboxBytes int
 	// sealed is the last revision in a segment of each timeline (of the current one: in
 	// Options.Timeline's folder); hashed when a segment last carried a hash.
@@ -98,10 +98,10 @@ type follower struct {
 	asked      time.Time
 	// chainBytes is the size of the current timeline's segments after the anchor.
 	chainBytes int64
-	// purgeTo is the stream sequence after the last sealed revision not yet purged (0: none);
-	// purged when the bus was last purged.
-	purgeTo uint64
-	purged  time.Time
+	// sealedSeq is the stream sequence of the message of the newest sealed revision (0: none
+	// yet); purgedTo is where the bus was last purged to (exclusive), and purged when.
+	sealedSeq, purgedTo uint64
+	purged              time.Time
 }
 
 // Follow journals the config until ctx ends or something fails (etcd, NATS, the bucket's
@@ -272,8 +272,9 @@ func (f *follower) add(rev *etcdbackupv1.JournalRevision, seq uint64, size int) 
 func (f *follower) receive(revs []*etcdbackupv1.JournalRevision) {
 	for _, rev := range revs {
 		rev.Timeline = f.o.Timeline.Name
-		f.outbox = append(f.outbox, rev)
-		f.outboxBytes += proto.Size(rev)
+		u := unsealed{rev: rev, size: proto.Size(rev)}
+		f.outbox = append(f.outbox, u)
+		f.outboxBytes += u.size
 	}
 }
 
@@ -306,17 +307,17 @@ const MaxPublishPending = 4096
 // publishing, before it knew) is the stream's duplicate. The messages are sent without
 // waiting for each one's ack, then every ack is awaited. A revision counts as on the bus only
 // once acknowledged.
-func (f *follower) publish(ctx context.Context, revs []*etcdbackupv1.JournalRevision) error {
-	var batches [][]*etcdbackupv1.JournalRevision
+func (f *follower) publish(ctx context.Context, revs []unsealed) error {
+	var batches [][]unsealed
 	for start, size := 0, 0; start < len(revs); {
 		n := 0
 		for size = 0; start+n < len(revs); n++ {
-			s := proto.Size(revs[start+n])
+			u := revs[start+n]
 			// A message holds consecutive revisions only: after a gap (a new chain) one begins.
-			if n > 0 && (size+s > batchBytes || revs[start+n].GetRevision() != revs[start+n-1].GetRevision()+1) {
+			if n > 0 && (size+u.size > batchBytes || u.rev.GetRevision() != revs[start+n-1].rev.GetRevision()+1) {
 				break
 			}
-			size += s
+			size += u.size
 		}
 		batches = append(batches, revs[start:start+n])
 		start += n
@@ -331,9 +332,13 @@ func (f *follower) publish(ctx context.Context, revs []*etcdbackupv1.JournalRevi
 	return nil
 }
 
-func (f *follower) publishBatches(ctx context.Context, batches [][]*etcdbackupv1.JournalRevision) error {
+func (f *follower) publishBatches(ctx context.Context, batches [][]unsealed) error {
 	futures := make([]jetstream.PubAckFuture, 0, len(batches))
-	for _, revs := range batches {
+	for _, batch := range batches {
+		revs := make([]*etcdbackupv1.JournalRevision, len(batch))
+		for i, u := range batch {
+			revs[i] = u.rev
+		}
 		data, err := journal.EncodeBatch(revs)
 		if err != nil {
 			return err
@@ -356,14 +361,14 @@ func (f *follower) publishBatches(ctx context.Context, batches [][]*etcdbackupv1
 	timeout := time.NewTimer(publishTimeout)
 	defer timeout.Stop()
 	for i, fut := range futures {
-		revs := batches[i]
-		first, last := revs[0].GetRevision(), revs[len(revs)-1].GetRevision()
+		batch := batches[i]
+		first, last := batch[0].rev.GetRevision(), batch[len(batch)-1].rev.GetRevision()
 		select {
 		case ack := <-fut.Ok():
-			for _, rev := range revs {
-				f.add(rev, ack.Sequence, proto.Size(rev))
+			for _, u := range batch {
+				f.add(u.rev, ack.Sequence, u.size)
 			}
-			f.o.Metrics.revisions.Add(float64(len(revs)))
+			f.o.Metrics.revisions.Add(float64(len(batch)))
 			f.o.Metrics.messages.Inc()
 		case err := <-fut.Err():
 			return fmt.Errorf("publish revisions %d to %d: %w", first, last, err)
@@ -546,30 +551,29 @@ func (f *follower) seal(ctx context.Context) error {
 		f.sealed[timelineOf(last.rev)] = last.rev.GetRevision()
 		f.pending = f.pending[n:]
 		f.bytes -= size
-		// A message is purged once every revision it carries is sealed.
-		if len(f.pending) > 0 && f.pending[0].seq == last.seq {
-			f.purgeTo = max(f.purgeTo, last.seq)
-		} else {
-			f.purgeTo = last.seq + 1
-		}
+		f.sealedSeq = last.seq
 	}
 	f.purge(ctx)
 	return nil
 }
 
-// purge removes the sealed revisions from the bus, at most every PurgeEvery. A purge that
-// fails, or that has not come yet when the replica dies, leaves sealed revisions on the bus:
-// the next holder drops them (load).
+// purge removes the sealed revisions from the bus, at most every PurgeEvery: every message
+// before the oldest one still carrying an unsealed revision (pending is in stream order), up
+// to the last sealed one's. A purge that fails, or that has not come yet when the replica dies,
+// leaves sealed revisions on the bus: the next holder drops them (load).
 func (f *follower) purge(ctx context.Context) {
-	if f.purgeTo == 0 || time.Since(f.purged) < f.o.PurgeEvery {
+	to := f.sealedSeq + 1
+	if len(f.pending) > 0 {
+		to = min(to, f.pending[0].seq)
+	}
+	if f.sealedSeq == 0 || to <= f.purgedTo || time.Since(f.purged) < f.o.PurgeEvery {
 		return
 	}
-	if err := f.stream.Purge(ctx, jetstream.WithPurgeSubject(f.subject),
-		jetstream.WithPurgeSequence(f.purgeTo)); err != nil {
+	if err := f.stream.Purge(ctx, jetstream.WithPurgeSubject(f.subject), jetstream.WithPurgeSequence(to)); err != nil {
 		f.o.Log.Warn("purge sealed revisions from the bus", "subject", f.subject, "err", err)
 		return
 	}
-	f.purgeTo, f.purged = 0, time.Now()
+	f.purgedTo, f.purged = to, time.Now()
 }
 
 // put stores run as one segment, with the member's HashKV at its last revision when one is due.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	"github.com/etcd-backup/etcdbackup/pkg/logtest"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,7 +30,8 @@ func TestPublishSplitsAtGapsAndSize(t *testing.T) {
 	}
 	add(10, 12, 10)
 	add(20, 25, 100<<10) // after a gap; 100 KiB each: two a message
-	if err := f.publish(t.Context(), revs); err != nil {
+	f.receive(revs)
+	if err := f.flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	st, err := js.Stream(t.Context(), bus.StreamJournal)
@@ -66,5 +68,54 @@ func TestPublishSplitsAtGapsAndSize(t *testing.T) {
 	}
 	if len(f.pending) != len(revs) {
 		t.Fatalf("%d revisions pending, want %d", len(f.pending), len(revs))
+	}
+}
+
+// The bus is purged up to the oldest message that still carries an unsealed revision: a
+// message whose revisions are sealed only in part stays, whole, for the next holder.
+func TestPurgeKeepsAMessageSealedInPart(t *testing.T) {
+	js := natstest.Bus(t, 64<<20)
+	st, err := js.Stream(t.Context(), bus.StreamJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := logtest.New()
+	f := &follower{o: Options{JS: js, ConfigUID: "uid-1", Timeline: journal.Timeline{Name: journal.InitialTimeline},
+		Metrics: NewMetrics(prometheus.NewRegistry()), Log: log}, subject: bus.JournalSubject("cluster-c1", "uid-1"),
+		stream: st}
+	for _, r := range [][2]int64{{10, 11}, {12, 13}, {14, 15}} {
+		var revs []*etcdbackupv1.JournalRevision
+		for rev := r[0]; rev <= r[1]; rev++ {
+			revs = append(revs, &etcdbackupv1.JournalRevision{Revision: rev, Timeline: journal.InitialTimeline,
+				Time: timestamppb.Now(), Events: []*etcdbackupv1.JournalEvent{{Key: []byte("/registry/k"),
+					Value: []byte("v"), CreateRevision: 1, Version: rev}}})
+		}
+		f.receive(revs)
+		if err := f.flush(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := func() uint64 {
+		t.Helper()
+		info, err := st.Info(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			return 0
+		}
+		return info.State.FirstSeq
+	}
+	// Revisions 10 to 12 sealed: message 2 still carries 13.
+	f.pending, f.sealedSeq = f.pending[3:], f.pending[2].seq
+	f.purge(t.Context())
+	if got := first(); got != 2 {
+		t.Fatalf("the bus begins at message %d, want 2 (revision 13 is in no segment)", got)
+	}
+	// Everything sealed: the bus is empty.
+	f.sealedSeq, f.pending = f.pending[len(f.pending)-1].seq, nil
+	f.purge(t.Context())
+	if got := first(); got != 0 {
+		t.Fatalf("the bus begins at message %d after everything was sealed, want it empty", got)
 	}
 }

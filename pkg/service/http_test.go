@@ -12,25 +12,13 @@ import (
 // command line and let anyone who reaches the port spend its CPU on profiling.
 func TestEndpointServesProfilesOnlyWhenAsked(t *testing.T) {
 	for _, profiling := range []bool{false, true} {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
+		addr := freeAddr(t)
 		e := NewEndpoint(addr)
 		e.Profiling = profiling
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- e.Start(ctx) }()
-		get := func(path string) int {
-			resp, err := http.Get("http://" + addr + path)
-			if err != nil {
-				return 0
-			}
-			resp.Body.Close()
-			return resp.StatusCode
-		}
+		get := func(path string) int { return statusOf(addr, path) }
 		deadline := time.Now().Add(10 * time.Second)
 		for get("/healthz") != http.StatusOK {
 			if time.Now().After(deadline) {
@@ -52,4 +40,25 @@ func TestEndpointServesProfilesOnlyWhenAsked(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// freeAddr is a local address no one listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// statusOf is the status of a GET of path on addr; 0 when nothing answers.
+func statusOf(addr, path string) int {
+	resp, err := http.Get("http://" + addr + path)
+	if err != nil {
+		return 0
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode
 }

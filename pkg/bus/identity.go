@@ -103,11 +103,8 @@ func leases() []string {
 
 // leaseBucketOf is the lease bucket id takes leases from (and checks at start-up); "" for none.
 func leaseBucketOf(id Identity) string {
-	switch id {
-	case IdentitySnapshotter:
+	if id == IdentitySnapshotter {
 		return LeaseBucket
-	case IdentityJournal:
-		return JournalLeaseBucket
 	}
 	return ""
 }
@@ -151,7 +148,7 @@ func PermissionsOf(id Identity) (p Permissions, ok bool) {
 		p.Subscribe = []string{inbox}
 	case IdentitySetup:
 		for _, stream := range []string{StreamRequests, StreamSnapshots, StreamStored, StreamDeletes, StreamStatus,
-			StreamJournal, stagingStream, leaseStream, journalLeaseStream} {
+			StreamJournal, stagingStream, leaseStream, journalReplicasStream, journalClaimsStream} {
 			p.Publish = append(p.Publish, streamAdmin(stream)...)
 		}
 		// Creating a key-value bucket reads the account's JetStream limits first.

@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"context"
 	"strconv"
 	"time"
 
@@ -10,26 +9,33 @@ import (
 
 // The continuous backup's journal on the bus: the revisions of a continuous config's etcd
 // (etcdbackupv1.JournalBatch, protobuf: consecutive revisions a message) are published by the
-// journal replica that holds the config's journal lease, and stay in StreamJournal until that
-// replica (or the next holder) has sealed them into a segment in the config's destination and
-// purged them.
+// journal replica that claims the config (Claims: JournalReplicasBucket and JournalClaimsBucket),
+// and stay in StreamJournal until that replica (or the next one) has sealed them into a segment
+// in the config's destination and purged them.
 const (
 	// SubjectJournalPrefix prefixes the journal subjects: etcdbackup.journal.<namespace>.<config uid>.
 	SubjectJournalPrefix = "etcdbackup.journal"
 	// StreamJournal holds the revisions not yet in a segment.
 	StreamJournal = "ETCDBACKUP_JOURNAL"
-	// JournalLeaseBucket is the key-value bucket of journal leases: one key per continuous
-	// config ("<namespace>.<config uid>"), held by the replica that watches the config's etcd.
-	JournalLeaseBucket = "ETCDBACKUP_JOURNAL_LEASES"
-	// JournalLeaseTTL ends the lease of a journal replica that died: another replica takes
-	// the config over within this and its claim interval.
-	JournalLeaseTTL = 10 * time.Second
+	// JournalReplicasBucket is the key-value bucket of the journal's replicas: one key per
+	// live replica's session, refreshed every fifth of JournalReplicaTTL.
+	JournalReplicasBucket = "ETCDBACKUP_JOURNAL_REPLICAS"
+	// JournalClaimsBucket is the key-value bucket of the journal's claims: one key per
+	// continuous config ("<namespace>.<config uid>"), holding the session of the replica that
+	// watches the config's etcd. It has no TTL: a claim lasts while its session does.
+	JournalClaimsBucket = "ETCDBACKUP_JOURNAL_CLAIMS"
+	// JournalReplicaTTL ends the session of a journal replica that died: another replica takes
+	// its configs over within this and its claim interval.
+	JournalReplicaTTL = 10 * time.Second
 	// JournalMaxAge is how long an unsealed revision waits for its segment (an object store
 	// down that long loses the revisions, and the next chain starts at a full backup).
 	JournalMaxAge = 7 * 24 * time.Hour
 )
 
-const journalLeaseStream = "KV_" + JournalLeaseBucket
+const (
+	journalReplicasStream = "KV_" + JournalReplicasBucket
+	journalClaimsStream   = "KV_" + JournalClaimsBucket
+)
 
 // JournalSubject is the subject of a config's revisions.
 func JournalSubject(namespace, configUID string) string {
@@ -43,8 +49,8 @@ func JournalMsgID(configUID string, first, last int64) string {
 	return configUID + "/" + strconv.FormatInt(first, 10) + "-" + strconv.FormatInt(last, 10)
 }
 
-// JournalLeaseKey is a config's key in the journal lease bucket.
-func JournalLeaseKey(namespace, configUID string) string { return namespace + "." + configUID }
+// JournalClaimKey is a config's key in the journal's claim bucket.
+func JournalClaimKey(namespace, configUID string) string { return namespace + "." + configUID }
 
 // journalStream is StreamJournal's configuration: limits retention (the journal purges what it
 // sealed), new messages refused when full (the journal waits; nothing is dropped).
@@ -55,31 +61,39 @@ func (t Topology) journalStream() jetstream.StreamConfig {
 	return cfg
 }
 
-// JournalLeaseConfig returns the configuration of the journal lease bucket.
-func (t Topology) JournalLeaseConfig() jetstream.KeyValueConfig {
+// JournalReplicasConfig returns the configuration of the journal's replica bucket: a session
+// key gone JournalReplicaTTL after its last write.
+func (t Topology) JournalReplicasConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
-		Bucket:      JournalLeaseBucket,
-		Description: "one journal replica per continuous config: the holder of each config's lease",
+		Bucket:      JournalReplicasBucket,
+		Description: "the journal's live replicas: one session key each, refreshed while the replica lives",
 		History:     1,
-		TTL:         JournalLeaseTTL,
+		TTL:         JournalReplicaTTL,
 		Storage:     t.Storage,
 		Replicas:    t.Replicas,
 	}
 }
 
-// OpenJournalLeases binds to the journal lease bucket, which the setup created.
-func OpenJournalLeases(ctx context.Context, js jetstream.JetStream) (*Leases, error) {
-	return openLeases(ctx, js, JournalLeaseBucket)
+// JournalClaimsConfig returns the configuration of the journal's claim bucket: no TTL.
+func (t Topology) JournalClaimsConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      JournalClaimsBucket,
+		Description: "one journal replica per continuous config: the session of the replica following each",
+		History:     1,
+		Storage:     t.Storage,
+		Replicas:    t.Replicas,
+	}
 }
 
 // journal is what the journal identity needs: publishing revisions, reading back and purging
-// what is not sealed (ordered consumers, whose names are random, and direct gets), its lease
-// bucket, and asking the scheduler for a full backup.
+// what is not sealed (ordered consumers, whose names are random, and direct gets), its two
+// claim buckets (written, read and watched), and asking the scheduler for a full backup.
 func journal() []string {
 	s := StreamJournal
 	return concat(
 		[]string{SubjectJournalPrefix + ".>", SubjectTriggerBackup},
-		streamInfo(s), streamInfo(journalLeaseStream),
+		streamInfo(s), streamInfo(journalReplicasStream), streamInfo(journalClaimsStream),
+		kvWatch(JournalReplicasBucket), kvWatch(JournalClaimsBucket),
 		[]string{
 			jsAPI + "STREAM.PURGE." + s,
 			jsAPI + "STREAM.MSG.GET." + s,
@@ -88,8 +102,21 @@ func journal() []string {
 			jsAPI + "CONSUMER.MSG.NEXT." + s + ".>",
 			jsAPI + "CONSUMER.DELETE." + s + ".>",
 			jsAPI + "CONSUMER.INFO." + s + ".>",
-			"$KV." + JournalLeaseBucket + ".>",
-			jsAPI + "STREAM.MSG.GET." + journalLeaseStream,
-			jsAPI + "DIRECT.GET." + journalLeaseStream + ".>",
 		})
+}
+
+// kvWatch is what writing, reading and watching a key-value bucket needs: its subjects, gets,
+// and the ordered consumers of its watches (created, deleted when stopped, recreated on a gap,
+// and answering the server's flow control).
+func kvWatch(bucket string) []string {
+	stream := "KV_" + bucket
+	return []string{
+		"$KV." + bucket + ".>",
+		"$JS.FC." + stream + ".>",
+		jsAPI + "STREAM.MSG.GET." + stream,
+		jsAPI + "DIRECT.GET." + stream + ".>",
+		jsAPI + "CONSUMER.CREATE." + stream,
+		jsAPI + "CONSUMER.CREATE." + stream + ".>",
+		jsAPI + "CONSUMER.DELETE." + stream + ".>",
+	}
 }

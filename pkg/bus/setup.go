@@ -23,7 +23,8 @@ func Ensure(ctx context.Context, js jetstream.JetStream, t Topology) error {
 	if _, err := js.CreateOrUpdateObjectStore(ctx, t.StagingConfig()); err != nil {
 		return fmt.Errorf("ensure object store %s: %w", StagingBucket, err)
 	}
-	for _, kv := range []jetstream.KeyValueConfig{t.LeaseConfig(), t.JournalLeaseConfig()} {
+	for _, kv := range []jetstream.KeyValueConfig{t.LeaseConfig(), t.JournalReplicasConfig(),
+		t.JournalClaimsConfig()} {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("ensure key-value bucket %s: %w", kv.Bucket, err)
 		}
@@ -72,6 +73,14 @@ func CheckFor(ctx context.Context, js jetstream.JetStream, t Topology, id Identi
 		if err := checkBucket(ctx, js, "lease", bucket, jetstream.StreamConfig{Name: "KV_" + bucket, MaxMsgs: -1,
 			MaxMsgsPerSubject: 1, DenyDelete: true}); err != nil {
 			return err
+		}
+	}
+	if id == IdentityJournal {
+		for _, bucket := range []string{JournalReplicasBucket, JournalClaimsBucket} {
+			if err := checkBucket(ctx, js, "claim", bucket, jetstream.StreamConfig{Name: "KV_" + bucket, MaxMsgs: -1,
+				MaxMsgsPerSubject: 1, DenyDelete: true}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

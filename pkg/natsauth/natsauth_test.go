@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -263,6 +264,66 @@ func TestEachIdentityDoesItsJob(t *testing.T) {
 	mustPublish(t, ctx, pr.js, bus.StatusSubject(4), "")
 
 	mustPublish(t, ctx, conns[bus.IdentityRestorer].js, bus.StatusSubject(5), "")
+
+	// journal: its streams and buckets, two replicas' sessions, a config claimed by one, seen
+	// by the other (the watches), given back, and taken by the other.
+	jr := conns[bus.IdentityJournal]
+	if err := bus.CheckFor(ctx, jr.js, topo, bus.IdentityJournal); err != nil {
+		t.Fatalf("journal checks its stream and buckets: %v", err)
+	}
+	claims, err := bus.OpenJournalClaims(ctx, jr.js)
+	if err != nil {
+		t.Fatalf("journal opens its claim buckets: %v", err)
+	}
+	// Enough claims that the watch's first read meets the server's flow control.
+	claimKV, err := jr.js.KeyValue(ctx, bus.JournalClaimsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3000 {
+		if _, err := claimKV.Put(ctx, fmt.Sprintf("cluster-%d.uid", i), bytes.Repeat([]byte("s"), 4000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one, err := claims.Join(ctx, "journal-1")
+	if err != nil {
+		t.Fatalf("journal joins: %v", err)
+	}
+	if n := len(one.Claims()); n != 3000 {
+		t.Fatalf("journal: the watch read %d claims, want 3000", n)
+	}
+	two, err := claims.Join(ctx, "journal-2")
+	if err != nil {
+		t.Fatalf("journal joins: %v", err)
+	}
+	key := bus.JournalClaimKey("cluster-x", "uid-1")
+	_, release, err = one.Take(ctx, key, bus.Claim{})
+	if err != nil {
+		t.Fatalf("journal claims a config: %v", err)
+	}
+	for two.Claims()[key].Session != one.ID() {
+		if ctx.Err() != nil {
+			t.Fatal("journal: a claim is not seen by the other replica")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if alive, err := two.Alive(ctx, one.ID()); err != nil || !alive {
+		t.Fatalf("journal: is the other replica alive: %v, %v", alive, err)
+	}
+	release()
+	for _, there := two.Claims()[key]; there; _, there = two.Claims()[key] {
+		if ctx.Err() != nil {
+			t.Fatal("journal: a claim given back is still seen")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, release, err = two.Take(ctx, key, bus.Claim{}); err != nil {
+		t.Fatalf("journal claims a config given back: %v", err)
+	}
+	release()
+	one.Leave()
+	two.Leave()
+	mustPublish(t, ctx, jr.js, bus.JournalSubject("cluster-x", "uid-1"), "")
 
 	// watcher: live events and the history.
 	for range 5 {

@@ -21,7 +21,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer rt.Close()
-	leases, err := bus.OpenJournalLeases(ctx, rt.JS)
+	claims, err := bus.OpenJournalClaims(ctx, rt.JS)
 	if err != nil {
 		return err
 	}
@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string) error {
 		MemberTimeout: cfg.MemberTimeout, StatusInterval: cfg.StatusInterval, Log: rt.Log,
 		Metrics: follow.NewMetrics(rt.Endpoint.Registry()),
 	}
-	c := &claim.Claimer{Reader: rt.Manager.GetClient(), Leases: leases, Holder: holder, Interval: cfg.ClaimInterval,
+	c := &claim.Claimer{Reader: rt.Manager.GetClient(), Claims: claims, Holder: holder, Interval: cfg.ClaimInterval,
 		RetryDelay: cfg.RetryDelay, ByDefault: cfg.ContinuousDefault, Follow: src.Follow, Log: rt.Log}
 	return rt.Run(ctx, c.Start)
 }

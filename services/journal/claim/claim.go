@@ -1,9 +1,10 @@
-// Package claim shares the continuous configs among the journal's replicas: every claim
-// interval each replica lists the configs that want a journal (Continuous), takes the journal
-// lease of those nobody holds, and runs a follower for each lease it holds; a replica that dies
-// stops refreshing its leases, which end after bus.JournalLeaseTTL and are taken by the others.
-// A replica that holds a larger share of the configs waits longer into each interval before it
-// claims, so that the configs spread over the replicas.
+// Package claim shares the continuous configs among the journal's replicas: each replica joins
+// with a session (bus.Claims), and every claim interval lists the configs that want a journal
+// (Continuous), claims those nobody's live session claims, and runs a follower for each claim
+// it holds. A replica that dies stops refreshing its session, which ends after
+// bus.JournalReplicaTTL; the others then take its claims over. A replica that holds more than
+// its share of the configs waits longer into each interval before it claims, and gives back
+// what it holds beyond its share, so that the configs spread over the replicas.
 package claim
 
 import (
@@ -36,15 +37,15 @@ func Continuous(cfg *kubermaticv1.EtcdBackupConfig, byDefault bool) bool {
 	return byDefault
 }
 
-// Follower journals one config while ctx lasts: the caller holds its lease.
+// Follower journals one config while ctx lasts: the caller holds its claim.
 type Follower func(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) error
 
-// Claimer runs the followers of the configs this replica holds the lease of.
+// Claimer runs the followers of the configs this replica claims.
 type Claimer struct {
 	// Reader lists the EtcdBackupConfigs (the manager's cache).
 	Reader client.Reader
-	Leases *bus.Leases
-	// Holder names this replica in the leases it holds.
+	Claims *bus.Claims
+	// Holder names this replica (its host name) in its session.
 	Holder string
 	// Interval is how often configs are claimed; RetryDelay how long a follower that failed waits.
 	Interval, RetryDelay time.Duration
@@ -54,8 +55,14 @@ type Claimer struct {
 	Log       *slog.Logger
 
 	mu      sync.Mutex
-	running map[string]context.CancelFunc
+	running map[string]*running
+	// offered are the configs this replica gave back to even the replicas out, and when: it
+	// leaves them to the others for two intervals.
+	offered map[string]time.Time
 }
+
+// running is a follower this replica runs.
+type running struct{ stop context.CancelCauseFunc }
 
 // Held is the number of configs this replica follows.
 func (c *Claimer) Held() int {
@@ -64,28 +71,57 @@ func (c *Claimer) Held() int {
 	return len(c.running)
 }
 
-// Start claims every Interval until ctx ends, then stops every follower and releases its lease.
+// Start claims every Interval until ctx ends, then stops every follower and gives its claims
+// back. A session lost (not refreshed in time: the bus was out of reach) stops every follower
+// too; the replica then joins again with a new session.
 func (c *Claimer) Start(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		c.Log.Warn("journal session ended; every config this replica followed is free, joining again",
+			"retry_in", c.RetryDelay, "err", err)
+		if !sleep(ctx, c.RetryDelay) {
+			break
+		}
+	}
+	return nil
+}
+
+func (c *Claimer) session(ctx context.Context) error {
+	s, err := c.Claims.Join(ctx, c.Holder)
+	if err != nil {
+		return err
+	}
+	defer s.Leave()
 	c.mu.Lock()
-	c.running = map[string]context.CancelFunc{}
+	c.running, c.offered = map[string]*running{}, map[string]time.Time{}
 	c.mu.Unlock()
 	var wg sync.WaitGroup
+	// Followers end before the session is left, each giving its claim back.
 	defer wg.Wait()
+	c.Log.Info("journal session joined", "session", s.ID())
 	t := time.NewTicker(c.Interval)
 	defer t.Stop()
 	for {
-		if err := c.claim(ctx, &wg); err != nil {
+		if err := c.claim(s, &wg); err != nil && s.Context().Err() == nil {
 			c.Log.Warn("claim continuous configs", "err", err)
 		}
 		select {
-		case <-ctx.Done():
-			return nil
+		case <-s.Context().Done():
+			return context.Cause(s.Context())
 		case <-t.C:
 		}
 	}
 }
 
-func (c *Claimer) claim(ctx context.Context, wg *sync.WaitGroup) error {
+// rebalanceStep bounds how many configs a replica gives back in one interval: each moved
+// config's journal starts anew on the other replica (it reads what waits on the bus).
+const rebalanceStep = 32
+
+func (c *Claimer) claim(s *bus.Session, wg *sync.WaitGroup) error {
+	ctx := s.Context()
 	var list kubermaticv1.EtcdBackupConfigList
 	if err := c.Reader.List(ctx, &list); err != nil {
 		return err
@@ -94,59 +130,120 @@ func (c *Claimer) claim(ctx context.Context, wg *sync.WaitGroup) error {
 	for i := range list.Items {
 		cfg := &list.Items[i]
 		if Continuous(cfg, c.ByDefault) {
-			want[bus.JournalLeaseKey(cfg.Namespace, string(cfg.UID))] = cfg
+			want[bus.JournalClaimKey(cfg.Namespace, string(cfg.UID))] = cfg
 		}
 	}
+	claims := s.Claims()
+	// Each replica's fair share; beyond it (and one more, so two replicas do not trade a
+	// config back and forth), a replica gives configs back, a few each interval.
+	share := (len(want) + s.Replicas() - 1) / s.Replicas()
 	c.mu.Lock()
-	for key, cancel := range c.running {
+	for key, r := range c.running {
 		if want[key] == nil {
-			cancel()
+			r.stop(errors.New("the config no longer wants a journal"))
 			delete(c.running, key)
 		}
 	}
-	c.mu.Unlock()
-	c.mu.Lock()
 	held := len(c.running)
+	if extra := min(held-share-1, rebalanceStep); extra > 0 {
+		for key, r := range c.running {
+			if extra == 0 {
+				break
+			}
+			r.stop(fmt.Errorf("given back: this replica holds %d configs, more than its share of %d", held, share))
+			delete(c.running, key)
+			c.offered[key] = time.Now()
+			extra--
+		}
+		held = len(c.running)
+	}
+	for key, at := range c.offered {
+		if time.Since(at) > 2*c.Interval {
+			delete(c.offered, key)
+		}
+	}
 	var free []string
 	for _, key := range shuffled(want) {
 		if _, have := c.running[key]; !have {
-			free = append(free, key)
+			if _, gave := c.offered[key]; !gave || held < share {
+				free = append(free, key)
+			}
 		}
 	}
 	c.mu.Unlock()
-	if len(free) == 0 {
+	// Claims of sessions that ended, on configs nobody wants any more: deleted.
+	alive := map[string]bool{}
+	isAlive := func(id string) (bool, error) {
+		if id == s.ID() {
+			return true, nil
+		}
+		if a, ok := alive[id]; ok {
+			return a, nil
+		}
+		a, err := s.Alive(ctx, id)
+		if err == nil {
+			alive[id] = a
+		}
+		return a, err
+	}
+	for key, cl := range claims {
+		if want[key] != nil || cl.Session == s.ID() {
+			continue
+		}
+		if a, err := isAlive(cl.Session); err == nil && !a {
+			s.Forget(key, cl)
+		}
+	}
+	// What this replica may claim: unclaimed, or claimed by a session that ended.
+	takeable := free[:0]
+	for _, key := range free {
+		cl, claimed := claims[key]
+		if claimed && cl.Session != s.ID() {
+			a, err := isAlive(cl.Session)
+			if err != nil {
+				return err
+			}
+			if a {
+				continue
+			}
+		}
+		takeable = append(takeable, key)
+	}
+	if len(takeable) == 0 {
 		return nil
 	}
-	// The larger the share this replica holds, the later in the interval it tries: a lighter
+	// The larger the share this replica holds, the later in the interval it claims: a lighter
 	// replica takes the free configs first. The wait is once a pass, so a replica that must take
 	// over hundreds of configs from a dead one takes them all in one pass.
 	if !sleep(ctx, time.Duration(float64(c.Interval)*float64(held)/float64(len(want)))) {
 		return nil
 	}
-	for _, key := range free {
+	for _, key := range takeable {
 		cfg := want[key]
-		held2, release, err := c.Leases.TryAcquire(ctx, key, c.Holder+" journals "+cfg.Namespace+"/"+cfg.Name)
+		claimed, release, err := s.Take(ctx, key, claims[key])
 		if errors.Is(err, bus.ErrHeld) {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("take the journal lease of %s/%s: %w", cfg.Namespace, cfg.Name, err)
+			return fmt.Errorf("claim the journal of %s/%s: %w", cfg.Namespace, cfg.Name, err)
 		}
-		fctx, cancel := context.WithCancel(held2)
+		fctx, stop := context.WithCancelCause(claimed)
+		r := &running{stop: stop}
 		c.mu.Lock()
-		c.running[key] = cancel
+		c.running[key] = r
 		c.mu.Unlock()
 		wg.Go(func() {
 			defer release()
 			c.run(fctx, cfg)
 			c.mu.Lock()
-			delete(c.running, key)
+			if c.running[key] == r {
+				delete(c.running, key)
+			}
 			c.mu.Unlock()
 		})
 	}
 	return nil
 }
-
 // MaxRetryDelay bounds the doubling delay before a failed journal resumes: after an outage of
 // NATS, etcd or the bucket, every journal is back within it.
 const MaxRetryDelay = 10 * time.Second

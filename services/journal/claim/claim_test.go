@@ -3,10 +3,13 @@ package claim_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -62,6 +65,8 @@ type followers struct {
 	by map[string]string
 	// twice lists every time a config was followed by two replicas at once.
 	twice []string
+	// started counts the followers started.
+	started atomic.Int64
 }
 
 func (f *followers) follow(replica string) claim.Follower {
@@ -75,6 +80,7 @@ func (f *followers) follow(replica string) claim.Follower {
 		}
 		f.by[key] = replica
 		f.mu.Unlock()
+		f.started.Add(1)
 		<-ctx.Done()
 		f.mu.Lock()
 		delete(f.by, key)
@@ -94,27 +100,32 @@ func (f *followers) count(replica string) (n, all int) {
 	return n, len(f.by)
 }
 
-// Two replicas share ten continuous configs, one each, and none of the two not continuous; one
-// replica dies without releasing its leases: the other follows all ten within the lease's TTL
-// and a claim interval.
-func TestReplicasShareConfigsAndReplaceADeadOne(t *testing.T) {
+// replicas are journal replicas on one NATS server, sharing n continuous configs (and two
+// that are not); every replica has its own connection, so a replica killed is its connection
+// gone.
+type replicas struct {
+	t   *testing.T
+	srv *server.Server
+	f   *followers
+	cfg client.Reader
+	n   int
+}
+
+func newReplicas(t *testing.T, n int) *replicas {
 	srv := natstest.RunJetStream(t)
-	connect := func() jetstream.JetStream {
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := bus.NewJetStream(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return js
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := bus.NewJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
 	}
 	topo := bus.DefaultTopology()
 	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes, topo.JournalMaxBytes = jetstream.MemoryStorage, 1<<20,
 		1<<20, 1<<20
-	if err := bus.Ensure(t.Context(), connect(), topo); err != nil {
+	if err := bus.Ensure(t.Context(), js, topo); err != nil {
 		t.Fatal(err)
 	}
 	scheme, err := kube.NewScheme()
@@ -122,84 +133,203 @@ func TestReplicasShareConfigsAndReplaceADeadOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	var objs []client.Object
-	// Enough configs that a replica taking over half of them one by one, or waiting a little
-	// longer for each it already holds, would not be done within 15 s.
-	const n = 300
 	for i := range n {
 		objs = append(objs, config(i, kubermaticv1.ContinuousOn))
 	}
 	objs = append(objs, config(n, kubermaticv1.ContinuousOff), config(n+1, ""))
 	reader := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).Build()
-	f := &followers{by: map[string]string{}}
-	log, _ := logtest.New()
-	// Each replica has its own connection: a replica killed is its connection gone.
-	start := func(name string) (stop func()) {
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := bus.NewJetStream(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		leases, err := bus.OpenJournalLeases(t.Context(), js)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		c := &claim.Claimer{Reader: reader, Leases: leases, Holder: name, Interval: 200 * time.Millisecond,
-			RetryDelay: 100 * time.Millisecond, Follow: f.follow(name), Log: log}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = c.Start(ctx)
-		}()
-		return func() { nc.Close(); cancel(); <-done }
+	return &replicas{t: t, srv: srv, f: &followers{by: map[string]string{}}, cfg: reader, n: n}
+}
+
+// start runs replica name; kill closes its connection first, so its claims are not given back.
+func (r *replicas) start(name string) (kill func()) {
+	t := r.t
+	nc, err := nats.Connect(r.srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
 	}
-	stopA := start("a")
-	stopB := start("b")
-	defer stopB()
-	deadline := time.Now().Add(10 * time.Second)
+	js, err := bus.NewJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := bus.OpenJournalClaims(t.Context(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, _ := logtest.New()
+	ctx, cancel := context.WithCancel(t.Context())
+	c := &claim.Claimer{Reader: r.cfg, Claims: claims, Holder: name, Interval: 200 * time.Millisecond,
+		RetryDelay: 100 * time.Millisecond, Follow: r.f.follow(name), Log: log}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = c.Start(ctx)
+	}()
+	var once sync.Once
+	kill = func() { once.Do(func() { nc.Close(); cancel(); <-done }) }
+	t.Cleanup(kill)
+	return kill
+}
+
+// await polls until cond holds, failing after within.
+func await(t *testing.T, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
 	for {
-		a, all := f.count("a")
-		if all == n && a > 0 && a < n {
-			break
+		ok, state := cond()
+		if ok {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica a follows %d of %d configs followed, want %d shared by both", a, all, n)
+			t.Fatalf("not within %s: %s", within, state)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// a is killed: its connection goes first, so its leases are not given back and stay until
-	// their TTL.
-	held := map[string]bool{}
-	f.mu.Lock()
-	for k, r := range f.by {
-		if r == "a" {
-			held[k] = true
-		}
+}
+
+func (r *replicas) noneTwice() {
+	r.f.mu.Lock()
+	defer r.f.mu.Unlock()
+	if len(r.f.twice) > 0 {
+		r.t.Errorf("configs followed twice at once: %q", r.f.twice)
 	}
-	f.mu.Unlock()
-	stopA()
+}
+
+// Two replicas share the continuous configs, and none of the two not continuous; one replica
+// dies without giving its claims back: the other follows them all within the session's TTL
+// and a claim interval, not before the dead one's session ended.
+func TestReplicasShareConfigsAndReplaceADeadOne(t *testing.T) {
+	// Enough configs that a replica taking over half of them one by one, or waiting a little
+	// longer for each it already holds, would not be done within 15 s.
+	const n = 300
+	r := newReplicas(t, n)
+	killA := r.start("a")
+	r.start("b")
+	await(t, 10*time.Second, func() (bool, string) {
+		a, all := r.f.count("a")
+		return all == n && a > 0 && a < n, fmt.Sprintf("a follows %d of %d configs followed, want %d shared", a, all, n)
+	})
+	killA()
 	killed := time.Now()
-	for {
-		b, all := f.count("b")
-		if b == n && all == n {
-			break
-		}
-		if time.Since(killed) > 15*time.Second {
-			t.Fatalf("%d of %d configs followed by b %s after a stopped", b, n, time.Since(killed))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	f.mu.Lock()
-	if len(f.twice) > 0 {
-		t.Errorf("configs followed twice at once: %q", f.twice)
-	}
-	f.mu.Unlock()
+	await(t, 15*time.Second, func() (bool, string) {
+		b, all := r.f.count("b")
+		return b == n && all == n, fmt.Sprintf("%d of %d configs followed by b %s after a was killed", b, n,
+			time.Since(killed).Round(time.Millisecond))
+	})
+	r.noneTwice()
 	took := time.Since(killed)
-	t.Logf("b followed a's %d configs %s after a was killed", len(held), took.Round(time.Millisecond))
-	if took < bus.JournalLeaseTTL/2 {
-		t.Fatalf("b took a's configs %s after a was killed: before a's leases could have ended", took)
+	t.Logf("b followed all %d configs %s after a was killed", n, took.Round(time.Millisecond))
+	if took < bus.JournalReplicaTTL/2 {
+		t.Fatalf("b took a's configs %s after a was killed: before a's session could have ended", took)
 	}
+}
+
+// A replica that joins a seed where another follows every config gets its share: the other
+// gives configs back, a few an interval, until each holds about half, and none is followed
+// twice on the way.
+func TestConfigsSpreadOverAReplicaThatJoins(t *testing.T) {
+	const n = 120
+	r := newReplicas(t, n)
+	r.start("a")
+	await(t, 10*time.Second, func() (bool, string) {
+		a, _ := r.f.count("a")
+		return a == n, fmt.Sprintf("a alone follows %d of %d", a, n)
+	})
+	r.start("b")
+	await(t, 15*time.Second, func() (bool, string) {
+		a, all := r.f.count("a")
+		b, _ := r.f.count("b")
+		return all == n && a <= n/2+1 && b <= n/2+1, fmt.Sprintf("a follows %d, b %d, of %d configs", a, b, n)
+	})
+	r.noneTwice()
+}
+
+// Claiming costs the bus nothing per config once the configs are shared: with 300 configs and
+// two replicas, a few seconds see the sessions' refreshes and no claim written or tried.
+func TestSharedConfigsCostTheBusNothingPerConfig(t *testing.T) {
+	const n = 300
+	r := newReplicas(t, n)
+	r.start("a")
+	r.start("b")
+	await(t, 10*time.Second, func() (bool, string) {
+		a, all := r.f.count("a")
+		return all == n && a >= n/2-1 && a <= n/2+1, fmt.Sprintf("a follows %d of %d configs followed", a, all)
+	})
+	nc, err := nats.Connect(r.srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case strings.HasPrefix(m.Reply, "$JS.ACK."): // a watch's delivery, not a request
+		case strings.HasPrefix(m.Subject, "$KV."+bus.JournalClaimsBucket+"."):
+			seen["claims written"]++
+		case strings.HasPrefix(m.Subject, "$KV."+bus.JournalReplicasBucket+"."):
+			seen["sessions refreshed"]++
+		case strings.HasPrefix(m.Subject, "$JS.API."):
+			seen["JetStream API requests"]++
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe() //nolint:errcheck // the test ends
+	// Ten claim intervals of each replica; each session is refreshed every 2 s (a fifth of 10 s).
+	time.Sleep(2 * time.Second) //nolint:forbidigo // a window to count in, not a wait for a condition
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("in 2 s with %d configs shared by 2 replicas: %v", n, seen)
+	if seen["claims written"] > 0 || seen["JetStream API requests"] > 0 || seen["sessions refreshed"] > 2*2 {
+		t.Fatalf("in 2 s with %d configs shared by 2 replicas the bus saw %v; want at most the sessions' refreshes "+
+			"(2 each)", n, seen)
+	}
+	r.noneTwice()
+}
+
+// A replica whose session ends under it (its key deleted: as when NATS lost it) stops every
+// follower at once, joins again with a new session, and the configs are all followed again,
+// none twice.
+func TestALostSessionStopsItsFollowersAndJoinsAgain(t *testing.T) {
+	const n = 40
+	r := newReplicas(t, n)
+	r.start("a")
+	await(t, 10*time.Second, func() (bool, string) {
+		a, _ := r.f.count("a")
+		return a == n, fmt.Sprintf("a follows %d of %d", a, n)
+	})
+	nc, err := nats.Connect(r.srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), bus.JournalReplicasBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(t.Context())
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("sessions: %q, %v; want a's", keys, err)
+	}
+	started, old := r.f.started.Load(), keys[0]
+	if err := kv.Purge(t.Context(), old); err != nil {
+		t.Fatal(err)
+	}
+	await(t, 10*time.Second, func() (bool, string) {
+		a, _ := r.f.count("a")
+		restarted := r.f.started.Load() - started
+		return a == n && restarted >= n, fmt.Sprintf("a follows %d of %d, %d followers started since", a, n, restarted)
+	})
+	if keys, err := kv.Keys(t.Context()); err != nil || len(keys) != 1 || keys[0] == old {
+		t.Fatalf("sessions after a joined again: %q, %v; want one, not the ended %s", keys, err, old)
+	}
+	r.noneTwice()
 }

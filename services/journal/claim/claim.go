@@ -244,6 +244,7 @@ func (c *Claimer) claim(s *bus.Session, wg *sync.WaitGroup) error {
 	}
 	return nil
 }
+
 // MaxRetryDelay bounds the doubling delay before a failed journal resumes: after an outage of
 // NATS, etcd or the bucket, every journal is back within it.
 const MaxRetryDelay = 10 * time.Second

@@ -278,9 +278,10 @@ func TestSharedConfigsCostTheBusNothingPerConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Unsubscribe() //nolint:errcheck // the test ends
+	defer func() { _ = sub.Unsubscribe() }()
 	// Ten claim intervals of each replica; each session is refreshed every 2 s (a fifth of 10 s).
-	time.Sleep(2 * time.Second) //nolint:forbidigo // a window to count in, not a wait for a condition
+	// A window to count in, not a wait for a condition.
+	time.Sleep(2 * time.Second)
 	mu.Lock()
 	defer mu.Unlock()
 	t.Logf("in 2 s with %d configs shared by 2 replicas: %v", n, seen)

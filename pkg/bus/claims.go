@@ -113,16 +113,16 @@ func (c *Claims) Join(ctx context.Context, holder string) (*Session, error) {
 	sctx, lost := context.WithCancelCause(ctx)
 	s := &Session{c: c, id: id, holder: holder, ctx: sctx, lost: lost, stopped: make(chan struct{}),
 		view: map[string]Claim{}, seen: map[string]time.Time{}, held: map[string]held{}}
-	go s.refresh(rev, sent)
+	go s.refresh(sctx, rev, sent)
 	claims, err := c.claims.WatchAll(sctx)
 	if err != nil {
-		s.Leave()
+		s.Leave(ctx)
 		return nil, fmt.Errorf("watch the claims: %w", err)
 	}
 	replicas, err := c.replicas.WatchAll(sctx)
 	if err != nil {
 		_ = claims.Stop()
-		s.Leave()
+		s.Leave(ctx)
 		return nil, fmt.Errorf("watch the replicas: %w", err)
 	}
 	s.watchers = []jetstream.KeyWatcher{claims, replicas}
@@ -133,7 +133,7 @@ func (c *Claims) Join(ctx context.Context, holder string) (*Session, error) {
 		select {
 		case <-ready:
 		case <-sctx.Done():
-			s.Leave()
+			s.Leave(ctx)
 			return nil, fmt.Errorf("read the claims: %w", context.Cause(sctx))
 		}
 	}
@@ -143,25 +143,33 @@ func (c *Claims) Join(ctx context.Context, holder string) (*Session, error) {
 // ID is the session's ID, what its claims hold.
 func (s *Session) ID() string { return s.id }
 
-// Context ends when the session is lost or left.
-func (s *Session) Context() context.Context { return s.ctx }
+// Done is closed when the session is lost or left; Err then says why.
+func (s *Session) Done() <-chan struct{} { return s.ctx.Done() }
+
+// Err is why the session ended (nil while it lasts).
+func (s *Session) Err() error {
+	if s.ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(s.ctx)
+}
 
 // refresh rewrites the session key every fifth of the TTL; the session is lost when a rewrite
 // finds it gone or rewritten, or none succeeded for three quarters of the TTL, counted from
 // when the last good one was sent (no later than the server wrote it).
-func (s *Session) refresh(rev uint64, last time.Time) {
+func (s *Session) refresh(ctx context.Context, rev uint64, last time.Time) {
 	defer close(s.stopped)
 	every := s.c.ttl / 5
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
-		case <-s.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 		sent := time.Now()
-		uctx, cancel := context.WithTimeout(s.ctx, every)
+		uctx, cancel := context.WithTimeout(ctx, every)
 		next, err := s.c.replicas.Update(uctx, s.id, []byte(s.holder), rev)
 		cancel()
 		switch {
@@ -297,30 +305,32 @@ func (s *Session) Take(ctx context.Context, name string, was Claim) (context.Con
 		}
 		s.mu.Unlock()
 		cancel(nil)
-		s.delete(name, rev)
+		s.delete(ctx, name, rev)
 	}
 	return cctx, release, nil
 }
 
 // Forget deletes a claim of a dead session (for a name nobody wants any more).
-func (s *Session) Forget(name string, c Claim) { s.delete(name, c.Revision) }
+func (s *Session) Forget(ctx context.Context, name string, c Claim) { s.delete(ctx, name, c.Revision) }
 
 // delete deletes name's claim if it is still revision rev's: one taken over meanwhile stays.
-func (s *Session) delete(name string, rev uint64) {
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 5*time.Second)
+// It goes on when ctx has ended (a claim given back as its holder stops), for 5 s at most.
+func (s *Session) delete(ctx context.Context, name string, rev uint64) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = s.c.claims.Delete(dctx, name, jetstream.LastRevision(rev))
 }
 
 // Leave ends the session: its context, its watches and its refresh, and deletes its key, so
-// that its claims (the caller released them first) are free at once.
-func (s *Session) Leave() {
+// that its claims (the caller released them first) are free at once; the deletion goes on
+// when ctx has ended, for 5 s at most.
+func (s *Session) Leave(ctx context.Context) {
 	s.lost(nil)
 	for _, w := range s.watchers {
 		_ = w.Stop()
 	}
 	<-s.stopped
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 5*time.Second)
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_ = s.c.replicas.Delete(dctx, s.id)
 }

@@ -69,7 +69,7 @@ func TestClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.Leave()
+	defer b.Leave(t.Context())
 	pollFor(t, 5*time.Second, "both replicas seen by each", func() bool { return a.Replicas() == 2 && b.Replicas() == 2 })
 
 	held, release, err := a.Take(t.Context(), "c1", bus.Claim{})
@@ -80,8 +80,8 @@ func TestClaims(t *testing.T) {
 	if _, _, err := b.Take(t.Context(), "c1", bus.Claim{}); !errors.Is(err, bus.ErrHeld) {
 		t.Fatalf("b creates a's claim: %v, want ErrHeld", err)
 	}
-	if _, _, err := b.Take(t.Context(), "c1", bus.Claim{Session: a.ID(), Revision: b.Claims()["c1"].Revision - 1}); !errors.Is(
-		err, bus.ErrHeld) {
+	older := bus.Claim{Session: a.ID(), Revision: b.Claims()["c1"].Revision - 1}
+	if _, _, err := b.Take(t.Context(), "c1", older); !errors.Is(err, bus.ErrHeld) {
 		t.Fatalf("b replaces a claim it saw at an older revision: %v, want ErrHeld", err)
 	}
 	if alive, err := b.Alive(t.Context(), a.ID()); err != nil || !alive {
@@ -122,9 +122,9 @@ func TestClaims(t *testing.T) {
 	aClaim := b.Claims()["c1"]
 	ncA.Close()
 	died := time.Now()
-	pollFor(t, ttl, "a knows it lost its session", func() bool { return a.Context().Err() != nil })
+	pollFor(t, ttl, "a knows it lost its session", func() bool { return a.Err() != nil })
 	knew := time.Since(died)
-	if cause := context.Cause(a.Context()); !errors.Is(cause, bus.ErrLeaseLost) {
+	if cause := a.Err(); !errors.Is(cause, bus.ErrLeaseLost) {
 		t.Fatalf("a's session ended with %v, want ErrLeaseLost", cause)
 	}
 	if alive, err := b.Alive(t.Context(), a.ID()); err != nil || !alive {
@@ -145,7 +145,7 @@ func TestClaims(t *testing.T) {
 	} else {
 		release()
 	}
-	a.Leave()
+	a.Leave(t.Context())
 }
 
 // A replica bucket without a TTL would keep a dead replica's claims forever, a claim bucket

@@ -321,8 +321,8 @@ func TestEachIdentityDoesItsJob(t *testing.T) {
 		t.Fatalf("journal claims a config given back: %v", err)
 	}
 	release()
-	one.Leave()
-	two.Leave()
+	one.Leave(ctx)
+	two.Leave(ctx)
 	mustPublish(t, ctx, jr.js, bus.JournalSubject("cluster-x", "uid-1"), "")
 
 	// watcher: live events and the history.

@@ -43,7 +43,8 @@ func parseConfig(args []string) (Config, error) {
 	service.BoolVar(fs, &c.ContinuousDefault, "continuous-default", false,
 		"journal every config with a schedule unless its annotation etcdbackup.k8c.io/continuous is \"off\"")
 	service.DurationVar(fs, &c.ClaimInterval, "claim-interval", 3*time.Second,
-		"how often this replica claims the continuous configs no live replica claims, and gives back what it holds beyond its share")
+		"how often this replica claims the continuous configs no live replica claims, and gives back what it "+
+			"holds beyond its share")
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", time.Second,
 		"delay before a failed journal resumes (doubles up to 10 s; starts over after a journal ran 10 s)")
 	service.DurationVar(fs, &c.MemberTimeout, "member-timeout", 5*time.Second, "timeout of one etcd member's health check")

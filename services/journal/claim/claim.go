@@ -94,7 +94,7 @@ func (c *Claimer) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer s.Leave()
+	defer s.Leave(ctx)
 	c.mu.Lock()
 	c.running, c.offered = map[string]*running{}, map[string]time.Time{}
 	c.mu.Unlock()
@@ -105,12 +105,12 @@ func (c *Claimer) session(ctx context.Context) error {
 	t := time.NewTicker(c.Interval)
 	defer t.Stop()
 	for {
-		if err := c.claim(s, &wg); err != nil && s.Context().Err() == nil {
+		if err := c.claim(ctx, s, &wg); err != nil && s.Err() == nil {
 			c.Log.Warn("claim continuous configs", "err", err)
 		}
 		select {
-		case <-s.Context().Done():
-			return context.Cause(s.Context())
+		case <-s.Done():
+			return s.Err()
 		case <-t.C:
 		}
 	}
@@ -120,8 +120,9 @@ func (c *Claimer) session(ctx context.Context) error {
 // config's journal starts anew on the other replica (it reads what waits on the bus).
 const rebalanceStep = 32
 
-func (c *Claimer) claim(s *bus.Session, wg *sync.WaitGroup) error {
-	ctx := s.Context()
+// claim is one pass: the configs that want a journal, what this replica gives back, and the
+// claims it takes.
+func (c *Claimer) claim(ctx context.Context, s *bus.Session, wg *sync.WaitGroup) error {
 	var list kubermaticv1.EtcdBackupConfigList
 	if err := c.Reader.List(ctx, &list); err != nil {
 		return err
@@ -134,72 +135,21 @@ func (c *Claimer) claim(s *bus.Session, wg *sync.WaitGroup) error {
 		}
 	}
 	claims := s.Claims()
-	// Each replica's fair share; beyond it (and one more, so two replicas do not trade a
-	// config back and forth), a replica gives configs back, a few each interval.
-	share := (len(want) + s.Replicas() - 1) / s.Replicas()
-	c.mu.Lock()
-	for key, r := range c.running {
-		if want[key] == nil {
-			r.stop(errors.New("the config no longer wants a journal"))
-			delete(c.running, key)
-		}
-	}
-	held := len(c.running)
-	if extra := min(held-share-1, rebalanceStep); extra > 0 {
-		for key, r := range c.running {
-			if extra == 0 {
-				break
-			}
-			r.stop(fmt.Errorf("given back: this replica holds %d configs, more than its share of %d", held, share))
-			delete(c.running, key)
-			c.offered[key] = time.Now()
-			extra--
-		}
-		held = len(c.running)
-	}
-	for key, at := range c.offered {
-		if time.Since(at) > 2*c.Interval {
-			delete(c.offered, key)
-		}
-	}
-	var free []string
-	for _, key := range shuffled(want) {
-		if _, have := c.running[key]; !have {
-			if _, gave := c.offered[key]; !gave || held < share {
-				free = append(free, key)
-			}
-		}
-	}
-	c.mu.Unlock()
+	held, free := c.rebalance(want, s.Replicas())
+	alive := aliveCache{s: s, known: map[string]bool{}}
 	// Claims of sessions that ended, on configs nobody wants any more: deleted.
-	alive := map[string]bool{}
-	isAlive := func(id string) (bool, error) {
-		if id == s.ID() {
-			return true, nil
-		}
-		if a, ok := alive[id]; ok {
-			return a, nil
-		}
-		a, err := s.Alive(ctx, id)
-		if err == nil {
-			alive[id] = a
-		}
-		return a, err
-	}
 	for key, cl := range claims {
-		if want[key] != nil || cl.Session == s.ID() {
-			continue
-		}
-		if a, err := isAlive(cl.Session); err == nil && !a {
-			s.Forget(key, cl)
+		if want[key] == nil && cl.Session != s.ID() {
+			if a, err := alive.is(ctx, cl.Session); err == nil && !a {
+				s.Forget(ctx, key, cl)
+			}
 		}
 	}
 	// What this replica may claim: unclaimed, or claimed by a session that ended.
 	takeable := free[:0]
 	for _, key := range free {
-		cl, claimed := claims[key]
-		if claimed && cl.Session != s.ID() {
-			a, err := isAlive(cl.Session)
+		if cl, claimed := claims[key]; claimed && cl.Session != s.ID() {
+			a, err := alive.is(ctx, cl.Session)
 			if err != nil {
 				return err
 			}
@@ -219,30 +169,96 @@ func (c *Claimer) claim(s *bus.Session, wg *sync.WaitGroup) error {
 		return nil
 	}
 	for _, key := range takeable {
-		cfg := want[key]
-		claimed, release, err := s.Take(ctx, key, claims[key])
-		if errors.Is(err, bus.ErrHeld) {
-			continue
+		if err := c.take(ctx, s, wg, key, claims[key], want[key]); err != nil {
+			return err
 		}
-		if err != nil {
-			return fmt.Errorf("claim the journal of %s/%s: %w", cfg.Namespace, cfg.Name, err)
-		}
-		fctx, stop := context.WithCancelCause(claimed)
-		r := &running{stop: stop}
-		c.mu.Lock()
-		c.running[key] = r
-		c.mu.Unlock()
-		wg.Go(func() {
-			defer release()
-			c.run(fctx, cfg)
-			c.mu.Lock()
-			if c.running[key] == r {
-				delete(c.running, key)
-			}
-			c.mu.Unlock()
-		})
 	}
 	return nil
+}
+
+// rebalance stops the followers of configs that no longer want a journal, gives back what this
+// replica holds beyond its fair share (the configs over the live replicas, rounded up) and one
+// more, a few an interval, and says how many it holds and which wanted configs it does not
+// run: the configs it gave back in the last two intervals only while it holds less than its
+// share, so that the others take them first.
+func (c *Claimer) rebalance(want map[string]*kubermaticv1.EtcdBackupConfig, replicas int) (int, []string) {
+	share := (len(want) + replicas - 1) / replicas
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, r := range c.running {
+		if want[key] == nil {
+			r.stop(errors.New("the config no longer wants a journal"))
+			delete(c.running, key)
+		}
+	}
+	held := len(c.running)
+	for key, r := range c.running {
+		if len(c.running) <= min(held, share+1) || held-len(c.running) >= rebalanceStep {
+			break
+		}
+		r.stop(fmt.Errorf("given back: this replica holds %d configs, more than its share of %d", held, share))
+		delete(c.running, key)
+		c.offered[key] = time.Now()
+	}
+	held = len(c.running)
+	for key, at := range c.offered {
+		if time.Since(at) > 2*c.Interval {
+			delete(c.offered, key)
+		}
+	}
+	var free []string
+	for _, key := range shuffled(want) {
+		if _, have := c.running[key]; !have {
+			if _, gave := c.offered[key]; !gave || held < share {
+				free = append(free, key)
+			}
+		}
+	}
+	return held, free
+}
+
+// take claims key (was: its claim as last seen) and runs its follower while the claim lasts.
+func (c *Claimer) take(ctx context.Context, s *bus.Session, wg *sync.WaitGroup, key string, was bus.Claim,
+	cfg *kubermaticv1.EtcdBackupConfig) error {
+	claimed, release, err := s.Take(ctx, key, was)
+	if errors.Is(err, bus.ErrHeld) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("claim the journal of %s/%s: %w", cfg.Namespace, cfg.Name, err)
+	}
+	fctx, stop := context.WithCancelCause(claimed)
+	r := &running{stop: stop}
+	c.mu.Lock()
+	c.running[key] = r
+	c.mu.Unlock()
+	wg.Go(func() {
+		defer release()
+		c.run(fctx, cfg)
+		c.mu.Lock()
+		if c.running[key] == r {
+			delete(c.running, key)
+		}
+		c.mu.Unlock()
+	})
+	return nil
+}
+
+// aliveCache asks whether a session lives once a pass.
+type aliveCache struct {
+	s     *bus.Session
+	known map[string]bool
+}
+
+func (a aliveCache) is(ctx context.Context, id string) (bool, error) {
+	if v, ok := a.known[id]; ok {
+		return v, nil
+	}
+	v, err := a.s.Alive(ctx, id)
+	if err == nil {
+		a.known[id] = v
+	}
+	return v, err
 }
 
 // MaxRetryDelay bounds the doubling delay before a failed journal resumes: after an outage of

@@ -112,6 +112,7 @@ type replicas struct {
 }
 
 func newReplicas(t *testing.T, n int) *replicas {
+	t.Helper()
 	srv := natstest.RunJetStream(t)
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/schedule"
@@ -51,6 +52,11 @@ type configData struct {
 	// PointInTime is the config's ContinuousBackup condition when it is journaled: the window
 	// it can be restored to.
 	PointInTime *kubermaticv1.EtcdBackupConfigCondition
+	// Retention is the tiered retention annotation as parsed ("" for none), RetentionError
+	// why it does not parse; KeptBy says, per backup name, what keeps it: "keep" for the
+	// newest spec.keep completed backups, and each tier that keeps it.
+	Retention, RetentionError string
+	KeptBy                    map[string]string
 }
 
 type conditionRow struct {
@@ -79,8 +85,42 @@ func (s *Server) config(w http.ResponseWriter, r *http.Request, sess *session) e
 	}
 	slices.SortFunc(d.Conditions, func(a, b conditionRow) int { return strings.Compare(a.Type, b.Type) })
 	d.PointInTime = pointInTime(cfg)
+	d.Retention, d.RetentionError, d.KeptBy = keptBy(cfg, d.Backups, time.Now())
 	s.render(w, r, http.StatusOK, "config", view{Title: "Backups of " + cfg.Name, Session: sess, Live: ns, Data: d})
 	return nil
+}
+
+// keptBy says what keeps each of backups (newest first) of a scheduled config, as the pruner
+// decides it: the newest spec.keep completed ones, and those its tiered retention keeps at
+// now, ranked by their scheduled time.
+func keptBy(cfg *kubermaticv1.EtcdBackupConfig, backups []kubermaticv1.BackupStatus,
+	now time.Time) (policy, invalid string, kept map[string]string) {
+	if cfg.Spec.Schedule == "" {
+		return "", "", nil
+	}
+	tiers, err := cfg.Retention()
+	if err != nil {
+		return "", err.Error(), nil
+	}
+	var dated []kubermaticv1.Dated
+	for _, b := range backups {
+		if b.BackupPhase == kubermaticv1.PhaseCompleted && b.DeletePhase == "" {
+			dated = append(dated, kubermaticv1.Dated{Name: b.BackupName, At: b.ScheduledTime.Time})
+		}
+	}
+	byTier := tiers.Keeps(dated, now)
+	kept = map[string]string{}
+	for i, b := range dated {
+		var why []string
+		if i < cfg.KeepCount() {
+			why = append(why, "keep")
+		}
+		for _, t := range byTier[b.Name] {
+			why = append(why, string(t))
+		}
+		kept[b.Name] = strings.Join(why, ", ")
+	}
+	return tiers.String(), "", kept
 }
 
 // dedupe keeps the first entry of each backup name.

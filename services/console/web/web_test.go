@@ -612,3 +612,48 @@ func (h *Hub) droppedCounts() map[string]int {
 	}
 	return out
 }
+
+// A config's page says what keeps each backup: keep's newest, and each tier of its tiered
+// retention; an annotation that does not parse is shown, with what it means.
+func TestConfigPageShowsWhatEachTierKeeps(t *testing.T) {
+	hour := time.Now().UTC().Truncate(time.Hour) // the current hour's start
+	entry := func(at time.Time) kubermaticv1.BackupStatus {
+		return kubermaticv1.BackupStatus{BackupName: "daily-" + at.Format("2006-01-02T15:04:05"),
+			ScheduledTime: metav1.NewTime(at), BackupPhase: kubermaticv1.PhaseCompleted}
+	}
+	var entries []kubermaticv1.BackupStatus
+	for i := range 6 { // every 30 minutes from the current hour's start back
+		entries = append(entries, entry(hour.Add(-time.Duration(i)*30*time.Minute)))
+	}
+	keep := 1
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "daily",
+		Annotations: map[string]string{kubermaticv1.AnnotationRetention: "hourly=2"}},
+		Spec:   kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a"), Schedule: "*/30 * * * *", Keep: &keep},
+		Status: kubermaticv1.EtcdBackupConfigStatus{LastBackups: entries}}
+	bad := cfg.DeepCopy()
+	bad.Name, bad.Annotations = "weekly", map[string]string{kubermaticv1.AnnotationRetention: "yearly=2"}
+	s, h, _ := testServer(t, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, cfg, bad)
+
+	page := do(t, h, s, http.MethodGet, "/clusters/a/configs/daily", "alice", nil)
+	body := page.Body.String()
+	if page.Code != http.StatusOK || !strings.Contains(body, `retention <code id="retention">hourly=2</code>`) {
+		t.Fatalf("the page: %d, want the retention shown\n%s", page.Code, body)
+	}
+	// The newest is kept by keep and the hourly tier (it is its hour's newest); the newest of the
+	// hour before by the hourly tier; the others by nothing.
+	for i, want := range []string{"keep, hourly", "hourly", "", "", "", ""} {
+		row := `data-backup="` + entries[i].BackupName + `"`
+		at := strings.Index(body, row)
+		if at < 0 {
+			t.Fatalf("no row for %s", entries[i].BackupName)
+		}
+		if cell := `<td class="kept-by">` + want + `</td>`; !strings.Contains(body[at:at+600], cell) {
+			t.Errorf("%s: want %s\n%s", entries[i].BackupName, cell, body[at:at+600])
+		}
+	}
+	page = do(t, h, s, http.MethodGet, "/clusters/a/configs/weekly", "alice", nil)
+	if !strings.Contains(page.Body.String(), `id="retention-error"`) ||
+		!strings.Contains(page.Body.String(), `&#34;yearly&#34; is not a tier`) {
+		t.Errorf("a config whose retention does not parse: the page does not say so\n%s", page.Body.String())
+	}
+}

@@ -114,6 +114,11 @@ type Decision struct {
 	Held []Deletion
 	// Waiting are backups still Running that a config's deletion waits for.
 	Waiting []kubermaticv1.BackupStatus
+	// Tiers are the backups the config's tiered retention keeps (AnnotationRetention), and by
+	// which tiers; InvalidRetention is why the annotation does not parse (then retention
+	// deletes nothing).
+	Tiers            map[string][]kubermaticv1.Tier
+	InvalidRetention error
 }
 
 // Pending is how many backups a config's deletion still waits for.
@@ -125,7 +130,9 @@ func (d Decision) Pending() int { return len(d.Delete) + len(d.Held) + len(d.Wai
 //     still Running (for up to RunningGrace) end;
 //   - Failed backups are always deleted (usually there is no object; the deletion marks them);
 //   - of a scheduled config, the completed backups beyond keep, newest first (by rank: when
-//     stored, or the name's time if earlier) across all its destinations, are deleted;
+//     stored, or the name's time if earlier) across all its destinations, are deleted, but
+//     for those its tiered retention keeps (AnnotationRetention: the newest of each of the
+//     last N hours, days, weeks, months); an annotation that does not parse deletes none;
 //   - one-time backups (no schedule) are not pruned by count;
 //   - the newest backup that passed a restore drill (AnnotationLastRestorable) is not
 //     pruned by count either;
@@ -228,13 +235,23 @@ func (p *planning) byCount(objects []Object) {
 		}
 		return a.After(b)
 	})
+	// Tiered retention keeps more; an annotation that does not parse keeps everything (the
+	// scheduler refuses the config with InvalidRetention until it is mended).
+	tiers, err := cfg.Retention()
+	p.d.InvalidRetention = err
+	dated := make([]kubermaticv1.Dated, len(sorted))
+	for i, o := range sorted {
+		dated[i] = kubermaticv1.Dated{Name: o.Backup, At: o.rank()}
+	}
+	p.d.Tiers = tiers.Keeps(dated, p.scope.Now)
 	for i, o := range sorted {
 		del := Deletion{Backup: o.Backup, Destination: o.Destination, Key: o.Key, Scheduled: o.Scheduled}
 		switch {
 		case cfg.DeletionTimestamp != nil:
 			del.Reason = ReasonConfigDeleted
 			p.add(del)
-		case cfg.Spec.Schedule != "" && i >= cfg.KeepCount() && o.Backup != restorable:
+		case cfg.Spec.Schedule != "" && err == nil && i >= cfg.KeepCount() && o.Backup != restorable &&
+			p.d.Tiers[o.Backup] == nil:
 			del.Reason = ReasonRetention
 			p.add(del)
 		}

@@ -2,6 +2,7 @@ package retention
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -262,5 +263,63 @@ func TestRetentionKeepsTheLastRestorableBackup(t *testing.T) {
 	cfg.DeletionTimestamp = &now
 	if d := plan(cfg, objects); len(d.Delete) != 4 {
 		t.Fatalf("a deleted config: delete %q, want all four", backups(d.Delete))
+	}
+}
+
+// Tiered retention keeps the newest backup of each of the last N hours, days, weeks and
+// months on top of keep; a bad annotation deletes nothing; a deleted config still loses all.
+func TestTieredRetention(t *testing.T) {
+	now := time.Date(2026, 12, 2, 13, 50, 0, 0, time.UTC)
+	var objects []Object
+	var entries []kubermaticv1.BackupStatus
+	// Every 20 minutes for 3 days.
+	for at := now.Add(-72 * time.Hour); !at.After(now); at = at.Add(20 * time.Minute) {
+		name := backupname.Backup("cfg", at)
+		objects = append(objects, Object{Key: backupname.ObjectKey("c", "cluster-c", "cfg", name), Backup: name,
+			Scheduled: at})
+		entries = append(entries, kubermaticv1.BackupStatus{BackupName: name, ScheduledTime: metav1.NewTime(at),
+			BackupPhase: "Completed"})
+	}
+	cfg := config("@every 20m", 2, entries...)
+	cfg.Annotations = map[string]string{kubermaticv1.AnnotationRetention: "hourly=3,daily=3"}
+	d := Plan(cfg, objects, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: now})
+	kept := map[string]bool{}
+	for _, o := range objects {
+		kept[o.Backup] = true
+	}
+	for _, del := range d.Delete {
+		if del.Reason != ReasonRetention {
+			t.Errorf("%s deleted for %s", del.Backup, del.Reason)
+		}
+		delete(kept, del.Backup)
+	}
+	var names []string
+	for _, o := range objects {
+		if kept[o.Backup] {
+			names = append(names, o.Scheduled.Format("01-02T15:04"))
+		}
+	}
+	// keep 2: 13:50 and 13:30; hours 13, 12, 11: 13:50, 12:50, 11:50; days 12-02, 12-01,
+	// 11-30: 13:50, 23:50, 23:50.
+	want := "11-30T23:50 12-01T23:50 12-02T11:50 12-02T12:50 12-02T13:30 12-02T13:50"
+	if got := strings.Join(names, " "); got != want {
+		t.Errorf("kept %s, want %s", got, want)
+	}
+	if tiers := d.Tiers[backupname.Backup("cfg", now)]; len(tiers) != 2 {
+		t.Errorf("the newest backup is kept by %v, want hourly and daily", tiers)
+	}
+
+	cfg.Annotations[kubermaticv1.AnnotationRetention] = "hourly=3,yearly=1"
+	d = Plan(cfg, objects, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: now})
+	if len(d.Delete) != 0 || d.InvalidRetention == nil {
+		t.Errorf("a bad annotation: %d deletions, error %v; want none and the error", len(d.Delete), d.InvalidRetention)
+	}
+
+	deleted := metav1.NewTime(now)
+	cfg.Annotations[kubermaticv1.AnnotationRetention] = "daily=7"
+	cfg.DeletionTimestamp = &deleted
+	if d := Plan(cfg, objects, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: now}); len(d.Delete) != len(
+		objects) {
+		t.Errorf("a deleted config with tiers: %d of %d deleted", len(d.Delete), len(objects))
 	}
 }

@@ -21,7 +21,8 @@ import (
 
 // A config the seed must not run as written is refused on its status, with a Warning Event,
 // and nothing is queued: a schedule more frequent than --min-interval, keep beyond MaxKeep
-// (KKP's CRD takes any integer), a destination that is no destination name.
+// (KKP's CRD takes any integer), a destination that is no destination name, a tiered
+// retention that does not parse.
 func TestConfigRefusals(t *testing.T) {
 	created := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -29,8 +30,10 @@ func TestConfigRefusals(t *testing.T) {
 		schedule string
 		keep     int
 		dest     string
-		reason   string
-		says     string
+		// retention is the tiered retention annotation ("": none).
+		retention string
+		reason    string
+		says      string
 	}{
 		{name: "every second", schedule: "@every 1s", keep: 5, reason: kubermaticv1.ReasonScheduleTooFrequent,
 			says: "1s apart"},
@@ -46,6 +49,12 @@ func TestConfigRefusals(t *testing.T) {
 		{name: "keep at the maximum", schedule: "@daily", keep: kubermaticv1.MaxKeep, reason: kubermaticv1.ReasonScheduled},
 		{name: "a destination that is no name", schedule: "@daily", keep: 5, dest: "S3 Main",
 			reason: kubermaticv1.ReasonInvalidDestination, says: `"S3 Main" is not a destination name`},
+		{name: "a retention tier that is none", schedule: "@daily", keep: 5, retention: "hourly=24,yearly=2",
+			reason: kubermaticv1.ReasonInvalidRetention, says: `"yearly" is not a tier`},
+		{name: "retention tiers beyond the maximum", schedule: "@daily", keep: 5, retention: "hourly=900,daily=900",
+			reason: kubermaticv1.ReasonInvalidRetention, says: "more than 1000"},
+		{name: "tiered retention", schedule: "@daily", keep: 5, retention: "hourly=24,daily=7,weekly=4,monthly=12",
+			reason: kubermaticv1.ReasonScheduled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := &kubermaticv1.EtcdBackupConfig{
@@ -53,6 +62,9 @@ func TestConfigRefusals(t *testing.T) {
 					CreationTimestamp: metav1.NewTime(created)},
 				Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: tc.schedule,
 					Keep: &tc.keep, Destination: tc.dest},
+			}
+			if tc.retention != "" {
+				cfg.Annotations = map[string]string{kubermaticv1.AnnotationRetention: tc.retention}
 			}
 			r, q, rec := refusalReconciler(t, cfg)
 			req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}

@@ -82,6 +82,11 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 			Message: fmt.Sprintf("spec.keep is %d: keep from 1 to %d backups (or leave it unset for %d)", *k,
 				kubermaticv1.MaxKeep, kubermaticv1.DefaultKeep), Warning: true}
 	}
+	if _, err := cfg.Retention(); err != nil {
+		return Target{}, &Blocked{Reason: kubermaticv1.ReasonInvalidRetention, Warning: true,
+			Message: err.Error() + `: e.g. "hourly=24,daily=7,weekly=4,monthly=12"; retention deletes none of this ` +
+				"config's backups until it is mended"}
+	}
 	if d := cfg.Spec.Destination; d != "" {
 		if errs := validation.IsDNS1123Subdomain(d); len(errs) > 0 {
 			return Target{}, &Blocked{Reason: kubermaticv1.ReasonInvalidDestination, Warning: true,

@@ -154,13 +154,16 @@ func (s *Session) Err() error {
 	return context.Cause(s.ctx)
 }
 
-// refresh rewrites the session key every fifth of the TTL; the session is lost when a rewrite
-// finds it gone or rewritten, or none succeeded for three quarters of the TTL, counted from
-// when the last good one was sent (no later than the server wrote it).
+// refresh rewrites the session key every fifth of the TTL. The session is lost when the key
+// is gone, or when no rewrite succeeded for three quarters of the TTL, counted from when the
+// last good one was sent (no later than the server wrote it): the replica knows before the
+// TTL can end the key and another replica take its claims. A rewrite whose answer did not
+// come in time may have been stored all the same: the next one then finds the key at a newer
+// revision, which, as nobody else writes this session's key, it takes for its own.
 func (s *Session) refresh(ctx context.Context, rev uint64, last time.Time) {
 	defer close(s.stopped)
 	every := s.c.ttl / 5
-	t := time.NewTicker(every)
+	t := time.NewTimer(every)
 	defer t.Stop()
 	for {
 		select {
@@ -168,24 +171,43 @@ func (s *Session) refresh(ctx context.Context, rev uint64, last time.Time) {
 			return
 		case <-t.C:
 		}
+		deadline := last.Add(s.c.ttl * 3 / 4)
+		if !time.Now().Before(deadline) {
+			s.lost(fmt.Errorf("%w: session %s not refreshed for %s", ErrLeaseLost, s.id,
+				time.Since(last).Round(time.Millisecond)))
+			return
+		}
 		sent := time.Now()
-		uctx, cancel := context.WithTimeout(ctx, every)
+		uctx, cancel := context.WithDeadline(ctx, deadline)
 		next, err := s.c.replicas.Update(uctx, s.id, []byte(s.holder), rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			var e jetstream.KeyValueEntry
+			if e, err = s.c.replicas.Get(uctx, s.id); err == nil {
+				rev = e.Revision()
+				err = errRetry
+			}
+		}
 		cancel()
 		switch {
 		case err == nil:
 			rev, last = next, sent
-		case errors.Is(err, jetstream.ErrKeyRevisionMismatch), errors.Is(err, jetstream.ErrKeyNotFound),
-			errors.Is(err, jetstream.ErrKeyExists):
+			t.Reset(every)
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
 			s.lost(fmt.Errorf("%w: session %s ended: %w", ErrLeaseLost, s.id, err))
 			return
-		case time.Since(last) >= s.c.ttl*3/4:
-			s.lost(fmt.Errorf("%w: session %s not refreshed for %s: %w", ErrLeaseLost, s.id, time.Since(last).Round(
-				time.Millisecond), err))
-			return
+		default:
+			// Retried at once after a revision was read, soon after a failure, and the deadline is
+			// checked first.
+			t.Reset(min(every/10, time.Until(deadline)))
+			if errors.Is(err, errRetry) {
+				t.Reset(0)
+			}
 		}
 	}
 }
+
+// errRetry: the session key was read again, and is rewritten at once.
+var errRetry = errors.New("rewrite again")
 
 // watch applies a watcher's entries to the session's view; the initial values read, it says
 // so on ready. A watcher that stops loses the session: its view would go stale.

@@ -170,3 +170,49 @@ func TestClaimBucketsAreChecked(t *testing.T) {
 		t.Errorf("the buckets as they should be: %v", err)
 	}
 }
+
+// A rewrite of the session key whose answer did not come in time may have been stored: the
+// next rewrite then finds the key at a newer revision. That is no reason to end the session
+// (under load every replica would end its own, and every journal stop); a key that is gone is.
+func TestASessionRewriteStoredUnansweredKeepsTheSession(t *testing.T) {
+	const ttl = 2 * time.Second
+	open := claimBuckets(t, ttl)
+	c, nc := open()
+	s, err := c.Join(t.Context(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Leave(t.Context())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(t.Context(), "REPLICAS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stored behind the session's back, as a rewrite that timed out would be.
+	for range 3 {
+		if _, err := kv.Put(t.Context(), s.ID(), []byte("a")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored, err := kv.Get(t.Context(), s.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pollFor(t, 2*ttl, "the session rewrites its key after the revisions it did not know", func() bool {
+		e, err := kv.Get(t.Context(), s.ID())
+		return err == nil && e.Revision() > stored.Revision()
+	})
+	if err := s.Err(); err != nil {
+		t.Fatalf("the session ended: %v", err)
+	}
+	if err := kv.Purge(t.Context(), s.ID()); err != nil {
+		t.Fatal(err)
+	}
+	pollFor(t, ttl, "a session whose key is gone ends", func() bool { return s.Err() != nil })
+	if !errors.Is(s.Err(), bus.ErrLeaseLost) {
+		t.Fatalf("ended with %v, want ErrLeaseLost", s.Err())
+	}
+}

@@ -63,6 +63,8 @@ func (tr Tier) Back(period time.Time, n int) time.Time {
 
 // Retention is a parsed tiered retention: how many periods of each tier keep their newest
 // backup (0: the tier is not used).
+//
+// +kubebuilder:object:generate=false
 type Retention map[Tier]int
 
 // String is the annotation's form, finest tier first.
@@ -127,6 +129,8 @@ func (c *EtcdBackupConfig) Retention() (Retention, error) {
 }
 
 // Dated is a backup and the time retention ranks it by.
+//
+// +kubebuilder:object:generate=false
 type Dated struct {
 	Name string
 	At   time.Time

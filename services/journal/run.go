@@ -32,9 +32,10 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	holder, _ := os.Hostname()
-	// Clusters and Secrets are read uncached (rt.Kube); the configs come from the cache.
+	// A journal's start reads Clusters and Secrets uncached (rt.Kube); what journals read again
+	// and again comes from the cache.
 	src := &follow.Source{
-		Client: rt.Kube, Clusters: rt.Manager.GetClient(), Destinations: rt.Destinations(rt.Kube),
+		Client: rt.Kube, Cache: rt.Manager.GetClient(), Destinations: rt.Destinations(rt.Kube),
 		JS: js, NC: rt.NC, Events: rt.Events,
 		// Sealed revisions leave the bus every third segment interval: one purge of three.
 		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, PublishLinger: cfg.PublishLinger,

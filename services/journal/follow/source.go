@@ -35,10 +35,12 @@ type Destinations interface {
 // (in the cluster's own namespace only), its destination, and the condition that shows its
 // restorable window.
 type Source struct {
-	// Client reads Clusters and Secrets, and patches the config's condition; Clusters reads the
-	// Clusters every journal looks at every segment interval (the manager's cache).
+	// Client reads Clusters and Secrets when a journal starts, and patches the config's
+	// condition; Cache (the manager's) reads what every journal reads again and again: its
+	// Cluster every segment interval, and its config every status interval before the patch
+	// (a thousand configs would otherwise be a thousand reads a minute of kube-apiserver).
 	Client       client.Client
-	Clusters     client.Reader
+	Cache        client.Reader
 	Destinations Destinations
 	JS           jetstream.JetStream
 	NC           *nats.Conn
@@ -182,8 +184,10 @@ func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
 // condition sets the ContinuousBackup condition (a merge patch of it alone).
 func (s *Source) condition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, status corev1.ConditionStatus,
 	reason, msg string) {
+	// The cached config is the patch's base: the merge patch holds this one condition alone
+	// (conditions is a map), so a cache a moment behind changes nothing else.
 	var cur kubermaticv1.EtcdBackupConfig
-	if err := s.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err != nil || cur.UID != cfg.UID {
+	if err := s.Cache.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err != nil || cur.UID != cfg.UID {
 		return
 	}
 	patched := cur.DeepCopy()
@@ -200,7 +204,7 @@ func (s *Source) condition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConf
 // a restore started another timeline.
 func (s *Source) check(ctx context.Context, name string, timeline journal.Timeline) error {
 	var c kubermaticv1.Cluster
-	if err := s.Clusters.Get(ctx, ktypes.NamespacedName{Name: name}, &c); err != nil {
+	if err := s.Cache.Get(ctx, ktypes.NamespacedName{Name: name}, &c); err != nil {
 		return fmt.Errorf("cluster %q: %w", name, err)
 	}
 	if holder := c.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {

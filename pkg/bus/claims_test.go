@@ -18,30 +18,14 @@ func claimBuckets(t *testing.T, ttl time.Duration) func() (*bus.Claims, *nats.Co
 	t.Helper()
 	srv := natstest.RunJetStream(t)
 	open := func() (*bus.Claims, *nats.Conn) {
-		nc, err := nats.Connect(srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
+		nc, js := natstest.Connect(t, srv)
 		c, err := bus.OpenClaimsIn(t.Context(), js, "REPLICAS", "CLAIMS")
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c, nc
 	}
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, srv)
 	for _, cfg := range []jetstream.KeyValueConfig{
 		{Bucket: "REPLICAS", History: 1, TTL: ttl, Storage: jetstream.MemoryStorage},
 		{Bucket: "CLAIMS", History: 1, Storage: jetstream.MemoryStorage},

@@ -53,7 +53,14 @@ func RunJetStreamIn(t testing.TB, dir string, port int, options ...func(*server.
 // JetStream client of it (bus.NewJetStream); the connection closes when the test ends.
 func JetStream(t testing.TB, options ...func(*server.Options)) jetstream.JetStream {
 	t.Helper()
-	s := RunJetStreamIn(t, t.TempDir(), -1, options...)
+	_, js := Connect(t, RunJetStreamIn(t, t.TempDir(), -1, options...))
+	return js
+}
+
+// Connect opens a connection of its own to s (a replica's: closing it is that replica gone)
+// and a JetStream client on it (bus.NewJetStream); the connection closes when the test ends.
+func Connect(t testing.TB, s *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	nc, err := nats.Connect(s.ClientURL())
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +70,7 @@ func JetStream(t testing.TB, options ...func(*server.Options)) jetstream.JetStre
 	if err != nil {
 		t.Fatal(err)
 	}
-	return js
+	return nc, js
 }
 
 // Bus starts a server as JetStream does and creates the project's streams, consumers and

@@ -114,15 +114,7 @@ type replicas struct {
 func newReplicas(t *testing.T, n int) *replicas {
 	t.Helper()
 	srv := natstest.RunJetStream(t)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := bus.NewJetStream(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, srv)
 	topo := bus.DefaultTopology()
 	topo.Storage, topo.StagingMaxBytes, topo.StreamMaxBytes, topo.JournalMaxBytes = jetstream.MemoryStorage, 1<<20,
 		1<<20, 1<<20
@@ -145,14 +137,7 @@ func newReplicas(t *testing.T, n int) *replicas {
 // start runs replica name; kill closes its connection first, so its claims are not given back.
 func (r *replicas) start(name string) (kill func()) {
 	t := r.t
-	nc, err := nats.Connect(r.srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := bus.NewJetStream(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := natstest.Connect(t, r.srv)
 	claims, err := bus.OpenJournalClaims(t.Context(), js)
 	if err != nil {
 		t.Fatal(err)
@@ -256,11 +241,7 @@ func TestSharedConfigsCostTheBusNothingPerConfig(t *testing.T) {
 		a, all := r.f.count("a")
 		return all == n && a >= n/2-1 && a <= n/2+1, fmt.Sprintf("a follows %d of %d configs followed", a, all)
 	})
-	nc, err := nats.Connect(r.srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc, _ := natstest.Connect(t, r.srv)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	sub, err := nc.Subscribe(">", func(m *nats.Msg) {
@@ -304,15 +285,7 @@ func TestALostSessionStopsItsFollowersAndJoinsAgain(t *testing.T) {
 		a, _ := r.f.count("a")
 		return a == n, fmt.Sprintf("a follows %d of %d", a, n)
 	})
-	nc, err := nats.Connect(r.srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := natstest.Connect(t, r.srv)
 	kv, err := js.KeyValue(t.Context(), bus.JournalReplicasBucket)
 	if err != nil {
 		t.Fatal(err)

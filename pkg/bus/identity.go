@@ -91,13 +91,17 @@ func staging() []string {
 	)
 }
 
-// leases is what taking, refreshing and giving back leases needs (Leases): the bucket's own
-// subjects and reading its keys.
-func leases() []string {
-	return append(streamInfo(leaseStream),
-		"$KV."+LeaseBucket+".>",
-		jsAPI+"STREAM.MSG.GET."+leaseStream,
-		jsAPI+"DIRECT.GET."+leaseStream+".>",
+// leases is what taking, refreshing and giving back leases needs (Leases).
+func leases() []string { return kv(LeaseBucket) }
+
+// kv is what writing and reading a key-value bucket needs: its stream's configuration (the
+// client binds to it), its subjects, and gets of its keys.
+func kv(bucket string) []string {
+	stream := "KV_" + bucket
+	return append(streamInfo(stream),
+		"$KV."+bucket+".>",
+		jsAPI+"STREAM.MSG.GET."+stream,
+		jsAPI+"DIRECT.GET."+stream+".>",
 	)
 }
 

@@ -92,8 +92,7 @@ func journal() []string {
 	s := StreamJournal
 	return concat(
 		[]string{SubjectJournalPrefix + ".>", SubjectTriggerBackup},
-		streamInfo(s), streamInfo(journalReplicasStream), streamInfo(journalClaimsStream),
-		kvWatch(JournalReplicasBucket), kvWatch(JournalClaimsBucket),
+		streamInfo(s), kvWatch(JournalReplicasBucket), kvWatch(JournalClaimsBucket),
 		[]string{
 			jsAPI + "STREAM.PURGE." + s,
 			jsAPI + "STREAM.MSG.GET." + s,
@@ -105,18 +104,15 @@ func journal() []string {
 		})
 }
 
-// kvWatch is what writing, reading and watching a key-value bucket needs: its subjects, gets,
-// and the ordered consumers of its watches (created, deleted when stopped, recreated on a gap,
-// and answering the server's flow control).
+// kvWatch is what writing, reading and watching a key-value bucket needs: kv, and the ordered
+// consumers of its watches (created, deleted when stopped, recreated on a gap, and answering
+// the server's flow control).
 func kvWatch(bucket string) []string {
 	stream := "KV_" + bucket
-	return []string{
-		"$KV." + bucket + ".>",
-		"$JS.FC." + stream + ".>",
-		jsAPI + "STREAM.MSG.GET." + stream,
-		jsAPI + "DIRECT.GET." + stream + ".>",
-		jsAPI + "CONSUMER.CREATE." + stream,
-		jsAPI + "CONSUMER.CREATE." + stream + ".>",
-		jsAPI + "CONSUMER.DELETE." + stream + ".>",
-	}
+	return append(kv(bucket),
+		"$JS.FC."+stream+".>",
+		jsAPI+"CONSUMER.CREATE."+stream,
+		jsAPI+"CONSUMER.CREATE."+stream+".>",
+		jsAPI+"CONSUMER.DELETE."+stream+".>",
+	)
 }

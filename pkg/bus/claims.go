@@ -127,8 +127,8 @@ func (c *Claims) Join(ctx context.Context, holder string) (*Session, error) {
 	}
 	s.watchers = []jetstream.KeyWatcher{claims, replicas}
 	ready := make(chan struct{}, 2)
-	go s.watch(claims, ready, s.claimed)
-	go s.watch(replicas, ready, s.replica)
+	go s.watch("claims", claims, ready, s.claimed)
+	go s.watch("replicas", replicas, ready, s.replica)
 	for range 2 {
 		select {
 		case <-ready:
@@ -211,7 +211,8 @@ var errRetry = errors.New("rewrite again")
 
 // watch applies a watcher's entries to the session's view; the initial values read, it says
 // so on ready. A watcher that stops loses the session: its view would go stale.
-func (s *Session) watch(w jetstream.KeyWatcher, ready chan<- struct{}, apply func(jetstream.KeyValueEntry)) {
+func (s *Session) watch(what string, w jetstream.KeyWatcher, ready chan<- struct{},
+	apply func(jetstream.KeyValueEntry)) {
 	for e := range w.Updates() {
 		if e == nil {
 			ready <- struct{}{}
@@ -219,7 +220,7 @@ func (s *Session) watch(w jetstream.KeyWatcher, ready chan<- struct{}, apply fun
 		}
 		apply(e)
 	}
-	s.lost(fmt.Errorf("%w: the watch of the claims ended", ErrLeaseLost))
+	s.lost(fmt.Errorf("%w: the watch of the %s ended", ErrLeaseLost, what))
 }
 
 func (s *Session) claimed(e jetstream.KeyValueEntry) {
@@ -286,7 +287,9 @@ func (s *Session) Alive(ctx context.Context, id string) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted),
+		// A claim naming no session that could exist (the bucket holds what it holds) is no one's.
+		errors.Is(err, jetstream.ErrInvalidKey):
 		return false, nil
 	}
 	return false, fmt.Errorf("is session %s alive: %w", id, err)

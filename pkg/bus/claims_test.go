@@ -71,6 +71,11 @@ func TestClaims(t *testing.T) {
 	if alive, err := b.Alive(t.Context(), a.ID()); err != nil || !alive {
 		t.Fatalf("a's session alive: %v, %v", alive, err)
 	}
+	// A claim's session comes from the bucket: one that is no key is no one's, not an error
+	// that would stop every claim pass.
+	if alive, err := b.Alive(t.Context(), "not a session *"); err != nil || alive {
+		t.Fatalf("a session that is no key alive: %v, %v; want not, and no error", alive, err)
+	}
 	// Held past several TTLs: one refresh of the session keeps every claim.
 	for end := time.Now().Add(2 * ttl); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		if held.Err() != nil {

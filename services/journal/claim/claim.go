@@ -64,13 +64,6 @@ type Claimer struct {
 // running is a follower this replica runs.
 type running struct{ stop context.CancelCauseFunc }
 
-// Held is the number of configs this replica follows.
-func (c *Claimer) Held() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.running)
-}
-
 // Start claims every Interval until ctx ends, then stops every follower and gives its claims
 // back. A session lost (not refreshed in time: the bus was out of reach) stops every follower
 // too; the replica then joins again with a new session.

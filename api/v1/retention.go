@@ -151,7 +151,7 @@ func (r Retention) Keeps(backups []Dated, now time.Time) map[string][]Tier {
 		newest := map[time.Time]Dated{}
 		for _, b := range backups {
 			p := tier.Period(b.At)
-			if p.Before(oldest) || p.After(current) || b.At.After(now) {
+			if p.Before(oldest) || b.At.After(now) {
 				continue
 			}
 			if cur, ok := newest[p]; !ok || b.At.After(cur.At) || b.At.Equal(cur.At) && b.Name > cur.Name {

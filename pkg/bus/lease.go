@@ -98,7 +98,7 @@ func (l *Leases) Acquire(ctx context.Context, name, holder string) (context.Cont
 var ErrHeld = errors.New("lease held by another")
 
 // TryAcquire is Acquire in one round trip: a lease someone else holds is ErrHeld, without
-// reading who holds it (a claim loop trying hundreds of held leases each pass needs no name).
+// reading who holds it.
 func (l *Leases) TryAcquire(ctx context.Context, name, holder string) (context.Context, func(), error) {
 	rev, err := l.kv.Create(ctx, name, []byte(holder))
 	if errors.Is(err, jetstream.ErrKeyExists) {

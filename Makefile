@@ -64,7 +64,8 @@ $(GENERATORS) &: tools/go.mod tools/go.sum
 generate: $(GENERATORS)
 	cd proto && PATH=$(BIN):$$PATH buf generate
 	cd api && $(BIN)/controller-gen object paths=./...
-	cd api && $(BIN)/controller-gen crd paths=./... output:crd:artifacts:config=../deploy/k8s/crds
+	cd api && $(BIN)/controller-gen crd paths=./v1/... output:crd:artifacts:config=../deploy/k8s/crds
+	cd api && $(BIN)/controller-gen crd paths=./etcdbackup/... output:crd:artifacts:config=../deploy/k8s/crds/etcdbackup
 	cd e2e && $(BIN)/controller-gen crd paths=./kkp/... output:crd:artifacts:config=kkp/crds
 	./hack/gen-gowork.sh
 

@@ -9,7 +9,7 @@ import (
 )
 
 // The kustomize base holds no CRDs; the standalone overlay adds this project's, the kkp overlay
-// none (KKP's stay) and names the Seed once per Deployment. The standalone overlay and the
+// only its own group's (KKP's stay) and names the Seed once per Deployment. The standalone overlay and the
 // samples apply to a real API server (server-side dry run), with every Deployment, RBAC, NATS
 // and its policy; TestKKPSchema applies the kkp overlay on KKP-shaped CRDs.
 func TestDeployManifestsApply(t *testing.T) {
@@ -23,8 +23,10 @@ func TestDeployManifestsApply(t *testing.T) {
 	}
 	kkp := filepath.Join(root, "deploy", "overlays", "kkp")
 	rendered := mustKubectl(t, nil, "kustomize", kkp)
-	if strings.Contains(rendered, "kind: CustomResourceDefinition") {
-		t.Error("the kkp overlay holds CRDs: it would replace KKP's")
+	if n := strings.Count(rendered, "kind: CustomResourceDefinition"); n != 1 ||
+		!strings.Contains(rendered, "name: deletedbackupsets.etcdbackup.k8c.io") {
+		t.Errorf("the kkp overlay holds %d CRDs, want only this project's own group's (DeletedBackupSet): any other "+
+			"would replace KKP's", n)
 	}
 	if n := strings.Count(rendered, "name: ETCDBACKUP_SEED_NAME\n"); n != 7 {
 		t.Errorf("the kkp overlay sets ETCDBACKUP_SEED_NAME %d times, want once in each of 7 Deployments", n)
@@ -53,6 +55,7 @@ func TestDeployManifestsApply(t *testing.T) {
 	crds := []string{
 		"customresourcedefinition.apiextensions.k8s.io/etcdbackupconfigs.kubermatic.k8c.io",
 		"customresourcedefinition.apiextensions.k8s.io/etcdrestores.kubermatic.k8c.io",
+		"customresourcedefinition.apiextensions.k8s.io/deletedbackupsets.etcdbackup.k8c.io",
 	}
 	standalone := mustKubectl(t, nil, "apply", "--dry-run=server", "-k", filepath.Join(root, "deploy", "overlays",
 		"standalone"))

@@ -15,11 +15,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// InstallCRDs creates every CRD in dir (YAML files) and waits until each is Established.
-func InstallCRDs(ctx context.Context, c client.Client, dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "kubermatic.k8c.io_*.yaml"))
-	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no CRDs in %s: %w", dir, err)
+// InstallCRDs creates every CRD in dirs (files <group>_<plural>.yaml of the k8c.io groups)
+// and waits until each is Established.
+func InstallCRDs(ctx context.Context, c client.Client, dirs ...string) error {
+	var files []string
+	for _, dir := range dirs {
+		found, err := filepath.Glob(filepath.Join(dir, "*.k8c.io_*.yaml"))
+		if err != nil || len(found) == 0 {
+			return fmt.Errorf("no CRDs in %s: %w", dir, err)
+		}
+		files = append(files, found...)
 	}
 	var names []string
 	for _, f := range files {

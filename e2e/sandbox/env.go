@@ -178,11 +178,13 @@ func (e *Env) startKubernetes(ctx context.Context, root string) error {
 	if e.Client, err = kube.NewClient(e.API.Config); err != nil {
 		return err
 	}
+	// KKP's CRDs (Options.CRDs) or this project's, and this project's own group's, which KKP's
+	// do not hold.
 	crds := e.Opts.CRDs
 	if crds == "" {
 		crds = filepath.Join(root, "deploy", "k8s", "crds")
 	}
-	if err := InstallCRDs(ctx, e.Client, crds); err != nil {
+	if err := InstallCRDs(ctx, e.Client, crds, filepath.Join(root, "deploy", "k8s", "crds", "etcdbackup")); err != nil {
 		return err
 	}
 	if err := e.startNode(ctx); err != nil {

@@ -1,11 +1,13 @@
 // Package kube builds the Kubernetes clients the services share: one scheme with the core
-// types and kubermatic.k8c.io/v1, and a config from a kubeconfig file or the pod's account.
+// types, kubermatic.k8c.io/v1 and etcdbackup.k8c.io/v1, and a config from a kubeconfig file
+// or the pod's account.
 package kube
 
 import (
 	"errors"
 	"fmt"
 
+	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -15,13 +17,16 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// NewScheme returns a scheme with client-go's types and kubermatic.k8c.io/v1.
+// NewScheme returns a scheme with client-go's types, kubermatic.k8c.io/v1 and etcdbackup.k8c.io/v1.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
 		return nil, err
 	}
 	if err := kubermaticv1.AddToScheme(s); err != nil {
+		return nil, err
+	}
+	if err := backupv1.AddToScheme(s); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -172,69 +172,6 @@ func TestFailedBackupsAreDeleted(t *testing.T) {
 		})
 }
 
-// A one-time backup stays until its config is deleted; deleting the config empties its
-// prefix and then lets the object go.
-func TestConfigDeletionDeletesAllBackups(t *testing.T) {
-	dumpLogsOnFailure(t)
-	ctx := testContext(t, 2*time.Minute)
-	const cluster = "deleting1"
-	mustAddCluster(t, ctx, cluster, env.DemoEtcd.Endpoint)
-	cfg := newConfig(t, ctx, cluster, "once", "", "", 5)
-	done := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the one-time backup and the finalizer",
-		func(c *kubermaticv1.EtcdBackupConfig) bool {
-			return len(entries(c, kubermaticv1.PhaseCompleted)) == 1 && len(c.Finalizers) == 1
-		})
-	if done.Finalizers[0] != kubermaticv1.DeleteAllBackupsFinalizer {
-		t.Fatalf("finalizers %v", done.Finalizers)
-	}
-	// Every pruner replica applies retention to the config twice more with the backup listed;
-	// the second pass lists what the first decided, and still finds the backup.
-	labels := map[string]string{"namespace": cfg.Namespace, "config": cfg.Name}
-	pruners := env.ServicesOf("pruner")
-	base := make([]float64, len(pruners))
-	for i, p := range pruners {
-		v, err := p.Metric(ctx, "etcdbackup_retention_passes_total", labels)
-		if err != nil {
-			t.Fatal(err)
-		}
-		base[i] = v
-	}
-	err := sandbox.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() (bool, error) {
-		for i, p := range pruners {
-			v, err := p.Metric(ctx, "etcdbackup_retention_passes_total", labels)
-			if err != nil || v < base[i]+2 {
-				return false, err
-			}
-		}
-		return true, nil
-	})
-	if err != nil {
-		t.Fatalf("pruners did not apply retention to the config: %v", err)
-	}
-	for _, p := range pruners {
-		if n, err := p.Metric(ctx, "etcdbackup_stored_backups", labels); err != nil || n != 1 {
-			t.Fatalf("%s's last listing found %v backups (%v), want the one-time backup", p.Name, n, err)
-		}
-	}
-	if keys := bucketKeys(t, ctx, done); len(keys) != 1 {
-		t.Fatalf("one-time backup pruned: %v", keys)
-	}
-	if err := env.Client.Delete(ctx, done); err != nil {
-		t.Fatal(err)
-	}
-	err = sandbox.Poll(ctx, 60*time.Second, 100*time.Millisecond, func() (bool, error) {
-		var c kubermaticv1.EtcdBackupConfig
-		err := env.Client.Get(ctx, types.NamespacedName{Namespace: cfg.Namespace, Name: cfg.Name}, &c)
-		return apierrors.IsNotFound(err), err
-	})
-	if err != nil {
-		t.Fatalf("config not released: %v", err)
-	}
-	if keys := bucketKeys(t, ctx, cfg); len(keys) != 0 {
-		t.Fatalf("prefix not empty after the config went: %v", keys)
-	}
-}
-
 // An object planted in a config's prefix by hand is listed, counted and pruned as the oldest.
 func TestPlantedObjectIsCounted(t *testing.T) {
 	dumpLogsOnFailure(t)
@@ -376,8 +313,8 @@ func TestTooManyBackupsPausesScheduling(t *testing.T) {
 }
 
 // With S3 down, a deleted config keeps its finalizer and says why; once S3 is back its
-// backups are deleted and it goes. Its Cluster being gone already (a namespace being torn down)
-// does not matter: deletion needs only the config.
+// backups are listed (and kept for the grace period) and it goes. Its Cluster being gone
+// already (a namespace being torn down) does not matter: deletion needs only the config.
 func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	dumpLogsOnFailure(t)
 	ctx := testContext(t, 3*time.Minute)
@@ -422,33 +359,10 @@ func TestConfigDeletionWaitsForUnreachableDestination(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config not released after S3 returned: %v", err)
 	}
-	if keys := bucketKeys(t, ctx, cfg); len(keys) != 0 {
-		t.Fatalf("prefix not empty: %v", keys)
-	}
-}
-
-// Deleting a cluster's namespace deletes its configs through kube-controller-manager's real
-// namespace controller: every backup of them is deleted from the bucket before the config, and
-// so the namespace, goes.
-func TestNamespaceDeletionDeletesItsBackups(t *testing.T) {
-	dumpLogsOnFailure(t)
-	ctx := testContext(t, 3*time.Minute)
-	cfg, _ := completedBackup(t, ctx, "nsdelete1")
-	if keys := bucketKeys(t, ctx, cfg); len(keys) != 1 {
-		t.Fatalf("bucket holds %v before the namespace is deleted", keys)
-	}
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cfg.Namespace}}
-	if err := env.Client.Delete(ctx, ns); err != nil {
-		t.Fatal(err)
-	}
-	err := sandbox.Poll(ctx, 120*time.Second, 200*time.Millisecond, func() (bool, error) {
-		err := env.Client.Get(ctx, client.ObjectKeyFromObject(ns), ns)
-		return apierrors.IsNotFound(err), err
-	})
-	if err != nil {
-		t.Fatalf("namespace %s did not go: %v", cfg.Namespace, err)
-	}
-	if keys := bucketKeys(t, ctx, cfg); len(keys) != 0 {
-		t.Fatalf("the namespace went, its backups stayed: %v", keys)
+	// Its one backup is kept for the grace period, recorded before the config went.
+	set := waitDeletedSet(t, ctx, cfg.Namespace, cfg.Name)
+	if keys := bucketKeys(t, ctx, cfg); len(set.Spec.Backups) != 1 || len(keys) != 1 ||
+		set.Spec.Backups[0].ObjectKey != keys[0] {
+		t.Fatalf("set holds %+v, the prefix %v: want the one backup in both", set.Spec.Backups, keys)
 	}
 }

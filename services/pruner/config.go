@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/service"
@@ -14,6 +15,7 @@ type Config struct {
 	ReconcileInterval time.Duration
 	RetryDelay        time.Duration
 	RetryMaxDelay     time.Duration
+	DeletionGrace     time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -26,11 +28,17 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.RetryDelay, "retry-delay", 2*time.Second,
 		"first delay before a failed deletion is retried (doubles per attempt)")
 	service.DurationVar(fs, &c.RetryMaxDelay, "retry-max-delay", time.Minute, "longest delay between deletion retries")
+	service.DurationVar(fs, &c.DeletionGrace, "deletion-grace", 7*24*time.Hour,
+		"how long the backups a deleted config's retention keeps stay (in a DeletedBackupSet) before they are "+
+			"deleted; 0 deletes every backup with the config, as KKP does")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
+	}
+	if c.DeletionGrace < 0 {
+		return Config{}, fmt.Errorf("--deletion-grace %s: must not be negative", c.DeletionGrace)
 	}
 	return c, nil
 }

@@ -22,10 +22,16 @@ func run(ctx context.Context, args []string) error {
 	// Restores and Clusters (which backups a restore holds) are read from the cache.
 	dests := rt.Destinations(rt.Kube)
 	m := prune.NewMetrics(rt.Endpoint.Registry())
-	planner := &prune.Planner{JS: rt.JS, Destinations: dests, Reader: rt.Manager.GetClient(), Log: rt.Log, Metrics: m}
-	rec := &prune.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events,
+	planner := &prune.Planner{JS: rt.JS, Destinations: dests, Reader: rt.Manager.GetClient(), Log: rt.Log, Metrics: m,
+		Grace: cfg.DeletionGrace}
+	rec := &prune.Reconciler{Client: rt.Manager.GetClient(), API: rt.Kube, Planner: planner, Recorder: rt.Events,
 		Interval: cfg.ReconcileInterval, Log: rt.Log}
 	if err := rec.SetupWithManager(rt.Manager); err != nil {
+		return err
+	}
+	grace := &prune.Grace{Client: rt.Manager.GetClient(), Destinations: dests, Recorder: rt.Events, Metrics: m,
+		Log: rt.Log}
+	if err := grace.SetupWithManager(rt.Manager); err != nil {
 		return err
 	}
 	backoff := bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay))

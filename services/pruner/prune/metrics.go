@@ -10,8 +10,8 @@ import (
 // Metrics are the pruner's: what each listing found of a config's backups, and the backups
 // deleted. Its failures are counted by Report.
 type Metrics struct {
-	count, bytes, newest *prometheus.GaugeVec
-	passes, deleted      *prometheus.CounterVec
+	count, bytes, newest, grace *prometheus.GaugeVec
+	passes, deleted             *prometheus.CounterVec
 }
 
 // NewMetrics registers the pruner's metrics on r; the Planner, Deleter and Reconciler share them.
@@ -26,6 +26,9 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			"Bytes of a config's backups in its destination, as the last listing found."),
 		newest: gauge("etcdbackup_newest_backup_timestamp_seconds",
 			"Scheduled time of a config's newest backup in its destination, as the last listing found."),
+		grace: gauge("etcdbackup_backups_in_grace",
+			"Backups a deleted config left that are kept for the grace period (a DeletedBackupSet's), by the "+
+				"deleted config."),
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_retention_passes_total",
 			Help: "Listings of a config's prefix this replica made to apply retention.",
@@ -35,7 +38,7 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Help: "Backups this replica deleted (or found already gone), by cluster and destination.",
 		}, []string{"cluster", "destination"}),
 	}
-	r.MustRegister(m.count, m.bytes, m.newest, m.passes, m.deleted)
+	r.MustRegister(m.count, m.bytes, m.newest, m.grace, m.passes, m.deleted)
 	return m
 }
 

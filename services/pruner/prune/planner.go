@@ -40,6 +40,8 @@ type Planner struct {
 	Metrics *Metrics
 	// Now is the clock (nil: time.Now).
 	Now func() time.Time
+	// Grace is how long a deleted config's kept backups stay (0: they are deleted with it).
+	Grace time.Duration
 }
 
 // Listing is what Decide found in the bucket and decided from it.
@@ -94,12 +96,16 @@ func (p *Planner) Decide(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 	if err != nil {
 		return Listing{}, err
 	}
-	now := time.Now
-	if p.Now != nil {
-		now = p.Now
-	}
-	l.Decision = retention.Plan(cfg, l.Objects, retention.Scope{Current: cur.Name, Listed: listed, Held: held, Now: now()})
+	l.Decision = retention.Plan(cfg, l.Objects, retention.Scope{Current: cur.Name, Listed: listed, Held: held,
+		Now: p.now(), Grace: p.Grace > 0})
 	return l, nil
+}
+
+func (p *Planner) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
 }
 
 // list returns cfg's backups in dest: the objects under its prefix.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
@@ -50,7 +51,8 @@ func fixture(t *testing.T, objs ...client.Object) (*Planner, *kubermaticv1.EtcdB
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{}).WithObjects(
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&kubermaticv1.EtcdBackupConfig{},
+		&backupv1.DeletedBackupSet{}).WithObjects(
 		append([]client.Object{
 			&kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "c"}},
 			&kubermaticv1.Seed{ObjectMeta: metav1.ObjectMeta{Namespace: "kubermatic", Name: "kubermatic"},

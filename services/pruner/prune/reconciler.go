@@ -32,9 +32,13 @@ import (
 
 // Reconciler keeps the delete-all-backups finalizer on every EtcdBackupConfig, applies
 // retention every Interval (besides after each stored backup), and when a config is deleted,
-// deletes all its backups before it lets the object go.
+// deletes its backups before it lets the object go: all of them, or with a grace period
+// (Planner.Grace) all but those its retention keeps, which it records in a DeletedBackupSet
+// first (the Grace controller deletes them when the grace ends).
 type Reconciler struct {
-	Client   client.Client
+	Client client.Client
+	// API reads the config's namespace (uncached), for the DeletedBackupSet.
+	API      client.Reader
 	Planner  *Planner
 	Recorder events.EventRecorder
 	Interval time.Duration
@@ -104,13 +108,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.setCondition(ctx, &cfg, "DeletionPending", pending(d), false)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
+	if len(l.Decision.Graced) > 0 {
+		set, err := r.keepForGrace(ctx, &cfg, l.Decision.Graced)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		r.Log.Info("backups kept for the grace period", "config", req.String(), "backups", len(set.Spec.Backups),
+			"deletedbackupset", set.Name, "expires", set.Spec.Expires.UTC().Format(time.RFC3339))
+	}
 	patched := cfg.DeepCopy()
 	controllerutil.RemoveFinalizer(patched, kubermaticv1.DeleteAllBackupsFinalizer)
 	if err := r.Client.Patch(ctx, patched, client.MergeFromWithOptions(&cfg,
 		client.MergeFromWithOptimisticLock{})); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	r.Log.Info("all backups deleted, config released", "config", req.String())
+	r.Log.Info("config released", "config", req.String(), "kept", len(l.Decision.Graced))
 	r.Planner.Metrics.forget(req.Namespace, req.Name)
 	return ctrl.Result{}, nil
 }

@@ -92,6 +92,10 @@ type Scope struct {
 	Held map[string]string
 	// Now is the time (RunningGrace).
 	Now time.Time
+	// Grace keeps, of a config being deleted, what its retention would keep were it live
+	// (Decision.Graced): they stay for the pruner's --deletion-grace, recorded in a
+	// DeletedBackupSet. Without it a config's deletion deletes every backup (KKP's way).
+	Grace bool
 }
 
 func (s Scope) dest(name string) string {
@@ -119,6 +123,9 @@ type Decision struct {
 	// deletes nothing).
 	Tiers            map[string][]kubermaticv1.Tier
 	InvalidRetention error
+	// Graced are the backups a config being deleted keeps for the grace period (Scope.Grace),
+	// newest first.
+	Graced []Object
 }
 
 // Pending is how many backups a config's deletion still waits for.
@@ -127,7 +134,8 @@ func (d Decision) Pending() int { return len(d.Delete) + len(d.Held) + len(d.Wai
 // Plan decides for cfg given the objects under its prefix in every destination of scope,
 // listed after cfg was read:
 //   - a config being deleted loses every backup, in every destination, after the backups
-//     still Running (for up to RunningGrace) end;
+//     still Running (for up to RunningGrace) end; with Scope.Grace, but those its retention
+//     keeps (below), which are Graced instead;
 //   - Failed backups are always deleted (usually there is no object; the deletion marks them);
 //   - of a scheduled config, the completed backups beyond keep, newest first (by rank: when
 //     stored, or the name's time if earlier) across all its destinations, are deleted, but
@@ -246,12 +254,15 @@ func (p *planning) byCount(objects []Object) {
 	p.d.Tiers = tiers.Keeps(dated, p.scope.Now)
 	for i, o := range sorted {
 		del := Deletion{Backup: o.Backup, Destination: o.Destination, Key: o.Key, Scheduled: o.Scheduled}
+		kept := cfg.Spec.Schedule == "" || err != nil || i < cfg.KeepCount() || o.Backup == restorable ||
+			p.d.Tiers[o.Backup] != nil
 		switch {
+		case cfg.DeletionTimestamp != nil && p.scope.Grace && kept:
+			p.d.Graced = append(p.d.Graced, o)
 		case cfg.DeletionTimestamp != nil:
 			del.Reason = ReasonConfigDeleted
 			p.add(del)
-		case cfg.Spec.Schedule != "" && err == nil && i >= cfg.KeepCount() && o.Backup != restorable &&
-			p.d.Tiers[o.Backup] == nil:
+		case !kept:
 			del.Reason = ReasonRetention
 			p.add(del)
 		}

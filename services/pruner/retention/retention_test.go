@@ -323,3 +323,49 @@ func TestTieredRetention(t *testing.T) {
 		t.Errorf("a deleted config with tiers: %d of %d deleted", len(d.Delete), len(objects))
 	}
 }
+
+// With a grace period, a config being deleted keeps what its retention keeps (keep, tiers, the
+// last restorable backup; a one-time config all of them) and deletes the rest; without, all go.
+func TestDeletionGraceKeepsWhatRetentionKeeps(t *testing.T) {
+	names := func(objects []Object) string {
+		s := ""
+		for _, o := range objects {
+			s += o.Scheduled.Format("15:04") + " "
+		}
+		return s
+	}
+	objects := []Object{obj(0), obj(1), obj(2), obj(3), obj(4)}
+	now := metav1.NewTime(t0.Add(time.Hour))
+	scheduled := config("@every 1m", 2, entry(0, "Completed"), entry(1, "Completed"), entry(2, "Completed"), entry(3,
+		"Completed"), entry(4, "Completed"), entry(5, "Failed"))
+	scheduled.DeletionTimestamp = &now
+	scheduled.Annotations = map[string]string{kubermaticv1.AnnotationLastRestorable: obj(0).Backup}
+	oneTime := config("", 1, entry(0, "Completed"), entry(1, "Completed"))
+	oneTime.DeletionTimestamp = &now
+	tests := []struct {
+		name           string
+		cfg            *kubermaticv1.EtcdBackupConfig
+		objects        []Object
+		grace          bool
+		graced, delete string
+	}{
+		{"no grace: every backup goes", scheduled, objects, false, "",
+			"01:48(config deleted) 01:49(config deleted) 01:50(config deleted) 01:51(config deleted) " +
+				"01:52(config deleted) 01:53(failed) "},
+		{"grace: the newest keep and the last restorable stay", scheduled, objects, true, "01:52 01:51 01:48 ",
+			"01:49(config deleted) 01:50(config deleted) 01:53(failed) "},
+		{"grace: a one-time config keeps all", oneTime, objects[:2], true, "01:49 01:48 ", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Plan(tc.cfg, tc.objects, Scope{Current: "s3", Listed: map[string]bool{"s3": true}, Now: now.Time,
+				Grace: tc.grace})
+			if got := names(d.Graced); got != tc.graced {
+				t.Errorf("graced %q, want %q", got, tc.graced)
+			}
+			if got := backups(d.Delete); got != tc.delete {
+				t.Errorf("delete %q, want %q", got, tc.delete)
+			}
+		})
+	}
+}

@@ -142,7 +142,7 @@ func (r *Reconciler) verify(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 		return t, member.Verified{}, err
 	}
 	t.key, t.destination = backup.ObjectKey, rs.Spec.Destination
-	if t.destination == "" {
+	if t.destination == "" || backup.Deleted {
 		t.destination = backup.Destination
 	}
 	dest, err := r.Destinations.Lookup(ctx, t.destination)
@@ -202,6 +202,7 @@ type refusal struct {
 var refusals = []refusal{
 	{err: ErrBackupNotFound, reason: "BackupNotFound"},
 	{err: ErrTarget, reason: "TargetNotRestorable"},
+	{err: ErrNotPermitted, reason: "NotPermitted"},
 	{err: journal.ErrCorrupt, reason: "JournalCorrupt",
 		words: "the journal of {backup} in destination {destination} failed verification ({err}); restore to a point " +
 			"before it, or from a full backup"},

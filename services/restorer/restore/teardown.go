@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	appsv1 "k8s.io/api/apps/v1"
@@ -41,7 +42,15 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if msg := stateMismatch(rs, cluster); msg != "" {
+	key, ok := ObjectKeyOf(rs)
+	if _, deleted := rs.Annotations[backupv1.AnnotationDeletedBackups]; deleted {
+		b, err := Locate(ctx, r.API, rs)
+		if err != nil && !errors.Is(err, ErrBackupNotFound) && !errors.Is(err, ErrNotPermitted) {
+			return ctrl.Result{}, err
+		}
+		key, ok = b.ObjectKey, err == nil
+	}
+	if msg := stateMismatch(rs, cluster, key, ok); msg != "" {
 		return ctrl.Result{}, r.abort(ctx, rs, cluster, saved, "StateMismatch", msg)
 	}
 	dest, secret, err := r.podSecret(ctx, rs, cluster, saved)
@@ -71,14 +80,15 @@ func (r *Reconciler) teardown(ctx context.Context, rs *kubermaticv1.EtcdRestore)
 		ObjectKey: rs.Status.ObjectKey, SHA256: rs.Status.SHA256, Secret: secret})
 }
 
-// stateMismatch says how rs's recorded backup differs from the one to restore, "" if it does
-// not. The key the restore step downloads is the spec's backup, never what the recorded state
+// stateMismatch says how rs's recorded backup differs from the one to restore (key, found:
+// its spec's, located anew), "" if it does not. The key the restore step downloads is the
+// spec's backup, never what the recorded state
 // says: under KKP's schema that state is an annotation anyone who may edit the EtcdRestore can
 // write. A recorded key that differs (a forged annotation, an edited spec.backupName) is not
 // the backup that was verified, and the recorded backup must be the Verification on the
 // cluster.
-func stateMismatch(rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster) string {
-	if key, ok := ObjectKeyOf(rs); !ok || key != rs.Status.ObjectKey {
+func stateMismatch(rs *kubermaticv1.EtcdRestore, cluster *kubermaticv1.Cluster, key string, ok bool) string {
+	if !ok || key != rs.Status.ObjectKey {
 		return fmt.Sprintf("the verified backup's key %q is not spec.backupName %q's (the restore's spec or recorded "+
 			"state changed after verification)", rs.Status.ObjectKey, rs.Spec.BackupName)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +20,10 @@ type clustersData struct {
 	Clusters []kubermaticv1.Cluster
 	// Forbidden is the API server's answer when the user may not list Clusters.
 	Forbidden string
+	// Deleted are the backups of deleted configs (DeletedBackupSets) when the user may list
+	// them (the Seed's operators: they are cluster-scoped), soonest expiry first.
+	Deleted       []backupv1.DeletedBackupSet
+	MaySeeDeleted bool
 }
 
 func (s *Server) clusters(w http.ResponseWriter, r *http.Request, sess *session) error {
@@ -32,6 +37,16 @@ func (s *Server) clusters(w http.ResponseWriter, r *http.Request, sess *session)
 	}
 	d.Clusters = list.Items
 	slices.SortFunc(d.Clusters, func(a, b kubermaticv1.Cluster) int { return strings.Compare(a.Name, b.Name) })
+	var sets backupv1.DeletedBackupSetList
+	switch err := sess.Client.List(r.Context(), &sets); {
+	case err == nil:
+		d.Deleted, d.MaySeeDeleted = sets.Items, true
+		slices.SortFunc(d.Deleted, func(a, b backupv1.DeletedBackupSet) int {
+			return a.Spec.Expires.Compare(b.Spec.Expires.Time)
+		})
+	case !apierrors.IsForbidden(err):
+		return err
+	}
 	s.render(w, r, http.StatusOK, "clusters", view{Title: "Clusters", Session: sess, Data: d})
 	return nil
 }

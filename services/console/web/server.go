@@ -305,6 +305,7 @@ var funcs = template.FuncMap{
 		return ""
 	},
 	"lower": strings.ToLower,
+	"join":  strings.Join,
 }
 
 func (s *Server) parse() error {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
@@ -24,12 +25,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	k8sfake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 func newSessions(t *testing.T) *Sessions {
@@ -655,5 +659,46 @@ func TestConfigPageShowsWhatEachTierKeeps(t *testing.T) {
 	if !strings.Contains(page.Body.String(), `id="retention-error"`) ||
 		!strings.Contains(page.Body.String(), `&#34;yearly&#34; is not a tier`) {
 		t.Errorf("a config whose retention does not parse: the page does not say so\n%s", page.Body.String())
+	}
+}
+
+// Who may list DeletedBackupSets (the Seed's operators) sees the backups of deleted configs
+// with their expiry on the clusters page; who may not sees no such section.
+func TestClustersPageListsTheBackupsOfDeletedConfigs(t *testing.T) {
+	expires := time.Date(2026, 12, 13, 10, 0, 0, 0, time.UTC)
+	set := &backupv1.DeletedBackupSet{ObjectMeta: metav1.ObjectMeta{Name: "cluster-a.daily.12345678"},
+		Spec: backupv1.DeletedBackupSetSpec{Namespace: "cluster-a", Config: "daily", Cluster: "a",
+			DeletedAt: metav1.NewTime(expires.Add(-7 * 24 * time.Hour)), Expires: metav1.NewTime(expires),
+			Backups: []backupv1.DeletedBackup{{Name: "daily-2026-12-06T01:00:00"}, {Name: "daily-2026-12-05T01:00:00"}}}}
+	s, h, _ := testServer(t, set)
+	body := do(t, h, s, http.MethodGet, "/", "alice", nil).Body.String()
+	at := strings.Index(body, `data-deleted-set="cluster-a.daily.12345678"`)
+	if at < 0 || !strings.Contains(body, `id="deleted-backups"`) {
+		t.Fatalf("no row for the deleted config's backups\n%s", body)
+	}
+	row := body[at:min(len(body), at+800)]
+	for _, want := range []string{"daily-2026-12-06T01:00:00", "<td>2</td>",
+		`<td class="expires">2026-12-13 10:00:00 UTC</td>`} {
+		if !strings.Contains(row, want) {
+			t.Errorf("the row does not show %q\n%s", want, row)
+		}
+	}
+
+	scheme, err := kube.NewScheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if _, ok := list.(*backupv1.DeletedBackupSetList); ok {
+				return apierrors.NewForbidden(schema.GroupResource{Group: "etcdbackup.k8c.io",
+					Resource: "deletedbackupsets"}, "", errors.New("alice may not"))
+			}
+			return c.List(ctx, list, opts...)
+		}}).Build()
+	s.Users = func(string) (client.Client, error) { return forbidden, nil }
+	page := do(t, h, s, http.MethodGet, "/", "alice", nil)
+	if page.Code != http.StatusOK || strings.Contains(page.Body.String(), `id="deleted-backups"`) {
+		t.Errorf("a user who may not list the sets: %d, and the section shown", page.Code)
 	}
 }

@@ -924,15 +924,17 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 			oldestKey)
 	}
 
-	// The config is deleted mid-restore: everything goes but the backup the restore needs.
+	// The config is deleted mid-restore: the two newest stay for the grace period (keep 2);
+	// the oldest, beyond keep, would go but the restore needs it.
+	kept := slices.DeleteFunc(bucketKeys(t, ctx, cfg), func(k string) bool { return k == oldestKey })
 	if err := env.Client.Delete(ctx, cfg); err != nil {
 		t.Fatal(err)
 	}
 	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "deletion held for the restore",
 		func(c *kubermaticv1.EtcdBackupConfig) bool {
 			cond := c.Status.Condition(kubermaticv1.ConditionBackupsDeleted)
-			return cond != nil && strings.Contains(cond.Message, "held until a restore ends") && slices.Equal(bucketKeys(t,
-				ctx, c), []string{oldestKey})
+			return cond != nil && strings.Contains(cond.Message, "held until a restore ends") &&
+				len(bucketKeys(t, ctx, c)) == 3
 		})
 
 	if err := setHold(false); err != nil {
@@ -942,14 +944,24 @@ func TestRestoreKeepsTheBackupItNeeds(t *testing.T) {
 	if got := restoredKeys(t, ctx, k); !maps.Equal(got, want) {
 		t.Fatalf("after the restore etcd holds %d keys, want the oldest backup's %d", len(got), len(want))
 	}
-	// Once the restore ended, the config's deletion finishes: its last backup goes, then it.
+	// Once the restore ended, the config's deletion finishes: the restore's backup goes, then
+	// the config; the two newest stay, in its DeletedBackupSet.
 	err = sandbox.Poll(ctx, 60*time.Second, 200*time.Millisecond, func() (bool, error) {
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(cfg), &kubermaticv1.EtcdBackupConfig{})
-		return apierrors.IsNotFound(err) && len(bucketKeys(t, ctx, cfg)) == 0, fmt.Errorf("config: %w, bucket: %v", err,
-			bucketKeys(t, ctx, cfg))
+		return apierrors.IsNotFound(err) && slices.Equal(bucketKeys(t, ctx, cfg), kept),
+			fmt.Errorf("config: %w, bucket: %v, want %v", err, bucketKeys(t, ctx, cfg), kept)
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	set := waitDeletedSet(t, ctx, ns, cfg.Name)
+	var inSet []string
+	for _, b := range set.Spec.Backups {
+		inSet = append(inSet, b.ObjectKey)
+	}
+	slices.Sort(inSet)
+	if !slices.Equal(inSet, kept) {
+		t.Fatalf("the set keeps %v, want %v", inSet, kept)
 	}
 }
 

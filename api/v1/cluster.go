@@ -1,6 +1,9 @@
 package v1
 
 import (
+	"encoding/json"
+	"strings"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -94,4 +97,21 @@ type ClusterList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []Cluster `json:"items"`
+}
+
+// PreRestoreBackupDue says a backup of config (namespace, name) may run although c is locked
+// for a restore (or paused): it is the pre-restore config of the restore that holds the lock,
+// and that restore has not verified its backup and paused c yet. Every other backup waits
+// for the restore to end.
+func (c *Cluster) PreRestoreBackupDue(namespace, config string) bool {
+	holder := c.Annotations[AnnotationActiveRestore]
+	ns, restore, ok := strings.Cut(holder, "/")
+	if !ok || ns != namespace || config != PreRestoreConfig(restore) {
+		return false
+	}
+	var v struct {
+		Restore string `json:"restore"`
+	}
+	raw := c.Annotations[AnnotationRestoreVerified]
+	return raw == "" || json.Unmarshal([]byte(raw), &v) != nil || v.Restore != holder
 }

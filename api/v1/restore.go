@@ -54,6 +54,14 @@ func ParseRestoreTo(s string) (revision int64, at time.Time, err error) {
 // EtcdRestore has no field for it); without it the destination's decryptionSecret is used.
 const AnnotationDecryptionSecret = "etcdbackup.k8c.io/decryption-secret"
 
+// PreRestorePrefix names the one-time EtcdBackupConfig the restorer creates, controlled by
+// the EtcdRestore, to back up a cluster's etcd just before restoring it: "pre-restore-<restore>".
+// Its backup undoes the restore (EtcdRestoreStatus.PreRestoreBackup).
+const PreRestorePrefix = "pre-restore-"
+
+// PreRestoreConfig is the name of restore's pre-restore config.
+func PreRestoreConfig(restore string) string { return PreRestorePrefix + restore }
+
 // RestoreFinalizer keeps an EtcdRestore until the restorer has let go of its cluster: a
 // restore deleted before the cluster is paused is cancelled; one deleted later finishes first.
 const RestoreFinalizer = "etcdbackup.k8c.io/restore"
@@ -120,6 +128,14 @@ type EtcdRestoreStatus struct {
 	// "tearing down", "members restored 1/3", "done".
 	// +optional
 	Progress string `json:"progress,omitempty"`
+	// PreRestoreBackup names the backup of the cluster's etcd taken just before the restore
+	// (config pre-restore-<restore>): an EtcdRestore of it undoes this one.
+	// +optional
+	PreRestoreBackup string `json:"preRestoreBackup,omitempty"`
+	// PreRestoreSkipped says why there is no pre-restore backup (etcd unhealthy, the backup
+	// failed or took too long, or turned off).
+	// +optional
+	PreRestoreSkipped string `json:"preRestoreSkipped,omitempty"`
 }
 
 // EtcdRestoreList is a list of EtcdRestores.

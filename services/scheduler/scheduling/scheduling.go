@@ -118,12 +118,14 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 		}
 		return Target{}, fmt.Errorf("look up destination: %w", err)
 	}
-	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+	// The restore holding the lock backs the cluster up first, through its pre-restore config.
+	preRestore := cluster.PreRestoreBackupDue(cfg.Namespace, cfg.Name)
+	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" && !preRestore {
 		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterRestoring,
 			Message: fmt.Sprintf("cluster %q is being restored by EtcdRestore %s; no backups are taken until it finishes",
 				cluster.Name, holder)}
 	}
-	if cluster.Spec.Pause {
+	if cluster.Spec.Pause && !preRestore {
 		return Target{}, &Blocked{Reason: kubermaticv1.ReasonClusterPaused,
 			Message: fmt.Sprintf("cluster %q is paused; no backups are taken while it is", cluster.Name)}
 	}

@@ -297,8 +297,10 @@ func (h *Handler) cluster(ctx context.Context, req *etcdbackupv1.BackupRequested
 		return nil, fmt.Errorf("%w: %s: the config is in namespace %q, but cluster %q lives in %q",
 			endpoints.ErrConfig, kubermaticv1.ReasonClusterNamespaceMismatch, req.GetConfig().GetNamespace(), cluster.Name, ns)
 	}
-	// A backup queued just before a restore began would capture etcd mid-rebuild.
-	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" {
+	// A backup queued just before a restore began would capture etcd mid-rebuild; but the
+	// restore's own pre-restore backup, before it has paused the cluster.
+	if holder := cluster.Annotations[kubermaticv1.AnnotationActiveRestore]; holder != "" &&
+		!cluster.PreRestoreBackupDue(req.GetConfig().GetNamespace(), req.GetConfig().GetName()) {
 		return nil, fmt.Errorf("%w: cluster %q is being restored by EtcdRestore %s; backup skipped", endpoints.ErrConfig,
 			req.GetCluster(), holder)
 	}

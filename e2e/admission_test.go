@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -71,6 +72,48 @@ func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
 		if err := restorer.Delete(ctx, ours); err != nil {
 			t.Fatalf("the restorer deleting its own %s: %v", kind, err)
 		}
+	}
+}
+
+// The restorer's ServiceAccount may create an EtcdBackupConfig only as a restore's pre-restore
+// config: named pre-restore-<r> and controlled by EtcdRestore <r>. Its drills still patch any
+// config (not matched by the policy).
+func TestRestorerCreatesOnlyPreRestoreConfigs(t *testing.T) {
+	ctx := testContext(t, time.Minute)
+	restorer := clientAs(t, ctx, "restorer")
+	const ns = "cluster-admission-cfg"
+	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	controller := true
+	cfg := func(name, restore string) *kubermaticv1.EtcdBackupConfig {
+		keep := 1
+		c := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: kubermaticv1.EtcdBackupConfigSpec{Name: name, Cluster: corev1Ref("admission-cfg"), Keep: &keep}}
+		if restore != "" {
+			c.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore",
+				Name: restore, UID: "0c6a2a6e-uid", Controller: &controller}}
+		}
+		return c
+	}
+	for what, c := range map[string]*kubermaticv1.EtcdBackupConfig{
+		"a config of another name":           cfg("daily", "r1"),
+		"a pre-restore config of no restore": cfg("pre-restore-r1", ""),
+		"another restore's":                  cfg("pre-restore-r1", "r2"),
+	} {
+		if err := restorer.Create(ctx, c); err == nil ||
+			!strings.Contains(err.Error(), "etcdbackup-restorer-owned-objects") {
+			t.Errorf("create %s: %v, want it denied by the policy", what, err)
+		}
+	}
+	ours := cfg("pre-restore-r1", "r1")
+	if err := restorer.Create(ctx, ours); err != nil {
+		t.Fatalf("the restorer creating a restore's pre-restore config: %v", err)
+	}
+	patched := ours.DeepCopy()
+	patched.Annotations = map[string]string{kubermaticv1.AnnotationLastRestorable: "x"}
+	if err := restorer.Patch(ctx, patched, client.MergeFrom(ours)); err != nil {
+		t.Errorf("the restorer's drill patch of a config: %v", err)
 	}
 }
 

@@ -253,10 +253,23 @@ func (k *Kubelet) Stop() {
 	k.stopMembers()
 }
 
+// StopMember stops member i's etcd as a crashed process would: its pod stays, the others run
+// on, and nothing starts it again until the StatefulSet is replaced.
+func (k *Kubelet) StopMember(i int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if i < len(k.etcds) && k.etcds[i] != nil {
+		k.etcds[i].Stop()
+		k.etcds[i] = nil
+	}
+}
+
 func (k *Kubelet) stopMembers() {
 	// One by one: stopped together, each waits out the others' leader elections.
 	for _, e := range k.etcds {
-		e.Stop()
+		if e != nil {
+			e.Stop()
+		}
 	}
 	k.etcds = nil
 	k.running = ""

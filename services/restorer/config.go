@@ -38,6 +38,10 @@ func parseConfig(args []string) (Config, error) {
 		"only the replica holding the Lease etcdbackup-restorer in the Seed's namespace drives restores; the others stand by")
 	service.DurationVar(fs, &c.Timeout, "timeout", 30*time.Minute,
 		"how long a restore may take from locking the cluster to Completed before it ends Failed")
+	service.BoolVar(fs, &c.PreRestoreBackup, "pre-restore-backup", true,
+		"back up a cluster's etcd (one-time config pre-restore-<restore>) before restoring it, unless etcd is unhealthy")
+	service.DurationVar(fs, &c.PreRestoreTimeout, "pre-restore-timeout", 5*time.Minute,
+		"how long a restore waits for its pre-restore backup before it goes on without it (and says so)")
 	service.DurationVar(fs, &c.Poll, "poll-interval", 2*time.Second,
 		"how often teardown and rebuild are checked while waiting")
 	service.StringVar(fs, &c.StatefulSet, "etcd-statefulset", "etcd",

@@ -30,6 +30,9 @@ func (r *Reconciler) prepare(ctx context.Context, rs *kubermaticv1.EtcdRestore) 
 	if cluster == nil || err != nil {
 		return res, err
 	}
+	if res, done, err := r.preRestoreBackup(ctx, rs, cluster); !done || err != nil {
+		return res, err
+	}
 	start := r.now()
 	t, v, err := r.verify(ctx, rs, cluster)
 	if err != nil {

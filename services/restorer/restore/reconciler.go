@@ -42,6 +42,10 @@ type Options struct {
 	Timeout time.Duration
 	// Poll is how often teardown and rebuild are looked at while waiting.
 	Poll time.Duration
+	// PreRestoreBackup backs the cluster's etcd up before the restore (preRestoreBackup);
+	// PreRestoreTimeout is how long the restore waits for that backup.
+	PreRestoreBackup  bool
+	PreRestoreTimeout time.Duration
 	// WorkDir is where a point-in-time restore builds its database ("": the system's
 	// temporary directory); it needs twice the database's size.
 	WorkDir string

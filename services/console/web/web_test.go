@@ -702,3 +702,32 @@ func TestClustersPageListsTheBackupsOfDeletedConfigs(t *testing.T) {
 		t.Errorf("a user who may not list the sets: %d, and the section shown", page.Code)
 	}
 }
+
+// A restore's page offers to undo it from the backup taken just before it; the link opens the
+// usual confirmation of a restore of that backup.
+func TestRestorePageOffersTheUndo(t *testing.T) {
+	const backup = "pre-restore-wrong-2026-12-06T11:00:00"
+	cfg := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a",
+		Name: kubermaticv1.PreRestoreConfig("wrong")}, Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: clusterRef("a")},
+		Status: kubermaticv1.EtcdBackupConfigStatus{LastBackups: []kubermaticv1.BackupStatus{{BackupName: backup,
+			BackupPhase: kubermaticv1.PhaseCompleted}}}}
+	rs := &kubermaticv1.EtcdRestore{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "wrong"},
+		Spec:   kubermaticv1.EtcdRestoreSpec{Cluster: clusterRef("a"), BackupName: "daily-2026-12-01T01:00:00"},
+		Status: kubermaticv1.EtcdRestoreStatus{Phase: kubermaticv1.RestorePhaseCompleted, PreRestoreBackup: backup}}
+	skipped := rs.DeepCopy()
+	skipped.Name, skipped.Status.PreRestoreBackup, skipped.Status.PreRestoreSkipped = "rescue", "", "etcd is not healthy"
+	s, h, _ := testServer(t, &kubermaticv1.Cluster{ObjectMeta: metav1.ObjectMeta{Name: "a"}}, cfg, rs, skipped)
+	body := do(t, h, s, http.MethodGet, "/clusters/a/restores/wrong", "alice", nil).Body.String()
+	undo := "/clusters/a/restore?config=pre-restore-wrong&amp;backup=" + strings.ReplaceAll(backup, ":", "%3a")
+	if !strings.Contains(body, `id="pre-restore"`) || !strings.Contains(body, undo) {
+		t.Fatalf("no undo link %s\n%s", undo, body)
+	}
+	if page := do(t, h, s, http.MethodGet, strings.ReplaceAll(undo, "&amp;", "&"), "alice", nil); page.Code !=
+		http.StatusOK || !strings.Contains(page.Body.String(), backup) {
+		t.Errorf("the undo link: %d\n%s", page.Code, page.Body.String())
+	}
+	body = do(t, h, s, http.MethodGet, "/clusters/a/restores/rescue", "alice", nil).Body.String()
+	if !strings.Contains(body, `id="pre-restore-skipped"`) || !strings.Contains(body, "etcd is not healthy") {
+		t.Errorf("a restore without a pre-restore backup does not say why\n%s", body)
+	}
+}

@@ -68,6 +68,24 @@ type BackupDestination struct {
 	// backups with, unless an EtcdRestore names its own. Keep it apart from Credentials.
 	// +optional
 	DecryptionSecret *corev1.SecretReference `json:"decryptionSecret,omitempty"`
+	// ObjectLock writes every backup and journal segment to this destination with S3 Object
+	// Lock retention: no one (GOVERNANCE: no one without s3:BypassGovernanceRetention) can
+	// destroy it before Days have passed. The bucket must have Object Lock enabled (created
+	// with it); a destination whose bucket has not is refused. Not in KKP's Seed: set it in
+	// the destinations ConfigMap there.
+	// +optional
+	ObjectLock *ObjectLock `json:"objectLock,omitempty"`
+}
+
+// ObjectLock is the S3 Object Lock retention every object of a destination is written with.
+type ObjectLock struct {
+	// Mode is GOVERNANCE or COMPLIANCE (S3's retention modes).
+	// +kubebuilder:validation:Enum=GOVERNANCE;COMPLIANCE
+	Mode string `json:"mode"`
+	// Days each object is retained from when it is written.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=36500
+	Days int `json:"days"`
 }
 
 // SeedList is a list of Seeds.

@@ -54,6 +54,30 @@ type Bucket interface {
 	PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error)
 }
 
+// Versions is what a bucket of an Object Lock destination offers besides Bucket. There a
+// Delete hides the object behind a delete marker (S3's way: the delete succeeds, the locked
+// version stays, listed by nothing but ListVersions), and the version is destroyed with
+// DeleteVersion once its retention has run out.
+type Versions interface {
+	// Lock is the retention every object is written with.
+	Lock() Lock
+	// ListVersions calls f for every version and delete marker whose key starts with prefix,
+	// each key's newest first.
+	ListVersions(ctx context.Context, prefix string, f func(Version) error) error
+	// DeleteVersion destroys one version or delete marker; ErrLocked while it is retained. One
+	// that is gone already succeeds.
+	DeleteVersion(ctx context.Context, key, versionID string) error
+}
+
+// Version is one version of an object, or a delete marker.
+type Version struct {
+	Key, VersionID string
+	LastModified   time.Time
+	Size           int64
+	// DeleteMarker: no bytes, it hides the versions before it; Latest: the key's newest.
+	DeleteMarker, Latest bool
+}
+
 // Reader is the reading half of a Bucket: what a restore step downloads through, either a
 // Bucket opened with keys or one object's presigned URL (OpenPresigned).
 type Reader interface {
@@ -103,6 +127,9 @@ type PutOptions struct {
 	// the header replaces the object: callers Stat first, which leaves the race between that
 	// Stat and the commit.
 	IfAbsent bool
+	// Unlocked writes the object without the destination's Object Lock retention: a scratch
+	// object that is deleted again (a point-in-time restore's database).
+	Unlocked bool
 }
 
 var (
@@ -117,4 +144,7 @@ var (
 	ErrAccessDenied = errors.New("access denied")
 	// ErrObjectExists: a Put with IfAbsent found an object at the key; that object is kept.
 	ErrObjectExists = errors.New("object exists")
+	// ErrLocked: S3 Object Lock retains the object version; it can be destroyed once its
+	// retention has run out. Not a configuration error.
+	ErrLocked = errors.New("retained by object lock")
 )

@@ -36,6 +36,12 @@ var (
 	// ErrEncryption: the destination's encryption or decryption Secret is missing, elsewhere
 	// than the Seed's namespace, or holds no valid age key.
 	ErrEncryption = errors.New("backup destination encryption")
+	// ErrObjectLockInvalid: the destination's objectLock names no mode S3 knows, or a number
+	// of days outside 1 to 36500.
+	ErrObjectLockInvalid = errors.New("backup destination object lock")
+	// ErrObjectLockNotEnabled: the destination sets objectLock, but its bucket does not have
+	// Object Lock enabled (S3 enables it only when a bucket is created).
+	ErrObjectLockNotEnabled = errors.New("object lock not enabled")
 )
 
 // Destination is one resolved Seed destination.
@@ -50,7 +56,27 @@ type Destination struct {
 	// backups are encrypted to (nil: not encrypted); Decryption the one whose key IdentityKey
 	// holds the identities they are decrypted with.
 	Encryption, Decryption *corev1.SecretReference
+	// Lock is the Object Lock retention every object is written with (nil: none).
+	Lock *Lock
 }
+
+// Lock is a destination's S3 Object Lock retention.
+type Lock struct {
+	// Mode is LockGovernance or LockCompliance.
+	Mode string
+	Days int
+}
+
+// Object Lock retention modes.
+const (
+	LockGovernance = "GOVERNANCE"
+	LockCompliance = "COMPLIANCE"
+)
+
+// Until is when an object written at t is no longer retained.
+func (l Lock) Until(t time.Time) time.Time { return t.AddDate(0, 0, l.Days) }
+
+func (l Lock) String() string { return fmt.Sprintf("%s for %d days", l.Mode, l.Days) }
 
 // Keys of the encryption and decryption Secrets.
 const (
@@ -66,7 +92,11 @@ func (d Destination) key() string {
 	if d.Credentials != nil {
 		secret = d.Credentials.Namespace + "/" + d.Credentials.Name
 	}
-	return fmt.Sprintf("%s|%s|%t|%s|%s", d.Name, d.Endpoint, d.Secure, d.BucketName, secret)
+	lock := ""
+	if d.Lock != nil {
+		lock = d.Lock.String()
+	}
+	return fmt.Sprintf("%s|%s|%t|%s|%s|%s", d.Name, d.Endpoint, d.Secure, d.BucketName, secret, lock)
 }
 
 // Source says where the destinations are configured: the Seed's spec.etcdBackupRestore, or,
@@ -224,6 +254,13 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 		return Destination{}, fmt.Errorf("%w: destination %q has no bucketName", ErrNotFound, name)
 	}
 	dest := Destination{Name: name, Endpoint: host, Secure: secure, BucketName: d.BucketName}
+	if l := d.ObjectLock; l != nil {
+		if (l.Mode != LockGovernance && l.Mode != LockCompliance) || l.Days < 1 || l.Days > 36500 {
+			return Destination{}, fmt.Errorf("%w: destination %q: objectLock {mode: %q, days: %d}: mode must be %s or %s, "+
+				"days from 1 to 36500", ErrObjectLockInvalid, name, l.Mode, l.Days, LockGovernance, LockCompliance)
+		}
+		dest.Lock = &Lock{Mode: l.Mode, Days: l.Days}
+	}
 	// The services may read Secrets in the Seed's namespace only (deploy/k8s/rbac.yaml): a
 	// reference elsewhere is a configuration error, not an API error to retry forever.
 	for _, ref := range []struct {
@@ -394,14 +431,28 @@ func (r *Resolver) open(ctx context.Context, d Destination) (Bucket, error) {
 		return nil, fmt.Errorf("%w: secret %s lacks %s or %s", ErrCredentials, key, kubermaticv1.SecretAccessKeyID,
 			kubermaticv1.SecretSecretAccessKey)
 	}
-	return d.Open(id, secret, r.opts...)
+	b, err := d.Open(id, secret, r.opts...)
+	if err != nil || d.Lock == nil {
+		return b, err
+	}
+	// Checked once a ClientTTL with the bucket: a destination that promises immutable
+	// backups and cannot keep the promise is refused, never written to without the lock.
+	if lc, ok := b.(interface{ checkLock(context.Context) error }); ok {
+		if err := lc.checkLock(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 // Open opens d's bucket with the given keys (not necessarily those of d's Secret: the
 // restorer proves the member pods' own).
 func (d Destination) Open(accessKeyID, secretAccessKey string, opts ...S3Option) (Bucket, error) {
-	b, err := OpenS3(d.Endpoint, d.Secure, accessKeyID, secretAccessKey, d.BucketName, append(opts,
-		withDestination(d.Name))...)
+	opts = append(opts, withDestination(d.Name))
+	if d.Lock != nil {
+		opts = append(opts, withLock(*d.Lock))
+	}
+	b, err := OpenS3(d.Endpoint, d.Secure, accessKeyID, secretAccessKey, d.BucketName, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("destination %q: %w", d.Name, err)
 	}
@@ -425,6 +476,8 @@ var reasons = []struct {
 	{ErrNotFound, "DestinationNotFound"},
 	{ErrCredentials, "CredentialsInvalid"},
 	{ErrEncryption, "EncryptionInvalid"},
+	{ErrObjectLockInvalid, "ObjectLockInvalid"},
+	{ErrObjectLockNotEnabled, "ObjectLockNotEnabled"},
 	{ErrBucketNotFound, "BucketNotFound"},
 	{ErrAccessDenied, "AccessDenied"},
 }

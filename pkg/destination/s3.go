@@ -7,6 +7,7 @@ package destination
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +64,14 @@ func WithPartTimeout(d time.Duration) S3Option {
 // DefaultPartTimeout is a put's bound per request: an 8 MiB part at 30 KB/s.
 const DefaultPartTimeout = 5 * time.Minute
 
+// withLock writes every object with l's Object Lock retention (but those put Unlocked).
+func withLock(l Lock) S3Option {
+	return func(b *s3Bucket) error {
+		b.lock = &l
+		return nil
+	}
+}
+
 // withDestination names the Seed destination in the bucket's errors.
 func withDestination(name string) S3Option {
 	return func(b *s3Bucket) error {
@@ -84,7 +93,7 @@ func OpenS3(host string, secure bool, accessKeyID, secretAccessKey, bucket strin
 	if err != nil {
 		return nil, fmt.Errorf("s3 client for %s: %w", host, err)
 	}
-	b := &s3Bucket{c: c, name: bucket, partSize: 8 << 20, threads: 4, partTimeout: DefaultPartTimeout}
+	b := &s3Bucket{c: c, name: bucket, partSize: 8 << 20, threads: 4, partTimeout: DefaultPartTimeout, now: time.Now}
 	for _, o := range opts {
 		if err := o(b); err != nil {
 			return nil, err
@@ -101,6 +110,9 @@ type s3Bucket struct {
 	threads  uint
 	// partTimeout bounds each request of a put (WithPartTimeout).
 	partTimeout time.Duration
+	// lock is the Object Lock retention of every put (nil: none).
+	lock *Lock
+	now  func() time.Time
 }
 
 func (b *s3Bucket) Name() string { return b.name }
@@ -140,6 +152,11 @@ func (b *s3Bucket) Put(ctx context.Context, key string, r io.Reader, size int64,
 	}
 	if opts.IfAbsent {
 		po.SetMatchETagExcept("*")
+	}
+	if b.lock != nil && !opts.Unlocked {
+		// S3 wants the body's digest with a retention: Content-MD5 on a single PUT.
+		po.Mode, po.RetainUntilDate, po.SendContentMd5 = minio.RetentionMode(b.lock.Mode),
+			b.lock.Until(b.now()).UTC(), true
 	}
 	if uint64(size) > b.partSize {
 		return b.multipart(ctx, key, r, size, po, opts.Uploaded)
@@ -292,7 +309,7 @@ func (b *s3Bucket) multipart(ctx context.Context, key string, r io.Reader, size 
 	core := minio.Core{Client: b.c}
 	nctx, cancel := context.WithTimeout(ctx, b.partTimeout)
 	id, err := core.NewMultipartUpload(nctx, b.name, key, minio.PutObjectOptions{ContentType: po.ContentType,
-		UserMetadata: po.UserMetadata})
+		UserMetadata: po.UserMetadata, Mode: po.Mode, RetainUntilDate: po.RetainUntilDate})
 	cancel()
 	if err != nil {
 		return b.classify("put "+key, key, err)
@@ -356,4 +373,57 @@ func (b *s3Bucket) uploadParts(ctx context.Context, core minio.Core, key, id str
 		return nil, err
 	}
 	return parts, ctx.Err()
+}
+
+// checkLock requires Object Lock enabled on the bucket (ErrObjectLockNotEnabled otherwise).
+func (b *s3Bucket) checkLock(ctx context.Context) error {
+	enabled, _, _, _, err := b.c.GetObjectLockConfig(ctx, b.name)
+	resp := minio.ToErrorResponse(err)
+	var notLockXML xml.UnmarshalError
+	switch {
+	case err == nil && enabled == "Enabled":
+		return nil
+	case err == nil, resp.Code == "ObjectLockConfigurationNotFoundError", resp.Code == "NotImplemented",
+		resp.StatusCode == http.StatusNotFound && resp.Code != minio.NoSuchBucket,
+		errors.As(err, &notLockXML): // a store that answers with something else knows no Object Lock
+		return fmt.Errorf("%w: destination %q sets objectLock (%s), but bucket %s does not have Object Lock enabled; "+
+			"S3 enables it only on a bucket created with it: create one so and point the destination at it",
+			ErrObjectLockNotEnabled, b.dest, b.lock, b.name)
+	}
+	return b.classify("read the object lock configuration", "", err)
+}
+
+func (b *s3Bucket) Lock() Lock {
+	if b.lock == nil {
+		return Lock{}
+	}
+	return *b.lock
+}
+
+func (b *s3Bucket) ListVersions(ctx context.Context, prefix string, f func(Version) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for o := range b.c.ListObjects(ctx, b.name, minio.ListObjectsOptions{Prefix: prefix, Recursive: true,
+		WithVersions: true}) {
+		if o.Err != nil {
+			return b.classify("list versions of "+prefix, "", o.Err)
+		}
+		if err := f(Version{Key: o.Key, VersionID: o.VersionID, LastModified: o.LastModified, Size: o.Size,
+			DeleteMarker: o.IsDeleteMarker, Latest: o.IsLatest}); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+func (b *s3Bucket) DeleteVersion(ctx context.Context, key, versionID string) error {
+	err := b.c.RemoveObject(ctx, b.name, key, minio.RemoveObjectOptions{VersionID: versionID})
+	if resp := minio.ToErrorResponse(err); err != nil && resp.StatusCode == http.StatusForbidden && b.lock != nil {
+		// The keys may delete (they just did: a Delete made the marker); the lock refused.
+		return describe(ErrLocked, "version %s of %s in bucket %s%s: %s", versionID, key, b.name, b.of(), resp.Message)
+	}
+	if err = b.classify("delete version "+versionID+" of "+key, key, err); errors.Is(err, ErrObjectNotFound) {
+		return nil
+	}
+	return err
 }

@@ -25,9 +25,12 @@ func run(ctx context.Context, args []string) error {
 	defer rt.Close()
 	m := scheduling.NewMetrics(rt.Endpoint.Registry())
 	dests := rt.Destinations(rt.Manager.GetClient())
+	// Credentials are read through the API: the cache would watch every Secret.
+	buckets := rt.Destinations(rt.Kube)
 	planner := &scheduling.Planner{
-		Reader: rt.Manager.GetClient(), Destinations: dests, API: rt.Kube, ManualInterval: cfg.TriggerMinInterval,
-		MinInterval: cfg.MinInterval, OnePerCluster: cfg.OnePerCluster,
+		Reader: rt.Manager.GetClient(), Destinations: dests, Buckets: buckets, API: rt.Kube,
+		ManualInterval: cfg.TriggerMinInterval,
+		MinInterval:    cfg.MinInterval, OnePerCluster: cfg.OnePerCluster,
 		Queue: scheduling.JetStreamQueue{JS: rt.JS, Metrics: m},
 	}
 	rec := &scheduling.Reconciler{Client: rt.Manager.GetClient(), Planner: planner, Recorder: rt.Events, Now: time.Now,
@@ -41,7 +44,7 @@ func run(ctx context.Context, args []string) error {
 	writer := statuswriter.New(rt.Kube, rt.Log, rt.Endpoint.Registry())
 	// The writer reads destination credentials (to confirm completions) through the API: the
 	// cache would watch every Secret.
-	writer.Destinations = rt.Destinations(rt.Kube)
+	writer.Destinations = buckets
 	writer.Events, writer.Cache, writer.Parallel = rt.Events, rt.Manager.GetClient(), cfg.StatusWriters
 	statuses, err := rt.BatchWorker(ctx, bus.ConsumerStatusWriter, func(maxDeliver int) bus.BatchHandler {
 		return bus.TypedBatch[etcdbackupv1.StatusEvent](maxDeliver, writer.HandleBatch)

@@ -48,7 +48,12 @@ func (b *Blocked) Error() string { return b.Message }
 type Planner struct {
 	Reader       client.Reader
 	Destinations Destinations
-	Queue        Queue
+	// Buckets opens a destination's bucket (destination.Resolver, reading credentials
+	// uncached: the cache would watch every Secret); nil: Object Lock is not checked here.
+	Buckets interface {
+		Bucket(ctx context.Context, d destination.Destination) (destination.Bucket, error)
+	}
+	Queue Queue
 	// API reads the config afresh and records its last manual backup (an annotation, under an
 	// optimistic lock); nil: Reader reads and nothing is recorded.
 	API client.Client
@@ -113,10 +118,20 @@ func (p *Planner) Check(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 		switch {
 		case errors.Is(err, destination.ErrNoDestinations):
 			return Target{}, &Blocked{Reason: kubermaticv1.ReasonNoDestinations, Message: err.Error(), Warning: true}
+		case errors.Is(err, destination.ErrObjectLockInvalid):
+			return Target{}, &Blocked{Reason: destination.Reason(err), Message: err.Error(), Warning: true}
 		case destination.IsConfigError(err):
 			return Target{}, &Blocked{Reason: kubermaticv1.ReasonDestinationNotFound, Message: err.Error(), Warning: true}
 		}
 		return Target{}, fmt.Errorf("look up destination: %w", err)
+	}
+	// A destination that promises immutable backups is refused while its bucket cannot keep
+	// the promise (no Object Lock), before a backup is taken for it. An S3 outage blocks
+	// nothing: the upload waits for S3 as any other.
+	if p.Buckets != nil && dest.Lock != nil {
+		if _, err := p.Buckets.Bucket(ctx, dest); destination.IsConfigError(err) {
+			return Target{}, &Blocked{Reason: destination.Reason(err), Message: err.Error(), Warning: true}
+		}
 	}
 	// The restore holding the lock backs the cluster up first, through its pre-restore config.
 	preRestore := cluster.PreRestoreBackupDue(cfg.Namespace, cfg.Name)

@@ -81,20 +81,37 @@ func (d *Deleter) Handle(ctx context.Context, req *etcdbackupv1.DeleteRequested,
 	case err != nil, v == held:
 		return err
 	case v == gone:
-		return d.done(ctx, req, start)
+		return d.done(ctx, req, start, "")
 	}
 	_ = bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_RUNNING,
 		"deleting ("+req.GetReason()+")"))
+	note := ""
 	if key := req.GetObjectKey(); key != "" { // "": a backup that never stored anything
-		b, err := d.Destinations.Bucket(ctx, l.Destinations[req.GetDestination()])
+		dest := l.Destinations[req.GetDestination()]
+		b, err := d.Destinations.Bucket(ctx, dest)
 		if err != nil {
 			return err
 		}
 		if err := b.Delete(ctx, key); err != nil {
 			return err
 		}
+		if dest.Lock != nil {
+			note = lockNote(*dest.Lock, l.Objects, req)
+		}
 	}
-	return d.done(ctx, req, start)
+	return d.done(ctx, req, start, note)
+}
+
+// lockNote says until when Object Lock retains the version of the backup req deleted (hidden
+// behind a delete marker), after which the pruner destroys it.
+func lockNote(lock destination.Lock, objects []retention.Object, req *etcdbackupv1.DeleteRequested) string {
+	for _, o := range objects {
+		if o.Backup == req.GetBackupName() && o.Destination == req.GetDestination() && !o.Stored.IsZero() {
+			return fmt.Sprintf("; object lock (%s) retains its version until %s, then the pruner destroys it", lock,
+				lock.Until(o.Stored).UTC().Format(time.RFC3339))
+		}
+	}
+	return fmt.Sprintf("; object lock (%s) retains its version until its retention runs out", lock)
 }
 
 // verdict is what a deletion message calls for.
@@ -137,9 +154,9 @@ func (d *Deleter) due(cfg *kubermaticv1.EtcdBackupConfig, l Listing, req *etcdba
 	return gone, nil
 }
 
-func (d *Deleter) done(ctx context.Context, req *etcdbackupv1.DeleteRequested, start time.Time) error {
+func (d *Deleter) done(ctx context.Context, req *etcdbackupv1.DeleteRequested, start time.Time, note string) error {
 	if err := bus.PublishStatus(ctx, d.JS, bus.DeleteStatusFor(req, etcdbackupv1.Phase_PHASE_COMPLETED,
-		"deleted ("+req.GetReason()+")")); err != nil {
+		"deleted ("+req.GetReason()+")"+note)); err != nil {
 		return err
 	}
 	d.Metrics.deleted.WithLabelValues(req.GetCluster(), req.GetDestination()).Inc()

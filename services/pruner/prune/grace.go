@@ -146,7 +146,12 @@ func (g *Grace) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 		return ctrl.Result{RequeueAfter: 10 * time.Second}, g.setStatus(ctx, &set, backupv1.DeletedPhaseDeleting,
 			fmt.Sprintf("deletion waits until EtcdRestore %s, which restores from these backups, ends", holder))
 	}
-	if err := g.deleteBackups(ctx, &set); err != nil {
+	retained, err := g.deleteBackups(ctx, &set)
+	if err == nil && retained > 0 {
+		return ctrl.Result{RequeueAfter: time.Hour}, g.setStatus(ctx, &set, backupv1.DeletedPhaseDeleting,
+			fmt.Sprintf("deleted; %d versions stay until their object lock runs out, then they are destroyed", retained))
+	}
+	if err != nil {
 		if destination.IsConfigError(err) {
 			g.Recorder.Eventf(&set, nil, corev1.EventTypeWarning, destination.Reason(err), "Delete", "%v", err)
 			return ctrl.Result{RequeueAfter: 30 * time.Second}, g.setStatus(ctx, &set, backupv1.DeletedPhaseDeleting,
@@ -225,27 +230,54 @@ func (g *Grace) holder(ctx context.Context, set *backupv1.DeletedBackupSet) (str
 	return "", nil
 }
 
-// deleteBackups deletes every backup of set (one already gone counts as deleted).
-func (g *Grace) deleteBackups(ctx context.Context, set *backupv1.DeletedBackupSet) error {
-	if err := g.setStatus(ctx, set, backupv1.DeletedPhaseDeleting, "deleting the backups"); err != nil {
-		return err
+// deleteBackups deletes every backup of set (one already gone counts as deleted). In an Object
+// Lock destination it destroys their versions as their locks let them go; it returns how many
+// are still retained.
+func (g *Grace) deleteBackups(ctx context.Context, set *backupv1.DeletedBackupSet) (int, error) {
+	if set.Status.Phase != backupv1.DeletedPhaseDeleting {
+		if err := g.setStatus(ctx, set, backupv1.DeletedPhaseDeleting, "deleting the backups"); err != nil {
+			return 0, err
+		}
 	}
 	var errs []error
+	retained := 0
 	for _, b := range set.Spec.Backups {
-		dest, err := g.Destinations.Lookup(ctx, b.Destination)
-		if err == nil {
-			var bucket destination.Bucket
-			if bucket, err = g.Destinations.Bucket(ctx, dest); err == nil {
-				err = bucket.Delete(ctx, b.ObjectKey)
-			}
-		}
+		r, err := g.deleteBackup(ctx, b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("backup %s in destination %q: %w", b.Name, b.Destination, err))
 			continue
 		}
+		retained += r
 		g.Metrics.deleted.WithLabelValues(set.Spec.Cluster, b.Destination).Inc()
 	}
-	return errors.Join(errs...)
+	return retained, errors.Join(errs...)
+}
+
+// deleteBackup deletes one backup, and where Object Lock kept its versions, destroys those
+// whose lock ran out; it returns how many stay retained.
+func (g *Grace) deleteBackup(ctx context.Context, b backupv1.DeletedBackup) (int, error) {
+	dest, err := g.Destinations.Lookup(ctx, b.Destination)
+	if err != nil {
+		return 0, err
+	}
+	bucket, err := g.Destinations.Bucket(ctx, dest)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := bucket.(destination.Versions)
+	if dest.Lock == nil || !ok {
+		return 0, bucket.Delete(ctx, b.ObjectKey)
+	}
+	// Hidden once: each Delete of a versioned key adds a delete marker.
+	if _, err := bucket.Stat(ctx, b.ObjectKey); err == nil {
+		if err := bucket.Delete(ctx, b.ObjectKey); err != nil {
+			return 0, err
+		}
+	} else if !errors.Is(err, destination.ErrObjectNotFound) {
+		return 0, err
+	}
+	_, retained, _, err := sweep(ctx, v, b.ObjectKey, g.now())
+	return retained, err
 }
 
 // setStatus writes set's phase and message, with how many backups it holds and the newest.

@@ -10,8 +10,9 @@ import (
 // Metrics are the pruner's: what each listing found of a config's backups, and the backups
 // deleted. Its failures are counted by Report.
 type Metrics struct {
-	count, bytes, newest, grace *prometheus.GaugeVec
-	passes, deleted             *prometheus.CounterVec
+	count, bytes, newest, grace   *prometheus.GaugeVec
+	retainedVersions, lockedUntil *prometheus.GaugeVec
+	passes, deleted               *prometheus.CounterVec
 }
 
 // NewMetrics registers the pruner's metrics on r; the Planner, Deleter and Reconciler share them.
@@ -29,6 +30,11 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 		grace: gauge("etcdbackup_backups_in_grace",
 			"Backups a deleted config left that are kept for the grace period (a DeletedBackupSet's), by the "+
 				"deleted config."),
+		retainedVersions: gauge("etcdbackup_retained_versions",
+			"Versions of a config's deleted backups that S3 Object Lock still retains (destroyed once it lets them go)."),
+		lockedUntil: gauge("etcdbackup_newest_backup_locked_until_timestamp_seconds",
+			"When the Object Lock of a config's newest backup runs out: after that, whoever holds the bucket's keys can "+
+				"destroy it."),
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_retention_passes_total",
 			Help: "Listings of a config's prefix this replica made to apply retention.",
@@ -38,7 +44,7 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Help: "Backups this replica deleted (or found already gone), by cluster and destination.",
 		}, []string{"cluster", "destination"}),
 	}
-	r.MustRegister(m.count, m.bytes, m.newest, m.grace, m.passes, m.deleted)
+	r.MustRegister(m.count, m.bytes, m.newest, m.grace, m.retainedVersions, m.lockedUntil, m.passes, m.deleted)
 	return m
 }
 
@@ -60,9 +66,17 @@ func (m *Metrics) listed(ns, config string, objects []retention.Object) {
 	}
 }
 
+// locked records what a sweep of a config's Object Lock destinations found.
+func (m *Metrics) locked(ns, config string, retained int, newestUntil time.Time) {
+	m.retainedVersions.WithLabelValues(ns, config).Set(float64(retained))
+	if !newestUntil.IsZero() {
+		m.lockedUntil.WithLabelValues(ns, config).Set(float64(newestUntil.Unix()))
+	}
+}
+
 // forget drops a config that is gone.
 func (m *Metrics) forget(ns, config string) {
-	for _, g := range []*prometheus.GaugeVec{m.count, m.bytes, m.newest} {
+	for _, g := range []*prometheus.GaugeVec{m.count, m.bytes, m.newest, m.retainedVersions, m.lockedUntil} {
 		g.DeleteLabelValues(ns, config)
 	}
 	m.passes.DeleteLabelValues(ns, config)

@@ -196,6 +196,11 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 	} else if n > 0 {
 		p.Log.Info("journal segments deleted", "config", cfg.Namespace+"/"+cfg.Name, "count", n)
 	}
+	if n, err := p.sweepLocked(ctx, cfg, l); err != nil {
+		return l, err
+	} else if n > 0 {
+		p.Log.Info("versions past their object lock destroyed", "config", cfg.Namespace+"/"+cfg.Name, "count", n)
+	}
 	for _, h := range l.Decision.Held {
 		p.Log.Debug("deletion held", "config", cfg.Namespace+"/"+cfg.Name, "backup", h.Backup, "why", h.Reason)
 	}

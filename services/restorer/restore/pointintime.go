@@ -176,8 +176,9 @@ func (r *Reconciler) storePointInTime(ctx context.Context, b destination.Bucket,
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
+	// Scratch: deleted when the restore ends, so never under the destination's Object Lock.
 	return b.Put(ctx, out.Key, f, w.Size(), destination.PutOptions{ContentType: backupformat.ContentType,
-		Metadata: meta.Map()})
+		Metadata: meta.Map(), Unlocked: true})
 }
 
 // buildPointInTime builds rs's target's database (pointInTime), reading the target from to.
@@ -217,6 +218,16 @@ func (r *Reconciler) deletePointInTimeIn(ctx context.Context, rs *kubermaticv1.E
 		var b destination.Bucket
 		if b, err = r.Destinations.Bucket(ctx, d); err == nil {
 			err = b.Delete(ctx, key)
+		}
+		// In a versioned (Object Lock) bucket the delete only hid it: the scratch database was
+		// written unlocked, its versions go now.
+		if v, ok := b.(destination.Versions); ok && err == nil && d.Lock != nil {
+			err = v.ListVersions(ctx, key, func(ver destination.Version) error {
+				if ver.Key != key {
+					return nil
+				}
+				return v.DeleteVersion(ctx, key, ver.VersionID)
+			})
 		}
 	}
 	if err != nil {

@@ -39,8 +39,10 @@ func StartS3(ctx context.Context, dir, toolDir string) (*S3, error) {
 		logDir:    filepath.Join(dir, "logs"),
 	}
 	s.Endpoint = "http://" + s.Host
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
-		return nil, err
+	for _, d := range []string{s.dir, s.dir + "-versions"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, err
+		}
 	}
 	return s, s.Start(ctx)
 }
@@ -48,8 +50,10 @@ func StartS3(ctx context.Context, dir, toolDir string) (*S3, error) {
 // Start starts (or restarts) the server on its port and directory and waits until it answers.
 func (s *S3) Start(ctx context.Context) error {
 	var err error
+	// --versioning-dir: buckets may be versioned, and so created with Object Lock, which
+	// versitygw then enforces (a retained version's delete is refused).
 	s.proc, err = StartProcess("versitygw", s.bin, []string{"--access", s.AccessKey, "--secret", s.SecretKey, "--port",
-		s.Host, "posix", s.dir}, nil, s.logDir)
+		s.Host, "posix", "--versioning-dir", s.dir + "-versions", s.dir}, nil, s.logDir)
 	if err != nil {
 		return err
 	}
@@ -82,4 +86,9 @@ func (s *S3) Client() *minio.Client {
 // MakeBucket creates a bucket.
 func (s *S3) MakeBucket(ctx context.Context, name string) error {
 	return s.Client().MakeBucket(ctx, name, minio.MakeBucketOptions{})
+}
+
+// MakeLockedBucket creates a bucket with Object Lock enabled (and so versioned).
+func (s *S3) MakeLockedBucket(ctx context.Context, name string) error {
+	return s.Client().MakeBucket(ctx, name, minio.MakeBucketOptions{ObjectLocking: true})
 }

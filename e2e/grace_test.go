@@ -100,7 +100,33 @@ func TestConfigDeletionKeepsItsBackupsForTheGrace(t *testing.T) {
 		t.Errorf("etcdbackup_backups_in_grace never counted the kept backup: %v", err)
 	}
 
-	mustKubectl(t, nil, "delete", "deletedbackupset", set.Name, "--wait=true", "--timeout=60s")
+	// The config created again under its name finds its old backup and takes it back: listed
+	// in its status (restorable by name as any other), the set gone.
+	again := newConfig(t, ctx, cluster, "once", "", "", 5)
+	adopted := waitConfig(t, ctx, again.Namespace, again.Name, 60*time.Second, "the old backup listed again",
+		func(c *kubermaticv1.EtcdBackupConfig) bool {
+			e, ok := entry(c, b.BackupName)
+			return ok && e.BackupPhase == kubermaticv1.PhaseCompleted && len(entries(c, kubermaticv1.PhaseCompleted)) == 2
+		})
+	waitEvent(t, ctx, again.Namespace, again.Name, corev1.EventTypeNormal, "BackupsAdopted")
+	err = sandbox.Poll(ctx, 30*time.Second, 200*time.Millisecond, func() (bool, error) {
+		err := env.Client.Get(ctx, client.ObjectKeyFromObject(set), &backupv1.DeletedBackupSet{})
+		return apierrors.IsNotFound(err), client.IgnoreNotFound(err)
+	})
+	if err != nil {
+		t.Fatalf("the set stayed after its config was created again: %v", err)
+	}
+
+	// Deleted again: a new set with both; deleting the set deletes them.
+	if err := env.Client.Delete(ctx, adopted); err != nil {
+		t.Fatal(err)
+	}
+	second := waitDeletedSet(t, ctx, cfg.Namespace, cfg.Name) // the first one is gone
+	if second.Spec.ConfigUID != adopted.UID || len(second.Spec.Backups) != 2 {
+		t.Fatalf("the second deletion's set is of config uid %s with %+v; want %s's two backups", second.Spec.ConfigUID,
+			second.Spec.Backups, adopted.UID)
+	}
+	mustKubectl(t, nil, "delete", "deletedbackupset", second.Name, "--wait=true", "--timeout=60s")
 	if got := bucketKeys(t, ctx, cfg); len(got) != 0 {
 		t.Fatalf("the set was deleted, its backups stayed: %v", got)
 	}

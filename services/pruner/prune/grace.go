@@ -88,11 +88,13 @@ type Grace struct {
 	Now func() time.Time
 }
 
-// SetupWithManager registers the controller: every DeletedBackupSet, and the set an
-// EtcdRestore restores from (a deletion waiting for the restore goes on when it ends).
+// SetupWithManager registers the controller: every DeletedBackupSet, the set an EtcdRestore
+// restores from (a deletion waiting for the restore goes on when it ends), and the sets of a
+// config's namespace and name (one created again adopts them).
 func (g *Grace) SetupWithManager(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("deletedbackupset-pruner").
 		For(&backupv1.DeletedBackupSet{}).
+		Watches(&kubermaticv1.EtcdBackupConfig{}, handler.EnqueueRequestsFromMapFunc(g.setsOf)).
 		Watches(&kubermaticv1.EtcdRestore{}, handler.EnqueueRequestsFromMapFunc(
 			func(_ context.Context, obj client.Object) []reconcile.Request {
 				if name := obj.GetAnnotations()[backupv1.AnnotationDeletedBackups]; name != "" {
@@ -105,6 +107,22 @@ func (g *Grace) SetupWithManager(mgr ctrl.Manager) error {
 		return fmt.Errorf("deletedbackupset controller: %w", err)
 	}
 	return nil
+}
+
+// setsOf maps a config to the sets a config of its namespace and name left.
+func (g *Grace) setsOf(ctx context.Context, obj client.Object) []reconcile.Request {
+	var sets backupv1.DeletedBackupSetList
+	if err := g.Client.List(ctx, &sets); err != nil {
+		g.Log.Warn("list deletedbackupsets", "err", err)
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, s := range sets.Items {
+		if s.Spec.Namespace == obj.GetNamespace() && s.Spec.Config == obj.GetName() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Name: s.Name}})
+		}
+	}
+	return reqs
 }
 
 func (g *Grace) now() time.Time {

@@ -101,7 +101,9 @@ func TestConfigDeletionKeepsItsBackupsForTheGrace(t *testing.T) {
 	}
 
 	// The config created again under its name finds its old backup and takes it back: listed
-	// in its status (restorable by name as any other), the set gone.
+	// in its status (restorable by name as any other), the set gone. (Created in a later
+	// second: a one-time backup is named after its config's creation, to the second.)
+	nextSecond(t, ctx, done.CreationTimestamp.Time)
 	again := newConfig(t, ctx, cluster, "once", "", "", 5)
 	adopted := waitConfig(t, ctx, again.Namespace, again.Name, 60*time.Second, "the old backup listed again",
 		func(c *kubermaticv1.EtcdBackupConfig) bool {

@@ -177,13 +177,9 @@ func (g *Grace) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, e
 		}
 		return ctrl.Result{}, err
 	}
-	patched := set.DeepCopy()
-	controllerutil.RemoveFinalizer(patched, backupv1.DeletedBackupSetFinalizer)
-	if err := g.Client.Patch(ctx, patched, client.MergeFromWithOptions(&set,
-		client.MergeFromWithOptimisticLock{})); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
+	if _, err := g.release(ctx, &set); err != nil {
+		return ctrl.Result{}, err
 	}
-	g.Metrics.grace.DeleteLabelValues(set.Spec.Namespace, set.Spec.Config)
 	g.Log.Info("backups of a deleted config deleted", "deletedbackupset", set.Name, "backups", len(set.Spec.Backups))
 	return ctrl.Result{}, nil
 }
@@ -211,22 +207,32 @@ func (g *Grace) handOver(ctx context.Context, set *backupv1.DeletedBackupSet, ad
 	if err != nil {
 		return err
 	}
-	patched := set.DeepCopy()
-	controllerutil.RemoveFinalizer(patched, backupv1.DeletedBackupSetFinalizer)
-	if err := g.Client.Patch(ctx, patched, client.MergeFromWithOptions(set,
-		client.MergeFromWithOptimisticLock{})); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if err := g.Client.Delete(ctx, patched); client.IgnoreNotFound(err) != nil {
+	released, err := g.release(ctx, set)
+	if err != nil || released == nil {
 		return err
 	}
-	g.Metrics.grace.DeleteLabelValues(set.Spec.Namespace, set.Spec.Config)
+	if err := g.Client.Delete(ctx, released); client.IgnoreNotFound(err) != nil {
+		return err
+	}
 	g.Recorder.Eventf(adopter, nil, corev1.EventTypeNormal, "BackupsAdopted", "Adopt",
 		"the %d backups of the config deleted at %s (DeletedBackupSet %s) are this config's again: retention counts them",
 		len(set.Spec.Backups), set.Spec.DeletedAt.UTC().Format(time.RFC3339), set.Name)
 	g.Log.Info("deleted config's backups adopted", "deletedbackupset", set.Name,
 		"config", adopter.Namespace+"/"+adopter.Name)
 	return nil
+}
+
+// release removes set's finalizer (its backups are deleted or adopted) and forgets its metric;
+// it returns the set as patched, nil when it is gone already.
+func (g *Grace) release(ctx context.Context, set *backupv1.DeletedBackupSet) (*backupv1.DeletedBackupSet, error) {
+	patched := set.DeepCopy()
+	controllerutil.RemoveFinalizer(patched, backupv1.DeletedBackupSetFinalizer)
+	if err := g.Client.Patch(ctx, patched, client.MergeFromWithOptions(set,
+		client.MergeFromWithOptimisticLock{})); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	g.Metrics.grace.DeleteLabelValues(set.Spec.Namespace, set.Spec.Config)
+	return patched, nil
 }
 
 // holder names an unfinished EtcdRestore that restores from one of set's backups: annotated

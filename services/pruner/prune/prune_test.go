@@ -200,19 +200,8 @@ func TestDeletionWaitsForEveryDestinationStatusRecords(t *testing.T) {
 	if err := s3.Bucket(t, "old-bucket").Delete(ctx, cfg.Status.LastBackups[0].ObjectKey); err != nil {
 		t.Fatal(err)
 	}
-	cfg.Finalizers = []string{kubermaticv1.DeleteAllBackupsFinalizer}
 	c := p.Reader.(client.Client)
-	status := cfg.Status
-	if err := c.Create(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Status = status
-	if err := c.Status().Update(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Delete(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
+	deleteConfig(t, c, cfg)
 	js := natstest.Bus(t, 8<<20)
 	p.JS = js
 	r := &Reconciler{Client: c, Planner: p, Recorder: events.NewFakeRecorder(10), Interval: time.Minute, Log: p.Log}

@@ -49,6 +49,10 @@ const (
 	// ConditionBackupsDeleted is False, on a config being deleted, while its backups are not
 	// all deleted yet (reasons DeletionPending, DestinationUnreachable).
 	ConditionBackupsDeleted = "BackupsDeleted"
+	// ConditionBackupsCopied says, on a config whose destination has copyTo, whether every
+	// backup and journal segment is also in the copy destination, verified (pruner): True,
+	// Copied; False, CopyPending (the message says what is not copied yet, since when, and why).
+	ConditionBackupsCopied = "BackupsCopied"
 	// ConditionBackupRestorable says how the newest restore drill of the config's newest
 	// backup went (restorer): True, DrillPassed; False, DrillFailed; Unknown, DrillNotRun or
 	// InvalidDrillSchedule. LastHeartbeatTime is when the last drill ran.

@@ -75,6 +75,12 @@ type BackupDestination struct {
 	// the destinations ConfigMap there.
 	// +optional
 	ObjectLock *ObjectLock `json:"objectLock,omitempty"`
+	// CopyTo names another destination of the Seed that every backup and journal segment
+	// stored here is copied to (and verified there by sha256), with the config's retention
+	// applied there on its own: a restore finds the copy when this destination's bucket is
+	// gone. Not in KKP's Seed: set it in the destinations ConfigMap there.
+	// +optional
+	CopyTo string `json:"copyTo,omitempty"`
 }
 
 // ObjectLock is the S3 Object Lock retention every object of a destination is written with.

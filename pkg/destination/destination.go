@@ -58,6 +58,8 @@ type Destination struct {
 	Encryption, Decryption *corev1.SecretReference
 	// Lock is the Object Lock retention every object is written with (nil: none).
 	Lock *Lock
+	// CopyTo names the destination every object stored here is copied to ("": none).
+	CopyTo string
 }
 
 // Lock is a destination's S3 Object Lock retention.
@@ -260,6 +262,18 @@ func (r *Resolver) Lookup(ctx context.Context, name string) (Destination, error)
 				"days from 1 to 36500", ErrObjectLockInvalid, name, l.Mode, l.Days, LockGovernance, LockCompliance)
 		}
 		dest.Lock = &Lock{Mode: l.Mode, Days: l.Days}
+	}
+	if c := d.CopyTo; c != "" {
+		other, ok := cfg.Destinations[c]
+		switch {
+		case c == name, !ok || other == nil:
+			return Destination{}, fmt.Errorf("%w: destination %q copies to %q, which is not another destination of %s",
+				ErrNotFound, name, c, r.src)
+		case other.CopyTo != "":
+			return Destination{}, fmt.Errorf("%w: destination %q copies to %q, which copies on to %q: copies are one hop",
+				ErrNotFound, name, c, other.CopyTo)
+		}
+		dest.CopyTo = c
 	}
 	// The services may read Secrets in the Seed's namespace only (deploy/k8s/rbac.yaml): a
 	// reference elsewhere is a configuration error, not an API error to retry forever.

@@ -12,6 +12,7 @@ import (
 type Metrics struct {
 	count, bytes, newest, grace   *prometheus.GaugeVec
 	retainedVersions, lockedUntil *prometheus.GaugeVec
+	copyLagSeconds                *prometheus.GaugeVec
 	passes, deleted               *prometheus.CounterVec
 }
 
@@ -35,6 +36,8 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 		lockedUntil: gauge("etcdbackup_newest_backup_locked_until_timestamp_seconds",
 			"When the Object Lock of a config's newest backup runs out: after that, whoever holds the bucket's keys can "+
 				"destroy it."),
+		copyLagSeconds: gauge("etcdbackup_copy_lag_seconds",
+			"How long the oldest object of a config not yet in its destination's copyTo has waited (0: all copied)."),
 		passes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "etcdbackup_retention_passes_total",
 			Help: "Listings of a config's prefix this replica made to apply retention.",
@@ -44,7 +47,8 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Help: "Backups this replica deleted (or found already gone), by cluster and destination.",
 		}, []string{"cluster", "destination"}),
 	}
-	r.MustRegister(m.count, m.bytes, m.newest, m.grace, m.retainedVersions, m.lockedUntil, m.passes, m.deleted)
+	r.MustRegister(m.count, m.bytes, m.newest, m.grace, m.retainedVersions, m.lockedUntil, m.copyLagSeconds, m.passes,
+		m.deleted)
 	return m
 }
 
@@ -74,9 +78,19 @@ func (m *Metrics) locked(ns, config string, retained int, newestUntil time.Time)
 	}
 }
 
+// copyLag records how long the oldest object not yet copied has waited (zero oldest: none).
+func (m *Metrics) copyLag(ns, config string, oldest, now time.Time) {
+	lag := 0.0
+	if !oldest.IsZero() {
+		lag = max(now.Sub(oldest).Seconds(), 0) // the bucket's clock may run ahead
+	}
+	m.copyLagSeconds.WithLabelValues(ns, config).Set(lag)
+}
+
 // forget drops a config that is gone.
 func (m *Metrics) forget(ns, config string) {
-	for _, g := range []*prometheus.GaugeVec{m.count, m.bytes, m.newest, m.retainedVersions, m.lockedUntil} {
+	for _, g := range []*prometheus.GaugeVec{m.count, m.bytes, m.newest, m.retainedVersions, m.lockedUntil,
+		m.copyLagSeconds} {
 		g.DeleteLabelValues(ns, config)
 	}
 	m.passes.DeleteLabelValues(ns, config)

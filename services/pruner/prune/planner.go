@@ -55,6 +55,10 @@ type Listing struct {
 	Unreachable map[string]error
 	Objects     []retention.Object
 	Decision    retention.Decision
+	// Held are the backups a restore needs (backup name -> why).
+	Held map[string]string
+	// Copy is what the pass did in the destination Current copies to (Plan; nil: none).
+	Copy *Copy
 }
 
 // Decide lists cfg's prefix in its destination and in every other destination its status
@@ -96,6 +100,7 @@ func (p *Planner) Decide(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 	if err != nil {
 		return Listing{}, err
 	}
+	l.Held = held
 	l.Decision = retention.Plan(cfg, l.Objects, retention.Scope{Current: cur.Name, Listed: listed, Held: held,
 		Now: p.now(), Grace: p.Grace > 0})
 	return l, nil
@@ -200,6 +205,13 @@ func (p *Planner) Plan(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) 
 		return l, err
 	} else if n > 0 {
 		p.Log.Info("versions past their object lock destroyed", "config", cfg.Namespace+"/"+cfg.Name, "count", n)
+	}
+	if l.Current.CopyTo != "" {
+		c, err := p.copyOut(ctx, cfg, l)
+		if err != nil {
+			return l, err
+		}
+		l.Copy = &c
 	}
 	for _, h := range l.Decision.Held {
 		p.Log.Debug("deletion held", "config", cfg.Namespace+"/"+cfg.Name, "backup", h.Backup, "why", h.Reason)

@@ -108,8 +108,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		r.setCondition(ctx, &cfg, "DeletionPending", pending(d), false)
 		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	if len(l.Decision.Graced) > 0 {
-		set, err := r.keepForGrace(ctx, &cfg, l.Decision.Graced)
+	graced := l.Decision.Graced
+	if l.Copy != nil {
+		graced = append(graced, l.Copy.Graced...)
+	}
+	if len(graced) > 0 {
+		set, err := r.keepForGrace(ctx, &cfg, graced)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -140,8 +144,17 @@ func (r *Reconciler) retain(ctx context.Context, cfg *kubermaticv1.EtcdBackupCon
 		}
 		*cfg = *patched
 	}
-	if _, err := r.Planner.Plan(ctx, cfg); err != nil && !destination.IsConfigError(err) {
+	l, err := r.Planner.Plan(ctx, cfg)
+	if err != nil && !destination.IsConfigError(err) {
 		return ctrl.Result{}, fmt.Errorf("retention of %s/%s: %w", cfg.Namespace, cfg.Name, err)
+	}
+	if err == nil && l.Copy != nil {
+		ok, reason, msg := copyCondition(l.Copy, r.Planner.now())
+		status := corev1.ConditionTrue
+		if !ok {
+			status = corev1.ConditionFalse
+		}
+		r.condition(ctx, cfg, kubermaticv1.ConditionBackupsCopied, status, reason, msg, !ok && l.Copy.Err != nil)
 	}
 	return ctrl.Result{RequeueAfter: r.Interval}, nil
 }
@@ -162,9 +175,15 @@ func pending(d retention.Decision) string {
 // setCondition records on a config being deleted why it is still there.
 func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, reason, message string,
 	warning bool) {
+	r.condition(ctx, cfg, kubermaticv1.ConditionBackupsDeleted, corev1.ConditionFalse, reason, message, warning)
+}
+
+// condition writes a condition of cfg's status when it changed, with a Warning Event then if
+// warning.
+func (r *Reconciler) condition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, kind string,
+	status corev1.ConditionStatus, reason, message string, warning bool) {
 	patched := cfg.DeepCopy()
-	changed := patched.Status.SetCondition(kubermaticv1.ConditionBackupsDeleted, corev1.ConditionFalse, reason, message,
-		metav1.Now())
+	changed := patched.Status.SetCondition(kind, status, reason, message, metav1.Now())
 	if !changed {
 		return
 	}
@@ -174,7 +193,11 @@ func (r *Reconciler) setCondition(ctx context.Context, cfg *kubermaticv1.EtcdBac
 		return
 	}
 	if warning {
-		r.Recorder.Eventf(cfg, nil, corev1.EventTypeWarning, reason, "Delete", "%s", message)
+		action := "Delete"
+		if kind == kubermaticv1.ConditionBackupsCopied {
+			action = "Copy"
+		}
+		r.Recorder.Eventf(cfg, nil, corev1.EventTypeWarning, reason, action, "%s", message)
 	}
 }
 

@@ -154,6 +154,11 @@ func (r *Reconciler) verify(ctx context.Context, rs *kubermaticv1.EtcdRestore,
 	}
 	t.destination, t.bucket = dest.Name, dest.BucketName
 	b, err := r.Destinations.Bucket(ctx, dest)
+	if dest.CopyTo != "" && rs.Annotations[kubermaticv1.AnnotationRestoreTo] == "" {
+		if dest, b, err = r.orCopy(ctx, rs, dest, b, err, t.key); err == nil {
+			t.destination, t.bucket = dest.Name, dest.BucketName
+		}
+	}
 	if err != nil {
 		return t, member.Verified{}, err
 	}
@@ -275,4 +280,31 @@ func (r *Reconciler) refuse(ctx context.Context, rs *kubermaticv1.EtcdRestore, c
 	_ = r.setPhase(ctx, rs, "", corev1.EventTypeWarning, "Retrying",
 		fmt.Sprintf("retrying (nothing was changed yet): %v", err), nil)
 	return ctrl.Result{}, err
+}
+
+// orCopy is the destination a restore reads key from: dest, unless its bucket cannot be
+// opened or does not hold key (the bucket lost, the store down) and the destination it copies
+// to does; then that one, said in an Event. Any other case is dest, with its own error.
+func (r *Reconciler) orCopy(ctx context.Context, rs *kubermaticv1.EtcdRestore, dest destination.Destination,
+	b destination.Bucket, err error, key string) (destination.Destination, destination.Bucket, error) {
+	if err == nil {
+		if _, err = b.Stat(ctx, key); err == nil {
+			return dest, b, nil
+		}
+	}
+	copyDest, cerr := r.Destinations.Lookup(ctx, dest.CopyTo)
+	if cerr != nil {
+		return dest, b, err
+	}
+	cb, cerr := r.Destinations.Bucket(ctx, copyDest)
+	if cerr == nil {
+		_, cerr = cb.Stat(ctx, key)
+	}
+	if cerr != nil {
+		return dest, b, err
+	}
+	r.event(rs, corev1.EventTypeWarning, "RestoringFromCopy", "Verify", fmt.Sprintf(
+		"destination %q cannot give %s (%v); restoring from its copy in destination %q", dest.Name, key, err,
+		copyDest.Name))
+	return copyDest, cb, nil
 }

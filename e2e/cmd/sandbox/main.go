@@ -247,6 +247,13 @@ Encryption and drills: destination %q encrypts backups with age (recipients in s
   kubectl -n %s annotate etcdbackupconfig daily-backup etcdbackup.k8c.io/drill-schedule='@every 5m'
   kubectl -n %s get etcdbackupconfig daily-backup -o jsonpath='{.status.conditions.BackupRestorable}'
 
+Mistakes (docs/operations.md, "When someone makes a mistake"): every restore first backs the
+cluster up (restore that backup to undo it), and a deleted config's backups stay 7 days:
+
+  kubectl -n %s get etcdrestore demo-restore -o jsonpath='{.status.preRestoreBackup}'
+  kubectl -n %s delete etcdbackupconfig before-restore
+  kubectl get deletedbackupsets                   # its backups, kept until EXPIRES
+
 S3 (versitygw) listens on %s, bucket %s; credentials are in secret %s/%s.
 Logs: %s/logs. Ctrl-C stops everything.
 
@@ -264,7 +271,7 @@ func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule
 		RestoreCluster, strings.Join(kubelet.ClientURLs(), ","), rns, rns, RestoreCluster, rns, rns,
 		ContinuousConfig, RestoreCluster, rns, ContinuousConfig, rns, RestoreCluster, ContinuousConfig, rns, rns,
 		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace,
-		sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns,
+		sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns, rns, rns,
 		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir, consoleURL(env), token)
 }
 

@@ -1,6 +1,7 @@
 // Package bench measures the backup pipeline against real components: `make bench`.
 //
-// ETCDBACKUP_BENCH_MIB sets the etcd database size to back up (default 256). Reported per
+// ETCDBACKUP_BENCH_MIB sets the etcd database size to back up (default 256), and
+// ETCDBACKUP_BENCH_DATA its data (BenchmarkBackup: kube, the default, or configmaps). Reported per
 // run: etcd's raw snapshot stream rate (read to /dev/null, the ceiling), the pipeline's
 // snapshot and upload times, and the peak RSS of the snapshotter and uploader processes.
 package bench
@@ -69,7 +70,7 @@ func BenchmarkBackup(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	dbSize := fill(b, ctx, cli, env.DemoEtcd.Endpoint, mib)
+	dbSize := fillData(b, ctx, cli, env.DemoEtcd.Endpoint, mib)
 	raw := rawStream(b, ctx, env)
 
 	cfg := &kubermaticv1.EtcdBackupConfig{
@@ -191,6 +192,24 @@ func kkpPath(b *testing.B, ctx context.Context, env *sandbox.Env) kkpTimes {
 // KiB of
 // random base64 (incompressible, like secrets and certificates) and 24 KiB of structured
 // lines (repetitive, like most of what the API server stores).
+// fillData fills etcd as ETCDBACKUP_BENCH_DATA says: "kube" (the default), what
+// kube-apiserver writes (kubeFill); "configmaps", 32 KiB JSON configmaps (fill), the data of
+// the figures before 2026-12-06.
+func fillData(b *testing.B, ctx context.Context, cli *clientv3.Client, endpoint string, mib int) int64 {
+	b.Helper()
+	switch data := os.Getenv("ETCDBACKUP_BENCH_DATA"); data {
+	case "", "kube":
+		b.Logf("data: kube-apiserver's (ETCDBACKUP_BENCH_DATA=kube)")
+		return kubeFill(b, ctx, cli, endpoint, mib)
+	case "configmaps":
+		b.Logf("data: 32 KiB JSON configmaps (ETCDBACKUP_BENCH_DATA=configmaps)")
+		return fill(b, ctx, cli, endpoint, mib)
+	default:
+		b.Fatalf("ETCDBACKUP_BENCH_DATA=%q: kube or configmaps", data)
+		return 0
+	}
+}
+
 func fill(b *testing.B, ctx context.Context, cli *clientv3.Client, endpoint string, mib int) int64 {
 	b.Helper()
 	const valueSize = 32 << 10

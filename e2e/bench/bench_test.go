@@ -353,7 +353,10 @@ func stageTimes(b *testing.B, ctx context.Context, env *sandbox.Env,
 		}
 		switch msg := ev.GetMessage(); {
 		case strings.HasPrefix(msg, "taking snapshot"):
-			taking = at
+			// The first: progress events ("taking snapshot: 553 of 1105 MiB") follow it.
+			if taking.IsZero() {
+				taking = at
+			}
 		case strings.HasPrefix(msg, "snapshot of "):
 			staged = at
 		case ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED:

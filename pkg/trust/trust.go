@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 
+	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
@@ -146,4 +147,22 @@ func Record(rec events.EventRecorder, cfg *kubermaticv1.EtcdBackupConfig, subjec
 	}
 	rec.Eventf(cfg, nil, corev1.EventTypeWarning, EventReasonRejected, "Consume", "message on %s refused: %v", subject,
 		err)
+}
+
+// DeletedKey is the object key of backup b of a DeletedBackupSet, derived from what the set
+// records of its config (cluster, namespace, name) and b's name, as every other backup's key
+// is: the set's recorded key is only accepted when it is that key. A set is cluster-scoped and
+// written by the pruner, but whoever may write one must not make the pruner delete, or a
+// restore read, an object outside the deleted config's prefix.
+func DeletedKey(set *backupv1.DeletedBackupSet, b backupv1.DeletedBackup) (string, error) {
+	s := set.Spec
+	if _, ok := backupname.Parse(s.Config, b.Name); !ok {
+		return "", fmt.Errorf("DeletedBackupSet %s: %q is not a backup name of config %q", set.Name, b.Name, s.Config)
+	}
+	key := backupname.ObjectKey(s.Cluster, s.Namespace, s.Config, b.Name)
+	if b.ObjectKey != key {
+		return "", fmt.Errorf("DeletedBackupSet %s: backup %s records key %q, not its config's %q", set.Name, b.Name,
+			b.ObjectKey, key)
+	}
+	return key, nil
 }

@@ -10,6 +10,7 @@ import (
 	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
+	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	"github.com/etcd-backup/etcdbackup/services/pruner/retention"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -266,6 +267,12 @@ func (g *Grace) deleteBackups(ctx context.Context, set *backupv1.DeletedBackupSe
 	var errs []error
 	retained := 0
 	for _, b := range set.Spec.Backups {
+		key, err := trust.DeletedKey(set, b)
+		if err != nil { // nothing of the deleted config's: not this pruner's to delete
+			g.Recorder.Eventf(set, nil, corev1.EventTypeWarning, "BackupNotTheConfigs", "Delete", "%v; left as it is", err)
+			continue
+		}
+		b.ObjectKey = key
 		r, err := g.deleteBackup(ctx, b)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("backup %s in destination %q: %w", b.Name, b.Destination, err))

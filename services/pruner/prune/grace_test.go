@@ -9,6 +9,7 @@ import (
 
 	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -247,5 +248,43 @@ func TestARecreatedConfigAdoptsItsBackups(t *testing.T) {
 	}
 	if ev := <-rec.Events; !strings.Contains(ev, "BackupsAdopted") {
 		t.Errorf("event %q, want BackupsAdopted", ev)
+	}
+}
+
+// A set whose recorded key is not its config's (written by hand) deletes nothing there: the
+// key is derived from the set's config, and that backup is left, with a Warning Event.
+func TestASetDeletesOnlyItsConfigsKeys(t *testing.T) {
+	ctx := context.Background()
+	p, cfg, s3 := fixture(t)
+	name := backup(t, s3, cfg, 0, "new", "new-bucket")
+	victim := backupname.ObjectKey("victim", "cluster-victim", "daily", "daily-2026-11-29T02:00:00")
+	if err := s3.Bucket(t, "new-bucket").Put(ctx, victim, strings.NewReader("theirs"), 6,
+		destination.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	set := &backupv1.DeletedBackupSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "forged", Finalizers: []string{backupv1.DeletedBackupSetFinalizer}},
+		Spec: backupv1.DeletedBackupSetSpec{Namespace: cfg.Namespace, Config: cfg.Name, ConfigUID: "old-uid", Cluster: "c",
+			Expires: metav1.NewTime(t0), Backups: []backupv1.DeletedBackup{{Name: name, Destination: "new",
+				ObjectKey: victim}}},
+	}
+	c := p.Reader.(client.Client)
+	if err := c.Create(ctx, set); err != nil {
+		t.Fatal(err)
+	}
+	rec := events.NewFakeRecorder(10)
+	g := &Grace{Client: c, Destinations: p.Destinations, Recorder: rec, Metrics: p.Metrics, Log: p.Log,
+		Now: func() time.Time { return t0.Add(time.Hour) }}
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(set)}
+	for range 2 { // expired: deleted, then its finalizer
+		if _, err := g.Reconcile(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !exists(t, s3.Bucket(t, "new-bucket"), victim) {
+		t.Fatal("a forged set deleted another config's backup")
+	}
+	if ev := <-rec.Events; !strings.Contains(ev, "BackupNotTheConfigs") {
+		t.Errorf("event %q, want BackupNotTheConfigs", ev)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
+	"github.com/etcd-backup/etcdbackup/pkg/trust"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -131,5 +132,9 @@ func locateDeleted(ctx context.Context, r client.Reader, restore *kubermaticv1.E
 		return Backup{}, fmt.Errorf("%w: DeletedBackupSet %q has no backup %q; it holds %v", ErrBackupNotFound, name,
 			restore.Spec.BackupName, names)
 	}
-	return Backup{Destination: b.Destination, ObjectKey: b.ObjectKey, Deleted: true}, nil
+	key, err := trust.DeletedKey(&set, b)
+	if err != nil {
+		return Backup{}, fmt.Errorf("%w: %w", ErrBackupNotFound, err)
+	}
+	return Backup{Destination: b.Destination, ObjectKey: key, Deleted: true}, nil
 }

@@ -30,7 +30,10 @@ func TestLocateADeletedConfigsBackup(t *testing.T) {
 			Backups: []backupv1.DeletedBackup{{Name: "cfg-2026-12-06T10:00:00", Destination: "s3",
 				ObjectKey: "a/cluster-a/cfg/cfg-2026-12-06T10-00-00.db.zst"}}},
 	}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(set,
+	forged := set.DeepCopy()
+	forged.Name = "forged"
+	forged.Spec.Backups[0].ObjectKey = "victim/cluster-victim/daily/daily-2026-12-06T10-00-00.db.zst"
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(set, forged,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cluster-a", UID: "a-uid"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cluster-b", UID: "b-uid"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cluster-c", UID: "c-uid"}},
@@ -57,6 +60,8 @@ func TestLocateADeletedConfigsBackup(t *testing.T) {
 		{"another namespace", restore("cluster-c", set.Name, "cfg-2026-12-06T10:00:00"), ErrNotPermitted},
 		{"no such set", restore("cluster-a", "nope", "cfg-2026-12-06T10:00:00"), ErrBackupNotFound},
 		{"no such backup", restore("cluster-a", set.Name, "cfg-2026-12-06T11:00:00"), ErrBackupNotFound},
+		{"a key outside the deleted config's prefix", restore("cluster-b", forged.Name, "cfg-2026-12-06T10:00:00"),
+			ErrBackupNotFound},
 	}
 	for _, tc := range refused {
 		if _, err := Locate(ctx, c, tc.restore); !errors.Is(err, tc.want) {

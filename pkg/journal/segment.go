@@ -11,6 +11,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -185,6 +186,8 @@ func (m Meta) check() error {
 	return nil
 }
 
+var plainBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 // Write seals revs, consecutive revisions, into w: length-delimited JournalRevision messages,
 // compressed with zstd and, when e has recipients, encrypted to them (the destination's).
 // It returns the segment's record; the caller adds Hash.
@@ -194,9 +197,17 @@ func Write(w io.Writer, revs []*etcdbackupv1.JournalRevision, e backupformat.Enc
 	}
 	m := Meta{First: revs[0].GetRevision(), Last: revs[len(revs)-1].GetRevision(),
 		FirstTime: revs[0].GetTime().AsTime(), LastTime: revs[len(revs)-1].GetTime().AsTime()}
-	var plain bytes.Buffer
+	// A journal seals a segment of every config every interval: the plain bytes' buffer is
+	// reused (Seal returns bytes of its own).
+	plain, _ := plainBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if plain.Cap() <= 16<<20 {
+			plain.Reset()
+			plainBuffers.Put(plain)
+		}
+	}()
 	for _, r := range revs {
-		if _, err := protodelim.MarshalTo(&plain, r); err != nil {
+		if _, err := protodelim.MarshalTo(plain, r); err != nil {
 			return Meta{}, err
 		}
 		m.Events += int64(len(r.GetEvents()))

@@ -21,7 +21,16 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer rt.Close()
-	claims, err := bus.OpenJournalClaims(ctx, rt.JS)
+	// The session and its claims have a NATS connection of their own: a session's rewrite must
+	// not wait behind the followers' thousands of publishes and acks a second, read by the same
+	// connection's one reader (a rewrite too late loses the session, and every journal of the
+	// replica with it).
+	cnc, cjs, err := service.ConnectNATS(ctx, cfg.NATS, bus.IdentityJournal, rt.Log)
+	if err != nil {
+		return err
+	}
+	defer cnc.Close()
+	claims, err := bus.OpenJournalClaims(ctx, cjs)
 	if err != nil {
 		return err
 	}

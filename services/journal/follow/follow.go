@@ -521,15 +521,24 @@ func (f *follower) refreshAnchor(ctx context.Context) {
 	}
 }
 
-// askFullBackup asks for a full backup, at most every 10 minutes.
+// askTimeout bounds the wait for the scheduler's answer to a full backup asked for.
+const askTimeout = time.Minute
+
+// askFullBackup asks for a full backup, at most every 10 minutes, and goes on following while
+// the scheduler answers: a thousand journals that start at once ask a thousand times, and a
+// journal waiting for its answer would watch nothing meanwhile.
 func (f *follower) askFullBackup(ctx context.Context, reason string) {
 	if time.Since(f.asked) < 10*time.Minute || f.o.FullBackup == nil {
 		return
 	}
 	f.asked = time.Now()
-	if err := f.o.FullBackup(ctx, reason); err != nil {
-		f.o.Log.Warn("ask for a full backup", "namespace", f.o.Namespace, "config_uid", f.o.ConfigUID, "err", err)
-	}
+	go func() {
+		actx, cancel := context.WithTimeout(ctx, askTimeout)
+		defer cancel()
+		if err := f.o.FullBackup(actx, reason); err != nil && ctx.Err() == nil {
+			f.o.Log.Warn("ask for a full backup", "namespace", f.o.Namespace, "config_uid", f.o.ConfigUID, "err", err)
+		}
+	}()
 }
 
 // seal writes what waits into segments, each of consecutive revisions of one timeline and at

@@ -383,10 +383,17 @@ func TestCompactionPastTheResumePointStartsANewChain(t *testing.T) {
 		t.Fatalf("the new chain starts at %d, want %d, after the compact revision (the old ended at %d)", gapAt,
 			compacted+1, sealed)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.asked) != 1 {
-		t.Fatalf("full backups asked for: %q, want one", b.asked)
+	// The journal asks while it goes on following: the ask may come after the seal.
+	asked := func() []string {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return append([]string(nil), b.asked...)
+	}
+	for deadline := time.Now().Add(5 * time.Second); len(asked()) == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := asked(); len(got) != 1 {
+		t.Fatalf("full backups asked for: %q, want one", got)
 	}
 }
 
@@ -517,6 +524,34 @@ func TestALongChainAsksForAFullBackup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A scheduler slow to answer the ask for a full backup (a thousand journals ask together when
+// they start) does not stop the journal: it goes on sealing while the ask waits.
+func TestAnUnansweredAskForAFullBackupStopsNothing(t *testing.T) {
+	b := newBench(t)
+	asking := make(chan struct{}, 1)
+	b.tune = func(o *follow.Options) {
+		o.MaxChainRevisions = 10
+		o.FullBackup = func(ctx context.Context, _ string) error {
+			select {
+			case asking <- struct{}{}:
+			default:
+			}
+			<-ctx.Done() // never answered
+			return ctx.Err()
+		}
+	}
+	b.start(t)
+	b.write(t, 50, 100)
+	b.waitSealed(t, b.rev(t))
+	select {
+	case <-asking:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a chain past its bound asked for no full backup")
+	}
+	b.write(t, 100, 150)
+	b.waitSealed(t, b.rev(t))
 }
 
 // A revision larger than the NATS server's max_payload (natstest's default, 1 MiB) stops the

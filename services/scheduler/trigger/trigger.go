@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
@@ -33,16 +34,31 @@ func New(nc *nats.Conn, m Manual, now func() time.Time, log *slog.Logger) *Serve
 
 // Start serves until ctx is done. A request in protojson gets a protojson reply, a binary one
 // a binary reply; a request that queued nothing gets a reply with error set.
+//
+// Up to Concurrent requests are served at once: each reads and patches its config, and a
+// thousand continuous journals that start together ask for a thousand full backups, which one
+// at a time would answer in minutes. More wait in the subscription's queue.
 func (s *Server) Start(ctx context.Context) error {
+	slots := make(chan struct{}, Concurrent)
+	var wg sync.WaitGroup
 	sub, err := s.nc.QueueSubscribe(bus.SubjectTriggerBackup, bus.TriggerQueueGroup, func(m *nats.Msg) {
-		s.serve(ctx, m)
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			s.serve(ctx, m)
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("subscribe %s: %w", bus.SubjectTriggerBackup, err)
 	}
 	<-ctx.Done()
-	return sub.Drain()
+	err = sub.Drain()
+	wg.Wait()
+	return err
 }
+
+// Concurrent is how many trigger requests a replica serves at once.
+const Concurrent = 16
 
 func (s *Server) serve(ctx context.Context, m *nats.Msg) {
 	var req etcdbackupv1.TriggerBackupRequest

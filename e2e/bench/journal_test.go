@@ -3,7 +3,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,8 +61,12 @@ func BenchmarkJournalScale(b *testing.B) {
 		}
 	}
 	// The deploy's journal flags, not the sandbox's faster pace.
-	env := startEnv(b, ctx, replicas, map[string][]string{"journal": {"--segment-interval=10s",
-		"--status-interval=1m", "--claim-interval=3s"}})
+	journalArgs := []string{"--segment-interval=10s", "--status-interval=1m", "--claim-interval=3s"}
+	profiles := os.Getenv("ETCDBACKUP_BENCH_PROFILE_DIR")
+	if profiles != "" {
+		journalArgs = append(journalArgs, "--debug-pprof")
+	}
+	env := startEnv(b, ctx, replicas, map[string][]string{"journal": journalArgs})
 	cli, err := env.DemoEtcdClient()
 	if err != nil {
 		b.Fatal(err)
@@ -271,6 +278,9 @@ func BenchmarkJournalScale(b *testing.B) {
 			firstRSS = rss
 		}
 		lastRSS = rss
+		if m == 1 && profiles != "" {
+			profileJournal(ctx, b, env, profiles)
+		}
 		logf("%-6d %9s %9s %12d  %s; %s", m+1, pct(busLag, 99).Round(time.Millisecond),
 			pct(segLag, 99).Round(10*time.Millisecond), revs, soak(ctx, env), cpu.minute())
 	}
@@ -359,4 +369,38 @@ func logField(line, key string) string {
 		return v[:j]
 	}
 	return v
+}
+
+// profileJournal stores a 30-second CPU profile and a heap profile of every journal replica in
+// dir (ETCDBACKUP_BENCH_PROFILE_DIR: the replicas run with --debug-pprof), all taken at once.
+func profileJournal(ctx context.Context, b *testing.B, env *sandbox.Env, dir string) {
+	b.Helper()
+	var g errgroup.Group
+	for _, s := range env.ServicesOf("journal") {
+		for kind, path := range map[string]string{"cpu": "profile?seconds=30", "heap": "heap"} {
+			g.Go(func() error { return fetchProfile(ctx, s, path, filepath.Join(dir, s.Name+"."+kind+".pprof")) })
+		}
+	}
+	if err := g.Wait(); err != nil {
+		b.Error(err)
+	}
+}
+
+func fetchProfile(ctx context.Context, s *sandbox.Service, what, path string) error {
+	url := strings.TrimSuffix(s.MetricsURL, "/metrics") + "/debug/pprof/" + what
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("BenchmarkJournalScale: %s of %s in %s\n", what, s.Name, path)
+	return os.WriteFile(path, data, 0o600)
 }

@@ -46,13 +46,16 @@ func run(ctx context.Context, args []string) error {
 	src := &follow.Source{
 		Client: rt.Kube, Cache: rt.Manager.GetClient(), Destinations: rt.Destinations(rt.Kube),
 		JS: js, NC: rt.NC, Events: rt.Events,
-		// Sealed revisions leave the bus every third segment interval: one purge of three.
+		// Sealed revisions leave the bus every sixth segment interval (a minute by default): each
+		// purge scans the stream's blocks, and at 1,000 configs a purge every third interval (33 a
+		// second) timed out on a NATS server that also took 2,000 publishes a second.
 		Template: follow.Options{SegmentInterval: cfg.SegmentInterval, PublishLinger: cfg.PublishLinger,
-			PurgeEvery:   3 * cfg.SegmentInterval,
+			PurgeEvery:   6 * cfg.SegmentInterval,
 			SegmentBytes: cfg.SegmentMiB << 20,
 			HashEvery:    cfg.HashEvery, MaxChainRevisions: cfg.MaxChainRevisions,
 			MaxChainBytes: cfg.MaxChainMiB << 20},
-		MemberTimeout: cfg.MemberTimeout, StatusInterval: cfg.StatusInterval, Log: rt.Log,
+		MemberTimeout: cfg.MemberTimeout, StatusInterval: cfg.StatusInterval,
+		Starting: follow.NewStarting(follow.MaxStarting), Log: rt.Log,
 		Metrics: follow.NewMetrics(rt.Endpoint.Registry()),
 	}
 	c := &claim.Claimer{Reader: rt.Manager.GetClient(), Claims: claims, Holder: holder, Interval: cfg.ClaimInterval,

@@ -63,7 +63,10 @@ type Options struct {
 	FullBackup func(ctx context.Context, reason string) error
 	// Check, called every SegmentInterval, ends the journal with its error when it must stop:
 	// the cluster is being restored, or a restore started another timeline (nil: never).
-	Check   func(ctx context.Context) error
+	Check func(ctx context.Context) error
+	// Started, when set, is called once the journal has read where it stands (the stream, the
+	// bucket, the bus and etcd) and begins to watch.
+	Started func()
 	Log     *slog.Logger
 	Metrics *Metrics
 }
@@ -148,6 +151,9 @@ func Follow(ctx context.Context, o Options) error {
 		from = now
 		f.askFullBackup(ctx, fmt.Sprintf("the journal of timeline %s starts without a full backup to anchor it",
 			o.Timeline.Name))
+	}
+	if o.Started != nil {
+		o.Started()
 	}
 	return f.follow(ctx, from)
 }

@@ -542,7 +542,18 @@ func TestAnUnansweredAskForAFullBackupStopsNothing(t *testing.T) {
 			return ctx.Err()
 		}
 	}
+	started := make(chan struct{})
+	tune := b.tune
+	b.tune = func(o *follow.Options) {
+		tune(o)
+		o.Started = func() { close(started) }
+	}
 	b.start(t)
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the journal never said it started")
+	}
 	b.write(t, 50, 100)
 	b.waitSealed(t, b.rev(t))
 	select {

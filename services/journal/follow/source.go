@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -49,14 +50,47 @@ type Source struct {
 	Template       Options
 	MemberTimeout  time.Duration
 	StatusInterval time.Duration
-	Log            *slog.Logger
-	Metrics        *Metrics
+	// Starting bounds the journals that start at once (nil: no bound): a channel whose
+	// capacity is the bound (NewStarting). A start reads the Cluster, the destination, etcd's
+	// status, the bucket and what waits on the bus; a replica that takes over hundreds of
+	// configs at once (its peer died, or its own session was lost) would otherwise make all of
+	// those requests together, and a NATS server or API server already busy would time them
+	// out, each failed start retried, and the replica would not catch up.
+	Starting chan struct{}
+	Log      *slog.Logger
+	Metrics  *Metrics
+}
+
+// MaxStarting is how many journals a replica starts at once.
+const MaxStarting = 16
+
+// NewStarting returns a Source.Starting that lets n journals start at once.
+func NewStarting(n int) chan struct{} { return make(chan struct{}, n) }
+
+// startSlot waits for a place among the journals starting; the returned func gives it back
+// (once, however often it is called). It returns nil when ctx ends first.
+func (s *Source) startSlot(ctx context.Context) func() {
+	if s.Starting == nil {
+		return func() {}
+	}
+	select {
+	case s.Starting <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	var once sync.Once
+	return func() { once.Do(func() { <-s.Starting }) }
 }
 
 // Follow journals cfg while ctx lasts (claim.Follower), and keeps its ContinuousBackup
 // condition up to date.
 func (s *Source) Follow(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) error {
-	o, closeEtcd, err := s.options(ctx, cfg)
+	started := s.startSlot(ctx)
+	if started == nil {
+		return ctx.Err()
+	}
+	defer started()
+	o, closeEtcd, err := s.options(ctx, cfg, started)
 	if err != nil {
 		s.condition(ctx, cfg, corev1.ConditionFalse, kubermaticv1.ReasonNotRestorable, "journal: "+err.Error())
 		return err
@@ -74,7 +108,8 @@ func (s *Source) Follow(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 	return err
 }
 
-func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (Options, func(), error) {
+func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, started func()) (Options, func(),
+	error) {
 	var cluster kubermaticv1.Cluster
 	if err := s.Client.Get(ctx, ktypes.NamespacedName{Name: cfg.Spec.Cluster.Name}, &cluster); err != nil {
 		return Options{}, nil, fmt.Errorf("cluster %q: %w", cfg.Spec.Cluster.Name, err)
@@ -124,6 +159,7 @@ func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 	o.Log, o.Metrics = s.Log, s.Metrics
 	o.FullBackup = func(ctx context.Context, reason string) error { return s.fullBackup(ctx, cfg, reason) }
 	o.Check = func(ctx context.Context) error { return s.check(ctx, cluster.Name, timeline) }
+	o.Started = started
 	return o, func() { _ = cli.Close() }, nil
 }
 

@@ -3,6 +3,9 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,17 +13,23 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/minio/minio-go/v7"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	etcdsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// BenchmarkRestore backs up a 3-member etcd of ETCDBACKUP_BENCH_MIB MiB (default 256) and
-// restores it through the restorer, the real restore step and 3 embedded members. Reported:
-// verify (the restorer's streaming check), download and restore (the slowest member's restore
-// step: fetch with checks, then etcdutl), wait (the rest of the rebuild: members starting
-// until etcd is healthy and the restorer sees it), the whole restore, and the restore step's
-// peak RSS.
+// BenchmarkRestore backs up a 3-member etcd of ETCDBACKUP_BENCH_MIB MiB (default 256; the
+// data as ETCDBACKUP_BENCH_DATA says, see fillData) and restores it through the restorer, the
+// real restore step and 3 embedded members. Reported: verify (the restorer's streaming check),
+// download and restore (the slowest member's restore step: fetch with checks, then etcdutl),
+// wait (the rest of the rebuild: members starting until etcd is healthy and the restorer sees
+// it), the whole restore, and the restore step's peak RSS. Side by side in the same run, R1's
+// yardstick (stockRestore): the same etcd's snapshot downloaded with another S3 client and
+// restored with etcdutl, and the ratios of the restore step and of the whole restore to it.
 func BenchmarkRestore(b *testing.B) {
 	mib := benchMiB(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
@@ -38,7 +47,7 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer cli.Close()
-	dbSize := fill(b, ctx, cli, k.ClientURLs()[0], mib)
+	dbSize := fillData(b, ctx, cli, k.ClientURLs()[0], mib)
 	ns := "cluster-" + cluster
 	ref := corev1.ObjectReference{APIVersion: "kubermatic.k8c.io/v1", Kind: "Cluster", Name: cluster}
 	cfg := &kubermaticv1.EtcdBackupConfig{
@@ -49,6 +58,7 @@ func BenchmarkRestore(b *testing.B) {
 		b.Fatal(err)
 	}
 	backup := backupOnce(b, ctx, env, ns, "bench")
+	stock := stockRestore(b, ctx, env, cli)
 
 	b.ResetTimer()
 	for i := range b.N {
@@ -98,6 +108,14 @@ func BenchmarkRestore(b *testing.B) {
 		b.ReportMetric(restore, "restore-s")
 		b.ReportMetric(rebuild-fetch-restore, "wait-s")
 		b.ReportMetric(total.Seconds(), "total-s")
+		b.ReportMetric(stock.download.Seconds(), "stock-download-s")
+		b.ReportMetric(stock.restore.Seconds(), "stock-restore-s")
+		b.ReportMetric((fetch+restore)/stock.total().Seconds(), "R1-step/stock")
+		b.ReportMetric(total.Seconds()/stock.total().Seconds(), "R1-total/stock")
+		b.Logf("R1 restore step (download and restore) %.2fs, whole restore %.2fs, vs stock download %.2fs + "+
+			"etcdutl restore %.2fs: %.3f× and %.3f× (target ≤ 1.3×); restore step peak RSS %.1f MiB",
+			fetch+restore, total.Seconds(), stock.download.Seconds(), stock.restore.Seconds(),
+			(fetch+restore)/stock.total().Seconds(), total.Seconds()/stock.total().Seconds(), peak/(1<<20))
 		b.ReportMetric(peak/(1<<20), "restore-step-peak-RSS-MiB")
 		b.ReportMetric(file/(1<<20), "restore-step-peak-file-MiB")
 		b.ReportMetric(anon/(1<<20), "restore-step-peak-anon-MiB")
@@ -131,4 +149,60 @@ func stepReport(b *testing.B, log string) stepRecord {
 	}
 	b.Fatalf("no 'member restored' line in the restore step's log:\n%s", log)
 	return stepRecord{}
+}
+
+type stockTimes struct{ download, restore time.Duration }
+
+func (s stockTimes) total() time.Duration { return s.download + s.restore }
+
+// stockRestore is R1's yardstick, on the same etcd and S3 server: the etcd's snapshot (what
+// `etcdctl snapshot save` writes) stored as a plain object, then timed: its download to a file
+// with minio-go's FGetObject (an S3 client, not this project's restore step) and etcdutl's
+// snapshot restore of it into a new data dir, with the hash check the restore step runs too.
+func stockRestore(b *testing.B, ctx context.Context, env *sandbox.Env, cli *clientv3.Client) stockTimes {
+	b.Helper()
+	dir := b.TempDir()
+	db := filepath.Join(dir, "snapshot.db")
+	rc, err := cli.Snapshot(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := os.Create(db)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, err = io.Copy(f, rc)
+	_ = rc.Close()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	const key = "stock-restore/snapshot.db"
+	s3 := env.S3.Client()
+	if _, err := s3.FPutObject(ctx, sandbox.Bucket, key, db, minio.PutObjectOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Remove(db); err != nil {
+		b.Fatal(err)
+	}
+	var t stockTimes
+	start := time.Now()
+	if err := s3.FGetObject(ctx, sandbox.Bucket, key, db, minio.GetObjectOptions{}); err != nil {
+		b.Fatal(err)
+	}
+	t.download = time.Since(start)
+	start = time.Now()
+	const peer = "http://127.0.0.1:2380"
+	if err := etcdsnapshot.NewV3(zap.NewNop()).Restore(etcdsnapshot.RestoreConfig{SnapshotPath: db, Name: "stock",
+		OutputDataDir: filepath.Join(dir, "data"), PeerURLs: []string{peer}, InitialCluster: "stock=" + peer,
+		InitialClusterToken: "stock"}); err != nil {
+		b.Fatal(err)
+	}
+	t.restore = time.Since(start)
+	if err := os.RemoveAll(dir); err != nil {
+		b.Fatal(err)
+	}
+	return t
 }

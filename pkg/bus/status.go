@@ -131,3 +131,17 @@ func Announcer(js jetstream.JetStream, log *slog.Logger) func(context.Context, *
 		}
 	}
 }
+
+// vanishedSuffix ends the message of the pruner's report that a backup's object is gone
+// without a deletion of its own (VanishedMessage).
+const vanishedSuffix = " without a deletion reported"
+
+// VanishedMessage is the pruner's message for a stored backup whose object is no longer in
+// its destination, no deletion having reported its end.
+func VanishedMessage(key, destination string) string {
+	return fmt.Sprintf("object %s is no longer in destination %q,%s", key, destination, vanishedSuffix)
+}
+
+// IsVanished says msg is a VanishedMessage: a deletion's own report of its end, which may
+// come a moment later (the deletion and a listing raced), says more and replaces it.
+func IsVanished(msg string) bool { return strings.HasSuffix(msg, vanishedSuffix) }

@@ -53,7 +53,12 @@ func (d *Deleter) Handler(maxDeliver int) bus.Handler {
 }
 
 // deleteFailures are the deleter's reasons (etcdbackup_failures_total{stage="delete"}).
+// A destination this replica does not know is retried: the pruner that planned the deletion
+// listed the backup in it, so this replica's view of the Seed (read at most every
+// destination.ConfigTTL, from its cache) is behind; one removed from the Seed meanwhile fails
+// after the last delivery.
 var deleteFailures = bus.Classes{Rows: []bus.Class{
+	{Err: destination.ErrNotFound, Reason: "DestinationNotFound"},
 	{Match: destination.IsConfigError, ReasonOf: destination.Reason, Permanent: true},
 	{Match: kube.IsAPIError, Reason: "kubernetes"},
 }, Else: "s3"}

@@ -240,7 +240,7 @@ func (p *Planner) correct(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfi
 			Config: ref, Cluster: cluster, BackupName: e.BackupName, ScheduledTime: timestamppb.New(e.ScheduledTime.Time),
 			Stage: etcdbackupv1.Stage_STAGE_PRUNER, Phase: etcdbackupv1.Phase_PHASE_COMPLETED,
 			Operation:   etcdbackupv1.Operation_OPERATION_DELETE,
-			Message:     fmt.Sprintf("object %s is no longer in destination %q", e.ObjectKey, e.Destination),
+			Message:     bus.VanishedMessage(e.ObjectKey, e.Destination),
 			Destination: e.Destination, ObjectKey: e.ObjectKey, JobName: backupname.DeleteJob(cluster, cfg.Name, e.BackupName),
 		}
 		if err := bus.PublishStatusOnce(ctx, p.JS, ev, cfg.Namespace+"/"+e.BackupName+"/vanished"); err != nil {

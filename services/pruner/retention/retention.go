@@ -210,6 +210,9 @@ func (p *planning) fromStatus() {
 		dest := p.scope.dest(e.Destination)
 		switch {
 		case !ok, e.DeletePhase == kubermaticv1.PhaseCompleted:
+		case e.DeletePhase == kubermaticv1.PhaseRunning && !p.inBucket[e.BackupName]:
+			// A deleter is at work on it (another replica, a moment ago): it reports the end, with
+			// what it knows (under Object Lock, until when the version stays), not a vanished object.
 		case e.BackupPhase == kubermaticv1.PhaseFailed && !p.inBucket[e.BackupName]:
 			p.add(Deletion{Backup: e.BackupName, Destination: p.scope.Current, Scheduled: scheduled, Reason: ReasonFailed})
 		case e.BackupPhase == kubermaticv1.PhaseCompleted && p.scope.Listed[dest] && !p.inListing[dest+"/"+e.BackupName]:

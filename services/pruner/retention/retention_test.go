@@ -60,6 +60,8 @@ func TestPlan(t *testing.T) {
 	deleting.DeletionTimestamp = &now
 	withDeleted := entry(0, "Completed")
 	withDeleted.DeletePhase = "Completed"
+	beingDeleted := entry(0, "Completed")
+	beingDeleted.DeletePhase = "Running"
 	tests := []struct {
 		name     string
 		cfg      *kubermaticv1.EtcdBackupConfig
@@ -86,6 +88,8 @@ func TestPlan(t *testing.T) {
 		{"a listed object that vanished is reported", config("@every 1m", 5, entry(0, "Completed"), entry(1, "Completed")),
 			[]Object{obj(1)}, "", 0, 1},
 		{"a deleted entry is done", config("@every 1m", 5, withDeleted), nil, "", 0, 0},
+		{"an entry being deleted has not vanished: its deleter reports the end", config("@every 1m", 5, beingDeleted,
+			entry(1, "Completed")), []Object{obj(1)}, "", 0, 0},
 		{"status saying Failed does not delete a stored object", config("@every 1m", 5, entry(0, "Failed"), entry(1,
 			"Completed")), []Object{obj(0), obj(1)}, "", 0, 0},
 		{"a status entry that is not a backup of the config is ignored", config("@every 1m", 5,

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -93,6 +94,13 @@ func mergeDelete(e *kubermaticv1.BackupStatus, ev *etcdbackupv1.StatusEvent, pha
 		e.DeleteJobName = ev.GetJobName()
 	}
 	earliest(&e.DeleteStartTime, at)
+	// A listing that raced the deletion may report the object gone first: the deletion's own
+	// report, which says more (under Object Lock, until when the version stays), replaces it.
+	if e.DeletePhase == kubermaticv1.PhaseCompleted && phase == kubermaticv1.PhaseCompleted &&
+		bus.IsVanished(e.DeleteMessage) && !bus.IsVanished(ev.GetMessage()) {
+		e.DeleteMessage = ev.GetMessage()
+		return
+	}
 	advance(&e.DeletePhase, &e.DeleteMessage, &e.DeleteFinishedTime, phase, ev.GetMessage(), at, true)
 }
 

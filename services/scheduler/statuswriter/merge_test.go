@@ -7,6 +7,7 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
@@ -65,6 +66,23 @@ func TestMergeDeletion(t *testing.T) {
 	}
 	if s.LastBackupName != "" {
 		t.Fatalf("summary names a deleted backup: %s", s.LastBackupName)
+	}
+}
+
+// A listing that raced a deletion reports the object gone before the deletion reports its
+// end: the deletion's message replaces the listing's, never the other way round.
+func TestADeletionsReportReplacesAVanishedObjects(t *testing.T) {
+	b1 := "cfg-a"
+	vanished := bus.VanishedMessage("key/"+b1, "locked")
+	for _, order := range [][]string{{vanished, "deleted (retention); object lock"}, {"deleted (retention); object lock",
+		vanished}} {
+		var s kubermaticv1.EtcdBackupConfigStatus
+		Merge(&s, ev(b1, t0, up, done, time.Second, "stored"))
+		Merge(&s, del(b1, t0, done, time.Hour, order[0]))
+		Merge(&s, del(b1, t0, done, time.Hour+time.Second, order[1]))
+		if e := s.LastBackups[0]; e.DeletePhase != "Completed" || e.DeleteMessage != "deleted (retention); object lock" {
+			t.Fatalf("after %q: entry %+v", order, e)
+		}
 	}
 }
 

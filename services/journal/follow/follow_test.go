@@ -549,20 +549,22 @@ func TestAnUnansweredAskForAFullBackupStopsNothing(t *testing.T) {
 		o.Started = func() { close(started) }
 	}
 	b.start(t)
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the journal never said it started")
-	}
+	await(t, started, "the journal never said it started")
 	b.write(t, 50, 100)
 	b.waitSealed(t, b.rev(t))
-	select {
-	case <-asking:
-	case <-time.After(10 * time.Second):
-		t.Fatal("a chain past its bound asked for no full backup")
-	}
+	await(t, asking, "a chain past its bound asked for no full backup")
 	b.write(t, 100, 150)
 	b.waitSealed(t, b.rev(t))
+}
+
+// await waits up to 10 s for ch to deliver or close, failing with why when it does not.
+func await(t *testing.T, ch <-chan struct{}, why string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal(why)
+	}
 }
 
 // A revision larger than the NATS server's max_payload (natstest's default, 1 MiB) stops the

@@ -69,3 +69,68 @@ func TestCatalogFollowsNewSegmentsAndRetention(t *testing.T) {
 	cat.RelistEvery = 0
 	same("from " + from + " to " + at(20) + " (revisions 10 to 20)")
 }
+
+// A fed catalog lists nothing between its whole listings: the segments its journal seals are
+// told (Sealed), the backups are listed once a BackupsEvery, and what another writer stored is
+// seen at the next whole listing.
+func TestAFedCatalogListsNothingItWasTold(t *testing.T) {
+	const prefix = "c1/cluster-c1/daily/"
+	srv := s3test.Run(t, "backups")
+	b := srv.Bucket(t, "backups")
+	dir := journal.Timeline{Name: journal.InitialTimeline}.Dir(prefix)
+	put := func(first, last int64) (journal.Segment, journal.Meta) {
+		t.Helper()
+		data, m := sealed(t, revisions(first, last), backupformat.Encryption{})
+		key := journal.Key(dir, first, last)
+		if err := b.Put(t.Context(), key, bytes.NewReader(data), int64(len(data)),
+			destination.PutOptions{Metadata: m.Map()}); err != nil {
+			t.Fatal(err)
+		}
+		return journal.Segment{Key: key, First: first, Last: last, Size: int64(len(data))}, m
+	}
+	srv.PutBackup(t, "backups", prefix+"daily-2026-12-05T01-00-00.db.zst", []byte("snapshot"), backupformat.Encryption{},
+		backupformat.Meta{Revision: 10})
+	put(5, 10)
+	put(11, 20)
+	cat := &journal.Catalog{Bucket: b, Prefix: prefix, RelistEvery: time.Hour, BackupsEvery: time.Hour, Fed: true}
+	to := func(want int64) {
+		t.Helper()
+		ws, err := cat.Windows(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) != 1 || ws[0].ToRevision != want {
+			t.Fatalf("windows %s, want one to revision %d", journal.Describe(ws), want)
+		}
+	}
+	to(20)
+	if rev, err := cat.NewestBackupRevision(t.Context(), journal.Timeline{Name: journal.InitialTimeline}); err != nil ||
+		rev != 10 {
+		t.Fatalf("newest backup revision %d (%v), want 10", rev, err)
+	}
+	lists, heads := srv.Lists(), srv.Heads()
+	if lists == 0 {
+		t.Fatal("the server counted no listing")
+	}
+	seg, m := put(21, 30)
+	cat.Sealed(dir, seg, m)
+	to(30)
+	put(31, 40) // by another writer: not told
+	to(30)
+	srv.PutBackup(t, "backups", prefix+"daily-2026-12-05T02-00-00.db.zst", []byte("snapshot"), backupformat.Encryption{},
+		backupformat.Meta{Revision: 35})
+	if rev, err := cat.NewestBackupRevision(t.Context(), journal.Timeline{Name: journal.InitialTimeline}); err != nil ||
+		rev != 10 {
+		t.Fatalf("newest backup revision %d (%v) before the backups are listed again, want 10", rev, err)
+	}
+	if srv.Lists() != lists || srv.Heads() != heads {
+		t.Fatalf("%d listings and %d HEADs between whole listings, want none", srv.Lists()-lists, srv.Heads()-heads)
+	}
+	cat.BackupsEvery = 0
+	if rev, err := cat.NewestBackupRevision(t.Context(), journal.Timeline{Name: journal.InitialTimeline}); err != nil ||
+		rev != 35 {
+		t.Fatalf("newest backup revision %d (%v) once listed again, want 35", rev, err)
+	}
+	cat.RelistEvery = 0
+	to(40)
+}

@@ -2,10 +2,10 @@ package journal
 
 import (
 	"context"
-
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"filippo.io/age"
@@ -45,26 +45,82 @@ func Windows(ctx context.Context, b destination.Bucket, prefix string) ([]Window
 }
 
 // Catalog reads a config's windows again and again (the journal's condition, every status
-// interval) without reading again what it has read: a timeline's segments are listed from
-// after the last key it saw, and a backup's or a segment's record is read once (neither is
-// ever rewritten). Segments that retention deleted are noticed by a whole listing every
-// RelistEvery (0: every time). The zero Catalog of a bucket and prefix reads everything once.
+// interval) without reading again what it has read: a backup's or a segment's record is read
+// once (neither is ever rewritten), the backups are listed at most every BackupsEvery, and a
+// timeline's segments are listed from after the last key it saw, or, Fed, not at all: the
+// journal that seals them tells the catalog (Sealed). The timelines and every timeline's
+// segments are listed whole every RelistEvery, which sees what retention deleted (0: every
+// time). The zero Catalog of a bucket and prefix reads everything once. A Catalog is safe for
+// the journal and its condition's writer at once.
 type Catalog struct {
-	Bucket      destination.Bucket
-	Prefix      string
-	RelistEvery time.Duration
+	Bucket       destination.Bucket
+	Prefix       string
+	RelistEvery  time.Duration
+	BackupsEvery time.Duration
+	Fed          bool
 
-	segments map[string][]Segment // by timeline folder
-	listed   map[string]time.Time // when each folder was last listed whole
-	backups  map[string]Backup    // records by key
-	metas    map[string]Meta      // segments' records by key
+	mu              sync.Mutex
+	timelines       []Timeline
+	timelinesListed time.Time
+	keys            []string // the backups' keys, as last listed
+	keysListed      time.Time
+	segments        map[string][]Segment // by timeline folder
+	listed          map[string]time.Time // when each folder was last listed whole
+	backups         map[string]Backup    // records by key
+	metas           map[string]Meta      // segments' records by key
+
+	fedMu sync.Mutex
+	fed   []sealedSegment // told by Sealed, not yet taken in
+}
+
+type sealedSegment struct {
+	dir string
+	seg Segment
+	m   Meta
+}
+
+// Sealed tells a Fed catalog of a segment just stored in the timeline folder dir, with its
+// record. It never waits for the catalog's reads.
+func (c *Catalog) Sealed(dir string, s Segment, m Meta) {
+	c.fedMu.Lock()
+	defer c.fedMu.Unlock()
+	c.fed = append(c.fed, sealedSegment{dir: dir, seg: s, m: m})
+}
+
+// takeFed adds the segments told by Sealed to the folders already listed (one not listed yet
+// is listed whole, which sees them).
+func (c *Catalog) takeFed() {
+	c.fedMu.Lock()
+	fed := c.fed
+	c.fed = nil
+	c.fedMu.Unlock()
+	for _, f := range fed {
+		have := c.segments[f.dir]
+		if len(have) == 0 || f.seg.Key <= have[len(have)-1].Key {
+			continue
+		}
+		c.segments[f.dir] = append(have, f.seg)
+		c.remember(f.seg.Key, f.m)
+	}
 }
 
 // Windows is the package's Windows, from what the catalog has read and what is new.
 func (c *Catalog) Windows(ctx context.Context) ([]Window, error) {
-	timelines, err := Timelines(ctx, c.Bucket, c.Prefix)
-	if err != nil || len(timelines) == 0 {
-		return nil, err
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.segments == nil {
+		c.segments, c.listed = map[string][]Segment{}, map[string]time.Time{}
+	}
+	c.takeFed()
+	if len(c.timelines) == 0 || time.Since(c.timelinesListed) >= c.RelistEvery {
+		timelines, err := Timelines(ctx, c.Bucket, c.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		c.timelines, c.timelinesListed = timelines, time.Now()
+	}
+	if len(c.timelines) == 0 {
+		return nil, nil
 	}
 	backups, err := c.readBackups(ctx)
 	if err != nil {
@@ -72,10 +128,10 @@ func (c *Catalog) Windows(ctx context.Context) ([]Window, error) {
 	}
 	sort.Slice(backups, func(i, j int) bool { return backups[i].Revision < backups[j].Revision })
 	var out []Window
-	for i, tl := range timelines {
+	for i, tl := range c.timelines {
 		var next *Timeline
-		if i+1 < len(timelines) {
-			next = &timelines[i+1]
+		if i+1 < len(c.timelines) {
+			next = &c.timelines[i+1]
 		}
 		var anchors []Backup
 		for _, bk := range backups {
@@ -92,18 +148,47 @@ func (c *Catalog) Windows(ctx context.Context) ([]Window, error) {
 	return out, nil
 }
 
-// readBackups is Backups, with the records read before kept.
-func (c *Catalog) readBackups(ctx context.Context) ([]Backup, error) {
-	keys, err := backupKeys(ctx, c.Bucket, c.Prefix)
+// NewestBackupRevision is the package's NewestBackupRevision, from the backups the catalog has
+// read and what is new.
+func (c *Catalog) NewestBackupRevision(ctx context.Context, tl Timeline) (int64, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	backups, err := c.readBackups(ctx)
 	if err != nil {
-		return nil, err
+		return 0, err
+	}
+	for i := len(backups) - 1; i >= 0; i-- {
+		bk := backups[i]
+		if tl.Holds(bk, nil) {
+			return bk.Revision, nil
+		}
+		if bk.Scheduled.Before(tl.Start) {
+			return 0, nil
+		}
+	}
+	return 0, nil
+}
+
+// readBackups is Backups in key order, with the records read before kept and the keys listed
+// again once BackupsEvery has passed.
+func (c *Catalog) readBackups(ctx context.Context) ([]Backup, error) {
+	if c.keys == nil || time.Since(c.keysListed) >= c.BackupsEvery {
+		keys, err := backupKeys(ctx, c.Bucket, c.Prefix)
+		if err != nil {
+			return nil, err
+		}
+		c.keys, c.keysListed = keys, time.Now()
+		if c.keys == nil {
+			c.keys = []string{}
+		}
 	}
 	known := c.backups
-	c.backups = make(map[string]Backup, len(keys))
-	out := make([]Backup, 0, len(keys))
-	for _, k := range keys {
+	c.backups = make(map[string]Backup, len(c.keys))
+	out := make([]Backup, 0, len(c.keys))
+	for _, k := range c.keys {
 		bk, ok := known[k]
 		if !ok {
+			var err error
 			if bk, err = record(ctx, c.Bucket, k); err != nil {
 				return nil, err
 			}
@@ -116,12 +201,9 @@ func (c *Catalog) readBackups(ctx context.Context) ([]Backup, error) {
 	return out, nil
 }
 
-// segmentsIn is Segments of a timeline folder: the keys after the last one seen, or all of
-// them when RelistEvery has passed since they were last listed whole.
+// segmentsIn is Segments of a timeline folder: the keys after the last one seen (none, Fed),
+// or all of them when RelistEvery has passed since they were last listed whole.
 func (c *Catalog) segmentsIn(ctx context.Context, dir string) ([]Segment, error) {
-	if c.segments == nil {
-		c.segments, c.listed = map[string][]Segment{}, map[string]time.Time{}
-	}
 	have := c.segments[dir]
 	if len(have) == 0 || time.Since(c.listed[dir]) >= c.RelistEvery {
 		segs, err := Segments(ctx, c.Bucket, dir)
@@ -131,12 +213,23 @@ func (c *Catalog) segmentsIn(ctx context.Context, dir string) ([]Segment, error)
 		c.segments[dir], c.listed[dir] = segs, time.Now()
 		return segs, nil
 	}
+	if c.Fed {
+		return have, nil
+	}
 	added, err := SegmentsAfter(ctx, c.Bucket, dir, have[len(have)-1].Key)
 	if err != nil {
 		return nil, err
 	}
 	c.segments[dir] = append(have, added...)
 	return c.segments[dir], nil
+}
+
+// remember keeps a segment's record; a few are enough (the windows' last segments).
+func (c *Catalog) remember(key string, m Meta) {
+	if c.metas == nil || len(c.metas) > 64 {
+		c.metas = map[string]Meta{}
+	}
+	c.metas[key] = m
 }
 
 // meta is a segment's record, read once.
@@ -148,10 +241,7 @@ func (c *Catalog) meta(ctx context.Context, key string) (Meta, error) {
 	if err != nil {
 		return Meta{}, err
 	}
-	if c.metas == nil || len(c.metas) > 64 {
-		c.metas = map[string]Meta{} // the windows' last segments: a few are enough
-	}
-	c.metas[key] = m
+	c.remember(key, m)
 	return m, nil
 }
 

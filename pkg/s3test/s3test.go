@@ -43,6 +43,7 @@ type Server struct {
 	// allowed, when set, is the only access keys the server accepts (gofakes3 accepts any).
 	allowed atomic.Pointer[[]string]
 	heads   atomic.Int64
+	lists   atomic.Int64
 	// completing serializes conditional CompleteMultipartUploads (createOnce).
 	completing sync.Mutex
 }
@@ -50,6 +51,10 @@ type Server struct {
 // Heads is how many object metadata reads the server has answered: HEAD requests, and GETs
 // of an object's first byte only (a presigned URL, signed for GET, cannot HEAD).
 func (s *Server) Heads() int64 { return s.heads.Load() }
+
+// Lists is how many object listings the server has answered (GETs of a bucket, not of an
+// object in it; minio-go addresses buckets by path here).
+func (s *Server) Lists() int64 { return s.lists.Load() }
 
 // Allow makes the server refuse (403 AccessDenied) every request signed with an access key
 // other than keys, as a store does with keys it does not know or that lack the right.
@@ -59,6 +64,10 @@ func (s *Server) refuse(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodHead || (r.Method == http.MethodGet && r.Header.Get("Range") == "bytes=0-0") {
 			s.heads.Add(1)
+		}
+		if r.Method == http.MethodGet && !strings.Contains(strings.Trim(r.URL.Path, "/"), "/") &&
+			!r.URL.Query().Has("location") {
+			s.lists.Add(1)
 		}
 		// A presigned request carries its credential and expiry in the query.
 		cred := r.URL.Query().Get("X-Amz-Credential")

@@ -64,6 +64,9 @@ type Options struct {
 	// Check, called every SegmentInterval, ends the journal with its error when it must stop:
 	// the cluster is being restored, or a restore started another timeline (nil: never).
 	Check func(ctx context.Context) error
+	// Catalog reads the config's backups and windows, and is told of every segment sealed
+	// (nil: one of the journal's own); the config's condition shares it.
+	Catalog *journal.Catalog
 	// Started, when set, is called once the journal has read where it stands (the stream, the
 	// bucket, the bus and etcd) and begins to watch.
 	Started func()
@@ -113,6 +116,9 @@ func Follow(ctx context.Context, o Options) error {
 	stream, err := o.JS.Stream(ctx, bus.StreamJournal)
 	if err != nil {
 		return fmt.Errorf("journal stream: %w", err)
+	}
+	if o.Catalog == nil {
+		o.Catalog = NewCatalog(o.Bucket, o.Prefix)
 	}
 	f := &follower{o: o, subject: bus.JournalSubject(o.Namespace, o.ConfigUID), stream: stream,
 		rec: journal.NewRecorder(journal.ClientLeaseTTL(o.Etcd)), sealed: map[string]int64{}}
@@ -510,14 +516,15 @@ func (f *follower) sealAndReport(ctx context.Context) {
 	}
 }
 
-// refreshAnchor reads the newest full backup's revision again, at most once a minute (a
-// listing and a HEAD): scheduled backups move the anchor the chain's length counts from.
+// refreshAnchor reads the newest full backup's revision again, at most once a minute (from the
+// catalog: a listing, and a HEAD of a backup not seen before): scheduled backups move the
+// anchor the chain's length counts from.
 func (f *follower) refreshAnchor(ctx context.Context) {
 	if time.Since(f.anchorRead) < time.Minute {
 		return
 	}
 	f.anchorRead = time.Now()
-	anchor, err := journal.NewestBackupRevision(ctx, f.o.Bucket, f.o.Prefix, f.o.Timeline)
+	anchor, err := f.o.Catalog.NewestBackupRevision(ctx, f.o.Timeline)
 	if err != nil || anchor <= f.anchor {
 		return
 	}
@@ -525,6 +532,14 @@ func (f *follower) refreshAnchor(ctx context.Context) {
 	if n, err := journal.ChainBytes(ctx, f.o.Bucket, f.o.Timeline.Dir(f.o.Prefix), anchor); err == nil {
 		f.chainBytes = n
 	}
+}
+
+// NewCatalog is the catalog of a config's journal and condition: the backups listed at most
+// once a minute (the anchor's refresh and the condition share the listing), the segments told
+// by the journal, and everything listed whole every 10 minutes (what retention deleted).
+func NewCatalog(b destination.Bucket, prefix string) *journal.Catalog {
+	return &journal.Catalog{Bucket: b, Prefix: prefix, RelistEvery: 10 * time.Minute, BackupsEvery: time.Minute,
+		Fed: true}
 }
 
 // askTimeout bounds the wait for the scheduler's answer to a full backup asked for.
@@ -622,6 +637,8 @@ func (f *follower) put(ctx context.Context, run []unsealed) error {
 	if err != nil && !errors.Is(err, destination.ErrObjectExists) {
 		return fmt.Errorf("put segment %s: %w", key, err)
 	}
+	f.o.Catalog.Sealed(tl.Dir(f.o.Prefix), journal.Segment{Key: key, First: m.First, Last: m.Last,
+		Size: int64(buf.Len())}, m)
 	if m.Hash != nil {
 		f.hashed = time.Now()
 	}

@@ -99,7 +99,7 @@ func (s *Source) Follow(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig)
 	defer s.Metrics.Forget(cfg.Namespace, string(cfg.UID))
 	fctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go s.report(fctx, cfg, o.Bucket, o.Prefix)
+	go s.report(fctx, cfg, o.Catalog)
 	err = Follow(fctx, o)
 	// What retrying does not mend is the operator's to see on the config.
 	if (errors.Is(err, ErrRevisionTooLarge) || errors.Is(err, ErrWentBack)) && s.Events != nil {
@@ -160,6 +160,7 @@ func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 	o.FullBackup = func(ctx context.Context, reason string) error { return s.fullBackup(ctx, cfg, reason) }
 	o.Check = func(ctx context.Context) error { return s.check(ctx, cluster.Name, timeline) }
 	o.Started = started
+	o.Catalog = NewCatalog(bucket, o.Prefix)
 	return o, func() { _ = cli.Close() }, nil
 }
 
@@ -192,13 +193,11 @@ func (s *Source) fullBackup(ctx context.Context, cfg *kubermaticv1.EtcdBackupCon
 	return nil
 }
 
-// report writes the config's ContinuousBackup condition every StatusInterval.
-func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, b destination.Bucket, prefix string) {
+// report writes the config's ContinuousBackup condition every StatusInterval, from cat, the
+// journal's own catalog: a pass lists nothing the journal has told it or has just listed.
+func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, cat *journal.Catalog) {
 	t := time.NewTicker(s.StatusInterval)
 	defer t.Stop()
-	// Each pass lists only the segments sealed since the last; every 10 minutes all of them,
-	// to see what retention deleted.
-	cat := &journal.Catalog{Bucket: b, Prefix: prefix, RelistEvery: 10 * time.Minute}
 	for {
 		ws, err := cat.Windows(ctx)
 		switch {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -536,10 +537,11 @@ func (f *follower) refreshAnchor(ctx context.Context) {
 
 // NewCatalog is the catalog of a config's journal and condition: the backups listed at most
 // once a minute (the anchor's refresh and the condition share the listing), the segments told
-// by the journal, and everything listed whole every 10 minutes (what retention deleted).
+// by the journal, and everything listed whole every 8 to 12 minutes (what retention deleted),
+// a time of its own so that the journals of a seed started together do not list together.
 func NewCatalog(b destination.Bucket, prefix string) *journal.Catalog {
-	return &journal.Catalog{Bucket: b, Prefix: prefix, RelistEvery: 10 * time.Minute, BackupsEvery: time.Minute,
-		Fed: true}
+	relist := 8*time.Minute + rand.N(4*time.Minute)
+	return &journal.Catalog{Bucket: b, Prefix: prefix, RelistEvery: relist, BackupsEvery: time.Minute, Fed: true}
 }
 
 // askTimeout bounds the wait for the scheduler's answer to a full backup asked for.

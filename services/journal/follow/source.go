@@ -18,6 +18,7 @@ import (
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/grpc"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ktypes "k8s.io/apimachinery/pkg/types"
@@ -147,7 +148,11 @@ func (s *Source) options(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig
 		return Options{}, nil, err
 	}
 	// The watch and the hashes come from one member.
-	m, err := endpoints.Healthy(ctx, target, s.MemberTimeout)
+	// A fixed flow-control window: gRPC's dynamic one pings etcd after the watch's responses
+	// to size itself, a write and a read on each of a thousand connections that carry a few
+	// small responses a second.
+	m, err := endpoints.Healthy(ctx, target, s.MemberTimeout, grpc.WithInitialWindowSize(1<<20),
+		grpc.WithInitialConnWindowSize(1<<20))
 	if err != nil {
 		return Options{}, nil, err
 	}

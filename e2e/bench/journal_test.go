@@ -62,11 +62,9 @@ func BenchmarkJournalScale(b *testing.B) {
 	}
 	// The deploy's journal flags, not the sandbox's faster pace.
 	journalArgs := []string{"--segment-interval=10s", "--status-interval=1m", "--claim-interval=3s"}
-	profiles := os.Getenv("ETCDBACKUP_BENCH_PROFILE_DIR")
-	if profiles != "" {
-		journalArgs = append(journalArgs, "--debug-pprof")
-	}
-	env := startEnv(b, ctx, replicas, map[string][]string{"journal": journalArgs})
+	args := map[string][]string{"journal": journalArgs}
+	profiles := profiledArgs(args, "journal")
+	env := startEnv(b, ctx, replicas, args)
 	cli, err := env.DemoEtcdClient()
 	if err != nil {
 		b.Fatal(err)
@@ -279,7 +277,7 @@ func BenchmarkJournalScale(b *testing.B) {
 		}
 		lastRSS = rss
 		if m == 1 && profiles != "" {
-			profileJournal(ctx, b, env, profiles)
+			profileServices(ctx, b, env, profiles, "journal")
 		}
 		logf("%-6d %9s %9s %12d  %s; %s", m+1, pct(busLag, 99).Round(time.Millisecond),
 			pct(segLag, 99).Round(10*time.Millisecond), revs, soak(ctx, env), cpu.minute())
@@ -371,19 +369,34 @@ func logField(line, key string) string {
 	return v
 }
 
-// profileJournal stores a 30-second CPU profile and a heap profile of every journal replica in
-// dir (ETCDBACKUP_BENCH_PROFILE_DIR: the replicas run with --debug-pprof), all taken at once.
-func profileJournal(ctx context.Context, b *testing.B, env *sandbox.Env, dir string) {
+// profileServices stores a 30-second CPU profile and a heap profile of every replica of each
+// service in dir (ETCDBACKUP_BENCH_PROFILE_DIR: the replicas run with --debug-pprof), all
+// taken at once.
+func profileServices(ctx context.Context, b *testing.B, env *sandbox.Env, dir string, services ...string) {
 	b.Helper()
 	var g errgroup.Group
-	for _, s := range env.ServicesOf("journal") {
-		for kind, path := range map[string]string{"cpu": "profile?seconds=30", "heap": "heap"} {
-			g.Go(func() error { return fetchProfile(ctx, s, path, filepath.Join(dir, s.Name+"."+kind+".pprof")) })
+	for _, svc := range services {
+		for _, s := range env.ServicesOf(svc) {
+			for kind, path := range map[string]string{"cpu": "profile?seconds=30", "heap": "heap"} {
+				g.Go(func() error { return fetchProfile(ctx, s, path, filepath.Join(dir, s.Name+"."+kind+".pprof")) })
+			}
 		}
 	}
 	if err := g.Wait(); err != nil {
 		b.Error(err)
 	}
+}
+
+// profiledArgs adds --debug-pprof to the arguments of each service when
+// ETCDBACKUP_BENCH_PROFILE_DIR is set, and returns that directory ("" when not).
+func profiledArgs(args map[string][]string, services ...string) string {
+	dir := os.Getenv("ETCDBACKUP_BENCH_PROFILE_DIR")
+	if dir != "" {
+		for _, svc := range services {
+			args[svc] = append(args[svc], "--debug-pprof")
+		}
+	}
+	return dir
 }
 
 func fetchProfile(ctx context.Context, s *sandbox.Service, what, path string) error {
@@ -401,6 +414,6 @@ func fetchProfile(ctx context.Context, s *sandbox.Service, what, path string) er
 	if err != nil {
 		return err
 	}
-	fmt.Printf("BenchmarkJournalScale: %s of %s in %s\n", what, s.Name, path)
+	fmt.Printf("bench: %s of %s in %s\n", what, s.Name, path)
 	return os.WriteFile(path, data, 0o600)
 }

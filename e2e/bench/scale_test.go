@@ -46,6 +46,8 @@ func envInt(b *testing.B, name string, def int) int {
 // p99 and max of slot → Completed (the uploader's event), the backlog of every stream, and
 // the RSS and goroutines of every service process. At the end it reports the minute's
 // figures over the whole run and fails if a slot due before the last minute did not complete.
+// With ETCDBACKUP_BENCH_PROFILE_DIR it stores a 30-second CPU profile and a heap profile of every
+// scheduler, snapshotter, uploader and pruner replica there at the end of the second minute.
 func BenchmarkScale(b *testing.B) {
 	// The report goes to stdout as it is made: the testing package cuts a benchmark's log
 	// short, and a 10-minute soak should show its minutes as they pass.
@@ -71,7 +73,10 @@ func BenchmarkScale(b *testing.B) {
 		}
 		replicas[svc] = n
 	}
-	env := startEnv(b, ctx, replicas, nil)
+	args := map[string][]string{}
+	profiled := []string{"scheduler", "snapshotter", "uploader", "pruner"}
+	profiles := profiledArgs(args, profiled...)
+	env := startEnv(b, ctx, replicas, args)
 	cli, err := env.DemoEtcdClient()
 	if err != nil {
 		b.Fatal(err)
@@ -185,6 +190,9 @@ func BenchmarkScale(b *testing.B) {
 		case <-wait.C:
 		case <-ctx.Done():
 			b.Fatal(ctx.Err())
+		}
+		if m == 0 && profiles != "" {
+			profileServices(ctx, b, env, profiles, profiled...)
 		}
 		slots := due(from, to)
 		var lat []time.Duration

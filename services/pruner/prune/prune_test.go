@@ -348,30 +348,36 @@ func deliver(t *testing.T, ctx context.Context, js jetstream.JetStream, subject,
 	return msg
 }
 
-// The journal patches a continuous config's ContinuousBackup condition every status interval:
-// no retention pass (a listing of the config's prefix) follows a change of conditions alone,
-// and one follows any other change.
-func TestRetentionIgnoresConditionOnlyUpdates(t *testing.T) {
+// Status is patched about three times a backup, and every status interval by the journal: no
+// retention pass (a listing of the config's prefix) follows a change of status alone, and one
+// follows a change of the spec, the annotations or the deletion.
+func TestRetentionIgnoresStatusOnlyUpdates(t *testing.T) {
 	old := &kubermaticv1.EtcdBackupConfig{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a", Name: "daily",
 		ResourceVersion: "1"}, Spec: kubermaticv1.EtcdBackupConfigSpec{Schedule: "@every 20m"}}
 	window := old.DeepCopy()
 	window.ResourceVersion = "2"
 	window.Status.SetCondition(kubermaticv1.ConditionContinuousBackup, corev1.ConditionTrue,
 		kubermaticv1.ReasonRestorable, "restorable from … to …", metav1.Now())
-	if !OnlyConditionsChanged(old, window) {
-		t.Error("a new window is retention's business")
-	}
 	stored := window.DeepCopy()
+	stored.ResourceVersion = "3"
 	stored.Status.LastBackups = append(stored.Status.LastBackups, kubermaticv1.BackupStatus{BackupName: "daily-1",
 		BackupPhase: kubermaticv1.PhaseCompleted})
+	for name, n := range map[string]*kubermaticv1.EtcdBackupConfig{"a new window": window, "a stored backup": stored} {
+		if !OnlyStatusChanged(old, n) {
+			t.Errorf("%s made a retention pass", name)
+		}
+	}
 	keep := window.DeepCopy()
 	three := 3
 	keep.Spec.Keep = &three
 	annotated := window.DeepCopy()
 	annotated.Annotations = map[string]string{"etcdbackup.k8c.io/retention": "daily=7"}
-	for name, n := range map[string]*kubermaticv1.EtcdBackupConfig{"a stored backup": stored, "keep": keep,
-		"an annotation": annotated} {
-		if OnlyConditionsChanged(window, n) {
+	deleted := window.DeepCopy()
+	now := metav1.Now()
+	deleted.DeletionTimestamp = &now
+	for name, n := range map[string]*kubermaticv1.EtcdBackupConfig{"keep": keep, "an annotation": annotated,
+		"the deletion": deleted} {
+		if OnlyStatusChanged(window, n) {
 			t.Errorf("%s changed, yet retention would not look", name)
 		}
 	}

@@ -51,7 +51,7 @@ type Reconciler struct {
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	err := ctrl.NewControllerManagedBy(mgr).Named("etcdbackupconfig-pruner").
 		For(&kubermaticv1.EtcdBackupConfig{}, builder.WithPredicates(predicate.Funcs{
-			UpdateFunc: func(e event.UpdateEvent) bool { return !OnlyConditionsChanged(e.ObjectOld, e.ObjectNew) },
+			UpdateFunc: func(e event.UpdateEvent) bool { return !OnlyStatusChanged(e.ObjectOld, e.ObjectNew) },
 		})).
 		Watches(&kubermaticv1.EtcdRestore{}, handler.EnqueueRequestsFromMapFunc(ConfigOfRestore)).
 		Complete(r)
@@ -61,10 +61,14 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return nil
 }
 
-// OnlyConditionsChanged says an update of a config changed its conditions alone (the journal's
-// window every status interval, the scheduler's and the drills' conditions): nothing retention
-// reads, so no listing of the config's prefix for it.
-func OnlyConditionsChanged(oldObj, newObj client.Object) bool {
+// OnlyStatusChanged says an update of a config changed its status alone: the status writer's
+// patches of every backup (queued, staged, completed), the journal's window every status
+// interval, the scheduler's and the drills' conditions. None is retention's to act on: a
+// stored backup comes as the uploader's BackupStored message (Stored), a deletion as the
+// deletion timestamp, an ended restore as its EtcdRestore, and everything else at the next
+// Interval. Each pass lists the config's prefix, and a quick backup patches status about three
+// times.
+func OnlyStatusChanged(oldObj, newObj client.Object) bool {
 	o, ok1 := oldObj.(*kubermaticv1.EtcdBackupConfig)
 	n, ok2 := newObj.(*kubermaticv1.EtcdBackupConfig)
 	if !ok1 || !ok2 {
@@ -72,7 +76,7 @@ func OnlyConditionsChanged(oldObj, newObj client.Object) bool {
 	}
 	o, n = o.DeepCopy(), n.DeepCopy()
 	for _, c := range []*kubermaticv1.EtcdBackupConfig{o, n} {
-		c.Status.Conditions, c.ResourceVersion, c.ManagedFields = nil, "", nil
+		c.Status, c.ResourceVersion, c.ManagedFields = kubermaticv1.EtcdBackupConfigStatus{}, "", nil
 	}
 	return equality.Semantic.DeepEqual(o, n)
 }

@@ -21,6 +21,7 @@ type Config struct {
 	ZstdThreads       int
 	StagingReserveMiB int
 	BusyRetry         time.Duration
+	StartedAfter      time.Duration
 }
 
 func parseConfig(args []string) (Config, error) {
@@ -46,6 +47,9 @@ func parseConfig(args []string) (Config, error) {
 	service.DurationVar(fs, &c.BusyRetry, "busy-retry", 30*time.Second,
 		"delay before a request whose cluster is being backed up by another snapshot (its lease held) comes again; one "+
 			"snapshot per cluster at a time, across every replica")
+	service.DurationVar(fs, &c.StartedAfter, "started-status-after", 2*time.Second,
+		"how long a first attempt runs before its \"taking snapshot\" status event is published (0: at once; a retry's "+
+			"at once): a quick backup goes from queued to Completed with one status write fewer")
 	if err := service.Parse(fs, args); err != nil {
 		return Config{}, err
 	}
@@ -61,6 +65,10 @@ func parseConfig(args []string) (Config, error) {
 	}
 	if c.BusyRetry <= 0 {
 		return Config{}, fmt.Errorf("%w: busy-retry must be positive, got %s", service.ErrInvalidOption, c.BusyRetry)
+	}
+	if c.StartedAfter < 0 {
+		return Config{}, fmt.Errorf("%w: started-status-after must not be negative, got %s", service.ErrInvalidOption,
+			c.StartedAfter)
 	}
 	if c.StagingReserveMiB < 0 {
 		return Config{}, fmt.Errorf("%w: staging-reserve-mib must not be negative, got %d", service.ErrInvalidOption,

@@ -30,7 +30,7 @@ func run(ctx context.Context, args []string) error {
 		Leases: leases, BusyRetry: cfg.BusyRetry, Holder: holder,
 		Reader: rt.Kube, Events: rt.Events, JS: rt.JS, Bus: rt.Bus, MaxAttempts: uint64(cfg.MaxAttempts),
 		MemberTimeout: cfg.MemberTimeout, SnapshotIdle: cfg.SnapshotIdle, Level: cfg.level(), Concurrency: cfg.ZstdThreads,
-		StagingReserve: int64(cfg.StagingReserveMiB) << 20,
+		StagingReserve: int64(cfg.StagingReserveMiB) << 20, StartedAfter: cfg.StartedAfter,
 		// The Seed (or destinations ConfigMap) and a destination's encryption Secret.
 		Destinations: rt.Destinations(rt.Kube), Log: rt.Log,
 	}, rt.Endpoint.Registry())

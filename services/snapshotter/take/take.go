@@ -58,6 +58,9 @@ type Options struct {
 	Concurrency int
 	// ProgressEvery is how often a running snapshot reports its bytes (0: progress.Interval).
 	ProgressEvery time.Duration
+	// StartedAfter is how long a first attempt runs before its "taking snapshot" event is
+	// published (0: at once); a retry's is published at once.
+	StartedAfter time.Duration
 	// Destinations resolves the config's destination and what its backups are encrypted to
 	// (nil: never encrypted).
 	Destinations Sealer
@@ -250,7 +253,7 @@ func (h *Handler) take(ctx context.Context, req *etcdbackupv1.BackupRequested, d
 		return nil, err
 	}
 	defer release()
-	h.status(ctx, req, fmt.Sprintf("taking snapshot (attempt %d of %d)", d.Attempt, h.MaxAttempts))
+	defer h.started(ctx, req, d.Attempt)()
 	if err := h.roomInStaging(ctx); err != nil {
 		return nil, err
 	}
@@ -398,6 +401,27 @@ func (h *Handler) healthyMember(ctx context.Context,
 		return nil, "", 0, 0, err
 	}
 	return m.Client, m.Endpoint, m.Status.Header.GetRevision(), m.Status.DbSize, nil
+}
+
+// started publishes "taking snapshot (attempt n of m)", stamped with the attempt's start: at
+// once for a retry, and for a first attempt once it has run StartedAfter. The status writer
+// patches the config's status for every event; a quick snapshot goes from "queued" to the
+// uploader's Completed without this one, a patch fewer for each of a burst's thousand backups.
+// The returned stop ends the wait.
+func (h *Handler) started(ctx context.Context, req *etcdbackupv1.BackupRequested, attempt uint64) (stop func()) {
+	ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_SNAPSHOTTER, etcdbackupv1.Phase_PHASE_RUNNING,
+		fmt.Sprintf("taking snapshot (attempt %d of %d)", attempt, h.MaxAttempts))
+	publish := func() {
+		if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
+			h.Log.Warn("publish status", "backup", req.GetBackupName(), "err", err)
+		}
+	}
+	if attempt > 1 || h.StartedAfter <= 0 {
+		publish()
+		return func() {}
+	}
+	t := time.AfterFunc(h.StartedAfter, publish)
+	return func() { t.Stop() }
 }
 
 // status publishes the snapshot's progress, best effort: the snapshot goes on without it.

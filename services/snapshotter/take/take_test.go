@@ -21,6 +21,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/snapshot"
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/proto"
@@ -366,4 +367,71 @@ func liveConfig(t *testing.T, ctx context.Context, h *Handler, req *etcdbackupv1
 	}
 	req.Config.Uid = "daily-uid"
 	pointAt(t, ctx, h, endpoint)
+}
+
+// A first attempt that ends within StartedAfter publishes no "taking snapshot" event (a
+// status patch fewer for a quick backup); one that runs longer does, stamped with its start,
+// and a retry does at once.
+func TestOnlyASlowOrRetriedAttemptSaysItStarted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	starts := func(js jetstream.JetStream) []*etcdbackupv1.StatusEvent {
+		t.Helper()
+		s, err := js.Stream(ctx, bus.StreamStatus)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []*etcdbackupv1.StatusEvent
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+			m, err := s.GetMsg(ctx, seq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev := &etcdbackupv1.StatusEvent{}
+			if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), ev); err != nil {
+				t.Fatal(err)
+			}
+			if strings.HasPrefix(ev.GetMessage(), "taking snapshot (attempt ") {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	// Quick: a small etcd, a first attempt, an hour to wait.
+	e := filledEtcd(t, ctx, 4)
+	h, req := silentEtcd(t)
+	h.JS, h.StartedAfter, h.MaxAttempts, h.Level = natstest.Bus(t, 64<<20), time.Hour, 3, backupformat.Level
+	pointAt(t, ctx, h, e.Endpoint)
+	if _, err := h.take(ctx, req, bus.Delivery{Attempt: 1}, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := starts(h.JS); len(got) != 0 {
+		t.Fatalf("a quick first attempt said it started: %v", got)
+	}
+	// A retry says so at once.
+	if _, err := h.take(ctx, req, bus.Delivery{Attempt: 2}, "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := starts(h.JS); len(got) != 1 || got[0].GetMessage() != "taking snapshot (attempt 2 of 3)" {
+		t.Fatalf("a retry's start events: %v, want one of attempt 2", got)
+	}
+	// Slow: a member that answers nothing (the attempt fails after the member timeout, 200 ms),
+	// a first attempt, 10 ms to wait.
+	slow, sreq := silentEtcd(t)
+	slow.JS, slow.StartedAfter, slow.MaxAttempts = natstest.Bus(t, 8<<20), 10*time.Millisecond, 3
+	begun := time.Now()
+	if _, err := slow.take(ctx, sreq, bus.Delivery{Attempt: 1}, "", time.Now()); err == nil {
+		t.Fatal("a snapshot of an etcd that answers nothing succeeded")
+	}
+	got := starts(slow.JS)
+	if len(got) != 1 || got[0].GetMessage() != "taking snapshot (attempt 1 of 3)" {
+		t.Fatalf("a slow first attempt's start events: %v, want one", got)
+	}
+	if at := got[0].GetTime().AsTime(); at.Before(begun) || at.After(begun.Add(150*time.Millisecond)) {
+		t.Fatalf("the start event is stamped %s, the attempt began at %s", at, begun)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -146,29 +147,7 @@ func newConfig(t *testing.T, ctx context.Context, cluster, name, schedule, desti
 func statusEvents(t *testing.T, ctx context.Context,
 	keep func(*etcdbackupv1.StatusEvent) bool) []*etcdbackupv1.StatusEvent {
 	t.Helper()
-	s, err := jetStream(t).Stream(ctx, bus.StreamStatus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*etcdbackupv1.StatusEvent
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("get status event %d: %v", seq, err)
-		}
-		var ev etcdbackupv1.StatusEvent
-		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
-			t.Fatalf("status event %d is not readable: %v", seq, err)
-		}
-		if keep(&ev) {
-			out = append(out, &ev)
-		}
-	}
-	return out
+	return natstest.StatusEvents(t, ctx, jetStream(t), keep)
 }
 
 // waitEvent waits for a Kubernetes Event about the named object with the given type and reason.

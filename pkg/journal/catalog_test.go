@@ -21,13 +21,8 @@ func TestCatalogFollowsNewSegmentsAndRetention(t *testing.T) {
 	dir := journal.Timeline{Name: journal.InitialTimeline}.Dir(prefix)
 	put := func(first, last int64) string {
 		t.Helper()
-		data, m := sealed(t, revisions(first, last), backupformat.Encryption{})
-		key := journal.Key(dir, first, last)
-		if err := b.Put(t.Context(), key, bytes.NewReader(data), int64(len(data)),
-			destination.PutOptions{Metadata: m.Map()}); err != nil {
-			t.Fatal(err)
-		}
-		return key
+		s, _ := putSegment(t, b, dir, first, last)
+		return s.Key
 	}
 	srv.PutBackup(t, "backups", prefix+"daily-2026-12-05T01-00-00.db.zst", []byte("snapshot"), backupformat.Encryption{},
 		backupformat.Meta{Revision: 10})
@@ -80,13 +75,7 @@ func TestAFedCatalogListsNothingItWasTold(t *testing.T) {
 	dir := journal.Timeline{Name: journal.InitialTimeline}.Dir(prefix)
 	put := func(first, last int64) (journal.Segment, journal.Meta) {
 		t.Helper()
-		data, m := sealed(t, revisions(first, last), backupformat.Encryption{})
-		key := journal.Key(dir, first, last)
-		if err := b.Put(t.Context(), key, bytes.NewReader(data), int64(len(data)),
-			destination.PutOptions{Metadata: m.Map()}); err != nil {
-			t.Fatal(err)
-		}
-		return journal.Segment{Key: key, First: first, Last: last, Size: int64(len(data))}, m
+		return putSegment(t, b, dir, first, last)
 	}
 	srv.PutBackup(t, "backups", prefix+"daily-2026-12-05T01-00-00.db.zst", []byte("snapshot"), backupformat.Encryption{},
 		backupformat.Meta{Revision: 10})
@@ -133,4 +122,16 @@ func TestAFedCatalogListsNothingItWasTold(t *testing.T) {
 	}
 	cat.RelistEvery = 0
 	to(40)
+}
+
+// putSegment stores a segment of revisions first to last in the timeline folder dir of b.
+func putSegment(t *testing.T, b destination.Bucket, dir string, first, last int64) (journal.Segment, journal.Meta) {
+	t.Helper()
+	data, m := sealed(t, revisions(first, last), backupformat.Encryption{})
+	key := journal.Key(dir, first, last)
+	if err := b.Put(t.Context(), key, bytes.NewReader(data), int64(len(data)),
+		destination.PutOptions{Metadata: m.Map()}); err != nil {
+		t.Fatal(err)
+	}
+	return journal.Segment{Key: key, First: first, Last: last, Size: int64(len(data))}, m
 }

@@ -2,10 +2,12 @@
 package natstest
 
 import (
+	"context"
 	"testing"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -85,4 +87,34 @@ func Bus(t testing.TB, stagingBytes int64) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// StatusEvents returns every status event on js's status stream that keep keeps (nil: all),
+// oldest first.
+func StatusEvents(t testing.TB, ctx context.Context, js jetstream.JetStream,
+	keep func(*etcdbackupv1.StatusEvent) bool) []*etcdbackupv1.StatusEvent {
+	t.Helper()
+	s, err := js.Stream(ctx, bus.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*etcdbackupv1.StatusEvent
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("get status event %d: %v", seq, err)
+		}
+		ev := &etcdbackupv1.StatusEvent{}
+		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), ev); err != nil {
+			t.Fatalf("status event %d is not readable: %v", seq, err)
+		}
+		if keep == nil || keep(ev) {
+			out = append(out, ev)
+		}
+	}
+	return out
 }

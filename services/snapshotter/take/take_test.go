@@ -151,24 +151,8 @@ func TestSnapshotReportsProgress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := js.Stream(ctx, bus.StreamStatus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var reports int
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ev etcdbackupv1.StatusEvent
-		if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), &ev); err != nil {
-			t.Fatal(err)
-		}
+	for _, ev := range natstest.StatusEvents(t, ctx, js, nil) {
 		if !strings.HasPrefix(ev.GetMessage(), "taking snapshot: ") {
 			continue
 		}
@@ -377,24 +361,8 @@ func TestOnlyASlowOrRetriedAttemptSaysItStarted(t *testing.T) {
 	defer cancel()
 	starts := func(js jetstream.JetStream) []*etcdbackupv1.StatusEvent {
 		t.Helper()
-		s, err := js.Stream(ctx, bus.StreamStatus)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var out []*etcdbackupv1.StatusEvent
-		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-			m, err := s.GetMsg(ctx, seq)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ev := &etcdbackupv1.StatusEvent{}
-			if err := bus.Decode(m.Data, m.Header.Get(bus.HeaderContentType), ev); err != nil {
-				t.Fatal(err)
-			}
+		for _, ev := range natstest.StatusEvents(t, ctx, js, nil) {
 			if strings.HasPrefix(ev.GetMessage(), "taking snapshot (attempt ") {
 				out = append(out, ev)
 			}

@@ -262,14 +262,29 @@ func TestSharedConfigsCostTheBusNothingPerConfig(t *testing.T) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	// Ten claim intervals of each replica; each session is refreshed every 2 s (a fifth of 10 s).
-	// A window to count in, not a wait for a condition.
-	time.Sleep(2 * time.Second)
-	mu.Lock()
-	defer mu.Unlock()
-	t.Logf("in 2 s with %d configs shared by 2 replicas: %v", n, seen)
-	if seen["claims written"] > 0 || seen["JetStream API requests"] > 0 || seen["sessions refreshed"] > 2*2 {
-		t.Fatalf("in 2 s with %d configs shared by 2 replicas the bus saw %v; want at most the sessions' refreshes "+
-			"(2 each)", n, seen)
+	// A window to count in, not a wait for a condition. The share may still be settling when
+	// the counts first balance (a replica giving back one, the other taking it) on a busy
+	// machine: the steady state is any of three windows in a row, and a cost per config shows
+	// in every one.
+	clean := func() bool {
+		mu.Lock()
+		clear(seen)
+		mu.Unlock()
+		time.Sleep(2 * time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		t.Logf("in 2 s with %d configs shared by 2 replicas: %v", n, seen)
+		return seen["claims written"] == 0 && seen["JetStream API requests"] == 0 && seen["sessions refreshed"] <= 2*2
+	}
+	steady := false
+	for range 3 {
+		if steady = clean(); steady {
+			break
+		}
+	}
+	if !steady {
+		t.Fatalf("in each of three 2-s windows with %d configs shared by 2 replicas the bus saw more than the "+
+			"sessions' refreshes (2 each); the last: %v", n, seen)
 	}
 	r.noneTwice()
 }

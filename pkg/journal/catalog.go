@@ -109,43 +109,13 @@ type Backup struct {
 // their scheduled times), with their recorded revisions; an object whose record has none is
 // left out (it anchors no chain).
 func Backups(ctx context.Context, b destination.Bucket, prefix string) ([]Backup, error) {
-	keys, err := backupKeys(ctx, b, prefix)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Backup, 0, len(keys))
-	for _, k := range keys {
-		bk, err := record(ctx, b, k)
-		if err != nil {
-			return nil, err
-		}
-		if bk.Revision > 0 {
-			out = append(out, bk)
-		}
-	}
-	return out, nil
+	return (&Catalog{Bucket: b, Prefix: prefix}).Backups(ctx)
 }
 
 // NewestBackupRevision is the recorded revision of the config's newest full backup of timeline
 // tl, the newest timeline (0: none).
 func NewestBackupRevision(ctx context.Context, b destination.Bucket, prefix string, tl Timeline) (int64, error) {
-	keys, err := backupKeys(ctx, b, prefix)
-	if err != nil {
-		return 0, err
-	}
-	for i := len(keys) - 1; i >= 0; i-- {
-		bk, err := record(ctx, b, keys[i])
-		if err != nil {
-			return 0, err
-		}
-		if bk.Revision > 0 && tl.Holds(bk, nil) {
-			return bk.Revision, nil
-		}
-		if bk.Scheduled.Before(tl.Start) {
-			return 0, nil
-		}
-	}
-	return 0, nil
+	return (&Catalog{Bucket: b, Prefix: prefix}).NewestBackupRevision(ctx, tl)
 }
 
 // scheduledLayout is a backup key's time (backupname.ObjectKey: the name's time, ':' as '-').

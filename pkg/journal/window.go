@@ -148,6 +148,13 @@ func (c *Catalog) Windows(ctx context.Context) ([]Window, error) {
 	return out, nil
 }
 
+// Backups is the package's Backups, from the records the catalog has read and what is new.
+func (c *Catalog) Backups(ctx context.Context) ([]Backup, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.readBackups(ctx)
+}
+
 // NewestBackupRevision is the package's NewestBackupRevision, from the backups the catalog has
 // read and what is new.
 func (c *Catalog) NewestBackupRevision(ctx context.Context, tl Timeline) (int64, error) {

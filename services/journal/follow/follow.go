@@ -126,7 +126,7 @@ func Follow(ctx context.Context, o Options) error {
 	if _, err := f.sealedIn(ctx, o.Timeline.Name); err != nil {
 		return err
 	}
-	if f.anchor, err = journal.NewestBackupRevision(ctx, o.Bucket, o.Prefix, o.Timeline); err != nil {
+	if f.anchor, err = o.Catalog.NewestBackupRevision(ctx, o.Timeline); err != nil {
 		return err
 	}
 	f.anchorRead = time.Now()

@@ -109,6 +109,8 @@ type follower struct {
 	// yet); purgedTo is where the bus was last purged to (exclusive), and purged when.
 	sealedSeq, purgedTo uint64
 	purged              time.Time
+	// relisted: the bucket was listed again before this run's first seal.
+	relisted bool
 }
 
 // Follow journals the config until ctx ends or something fails (etcd, NATS, the bucket's
@@ -567,6 +569,11 @@ func (f *follower) askFullBackup(ctx context.Context, reason string) {
 // seal writes what waits into segments, each of consecutive revisions of one timeline and at
 // most SegmentBytes (a revision larger than that alone), and purges them from the bus.
 func (f *follower) seal(ctx context.Context) error {
+	if !f.relisted && len(f.pending) > 0 {
+		if err := f.relist(ctx); err != nil {
+			return err
+		}
+	}
 	for len(f.pending) > 0 {
 		n, size := 1, f.pending[0].size
 		for n < len(f.pending) && f.pending[n].rev.GetRevision() == f.pending[n-1].rev.GetRevision()+1 &&
@@ -586,6 +593,45 @@ func (f *follower) seal(ctx context.Context) error {
 		f.sealedSeq = last.seq
 	}
 	f.purge(ctx)
+	return nil
+}
+
+// relist reads again, before this run's first seal, where each timeline of what waits is
+// sealed to, and drops what a segment already holds. The replica that held the config before
+// may have had a put in flight when it stopped (given back, or its session lost): the client
+// gave up, but the server can still store the segment after this run listed the bucket at its
+// start. Its revisions are on the bus too, so without this the first segment of this run
+// would hold them again.
+func (f *follower) relist(ctx context.Context) error {
+	listed := map[string]bool{}
+	for _, u := range f.pending {
+		name := timelineOf(u.rev)
+		if listed[name] {
+			continue
+		}
+		listed[name] = true
+		tl, err := journal.ParseTimeline(name)
+		if err != nil {
+			return err
+		}
+		last, err := journal.LastSealed(ctx, f.o.Bucket, tl.Dir(f.o.Prefix))
+		if err != nil {
+			return err
+		}
+		f.sealed[name] = max(f.sealed[name], last)
+	}
+	kept := f.pending[:0]
+	for _, u := range f.pending {
+		if u.rev.GetRevision() <= f.sealed[timelineOf(u.rev)] {
+			f.bytes -= u.size
+			f.sealedSeq = max(f.sealedSeq, u.seq)
+			continue
+		}
+		kept = append(kept, u)
+	}
+	clear(f.pending[len(kept):])
+	f.pending = kept
+	f.relisted = true
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package follow_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/logtest"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
+	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/etcd-backup/etcdbackup/services/journal/follow"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -325,6 +327,84 @@ func TestAReplacedReplicaLosesAndDoublesNoRevision(t *testing.T) {
 	}
 	// Sealed revisions leave the bus.
 	b.onBus(t, 0)
+}
+
+// The replica a config was taken from can have had a segment's put in flight as it stopped:
+// the server stores it after the next replica listed the bucket at its start. The next
+// replica's first segment starts after it, not over it.
+func TestASegmentStoredLateByTheLastReplicaIsNotSealedAgain(t *testing.T) {
+	b := newBench(t)
+	stop := b.startSealingEvery(t, time.Hour)
+	b.write(t, 50, 80)
+	published, sealed := b.settle(t)
+	stop()
+	if sealed != 0 || published-b.anchor < 4 {
+		t.Fatalf("the first replica sealed up to %d of revisions %d to %d: the test needs them all on the bus",
+			sealed, b.anchor+1, published)
+	}
+	late := b.anchor + (published-b.anchor)/2
+	var revs []*etcdbackupv1.JournalRevision
+	for _, r := range b.busRevisionList(t) {
+		if r.GetRevision() > b.anchor && r.GetRevision() <= late {
+			revs = append(revs, r)
+		}
+	}
+	if int64(len(revs)) != late-b.anchor {
+		t.Fatalf("%d revisions up to %d on the bus, want %d", len(revs), late, late-b.anchor)
+	}
+	b.tune = func(o *follow.Options) {
+		// The next replica has read the bucket and the bus; the last one's segment lands now.
+		o.Started = func() {
+			var buf bytes.Buffer
+			m, err := journal.Write(&buf, revs, backupformat.Encryption{})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := b.admin.Put(t.Context(), journal.Key(initial, m.First, m.Last), bytes.NewReader(buf.Bytes()),
+				int64(buf.Len()), destination.PutOptions{Metadata: m.Map()}); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	b.start(t)
+	b.write(t, 80, 120)
+	last := b.rev(t)
+	b.waitSealed(t, last)
+	got, _, _ := b.chain(t)
+	if int64(len(got)) != last-b.anchor {
+		t.Fatalf("%d revisions in segments, want %d (%d to %d)", len(got), last-b.anchor, b.anchor+1, last)
+	}
+	b.onBus(t, 0)
+}
+
+// busRevisionList is every revision the journal stream holds, in stream order.
+func (b *bench) busRevisionList(t *testing.T) []*etcdbackupv1.JournalRevision {
+	t.Helper()
+	st, err := b.js.Stream(t.Context(), bus.StreamJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*etcdbackupv1.JournalRevision
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs, err := journal.DecodeBatch(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, revs...)
+	}
+	return out
 }
 
 func TestRevisionsWaitOnTheBusWhileTheBucketRefuses(t *testing.T) {

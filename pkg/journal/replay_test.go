@@ -9,11 +9,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	etcdsnapshot "go.etcd.io/etcd/etcdutl/v3/snapshot"
@@ -147,21 +151,7 @@ func kvs(ctx context.Context, t *testing.T, c *clientv3.Client, rev int64) []str
 // replay replays s.revs up to target on s's snapshot, checking hashes on the way.
 func (s *source) replay(t *testing.T, target int64, hashes ...journal.Hash) (*journal.Replay, error) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "db")
-	if err := os.WriteFile(path, s.snap, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := journal.StripHash(path); err != nil {
-		t.Fatal(err)
-	}
-	r, err := journal.OpenReplay(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	if r.Base() < s.snapRev {
-		t.Fatalf("the snapshot's revision %d is before the revision %d read before it", r.Base(), s.snapRev)
-	}
+	r := s.open(t)
 	for _, rev := range s.revs {
 		if rev.GetRevision() > target {
 			break
@@ -178,6 +168,27 @@ func (s *source) replay(t *testing.T, target int64, hashes ...journal.Hash) (*jo
 		}
 	}
 	return r, nil
+}
+
+// open is a replay on s's snapshot.
+func (s *source) open(t *testing.T) *journal.Replay {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "db")
+	if err := os.WriteFile(path, s.snap, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := journal.StripHash(path); err != nil {
+		t.Fatal(err)
+	}
+	r, err := journal.OpenReplay(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	if r.Base() < s.snapRev {
+		t.Fatalf("the snapshot's revision %d is before the revision %d read before it", r.Base(), s.snapRev)
+	}
+	return r
 }
 
 // restored starts etcd on the replay's database, restored by etcdutl as a restore step does.
@@ -298,6 +309,69 @@ func TestReplayChecksHashesAcrossCompaction(t *testing.T) {
 			t.Fatalf("replay with revision %d missing: %v, want ErrDiverged", all[i].GetRevision(), err)
 		}
 	})
+}
+
+// Revisions sealed twice (a replaced replica's put that landed after the next replica had
+// listed the bucket) keep the window whole: a segment that reaches past the others extends it,
+// one within them is skipped, and the replay through them applies each revision once and is
+// the source at the window's end.
+func TestAReplayThroughOverlappingSegmentsIsTheSource(t *testing.T) {
+	s := newSource(t)
+	const prefix = "c1/cluster-c1/daily/"
+	srv := s3test.Run(t, "backups")
+	b := srv.Bucket(t, "backups")
+	dir := journal.Timeline{Name: journal.InitialTimeline}.Dir(prefix)
+	srv.PutBackup(t, "backups", prefix+"daily-2026-12-05T01-00-00.db.zst", s.snap, backupformat.Encryption{},
+		backupformat.Meta{Revision: s.snapRev})
+	var after []*etcdbackupv1.JournalRevision
+	for _, rev := range s.revs {
+		if rev.GetRevision() > s.snapRev {
+			after = append(after, rev)
+		}
+	}
+	n := len(after)
+	var want []string
+	for i, cut := range [][2]int{{0, n / 2}, {n / 8, n / 4}, {n / 3, 2 * n / 3}, {2 * n / 3, n}} {
+		var buf bytes.Buffer
+		m, err := journal.Write(&buf, after[cut[0]:cut[1]], backupformat.Encryption{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cut[1] == n {
+			h := s.hash(t, s.last)
+			m.Hash = &h
+		}
+		if err := b.Put(t.Context(), journal.Key(dir, m.First, m.Last), bytes.NewReader(buf.Bytes()),
+			int64(buf.Len()), destination.PutOptions{Metadata: m.Map()}); err != nil {
+			t.Fatal(err)
+		}
+		if i != 1 {
+			want = append(want, fmt.Sprintf("%d-%d", m.First, m.Last))
+		}
+	}
+	ws, err := journal.Windows(t.Context(), b, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ws) != 1 || ws[0].FromRevision != s.snapRev || ws[0].ToRevision != s.last {
+		t.Fatalf("windows %s, want one of revisions %d to %d", journal.Describe(ws), s.snapRev, s.last)
+	}
+	var got []string
+	for _, seg := range ws[0].Segments {
+		got = append(got, fmt.Sprintf("%d-%d", seg.First, seg.Last))
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("the window's segments are %s, want %s", strings.Join(got, " "), strings.Join(want, " "))
+	}
+	r := s.open(t)
+	segments, hashes, err := journal.ReplayWindow(t.Context(), b, r, ws[0], nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Revision() != s.last || segments != 3 || hashes != 1 {
+		t.Fatalf("replayed to revision %d from %d segments, %d hashes reproduced; want %d, 3 and 1", r.Revision(),
+			segments, hashes, s.last)
+	}
 }
 
 func equal(a, b []string) bool {

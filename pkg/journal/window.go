@@ -302,7 +302,9 @@ func Describe(ws []Window) string {
 }
 
 // runs splits segments (in key order) into runs of consecutive revisions. Segments that
-// overlap (sealed twice by racing replicas) are skipped.
+// overlap (the same revisions sealed twice, by a replica whose put landed after the next one
+// had listed the bucket) are kept when they reach past the run, whose replay skips the
+// revisions it holds already, and skipped when they do not.
 func runs(segs []Segment) [][]Segment {
 	var out [][]Segment
 	var cur []Segment
@@ -310,7 +312,7 @@ func runs(segs []Segment) [][]Segment {
 		switch {
 		case len(cur) == 0:
 			cur = []Segment{s}
-		case s.First == cur[len(cur)-1].Last+1:
+		case s.First <= cur[len(cur)-1].Last+1 && s.Last > cur[len(cur)-1].Last:
 			cur = append(cur, s)
 		case s.First <= cur[len(cur)-1].Last:
 			continue

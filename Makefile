@@ -83,16 +83,17 @@ verify: generate lint
 	for m in $(MODULES); do (cd $$m && GOWORK=off go build ./... ) || { echo "$$m does not build without go.work"; exit 1; }; done
 
 # Unit and component tests (embedded NATS and etcd, in-process S3), then the end-to-end suite
-# (real kube-apiserver, versitygw S3 server, service binaries as processes).
+# (real kube-apiserver, versitygw S3 server, service binaries as processes) in E2E_SHARDS
+# sandboxes side by side (hack/test.sh, hack/e2e.sh).
+E2E_SHARDS ?= 3
 test: $(TOOLS) chromium
-	for m in $(MODULES); do (cd $$m && go test -count=1 -timeout 20m ./...) || exit 1; done
-	cd tools/images && GOWORK=off go test -count=1 -timeout 20m ./...
+	E2E_SHARDS=$(E2E_SHARDS) ./hack/test.sh
 
 test-unit:
-	for m in $(filter-out e2e,$(MODULES)); do (cd $$m && go test -count=1 ./...) || exit 1; done
+	go test -count=1 -timeout 20m $$(go list github.com/etcd-backup/etcdbackup/... | grep -v '/e2e')
 
 test-e2e: $(TOOLS) chromium
-	cd e2e && go test -count=1 -timeout 30m -v ./...
+	./hack/e2e.sh $(E2E_SHARDS) -test.v
 
 # The console's screenshots in docs/console, taken by its browser test.
 screenshots: $(TOOLS) chromium

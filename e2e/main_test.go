@@ -4,9 +4,13 @@ package e2e
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +22,18 @@ var env *sandbox.Env
 func TestMain(m *testing.M) { os.Exit(runTests(m)) }
 
 func runTests(m *testing.M) int {
+	flag.Parse()
+	if spec := os.Getenv("ETCDBACKUP_E2E_SHARD"); spec != "" {
+		run, err := shardRun(spec)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		if err := flag.Set("test.run", run); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	tools := sandbox.ToolDir()
 	if err := sandbox.CheckTools(tools); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -35,10 +51,14 @@ func runTests(m *testing.M) int {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	svcDir := filepath.Join(dir, "bin")
-	if err := sandbox.BuildServices(ctx, root, svcDir); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
+	// The services built by the caller (make test builds them once for every shard), else here.
+	svcDir := os.Getenv("ETCDBACKUP_E2E_SERVICES")
+	if svcDir == "" {
+		svcDir = filepath.Join(dir, "bin")
+		if err := sandbox.BuildServices(ctx, root, svcDir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
 	}
 	env, err = sandbox.Start(ctx, sandbox.Options{
 		Dir:        dir,
@@ -68,4 +88,92 @@ func runTests(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "state and logs kept in", dir)
 	}
 	return code
+}
+
+// shardRun is the -test.run pattern of shard spec ("i/n", from 1): the package's tests, read
+// from its files, dealt out to n shards by their weight, heaviest first, each to the lightest
+// shard so far. Each shard runs in a sandbox of its own, so make test runs them side by side.
+// A test given -run as well is refused: the two patterns cannot be combined.
+func shardRun(spec string) (string, error) {
+	if f := flag.Lookup("test.run"); f != nil && f.Value.String() != "" {
+		return "", fmt.Errorf("ETCDBACKUP_E2E_SHARD=%s and -run %s: give one or the other", spec, f.Value)
+	}
+	tests, err := testNames(".")
+	if err != nil {
+		return "", err
+	}
+	return shardRunOf(spec, tests)
+}
+
+// shardRunOf is shard spec's pattern among tests.
+func shardRunOf(spec string, tests []string) (string, error) {
+	var i, n int
+	if _, err := fmt.Sscanf(spec, "%d/%d", &i, &n); err != nil || n < 1 || i < 1 || i > n {
+		return "", fmt.Errorf("ETCDBACKUP_E2E_SHARD=%q: want i/n with 1 <= i <= n", spec)
+	}
+	tests = append([]string(nil), tests...)
+	sort.SliceStable(tests, func(a, b int) bool { return weight(tests[a]) > weight(tests[b]) })
+	load := make([]time.Duration, n)
+	shards := make([][]string, n)
+	for _, t := range tests {
+		k := 0
+		for j := range load {
+			if load[j] < load[k] {
+				k = j
+			}
+		}
+		load[k] += weight(t)
+		shards[k] = append(shards[k], t)
+	}
+	if len(shards[i-1]) == 0 {
+		return "", fmt.Errorf("ETCDBACKUP_E2E_SHARD=%s: no test for this shard (%d tests in all)", spec, len(tests))
+	}
+	return "^(" + strings.Join(shards[i-1], "|") + ")$", nil
+}
+
+// testNames are the Test functions of the package's files in dir.
+func testNames(dir string) ([]string, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*_test.go"))
+	if err != nil {
+		return nil, err
+	}
+	re := regexp.MustCompile(`(?m)^func (Test\w+)\(t \*testing\.T\)`)
+	var out []string
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range re.FindAllSubmatch(b, -1) {
+			out = append(out, string(m[1]))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// testWeights are the longer tests' durations in seconds, as measured on a 2-core machine
+// (go test -v): what the shards are balanced by. A test not listed weighs 3 s; a stale
+// figure only unbalances the shards.
+var testWeights = map[string]int{
+	"TestJournalReplicaKilledLosesNoRevision": 123, "TestManyConfigsEverySlotCompletes": 77,
+	"TestPointInTimeRestoreBringsBackADeletedPrefix": 33, "TestNoServiceKeyMayChangeAStream": 32,
+	"TestKKPSchema": 30, "TestDeletedNamespaceRestoresIntoANewOne": 29,
+	"TestRestoreSurvivesRestorerKillAndDeletion": 27, "TestConsoleFlowsInABrowser": 24,
+	"TestRestoreStepFailureIsReportedAndRecoverable": 24, "TestStagingIsUnreadableButToItsTwoServices": 20,
+	"TestRetentionKeepsTheNewest": 16, "TestRestoreKeepsTheBackupItNeeds": 16,
+	"TestConfigDeletionWaitsForUnreachableDestination":           15,
+	"TestRestoreOfAnUnhealthyEtcdGoesOnWithoutAPreRestoreBackup": 14,
+	"TestRestoreFromTheCopyWhenThePrimaryBucketIsLost":           13, "TestAWrongRestoreIsUndoneFromItsPreRestoreBackup": 13,
+	"TestEncryptedBackupAndRestore": 12, "TestRestoreRebuildsEtcdFromBackup": 12, "TestAlertingRules": 11,
+	"TestScheduledBackupsEndToEnd": 8, "TestTooManyBackupsPausesScheduling": 8, "TestPruningResumesAfterS3Outage": 7,
+	"TestRestoreRefusesBadBackupsBeforeTouchingTheCluster": 7, "TestUploadRetriedWhileS3DownWithoutSecondSnapshot": 6,
+	"TestEtcdUnreachableFailsThatBackupOnly": 5, "TestFailedBackupsAreDeleted": 4, "TestDeployManifestsApply": 4,
+}
+
+func weight(test string) time.Duration {
+	if w, ok := testWeights[test]; ok {
+		return time.Duration(w) * time.Second
+	}
+	return 3 * time.Second
 }

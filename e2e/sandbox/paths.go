@@ -65,19 +65,21 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// BuildServices builds every service binary, and the restore step, into out.
+// BuildServices builds every service binary, and the restore step, into out: one go build of
+// them all, which compiles the packages they share once and links them side by side.
 func BuildServices(ctx context.Context, root, out string) error {
-	builds := map[string]string{RestoreStep: filepath.Join(root, "services", "restorer", "cmd", "restore-step"),
-		Setup: filepath.Join(root, "services", "scheduler", "cmd", "setup")}
+	pkgs := []string{"./" + filepath.Join("services", "restorer", "cmd", RestoreStep),
+		"./" + filepath.Join("services", "scheduler", "cmd", Setup)}
 	for _, s := range Services {
-		builds[s] = filepath.Join(root, "services", s)
+		pkgs = append(pkgs, "./"+filepath.Join("services", s))
 	}
-	for name, dir := range builds {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(out, name), ".")
-		cmd.Dir = dir
-		if b, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("build %s: %w\n%s", name, err, b)
-		}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, "go", append([]string{"build", "-o", out + string(filepath.Separator)}, pkgs...)...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build the services: %w\n%s", err, b)
 	}
 	return nil
 }

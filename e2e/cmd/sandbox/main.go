@@ -37,7 +37,12 @@ func run() error {
 	}
 	dir := flag.String("dir", filepath.Join(root, ".sandbox"), "state and logs (emptied at start)")
 	schedule := flag.String("schedule", "@every 1m", "schedule of the sample EtcdBackupConfig")
+	buildOnly := flag.String("build-services", "",
+		"only build the service binaries into this directory, and exit (make test builds them once for its shards)")
 	flag.Parse()
+	if *buildOnly != "" {
+		return sandbox.BuildServices(context.Background(), root, *buildOnly)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -61,16 +63,44 @@ func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
 			t.Fatalf("someone else's %s after the restorer tried to delete it: %v", kind, err)
 		}
 
-		ours := obj("etcdbackup-restore-r1", owner("r1", true))
-		if err := restorer.Create(ctx, ours); err != nil {
-			t.Fatalf("the restorer creating its own %s: %v", kind, err)
+		beforeTheGC(ctx, t, restorer, func() client.Object { return obj("etcdbackup-restore-r1", owner("r1", true)) },
+			func(ours client.Object) error {
+				ours.SetLabels(map[string]string{"changed": "true"})
+				// Refused: by RBAC (Secrets) or by the policy (ConfigMaps); NotFound: gone.
+				switch err := restorer.Update(ctx, ours); {
+				case err == nil:
+					return fmt.Errorf("the restorer updated its %s; want every update refused", kind)
+				case apierrors.IsNotFound(err):
+					return err
+				}
+				return restorer.Delete(ctx, ours)
+			})
+	}
+}
+
+// beforeTheGC has the restorer create an object owned by a restore that does not exist, and
+// runs steps on it. kube-controller-manager's garbage collector deletes such an object soon
+// after it is created, on a busy machine before the steps are done (they fail NotFound): then
+// the object is created and the steps run again, ten times at most.
+func beforeTheGC(ctx context.Context, t *testing.T, restorer client.Client, newObj func() client.Object,
+	steps func(client.Object) error) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		obj := newObj()
+		if err := restorer.Create(ctx, obj); err != nil {
+			t.Fatalf("the restorer creating %s owned by its restore: %v", obj.GetName(), err)
 		}
-		ours.SetLabels(map[string]string{"changed": "true"})
-		if err := restorer.Update(ctx, ours); err == nil {
-			t.Errorf("the restorer updated its %s; want every update refused", kind)
+		err := steps(obj)
+		if err == nil {
+			return
 		}
-		if err := restorer.Delete(ctx, ours); err != nil {
-			t.Fatalf("the restorer deleting its own %s: %v", kind, err)
+		if !apierrors.IsNotFound(err) || attempt == 10 {
+			t.Fatalf("%s owned by the restorer's restore (attempt %d): %v", obj.GetName(), attempt, err)
+		}
+		if err := sandbox.Poll(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
+			return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(obj), newObj())), nil
+		}); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -106,15 +136,13 @@ func TestRestorerCreatesOnlyPreRestoreConfigs(t *testing.T) {
 			t.Errorf("create %s: %v, want it denied by the policy", what, err)
 		}
 	}
-	ours := cfg("pre-restore-r1", "r1")
-	if err := restorer.Create(ctx, ours); err != nil {
-		t.Fatalf("the restorer creating a restore's pre-restore config: %v", err)
-	}
-	patched := ours.DeepCopy()
-	patched.Annotations = map[string]string{kubermaticv1.AnnotationLastRestorable: "x"}
-	if err := restorer.Patch(ctx, patched, client.MergeFrom(ours)); err != nil {
-		t.Errorf("the restorer's drill patch of a config: %v", err)
-	}
+	beforeTheGC(ctx, t, restorer, func() client.Object { return cfg("pre-restore-r1", "r1") },
+		func(obj client.Object) error {
+			ours := obj.(*kubermaticv1.EtcdBackupConfig)
+			patched := ours.DeepCopy()
+			patched.Annotations = map[string]string{kubermaticv1.AnnotationLastRestorable: "x"}
+			return restorer.Patch(ctx, patched, client.MergeFrom(ours))
+		})
 }
 
 // clientAs is a client with the service's ServiceAccount: exactly the permissions deploy/k8s

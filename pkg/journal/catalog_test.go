@@ -124,6 +124,40 @@ func TestAFedCatalogListsNothingItWasTold(t *testing.T) {
 	to(40)
 }
 
+// A backup the config's status lists as stored, which the catalog's last listing did not hold,
+// has the backups listed again at the next read, however recent the listing; a key the bucket
+// does not hold does so once, and a key already listed never.
+func TestABackupToldStoredIsListedAtOnce(t *testing.T) {
+	const prefix = "c1/cluster-c1/daily/"
+	srv := s3test.Run(t, "backups")
+	b := srv.Bucket(t, "backups")
+	first := prefix + "daily-2026-12-05T01-00-00.db.zst"
+	srv.PutBackup(t, "backups", first, []byte("snapshot"), backupformat.Encryption{}, backupformat.Meta{Revision: 10})
+	cat := &journal.Catalog{Bucket: b, Prefix: prefix, RelistEvery: time.Hour, BackupsEvery: time.Hour, Fed: true}
+	tl := journal.Timeline{Name: journal.InitialTimeline}
+	newest := func(want, lists int64) {
+		t.Helper()
+		before := srv.Lists()
+		if rev, err := cat.NewestBackupRevision(t.Context(), tl); err != nil || rev != want {
+			t.Fatalf("newest backup revision %d (%v), want %d", rev, err, want)
+		}
+		if got := srv.Lists() - before; got != lists {
+			t.Fatalf("%d listings for the read, want %d", got, lists)
+		}
+	}
+	newest(10, 1)
+	second := prefix + "daily-2026-12-05T02-00-00.db.zst"
+	srv.PutBackup(t, "backups", second, []byte("snapshot"), backupformat.Encryption{}, backupformat.Meta{Revision: 35})
+	cat.Stored(first)
+	newest(10, 0)
+	cat.Stored(first, second)
+	newest(35, 1)
+	cat.Stored(first, second, prefix+"daily-2026-12-05T03-00-00.db.zst", "other/prefix/daily.db.zst")
+	newest(35, 1)
+	cat.Stored(first, second, prefix+"daily-2026-12-05T03-00-00.db.zst")
+	newest(35, 0)
+}
+
 // putSegment stores a segment of revisions first to last in the timeline folder dir of b.
 func putSegment(t *testing.T, b destination.Bucket, dir string, first, last int64) (journal.Segment, journal.Meta) {
 	t.Helper()

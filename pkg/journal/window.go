@@ -71,6 +71,39 @@ type Catalog struct {
 
 	fedMu sync.Mutex
 	fed   []sealedSegment // told by Sealed, not yet taken in
+	told  []string        // told by Stored, not yet taken in
+	// forced are the backups' keys told by Stored that had the backups listed again: each
+	// does it once, so a key the bucket does not hold costs one listing, not one a read.
+	forced map[string]bool
+}
+
+// Stored tells the catalog of backups the config's status lists as stored (their keys). A key
+// under the catalog's prefix that its last listing did not hold has the backups listed again
+// at the next read, however recent that listing: a new full backup anchors the windows at
+// once, not up to BackupsEvery later. It never waits for the catalog's reads.
+func (c *Catalog) Stored(keys ...string) {
+	c.fedMu.Lock()
+	defer c.fedMu.Unlock()
+	c.told = append(c.told[:0], keys...)
+}
+
+// relistBackups says whether a key told by Stored is new to the last listing.
+func (c *Catalog) relistBackups() bool {
+	c.fedMu.Lock()
+	told := c.told
+	c.told = nil
+	c.fedMu.Unlock()
+	relist := false
+	for _, k := range told {
+		if _, listed := c.backups[k]; listed || c.forced[k] || !strings.HasPrefix(k, c.Prefix) {
+			continue
+		}
+		if c.forced == nil {
+			c.forced = map[string]bool{}
+		}
+		c.forced[k], relist = true, true
+	}
+	return relist
 }
 
 type sealedSegment struct {
@@ -179,7 +212,7 @@ func (c *Catalog) NewestBackupRevision(ctx context.Context, tl Timeline) (int64,
 // readBackups is Backups in key order, with the records read before kept and the keys listed
 // again once BackupsEvery has passed.
 func (c *Catalog) readBackups(ctx context.Context) ([]Backup, error) {
-	if c.keys == nil || time.Since(c.keysListed) >= c.BackupsEvery {
+	if c.keys == nil || time.Since(c.keysListed) >= c.BackupsEvery || c.relistBackups() {
 		keys, err := backupKeys(ctx, c.Bucket, c.Prefix)
 		if err != nil {
 			return nil, err

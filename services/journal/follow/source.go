@@ -204,6 +204,12 @@ func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
 	t := time.NewTicker(s.StatusInterval)
 	defer t.Stop()
 	for {
+		// A backup the status lists as stored, which the catalog has not listed: the catalog
+		// lists the backups at once (a full backup that anchors the windows shows in this pass).
+		var cur kubermaticv1.EtcdBackupConfig
+		if err := s.Cache.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err == nil && cur.UID == cfg.UID {
+			cat.Stored(storedKeys(&cur)...)
+		}
 		ws, err := cat.Windows(ctx)
 		switch {
 		case err != nil:
@@ -219,6 +225,17 @@ func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
 		case <-t.C:
 		}
 	}
+}
+
+// storedKeys are the keys of cfg's backups that its status lists as Completed and not deleted.
+func storedKeys(cfg *kubermaticv1.EtcdBackupConfig) []string {
+	var keys []string
+	for _, b := range cfg.Status.Backups() {
+		if b.BackupPhase == kubermaticv1.PhaseCompleted && b.DeletePhase == "" && b.ObjectKey != "" {
+			keys = append(keys, b.ObjectKey)
+		}
+	}
+	return keys
 }
 
 // condition sets the ContinuousBackup condition (a merge patch of it alone).

@@ -3,12 +3,11 @@ package journal_test
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
-	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	"github.com/etcd-backup/etcdbackup/pkg/journal/journaltest"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -50,17 +49,7 @@ func BenchmarkReplay(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		path := filepath.Join(b.TempDir(), "db")
-		if err := os.WriteFile(path, snap, 0o600); err != nil {
-			b.Fatal(err)
-		}
-		if err := journal.StripHash(path); err != nil {
-			b.Fatal(err)
-		}
-		r, err := journal.OpenReplay(path)
-		if err != nil {
-			b.Fatal(err)
-		}
+		r := journaltest.Replay(b, snap)
 		if r.Base() != base {
 			b.Fatalf("snapshot at %d, want %d", r.Base(), base)
 		}

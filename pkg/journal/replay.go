@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
@@ -43,6 +44,9 @@ type Replay struct {
 	kv mvcc.KV
 	// base is the snapshot's revision.
 	base int64
+	// closed makes Close once; closeErr is what it returned.
+	closed   sync.Once
+	closeErr error
 }
 
 // OpenReplay opens the etcd database (a snapshot without etcd's trailing hash: StripHash)
@@ -179,10 +183,13 @@ func (r *Replay) WriteSnapshot(w io.Writer) (int64, string, error) {
 	return n + int64(len(sum)), hex.EncodeToString(sum), nil
 }
 
-// Close closes the database.
+// Close closes the database; a second Close returns the first one's error.
 func (r *Replay) Close() error {
-	r.le.Stop()
-	return errors.Join(r.kv.Close(), r.be.Close())
+	r.closed.Do(func() {
+		r.le.Stop()
+		r.closeErr = errors.Join(r.kv.Close(), r.be.Close())
+	})
+	return r.closeErr
 }
 
 // StripHash removes etcd's trailing sha256 from the snapshot file at path, leaving the

@@ -17,6 +17,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	"github.com/etcd-backup/etcdbackup/pkg/journal/journaltest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -173,18 +174,7 @@ func (s *source) replay(t *testing.T, target int64, hashes ...journal.Hash) (*jo
 // open is a replay on s's snapshot.
 func (s *source) open(t *testing.T) *journal.Replay {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "db")
-	if err := os.WriteFile(path, s.snap, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := journal.StripHash(path); err != nil {
-		t.Fatal(err)
-	}
-	r, err := journal.OpenReplay(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
+	r := journaltest.Replay(t, s.snap)
 	if r.Base() < s.snapRev {
 		t.Fatalf("the snapshot's revision %d is before the revision %d read before it", r.Base(), s.snapRev)
 	}

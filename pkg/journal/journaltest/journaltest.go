@@ -4,6 +4,8 @@ package journaltest
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
@@ -73,4 +75,23 @@ func (r Recorded) Seal(t testing.TB, b destination.Bucket, dir string, hash jour
 		destination.PutOptions{Metadata: m.Map()}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Replay opens a replay on snapshot (a full backup's database, its hash stripped as a restore
+// does), closed when tb ends.
+func Replay(tb testing.TB, snapshot []byte) *journal.Replay {
+	tb.Helper()
+	path := filepath.Join(tb.TempDir(), "db")
+	if err := os.WriteFile(path, snapshot, 0o600); err != nil {
+		tb.Fatal(err)
+	}
+	if err := journal.StripHash(path); err != nil {
+		tb.Fatal(err)
+	}
+	r, err := journal.OpenReplay(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = r.Close() })
+	return r
 }

@@ -5,8 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	"github.com/etcd-backup/etcdbackup/pkg/etcdtest"
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
+	"github.com/etcd-backup/etcdbackup/pkg/journal/journaltest"
 	"github.com/etcd-backup/etcdbackup/pkg/logtest"
 	"github.com/etcd-backup/etcdbackup/pkg/natstest"
 	"github.com/etcd-backup/etcdbackup/pkg/s3test"
@@ -175,18 +175,7 @@ func (b *bench) chainIn(t *testing.T, dir string, snap []byte,
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "db")
-	if err := os.WriteFile(path, snap, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := journal.StripHash(path); err != nil {
-		t.Fatal(err)
-	}
-	r, err := journal.OpenReplay(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
+	r := journaltest.Replay(t, snap)
 	var revs []int64
 	var hashes []journal.Hash
 	next := anchor + 1
@@ -240,28 +229,9 @@ func (b *bench) onBus(t *testing.T, n int64) {
 // (and checked consecutive), and the messages that carry them.
 func (b *bench) busRevisions(t *testing.T, sealed int64) (revisions int64, msgs uint64) {
 	t.Helper()
-	st, err := b.js.Stream(t.Context(), bus.StreamJournal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
 	last, started := sealed, sealed > 0
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(t.Context(), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, revs := range b.busMessages(t) {
 		msgs++
-		revs, err := journal.DecodeBatch(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
 		for _, r := range revs {
 			switch {
 			case !started:
@@ -276,6 +246,35 @@ func (b *bench) busRevisions(t *testing.T, sealed int64) (revisions int64, msgs 
 		}
 	}
 	return revisions, msgs
+}
+
+// busMessages are the journal stream's messages, each its revisions, in stream order.
+func (b *bench) busMessages(t *testing.T) [][]*etcdbackupv1.JournalRevision {
+	t.Helper()
+	st, err := b.js.Stream(t.Context(), bus.StreamJournal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]*etcdbackupv1.JournalRevision
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(t.Context(), seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		revs, err := journal.DecodeBatch(m.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, revs)
+	}
+	return out
 }
 
 func TestAReplacedReplicaLosesAndDoublesNoRevision(t *testing.T) {
@@ -344,7 +343,7 @@ func TestASegmentStoredLateByTheLastReplicaIsNotSealedAgain(t *testing.T) {
 	}
 	late := b.anchor + (published-b.anchor)/2
 	var revs []*etcdbackupv1.JournalRevision
-	for _, r := range b.busRevisionList(t) {
+	for _, r := range slices.Concat(b.busMessages(t)...) {
 		if r.GetRevision() > b.anchor && r.GetRevision() <= late {
 			revs = append(revs, r)
 		}
@@ -376,35 +375,6 @@ func TestASegmentStoredLateByTheLastReplicaIsNotSealedAgain(t *testing.T) {
 		t.Fatalf("%d revisions in segments, want %d (%d to %d)", len(got), last-b.anchor, b.anchor+1, last)
 	}
 	b.onBus(t, 0)
-}
-
-// busRevisionList is every revision the journal stream holds, in stream order.
-func (b *bench) busRevisionList(t *testing.T) []*etcdbackupv1.JournalRevision {
-	t.Helper()
-	st, err := b.js.Stream(t.Context(), bus.StreamJournal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*etcdbackupv1.JournalRevision
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(t.Context(), seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		revs, err := journal.DecodeBatch(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, revs...)
-	}
-	return out
 }
 
 func TestRevisionsWaitOnTheBusWhileTheBucketRefuses(t *testing.T) {

@@ -41,11 +41,11 @@ $(BIN)/versitygw $(BIN)/nats &: tools/go.mod tools/go.sum
 	cd tools && GOWORK=off go build -o $(BIN)/ github.com/versity/versitygw/cmd/versitygw github.com/nats-io/natscli/nats
 	@touch $(BIN)/versitygw $(BIN)/nats
 
-# promtool checks and unit-tests the alerting rules (deploy/k8s/monitoring).
-$(BIN)/promtool: tools/prom/go.mod tools/prom/go.sum
+# promtool checks and unit-tests the alerting rules (deploy/k8s/monitoring): Debian's, from a
+# pinned package, else built from the module proxy (hack/promtool.sh).
+$(BIN)/promtool: hack/promtool.sh tools/prom/go.mod tools/prom/go.sum
 	@mkdir -p $(BIN)
-	@echo "building promtool v0.316.0 (a few minutes on 2 cores the first time)"
-	cd tools/prom && GOWORK=off go build -o $(BIN)/ github.com/prometheus/prometheus/cmd/promtool
+	./hack/promtool.sh $(BIN)
 	@touch $(BIN)/promtool
 
 # golangci-lint, pinned in its own module so its dependencies meet no other build list.

@@ -15,8 +15,9 @@ import (
 )
 
 // The alerting rules of deploy/k8s/monitoring pass promtool's checks, and each alert's unit
-// tests (rules_test.yaml: one case that fires it, one that does not) pass with promtool built
-// from the module proxy. Every alert has both cases, and every alert is in the runbook.
+// tests (rules_test.yaml: one case that fires it, one that does not) pass with promtool
+// (Debian's, or built from the module proxy: hack/promtool.sh). Every alert has both cases,
+// and every alert is in the runbook.
 func TestAlertingRules(t *testing.T) {
 	root, err := sandbox.RepoRoot()
 	if err != nil {

@@ -97,6 +97,9 @@ type follower struct {
 	// sealed is the last revision in a segment of each timeline (of the current one: in
 	// Options.Timeline's folder); hashed when a segment last carried a hash.
 	sealed map[string]int64
+	// tails list each timeline's folder: whole the first time, then only the keys after the
+	// last segment seen (relist).
+	tails  map[string]*journal.Tail
 	hashed time.Time
 	// anchor is the newest full backup's revision, read from the bucket at anchorRead; asked
 	// is when a full backup was last asked for.
@@ -124,7 +127,8 @@ func Follow(ctx context.Context, o Options) error {
 		o.Catalog = NewCatalog(o.Bucket, o.Prefix)
 	}
 	f := &follower{o: o, subject: bus.JournalSubject(o.Namespace, o.ConfigUID), stream: stream,
-		rec: journal.NewRecorder(journal.ClientLeaseTTL(o.Etcd)), sealed: map[string]int64{}}
+		rec: journal.NewRecorder(journal.ClientLeaseTTL(o.Etcd)), sealed: map[string]int64{},
+		tails: map[string]*journal.Tail{}}
 	if _, err := f.sealedIn(ctx, o.Timeline.Name); err != nil {
 		return err
 	}
@@ -192,16 +196,27 @@ func (f *follower) sealedIn(ctx context.Context, name string) (int64, error) {
 	if last, ok := f.sealed[name]; ok {
 		return last, nil
 	}
-	tl, err := journal.ParseTimeline(name)
-	if err != nil {
-		return 0, err
-	}
-	last, err := journal.LastSealed(ctx, f.o.Bucket, tl.Dir(f.o.Prefix))
+	last, err := f.listSealed(ctx, name)
 	if err != nil {
 		return 0, err
 	}
 	f.sealed[name] = last
 	return last, nil
+}
+
+// listSealed lists timeline name's folder for its last sealed revision: the keys after the last
+// segment its previous listing saw.
+func (f *follower) listSealed(ctx context.Context, name string) (int64, error) {
+	t, ok := f.tails[name]
+	if !ok {
+		tl, err := journal.ParseTimeline(name)
+		if err != nil {
+			return 0, err
+		}
+		t = &journal.Tail{Bucket: f.o.Bucket, Dir: tl.Dir(f.o.Prefix)}
+		f.tails[name] = t
+	}
+	return t.Last(ctx)
 }
 
 // current is the revision after etcd's current one: where a new chain starts.
@@ -601,7 +616,8 @@ func (f *follower) seal(ctx context.Context) error {
 // may have had a put in flight when it stopped (given back, or its session lost): the client
 // gave up, but the server can still store the segment after this run listed the bucket at its
 // start. Its revisions are on the bus too, so without this the first segment of this run
-// would hold them again.
+// would hold them again. A late segment starts after every segment listed at the start, so its
+// key sorts after theirs: the listing is of the keys after the last one seen.
 func (f *follower) relist(ctx context.Context) error {
 	listed := map[string]bool{}
 	for _, u := range f.pending {
@@ -610,11 +626,7 @@ func (f *follower) relist(ctx context.Context) error {
 			continue
 		}
 		listed[name] = true
-		tl, err := journal.ParseTimeline(name)
-		if err != nil {
-			return err
-		}
-		last, err := journal.LastSealed(ctx, f.o.Bucket, tl.Dir(f.o.Prefix))
+		last, err := f.listSealed(ctx, name)
 		if err != nil {
 			return err
 		}

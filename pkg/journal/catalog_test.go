@@ -126,7 +126,7 @@ func TestAFedCatalogListsNothingItWasTold(t *testing.T) {
 
 // A backup the config's status lists as stored, which the catalog's last listing did not hold,
 // has the backups listed again at the next read, however recent the listing; a key the bucket
-// does not hold does so once, and a key already listed never.
+// does not hold does so once while it is told, and a key already listed never.
 func TestABackupToldStoredIsListedAtOnce(t *testing.T) {
 	const prefix = "c1/cluster-c1/daily/"
 	srv := s3test.Run(t, "backups")
@@ -156,6 +156,12 @@ func TestABackupToldStoredIsListedAtOnce(t *testing.T) {
 	newest(35, 1)
 	cat.Stored(first, second, prefix+"daily-2026-12-05T03-00-00.db.zst")
 	newest(35, 0)
+	// What the catalog remembers is what it was last told: a key told again after a pass
+	// without it lists once more.
+	cat.Stored(first, second)
+	newest(35, 0)
+	cat.Stored(first, second, prefix+"daily-2026-12-05T03-00-00.db.zst")
+	newest(35, 1)
 }
 
 // putSegment stores a segment of revisions first to last in the timeline folder dir of b.

@@ -72,8 +72,9 @@ type Catalog struct {
 	fedMu sync.Mutex
 	fed   []sealedSegment // told by Sealed, not yet taken in
 	told  []string        // told by Stored, not yet taken in
-	// forced are the backups' keys told by Stored that had the backups listed again: each
-	// does it once, so a key the bucket does not hold costs one listing, not one a read.
+	// forced are the keys of the last Stored that its listing did not hold and that had the
+	// backups listed again: each does it once while it is told, so a key the bucket does not
+	// hold costs one listing, not one a read; the set is never larger than what was told.
 	forced map[string]bool
 }
 
@@ -93,16 +94,18 @@ func (c *Catalog) relistBackups() bool {
 	told := c.told
 	c.told = nil
 	c.fedMu.Unlock()
-	relist := false
+	if told == nil {
+		return false
+	}
+	forced, relist := map[string]bool{}, false
 	for _, k := range told {
-		if _, listed := c.backups[k]; listed || c.forced[k] || !strings.HasPrefix(k, c.Prefix) {
+		if _, listed := c.backups[k]; listed || !strings.HasPrefix(k, c.Prefix) {
 			continue
 		}
-		if c.forced == nil {
-			c.forced = map[string]bool{}
-		}
-		c.forced[k], relist = true, true
+		relist = relist || !c.forced[k]
+		forced[k] = true
 	}
+	c.forced = forced
 	return relist
 }
 

@@ -204,27 +204,43 @@ func (s *Source) report(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig,
 	t := time.NewTicker(s.StatusInterval)
 	defer t.Stop()
 	for {
-		// A backup the status lists as stored, which the catalog has not listed: the catalog
-		// lists the backups at once (a full backup that anchors the windows shows in this pass).
-		var cur kubermaticv1.EtcdBackupConfig
-		if err := s.Cache.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err == nil && cur.UID == cfg.UID {
-			cat.Stored(storedKeys(&cur)...)
-		}
-		ws, err := cat.Windows(ctx)
-		switch {
-		case err != nil:
-			s.Log.Warn("list the journal's windows", "config", cfg.Namespace+"/"+cfg.Name, "err", err)
-		case len(ws) == 0:
-			s.condition(ctx, cfg, corev1.ConditionFalse, kubermaticv1.ReasonNotRestorable, journal.Describe(ws))
-		default:
-			s.condition(ctx, cfg, corev1.ConditionTrue, kubermaticv1.ReasonRestorable, journal.Describe(ws))
-		}
+		s.reportOnce(ctx, cfg, cat)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
 	}
+}
+
+// reportOnce is one pass of report. The cached config is read once: a backup its status lists
+// as stored, which the catalog has not listed, has the catalog list the backups at once (a full
+// backup that anchors the windows shows in this pass), and it is the condition's patch base.
+func (s *Source) reportOnce(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, cat *journal.Catalog) {
+	cur, ok := s.cached(ctx, cfg)
+	if !ok {
+		return
+	}
+	cat.Stored(storedKeys(cur)...)
+	ws, err := cat.Windows(ctx)
+	switch {
+	case err != nil:
+		s.Log.Warn("list the journal's windows", "config", cfg.Namespace+"/"+cfg.Name, "err", err)
+	case len(ws) == 0:
+		s.setCondition(ctx, cur, corev1.ConditionFalse, kubermaticv1.ReasonNotRestorable, journal.Describe(ws))
+	default:
+		s.setCondition(ctx, cur, corev1.ConditionTrue, kubermaticv1.ReasonRestorable, journal.Describe(ws))
+	}
+}
+
+// cached is cfg as the cache holds it (false: gone, or another object of its name).
+func (s *Source) cached(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig) (*kubermaticv1.EtcdBackupConfig,
+	bool) {
+	var cur kubermaticv1.EtcdBackupConfig
+	if err := s.Cache.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err != nil || cur.UID != cfg.UID {
+		return nil, false
+	}
+	return &cur, true
 }
 
 // storedKeys are the keys of cfg's backups that its status lists as Completed and not deleted.
@@ -241,19 +257,23 @@ func storedKeys(cfg *kubermaticv1.EtcdBackupConfig) []string {
 // condition sets the ContinuousBackup condition (a merge patch of it alone).
 func (s *Source) condition(ctx context.Context, cfg *kubermaticv1.EtcdBackupConfig, status corev1.ConditionStatus,
 	reason, msg string) {
-	// The cached config is the patch's base: the merge patch holds this one condition alone
-	// (conditions is a map), so a cache a moment behind changes nothing else.
-	var cur kubermaticv1.EtcdBackupConfig
-	if err := s.Cache.Get(ctx, client.ObjectKeyFromObject(cfg), &cur); err != nil || cur.UID != cfg.UID {
-		return
+	if cur, ok := s.cached(ctx, cfg); ok {
+		s.setCondition(ctx, cur, status, reason, msg)
 	}
+}
+
+// setCondition sets the ContinuousBackup condition on cur, the cached config: the merge patch
+// holds this one condition alone (conditions is a map), so a cache a moment behind changes
+// nothing else.
+func (s *Source) setCondition(ctx context.Context, cur *kubermaticv1.EtcdBackupConfig, status corev1.ConditionStatus,
+	reason, msg string) {
 	patched := cur.DeepCopy()
 	if !patched.Status.SetCondition(kubermaticv1.ConditionContinuousBackup, status, reason, msg, metav1.Now()) {
 		return
 	}
-	if err := s.Client.Status().Patch(ctx, patched, client.MergeFrom(&cur)); err != nil && ctx.Err() == nil {
+	if err := s.Client.Status().Patch(ctx, patched, client.MergeFrom(cur)); err != nil && ctx.Err() == nil {
 		s.Log.Warn("set condition", "condition", kubermaticv1.ConditionContinuousBackup,
-			"config", cfg.Namespace+"/"+cfg.Name, "err", err)
+			"config", cur.Namespace+"/"+cur.Name, "err", err)
 	}
 }
 

@@ -161,6 +161,18 @@ func (b *bench) waitSealedIn(t *testing.T, dir string, rev int64) {
 	}
 }
 
+// wholeChain waits until segments hold revision last, and returns the chain (see chain),
+// which must hold every revision from the anchor's next to last once.
+func (b *bench) wholeChain(t *testing.T, last int64) ([]int64, []journal.Hash, *journal.Replay) {
+	t.Helper()
+	b.waitSealed(t, last)
+	revs, hashes, r := b.chain(t)
+	if int64(len(revs)) != last-b.anchor {
+		t.Fatalf("%d revisions in segments, want %d (%d to %d)", len(revs), last-b.anchor, b.anchor+1, last)
+	}
+	return revs, hashes, r
+}
+
 // chain reads every segment and checks them gapless and without overlap from the anchor's next
 // revision; it returns the revisions and the hashes they carry.
 func (b *bench) chain(t *testing.T) ([]int64, []journal.Hash, *journal.Replay) {
@@ -308,12 +320,7 @@ func TestAReplacedReplicaLosesAndDoublesNoRevision(t *testing.T) {
 	b.start(t)
 	b.write(t, 400, 600)
 	last := b.rev(t)
-	b.waitSealed(t, last)
-
-	revs, hashes, r := b.chain(t)
-	if int64(len(revs)) != last-b.anchor {
-		t.Fatalf("%d revisions in segments, want %d (%d to %d)", len(revs), last-b.anchor, b.anchor+1, last)
-	}
+	_, hashes, r := b.wholeChain(t, last)
 	if len(hashes) < 2 {
 		t.Fatalf("%d segments carry a HashKV, want one per run at least", len(hashes))
 	}
@@ -368,12 +375,7 @@ func TestASegmentStoredLateByTheLastReplicaIsNotSealedAgain(t *testing.T) {
 	}
 	b.start(t)
 	b.write(t, 80, 120)
-	last := b.rev(t)
-	b.waitSealed(t, last)
-	got, _, _ := b.chain(t)
-	if int64(len(got)) != last-b.anchor {
-		t.Fatalf("%d revisions in segments, want %d (%d to %d)", len(got), last-b.anchor, b.anchor+1, last)
-	}
+	b.wholeChain(t, b.rev(t))
 	b.onBus(t, 0)
 }
 
@@ -395,10 +397,7 @@ func TestRevisionsWaitOnTheBusWhileTheBucketRefuses(t *testing.T) {
 		t.Fatalf("segments up to %d though the bucket refused the journal's key since %d", sealed, before)
 	}
 	b.s3.Allow("journal")
-	b.waitSealed(t, last)
-	if revs, _, _ := b.chain(t); int64(len(revs)) != last-b.anchor {
-		t.Fatalf("%d revisions in segments, want %d", len(revs), last-b.anchor)
-	}
+	b.wholeChain(t, last)
 }
 
 func TestCompactionPastTheResumePointStartsANewChain(t *testing.T) {

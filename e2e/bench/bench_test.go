@@ -63,6 +63,10 @@ func BenchmarkBackup(b *testing.B) {
 		args = map[string][]string{"snapshotter": extra}
 		b.Logf("snapshotter flags added: %s", strings.Join(extra, " "))
 	}
+	if args == nil {
+		args = map[string][]string{}
+	}
+	profiles := profiledArgs(args, "snapshotter", "uploader")
 	env := startEnv(b, ctx, nil, args)
 
 	cli, err := env.DemoEtcdClient()
@@ -97,7 +101,20 @@ func BenchmarkBackup(b *testing.B) {
 		for _, svc := range []string{"snapshotter", "uploader"} {
 			samplers[svc] = procstat.SampleProcess(env.ServicesOf(svc)[0].Pid(), 20*time.Millisecond)
 		}
+		// With ETCDBACKUP_BENCH_PROFILE_DIR, a CPU profile of each stage across the whole backup.
+		var profiled errgroup.Group
+		if profiles != "" {
+			for _, svc := range []string{"snapshotter", "uploader"} {
+				s := env.ServicesOf(svc)[0]
+				profiled.Go(func() error {
+					return fetchProfile(ctx, s, "profile?seconds=20", filepath.Join(profiles, s.Name+".cpu.pprof"))
+				})
+			}
+		}
 		entry := backupOnce(b, ctx, env, "cluster-"+sandbox.DemoCluster, "bench")
+		if err := profiled.Wait(); err != nil {
+			b.Error(err)
+		}
 		total := entry.BackupFinishedTime.Sub(entry.BackupStartTime.Time)
 		b.ReportMetric(float64(dbSize)/(1<<20), "db-MiB")
 		b.ReportMetric(float64(entry.Size)/(1<<20), "stored-MiB")

@@ -73,8 +73,12 @@ func NewSealingWriter(w io.Writer, level zstd.EncoderLevel, concurrency int, e E
 		}
 		into = seal
 	}
+	// Not WithLowerEncoderMem: with it the encoder's history holds the window and one 128 KiB
+	// block, and moves the whole window down for every block (16 times the input in copies; a
+	// tenth of the snapshotter's CPU on a 1.1 GB snapshot). Without, it holds two windows and
+	// moves one per window, for 2 MiB more.
 	enc, err := zstd.NewWriter(into, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(max(1, concurrency)),
-		zstd.WithLowerEncoderMem(true), zstd.WithWindowSize(WindowSize))
+		zstd.WithWindowSize(WindowSize))
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +121,10 @@ func (w *Writer) Close() error {
 func (w *Writer) Size() int64 { return w.out.n }
 
 // SHA256 is the compressed bytes' sha256, hex.
-func (w *Writer) SHA256() string { return hex.EncodeToString(w.hash.Sum(nil)) }
+func (w *Writer) SHA256() string { return hex.EncodeToString(w.Sum()) }
+
+// Sum is the compressed bytes' sha256.
+func (w *Writer) Sum() []byte { return w.hash.Sum(nil) }
 
 type countingWriter struct {
 	w io.Writer

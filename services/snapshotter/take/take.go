@@ -394,9 +394,10 @@ func (h *Handler) sealing(ctx context.Context, dest string) (backupformat.Encryp
 func (h *Handler) healthyMember(ctx context.Context,
 	t endpoints.Target) (*clientv3.Client, string, int64, int64, error) {
 	// A fixed 1 MiB flow-control window: gRPC's dynamic one grows to 16 MiB, all of it
-	// buffered here whenever compression falls behind etcd's stream.
-	m, err := endpoints.Healthy(ctx, t, h.MemberTimeout, grpc.WithInitialWindowSize(1<<20),
-		grpc.WithInitialConnWindowSize(1<<20))
+	// buffered here whenever compression falls behind etcd's stream. Receive buffers reused
+	// as they are, not cleared first (endpoints.ReusedBuffers).
+	m, err := endpoints.Healthy(ctx, t, h.MemberTimeout, append(endpoints.ReusedBuffers(),
+		grpc.WithInitialWindowSize(1<<20), grpc.WithInitialConnWindowSize(1<<20))...)
 	if err != nil {
 		return nil, "", 0, 0, err
 	}

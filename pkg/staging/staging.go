@@ -86,10 +86,18 @@ func Put(ctx context.Context, js jetstream.JetStream, bucket, name, description 
 	return put(ctx, js, bucket, name, description, r, nil)
 }
 
+// described is what a put's caller adds to the object once every chunk is stored: its
+// metadata, and its digest when the caller hashed the bytes already ("": put hashes them).
+type described struct {
+	metadata map[string]string
+	sha256   []byte
+}
+
 // put is Put, with the object's metadata from describe, called once every chunk is stored and
-// before the object appears: an error from it leaves nothing, as a failed r does.
+// before the object appears: an error from it leaves nothing, as a failed r does. A describe
+// that gives the digest saves hashing the bytes a second time.
 func put(ctx context.Context, js jetstream.JetStream, bucket, name, description string, r io.Reader,
-	describe func() (map[string]string, error)) (*jetstream.ObjectInfo, error) {
+	describe func() (described, error)) (*jetstream.ObjectInfo, error) {
 	stream, err := js.Stream(ctx, "OBJ_"+bucket)
 	if err != nil {
 		return nil, fmt.Errorf("open bucket %s: %w", bucket, err)
@@ -104,9 +112,17 @@ func put(ctx context.Context, js jetstream.JetStream, bucket, name, description 
 
 	id := nuid.Next()
 	chunkSubj := "$O." + bucket + ".C." + id
-	info, err := putChunks(ctx, js, chunkSubj, r)
+	info, err := putChunks(ctx, js, chunkSubj, r, describe == nil)
 	if err == nil && describe != nil {
-		info.Metadata, err = describe()
+		var d described
+		if d, err = describe(); err == nil {
+			info.Metadata = d.metadata
+			if d.sha256 != nil {
+				info.Digest = "SHA-256=" + base64.URLEncoding.EncodeToString(d.sha256)
+			} else {
+				err = errors.New("stage: no digest of the object's bytes")
+			}
+		}
 	}
 	if err == nil {
 		info.Name, info.Description, info.Bucket, info.NUID = name, description, bucket, id
@@ -192,11 +208,19 @@ func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, de
 	// The compressor's own result, once it has closed the pipe: before the object appears
 	// (record needs the Writer's sums) or after a failed put.
 	finish := sync.OnceValue(func() error { return <-done })
-	_, err := put(ctx, js, bucket, name, description, pr, func() (map[string]string, error) {
-		if err := finish(); err != nil || record == nil {
-			return nil, err
+	// The Writer hashed exactly the bytes put read from the pipe: its sum is the object's
+	// digest, and they are not hashed again.
+	_, err := put(ctx, js, bucket, name, description, pr, func() (described, error) {
+		if err := finish(); err != nil {
+			return described{}, err
 		}
-		return record(enc)
+		d := described{sha256: enc.Sum()}
+		if record != nil {
+			var err error
+			d.metadata, err = record(enc)
+			return d, err
+		}
+		return d, nil
 	})
 	pr.CloseWithError(err) // a failed Put unblocks the compressor
 	if ferr := finish(); err == nil {
@@ -209,9 +233,13 @@ func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, de
 }
 
 // putChunks publishes r in full ChunkSize chunks on subj, at most MaxInFlight unacknowledged,
-// and returns the object's size, chunk count and digest.
-func putChunks(ctx context.Context, js jetstream.JetStream, subj string, r io.Reader) (*jetstream.ObjectInfo, error) {
-	p := &chunkPublisher{js: js, subj: subj, digest: sha256.New(), info: &jetstream.ObjectInfo{}}
+// and returns the object's size, chunk count and, when hash is set, digest.
+func putChunks(ctx context.Context, js jetstream.JetStream, subj string, r io.Reader,
+	hash bool) (*jetstream.ObjectInfo, error) {
+	p := &chunkPublisher{js: js, subj: subj, info: &jetstream.ObjectInfo{}}
+	if hash {
+		p.digest = sha256.New()
+	}
 	for {
 		buf := p.buffer()
 		n, readErr := io.ReadFull(r, buf)
@@ -232,7 +260,9 @@ func putChunks(ctx context.Context, js jetstream.JetStream, subj string, r io.Re
 			return nil, err
 		}
 	}
-	p.info.Digest = jetstream.GetObjectDigestValue(p.digest)
+	if p.digest != nil {
+		p.info.Digest = jetstream.GetObjectDigestValue(p.digest)
+	}
 	return p.info, nil
 }
 
@@ -263,7 +293,9 @@ func (p *chunkPublisher) buffer() []byte {
 
 // publish publishes buf[:n] as the next chunk, settling the oldest when MaxInFlight are out.
 func (p *chunkPublisher) publish(ctx context.Context, buf []byte, n int) error {
-	p.digest.Write(buf[:n])
+	if p.digest != nil {
+		p.digest.Write(buf[:n])
+	}
 	m := nats.NewMsg(p.subj)
 	m.Data = buf[:n]
 	ack, err := p.js.PublishMsgAsync(m)

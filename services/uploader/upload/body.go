@@ -6,9 +6,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
@@ -63,7 +63,15 @@ func (h *Handler) open(ctx context.Context, ready *etcdbackupv1.SnapshotReady, d
 		return nil, bus.Permanent(fmt.Errorf("%w %s holds %d bytes, the snapshotter staged %d", errStaging,
 			ready.GetStagedObject(), got, ready.GetStoredSize()))
 	}
-	r := &stagedReader{r: obj, hash: sha256.New(), want: ready.GetStoredSha256()}
+	// The staged object's own digest is the sha256 the Reader checks its bytes against at the
+	// end: it must be the one the snapshotter sent, which becomes the object's metadata. The
+	// bytes are hashed once.
+	if got, err := stagedSHA256(obj.Info().Digest); err != nil || got != ready.GetStoredSha256() {
+		obj.Close() //nolint:contextcheck // as above
+		return nil, bus.Permanent(fmt.Errorf("%w %s has digest %q, the snapshotter sent %s", errStaging,
+			ready.GetStagedObject(), obj.Info().Digest, ready.GetStoredSha256()))
+	}
+	r := &stagedReader{r: obj}
 	return &body{Reader: r, size: int64(ready.GetStoredSize()), sum: ready.GetStoredSha256(),
 		close: func() { obj.Close() }}, nil //nolint:contextcheck // as above
 }
@@ -80,26 +88,36 @@ func (h *Handler) openStaged(ctx context.Context, ready *etcdbackupv1.SnapshotRe
 	return obj, nil
 }
 
-// stagedReader reads the staged backup into the upload: it marks read errors as staging's (not
-// S3's), and at the end it fails unless the bytes' sha256 is the one the snapshotter sent, which
-// becomes the object's metadata. Failing at the end aborts the multipart upload, so no object
-// is stored whose metadata does not describe its bytes.
+// stagedSHA256 is the hex sha256 of a staged object's digest ("SHA-256=<base64url>", NATS
+// ADR-20).
+func stagedSHA256(digest string) (string, error) {
+	raw, err := jetstream.DecodeObjectDigest(digest)
+	if err == nil && (!strings.HasPrefix(digest, "SHA-256=") || len(raw) != sha256.Size) {
+		err = errors.New("not a SHA-256 digest")
+	}
+	if err != nil {
+		return "", fmt.Errorf("staged digest %q: %w", digest, err)
+	}
+	return hex.EncodeToString(raw), nil
+}
+
+// stagedReader reads the staged backup into the upload and marks read errors as staging's (not
+// S3's). The staged Reader fails at the end unless the bytes' sha256 is the object's digest,
+// checked at open against the one the snapshotter sent, which becomes the object's metadata:
+// failing at the end aborts the multipart upload, so no object is stored whose metadata does
+// not describe its bytes.
 type stagedReader struct {
-	r    io.Reader
-	hash hash.Hash
-	want string
-	err  error
+	r   io.Reader
+	err error
 }
 
 func (s *stagedReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
-	s.hash.Write(p[:n])
 	switch {
 	case err == io.EOF:
-		if got := hex.EncodeToString(s.hash.Sum(nil)); got != s.want {
-			s.err = bus.Permanent(fmt.Errorf("%w: its sha256 is %s, the snapshotter sent %s", errStaging, got, s.want))
-			return n, s.err
-		}
+	case errors.Is(err, staging.ErrCorrupt):
+		s.err = bus.Permanent(fmt.Errorf("%w: %w", errStaging, err))
+		err = s.err
 	case err != nil:
 		s.err = fmt.Errorf("read %w: %w", errStaging, err)
 		err = s.err

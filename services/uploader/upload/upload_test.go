@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +30,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/staging"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/klauspost/compress/zstd"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -373,6 +376,62 @@ func TestUploadFailures(t *testing.T) {
 			t.Fatalf("err = %v, want a permanent digest mismatch", err)
 		}
 		if _, err := f.s3.Bucket(t, "backups").Stat(context.Background(),
+			ready.GetRequest().GetObjectKey()); !errors.Is(err, destination.ErrObjectNotFound) {
+			t.Fatalf("an object was stored: stat err %v", err)
+		}
+	})
+	t.Run("staged bytes unlike their own digest store nothing", func(t *testing.T) {
+		f := setupStaged(t, func(*etcdbackupv1.BackupRequested) {}, true)
+		var ready etcdbackupv1.SnapshotReady
+		if err := bus.Decode(f.msg.Data(), f.msg.Headers().Get(bus.HeaderContentType), &ready); err != nil {
+			t.Fatal(err)
+		}
+		// The staged copy damaged: the same size and digest on record, one byte changed.
+		ctx := t.Context()
+		obs, err := f.js.ObjectStore(ctx, bus.StagingBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := obs.GetInfo(ctx, ready.GetStagedObject())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := staging.Open(ctx, f.js, bus.StagingBucket, ready.GetStagedObject(), 1<<20, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		staged, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		staged[len(staged)/2] ^= 1
+		if _, err := staging.Put(ctx, f.js, bus.StagingBucket, ready.GetStagedObject(), "test",
+			bytes.NewReader(staged)); err != nil {
+			t.Fatal(err)
+		}
+		damaged, err := obs.GetInfo(ctx, ready.GetStagedObject())
+		if err != nil {
+			t.Fatal(err)
+		}
+		damaged.Digest = info.Digest
+		raw, err := json.Marshal(damaged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg("$O." + bus.StagingBucket + ".M." +
+			base64.URLEncoding.EncodeToString([]byte(ready.GetStagedObject())))
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+		m.Data = raw
+		if _, err := f.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+
+		err = f.h.Handle(ctx, &ready, bus.Delivery{Attempt: 1, Subject: bus.SubjectSnapshotReady})
+		if !bus.IsPermanent(err) || !errors.Is(err, staging.ErrCorrupt) {
+			t.Fatalf("err = %v, want a permanent corrupt staged copy", err)
+		}
+		if _, err := f.s3.Bucket(t, "backups").Stat(ctx,
 			ready.GetRequest().GetObjectKey()); !errors.Is(err, destination.ErrObjectNotFound) {
 			t.Fatalf("an object was stored: stat err %v", err)
 		}

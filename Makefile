@@ -9,7 +9,7 @@ BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
 SERVICES := scheduler snapshotter uploader pruner restorer journal console
-MODULES := api pkg proto e2e $(addprefix services/,$(SERVICES))
+MODULES := api pkg proto cli e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats $(BIN)/promtool
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 LINT := $(BIN)/golangci-lint
@@ -22,6 +22,7 @@ build:
 	@mkdir -p bin
 	cd services && for s in $(SERVICES); do (cd $$s && go build -o ../../bin/$$s .) || exit 1; done
 	cd services/restorer && go build -o ../../bin/restore-step ./cmd/restore-step
+	cd cli && go build -o ../bin/kubectl-etcdbackup ./cmd/kubectl-etcdbackup
 
 # One OCI image archive per service in bin/images (no container engine, no base image), and
 # deploy/k8s/kustomization.yaml pointed at their digests. Reproducible: commit the result.

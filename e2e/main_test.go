@@ -166,6 +166,7 @@ var testWeights = map[string]int{
 	"TestConsoleFlowsInABrowser":                                 24,
 	"TestRestoreStepFailureIsReportedAndRecoverable":             24,
 	"TestStagingIsUnreadableButToItsTwoServices":                 20,
+	"TestKubectlPluginAsAClusterUser":                            18,
 	"TestRetentionKeepsTheNewest":                                16,
 	"TestRestoreKeepsTheBackupItNeeds":                           16,
 	"TestConfigDeletionWaitsForUnreachableDestination":           15,

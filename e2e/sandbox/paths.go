@@ -67,9 +67,12 @@ func RepoRoot() (string, error) {
 
 // BuildServices builds every service binary, and the restore step, into out: one go build of
 // them all, which compiles the packages they share once and links them side by side.
+// Plugin is the kubectl plugin's binary, built with the services (cli/, docs/cli.md).
+const Plugin = "kubectl-etcdbackup"
+
 func BuildServices(ctx context.Context, root, out string) error {
 	pkgs := []string{"./" + filepath.Join("services", "restorer", "cmd", RestoreStep),
-		"./" + filepath.Join("services", "scheduler", "cmd", Setup)}
+		"./" + filepath.Join("services", "scheduler", "cmd", Setup), "./" + filepath.Join("cli", "cmd", Plugin)}
 	for _, s := range Services {
 		pkgs = append(pkgs, "./"+filepath.Join("services", s))
 	}

@@ -259,6 +259,15 @@ cluster up (restore that backup to undo it), and a deleted config's backups stay
   kubectl -n %s delete etcdbackupconfig before-restore
   kubectl get deletedbackupsets                   # its backups, kept until EXPIRES
 
+The kubectl plugin (docs/cli.md), built with the services; with your kubeconfig and RBAC:
+
+  export PATH=%s:$PATH
+  kubectl etcdbackup ls -A                                  # every backup, its drill and window
+  kubectl etcdbackup describe config daily-backup -n %s
+  kubectl etcdbackup backup daily-backup -n %s %s
+  kubectl etcdbackup restore %s --backup $B                 # shows what happens, asks first
+  kubectl etcdbackup restore %s --to "$T"
+
 S3 (versitygw) listens on %s, bucket %s; credentials are in secret %s/%s.
 Logs: %s/logs. Ctrl-C stops everything.
 
@@ -277,7 +286,14 @@ func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule
 		ContinuousConfig, RestoreCluster, rns, ContinuousConfig, rns, RestoreCluster, ContinuousConfig, rns, rns,
 		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace,
 		sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns, rns, rns,
+		filepath.Join(dir, "bin"), ns, ns, pluginNATSFlags(env), RestoreCluster, RestoreCluster,
 		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir, consoleURL(env), token)
+}
+
+// pluginNATSFlags are the plugin's flags for the trigger identity's credentials.
+func pluginNATSFlags(env *sandbox.Env) string {
+	return fmt.Sprintf("--nats-server %s --nats-nkey %s --nats-ca %s", env.NATSURL,
+		env.NATSCreds.Seed(bus.IdentityTrigger), env.NATSCreds.CA())
 }
 
 func consoleURL(env *sandbox.Env) string {

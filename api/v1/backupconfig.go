@@ -1,6 +1,8 @@
 package v1
 
 import (
+	"time"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -271,11 +273,19 @@ func (c *EtcdBackupConfig) KeepCount() int {
 	return min(max(*c.Spec.Keep, 1), MaxKeep)
 }
 
+// DrillRequestEvery is how often a requested drill may run per config: a drill restores a
+// whole backup, and whoever may patch a config may ask for one.
+const DrillRequestEvery = 10 * time.Minute
+
 // Annotations of restore drills on an EtcdBackupConfig (KKP's schema has no field for them).
 const (
 	// AnnotationDrillSchedule is a cron schedule of restore drills of the config's newest
 	// backup ("off": none); without it the restorer's --drill-schedule applies.
 	AnnotationDrillSchedule = "etcdbackup.k8c.io/drill-schedule"
+	// AnnotationDrillRequested asks for a drill now (kubectl etcdbackup drill): an RFC 3339
+	// time; the restorer drills the newest backup once after it, at most once every
+	// DrillRequestEvery per config, whatever the schedule (also "off").
+	AnnotationDrillRequested = "etcdbackup.k8c.io/drill-requested"
 	// AnnotationLastRestorable names the newest backup that passed a drill (restorer):
 	// retention never deletes it by count.
 	AnnotationLastRestorable = "etcdbackup.k8c.io/last-restorable-backup"

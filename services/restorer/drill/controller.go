@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -50,6 +51,24 @@ type Controller struct {
 	Now     func() time.Time
 	// MaxSnapshot bounds a drilled snapshot (0: backupformat.DefaultMaxSnapshotSize).
 	MaxSnapshot int64
+
+	// ran is when this process last drilled each config (by uid): the cache a reconcile reads
+	// may not hold the condition written a moment ago, and a drill must not run twice for it.
+	ran sync.Map
+}
+
+// lastDrill is when cfg was last drilled: its condition's heartbeat, or this process's own
+// record when the cache is behind (zero: never).
+func (c *Controller) lastDrill(cfg *kubermaticv1.EtcdBackupConfig) time.Time {
+	var last time.Time
+	if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil &&
+		cond.Reason != ReasonInvalidSchedule {
+		last = cond.LastHeartbeatTime.Time
+	}
+	if v, ok := c.ran.Load(cfg.UID); ok && v.(time.Time).After(last) {
+		last = v.(time.Time)
+	}
+	return last
 }
 
 // SetupWithManager registers the Controller with mgr: every EtcdBackupConfig, one drill at
@@ -83,8 +102,15 @@ func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	sched, wait, err := c.due(ctx, &cfg)
-	if sched == nil || wait > 0 || err != nil {
-		return ctrl.Result{RequeueAfter: wait}, err
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	// A requested drill runs now; else the schedule's, or the request's, whichever comes first.
+	if asked, after := c.requested(&cfg); !asked && (sched == nil || wait > 0) {
+		if after > 0 && (wait == 0 || after < wait) {
+			wait = after
+		}
+		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 	backup, ok := newest(&cfg)
 	if !ok {
@@ -92,14 +118,18 @@ func (c *Controller) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	res, err := c.drill(ctx, &cfg, backup)
 	at := c.now()
-	next := sched.Next(at).Sub(at)
+	c.ran.Store(cfg.UID, at)
+	var next time.Duration // a requested drill of a config without a schedule: none
+	if sched != nil {
+		next = sched.Next(at).Sub(at)
+	}
 	switch {
 	case errors.Is(err, ErrFailed):
 		return ctrl.Result{RequeueAfter: next}, c.failed(ctx, &cfg, backup, at, err)
 	case err != nil && ctx.Err() != nil:
 		return ctrl.Result{}, err
 	case err != nil:
-		if !destination.IsConfigError(err) {
+		if !destination.IsConfigError(err) && sched != nil {
 			next = min(next, notRunRetry)
 		}
 		return ctrl.Result{RequeueAfter: next}, c.notRun(ctx, &cfg, backup, at, err)
@@ -125,13 +155,43 @@ func (c *Controller) due(ctx context.Context,
 		return nil, 0, c.setCondition(ctx, cfg, corev1.ConditionUnknown, ReasonInvalidSchedule, msg, corev1.EventTypeWarning)
 	}
 	now := c.now()
-	if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil &&
-		cond.Reason != ReasonInvalidSchedule {
-		if next := sched.Next(cond.LastHeartbeatTime.Time); now.Before(next) {
+	if last := c.lastDrill(cfg); !last.IsZero() {
+		if next := sched.Next(last); now.Before(next) {
 			return sched, next.Sub(now), nil
 		}
 	}
 	return sched, 0, nil
+}
+
+// requested says whether a drill asked for by annotation (AnnotationDrillRequested) is due
+// now; when one is asked for but may not run yet (a drill ran less than DrillRequestEvery ago),
+// how long until it may. A drill since the request (the condition's heartbeat after it) ends
+// the request.
+func (c *Controller) requested(cfg *kubermaticv1.EtcdBackupConfig) (bool, time.Duration) {
+	raw := cfg.Annotations[kubermaticv1.AnnotationDrillRequested]
+	if raw == "" || cfg.DeletionTimestamp != nil {
+		return false, 0
+	}
+	at, err := time.Parse(time.RFC3339, raw)
+	if err != nil {
+		c.Log.Info("drill request is not an RFC 3339 time, ignored", "namespace", cfg.Namespace, "config", cfg.Name,
+			"annotation", kubermaticv1.AnnotationDrillRequested, "value", raw)
+		return false, 0
+	}
+	now := c.now()
+	if at.After(now) {
+		return false, at.Sub(now) // a clock ahead of the restorer's: asked for then
+	}
+	last := c.lastDrill(cfg)
+	switch {
+	case last.IsZero():
+		return true, 0
+	case !last.Before(at):
+		return false, 0 // drilled since
+	case now.Sub(last) < kubermaticv1.DrillRequestEvery:
+		return false, last.Add(kubermaticv1.DrillRequestEvery).Sub(now)
+	}
+	return true, 0
 }
 
 // failed records a backup that is not restorable as it is.

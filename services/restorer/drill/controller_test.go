@@ -103,6 +103,95 @@ func TestDrillController(t *testing.T) {
 	}
 }
 
+// A drill asked for by annotation runs once, whatever the schedule (here off), and a config
+// is drilled on request at most once every DrillRequestEvery: a later request waits for it.
+func TestARequestedDrillRunsOnceAndAtMostEveryTenMinutes(t *testing.T) {
+	ctx := context.Background()
+	s3 := s3test.Run(t, "backups")
+	raw, rev, keys := snapshotOf(t, 10)
+	at := time.Date(2026, 11, 29, 2, 0, 0, 0, time.UTC)
+	name := backupname.Backup("daily", at)
+	store(t, s3, backupname.ObjectKey("c", "cluster-c", "daily", name), raw, rev, keys)
+	now := at.Add(10 * time.Minute)
+	cfg := &kubermaticv1.EtcdBackupConfig{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-c", Name: "daily", UID: "daily-uid",
+			Annotations: map[string]string{kubermaticv1.AnnotationDrillSchedule: "off",
+				kubermaticv1.AnnotationDrillRequested: now.Add(-time.Minute).Format(time.RFC3339)}},
+		Spec: kubermaticv1.EtcdBackupConfigSpec{Cluster: corev1.ObjectReference{Name: "c"}, Schedule: "@every 1h"},
+	}
+	cfg.Status.SetBackups([]kubermaticv1.BackupStatus{{BackupName: name, BackupPhase: kubermaticv1.PhaseCompleted,
+		Destination: "s3"}})
+	ctl, c, _ := newController(t, s3, "backups", cfg, func() time.Time { return now })
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(cfg)}
+	ask := func(when time.Time) {
+		t.Helper()
+		var got kubermaticv1.EtcdBackupConfig
+		if err := c.Get(ctx, req.NamespacedName, &got); err != nil {
+			t.Fatal(err)
+		}
+		got.Annotations[kubermaticv1.AnnotationDrillRequested] = when.Format(time.RFC3339)
+		if err := c.Update(ctx, &got); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reconcile := func() ctrl.Result {
+		t.Helper()
+		res, err := ctl.Reconcile(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	reconcile()
+	if n := drills(ctl); n != 1 {
+		t.Fatalf("%d drills after a request with the schedule off, want 1", n)
+	}
+	// A cache behind the drill's own condition (the update's event comes first) drills nothing again.
+	var stale kubermaticv1.EtcdBackupConfig
+	if err := c.Get(ctx, req.NamespacedName, &stale); err != nil {
+		t.Fatal(err)
+	}
+	stale.Status.Conditions = nil
+	if err := c.Status().Update(ctx, &stale); err != nil {
+		t.Fatal(err)
+	}
+	reconcile()
+	if n := drills(ctl); n != 1 {
+		t.Fatalf("%d drills after a reconcile that read no condition yet, want 1", n)
+	}
+	now = now.Add(time.Minute)
+	reconcile()
+	if n := drills(ctl); n != 1 {
+		t.Fatalf("%d drills, want the request answered once", n)
+	}
+	// Asked again 2 minutes after the last drill: it waits the rest of the 10 minutes.
+	ask(now)
+	now = now.Add(time.Minute)
+	if res := reconcile(); drills(ctl) != 1 || res.RequeueAfter != 8*time.Minute {
+		t.Fatalf("%d drills, requeue after %s; want 1 and 8m", drills(ctl), res.RequeueAfter)
+	}
+	now = now.Add(8 * time.Minute)
+	reconcile()
+	if n := drills(ctl); n != 2 {
+		t.Fatalf("%d drills once 10 minutes passed, want 2", n)
+	}
+	// A request that is not a time asks for nothing.
+	ask(now.Add(time.Hour))
+	var got kubermaticv1.EtcdBackupConfig
+	if err := c.Get(ctx, req.NamespacedName, &got); err != nil {
+		t.Fatal(err)
+	}
+	got.Annotations[kubermaticv1.AnnotationDrillRequested] = "now please"
+	if err := c.Update(ctx, &got); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(time.Hour)
+	reconcile()
+	if n := drills(ctl); n != 2 {
+		t.Fatalf("%d drills after an unreadable request, want 2", n)
+	}
+}
+
 // drills is how many drills ran to a verdict.
 func drills(c *Controller) int {
 	return int(testutil.ToFloat64(c.Metrics.drills.WithLabelValues("passed")) + testutil.ToFloat64(

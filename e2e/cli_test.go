@@ -24,7 +24,7 @@ import (
 
 // TestKubectlPluginAsAClusterUser runs kubectl-etcdbackup as a user with rights in one
 // cluster's namespace (a ServiceAccount's token in a kubeconfig): a backup taken through the
-// trigger and followed to Completed, ls in every format, describe, and a restore that asks,
+// trigger and followed to Completed, a drill of it, ls in every format, describe, and a restore that asks,
 // creates the EtcdRestore with the user's rights and follows it to Completed; another
 // namespace is refused with the API server's message.
 func TestKubectlPluginAsAClusterUser(t *testing.T) {
@@ -67,6 +67,12 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 	}
 	backup := strings.Fields(out)[1] // "backup <name> of <ns>/daily queued"
 
+	// A drill now (the sandbox's restorer drills nothing on a schedule): restored and passed.
+	out, err = run("", "drill", "daily", "-n", ns, "--timeout", "2m")
+	if err != nil || !strings.Contains(out, "DrillPassed (True): backup "+backup+" restored in a drill") {
+		t.Fatalf("drill: %v\n%s", err, out)
+	}
+
 	out, err = run("", "ls", "-n", ns, "-o", "json")
 	// The shape of cli/plugin's List.
 	var list struct {
@@ -90,7 +96,7 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 		t.Fatalf("ls -o json lists backup %s as %+v:\n%s", backup, listed, out)
 	}
 	out, err = run("", "ls", "-n", ns)
-	if err != nil || !strings.Contains(out, "CONFIG") || !containsLine(out, "daily", backup, "Completed") {
+	if err != nil || !strings.Contains(out, "CONFIG") || !containsLine(out, "daily", backup, "Completed", "passed") {
 		t.Fatalf("ls: %v\n%s", err, out)
 	}
 	out, err = run("", "ls", "-n", ns, "-o", "yaml")

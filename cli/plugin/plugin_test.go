@@ -221,6 +221,56 @@ func TestCompletionOffersNamesInTheNamespace(t *testing.T) {
 	}
 }
 
+// drill asks with the annotation (the request's time) and reports the verdict written after it;
+// a config without a completed backup is refused before anything is asked.
+func TestDrillAsksAndReportsTheVerdict(t *testing.T) {
+	cfg := config("cluster-a", "daily", "a", entry("daily-1", kubermaticv1.PhaseCompleted, now.Add(-time.Hour), 1, 1))
+	empty := config("cluster-a", "empty", "a", entry("empty-1", kubermaticv1.PhaseFailed, now, 0, 0))
+	o, out, _ := fixture(t, "cluster-a", cfg, empty)
+	// What the restorer would do: the config's second read after the request carries the verdict.
+	reads := 0
+	o.c = interceptor.NewClient(o.c.(client.WithWatch), interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object,
+			opts ...client.GetOption) error {
+			err := c.Get(ctx, key, obj, opts...)
+			if cfg, ok := obj.(*kubermaticv1.EtcdBackupConfig); ok && err == nil &&
+				cfg.Annotations[kubermaticv1.AnnotationDrillRequested] != "" {
+				if reads++; reads >= 2 {
+					cfg.Status.Conditions = map[string]kubermaticv1.EtcdBackupConfigCondition{
+						kubermaticv1.ConditionBackupRestorable: {Status: corev1.ConditionTrue, Reason: "DrillPassed",
+							LastHeartbeatTime: metav1.NewTime(now.Add(time.Second)),
+							Message:           "backup daily-1 restored in a drill"}}
+				}
+			}
+			return err
+		},
+	})
+	if err := run(o, "drill", "daily", "--timeout", "10s"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var got kubermaticv1.EtcdBackupConfig
+	if err := o.c.Get(context.Background(), client.ObjectKey{Namespace: "cluster-a", Name: "daily"}, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Annotations[kubermaticv1.AnnotationDrillRequested] != now.Format(time.RFC3339) {
+		t.Fatalf("annotations %v, want the request at %s", got.Annotations, now.Format(time.RFC3339))
+	}
+	for _, want := range []string{"drill of cluster-a/daily (newest backup daily-1) requested",
+		"DrillPassed (True): backup daily-1 restored in a drill"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	err := run(o, "drill", "empty")
+	if err == nil || !strings.Contains(err.Error(), "has no completed backup to drill") {
+		t.Fatalf("drill of a config without a completed backup: %v", err)
+	}
+	if err := o.c.Get(context.Background(), client.ObjectKey{Namespace: "cluster-a", Name: "empty"}, &got); err != nil ||
+		got.Annotations[kubermaticv1.AnnotationDrillRequested] != "" {
+		t.Fatalf("a refused drill was asked for: %v %v", got.Annotations, err)
+	}
+}
+
 // run runs the plugin's command line args with o.
 func run(o *Options, args ...string) error {
 	return Execute(o.root(), args)

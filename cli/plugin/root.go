@@ -55,7 +55,7 @@ func (o *Options) root() *cobra.Command {
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	o.Flags.AddFlags(root.PersistentFlags())
-	root.AddCommand(o.lsCommand(), o.describeCommand(), o.backupCommand(), o.restoreCommand())
+	root.AddCommand(o.lsCommand(), o.describeCommand(), o.backupCommand(), o.restoreCommand(), o.drillCommand())
 	return root
 }
 

@@ -64,14 +64,11 @@ func (o *Options) backupCommand() *cobra.Command {
 }
 
 func (o *Options) backup(ctx context.Context, name string, nf natsFlags, wait bool, timeout time.Duration) error {
-	c, ns, err := o.clientIn()
+	c, cfg, err := o.config(ctx, name)
 	if err != nil {
 		return err
 	}
-	var cfg kubermaticv1.EtcdBackupConfig
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cfg); err != nil {
-		return err
-	}
+	ns := cfg.Namespace
 	if err := o.may(ctx, c, "patch", "etcdbackupconfigs", ns, name,
 		"a manual backup records on the config"); err != nil {
 		return err

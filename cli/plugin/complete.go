@@ -18,34 +18,29 @@ func (o *Options) completeConfigs(_ *cobra.Command, args []string, prefix string
 	if len(args) > 0 {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	return o.names(prefix, func(ctx context.Context, c client.Client, ns string) ([]string, error) {
-		var l kubermaticv1.EtcdBackupConfigList
-		if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
-			return nil, err
-		}
-		var out []string
-		for _, cfg := range l.Items {
-			out = append(out, cfg.Name)
-		}
-		return out, nil
-	})
+	return o.names(prefix, fromConfigs(func(cfg *kubermaticv1.EtcdBackupConfig) []string { return []string{cfg.Name} }))
 }
 
-func (o *Options) completeBackups(_ *cobra.Command, args []string, prefix string) ([]string,
-	cobra.ShellCompDirective) {
-	return o.names(prefix, func(ctx context.Context, c client.Client, ns string) ([]string, error) {
-		var l kubermaticv1.EtcdBackupConfigList
-		if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
-			return nil, err
-		}
+func (o *Options) completeBackups(_ *cobra.Command, _ []string, prefix string) ([]string, cobra.ShellCompDirective) {
+	return o.names(prefix, fromConfigs(func(cfg *kubermaticv1.EtcdBackupConfig) []string {
 		var out []string
-		for _, cfg := range l.Items {
-			for _, e := range cfg.Status.Backups() {
-				out = append(out, e.BackupName)
-			}
+		for _, e := range cfg.Status.Backups() {
+			out = append(out, e.BackupName)
 		}
-		return out, nil
-	})
+		return out
+	}))
+}
+
+// completeClusters completes the clusters the user's configs back up in the namespace (a
+// tenant may not list the cluster-scoped Clusters).
+func (o *Options) completeClusters(_ *cobra.Command, args []string, prefix string) ([]string,
+	cobra.ShellCompDirective) {
+	if len(args) > 0 {
+		return nil, cobra.ShellCompDirectiveNoFileComp
+	}
+	return o.names(prefix, fromConfigs(func(cfg *kubermaticv1.EtcdBackupConfig) []string {
+		return []string{cfg.Spec.Cluster.Name}
+	}))
 }
 
 func (o *Options) completeRestores(_ *cobra.Command, args []string, prefix string) ([]string,
@@ -66,24 +61,20 @@ func (o *Options) completeRestores(_ *cobra.Command, args []string, prefix strin
 	})
 }
 
-// completeClusters completes the clusters the user's configs back up in the namespace (a
-// tenant may not list the cluster-scoped Clusters).
-func (o *Options) completeClusters(_ *cobra.Command, args []string, prefix string) ([]string,
-	cobra.ShellCompDirective) {
-	if len(args) > 0 {
-		return nil, cobra.ShellCompDirectiveNoFileComp
-	}
-	return o.names(prefix, func(ctx context.Context, c client.Client, ns string) ([]string, error) {
+// fromConfigs lists the namespace's configs and names what pick takes from each.
+func fromConfigs(pick func(*kubermaticv1.EtcdBackupConfig) []string) func(context.Context, client.Client,
+	string) ([]string, error) {
+	return func(ctx context.Context, c client.Client, ns string) ([]string, error) {
 		var l kubermaticv1.EtcdBackupConfigList
 		if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
 			return nil, err
 		}
 		var out []string
-		for _, cfg := range l.Items {
-			out = append(out, cfg.Spec.Cluster.Name)
+		for i := range l.Items {
+			out = append(out, pick(&l.Items[i])...)
 		}
 		return out, nil
-	})
+	}
 }
 
 // names lists with list in the namespace and keeps those that start with prefix, once each.

@@ -45,14 +45,11 @@ func (o *Options) describeCommand() *cobra.Command {
 }
 
 func (o *Options) describeConfig(ctx context.Context, name string) error {
-	c, ns, err := o.clientIn()
+	c, cfg, err := o.config(ctx, name)
 	if err != nil {
 		return err
 	}
-	var cfg kubermaticv1.EtcdBackupConfig
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cfg); err != nil {
-		return err
-	}
+	ns := cfg.Namespace
 	w := o.out()
 	keep := "-"
 	if cfg.Spec.Keep != nil {
@@ -78,8 +75,8 @@ func (o *Options) describeConfig(ctx context.Context, name string) error {
 	if cfg.DeletionTimestamp != nil {
 		field(w, "Deleting since", o.timeString(*cfg.DeletionTimestamp))
 	}
-	o.conditions(w, &cfg)
-	o.backupSummary(w, &cfg)
+	o.conditions(w, cfg)
+	o.backupSummary(w, cfg)
 	return o.events(ctx, c, ns, "EtcdBackupConfig", name, "")
 }
 
@@ -273,6 +270,19 @@ func (o *Options) clientIn() (client.Client, string, error) {
 	}
 	ns, _, err := o.namespace()
 	return c, ns, err
+}
+
+// config is the client and the config called name in the namespace verbs work in.
+func (o *Options) config(ctx context.Context, name string) (client.Client, *kubermaticv1.EtcdBackupConfig, error) {
+	c, ns, err := o.clientIn()
+	if err != nil {
+		return nil, nil, err
+	}
+	var cfg kubermaticv1.EtcdBackupConfig
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cfg); err != nil {
+		return nil, nil, err
+	}
+	return c, &cfg, nil
 }
 
 // findBackup finds backup among the configs of ns.

@@ -35,16 +35,13 @@ func (o *Options) drillCommand() *cobra.Command {
 }
 
 func (o *Options) drill(ctx context.Context, name string, wait bool, timeout time.Duration) error {
-	c, ns, err := o.clientIn()
+	c, cfg, err := o.config(ctx, name)
 	if err != nil {
 		return err
 	}
-	var cfg kubermaticv1.EtcdBackupConfig
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &cfg); err != nil {
-		return err
-	}
+	ns := cfg.Namespace
 	newest := ""
-	for _, b := range configBackups(&cfg).Backups {
+	for _, b := range configBackups(cfg).Backups {
 		if b.Phase == kubermaticv1.PhaseCompleted && b.Deletion == "" {
 			newest = b.Name
 			break
@@ -61,7 +58,7 @@ func (o *Options) drill(ctx context.Context, name string, wait bool, timeout tim
 	if err != nil {
 		return err
 	}
-	if err := c.Patch(ctx, &cfg, client.RawPatch(types.MergePatchType, patch)); err != nil {
+	if err := c.Patch(ctx, cfg, client.RawPatch(types.MergePatchType, patch)); err != nil {
 		return fmt.Errorf("ask for a drill of %s/%s: %w", ns, name, err)
 	}
 	fmt.Fprintf(o.out(), "drill of %s/%s (newest backup %s) requested at %s\n", ns, name, newest, at.Format(time.RFC3339))
@@ -75,7 +72,7 @@ func (o *Options) drill(ctx context.Context, name string, wait bool, timeout tim
 	if !wait {
 		return nil
 	}
-	return o.followDrill(withTimeout(ctx, timeout), c, client.ObjectKeyFromObject(&cfg), at)
+	return o.followDrill(withTimeout(ctx, timeout), c, client.ObjectKeyFromObject(cfg), at)
 }
 
 // followDrill waits for the BackupRestorable condition written after at, and fails unless it

@@ -367,6 +367,11 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 		&cfg); err != nil || cfg.Spec.Schedule != "" || cfg.Spec.Keep != nil {
 		t.Errorf("the one-time backup's config: %+v, %v (want no schedule and no keep)", cfg.Spec, err)
 	}
+	// The timeline draws the backup: a bar of its stored size, whose title says it.
+	p.waitFor("the timeline's bar of the backup", fmt.Sprintf(`(() => {
+		const bar = document.querySelector('#timeline rect.backup[data-backup=' + CSS.escape(%q) + ']');
+		return !!bar && Number(bar.dataset.size) > 0 && bar.querySelector('title').textContent.includes('stored');
+	})()`, backupName), 30*time.Second)
 	p.shot("one-time-backup-completed")
 
 	// Restore from it. A typo in the confirmation is refused; the phases show live.
@@ -397,6 +402,10 @@ func TestConsoleFlowsInABrowser(t *testing.T) {
 			&& /fetched etcd-0 .*, etcd-1 .*, etcd-2 \d+ of \d+ K?i?B/
 				.test(document.querySelector('#restore-progress').textContent))()`,
 		2*time.Minute)
+	if v := evalJS[[]float64](p, `(() => { const b = document.querySelector('#restore-bar');
+		return b ? [b.value, b.max] : []; })()`); len(v) != 2 || v[1] <= 0 || v[0] > v[1] {
+		t.Errorf("the restore's progress bar: %v, want a value of a positive max", v)
+	}
 	p.shot("restore-rebuilding")
 	k.ReleaseSteps()
 	released = true

@@ -3,6 +3,7 @@ package web
 import (
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -57,6 +58,8 @@ type configData struct {
 	// newest spec.keep completed backups, and each tier that keeps it.
 	Retention, RetentionError string
 	KeptBy                    map[string]string
+	// Timeline draws the backups over time (SVG; empty: nothing to draw).
+	Timeline template.HTML
 }
 
 type conditionRow struct {
@@ -86,6 +89,7 @@ func (s *Server) config(w http.ResponseWriter, r *http.Request, sess *session) e
 	slices.SortFunc(d.Conditions, func(a, b conditionRow) int { return strings.Compare(a.Type, b.Type) })
 	d.PointInTime = pointInTime(cfg)
 	d.Retention, d.RetentionError, d.KeptBy = keptBy(cfg, d.Backups, time.Now())
+	d.Timeline = timeline(cfg, d.Backups, time.Now())
 	s.render(w, r, http.StatusOK, "config", view{Title: "Backups of " + cfg.Name, Session: sess, Live: ns, Data: d})
 	return nil
 }

@@ -304,8 +304,9 @@ var funcs = template.FuncMap{
 		}
 		return ""
 	},
-	"lower": strings.ToLower,
-	"join":  strings.Join,
+	"lower":      strings.ToLower,
+	"join":       strings.Join,
+	"progressOf": progressOf,
 }
 
 func (s *Server) parse() error {

@@ -646,7 +646,7 @@ func TestConfigPageShowsWhatEachTierKeeps(t *testing.T) {
 	// The newest is kept by keep and the hourly tier (it is its hour's newest); the newest of the
 	// hour before by the hourly tier; the others by nothing.
 	for i, want := range []string{"keep, hourly", "hourly", "", "", "", ""} {
-		row := `data-backup="` + entries[i].BackupName + `"`
+		row := `<tr data-backup="` + entries[i].BackupName + `"`
 		at := strings.Index(body, row)
 		if at < 0 {
 			t.Fatalf("no row for %s", entries[i].BackupName)

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 	"testing/iotest"
 )
@@ -145,3 +146,30 @@ func (failingWriter) Write([]byte) (int, error) { return 0, io.ErrShortWrite }
 type countWriter struct{ n int64 }
 
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+// A small or unknown input gets the encoder that allocates least (a burst of small snapshots);
+// a large one the encoder whose history moves once per window, for its 2 MiB more.
+func TestEncoderMemoryFollowsTheInputSize(t *testing.T) {
+	allocated := func(size int64) uint64 {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		w, err := NewSizedSealingWriter(io.Discard, Level, 1, Encryption{}, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(make([]byte, 256<<10)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	small, unknown, large := allocated(1<<20), allocated(0), allocated(LargeInput)
+	if large < small+(2<<20) || large < unknown+(2<<20) {
+		t.Fatalf("allocated %d bytes for a large input, %d for a small and %d for an unknown one: want the large one's "+
+			"at least 2 MiB more", large, small, unknown)
+	}
+}

@@ -73,7 +73,7 @@ func BenchmarkStageEtcdSnapshot(b *testing.B) {
 					}
 				case "compress-stage-tls":
 					var w *backupformat.Writer
-					w, err = staging.PutCompressed(ctx, secureJS, bus.StagingBucket, "snap", "bench", v, backupformat.Level, 1,
+					w, err = staging.PutCompressed(ctx, secureJS, bus.StagingBucket, "snap", "bench", v, 0, backupformat.Level, 1,
 						backupformat.Encryption{}, nil)
 					if w != nil {
 						n = v.Size()

@@ -177,7 +177,7 @@ func Metadata(ctx context.Context, js jetstream.JetStream, bucket, name string) 
 	return info.Metadata, nil
 }
 
-// PutCompressed compresses raw (backupformat) as it streams, encrypts it when seal has
+// PutCompressed compresses raw (about size bytes, 0: not known; backupformat) as it streams, encrypts it when seal has
 // recipients, and stores the result under name, as Put does: what is staged is the backup as
 // it will be stored. One goroutine reads raw and compresses, the caller's stages, so the
 // source (etcd's snapshot stream) is read as fast as the compressor takes it. It returns the
@@ -187,7 +187,7 @@ func Metadata(ctx context.Context, js jetstream.JetStream, bucket, name string) 
 // the object appears; what it returns is the object's metadata (Metadata), and an error from
 // it (the source's check failed) leaves no object.
 func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, description string, raw io.Reader,
-	level zstd.EncoderLevel, concurrency int, seal backupformat.Encryption,
+	size int64, level zstd.EncoderLevel, concurrency int, seal backupformat.Encryption,
 	record func(*backupformat.Writer) (map[string]string, error)) (*backupformat.Writer, error) {
 	pr, pw := io.Pipe()
 	var enc *backupformat.Writer
@@ -196,7 +196,7 @@ func PutCompressed(ctx context.Context, js jetstream.JetStream, bucket, name, de
 		// Made here, not before Put reads: an encrypting writer writes its header at once,
 		// and the pipe holds nothing until Put reads it.
 		var err error
-		if enc, err = backupformat.NewSealingWriter(pw, level, concurrency, seal); err == nil {
+		if enc, err = backupformat.NewSizedSealingWriter(pw, level, concurrency, seal, size); err == nil {
 			_, err = enc.ReadFrom(raw)
 			if cerr := enc.Close(); err == nil {
 				err = cerr

@@ -211,8 +211,8 @@ func TestPutCompressedSeals(t *testing.T) {
 	snap := bytes.Repeat([]byte("etcd-kv-"), 64*64)
 	sum := sha256.Sum256(snap)
 	snap = append(snap, sum[:]...)
-	w, err := staging.PutCompressed(ctx, js, "STAGE", "sealed", "test", bytes.NewReader(snap), backupformat.Level, 1, seal,
-		nil)
+	w, err := staging.PutCompressed(ctx, js, "STAGE", "sealed", "test", bytes.NewReader(snap), 0, backupformat.Level, 1,
+		seal, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -352,7 +352,7 @@ func (h *Handler) stream(ctx context.Context, cli *clientv3.Client, member strin
 		h.ProgressEvery, streamed.N, dbSize)
 	_, err = staging.PutCompressed(ctx, h.JS, bus.StagingBucket, name,
 		"etcd snapshot of "+req.GetCluster()+", "+seal.Codec(),
-		streamed, h.Level, h.Concurrency, seal, func(enc *backupformat.Writer) (map[string]string, error) {
+		streamed, dbSize, h.Level, h.Concurrency, seal, func(enc *backupformat.Writer) (map[string]string, error) {
 			if !v.Verified() {
 				return nil, fmt.Errorf("snapshot from %s ended before etcd's trailing hash was checked", member)
 			}

@@ -74,6 +74,12 @@ func BenchmarkScale(b *testing.B) {
 		replicas[svc] = n
 	}
 	args := map[string][]string{}
+	// ETCDBACKUP_BENCH_SCHEDULER_ARGS adds flags to the scheduler (e.g. --status-last-backups=false),
+	// to measure a setting before it becomes a default.
+	if extra := strings.Fields(os.Getenv("ETCDBACKUP_BENCH_SCHEDULER_ARGS")); len(extra) > 0 {
+		args["scheduler"] = extra
+		b.Logf("scheduler flags added: %s", strings.Join(extra, " "))
+	}
 	profiled := []string{"scheduler", "snapshotter", "uploader", "pruner"}
 	profiles := profiledArgs(args, profiled...)
 	env := startEnv(b, ctx, replicas, args)

@@ -8,11 +8,12 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
-	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/pkg/kube"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -28,9 +29,11 @@ func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
 	if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
+	// A new owner uid each time: the garbage collector remembers the uids of owners it found
+	// absent, and deletes a new dependent of one at once (beforeTheGC).
 	owner := func(restore string, controller bool) []metav1.OwnerReference {
 		return []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore", Name: restore,
-			UID: "0c6a2a6e-uid", Controller: &controller}}
+			UID: uuid.NewUUID(), Controller: &controller}}
 	}
 	for _, kind := range []string{"Secret", "ConfigMap"} {
 		obj := func(name string, owners []metav1.OwnerReference) client.Object {
@@ -66,12 +69,12 @@ func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
 		beforeTheGC(ctx, t, restorer, func() client.Object { return obj("etcdbackup-restore-r1", owner("r1", true)) },
 			func(ours client.Object) error {
 				ours.SetLabels(map[string]string{"changed": "true"})
-				// Refused: by RBAC (Secrets) or by the policy (ConfigMaps); NotFound: gone.
+				// Refused: by RBAC (Secrets) or by the policy (ConfigMaps).
 				switch err := restorer.Update(ctx, ours); {
 				case err == nil:
 					return fmt.Errorf("the restorer updated its %s; want every update refused", kind)
-				case apierrors.IsNotFound(err):
-					return err
+				case apierrors.IsNotFound(err), apierrors.IsConflict(err):
+					return fmt.Errorf("the restorer's update of its %s: %w, want a refusal", kind, err)
 				}
 				return restorer.Delete(ctx, ours)
 			})
@@ -79,29 +82,33 @@ func TestRestorerCreatesAndDeletesOnlyWhatItOwns(t *testing.T) {
 }
 
 // beforeTheGC has the restorer create an object owned by a restore that does not exist, and
-// runs steps on it. kube-controller-manager's garbage collector deletes such an object soon
-// after it is created, on a busy machine before the steps are done (they fail NotFound): then
-// the object is created and the steps run again, ten times at most.
+// runs steps on it. kube-controller-manager's garbage collector deletes such an object as soon
+// as it sees it (on an idle machine within milliseconds, before the steps could run), so the
+// object is created with a finalizer of the test's: the collector can only mark it deleted,
+// and the steps run on it. The test takes the finalizer off at the end.
 func beforeTheGC(ctx context.Context, t *testing.T, restorer client.Client, newObj func() client.Object,
 	steps func(client.Object) error) {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		obj := newObj()
-		if err := restorer.Create(ctx, obj); err != nil {
-			t.Fatalf("the restorer creating %s owned by its restore: %v", obj.GetName(), err)
-		}
-		err := steps(obj)
-		if err == nil {
+	const hold = "etcdbackup.test/hold"
+	obj := newObj()
+	obj.SetFinalizers([]string{hold})
+	if err := restorer.Create(ctx, obj); err != nil {
+		t.Fatalf("the restorer creating %s owned by its restore: %v", obj.GetName(), err)
+	}
+	defer func() {
+		// As the admin: the finalizer off, and the object gone with it.
+		cur := newObj()
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
 			return
 		}
-		if !apierrors.IsNotFound(err) || attempt == 10 {
-			t.Fatalf("%s owned by the restorer's restore (attempt %d): %v", obj.GetName(), attempt, err)
+		patch := []byte(`{"metadata":{"finalizers":null}}`)
+		if err := env.Client.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil &&
+			!apierrors.IsNotFound(err) {
+			t.Errorf("take the test's finalizer off %s: %v", obj.GetName(), err)
 		}
-		if err := sandbox.Poll(ctx, 30*time.Second, 50*time.Millisecond, func() (bool, error) {
-			return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKeyFromObject(obj), newObj())), nil
-		}); err != nil {
-			t.Fatal(err)
-		}
+	}()
+	if err := steps(obj); err != nil {
+		t.Fatalf("%s owned by the restorer's restore: %v", obj.GetName(), err)
 	}
 }
 
@@ -122,7 +129,7 @@ func TestRestorerCreatesOnlyPreRestoreConfigs(t *testing.T) {
 			Spec: kubermaticv1.EtcdBackupConfigSpec{Name: name, Cluster: corev1Ref("admission-cfg"), Keep: &keep}}
 		if restore != "" {
 			c.OwnerReferences = []metav1.OwnerReference{{APIVersion: "kubermatic.k8c.io/v1", Kind: "EtcdRestore",
-				Name: restore, UID: "0c6a2a6e-uid", Controller: &controller}}
+				Name: restore, UID: uuid.NewUUID(), Controller: &controller}}
 		}
 		return c
 	}

@@ -112,8 +112,10 @@ type follower struct {
 	// yet); purgedTo is where the bus was last purged to (exclusive), and purged when.
 	sealedSeq, purgedTo uint64
 	purged              time.Time
-	// relisted: the bucket was listed again before this run's first seal.
+	// relisted: the bucket was listed again before this run's first seal; started: when the run
+	// began (every seal of its first RelistFor lists again).
 	relisted bool
+	started  time.Time
 }
 
 // Follow journals the config until ctx ends or something fails (etcd, NATS, the bucket's
@@ -126,7 +128,7 @@ func Follow(ctx context.Context, o Options) error {
 	if o.Catalog == nil {
 		o.Catalog = NewCatalog(o.Bucket, o.Prefix)
 	}
-	f := &follower{o: o, subject: bus.JournalSubject(o.Namespace, o.ConfigUID), stream: stream,
+	f := &follower{o: o, subject: bus.JournalSubject(o.Namespace, o.ConfigUID), stream: stream, started: time.Now(),
 		rec: journal.NewRecorder(journal.ClientLeaseTTL(o.Etcd)), sealed: map[string]int64{},
 		tails: map[string]*journal.Tail{}}
 	if _, err := f.sealedIn(ctx, o.Timeline.Name); err != nil {
@@ -584,7 +586,7 @@ func (f *follower) askFullBackup(ctx context.Context, reason string) {
 // seal writes what waits into segments, each of consecutive revisions of one timeline and at
 // most SegmentBytes (a revision larger than that alone), and purges them from the bus.
 func (f *follower) seal(ctx context.Context) error {
-	if !f.relisted && len(f.pending) > 0 {
+	if (!f.relisted || time.Since(f.started) < RelistFor) && len(f.pending) > 0 {
 		if err := f.relist(ctx); err != nil {
 			return err
 		}
@@ -611,7 +613,18 @@ func (f *follower) seal(ctx context.Context) error {
 	return nil
 }
 
-// relist reads again, before this run's first seal, where each timeline of what waits is
+// RelistFor is how long after a run starts each seal lists the bucket again first (relist): a
+// put the replica before had in flight can land after this run's first seal too, when that
+// replica lost its session rather than gave the config back.
+const RelistFor = 30 * time.Second
+
+// PutTimeout bounds a segment's put, which a stopping run does not cancel: a put cancelled
+// mid-way can still be stored by the server after the next holder listed the bucket, and the
+// claim is given back only once the run has returned.
+const PutTimeout = 30 * time.Second
+
+// relist reads again, before this run's first seal (and each seal of its first RelistFor),
+// where each timeline of what waits is
 // sealed to, and drops what a segment already holds. The replica that held the config before
 // may have had a put in flight when it stopped (given back, or its session lost): the client
 // gave up, but the server can still store the segment after this run listed the bucket at its
@@ -692,7 +705,10 @@ func (f *follower) put(ctx context.Context, run []unsealed) error {
 		}
 	}
 	key := journal.Key(tl.Dir(f.o.Prefix), m.First, m.Last)
-	err = f.o.Bucket.Put(ctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()), destination.PutOptions{
+	// Not cancelled when the run stops: the put ends (stored or failed) before the claim goes.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), PutTimeout)
+	defer cancel()
+	err = f.o.Bucket.Put(pctx, key, bytes.NewReader(buf.Bytes()), int64(buf.Len()), destination.PutOptions{
 		ContentType: backupformat.ContentType, Metadata: m.Map(), IfAbsent: true})
 	if err != nil && !errors.Is(err, destination.ErrObjectExists) {
 		return fmt.Errorf("put segment %s: %w", key, err)

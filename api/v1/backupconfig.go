@@ -1,6 +1,7 @@
 package v1
 
 import (
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -271,6 +272,33 @@ func (c *EtcdBackupConfig) KeepCount() int {
 		return DefaultKeep
 	}
 	return min(max(*c.Spec.Keep, 1), MaxKeep)
+}
+
+// Verdicts of a backup's restore drill (DrillVerdict).
+const (
+	DrillPassed = "passed"
+	DrillFailed = "failed"
+	DrillNotRun = "not run"
+)
+
+// DrillVerdict is what the restore drills said of backup ("": nothing): the BackupRestorable
+// condition's status when its message names the backup (True passed, False failed, else not
+// run), else passed when the restorer marked it the last restorable one.
+func (c *EtcdBackupConfig) DrillVerdict(backup string) string {
+	if cond := c.Status.Condition(ConditionBackupRestorable); cond != nil &&
+		strings.Contains(cond.Message, "backup "+backup+" ") {
+		switch cond.Status {
+		case corev1.ConditionTrue:
+			return DrillPassed
+		case corev1.ConditionFalse:
+			return DrillFailed
+		}
+		return DrillNotRun
+	}
+	if c.Annotations[AnnotationLastRestorable] == backup {
+		return DrillPassed
+	}
+	return ""
 }
 
 // DrillRequestEvery is how often a requested drill may run per config: a drill restores a

@@ -70,3 +70,29 @@ func TestSetCondition(t *testing.T) {
 		t.Fatalf("a status change kept the old transition time: %+v", c)
 	}
 }
+
+// A drill's verdict on a backup: the condition when it names the backup, else the restorer's
+// last-restorable mark.
+func TestDrillVerdict(t *testing.T) {
+	cfg := &EtcdBackupConfig{}
+	cfg.Annotations = map[string]string{AnnotationLastRestorable: "d-1"}
+	for status, want := range map[corev1.ConditionStatus]string{
+		corev1.ConditionTrue: DrillPassed, corev1.ConditionFalse: DrillFailed, corev1.ConditionUnknown: DrillNotRun,
+	} {
+		cfg.Status.Conditions = map[string]EtcdBackupConfigCondition{ConditionBackupRestorable: {Status: status,
+			Message: "backup d-2 failed its restore drill at 2026-12-06T11:00:00Z: corrupt"}}
+		if got := cfg.DrillVerdict("d-2"); got != want {
+			t.Errorf("condition %s naming d-2: %q, want %q", status, got, want)
+		}
+		if got := cfg.DrillVerdict("d-1"); got != DrillPassed {
+			t.Errorf("d-1, marked last restorable: %q, want passed", got)
+		}
+		if got := cfg.DrillVerdict("d-3"); got != "" {
+			t.Errorf("d-3, named nowhere: %q, want nothing", got)
+		}
+		// A name that is a prefix of the one the condition names is not it.
+		if got := cfg.DrillVerdict("d"); got != "" {
+			t.Errorf("d: %q, want nothing", got)
+		}
+	}
+}

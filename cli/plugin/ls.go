@@ -11,8 +11,8 @@ import (
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"github.com/spf13/cobra"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -130,7 +130,7 @@ func configBackups(cfg *kubermaticv1.EtcdBackupConfig) Config {
 	for _, e := range cfg.Status.Backups() {
 		b := Backup{Name: e.BackupName, Phase: e.BackupPhase, Message: e.BackupMessage, Size: e.Size,
 			Revision: e.EtcdRevision, Destination: cmp.Or(e.Destination, cfg.Spec.Destination), ObjectKey: e.ObjectKey,
-			SHA256: e.SHA256, Drill: drillVerdict(cfg, e.BackupName), Deletion: e.DeletePhase}
+			SHA256: e.SHA256, Drill: cfg.DrillVerdict(e.BackupName), Deletion: e.DeletePhase}
 		if !e.ScheduledTime.IsZero() {
 			b.Scheduled = e.ScheduledTime.DeepCopy()
 		}
@@ -141,27 +141,6 @@ func configBackups(cfg *kubermaticv1.EtcdBackupConfig) Config {
 	}
 	slices.Reverse(out.Backups) // the status lists them oldest first
 	return out
-}
-
-// drillVerdict is what the restore drills said of backup: passed when it is the newest that
-// passed (the restorer's annotation), else what the BackupRestorable condition says when it
-// names this backup.
-func drillVerdict(cfg *kubermaticv1.EtcdBackupConfig, backup string) string {
-	cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable)
-	if cond != nil && strings.Contains(cond.Message, "backup "+backup+" ") {
-		switch cond.Status {
-		case corev1.ConditionTrue:
-			return "passed"
-		case corev1.ConditionFalse:
-			return "failed"
-		default:
-			return "not run"
-		}
-	}
-	if cfg.Annotations[kubermaticv1.AnnotationLastRestorable] == backup {
-		return "passed"
-	}
-	return ""
 }
 
 func (o *Options) printList(list List, all bool, output string) error {
@@ -240,17 +219,10 @@ func dash(s string) string {
 }
 
 func size(n int64) string {
-	switch {
-	case n <= 0:
+	if n <= 0 {
 		return "-"
-	case n < 1<<10:
-		return fmt.Sprintf("%d B", n)
-	case n < 1<<20:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	case n < 1<<30:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
 	}
-	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	return progress.Size(n)
 }
 
 func revision(r int64) string {

@@ -3,28 +3,27 @@ package plugin
 import (
 	"fmt"
 	"io"
-	"regexp"
-	"strconv"
 	"strings"
 
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 	"golang.org/x/term"
 )
 
-// progress shows what a followed object says as it changes: on a terminal one line redrawn
+// progressLine shows what a followed object says as it changes: on a terminal one line redrawn
 // with a bar, elsewhere (a pipe, a log) a line per change.
-type progress struct {
+type progressLine struct {
 	w    io.Writer
 	tty  bool
 	last string
 }
 
-func newProgress(w io.Writer) *progress {
+func newProgress(w io.Writer) *progressLine {
 	f, ok := w.(interface{ Fd() uintptr })
-	return &progress{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
+	return &progressLine{w: w, tty: ok && term.IsTerminal(int(f.Fd()))}
 }
 
 // show draws phase and message when they changed.
-func (p *progress) show(phase, message string) {
+func (p *progressLine) show(phase, message string) {
 	line := phase
 	if message != "" {
 		line += ": " + message
@@ -44,32 +43,19 @@ func (p *progress) show(phase, message string) {
 }
 
 // done ends a redrawn line.
-func (p *progress) done() {
+func (p *progressLine) done() {
 	if p.tty && p.last != "" {
 		fmt.Fprintln(p.w)
 	}
 }
 
-var (
-	percent = regexp.MustCompile(`\((\d+(?:\.\d+)?)%\)`)
-	counted = regexp.MustCompile(`(\d+)\s*/\s*(\d+)`)
-)
-
-// fraction reads how far a message says the work got: "(46%)" from a backup's progress,
-// "members restored 1/3" from a restore's.
+// fraction reads how far a message says the work got (progress.Of).
 func fraction(message string) (float64, bool) {
-	if m := percent.FindStringSubmatch(message); m != nil {
-		v, err := strconv.ParseFloat(m[1], 64)
-		return min(v/100, 1), err == nil
+	done, total, ok := progress.Of(message)
+	if !ok || total <= 0 {
+		return 0, false
 	}
-	if m := counted.FindStringSubmatch(message); m != nil {
-		n, err1 := strconv.Atoi(m[1])
-		d, err2 := strconv.Atoi(m[2])
-		if err1 == nil && err2 == nil && d > 0 && n <= d {
-			return float64(n) / float64(d), true
-		}
-	}
-	return 0, false
+	return done / total, true
 }
 
 // bar is a 20-character bar of frac.

@@ -5,12 +5,11 @@ import (
 	"html/template"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
-	corev1 "k8s.io/api/core/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/progress"
 )
 
 // The config page's timeline: server-rendered SVG, no chart library. Each completed backup is
@@ -93,11 +92,11 @@ func (d *drawing) frame(name string, windows bool) {
 	fmt.Fprintf(sb, `<title id="timeline-title">Backups of %s over time</title>`, esc(name))
 	fmt.Fprintf(sb, `<desc id="timeline-desc">From %s to %s: bars are stored sizes (the tallest %s), dots `+
 		`durations (the longest %s), crosses failures, marks above bars drill verdicts%s.</desc>`,
-		esc(d.t0.UTC().Format(time.RFC3339)), esc(t1.UTC().Format(time.RFC3339)), esc(humanSize(d.maxSize)),
+		esc(d.t0.UTC().Format(time.RFC3339)), esc(t1.UTC().Format(time.RFC3339)), esc(progress.Size(d.maxSize)),
 		esc(d.maxDur.Round(time.Millisecond).String()), map[bool]string{true: ", the top band the restorable window",
 			false: ""}[windows])
 	fmt.Fprintf(sb, `<line class="axis" x1="%d" y1="%d" x2="%d" y2="%d"/>`, tlLeft, tlBase, tlWidth-tlRight, tlBase)
-	fmt.Fprintf(sb, `<text class="label" x="4" y="%d">%s</text>`, tlTop+8, esc(humanSize(d.maxSize)))
+	fmt.Fprintf(sb, `<text class="label" x="4" y="%d">%s</text>`, tlTop+8, esc(progress.Size(d.maxSize)))
 	fmt.Fprintf(sb, `<text class="label duration-label" x="%d" y="%d" text-anchor="end">%s</text>`, tlWidth-4, tlTop+8,
 		esc(short(d.maxDur)))
 	for i := range 4 {
@@ -132,7 +131,7 @@ func (d *drawing) mark(m timelineMark) {
 	took := esc(m.duration.Round(time.Millisecond).String())
 	fmt.Fprintf(sb, `<rect class="backup" x="%.1f" y="%.1f" width="%d" height="%.1f" data-backup="%s" `+
 		`data-size="%d"><title>%s: %s stored, took %s, revision %d</title></rect>`, cx-tlBar/2, tlBase-h, tlBar, h,
-		esc(b.BackupName), b.Size, esc(b.BackupName), esc(humanSize(b.Size)), took, b.EtcdRevision)
+		esc(b.BackupName), b.Size, esc(b.BackupName), esc(progress.Size(b.Size)), took, b.EtcdRevision)
 	if d.maxDur > 0 && m.duration > 0 {
 		y := tlBase - float64(m.duration)/float64(d.maxDur)*(tlBase-tlTop)
 		d.line = append(d.line, fmt.Sprintf("%.1f,%.1f", cx, y))
@@ -140,7 +139,7 @@ func (d *drawing) mark(m timelineMark) {
 			`</title></circle>`, cx, y, esc(b.BackupName), esc(b.BackupName), took)
 	}
 	if m.verdict != "" {
-		sign := map[string]string{"passed": "✓", "failed": "✗"}[m.verdict]
+		sign := map[string]string{kubermaticv1.DrillPassed: "✓", kubermaticv1.DrillFailed: "✗"}[m.verdict]
 		if sign == "" {
 			sign = "?"
 		}
@@ -170,7 +169,7 @@ func marksOf(cfg *kubermaticv1.EtcdBackupConfig, backups []kubermaticv1.BackupSt
 		if at.IsZero() || (b.BackupPhase != kubermaticv1.PhaseCompleted && b.BackupPhase != kubermaticv1.PhaseFailed) {
 			continue
 		}
-		m := timelineMark{at: at, backup: b, verdict: drillVerdict(cfg, b.BackupName)}
+		m := timelineMark{at: at, backup: b, verdict: cfg.DrillVerdict(b.BackupName)}
 		if start := b.BackupStartTime.Time; !start.IsZero() && !b.BackupFinishedTime.IsZero() {
 			m.duration = b.BackupFinishedTime.Sub(start)
 		}
@@ -193,26 +192,6 @@ func windowsOf(cfg *kubermaticv1.EtcdBackupConfig) [][2]time.Time {
 		}
 	}
 	return windows
-}
-
-// drillVerdict is what the drills said of backup: passed when the BackupRestorable condition
-// names it True or the restorer marked it the last restorable one; failed (False) or not run
-// (Unknown) when the condition names it.
-func drillVerdict(cfg *kubermaticv1.EtcdBackupConfig, backup string) string {
-	if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil &&
-		strings.Contains(cond.Message, "backup "+backup+" ") {
-		switch cond.Status {
-		case corev1.ConditionTrue:
-			return "passed"
-		case corev1.ConditionFalse:
-			return "failed"
-		}
-		return "not run"
-	}
-	if cfg.Annotations[kubermaticv1.AnnotationLastRestorable] == backup {
-		return "passed"
-	}
-	return ""
 }
 
 func esc(s string) string { return template.HTMLEscapeString(s) }
@@ -244,62 +223,14 @@ func short(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-func humanSize(n int64) string {
-	switch {
-	case n < 1<<10:
-		return fmt.Sprintf("%d B", n)
-	case n < 1<<20:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	case n < 1<<30:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	}
-	return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-}
-
-// Progress bars from what a status message says: a backup's "(46%)", a restore's "members
-// restored 1/3" or each member's "fetched etcd-0 12 of 34 MiB".
 
 // bar is a progress bar's value of max.
 type bar struct{ Value, Max float64 }
 
-var (
-	percentRE = regexp.MustCompile(`\((\d+(?:\.\d+)?)%\)`)
-	membersRE = regexp.MustCompile(`members restored (\d+)/(\d+)`)
-	fetchedRE = regexp.MustCompile(`(\d+(?:\.\d+)?) of (\d+(?:\.\d+)?) ([KMG]?i?B)`)
-)
-
-// progressOf reads how far a message says the work got (nil: it says nothing countable). A
-// restore's members fetch their backup, then restore it: the bytes fetched while any member
-// still fetches, then the members restored.
+// progressOf is the bar of what a status message says (progress.Of; nil: nothing countable).
 func progressOf(msg string) *bar {
-	var fetched *bar
-	if all := fetchedRE.FindAllStringSubmatch(msg, -1); len(all) > 0 && strings.Contains(msg, "fetched") {
-		var done, total float64
-		for _, m := range all {
-			d, _ := strconv.ParseFloat(m[1], 64)
-			t, _ := strconv.ParseFloat(m[2], 64)
-			done, total = done+d, total+t
-		}
-		if total > 0 {
-			fetched = &bar{Value: min(done, total), Max: total}
-		}
-	}
-	if m := membersRE.FindStringSubmatch(msg); m != nil {
-		n, _ := strconv.ParseFloat(m[1], 64)
-		d, _ := strconv.ParseFloat(m[2], 64)
-		if fetched != nil && fetched.Value < fetched.Max {
-			return fetched
-		}
-		if d > 0 {
-			return &bar{Value: min(n, d), Max: d}
-		}
-	}
-	if fetched != nil {
-		return fetched
-	}
-	if m := percentRE.FindStringSubmatch(msg); m != nil {
-		v, _ := strconv.ParseFloat(m[1], 64)
-		return &bar{Value: min(v, 100), Max: 100}
+	if done, total, ok := progress.Of(msg); ok {
+		return &bar{Value: done, Max: total}
 	}
 	return nil
 }

@@ -90,7 +90,9 @@ func (o *Options) backup(ctx context.Context, name string, nf natsFlags, wait bo
 	msg := nats.NewMsg(bus.SubjectTriggerBackup)
 	msg.Data = data
 	msg.Header.Set(bus.HeaderContentType, ct)
-	resp, err := nc.RequestMsgWithContext(withTimeout(ctx, 15*time.Second), msg)
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	resp, err := nc.RequestMsgWithContext(rctx, msg)
 	if errors.Is(err, nats.ErrNoResponders) {
 		return errors.New("no scheduler serves the manual trigger (etcdbackup.trigger.backup): is the scheduler running?")
 	}
@@ -108,17 +110,18 @@ func (o *Options) backup(ctx context.Context, name string, nf natsFlags, wait bo
 	if !wait {
 		return nil
 	}
-	return o.followBackup(withTimeout(ctx, timeout), c, ns, name, reply.GetBackupName())
+	return o.followBackup(ctx, timeout, c, ns, name, reply.GetBackupName())
 }
 
 // followBackup shows backup's progress until it ends, and fails when it Failed.
-func (o *Options) followBackup(ctx context.Context, c client.Client, ns, config, backup string) error {
+func (o *Options) followBackup(ctx context.Context, timeout time.Duration, c client.Client, ns, config,
+	backup string) error {
 	p := newProgress(o.out())
 	defer p.done()
-	for {
+	return o.until(ctx, timeout, func(ctx context.Context) (bool, error) {
 		var cfg kubermaticv1.EtcdBackupConfig
 		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: config}, &cfg); err != nil {
-			return err
+			return false, err
 		}
 		for _, e := range cfg.Status.Backups() {
 			if e.BackupName != backup {
@@ -127,16 +130,38 @@ func (o *Options) followBackup(ctx context.Context, c client.Client, ns, config,
 			p.show(cmp.Or(e.BackupPhase, "Pending"), e.BackupMessage)
 			switch e.BackupPhase {
 			case kubermaticv1.PhaseCompleted:
-				return nil
+				return true, nil
 			case kubermaticv1.PhaseFailed:
-				return fmt.Errorf("backup %s failed: %s", backup, e.BackupMessage)
+				return false, fmt.Errorf("backup %s failed: %s", backup, e.BackupMessage)
 			}
+		}
+		return false, nil
+	}, func() string {
+		return fmt.Sprintf("backup %s: still %s when the wait ended (kubectl etcdbackup describe backup %s -n %s)",
+			backup, p.last, backup, ns)
+	})
+}
+
+// until calls check every Poll until it says done or fails, for at most timeout; expired says
+// what was still awaited when the time ran out.
+func (o *Options) until(ctx context.Context, timeout time.Duration, check func(context.Context) (bool, error),
+	expired func() string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(o.Poll)
+	defer tick.Stop()
+	for {
+		done, err := check(ctx)
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return fmt.Errorf("%s: %w", expired(), ctx.Err())
+		case done || err != nil:
+			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("backup %s: still %s when the wait ended (kubectl etcdbackup describe backup %s -n %s): %w",
-				backup, p.last, backup, ns, ctx.Err())
-		case <-time.After(o.Poll):
+			return fmt.Errorf("%s: %w", expired(), ctx.Err())
+		case <-tick.C:
 		}
 	}
 }
@@ -186,11 +211,4 @@ func (nf *natsFlags) options(ctx context.Context, c client.Client, ns string) ([
 	n := service.NATS{URL: nf.url, Creds: nf.nkey, CA: nf.ca}
 	opts, err := n.Options(bus.IdentityTrigger)
 	return opts, cleanup, err
-}
-
-// withTimeout is ctx ended after d; the timer goes with ctx.
-func withTimeout(ctx context.Context, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	context.AfterFunc(ctx, cancel)
-	return ctx
 }

@@ -210,7 +210,9 @@ func (o *Options) describeRestore(ctx context.Context, name string) error {
 // events prints the recent Events of kind/name in ns, those that mention only when set.
 func (o *Options) events(ctx context.Context, c client.Client, ns, kind, name, mention string) error {
 	var l corev1.EventList
-	if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
+	// The API server selects them (the namespace can hold thousands of Events).
+	if err := c.List(ctx, &l, client.InNamespace(ns), client.MatchingFields{"involvedObject.kind": kind,
+		"involvedObject.name": name}); err != nil {
 		fmt.Fprintf(o.out(), "Events: not readable (%v)\n", err)
 		return nil
 	}

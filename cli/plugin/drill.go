@@ -72,30 +72,29 @@ func (o *Options) drill(ctx context.Context, name string, wait bool, timeout tim
 	if !wait {
 		return nil
 	}
-	return o.followDrill(withTimeout(ctx, timeout), c, client.ObjectKeyFromObject(cfg), at)
+	return o.followDrill(ctx, timeout, c, client.ObjectKeyFromObject(cfg), at)
 }
 
 // followDrill waits for the BackupRestorable condition written after at, and fails unless it
 // says the backup restored.
-func (o *Options) followDrill(ctx context.Context, c client.Client, key client.ObjectKey, at time.Time) error {
-	for {
+func (o *Options) followDrill(ctx context.Context, timeout time.Duration, c client.Client, key client.ObjectKey,
+	at time.Time) error {
+	return o.until(ctx, timeout, func(ctx context.Context) (bool, error) {
 		var cfg kubermaticv1.EtcdBackupConfig
 		if err := c.Get(ctx, key, &cfg); err != nil {
-			return err
+			return false, err
 		}
-		if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil &&
-			!cond.LastHeartbeatTime.Time.Before(at) {
-			fmt.Fprintf(o.out(), "%s (%s): %s\n", cond.Reason, cond.Status, cond.Message)
-			if cond.Status != corev1.ConditionTrue {
-				return fmt.Errorf("the drill of %s/%s did not pass: %s", key.Namespace, key.Name, cond.Reason)
-			}
-			return nil
+		cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable)
+		if cond == nil || cond.LastHeartbeatTime.Time.Before(at) {
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("no drill of %s/%s ran when the wait ended (is the restorer running? kubectl etcdbackup "+
-				"describe config %s -n %s): %w", key.Namespace, key.Name, key.Name, key.Namespace, ctx.Err())
-		case <-time.After(o.Poll):
+		fmt.Fprintf(o.out(), "%s (%s): %s\n", cond.Reason, cond.Status, cond.Message)
+		if cond.Status != corev1.ConditionTrue {
+			return false, fmt.Errorf("the drill of %s/%s did not pass: %s", key.Namespace, key.Name, cond.Reason)
 		}
-	}
+		return true, nil
+	}, func() string {
+		return fmt.Sprintf("no drill of %s/%s ran when the wait ended (is the restorer running? kubectl etcdbackup "+
+			"describe config %s -n %s)", key.Namespace, key.Name, key.Name, key.Namespace)
+	})
 }

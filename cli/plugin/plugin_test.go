@@ -195,6 +195,18 @@ func TestRestoreAsksThenCreatesAndFollows(t *testing.T) {
 	}
 }
 
+// A follow that does not see its object end in time says what it still waited for.
+func TestRestoreFollowEndsAtItsTimeout(t *testing.T) {
+	cfg := config("cluster-a", "daily", "a", entry("daily-1", kubermaticv1.PhaseCompleted, now.Add(-time.Hour), 3<<20,
+		100))
+	o, out, _ := fixture(t, "", cfg)
+	err := run(o, "restore", "a", "--backup", "daily-1", "--name", "r1", "--yes", "--timeout", "20ms")
+	if err == nil || !strings.Contains(err.Error(), "restore cluster-a/r1: still Pending when the wait ended") ||
+		!strings.Contains(err.Error(), "deadline exceeded") {
+		t.Fatalf("err = %v, want the restore still Pending at the deadline\n%s", err, out)
+	}
+}
+
 // Shell completion offers the names the user may list, in the namespace.
 func TestCompletionOffersNamesInTheNamespace(t *testing.T) {
 	a := config("cluster-a", "daily", "a", entry("daily-1", kubermaticv1.PhaseCompleted, now, 1, 1))

@@ -95,7 +95,7 @@ func (o *Options) restore(ctx context.Context, cluster string, f restoreFlags) e
 	if !f.wait {
 		return nil
 	}
-	return o.followRestore(withTimeout(ctx, f.timeout), c, rs)
+	return o.followRestore(ctx, f.timeout, c, rs)
 }
 
 // restorePlan fills in what rs restores from, as f asks, and says it in words.
@@ -174,13 +174,14 @@ func continuousConfig(ctx context.Context, c client.Client, ns, cluster, name st
 
 // followRestore shows the restore's phase and progress until it ends, and fails unless it
 // Completed.
-func (o *Options) followRestore(ctx context.Context, c client.Client, rs *kubermaticv1.EtcdRestore) error {
+func (o *Options) followRestore(ctx context.Context, timeout time.Duration, c client.Client,
+	rs *kubermaticv1.EtcdRestore) error {
 	p := newProgress(o.out())
 	defer p.done()
-	for {
+	return o.until(ctx, timeout, func(ctx context.Context) (bool, error) {
 		var got kubermaticv1.EtcdRestore
 		if err := c.Get(ctx, client.ObjectKeyFromObject(rs), &got); err != nil {
-			return err
+			return false, err
 		}
 		st := got.EffectiveStatus()
 		msg := st.Progress
@@ -195,15 +196,13 @@ func (o *Options) followRestore(ctx context.Context, c client.Client, rs *kuberm
 		p.show(cmp.Or(st.Phase, "Pending"), msg)
 		switch st.Phase {
 		case kubermaticv1.RestorePhaseCompleted:
-			return nil
+			return true, nil
 		case kubermaticv1.RestorePhaseFailed, kubermaticv1.RestorePhaseEtcdLauncherNotEnabled:
-			return fmt.Errorf("restore %s/%s %s: %s", rs.Namespace, rs.Name, st.Phase, st.Message)
+			return false, fmt.Errorf("restore %s/%s %s: %s", rs.Namespace, rs.Name, st.Phase, st.Message)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("restore %s/%s: still %s when the wait ended (kubectl etcdbackup describe restore %s -n %s): "+
-				"%w", rs.Namespace, rs.Name, p.last, rs.Name, rs.Namespace, ctx.Err())
-		case <-time.After(o.Poll):
-		}
-	}
+		return false, nil
+	}, func() string {
+		return fmt.Sprintf("restore %s/%s: still %s when the wait ended (kubectl etcdbackup describe restore %s -n %s)",
+			rs.Namespace, rs.Name, p.last, rs.Name, rs.Namespace)
+	})
 }

@@ -12,10 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 )
 
 // deploy/k8s/admission.yaml, on the real API server (the sandbox applies it with the RBAC, so
@@ -96,14 +97,22 @@ func beforeTheGC(ctx context.Context, t *testing.T, restorer client.Client, newO
 		t.Fatalf("the restorer creating %s owned by its restore: %v", obj.GetName(), err)
 	}
 	defer func() {
-		// As the admin: the finalizer off, and the object gone with it.
-		cur := newObj()
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
-			return
-		}
-		patch := []byte(`{"metadata":{"finalizers":null}}`)
-		if err := env.Client.Patch(ctx, cur, client.RawPatch(types.MergePatchType, patch)); err != nil &&
-			!apierrors.IsNotFound(err) {
+		// As the admin: the test's finalizer off (only it: a service's stays), and the object
+		// gone with it.
+		// The services write the object too (a config's status): read again on a conflict.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := newObj()
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
+				return client.IgnoreNotFound(err)
+			}
+			before := cur.DeepCopyObject().(client.Object)
+			if !controllerutil.RemoveFinalizer(cur, hold) {
+				return nil
+			}
+			return client.IgnoreNotFound(env.Client.Patch(ctx, cur, client.MergeFromWithOptions(before,
+				client.MergeFromWithOptimisticLock{})))
+		})
+		if err != nil {
 			t.Errorf("take the test's finalizer off %s: %v", obj.GetName(), err)
 		}
 	}()

@@ -15,6 +15,7 @@ import (
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -50,13 +51,29 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 	}
 	trigger := []string{"--nats-server", env.NATSURL, "--nats-nkey", env.NATSCreds.Seed(bus.IdentityTrigger),
 		"--nats-ca", env.NATSCreds.CA()}
+	// The trigger identity's credentials in a Secret the user may read, as an operator hands
+	// them out: the plugin takes them from the Secret without writing the seed to a file.
+	seed, err := os.ReadFile(env.NATSCreds.Seed(bus.IdentityTrigger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(env.NATSCreds.CA())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "trigger"},
+		Data: map[string][]byte{"url": []byte(env.NATSURL), "nkey": seed, // cli/plugin.SecretNATS*
+			"ca.crt": ca}}); err != nil {
+		t.Fatal(err)
+	}
+	tmpBefore := pluginTempDirs(t)
 
 	// A backup now: queued through the trigger, followed to Completed. The scheduler refuses a
 	// trigger while the config's first slot runs, so it is asked again until it queues one.
 	var out string
-	err := sandbox.Poll(ctx, time.Minute, time.Second, func() (bool, error) {
+	err = sandbox.Poll(ctx, time.Minute, time.Second, func() (bool, error) {
 		var err error
-		out, err = run("", append([]string{"backup", "daily", "-n", ns, "--timeout", "2m"}, trigger...)...)
+		out, err = run("", "backup", "daily", "-n", ns, "--timeout", "2m", "--nats-secret", "trigger")
 		if err != nil && (strings.Contains(out, "trigger-min-interval") || strings.Contains(out, "is running")) {
 			return false, nil
 		}
@@ -66,6 +83,9 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 		t.Fatalf("backup: %v\n%s", err, out)
 	}
 	backup := strings.Fields(out)[1] // "backup <name> of <ns>/daily queued"
+	if after := pluginTempDirs(t); len(after) != len(tmpBefore) {
+		t.Errorf("the plugin left files in the temporary directory: %v, before %v", after, tmpBefore)
+	}
 
 	// A drill now (the sandbox's restorer drills nothing on a schedule): restored and passed.
 	out, err = run("", "drill", "daily", "-n", ns, "--timeout", "2m")
@@ -153,6 +173,17 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 	}
 }
 
+// pluginTempDirs lists what an earlier plugin wrote its credentials into (none since it keeps
+// a Secret's seed in memory).
+func pluginTempDirs(t *testing.T) []string {
+	t.Helper()
+	dirs, err := filepath.Glob(filepath.Join(os.TempDir(), "kubectl-etcdbackup-*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
+}
+
 // transcript appends a command and what it printed to $ETCDBACKUP_CLI_TRANSCRIPT, when set:
 // the real output docs/cli.md shows.
 func transcript(t *testing.T, args []string, out string, err error) {
@@ -213,7 +244,9 @@ func pluginUser(t *testing.T, ctx context.Context, name, cluster string) string 
 	for _, o := range []client.Object{
 		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-events"},
 			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"events"},
-				Verbs: []string{"get", "list", "watch"}}}},
+				Verbs: []string{"get", "list", "watch"}},
+				{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"trigger"},
+					Verbs: []string{"get"}}}},
 		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name + "-events"},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: "console-users", Name: name}},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name + "-events"}},

@@ -3,10 +3,11 @@ package plugin
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/service"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -73,11 +75,10 @@ func (o *Options) backup(ctx context.Context, name string, nf natsFlags, wait bo
 		"a manual backup records on the config"); err != nil {
 		return err
 	}
-	opts, cleanup, err := nf.options(ctx, c, ns)
+	opts, err := nf.options(ctx, c, ns)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
 	nc, err := nats.Connect(nf.url, append(opts, nats.Name("kubectl-etcdbackup"))...)
 	if err != nil {
 		return fmt.Errorf("connect to the bus at %s as the trigger identity: %w", nf.url, err)
@@ -166,49 +167,56 @@ func (o *Options) until(ctx context.Context, timeout time.Duration, check func(c
 	}
 }
 
-// options are the NATS options of the trigger identity: from the files, or from the Secret
-// (written to a private temporary directory that cleanup removes).
-func (nf *natsFlags) options(ctx context.Context, c client.Client, ns string) ([]nats.Option, func(), error) {
-	cleanup := func() {}
-	if nf.secret != "" {
-		sns, name := ns, nf.secret
-		if before, after, ok := strings.Cut(nf.secret, "/"); ok {
-			sns, name = before, after
-		}
-		var s corev1.Secret
-		if err := c.Get(ctx, client.ObjectKey{Namespace: sns, Name: name}, &s); err != nil {
-			return nil, cleanup, fmt.Errorf("the trigger identity's Secret: %w", err)
-		}
-		if len(s.Data[SecretNATSNkey]) == 0 {
-			return nil, cleanup, fmt.Errorf("the Secret %s/%s has no %q: the trigger identity's nkey seed", sns, name,
-				SecretNATSNkey)
-		}
-		dir, err := os.MkdirTemp("", "kubectl-etcdbackup-")
-		if err != nil {
-			return nil, cleanup, err
-		}
-		cleanup = func() { _ = os.RemoveAll(dir) }
-		nf.nkey = filepath.Join(dir, "trigger.nk")
-		if err := os.WriteFile(nf.nkey, s.Data[SecretNATSNkey], 0o600); err != nil {
-			return nil, cleanup, err
-		}
-		if ca := s.Data[SecretNATSCA]; len(ca) > 0 && nf.ca == "" {
-			nf.ca = filepath.Join(dir, "ca.crt")
-			if err := os.WriteFile(nf.ca, ca, 0o600); err != nil {
-				return nil, cleanup, err
-			}
-		}
+// options are the NATS options of the trigger identity: from the files, or from the Secret,
+// whose nkey seed stays in memory (never written to a file a killed command would leave).
+func (nf *natsFlags) options(ctx context.Context, c client.Client, ns string) ([]nats.Option, error) {
+	if nf.secret == "" {
 		if nf.url == "" {
-			nf.url = string(s.Data[SecretNATSURL])
+			return nil, errors.New("where is the bus? give --nats-server, or --nats-secret with a url")
+		}
+		if nf.nkey == "" {
+			return nil, errors.New("the trigger identity's credentials: give --nats-nkey, or --nats-secret")
+		}
+		n := service.NATS{URL: nf.url, Creds: nf.nkey, CA: nf.ca}
+		return n.Options(bus.IdentityTrigger)
+	}
+	sns, name := ns, nf.secret
+	if before, after, ok := strings.Cut(nf.secret, "/"); ok {
+		sns, name = before, after
+	}
+	var s corev1.Secret
+	if err := c.Get(ctx, client.ObjectKey{Namespace: sns, Name: name}, &s); err != nil {
+		return nil, fmt.Errorf("the trigger identity's Secret: %w", err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(s.Data[SecretNATSNkey])
+	if err != nil {
+		return nil, fmt.Errorf("the Secret %s/%s has no nkey seed of the trigger identity in %q", sns, name,
+			SecretNATSNkey)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("the Secret %s/%s: the nkey in %q: %w", sns, name, SecretNATSNkey, err)
+	}
+	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12}
+	ca := s.Data[SecretNATSCA]
+	if nf.ca != "" {
+		if ca, err = os.ReadFile(nf.ca); err != nil {
+			return nil, err
+		}
+	}
+	if len(ca) > 0 {
+		tlsConfig.RootCAs = x509.NewCertPool()
+		if !tlsConfig.RootCAs.AppendCertsFromPEM(ca) {
+			return nil, fmt.Errorf("the bus's CA (the Secret %s/%s's %q, or --nats-ca) holds no PEM certificate", sns, name,
+				SecretNATSCA)
 		}
 	}
 	if nf.url == "" {
-		return nil, cleanup, errors.New("where is the bus? give --nats-server, or --nats-secret with a url")
+		nf.url = string(s.Data[SecretNATSURL])
 	}
-	if nf.nkey == "" {
-		return nil, cleanup, errors.New("the trigger identity's credentials: give --nats-nkey, or --nats-secret")
+	if nf.url == "" {
+		return nil, fmt.Errorf("where is the bus? the Secret %s/%s has no %q: give --nats-server", sns, name, SecretNATSURL)
 	}
-	n := service.NATS{URL: nf.url, Creds: nf.nkey, CA: nf.ca}
-	opts, err := n.Options(bus.IdentityTrigger)
-	return opts, cleanup, err
+	return []nats.Option{nats.CustomInboxPrefix(bus.InboxPrefix(bus.IdentityTrigger)), nats.Nkey(pub, kp.Sign),
+		nats.Secure(tlsConfig)}, nil
 }

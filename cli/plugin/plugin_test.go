@@ -315,3 +315,36 @@ func TestProgressReadsHowFarAMessageSays(t *testing.T) {
 		t.Errorf("progress wrote %q, want %q", w.String(), want)
 	}
 }
+
+// A Secret's credentials are checked before the bus is dialled, and a bad seed is not echoed.
+func TestTriggerCredentialsFromASecret(t *testing.T) {
+	seed := "SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4" // a well-formed user seed
+	for _, tc := range []struct {
+		name string
+		data map[string][]byte
+		want string
+	}{
+		{"a seed that is not one", map[string][]byte{SecretNATSNkey: []byte("SUnotaseed"), SecretNATSURL: []byte("x")},
+			`no nkey seed of the trigger identity in "nkey"`},
+		{"no url", map[string][]byte{SecretNATSNkey: []byte(seed)}, `has no "url"`},
+		{"a CA that is not PEM", map[string][]byte{SecretNATSNkey: []byte(seed), SecretNATSURL: []byte("tls://x"),
+			SecretNATSCA: []byte("not pem")}, "holds no PEM certificate"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, _, _ := fixture(t, "cluster-a", &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a",
+				Name: "trigger"}, Data: tc.data})
+			_, err := (&natsFlags{secret: "trigger"}).options(context.Background(), o.c, "cluster-a")
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "SUnotaseed") {
+				t.Fatalf("err = %v, want %q without the seed", err, tc.want)
+			}
+		})
+	}
+	o, _, _ := fixture(t, "cluster-a", &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-a",
+		Name: "trigger"}, Data: map[string][]byte{SecretNATSNkey: []byte(seed), SecretNATSURL: []byte("tls://x")}})
+	nf := &natsFlags{secret: "cluster-a/trigger"}
+	opts, err := nf.options(context.Background(), o.c, "elsewhere")
+	if err != nil || len(opts) != 3 || nf.url != "tls://x" {
+		t.Fatalf("options %d, url %q, err %v; want the inbox, the nkey and TLS, and the Secret's url", len(opts), nf.url,
+			err)
+	}
+}

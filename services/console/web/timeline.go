@@ -223,7 +223,6 @@ func short(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-
 // bar is a progress bar's value of max.
 type bar struct{ Value, Max float64 }
 

@@ -35,3 +35,43 @@ func TestCookiesAreSecureBehindATLSProxy(t *testing.T) {
 		}
 	}
 }
+
+// OIDC sign-in needs an https issuer (kube-apiserver accepts no other), the client's id and
+// secret files, and a redirect to this console's /oidc/callback; the files are read whole and
+// trimmed.
+func TestOIDCFlags(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{"nkey": "x", "ca.crt": "x", "id": "console\n", "secret": " s3cret \n", "empty": "\n"}
+	for f, v := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base := []string{"--nats-url=tls://nats:4222", "--nats-tls-ca=" + filepath.Join(dir, "ca.crt"),
+		"--nats-creds=" + filepath.Join(dir, "nkey")}
+	good := []string{"--oidc-issuer-url=https://dex.example/dex", "--oidc-client-id-file=" + filepath.Join(dir, "id"),
+		"--oidc-client-secret-file=" + filepath.Join(dir, "secret"),
+		"--oidc-redirect-url=https://console.example/oidc/callback"}
+	c, err := parseConfig(append(append([]string(nil), base...), good...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oc, err := c.OIDC.Web()
+	if err != nil || oc.ClientID != "console" || oc.ClientSecret != "s3cret" || len(oc.Scopes) != 5 {
+		t.Fatalf("OIDC config %+v, %v", oc, err)
+	}
+	for name, bad := range map[string]string{
+		"an http issuer":          "--oidc-issuer-url=http://dex.example/dex",
+		"no secret file":          "--oidc-client-secret-file=",
+		"a redirect elsewhere":    "--oidc-redirect-url=https://console.example/callback",
+		"a redirect with no host": "--oidc-redirect-url=/oidc/callback",
+	} {
+		if _, err := parseConfig(append(append(append([]string(nil), base...), good...), bad)); err == nil {
+			t.Errorf("%s (%s) was accepted", name, bad)
+		}
+	}
+	c.OIDC.ClientSecretFile = filepath.Join(dir, "empty")
+	if _, err := c.OIDC.Web(); err == nil {
+		t.Error("an empty secret file was accepted")
+	}
+}

@@ -22,6 +22,17 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The provider is asked at the first sign-in, not now: it may be down while bearer tokens work.
+	var sso *web.OIDC
+	if cfg.OIDC.IssuerURL != "" {
+		oc, err := cfg.OIDC.Web()
+		if err != nil {
+			return fmt.Errorf("%w: %w", service.ErrInvalidOption, err)
+		}
+		if sso, err = web.NewOIDC(oc); err != nil {
+			return fmt.Errorf("%w: %w", service.ErrInvalidOption, err)
+		}
+	}
 	// The console's own identity reviews tokens and access and reads the destinations' names;
 	// everything a user sees or changes goes through that user's token. On NATS it is the
 	// watcher: status events only.
@@ -43,7 +54,7 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("subscribe to status events: %w", err)
 	}
 	srv := &web.Server{
-		Log: rt.Log, Sessions: sessions, Auth: web.NewAuthenticator(rt.Clientset, cfg.AccessTTL), Users: users,
+		Log: rt.Log, Sessions: sessions, OIDC: sso, Auth: web.NewAuthenticator(rt.Clientset, cfg.AccessTTL), Users: users,
 		Destinations: rt.Destinations(rt.Kube).Names, Hub: hub,
 	}
 	h, err := srv.Handler(rt.Endpoint.Registry())

@@ -22,8 +22,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// CookieName is the session cookie: the user's bearer token, sealed (AES-GCM) with the
-// session key, HttpOnly and SameSite=Lax. The console keeps no session state of its own.
+// CookieName is the session cookie: the user's bearer token (and an OIDC sign-in's refresh
+// token), sealed (AES-GCM) with the session key, HttpOnly and SameSite=Lax. The console keeps
+// no session state of its own, so any replica serves any request.
 const CookieName = "etcdbackup_session"
 
 // User is who a token belongs to, as the API server's TokenReview says.
@@ -63,69 +64,139 @@ func NewSessions(key []byte, ttl time.Duration, secure bool) (*Sessions, error) 
 	return &Sessions{aead: aead, mac: mac[:], TTL: ttl, Secure: secure, now: time.Now}, nil
 }
 
-type sealed struct {
-	Token   string    `json:"t"`
+// Signin is what a session cookie holds: the bearer token every API call is made with and,
+// for a sign-in through the OIDC provider, the refresh token that renews it.
+type Signin struct {
+	// Token is the bearer token: pasted, or the provider's ID token.
+	Token string `json:"t"`
+	// ID names the session for its form token (CSRF); it stays when the ID token is renewed.
+	ID string `json:"i"`
+	// Expires ends the session (--session-ttl after the sign-in), renewed or not.
 	Expires time.Time `json:"e"`
+	// Refresh is the provider's refresh token ("" for a pasted token).
+	Refresh string `json:"r,omitempty"`
+	// Issued and Expiry are the ID token's iat and exp (zero for a pasted token).
+	Issued time.Time `json:"n,omitzero"`
+	Expiry time.Time `json:"x,omitzero"`
 }
 
-// Set writes the session cookie for token.
-func (s *Sessions) Set(w http.ResponseWriter, token string) error {
-	exp := s.now().Add(s.TTL)
-	plain, err := json.Marshal(sealed{Token: token, Expires: exp})
+// OIDC reports whether the session came from the OIDC provider (and can be renewed).
+func (s Signin) OIDC() bool { return s.Refresh != "" }
+
+// Set writes the session cookie for si; a new sign-in gets its ID and its end.
+func (s *Sessions) Set(w http.ResponseWriter, si Signin) error {
+	if si.ID == "" {
+		id := make([]byte, 16)
+		if _, err := rand.Read(id); err != nil {
+			return err
+		}
+		si.ID = base64.RawURLEncoding.EncodeToString(id)
+	}
+	if si.Expires.IsZero() {
+		si.Expires = s.now().Add(s.TTL)
+	}
+	value, err := s.seal(CookieName, si)
 	if err != nil {
 		return err
 	}
-	nonce := make([]byte, s.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return err
-	}
-	value := base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, []byte(CookieName)))
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", Expires: exp, HttpOnly: true,
+	s.clearEnded(w)
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", Expires: si.Expires, HttpOnly: true,
 		Secure: s.Secure, SameSite: http.SameSiteLaxMode})
 	return nil
 }
 
-// Clear removes the session cookie.
+// seal encrypts v's JSON under the session key, bound to name.
+func (s *Sessions) seal(name string, v any) (string, error) {
+	plain, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, s.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, plain, []byte(name))), nil
+}
+
+// open decrypts a value seal made for name into v.
+func (s *Sessions) open(name, value string, v any) error {
+	raw, err := base64.RawURLEncoding.DecodeString(value)
+	if err != nil || len(raw) < s.aead.NonceSize() {
+		return ErrNoSession
+	}
+	plain, err := s.aead.Open(nil, raw[:s.aead.NonceSize()], raw[s.aead.NonceSize():], []byte(name))
+	if err != nil {
+		return ErrNoSession
+	}
+	if err := json.Unmarshal(plain, v); err != nil {
+		return ErrNoSession
+	}
+	return nil
+}
+
+// Clear removes the session cookie (and word of an ended one).
 func (s *Sessions) Clear(w http.ResponseWriter) {
+	s.clearEnded(w)
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
+		SameSite: http.SameSiteLaxMode})
+}
+
+// endedCookie tells the sign-in page that the provider ended the session (and not the user):
+// the renewal that found out may have been an event stream's, which shows no page.
+const endedCookie = "etcdbackup_ended"
+
+// End removes the session cookie of a sign-in the provider no longer renews, and leaves word
+// for the sign-in page.
+func (s *Sessions) End(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
+		SameSite: http.SameSiteLaxMode})
+	http.SetCookie(w, &http.Cookie{Name: endedCookie, Value: "1", Path: "/", MaxAge: 600, HttpOnly: true,
+		Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+}
+
+// Ended reports whether the provider ended the request's last session (in the last 10
+// minutes, and no sign-in since): the sign-in page says so, however often it is loaded.
+func (s *Sessions) Ended(r *http.Request) bool {
+	_, err := r.Cookie(endedCookie)
+	return err == nil
+}
+
+// clearEnded forgets an ended session at the next sign-in or sign-out.
+func (s *Sessions) clearEnded(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{Name: endedCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
 		SameSite: http.SameSiteLaxMode})
 }
 
 // ErrNoSession: no cookie, or one that is not ours, or expired.
 var ErrNoSession = errors.New("not signed in")
 
-// Token opens the request's session cookie.
-func (s *Sessions) Token(r *http.Request) (string, error) {
+// Open reads the request's session cookie.
+func (s *Sessions) Open(r *http.Request) (Signin, error) {
 	c, err := r.Cookie(CookieName)
 	if err != nil {
-		return "", ErrNoSession
+		return Signin{}, ErrNoSession
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
-	if err != nil || len(raw) < s.aead.NonceSize() {
-		return "", ErrNoSession
+	var si Signin
+	if err := s.open(CookieName, c.Value, &si); err != nil {
+		return Signin{}, err
 	}
-	plain, err := s.aead.Open(nil, raw[:s.aead.NonceSize()], raw[s.aead.NonceSize():], []byte(CookieName))
-	if err != nil {
-		return "", ErrNoSession
+	if si.Token == "" || si.ID == "" || !s.now().Before(si.Expires) {
+		return Signin{}, ErrNoSession
 	}
-	var v sealed
-	if err := json.Unmarshal(plain, &v); err != nil || v.Token == "" || !s.now().Before(v.Expires) {
-		return "", ErrNoSession
-	}
-	return v.Token, nil
+	return si, nil
 }
 
-// CSRF is the form token of a session: an HMAC of its bearer token, so a page of another
-// site cannot post a form in the user's name.
-func (s *Sessions) CSRF(token string) string {
+// CSRF is the form token of a session: an HMAC of its ID, so a page of another site cannot
+// post a form in the user's name. It outlives the renewal of an ID token.
+func (s *Sessions) CSRF(id string) string {
 	m := hmac.New(sha256.New, s.mac)
-	m.Write([]byte(token))
+	m.Write([]byte(id))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
 // CheckCSRF reports whether the posted form token belongs to the session.
-func (s *Sessions) CheckCSRF(token, posted string) bool {
-	return hmac.Equal([]byte(s.CSRF(token)), []byte(posted))
+func (s *Sessions) CheckCSRF(id, posted string) bool {
+	return hmac.Equal([]byte(s.CSRF(id)), []byte(posted))
 }
 
 // Authenticator says who a bearer token belongs to (TokenReview) and what they may do

@@ -18,7 +18,7 @@ import (
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// No Kubernetes client: the stream reads nothing with the user's token, it only asks
 	// whether the user may see the namespace.
-	token, user, err := s.user(r)
+	si, user, err := s.user(w, r)
 	if err != nil {
 		http.Error(w, "sign in first: "+err.Error(), http.StatusUnauthorized)
 		return
@@ -56,12 +56,26 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	// The browser reconnects 2 s after a drop; the page reloads its data when it does.
 	fmt.Fprint(w, "retry: 2000\n: connected\n\n")
 	flusher.Flush()
-	s.stream(w, flusher, r, c, func() bool { return s.stillAllowed(r, token, user, ns) })
+	s.stream(w, flusher, r, c, func() verdict { return s.stillAllowed(r, si, user, ns) })
 }
 
+// verdict is what a heartbeat finds.
+type verdict int
+
+const (
+	keep verdict = iota
+	// revoked: the user lost access; the page stops following.
+	revoked
+	// renew: the session's ID token is near its end; the stream ends without a word, the
+	// browser connects again (retry) and that request renews the session's cookie.
+	renew
+)
+
 // stream writes c's events to w until the request ends, with a heartbeat that first asks
-// allowed, and ends the stream with a "revoked" event when the answer is no.
-func (s *Server) stream(w http.ResponseWriter, flusher http.Flusher, r *http.Request, c *Client, allowed func() bool) {
+// allowed, and ends the stream: with a "revoked" event when access is gone, quietly when the
+// session needs renewing.
+func (s *Server) stream(w http.ResponseWriter, flusher http.Flusher, r *http.Request, c *Client,
+	allowed func() verdict) {
 	beat := s.Heartbeat
 	if beat <= 0 {
 		beat = 15 * time.Second
@@ -76,7 +90,10 @@ func (s *Server) stream(w http.ResponseWriter, flusher http.Flusher, r *http.Req
 		case data := <-c.C:
 			_, err = fmt.Fprintf(w, "event: status\ndata: %s\n\n", data)
 		case <-t.C:
-			if !allowed() {
+			switch allowed() {
+			case renew:
+				return
+			case revoked:
 				fmt.Fprint(w, "event: revoked\ndata: {}\n\n")
 				flusher.Flush()
 				return
@@ -90,10 +107,16 @@ func (s *Server) stream(w http.ResponseWriter, flusher http.Flusher, r *http.Req
 	}
 }
 
-// stillAllowed reports whether the token is still valid and its user may still watch ns; an
+// stillAllowed says whether the token is still valid and its user may still watch ns; an
 // API server that does not answer leaves the stream open.
-func (s *Server) stillAllowed(r *http.Request, token string, user User, ns string) bool {
-	_, rerr := s.Auth.Review(r.Context(), token)
+func (s *Server) stillAllowed(r *http.Request, si Signin, user User, ns string) verdict {
+	if RenewDue(si, s.now()) {
+		return renew
+	}
+	_, rerr := s.Auth.Review(r.Context(), si.Token)
 	ok, err := s.Auth.MayWatch(r.Context(), user, ns)
-	return !errors.Is(rerr, ErrUnauthenticated) && (err != nil || ok)
+	if !errors.Is(rerr, ErrUnauthenticated) && (err != nil || ok) {
+		return keep
+	}
+	return revoked
 }

@@ -38,8 +38,10 @@ type UserClients func(token string) (client.Client, error)
 type Server struct {
 	Log      *slog.Logger
 	Sessions *Sessions
-	Auth     *Authenticator
-	Users    UserClients
+	// OIDC signs users in through the seed's OpenID Connect provider (nil: bearer tokens only).
+	OIDC  *OIDC
+	Auth  *Authenticator
+	Users UserClients
 	// Destinations lists the Seed's destination names and its default (names only: nothing
 	// else of a destination reaches a page).
 	Destinations func(ctx context.Context) (names []string, def string, err error)
@@ -78,6 +80,8 @@ func (s *Server) Handler(reg prometheus.Registerer) (http.Handler, error) {
 	handle("GET /login", s.loginPage)
 	handle("POST /login", s.login)
 	handle("POST /logout", s.logout)
+	handle("GET /oidc/login", s.oidcLogin)
+	handle("GET /oidc/callback", s.oidcCallback)
 	handle("GET /{$}", s.page(s.clusters))
 	handle("GET /go", s.page(s.goToCluster))
 	handle("GET /clusters/{cluster}", s.page(s.cluster))
@@ -162,7 +166,7 @@ func (s *Server) observe(route string, h http.HandlerFunc) http.Handler {
 
 // session is a signed-in request: the user, their client and their form token.
 type session struct {
-	Token  string
+	Signin
 	User   User
 	Client client.Client
 	CSRF   string
@@ -174,7 +178,7 @@ type handler func(w http.ResponseWriter, r *http.Request, sess *session) error
 // the session's form token. Errors from the API server are shown as the API server said them.
 func (s *Server) page(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sess, err := s.session(r)
+		sess, err := s.session(w, r)
 		if err != nil {
 			if r.Method == http.MethodGet {
 				http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
@@ -188,7 +192,7 @@ func (s *Server) page(h handler) http.HandlerFunc {
 				s.fail(w, r, sess, http.StatusBadRequest, err.Error())
 				return
 			}
-			if !s.Sessions.CheckCSRF(sess.Token, r.PostForm.Get("csrf")) {
+			if !s.Sessions.CheckCSRF(sess.ID, r.PostForm.Get("csrf")) {
 				s.fail(w, r, sess, http.StatusForbidden,
 					"The form is out of date or was not sent by this console; reload the page and try again.")
 				return
@@ -201,25 +205,51 @@ func (s *Server) page(h handler) http.HandlerFunc {
 }
 
 // user is who the request's session belongs to, as the API server says now (cached).
-func (s *Server) user(r *http.Request) (string, User, error) {
-	token, err := s.Sessions.Token(r)
+func (s *Server) user(w http.ResponseWriter, r *http.Request) (Signin, User, error) {
+	si, err := s.signin(w, r)
 	if err != nil {
-		return "", User{}, err
+		return Signin{}, User{}, err
 	}
-	u, err := s.Auth.Review(r.Context(), token)
-	return token, u, err
+	u, err := s.Auth.Review(r.Context(), si.Token)
+	return si, u, err
 }
 
-func (s *Server) session(r *http.Request) (*session, error) {
-	token, u, err := s.user(r)
+// signin opens the request's session and renews an OIDC session's ID token near its end,
+// writing the renewed session to w. A provider that refuses the renewal ends the session
+// (ErrSigninEnded); one that does not answer leaves the current token in use until it expires.
+func (s *Server) signin(w http.ResponseWriter, r *http.Request) (Signin, error) {
+	si, err := s.Sessions.Open(r)
+	if err != nil || s.OIDC == nil || !RenewDue(si, s.now()) {
+		return si, err
+	}
+	renewed, err := s.OIDC.Renew(r.Context(), si.Refresh)
+	switch {
+	case errors.Is(err, ErrSigninEnded):
+		s.Sessions.End(w)
+		return Signin{}, err
+	case err != nil && s.now().Before(si.Expiry):
+		s.Log.Warn("oidc renewal failed; the current ID token serves until it expires", "err", err)
+		return si, nil
+	case err != nil:
+		return Signin{}, err
+	}
+	renewed.ID, renewed.Expires = si.ID, si.Expires
+	if err := s.Sessions.Set(w, renewed); err != nil {
+		return Signin{}, err
+	}
+	return renewed, nil
+}
+
+func (s *Server) session(w http.ResponseWriter, r *http.Request) (*session, error) {
+	si, u, err := s.user(w, r)
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.Users(token)
+	c, err := s.Users(si.Token)
 	if err != nil {
 		return nil, err
 	}
-	return &session{Token: token, User: u, Client: c, CSRF: s.Sessions.CSRF(token)}, nil
+	return &session{Signin: si, User: u, Client: c, CSRF: s.Sessions.CSRF(si.ID)}, nil
 }
 
 // errInput is a request the console refuses itself, with the reason for the user.

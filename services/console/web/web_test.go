@@ -48,7 +48,7 @@ func newSessions(t *testing.T) *Sessions {
 func cookieOf(t *testing.T, s *Sessions, token string) *http.Cookie {
 	t.Helper()
 	w := httptest.NewRecorder()
-	if err := s.Set(w, token); err != nil {
+	if err := s.Set(w, Signin{Token: token, ID: "id-" + token}); err != nil {
 		t.Fatal(err)
 	}
 	return w.Result().Cookies()[0]
@@ -67,8 +67,8 @@ func TestSessionsSealTheTokenAndRefuseAnythingElse(t *testing.T) {
 		}
 		return r
 	}
-	if tok, err := s.Token(req(c)); err != nil || tok != "secret-token" {
-		t.Fatalf("Token = %q, %v", tok, err)
+	if si, err := s.Open(req(c)); err != nil || si.Token != "secret-token" || si.ID != "id-secret-token" {
+		t.Fatalf("Open = %+v, %v", si, err)
 	}
 	tampered := *c
 	tampered.Value = c.Value[:len(c.Value)-2] + "AA"
@@ -80,12 +80,12 @@ func TestSessionsSealTheTokenAndRefuseAnythingElse(t *testing.T) {
 		"not base64":          req(&http.Cookie{Name: CookieName, Value: "%%%"}),
 		"a plain token value": req(&http.Cookie{Name: CookieName, Value: "secret-token"}),
 	} {
-		if _, err := s.Token(r); !errors.Is(err, ErrNoSession) {
+		if _, err := s.Open(r); !errors.Is(err, ErrNoSession) {
 			t.Errorf("%s: %v, want ErrNoSession", name, err)
 		}
 	}
 	s.now = func() time.Time { return time.Now().Add(2 * time.Hour) }
-	if _, err := s.Token(req(c)); !errors.Is(err, ErrNoSession) {
+	if _, err := s.Open(req(c)); !errors.Is(err, ErrNoSession) {
 		t.Errorf("an expired session: %v", err)
 	}
 	if _, err := NewSessions([]byte("short"), time.Hour, false); err == nil {
@@ -323,7 +323,7 @@ func do(t *testing.T, h http.Handler, s *Server, method, target, token string,
 	var body io.Reader
 	if form != nil {
 		if token != "" {
-			form.Set("csrf", s.Sessions.CSRF(token))
+			form.Set("csrf", s.Sessions.CSRF("id-"+token))
 		}
 		body = strings.NewReader(form.Encode())
 	}

@@ -125,7 +125,11 @@
     pending = setTimeout(function () {
       pending = null;
       fetch(location.href, { credentials: 'same-origin', headers: { 'Accept': 'text/html' } })
-        .then(function (r) { return r.ok ? r.text() : null; })
+        .then(function (r) {
+          // The session ended (or its provider stopped renewing it): the sign-in page says why.
+          if (r.redirected && new URL(r.url).pathname === '/login') { location.assign(r.url); return null; }
+          return r.ok ? r.text() : null;
+        })
         .then(function (html) {
           if (!html) { return; }
           var doc = new DOMParser().parseFromString(html, 'text/html');

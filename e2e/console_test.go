@@ -45,8 +45,8 @@ func chromiumPath(t *testing.T) string {
 }
 
 // browser starts headless Chromium with a fresh profile; the flags keep it off the network
-// it cannot reach here.
-func browser(t *testing.T, ctx context.Context) context.Context {
+// it cannot reach here. extra adds flags.
+func browser(t *testing.T, ctx context.Context, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromiumPath(t)),
@@ -58,6 +58,7 @@ func browser(t *testing.T, ctx context.Context) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.WindowSize(1280, 900),
 	)
+	opts = append(opts, extra...)
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	bctx, cancel := chromedp.NewContext(actx)
 	t.Cleanup(func() { cancel(); cancelAlloc() })

@@ -67,6 +67,8 @@ func runTests(m *testing.M) int {
 		// Two schedulers and three pruners always run: tests check each slot is queued once
 		// and each backup deleted once. Two restorers: one leads, one stands by.
 		Replicas: map[string]int{"scheduler": 2, "pruner": 3, "restorer": 2},
+		// The console renews Dex's ID tokens within a test (TestConsoleSignInThroughOIDC).
+		OIDCTokenTTL: oidcTokenTTL,
 		Args: map[string][]string{
 			"scheduler":   {"--trigger-min-interval=2s"},
 			"snapshotter": {"--max-attempts=2", "--retry-delay=200ms", "--member-timeout=1s"},
@@ -163,6 +165,7 @@ var testWeights = map[string]int{
 	"TestKKPSchema":                                              30,
 	"TestDeletedNamespaceRestoresIntoANewOne":                    29,
 	"TestRestoreSurvivesRestorerKillAndDeletion":                 27,
+	"TestConsoleSignInThroughOIDC":                               30,
 	"TestConsoleFlowsInABrowser":                                 24,
 	"TestRestoreStepFailureIsReportedAndRecoverable":             24,
 	"TestStagingIsUnreadableButToItsTwoServices":                 20,

@@ -29,9 +29,10 @@ type APIServer struct {
 	etcd       *etcdtest.Etcd
 }
 
-// StartAPIServer starts etcd and kube-apiserver under dir and waits until it is ready. The
-// admin identity is a bearer token in system:masters, written into dir/kubeconfig.
-func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error) {
+// StartAPIServer starts etcd and kube-apiserver (with extra flags) under dir and waits until
+// it is ready. The admin identity is a bearer token in system:masters, written into
+// dir/kubeconfig.
+func StartAPIServer(ctx context.Context, dir, toolDir string, extra ...string) (*APIServer, error) {
 	etcd, err := etcdtest.StartIn(filepath.Join(dir, "apiserver-etcd"), "apiserver-etcd", nil)
 	if err != nil {
 		return nil, err
@@ -51,6 +52,7 @@ func StartAPIServer(ctx context.Context, dir, toolDir string) (*APIServer, error
 	if err != nil {
 		return nil, err
 	}
+	args = append(args, extra...)
 	a.proc, err = StartProcess("kube-apiserver", filepath.Join(toolDir, "kube-apiserver"), args, nil, filepath.Join(dir,
 		"logs"))
 	if err != nil {

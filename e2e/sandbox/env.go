@@ -76,6 +76,9 @@ type Options struct {
 	// in the Seed's namespace, and starts the services with --destinations-configmap (as the
 	// kkp overlay does).
 	DestinationsConfigMap string
+	// OIDCTokenTTL is how long Dex's ID tokens last (Dex's 24h when zero): a test of the
+	// console's renewal makes it short.
+	OIDCTokenTTL time.Duration
 }
 
 // Env is a running sandbox.
@@ -99,7 +102,11 @@ type Env struct {
 	Services []*Service
 	// ControllerManager is kube-controller-manager (see ControllerManagerControllers).
 	ControllerManager *Process
-	node              *node
+	// Dex is the OIDC provider the console signs users in with, and kube-apiserver trusts.
+	Dex *Dex
+	// ConsoleURL is the first console's pages, registered with Dex as the client's redirect.
+	ConsoleURL string
+	node       *node
 }
 
 // Service is a running service process.
@@ -125,6 +132,15 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 	}()
 	root, err := RepoRoot()
 	if err != nil {
+		return nil, err
+	}
+	consolePort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	e.ConsoleURL = fmt.Sprintf("http://127.0.0.1:%d", consolePort)
+	if e.Dex, err = StartDex(ctx, opts.Dir, opts.ToolDir, DexOptions{RedirectURL: e.ConsoleURL + "/oidc/callback",
+		IDTokenTTL: opts.OIDCTokenTTL}); err != nil {
 		return nil, err
 	}
 	if err := e.startKubernetes(ctx, root); err != nil {
@@ -170,7 +186,7 @@ func Start(ctx context.Context, opts Options) (_ *Env, err error) {
 // kube-controller-manager.
 func (e *Env) startKubernetes(ctx context.Context, root string) error {
 	var err error
-	if e.API, err = StartAPIServer(ctx, e.Opts.Dir, e.Opts.ToolDir); err != nil {
+	if e.API, err = StartAPIServer(ctx, e.Opts.Dir, e.Opts.ToolDir, e.Dex.KubeAPIServerArgs()...); err != nil {
 		return err
 	}
 	// The harness creates hundreds of objects in benchmarks: no client-side throttling to speak of.
@@ -479,12 +495,17 @@ func (e *Env) serviceArgs(ctx context.Context, kind string, port int) (args []st
 	}
 	switch kind {
 	case "console":
-		port, err := FreePort()
-		if err != nil {
-			return nil, "", err
+		// The first console serves at ConsoleURL, Dex's redirect; any more at ports of their own.
+		pages = e.ConsoleURL
+		if len(e.ServicesOf("console")) > 0 {
+			port, err := FreePort()
+			if err != nil {
+				return nil, "", err
+			}
+			pages = fmt.Sprintf("http://127.0.0.1:%d", port)
 		}
-		pages = fmt.Sprintf("http://127.0.0.1:%d", port)
-		args = append(args, fmt.Sprintf("--listen-addr=127.0.0.1:%d", port), "--access-cache-ttl=2s")
+		args = append(args, "--listen-addr="+strings.TrimPrefix(pages, "http://"), "--access-cache-ttl=2s")
+		args = append(args, e.Dex.ConsoleArgs(e.ConsoleURL+"/oidc/callback")...)
 	case "scheduler":
 		// Backups as often as every 2s (the tests' schedules), not the deploy's 10 minutes.
 		args = append(args, "--min-interval="+MinInterval.String())
@@ -534,6 +555,7 @@ func (e *Env) close() {
 	if e.API != nil {
 		e.API.Stop()
 	}
+	e.Dex.Stop()
 }
 
 // DemoEtcdClient returns a client of the demo etcd; the caller closes it.

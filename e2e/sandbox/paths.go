@@ -10,7 +10,8 @@ import (
 )
 
 // Third-party binaries the sandbox needs, built by `make tools` from the Go module proxy.
-var ToolBinaries = []string{"kube-apiserver", "kubectl", "kube-controller-manager", "versitygw", "nats", "promtool"}
+var ToolBinaries = []string{"kube-apiserver", "kubectl", "kube-controller-manager", "versitygw", "nats", "promtool",
+	"dex"}
 
 // Services are the service binaries, built from this repository.
 var Services = []string{"scheduler", "snapshotter", "uploader", "pruner", "restorer", "journal", "console"}

@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // ServiceAccountPrefix names each service's ServiceAccount in deploy/k8s/rbac.yaml.
@@ -78,4 +79,36 @@ func (e *Env) ConsoleAdminToken(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("token for %s: %w", sa.Name, err)
 	}
 	return tr.Status.Token, nil
+}
+
+// GrantClusterUser gives subject what KKP gives a project's members in one cluster: backup
+// configs and restores in its namespace, and that one Cluster to read. name names the Role,
+// the ClusterRole and their bindings.
+func (e *Env) GrantClusterUser(ctx context.Context, name string, subject rbacv1.Subject, cluster string) error {
+	subjects := []rbacv1.Subject{subject}
+	for _, o := range []client.Object{
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
+			Rules: []rbacv1.PolicyRule{
+				{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"etcdbackupconfigs", "etcdrestores"},
+					Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"}},
+			}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name},
+			Subjects: subjects, RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name}},
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + cluster}, Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"clusters"}, ResourceNames: []string{cluster},
+				Verbs: []string{"get"}},
+		}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name + "-" + cluster}, Subjects: subjects,
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name + "-" + cluster}},
+	} {
+		if err := e.Client.Create(ctx, o); err != nil {
+			return fmt.Errorf("create %T %s: %w", o, o.GetName(), err)
+		}
+	}
+	return nil
+}
+
+// OIDCGroupSubject is the demo user's group as RBAC names it.
+func OIDCGroupSubject() rbacv1.Subject {
+	return rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: OIDCGroupPrefix + OIDCGroup}
 }

@@ -67,6 +67,12 @@ func run() error {
 	if err != nil {
 		return err
 	}
+	// Dex's demo user manages the backups of the two demo clusters, by its OIDC group.
+	for _, c := range []string{sandbox.DemoCluster, RestoreCluster} {
+		if err := env.GrantClusterUser(ctx, "demo-operators", sandbox.OIDCGroupSubject(), c); err != nil {
+			return err
+		}
+	}
 	printGuide(env, kubelet, tools, *dir, *schedule, token)
 	<-ctx.Done()
 	fmt.Println("\nstopping ...")
@@ -272,7 +278,10 @@ S3 (versitygw) listens on %s, bucket %s; credentials are in secret %s/%s.
 Logs: %s/logs. Ctrl-C stops everything.
 
 The web console (docs/console.md): %s
-  sign in with this token (ServiceAccount kubermatic/console-admin, cluster-admin):
+  sign in with Dex (OIDC, %s; kube-apiserver trusts its ID tokens): user %s, password %s,
+  in group %s, which manages the backups of clusters %s and %s only. Dex's certificate
+  is the sandbox's own (%s): the browser asks once whether to trust it.
+  Or sign in with this token (ServiceAccount kubermatic/console-admin, cluster-admin):
   %s
 `
 
@@ -287,7 +296,9 @@ func printGuide(env *sandbox.Env, kubelet *sandbox.Kubelet, tools, dir, schedule
 		sandbox.SealedDestination, sandbox.SeedNamespace, sandbox.EncryptionSecret, sandbox.SeedNamespace,
 		sandbox.DecryptionSecret, ns, sandbox.SealedDestination, ns, ns, rns, rns,
 		filepath.Join(dir, "bin"), ns, ns, pluginNATSFlags(env), RestoreCluster, RestoreCluster,
-		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir, consoleURL(env), token)
+		env.S3.Endpoint, sandbox.Bucket, sandbox.SeedNamespace, sandbox.CredentialsSecret, dir, consoleURL(env),
+		env.Dex.Issuer, sandbox.OIDCUser, env.Dex.Password, sandbox.OIDCGroup, sandbox.DemoCluster, RestoreCluster,
+		env.Dex.CA, token)
 }
 
 // pluginNATSFlags are the plugin's flags for the trigger identity's credentials.

@@ -11,11 +11,11 @@ export ETCDBACKUP_BIN := $(BIN)
 SERVICES := scheduler snapshotter uploader pruner restorer journal console
 MODULES := api pkg proto cli e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats $(BIN)/promtool \
-	$(BIN)/dex
+	$(BIN)/dex $(BIN)/kubectl-krew
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 LINT := $(BIN)/golangci-lint
 
-.PHONY: all build images tools generate verify lint test test-unit test-e2e run bench clean chromium screenshots
+.PHONY: all build images tools generate verify lint test test-unit test-e2e run bench clean chromium screenshots krew
 
 all: build
 
@@ -24,6 +24,11 @@ build:
 	cd services && for s in $(SERVICES); do (cd $$s && go build -o ../../bin/$$s .) || exit 1; done
 	cd services/restorer && go build -o ../../bin/restore-step ./cmd/restore-step
 	cd cli && go build -o ../bin/kubectl-etcdbackup ./cmd/kubectl-etcdbackup
+
+# A release of the kubectl plugin for krew (docs/cli.md): an archive per platform and the krew
+# manifest etcdbackup.yaml with their URLs and sha256, in bin/krew. make krew VERSION=v0.1.0
+krew:
+	cd cli && go run ./cmd/krew-release --version $(VERSION) --out ../bin/krew --readme ../docs/cli.md
 
 # One OCI image archive per service in bin/images (no container engine, no base image), and
 # deploy/k8s/kustomization.yaml pointed at their digests. Reproducible: commit the result.
@@ -49,6 +54,12 @@ $(BIN)/dex: tools/dex/go.mod tools/dex/go.sum
 	@mkdir -p $(BIN)
 	cd tools/dex && CGO_ENABLED=0 GOWORK=off go build -o $(BIN)/ github.com/dexidp/dex/cmd/dex
 	@touch $(BIN)/dex
+
+# krew, kubectl's plugin manager: the end-to-end suite installs the plugin's release with it.
+$(BIN)/kubectl-krew: tools/krew/go.mod tools/krew/go.sum
+	@mkdir -p $(BIN)
+	cd tools/krew && CGO_ENABLED=0 GOWORK=off go build -o $(BIN)/kubectl-krew sigs.k8s.io/krew/cmd/krew
+	@touch $(BIN)/kubectl-krew
 
 # promtool checks and unit-tests the alerting rules (deploy/k8s/monitoring): Debian's, from a
 # pinned package, else built from the module proxy (hack/promtool.sh).
@@ -88,7 +99,7 @@ verify: generate lint
 	@test -z "$$(git status --porcelain -- proto api deploy/k8s/crds e2e/kkp/crds go.work)" || { git status --porcelain; echo "untracked generated files"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: $$out"; exit 1; }
 	for m in $(MODULES); do (cd $$m && go vet ./...) || exit 1; done
-	for m in $(MODULES) tools tools/kube tools/images tools/prom tools/lint tools/dex; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m: go.mod is not tidy"; exit 1; }; done
+	for m in $(MODULES) tools tools/kube tools/images tools/prom tools/lint tools/dex tools/krew; do (cd $$m && GOWORK=off go mod tidy -diff) || { echo "$$m: go.mod is not tidy"; exit 1; }; done
 	for m in $(MODULES); do (cd $$m && GOWORK=off go build ./... ) || { echo "$$m does not build without go.work"; exit 1; }; done
 
 # Unit and component tests (embedded NATS and etcd, in-process S3), then the end-to-end suite

@@ -171,6 +171,7 @@ var testWeights = map[string]int{
 	"TestStagingIsUnreadableButToItsTwoServices":                 20,
 	"TestKubectlPluginAsAClusterUser":                            18,
 	"TestRetentionKeepsTheNewest":                                16,
+	"TestKrewInstallsThePlugin":                                  10,
 	"TestRestoreKeepsTheBackupItNeeds":                           16,
 	"TestConfigDeletionWaitsForUnreachableDestination":           15,
 	"TestRestoreOfAnUnhealthyEtcdGoesOnWithoutAPreRestoreBackup": 14,

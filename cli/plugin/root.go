@@ -55,8 +55,25 @@ func (o *Options) root() *cobra.Command {
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	o.Flags.AddFlags(root.PersistentFlags())
-	root.AddCommand(o.lsCommand(), o.describeCommand(), o.backupCommand(), o.restoreCommand(), o.drillCommand())
+	root.AddCommand(o.lsCommand(), o.describeCommand(), o.backupCommand(), o.restoreCommand(), o.drillCommand(),
+		o.versionCommand())
 	return root
+}
+
+// Version is the plugin's release, set when a release is built (cli/krew); a build from a
+// checkout says "devel".
+var Version = "devel"
+
+func (o *Options) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the plugin's version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(o.Streams.Out, "kubectl-etcdbackup", Version)
+			return err
+		},
+	}
 }
 
 // Execute runs the root command with args and writes its error, the way kubectl does.

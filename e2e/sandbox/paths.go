@@ -11,7 +11,7 @@ import (
 
 // Third-party binaries the sandbox needs, built by `make tools` from the Go module proxy.
 var ToolBinaries = []string{"kube-apiserver", "kubectl", "kube-controller-manager", "versitygw", "nats", "promtool",
-	"dex"}
+	"dex", "kubectl-krew"}
 
 // Services are the service binaries, built from this repository.
 var Services = []string{"scheduler", "snapshotter", "uploader", "pruner", "restorer", "journal", "console"}

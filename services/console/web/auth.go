@@ -99,7 +99,6 @@ func (s *Sessions) Set(w http.ResponseWriter, si Signin) error {
 	if err != nil {
 		return err
 	}
-	s.clearEnded(w)
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", Expires: si.Expires, HttpOnly: true,
 		Secure: s.Secure, SameSite: http.SameSiteLaxMode})
 	return nil
@@ -134,9 +133,8 @@ func (s *Sessions) open(name, value string, v any) error {
 	return nil
 }
 
-// Clear removes the session cookie (and word of an ended one).
+// Clear removes the session cookie.
 func (s *Sessions) Clear(w http.ResponseWriter) {
-	s.clearEnded(w)
 	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
 		SameSite: http.SameSiteLaxMode})
 }
@@ -161,8 +159,11 @@ func (s *Sessions) Ended(r *http.Request) bool {
 	return err == nil
 }
 
-// clearEnded forgets an ended session at the next sign-in or sign-out.
-func (s *Sessions) clearEnded(w http.ResponseWriter) {
+// ForgetEnded forgets an ended session, at the next sign-in or sign-out.
+func (s *Sessions) ForgetEnded(w http.ResponseWriter, r *http.Request) {
+	if !s.Ended(r) {
+		return
+	}
 	http.SetCookie(w, &http.Cookie{Name: endedCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
 		SameSite: http.SameSiteLaxMode})
 }

@@ -75,6 +75,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, code, "login", s.loginView(next, err.Error()))
 		return
 	}
+	s.Sessions.ForgetEnded(w, r)
 	if err := s.Sessions.Set(w, Signin{Token: token}); err != nil {
 		s.fail(w, r, nil, http.StatusInternalServerError, err.Error())
 		return
@@ -84,6 +85,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	s.Sessions.Clear(w)
+	s.Sessions.ForgetEnded(w, r)
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
@@ -185,6 +187,7 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 			" (kube-apiserver's --oidc-issuer-url and --oidc-client-id must name this provider and client)"))
 		return
 	}
+	s.Sessions.ForgetEnded(w, r)
 	if err := s.Sessions.Set(w, si); err != nil {
 		s.fail(w, r, nil, http.StatusInternalServerError, err.Error())
 		return

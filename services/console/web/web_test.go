@@ -51,7 +51,13 @@ func cookieOf(t *testing.T, s *Sessions, token string) *http.Cookie {
 	if err := s.Set(w, Signin{Token: token, ID: "id-" + token}); err != nil {
 		t.Fatal(err)
 	}
-	return w.Result().Cookies()[0]
+	for _, c := range w.Result().Cookies() {
+		if c.Name == CookieName {
+			return c
+		}
+	}
+	t.Fatal("no session cookie set")
+	return nil
 }
 
 func TestSessionsSealTheTokenAndRefuseAnythingElse(t *testing.T) {

@@ -75,6 +75,8 @@ type Signin struct {
 	Expires time.Time `json:"e"`
 	// Refresh is the provider's refresh token ("" for a pasted token).
 	Refresh string `json:"r,omitempty"`
+	// Subject is the ID token's sub: a renewal must bring the same user's token.
+	Subject string `json:"s,omitempty"`
 	// Issued and Expiry are the ID token's iat and exp (zero for a pasted token).
 	Issued time.Time `json:"n,omitzero"`
 	Expiry time.Time `json:"x,omitzero"`

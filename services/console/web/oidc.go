@@ -172,8 +172,8 @@ func (o *OIDC) signin(ctx context.Context, tok *oauth2.Token, refresh string) (c
 	if tok.RefreshToken != "" {
 		refresh = tok.RefreshToken
 	}
-	return checkedSignin{Signin: Signin{Token: raw, Refresh: refresh, Issued: idt.IssuedAt, Expiry: idt.Expiry},
-		nonce: idt.Nonce}, nil
+	return checkedSignin{Signin: Signin{Token: raw, Refresh: refresh, Subject: idt.Subject, Issued: idt.IssuedAt,
+		Expiry: idt.Expiry}, nonce: idt.Nonce}, nil
 }
 
 // ErrSigninEnded: the provider refused to renew the session (revoked, expired, or the user is
@@ -216,14 +216,20 @@ func (o *OIDC) renew(ctx context.Context, refresh string) (Signin, error) {
 	// An expired token makes the token source go to the provider at once.
 	tok, err := oc.TokenSource(o.ctx(ctx), &oauth2.Token{RefreshToken: refresh, Expiry: time.Unix(1, 0)}).Token()
 	if err != nil {
+		// The provider's refusal of this token (RFC 6749 5.2: 400, or 401 for the client);
+		// anything else (429, 5xx, no answer) is an outage, and the current token serves on.
 		var re *oauth2.RetrieveError
-		if errors.As(err, &re) && re.Response != nil && re.Response.StatusCode >= 400 && re.Response.StatusCode < 500 {
+		if errors.As(err, &re) && re.Response != nil && (re.Response.StatusCode == http.StatusBadRequest ||
+			re.Response.StatusCode == http.StatusUnauthorized) {
 			return Signin{}, fmt.Errorf("%w: %s %s", ErrSigninEnded, re.ErrorCode, re.ErrorDescription)
 		}
 		return Signin{}, fmt.Errorf("renew the sign-in: %w", err)
 	}
 	si, err := o.signin(ctx, tok, refresh)
-	return si.Signin, err
+	if err != nil {
+		return Signin{}, err
+	}
+	return si.Signin, nil
 }
 
 // RenewDue reports whether an OIDC session's ID token is near its end: within a quarter of its

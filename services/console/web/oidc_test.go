@@ -41,7 +41,9 @@ type testProvider struct {
 	refreshN atomic.Int32
 	// wrongNonce makes the next ID token carry another nonce.
 	wrongNonce bool
-	down       atomic.Bool
+	// sub is the user the ID tokens are about.
+	sub  string
+	down atomic.Bool
 }
 
 type grant struct {
@@ -60,7 +62,7 @@ func newTestProvider(t *testing.T, now func() time.Time) *testProvider {
 		t.Fatal(err)
 	}
 	p := &testProvider{t: t, signer: signer, key: key, now: now, ttl: 10 * time.Minute, codes: map[string]grant{},
-		refresh: map[string]bool{}, issued: map[string]time.Time{}}
+		refresh: map[string]bool{}, issued: map[string]time.Time{}, sub: "alice-sub"}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(map[string]any{"issuer": p.srv.URL, "authorization_endpoint": p.srv.URL + "/auth",
@@ -140,7 +142,7 @@ func (p *testProvider) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := p.now()
-	claims := map[string]any{"iss": p.srv.URL, "sub": "alice-sub", "aud": "console", "email": "alice@example.com",
+	claims := map[string]any{"iss": p.srv.URL, "sub": p.sub, "aud": "console", "email": "alice@example.com",
 		"iat": now.Unix(), "exp": now.Add(p.ttl).Unix()}
 	if nonce != "" {
 		claims["nonce"] = nonce
@@ -439,5 +441,27 @@ func TestOIDCRenewalsOfOneTokenAreOne(t *testing.T) {
 	}
 	if RenewDue(Signin{Token: "pasted"}, time.Now().Add(time.Hour)) {
 		t.Error("a pasted token is never renewed")
+	}
+}
+
+// A renewal that brings another user's ID token (a provider's mistake) ends the session; it is
+// not used.
+func TestOIDCRenewalOfAnotherUserEndsTheSession(t *testing.T) {
+	c := &clock{t: time.Now()}
+	_, h, p := oidcServer(t, c)
+	j := jar{}
+	signIn(t, h, j, "/")
+	p.mu.Lock()
+	p.sub = "mallory-sub"
+	p.mu.Unlock()
+	c.add(9*time.Minute + 30*time.Second)
+	w := j.do(t, h, "/")
+	if w.Code != http.StatusSeeOther || !strings.HasPrefix(w.Header().Get("Location"), "/login") ||
+		p.refreshN.Load() != 1 {
+		t.Fatalf("a renewal to another subject: %d to %q, %d refreshes", w.Code, w.Header().Get("Location"),
+			p.refreshN.Load())
+	}
+	if _, ok := j[CookieName]; ok {
+		t.Error("the session survived a renewal to another subject")
 	}
 }

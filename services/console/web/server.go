@@ -233,6 +233,12 @@ func (s *Server) signin(w http.ResponseWriter, r *http.Request) (Signin, error) 
 	case err != nil:
 		return Signin{}, err
 	}
+	if renewed.Subject != si.Subject {
+		// OpenID Connect Core 12.2: a renewed ID token's sub is the signed-in user's.
+		s.Log.Warn("oidc renewal brought another user's ID token; the session ends", "subject", renewed.Subject)
+		s.Sessions.End(w)
+		return Signin{}, fmt.Errorf("%w: the renewed ID token is another user's", ErrSigninEnded)
+	}
 	renewed.ID, renewed.Expires = si.ID, si.Expires
 	if err := s.Sessions.Set(w, renewed); err != nil {
 		return Signin{}, err

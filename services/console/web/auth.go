@@ -101,8 +101,7 @@ func (s *Sessions) Set(w http.ResponseWriter, si Signin) error {
 	if err != nil {
 		return err
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", Expires: si.Expires, HttpOnly: true,
-		Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+	s.cookie(w, &http.Cookie{Name: CookieName, Value: value, Path: "/", Expires: si.Expires})
 	return nil
 }
 
@@ -135,11 +134,19 @@ func (s *Sessions) open(name, value string, v any) error {
 	return nil
 }
 
-// Clear removes the session cookie.
-func (s *Sessions) Clear(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
-		SameSite: http.SameSiteLaxMode})
+// cookie sets c as every cookie of the console is: HttpOnly, SameSite=Lax, Secure over HTTPS.
+func (s *Sessions) cookie(w http.ResponseWriter, c *http.Cookie) {
+	c.HttpOnly, c.Secure, c.SameSite = true, s.Secure, http.SameSiteLaxMode
+	http.SetCookie(w, c)
 }
+
+// remove removes the cookie name of path.
+func (s *Sessions) remove(w http.ResponseWriter, name, path string) {
+	s.cookie(w, &http.Cookie{Name: name, Path: path, MaxAge: -1})
+}
+
+// Clear removes the session cookie.
+func (s *Sessions) Clear(w http.ResponseWriter) { s.remove(w, CookieName, "/") }
 
 // endedCookie tells the sign-in page that the provider ended the session (and not the user):
 // the renewal that found out may have been an event stream's, which shows no page.
@@ -148,10 +155,8 @@ const endedCookie = "etcdbackup_ended"
 // End removes the session cookie of a sign-in the provider no longer renews, and leaves word
 // for the sign-in page.
 func (s *Sessions) End(w http.ResponseWriter) {
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
-		SameSite: http.SameSiteLaxMode})
-	http.SetCookie(w, &http.Cookie{Name: endedCookie, Value: "1", Path: "/", MaxAge: 600, HttpOnly: true,
-		Secure: s.Secure, SameSite: http.SameSiteLaxMode})
+	s.Clear(w)
+	s.cookie(w, &http.Cookie{Name: endedCookie, Value: "1", Path: "/", MaxAge: 600})
 }
 
 // Ended reports whether the provider ended the request's last session (in the last 10
@@ -166,8 +171,7 @@ func (s *Sessions) ForgetEnded(w http.ResponseWriter, r *http.Request) {
 	if !s.Ended(r) {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: endedCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.Secure,
-		SameSite: http.SameSiteLaxMode})
+	s.remove(w, endedCookie, "/")
 }
 
 // ErrNoSession: no cookie, or one that is not ours, or expired.

@@ -141,8 +141,7 @@ func (s *Server) oidcLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Lax: the provider's redirect back is a top-level GET from another site, which carries it.
-	http.SetCookie(w, &http.Cookie{Name: flowCookie, Value: value, Path: "/oidc/", MaxAge: int(flowTTL.Seconds()),
-		HttpOnly: true, Secure: s.Sessions.Secure, SameSite: http.SameSiteLaxMode})
+	s.Sessions.cookie(w, &http.Cookie{Name: flowCookie, Value: value, Path: "/oidc/", MaxAge: int(flowTTL.Seconds())})
 	http.Redirect(w, r, to, http.StatusFound)
 }
 
@@ -153,8 +152,7 @@ func (s *Server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		http.NotFound(w, r)
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: flowCookie, Value: "", Path: "/oidc/", MaxAge: -1, HttpOnly: true,
-		Secure: s.Sessions.Secure, SameSite: http.SameSiteLaxMode})
+	s.Sessions.remove(w, flowCookie, "/oidc/")
 	q := r.URL.Query()
 	var f flow
 	c, err := r.Cookie(flowCookie)

@@ -79,30 +79,12 @@ func consoleUser(t *testing.T, ctx context.Context, name, cluster string) string
 		t.Fatal(err)
 	}
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
-	subject := []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: name}}
-	objs := []client.Object{
-		sa,
-		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name + "-backups"},
-			Rules: []rbacv1.PolicyRule{
-				{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"etcdbackupconfigs"}, Verbs: []string{"get",
-					"list", "watch", "create", "update", "patch", "delete"}},
-				{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"etcdrestores"}, Verbs: []string{"get", "list",
-					"watch", "create", "delete"}},
-			}},
-		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "cluster-" + cluster, Name: name + "-backups"},
-			Subjects: subject,
-			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name + "-backups"}},
-		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "console-test-" + name}, Rules: []rbacv1.PolicyRule{
-			{APIGroups: []string{"kubermatic.k8c.io"}, Resources: []string{"clusters"}, ResourceNames: []string{cluster},
-				Verbs: []string{"get"}},
-		}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "console-test-" + name}, Subjects: subject,
-			RoleRef: rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "console-test-" + name}},
+	if err := env.Client.Create(ctx, sa); err != nil {
+		t.Fatal(err)
 	}
-	for _, o := range objs {
-		if err := env.Client.Create(ctx, o); err != nil {
-			t.Fatalf("create %T %s: %v", o, o.GetName(), err)
-		}
+	if err := env.GrantClusterUser(ctx, "console-test-"+name, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind,
+		Namespace: ns, Name: name}, cluster); err != nil {
+		t.Fatal(err)
 	}
 	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))}}
 	if err := env.Client.SubResource("token").Create(ctx, sa, tr); err != nil {

@@ -196,7 +196,10 @@ func (o *OIDC) Renew(ctx context.Context, refresh string) (Signin, error) {
 		return r.signin, r.err
 	}
 	v, err, _ := o.renewals.Do(string(key[:]), func() (any, error) {
-		si, err := o.renew(ctx, refresh)
+		// Not cancelled with the request that started it: the provider rotates the refresh
+		// token as it answers, and an answer lost to a closed tab would end the session of
+		// every request waiting on it. The client's timeout (15 s) bounds it.
+		si, err := o.renew(context.WithoutCancel(ctx), refresh)
 		// Only the provider's own answers are remembered: an outage is asked again.
 		if err == nil || errors.Is(err, ErrSigninEnded) {
 			o.renewedMu.Lock()

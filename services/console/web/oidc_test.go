@@ -1,6 +1,7 @@
 package web
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -463,5 +464,24 @@ func TestOIDCRenewalOfAnotherUserEndsTheSession(t *testing.T) {
 	}
 	if _, ok := j[CookieName]; ok {
 		t.Error("the session survived a renewal to another subject")
+	}
+}
+
+// A renewal outlives the request that started it (a closed tab): the provider rotates the
+// refresh token as it answers, and the answer must not be lost.
+func TestOIDCRenewalIsNotCancelledWithItsRequest(t *testing.T) {
+	c := &clock{t: time.Now()}
+	s, h, p := oidcServer(t, c)
+	j := jar{}
+	signIn(t, h, j, "/")
+	si, err := s.Sessions.Open(requestWith(j[CookieName]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	r, err := s.OIDC.Renew(ctx, si.Refresh)
+	if err != nil || r.Token == "" || p.refreshN.Load() != 1 {
+		t.Fatalf("a renewal whose request went away: %v, %d refreshes", err, p.refreshN.Load())
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
 	"github.com/etcd-backup/etcdbackup/e2e/sandbox"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -37,7 +38,9 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 	if _, err := etcd.Put(ctx, "/registry/plugin/before", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	newConfig(t, ctx, cluster, "daily", "@every 24h", sandbox.Destination, 5)
+	// Encrypted: describe shows whom the backup is sealed to, which the user cannot read in the
+	// encryption Secret.
+	newConfig(t, ctx, cluster, "daily", "@every 24h", sandbox.SealedDestination, 5)
 	kubeconfig := pluginUser(t, ctx, "plugin-user", cluster)
 	run := func(stdin string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, filepath.Join(env.Opts.ServiceDir, sandbox.Plugin),
@@ -112,7 +115,7 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 		}
 	}
 	if listed == nil || listed.Phase != kubermaticv1.PhaseCompleted || listed.Size <= 0 || listed.Revision <= 0 ||
-		listed.Destination != sandbox.Destination || listed.ObjectKey == "" {
+		listed.Destination != sandbox.SealedDestination || listed.ObjectKey == "" {
 		t.Fatalf("ls -o json lists backup %s as %+v:\n%s", backup, listed, out)
 	}
 	out, err = run("", "ls", "-n", ns)
@@ -129,7 +132,9 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 		t.Fatalf("describe config: %v\n%s", err, out)
 	}
 	out, err = run("", "describe", "backup", backup, "-n", ns)
-	if err != nil || !strings.Contains(out, "SHA-256:") || !strings.Contains(out, listed.ObjectKey) {
+	fingerprint := backupformat.Fingerprint(env.Identity.Recipient().String())
+	if err != nil || !strings.Contains(out, "SHA-256:") || !strings.Contains(out, listed.ObjectKey) ||
+		!containsLine(out, "Object:", "zstd+age, encrypted to "+fingerprint) || !containsLine(out, "Snapshot:", "keys") {
 		t.Fatalf("describe backup: %v\n%s", err, out)
 	}
 

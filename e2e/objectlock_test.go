@@ -75,11 +75,18 @@ func TestObjectLockedBackupsCannotBeDestroyed(t *testing.T) {
 
 	cfg := newConfig(t, ctx, cluster, "immutable", "@every 1h", "locked", 1)
 	first := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name).GetBackupName()
-	waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the first backup",
+	stored := time.Now()
+	completed := waitConfig(t, ctx, cfg.Namespace, cfg.Name, 60*time.Second, "the first backup",
 		func(c *kubermaticv1.EtcdBackupConfig) bool {
 			e, ok := entry(c, first)
 			return ok && e.BackupPhase == kubermaticv1.PhaseCompleted
 		})
+	// Status shows until when the bucket retains it, as the bucket says.
+	if e, _ := entry(completed, first); e.Object == nil || e.Object.LockMode != "COMPLIANCE" ||
+		e.Object.RetainUntil == nil || e.Object.RetainUntil.Time.Before(stored.Add(23*time.Hour)) ||
+		e.Object.RetainUntil.After(time.Now().Add(25*time.Hour)) {
+		t.Errorf("the first backup's object %+v: want it retained (COMPLIANCE) for a day", e.Object)
+	}
 	nextSecond(t, ctx, time.Now())
 	second := triggerWhenAllowed(t, ctx, cfg.Namespace, cfg.Name).GetBackupName()
 	// keep 1: retention deletes the first once the second is stored.

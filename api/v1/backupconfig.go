@@ -178,10 +178,16 @@ func (s *EtcdBackupConfigStatus) Backups() []BackupStatus {
 	return s.LastBackups
 }
 
-// SetBackups writes the list under both names.
+// MaxLastBackups is how many entries, the newest, lastBackups repeats of currentBackups: what
+// the seed's example shows, without doubling a status that keeps a thousand backups (etcd
+// refuses an object over 1.5 MiB).
+const MaxLastBackups = 50
+
+// SetBackups writes the list (oldest first) as currentBackups, and its newest MaxLastBackups
+// entries as lastBackups.
 func (s *EtcdBackupConfigStatus) SetBackups(b []BackupStatus) {
 	s.CurrentBackups = b
-	s.LastBackups = append([]BackupStatus(nil), b...)
+	s.LastBackups = append([]BackupStatus(nil), b[max(len(b)-MaxLastBackups, 0):]...)
 }
 
 // Condition returns the condition of type t, or nil.
@@ -253,6 +259,39 @@ type BackupStatus struct {
 	// EtcdRevision is the etcd revision the snapshot holds.
 	// +optional
 	EtcdRevision int64 `json:"etcdRevision,omitempty"`
+	// Object is the stored object's record in the bucket, read back from the bucket when the
+	// status writer confirms the backup's completion: what a user who cannot read the
+	// destination's credentials would otherwise not see.
+	// +optional
+	Object *StoredObject `json:"object,omitempty"`
+}
+
+// StoredObject is what the bucket holds of a stored backup besides its bytes: the object's
+// metadata (written by the uploader) and its Object Lock retention.
+type StoredObject struct {
+	// Codec is the chain the stored bytes were written with: zstd, or zstd+age (encrypted).
+	// +optional
+	Codec string `json:"codec,omitempty"`
+	// Recipients are the fingerprints (the first 8 bytes of the sha256 of the "age1..."
+	// recipient, hex) of the age recipients an encrypted backup is sealed to.
+	// +optional
+	Recipients []string `json:"recipients,omitempty"`
+	// SnapshotSize is the etcd snapshot's size in bytes, before compression.
+	// +optional
+	SnapshotSize int64 `json:"snapshotSize,omitempty"`
+	// SnapshotSHA256 is etcd's own trailing hash of the snapshot, hex.
+	// +optional
+	SnapshotSHA256 string `json:"snapshotSHA256,omitempty"`
+	// KeyCount is the number of keys in etcd at the snapshot's revision.
+	// +optional
+	KeyCount int64 `json:"keyCount,omitempty"`
+	// RetainUntil is when the object's Object Lock retention ends: the bucket refuses to
+	// delete this version before then. Unset when the destination locks nothing.
+	// +optional
+	RetainUntil *metav1.Time `json:"retainUntil,omitempty"`
+	// LockMode is the Object Lock mode of that retention: GOVERNANCE or COMPLIANCE.
+	// +optional
+	LockMode string `json:"lockMode,omitempty"`
 }
 
 // EtcdBackupConfigList is a list of EtcdBackupConfigs.

@@ -159,6 +159,7 @@ func (o *Options) describeBackup(ctx context.Context, name string) error {
 	field(w, "Destination", dash(b.Destination))
 	field(w, "Object key", dash(b.ObjectKey))
 	field(w, "SHA-256", dash(b.SHA256))
+	o.storedObject(w, b)
 	field(w, "Drill", dash(b.Drill))
 	if cond := cfg.Status.Condition(kubermaticv1.ConditionBackupRestorable); cond != nil && b.Drill != "" &&
 		strings.Contains(cond.Message, "backup "+b.Name+" ") {
@@ -168,6 +169,38 @@ func (o *Options) describeBackup(ctx context.Context, name string) error {
 		field(w, "Deletion", b.Deletion)
 	}
 	return o.events(ctx, c, ns, "EtcdBackupConfig", cfg.Name, b.Name)
+}
+
+// storedObject prints what the bucket records of b's object: how it is sealed and to whom,
+// the snapshot inside it, and how long Object Lock retains it.
+func (o *Options) storedObject(w io.Writer, b Backup) {
+	obj := b.Object
+	if obj == nil {
+		if b.Phase == kubermaticv1.PhaseCompleted {
+			field(w, "Object", "not recorded (stored by an older version, or the CRD does not keep it)")
+		}
+		return
+	}
+	codec := dash(obj.Codec)
+	if len(obj.Recipients) > 0 {
+		codec += ", encrypted to " + strings.Join(obj.Recipients, ", ")
+	} else {
+		codec += ", not encrypted"
+	}
+	field(w, "Object", codec)
+	snapshot := size(obj.SnapshotSize)
+	if obj.KeyCount > 0 {
+		snapshot += fmt.Sprintf(", %d keys", obj.KeyCount)
+	}
+	if obj.SnapshotSHA256 != "" {
+		snapshot += ", sha256 " + obj.SnapshotSHA256
+	}
+	field(w, "Snapshot", snapshot)
+	if obj.RetainUntil != nil {
+		field(w, "Retained until", fmt.Sprintf("%s (Object Lock, %s)", o.timeString(*obj.RetainUntil), obj.LockMode))
+	} else {
+		field(w, "Retained until", "- (no Object Lock)")
+	}
 }
 
 func (o *Options) describeRestore(ctx context.Context, name string) error {

@@ -35,6 +35,8 @@ type Backup struct {
 	Drill string `json:"drill,omitempty"`
 	// Deletion is the phase of the backup's deletion, when retention began it.
 	Deletion string `json:"deletion,omitempty"`
+	// Object is the stored object's record in the bucket, as the status writer read it back.
+	Object *kubermaticv1.StoredObject `json:"object,omitempty"`
 }
 
 // Config is one EtcdBackupConfig's backups, newest first.
@@ -130,7 +132,7 @@ func configBackups(cfg *kubermaticv1.EtcdBackupConfig) Config {
 	for _, e := range cfg.Status.Backups() {
 		b := Backup{Name: e.BackupName, Phase: e.BackupPhase, Message: e.BackupMessage, Size: e.Size,
 			Revision: e.EtcdRevision, Destination: cmp.Or(e.Destination, cfg.Spec.Destination), ObjectKey: e.ObjectKey,
-			SHA256: e.SHA256, Drill: cfg.DrillVerdict(e.BackupName), Deletion: e.DeletePhase}
+			SHA256: e.SHA256, Drill: cfg.DrillVerdict(e.BackupName), Deletion: e.DeletePhase, Object: e.Object}
 		if !e.ScheduledTime.IsZero() {
 			b.Scheduled = e.ScheduledTime.DeepCopy()
 		}
@@ -244,6 +246,9 @@ func oneLine(s string) string {
 func (o *Options) timeString(t metav1.Time) string {
 	if t.IsZero() {
 		return "-"
+	}
+	if d := t.Sub(o.Now()); d > 0 {
+		return fmt.Sprintf("%s (in %s)", t.UTC().Format(time.RFC3339), duration.HumanDuration(d))
 	}
 	return fmt.Sprintf("%s (%s ago)", t.UTC().Format(time.RFC3339), duration.HumanDuration(o.Now().Sub(t.Time)))
 }

@@ -348,3 +348,37 @@ func TestTriggerCredentialsFromASecret(t *testing.T) {
 			err)
 	}
 }
+
+// describe backup shows the object as the bucket records it (status carries the record, so a
+// user who cannot read the destination's credentials sees it): the codec and the recipients'
+// fingerprints, the snapshot inside, and until when Object Lock retains it; a completed backup
+// without a record says so.
+func TestDescribeBackupShowsTheObjectInTheBucket(t *testing.T) {
+	until := metav1.NewTime(now.Add(30 * time.Hour))
+	sealed := entry("daily-2", kubermaticv1.PhaseCompleted, now.Add(-time.Hour), 5<<20, 200)
+	sealed.Object = &kubermaticv1.StoredObject{Codec: "zstd+age", Recipients: []string{"0123456789abcdef",
+		"fedcba9876543210"}, SnapshotSize: 12 << 20, SnapshotSHA256: strings.Repeat("ab", 32), KeyCount: 1234,
+		RetainUntil: &until, LockMode: "COMPLIANCE"}
+	plain := entry("daily-1", kubermaticv1.PhaseCompleted, now.Add(-2*time.Hour), 3<<20, 100)
+	o, out, _ := fixture(t, "cluster-a", config("cluster-a", "daily", "a", plain, sealed))
+	if err := run(o, "describe", "backup", "daily-2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"Object:             zstd+age, encrypted to 0123456789abcdef, fedcba9876543210\n",
+		"Snapshot:           12.0 MiB, 1234 keys, sha256 " + strings.Repeat("ab", 32) + "\n",
+		"Retained until:     2026-12-07T18:00:00Z (in 30h) (Object Lock, COMPLIANCE)\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("describe backup daily-2 does not say %q:\n%s", want, out)
+		}
+	}
+	out.Reset()
+	if err := run(o, "describe", "backup", "daily-1"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "Object:             not recorded") ||
+		strings.Contains(out.String(), "Retained until") {
+		t.Errorf("describe backup daily-1, stored without a record:\n%s", out)
+	}
+}

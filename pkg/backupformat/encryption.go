@@ -32,11 +32,14 @@ func (e Encryption) Codec() string {
 // RecipientList is Meta.Recipients of a backup sealed to e: its fingerprints, comma-separated.
 func (e Encryption) RecipientList() string { return strings.Join(e.Fingerprints, ",") }
 
+// fingerprintBytes is how much of a recipient's sha256 its fingerprint keeps.
+const fingerprintBytes = 8
+
 // Fingerprint names a recipient (its "age1…" string) without giving it: the first 16 hex
 // digits of its sha256. Metadata, status and messages carry fingerprints.
 func Fingerprint(recipient string) string {
 	sum := sha256.Sum256([]byte(strings.TrimSpace(recipient)))
-	return hex.EncodeToString(sum[:8])
+	return hex.EncodeToString(sum[:fingerprintBytes])
 }
 
 // ParseRecipients reads an age recipients file: one X25519 recipient ("age1…") per line,

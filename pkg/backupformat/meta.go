@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/textproto"
 	"strconv"
+	"strings"
 )
 
 // Meta is what a stored backup's object metadata records (S3 user metadata, X-Amz-Meta-*):
@@ -34,6 +35,14 @@ type Meta struct {
 	KeyCount int64
 	// BackupName and Cluster say whose backup it is, for people reading the bucket.
 	BackupName, Cluster string
+}
+
+// Fingerprints returns Recipients as a list (nil when the backup is not encrypted).
+func (m Meta) Fingerprints() []string {
+	if m.Recipients == "" {
+		return nil
+	}
+	return strings.Split(m.Recipients, ",")
 }
 
 // Metadata keys, in the canonical form S3 clients return them in.
@@ -91,6 +100,12 @@ func ParseMeta(md map[string]string) (Meta, error) {
 	for key, v := range map[string]string{metaSHA256: m.SHA256, metaSnapshotSHA256: m.SnapshotSHA256} {
 		if b, err := hex.DecodeString(v); v != "" && (err != nil || len(b) != 32) {
 			return Meta{}, fmt.Errorf("%w: metadata %s %q is not a hex sha256", ErrCorrupt, key, v)
+		}
+	}
+	for _, f := range m.Fingerprints() {
+		if b, err := hex.DecodeString(f); err != nil || len(b) != fingerprintBytes {
+			return Meta{}, fmt.Errorf("%w: metadata %s %q is not a list of recipients' fingerprints", ErrCorrupt,
+				metaRecipients, m.Recipients)
 		}
 	}
 	for key, into := range map[string]*int64{metaSnapshotSize: &m.SnapshotSize, metaRevision: &m.Revision,

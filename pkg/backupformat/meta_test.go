@@ -10,9 +10,9 @@ import (
 // returns its keys in; fields not recorded stay empty.
 func TestMetaRoundTrip(t *testing.T) {
 	full := Meta{
-		SHA256: strings.Repeat("ab", 32), Codec: CodecZstdAge, Recipients: "fp1,fp2", SnapshotSHA256: strings.Repeat("cd",
-			32),
-		SnapshotSize: 1 << 30, Revision: 42, KeyCount: 7, BackupName: "daily-2021-03-02T15:24:00", Cluster: "zvc78xnnz7",
+		SHA256: strings.Repeat("ab", 32), Codec: CodecZstdAge, Recipients: Fingerprint("age1a") + "," + Fingerprint("age1b"),
+		SnapshotSHA256: strings.Repeat("cd", 32),
+		SnapshotSize:   1 << 30, Revision: 42, KeyCount: 7, BackupName: "daily-2021-03-02T15:24:00", Cluster: "zvc78xnnz7",
 	}
 	for _, tc := range []struct {
 		name string
@@ -37,18 +37,26 @@ func TestMetaRoundTrip(t *testing.T) {
 	if m := (Meta{SHA256: full.SHA256}).Map(); len(m) != 1 {
 		t.Fatalf("fields not recorded are written: %v", m)
 	}
+	if got := full.Fingerprints(); len(got) != 2 || got[0] != Fingerprint("age1a") || got[1] != Fingerprint("age1b") {
+		t.Fatalf("Fingerprints() = %q", got)
+	}
+	if got := (Meta{}).Fingerprints(); got != nil {
+		t.Fatalf("an unencrypted backup's Fingerprints() = %q, want none", got)
+	}
 }
 
 // A record in the bucket is untrusted: a malformed digest or number is refused as corrupt,
 // not read as zero.
 func TestParseMetaRefusesMalformedRecords(t *testing.T) {
 	for name, md := range map[string]map[string]string{
-		"digest not hex":         {"Sha256": strings.Repeat("zz", 32)},
-		"digest too short":       {"Sha256": "abcd"},
-		"snapshot digest":        {"Snapshot-Sha256": "x"},
-		"negative snapshot size": {"Snapshot-Size": "-1"},
-		"revision not a number":  {"Etcd-Revision": "forty-two"},
-		"key count overflows":    {"Etcd-Key-Count": "99999999999999999999"},
+		"digest not hex":              {"Sha256": strings.Repeat("zz", 32)},
+		"digest too short":            {"Sha256": "abcd"},
+		"snapshot digest":             {"Snapshot-Sha256": "x"},
+		"negative snapshot size":      {"Snapshot-Size": "-1"},
+		"revision not a number":       {"Etcd-Revision": "forty-two"},
+		"key count overflows":         {"Etcd-Key-Count": "99999999999999999999"},
+		"recipient not a fingerprint": {"Age-Recipients": "age1qqqq"},
+		"an empty recipient":          {"Age-Recipients": Fingerprint("age1a") + ","},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if m, err := ParseMeta(md); !errors.Is(err, ErrCorrupt) {

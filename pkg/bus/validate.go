@@ -133,7 +133,47 @@ func validateStored(m *etcdbackupv1.BackupStored, now time.Time) error {
 	if err := validateSnapshot(m.GetSnapshotSize(), m.GetSnapshotSha256()); err != nil {
 		return err
 	}
+	if err := validateStoredObject(m.GetObject()); err != nil {
+		return err
+	}
 	return validateTime("finished_time", m.GetFinishedTime(), now, false)
+}
+
+// MaxRecipients bounds the recipients' fingerprints a stored object's record lists.
+const MaxRecipients = 64
+
+// validateStoredObject checks a stored object's record (nil: none).
+func validateStoredObject(o *etcdbackupv1.StoredObject) error {
+	if o == nil {
+		return nil
+	}
+	if c := o.GetCodec(); len(c) > 32 || strings.Trim(c, "abcdefghijklmnopqrstuvwxyz0123456789+") != "" {
+		return fmt.Errorf("object.codec %q is not a codec", c)
+	}
+	if len(o.GetRecipients()) > MaxRecipients {
+		return fmt.Errorf("object.recipients lists %d, at most %d", len(o.GetRecipients()), MaxRecipients)
+	}
+	for _, f := range o.GetRecipients() {
+		if b, err := hex.DecodeString(f); err != nil || len(b) != 8 || strings.ToLower(f) != f {
+			return fmt.Errorf("object.recipients: %q is not a fingerprint", f)
+		}
+	}
+	if s := o.GetSnapshotSha256(); s != "" && !isSHA256(s) {
+		return fmt.Errorf("object.snapshot_sha256 %q is not a hex sha256", s)
+	}
+	if o.GetSnapshotSize() > MaxSnapshotSize || o.GetKeyCount() < 0 {
+		return errors.New("object.snapshot_size or object.key_count is out of range")
+	}
+	switch o.GetLockMode() {
+	case "", "GOVERNANCE", "COMPLIANCE":
+	default:
+		return fmt.Errorf("object.lock_mode %q is neither GOVERNANCE nor COMPLIANCE", o.GetLockMode())
+	}
+	if u := o.GetRetainUntil(); u != nil && (u.CheckValid() != nil || u.AsTime().Before(earliest) ||
+		u.AsTime().Year() > 2300) {
+		return errors.New("object.retain_until is out of range")
+	}
+	return nil
 }
 
 func validateDelete(m *etcdbackupv1.DeleteRequested, now time.Time) error {
@@ -203,6 +243,9 @@ func validateStatus(m *etcdbackupv1.StatusEvent, now time.Time) error {
 	}
 	if m.GetSize() > MaxSnapshotSize || m.GetRevision() < 0 {
 		return errors.New("size or revision is out of range")
+	}
+	if err := validateStoredObject(m.GetObject()); err != nil {
+		return err
 	}
 	return validateDestination(m.GetDestination())
 }

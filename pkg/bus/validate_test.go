@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,6 +51,12 @@ func validStatus() *etcdbackupv1.StatusEvent {
 	ev := bus.StatusFor(validRequest(), etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED, "stored")
 	ev.Time = timestamppb.Now()
 	return ev
+}
+
+func validObject() *etcdbackupv1.StoredObject {
+	return &etcdbackupv1.StoredObject{Codec: "zstd+age", Recipients: []string{"0123456789abcdef"}, SnapshotSize: 5152,
+		SnapshotSha256: strings.Repeat("ab", 32), KeyCount: 3, LockMode: "COMPLIANCE",
+		RetainUntil: timestamppb.New(time.Now().AddDate(10, 0, 0))}
 }
 
 func TestValidate(t *testing.T) {
@@ -105,6 +112,26 @@ func TestValidate(t *testing.T) {
 		{"a deletion for no reason", with(validDelete(), func(m *etcdbackupv1.DeleteRequested) { m.Reason = "because" }),
 			"reason"},
 		{"a status event", validStatus(), ""},
+		{"a status event with its stored object's record", with(validStatus(), func(m *etcdbackupv1.StatusEvent) {
+			m.Object = validObject()
+		}), ""},
+		{"a recipient that is not a fingerprint", with(validStatus(), func(m *etcdbackupv1.StatusEvent) {
+			m.Object = validObject()
+			m.Object.Recipients = append(m.Object.Recipients, "age1qqqqqqqqqqqqqqqqqq")
+		}), "object.recipients"},
+		{"too many recipients", with(validStatus(), func(m *etcdbackupv1.StatusEvent) {
+			m.Object = validObject()
+			m.Object.Recipients = slices.Repeat(m.Object.Recipients, bus.MaxRecipients+1)
+		}), "object.recipients"},
+		{"a codec that is markup", with(validStatus(), func(m *etcdbackupv1.StatusEvent) {
+			m.Object = &etcdbackupv1.StoredObject{Codec: "<script>"}
+		}), "object.codec"},
+		{"a lock mode S3 does not know", with(validStored(), func(m *etcdbackupv1.BackupStored) {
+			m.Object = &etcdbackupv1.StoredObject{LockMode: "FOREVER"}
+		}), "object.lock_mode"},
+		{"a snapshot digest that is no digest", with(validStored(), func(m *etcdbackupv1.BackupStored) {
+			m.Object = &etcdbackupv1.StoredObject{SnapshotSha256: "abc"}
+		}), "object.snapshot_sha256"},
 		{"a status event of no stage", with(validStatus(), func(m *etcdbackupv1.StatusEvent) { m.Stage = 0 }), "stage"},
 		{"a status event of no phase", with(validStatus(), func(m *etcdbackupv1.StatusEvent) { m.Phase = 42 }), "phase"},
 		{"a status message too long", with(validStatus(),

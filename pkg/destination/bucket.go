@@ -110,6 +110,10 @@ type ObjectInfo struct {
 	// Metadata is the object's user metadata (S3's X-Amz-Meta-*), keys in canonical header
 	// form. List leaves it empty.
 	Metadata map[string]string
+	// RetainUntil and LockMode are the object's Object Lock retention (zero: none), as Stat
+	// reads it; List leaves them empty.
+	RetainUntil time.Time
+	LockMode    string
 }
 
 // PutOptions are the optional parts of a Put.

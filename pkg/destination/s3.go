@@ -271,8 +271,21 @@ func objectInfo(info minio.ObjectInfo) ObjectInfo {
 	for k, v := range info.UserMetadata {
 		meta[textproto.CanonicalMIMEHeaderKey(k)] = v
 	}
-	return ObjectInfo{Key: info.Key, Size: info.Size, LastModified: info.LastModified, Metadata: meta}
+	out := ObjectInfo{Key: info.Key, Size: info.Size, LastModified: info.LastModified, Metadata: meta}
+	// A HEAD's response headers carry the retention; one that does not parse is left out (it
+	// is shown, never relied on: the bucket enforces it).
+	until, err := time.Parse(time.RFC3339, info.Metadata.Get(amzRetainUntil))
+	if mode := info.Metadata.Get(amzLockMode); err == nil && (mode == LockGovernance || mode == LockCompliance) {
+		out.RetainUntil, out.LockMode = until.UTC(), mode
+	}
+	return out
 }
+
+// The Object Lock headers of a HEAD response.
+const (
+	amzLockMode    = "X-Amz-Object-Lock-Mode"
+	amzRetainUntil = "X-Amz-Object-Lock-Retain-Until-Date"
+)
 
 // progressReader adapts a count of uploaded bytes to minio-go's Progress, which reads from it
 // as many bytes as it uploaded.

@@ -10,9 +10,12 @@ import (
 
 	backupv1 "github.com/etcd-backup/etcdbackup/api/etcdbackup/v1"
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupformat"
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
+	"github.com/etcd-backup/etcdbackup/pkg/destination"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -165,4 +168,21 @@ func DeletedKey(set *backupv1.DeletedBackupSet, b backupv1.DeletedBackup) (strin
 			b.ObjectKey, key)
 	}
 	return key, nil
+}
+
+// Recorded is what the bucket records of a stored backup besides its bytes (info from a
+// Stat, meta parsed from its metadata): what the status shows a user who cannot read the
+// destination. A retention is left out when the object has none.
+func Recorded(meta backupformat.Meta, info destination.ObjectInfo) *etcdbackupv1.StoredObject {
+	o := &etcdbackupv1.StoredObject{
+		Codec: meta.Codec, Recipients: meta.Fingerprints(), SnapshotSize: uint64(meta.SnapshotSize),
+		SnapshotSha256: meta.SnapshotSHA256, KeyCount: meta.KeyCount, LockMode: info.LockMode,
+	}
+	if o.Codec == "" {
+		o.Codec = backupformat.CodecZstd // written before the codec was recorded
+	}
+	if !info.RetainUntil.IsZero() {
+		o.RetainUntil = timestamppb.New(info.RetainUntil)
+	}
+	return o
 }

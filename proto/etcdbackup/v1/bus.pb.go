@@ -603,8 +603,10 @@ type BackupStored struct {
 	SnapshotSha256 string                 `protobuf:"bytes,7,opt,name=snapshot_sha256,json=snapshotSha256,proto3" json:"snapshot_sha256,omitempty"`
 	Revision       int64                  `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
 	FinishedTime   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_time,json=finishedTime,proto3" json:"finished_time,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The stored object's record in the bucket.
+	Object        *StoredObject `protobuf:"bytes,10,opt,name=object,proto3" json:"object,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BackupStored) Reset() {
@@ -696,6 +698,13 @@ func (x *BackupStored) GetRevision() int64 {
 func (x *BackupStored) GetFinishedTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.FinishedTime
+	}
+	return nil
+}
+
+func (x *BackupStored) GetObject() *StoredObject {
+	if x != nil {
+		return x.Object
 	}
 	return nil
 }
@@ -832,8 +841,12 @@ type StatusEvent struct {
 	// Progress of a running stage, for subscribers that draw it: bytes_done of bytes_total
 	// (a snapshot: bytes streamed from etcd of its database's size; an upload: bytes stored of
 	// the backup's size). Sent at least every 5 s while the stage runs; 0 when not known.
-	BytesDone     uint64 `protobuf:"varint,16,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
-	BytesTotal    uint64 `protobuf:"varint,17,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	BytesDone  uint64 `protobuf:"varint,16,opt,name=bytes_done,json=bytesDone,proto3" json:"bytes_done,omitempty"`
+	BytesTotal uint64 `protobuf:"varint,17,opt,name=bytes_total,json=bytesTotal,proto3" json:"bytes_total,omitempty"`
+	// The stored object's record in the bucket, with a Completed upload. The uploader sends
+	// what it stored, for subscribers; the status writer writes to status what it reads back
+	// from the bucket when it confirms the completion, never the event's word.
+	Object        *StoredObject `protobuf:"bytes,18,opt,name=object,proto3" json:"object,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -987,6 +1000,113 @@ func (x *StatusEvent) GetBytesTotal() uint64 {
 	return 0
 }
 
+func (x *StatusEvent) GetObject() *StoredObject {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+// StoredObject is what the bucket holds of a stored backup besides its bytes: the object's
+// metadata and its Object Lock retention.
+type StoredObject struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The chain the stored bytes were written with: "zstd", or "zstd+age" (encrypted).
+	Codec string `protobuf:"bytes,1,opt,name=codec,proto3" json:"codec,omitempty"`
+	// Fingerprints of the age recipients an encrypted backup is sealed to: the first 8 bytes
+	// of the sha256 of each "age1..." recipient, hex.
+	Recipients []string `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	// The etcd snapshot's size and trailing sha256 (hex), and its number of keys.
+	SnapshotSize   uint64 `protobuf:"varint,3,opt,name=snapshot_size,json=snapshotSize,proto3" json:"snapshot_size,omitempty"`
+	SnapshotSha256 string `protobuf:"bytes,4,opt,name=snapshot_sha256,json=snapshotSha256,proto3" json:"snapshot_sha256,omitempty"`
+	KeyCount       int64  `protobuf:"varint,5,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
+	// When the object's Object Lock retention ends, and its mode (GOVERNANCE, COMPLIANCE);
+	// unset when the destination locks nothing.
+	RetainUntil   *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=retain_until,json=retainUntil,proto3" json:"retain_until,omitempty"`
+	LockMode      string                 `protobuf:"bytes,7,opt,name=lock_mode,json=lockMode,proto3" json:"lock_mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StoredObject) Reset() {
+	*x = StoredObject{}
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StoredObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StoredObject) ProtoMessage() {}
+
+func (x *StoredObject) ProtoReflect() protoreflect.Message {
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StoredObject.ProtoReflect.Descriptor instead.
+func (*StoredObject) Descriptor() ([]byte, []int) {
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *StoredObject) GetCodec() string {
+	if x != nil {
+		return x.Codec
+	}
+	return ""
+}
+
+func (x *StoredObject) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *StoredObject) GetSnapshotSize() uint64 {
+	if x != nil {
+		return x.SnapshotSize
+	}
+	return 0
+}
+
+func (x *StoredObject) GetSnapshotSha256() string {
+	if x != nil {
+		return x.SnapshotSha256
+	}
+	return ""
+}
+
+func (x *StoredObject) GetKeyCount() int64 {
+	if x != nil {
+		return x.KeyCount
+	}
+	return 0
+}
+
+func (x *StoredObject) GetRetainUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetainUntil
+	}
+	return nil
+}
+
+func (x *StoredObject) GetLockMode() string {
+	if x != nil {
+		return x.LockMode
+	}
+	return ""
+}
+
 // TriggerBackupRequest asks for a backup now. Sent as a NATS request on
 // etcdbackup.trigger.backup, as protojson or binary protobuf; served by the scheduler.
 // Example: nats req etcdbackup.trigger.backup '{"namespace":"cluster-x","config":"daily-backup"}'
@@ -1001,7 +1121,7 @@ type TriggerBackupRequest struct {
 
 func (x *TriggerBackupRequest) Reset() {
 	*x = TriggerBackupRequest{}
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1133,7 @@ func (x *TriggerBackupRequest) String() string {
 func (*TriggerBackupRequest) ProtoMessage() {}
 
 func (x *TriggerBackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[6]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1146,7 @@ func (x *TriggerBackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerBackupRequest.ProtoReflect.Descriptor instead.
 func (*TriggerBackupRequest) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{6}
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *TriggerBackupRequest) GetNamespace() string {
@@ -1057,7 +1177,7 @@ type TriggerBackupReply struct {
 
 func (x *TriggerBackupReply) Reset() {
 	*x = TriggerBackupReply{}
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[7]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1069,7 +1189,7 @@ func (x *TriggerBackupReply) String() string {
 func (*TriggerBackupReply) ProtoMessage() {}
 
 func (x *TriggerBackupReply) ProtoReflect() protoreflect.Message {
-	mi := &file_etcdbackup_v1_bus_proto_msgTypes[7]
+	mi := &file_etcdbackup_v1_bus_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1082,7 +1202,7 @@ func (x *TriggerBackupReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TriggerBackupReply.ProtoReflect.Descriptor instead.
 func (*TriggerBackupReply) Descriptor() ([]byte, []int) {
-	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{7}
+	return file_etcdbackup_v1_bus_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *TriggerBackupReply) GetBackupName() string {
@@ -1143,7 +1263,7 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\f \x01(\tR\n" +
 	"recipients\x12\x1b\n" +
-	"\tkey_count\x18\r \x01(\x03R\bkeyCount\"\xd6\x02\n" +
+	"\tkey_count\x18\r \x01(\x03R\bkeyCount\"\x8b\x03\n" +
 	"\fBackupStored\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x1d\n" +
@@ -1154,7 +1274,9 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\rsnapshot_size\x18\x06 \x01(\x04R\fsnapshotSize\x12'\n" +
 	"\x0fsnapshot_sha256\x18\a \x01(\tR\x0esnapshotSha256\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x03R\brevision\x12?\n" +
-	"\rfinished_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ffinishedTime\"\xc2\x02\n" +
+	"\rfinished_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ffinishedTime\x123\n" +
+	"\x06object\x18\n" +
+	" \x01(\v2\x1b.etcdbackup.v1.StoredObjectR\x06object\"\xc2\x02\n" +
 	"\x0fDeleteRequested\x120\n" +
 	"\x06config\x18\x01 \x01(\v2\x18.etcdbackup.v1.ConfigRefR\x06config\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
@@ -1165,7 +1287,7 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"object_key\x18\x06 \x01(\tR\tobjectKey\x12\x16\n" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12A\n" +
-	"\x0escheduled_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\"\xfb\x04\n" +
+	"\x0escheduled_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\rscheduledTime\"\xb0\x05\n" +
 	"\vStatusEvent\x120\n" +
 	"\x06config\x18\x01 \x01(\v2\x18.etcdbackup.v1.ConfigRefR\x06config\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
@@ -1188,7 +1310,18 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"bytes_done\x18\x10 \x01(\x04R\tbytesDone\x12\x1f\n" +
 	"\vbytes_total\x18\x11 \x01(\x04R\n" +
-	"bytesTotal\"L\n" +
+	"bytesTotal\x123\n" +
+	"\x06object\x18\x12 \x01(\v2\x1b.etcdbackup.v1.StoredObjectR\x06object\"\x8b\x02\n" +
+	"\fStoredObject\x12\x14\n" +
+	"\x05codec\x18\x01 \x01(\tR\x05codec\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x02 \x03(\tR\n" +
+	"recipients\x12#\n" +
+	"\rsnapshot_size\x18\x03 \x01(\x04R\fsnapshotSize\x12'\n" +
+	"\x0fsnapshot_sha256\x18\x04 \x01(\tR\x0esnapshotSha256\x12\x1b\n" +
+	"\tkey_count\x18\x05 \x01(\x03R\bkeyCount\x12=\n" +
+	"\fretain_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vretainUntil\x12\x1b\n" +
+	"\tlock_mode\x18\a \x01(\tR\blockMode\"L\n" +
 	"\x14TriggerBackupRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\tR\x06config\"f\n" +
@@ -1234,7 +1367,7 @@ func file_etcdbackup_v1_bus_proto_rawDescGZIP() []byte {
 }
 
 var file_etcdbackup_v1_bus_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_etcdbackup_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_etcdbackup_v1_bus_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_etcdbackup_v1_bus_proto_goTypes = []any{
 	(Trigger)(0),                  // 0: etcdbackup.v1.Trigger
 	(Operation)(0),                // 1: etcdbackup.v1.Operation
@@ -1246,31 +1379,35 @@ var file_etcdbackup_v1_bus_proto_goTypes = []any{
 	(*BackupStored)(nil),          // 7: etcdbackup.v1.BackupStored
 	(*DeleteRequested)(nil),       // 8: etcdbackup.v1.DeleteRequested
 	(*StatusEvent)(nil),           // 9: etcdbackup.v1.StatusEvent
-	(*TriggerBackupRequest)(nil),  // 10: etcdbackup.v1.TriggerBackupRequest
-	(*TriggerBackupReply)(nil),    // 11: etcdbackup.v1.TriggerBackupReply
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*StoredObject)(nil),          // 10: etcdbackup.v1.StoredObject
+	(*TriggerBackupRequest)(nil),  // 11: etcdbackup.v1.TriggerBackupRequest
+	(*TriggerBackupReply)(nil),    // 12: etcdbackup.v1.TriggerBackupReply
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_etcdbackup_v1_bus_proto_depIdxs = []int32{
 	4,  // 0: etcdbackup.v1.BackupRequested.config:type_name -> etcdbackup.v1.ConfigRef
-	12, // 1: etcdbackup.v1.BackupRequested.scheduled_time:type_name -> google.protobuf.Timestamp
+	13, // 1: etcdbackup.v1.BackupRequested.scheduled_time:type_name -> google.protobuf.Timestamp
 	0,  // 2: etcdbackup.v1.BackupRequested.trigger:type_name -> etcdbackup.v1.Trigger
 	5,  // 3: etcdbackup.v1.SnapshotReady.request:type_name -> etcdbackup.v1.BackupRequested
-	12, // 4: etcdbackup.v1.SnapshotReady.started_time:type_name -> google.protobuf.Timestamp
+	13, // 4: etcdbackup.v1.SnapshotReady.started_time:type_name -> google.protobuf.Timestamp
 	5,  // 5: etcdbackup.v1.BackupStored.request:type_name -> etcdbackup.v1.BackupRequested
-	12, // 6: etcdbackup.v1.BackupStored.finished_time:type_name -> google.protobuf.Timestamp
-	4,  // 7: etcdbackup.v1.DeleteRequested.config:type_name -> etcdbackup.v1.ConfigRef
-	12, // 8: etcdbackup.v1.DeleteRequested.scheduled_time:type_name -> google.protobuf.Timestamp
-	4,  // 9: etcdbackup.v1.StatusEvent.config:type_name -> etcdbackup.v1.ConfigRef
-	12, // 10: etcdbackup.v1.StatusEvent.scheduled_time:type_name -> google.protobuf.Timestamp
-	2,  // 11: etcdbackup.v1.StatusEvent.stage:type_name -> etcdbackup.v1.Stage
-	3,  // 12: etcdbackup.v1.StatusEvent.phase:type_name -> etcdbackup.v1.Phase
-	12, // 13: etcdbackup.v1.StatusEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 14: etcdbackup.v1.StatusEvent.operation:type_name -> etcdbackup.v1.Operation
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	13, // 6: etcdbackup.v1.BackupStored.finished_time:type_name -> google.protobuf.Timestamp
+	10, // 7: etcdbackup.v1.BackupStored.object:type_name -> etcdbackup.v1.StoredObject
+	4,  // 8: etcdbackup.v1.DeleteRequested.config:type_name -> etcdbackup.v1.ConfigRef
+	13, // 9: etcdbackup.v1.DeleteRequested.scheduled_time:type_name -> google.protobuf.Timestamp
+	4,  // 10: etcdbackup.v1.StatusEvent.config:type_name -> etcdbackup.v1.ConfigRef
+	13, // 11: etcdbackup.v1.StatusEvent.scheduled_time:type_name -> google.protobuf.Timestamp
+	2,  // 12: etcdbackup.v1.StatusEvent.stage:type_name -> etcdbackup.v1.Stage
+	3,  // 13: etcdbackup.v1.StatusEvent.phase:type_name -> etcdbackup.v1.Phase
+	13, // 14: etcdbackup.v1.StatusEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 15: etcdbackup.v1.StatusEvent.operation:type_name -> etcdbackup.v1.Operation
+	10, // 16: etcdbackup.v1.StatusEvent.object:type_name -> etcdbackup.v1.StoredObject
+	13, // 17: etcdbackup.v1.StoredObject.retain_until:type_name -> google.protobuf.Timestamp
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_etcdbackup_v1_bus_proto_init() }
@@ -1284,7 +1421,7 @@ func file_etcdbackup_v1_bus_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_etcdbackup_v1_bus_proto_rawDesc), len(file_etcdbackup_v1_bus_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -85,7 +85,23 @@ func Merge(status *kubermaticv1.EtcdBackupConfigStatus, ev *etcdbackupv1.StatusE
 	if advance(&e.BackupPhase, &e.BackupMessage, &e.BackupFinishedTime, phase, ev.GetMessage(), at,
 		working) && phase == kubermaticv1.PhaseCompleted {
 		e.Size, e.SHA256, e.EtcdRevision = int64(ev.GetSize()), ev.GetSha256(), ev.GetRevision()
+		e.Object = storedObject(ev.GetObject())
 	}
+}
+
+// storedObject is the status's copy of a stored object's record (nil: none).
+func storedObject(o *etcdbackupv1.StoredObject) *kubermaticv1.StoredObject {
+	if o == nil {
+		return nil
+	}
+	out := &kubermaticv1.StoredObject{Codec: o.GetCodec(), Recipients: o.GetRecipients(),
+		SnapshotSize: int64(o.GetSnapshotSize()), SnapshotSHA256: o.GetSnapshotSha256(), KeyCount: o.GetKeyCount(),
+		LockMode: o.GetLockMode()}
+	if u := o.GetRetainUntil(); u != nil {
+		t := metav1.NewTime(u.AsTime().UTC())
+		out.RetainUntil = &t
+	}
+	return out
 }
 
 // mergeDelete applies a deletion event to an entry, with the same rules as backups.

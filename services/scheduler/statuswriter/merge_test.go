@@ -1,12 +1,16 @@
 package statuswriter
 
 import (
+	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
+	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -234,5 +238,62 @@ func TestMergeWritesBothListNames(t *testing.T) {
 	}
 	if !reflect.DeepEqual(st.CurrentBackups, st.LastBackups) {
 		t.Fatalf("lastBackups %+v differs from currentBackups %+v", st.LastBackups, st.CurrentBackups)
+	}
+}
+
+// A config keeping 1,000 backups (keep's maximum) of a cluster named as KKP names them, under a
+// config name of 63 characters, encrypted and under Object Lock: its status, written as the
+// status writer merges the stages' events, stays well inside etcd's request limit (1.5 MiB;
+// the rest of the object needs room too), or every status write of that config would fail.
+// (Both lists in full and the object key in each message made it 2.1 MB without the stored
+// object's record, 2.6 MB with it.)
+func TestStatusOfAThousandBackupsFitsInEtcd(t *testing.T) {
+	const cluster, keep = "zvc78xnnz7", 1000
+	config := strings.Repeat("c", 63)
+	ns := "cluster-" + cluster
+	var status kubermaticv1.EtcdBackupConfigStatus
+	until := timestamppb.New(t0.AddDate(1, 0, 0))
+	for i := range keep + 5 {
+		slot := t0.Add(time.Duration(i) * time.Hour)
+		backup := backupname.Backup(config, slot)
+		key := backupname.ObjectKey(cluster, ns, config, backup)
+		e := &etcdbackupv1.StatusEvent{
+			Config:  &etcdbackupv1.ConfigRef{Namespace: ns, Name: config, Uid: "6f1c2a3e-0000-4000-8000-000000000001"},
+			Cluster: cluster, BackupName: backup, JobName: backupname.Job(cluster, config, backup),
+			ScheduledTime: timestamppb.New(slot), Stage: up, Phase: done, Time: timestamppb.New(slot.Add(time.Minute)),
+			Destination: "s3-sealed", ObjectKey: key, Size: 123456789, Sha256: strings.Repeat("a", 64), Revision: 123456789,
+			// the uploader's words (upload.complete)
+			Message: fmt.Sprintf("stored %d bytes (snapshot %d bytes, revision %d) in bucket %s", 123456789,
+				1234567890, 123456789, "etcd-backups"),
+			Object: &etcdbackupv1.StoredObject{Codec: "zstd+age", Recipients: []string{"0123456789abcdef",
+				"fedcba9876543210"}, SnapshotSize: 1234567890, SnapshotSha256: strings.Repeat("b", 64), KeyCount: 123456,
+				RetainUntil: until, LockMode: "COMPLIANCE"},
+		}
+		Merge(&status, e)
+		if i >= keep { // retention deletes the oldest
+			old := status.Backups()[0].BackupName
+			Merge(&status, del(old, t0.Add(time.Duration(i-keep)*time.Hour), done, time.Hour, "retention"))
+		}
+	}
+	raw, err := json.Marshal(status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(status.CurrentBackups) < keep || status.CurrentBackups[len(status.CurrentBackups)-1].Object == nil {
+		t.Fatalf("status lists %d backups, the newest with object %v", len(status.CurrentBackups),
+			status.CurrentBackups[len(status.CurrentBackups)-1].Object)
+	}
+	cur := status.CurrentBackups
+	if !reflect.DeepEqual(status.LastBackups, cur[len(cur)-kubermaticv1.MaxLastBackups:]) {
+		t.Fatalf("lastBackups holds %d entries, want the newest %d of currentBackups", len(status.LastBackups),
+			kubermaticv1.MaxLastBackups)
+	}
+	// Of etcd's 1.5 MiB, a quarter MiB for the rest: metadata, spec, conditions, and names
+	// longer than these.
+	const budget = 1<<20 + 1<<18
+	t.Logf("status of %d backups (currentBackups %d, lastBackups %d): %d bytes", keep, len(status.CurrentBackups),
+		len(status.LastBackups), len(raw))
+	if len(raw) > budget {
+		t.Fatalf("the status of %d backups is %d bytes, over %d", keep, len(raw), budget)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -97,10 +98,14 @@ func TestCompletionIsConfirmedByTheBucket(t *testing.T) {
 			w.Destinations = bucketDestinations{b}
 			items := lifecycle(a, slot)
 			done := items[3].Msg
-			if err := tc.store(b, done.GetObjectKey(), backupformat.Meta{SHA256: done.GetSha256(),
-				SnapshotSHA256: strings.Repeat("c", 64), SnapshotSize: 544}); err != nil {
+			record := backupformat.Meta{SHA256: done.GetSha256(), Codec: backupformat.CodecZstdAge,
+				Recipients: backupformat.Fingerprint("age1a"), SnapshotSHA256: strings.Repeat("c", 64), SnapshotSize: 544,
+				KeyCount: 9}
+			if err := tc.store(b, done.GetObjectKey(), record); err != nil {
 				t.Fatal(err)
 			}
+			// What the event claims of the object is not what status shows.
+			done.Object = &etcdbackupv1.StoredObject{Codec: backupformat.CodecZstd, SnapshotSize: 1}
 			errs := w.HandleBatch(context.Background(), items)
 			var rej *bus.RejectError
 			switch {
@@ -113,8 +118,18 @@ func TestCompletionIsConfirmedByTheBucket(t *testing.T) {
 			if tc.ok {
 				want = kubermaticv1.PhaseCompleted
 			}
-			if bs := getConfig(t, api.client, a).Status.Backups(); len(bs) != 1 || bs[0].BackupPhase != want {
+			bs := getConfig(t, api.client, a).Status.Backups()
+			if len(bs) != 1 || bs[0].BackupPhase != want {
 				t.Fatalf("status %+v, want the backup %s", bs, want)
+			}
+			wantObject := &kubermaticv1.StoredObject{Codec: backupformat.CodecZstdAge,
+				Recipients: []string{backupformat.Fingerprint("age1a")}, SnapshotSize: 544,
+				SnapshotSHA256: strings.Repeat("c", 64), KeyCount: 9}
+			if !tc.ok {
+				wantObject = nil
+			}
+			if !reflect.DeepEqual(bs[0].Object, wantObject) {
+				t.Fatalf("status shows the object %+v, want the bucket's record %+v", bs[0].Object, wantObject)
 			}
 		})
 	}

@@ -280,10 +280,12 @@ func (g *groupDestination) resolve(ctx context.Context) error {
 }
 
 // confirm checks an uploader's completion against the bucket: the object is at the event's
-// key (already checked to be the derived one) with the reported sha256. One HEAD per
+// key (already checked to be the derived one) with the reported sha256; the event's object
+// becomes the bucket's record of it (trust.Recorded). One HEAD per
 // completion; a completion the bucket does not confirm is rejected (unconfirmed), so a forged
 // one never lists a backup that would be offered for a restore.
 func (g *groupDestination) confirm(ctx context.Context, ev *etcdbackupv1.StatusEvent) error {
+	ev.Object = nil // only a confirmed completion's, read from the bucket, reaches status
 	if ev.GetStage() != etcdbackupv1.Stage_STAGE_UPLOADER || ev.GetPhase() != etcdbackupv1.Phase_PHASE_COMPLETED ||
 		g.w.Destinations == nil {
 		return nil
@@ -311,11 +313,13 @@ func (g *groupDestination) confirm(ctx context.Context, ev *etcdbackupv1.StatusE
 	case err != nil:
 		return fmt.Errorf("confirm backup %s: %w", ev.GetBackupName(), err)
 	}
-	if meta, err := backupformat.ParseMeta(info.Metadata); err != nil || meta.SHA256 != ev.GetSha256() ||
-		uint64(info.Size) != ev.GetSize() {
+	meta, err := backupformat.ParseMeta(info.Metadata)
+	if err != nil || meta.SHA256 != ev.GetSha256() || uint64(info.Size) != ev.GetSize() {
 		return unconfirmed(fmt.Sprintf("the object at %s is not the one reported (sha256 %s, %d bytes)",
 			ev.GetObjectKey(), ev.GetSha256(), ev.GetSize()))
 	}
+	// Status shows the object as the bucket records it, whatever the event said of it.
+	ev.Object = trust.Recorded(meta, info)
 	return nil
 }
 

@@ -187,11 +187,14 @@ func (h *Handler) complete(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 	if _, err := bus.Publish(ctx, h.JS, bus.SubjectBackupStored, bus.MsgID(req), stored); err != nil {
 		return err
 	}
-	msg := fmt.Sprintf("stored %d bytes (snapshot %d bytes, revision %d) at %s/%s",
-		stored.GetSize(), stored.GetSnapshotSize(), stored.GetRevision(), stored.GetBucket(), stored.GetObjectKey())
+	// Not the key: status lists it (objectKey), derived from the names, and a status keeping a
+	// thousand backups holds a thousand of these messages.
+	msg := fmt.Sprintf("stored %d bytes (snapshot %d bytes, revision %d) in bucket %s",
+		stored.GetSize(), stored.GetSnapshotSize(), stored.GetRevision(), stored.GetBucket())
 	ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
 	ev.Size, ev.Sha256, ev.Revision, ev.ObjectKey = stored.GetSize(), stored.GetSha256(), stored.GetRevision(),
 		stored.GetObjectKey()
+	ev.Object = stored.GetObject()
 	ev.Time = stored.GetFinishedTime()
 	if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
 		return err
@@ -305,6 +308,7 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	h.metrics.bytes.Add(float64(body.size))
 	h.metrics.stored.WithLabelValues(req.GetCluster(), dest.Name).Inc()
 	stored.Size, stored.Sha256, stored.FinishedTime = uint64(body.size), body.sum, timestamppb.Now()
+	stored.Object = trust.Recorded(meta, destination.ObjectInfo{})
 	return stored, nil
 }
 
@@ -332,6 +336,7 @@ func (h *Handler) alreadyStored(ctx context.Context, b destination.Bucket, ready
 	}
 	h.Log.Info("backup already stored, not uploading again", "backup", ready.GetRequest().GetBackupName())
 	stored.Size, stored.Sha256, stored.FinishedTime = uint64(info.Size), meta.SHA256, timestamppb.New(info.LastModified)
+	stored.Object = trust.Recorded(meta, info)
 	return true, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -329,6 +331,19 @@ func TestRedeliveryAfterStoreDoesNotUploadAgain(t *testing.T) {
 	if objects := f.objects(t); len(objects) != 1 {
 		t.Fatalf("%d objects in the bucket, want 1", len(objects))
 	}
+	// The second completion reports the object from the bucket's record, as the first did.
+	evs := f.statusEvents(t)
+	var objs []*etcdbackupv1.StoredObject
+	for _, ev := range evs {
+		if ev.GetPhase() == etcdbackupv1.Phase_PHASE_COMPLETED {
+			objs = append(objs, ev.GetObject())
+		}
+	}
+	if len(objs) != 2 || objs[0].GetCodec() != backupformat.CodecZstd || !proto.Equal(objs[0], objs[1]) ||
+		objs[0].GetSnapshotSize() != uint64(len(f.snapshot)) {
+		t.Fatalf("completions' objects %v, want two alike, codec %s, of a %d-byte snapshot", objs,
+			backupformat.CodecZstd, len(f.snapshot))
+	}
 }
 
 // A backup whose config was deleted meanwhile is not stored: its backups are being deleted.
@@ -613,6 +628,14 @@ func TestEncryptingDestination(t *testing.T) {
 			if err != nil || meta.Codec != backupformat.CodecZstdAge || meta.Recipients != seal.Fingerprints[0] {
 				t.Fatalf("metadata %+v (%v), want codec %s to %s", info.Metadata, err, backupformat.CodecZstdAge,
 					seal.Fingerprints[0])
+			}
+			// Subscribers see what the bucket records: the codec and whom it is sealed to.
+			evs := f.statusEvents(t)
+			if o := evs[len(evs)-1].GetObject(); o.GetCodec() != backupformat.CodecZstdAge ||
+				!slices.Equal(o.GetRecipients(), seal.Fingerprints) ||
+				o.GetSnapshotSize() != uint64(len(f.snapshot)) || o.GetSnapshotSha256() != meta.SnapshotSHA256 {
+				t.Fatalf("the completion's object %v, want codec %s to %v of a %d-byte snapshot", o,
+					backupformat.CodecZstdAge, seal.Fingerprints, len(f.snapshot))
 			}
 			if bytes.Contains(body, f.snapshot[1<<20:1<<20+256]) {
 				t.Fatal("the stored object holds the snapshot in the clear")

@@ -96,6 +96,11 @@ func Check(want Backup, cluster, key, dest string) error {
 // Warning Event on the config.
 type Checker struct {
 	Reader client.Reader
+	// Cache, when set, is read first (an informer's copy, maybe without status): a config it
+	// holds under the claim's uid, not being deleted, whose cluster, object key and destination
+	// match the claim, is taken from it. Anything else is read again from Reader, so that
+	// nothing is voided or rejected on a cache's word alone.
+	Cache client.Reader
 	// Events records the Warning Events (nil: none).
 	Events events.EventRecorder
 }
@@ -106,18 +111,28 @@ type Claim struct {
 	Backup string
 	// Cluster and ObjectKey must be the config's ("" ObjectKey claims nothing).
 	Cluster, ObjectKey string
+	// Destination is the destination the message names, resolved; Config checks it only to
+	// trust a cached config (the caller checks it against the resolved one: Destination).
+	Destination string
 }
 
 // ClaimOf is what a backup request claims.
 func ClaimOf(req *etcdbackupv1.BackupRequested) Claim {
 	return Claim{Config: req.GetConfig(), Backup: req.GetBackupName(), Cluster: req.GetCluster(),
-		ObjectKey: req.GetObjectKey()}
+		ObjectKey: req.GetObjectKey(), Destination: req.GetDestination()}
 }
 
 // Config returns the config c names, or nil when it is gone or was re-created (its work is
 // void, not forged). A message that claims another cluster or object key than the config's is
 // a rejection (bus.Reject), with an Event on the config; subject is where it arrived.
 func (k Checker) Config(ctx context.Context, subject string, c Claim) (*kubermaticv1.EtcdBackupConfig, error) {
+	if k.Cache != nil {
+		if cfg, err := Config(ctx, k.Cache, c.Config); err == nil && cfg != nil && cfg.DeletionTimestamp == nil &&
+			(cfg.Spec.Destination == "" || c.Destination == "" || cfg.Spec.Destination == c.Destination) &&
+			Check(Derive(cfg, c.Backup, ""), c.Cluster, c.ObjectKey, "") == nil {
+			return cfg, nil
+		}
+	}
 	cfg, err := Config(ctx, k.Reader, c.Config)
 	if err != nil || cfg == nil {
 		return nil, err

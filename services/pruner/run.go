@@ -35,7 +35,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	backoff := bus.WithBackoff(bus.ExponentialBackoff(cfg.RetryDelay, cfg.RetryMaxDelay))
-	stored := &prune.Stored{Reader: rt.Kube, Planner: planner, Events: rt.Events}
+	stored := &prune.Stored{Reader: rt.Kube, Configs: rt.Manager.GetClient(), Planner: planner, Events: rt.Events}
 	storedWorker, err := rt.Worker(ctx, bus.ConsumerPruner, stored.Handler, backoff)
 	if err != nil {
 		return err

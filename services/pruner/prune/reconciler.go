@@ -207,7 +207,9 @@ func (r *Reconciler) condition(ctx context.Context, cfg *kubermaticv1.EtcdBackup
 
 // Stored handles the pruner consumer's messages: retention right after a backup is stored.
 type Stored struct {
-	Reader  client.Reader
+	Reader client.Reader
+	// Configs, when set, is the cache read before Reader (trust.Checker).
+	Configs client.Reader
 	Planner *Planner
 	// Events records a Warning on a config whose message was rejected (nil: none).
 	Events events.EventRecorder
@@ -225,7 +227,7 @@ func (s *Stored) Handle(ctx context.Context, stored *etcdbackupv1.BackupStored, 
 	req := stored.GetRequest()
 	claim := trust.ClaimOf(req)
 	claim.ObjectKey = stored.GetObjectKey()
-	cfg, err := trust.Checker{Reader: s.Reader, Events: s.Events}.Config(ctx, d.Subject, claim)
+	cfg, err := trust.Checker{Reader: s.Reader, Cache: s.Configs, Events: s.Events}.Config(ctx, d.Subject, claim)
 	if err != nil || cfg == nil {
 		return err
 	}

@@ -3,6 +3,7 @@
 package statuswriter
 
 import (
+	"encoding/json"
 	"sort"
 
 	kubermaticv1 "github.com/etcd-backup/etcdbackup/api/v1"
@@ -165,6 +166,61 @@ func finish(status *kubermaticv1.EtcdBackupConfigStatus, list []kubermaticv1.Bac
 	}
 	summarize(status, list)
 	return list
+}
+
+// StatusBudget bounds the JSON size of a config's backup lists, currentBackups and the
+// lastBackups that repeat its newest entries: etcd refuses an object over 1.5 MiB, and the
+// rest of the config needs room too.
+const StatusBudget = 1<<20 + 1<<18
+
+// Fit keeps status's backup lists within StatusBudget, once the events of a write are merged.
+// Past it, the oldest finished entries give up first their record of the stored object, then
+// their messages (8 KiB at most each); phases, times, key, size and sha256 stay, and so does
+// every entry. It reports the lists' size (0: not measured, for MaxLastBackups entries or
+// fewer), over the budget only when trimming all it may was not enough.
+func Fit(status *kubermaticv1.EtcdBackupConfigStatus) int {
+	list := append([]kubermaticv1.BackupStatus(nil), status.Backups()...)
+	if len(list) <= kubermaticv1.MaxLastBackups {
+		return 0
+	}
+	trimmed := false
+	defer func() {
+		if trimmed {
+			status.SetBackups(list)
+		}
+	}()
+	sizes := make([]int, len(list))
+	total := 0
+	for i := range list {
+		sizes[i] = entryBytes(&list[i])
+		total += sizes[i]
+		if i >= len(list)-kubermaticv1.MaxLastBackups {
+			total += sizes[i] // repeated in lastBackups
+		}
+	}
+	for _, trim := range []func(e *kubermaticv1.BackupStatus){
+		func(e *kubermaticv1.BackupStatus) { e.Object = nil },
+		func(e *kubermaticv1.BackupStatus) { e.BackupMessage, e.DeleteMessage = "", "" },
+	} {
+		for i := 0; i < len(list)-kubermaticv1.MaxLastBackups && total > StatusBudget; i++ {
+			if e := &list[i]; e.BackupPhase != kubermaticv1.PhaseRunning && e.DeletePhase != kubermaticv1.PhaseRunning {
+				trim(e)
+				trimmed = true
+				n := entryBytes(e)
+				total, sizes[i] = total-sizes[i]+n, n
+			}
+		}
+	}
+	return total
+}
+
+// entryBytes is e's size in JSON.
+func entryBytes(e *kubermaticv1.BackupStatus) int {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return 0
+	}
+	return len(b)
 }
 
 func fill(dst *string, v string) {

@@ -3,6 +3,7 @@ package statuswriter
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"reflect"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/backupname"
 	"github.com/etcd-backup/etcdbackup/pkg/bus"
 	etcdbackupv1 "github.com/etcd-backup/etcdbackup/proto/etcdbackup/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -275,25 +277,134 @@ func TestStatusOfAThousandBackupsFitsInEtcd(t *testing.T) {
 			Merge(&status, del(old, t0.Add(time.Duration(i-keep)*time.Hour), done, time.Hour, "retention"))
 		}
 	}
+	// As the writer does before each write; nothing needs trimming here.
+	before := status.DeepCopy()
+	Fit(&status)
+	if !reflect.DeepEqual(before, &status) {
+		t.Fatal("Fit trimmed a status within its budget")
+	}
 	raw, err := json.Marshal(status)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(status.CurrentBackups) < keep || status.CurrentBackups[len(status.CurrentBackups)-1].Object == nil {
-		t.Fatalf("status lists %d backups, the newest with object %v", len(status.CurrentBackups),
-			status.CurrentBackups[len(status.CurrentBackups)-1].Object)
+	for _, e := range status.CurrentBackups {
+		if e.DeletePhase == "" && e.Object == nil {
+			t.Fatalf("backup %s lost its stored object's record", e.BackupName)
+		}
 	}
 	cur := status.CurrentBackups
 	if !reflect.DeepEqual(status.LastBackups, cur[len(cur)-kubermaticv1.MaxLastBackups:]) {
 		t.Fatalf("lastBackups holds %d entries, want the newest %d of currentBackups", len(status.LastBackups),
 			kubermaticv1.MaxLastBackups)
 	}
-	// Of etcd's 1.5 MiB, a quarter MiB for the rest: metadata, spec, conditions, and names
-	// longer than these.
-	const budget = 1<<20 + 1<<18
+	const budget = StatusBudget
 	t.Logf("status of %d backups (currentBackups %d, lastBackups %d): %d bytes", keep, len(status.CurrentBackups),
 		len(status.LastBackups), len(raw))
 	if len(raw) > budget {
 		t.Fatalf("the status of %d backups is %d bytes, over %d", keep, len(raw), budget)
+	}
+}
+
+// overBudget is a status list of 1,000 backups of config, every tenth Failed with a long
+// message, the others encrypted: over StatusBudget with a long config name.
+func overBudget(config string) []kubermaticv1.BackupStatus {
+	var list []kubermaticv1.BackupStatus
+	for i := range 1000 {
+		slot := t0.Add(time.Duration(i) * time.Hour)
+		backup := backupname.Backup(config, slot)
+		e := kubermaticv1.BackupStatus{ScheduledTime: metav1.NewTime(slot), BackupName: backup,
+			JobName: backupname.Job("abc", config, backup), BackupPhase: kubermaticv1.PhaseCompleted,
+			BackupMessage: "stored 1 bytes", ObjectKey: backupname.ObjectKey("abc", "cluster-abc", config, backup),
+			Size: 1, SHA256: strings.Repeat("a", 64),
+			Object: &kubermaticv1.StoredObject{Codec: "zstd+age", Recipients: []string{"0123456789abcdef"},
+				SnapshotSHA256: strings.Repeat("b", 64), SnapshotSize: 9}}
+		if i%10 == 0 {
+			e.BackupPhase, e.BackupMessage, e.Object = kubermaticv1.PhaseFailed, strings.Repeat("no etcd member: ", 250), nil
+		}
+		list = append(list, e)
+	}
+	return list
+}
+
+// listsBytes is the JSON size of status's backup lists.
+func listsBytes(t *testing.T, status kubermaticv1.EtcdBackupConfigStatus) int {
+	t.Helper()
+	raw, err := json.Marshal(struct{ C, L []kubermaticv1.BackupStatus }{status.CurrentBackups, status.LastBackups})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(raw)
+}
+
+// A status that would pass its budget (names of 200 characters, long failure messages) is
+// trimmed from its oldest finished entries: first their stored object's record, then their
+// messages. Every backup stays listed with its phase, key and sha256; the newest keep all.
+func TestFitTrimsTheOldestEntriesToTheBudget(t *testing.T) {
+	list := overBudget(strings.Repeat("c", 200))
+	var status kubermaticv1.EtcdBackupConfigStatus
+	status.SetBackups(list)
+	size := func() int { return listsBytes(t, status) }
+	if before := size(); before <= StatusBudget {
+		t.Fatalf("the status is %d bytes before, within the budget: the test shows nothing", before)
+	}
+	reported := Fit(&status)
+	after := size()
+	if after > StatusBudget || reported > StatusBudget {
+		t.Fatalf("%d bytes after Fit (it reported %d), over %d", after, reported, StatusBudget)
+	}
+	got := status.CurrentBackups
+	if len(got) != len(list) {
+		t.Fatalf("%d entries after Fit, want all %d", len(got), len(list))
+	}
+	// Oldest first: once an entry keeps its record (message), every newer one does.
+	trimmed, keptObject, keptMessage := 0, false, false
+	for i, e := range got {
+		if e.BackupName != list[i].BackupName || e.BackupPhase != list[i].BackupPhase || e.ObjectKey != list[i].ObjectKey ||
+			e.SHA256 != list[i].SHA256 {
+			t.Fatalf("entry %d became %+v", i, e)
+		}
+		if !reflect.DeepEqual(e, list[i]) {
+			trimmed++
+			if i >= len(got)-kubermaticv1.MaxLastBackups {
+				t.Fatalf("entry %d of the newest %d was trimmed", i, kubermaticv1.MaxLastBackups)
+			}
+		}
+		lostObject, lostMessage := list[i].Object != nil && e.Object == nil, e.BackupMessage != list[i].BackupMessage
+		if (lostObject && keptObject) || (lostMessage && keptMessage) {
+			t.Fatalf("entry %d trimmed after an older one was kept", i)
+		}
+		keptObject = keptObject || (e.Object != nil)
+		keptMessage = keptMessage || (e.BackupMessage != "")
+	}
+	if trimmed == 0 {
+		t.Fatal("nothing trimmed")
+	}
+	if !reflect.DeepEqual(status.LastBackups, got[len(got)-kubermaticv1.MaxLastBackups:]) {
+		t.Fatal("lastBackups is not the newest entries of currentBackups")
+	}
+	t.Logf("%d of %d entries trimmed; %d bytes", trimmed, len(got), after)
+}
+
+// The writer fits what it writes: a config whose status is over its budget gets the next
+// backup listed, and a status within the budget.
+func TestWriterKeepsTheStatusWithinItsBudget(t *testing.T) {
+	name := strings.Repeat("c", 200)
+	a := config("abc", name, "u-a")
+	a.Status.SetBackups(overBudget(name))
+	if listsBytes(t, a.Status) <= StatusBudget {
+		t.Fatal("the config's status is within its budget: the test shows nothing")
+	}
+	api := newCounting(t, a)
+	w := New(api.client, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	queued := lifecycle(a, t0.Add(1000*time.Hour))[0]
+	if err := handleOne(w, queued.Msg, queued.Delivery); err != nil {
+		t.Fatal(err)
+	}
+	got := getConfig(t, api.client, a).Status
+	if n := listsBytes(t, got); n > StatusBudget {
+		t.Fatalf("the writer wrote %d bytes of backup lists, over %d", n, StatusBudget)
+	}
+	if bs := got.Backups(); len(bs) != 1001 || bs[1000].BackupName != queued.Msg.GetBackupName() {
+		t.Fatalf("%d entries, the newest %s; want 1001, the new backup newest", len(bs), bs[len(bs)-1].BackupName)
 	}
 }

@@ -400,6 +400,10 @@ func (w *Writer) apply(ctx context.Context, key types.NamespacedName, evs []*etc
 				changed = append(changed, phaseOf(ev.GetPhase()))
 			}
 		}
+		if size := Fit(&updated.Status); size > StatusBudget {
+			w.log.Warn("status over its budget with every old entry trimmed: etcd may refuse it", "config",
+				key.String(), "bytes", size, "budget", StatusBudget)
+		}
 		if apiequality.Semantic.DeepEqual(current.Status, updated.Status) {
 			return nil
 		}

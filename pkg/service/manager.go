@@ -1,8 +1,6 @@
 package service
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 
@@ -55,33 +53,4 @@ func (c *Common) newManager(restCfg *rest.Config, log *slog.Logger,
 		return nil, fmt.Errorf("controller manager: %w", err)
 	}
 	return mgr, nil
-}
-
-// ConfigsWithoutStatus is a WithManager option for workers that check messages against
-// EtcdBackupConfigs (trust.Checker.Cache): the manager's cache keeps each config without its
-// status and managed fields, which the checks do not read and which are most of a config's
-// bytes (a status lists up to a thousand backups).
-func ConfigsWithoutStatus(o *ctrl.Options) {
-	if o.Cache.ByObject == nil {
-		o.Cache.ByObject = map[client.Object]cache.ByObject{}
-	}
-	o.Cache.ByObject[&kubermaticv1.EtcdBackupConfig{}] = cache.ByObject{Transform: func(obj any) (any, error) {
-		if cfg, ok := obj.(*kubermaticv1.EtcdBackupConfig); ok {
-			cfg.Status = kubermaticv1.EtcdBackupConfigStatus{}
-			cfg.ManagedFields = nil
-		}
-		return obj, nil
-	}}
-}
-
-// ConfigCache returns the manager's cache of EtcdBackupConfigs (WithManager), its informer
-// registered now so that the service is ready only once it has synced.
-func (rt *Runtime) ConfigCache(ctx context.Context) (client.Reader, error) {
-	if rt.Manager == nil {
-		return nil, errors.New("no manager: connect WithManager")
-	}
-	if _, err := rt.Manager.GetCache().GetInformer(ctx, &kubermaticv1.EtcdBackupConfig{}); err != nil {
-		return nil, fmt.Errorf("etcdbackupconfig informer: %w", err)
-	}
-	return rt.Manager.GetCache(), nil
 }

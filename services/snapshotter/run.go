@@ -16,15 +16,11 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := service.Connect(ctx, cfg.Common, bus.IdentitySnapshotter, service.WithManager(service.ConfigsWithoutStatus))
+	rt, err := service.Connect(ctx, cfg.Common, bus.IdentitySnapshotter)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
-	configs, err := rt.ConfigCache(ctx)
-	if err != nil {
-		return err
-	}
 	leases, err := bus.OpenLeases(ctx, rt.JS)
 	if err != nil {
 		return err
@@ -32,7 +28,7 @@ func run(ctx context.Context, args []string) error {
 	holder, _ := os.Hostname()
 	h := take.New(take.Options{
 		Leases: leases, BusyRetry: cfg.BusyRetry, Holder: holder,
-		Reader: rt.Kube, Configs: configs, Events: rt.Events, JS: rt.JS, Bus: rt.Bus, MaxAttempts: uint64(cfg.MaxAttempts),
+		Reader: rt.Kube, Events: rt.Events, JS: rt.JS, Bus: rt.Bus, MaxAttempts: uint64(cfg.MaxAttempts),
 		MemberTimeout: cfg.MemberTimeout, SnapshotIdle: cfg.SnapshotIdle, Level: cfg.level(), Concurrency: cfg.ZstdThreads,
 		StagingReserve: int64(cfg.StagingReserveMiB) << 20, StartedAfter: cfg.StartedAfter,
 		// The Seed (or destinations ConfigMap) and a destination's encryption Secret.

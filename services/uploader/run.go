@@ -14,17 +14,13 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rt, err := service.Connect(ctx, cfg.Common, bus.IdentityUploader, service.WithManager(service.ConfigsWithoutStatus))
+	rt, err := service.Connect(ctx, cfg.Common, bus.IdentityUploader)
 	if err != nil {
 		return err
 	}
 	defer rt.Close()
-	configs, err := rt.ConfigCache(ctx)
-	if err != nil {
-		return err
-	}
 	h := upload.New(upload.Options{
-		Reader: rt.Kube, Configs: configs, Events: rt.Events, JS: rt.JS, Staging: rt.Staging, Bus: rt.Bus,
+		Reader: rt.Kube, Events: rt.Events, JS: rt.JS, Staging: rt.Staging, Bus: rt.Bus,
 		Destinations: rt.Destinations(rt.Kube, destination.WithPartSize(uint64(cfg.PartSizeMiB)<<20),
 			destination.WithUploadThreads(uint(cfg.Threads)), destination.WithPartTimeout(cfg.PartTimeout)),
 		WorkDir: cfg.WorkDir, StagingReadBytes: cfg.StagingMiB << 20, StagingIdle: cfg.StagingIdle, Log: rt.Log,

@@ -38,10 +38,7 @@ import (
 // Options are what a Handler works with.
 type Options struct {
 	Reader client.Reader
-	// Configs, when set, is a cache of EtcdBackupConfigs read before Reader (trust.Checker):
-	// a request whose config it holds as claimed costs the API server nothing.
-	Configs client.Reader
-	JS      jetstream.JetStream
+	JS     jetstream.JetStream
 	// MaxAttempts is how many deliveries try a request's snapshot before its backup is Failed.
 	MaxAttempts uint64
 	// Events records a Warning on a config whose message was rejected (nil: none).
@@ -139,8 +136,7 @@ var failures = bus.Classes{Rows: []bus.Class{
 // Handle takes one backup's snapshot. The config must exist under the request's uid and back
 // up the cluster the request names; a request naming another cluster is rejected.
 func (h *Handler) Handle(ctx context.Context, req *etcdbackupv1.BackupRequested, d bus.Delivery) error {
-	cfg, err := trust.Checker{Reader: h.Reader, Cache: h.Configs, Events: h.Events}.Config(ctx, d.Subject,
-		trust.ClaimOf(req))
+	cfg, err := trust.Checker{Reader: h.Reader, Events: h.Events}.Config(ctx, d.Subject, trust.ClaimOf(req))
 	if err != nil {
 		return err
 	}

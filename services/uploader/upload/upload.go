@@ -51,10 +51,6 @@ type Options struct {
 	// Reader reads the backup's EtcdBackupConfig: a config deleted meanwhile gets no backup,
 	// and where the backup goes comes from it.
 	Reader client.Reader
-	// Configs, when set, is a cache of EtcdBackupConfigs read before Reader for the check
-	// before the upload (trust.Checker); the check after it, which decides whether a config
-	// deleted meanwhile leaves an orphan, always reads Reader.
-	Configs client.Reader
 	// Events records a Warning on a config whose message was rejected (nil: none).
 	Events       events.EventRecorder
 	JS           jetstream.JetStream
@@ -88,9 +84,7 @@ func New(o Options, reg prometheus.Registerer) *Handler {
 	return &Handler{Options: o, metrics: newMetrics(reg)}
 }
 
-func (h *Handler) trust() trust.Checker {
-	return trust.Checker{Reader: h.Reader, Cache: h.Configs, Events: h.Events}
-}
+func (h *Handler) trust() trust.Checker { return trust.Checker{Reader: h.Reader, Events: h.Events} }
 
 // Handler is the uploader consumer's handler, whose messages are delivered at most
 // maxDeliver times: Handle with the uploader's epilogue (Report).

@@ -43,14 +43,7 @@ func TestKubectlPluginAsAClusterUser(t *testing.T) {
 	newConfig(t, ctx, cluster, "daily", "@every 24h", sandbox.SealedDestination, 5)
 	kubeconfig := pluginUser(t, ctx, "plugin-user", cluster)
 	run := func(stdin string, args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, filepath.Join(env.Opts.ServiceDir, sandbox.Plugin),
-			append(args, "--kubeconfig", kubeconfig)...)
-		cmd.Stdin = strings.NewReader(stdin)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		err := cmd.Run()
-		transcript(t, args, out.String(), err)
-		return out.String(), err
+		return runPlugin(t, ctx, kubeconfig, stdin, args...)
 	}
 	trigger := []string{"--nats-server", env.NATSURL, "--nats-nkey", env.NATSCreds.Seed(bus.IdentityTrigger),
 		"--nats-ca", env.NATSCreds.CA()}
@@ -187,6 +180,20 @@ func pluginTempDirs(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	return dirs
+}
+
+// runPlugin runs kubectl-etcdbackup with args as the user of kubeconfig, stdin its input, and
+// returns what it printed (stdout and stderr), with the command in the transcript.
+func runPlugin(t *testing.T, ctx context.Context, kubeconfig, stdin string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, filepath.Join(env.Opts.ServiceDir, sandbox.Plugin),
+		append(args, "--kubeconfig", kubeconfig)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	transcript(t, args, out.String(), err)
+	return out.String(), err
 }
 
 // transcript appends a command and what it printed to $ETCDBACKUP_CLI_TRANSCRIPT, when set:

@@ -163,13 +163,25 @@ func TestPointInTimeRestoreBringsBackADeletedPrefix(t *testing.T) {
 				fmt.Sprintf(" to %d)", after.Header.Revision))
 		})
 
-	outside := newRestore(t, ctx, cluster, "pitr-outside", reply.GetBackupName(), func(rs *kubermaticv1.EtcdRestore) {
-		rs.Annotations = map[string]string{kubermaticv1.AnnotationRestoreTo: "revision:99999999"}
-	})
+	// A target beyond the journal, asked for with kubectl etcdbackup restore --to by a user of
+	// the cluster's namespace: the plugin names the journal and its window, creates the
+	// EtcdRestore and follows it to the restorer's refusal.
+	out, err := runPlugin(t, ctx, pluginUser(t, ctx, "pitr-user", cluster), "", "restore", cluster, "--to",
+		"revision:99999999", "--yes", "--name", "pitr-outside", "--timeout", "1m")
+	if err == nil || !strings.Contains(out, "to revision:99999999 through the journal of continuous config pitr") ||
+		!strings.Contains(out, fmt.Sprintf(" to %d)", after.Header.Revision)) || !strings.Contains(out, "Failed") {
+		t.Fatalf("kubectl etcdbackup restore --to beyond the journal: %v\n%s", err, out)
+	}
+	outside := &kubermaticv1.EtcdRestore{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: cfg.Namespace, Name: "pitr-outside"}, outside); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(context.WithoutCancel(ctx), outside) })
 	failed := waitRestore(t, ctx, outside, time.Minute, kubermaticv1.RestorePhaseFailed,
 		kubermaticv1.RestorePhaseCompleted)
 	if failed.Status.Phase != kubermaticv1.RestorePhaseFailed ||
-		!strings.Contains(failed.Status.Message, "restorable from") {
+		!strings.Contains(failed.Status.Message, "restorable from") ||
+		failed.Annotations[kubermaticv1.AnnotationRestoreTo] != "revision:99999999" {
 		t.Fatalf("a restore beyond the journal ended %s: %s", failed.Status.Phase, failed.Status.Message)
 	}
 	if got, err := cli.Get(ctx, "/registry/keep/after"); err != nil || len(got.Kvs) != 1 {

@@ -2,11 +2,13 @@
 package etcdtest
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,23 +46,32 @@ func StartIn(dir, name string, cfgFn func(*embed.Config)) (*Etcd, error) {
 	cfg.Logger = "zap"
 	cfg.LogLevel = "error"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	clientURL, err := freeURL()
-	if err != nil {
-		return nil, err
-	}
-	peerURL, err := freeURL()
-	if err != nil {
-		return nil, err
-	}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
-	cfg.InitialCluster = fmt.Sprintf("%s=%s", name, peerURL.String())
-	if cfgFn != nil {
-		cfgFn(cfg)
-	}
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("start etcd: %w", err)
+	// A port found free can be taken before etcd binds it (by another test process, or as an
+	// outgoing connection's source port): then the member starts again on other ports.
+	var e *embed.Etcd
+	for attempt := 1; ; attempt++ {
+		clientURL, err := freeURL()
+		if err != nil {
+			return nil, err
+		}
+		peerURL, err := freeURL()
+		if err != nil {
+			return nil, err
+		}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{clientURL}, []url.URL{clientURL}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peerURL}, []url.URL{peerURL}
+		cfg.InitialCluster = fmt.Sprintf("%s=%s", name, peerURL.String())
+		if cfgFn != nil {
+			cfgFn(cfg)
+		}
+		e, err = embed.StartEtcd(cfg)
+		if err == nil {
+			break
+		}
+		inUse := errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+		if !inUse || attempt == 5 {
+			return nil, fmt.Errorf("start etcd: %w", err)
+		}
 	}
 	select {
 	case <-e.Server.ReadyNotify():

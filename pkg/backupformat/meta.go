@@ -79,8 +79,9 @@ func (m Meta) Map() map[string]string {
 }
 
 // ParseMeta reads an object's metadata (keys in any case). Fields that are absent stay empty;
-// a field that is present but malformed (a digest that is not hex sha256, a size or revision
-// that is not a non-negative integer) is an error wrapping ErrCorrupt.
+// a field that is present but malformed (a digest that is not hex sha256, a codec this version
+// does not read, recipients that are not fingerprints, a size or revision that is not a
+// non-negative integer) is an error wrapping ErrCorrupt.
 func ParseMeta(md map[string]string) (Meta, error) {
 	get := func(key string) string {
 		if v, ok := md[key]; ok {
@@ -101,6 +102,14 @@ func ParseMeta(md map[string]string) (Meta, error) {
 		if b, err := hex.DecodeString(v); v != "" && (err != nil || len(b) != 32) {
 			return Meta{}, fmt.Errorf("%w: metadata %s %q is not a hex sha256", ErrCorrupt, key, v)
 		}
+	}
+	switch m.Codec {
+	case "", CodecZstd, CodecZstdAge:
+	default:
+		// Refused here, not only when the bytes are opened: the record reaches status and
+		// the plugin's terminal (trust.Recorded).
+		return Meta{}, fmt.Errorf("%w: metadata %s %q is not a codec this version reads (%s, %s)", ErrCorrupt,
+			metaCodec, m.Codec, CodecZstd, CodecZstdAge)
 	}
 	for _, f := range m.Fingerprints() {
 		if b, err := hex.DecodeString(f); err != nil || len(b) != fingerprintBytes {

@@ -49,14 +49,15 @@ func TestMetaRoundTrip(t *testing.T) {
 // not read as zero.
 func TestParseMetaRefusesMalformedRecords(t *testing.T) {
 	for name, md := range map[string]map[string]string{
-		"digest not hex":              {"Sha256": strings.Repeat("zz", 32)},
-		"digest too short":            {"Sha256": "abcd"},
-		"snapshot digest":             {"Snapshot-Sha256": "x"},
-		"negative snapshot size":      {"Snapshot-Size": "-1"},
-		"revision not a number":       {"Etcd-Revision": "forty-two"},
-		"key count overflows":         {"Etcd-Key-Count": "99999999999999999999"},
-		"recipient not a fingerprint": {"Age-Recipients": "age1qqqq"},
-		"an empty recipient":          {"Age-Recipients": Fingerprint("age1a") + ","},
+		"digest not hex":                     {"Sha256": strings.Repeat("zz", 32)},
+		"digest too short":                   {"Sha256": "abcd"},
+		"snapshot digest":                    {"Snapshot-Sha256": "x"},
+		"negative snapshot size":             {"Snapshot-Size": "-1"},
+		"revision not a number":              {"Etcd-Revision": "forty-two"},
+		"key count overflows":                {"Etcd-Key-Count": "99999999999999999999"},
+		"recipient not a fingerprint":        {"Age-Recipients": "age1qqqq"},
+		"a codec this version does not read": {"Codec": "zstd+age\x1b]0;owned\x07"},
+		"an empty recipient":                 {"Age-Recipients": Fingerprint("age1a") + ","},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if m, err := ParseMeta(md); !errors.Is(err, ErrCorrupt) {

@@ -133,9 +133,6 @@ func validateStored(m *etcdbackupv1.BackupStored, now time.Time) error {
 	if err := validateSnapshot(m.GetSnapshotSize(), m.GetSnapshotSha256()); err != nil {
 		return err
 	}
-	if err := validateStoredObject(m.GetObject()); err != nil {
-		return err
-	}
 	return validateTime("finished_time", m.GetFinishedTime(), now, false)
 }
 

@@ -126,10 +126,10 @@ func TestValidate(t *testing.T) {
 		{"a codec that is markup", with(validStatus(), func(m *etcdbackupv1.StatusEvent) {
 			m.Object = &etcdbackupv1.StoredObject{Codec: "<script>"}
 		}), "object.codec"},
-		{"a lock mode S3 does not know", with(validStored(), func(m *etcdbackupv1.BackupStored) {
+		{"a lock mode S3 does not know", with(validStatus(), func(m *etcdbackupv1.StatusEvent) {
 			m.Object = &etcdbackupv1.StoredObject{LockMode: "FOREVER"}
 		}), "object.lock_mode"},
-		{"a snapshot digest that is no digest", with(validStored(), func(m *etcdbackupv1.BackupStored) {
+		{"a snapshot digest that is no digest", with(validStatus(), func(m *etcdbackupv1.StatusEvent) {
 			m.Object = &etcdbackupv1.StoredObject{SnapshotSha256: "abc"}
 		}), "object.snapshot_sha256"},
 		{"a status event of no stage", with(validStatus(), func(m *etcdbackupv1.StatusEvent) { m.Stage = 0 }), "stage"},

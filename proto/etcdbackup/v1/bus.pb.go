@@ -603,10 +603,8 @@ type BackupStored struct {
 	SnapshotSha256 string                 `protobuf:"bytes,7,opt,name=snapshot_sha256,json=snapshotSha256,proto3" json:"snapshot_sha256,omitempty"`
 	Revision       int64                  `protobuf:"varint,8,opt,name=revision,proto3" json:"revision,omitempty"`
 	FinishedTime   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=finished_time,json=finishedTime,proto3" json:"finished_time,omitempty"`
-	// The stored object's record in the bucket.
-	Object        *StoredObject `protobuf:"bytes,10,opt,name=object,proto3" json:"object,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BackupStored) Reset() {
@@ -698,13 +696,6 @@ func (x *BackupStored) GetRevision() int64 {
 func (x *BackupStored) GetFinishedTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.FinishedTime
-	}
-	return nil
-}
-
-func (x *BackupStored) GetObject() *StoredObject {
-	if x != nil {
-		return x.Object
 	}
 	return nil
 }
@@ -1263,7 +1254,7 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\f \x01(\tR\n" +
 	"recipients\x12\x1b\n" +
-	"\tkey_count\x18\r \x01(\x03R\bkeyCount\"\x8b\x03\n" +
+	"\tkey_count\x18\r \x01(\x03R\bkeyCount\"\xdc\x02\n" +
 	"\fBackupStored\x128\n" +
 	"\arequest\x18\x01 \x01(\v2\x1e.etcdbackup.v1.BackupRequestedR\arequest\x12\x16\n" +
 	"\x06bucket\x18\x02 \x01(\tR\x06bucket\x12\x1d\n" +
@@ -1274,9 +1265,8 @@ const file_etcdbackup_v1_bus_proto_rawDesc = "" +
 	"\rsnapshot_size\x18\x06 \x01(\x04R\fsnapshotSize\x12'\n" +
 	"\x0fsnapshot_sha256\x18\a \x01(\tR\x0esnapshotSha256\x12\x1a\n" +
 	"\brevision\x18\b \x01(\x03R\brevision\x12?\n" +
-	"\rfinished_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ffinishedTime\x123\n" +
-	"\x06object\x18\n" +
-	" \x01(\v2\x1b.etcdbackup.v1.StoredObjectR\x06object\"\xc2\x02\n" +
+	"\rfinished_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\ffinishedTimeJ\x04\b\n" +
+	"\x10\v\"\xc2\x02\n" +
 	"\x0fDeleteRequested\x120\n" +
 	"\x06config\x18\x01 \x01(\v2\x18.etcdbackup.v1.ConfigRefR\x06config\x12\x18\n" +
 	"\acluster\x18\x02 \x01(\tR\acluster\x12\x1f\n" +
@@ -1392,22 +1382,21 @@ var file_etcdbackup_v1_bus_proto_depIdxs = []int32{
 	13, // 4: etcdbackup.v1.SnapshotReady.started_time:type_name -> google.protobuf.Timestamp
 	5,  // 5: etcdbackup.v1.BackupStored.request:type_name -> etcdbackup.v1.BackupRequested
 	13, // 6: etcdbackup.v1.BackupStored.finished_time:type_name -> google.protobuf.Timestamp
-	10, // 7: etcdbackup.v1.BackupStored.object:type_name -> etcdbackup.v1.StoredObject
-	4,  // 8: etcdbackup.v1.DeleteRequested.config:type_name -> etcdbackup.v1.ConfigRef
-	13, // 9: etcdbackup.v1.DeleteRequested.scheduled_time:type_name -> google.protobuf.Timestamp
-	4,  // 10: etcdbackup.v1.StatusEvent.config:type_name -> etcdbackup.v1.ConfigRef
-	13, // 11: etcdbackup.v1.StatusEvent.scheduled_time:type_name -> google.protobuf.Timestamp
-	2,  // 12: etcdbackup.v1.StatusEvent.stage:type_name -> etcdbackup.v1.Stage
-	3,  // 13: etcdbackup.v1.StatusEvent.phase:type_name -> etcdbackup.v1.Phase
-	13, // 14: etcdbackup.v1.StatusEvent.time:type_name -> google.protobuf.Timestamp
-	1,  // 15: etcdbackup.v1.StatusEvent.operation:type_name -> etcdbackup.v1.Operation
-	10, // 16: etcdbackup.v1.StatusEvent.object:type_name -> etcdbackup.v1.StoredObject
-	13, // 17: etcdbackup.v1.StoredObject.retain_until:type_name -> google.protobuf.Timestamp
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	4,  // 7: etcdbackup.v1.DeleteRequested.config:type_name -> etcdbackup.v1.ConfigRef
+	13, // 8: etcdbackup.v1.DeleteRequested.scheduled_time:type_name -> google.protobuf.Timestamp
+	4,  // 9: etcdbackup.v1.StatusEvent.config:type_name -> etcdbackup.v1.ConfigRef
+	13, // 10: etcdbackup.v1.StatusEvent.scheduled_time:type_name -> google.protobuf.Timestamp
+	2,  // 11: etcdbackup.v1.StatusEvent.stage:type_name -> etcdbackup.v1.Stage
+	3,  // 12: etcdbackup.v1.StatusEvent.phase:type_name -> etcdbackup.v1.Phase
+	13, // 13: etcdbackup.v1.StatusEvent.time:type_name -> google.protobuf.Timestamp
+	1,  // 14: etcdbackup.v1.StatusEvent.operation:type_name -> etcdbackup.v1.Operation
+	10, // 15: etcdbackup.v1.StatusEvent.object:type_name -> etcdbackup.v1.StoredObject
+	13, // 16: etcdbackup.v1.StoredObject.retain_until:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_etcdbackup_v1_bus_proto_init() }

@@ -161,7 +161,7 @@ func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
 	if err := h.trust().Destination(cfg, d.Subject, req.GetDestination(), dest.Name); err != nil {
 		return err
 	}
-	stored, err := h.store(ctx, ready, dest, d)
+	stored, record, err := h.store(ctx, ready, dest, d)
 	if err != nil {
 		h.metrics.uploads.WithLabelValues("failed").Inc()
 		if rej := (*bus.RejectError)(nil); errors.As(err, &rej) {
@@ -177,12 +177,12 @@ func (h *Handler) Handle(ctx context.Context, ready *etcdbackupv1.SnapshotReady,
 	} else if now == nil || now.DeletionTimestamp != nil {
 		return h.unstore(ctx, ready, dest, now != nil)
 	}
-	return h.complete(ctx, ready, stored, start)
+	return h.complete(ctx, ready, stored, record, start)
 }
 
 // complete announces a stored backup: to the pruner, and Completed in status.
 func (h *Handler) complete(ctx context.Context, ready *etcdbackupv1.SnapshotReady, stored *etcdbackupv1.BackupStored,
-	start time.Time) error {
+	record *etcdbackupv1.StoredObject, start time.Time) error {
 	req := ready.GetRequest()
 	if _, err := bus.Publish(ctx, h.JS, bus.SubjectBackupStored, bus.MsgID(req), stored); err != nil {
 		return err
@@ -194,7 +194,7 @@ func (h *Handler) complete(ctx context.Context, ready *etcdbackupv1.SnapshotRead
 	ev := bus.StatusFor(req, etcdbackupv1.Stage_STAGE_UPLOADER, etcdbackupv1.Phase_PHASE_COMPLETED, msg)
 	ev.Size, ev.Sha256, ev.Revision, ev.ObjectKey = stored.GetSize(), stored.GetSha256(), stored.GetRevision(),
 		stored.GetObjectKey()
-	ev.Object = stored.GetObject()
+	ev.Object = record
 	ev.Time = stored.GetFinishedTime()
 	if err := bus.PublishStatus(ctx, h.JS, ev); err != nil {
 		return err
@@ -245,21 +245,22 @@ func (h *Handler) dropStaged(ctx context.Context, ready *etcdbackupv1.SnapshotRe
 	}
 }
 
-// store puts the staged backup into its destination, or finds it already there.
+// store puts the staged backup into its destination, or finds it already there, and returns
+// it with the object's record.
 func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, dest destination.Destination,
-	d bus.Delivery) (*etcdbackupv1.BackupStored, error) {
+	d bus.Delivery) (*etcdbackupv1.BackupStored, *etcdbackupv1.StoredObject, error) {
 	req := ready.GetRequest()
 	b, err := h.Destinations.Bucket(ctx, dest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	key := req.GetObjectKey()
 	stored := &etcdbackupv1.BackupStored{
 		Request: req, Bucket: dest.BucketName, ObjectKey: key,
 		SnapshotSize: ready.GetSnapshotSize(), SnapshotSha256: ready.GetSnapshotSha256(), Revision: ready.GetRevision(),
 	}
-	if done, err := h.alreadyStored(ctx, b, ready, stored); err != nil || done {
-		return stored, err
+	if record, err := h.alreadyStored(ctx, b, ready, stored); err != nil || record != nil {
+		return stored, record, err
 	}
 	if d.Attempt > 1 {
 		// An earlier delivery may have been killed mid-upload: its parts go.
@@ -271,11 +272,11 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	// (never plaintext to a destination that encrypts); a raw one is sealed here.
 	seal, err := h.Destinations.Encryption(ctx, dest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	body, err := h.open(ctx, ready, dest, seal)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer body.Close()
 	meta := backupformat.Meta{
@@ -292,38 +293,38 @@ func (h *Handler) store(ctx context.Context, ready *etcdbackupv1.SnapshotReady, 
 	stop()
 	if errors.Is(err, destination.ErrObjectExists) {
 		// Another upload committed first: this backup's own (done), or another's (refused).
-		done, err := h.alreadyStored(ctx, b, ready, stored)
-		if err == nil && !done {
+		record, err := h.alreadyStored(ctx, b, ready, stored)
+		if err == nil && record == nil {
 			err = errors.New("an object appeared at the key during the upload and was kept")
 		}
-		return stored, err
+		return stored, record, err
 	}
 	if err != nil {
 		if cause := body.err(); cause != nil {
 			// The client may not keep the reader's error in its chain: name the cause.
-			return nil, fmt.Errorf("put %s to destination %q: %w", key, dest.Name, cause)
+			return nil, nil, fmt.Errorf("put %s to destination %q: %w", key, dest.Name, cause)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	h.metrics.bytes.Add(float64(body.size))
 	h.metrics.stored.WithLabelValues(req.GetCluster(), dest.Name).Inc()
 	stored.Size, stored.Sha256, stored.FinishedTime = uint64(body.size), body.sum, timestamppb.Now()
-	stored.Object = trust.Recorded(meta, destination.ObjectInfo{})
-	return stored, nil
+	return stored, trust.Recorded(meta, destination.ObjectInfo{}), nil
 }
 
-// alreadyStored reports whether an earlier delivery (whose ack was lost) stored this backup,
-// and then fills stored from the object's record. An object at the key that is not this
-// backup (another snapshot, or no record of one) is never replaced: a restore point stays
-// what it was, and the message is rejected (reason "exists").
+// alreadyStored reports whether an earlier delivery (whose ack was lost) stored this backup:
+// then it fills stored from the object's record and returns that record (nil: not stored).
+// An object at the key that is not this backup (another snapshot, or no record of one) is
+// never replaced: a restore point stays what it was, and the message is rejected (reason
+// "exists").
 func (h *Handler) alreadyStored(ctx context.Context, b destination.Bucket, ready *etcdbackupv1.SnapshotReady,
-	stored *etcdbackupv1.BackupStored) (bool, error) {
+	stored *etcdbackupv1.BackupStored) (*etcdbackupv1.StoredObject, error) {
 	info, err := b.Stat(ctx, stored.GetObjectKey())
 	if errors.Is(err, destination.ErrObjectNotFound) {
-		return false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	meta, err := backupformat.ParseMeta(info.Metadata)
 	if err != nil || meta.SnapshotSHA256 != ready.GetSnapshotSha256() || meta.SHA256 == "" {
@@ -331,13 +332,12 @@ func (h *Handler) alreadyStored(ctx context.Context, b destination.Bucket, ready
 		if err == nil {
 			what = fmt.Sprintf("the backup of snapshot sha256 %s", meta.SnapshotSHA256)
 		}
-		return false, bus.Reject(ReasonExists, fmt.Errorf("%s already holds %s, not this one's (snapshot sha256 %s): a "+
+		return nil, bus.Reject(ReasonExists, fmt.Errorf("%s already holds %s, not this one's (snapshot sha256 %s): a "+
 			"stored backup is never replaced, it is kept", stored.GetObjectKey(), what, ready.GetSnapshotSha256()))
 	}
 	h.Log.Info("backup already stored, not uploading again", "backup", ready.GetRequest().GetBackupName())
 	stored.Size, stored.Sha256, stored.FinishedTime = uint64(info.Size), meta.SHA256, timestamppb.New(info.LastModified)
-	stored.Object = trust.Recorded(meta, info)
-	return true, nil
+	return trust.Recorded(meta, info), nil
 }
 
 // ReasonExists is the rejection of a backup whose key already holds another object

@@ -96,7 +96,8 @@ func Check(want Backup, cluster, key, dest string) error {
 // Warning Event on the config.
 type Checker struct {
 	Reader client.Reader
-	// Cache, when set, is read first (an informer's copy, maybe without status): a config it
+	// Cache, when set, is read first (a controller's informer cache, which the service has
+	// anyway: a cache made for this alone costs more in watch traffic than it saves): a config it
 	// holds under the claim's uid, not being deleted, whose cluster, object key and destination
 	// match the claim, is taken from it. Anything else is read again from Reader, so that
 	// nothing is voided or rejected on a cache's word alone.

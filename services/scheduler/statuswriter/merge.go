@@ -205,9 +205,9 @@ func Fit(status *kubermaticv1.EtcdBackupConfigStatus) int {
 		for i := 0; i < len(list)-kubermaticv1.MaxLastBackups && total > StatusBudget; i++ {
 			if e := &list[i]; e.BackupPhase != kubermaticv1.PhaseRunning && e.DeletePhase != kubermaticv1.PhaseRunning {
 				trim(e)
-				trimmed = true
-				n := entryBytes(e)
-				total, sizes[i] = total-sizes[i]+n, n
+				if n := entryBytes(e); n != sizes[i] {
+					total, sizes[i], trimmed = total-sizes[i]+n, n, true
+				}
 			}
 		}
 	}

@@ -344,6 +344,19 @@ func TestOIDCSessionIsRenewedAndEndsWhenTheProviderRefuses(t *testing.T) {
 	}
 }
 
+// oidcSignedIn is a console signed in through the test provider, and its session.
+func oidcSignedIn(t *testing.T) (*Server, *testProvider, Signin) {
+	t.Helper()
+	s, h, p := oidcServer(t, &clock{t: time.Now()})
+	j := jar{}
+	signIn(t, h, j, "/")
+	si, err := s.Sessions.Open(requestWith(j[CookieName]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, p, si
+}
+
 func requestWith(c *http.Cookie) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.AddCookie(c)
@@ -409,14 +422,7 @@ func TestOIDCCallbackRefusesWhatItDidNotStart(t *testing.T) {
 
 // A page and its event stream that renew at once spend the refresh token once.
 func TestOIDCRenewalsOfOneTokenAreOne(t *testing.T) {
-	c := &clock{t: time.Now()}
-	s, h, p := oidcServer(t, c)
-	j := jar{}
-	signIn(t, h, j, "/")
-	si, err := s.Sessions.Open(requestWith(j[CookieName]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p, si := oidcSignedIn(t)
 	var wg sync.WaitGroup
 	tokens := make([]string, 8)
 	for i := range tokens {
@@ -470,14 +476,7 @@ func TestOIDCRenewalOfAnotherUserEndsTheSession(t *testing.T) {
 // A renewal outlives the request that started it (a closed tab): the provider rotates the
 // refresh token as it answers, and the answer must not be lost.
 func TestOIDCRenewalIsNotCancelledWithItsRequest(t *testing.T) {
-	c := &clock{t: time.Now()}
-	s, h, p := oidcServer(t, c)
-	j := jar{}
-	signIn(t, h, j, "/")
-	si, err := s.Sessions.Open(requestWith(j[CookieName]))
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, p, si := oidcSignedIn(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	r, err := s.OIDC.Renew(ctx, si.Refresh)

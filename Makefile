@@ -8,6 +8,14 @@ CACHE ?= $(HOME)/.cache/etcdbackup
 BIN ?= $(CACHE)/bin
 export ETCDBACKUP_BIN := $(BIN)
 
+# One set of build flags for every go command make runs: the tests, the services the
+# end-to-end suite starts, the images (static and reproducible: no cgo, -trimpath) and the
+# tools built from the module proxy. A package is then compiled once and its build cached for
+# every later build that imports it at the same version; hack/shared-builds.sh (make verify)
+# keeps the tools' versions of shared modules equal to the workspace's.
+export CGO_ENABLED := 0
+export GOFLAGS := $(strip $(GOFLAGS) -trimpath)
+
 SERVICES := scheduler snapshotter uploader pruner restorer journal console
 MODULES := api pkg proto cli e2e $(addprefix services/,$(SERVICES))
 TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(BIN)/versitygw $(BIN)/nats $(BIN)/promtool \
@@ -95,6 +103,7 @@ lint: $(LINT)
 	cd tools/images && GOWORK=off $(LINT) run ./...
 
 verify: generate lint
+	./hack/shared-builds.sh
 	@git diff --exit-code -- proto api deploy/k8s/crds e2e/kkp/crds go.work || { echo "generated files are stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto api deploy/k8s/crds e2e/kkp/crds go.work)" || { git status --porcelain; echo "untracked generated files"; exit 1; }
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt: $$out"; exit 1; }

@@ -1,4 +1,4 @@
-# Targets: run (sandbox), test, build, images, tools, generate, lint, verify, bench, screenshots.
+# Targets: run (sandbox), test, build, images, tools, generate, lint, verify, bench, bench-targets, screenshots.
 SHELL := /bin/bash
 export GOTOOLCHAIN := local
 
@@ -23,7 +23,7 @@ TOOLS := $(BIN)/kube-apiserver $(BIN)/kubectl $(BIN)/kube-controller-manager $(B
 GENERATORS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/controller-gen
 LINT := $(BIN)/golangci-lint
 
-.PHONY: all build images tools generate verify lint test test-unit test-e2e run bench clean chromium screenshots krew
+.PHONY: all build images tools generate verify lint test test-unit test-e2e run bench bench-targets clean chromium screenshots krew
 
 all: build
 
@@ -149,6 +149,17 @@ bench: $(TOOLS)
 	cd pkg && go test -run '^$$' -bench . -benchtime 2x ./journal/...
 	cd services/journal && go test -run '^$$' -bench . -benchtime 1x -timeout 10m ./follow/...
 	cd services/restorer && go test -run '^$$' -bench PointInTimeBuild -benchtime 1x -timeout 60m ./restore/
+
+# Issue 24's targets side by side in one run (about 35 minutes on 2 cores): B1, B2 and B4 on a
+# 1.1 GB etcd of kube-apiserver-like data, R1 restoring it, B5 with 1,000 configs due at once
+# every minute for 3 minutes; a table of the targets at the end. PROFILES=dir keeps the CPU
+# profiles (snapshotter and uploader across the backup; every replica, kube-apiserver and the
+# benchmark's process, which embeds NATS and the etcds, in the burst's second minute).
+bench-targets: $(TOOLS)
+	$(if $(PROFILES),mkdir -p $(abspath $(PROFILES)))
+	cd e2e && ETCDBACKUP_BENCH_MIB=1100 ETCDBACKUP_BENCH_CONFIGS=1000 ETCDBACKUP_BENCH_MINUTES=3 \
+		ETCDBACKUP_BENCH_PROFILE_DIR=$(if $(PROFILES),$(abspath $(PROFILES))) go test -run '^$$' \
+		-bench '^(BenchmarkBackup|BenchmarkRestore|BenchmarkScale)$$' -benchtime 1x -timeout 90m ./bench/
 
 clean:
 	rm -rf bin

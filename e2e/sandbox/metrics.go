@@ -78,22 +78,11 @@ func (s *Service) Metric(ctx context.Context, name string, match map[string]stri
 // Requests returns kube-apiserver's count of requests so far by "verb resource[/subresource]"
 // (apiserver_request_total, summed over codes and scopes).
 func (a *APIServer) Requests(ctx context.Context) (map[string]float64, error) {
-	rt, err := rest.TransportFor(a.Config)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(a.Config.Host, "/")+"/metrics", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := (&http.Client{Transport: rt, Timeout: 10 * time.Second}).Do(req)
+	resp, err := a.get(ctx, "/metrics", 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("kube-apiserver /metrics: %s", resp.Status)
-	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := parser.TextToMetricFamilies(resp.Body)
 	if err != nil {
@@ -118,4 +107,37 @@ func (a *APIServer) Requests(ctx context.Context) (map[string]float64, error) {
 		out[verb+" "+resource] += m.GetCounter().GetValue()
 	}
 	return out, nil
+}
+
+// CPUProfile is a CPU profile of kube-apiserver over the next d (its /debug/pprof, on by
+// default), in pprof's format.
+func (a *APIServer) CPUProfile(ctx context.Context, d time.Duration) ([]byte, error) {
+	resp, err := a.get(ctx, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), d+30*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
+}
+
+// get is a GET of path on kube-apiserver as the sandbox's admin; a status other than 200 is
+// an error.
+func (a *APIServer) get(ctx context.Context, path string, timeout time.Duration) (*http.Response, error) {
+	rt, err := rest.TransportFor(a.Config)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(a.Config.Host, "/")+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Transport: rt, Timeout: timeout}).Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("kube-apiserver %s: %s", path, resp.Status)
+	}
+	return resp, nil
 }

@@ -16,9 +16,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 )
 
-// The images build twice to the same digests, the deploy refers to exactly those digests, and
-// each tarball holds a runnable static binary as its entrypoint, run as the non-root user,
-// with CA certificates, the labels, and nothing else.
+// The images built from this checkout have the digests the deploy refers to (built by make
+// images elsewhere: the images are reproducible), and each tarball holds a runnable static
+// binary as its entrypoint, run as the non-root user, with CA certificates, the labels, and
+// nothing else.
 func TestImages(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
@@ -26,19 +27,13 @@ func TestImages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, second := t.TempDir(), t.TempDir()
+	// One build: the digests committed in the kustomization were built by make images in
+	// another checkout, at another path, often on another machine, so matching them is the
+	// reproducibility check (a second build here relinked every binary for 35 s to prove less).
+	first := t.TempDir()
 	digests, err := BuildAll(ctx, repo, first)
 	if err != nil {
 		t.Fatal(err)
-	}
-	again, err := BuildAll(ctx, repo, second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for svc, d := range digests {
-		if again[svc] != d {
-			t.Errorf("%s: built twice, digests %s and %s", svc, d, again[svc])
-		}
 	}
 
 	kustomization, err := os.ReadFile(filepath.Join(repo, "deploy", "k8s", "kustomization.yaml"))
@@ -47,7 +42,8 @@ func TestImages(t *testing.T) {
 	}
 	if want := KustomizationImages(digests); !strings.HasSuffix(string(kustomization), "\n"+want) {
 		t.Errorf("deploy/k8s/kustomization.yaml does not refer to the images built from this tree; run make images and "+
-			"commit. It should end with:\n%s", want)
+			"commit (if it then still differs on another machine, the build is not reproducible). It should end "+
+			"with:\n%s", want)
 	}
 
 	for svc, programs := range Services {

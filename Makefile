@@ -114,7 +114,7 @@ verify: generate lint
 # Unit and component tests (embedded NATS and etcd, in-process S3), then the end-to-end suite
 # (real kube-apiserver, versitygw S3 server, service binaries as processes) in E2E_SHARDS
 # sandboxes side by side (hack/test.sh, hack/e2e.sh).
-E2E_SHARDS ?= 3
+E2E_SHARDS ?= 4
 test: $(TOOLS) chromium
 	E2E_SHARDS=$(E2E_SHARDS) ./hack/test.sh
 

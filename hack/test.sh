@@ -2,7 +2,7 @@
 # make test: every module's unit and component tests (one go test over the workspace's
 # packages, so that one module's builds overlap another's tests) beside the images'
 # reproducibility test, then the end-to-end suite in shards side by side (hack/e2e.sh,
-# E2E_SHARDS of them, default 3). Each phase's time is printed; any failure fails the run.
+# E2E_SHARDS of them, default 4). Each phase's time is printed; any failure fails the run.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root" || exit 1
@@ -25,6 +25,6 @@ echo "--- unit and component tests, images: $(( $(date +%s) - start ))s"
 (( failed )) && exit 1
 
 e2e=$(date +%s)
-./hack/e2e.sh "${E2E_SHARDS:-3}" || failed=1
+./hack/e2e.sh "${E2E_SHARDS:-4}" || failed=1
 echo "--- end-to-end suite: $(( $(date +%s) - e2e ))s; make test: $(( $(date +%s) - start ))s"
 exit $failed

@@ -22,6 +22,7 @@ import (
 	"github.com/etcd-backup/etcdbackup/pkg/journal"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -330,13 +331,29 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 	// Each cluster's etcd is an embedded member of its own, named in the Cluster's annotation
 	// (a kubelet playing 50 StatefulSets would poll the API server more than the test does).
 	all := make([]*follow, clusters)
+	members := make([]*etcdtest.Etcd, clusters)
+	var starts errgroup.Group
+	starts.SetLimit(8) // one after the other, they took 80 of the test's 123 s
 	for i := range clusters {
-		name := fmt.Sprintf("jkill%d", i)
-		e, err := etcdtest.StartIn(t.TempDir(), name, nil)
-		if err != nil {
-			t.Fatal(err)
+		dir := t.TempDir()
+		starts.Go(func() error {
+			e, err := etcdtest.StartIn(dir, fmt.Sprintf("jkill%d", i), nil)
+			members[i] = e
+			return err
+		})
+	}
+	err = starts.Wait()
+	for _, e := range members {
+		if e != nil {
+			t.Cleanup(e.Stop)
 		}
-		t.Cleanup(e.Stop)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	setup := time.Now()
+	for i, e := range members {
+		name := fmt.Sprintf("jkill%d", i)
 		mustAddCluster(t, ctx, name, e.Endpoint)
 		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second,
 			Logger: zap.NewNop()})
@@ -353,6 +370,7 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 		}
 		triggerWhenAllowed(t, ctx, all[i].ns, "journal")
 	}
+	t.Logf("%d clusters, configs and triggers in %s", clusters, time.Since(setup).Round(100*time.Millisecond))
 	for _, f := range all {
 		waitConfig(t, ctx, f.ns, "journal", 90*time.Second, "the full backup", func(c *kubermaticv1.EtcdBackupConfig) bool {
 			return len(entries(c, kubermaticv1.PhaseCompleted)) >= 1
@@ -363,6 +381,7 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 		}
 		f.anchor = anchor
 	}
+	t.Logf("every full backup completed after %s", time.Since(setup).Round(100*time.Millisecond))
 	// Writers, 5 revisions a second per cluster (250 a second in all), until stopped.
 	wctx, stopWriters := context.WithCancel(ctx)
 	defer stopWriters()

@@ -150,7 +150,7 @@ bench: $(TOOLS)
 	cd services/journal && go test -run '^$$' -bench . -benchtime 1x -timeout 10m ./follow/...
 	cd services/restorer && go test -run '^$$' -bench PointInTimeBuild -benchtime 1x -timeout 60m ./restore/
 
-# Issue 24's targets side by side in one run (about 35 minutes on 2 cores): B1, B2 and B4 on a
+# Issue 24's targets side by side in one run (about 25 minutes on 2 cores): B1, B2 and B4 on a
 # 1.1 GB etcd of kube-apiserver-like data, R1 restoring it, B5 with 1,000 configs due at once
 # every minute for 3 minutes; a table of the targets at the end. PROFILES=dir keeps the CPU
 # profiles (snapshotter and uploader across the backup; every replica, kube-apiserver and the

@@ -333,7 +333,7 @@ func TestJournalReplicaKilledLosesNoRevision(t *testing.T) {
 	all := make([]*follow, clusters)
 	members := make([]*etcdtest.Etcd, clusters)
 	var starts errgroup.Group
-	starts.SetLimit(8) // one after the other, they took 80 of the test's 123 s
+	starts.SetLimit(8) // one after the other, they took about 80 of the test's 123 s alone
 	for i := range clusters {
 		dir := t.TempDir()
 		starts.Go(func() error {

@@ -133,6 +133,9 @@ func BenchmarkBackup(b *testing.B) {
 				"file-backed (its binary's pages); before the backup %.1f MiB (%.1f anonymous, %.1f file)",
 				svc, float64(rss)/(1<<20), float64(anon)/(1<<20), float64(file)/(1<<20), float64(idle[svc].RSS)/(1<<20),
 				float64(idle[svc].RssAnon)/(1<<20), float64(idle[svc].RssFile)/(1<<20))
+			reportTarget("B3-"+svc, float64(rss)/(1<<20), 64, " MiB", fmt.Sprintf(
+				"peak RSS during the backup: %.1f MiB anonymous, %.1f MiB its binary's pages", float64(anon)/(1<<20),
+				float64(file)/(1<<20)))
 		}
 		lines, snap, upload, triggered := stageTimes(b, ctx, env, entry.BackupName)
 		b.ReportMetric(snap.Seconds(), "snapshot-s")

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -412,8 +413,8 @@ func profileSeed(ctx context.Context, env *sandbox.Env, dir string, d time.Durat
 		if err != nil {
 			return err
 		}
-		defer f.Close()
 		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
 			return err
 		}
 		window := time.NewTimer(d)
@@ -423,7 +424,7 @@ func profileSeed(ctx context.Context, env *sandbox.Env, dir string, d time.Durat
 		case <-ctx.Done():
 		}
 		pprof.StopCPUProfile()
-		return ctx.Err()
+		return errors.Join(f.Close(), ctx.Err())
 	})
 	return g.Wait()
 }
